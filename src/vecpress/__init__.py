@@ -1,0 +1,29 @@
+"""vecpress: compress embedding vectors and search them compressed.
+
+Examples
+--------
+>>> import numpy as np, vecpress
+>>> x = np.random.default_rng(0).standard_normal((100, 32)).astype(np.float32)
+>>> codec = vecpress.Codec.from_spec("hd2,rq4").fit(x)
+>>> codec.encode(x).shape
+(100, 24)
+"""
+
+from __future__ import annotations
+
+from .codec import Codec
+from .errors import FormatError, NotFittedError
+from .spec import parse as parse_spec
+from .threads import get_num_threads, set_num_threads
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Codec",
+    "FormatError",
+    "NotFittedError",
+    "__version__",
+    "get_num_threads",
+    "parse_spec",
+    "set_num_threads",
+]

@@ -1,0 +1,131 @@
+"""Checks shared by every entry point that takes vectors or codes.
+
+One place decides what vecpress accepts, so that ``fit``, ``encode``,
+``decode`` and ``score`` (and later the index and the CLI) can never drift
+apart. The policy:
+
+* vectors must be a 2-D array of real floating point numbers (float16,
+  float32 or float64); they are converted to C-contiguous float32, copying
+  only when needed (so non-contiguous views are accepted);
+* integer, boolean, complex and object arrays raise ``TypeError``;
+* NaN or infinite values raise ``ValueError`` naming the first bad row;
+* a wrong number of columns raises ``ValueError`` with both numbers;
+* zero rows are accepted where the result is simply empty (encode, score),
+  and rejected where something must be learned (fit).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_FLOAT_KINDS = ("f",)
+
+
+def as_vectors(
+    x: object,
+    name: str = "x",
+    *,
+    dim: int | None = None,
+    allow_empty: bool = True,
+) -> np.ndarray:
+    """Return ``x`` as a C-contiguous float32 matrix, or raise a clear error.
+
+    Parameters
+    ----------
+    x : array_like
+        The vectors, shape ``(n, d)``.
+    name : str
+        Name used in error messages (``"X"``, ``"queries"`` ...).
+    dim : int, optional
+        The required number of columns.
+    allow_empty : bool
+        Whether ``n == 0`` is allowed.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, C-contiguous, shape ``(n, d)``.
+
+    Examples
+    --------
+    >>> as_vectors(np.ones((2, 3))).dtype
+    dtype('float32')
+    """
+    if not isinstance(x, np.ndarray):
+        if isinstance(x, (list, tuple)):
+            x = np.asarray(x)
+        else:
+            raise TypeError(
+                f"{name} must be a numpy array of floats with shape (n, d), "
+                f"found {type(x).__name__}"
+            )
+    dtype = x.dtype
+    # ml_dtypes types (bfloat16, float8) report kind 'V'; accept them via a float view.
+    if dtype.kind not in _FLOAT_KINDS and not _is_ml_float(dtype):
+        raise TypeError(
+            f"{name} must hold floating point numbers (float16/32/64), found dtype {dtype}"
+        )
+    if x.ndim != 2:
+        hint = " (use x[None, :] for a single vector)" if x.ndim == 1 else ""
+        raise ValueError(f"{name} must be 2-D with shape (n, d), found shape {x.shape}{hint}")
+    n, d = x.shape
+    if dim is not None and d != dim:
+        raise ValueError(f"{name} must have {dim} columns (the codec's dimension), found {d}")
+    if d == 0:
+        raise ValueError(f"{name} must have at least one column, found shape {x.shape}")
+    if n == 0 and not allow_empty:
+        raise ValueError(f"{name} is empty (shape {x.shape}); at least one row is needed")
+    out = np.ascontiguousarray(x, dtype=np.float32)
+    if n:
+        finite = np.isfinite(out).all(axis=1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            raise ValueError(
+                f"{name} has {bad.size} row(s) with NaN or Inf values, first at row {bad[0]}"
+            )
+    return out
+
+
+def _is_ml_float(dtype: np.dtype) -> bool:
+    try:
+        import ml_dtypes
+
+        return dtype in (
+            np.dtype(ml_dtypes.bfloat16),
+            np.dtype(ml_dtypes.float8_e4m3fn),
+            np.dtype(ml_dtypes.float8_e5m2),
+        )
+    except ImportError:  # pragma: no cover - ml_dtypes is a dependency
+        return False
+
+
+def as_codes(codes: object, code_size: int, name: str = "codes") -> np.ndarray:
+    """Return ``codes`` as a C-contiguous ``uint8[n, code_size]`` matrix or raise.
+
+    Examples
+    --------
+    >>> as_codes(np.zeros((3, 4), np.uint8), 4).shape
+    (3, 4)
+    """
+    if not isinstance(codes, np.ndarray):
+        raise TypeError(f"{name} must be a numpy uint8 array, found {type(codes).__name__}")
+    if codes.dtype != np.uint8:
+        raise TypeError(
+            f"{name} must have dtype uint8 (as returned by encode), found {codes.dtype}"
+        )
+    if codes.ndim != 2 or codes.shape[1] != code_size:
+        raise ValueError(
+            f"{name} must have shape (n, {code_size}) for this codec, found {codes.shape}"
+        )
+    return np.ascontiguousarray(codes)
+
+
+def check_positive_int(value: object, name: str, *, low: int = 1, high: int | None = None) -> int:
+    """Return ``value`` as an int in ``[low, high]`` or raise a clear error."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, found {type(value).__name__}")
+    v = int(value)
+    if v < low or (high is not None and v > high):
+        rng = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be in {rng}, found {v}")
+    return v

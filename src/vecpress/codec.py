@@ -1,0 +1,250 @@
+"""The :class:`Codec`: transforms followed by one quantizer, as data plus functions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import blob
+from ._validation import as_codes, as_vectors, check_positive_int
+from .errors import FormatError, NotFittedError
+from .quantizers.base import get_field, put_field
+from .spec import canonical, parse
+from .transforms import Center
+
+_KIND = "vecpress.codec"
+_CODEC_VERSION = 1
+
+
+class Codec:
+    """A vector codec built from a spec string such as ``"center,hd2,rq4"``.
+
+    Every codec maps float32 vectors of dimension ``d`` to rows of
+    ``code_size`` bytes that hold everything the vector needs (codes, norms,
+    scales, correction factors), and scores float queries against those rows:
+    :meth:`score` estimates the inner product ``<q, x>`` with the *original*
+    vector ``x``.
+
+    Use :meth:`from_spec` to build one. Codecs with nothing to learn are ready
+    once their dimension is known (``from_spec(spec, d=...)`` or :meth:`fit`);
+    codecs with a learned stage (``center``, ``int<b>``) need :meth:`fit`.
+
+    Input policy: vectors must be 2-D float arrays; float16/float64 and
+    non-contiguous arrays are converted to contiguous float32; integer arrays
+    raise ``TypeError``; NaN/Inf or a wrong dimension raise ``ValueError``.
+    Zero rows encode to zero code rows and score to an empty matrix.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from vecpress import Codec
+    >>> x = np.random.default_rng(0).standard_normal((1000, 64)).astype(np.float32)
+    >>> codec = Codec.from_spec("hd2,rq4").fit(x)
+    >>> codes = codec.encode(x)
+    >>> codes.shape, codec.code_size
+    ((1000, 40), 40)
+    >>> codec.score(x[:3], codes).shape
+    (3, 1000)
+    >>> Codec.from_bytes(codec.to_bytes()).spec
+    'hd2,rq4'
+    """
+
+    def __init__(self, transforms, quantizer, *, seed: int = 0) -> None:
+        self.transforms = list(transforms)
+        self.quantizer = quantizer
+        self.seed = seed
+        self.d: int | None = None
+
+    # -- construction ------------------------------------------------------
+    @classmethod
+    def from_spec(cls, spec: str, *, d: int | None = None, seed: int = 0) -> Codec:
+        """Build a codec from a spec string.
+
+        Parameters
+        ----------
+        spec : str
+            Stages joined by commas, transforms first, one quantizer last
+            (see :mod:`vecpress.spec`).
+        d : int, optional
+            The dimension; when given, random stages are drawn at once so that
+            training-free codecs can encode without ``fit``.
+        seed : int
+            Seed of every random stage (rotations, projections).
+
+        Examples
+        --------
+        >>> Codec.from_spec("center,hd2,rq4").spec
+        'center,hd2,rq4'
+        """
+        seed = check_positive_int(seed, "seed", low=0)
+        transforms, quantizer = parse(spec)
+        if sum(isinstance(t, Center) for t in transforms) > 1:
+            raise ValueError(f"spec {spec!r}: 'center' may appear at most once")
+        codec = cls(transforms, quantizer, seed=seed)
+        if d is not None:
+            codec._setup(check_positive_int(d, "d"))
+        return codec
+
+    def _stages(self):
+        return [*self.transforms, self.quantizer]
+
+    def _setup(self, d: int) -> None:
+        ss = np.random.SeedSequence(self.seed)
+        for stage, child in zip(self._stages(), ss.spawn(len(self._stages())), strict=True):
+            stage.setup(d, np.random.default_rng(child))
+        self.d = d
+
+    # -- properties --------------------------------------------------------
+    @property
+    def spec(self) -> str:
+        """The canonical spec string."""
+        return canonical(self.transforms, self.quantizer)
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.d is not None and all(s.fitted for s in self._stages())
+
+    @property
+    def _centered(self) -> bool:
+        return any(isinstance(t, Center) for t in self.transforms)
+
+    @property
+    def code_size(self) -> int:
+        """Bytes per encoded vector (everything per vector included)."""
+        self._check_ready()
+        extra = self.quantizer.field_dtype.itemsize if self._centered else 0
+        return self.quantizer.code_size + extra
+
+    def _split(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Quantizer part of the rows, and the stored centring term (or None)."""
+        if not self._centered:
+            return codes, None
+        qs = self.quantizer.code_size
+        return codes[:, :qs], get_field(codes, qs, self.quantizer.field_dtype)
+
+    def __repr__(self) -> str:
+        state = f"d={self.d}" if self.d is not None else "unfitted"
+        return f"Codec({self.spec!r}, {state})"
+
+    def _check_ready(self) -> None:
+        if not self.is_fitted:
+            need = [s.spec for s in self._stages() if not s.fitted] or ["(dimension)"]
+            raise NotFittedError(
+                f"codec {self.spec!r} is not fitted ({', '.join(need)} needs data): call fit(X) "
+                "first, or pass d= to from_spec for a training-free codec"
+            )
+
+    # -- learning ----------------------------------------------------------
+    def fit(self, x) -> Codec:
+        """Learn what the stages need from training vectors; returns ``self``.
+
+        For training-free codecs this only fixes the dimension (and draws the
+        random rotations if not done yet).
+        """
+        x = as_vectors(x, "X", dim=self.d, allow_empty=False)
+        if self.d is None:
+            self._setup(x.shape[1])
+        for t in self.transforms:
+            if t.needs_data:
+                t.fit(x)
+            x = t.forward(x)
+        if self.quantizer.needs_data:
+            self.quantizer.fit(x)
+        return self
+
+    # -- the codec trio ----------------------------------------------------
+    def encode(self, x) -> np.ndarray:
+        """Encode vectors into ``uint8[n, code_size]``."""
+        self._check_ready()
+        x = as_vectors(x, "X", dim=self.d)
+        if x.shape[0] == 0:
+            return np.zeros((0, self.code_size), np.uint8)
+        term = None
+        for t in self.transforms:
+            if isinstance(t, Center):
+                term = t.term(x)
+            x = t.forward(x)
+        codes = self.quantizer.encode(x)
+        if term is None:
+            return codes
+        out = np.empty((x.shape[0], self.code_size), np.uint8)
+        out[:, : codes.shape[1]] = codes
+        put_field(out, codes.shape[1], term, self.quantizer.field_dtype)
+        return out
+
+    def decode(self, codes) -> np.ndarray:
+        """Reconstruct float32 vectors from codes."""
+        self._check_ready()
+        codes, _ = self._split(as_codes(codes, self.code_size))
+        y = self.quantizer.decode(codes).astype(np.float32, copy=False)
+        for t in reversed(self.transforms):
+            y = t.inverse(y)
+        return np.ascontiguousarray(y, dtype=np.float32)
+
+    def transform_queries(self, q) -> tuple[np.ndarray, np.ndarray]:
+        """Map queries into the quantizer's space: ``(q', offset)`` with
+        ``<q, x> = <q', T x> + offset``."""
+        self._check_ready()
+        q = as_vectors(q, "queries", dim=self.d)
+        offset = np.zeros(q.shape[0], np.float32)
+        for t in self.transforms:
+            q, off = t.query(q)
+            if off is not None:
+                offset += off
+        return np.ascontiguousarray(q, dtype=np.float32), offset
+
+    def score(self, q, codes) -> np.ndarray:
+        """Estimate ``<q_i, x_j>`` for every query row and code row: ``float32[nq, n]``."""
+        qt, offset = self.transform_queries(q)
+        codes = as_codes(codes, self.code_size)
+        if qt.shape[0] == 0 or codes.shape[0] == 0:
+            return np.zeros((qt.shape[0], codes.shape[0]), np.float32)
+        qcodes, term = self._split(codes)
+        out = self.quantizer.score(qt, qcodes)
+        if term is not None:
+            out += term[None, :]
+            out += offset[:, None]
+        return out
+
+    # -- serialization -----------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """Serialize to a self-describing blob (JSON config + named arrays, no pickle)."""
+        self._check_ready()
+        stages = []
+        arrays = {}
+        for i, st in enumerate(self._stages()):
+            stages.append(st.config())
+            for k, v in st.arrays().items():
+                arrays[f"{i}.{k}"] = v
+        config = {
+            "kind": _KIND,
+            "version": _CODEC_VERSION,
+            "spec": self.spec,
+            "d": self.d,
+            "seed": self.seed,
+            "stages": stages,
+        }
+        return blob.pack(config, arrays)
+
+    @classmethod
+    def from_bytes(cls, data, source: str = "<bytes>") -> Codec:
+        """Rebuild a codec from :meth:`to_bytes` output; raises ``FormatError`` if invalid."""
+        config, arrays = blob.unpack(data, source)
+        try:
+            if config.get("kind") != _KIND or config.get("version") != _CODEC_VERSION:
+                raise ValueError(f"not a version-{_CODEC_VERSION} codec")
+            d = check_positive_int(config["d"], "d")
+            codec = cls.from_spec(config["spec"], seed=config["seed"])
+            stages = codec._stages()
+            if len(config["stages"]) != len(stages):
+                raise ValueError("stage list does not match the spec")
+            for i, (st, cfg) in enumerate(zip(stages, config["stages"], strict=True)):
+                if cfg.get("name") != st.name or cfg.get("d") != d:
+                    raise ValueError(f"stage {i} config {cfg!r} does not match {st.spec!r}")
+                mine = {
+                    k.split(".", 1)[1]: v for k, v in arrays.items() if k.split(".", 1)[0] == str(i)
+                }
+                st.restore(cfg, mine)
+            codec.d = d
+        except (ValueError, TypeError, KeyError) as e:
+            raise FormatError(f"{source}: invalid codec in config: {e}") from None
+        return codec

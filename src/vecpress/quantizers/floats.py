@@ -1,0 +1,132 @@
+"""Floating-point codes: ``f32``, ``f16``, ``bf16``, and float8 ``e4m3``/``e5m2``.
+
+``f16`` and ``bf16`` store each coordinate in 2 bytes (values beyond float16's
+range, |x| > 65504, become infinite in ``f16``: use ``bf16`` for such data).
+The float8 codes store one byte per coordinate plus a per-vector float32 scale,
+a power of two chosen so that the row's largest magnitude lands in the top
+binade of the format (just below 448 for e4m3, 57344 for e5m2): no row overflows,
+no range is wasted, and scaling is exact, so decode and re-encode are lossless.
+
+Scoring decodes one block of rows at a time and multiplies with BLAS.
+"""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+
+from .base import Quantizer, blocked_matmul, get_f32, put_f32
+
+
+class _Cast(Quantizer):
+    param_name = None
+    dtype: np.dtype
+
+    @property
+    def code_size(self) -> int:
+        return self.d * self.dtype.itemsize
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            c = x.astype(self.dtype)
+        return np.ascontiguousarray(c).view(np.uint8).reshape(x.shape[0], self.code_size)
+
+    @property
+    def field_dtype(self) -> np.dtype:
+        return np.dtype("<f4")
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(codes).view(self.dtype).astype(np.float32)
+
+    def score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        if self.dtype == np.float32:
+            return q @ np.ascontiguousarray(codes).view(np.float32).T
+        return blocked_matmul(q, codes, self.decode)
+
+
+class F32(_Cast):
+    """Raw float32 (no compression; the exact reference)."""
+
+    name = "f32"
+    dtype = np.dtype("<f4")
+
+
+class F16(_Cast):
+    """IEEE half precision."""
+
+    name = "f16"
+    dtype = np.dtype("<f2")
+
+
+class BF16(_Cast):
+    """bfloat16 (float32's range, 8 bits of mantissa)."""
+
+    name = "bf16"
+    dtype = np.dtype(ml_dtypes.bfloat16)
+
+
+class _Float8(Quantizer):
+    param_name = None
+
+    @property
+    def field_dtype(self) -> np.dtype:
+        return np.dtype("<f2")
+
+    dtype: np.dtype
+    max_value: float
+
+    @property
+    def code_size(self) -> int:
+        return self.d + 4
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        n, d = x.shape
+        scale = _pow2_scale(np.abs(x).max(axis=1) if n else np.zeros(0, np.float32), self.max_value)
+        y = self._round(x, scale)
+        # A row whose largest value rounded down to exactly half the range would get a
+        # scale half as large when re-encoded; use that scale now so that
+        # encode(decode(codes)) reproduces the codes bit for bit.
+        half = np.abs(y).max(axis=1) <= self.max_value / 2 if n else np.zeros(0, bool)
+        if half.any():
+            scale[half] *= 0.5
+            y[half] = self._round(x[half], scale[half])
+        out = np.empty((n, d + 4), np.uint8)
+        out[:, :d] = y.astype(self.dtype).view(np.uint8)
+        put_f32(out, d, scale)
+        return out
+
+    def _round(self, x: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        y = np.clip(x / scale[:, None], -self.max_value, self.max_value)
+        return y.astype(self.dtype).astype(np.float32)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        d = self.d
+        vals = np.ascontiguousarray(codes[:, :d]).view(self.dtype).astype(np.float32)
+        return vals * get_f32(codes, d)[:, None]
+
+    def score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        return blocked_matmul(q, codes, self.decode)
+
+
+def _pow2_scale(amax: np.ndarray, max_value: float) -> np.ndarray:
+    """Smallest power of two ``s`` with ``amax / s <= max_value`` (1 for zero rows)."""
+    ratio = amax.astype(np.float64) / max_value
+    mant, expo = np.frexp(ratio)
+    expo = np.where(mant == 0.5, expo - 1, expo)
+    return np.where(amax > 0, np.ldexp(1.0, expo), 1.0).astype(np.float32)
+
+
+class E4M3(_Float8):
+    """float8 e4m3fn with a per-vector scale (4 exponent bits, 3 mantissa bits)."""
+
+    name = "e4m3"
+    dtype = np.dtype(ml_dtypes.float8_e4m3fn)
+    max_value = 448.0
+
+
+class E5M2(_Float8):
+    """float8 e5m2 with a per-vector scale (5 exponent bits, 2 mantissa bits)."""
+
+    name = "e5m2"
+    dtype = np.dtype(ml_dtypes.float8_e5m2)
+    max_value = 57344.0

@@ -1,0 +1,166 @@
+"""Uniform scalar codes scored as integer dot products: ``int<b>`` and ``lvq<b>``.
+
+``int<b>`` (per-dimension calibration, what sentence-transformers' int8 does,
+done carefully): each dimension ``i`` gets a range ``[lo_i, hi_i]`` learned by
+``fit``, chosen among clipping quantiles to minimise the reconstruction MSE on
+the training rows (min/max wins at 8 bits, clipping the tails wins at few bits).
+Values outside the range are clipped before rounding, never wrapped.
+``x_i ≈ lo_i + step_i * c_i``.
+
+``lvq<b>`` (LVQ, Aguerrebere et al. 2023): each vector gets its own range,
+stored with the codes as two float16 numbers (the lower bound rounded down and
+the step rounded up, so the stored grid always covers the row). Usually
+preceded by ``center``. ``x_i ≈ lo + step * c_i``.
+
+Both score a query by quantizing it to 8 bits once (``q ≈ s * qi``) and taking
+integer dot products with the codes (:func:`~vecpress.kernels.scan.int_scan`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels.bitpack import pack, packed_size, unpack
+from ..kernels.scan import int_scan, quantize_queries
+from .base import Quantizer, get_f16, put_f16
+
+_CLIP_QUANTILES = (0.0, 1e-4, 5e-4, 2e-3, 5e-3, 0.01, 0.02, 0.04)
+_CALIBRATION_ROWS = 20000
+
+
+def _round_codes(x, lo, step, levels):
+    safe = np.where(step > 0, step, 1.0).astype(np.float32)
+    c = np.rint((x - lo) / safe)
+    return np.clip(c, 0, levels - 1).astype(np.uint8)
+
+
+class Int(Quantizer):
+    """Per-dimension calibrated uniform quantizer with ``b`` bits per coordinate."""
+
+    name = "int"
+    needs_data = True
+
+    @property
+    def levels(self) -> int:
+        return 1 << self.param
+
+    @property
+    def code_size(self) -> int:
+        return packed_size(self.d, self.param)
+
+    def fit(self, x: np.ndarray) -> None:
+        if x.shape[0] > _CALIBRATION_ROWS:
+            idx = np.random.default_rng(0).choice(x.shape[0], _CALIBRATION_ROWS, replace=False)
+            x = x[np.sort(idx)]
+        srt = np.sort(x, axis=0)
+        n = srt.shape[0]
+        best_mse = np.full(x.shape[1], np.inf)
+        best_lo = srt[0].copy()
+        best_hi = srt[-1].copy()
+        for a in _CLIP_QUANTILES:
+            k = min(int(a * n), (n - 1) // 2)
+            lo, hi = srt[k], srt[n - 1 - k]
+            step = ((hi - lo) / (self.levels - 1)).astype(np.float32)
+            rec = lo + step * _round_codes(x, lo, step, self.levels)
+            mse = ((rec - x) ** 2).mean(axis=0)
+            better = mse < best_mse
+            best_mse[better] = mse[better]
+            best_lo[better] = lo[better]
+            best_hi[better] = hi[better]
+        self.lo_ = best_lo.astype(np.float32)
+        self.step_ = ((best_hi - best_lo) / (self.levels - 1)).astype(np.float32)
+        self.fitted = True
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"lo": self.lo_, "step": self.step_}
+
+    def setup_restored(self, arrays: dict[str, np.ndarray]) -> None:
+        from ..transforms import _checked
+
+        self.lo_ = _checked(arrays, "lo", (self.d,), np.float32)
+        self.step_ = _checked(arrays, "step", (self.d,), np.float32)
+        if (self.step_ < 0).any():
+            raise ValueError("int quantizer steps must be non-negative")
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        return pack(_round_codes(x, self.lo_, self.step_, self.levels), self.param)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        c = unpack(codes, self.param, self.d).astype(np.float32)
+        return self.lo_ + self.step_ * c
+
+    def score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        nq, n = q.shape[0], codes.shape[0]
+        qi, qs = quantize_queries(q * self.step_)
+        qoff = (q @ self.lo_).astype(np.float32)
+        out = np.empty((nq, n), np.float32)
+        ones = np.ones(n, np.float32)
+        zeros = np.zeros(n, np.float32)
+        int_scan(
+            codes, self.param, self.d, qi, qs, qoff, ones, zeros, np.zeros(nq, np.float32), out
+        )
+        return out
+
+
+_F16_MAX = 65504.0
+
+
+class LVQ(Quantizer):
+    """Per-vector uniform quantizer (LVQ) with ``b`` bits per coordinate."""
+
+    name = "lvq"
+
+    @property
+    def levels(self) -> int:
+        return 1 << self.param
+
+    @property
+    def _nbytes(self) -> int:
+        return packed_size(self.d, self.param)
+
+    @property
+    def code_size(self) -> int:
+        return self._nbytes + 4
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        out = np.zeros((n, self.code_size), np.uint8)
+        if n == 0:
+            return out
+        lo, hi = x.min(axis=1), x.max(axis=1)
+        step = (hi - lo) / (self.levels - 1)
+        if max(np.abs(lo).max(), np.abs(hi).max(), step.max()) > _F16_MAX / 2:
+            raise ValueError(
+                f"lvq stores per-vector bounds as float16: values must lie within "
+                f"±{_F16_MAX / 2:g}, found a magnitude of {np.abs(x).max():g}; rescale the data"
+            )
+        lo16 = lo.astype(np.float16)
+        down = lo16.astype(np.float32) > lo
+        lo16[down] = np.nextafter(lo16[down], np.float16(-np.inf))
+        lo32 = lo16.astype(np.float32)
+        step16 = ((hi - lo32) / (self.levels - 1)).astype(np.float16)
+        short = lo32 + step16.astype(np.float32) * (self.levels - 1) < hi
+        step16[short] = np.nextafter(step16[short], np.float16(np.inf))
+        step32 = step16.astype(np.float32)
+        codes = _round_codes(x, lo32[:, None], step32[:, None], self.levels)
+        out[:, : self._nbytes] = pack(codes, self.param)
+        put_f16(out, self._nbytes, lo16)
+        put_f16(out, self._nbytes + 2, step16)
+        return out
+
+    def _bounds(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return get_f16(codes, self._nbytes), get_f16(codes, self._nbytes + 2)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        lo, step = self._bounds(codes)
+        c = unpack(codes, self.param, self.d).astype(np.float32)
+        return lo[:, None] + step[:, None] * c
+
+    def score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        nq, n = q.shape[0], codes.shape[0]
+        lo, step = self._bounds(codes)
+        qi, qs = quantize_queries(q)
+        out = np.empty((nq, n), np.float32)
+        qsum = q.sum(axis=1, dtype=np.float64).astype(np.float32)
+        int_scan(codes, self.param, self.d, qi, qs, np.zeros(nq, np.float32), step, lo, qsum, out)
+        return out

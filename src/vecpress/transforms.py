@@ -1,0 +1,188 @@
+"""Transforms: stages that map R^d to R^d before the quantizer.
+
+Every transform is orthogonal or a translation, so inner products with the
+original vectors can be recovered exactly:
+
+* ``center`` subtracts the training mean ``mu`` from vectors *and* queries, and
+  the codec stores the exact per-vector term ``<mu, x - mu>`` in each row, so
+  ``<q, x> = <q - mu, x - mu> + <mu, x - mu> + <q, mu>``: scores still estimate
+  the inner product with the uncentred ``x``, and the estimated part scales with
+  ``|q - mu|`` instead of ``|q|`` (what faiss's RaBitQ does with its centroid);
+* ``haar`` is a dense uniformly random rotation (QR of a Gaussian matrix with
+  the signs of ``diag(R)`` folded in), stored as a matrix;
+* ``hd1``/``hd2``/``hd3`` are 1, 2 or 3 randomized Hadamard rounds (see
+  :mod:`vecpress.kernels.hadamard`), exactly orthogonal on R^d for every d,
+  stored as their signs and permutations.
+
+The query path differs from the database path: a rotation rotates the query
+too, a translation leaves the query unchanged and contributes an additive
+offset.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from .errors import NotFittedError
+from .kernels.hadamard import hadamard_rounds, random_rounds
+
+
+class Transform:
+    """Base class of the transform stages (see the module docstring)."""
+
+    name: ClassVar[str]
+    needs_data: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self.d: int | None = None
+        self.fitted = False
+
+    @property
+    def spec(self) -> str:
+        return self.name
+
+    def setup(self, d: int, rng: np.random.Generator) -> None:
+        """Draw the training-free state for dimension ``d``."""
+        self.d = d
+        self.fitted = not self.needs_data
+
+    def fit(self, x: np.ndarray) -> None:
+        """Learn from (already transformed) training rows ``x``; default: nothing."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def query(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Map queries; return ``(q', offset)`` with ``<q, x> = <q', T x> + offset``."""
+        return self.forward(q), None
+
+    def config(self) -> dict:
+        return {"name": self.name, "d": self.d}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def restore(self, config: dict, arrays: dict[str, np.ndarray]) -> None:
+        self.d = config["d"]
+        self.fitted = True
+
+
+class Center(Transform):
+    """Subtract the training mean (learned by ``fit``)."""
+
+    name = "center"
+    needs_data = True
+
+    def fit(self, x: np.ndarray) -> None:
+        self.mean_ = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+        self.fitted = True
+
+    def _check(self) -> None:
+        if not self.fitted:
+            raise NotFittedError("'center' needs fit(X) to learn the mean before use")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._check()
+        return x - self.mean_
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        self._check()
+        return y + self.mean_
+
+    def query(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        self._check()
+        return q - self.mean_, q @ self.mean_
+
+    def term(self, x: np.ndarray) -> np.ndarray:
+        """The exact per-vector term ``<mu, x - mu>`` stored next to the codes."""
+        self._check()
+        return (x - self.mean_) @ self.mean_
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"mean": self.mean_}
+
+    def restore(self, config: dict, arrays: dict[str, np.ndarray]) -> None:
+        super().restore(config, arrays)
+        self.mean_ = _checked(arrays, "mean", (self.d,), np.float32)
+
+
+class Haar(Transform):
+    """Dense uniformly random rotation (O(d^2) per vector)."""
+
+    name = "haar"
+
+    def setup(self, d: int, rng: np.random.Generator) -> None:
+        super().setup(d, rng)
+        g = rng.standard_normal((d, d))
+        qm, r = np.linalg.qr(g)
+        qm *= np.sign(np.diag(r))[None, :]
+        self.matrix_ = np.ascontiguousarray(qm, dtype=np.float32)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.matrix_.T
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        return y @ self.matrix_
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"matrix": self.matrix_}
+
+    def restore(self, config: dict, arrays: dict[str, np.ndarray]) -> None:
+        super().restore(config, arrays)
+        self.matrix_ = _checked(arrays, "matrix", (self.d, self.d), np.float32)
+
+
+class Hadamard(Transform):
+    """``rounds`` randomized Hadamard rounds, O(d log d) per vector."""
+
+    def __init__(self, rounds: int) -> None:
+        super().__init__()
+        self.rounds = rounds
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"hd{self.rounds}"
+
+    def setup(self, d: int, rng: np.random.Generator) -> None:
+        super().setup(d, rng)
+        self.signs_, self.perms_ = random_rounds(d, self.rounds, rng)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return hadamard_rounds(x, self.signs_, self.perms_, False)
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        return hadamard_rounds(y, self.signs_, self.perms_, True)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"signs": self.signs_, "perms": self.perms_}
+
+    def restore(self, config: dict, arrays: dict[str, np.ndarray]) -> None:
+        super().restore(config, arrays)
+        shape = (self.rounds, self.d)
+        self.signs_ = _checked(arrays, "signs", shape, np.float32)
+        self.perms_ = _checked(arrays, "perms", shape, np.int32)
+        if not np.isin(self.signs_, (-1.0, 1.0)).all():
+            raise ValueError("hadamard signs must be +1 or -1")
+        for p in self.perms_:
+            if not np.array_equal(np.sort(p), np.arange(self.d)):
+                raise ValueError("hadamard permutation is not a permutation of range(d)")
+
+
+def _checked(arrays: dict, key: str, shape: tuple, dtype) -> np.ndarray:
+    """Fetch a state array and check its shape and dtype (for restore)."""
+    if key not in arrays:
+        raise ValueError(f"missing state array {key!r}")
+    a = arrays[key]
+    if a.shape != shape or a.dtype != np.dtype(dtype):
+        raise ValueError(
+            f"state array {key!r} should be {np.dtype(dtype)}{list(shape)}, "
+            f"found {a.dtype}{list(a.shape)}"
+        )
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise ValueError(f"state array {key!r} holds NaN or Inf")
+    return np.array(a)  # writable private copy
