@@ -42,12 +42,13 @@ _LO, _HI = 0.6, 1.6
 
 @nb.njit(cache=True, fastmath=True, inline="always")
 def _cosine(u, t, levels):
-    half = (levels - 1) * 0.5
-    dot = 0.0
-    nn = 0.0
-    top = levels - 1.0
+    half = np.float32((levels - 1) * 0.5)
+    top = np.float32(levels - 1.0)
+    tt = np.float32(t)
+    dot = np.float32(0.0)
+    nn = np.float32(0.0)
     for i in range(u.shape[0]):
-        c = min(max(np.rint(t * u[i] + half), 0.0), top)
+        c = min(max(np.rint(tt * u[i] + half), np.float32(0.0)), top)
         y = c - half
         dot += y * u[i]
         nn += y * y
@@ -79,35 +80,43 @@ def _best_scale(u, t0, levels):
     return best_t
 
 
+_CHUNK = 256
+
+
 @nb.njit(cache=True, fastmath=True, parallel=True)
 def _encode(x, bits, t0, out, factors, norms):
     n, d = x.shape
     levels = 1 << bits
     half = (levels - 1) * 0.5
-    for j in nb.prange(n):
+    nchunks = (n + _CHUNK - 1) // _CHUNK
+    for ch in nb.prange(nchunks):
         c = np.empty(d, np.uint8)
-        u = np.empty(d, np.float64)
-        r2 = 0.0
-        for i in range(d):
-            r2 += np.float64(x[j, i]) * x[j, i]
-        r = np.sqrt(r2)
-        factor = 0.0
-        if r == 0.0:
+        u = np.empty(d, np.float32)
+        for j in range(ch * _CHUNK, min(n, (ch + 1) * _CHUNK)):
+            r2 = 0.0
             for i in range(d):
-                c[i] = levels // 2
-        else:
-            for i in range(d):
-                u[i] = x[j, i] / r
-            t = 1.0 if bits == 1 else _best_scale(u, t0, levels)
-            dot = 0.0
-            for i in range(d):
-                ci = min(max(np.rint(t * u[i] + half), 0.0), levels - 1.0)
-                c[i] = np.uint8(ci)
-                dot += (ci - half) * u[i]
-            factor = r / dot
-        pack_row(c, bits, out[j], 0)
-        factors[j] = factor
-        norms[j] = r
+                r2 += np.float64(x[j, i]) * x[j, i]
+            r = np.sqrt(r2)
+            factor = 0.0
+            if r == 0.0:
+                for i in range(d):
+                    c[i] = levels // 2
+            else:
+                inv = 1.0 / r
+                for i in range(d):
+                    u[i] = x[j, i] * inv
+                t = 1.0 if bits == 1 else _best_scale(u, t0, levels)
+                dot = 0.0
+                for i in range(d):
+                    ci = min(
+                        max(np.rint(np.float32(t) * u[i] + np.float32(half)), 0.0), levels - 1.0
+                    )
+                    c[i] = np.uint8(ci)
+                    dot += (ci - half) * np.float64(x[j, i])
+                factor = r2 / dot
+            pack_row(c, bits, out[j], 0)
+            factors[j] = factor
+            norms[j] = r
 
 
 @nb.njit(cache=True, fastmath=True, parallel=True)
