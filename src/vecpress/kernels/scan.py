@@ -31,12 +31,22 @@ from .bitpack import unpack_row
 _BLOCK = 64
 
 
-def quantize_queries(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Quantize float queries to symmetric 8-bit integers (stored as int16).
+def query_limbs(bits: int) -> int:
+    """8-bit query limbs used against ``bits``-bit codes: 1 up to 5 bits, 2 above.
 
-    ``q ≈ scale[:, None] * qi`` with ``qi`` in [-127, 127] and
-    ``scale = max|q| / 127`` per row, so the rounding error of each coordinate
-    is at most ``scale / 2``.
+    With one limb the query's rounding error (relative ~1/127 of its largest
+    coordinate) is small next to a code of at most 5 bits; against 6-8-bit codes
+    it would dominate, so a second limb quantizes the residual (error / 254).
+    """
+    return 1 if bits <= 5 else 2
+
+
+def quantize_queries(q: np.ndarray, limbs: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Quantize float queries to ``limbs`` stacked 8-bit integer parts.
+
+    Returns ``qi`` int16[limbs * nq, d] and ``scale`` float32[limbs * nq] with
+    ``q ≈ sum_k scale[k*nq:(k+1)*nq, None] * qi[k*nq:(k+1)*nq]``; each part is in
+    [-127, 127]. The error per coordinate is at most ``scale_last / 2``.
 
     Examples
     --------
@@ -44,10 +54,38 @@ def quantize_queries(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     >>> qi.tolist(), float(s[0]) * 127
     ([[64, -127]], 1.0)
     """
-    amax = np.abs(q).max(axis=1)
+    parts, scales = [], []
+    rest = np.asarray(q, np.float32)
+    amax = np.abs(rest).max(axis=1) if rest.shape[1] else np.zeros(rest.shape[0], np.float32)
     scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-    qi = np.rint(q / scale[:, None]).astype(np.int16)
-    return qi, scale
+    for _ in range(limbs):
+        qi = np.clip(np.rint(rest / scale[:, None]), -127, 127).astype(np.int16)
+        parts.append(qi)
+        scales.append(scale)
+        rest = (rest - qi * scale[:, None]).astype(np.float32)
+        scale = (scale / 254.0).astype(np.float32)
+    return np.concatenate(parts), np.concatenate(scales)
+
+
+def score_uniform(codes, bits, d, q, center, qoff, a, b, t):
+    """Score grid codes ``c`` against float queries with the integer kernel.
+
+    ``out[i, j] = a[j] * (<c_j - center, q_i> + qoff[i]) + b[j] * t[i]`` where
+    ``<c_j - center, q_i>`` is computed from 8-bit query limbs
+    (:func:`query_limbs`) and exact integer dot products.
+    """
+    nq, n = q.shape[0], codes.shape[0]
+    limbs = query_limbs(bits)
+    qi, qs = quantize_queries(q, limbs)
+    off = (-qs * center * qi.sum(axis=1)).astype(np.float32)
+    off[:nq] += qoff
+    tt = np.zeros(limbs * nq, np.float32)
+    tt[:nq] = t
+    out = np.empty((limbs * nq, n), np.float32)
+    int_scan(codes, bits, d, qi, qs, off, a, b, tt, out)
+    for k in range(1, limbs):
+        out[:nq] += out[k * nq : (k + 1) * nq]
+    return out[:nq] if limbs > 1 else out
 
 
 def _host_has_vnni() -> bool:

@@ -20,10 +20,11 @@ optimum over fixed-seed Gaussian vectors). Each vector then searches a
 log-spaced grid of 24 scales in ``[0.6, 1.6] t0`` and refines twice around the
 best (8 scales each): 40 O(d) evaluations, compiled and parallel.
 
-Scoring quantizes the query to 8 bits, ``q ≈ s qi``, and computes
-``f * s * (<c, qi> - (2^b - 1)/2 * sum(qi))`` with integer dot products. The
-extra error of that step is bounded by ``|f| * s / 2 * sum_i |y_i|`` and is
-measured by :meth:`RQ.query_quantization_error`.
+Scoring quantizes the query to 8 bits, ``q ≈ s qi`` (two 8-bit limbs against
+6-8-bit codes), and computes ``f * s * (<c, qi> - (2^b - 1)/2 * sum(qi))`` with
+integer dot products. The extra error of that step is bounded by
+``|f| * s / 2 * sum_i |y_i|`` (:meth:`RQ.query_quantization_bound`) and
+measured by ``benchmarks/query_bits.py``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numba as nb
 import numpy as np
 
 from ..kernels.bitpack import pack_row, packed_size, unpack
-from ..kernels.scan import int_scan, quantize_queries
+from ..kernels.scan import quantize_queries, query_limbs, score_uniform
 from .base import Quantizer, get_field, put_field
 
 _COARSE = 24
@@ -204,22 +205,20 @@ class RQ(Quantizer):
 
     def score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
         nq, n = q.shape[0], codes.shape[0]
-        qi, qs = quantize_queries(q)
         half = (self.levels - 1) / 2
-        qoff = (-qs * half * qi.sum(axis=1)).astype(np.float32)
-        out = np.empty((nq, n), np.float32)
         zeros = np.zeros(n, np.float32)
-        f = self._factor(codes)
-        int_scan(codes, self.param, self.d, qi, qs, qoff, f, zeros, np.zeros(nq, np.float32), out)
-        return out
+        zq = np.zeros(nq, np.float32)
+        return score_uniform(codes, self.param, self.d, q, half, zq, self._factor(codes), zeros, zq)
 
     def score_float(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """The same estimator with the query kept in float (slow; for measurement)."""
         return (q @ self._grid(codes).T) * self._factor(codes)[None, :]
 
     def query_quantization_bound(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """Bound on ``|score - score_float|``: ``|f| * s / 2 * sum_i |y_i|`` per pair."""
-        _, qs = quantize_queries(q)
+        """Bound on ``|score - score_float|``: ``|f| * s / 2 * sum_i |y_i|`` per pair,
+        ``s`` the scale of the last 8-bit query limb."""
+        _, qs = quantize_queries(q, query_limbs(self.param))
+        qs = qs[-q.shape[0] :]
         y1 = np.abs(self._grid(codes)).sum(axis=1)
         f = np.abs(self._factor(codes))
         return (qs[:, None] * 0.5) * (f * y1)[None, :]

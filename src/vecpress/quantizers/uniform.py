@@ -12,8 +12,9 @@ stored with the codes as two float16 numbers (the lower bound rounded down and
 the step rounded up, so the stored grid always covers the row). Usually
 preceded by ``center``. ``x_i ≈ lo + step * c_i``.
 
-Both score a query by quantizing it to 8 bits once (``q ≈ s * qi``) and taking
-integer dot products with the codes (:func:`~vecpress.kernels.scan.int_scan`).
+Both score a query by quantizing it to 8 bits once (``q ≈ s * qi``; two 8-bit
+limbs against 6-8-bit codes) and taking integer dot products with the codes
+(:func:`~vecpress.kernels.scan.score_uniform`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.bitpack import pack, packed_size, unpack
-from ..kernels.scan import int_scan, quantize_queries
+from ..kernels.scan import score_uniform
 from .base import Quantizer, get_f16, put_f16
 
 _CLIP_QUANTILES = (0.0, 1e-4, 5e-4, 2e-3, 5e-3, 0.01, 0.02, 0.04)
@@ -91,15 +92,13 @@ class Int(Quantizer):
 
     def score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
         nq, n = q.shape[0], codes.shape[0]
-        qi, qs = quantize_queries(q * self.step_)
         qoff = (q @ self.lo_).astype(np.float32)
-        out = np.empty((nq, n), np.float32)
         ones = np.ones(n, np.float32)
         zeros = np.zeros(n, np.float32)
-        int_scan(
-            codes, self.param, self.d, qi, qs, qoff, ones, zeros, np.zeros(nq, np.float32), out
+        qs = np.ascontiguousarray(q * self.step_, dtype=np.float32)
+        return score_uniform(
+            codes, self.param, self.d, qs, 0.0, qoff, ones, zeros, np.zeros(nq, np.float32)
         )
-        return out
 
 
 _F16_MAX = 65504.0
@@ -157,10 +156,9 @@ class LVQ(Quantizer):
         return lo[:, None] + step[:, None] * c
 
     def score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        nq, n = q.shape[0], codes.shape[0]
+        nq = q.shape[0]
         lo, step = self._bounds(codes)
-        qi, qs = quantize_queries(q)
-        out = np.empty((nq, n), np.float32)
         qsum = q.sum(axis=1, dtype=np.float64).astype(np.float32)
-        int_scan(codes, self.param, self.d, qi, qs, np.zeros(nq, np.float32), step, lo, qsum, out)
-        return out
+        return score_uniform(
+            codes, self.param, self.d, q, 0.0, np.zeros(nq, np.float32), step, lo, qsum
+        )
