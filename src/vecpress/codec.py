@@ -238,7 +238,11 @@ class Codec:
             if len(config["stages"]) != len(stages):
                 raise ValueError("stage list does not match the spec")
             for i, (st, cfg) in enumerate(zip(stages, config["stages"], strict=True)):
-                if cfg.get("name") != st.name or cfg.get("d") != d:
+                if (
+                    cfg.get("name") != st.name
+                    or cfg.get("d") != d
+                    or cfg.get("param", getattr(st, "param", None)) != getattr(st, "param", None)
+                ):
                     raise ValueError(f"stage {i} config {cfg!r} does not match {st.spec!r}")
                 mine = {
                     k.split(".", 1)[1]: v for k, v in arrays.items() if k.split(".", 1)[0] == str(i)

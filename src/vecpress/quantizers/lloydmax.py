@@ -7,7 +7,10 @@ as d grows; ``d=None`` gives the Gaussian codebook itself.
 
 The iteration is the textbook one (boundaries = midpoints of levels, levels =
 conditional means of their cells), evaluated with cumulative integrals on a
-fine grid until the levels move by less than 1e-12. Results are cached.
+fine grid, started from the high-resolution optimum and run until the levels
+move by less than 1e-10 (or 3,000 steps: at 7-8 bits the last steps change the
+distortion by less than 0.1%). The distortion is computed exactly for the
+returned levels and boundaries. Results are cached.
 """
 
 from __future__ import annotations
@@ -64,25 +67,37 @@ def lloyd_max(bits: int, d: int | None = None) -> tuple[np.ndarray, np.ndarray, 
     w[0] *= 0.5
     w[-1] *= 0.5
     w /= w.sum()
-    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (w[1:] + w[:-1]))])
-    m1 = np.concatenate([[0.0], np.cumsum(0.5 * (w[1:] * s[1:] + w[:-1] * s[:-1]))])
+
+    def cumulative(v):
+        return np.concatenate([[0.0], np.cumsum(0.5 * (v[1:] + v[:-1]))])
+
+    cdf = cumulative(w)
+    m1 = cumulative(w * s)
+    m2 = cumulative(w * s * s)
     cdf /= cdf[-1]
-    second = float((w * s * s).sum())
     n_levels = 1 << bits
-    levels = np.interp((np.arange(n_levels) + 0.5) / n_levels, cdf, s)
+    # Start from the high-resolution optimum (point density ∝ f^(1/3), Panter–Dite),
+    # which is within a fraction of a percent of the answer, so Lloyd's iteration
+    # converges in a few hundred steps even at 8 bits.
+    comp = cumulative(np.cbrt(w))
+    comp /= comp[-1]
+    levels = np.interp((np.arange(n_levels) + 0.5) / n_levels, comp, s)
     lo, hi = s[0], s[-1]
-    for _ in range(20000):
+    for _ in range(3000):
         bnd = np.concatenate([[lo], 0.5 * (levels[1:] + levels[:-1]), [hi]])
-        f = np.interp(bnd, s, cdf)
-        m = np.interp(bnd, s, m1)
-        mass = np.diff(f)
-        new = np.where(mass > 0, np.diff(m) / np.maximum(mass, 1e-300), levels)
+        mass = np.diff(np.interp(bnd, s, cdf))
+        first = np.diff(np.interp(bnd, s, m1))
+        new = np.where(mass > 0, first / np.maximum(mass, 1e-300), levels)
         delta = np.abs(new - levels).max()
         levels = new
-        if delta < 1e-12:
+        if delta < 1e-10:
             break
     bnd = 0.5 * (levels[1:] + levels[:-1])
-    f = np.interp(np.concatenate([[lo], bnd, [hi]]), s, cdf)
-    mass = np.diff(f)
-    mse = second - float((mass * levels * levels).sum())
+    edges = np.concatenate([[lo], bnd, [hi]])
+    mass = np.diff(np.interp(edges, s, cdf))
+    first = np.diff(np.interp(edges, s, m1))
+    second = np.diff(np.interp(edges, s, m2))
+    # Exact distortion of these levels and boundaries: sum over cells of
+    # E[(X - level)^2; cell] = M2 - 2 level M1 + level^2 M0.
+    mse = float((second - 2 * levels * first + levels * levels * mass).sum())
     return levels, bnd, mse

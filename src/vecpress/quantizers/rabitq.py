@@ -17,8 +17,12 @@ is orthogonal to ``u`` after normalisation by ``<y, u>``).
 The scale search: after a random rotation every unit vector looks alike, so
 the best scale concentrates around a value ``t0(b, d)`` computed once (median
 optimum over fixed-seed Gaussian vectors). Each vector then searches a
-log-spaced grid of 24 scales in ``[0.6, 1.6] t0`` and refines twice around the
-best (8 scales each): 40 O(d) evaluations, compiled and parallel.
+log-spaced grid of 24 scales in ``[0.6, 1.6] t0``, refines twice around the
+best (8 scales each) — 40 O(d) evaluations, compiled and parallel — and at
+6-8 bits also tries the 16 scales that put the smallest coordinate exactly on
+one of the 16 smallest levels (which makes ``encode(decode(codes))`` reproduce
+the codes where the flat optimum would defeat a grid). On
+Gaussian vectors the cosine reached is within 2e-6 of the exact optimum.
 
 Scoring quantizes the query to 8 bits, ``q ≈ s qi`` (two 8-bit limbs against
 6-8-bit codes), and computes ``f * s * (<c, qi> - (2^b - 1)/2 * sum(qi))`` with
@@ -78,6 +82,22 @@ def _best_scale(u, t0, levels):
                 best, best_t = v, t
             t *= r
         step = r
+    # At 6-8 bits the cosine is nearly flat over a wide range of scales and a grid
+    # of scales can miss the one that maps a decoded direction y/|y| back onto y
+    # (cosine 1). That scale puts the smallest coordinate on a small level k + 1/2,
+    # so try t = (k + 1/2) / min|u_i| for k < 16: encode(decode(codes)) == codes.
+    if levels >= 64:
+        umin = np.inf
+        for i in range(u.shape[0]):
+            a = abs(u[i])
+            if a > 0.0 and a < umin:
+                umin = a
+        if umin < np.inf:
+            for k in range(16):
+                t = (k + 0.5) / umin
+                v = _cosine(u, t, levels)
+                if v > best:
+                    best, best_t = v, t
     return best_t
 
 

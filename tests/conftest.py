@@ -1,0 +1,39 @@
+"""Shared fixtures for the vecpress test suite.
+
+Every random input is drawn from a fixed seed, so a failure always reproduces.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import vecpress
+from _util import gaussian, unit_rows
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_thread_kernels():
+    """Run the compiled kernels on one thread, except where a test asks for more.
+
+    The statistical tests call the kernels thousands of times on tiny inputs; on a
+    busy 2-core runner every parallel launch can cost milliseconds while the
+    worker threads wait for a core. Results do not depend on the thread count
+    (``test_kernels.py::test_results_do_not_depend_on_thread_count`` checks 1 vs 2).
+    """
+    before = vecpress.get_num_threads()
+    vecpress.set_num_threads(1)
+    yield
+    vecpress.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def data_64() -> np.ndarray:
+    """500 x 64, not normalised, with a mean offset."""
+    return gaussian(np.random.default_rng(64), 500, 64, offset=0.5)
+
+
+@pytest.fixture(scope="session")
+def data_50_unit() -> np.ndarray:
+    """300 x 50, every row of unit norm."""
+    return unit_rows(gaussian(np.random.default_rng(50), 300, 50))

@@ -1,0 +1,369 @@
+"""The compiled kernels against plain numpy references, and thread independence."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+import vecpress
+from _util import gaussian
+from vecpress import Codec
+from vecpress.kernels.bitpack import pack, packed_size, unpack
+from vecpress.kernels.hadamard import fwht_inplace, hadamard_rounds, random_rounds
+from vecpress.kernels.scan import (
+    HAVE_VNNI,
+    hamming_scan,
+    int_scan,
+    pack_words,
+    quantize_queries,
+    query_limbs,
+    score_uniform,
+    table_scan,
+)
+
+BITS = range(1, 9)
+DIMS = [1, 3, 7, 50, 385]
+U32 = 2.0**-24  # float32 unit roundoff
+
+
+def ref_pack(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Little-endian bit stream: code i occupies bits [i*b, (i+1)*b)."""
+    n, d = codes.shape
+    stream = (codes[:, :, None].astype(np.uint16) >> np.arange(bits)) & 1
+    return np.packbits(stream.reshape(n, d * bits).astype(np.uint8), axis=1, bitorder="little")
+
+
+def ref_unpack(packed: np.ndarray, bits: int, d: int) -> np.ndarray:
+    n = packed.shape[0]
+    stream = np.unpackbits(packed, axis=1, bitorder="little")[:, : d * bits]
+    weights = (1 << np.arange(bits)).astype(np.uint16)
+    return (stream.reshape(n, d, bits) * weights).sum(axis=2).astype(np.uint8)
+
+
+def random_codes(rng, n, d, bits):
+    return rng.integers(0, 1 << bits, (n, d), dtype=np.uint8)
+
+
+# -- bit packing ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("d", DIMS)
+@pytest.mark.parametrize("bits", BITS)
+def test_pack_matches_the_bit_stream_and_round_trips(bits, d):
+    rng = np.random.default_rng(bits * 1000 + d)
+    codes = random_codes(rng, 131, d, bits)
+    packed = pack(codes, bits)
+    assert packed.dtype == np.uint8
+    assert packed.shape == (131, packed_size(d, bits)) == (131, (d * bits + 7) // 8)
+    np.testing.assert_array_equal(packed, ref_pack(codes, bits))
+    np.testing.assert_array_equal(unpack(packed, bits, d), codes)
+
+
+@pytest.mark.parametrize("d", DIMS)
+@pytest.mark.parametrize("bits", BITS)
+def test_unpack_arbitrary_bytes_and_wider_rows(bits, d):
+    rng = np.random.default_rng(bits * 7 + d)
+    width = packed_size(d, bits) + 5  # rows may hold more than the codes (norms, factors)
+    raw = rng.integers(0, 256, (70, width), dtype=np.uint8)
+    np.testing.assert_array_equal(unpack(raw, bits, d), ref_unpack(raw, bits, d))
+
+
+@pytest.mark.parametrize("d", DIMS)
+def test_one_bit_packing_is_numpy_packbits_little(d):
+    codes = random_codes(np.random.default_rng(d), 40, d, 1)
+    np.testing.assert_array_equal(pack(codes, 1), np.packbits(codes, axis=1, bitorder="little"))
+
+
+def test_pack_of_zero_rows():
+    assert pack(np.zeros((0, 5), np.uint8), 3).shape == (0, 2)
+    assert unpack(np.zeros((0, 2), np.uint8), 3, 5).shape == (0, 5)
+
+
+# -- Hadamard -------------------------------------------------------------------------------
+
+
+def hadamard_matrix(p: int) -> np.ndarray:
+    h = np.ones((1, 1))
+    while h.shape[0] < p:
+        h = np.block([[h, h], [h, -h]])
+    return h / np.sqrt(p)
+
+
+def ref_round_matrix(signs, perm) -> np.ndarray:
+    """The matrix A of one round: z = A x (signs and permutation, H on [0,p), H on [d-p,d))."""
+    d = signs.size
+    p = 1 << (d.bit_length() - 1)
+    a = np.zeros((d, d))
+    a[np.arange(d), perm] = signs
+    h = np.eye(d)
+    h[:p, :p] = hadamard_matrix(p)
+    a = h @ a
+    if p < d:
+        h2 = np.eye(d)
+        h2[d - p :, d - p :] = hadamard_matrix(p)
+        a = h2 @ a
+    return a
+
+
+@pytest.mark.parametrize("rounds", [1, 2, 3])
+@pytest.mark.parametrize("d", [1, 2, 3, 7, 50, 64, 130])
+def test_hadamard_rounds_match_the_definition(d, rounds):
+    signs, perms = random_rounds(d, rounds, np.random.default_rng(d + rounds))
+    assert set(np.unique(signs)) <= {-1.0, 1.0}
+    for p in perms:
+        np.testing.assert_array_equal(np.sort(p), np.arange(d))
+    m = np.eye(d)
+    for r in range(rounds):
+        m = ref_round_matrix(signs[r].astype(np.float64), perms[r]) @ m
+    x = np.random.default_rng(0).standard_normal((150, d)).astype(np.float32)
+    fwd = hadamard_rounds(x, signs, perms, False)
+    want = x.astype(np.float64) @ m.T
+    scale = np.linalg.norm(x, axis=1, keepdims=True)
+    assert np.abs(fwd - want).max(initial=0) <= 1e-5 * scale.max()
+    inv = hadamard_rounds(x, signs, perms, True)
+    assert np.abs(inv - x.astype(np.float64) @ m).max(initial=0) <= 1e-5 * scale.max()
+
+
+@pytest.mark.parametrize("p", [1, 2, 8, 256])
+def test_fwht_is_the_normalised_sylvester_hadamard(p):
+    x = np.random.default_rng(p).standard_normal((5, p)).astype(np.float32)
+    y = x.copy()
+    fwht_inplace(y)
+    np.testing.assert_allclose(y, x @ hadamard_matrix(p).T, rtol=0, atol=1e-5)
+
+
+# -- scans ----------------------------------------------------------------------------------
+
+
+# The VNNI kernel runs only where the CPU has it; the portable one can always be forced.
+KERNELS = [
+    pytest.param(False, id="auto" + ("-vnni" if HAVE_VNNI else "-portable")),
+    pytest.param(True, id="portable"),
+]
+
+
+@pytest.mark.parametrize("portable", KERNELS)
+@pytest.mark.parametrize("d", DIMS)
+@pytest.mark.parametrize("bits", BITS)
+def test_int_scan_integer_dot_products_are_exact(bits, d, portable):
+    rng = np.random.default_rng(bits + 10 * d)
+    n, nq = 150, 6  # more rows than one 64-row block, and a partial block
+    codes = random_codes(rng, n, d, bits)
+    codes[0] = (1 << bits) - 1  # the extremes: all codes maximal ...
+    rows = np.hstack([pack(codes, bits), rng.integers(0, 256, (n, 3), dtype=np.uint8)])
+    qi = rng.integers(-127, 128, (nq, d)).astype(np.int16)
+    qi[0] = 127  # ... against a query of maximal values
+    qi[1] = -127
+    out = np.empty((nq, n), np.float32)
+    ones, zeros = np.ones(n, np.float32), np.zeros(n, np.float32)
+    int_scan(
+        rows,
+        bits,
+        d,
+        qi,
+        np.ones(nq, np.float32),
+        np.zeros(nq, np.float32),
+        ones,
+        zeros,
+        np.zeros(nq, np.float32),
+        out,
+        portable=portable,
+    )
+    want = qi.astype(np.int64) @ codes.astype(np.int64).T  # |want| < 2^24: exact in float32
+    assert np.abs(want).max() < 2**24
+    np.testing.assert_array_equal(out, want.astype(np.float32))
+
+
+@pytest.mark.parametrize("portable", KERNELS)
+@pytest.mark.parametrize("bits", [1, 4, 5, 8])
+def test_int_scan_affine_part(bits, portable):
+    rng = np.random.default_rng(bits)
+    n, nq, d = 130, 4, 50
+    codes = random_codes(rng, n, d, bits)
+    qi = rng.integers(-127, 128, (nq, d)).astype(np.int16)
+    qscale = rng.uniform(0.001, 0.1, nq).astype(np.float32)
+    qoff = rng.standard_normal(nq).astype(np.float32)
+    a = rng.standard_normal(n).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    t = rng.standard_normal(nq).astype(np.float32)
+    out = np.empty((nq, n), np.float32)
+    int_scan(pack(codes, bits), bits, d, qi, qscale, qoff, a, b, t, out, portable=portable)
+    acc = qi.astype(np.float64) @ codes.astype(np.float64).T
+    want = a * (qscale[:, None] * acc + qoff[:, None]) + b * t[:, None]
+    mag = np.abs(a) * (qscale[:, None] * np.abs(acc) + np.abs(qoff[:, None])) + np.abs(
+        b * t[:, None]
+    )
+    assert (np.abs(out - want) <= 8 * U32 * mag).all()
+
+
+@pytest.mark.parametrize("offset", [0, 3])
+@pytest.mark.parametrize("d", DIMS)
+@pytest.mark.parametrize("bits", BITS)
+def test_table_scan_matches_numpy(bits, d, offset):
+    rng = np.random.default_rng(bits + 100 * d + offset)
+    n, nq = 140, 5
+    codes = random_codes(rng, n, d, bits)
+    rows = np.hstack(
+        [
+            rng.integers(0, 256, (n, offset), dtype=np.uint8),
+            pack(codes, bits),
+            rng.integers(0, 256, (n, 2), dtype=np.uint8),
+        ]
+    )
+    table = rng.standard_normal(1 << bits).astype(np.float32)
+    queries = rng.standard_normal((nq, d)).astype(np.float32)
+    a = rng.uniform(0.5, 2.0, n).astype(np.float32)
+    out = np.empty((nq, n), np.float32)
+    table_scan(rows, offset, bits, d, table, queries, a, out)
+    vals = table[codes].astype(np.float64)
+    want = a * (queries.astype(np.float64) @ vals.T)
+    # recursive float32 summation of d terms: error <= (d + 2) u sum |terms|
+    bound = (d + 2) * U32 * a * (np.abs(queries).astype(np.float64) @ np.abs(vals).T)
+    assert (np.abs(out - want) <= bound + 1e-30).all()
+
+
+@pytest.mark.parametrize("nbytes", [1, 7, 8, 13, 48])
+@pytest.mark.parametrize("offset", [0, 5])
+def test_hamming_scan_matches_numpy(nbytes, offset):
+    rng = np.random.default_rng(nbytes + offset)
+    n, nq = 150, 7
+    rows = rng.integers(0, 256, (n, offset + nbytes + 4), dtype=np.uint8)
+    qbytes = rng.integers(0, 256, (nq, nbytes), dtype=np.uint8)
+    qbytes[0] = rows[3, offset : offset + nbytes]  # distance 0
+    qbytes[1] = ~rows[4, offset : offset + nbytes]  # every bit differs
+    out = np.empty((nq, n), np.int32)
+    hamming_scan(rows, offset, nbytes, pack_words(qbytes), out)
+    x = rows[None, :, offset : offset + nbytes] ^ qbytes[:, None, :]
+    want = np.unpackbits(x, axis=2).sum(axis=2)
+    np.testing.assert_array_equal(out, want)
+    assert out[0, 3] == 0 and out[1, 4] == 8 * nbytes
+
+
+def test_quantize_queries_error_is_at_most_half_a_step():
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((50, 77)).astype(np.float32) * rng.uniform(1e-3, 1e3, (50, 1))
+    q = q.astype(np.float32)
+    q[7] = 0.0
+    q[8, :] = 0.0
+    q[8, 3] = -2.5  # a single non-zero value maps to -127 exactly
+    qi, scale = quantize_queries(q)
+    assert qi.dtype == np.int16 and scale.dtype == np.float32
+    assert np.abs(qi).max() <= 127
+    nonzero = np.abs(q).max(axis=1) > 0
+    assert (np.abs(qi[nonzero]).max(axis=1) == 127).all()
+    assert (qi[7] == 0).all() and scale[7] == 1.0
+    assert qi[8, 3] == -127 and (np.delete(qi[8], 3) == 0).all()
+    err = np.abs(q.astype(np.float64) - scale[:, None].astype(np.float64) * qi)
+    # rint(q / scale) is exact up to the float32 rounding of q / scale (<= 127 u)
+    assert (err <= scale[:, None] * (0.5 + 128 * U32)).all()
+
+
+@pytest.mark.parametrize("limbs", [1, 2, 3])
+def test_quantize_queries_limbs(limbs):
+    """Each limb quantizes the previous residual: the error is at most the last scale / 2."""
+    rng = np.random.default_rng(limbs)
+    q = (rng.standard_normal((30, 50)) * rng.uniform(1e-2, 1e2, (30, 1))).astype(np.float32)
+    qi, scale = quantize_queries(q, limbs)
+    assert qi.shape == (limbs * 30, 50) and scale.shape == (limbs * 30,)
+    assert np.abs(qi).max() <= 127
+    parts = qi.reshape(limbs, 30, 50).astype(np.float64)
+    scales = scale.reshape(limbs, 30).astype(np.float64)
+    rec = (parts * scales[:, :, None]).sum(axis=0)
+    last = scales[-1][:, None]
+    # float32 residuals add a rounding of ~u |q| per limb on top of the last half-step
+    slack = limbs * 4 * U32 * np.abs(q).max(axis=1, keepdims=True)
+    assert (np.abs(rec - q) <= 0.5 * last + slack).all()
+    np.testing.assert_allclose(scales[1:] * 254, scales[:-1], rtol=1e-6)
+
+
+def test_query_limbs():
+    assert [query_limbs(b) for b in range(1, 9)] == [1, 1, 1, 1, 1, 2, 2, 2]
+
+
+@pytest.mark.parametrize("bits", [2, 5, 6, 8])
+def test_score_uniform_against_float_reference(bits):
+    """out = a (<c - center, q> + qoff) + b t, up to the query quantization error."""
+    rng = np.random.default_rng(bits)
+    n, nq, d = 150, 6, 50
+    codes = random_codes(rng, n, d, bits)
+    q = rng.standard_normal((nq, d)).astype(np.float32)
+    center = ((1 << bits) - 1) / 2
+    qoff = rng.standard_normal(nq).astype(np.float32)
+    a = rng.uniform(0.5, 2, n).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    t = rng.standard_normal(nq).astype(np.float32)
+    out = score_uniform(pack(codes, bits), bits, d, q, center, qoff, a, b, t)
+    grid = codes.astype(np.float64) - center
+    want = a * (q.astype(np.float64) @ grid.T + qoff[:, None]) + b * t[:, None]
+    _, scales = quantize_queries(q, query_limbs(bits))
+    last = scales[-nq:].astype(np.float64)[:, None]
+    bound = a * 0.5 * last * np.abs(grid).sum(axis=1)[None, :]
+    mag = a * (np.abs(q).astype(np.float64) @ np.abs(grid).T + np.abs(qoff)[:, None])
+    assert (np.abs(out - want) <= bound + 1e-5 * mag + 4 * U32 * np.abs(b * t[:, None])).all()
+
+
+@pytest.mark.parametrize("spec", ["hd2,rq4", "hd2,rq8", "hd2,rq1", "haar,rq6"])
+def test_rq_query_quantization_error_is_bounded(spec):
+    """|score - score_float| <= |f| s / 2 sum|y_i| (the documented bound) for all pairs."""
+    rng = np.random.default_rng(1)
+    x = gaussian(rng, 500, 64, offset=0.3)
+    queries = gaussian(rng, 20, 64, offset=0.3)
+    codec = Codec.from_spec(spec, seed=2).fit(x)
+    quant = codec.quantizer
+    qt, _ = codec.transform_queries(queries)
+    codes = codec.encode(x)
+    fast = quant.score(qt, codes).astype(np.float64)
+    slow = quant.score_float(qt, codes).astype(np.float64)
+    bound = quant.query_quantization_bound(qt, codes).astype(np.float64)
+    assert bound.shape == fast.shape == slow.shape
+    # float32 slack: both sides sum terms of size <= |f| |q_i| (2^b - 1) in float32, with
+    # at most ~(3 + d/2) roundings each, i.e. < 1e-5 of that magnitude at d = 64
+    levels = 2 ** int(spec[-1])
+    f = np.abs(quant._factor(codes)).astype(np.float64)
+    slack = 1e-5 * np.abs(qt).sum(axis=1)[:, None] * (levels - 1) * f[None, :]
+    excess = np.abs(fast - slow) - bound
+    assert (excess <= slack).all(), excess.max()
+    # the bound is informative: small compared with |q| |x| ...
+    qx = np.linalg.norm(queries, axis=1)[:, None] * np.linalg.norm(x, axis=1)[None, :]
+    assert (bound <= 0.06 * qx).all()
+    # ... and the 8-bit query quantization does change the scores
+    assert np.abs(fast - slow).max() > 1e-3 * bound.max()
+
+
+# -- threads --------------------------------------------------------------------------------
+
+THREAD_SPECS = [
+    "hd2,rq4",
+    "center,hd2,rq8",
+    "int4",
+    "lvq3",
+    "hd2,tq3",
+    "hd2,tqp2",
+    "qjl64",
+    "hd2,sign",
+    "hd3,f16",
+]
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="numba has a single thread")
+def test_results_do_not_depend_on_thread_count():
+    rng = np.random.default_rng(3)
+    x = gaussian(rng, 1000, 96, offset=0.5)  # 16 blocks of 64 rows
+    queries = gaussian(rng, 30, 96, offset=0.5)
+    results = {}
+    try:
+        for threads in (1, 2):
+            vecpress.set_num_threads(threads)
+            assert vecpress.get_num_threads() == threads
+            out = []
+            for spec in THREAD_SPECS:
+                codec = Codec.from_spec(spec, seed=5).fit(x)
+                codes = codec.encode(x)
+                out.append((codes, codec.decode(codes), codec.score(queries, codes)))
+            results[threads] = out
+    finally:
+        vecpress.set_num_threads(1)
+    for spec, one, two in zip(THREAD_SPECS, results[1], results[2], strict=True):
+        for a, b in zip(one, two, strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=spec)

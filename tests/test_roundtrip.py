@@ -1,0 +1,366 @@
+"""encode -> decode -> encode, to_bytes -> from_bytes, and tampered blobs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import vecpress
+from _util import gaussian
+from vecpress import Codec
+from vecpress.kernels.bitpack import packed_size
+
+# Rows that must come back bit for bit: the codes *and* every per-vector field.
+ROW_EXACT = [
+    "f32",
+    "f16",
+    "bf16",
+    "e4m3",
+    "e5m2",
+    "sign",
+    "hd2,sign",
+    *[f"int{b}" for b in range(1, 9)],
+    *[f"lvq{b}" for b in range(1, 9)],
+]
+
+_TQ_RENORM_BUG = (
+    "Documented limitation of TurboQuant-MSE (it stores only |x| and the codes), tq<b>, "
+    "b >= 3: encode(decode(codes)) != codes when the "
+    "decoded direction levels[c] has a norm far from 1, e.g. a rotated unit vector with "
+    "one coordinate 0.8 at d=64 (clipped to the outermost Lloyd-Max level): decode "
+    "returns |x|*levels[c], encode divides by its norm |x|*|levels[c]|, which scales every "
+    "coordinate by 1/|levels[c]| and pushes many across cell boundaries (all 20 rows "
+    "change). On ordinary hd2-rotated data ~1 row in 500 is hit at b = 5..8"
+)
+
+# Only the quantization codes (the first packed bytes) must come back; per-vector
+# floats may differ in the last bits because they are recomputed from the decoded,
+# re-transformed float32 vector (e.g. the centring term <mu, x - mu>).
+CODES_EXACT = [
+    *[f"center,lvq{b}" for b in range(1, 9)],
+    *[f"hd2,rq{b}" for b in range(1, 9)],
+    "center,hd2,rq4",
+    "haar,rq3",
+    "hd3,rq5",
+    "hd1,rq2",
+]
+
+# Codecs whose codes change on rare rows because of the bugs described above (tq: see
+# test_tq_reencoding_with_an_outlier_coordinate, ~1 row in 500 at b = 5..8; rq6: the
+# scale-search bug, ~1 row in 10,000): at most 1% of the rows may change here.
+ALMOST_EXACT = [*[f"hd2,tq{b}" for b in range(1, 9)], "center,haar,tq3", "haar,tq8"]
+
+# Sketches are random projections of the vector: decoding and re-encoding is not
+# the identity by nature.
+SKETCHES = ["qjl64", "qjl7", "haar,qjl100", "hd2,tqp1", "hd2,tqp2", "haar,tqp3", "hd2,tqp8"]
+
+ALL_SPECS = [
+    *ROW_EXACT,
+    *CODES_EXACT,
+    *ALMOST_EXACT,
+    *SKETCHES,
+]
+
+
+def _code_bytes(spec: str, d: int) -> int:
+    """Bytes of packed quantization codes at the start of each row (from the format docs)."""
+    q = spec.split(",")[-1]
+    for fam in ("tqp", "int", "lvq", "tq", "rq"):
+        if q.startswith(fam) and q[len(fam) :].isdigit():
+            b = int(q[len(fam) :])
+            return packed_size(d, b - 1 if fam == "tqp" else b)
+    if q == "sign":
+        return packed_size(d, 1)
+    raise AssertionError(spec)
+
+
+def _datasets(data_64, data_50_unit):
+    return {"500x64 offset": data_64, "300x50 unit": data_50_unit}
+
+
+def _round_trip(spec, x):
+    codec = Codec.from_spec(spec, seed=11).fit(x)
+    codes = codec.encode(x)
+    assert codes.dtype == np.uint8
+    assert codes.shape == (x.shape[0], codec.code_size)
+    y = codec.decode(codes)
+    assert y.dtype == np.float32
+    assert y.shape == x.shape
+    assert y.flags.c_contiguous
+    assert np.isfinite(y).all()
+    return codec, codes, y, codec.encode(y)
+
+
+@pytest.mark.parametrize("spec", ROW_EXACT)
+def test_reencoding_reproduces_every_byte(spec, data_64, data_50_unit):
+    for name, x in _datasets(data_64, data_50_unit).items():
+        _, codes, _, again = _round_trip(spec, x)
+        bad = np.flatnonzero((codes != again).any(axis=1))
+        assert bad.size == 0, f"{spec} on {name}: rows {bad[:10]} change when re-encoded"
+
+
+@pytest.mark.parametrize("spec", CODES_EXACT)
+def test_reencoding_reproduces_the_codes(spec, data_64, data_50_unit):
+    for name, x in _datasets(data_64, data_50_unit).items():
+        _, codes, _, again = _round_trip(spec, x)
+        nb = _code_bytes(spec, x.shape[1])
+        bad = np.flatnonzero((codes[:, :nb] != again[:, :nb]).any(axis=1))
+        assert bad.size == 0, f"{spec} on {name}: codes of rows {bad[:10]} change"
+
+
+@pytest.mark.parametrize("spec", ALMOST_EXACT)
+def test_reencoding_reproduces_almost_all_codes(spec, data_64, data_50_unit):
+    for name, x in _datasets(data_64, data_50_unit).items():
+        _, codes, _, again = _round_trip(spec, x)
+        nb = _code_bytes(spec, x.shape[1])
+        bad = np.flatnonzero((codes[:, :nb] != again[:, :nb]).any(axis=1))
+        assert bad.size <= 0.01 * x.shape[0], f"{spec} on {name}: codes of rows {bad[:10]} change"
+
+
+@pytest.mark.parametrize(
+    "b",
+    [
+        2,
+        *[
+            pytest.param(b, marks=pytest.mark.xfail(strict=True, reason=_TQ_RENORM_BUG))
+            for b in range(3, 9)
+        ],
+    ],
+)
+@pytest.mark.parametrize("transform", ["", "hd2,"])
+def test_tq_reencoding_with_an_outlier_coordinate(transform, b):
+    """A direction with one coordinate of 0.8 (beyond the outermost level for b >= 2)."""
+    d = 64
+    rng = np.random.default_rng(7)
+    v = rng.standard_normal((20, d))
+    v[:, 0] = 0.0
+    v *= np.sqrt(1 - 0.8**2) / np.linalg.norm(v, axis=1, keepdims=True)
+    v[:, 0] = 0.8
+    codec = Codec.from_spec(f"{transform}tq{b}", d=d, seed=0)
+    x = v.astype(np.float32)
+    if codec.transforms:
+        x = codec.transforms[0].inverse(x)
+    codes = codec.encode(x)
+    again = codec.encode(codec.decode(codes))
+    nb = packed_size(d, b)
+    np.testing.assert_array_equal(codes[:, :nb], again[:, :nb])
+
+
+@pytest.mark.parametrize("spec", SKETCHES)
+def test_sketch_decode_shape_and_dtype(spec, data_64, data_50_unit):
+    for x in _datasets(data_64, data_50_unit).values():
+        codec, codes, y, again = _round_trip(spec, x)
+        assert again.shape == codes.shape
+        # decoding is deterministic
+        np.testing.assert_array_equal(codec.decode(codes), y)
+
+
+def test_f32_decode_is_the_identity(data_64):
+    codec = Codec.from_spec("f32").fit(data_64)
+    np.testing.assert_array_equal(codec.decode(codec.encode(data_64)), data_64)
+
+
+# -- serialisation -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS)
+def test_blob_round_trip_is_exact(spec, data_64):
+    x = data_64
+    queries = gaussian(np.random.default_rng(5), 7, x.shape[1], offset=0.5)
+    codec = Codec.from_spec(spec, seed=5).fit(x)
+    blob = codec.to_bytes()
+    assert isinstance(blob, bytes)
+    assert blob.startswith(b"VECPRESS")
+    assert b"pickle" not in blob
+    assert b"numpy.core" not in blob and b"\x80\x04\x95" not in blob  # no pickle stream
+
+    codes = codec.encode(x)
+    scores = codec.score(queries, codes)
+    for buf in (blob, bytearray(blob), memoryview(blob)):
+        back = Codec.from_bytes(buf)
+        assert back.spec == codec.spec
+        assert back.d == codec.d
+        assert back.code_size == codec.code_size
+        np.testing.assert_array_equal(back.encode(x), codes)
+        assert np.array_equal(back.score(queries, codes), scores)
+        np.testing.assert_array_equal(back.decode(codes), codec.decode(codes))
+        assert back.to_bytes() == blob
+
+
+def test_loaded_codec_does_not_share_memory_with_the_buffer(data_64):
+    codec = Codec.from_spec("center,haar,int4", seed=2).fit(data_64)
+    codes = codec.encode(data_64)
+    scores = codec.score(data_64[:5], codes)
+    buf = bytearray(codec.to_bytes())
+    back = Codec.from_bytes(buf)
+    buf[:] = bytes(len(buf))
+    assert np.array_equal(back.score(data_64[:5], codes), scores)
+
+
+def test_same_seed_same_blob_other_seed_other_codec(data_64):
+    a = Codec.from_spec("hd2,rq4", d=64, seed=9)
+    b = Codec.from_spec("hd2,rq4", d=64, seed=9)
+    c = Codec.from_spec("hd2,rq4", d=64, seed=10)
+    assert a.to_bytes() == b.to_bytes()
+    assert not np.array_equal(a.encode(data_64), c.encode(data_64))
+
+
+# -- tampering -----------------------------------------------------------------------------
+
+
+def _small_codec():
+    codec = Codec.from_spec("hd2,rq4", d=16, seed=1)
+    x = gaussian(np.random.default_rng(0), 40, 16)
+    return codec, x, codec.encode(x)
+
+
+def _check_tampered(buf: bytes, original: Codec, x: np.ndarray, codes: np.ndarray, blob: bytes):
+    """A tampered blob must be rejected with FormatError/ValueError, or load as the same codec.
+
+    Returns True if it was rejected.
+    """
+    try:
+        back = Codec.from_bytes(buf)
+    except vecpress.FormatError:
+        return True
+    except ValueError:  # detected by another check: acceptable (any other type fails)
+        return True
+    # It loaded: it must be the very same codec.
+    assert back.spec == original.spec
+    assert np.array_equal(back.score(x[:5], codes), original.score(x[:5], codes))
+    np.testing.assert_array_equal(back.encode(x), codes)
+    assert back.to_bytes() == blob
+    return False
+
+
+def test_truncation_at_every_offset_is_a_format_error():
+    codec, _, _ = _small_codec()
+    blob = codec.to_bytes()
+    assert 500 < len(blob) < 5000
+    for k in range(len(blob)):
+        with pytest.raises(vecpress.FormatError):
+            Codec.from_bytes(blob[:k])
+
+
+@pytest.mark.parametrize(
+    "spec", ["center,hd2,rq4", "center,haar,int3", "hd2,tqp2", "qjl16", "lvq4"]
+)
+def test_truncation_of_larger_codecs(spec):
+    x = gaussian(np.random.default_rng(1), 50, 24, offset=1.0)
+    blob = Codec.from_spec(spec, seed=3).fit(x).to_bytes()
+    rng = np.random.default_rng(2)
+    offsets = set(rng.integers(0, len(blob), 300).tolist())
+    offsets |= {0, 7, 8, 19, 20, len(blob) - 17, len(blob) - 16, len(blob) - 1}
+    offsets |= set(range(0, len(blob), 64))  # section edges are 64-aligned
+    for k in sorted(offsets):
+        with pytest.raises(vecpress.FormatError):
+            Codec.from_bytes(blob[:k])
+
+
+@pytest.mark.parametrize(
+    "extra", [b"\x00", b"VPEND\x00\x00\x00", b"\x00" * 64], ids=["byte", "magic", "block"]
+)
+def test_appended_data_is_a_format_error(extra):
+    codec, _, _ = _small_codec()
+    with pytest.raises(vecpress.FormatError):
+        Codec.from_bytes(codec.to_bytes() + extra)
+
+
+def test_every_single_bit_flip_is_detected_or_harmless():
+    codec, x, codes = _small_codec()
+    blob = codec.to_bytes()
+    rejected = 0
+    for pos in range(len(blob) * 8):
+        buf = bytearray(blob)
+        buf[pos // 8] ^= 1 << (pos % 8)
+        rejected += _check_tampered(bytes(buf), codec, x, codes, blob)
+    # Only padding bytes may be flipped harmlessly; the header and data are checksummed.
+    assert rejected >= 0.7 * len(blob) * 8
+
+
+@pytest.mark.parametrize("spec", ["center,hd2,rq4", "center,haar,int4", "hd2,tqp3", "qjl32"])
+def test_random_bit_flips_are_detected_or_harmless(spec):
+    x = gaussian(np.random.default_rng(3), 60, 48, offset=1.0)
+    codec = Codec.from_spec(spec, seed=4).fit(x)
+    codes = codec.encode(x)
+    blob = codec.to_bytes()
+    rng = np.random.default_rng(4)
+    for pos in rng.choice(len(blob) * 8, size=400, replace=False):
+        buf = bytearray(blob)
+        buf[pos // 8] ^= 1 << (pos % 8)
+        _check_tampered(bytes(buf), codec, x, codes, blob)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda c, a: c.__setitem__("d", 17),
+        lambda c, a: c.__setitem__("d", 0),
+        lambda c, a: c.__setitem__("d", 2**64),
+        lambda c, a: c.__setitem__("d", "16"),
+        lambda c, a: c.__setitem__("spec", "hd2,rq4,rq4"),
+        lambda c, a: c.__setitem__("spec", "hd3,rq4"),
+        lambda c, a: c.__setitem__("kind", "something else"),
+        lambda c, a: c.__setitem__("version", 2),
+        lambda c, a: c.__setitem__("seed", -1),
+        lambda c, a: c.__setitem__("stages", []),
+        lambda c, a: c["stages"][0].__setitem__("d", 8),
+        lambda c, a: c["stages"][1].__setitem__("name", "tq"),
+        lambda c, a: a.pop("0.perms"),
+        lambda c, a: a.__setitem__("0.signs", np.full((2, 16), 0.5, np.float32)),
+        lambda c, a: a.__setitem__("0.signs", np.ones((2, 15), np.float32)),
+        lambda c, a: a.__setitem__("0.perms", np.zeros((2, 16), np.int32)),
+        lambda c, a: a.__setitem__("0.perms", np.arange(32, dtype=np.int64).reshape(2, 16)),
+        lambda c, a: a.__setitem__("1.t0", np.array([-1.0])),
+        lambda c, a: a.__setitem__("1.t0", np.array([np.nan])),
+    ],
+)
+def test_consistent_but_wrong_content_is_a_format_error(mutate):
+    """Blobs re-packed with valid checksums but invalid content are rejected."""
+    from vecpress import blob as vblob
+
+    codec, _, _ = _small_codec()
+    config, arrays = vblob.unpack(codec.to_bytes())
+    arrays = {k: np.array(v) for k, v in arrays.items()}
+    mutate(config, arrays)
+    with pytest.raises(vecpress.FormatError):
+        Codec.from_bytes(vblob.pack(config, arrays))
+
+
+@pytest.mark.parametrize("mutate", ["spec", "param"])
+def test_stage_parameter_must_match_the_spec(mutate):
+    from vecpress import blob as vblob
+
+    codec, _, _ = _small_codec()
+    config, arrays = vblob.unpack(codec.to_bytes())
+    arrays = {k: np.array(v) for k, v in arrays.items()}
+    if mutate == "spec":
+        config["spec"] = "hd2,rq5"
+    else:
+        config["stages"][1]["param"] = 5
+    with pytest.raises(vecpress.FormatError):
+        Codec.from_bytes(vblob.pack(config, arrays))
+
+
+@pytest.mark.parametrize("field", ["offset", "nbytes", "shape"], ids=["offset", "nbytes", "shape"])
+@pytest.mark.parametrize("value", [-1, 2**32, 2**63, 2**64 - 1])
+def test_hostile_sizes_in_a_checksummed_header(field, value):
+    import json
+    import struct
+    import zlib
+
+    codec, _, _ = _small_codec()
+    blob = codec.to_bytes()
+    hlen = struct.unpack_from("<I", blob, 12)[0]
+    meta = json.loads(blob[20 : 20 + hlen])
+    entry = meta["arrays"][0]
+    entry[field] = [value, 16] if field == "shape" else value
+    header = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+    head = struct.pack("<8sIII", b"VECPRESS", 1, len(header), zlib.crc32(header)) + header
+    head += b"\x00" * ((-len(head)) % 64)
+    old_head = 20 + hlen + ((-(20 + hlen)) % 64)
+    body = blob[old_head:-16]
+    total = len(head) + len(body) + 16
+    forged = head + body + struct.pack("<Q8s", total, b"VPEND\x00\x00\x00")
+    with pytest.raises(vecpress.FormatError):
+        Codec.from_bytes(forged)
