@@ -7,6 +7,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import NotFittedError
+from ..kernels.bitpack import packed_size
 
 
 class Quantizer:
@@ -65,6 +66,16 @@ class Quantizer:
 
     def setup_restored(self, arrays: dict[str, np.ndarray]) -> None:
         """Rebuild deterministic state on restore; default: nothing."""
+
+    @property
+    def levels(self) -> int:
+        """Number of code values of a ``b``-bit quantizer (``2**b``)."""
+        return 1 << self.param
+
+    @property
+    def _nbytes(self) -> int:
+        """Bytes of the packed ``b``-bit codes of one row."""
+        return packed_size(self.d, self.param)
 
     @property
     def field_dtype(self) -> np.dtype:

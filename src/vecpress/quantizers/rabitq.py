@@ -36,7 +36,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ..kernels.bitpack import pack_row, packed_size, unpack
+from ..kernels.bitpack import pack_row, unpack
 from ..kernels.scan import quantize_queries, query_limbs, score_uniform
 from .base import Quantizer, get_field, put_field
 
@@ -184,14 +184,6 @@ class RQ(Quantizer):
         if not t0 > 0:
             raise ValueError(f"rq scale t0 must be positive, found {t0}")
         self.t0_ = t0
-
-    @property
-    def levels(self) -> int:
-        return 1 << self.param
-
-    @property
-    def _nbytes(self) -> int:
-        return packed_size(self.d, self.param)
 
     @property
     def code_size(self) -> int:

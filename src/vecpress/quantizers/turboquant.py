@@ -57,10 +57,6 @@ class TQ(Quantizer):
         self.book_ = _LloydMaxCode(self.param, self.d)
 
     @property
-    def _nbytes(self) -> int:
-        return packed_size(self.d, self.param)
-
-    @property
     def code_size(self) -> int:
         return self._nbytes + self.field_dtype.itemsize
 

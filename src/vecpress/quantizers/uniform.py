@@ -42,10 +42,6 @@ class Int(Quantizer):
     needs_data = True
 
     @property
-    def levels(self) -> int:
-        return 1 << self.param
-
-    @property
     def code_size(self) -> int:
         return packed_size(self.d, self.param)
 
@@ -108,14 +104,6 @@ class LVQ(Quantizer):
     """Per-vector uniform quantizer (LVQ) with ``b`` bits per coordinate."""
 
     name = "lvq"
-
-    @property
-    def levels(self) -> int:
-        return 1 << self.param
-
-    @property
-    def _nbytes(self) -> int:
-        return packed_size(self.d, self.param)
 
     @property
     def code_size(self) -> int:
