@@ -12,8 +12,10 @@ Examples
 from __future__ import annotations
 
 from .codec import Codec
-from .errors import FormatError, NotFittedError
+from .errors import FormatError, LockedError, NotFittedError
+from .index import Index, SearchResult
 from .spec import parse as parse_spec
+from .storage import info, open
 from .threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
@@ -21,9 +23,14 @@ __version__ = "0.1.0"
 __all__ = [
     "Codec",
     "FormatError",
+    "Index",
+    "LockedError",
     "NotFittedError",
+    "SearchResult",
     "__version__",
     "get_num_threads",
+    "info",
+    "open",
     "parse_spec",
     "set_num_threads",
 ]

@@ -2,17 +2,34 @@
 
 ``vecpress demo`` compresses the built-in GloVe-50 set with a few codecs and
 prints, for each, the bytes per vector, the compression ratio and recall@10 of
-exhaustive search over the codes. Errors are printed as one line on stderr with
-a non-zero exit status, never as a traceback.
+exhaustive search over the codes.
+
+``vecpress build VECTORS --spec S [--metric M] -o INDEX`` builds a flat index
+from a ``.npy``, ``.fvecs`` or ``.fbin`` file (Parquet is not supported yet);
+``vecpress search INDEX QUERIES -k 10 -o OUT`` writes the results as ``.npy``
+(a structured array with fields ``ids`` int64[k] and ``scores`` float32[k] per
+query: ``np.load(OUT)["ids"]``) or ``.json`` (``{"k", "metric", "ids",
+"scores"}``, missing scores as ``null``); ``vecpress info INDEX`` prints the
+header as JSON. Progress bars appear on a terminal only.
+
+Errors are printed as one line on stderr with a non-zero exit status, never as
+a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 
 import numpy as np
+
+VECTOR_FORMATS = (".npy", ".fvecs", ".fbin")
+RESULT_FORMATS = (".npy", ".json")
+ADD_CHUNK = 50_000
+SEARCH_CHUNK = 1_000
 
 DEMO_SPECS = (
     "f16",
@@ -75,6 +92,169 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_vectors(path: str, name: str = "vectors") -> np.ndarray:
+    """Memory-map a 2-D float matrix from ``.npy``, ``.fvecs`` or ``.fbin``.
+
+    The file size is checked against the header before anything is mapped.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "x.fbin")
+    >>> with open(p, "wb") as f:
+    ...     _ = f.write(np.array([2, 3], np.uint32).tobytes() + np.ones(6, np.float32).tobytes())
+    >>> read_vectors(p).shape
+    (2, 3)
+    """
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in VECTOR_FORMATS:
+        raise ValueError(
+            f"{name} file {path}: unsupported extension {ext or '(none)'!r}; expected one of "
+            f"{', '.join(VECTOR_FORMATS)} (Parquet is not supported yet)"
+        )
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{name} file {path} does not exist")
+    size = os.path.getsize(path)
+    if ext == ".npy":
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+    elif ext == ".fbin":
+        if size < 8:
+            raise ValueError(f"{name} file {path}: {size} bytes, shorter than the 8-byte header")
+        n, d = (int(v) for v in np.fromfile(path, np.uint32, 2))
+        if size != 8 + 4 * n * d:
+            raise ValueError(
+                f"{name} file {path}: header says {n} x {d} float32 ({8 + 4 * n * d} bytes), "
+                f"file has {size} bytes"
+            )
+        x = np.memmap(path, np.float32, "r", offset=8, shape=(n, d)) if n * d else np.zeros((n, d))
+    else:  # .fvecs: every row is int32 d followed by d float32
+        if size < 4:
+            raise ValueError(f"{name} file {path}: {size} bytes, shorter than one row header")
+        d = int(np.fromfile(path, np.int32, 1)[0])
+        row = 4 * (d + 1)
+        if d < 1 or size % row:
+            raise ValueError(
+                f"{name} file {path}: first row has d={d}, so the size {size} should be a "
+                f"multiple of {row} bytes"
+            )
+        raw = np.memmap(path, np.int32, "r", shape=(size // row, d + 1))
+        for s in range(0, raw.shape[0], ADD_CHUNK):
+            bad = np.flatnonzero(raw[s : s + ADD_CHUNK, 0] != d)
+            if bad.size:
+                raise ValueError(
+                    f"{name} file {path}: row {s + bad[0]} has d={raw[s + bad[0], 0]}, "
+                    f"expected {d} (as in row 0)"
+                )
+        x = raw.view(np.float32)[:, 1:]
+    if x.ndim != 2 or x.dtype.kind != "f":
+        raise ValueError(
+            f"{name} file {path}: expected a 2-D float matrix, found shape {x.shape} of {x.dtype}"
+        )
+    return x
+
+
+def _check_rows(x: np.ndarray, name: str, metric: str) -> None:
+    """NaN/Inf (and, for cosine, zero) rows, reported with their row number in the file."""
+    for s in range(0, x.shape[0], ADD_CHUNK):
+        block = np.asarray(x[s : s + ADD_CHUNK], np.float32)
+        bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
+        if bad.size:
+            raise ValueError(f"{name} row {s + bad[0]} has NaN or Inf values")
+        if metric == "cosine":
+            zero = np.flatnonzero(~block.any(axis=1))
+            if zero.size:
+                raise ValueError(f"{name} row {s + zero[0]} is a zero vector (metric cosine)")
+
+
+def _progress(args: argparse.Namespace, **kw):
+    from tqdm import tqdm
+
+    return tqdm(disable=True if args.no_progress else None, **kw)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from .index import FIT_SAMPLE, Index
+
+    index = Index(args.spec, metric=args.metric, seed=args.seed)  # checks spec and metric
+    x = read_vectors(args.vectors)
+    n, d = x.shape
+    if n == 0:
+        raise ValueError(f"vectors file {args.vectors} holds no vectors (shape {x.shape})")
+    _check_rows(x, "vectors", args.metric)
+    rows = np.arange(n)
+    if n > FIT_SAMPLE:
+        rows = np.sort(np.random.default_rng(args.seed).choice(n, FIT_SAMPLE, replace=False))
+    index.train(np.asarray(x[rows]))
+    with _progress(args, total=n, desc="encoding", unit="vec") as bar:
+        for s in range(0, n, ADD_CHUNK):
+            index.add(np.asarray(x[s : s + ADD_CHUNK]))
+            bar.update(min(ADD_CHUNK, n - s))
+    index.save(args.output)
+    print(
+        f"wrote {args.output}: {n:,} vectors x {d} dims, spec {index.spec!r}, metric "
+        f"{index.metric}, {index.bytes_per_vector} bytes/vector, "
+        f"{os.path.getsize(args.output):,} bytes"
+    )
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from .storage import open as open_index
+
+    ext = os.path.splitext(args.output)[1].lower()
+    if ext not in RESULT_FORMATS:
+        raise ValueError(
+            f"output {args.output}: unsupported extension {ext or '(none)'!r}; expected one of "
+            f"{', '.join(RESULT_FORMATS)}"
+        )
+    if args.k < 1:
+        raise ValueError(f"-k must be >= 1, found {args.k}")
+    if not os.path.isfile(args.index):
+        raise FileNotFoundError(f"index file {args.index} does not exist")
+    index = open_index(args.index, mmap=True)
+    q = read_vectors(args.queries, "queries")
+    if index.d is not None and q.shape[1] != index.d:
+        raise ValueError(
+            f"queries file {args.queries} has {q.shape[1]} columns, the index has d={index.d}"
+        )
+    _check_rows(q, "queries", index.metric)
+    nq = q.shape[0]
+    ids = np.empty((nq, args.k), np.int64)
+    scores = np.empty((nq, args.k), np.float32)
+    with _progress(args, total=nq, desc="searching", unit="query") as bar:
+        for s in range(0, nq, SEARCH_CHUNK):
+            res = index.search(np.asarray(q[s : s + SEARCH_CHUNK]), args.k)
+            ids[s : s + SEARCH_CHUNK], scores[s : s + SEARCH_CHUNK] = res.ids, res.scores
+            bar.update(res.ids.shape[0])
+    if ext == ".npy":
+        out = np.empty(nq, [("ids", "<i8", (args.k,)), ("scores", "<f4", (args.k,))])
+        out["ids"], out["scores"] = ids, scores
+        np.save(args.output, out)
+    else:
+        finite = np.isfinite(scores)
+        doc = {
+            "k": args.k,
+            "metric": index.metric,
+            "ids": ids.tolist(),
+            "scores": np.where(finite, scores, 0).astype(np.float64).tolist(),
+        }
+        for r, c in zip(*np.nonzero(~finite), strict=True):
+            doc["scores"][r][c] = None
+        with open(args.output, "w") as f:
+            json.dump(doc, f)
+    print(f"wrote {args.output}: {nq:,} queries x k={args.k} ({index.metric} scores)")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .storage import info
+
+    if not os.path.isfile(args.index):
+        raise FileNotFoundError(f"index file {args.index} does not exist")
+    print(json.dumps(info(args.index), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vecpress", description="Compress embedding vectors and search them compressed."
@@ -85,6 +265,27 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--queries", type=int, default=1000, help="held-out queries (default 1000)")
     demo.add_argument("--spec", action="append", help="codec spec to try (repeatable)")
     demo.set_defaults(func=_demo)
+
+    build = sub.add_parser("build", help="build a flat index from a vectors file")
+    build.add_argument("vectors", help="float vectors: .npy, .fvecs or .fbin")
+    build.add_argument("--spec", required=True, help="codec spec, e.g. 'hd2,rq4'")
+    build.add_argument("--metric", choices=("cosine", "ip", "l2"), default="cosine")
+    build.add_argument("--seed", type=int, default=0, help="seed of the codec (default 0)")
+    build.add_argument("-o", "--output", required=True, help="index file to write")
+    build.add_argument("--no-progress", action="store_true", help="no progress bar")
+    build.set_defaults(func=_build)
+
+    search = sub.add_parser("search", help="search an index with a queries file")
+    search.add_argument("index", help="index file (from vecpress build)")
+    search.add_argument("queries", help="float queries: .npy, .fvecs or .fbin")
+    search.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    search.add_argument("-o", "--output", required=True, help="results file: .npy or .json")
+    search.add_argument("--no-progress", action="store_true", help="no progress bar")
+    search.set_defaults(func=_search)
+
+    info = sub.add_parser("info", help="print an index file's header as JSON")
+    info.add_argument("index", help="index file")
+    info.set_defaults(func=_info)
     return parser
 
 
@@ -93,8 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, OSError) as e:
-        print(f"vecpress: error: {e}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, NotImplementedError) as e:
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"vecpress: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vecpress: interrupted", file=sys.stderr)

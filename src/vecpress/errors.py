@@ -13,3 +13,7 @@ class FormatError(ValueError):
 
 class NotFittedError(ValueError):
     """A codec that must learn from data was used before :meth:`Codec.fit`."""
+
+
+class LockedError(OSError):
+    """Another writer holds the lock of an index file."""

@@ -1,0 +1,599 @@
+"""Index files: a checksummed, memory-mappable layout, saved atomically.
+
+Layout of format version 1 (all integers little-endian)::
+
+    0    8  magic b"VPINDEX\\x00"
+    8    4  format version (uint32) = 1
+    12   4  flags (uint32) = 0
+    16   8  header length H (uint64), 1 <= H <= MAX_HEADER (1 MiB)
+    24   4  CRC32 of the header bytes (uint32)
+    28   4  reserved (uint32) = 0
+    32   H  header: UTF-8 JSON {format, version, spec, metric, d, count, code_size,
+            next_id, seed, sections: [{name, dtype, shape, offset, nbytes, crc32}]}
+    ..      zero padding to a multiple of 64
+    ..      sections, in this order, each at a 64-byte boundary, zero padded:
+            "codec" (uint8[m]: ``Codec.to_bytes()``), "ids" (int64[count]),
+            "norms" (float32[count], exact |x|², metric "l2" only),
+            "codes" (uint8[count, code_size])
+    end-16  8  total file length (uint64)
+    end-8   8  end magic b"VPIEND\\x00\\x00"
+
+The layout is strict: every offset must be exactly where the previous section
+ends (rounded up to 64), the last section must end where the footer begins,
+and every byte outside the JSON is either checked by a CRC or required to be
+zero. So any truncation or single-bit flip is reported as a
+:class:`~vecpress.errors.FormatError` naming the file and the section.
+
+What is validated when:
+
+* :func:`open` and :func:`info`: prefix, footer, total length, header size
+  (bounded and checked against the file length *before* the header is read),
+  header checksum, every header field and every section's size and offset
+  against the others and against the file length -- all before any array is
+  built. :func:`open` also checks the padding and the codec section (its CRC
+  and the codec's own validation) at once.
+* The data sections (ids, norms, codes) -- their CRCs and contents (ids
+  non-negative, unique and below ``next_id``; norms finite and >= 0): at once
+  with ``mmap=False``; with ``mmap=True`` on :meth:`Index.verify` or the first
+  use of the data (search, add, remove, contains, ids, save).
+
+Saving writes a temp file in the same directory, fsyncs it, renames it over
+the path with ``os.replace`` and fsyncs the directory, so the path always
+holds a complete old or new file. One writer at a time: :func:`save` holds an
+OS lock (``fcntl.flock`` on ``<path>.lock``, a file that exists only while a
+save runs, or after a killed one) and raises :class:`LockedError` if another
+writer holds it. Temp files left by a killed writer are removed by
+the next :func:`open` or :func:`save` of that path. No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import json
+import mmap as _mmap
+import os
+import secrets
+import struct
+import zlib
+
+import numpy as np
+
+from .codec import Codec
+from .errors import FormatError, LockedError
+from .index import METRICS, Index, _Buffer
+
+try:  # pragma: no cover - fcntl exists on every POSIX system
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+MAGIC = b"VPINDEX\x00"
+END_MAGIC = b"VPIEND\x00\x00"
+FORMAT_VERSION = 1
+FORMAT_NAME = "vecpress.index"
+MAX_HEADER = 1 << 20
+#: largest dimension written or read (bounds what the codec may allocate on load)
+MAX_D = 1 << 20
+ALIGN = 64
+_PREFIX = struct.Struct("<8sIIQII")
+_FOOTER = struct.Struct("<Q8s")
+_TMP_SUFFIX = ".vptmp"
+_HEADER_KEYS = {
+    "format",
+    "version",
+    "spec",
+    "metric",
+    "d",
+    "count",
+    "code_size",
+    "next_id",
+    "seed",
+    "sections",
+}
+_SECTION_KEYS = {"name", "dtype", "shape", "offset", "nbytes", "crc32"}
+
+
+def _align(n: int) -> int:
+    return n + (-n) % ALIGN
+
+
+def _int(value, lo: int, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def _expected_sections(metric: str, count: int, code_size: int) -> list[tuple[str, str, list]]:
+    out = [("codec", "|u1", None), ("ids", "<i8", [count])]
+    if metric == "l2":
+        out.append(("norms", "<f4", [count]))
+    out.append(("codes", "|u1", [count, code_size]))
+    return out
+
+
+# -- saving ------------------------------------------------------------------
+@contextlib.contextmanager
+def _lock(path: str, *, wait: bool = False):
+    """Hold the writer lock of ``path``, or raise :class:`LockedError`.
+
+    The lock is ``flock`` on ``<path>.lock``. The holder removes the lock file
+    before releasing it; a waiter that then finds its locked file is no longer
+    the one at that path retries, so removal never lets two writers in.
+    """
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    lock_path = path + ".lock"
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            raise LockedError(
+                f"{path}: another writer is saving this index (lock {lock_path} is held); "
+                "only one writer at a time"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder removed it meanwhile: lock the new one
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        os.close(fd)  # releases the flock
+
+
+def _temp_files(path: str) -> list[str]:
+    folder, base = os.path.split(path)
+    prefix = f".{base}."
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:
+        return []
+    return [
+        os.path.join(folder, n) for n in names if n.startswith(prefix) and n.endswith(_TMP_SUFFIX)
+    ]
+
+
+def _remove_temps(path: str) -> None:
+    for t in _temp_files(path):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(t)
+
+
+def clean_stale_temps(path) -> int:
+    """Remove temp files left by a killed save of ``path``; returns how many were removed.
+
+    Does nothing (returns 0) while a writer holds the lock, or where the lock
+    file cannot be created (a read-only directory).
+    """
+    path = os.fspath(path)
+    found = _temp_files(path)
+    if not found:
+        return 0
+    try:
+        with _lock(path):
+            found = _temp_files(path)
+            _remove_temps(path)
+    except (LockedError, OSError):
+        return 0
+    return len(found)
+
+
+def _fsync_dir(folder: str) -> None:
+    fd = os.open(folder or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sections_of(index: Index) -> list[tuple[str, np.ndarray]]:
+    arrays = [
+        ("codec", np.frombuffer(index.codec.to_bytes(), np.uint8)),
+        ("ids", index._ids.view),
+    ]
+    if index.metric == "l2":
+        arrays.append(("norms", index._norms.view))
+    arrays.append(("codes", index._codes.view))
+    return [(n, np.ascontiguousarray(a)) for n, a in arrays]
+
+
+def _raw_bytes(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous array's bytes as a flat uint8 view (no copy; empty arrays too)."""
+    return a.reshape(-1).view(np.uint8)
+
+
+def encode_header(meta: dict) -> bytes:
+    """The canonical JSON bytes of a header dict."""
+    return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+
+
+def save(index: Index, path) -> None:
+    """Write ``index`` to ``path`` atomically (temp file, fsync, rename, fsync directory).
+
+    Raises :class:`LockedError` if another writer is saving to the same path,
+    and ``ValueError`` if the index has no dimension yet (never added to nor
+    trained). A memory-mapped index is verified before it is written.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os, vecpress
+    >>> index = vecpress.Index("hd2,rq4", metric="ip")
+    >>> _ = index.add(np.random.default_rng(0).standard_normal((50, 32)).astype(np.float32))
+    >>> path = os.path.join(tempfile.mkdtemp(), "demo.vpi")
+    >>> index.save(path)
+    >>> len(vecpress.open(path))
+    50
+    """
+    if not isinstance(index, Index):
+        raise TypeError(f"expected a vecpress.Index, found {type(index).__name__}")
+    if not index.is_trained:
+        raise ValueError(
+            "cannot save an index whose codec is not fitted (its dimension is unknown): "
+            "add vectors or call train(X) first"
+        )
+    if index.d > MAX_D:
+        raise ValueError(f"cannot save an index of dimension {index.d}: the limit is {MAX_D}")
+    index._ensure_checked()
+    path = os.path.abspath(os.fspath(path))
+    folder, base = os.path.split(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a directory")
+    if index._codes is None:  # trained but empty
+        index._codes = _Buffer(np.zeros((0, index.codec.code_size), np.uint8))
+        if index.metric == "l2":
+            index._norms = _Buffer(np.zeros(0, np.float32))
+    sections = _sections_of(index)
+    entries = []
+    offset = None  # filled once the header length is known
+    meta = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "spec": index.spec,
+        "metric": index.metric,
+        "d": index.d,
+        "count": index.ntotal,
+        "code_size": index.codec.code_size,
+        "next_id": index.next_id,
+        "seed": index.seed,
+        "sections": entries,
+    }
+    for name, a in sections:
+        entries.append(
+            {
+                "name": name,
+                "dtype": a.dtype.str,
+                "shape": list(a.shape),
+                "offset": 0,
+                "nbytes": a.nbytes,
+                "crc32": zlib.crc32(_raw_bytes(a)),
+            }
+        )
+    # Offsets depend on the header length, which depends on the offsets' digits:
+    # iterate until stable (at most a few rounds).
+    header = b""
+    for _ in range(8):
+        offset = _align(_PREFIX.size + len(header))
+        for e in entries:
+            e["offset"] = offset
+            offset = _align(offset + e["nbytes"])
+        new = encode_header(meta)
+        if new == header:
+            break
+        header = new
+    if len(header) > MAX_HEADER:
+        raise ValueError(f"index header of {len(header)} bytes exceeds {MAX_HEADER}")
+    total = offset + _FOOTER.size
+    with _lock(path):
+        _remove_temps(path)
+        tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}{_TMP_SUFFIX}")
+        try:
+            with builtins.open(tmp, "xb") as f:
+                head = _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(header), zlib.crc32(header), 0)
+                head += header
+                f.write(head + b"\x00" * (_align(len(head)) - len(head)))
+                for (_, a), e in zip(sections, entries, strict=True):
+                    f.write(_raw_bytes(a))
+                    f.write(b"\x00" * (_align(e["nbytes"]) - e["nbytes"]))
+                f.write(_FOOTER.pack(total, END_MAGIC))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(folder)
+
+
+# -- loading -----------------------------------------------------------------
+def _fail(source: str, section: str, why: str) -> FormatError:
+    return FormatError(f"{source}: invalid vecpress index in {section}: {why}")
+
+
+def _read_at(f, offset: int, n: int) -> bytes:
+    f.seek(offset)
+    data = f.read(n)
+    if len(data) != n:  # the file shrank under us
+        raise OSError(f"short read: {len(data)} of {n} bytes at offset {offset}")
+    return data
+
+
+def _parse(f, size: int, source: str) -> tuple[dict, list[dict], int]:
+    """Validate prefix, footer, header and section table; nothing large is allocated."""
+    smallest = _align(_PREFIX.size + 2) + _FOOTER.size
+    if size < smallest:
+        raise _fail(
+            source,
+            "prefix",
+            f"file of {size} bytes is shorter than the smallest index ({smallest} bytes)",
+        )
+    magic, version, flags, hlen, hcrc, reserved = _PREFIX.unpack(_read_at(f, 0, _PREFIX.size))
+    if magic != MAGIC:
+        hint = (
+            " (it is a codec blob: load it with Codec.from_bytes)" if magic == b"VECPRESS" else ""
+        )
+        raise _fail(source, "prefix", f"bad magic {magic!r}, not a vecpress index{hint}")
+    if version != FORMAT_VERSION:
+        raise _fail(
+            source,
+            "prefix",
+            f"format version {version} is not supported "
+            f"(this vecpress reads version {FORMAT_VERSION})",
+        )
+    if flags or reserved:
+        raise _fail(source, "prefix", f"flags {flags} / reserved {reserved} must be 0")
+    total, end_magic = _FOOTER.unpack(_read_at(f, size - _FOOTER.size, _FOOTER.size))
+    if end_magic != END_MAGIC:
+        raise _fail(source, "footer", "bad end magic (truncated, or data appended)")
+    if total != size:
+        raise _fail(source, "footer", f"recorded length {total} differs from file length {size}")
+    room = size - _PREFIX.size - _FOOTER.size
+    if not 1 <= hlen <= min(MAX_HEADER, room):
+        raise _fail(
+            source,
+            "header",
+            f"header length {hlen} is outside [1, {min(MAX_HEADER, room)}] "
+            f"(file of {size} bytes, limit {MAX_HEADER})",
+        )
+    header = _read_at(f, _PREFIX.size, hlen)
+    if zlib.crc32(header) != hcrc:
+        raise _fail(source, "header", "checksum mismatch")
+    try:
+        meta = json.loads(header.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise _fail(source, "header", f"unreadable JSON ({e})") from None
+    if not isinstance(meta, dict) or set(meta) != _HEADER_KEYS:
+        keys = sorted(meta) if isinstance(meta, dict) else type(meta).__name__
+        raise _fail(source, "header", f"expected keys {sorted(_HEADER_KEYS)}, found {keys}")
+    if meta["format"] != FORMAT_NAME or meta["version"] != FORMAT_VERSION:
+        raise _fail(
+            source,
+            "header",
+            f"format {meta['format']!r} version {meta['version']!r}, "
+            f"expected {FORMAT_NAME!r} version {FORMAT_VERSION}",
+        )
+    if meta["metric"] not in METRICS:
+        raise _fail(source, "header", f"unknown metric {meta['metric']!r}")
+    if not isinstance(meta["spec"], str) or not 0 < len(meta["spec"]) <= 256:
+        raise _fail(source, "header", f"bad spec {meta['spec']!r}")
+    limits = {
+        "d": (1, MAX_D),
+        "count": (0, size),
+        "code_size": (1, 8 * MAX_D + 64),
+        "next_id": (0, 2**63),
+        "seed": (0, 2**64 - 1),
+    }
+    for key, (lo, hi) in limits.items():
+        if not _int(meta[key], lo, hi):
+            raise _fail(source, "header", f"{key}={meta[key]!r} is not an integer in [{lo}, {hi}]")
+    if meta["count"] > meta["next_id"]:
+        raise _fail(source, "header", f"count {meta['count']} exceeds next_id {meta['next_id']}")
+    expected = _expected_sections(meta["metric"], meta["count"], meta["code_size"])
+    entries = meta["sections"]
+    if not isinstance(entries, list) or len(entries) != len(expected):
+        raise _fail(source, "header", f"expected {len(expected)} sections, found {entries!r:.80}")
+    cursor = _align(_PREFIX.size + hlen)
+    for e, (name, dtype, shape) in zip(entries, expected, strict=True):
+        where = f"section {name!r}"
+        if not isinstance(e, dict) or set(e) != _SECTION_KEYS or e["name"] != name:
+            raise _fail(source, "header", f"expected an entry for {where}, found {e!r:.120}")
+        if e["dtype"] != dtype:
+            raise _fail(source, where, f"dtype {e['dtype']!r}, expected {dtype!r}")
+        if shape is None:  # the codec blob: any positive length that fits
+            shape = [e["shape"][0]] if isinstance(e["shape"], list) and e["shape"] else None
+            if shape is None or not _int(shape[0], 1, size):
+                raise _fail(source, where, f"bad shape {e['shape']!r}")
+        if e["shape"] != shape:
+            raise _fail(source, where, f"shape {e['shape']!r}, expected {shape}")
+        nbytes = np.dtype(dtype).itemsize
+        for s in shape:
+            nbytes *= s
+        if e["nbytes"] != nbytes or not _int(e["nbytes"], 0, size):
+            raise _fail(source, where, f"size {e['nbytes']!r}, expected {nbytes} for shape {shape}")
+        if e["offset"] != cursor or not _int(e["offset"], 0, size):
+            raise _fail(source, where, f"offset {e['offset']!r}, expected {cursor}")
+        if not _int(e["crc32"], 0, 2**32 - 1):
+            raise _fail(source, where, f"bad checksum field {e['crc32']!r}")
+        cursor = _align(cursor + nbytes)
+        if cursor > size - _FOOTER.size:
+            raise _fail(
+                source,
+                where,
+                f"ends at {cursor}, past the data end {size - _FOOTER.size} (file of {size} bytes)",
+            )
+    if cursor != size - _FOOTER.size:
+        raise _fail(
+            source,
+            "footer",
+            f"sections end at {cursor} but the footer starts at {size - _FOOTER.size}",
+        )
+    return meta, entries, hlen
+
+
+def info(path) -> dict:
+    """Read an index file's header alone (no data is loaded or checked).
+
+    Returns
+    -------
+    dict
+        ``spec, metric, d, count, code_size, bytes_per_vector, format_version,
+        next_id, seed, file_size``.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os, vecpress
+    >>> index = vecpress.Index("hd2,rq4", metric="l2")
+    >>> _ = index.add(np.ones((4, 32), np.float32))
+    >>> path = os.path.join(tempfile.mkdtemp(), "x.vpi")
+    >>> index.save(path)
+    >>> meta = vecpress.info(path)
+    >>> meta["count"], meta["bytes_per_vector"], meta["format_version"]
+    (4, 32, 1)
+    """
+    path = os.fspath(path)
+    with builtins.open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        meta, _, _ = _parse(f, size, path)
+    return {
+        "spec": meta["spec"],
+        "metric": meta["metric"],
+        "d": meta["d"],
+        "count": meta["count"],
+        "code_size": meta["code_size"],
+        "bytes_per_vector": meta["code_size"] + 8 + (4 if meta["metric"] == "l2" else 0),
+        "format_version": FORMAT_VERSION,
+        "next_id": meta["next_id"],
+        "seed": meta["seed"],
+        "file_size": size,
+    }
+
+
+def open(path, mmap: bool = True) -> Index:  # shadows builtins.open here: use builtins.open
+    """Load an index file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    mmap : bool
+        ``True``: memory-map the arrays (nothing is copied; pages load on
+        demand). The header, layout and codec are validated now; the data
+        sections' checksums on :meth:`Index.verify` or the first use of the
+        data. ``False``: read everything into memory and validate it all now.
+
+    Raises
+    ------
+    FormatError
+        The file is truncated, tampered with or not an index; the message
+        names the file and the section.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os, vecpress
+    >>> x = np.random.default_rng(0).standard_normal((20, 16)).astype(np.float32)
+    >>> index = vecpress.Index("f32", metric="ip")
+    >>> _ = index.add(x)
+    >>> path = os.path.join(tempfile.mkdtemp(), "x.vpi")
+    >>> index.save(path)
+    >>> loaded = vecpress.open(path, mmap=True).verify()
+    >>> bool((loaded.search(x, 5).ids == index.search(x, 5).ids).all())
+    True
+    """
+    path = os.fspath(path)
+    clean_stale_temps(path)
+    with builtins.open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        meta, entries, hlen = _parse(f, size, path)
+        if mmap:
+            buf = _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_READ)
+            if len(buf) != size:
+                raise _fail(path, "footer", f"file changed size while opening ({len(buf)})")
+        else:
+            buf = bytearray(size)
+            f.seek(0)
+            if f.readinto(buf) != size:
+                raise _fail(path, "footer", "file shrank while reading")
+    return _build(meta, entries, hlen, buf, path, lazy=mmap)
+
+
+def _build(meta: dict, entries: list[dict], hlen: int, buf, source: str, *, lazy: bool) -> Index:
+    mv = memoryview(buf)
+    # Padding: every byte outside the JSON and the sections must be zero.
+    gaps = []
+    prev_end = _PREFIX.size + hlen
+    for e in entries:
+        gaps.append((e["name"], prev_end, e["offset"]))
+        prev_end = e["offset"] + e["nbytes"]
+    gaps.append(("footer", prev_end, len(mv) - _FOOTER.size))
+    for name, lo, hi in gaps:
+        if any(mv[lo:hi]):
+            raise _fail(source, f"padding before {name!r}", "non-zero padding bytes")
+    sec = {e["name"]: e for e in entries}
+
+    def raw(name: str) -> memoryview:
+        e = sec[name]
+        return mv[e["offset"] : e["offset"] + e["nbytes"]]
+
+    def check_crc(name: str) -> None:
+        if zlib.crc32(raw(name)) != sec[name]["crc32"]:
+            raise _fail(source, f"section {name!r}", "checksum mismatch")
+
+    check_crc("codec")
+    try:
+        codec = Codec.from_bytes(bytes(raw("codec")), source=f"{source} section 'codec'")
+    except FormatError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        raise _fail(source, "section 'codec'", f"invalid codec ({e})") from None
+    for key, have in (("spec", codec.spec), ("d", codec.d), ("seed", codec.seed)):
+        if meta[key] != have:
+            raise _fail(source, "section 'codec'", f"codec {key} {have!r}, header {meta[key]!r}")
+    if codec.code_size != meta["code_size"]:
+        raise _fail(
+            source,
+            "section 'codec'",
+            f"codec code_size {codec.code_size}, header {meta['code_size']}",
+        )
+    count = meta["count"]
+    ids = np.frombuffer(raw("ids"), np.dtype("<i8"), count)
+    codes = np.frombuffer(raw("codes"), np.uint8, count * codec.code_size).reshape(
+        count, codec.code_size
+    )
+    norms = np.frombuffer(raw("norms"), np.dtype("<f4"), count) if "norms" in sec else None
+
+    def check_data() -> None:
+        for name in sec:
+            if name != "codec":
+                check_crc(name)
+        if count:
+            if ids.min() < 0 or ids.max() >= meta["next_id"]:
+                raise _fail(
+                    source,
+                    "section 'ids'",
+                    f"ids range [{ids.min()}, {ids.max()}] is outside "
+                    f"[0, next_id={meta['next_id']})",
+                )
+            if np.unique(ids).size != count:
+                raise _fail(source, "section 'ids'", "duplicate ids")
+            if norms is not None and not (np.isfinite(norms).all() and (norms >= 0).all()):
+                raise _fail(source, "section 'norms'", "norms must be finite and >= 0")
+
+    if not lazy:
+        check_data()
+    index = Index(meta["spec"], meta["metric"], seed=meta["seed"])
+    index.codec = codec
+    index._ids = _Buffer(ids)
+    index._codes = _Buffer(codes)
+    index._norms = _Buffer(norms) if norms is not None else None
+    index._next_id = meta["next_id"]
+    index._pending_check = check_data if lazy else None
+    return index

@@ -1,0 +1,496 @@
+"""Index files: round trips, the version-1 reference file, locking, and fault injection.
+
+Fault tests (truncation, bit flips, hostile header values) run the loaders in a
+subprocess with an address-space cap (``RLIMIT_AS``: its size after warm-up plus
+64 MiB plus a few times the file size), so a crash or a huge allocation shows
+up as a failed case instead of taking pytest down. ``kill -9`` during save
+forks a writer that saves in a loop and kills it at random times.
+
+Sizes: by default 3,000 random bit flips and 60 kill trials (about 10 s).
+Set ``VECPRESS_FAULT_TRIALS=N`` for N bit flips and N/50 kill trials (at least
+60), e.g. ``VECPRESS_FAULT_TRIALS=10000 pytest tests/test_storage.py``.
+
+The reference file ``tests/data/ref_v1.vpi`` (format version 1) was made by
+``python tests/test_storage.py make-reference`` (see :func:`make_reference`);
+it must keep loading, with the same results, in every later version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import struct
+import subprocess
+import sys
+import time
+import tracemalloc
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import vecpress
+from vecpress import FormatError, Index, storage
+
+DATA = Path(__file__).parent / "data"
+REFERENCE = DATA / "ref_v1.vpi"
+FAULT_TRIALS = int(os.environ.get("VECPRESS_FAULT_TRIALS", "3000"))
+KILL_TRIALS = max(60, FAULT_TRIALS // 50)
+
+
+def reference_vectors() -> np.ndarray:
+    return np.random.default_rng(2026).standard_normal((40, 32)).astype(np.float32)
+
+
+def make_reference(path) -> Index:
+    """The snippet that made ``tests/data/ref_v1.vpi`` (vecpress 0.1.0, format version 1)."""
+    x = reference_vectors()
+    index = vecpress.Index("hd2,rq4", metric="l2", seed=7)
+    index.add(x, ids=np.arange(40) * 3 + 100)
+    index.remove([103, 106])  # two removed ids: next_id stays 218
+    index.save(path)
+    return index
+
+
+# Recorded from the reference file when it was made; later versions must agree.
+REF_QUERY_ROWS = [0, 5, 17, 39]
+REF_TOP3 = [[100, 130, 172], [115, 172, 163], [151, 154, 118], [217, 178, 118]]
+
+
+def small_index(metric: str = "l2", n: int = 60, d: int = 32, spec: str = "hd2,rq4") -> Index:
+    x = np.random.default_rng(n * d).standard_normal((n, d)).astype(np.float32)
+    index = Index(spec, metric=metric, seed=1)
+    index.add(x, ids=np.arange(n) * 2 + 5)
+    return index
+
+
+def same(a, b) -> bool:
+    return np.array_equal(a.ids, b.ids) and np.array_equal(a.scores, b.scores)
+
+
+# -- round trips ------------------------------------------------------------------
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+@pytest.mark.parametrize("spec", ["f32", "hd2,rq4", "center,int8"])
+def test_save_open_search_identical(tmp_path, spec, metric):
+    index = small_index(metric, spec=spec)
+    index.remove([7, 9, 11])
+    q = np.random.default_rng(9).standard_normal((13, 32)).astype(np.float32)
+    expect = index.search(q, 10)
+    path = tmp_path / "i.vpi"
+    index.save(path)
+    for mm in (True, False):
+        loaded = vecpress.open(path, mmap=mm)
+        assert (len(loaded), loaded.next_id, loaded.spec, loaded.metric) == (
+            len(index),
+            index.next_id,
+            index.spec,
+            index.metric,
+        )
+        assert same(loaded.search(q, 10), expect)
+        np.testing.assert_array_equal(loaded.ids, index.ids)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_mmap_index_accepts_adds_and_removes_and_saves_over_itself(tmp_path, metric):
+    path = tmp_path / "i.vpi"
+    index = small_index(metric)
+    index.save(path)
+    loaded = vecpress.open(path, mmap=True)
+    extra = np.random.default_rng(3).standard_normal((5, 32)).astype(np.float32)
+    assert loaded.add(extra).tolist() == list(range(124, 129))
+    assert loaded.remove([5, 124]) == 2
+    index.add(extra)
+    index.remove([5, 124])
+    q = extra[:3]
+    loaded.save(path)  # replaces the file it is mapped from
+    again = vecpress.open(path, mmap=False)
+    assert same(again.search(q, 8), index.search(q, 8))
+    assert again.next_id == 129 and len(again) == 63
+
+
+def test_trained_empty_index_round_trips(tmp_path):
+    index = Index("center,int8", metric="l2").train(np.eye(8, dtype=np.float32) + 1)
+    index.save(tmp_path / "e.vpi")
+    loaded = vecpress.open(tmp_path / "e.vpi")
+    assert len(loaded) == 0 and loaded.d == 8 and loaded.is_trained
+    assert (loaded.search(np.ones((1, 8), np.float32), 2).ids == -1).all()
+    loaded.add(np.ones((2, 8), np.float32))
+    assert len(loaded) == 2
+
+
+def test_extreme_but_valid_values_round_trip(tmp_path):
+    wide = Index("f32", metric="ip").train(np.ones((1, 5000), np.float32))  # code_size > file
+    wide.save(tmp_path / "w.vpi")
+    assert vecpress.open(tmp_path / "w.vpi").d == 5000
+    top = Index("f32", metric="l2", seed=2**64 - 1)
+    top.add(np.ones((2, 3), np.float32), ids=[0, 2**63 - 1])
+    top.save(tmp_path / "t.vpi")
+    loaded = vecpress.open(tmp_path / "t.vpi")
+    assert loaded.contains(2**63 - 1) and loaded.next_id == 2**63 and loaded.seed == 2**64 - 1
+    with pytest.raises(ValueError, match="exceed int64"):
+        loaded.add(np.ones((1, 3), np.float32))
+    with pytest.raises(ValueError, match="seed"):
+        Index("f32", seed=2**64)
+
+
+def test_info_reads_the_header_alone(tmp_path):
+    path = tmp_path / "i.vpi"
+    small_index("l2", n=60).save(path)
+    meta = vecpress.info(path)
+    assert meta == {
+        "spec": "hd2,rq4",
+        "metric": "l2",
+        "d": 32,
+        "count": 60,
+        "code_size": 20,
+        "bytes_per_vector": 32,
+        "format_version": 1,
+        "next_id": 124,
+        "seed": 1,
+        "file_size": os.path.getsize(path),
+    }
+
+
+def test_save_refuses_an_untrained_index_and_a_directory(tmp_path):
+    with pytest.raises(ValueError, match="not fitted"):
+        Index("hd2,rq4").save(tmp_path / "x.vpi")
+    with pytest.raises(IsADirectoryError):
+        small_index().save(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        vecpress.open(tmp_path / "missing.vpi")
+
+
+# -- the version-1 reference file ---------------------------------------------------
+@pytest.mark.parametrize("mm", [True, False])
+def test_reference_v1_file_still_loads_with_the_same_results(mm):
+    index = vecpress.open(REFERENCE, mmap=mm)
+    assert vecpress.info(REFERENCE)["format_version"] == 1
+    assert (index.spec, index.metric, index.d, len(index), index.next_id) == (
+        "hd2,rq4",
+        "l2",
+        32,
+        38,
+        218,
+    )
+    expected_ids = [i for i in np.arange(40) * 3 + 100 if i not in (103, 106)]
+    assert index.ids.tolist() == expected_ids
+    x = reference_vectors()
+    res = index.search(x[REF_QUERY_ROWS], 3)
+    assert res.ids.tolist() == REF_TOP3
+    # the scores are those of the stored codes
+    codes = index._codes.view
+    est = index.codec.score(x[REF_QUERY_ROWS], codes)
+    norms = (x.astype(np.float64) ** 2).sum(1)
+    keep = np.isin(np.arange(40) * 3 + 100, expected_ids)
+    est = 2 * est - norms[keep].astype(np.float32)[None, :]
+    est -= norms[REF_QUERY_ROWS].astype(np.float32)[:, None]
+    np.testing.assert_allclose(res.scores, np.sort(est, axis=1)[:, ::-1][:, :3], rtol=1e-6)
+
+
+# -- locking and temp files ------------------------------------------------------
+def test_a_second_writer_gets_a_clear_error(tmp_path):
+    path = str(tmp_path / "i.vpi")
+    small_index().save(path)
+    with storage._lock(os.path.abspath(path)):
+        with pytest.raises(vecpress.LockedError, match="another writer"):
+            small_index(n=10).save(path)
+    assert len(vecpress.open(path)) == 60  # the old state is intact
+    small_index(n=10).save(path)  # lock released
+    assert len(vecpress.open(path)) == 10
+
+
+def test_stale_temp_files_are_removed_on_open_but_not_under_a_writer(tmp_path):
+    path = tmp_path / "i.vpi"
+    small_index().save(path)
+    stale = tmp_path / ".i.vpi.4242.deadbeef.vptmp"
+    other = tmp_path / ".j.vpi.4242.deadbeef.vptmp"  # another index's temp file
+    stale.write_bytes(b"partial")
+    other.write_bytes(b"partial")
+    with storage._lock(str(path)):
+        vecpress.open(path)
+        assert stale.exists()  # a writer may be using it
+    vecpress.open(path)
+    assert not stale.exists() and other.exists()
+
+
+# -- tampering detected in-process (with explanations) ---------------------------
+def _layout(data: bytes) -> tuple[dict, int]:
+    hlen = struct.unpack_from("<Q", data, 16)[0]
+    return json.loads(data[32 : 32 + hlen]), hlen
+
+
+def _with_header(data: bytes, meta: dict) -> bytes:
+    """Replace the JSON header (length and checksum recomputed; sections left in place)."""
+    old, hlen = _layout(data)
+    header = storage.encode_header(meta)
+    prefix = struct.pack("<8sIIQII", storage.MAGIC, 1, 0, len(header), zlib.crc32(header), 0)
+    body = prefix + header
+    first = old["sections"][0]["offset"]
+    if len(body) <= first:
+        return body + bytes(first - len(body)) + data[first:]
+    return body + data[32 + hlen :]
+
+
+def test_mmap_defers_data_checks_until_first_use(tmp_path):
+    path = tmp_path / "i.vpi"
+    small_index().save(path)
+    data = bytearray(path.read_bytes())
+    meta, _ = _layout(bytes(data))
+    codes = next(s for s in meta["sections"] if s["name"] == "codes")
+    data[codes["offset"] + 5] ^= 0x10
+    path.write_bytes(bytes(data))
+    assert vecpress.info(path)["count"] == 60  # header only
+    with pytest.raises(FormatError, match=r"i\.vpi.*section 'codes'.*checksum"):
+        vecpress.open(path, mmap=False)
+    lazy = vecpress.open(path, mmap=True)
+    assert len(lazy) == 60
+    for use in (
+        lambda: lazy.search(np.ones((1, 32), np.float32), 3),
+        lazy.verify,
+        lambda: lazy.add(np.ones((1, 32), np.float32)),
+        lambda: lazy.save(tmp_path / "copy.vpi"),
+    ):
+        with pytest.raises(FormatError, match="section 'codes'"):
+            use()
+    assert not (tmp_path / "copy.vpi").exists()
+
+
+def test_consistent_checksums_do_not_hide_bad_ids(tmp_path):
+    path = tmp_path / "i.vpi"
+    small_index(n=10).save(path)
+    data = bytearray(path.read_bytes())
+    meta, _ = _layout(bytes(data))
+    sec = next(s for s in meta["sections"] if s["name"] == "ids")
+    ids = np.frombuffer(bytes(data[sec["offset"] : sec["offset"] + sec["nbytes"]]), "<i8").copy()
+    for first in (ids[1], -1, 10**6):  # a duplicate, a negative id, an id >= next_id
+        bad = [first, *ids[1:]]
+        raw = np.asarray(bad, "<i8").tobytes()
+        data[sec["offset"] : sec["offset"] + sec["nbytes"]] = raw
+        sec["crc32"] = zlib.crc32(raw)
+        path.write_bytes(_with_header(bytes(data), meta))
+        with pytest.raises(FormatError, match="section 'ids'"):
+            vecpress.open(path, mmap=False)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"VPINDEX\x00", b"\x00" * 200, os.urandom(4096), b"VECPRESS" + bytes(100)],
+    ids=["empty", "magic only", "zeros", "random", "codec magic"],
+)
+def test_not_an_index(tmp_path, content):
+    path = tmp_path / "x.vpi"
+    path.write_bytes(content)
+    for load in (lambda: vecpress.open(path), lambda: vecpress.info(path)):
+        with pytest.raises(FormatError, match=r"x\.vpi"):
+            load()
+
+
+def hostile_cases(data: bytes) -> list[tuple[str, bytes]]:
+    """Header values 0, -1, 2^32, 2^64-1, file size ± 1 ... with checksums recomputed."""
+    size = len(data)
+    meta, hlen = _layout(data)
+    values = [0, -1, 1, 2**31, 2**32, 2**63, 2**64 - 1, 2**64, 10**30, size - 1, size, size + 1]
+    out = []
+    for v in [0, 2**32, 2**63, 2**64 - 1, size - 1, size, size + 1, size - 48, size - 47, hlen - 1]:
+        b = bytearray(data)
+        struct.pack_into("<Q", b, 16, v)
+        if 32 + v <= size:
+            struct.pack_into("<I", b, 24, zlib.crc32(bytes(b[32 : 32 + v])))
+        out.append((f"header length {v}", bytes(b)))
+    for v in [0, 2**64 - 1, size - 1, size + 1, 2**32]:
+        b = bytearray(data)
+        struct.pack_into("<Q", b, size - 16, v)
+        out.append((f"footer length {v}", bytes(b)))
+    for key in ("d", "count", "code_size", "next_id", "seed"):
+        for v in [*values, "7", None, 1.5, True, [1]]:
+            if key == "next_id" and type(v) is int and meta["next_id"] <= v <= 2**63:
+                continue  # a larger next_id is a legitimate header, not a hostile one
+            m = json.loads(json.dumps(meta))
+            m[key] = v
+            out.append((f"{key}={v!r}", _with_header(data, m)))
+    for i in range(len(meta["sections"])):
+        for field in ("offset", "nbytes", "crc32", "shape"):
+            for v in values:
+                m = json.loads(json.dumps(meta))
+                sec = m["sections"][i]
+                sec[field] = [v, *sec["shape"][1:]] if field == "shape" else v
+                if m != meta:
+                    out.append((f"section {i} {field}={v}", _with_header(data, m)))
+    for name, m in [
+        ("no sections", {**meta, "sections": []}),
+        ("extra key", {**meta, "extra": 1}),
+        ("metric", {**meta, "metric": "cosine"}),
+        ("spec", {**meta, "spec": "hd2,rq8"}),
+        ("list header", [meta]),
+    ]:
+        out.append((name, _with_header(data, m)))
+    return out
+
+
+def test_hostile_header_values_are_rejected_before_allocation(tmp_path):
+    data = REFERENCE.read_bytes()
+    path = tmp_path / "h.vpi"
+    cases = hostile_cases(data)
+    assert len(cases) > 200
+    for name, blob in cases:
+        path.write_bytes(blob)
+        for mm in (False, True):
+            tracemalloc.start()
+            try:
+                with pytest.raises(FormatError, match=r"h\.vpi"):
+                    vecpress.open(path, mmap=mm).verify()
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            assert peak < 2 * len(data) + (1 << 20), (name, peak)
+
+
+# -- fault injection in a memory-capped subprocess --------------------------------
+def _run_worker(tmp_path, good: Path, cases: list) -> list:
+    cases_path = tmp_path / "cases.json"
+    out_path = tmp_path / "out.json"
+    cases_path.write_text(json.dumps(cases))
+    proc = subprocess.run(
+        [sys.executable, __file__, "worker", str(good), str(cases_path), str(out_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, (
+        f"loader process crashed ({proc.returncode}): {proc.stderr[-2000:]}"
+    )
+    return json.loads(out_path.read_text())
+
+
+def _section_edges(data: bytes) -> set[int]:
+    meta, hlen = _layout(data)
+    edges = {0, 8, 12, 16, 24, 28, 32, 32 + hlen, len(data) - 16, len(data) - 8}
+    for s in meta["sections"]:
+        edges |= {s["offset"], s["offset"] + s["nbytes"], storage._align(s["offset"] + s["nbytes"])}
+    return {e + delta for e in edges for delta in (-1, 0, 1) if 0 <= e + delta < len(data)}
+
+
+def _failures(cases, results) -> list:
+    return [(c, r) for c, r in zip(cases, results, strict=True) if r != ["FormatError"] * 2]
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_truncation_at_every_offset_is_a_format_error(tmp_path, metric):
+    good = tmp_path / "good.vpi"
+    small_index(metric, n=60).save(good)
+    data = good.read_bytes()
+    offsets = set(range(len(data))) | _section_edges(data)
+    assert len(offsets) >= 2000 and _section_edges(data) <= offsets
+    cases = [{"truncate": n} for n in sorted(offsets)]
+    results = _run_worker(tmp_path, good, cases)
+    assert not _failures(cases, results)[:5]
+
+
+def test_random_bit_flips_are_all_detected(tmp_path):
+    good = tmp_path / "good.vpi"
+    small_index("l2", n=60).save(good)
+    size = good.stat().st_size
+    rng = random.Random(1234)
+    cases = [{"flip": [rng.randrange(size), rng.randrange(8)]} for _ in range(FAULT_TRIALS)]
+    cases += [{"flip": [e, 0]} for e in sorted(_section_edges(good.read_bytes()))]
+    results = _run_worker(tmp_path, good, cases)
+    assert len(cases) >= 300
+    assert not _failures(cases, results)[:5]
+
+
+def test_hostile_headers_in_a_memory_capped_process(tmp_path):
+    good = tmp_path / "good.vpi"
+    good.write_bytes(REFERENCE.read_bytes())
+    cases = [{"bytes": blob.hex(), "name": name} for name, blob in hostile_cases(good.read_bytes())]
+    results = _run_worker(tmp_path, good, cases)
+    assert not [
+        (c["name"], r) for c, r in zip(cases, results, strict=True) if r != ["FormatError"] * 2
+    ]
+
+
+def _worker(good: str, cases_path: str, out_path: str) -> None:
+    """Load every mutated file twice (in memory; mmap + search) and record the outcome."""
+    import resource
+
+    vecpress.set_num_threads(1)
+    data = Path(good).read_bytes()
+    ref = vecpress.open(good, mmap=False)
+    q = np.random.default_rng(0).standard_normal((3, ref.d)).astype(np.float32)
+    ref.search(q, 5)  # warm up (kernels load) before the cap
+    with open("/proc/self/status") as f:
+        vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    cap = vm + (64 << 20) + 4 * len(data)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    try:  # the cap must be effective, or this run proves nothing
+        np.empty(cap, np.uint8)
+        raise SystemExit(f"the address-space cap of {cap} bytes is not enforced")
+    except MemoryError:
+        pass
+    target = Path(out_path).with_suffix(".case.vpi")
+    results = []
+    for case in json.loads(Path(cases_path).read_text()):
+        if "truncate" in case:
+            blob = data[: case["truncate"]]
+        elif "flip" in case:
+            b = bytearray(data)
+            b[case["flip"][0]] ^= 1 << case["flip"][1]
+            blob = bytes(b)
+        else:
+            blob = bytes.fromhex(case["bytes"])
+        if target.exists():
+            target.unlink()  # a new inode: never rewrite a mapped file
+        target.write_bytes(blob)
+        outcome = []
+        for mm in (False, True):
+            try:
+                vecpress.open(target, mmap=mm).search(q, 5)
+                outcome.append("loaded")
+            except FormatError:
+                outcome.append("FormatError")
+            except BaseException as e:  # every other outcome is a failure
+                outcome.append(f"{type(e).__name__}: {e}"[:300])
+        results.append(outcome)
+    Path(out_path).write_text(json.dumps(results))
+
+
+# -- kill -9 during save --------------------------------------------------------
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_kill_during_save_leaves_the_old_or_the_new_state(tmp_path):
+    path = tmp_path / "k.vpi"
+    states = [small_index("l2", n=2000, d=64), small_index("l2", n=3000, d=64)]
+    q = np.random.default_rng(5).standard_normal((4, 64)).astype(np.float32)
+    expect = {len(s): s.search(q, 5) for s in states}
+    states[0].save(path)
+    rng = random.Random(99)
+    left_temp = 0
+    for _ in range(KILL_TRIALS):
+        pid = os.fork()
+        if pid == 0:  # the writer: save the two states in turn until killed
+            try:
+                i = 0
+                while True:
+                    states[i % 2].save(path)
+                    i += 1
+            finally:
+                os._exit(1)
+        time.sleep(rng.uniform(0.0, 0.04))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        left_temp += bool(storage._temp_files(str(path)))
+        loaded = vecpress.open(path, mmap=False)
+        assert len(loaded) in expect
+        assert same(loaded.search(q, 5), expect[len(loaded)])
+        assert storage._temp_files(str(path)) == []
+    print(f"{KILL_TRIALS} kills, {left_temp} left a temp file that the next open removed")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "worker":
+        _worker(*sys.argv[2:5])
+    elif sys.argv[1] == "make-reference":
+        DATA.mkdir(exist_ok=True)
+        idx = make_reference(REFERENCE)
+        print(idx.search(reference_vectors()[REF_QUERY_ROWS], 3).ids.tolist())
