@@ -72,10 +72,12 @@ def test_error_decreases_with_bits(family, data):
 def test_tq_error_matches_the_lloyd_max_model(data):
     """hd2,tq<b>: û = u + e with E<e, u> = -mse and the rest of e spread over d-1 directions.
 
-    So E[err^2] = |x|^2 (mse^2 <q,u>^2 + (mse - mse^2)/(d-1) |q_perp|^2) per pair, with
-    mse = lloyd_max(b, d).mse. Measured / predicted RMSE: 0.98, 1.03, 1.19, 1.28 for
-    b = 1..4 (the model treats the error as isotropic, but outer coordinates carry larger
-    errors and these queries are correlated with the data, which weights them up).
+    So for the reconstruction, E[err^2] = |x|^2 (mse^2 <q,u>^2 + (mse - mse^2)/(d-1)
+    |q_perp|^2) per pair, with mse = lloyd_max(b, d).mse. ``score`` divides by
+    (1 - mse), which removes the first (shrinkage) term and scales the second:
+    E[err^2] = |x|^2 mse / ((1 - mse)(d - 1)) |q_perp|^2. Measured / predicted RMSE
+    is about 1.0-1.3 (the model treats the error as isotropic, but outer coordinates
+    carry larger errors and these queries are correlated with the data).
     """
     x, q, exact, _ = data
     q64, x64 = q.astype(np.float64), x.astype(np.float64)
@@ -84,9 +86,16 @@ def test_tq_error_matches_the_lloyd_max_model(data):
     par2 = exact**2 / xn2  # <q, u>^2
     for b in (1, 2, 3, 4):
         mse = lloyd_max(b, D)[2]
+        codec = Codec.from_spec(f"hd2,tq{b}").fit(x)
+        codes = codec.encode(x)
+        raw = q64 @ codec.decode(codes).astype(np.float64).T
         model = xn2 * (mse**2 * par2 + (mse - mse**2) / (D - 1) * (qn2 - par2))
         predicted = math.sqrt(model.mean() / np.mean(exact**2))
-        measured = rel_rmse(scores(f"hd2,tq{b}", x, q), exact)
+        measured = rel_rmse(raw, exact)
+        assert 0.85 * predicted <= measured <= 1.45 * predicted, (b, predicted, measured)
+        model = xn2 * mse / ((1 - mse) * (D - 1)) * (qn2 - par2)
+        predicted = math.sqrt(model.mean() / np.mean(exact**2))
+        measured = rel_rmse(codec.score(q, codes).astype(np.float64), exact)
         assert 0.85 * predicted <= measured <= 1.45 * predicted, (b, predicted, measured)
 
 
