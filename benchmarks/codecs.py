@@ -281,9 +281,13 @@ def load_minilm(directory: Path) -> Dataset | None:
             par = m.get("params", m)
             src = m.get("source", {}).get("corpus", par.get("source_package", "?"))
             extra = f" Model `{par.get('model', '?')}`, text: {src}, seed {par.get('seed', '?')}."
+    try:  # show the folder without this machine's home path
+        shown = "~/" + str(directory.resolve().relative_to(Path.home().resolve()))
+    except ValueError:
+        shown = directory.name
     desc = (
         f"384-d sentence embeddings built by `benchmarks/sentences.py` "
-        f"({directory}): {b.shape[0]:,} base passages, {q.shape[0]:,} query sentences, "
+        f"({shown}): {b.shape[0]:,} base passages, {q.shape[0]:,} query sentences, "
         f"L2-normalised.{extra}"
     )
     return Dataset("minilm", b, q, desc)
