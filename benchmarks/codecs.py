@@ -957,9 +957,13 @@ class Bench:
         self.out = Path(args.out)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text("")
-        self._emit({"kind": "meta", **self.environment()})
+        self.env = self._environment()  # at start: the source the run imported
+        self._emit({"kind": "meta", **self.env})
 
     def environment(self) -> dict:
+        return self.env
+
+    def _environment(self) -> dict:
         return {
             "date": self.started.isoformat(timespec="seconds"),
             "cpu": cpu_model(),

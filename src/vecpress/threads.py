@@ -1,4 +1,4 @@
-"""Thread control for the compiled kernels (numba) and BLAS products."""
+"""Thread control for the compiled kernels (numba; BLAS products keep their own setting)."""
 
 from __future__ import annotations
 
