@@ -26,6 +26,8 @@ import time
 
 import numpy as np
 
+from .index import METRICS
+
 VECTOR_FORMATS = (".npy", ".fvecs", ".fbin")
 RESULT_FORMATS = (".npy", ".json")
 ADD_CHUNK = 50_000
@@ -269,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", help="build a flat index from a vectors file")
     build.add_argument("vectors", help="float vectors: .npy, .fvecs or .fbin")
     build.add_argument("--spec", required=True, help="codec spec, e.g. 'hd2,rq4'")
-    build.add_argument("--metric", choices=("cosine", "ip", "l2"), default="cosine")
+    build.add_argument("--metric", choices=METRICS, default="cosine")
     build.add_argument("--seed", type=int, default=0, help="seed of the codec (default 0)")
     build.add_argument("-o", "--output", required=True, help="index file to write")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
