@@ -9,7 +9,7 @@ distortion. ``score`` therefore returns ``|x| <q, levels[c]> / (1 - D)``,
 unbiased on average over directions (``decode`` stays the MSE reconstruction);
 without that factor the exact per-vector term that ``center`` adds would be
 weighed against a shrunk estimate (measured on 384-d sentence embeddings:
-``center,hd2,tq1`` recall@10 0.563 without, 0.652 with). Since only ``|x|``
+``center,hd2,tq1`` recall@10 0.560 without, 0.652 with). Since only ``|x|``
 and the codes are stored,
 re-encoding a decoded vector renormalises ``levels[c]`` by its own norm: rows
 whose norm is far from 1 (an outlier coordinate clipped to the outermost level,
