@@ -1,4 +1,4 @@
-"""Index files: round trips, the version-1 reference file, locking, and fault injection.
+"""Index files: round trips, the reference files, locking, and fault injection.
 
 Fault tests (truncation, bit flips, hostile header values) run the loaders in a
 subprocess with an address-space cap (``RLIMIT_AS``: its size after warm-up plus
@@ -10,9 +10,11 @@ Sizes: by default 3,000 random bit flips and 60 kill trials (about 10 s).
 Set ``VECPRESS_FAULT_TRIALS=N`` for N bit flips and N/50 kill trials (at least
 60), e.g. ``VECPRESS_FAULT_TRIALS=10000 pytest tests/test_storage.py``.
 
-The reference file ``tests/data/ref_v1.vpi`` (format version 1) was made by
-``python tests/test_storage.py make-reference`` (see :func:`make_reference`);
-it must keep loading, with the same results, in every later version.
+The reference files ``tests/data/ref_v1.vpi`` (format version 1: flat) and
+``tests/data/ref_v2.vpi`` (format version 2: IVF with a second tier) were made
+by ``python tests/test_storage.py make-reference`` (see :func:`make_reference`
+and :func:`make_reference_v2`); they must keep loading, with the same results,
+in every later version.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from vecpress import FormatError, Index, storage
 
 DATA = Path(__file__).parent / "data"
 REFERENCE = DATA / "ref_v1.vpi"
+REFERENCE_V2 = DATA / "ref_v2.vpi"
 FAULT_TRIALS = int(os.environ.get("VECPRESS_FAULT_TRIALS", "3000"))
 KILL_TRIALS = max(60, FAULT_TRIALS // 50)
 
@@ -58,6 +61,30 @@ def make_reference(path) -> Index:
 # Recorded from the reference file when it was made; later versions must agree.
 REF_QUERY_ROWS = [0, 5, 17, 39]
 REF_TOP3 = [[100, 130, 172], [115, 172, 163], [151, 154, 118], [217, 178, 118]]
+
+
+def make_reference_v2(path) -> Index:
+    """The snippet that made ``tests/data/ref_v2.vpi`` (format version 2)."""
+    x = np.random.default_rng(2027).standard_normal((120, 24)).astype(np.float32)
+    index = vecpress.Index("hd2,rq4", metric="l2", seed=8, rerank_spec="f16", ivf=4)
+    index.add(x, ids=np.arange(120) * 2 + 1)
+    index.remove([1, 3, 101])
+    index.save(path)
+    return index
+
+
+# Recorded from ref_v2.vpi when it was made (first stage nprobe=2; re-ranked top 20).
+REF2_QUERY_ROWS = [0, 7, 50, 119]
+REF2_TOP3 = [[123, 147, 201], [15, 195, 219], [75, 235, 47], [239, 97, 79]]
+REF2_TOP3_RERANK = [[123, 147, 201], [15, 195, 219], [75, 235, 149], [239, 97, 79]]
+
+
+def full_index(metric: str = "l2", n: int = 60, d: int = 32) -> Index:
+    """An index with every section: IVF lists and a second tier."""
+    x = np.random.default_rng(n * d + 1).standard_normal((n, d)).astype(np.float32)
+    index = Index("hd2,rq4", metric=metric, seed=1, rerank_spec="f16", ivf=3)
+    index.add(x, ids=np.arange(n) * 2 + 5)
+    return index
 
 
 def small_index(metric: str = "l2", n: int = 60, d: int = 32, spec: str = "hd2,rq4") -> Index:
@@ -146,8 +173,12 @@ def test_info_reads_the_header_alone(tmp_path):
         "d": 32,
         "count": 60,
         "code_size": 20,
+        "rerank_spec": None,
+        "rerank_code_size": 0,
+        "ivf": None,
+        "ivf_residual": True,
         "bytes_per_vector": 32,
-        "format_version": 1,
+        "format_version": 2,
         "next_id": 124,
         "seed": 1,
         "file_size": os.path.getsize(path),
@@ -190,6 +221,34 @@ def test_reference_v1_file_still_loads_with_the_same_results(mm):
     np.testing.assert_allclose(res.scores, np.sort(est, axis=1)[:, ::-1][:, :3], rtol=1e-6)
 
 
+@pytest.mark.parametrize("mm", [True, False])
+def test_reference_v2_file_still_loads_with_the_same_results(mm):
+    index = vecpress.open(REFERENCE_V2, mmap=mm)
+    meta = vecpress.info(REFERENCE_V2)
+    assert (meta["format_version"], meta["ivf"], meta["rerank_spec"]) == (2, 4, "f16")
+    assert (index.spec, index.metric, index.d, len(index), index.next_id, index.nlist) == (
+        "hd2,rq4",
+        "l2",
+        24,
+        117,
+        240,
+        4,
+    )
+    assert sorted(index.ids.tolist()) == [i for i in range(1, 240, 2) if i not in (1, 3, 101)]
+    assert index.list_sizes.sum() == 117 and index.bytes_per_vector == 16 + 48 + 8 + 4
+    x = np.random.default_rng(2027).standard_normal((120, 24)).astype(np.float32)
+    q = x[REF2_QUERY_ROWS]
+    assert index.search(q, 3, nprobe=2).ids.tolist() == REF2_TOP3
+    res = index.search(q, 3, nprobe=2, rerank=20)
+    assert res.ids.tolist() == REF2_TOP3_RERANK
+    # re-ranked scores are the f16 tier's negated squared distances
+    row = {int(i): r for r, i in enumerate(x[:, 0] * 0 + np.arange(120) * 2 + 1)}
+    xf = x.astype(np.float16).astype(np.float64)
+    for qi, ids in enumerate(res.ids):
+        want = [-(((q[qi] - xf[row[int(i)]]) ** 2).sum()) for i in ids]
+        np.testing.assert_allclose(res.scores[qi], want, rtol=1e-3, atol=1e-2)
+
+
 # -- locking and temp files ------------------------------------------------------
 def test_a_second_writer_gets_a_clear_error(tmp_path):
     path = str(tmp_path / "i.vpi")
@@ -226,7 +285,9 @@ def _with_header(data: bytes, meta: dict) -> bytes:
     """Replace the JSON header (length and checksum recomputed; sections left in place)."""
     old, hlen = _layout(data)
     header = storage.encode_header(meta)
-    prefix = struct.pack("<8sIIQII", storage.MAGIC, 1, 0, len(header), zlib.crc32(header), 0)
+    version = meta.get("version", 2) if isinstance(meta, dict) else 2
+    version = version if version in (1, 2) else 2
+    prefix = struct.pack("<8sIIQII", storage.MAGIC, version, 0, len(header), zlib.crc32(header), 0)
     body = prefix + header
     first = old["sections"][0]["offset"]
     if len(body) <= first:
@@ -304,13 +365,16 @@ def hostile_cases(data: bytes) -> list[tuple[str, bytes]]:
         b = bytearray(data)
         struct.pack_into("<Q", b, size - 16, v)
         out.append((f"footer length {v}", bytes(b)))
-    for key in ("d", "count", "code_size", "next_id", "seed"):
+    keys = ["d", "count", "code_size", "next_id", "seed"]
+    keys += [k for k in ("ivf", "rerank_code_size", "rerank_spec", "ivf_residual") if k in meta]
+    for key in keys:
         for v in [*values, "7", None, 1.5, True, [1]]:
             if key == "next_id" and type(v) is int and meta["next_id"] <= v <= 2**63:
                 continue  # a larger next_id is a legitimate header, not a hostile one
             m = json.loads(json.dumps(meta))
             m[key] = v
-            out.append((f"{key}={v!r}", _with_header(data, m)))
+            if json.dumps(m) != json.dumps(meta):  # the same header is no case
+                out.append((f"{key}={v!r}", _with_header(data, m)))
     for i in range(len(meta["sections"])):
         for field in ("offset", "nbytes", "crc32", "shape"):
             for v in values:
@@ -330,8 +394,9 @@ def hostile_cases(data: bytes) -> list[tuple[str, bytes]]:
     return out
 
 
-def test_hostile_header_values_are_rejected_before_allocation(tmp_path):
-    data = REFERENCE.read_bytes()
+@pytest.mark.parametrize("ref", [REFERENCE, REFERENCE_V2], ids=["v1", "v2"])
+def test_hostile_header_values_are_rejected_before_allocation(tmp_path, ref):
+    data = ref.read_bytes()
     path = tmp_path / "h.vpi"
     cases = hostile_cases(data)
     assert len(cases) > 200
@@ -377,10 +442,14 @@ def _failures(cases, results) -> list:
     return [(c, r) for c, r in zip(cases, results, strict=True) if r != ["FormatError"] * 2]
 
 
-@pytest.mark.parametrize("metric", ["l2", "cosine"])
-def test_truncation_at_every_offset_is_a_format_error(tmp_path, metric):
+@pytest.mark.parametrize(
+    "make",
+    [lambda: full_index("l2"), lambda: small_index("cosine")],
+    ids=["ivf-rerank-l2", "flat-cosine"],
+)
+def test_truncation_at_every_offset_is_a_format_error(tmp_path, make):
     good = tmp_path / "good.vpi"
-    small_index(metric, n=60).save(good)
+    make().save(good)
     data = good.read_bytes()
     offsets = set(range(len(data))) | _section_edges(data)
     assert len(offsets) >= 2000 and _section_edges(data) <= offsets
@@ -391,7 +460,7 @@ def test_truncation_at_every_offset_is_a_format_error(tmp_path, metric):
 
 def test_random_bit_flips_are_all_detected(tmp_path):
     good = tmp_path / "good.vpi"
-    small_index("l2", n=60).save(good)
+    full_index("l2", n=60).save(good)
     size = good.stat().st_size
     rng = random.Random(1234)
     cases = [{"flip": [rng.randrange(size), rng.randrange(8)]} for _ in range(FAULT_TRIALS)]
@@ -401,9 +470,10 @@ def test_random_bit_flips_are_all_detected(tmp_path):
     assert not _failures(cases, results)[:5]
 
 
-def test_hostile_headers_in_a_memory_capped_process(tmp_path):
+@pytest.mark.parametrize("ref", [REFERENCE, REFERENCE_V2], ids=["v1", "v2"])
+def test_hostile_headers_in_a_memory_capped_process(tmp_path, ref):
     good = tmp_path / "good.vpi"
-    good.write_bytes(REFERENCE.read_bytes())
+    good.write_bytes(ref.read_bytes())
     cases = [{"bytes": blob.hex(), "name": name} for name, blob in hostile_cases(good.read_bytes())]
     results = _run_worker(tmp_path, good, cases)
     assert not [
@@ -490,7 +560,9 @@ def test_kill_during_save_leaves_the_old_or_the_new_state(tmp_path):
 if __name__ == "__main__":
     if sys.argv[1] == "worker":
         _worker(*sys.argv[2:5])
-    elif sys.argv[1] == "make-reference":
+    elif sys.argv[1] == "make-reference":  # writes the version-2 file; v1 is frozen
         DATA.mkdir(exist_ok=True)
-        idx = make_reference(REFERENCE)
-        print(idx.search(reference_vectors()[REF_QUERY_ROWS], 3).ids.tolist())
+        idx = make_reference_v2(REFERENCE_V2)
+        x2 = np.random.default_rng(2027).standard_normal((120, 24)).astype(np.float32)
+        print(idx.search(x2[REF2_QUERY_ROWS], 3, nprobe=2).ids.tolist())
+        print(idx.search(x2[REF2_QUERY_ROWS], 3, nprobe=2, rerank=20).ids.tolist())

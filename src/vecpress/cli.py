@@ -5,7 +5,9 @@ prints, for each, the bytes per vector, the compression ratio and recall@10 of
 exhaustive search over the codes.
 
 ``vecpress build VECTORS --spec S [--metric M] -o INDEX`` builds a flat index
-from a ``.npy``, ``.fvecs`` or ``.fbin`` file (Parquet is not supported yet);
+from a ``.npy``, ``.fvecs``, ``.fbin`` or ``.parquet`` file (``--column NAME``
+picks the Parquet column of vectors, by default the only list-of-floats column;
+Parquet needs ``pip install "vecpress[parquet]"``);
 ``vecpress search INDEX QUERIES -k 10 -o OUT`` writes the results as ``.npy``
 (a structured array with fields ``ids`` int64[k] and ``scores`` float32[k] per
 query: ``np.load(OUT)["ids"]``) or ``.json`` (``{"k", "metric", "ids",
@@ -27,8 +29,8 @@ import time
 import numpy as np
 
 from .index import METRICS
+from .readers import read_vectors
 
-VECTOR_FORMATS = (".npy", ".fvecs", ".fbin")
 RESULT_FORMATS = (".npy", ".json")
 ADD_CHUNK = 50_000
 SEARCH_CHUNK = 1_000
@@ -94,67 +96,6 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_vectors(path: str, name: str = "vectors") -> np.ndarray:
-    """Memory-map a 2-D float matrix from ``.npy``, ``.fvecs`` or ``.fbin``.
-
-    The file size is checked against the header before anything is mapped.
-
-    Examples
-    --------
-    >>> import tempfile, os
-    >>> p = os.path.join(tempfile.mkdtemp(), "x.fbin")
-    >>> with open(p, "wb") as f:
-    ...     _ = f.write(np.array([2, 3], np.uint32).tobytes() + np.ones(6, np.float32).tobytes())
-    >>> read_vectors(p).shape
-    (2, 3)
-    """
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in VECTOR_FORMATS:
-        raise ValueError(
-            f"{name} file {path}: unsupported extension {ext or '(none)'!r}; expected one of "
-            f"{', '.join(VECTOR_FORMATS)} (Parquet is not supported yet)"
-        )
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{name} file {path} does not exist")
-    size = os.path.getsize(path)
-    if ext == ".npy":
-        x = np.load(path, mmap_mode="r", allow_pickle=False)
-    elif ext == ".fbin":
-        if size < 8:
-            raise ValueError(f"{name} file {path}: {size} bytes, shorter than the 8-byte header")
-        n, d = (int(v) for v in np.fromfile(path, np.uint32, 2))
-        if size != 8 + 4 * n * d:
-            raise ValueError(
-                f"{name} file {path}: header says {n} x {d} float32 ({8 + 4 * n * d} bytes), "
-                f"file has {size} bytes"
-            )
-        x = np.memmap(path, np.float32, "r", offset=8, shape=(n, d)) if n * d else np.zeros((n, d))
-    else:  # .fvecs: every row is int32 d followed by d float32
-        if size < 4:
-            raise ValueError(f"{name} file {path}: {size} bytes, shorter than one row header")
-        d = int(np.fromfile(path, np.int32, 1)[0])
-        row = 4 * (d + 1)
-        if d < 1 or size % row:
-            raise ValueError(
-                f"{name} file {path}: first row has d={d}, so the size {size} should be a "
-                f"multiple of {row} bytes"
-            )
-        raw = np.memmap(path, np.int32, "r", shape=(size // row, d + 1))
-        for s in range(0, raw.shape[0], ADD_CHUNK):
-            bad = np.flatnonzero(raw[s : s + ADD_CHUNK, 0] != d)
-            if bad.size:
-                raise ValueError(
-                    f"{name} file {path}: row {s + bad[0]} has d={raw[s + bad[0], 0]}, "
-                    f"expected {d} (as in row 0)"
-                )
-        x = raw.view(np.float32)[:, 1:]
-    if x.ndim != 2 or x.dtype.kind != "f":
-        raise ValueError(
-            f"{name} file {path}: expected a 2-D float matrix, found shape {x.shape} of {x.dtype}"
-        )
-    return x
-
-
 def _check_rows(x: np.ndarray, name: str, metric: str) -> None:
     """NaN/Inf (and, for cosine, zero) rows, reported with their row number in the file."""
     for s in range(0, x.shape[0], ADD_CHUNK):
@@ -178,7 +119,7 @@ def _build(args: argparse.Namespace) -> int:
     from .index import FIT_SAMPLE, Index
 
     index = Index(args.spec, metric=args.metric, seed=args.seed)  # checks spec and metric
-    x = read_vectors(args.vectors)
+    x = read_vectors(args.vectors, column=args.column)
     n, d = x.shape
     if n == 0:
         raise ValueError(f"vectors file {args.vectors} holds no vectors (shape {x.shape})")
@@ -214,7 +155,7 @@ def _search(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.index):
         raise FileNotFoundError(f"index file {args.index} does not exist")
     index = open_index(args.index, mmap=True)
-    q = read_vectors(args.queries, "queries")
+    q = read_vectors(args.queries, "queries", column=args.column)
     if index.d is not None and q.shape[1] != index.d:
         raise ValueError(
             f"queries file {args.queries} has {q.shape[1]} columns, the index has d={index.d}"
@@ -269,7 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     build = sub.add_parser("build", help="build a flat index from a vectors file")
-    build.add_argument("vectors", help="float vectors: .npy, .fvecs or .fbin")
+    build.add_argument("vectors", help="float vectors: .npy, .fvecs, .fbin or .parquet")
+    build.add_argument(
+        "--column",
+        metavar="NAME",
+        help="the Parquet column of the vectors file holding the vectors "
+        "(default: its only list-of-floats column)",
+    )
     build.add_argument("--spec", required=True, help="codec spec, e.g. 'hd2,rq4'")
     build.add_argument("--metric", choices=METRICS, default="cosine")
     build.add_argument("--seed", type=int, default=0, help="seed of the codec (default 0)")
@@ -279,7 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = sub.add_parser("search", help="search an index with a queries file")
     search.add_argument("index", help="index file (from vecpress build)")
-    search.add_argument("queries", help="float queries: .npy, .fvecs or .fbin")
+    search.add_argument("queries", help="float queries: .npy, .fvecs, .fbin or .parquet")
+    search.add_argument(
+        "--column",
+        metavar="NAME",
+        help="the Parquet column of the queries file holding the queries "
+        "(default: its only list-of-floats column)",
+    )
     search.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     search.add_argument("-o", "--output", required=True, help="results file: .npy or .json")
     search.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -296,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, OSError, NotImplementedError) as e:
+    except (ValueError, TypeError, OSError, NotImplementedError, ImportError) as e:
         message = " ".join(str(e).split()) or type(e).__name__
         print(f"vecpress: error: {message}", file=sys.stderr)
         return 2

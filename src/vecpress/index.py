@@ -1,10 +1,21 @@
 """The :class:`Index`: compressed vectors with int64 ids, searched by a codec.
 
-This first step is a *flat* index: every search scores the query against every
-stored code with :meth:`Codec.score` and keeps the best ``k`` with the shared
-:func:`vecpress.topk.topk`. IVF partitioning (``ivf=``/``nprobe=``) and exact
-re-ranking (``rerank_spec=``/``rerank=``) are reserved keyword arguments that
-raise ``NotImplementedError`` for now.
+An index is *flat* (every search scans every code) or *IVF* (``ivf=nlist``: the
+vectors are split into ``nlist`` lists by k-means and a search scans the
+``nprobe`` lists nearest the query; see :mod:`vecpress.ivf`). Either way the
+search runs through :mod:`vecpress.search`: a fused scan + top-k for grid
+codecs, the codec's own ``score`` for the others, one merge. An optional second
+tier (``rerank_spec=``, e.g. ``"f32"``, ``"f16"``, ``"rq8"``) stores a richer code
+of every vector; ``search(..., rerank=R)`` re-scores the first stage's best
+``R`` with it.
+
+Bytes per vector, tier by tier (:attr:`Index.memory`): the first-stage code
+(``codec.code_size``), the second-tier code (if any), the 8-byte id, and 4
+bytes of exact ``|x|²`` under ``"l2"``; shared bytes (codec state, IVF
+centroids ``4 * nlist * d`` and list offsets ``8 * (nlist + 1)``) come on top.
+With ``mmap=True`` each tier is a memory-mapped section of the file, so a
+second tier that is only read for the ``R`` candidates of each query costs page
+cache, not resident memory.
 
 Score conventions (larger is always better):
 
@@ -29,17 +40,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import ivf as _ivf
+from . import search as _search
 from ._validation import as_vectors, check_positive_int
 from .codec import Codec
-from .topk import topk
 
 METRICS = ("cosine", "ip", "l2")
 #: rows used to fit the codec on the first add
 FIT_SAMPLE = 100_000
-#: queries scored per call of ``Codec.score``
-QUERY_CHUNK = 100
-#: stored rows scored per call of ``Codec.score`` (bounds the score matrix)
-DB_BLOCK = 1 << 18
+#: nprobe used when ``search`` is not given one: this fraction of the lists, at least 1
+DEFAULT_NPROBE_FRACTION = 1 / 64
 _MAX_ID = 2**63 - 1
 _F32_MAX = float(np.finfo(np.float32).max)
 
@@ -114,6 +124,14 @@ class _Buffer:
         self.data[self.n : need] = rows
         self.n = need
 
+    def permute(self, order: np.ndarray) -> None:
+        """Reorder the live rows: row ``i`` becomes the old row ``order[i]``."""
+        moved = self.view[order]
+        if not self.data.flags.writeable:
+            self.data = moved
+        else:
+            self.data[: self.n] = moved
+
     def keep(self, mask: np.ndarray) -> None:
         kept = self.view[mask]
         if not self.data.flags.writeable:
@@ -124,20 +142,28 @@ class _Buffer:
 
 
 class Index:
-    """A searchable collection of compressed vectors with int64 ids (flat, exhaustive).
+    """A searchable collection of compressed vectors with int64 ids (flat or IVF).
 
     Parameters
     ----------
     spec : str
-        Codec spec string, e.g. ``"hd2,rq4"`` (see :class:`vecpress.Codec`).
+        Codec spec string of the first stage, e.g. ``"hd2,rq4"`` (see
+        :class:`vecpress.Codec`).
     metric : {"cosine", "ip", "l2"}
         ``"cosine"`` normalises vectors *and* queries to unit length;
         ``"l2"`` scores with the negated estimated squared distance (larger is
         better, like the other metrics) and stores ``|x|²`` per vector.
     seed : int
-        Seed of the codec's random stages and of the training sample.
-    rerank_spec, ivf : None
-        Reserved for re-ranking and IVF partitioning; not implemented yet.
+        Seed of the codecs' random stages, of k-means and of the training sample.
+    rerank_spec : str, optional
+        Spec of a second, richer code kept for every vector (``"f32"`` = the
+        float vectors themselves, ``"f16"``, ``"rq8"``, ...), used by
+        ``search(..., rerank=R)``.
+    ivf : int, optional
+        Number of inverted lists; the index is flat when omitted.
+    ivf_residual : bool
+        IVF only: code each vector's residual from its list centroid (default)
+        rather than the vector itself.
 
     Examples
     --------
@@ -151,6 +177,13 @@ class Index:
     ((2, 3), dtype('float32'))
     >>> res.ids[:, 0]
     array([0, 1])
+
+    A 4-bit first stage re-ranked with the float vectors, in 16 lists:
+
+    >>> index = vecpress.Index("hd2,rq4", "ip", rerank_spec="f32", ivf=16)
+    >>> _ = index.add(x)
+    >>> index.search(x[:2], k=3, rerank=20, nprobe=16).ids[:, 0]
+    array([0, 1])
     """
 
     def __init__(
@@ -160,26 +193,47 @@ class Index:
         *,
         seed: int = 0,
         rerank_spec: str | None = None,
-        ivf: object = None,
+        ivf: int | None = None,
+        ivf_residual: bool = True,
     ) -> None:
-        if rerank_spec is not None:
-            raise NotImplementedError("re-ranking (rerank_spec=) is not implemented yet")
-        if ivf is not None:
-            raise NotImplementedError("IVF partitioning (ivf=) is not implemented yet")
         self.metric = _check_metric(metric)
         self.seed = check_positive_int(seed, "seed", low=0, high=2**64 - 1)
         self.codec = Codec.from_spec(spec, seed=self.seed)
+        if rerank_spec is not None and not isinstance(rerank_spec, str):
+            raise TypeError(
+                f"rerank_spec must be a spec string, found {type(rerank_spec).__name__}"
+            )
+        self.rerank_codec = (
+            Codec.from_spec(rerank_spec, seed=self.seed) if rerank_spec is not None else None
+        )
+        self.nlist = None if ivf is None else check_positive_int(ivf, "ivf", high=1 << 24)
+        if not isinstance(ivf_residual, bool):
+            raise TypeError(f"ivf_residual must be a bool, found {type(ivf_residual).__name__}")
+        self.ivf_residual = ivf_residual
+        self.centroids: np.ndarray | None = None
         self._codes: _Buffer | None = None
+        self._rcodes: _Buffer | None = None
         self._ids = _Buffer(np.zeros(0, np.int64))
         self._norms: _Buffer | None = None
+        self._list_offsets = np.zeros(2 if ivf is None else self.nlist + 1, np.int64)
         self._next_id = 0
+        self._stage: _search.Stage | None = None
         self._pending_check = None  # set by storage.open for lazily verified files
 
     # -- state -------------------------------------------------------------
     @property
     def spec(self) -> str:
-        """The canonical codec spec string."""
+        """The canonical spec string of the first-stage codec."""
         return self.codec.spec
+
+    @property
+    def rerank_spec(self) -> str | None:
+        """The canonical spec of the second tier, or ``None``."""
+        return None if self.rerank_codec is None else self.rerank_codec.spec
+
+    @property
+    def is_ivf(self) -> bool:
+        return self.nlist is not None
 
     @property
     def d(self) -> int | None:
@@ -188,8 +242,12 @@ class Index:
 
     @property
     def is_trained(self) -> bool:
-        """Whether the codec is fitted (vectors can be encoded)."""
-        return self.codec.is_fitted
+        """Whether the codecs (and IVF centroids) are fitted, so vectors can be added."""
+        return (
+            self.codec.is_fitted
+            and (self.rerank_codec is None or self.rerank_codec.is_fitted)
+            and (not self.is_ivf or self.centroids is not None)
+        )
 
     @property
     def ntotal(self) -> int:
@@ -205,18 +263,63 @@ class Index:
         return self._next_id
 
     @property
+    def memory(self) -> dict:
+        """Bytes per vector by tier, and the shared bytes, of a trained index.
+
+        Keys: ``codes`` (first stage), ``rerank`` (second tier, 0 if none),
+        ``ids`` (8), ``norms`` (4 under ``"l2"``, else 0), ``per_vector`` (their
+        sum) and ``shared`` (codec states, IVF centroids and list offsets).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> x = np.eye(64, dtype=np.float32)
+        >>> index = Index("hd2,rq4", metric="ip", rerank_spec="f16").train(x)
+        >>> m = index.memory
+        >>> m["codes"], m["rerank"], m["ids"], m["per_vector"]
+        (36, 128, 8, 172)
+        """
+        if not self.is_trained:
+            raise ValueError("the index is not trained yet: its byte costs are not known")
+        tiers = {
+            "codes": self.codec.code_size,
+            "rerank": 0 if self.rerank_codec is None else self.rerank_codec.code_size,
+            "ids": 8,
+            "norms": 4 if self.metric == "l2" else 0,
+        }
+        shared = len(self.codec.to_bytes())
+        if self.rerank_codec is not None:
+            shared += len(self.rerank_codec.to_bytes())
+        if self.is_ivf:
+            shared += self.centroids.nbytes + self._list_offsets.nbytes
+        return {**tiers, "per_vector": sum(tiers.values()), "shared": shared}
+
+    @property
     def bytes_per_vector(self) -> int:
-        """Stored bytes per vector: code + 8-byte id (+ 4-byte ``|x|²`` for ``"l2"``)."""
-        return self.codec.code_size + 8 + (4 if self.metric == "l2" else 0)
+        """Stored bytes per vector: both tiers' codes + 8-byte id (+ 4-byte ``|x|²`` for l2)."""
+        extra = 0 if self.rerank_codec is None else self.rerank_codec.code_size
+        return self.codec.code_size + extra + 8 + (4 if self.metric == "l2" else 0)
 
     @property
     def ids(self) -> np.ndarray:
-        """A copy of the stored ids, in storage order."""
+        """A copy of the stored ids, in storage order (IVF: grouped by list)."""
         self._ensure_checked()
         return self._ids.view.copy()
 
+    @property
+    def list_sizes(self) -> np.ndarray:
+        """Vectors per list (``int64[nlist]``; one list for a flat index)."""
+        return np.diff(self._list_offsets)
+
     def __repr__(self) -> str:
-        return f"Index({self.spec!r}, metric={self.metric!r}, d={self.d}, ntotal={self.ntotal})"
+        extra = ""
+        if self.rerank_codec is not None:
+            extra += f", rerank_spec={self.rerank_spec!r}"
+        if self.is_ivf:
+            extra += f", ivf={self.nlist}"
+        return (
+            f"Index({self.spec!r}, metric={self.metric!r}{extra}, d={self.d}, ntotal={self.ntotal})"
+        )
 
     def _ensure_checked(self) -> None:
         if self._pending_check is not None:
@@ -227,10 +330,11 @@ class Index:
         """Check the data sections of a memory-mapped file now; returns ``self``.
 
         Files opened with ``vecpress.open(path, mmap=True)`` have their header
-        and codec validated at once and their data sections (codes, ids,
-        norms) checked on the first use of the data (search, add, remove,
-        contains, ids, save) or here, whichever comes first. Raises
-        :class:`~vecpress.FormatError` naming the file and section.
+        and codecs validated at once and their data sections (codes, ids,
+        norms, second tier, lists) checked on the first use of the data
+        (search, add, remove, contains, ids, save) or here, whichever comes
+        first. Raises :class:`~vecpress.FormatError` naming the file and
+        section.
         """
         self._ensure_checked()
         return self
@@ -257,19 +361,43 @@ class Index:
                 )
         return x, sq
 
-    def _fit_codec(self, x: np.ndarray) -> Codec:
-        """A freshly fitted codec (``self.codec`` is replaced only on success)."""
-        if x.shape[0] > FIT_SAMPLE:
-            rows = np.random.default_rng(self.seed).choice(x.shape[0], FIT_SAMPLE, replace=False)
-            x = x[np.sort(rows)]
-        return Codec.from_spec(self.spec, seed=self.seed).fit(x)
+    def _fit(self, x: np.ndarray) -> tuple[Codec, Codec | None, np.ndarray | None]:
+        """Freshly fitted ``(codec, rerank codec, centroids)``; nothing of ``self`` changes."""
+        rng = np.random.default_rng(self.seed)
+        sample = FIT_SAMPLE
+        if self.is_ivf:
+            sample = max(sample, min(64 * self.nlist, 1_000_000))
+        if x.shape[0] > sample:
+            x = x[np.sort(rng.choice(x.shape[0], sample, replace=False))]
+        centroids = None
+        first = x
+        if self.is_ivf:
+            centroids = _ivf.train_centroids(x, self.nlist, self.metric, self.seed)
+            if self.ivf_residual:
+                first = (x - centroids[_ivf.assign(centroids, x)]).astype(np.float32)
+        if first.shape[0] > FIT_SAMPLE:
+            first = first[:FIT_SAMPLE]
+        codec = Codec.from_spec(self.spec, seed=self.seed).fit(first)
+        rerank = None
+        if self.rerank_codec is not None:
+            rerank = Codec.from_spec(self.rerank_spec, seed=self.seed).fit(x[:FIT_SAMPLE])
+        return codec, rerank, centroids
+
+    def _commit_fit(self, fitted) -> None:
+        self.codec, rerank, centroids = fitted
+        if rerank is not None:
+            self.rerank_codec = rerank
+        if centroids is not None:
+            self.centroids = centroids
+        self._stage = None
 
     # -- building ------------------------------------------------------------
     def train(self, x) -> Index:
-        """Fit the codec explicitly on ``x`` (before any vector is added); returns ``self``.
+        """Fit the codecs (and IVF centroids) on ``x`` before any vector is added; returns ``self``.
 
         Under ``"cosine"`` the training vectors are normalised first. More than
-        100,000 rows are subsampled with the index's seed.
+        100,000 rows are subsampled with the index's seed (IVF: up to
+        ``64 * nlist`` rows for k-means, at most 1,000,000).
 
         Examples
         --------
@@ -285,7 +413,7 @@ class Index:
             )
         x = as_vectors(x, "X", dim=self.d, allow_empty=False)
         x, _ = self._prepare(x, "X")
-        self.codec = self._fit_codec(x)
+        self._commit_fit(self._fit(x))
         return self
 
     def add(self, x, ids=None) -> np.ndarray:
@@ -301,8 +429,9 @@ class Index:
 
         All-or-nothing: every check (values, dimension, ids) runs before
         anything is stored, so a failed call leaves the index unchanged. The
-        codec is fitted on the first add if it is not fitted yet (on up to
-        100,000 rows sampled with the index's seed).
+        codecs (and IVF centroids) are fitted on the first add if the index
+        is not trained yet. An IVF index keeps its rows grouped by list, so
+        each add re-sorts the stored rows (O(n)): add in batches.
 
         Examples
         --------
@@ -318,21 +447,59 @@ class Index:
         n = x.shape[0]
         x, sq = self._prepare(x, "X")
         new_ids = self._check_new_ids(ids, n)
-        codec = self.codec if self.codec.is_fitted else self._fit_codec(x)
-        codes = codec.encode(x)
+        fitted = None if self.is_trained else self._fit(x)
+        codec, rerank, centroids = fitted or (self.codec, self.rerank_codec, self.centroids)
+        lists = None
+        first = x
+        if self.is_ivf:
+            lists = _ivf.assign(centroids, x)
+            if self.ivf_residual:
+                first = (x - centroids[lists]).astype(np.float32)
+        codes = codec.encode(first)
+        rcodes = rerank.encode(x) if rerank is not None else None
         # -- commit (nothing below can fail on valid input) --
-        self.codec = codec
+        if fitted is not None:
+            self._commit_fit(fitted)
         if self._codes is None:
-            self._codes = _Buffer(np.zeros((0, codec.code_size), np.uint8))
-            if self.metric == "l2":
-                self._norms = _Buffer(np.zeros(0, np.float32))
+            self._init_buffers()
+        old = self.ntotal
         self._codes.append(codes)
+        if rcodes is not None:
+            self._rcodes.append(rcodes)
         if self._norms is not None:
             self._norms.append(sq.astype(np.float32))
         self._ids.append(new_ids)
+        if lists is None:
+            self._list_offsets[1] = self.ntotal
+        elif n:
+            all_lists = np.concatenate([self._row_lists(old), lists])
+            self._reorder(np.argsort(all_lists, kind="stable"))
+            counts = np.bincount(all_lists, minlength=self.nlist)
+            np.cumsum(counts, out=self._list_offsets[1:])
         if n:
             self._next_id = max(self._next_id, int(new_ids.max()) + 1)
+        self._stage = None
         return new_ids.copy()
+
+    def _init_buffers(self) -> None:
+        self._codes = _Buffer(np.zeros((0, self.codec.code_size), np.uint8))
+        if self.rerank_codec is not None:
+            self._rcodes = _Buffer(np.zeros((0, self.rerank_codec.code_size), np.uint8))
+        if self.metric == "l2":
+            self._norms = _Buffer(np.zeros(0, np.float32))
+
+    def _buffers(self) -> list[_Buffer]:
+        return [b for b in (self._ids, self._codes, self._rcodes, self._norms) if b is not None]
+
+    def _row_lists(self, n: int | None = None) -> np.ndarray:
+        """The list of each of the first ``n`` stored rows (rows are sorted by list)."""
+        sizes = np.diff(self._list_offsets)
+        lists = np.repeat(np.arange(sizes.size, dtype=np.int64), sizes)
+        return lists if n is None else lists[:n]
+
+    def _reorder(self, order: np.ndarray) -> None:
+        for buf in self._buffers():
+            buf.permute(order)
 
     def _check_new_ids(self, ids, n: int) -> np.ndarray:
         if ids is None:
@@ -375,11 +542,12 @@ class Index:
         count = int(gone.sum())
         if count:
             keep = ~gone
-            self._ids.keep(keep)
-            if self._codes is not None:
-                self._codes.keep(keep)
-            if self._norms is not None:
-                self._norms.keep(keep)
+            kept_lists = self._row_lists()[keep]
+            for buf in self._buffers():
+                buf.keep(keep)
+            counts = np.bincount(kept_lists, minlength=self._list_offsets.size - 1)
+            np.cumsum(counts, out=self._list_offsets[1:])
+            self._stage = None
         return count
 
     def contains(self, ids):
@@ -401,7 +569,44 @@ class Index:
         return bool(np.all(self.contains(id_)))
 
     # -- searching -----------------------------------------------------------
-    def search(self, q, k: int, rerank=None, nprobe=None) -> SearchResult:
+    def _first_stage(self) -> _search.Stage:
+        if self._stage is None:
+            codes = self._codes.view
+            self._stage = _search.Stage(
+                codec=self.codec,
+                codes=codes,
+                items=_search.make_items(self._list_offsets),
+                norms=None if self._norms is None else self._norms.view,
+                terms=_search.row_terms(self.codec, codes) if _search.is_grid(self.codec) else None,
+            )
+        return self._stage
+
+    def _check_search_args(self, k, rerank, nprobe) -> tuple[int, int | None, int]:
+        k = check_positive_int(k, "k")
+        if rerank is not None:
+            if self.rerank_codec is None:
+                raise ValueError(
+                    "rerank= needs a second tier: build the index with rerank_spec= "
+                    "(e.g. Index(spec, rerank_spec='f32'))"
+                )
+            rerank = check_positive_int(rerank, "rerank")
+            if rerank < k:
+                raise ValueError(
+                    f"rerank must be >= k (it is the candidates kept), found {rerank} < {k}"
+                )
+        if nprobe is not None:
+            if not self.is_ivf:
+                raise ValueError(
+                    "nprobe= applies to IVF indexes (Index(..., ivf=nlist)); this one is flat"
+                )
+            nprobe = min(check_positive_int(nprobe, "nprobe"), self.nlist)
+        elif self.is_ivf:
+            nprobe = max(1, round(self.nlist * DEFAULT_NPROBE_FRACTION))
+        return k, rerank, nprobe or 1
+
+    def search(
+        self, q, k: int, rerank: int | None = None, nprobe: int | None = None
+    ) -> SearchResult:
         """The ``k`` best stored vectors for each query, best first.
 
         Parameters
@@ -410,9 +615,13 @@ class Index:
             ``(nq, d)`` float queries (normalised under ``"cosine"``).
         k : int
             Results per query, ``>= 1``; where fewer than ``k`` vectors are
-            stored the rest is padded with id ``-1`` and score ``-inf``.
-        rerank, nprobe : None
-            Reserved for re-ranking and IVF; not implemented yet.
+            stored (or probed) the rest is padded with id ``-1`` and score ``-inf``.
+        rerank : int, optional
+            Re-score the first stage's best ``rerank`` (``>= k``) candidates with
+            the second tier (``rerank_spec``) and keep the best ``k``; the scores
+            returned are then the second tier's.
+        nprobe : int, optional
+            IVF only: lists scanned per query (default ``nlist / 64``, at least 1).
 
         Returns
         -------
@@ -420,9 +629,9 @@ class Index:
             ``ids int64[nq, k]`` and ``scores float32[nq, k]`` (larger is
             better; for ``"l2"`` the negated estimated squared distance).
 
-        The ranking is exactly that of ``topk(codec.score(q, codes), k)`` over
-        the stored codes (queries are scored 100 at a time, stored rows in
-        blocks of 262,144 merged with the same ``topk``).
+        A flat search without ``rerank`` ranks exactly as
+        ``topk(codec.score(q, codes), k)`` over the stored codes (ties go to
+        the earlier stored row).
 
         Examples
         --------
@@ -433,11 +642,7 @@ class Index:
         >>> res.ids.tolist(), res.scores.tolist()
         ([[1, 0, -1]], [[-1.0, -18.0, -inf]])
         """
-        if rerank is not None:
-            raise NotImplementedError("re-ranking (rerank=) is not implemented yet")
-        if nprobe is not None:
-            raise NotImplementedError("IVF search (nprobe=) is not implemented yet")
-        k = check_positive_int(k, "k")
+        k, rerank, nprobe = self._check_search_args(k, rerank, nprobe)
         self._ensure_checked()
         q = as_vectors(q, "queries", dim=self.d)
         q, qsq = self._prepare(q, "queries")
@@ -446,32 +651,20 @@ class Index:
         scores = np.full((nq, k), -np.inf, np.float32)
         if nq == 0 or self.ntotal == 0:
             return SearchResult(ids, scores)
-        stored = self._ids.view
-        for s in range(0, nq, QUERY_CHUNK):
-            pos, sc = self._search_rows(q[s : s + QUERY_CHUNK], qsq[s : s + QUERY_CHUNK], k)
-            found = pos >= 0
-            ids[s : s + QUERY_CHUNK][found] = stored[pos[found]]
-            scores[s : s + QUERY_CHUNK] = sc
+        if self.is_ivf:
+            lists, dots = _ivf.probe(self.centroids, q, nprobe, self.metric)
+            adds = dots if self.ivf_residual else np.zeros_like(dots)
+        else:
+            lists = np.zeros((nq, 1), np.int64)
+            adds = np.zeros((nq, 1), np.float32)
+        rows, sc = _search.scan(self._first_stage(), q, qsq, lists, adds, rerank or k)
+        if rerank is not None:
+            norms = None if self._norms is None else self._norms.view
+            rows, sc = _search.rerank(self.rerank_codec, self._rcodes.view, norms, q, qsq, rows, k)
+        found = rows >= 0
+        ids[found] = self._ids.view[rows[found]]
+        scores[:] = sc
         return SearchResult(ids, scores)
-
-    def _search_rows(self, q: np.ndarray, qsq: np.ndarray, k: int):
-        """Top-k storage rows (``-1`` padded) and scores for one chunk of queries."""
-        codes = self._codes.view
-        best = None
-        for b in range(0, codes.shape[0], DB_BLOCK):
-            est = self.codec.score(q, codes[b : b + DB_BLOCK])
-            if self.metric == "l2":
-                est *= 2
-                est -= self._norms.view[None, b : b + DB_BLOCK]
-                est -= qsq.astype(np.float32)[:, None]
-            pos, sc = topk(est, k)
-            pos = np.where(pos >= 0, pos + b, -1)
-            if best is not None:  # merge with the blocks so far, by the same topk
-                cat_pos = np.concatenate([best[0], pos], axis=1)
-                pick, sc = topk(np.concatenate([best[1], sc], axis=1), k)
-                pos = np.take_along_axis(cat_pos, pick, axis=1)
-            best = (pos, sc)
-        return best
 
     # -- persistence -----------------------------------------------------------
     def save(self, path) -> None:

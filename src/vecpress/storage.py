@@ -1,20 +1,26 @@
 """Index files: a checksummed, memory-mappable layout, saved atomically.
 
-Layout of format version 1 (all integers little-endian)::
+Layout of format version 2 (all integers little-endian)::
 
     0    8  magic b"VPINDEX\\x00"
-    8    4  format version (uint32) = 1
+    8    4  format version (uint32) = 2 (version 1 files are read too)
     12   4  flags (uint32) = 0
     16   8  header length H (uint64), 1 <= H <= MAX_HEADER (1 MiB)
     24   4  CRC32 of the header bytes (uint32)
     28   4  reserved (uint32) = 0
     32   H  header: UTF-8 JSON {format, version, spec, metric, d, count, code_size,
-            next_id, seed, sections: [{name, dtype, shape, offset, nbytes, crc32}]}
+            next_id, seed, rerank_spec, rerank_code_size, ivf, ivf_residual,
+            sections: [{name, dtype, shape, offset, nbytes, crc32}]}
     ..      zero padding to a multiple of 64
     ..      sections, in this order, each at a 64-byte boundary, zero padded:
-            "codec" (uint8[m]: ``Codec.to_bytes()``), "ids" (int64[count]),
+            "codec" (uint8[m]: ``Codec.to_bytes()``),
+            "rerank_codec" (uint8[m], if rerank_spec),
+            "centroids" (float32[ivf, d], if ivf),
+            "list_offsets" (int64[ivf + 1], if ivf: list l is rows offsets[l]:offsets[l+1]),
+            "ids" (int64[count]),
             "norms" (float32[count], exact |x|², metric "l2" only),
-            "codes" (uint8[count, code_size])
+            "codes" (uint8[count, code_size]),
+            "rerank_codes" (uint8[count, rerank_code_size], if rerank_spec)
     end-16  8  total file length (uint64)
     end-8   8  end magic b"VPIEND\\x00\\x00"
 
@@ -24,18 +30,23 @@ and every byte outside the JSON is either checked by a CRC or required to be
 zero. So any truncation or single-bit flip is reported as a
 :class:`~vecpress.errors.FormatError` naming the file and the section.
 
+Version 1 (flat, no second tier) is version 2 without the four re-ranking/IVF
+header keys and their sections; it is still read.
+
 What is validated when:
 
 * :func:`open` and :func:`info`: prefix, footer, total length, header size
   (bounded and checked against the file length *before* the header is read),
   header checksum, every header field and every section's size and offset
   against the others and against the file length -- all before any array is
-  built. :func:`open` also checks the padding and the codec section (its CRC
-  and the codec's own validation) at once.
-* The data sections (ids, norms, codes) -- their CRCs and contents (ids
-  non-negative, unique and below ``next_id``; norms finite and >= 0): at once
-  with ``mmap=False``; with ``mmap=True`` on :meth:`Index.verify` or the first
-  use of the data (search, add, remove, contains, ids, save).
+  built. :func:`open` also checks at once the padding, the codec sections
+  (CRC and the codec's own validation) and the small IVF sections (CRC,
+  finite centroids, list offsets from 0 to ``count`` and non-decreasing).
+* The data sections (ids, norms, codes, rerank_codes) -- their CRCs and
+  contents (ids non-negative, unique and below ``next_id``; norms finite and
+  >= 0): at once with ``mmap=False``; with ``mmap=True`` on
+  :meth:`Index.verify` or the first use of the data (search, add, remove,
+  contains, ids, save).
 
 Saving writes a temp file in the same directory, fsyncs it, renames it over
 the path with ``os.replace`` and fsyncs the directory, so the path always
@@ -70,7 +81,9 @@ except ImportError:  # pragma: no cover
 
 MAGIC = b"VPINDEX\x00"
 END_MAGIC = b"VPIEND\x00\x00"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: format versions this vecpress reads
+READ_VERSIONS = (1, 2)
 FORMAT_NAME = "vecpress.index"
 MAX_HEADER = 1 << 20
 #: largest dimension written or read (bounds what the codec may allocate on load)
@@ -79,7 +92,7 @@ ALIGN = 64
 _PREFIX = struct.Struct("<8sIIQII")
 _FOOTER = struct.Struct("<Q8s")
 _TMP_SUFFIX = ".vptmp"
-_HEADER_KEYS = {
+_HEADER_KEYS_V1 = {
     "format",
     "version",
     "spec",
@@ -91,6 +104,12 @@ _HEADER_KEYS = {
     "seed",
     "sections",
 }
+_HEADER_KEYS = {
+    1: _HEADER_KEYS_V1,
+    2: _HEADER_KEYS_V1 | {"rerank_spec", "rerank_code_size", "ivf", "ivf_residual"},
+}
+#: the header fields a version-1 file lacks, as version 2 writes them for a flat index
+_V1_DEFAULTS = {"rerank_spec": None, "rerank_code_size": 0, "ivf": None, "ivf_residual": True}
 _SECTION_KEYS = {"name", "dtype", "shape", "offset", "nbytes", "crc32"}
 
 
@@ -102,11 +121,21 @@ def _int(value, lo: int, hi: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
 
 
-def _expected_sections(metric: str, count: int, code_size: int) -> list[tuple[str, str, list]]:
-    out = [("codec", "|u1", None), ("ids", "<i8", [count])]
-    if metric == "l2":
+def _expected_sections(meta: dict) -> list[tuple[str, str, list | None]]:
+    """``(name, dtype, shape)`` of every section a header implies (``None``: a codec blob)."""
+    count = meta["count"]
+    out = [("codec", "|u1", None)]
+    if meta["rerank_spec"] is not None:
+        out.append(("rerank_codec", "|u1", None))
+    if meta["ivf"] is not None:
+        out.append(("centroids", "<f4", [meta["ivf"], meta["d"]]))
+        out.append(("list_offsets", "<i8", [meta["ivf"] + 1]))
+    out.append(("ids", "<i8", [count]))
+    if meta["metric"] == "l2":
         out.append(("norms", "<f4", [count]))
-    out.append(("codes", "|u1", [count, code_size]))
+    out.append(("codes", "|u1", [count, meta["code_size"]]))
+    if meta["rerank_spec"] is not None:
+        out.append(("rerank_codes", "|u1", [count, meta["rerank_code_size"]]))
     return out
 
 
@@ -197,13 +226,18 @@ def _fsync_dir(folder: str) -> None:
 
 
 def _sections_of(index: Index) -> list[tuple[str, np.ndarray]]:
-    arrays = [
-        ("codec", np.frombuffer(index.codec.to_bytes(), np.uint8)),
-        ("ids", index._ids.view),
-    ]
+    arrays = [("codec", np.frombuffer(index.codec.to_bytes(), np.uint8))]
+    if index.rerank_codec is not None:
+        arrays.append(("rerank_codec", np.frombuffer(index.rerank_codec.to_bytes(), np.uint8)))
+    if index.is_ivf:
+        arrays.append(("centroids", index.centroids.astype("<f4", copy=False)))
+        arrays.append(("list_offsets", index._list_offsets.astype("<i8", copy=False)))
+    arrays.append(("ids", index._ids.view))
     if index.metric == "l2":
         arrays.append(("norms", index._norms.view))
     arrays.append(("codes", index._codes.view))
+    if index.rerank_codec is not None:
+        arrays.append(("rerank_codes", index._rcodes.view))
     return [(n, np.ascontiguousarray(a)) for n, a in arrays]
 
 
@@ -249,9 +283,7 @@ def save(index: Index, path) -> None:
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path}: is a directory")
     if index._codes is None:  # trained but empty
-        index._codes = _Buffer(np.zeros((0, index.codec.code_size), np.uint8))
-        if index.metric == "l2":
-            index._norms = _Buffer(np.zeros(0, np.float32))
+        index._init_buffers()
     sections = _sections_of(index)
     entries = []
     offset = None  # filled once the header length is known
@@ -265,6 +297,10 @@ def save(index: Index, path) -> None:
         "code_size": index.codec.code_size,
         "next_id": index.next_id,
         "seed": index.seed,
+        "rerank_spec": index.rerank_spec,
+        "rerank_code_size": 0 if index.rerank_codec is None else index.rerank_codec.code_size,
+        "ivf": index.nlist,
+        "ivf_residual": index.ivf_residual,
         "sections": entries,
     }
     for name, a in sections:
@@ -343,12 +379,12 @@ def _parse(f, size: int, source: str) -> tuple[dict, list[dict], int]:
             " (it is a codec blob: load it with Codec.from_bytes)" if magic == b"VECPRESS" else ""
         )
         raise _fail(source, "prefix", f"bad magic {magic!r}, not a vecpress index{hint}")
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         raise _fail(
             source,
             "prefix",
             f"format version {version} is not supported "
-            f"(this vecpress reads version {FORMAT_VERSION})",
+            f"(this vecpress reads versions {', '.join(map(str, READ_VERSIONS))})",
         )
     if flags or reserved:
         raise _fail(source, "prefix", f"flags {flags} / reserved {reserved} must be 0")
@@ -372,16 +408,19 @@ def _parse(f, size: int, source: str) -> tuple[dict, list[dict], int]:
         meta = json.loads(header.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise _fail(source, "header", f"unreadable JSON ({e})") from None
-    if not isinstance(meta, dict) or set(meta) != _HEADER_KEYS:
+    want_keys = _HEADER_KEYS[version]
+    if not isinstance(meta, dict) or set(meta) != want_keys:
         keys = sorted(meta) if isinstance(meta, dict) else type(meta).__name__
-        raise _fail(source, "header", f"expected keys {sorted(_HEADER_KEYS)}, found {keys}")
-    if meta["format"] != FORMAT_NAME or meta["version"] != FORMAT_VERSION:
+        raise _fail(source, "header", f"expected keys {sorted(want_keys)}, found {keys}")
+    if meta["format"] != FORMAT_NAME or meta["version"] != version:
         raise _fail(
             source,
             "header",
             f"format {meta['format']!r} version {meta['version']!r}, "
-            f"expected {FORMAT_NAME!r} version {FORMAT_VERSION}",
+            f"expected {FORMAT_NAME!r} version {version}",
         )
+    if version == 1:
+        meta.update(_V1_DEFAULTS)
     if meta["metric"] not in METRICS:
         raise _fail(source, "header", f"unknown metric {meta['metric']!r}")
     if not isinstance(meta["spec"], str) or not 0 < len(meta["spec"]) <= 256:
@@ -398,7 +437,20 @@ def _parse(f, size: int, source: str) -> tuple[dict, list[dict], int]:
             raise _fail(source, "header", f"{key}={meta[key]!r} is not an integer in [{lo}, {hi}]")
     if meta["count"] > meta["next_id"]:
         raise _fail(source, "header", f"count {meta['count']} exceeds next_id {meta['next_id']}")
-    expected = _expected_sections(meta["metric"], meta["count"], meta["code_size"])
+    rspec = meta["rerank_spec"]
+    if rspec is None:
+        if meta["rerank_code_size"] != 0:
+            raise _fail(source, "header", "rerank_code_size must be 0 without rerank_spec")
+    else:
+        if not isinstance(rspec, str) or not 0 < len(rspec) <= 256:
+            raise _fail(source, "header", f"bad rerank_spec {rspec!r}")
+        if not _int(meta["rerank_code_size"], 1, 8 * MAX_D + 64):
+            raise _fail(source, "header", f"bad rerank_code_size {meta['rerank_code_size']!r}")
+    if meta["ivf"] is not None and not _int(meta["ivf"], 1, min(1 << 24, size)):
+        raise _fail(source, "header", f"ivf={meta['ivf']!r} is not a list count in [1, 2^24]")
+    if not isinstance(meta["ivf_residual"], bool):
+        raise _fail(source, "header", f"ivf_residual={meta['ivf_residual']!r} is not a bool")
+    expected = _expected_sections(meta)
     entries = meta["sections"]
     if not isinstance(entries, list) or len(entries) != len(expected):
         raise _fail(source, "header", f"expected {len(expected)} sections, found {entries!r:.80}")
@@ -446,8 +498,8 @@ def info(path) -> dict:
     Returns
     -------
     dict
-        ``spec, metric, d, count, code_size, bytes_per_vector, format_version,
-        next_id, seed, file_size``.
+        ``spec, metric, d, count, code_size, rerank_spec, rerank_code_size, ivf,
+        ivf_residual, bytes_per_vector, format_version, next_id, seed, file_size``.
 
     Examples
     --------
@@ -458,20 +510,25 @@ def info(path) -> dict:
     >>> index.save(path)
     >>> meta = vecpress.info(path)
     >>> meta["count"], meta["bytes_per_vector"], meta["format_version"]
-    (4, 32, 1)
+    (4, 32, 2)
     """
     path = os.fspath(path)
     with builtins.open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         meta, _, _ = _parse(f, size, path)
+    per_vector = meta["code_size"] + meta["rerank_code_size"] + 8
     return {
         "spec": meta["spec"],
         "metric": meta["metric"],
         "d": meta["d"],
         "count": meta["count"],
         "code_size": meta["code_size"],
-        "bytes_per_vector": meta["code_size"] + 8 + (4 if meta["metric"] == "l2" else 0),
-        "format_version": FORMAT_VERSION,
+        "rerank_spec": meta["rerank_spec"],
+        "rerank_code_size": meta["rerank_code_size"],
+        "ivf": meta["ivf"],
+        "ivf_residual": meta["ivf_residual"],
+        "bytes_per_vector": per_vector + (4 if meta["metric"] == "l2" else 0),
+        "format_version": meta["version"],
         "next_id": meta["next_id"],
         "seed": meta["seed"],
         "file_size": size,
@@ -547,32 +604,59 @@ def _build(meta: dict, entries: list[dict], hlen: int, buf, source: str, *, lazy
         if zlib.crc32(raw(name)) != sec[name]["crc32"]:
             raise _fail(source, f"section {name!r}", "checksum mismatch")
 
-    check_crc("codec")
-    try:
-        codec = Codec.from_bytes(bytes(raw("codec")), source=f"{source} section 'codec'")
-    except FormatError:
-        raise
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
-        raise _fail(source, "section 'codec'", f"invalid codec ({e})") from None
-    for key, have in (("spec", codec.spec), ("d", codec.d), ("seed", codec.seed)):
-        if meta[key] != have:
-            raise _fail(source, "section 'codec'", f"codec {key} {have!r}, header {meta[key]!r}")
-    if codec.code_size != meta["code_size"]:
-        raise _fail(
-            source,
-            "section 'codec'",
-            f"codec code_size {codec.code_size}, header {meta['code_size']}",
-        )
+    def load_codec(name: str, spec: str, code_size: int) -> Codec:
+        check_crc(name)
+        where = f"section {name!r}"
+        try:
+            codec = Codec.from_bytes(bytes(raw(name)), source=f"{source} {where}")
+        except FormatError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+            raise _fail(source, where, f"invalid codec ({e})") from None
+        want = {"spec": spec, "d": meta["d"], "seed": meta["seed"], "code_size": code_size}
+        have = {"spec": codec.spec, "d": codec.d, "seed": codec.seed}
+        have["code_size"] = codec.code_size
+        for key, value in want.items():
+            if have[key] != value:
+                raise _fail(source, where, f"codec {key} {have[key]!r}, header {value!r}")
+        return codec
+
+    codec = load_codec("codec", meta["spec"], meta["code_size"])
+    rerank_codec = None
+    if meta["rerank_spec"] is not None:
+        rerank_codec = load_codec("rerank_codec", meta["rerank_spec"], meta["rerank_code_size"])
     count = meta["count"]
+    centroids = None
+    list_offsets = np.array([0, count], np.int64)
+    if meta["ivf"] is not None:
+        nlist = meta["ivf"]
+        check_crc("centroids")
+        centroids = np.frombuffer(raw("centroids"), np.dtype("<f4"), nlist * meta["d"])
+        if not np.isfinite(centroids).all():
+            raise _fail(source, "section 'centroids'", "centroids must be finite")
+        centroids = centroids.reshape(nlist, meta["d"]).astype(np.float32)
+        check_crc("list_offsets")
+        list_offsets = np.frombuffer(raw("list_offsets"), np.dtype("<i8"), nlist + 1)
+        if list_offsets[0] != 0 or list_offsets[-1] != count or (np.diff(list_offsets) < 0).any():
+            raise _fail(
+                source,
+                "section 'list_offsets'",
+                f"offsets must rise from 0 to count={count}",
+            )
+        list_offsets = list_offsets.astype(np.int64)
     ids = np.frombuffer(raw("ids"), np.dtype("<i8"), count)
     codes = np.frombuffer(raw("codes"), np.uint8, count * codec.code_size).reshape(
         count, codec.code_size
     )
     norms = np.frombuffer(raw("norms"), np.dtype("<f4"), count) if "norms" in sec else None
+    rcodes = None
+    if rerank_codec is not None:
+        rcs = rerank_codec.code_size
+        rcodes = np.frombuffer(raw("rerank_codes"), np.uint8, count * rcs).reshape(count, rcs)
 
     def check_data() -> None:
-        for name in sec:
-            if name != "codec":
+        for name in ("ids", "norms", "codes", "rerank_codes"):
+            if name in sec:
                 check_crc(name)
         if count:
             if ids.min() < 0 or ids.max() >= meta["next_id"]:
@@ -589,11 +673,22 @@ def _build(meta: dict, entries: list[dict], hlen: int, buf, source: str, *, lazy
 
     if not lazy:
         check_data()
-    index = Index(meta["spec"], meta["metric"], seed=meta["seed"])
+    index = Index(
+        meta["spec"],
+        meta["metric"],
+        seed=meta["seed"],
+        rerank_spec=meta["rerank_spec"],
+        ivf=meta["ivf"],
+        ivf_residual=meta["ivf_residual"],
+    )
     index.codec = codec
+    index.rerank_codec = rerank_codec
+    index.centroids = centroids
+    index._list_offsets = list_offsets
     index._ids = _Buffer(ids)
     index._codes = _Buffer(codes)
     index._norms = _Buffer(norms) if norms is not None else None
+    index._rcodes = _Buffer(rcodes) if rcodes is not None else None
     index._next_id = meta["next_id"]
     index._pending_check = check_data if lazy else None
     return index

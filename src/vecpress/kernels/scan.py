@@ -67,25 +67,40 @@ def quantize_queries(q: np.ndarray, limbs: int = 1) -> tuple[np.ndarray, np.ndar
     return np.concatenate(parts), np.concatenate(scales)
 
 
+def grid_queries(q, center, qoff, bits):
+    """Quantize grid-scoring queries once, for every kernel that scores grid codes.
+
+    Returns ``(qi int16[nq * L, d], qscale float32[nq * L], off float32[nq])`` with
+    ``L = query_limbs(bits)`` limbs per query stored query-major (row ``i * L + l``
+    is limb ``l`` of query ``i``) and ``off = qoff - center * sum_l qscale_l *
+    sum(qi_l)``, so that ``<c - center, q> + qoff ≈ sum_l qscale_l <c, qi_l> + off``.
+    """
+    nq, d = q.shape
+    limbs = query_limbs(bits)
+    qi, qs = quantize_queries(q, limbs)  # limb-major
+    offl = (-qs * center * qi.sum(axis=1)).astype(np.float32).reshape(limbs, nq)
+    off = (offl[0] + np.asarray(qoff, np.float32)).astype(np.float32)
+    for k in range(1, limbs):
+        off += offl[k]
+    qi = np.ascontiguousarray(qi.reshape(limbs, nq, d).transpose(1, 0, 2).reshape(nq * limbs, d))
+    qs = np.ascontiguousarray(qs.reshape(limbs, nq).T.reshape(nq * limbs))
+    return qi, qs, off
+
+
 def score_uniform(codes, bits, d, q, center, qoff, a, b, t):
     """Score grid codes ``c`` against float queries with the integer kernel.
 
     ``out[i, j] = a[j] * (<c_j - center, q_i> + qoff[i]) + b[j] * t[i]`` where
     ``<c_j - center, q_i>`` is computed from 8-bit query limbs
-    (:func:`query_limbs`) and exact integer dot products.
+    (:func:`query_limbs`, :func:`grid_queries`) and exact integer dot products.
     """
     nq, n = q.shape[0], codes.shape[0]
-    limbs = query_limbs(bits)
-    qi, qs = quantize_queries(q, limbs)
-    off = (-qs * center * qi.sum(axis=1)).astype(np.float32)
-    off[:nq] += qoff
-    tt = np.zeros(limbs * nq, np.float32)
-    tt[:nq] = t
-    out = np.empty((limbs * nq, n), np.float32)
-    int_scan(codes, bits, d, qi, qs, off, a, b, tt, out)
-    for k in range(1, limbs):
-        out[:nq] += out[k * nq : (k + 1) * nq]
-    return out[:nq] if limbs > 1 else out
+    qi, qs, off = grid_queries(q, center, qoff, bits)
+    out = np.empty((nq, n), np.float32)
+    int_scan(
+        codes, bits, d, qi, qs, off, a, b, np.asarray(t, np.float32), out, limbs=query_limbs(bits)
+    )
+    return out
 
 
 def _host_has_vnni() -> bool:
@@ -106,24 +121,47 @@ def _host_has_vnni() -> bool:
 HAVE_VNNI = _host_has_vnni()
 
 
-def int_scan(codes, bits, d, qi, qscale, qoff, a, b, t, out, *, portable=False):
-    """``out[q, j] = a[j] * (qscale[q] * <c_j, qi_q> + qoff[q]) + b[j] * t[q]``.
+def pad_queries_int8(qi: np.ndarray) -> np.ndarray:
+    """Query rows as int8 padded to a multiple of 4 rows and 64 columns (the VNNI tile)."""
+    nv, d = qi.shape
+    q8 = np.zeros(((nv + 3) // 4 * 4, (d + 63) // 64 * 64), np.int8)
+    q8[:nv, :d] = qi
+    return q8
+
+
+def int_scan(codes, bits, d, qi, qscale, qoff, a, b, t, out, *, limbs=1, portable=False):
+    """``out[q, j] = a[j] * (sum_l qscale[qL+l] * <c_j, qi[qL+l]> + qoff[q]) + b[j] * t[q]``.
 
     ``codes`` are rows whose first ``ceil(d*bits/8)`` bytes are packed codes;
-    ``qi`` is int16[nq, d] with |values| <= 127. The dot products are exact
-    integers whichever kernel runs (``portable=True`` forces the portable one).
+    ``qi`` is int16[nq * limbs, d] with |values| <= 127, query-major limbs. The
+    dot products are exact integers whichever kernel runs (``portable=True``
+    forces the portable one), and both kernels combine them in the same order
+    (:func:`combine`), so they give identical floats.
     """
     if HAVE_VNNI and not portable:
-        nq = qi.shape[0]
-        dp = (d + 63) // 64 * 64
-        q8 = np.zeros(((nq + 3) // 4 * 4, dp), np.int8)
-        q8[:nq, :d] = qi
-        _int_scan_vnni(codes, bits, d, q8, nq, qscale, qoff, a, b, t, out)
+        q8 = pad_queries_int8(qi)
+        _int_scan_vnni(codes, bits, d, q8, qi.shape[0], limbs, qscale, qoff, a, b, t, out)
     else:
-        _int_scan_portable(codes, bits, d, qi, qscale, qoff, a, b, t, out)
+        _int_scan_portable(codes, bits, d, qi, limbs, qscale, qoff, a, b, t, out)
+
+
+@nb.njit(cache=True, fastmath=False, inline="always")
+def combine(i0, i1, limbs, s0, s1, off, tq, aj, bj):
+    """``aj * (s0 * i0 [+ s1 * i1] + off) + bj * tq``: the score of one (query, row)
+    pair from its per-limb integer dot products (``limbs`` is 1 or 2). Every grid
+    kernel goes through this one expression, so they all round alike."""
+    acc = s0 * np.float32(i0)
+    if limbs > 1:
+        acc += s1 * np.float32(i1)
+    return aj * (acc + off) + bj * tq
 
 
 _I32X16 = ir.VectorType(ir.IntType(32), 16)
+
+
+def _mask(lanes: list[int]) -> ir.Constant:
+    """A constant shuffle mask (``<16 x i32>``)."""
+    return ir.Constant(ir.VectorType(ir.IntType(32), len(lanes)), lanes)
 
 
 @intrinsic
@@ -140,9 +178,6 @@ def _vnni_tile4x4(typingctx, pa, sa, pb, sb, nchunks, pout):
         dpbusd = cgutils.get_or_insert_function(
             mod, ir.FunctionType(_I32X16, [_I32X16] * 3), "llvm.x86.avx512.vpdpbusd.512"
         )
-        reduce_add = cgutils.get_or_insert_function(
-            mod, ir.FunctionType(ir.IntType(32), [_I32X16]), "llvm.vector.reduce.add.v16i32"
-        )
         vptr = _I32X16.as_pointer()
         accs = [cgutils.alloca_once_value(builder, ir.Constant(_I32X16, None)) for _ in range(16)]
         with cgutils.for_range(builder, n) as loop:
@@ -158,21 +193,36 @@ def _vnni_tile4x4(typingctx, pa, sa, pb, sb, nchunks, pout):
                     acc = accs[qi_ * 4 + ci]
                     val = builder.call(dpbusd, [builder.load(acc), rows_a[ci], rows_b[qi_]])
                     builder.store(val, acc)
-        outp = builder.inttoptr(pout, ir.IntType(32).as_pointer())
-        for k in range(16):
-            total = builder.call(reduce_add, [builder.load(accs[k])])
-            builder.store(total, builder.gep(outp, [ir.Constant(i64, k)]))
+        # Horizontal sums of the 16 accumulators at once: a butterfly of shuffles
+        # and adds halves the lanes per index at each level (30 shuffles and 15
+        # adds instead of 16 separate reductions); lane i ends up holding sum i.
+        vecs = [builder.load(acc) for acc in accs]
+        block = 16
+        while len(vecs) > 1:
+            half = block // 2
+            lo = [b * block + i for b in range(32 // block) for i in range(half)]
+            hi = [x + half for x in lo]
+            nxt = []
+            for m in range(0, len(vecs), 2):
+                a_, b_ = vecs[m], vecs[m + 1]
+                x = builder.shuffle_vector(a_, b_, _mask(lo))
+                y = builder.shuffle_vector(a_, b_, _mask(hi))
+                nxt.append(builder.add(x, y))
+            vecs = nxt
+            block = half
+        builder.store(vecs[0], builder.inttoptr(pout, vptr), align=4)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
-@nb.njit(cache=True, fastmath=True, parallel=True)
-def _int_scan_vnni(codes, bits, d, q8, nq, qscale, qoff, a, b, t, out):
+@nb.njit(cache=True, fastmath=False, parallel=True)
+def _int_scan_vnni(codes, bits, d, q8, nv, limbs, qscale, qoff, a, b, t, out):
     n = codes.shape[0]
     dp = q8.shape[1]
     nblocks = (n + _BLOCK - 1) // _BLOCK
     pq = q8.ctypes.data
+    per_tile = 4 // limbs  # real queries per 4-row tile (limbs is 1 or 2)
     for blk in nb.prange(nblocks):
         s = blk * _BLOCK
         e = min(n, s + _BLOCK)
@@ -182,22 +232,28 @@ def _int_scan_vnni(codes, bits, d, q8, nq, qscale, qoff, a, b, t, out):
         ptile = tile.ctypes.data
         for j in range(s, e):
             unpack_row(codes[j], 0, bits, d, buf[j - s])
-        for q in range(0, nq, 4):
+        for v0 in range(0, nv, 4):
             for j in range(s, e, 4):
-                _vnni_tile4x4(pbuf + (j - s) * dp, dp, pq + q * dp, dp, dp // 64, ptile)
-                for u in range(min(4, nq - q)):
-                    sq = qscale[q + u]
-                    oq = qoff[q + u]
-                    tq = t[q + u]
-                    for v in range(min(4, e - j)):
-                        acc = np.float32(tile[u * 4 + v])
-                        out[q + u, j + v] = a[j + v] * (sq * acc + oq) + b[j + v] * tq
+                _vnni_tile4x4(pbuf + (j - s) * dp, dp, pq + v0 * dp, dp, dp // 64, ptile)
+                for uu in range(per_tile):
+                    qq = v0 // limbs + uu
+                    if qq * limbs >= nv:
+                        break
+                    s0 = qscale[qq * limbs]
+                    s1 = qscale[qq * limbs + limbs - 1]
+                    r0 = (uu * limbs) * 4
+                    r1 = (uu * limbs + limbs - 1) * 4
+                    for vv in range(min(4, e - j)):
+                        out[qq, j + vv] = combine(
+                            tile[r0 + vv], tile[r1 + vv], limbs, s0, s1,
+                            qoff[qq], t[qq], a[j + vv], b[j + vv],
+                        )  # fmt: skip
 
 
-@nb.njit(cache=True, fastmath=True, parallel=True)
-def _int_scan_portable(codes, bits, d, qi, qscale, qoff, a, b, t, out):
+@nb.njit(cache=True, fastmath=False, parallel=True)
+def _int_scan_portable(codes, bits, d, qi, limbs, qscale, qoff, a, b, t, out):
     n = codes.shape[0]
-    nq = qi.shape[0]
+    nq = qi.shape[0] // limbs
     nblocks = (n + _BLOCK - 1) // _BLOCK
     for blk in nb.prange(nblocks):
         s = blk * _BLOCK
@@ -208,17 +264,23 @@ def _int_scan_portable(codes, bits, d, qi, qscale, qoff, a, b, t, out):
             unpack_row(codes[j], 0, bits, d, buf8)
             for i in range(d):
                 buf[j - s, i] = buf8[i]
-        for q in range(nq):
-            qq = qi[q]
-            sq = qscale[q]
-            oq = qoff[q]
-            tq = t[q]
+        for qq in range(nq):
+            s0 = qscale[qq * limbs]
+            s1 = qscale[qq * limbs + limbs - 1]
             for j in range(s, e):
                 row = buf[j - s]
-                acc = np.int32(0)
-                for i in range(d):
-                    acc = np.int32(acc + np.int32(row[i]) * np.int32(qq[i]))
-                out[q, j] = a[j] * (sq * np.float32(acc) + oq) + b[j] * tq
+                i0 = int_dot(row, qi[qq * limbs], d)
+                i1 = int_dot(row, qi[qq * limbs + limbs - 1], d) if limbs > 1 else 0
+                out[qq, j] = combine(i0, i1, limbs, s0, s1, qoff[qq], t[qq], a[j], b[j])
+
+
+@nb.njit(cache=True, fastmath=False, inline="always")
+def int_dot(row, qrow, d):
+    """Exact int32 dot product of int16 rows (|values| small enough not to overflow)."""
+    acc = np.int32(0)
+    for i in range(d):
+        acc = np.int32(acc + np.int32(row[i]) * np.int32(qrow[i]))
+    return acc
 
 
 @nb.njit(cache=True, fastmath=True, parallel=True)

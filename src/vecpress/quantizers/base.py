@@ -102,6 +102,34 @@ class Quantizer:
         raise NotImplementedError
 
 
+class GridQuantizer(Quantizer):
+    """A quantizer whose codes are points of the uniform grid ``{0..2^b-1}^d`` and
+    whose score is the linear form
+
+        ``score[i, j] = a_j * (<c_j - center, q'_i> + qoff_i) + b_j * t_i``
+
+    with per-query terms from :meth:`grid_queries` and per-row terms from
+    :meth:`grid_rows`. Search kernels compute it with exact integer dot products
+    (:func:`~vecpress.kernels.scan.score_uniform` and the fused scan + top-k of
+    :mod:`vecpress.kernels.grid_search`); :meth:`score` is that same form.
+    """
+
+    def grid_queries(self, q: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+        """``(q' float32[nq, d], center, qoff float32[nq], t float32[nq])``."""
+        raise NotImplementedError
+
+    def grid_rows(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(a float32[n], b float32[n])`` read from the code rows."""
+        raise NotImplementedError
+
+    def score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        from ..kernels.scan import score_uniform
+
+        qe, center, qoff, t = self.grid_queries(q)
+        a, b = self.grid_rows(codes)
+        return score_uniform(codes, self.param, self.d, qe, center, qoff, a, b, t)
+
+
 def get_f32(codes: np.ndarray, offset: int) -> np.ndarray:
     """Read the float32 stored at byte ``offset`` of every code row."""
     return np.ascontiguousarray(codes[:, offset : offset + 4]).view("<f4")[:, 0].copy()

@@ -37,8 +37,8 @@ import numba as nb
 import numpy as np
 
 from ..kernels.bitpack import pack_row, unpack
-from ..kernels.scan import quantize_queries, query_limbs, score_uniform
-from .base import Quantizer, get_field, put_field
+from ..kernels.scan import quantize_queries, query_limbs
+from .base import GridQuantizer, get_field, put_field
 
 _COARSE = 24
 _FINE = 8
@@ -165,7 +165,7 @@ def typical_scale(bits: int, d: int) -> float:
     return float(_typical_scale(g, 1 << bits))
 
 
-class RQ(Quantizer):
+class RQ(GridQuantizer):
     """RaBitQ-style ``b``-bit codes with a per-vector correction factor (+8 bytes)."""
 
     name = "rq"
@@ -215,12 +215,12 @@ class RQ(Quantizer):
         y = self._grid(codes)
         return y * (self._norm(codes) / np.linalg.norm(y, axis=1))[:, None]
 
-    def score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        nq, n = q.shape[0], codes.shape[0]
-        half = (self.levels - 1) / 2
-        zeros = np.zeros(n, np.float32)
-        zq = np.zeros(nq, np.float32)
-        return score_uniform(codes, self.param, self.d, q, half, zq, self._factor(codes), zeros, zq)
+    def grid_queries(self, q: np.ndarray):
+        zq = np.zeros(q.shape[0], np.float32)
+        return q, (self.levels - 1) / 2, zq, zq
+
+    def grid_rows(self, codes: np.ndarray):
+        return self._factor(codes), np.zeros(codes.shape[0], np.float32)
 
     def score_float(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """The same estimator with the query kept in float (slow; for measurement)."""

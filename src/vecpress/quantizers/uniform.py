@@ -14,7 +14,7 @@ preceded by ``center``. ``x_i ≈ lo + step * c_i``.
 
 Both score a query by quantizing it to 8 bits once (``q ≈ s * qi``; two 8-bit
 limbs against 6-8-bit codes) and taking integer dot products with the codes
-(:func:`~vecpress.kernels.scan.score_uniform`).
+(:class:`~vecpress.quantizers.base.GridQuantizer`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.bitpack import pack, packed_size, unpack
-from ..kernels.scan import score_uniform
-from .base import Quantizer, get_f16, put_f16
+from .base import GridQuantizer, get_f16, put_f16
 
 _CLIP_QUANTILES = (0.0, 1e-4, 5e-4, 2e-3, 5e-3, 0.01, 0.02, 0.04)
 _CALIBRATION_ROWS = 20000
@@ -35,7 +34,7 @@ def _round_codes(x, lo, step, levels):
     return np.clip(c, 0, levels - 1).astype(np.uint8)
 
 
-class Int(Quantizer):
+class Int(GridQuantizer):
     """Per-dimension calibrated uniform quantizer with ``b`` bits per coordinate."""
 
     name = "int"
@@ -86,21 +85,20 @@ class Int(Quantizer):
         c = unpack(codes, self.param, self.d).astype(np.float32)
         return self.lo_ + self.step_ * c
 
-    def score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        nq, n = q.shape[0], codes.shape[0]
+    def grid_queries(self, q: np.ndarray):
         qoff = (q @ self.lo_).astype(np.float32)
-        ones = np.ones(n, np.float32)
-        zeros = np.zeros(n, np.float32)
         qs = np.ascontiguousarray(q * self.step_, dtype=np.float32)
-        return score_uniform(
-            codes, self.param, self.d, qs, 0.0, qoff, ones, zeros, np.zeros(nq, np.float32)
-        )
+        return qs, 0.0, qoff, np.zeros(q.shape[0], np.float32)
+
+    def grid_rows(self, codes: np.ndarray):
+        n = codes.shape[0]
+        return np.ones(n, np.float32), np.zeros(n, np.float32)
 
 
 _F16_MAX = 65504.0
 
 
-class LVQ(Quantizer):
+class LVQ(GridQuantizer):
     """Per-vector uniform quantizer (LVQ) with ``b`` bits per coordinate."""
 
     name = "lvq"
@@ -143,10 +141,10 @@ class LVQ(Quantizer):
         c = unpack(codes, self.param, self.d).astype(np.float32)
         return lo[:, None] + step[:, None] * c
 
-    def score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        nq = q.shape[0]
-        lo, step = self._bounds(codes)
+    def grid_queries(self, q: np.ndarray):
         qsum = q.sum(axis=1, dtype=np.float64).astype(np.float32)
-        return score_uniform(
-            codes, self.param, self.d, q, 0.0, np.zeros(nq, np.float32), step, lo, qsum
-        )
+        return q, 0.0, np.zeros(q.shape[0], np.float32), qsum
+
+    def grid_rows(self, codes: np.ndarray):
+        lo, step = self._bounds(codes)
+        return step, lo

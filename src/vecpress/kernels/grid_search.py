@@ -1,0 +1,242 @@
+"""Fused scan + top-k of grid codes over row ranges: the kernel of flat and IVF search.
+
+The work is a list of *items*, each a range of code rows (a chunk of the flat
+index, or of one inverted list) with the queries that must scan it. Every
+(query, item) pair owns an output *slot*: a bounded heap of the ``k`` best rows
+(:mod:`vecpress.kernels.heap`). Items run in parallel; within an item the rows
+are unpacked 64 at a time and scored against all of the item's queries with
+the same exact integer dot products and the same float epilogue
+(:func:`~vecpress.kernels.scan.combine`) as :func:`~vecpress.kernels.scan.int_scan`,
+so a flat search ranks exactly as ``Codec.score`` + top-k. The float
+epilogue is compiled without fast-math (no fused multiply-adds, no
+reassociation), so its vectorised loop and its scalar remainder round alike and
+results do not depend on how rows are split into items. The slots of each
+query are then merged (:func:`merge_slots`).
+
+The score of row ``j`` for query ``q`` through a slot with additive term ``e``::
+
+    s = combine(<c_j, qi_q>, ...) + c_j + e
+    l2:  s = 2 s - norms_j - qsq_q          (negated estimated squared distance)
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from .bitpack import unpack_row
+from .heap import heap_pad, heap_push, heap_sort
+from .scan import _BLOCK, HAVE_VNNI, _vnni_tile4x4, combine, int_dot, pad_queries_int8
+
+
+@nb.njit(cache=True, fastmath=False, inline="always")
+def _finish(x, cj, e, l2, nj, qq2):
+    s = x + cj
+    s = s + e
+    if l2:
+        s = s * np.float32(2.0)
+        s = s - nj
+        s = s - qq2
+    return s
+
+
+@nb.njit(cache=True, fastmath=False, inline="always")
+def _score_rows(
+    i0, i1, n, limbs, s0, s1, off, tq, a, b, c, base, e, l2, norms, qq2, out
+):  # fmt: skip
+    """Scores of ``n`` rows ``base..base+n`` for one query from their integer dot
+    products ``i0``/``i1`` (a loop LLVM vectorises)."""
+    for r in range(n):
+        j = base + r
+        x = combine(i0[r], i1[r], limbs, s0, s1, off, tq, a[j], b[j])
+        out[r] = _finish(x, c[j], e, l2, norms[j], qq2)
+
+
+@nb.njit(cache=True, inline="always")
+def _offer_rows(sc, n, base, hs, hi, m, k, qthr, qq):
+    """Offer ``n`` scored rows to one slot's heap; returns the new count.
+
+    ``qthr[qq]`` is a lower bound on the query's final k-th score, shared by all
+    its slots: once any slot holds ``k`` rows, its worst score bounds the final
+    k-th, so rows below it cannot be in the result and are skipped in every slot
+    (ties are kept for the merge's tie-break). Threads update it without locks:
+    every value ever written is some full slot's k-th score, hence a valid
+    bound, so a stale read only prunes less.
+    """
+    thr = qthr[qq]
+    for r in range(n):
+        v = sc[r]
+        if v >= thr and (m < k or v > hs[0]):
+            m = heap_push(hs, hi, m, v, base + r)
+            if m == k and hs[0] > thr:
+                thr = hs[0]
+    if thr > qthr[qq]:
+        qthr[qq] = thr
+    return m
+
+
+@nb.njit(cache=True, fastmath=False, parallel=True)
+def _scan_vnni(
+    codes, bits, d, starts, ends, qptr, qidx, qslot, qadd, q8, limbs, qscale, qoff, t,
+    a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr,
+):  # fmt: skip
+    nitems = starts.shape[0]
+    dp = q8.shape[1]
+    k = out_s.shape[1]
+    per_tile = 4 // limbs
+    for w in nb.prange(nitems):
+        p0 = qptr[w]
+        nqw = qptr[w + 1] - p0
+        if nqw == 0:
+            continue
+        nv = nqw * limbs
+        qb = np.zeros(((nv + 3) // 4 * 4, dp), np.int8)
+        for u in range(nqw):
+            for li in range(limbs):
+                qb[u * limbs + li] = q8[qidx[p0 + u] * limbs + li]
+        buf = np.zeros((_BLOCK, dp), np.uint8)
+        tile = np.empty(16, np.int32)
+        dots = np.empty((4, _BLOCK), np.int32)  # 4 query rows x the block's code rows
+        sc = np.empty(_BLOCK, np.float32)
+        pbuf = buf.ctypes.data
+        pqb = qb.ctypes.data
+        ptile = tile.ctypes.data
+        for s in range(starts[w], ends[w], _BLOCK):
+            n = min(ends[w] - s, _BLOCK)
+            for r in range(n):
+                unpack_row(codes[s + r], 0, bits, d, buf[r])
+            for v0 in range(0, nv, 4):
+                for r in range(0, n, 4):
+                    _vnni_tile4x4(pbuf + r * dp, dp, pqb + v0 * dp, dp, dp // 64, ptile)
+                    for u in range(4):
+                        for v in range(4):
+                            dots[u, r + v] = tile[u * 4 + v]
+                for uu in range(per_tile):
+                    u = v0 // limbs + uu
+                    if u >= nqw:
+                        break
+                    qq = qidx[p0 + u]
+                    slot = qslot[p0 + u]
+                    _score_rows(
+                        dots[uu * limbs], dots[uu * limbs + limbs - 1], n, limbs,
+                        qscale[qq * limbs], qscale[qq * limbs + limbs - 1], qoff[qq], t[qq],
+                        a, b, c, s, qadd[p0 + u], l2, norms, qsq[qq], sc,
+                    )  # fmt: skip
+                    counts[slot] = _offer_rows(
+                        sc, n, s, out_s[slot], out_i[slot], counts[slot], k, qthr, qq
+                    )
+
+
+@nb.njit(cache=True, fastmath=False, parallel=True)
+def _scan_portable(
+    codes, bits, d, starts, ends, qptr, qidx, qslot, qadd, qi, limbs, qscale, qoff, t,
+    a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr,
+):  # fmt: skip
+    nitems = starts.shape[0]
+    k = out_s.shape[1]
+    for w in nb.prange(nitems):
+        p0 = qptr[w]
+        nqw = qptr[w + 1] - p0
+        if nqw == 0:
+            continue
+        buf8 = np.empty(d, np.uint8)
+        buf = np.empty((_BLOCK, d), np.int16)
+        dots = np.empty((2, _BLOCK), np.int32)
+        sc = np.empty(_BLOCK, np.float32)
+        for s in range(starts[w], ends[w], _BLOCK):
+            n = min(ends[w] - s, _BLOCK)
+            for r in range(n):
+                unpack_row(codes[s + r], 0, bits, d, buf8)
+                for i in range(d):
+                    buf[r, i] = buf8[i]
+            for u in range(nqw):
+                qq = qidx[p0 + u]
+                slot = qslot[p0 + u]
+                for r in range(n):
+                    for li in range(limbs):
+                        dots[li, r] = int_dot(buf[r], qi[qq * limbs + li], d)
+                _score_rows(
+                    dots[0], dots[limbs - 1], n, limbs,
+                    qscale[qq * limbs], qscale[qq * limbs + limbs - 1], qoff[qq], t[qq],
+                    a, b, c, s, qadd[p0 + u], l2, norms, qsq[qq], sc,
+                )  # fmt: skip
+                counts[slot] = _offer_rows(
+                    sc, n, s, out_s[slot], out_i[slot], counts[slot], k, qthr, qq
+                )
+
+
+def grid_scan_topk(
+    codes, bits, d, starts, ends, qptr, qidx, qslot, qadd, qi, limbs, qscale, qoff, t,
+    a, b, c, norms, qsq, nslots, k, *, l2=False, portable=False,
+):  # fmt: skip
+    """Scan items of grid-code rows for their queries; the ``k`` best rows per slot.
+
+    Parameters
+    ----------
+    codes : uint8[n, code_size]
+        Rows whose first bytes are ``bits``-bit packed codes of dimension ``d``.
+    starts, ends : int64[nitems]
+        Row range of each item.
+    qptr : int64[nitems + 1]
+        Item ``w`` is scanned for the entries ``qptr[w]:qptr[w + 1]`` of
+        ``qidx`` (query index), ``qslot`` (output slot) and ``qadd`` (float32
+        term added to the scores of that pair).
+    qi, qscale, qoff, t
+        Quantized queries from :func:`~vecpress.kernels.scan.grid_queries` and
+        the per-query ``t``.
+    a, b, c : float32[n]
+        Per-row terms (``c`` is added after the linear form).
+    norms, qsq : float32[n], float32[nq]
+        Used with ``l2=True`` only.
+
+    Returns
+    -------
+    (scores float32[nslots, k], rows int64[nslots, k])
+        Each slot best first, padded with row -1 and score -inf. A slot holds
+        its item's best rows *that can still be among the query's best k*
+        (rows below a k-th score already reached elsewhere are pruned), so
+        merging a query's slots gives its exact top-k.
+    """
+    out_s = np.empty((nslots, k), np.float32)
+    out_i = np.empty((nslots, k), np.int64)
+    counts = np.zeros(nslots, np.int64)
+    qthr = np.full(qsq.shape[0], -np.inf, np.float32)
+    args = (starts, ends, qptr, qidx, qslot, qadd)
+    tail = (a, b, c, bool(l2), norms, qsq, out_s, out_i, counts, qthr)
+    if HAVE_VNNI and not portable:
+        q8 = pad_queries_int8(qi)
+        _scan_vnni(codes, bits, d, *args, q8, limbs, qscale, qoff, t, *tail)
+    else:
+        _scan_portable(codes, bits, d, *args, qi, limbs, qscale, qoff, t, *tail)
+    _sort_slots(out_s, out_i, counts)
+    return out_s, out_i
+
+
+@nb.njit(cache=True, parallel=True)
+def _sort_slots(out_s, out_i, counts):
+    for r in nb.prange(out_s.shape[0]):
+        heap_sort(out_s[r], out_i[r], counts[r])
+        heap_pad(out_s[r], out_i[r], counts[r])
+
+
+@nb.njit(cache=True, parallel=True)
+def merge_slots(slot_s, slot_i, qslot_ptr, k, res_s, res_i):
+    """Merge the slots ``qslot_ptr[q]:qslot_ptr[q + 1]`` of each query into its top ``k``.
+
+    Rows of ``-1`` are skipped; ties go to the smaller row, as in every heap.
+    """
+    nq = qslot_ptr.shape[0] - 1
+    for q in nb.prange(nq):
+        hs = res_s[q]
+        hi = res_i[q]
+        m = 0
+        for sl in range(qslot_ptr[q], qslot_ptr[q + 1]):
+            for p in range(slot_s.shape[1]):
+                r = slot_i[sl, p]
+                if r < 0:
+                    break
+                sc = slot_s[sl, p]
+                if m < k or sc > hs[0] or (sc == hs[0] and r < hi[0]):
+                    m = heap_push(hs, hi, m, sc, r)
+        heap_sort(hs, hi, m)
+        heap_pad(hs, hi, m)

@@ -1,0 +1,238 @@
+"""The search path every index goes through: plan, scan, merge, re-rank.
+
+A flat index is an IVF index with one list that every query probes. The rows of
+each list are contiguous (the index keeps its rows sorted by list), and lists
+are cut into *items* of at most :data:`CHUNK` rows so that the work spreads over
+the threads even for a single query or a single list. A search then:
+
+1. **plans**: for each query, the items of its probed lists, each (query,
+   item) pair with an output slot and an additive score term (the centring
+   offset of the codec, plus ``<q, c_list>`` when lists hold residuals);
+2. **scans**: grid codecs (``int``, ``lvq``, ``rq``) run the fused compiled
+   scan + top-k (:mod:`vecpress.kernels.grid_search`) over all items at once;
+   every other codec scores item by item with :meth:`Codec.score`'s quantizer
+   and keeps the top-k of each with the shared :func:`~vecpress.topk.topk`;
+3. **merges** the slots of each query (:func:`~vecpress.kernels.grid_search.merge_slots`);
+4. **re-ranks** (optional): the first stage's best ``R`` rows are re-scored
+   with the index's second tier (:meth:`Codec.score_candidates`) and the best
+   ``k`` kept with :func:`~vecpress.topk.topk`.
+
+Scores follow the index's metric: the estimated inner product (``"ip"``,
+``"cosine"``) or the negated estimated squared distance (``"l2"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .codec import Codec
+from .kernels.grid_search import grid_scan_topk, merge_slots
+from .kernels.scan import grid_queries, query_limbs
+from .quantizers.base import GridQuantizer
+from .topk import topk
+
+#: rows per work item
+CHUNK = 8192
+#: queries planned and scanned together (bounds the slot memory)
+QUERY_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class Items:
+    """Work items of a list layout: item ``w`` covers rows ``starts[w]:ends[w]``;
+    the items of list ``l`` are ``list_ptr[l]:list_ptr[l + 1]``."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    list_ptr: np.ndarray
+
+
+def make_items(list_offsets: np.ndarray, chunk: int | None = None) -> Items:
+    """Cut each list's row range ``list_offsets[l]:list_offsets[l + 1]`` into items.
+
+    Examples
+    --------
+    >>> it = make_items(np.array([0, 5, 5, 12]), chunk=4)
+    >>> it.starts.tolist(), it.ends.tolist(), it.list_ptr.tolist()
+    ([0, 4, 5, 9], [4, 5, 9, 12], [0, 2, 2, 4])
+    """
+    chunk = CHUNK if chunk is None else chunk
+    off = np.asarray(list_offsets, np.int64)
+    sizes = np.diff(off)
+    per = (sizes + chunk - 1) // chunk
+    list_ptr = np.zeros(off.size, np.int64)
+    np.cumsum(per, out=list_ptr[1:])
+    owner = np.repeat(np.arange(sizes.size), per)
+    local = np.arange(list_ptr[-1]) - list_ptr[owner]
+    starts = off[owner] + local * chunk
+    ends = np.minimum(starts + chunk, off[owner + 1])
+    return Items(starts, ends, list_ptr)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Who scans what: item ``w`` is scanned for the pairs ``qptr[w]:qptr[w + 1]``
+    (query ``qidx``, slot ``qslot``, additive term ``qadd``); query ``i`` owns the
+    slots ``qslot_ptr[i]:qslot_ptr[i + 1]``."""
+
+    qptr: np.ndarray
+    qidx: np.ndarray
+    qslot: np.ndarray
+    qadd: np.ndarray
+    qslot_ptr: np.ndarray
+
+    @property
+    def nslots(self) -> int:
+        return int(self.qslot_ptr[-1])
+
+
+def make_plan(items: Items, lists: np.ndarray, adds: np.ndarray) -> Plan:
+    """Plan the scan of ``lists[i]`` (``int64[nq, P]``, ``-1`` = none) for each query,
+    with ``adds[i, p]`` added to every score from list ``lists[i, p]``."""
+    nq, p = lists.shape
+    lists = lists.ravel()
+    keep = lists >= 0
+    pair_q = np.repeat(np.arange(nq, dtype=np.int64), p)[keep]
+    pair_l = lists[keep]
+    pair_add = adds.ravel()[keep].astype(np.float32)
+    counts = items.list_ptr[pair_l + 1] - items.list_ptr[pair_l]
+    total = int(counts.sum())
+    first = np.cumsum(counts) - counts
+    slot_q = np.repeat(pair_q, counts)
+    slot_item = np.repeat(items.list_ptr[pair_l], counts) + (
+        np.arange(total) - np.repeat(first, counts)
+    )
+    slot_add = np.repeat(pair_add, counts)
+    order = np.argsort(slot_item, kind="stable")
+    nitems = items.starts.size
+    qptr = np.zeros(nitems + 1, np.int64)
+    np.cumsum(np.bincount(slot_item, minlength=nitems), out=qptr[1:])
+    qslot_ptr = np.zeros(nq + 1, np.int64)
+    np.cumsum(np.bincount(slot_q, minlength=nq), out=qslot_ptr[1:])
+    return Plan(
+        qptr,
+        slot_q[order],
+        order.astype(np.int64),  # slots are numbered query-major, pair by pair
+        slot_add[order],
+        qslot_ptr,
+    )
+
+
+def row_terms(codec: Codec, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row terms ``(a, b, c)`` of a grid codec's rows (``c``: the centring term)."""
+    qcodes, term = codec._split(codes)
+    a, b = codec.quantizer.grid_rows(qcodes)
+    c = term if term is not None else np.zeros(codes.shape[0], np.float32)
+    return (
+        np.ascontiguousarray(a, np.float32),
+        np.ascontiguousarray(b, np.float32),
+        np.ascontiguousarray(c, np.float32),
+    )
+
+
+def is_grid(codec: Codec) -> bool:
+    """Whether the codec's scores run through the fused integer scan."""
+    return isinstance(codec.quantizer, GridQuantizer)
+
+
+@dataclass
+class Stage:
+    """What the first stage scans: a fitted codec, its rows (sorted by list), the
+    lists' items, and per-row extras (``norms``: exact ``|x|²`` for l2;
+    ``terms``: :func:`row_terms` for grid codecs)."""
+
+    codec: Codec
+    codes: np.ndarray
+    items: Items
+    norms: np.ndarray | None
+    terms: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+
+
+def scan(
+    stage: Stage, q: np.ndarray, qsq: np.ndarray, lists: np.ndarray, adds: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best rows of the probed lists for each query: ``(rows int64, scores float32)``.
+
+    ``q`` are the prepared (normalised for cosine) float32 queries, ``qsq``
+    their squared norms (used by l2, ``norms`` set), ``lists``/``adds`` as in
+    :func:`make_plan`.
+    """
+    nq = q.shape[0]
+    rows = np.empty((nq, k), np.int64)
+    scores = np.empty((nq, k), np.float32)
+    for s in range(0, nq, QUERY_BATCH):
+        e = min(nq, s + QUERY_BATCH)
+        rows[s:e], scores[s:e] = _scan_batch(stage, q[s:e], qsq[s:e], lists[s:e], adds[s:e], k)
+    return rows, scores
+
+
+def _scan_batch(stage, q, qsq, lists, adds, k):
+    codec = stage.codec
+    qt, offset = codec.transform_queries(q)
+    plan = make_plan(stage.items, lists, adds + offset[:, None])
+    l2 = stage.norms is not None
+    if is_grid(codec) and stage.terms is not None:
+        quant = codec.quantizer
+        qe, center, qoff, t = quant.grid_queries(qt)
+        bits = quant.param
+        qi, qs, off = grid_queries(qe, center, qoff, bits)
+        norms = stage.norms if l2 else np.zeros(1, np.float32)
+        slot_s, slot_i = grid_scan_topk(
+            stage.codes, bits, quant.d, stage.items.starts, stage.items.ends,
+            plan.qptr, plan.qidx, plan.qslot, plan.qadd,
+            qi, query_limbs(bits), qs, off, np.asarray(t, np.float32),
+            *stage.terms, norms, qsq.astype(np.float32), plan.nslots, k, l2=l2,
+        )  # fmt: skip
+    else:
+        slot_s, slot_i = _scan_generic(stage, qt, qsq, plan, k, l2)
+    res_s = np.empty((q.shape[0], k), np.float32)
+    res_i = np.empty((q.shape[0], k), np.int64)
+    merge_slots(slot_s, slot_i, plan.qslot_ptr, k, res_s, res_i)
+    return res_i, res_s
+
+
+def _scan_generic(stage, qt, qsq, plan, k, l2):
+    """Item by item with the quantizer's own ``score`` (codecs without a grid kernel)."""
+    codec = stage.codec
+    slot_s = np.full((plan.nslots, k), -np.inf, np.float32)
+    slot_i = np.full((plan.nslots, k), -1, np.int64)
+    qcodes, term = codec._split(stage.codes)
+    qsq32 = qsq.astype(np.float32)
+    for w in np.flatnonzero(np.diff(plan.qptr)):
+        p0, p1 = plan.qptr[w], plan.qptr[w + 1]
+        s, e = int(stage.items.starts[w]), int(stage.items.ends[w])
+        who = plan.qidx[p0:p1]
+        est = codec.quantizer.score(qt[who], qcodes[s:e])
+        if term is not None:
+            est += term[None, s:e]
+        est += plan.qadd[p0:p1, None]
+        if l2:
+            est *= 2
+            est -= stage.norms[None, s:e]
+            est -= qsq32[who, None]
+        pos, sc = topk(est, k)
+        slot_i[plan.qslot[p0:p1]] = np.where(pos >= 0, pos + s, -1)
+        slot_s[plan.qslot[p0:p1]] = sc
+    return slot_s, slot_i
+
+
+def rerank(
+    codec: Codec,
+    codes: np.ndarray,
+    norms: np.ndarray | None,
+    q: np.ndarray,
+    qsq: np.ndarray,
+    rows: np.ndarray,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Re-score candidate ``rows`` (``-1`` = none) with a second-tier codec; best ``k``."""
+    est = codec.score_candidates(q, codes, rows)
+    if norms is not None:
+        valid = rows >= 0
+        est *= 2
+        est -= np.where(valid, norms[np.maximum(rows, 0)], 0)
+        est -= qsq.astype(np.float32)[:, None]
+        est[~valid] = -np.inf
+    return topk(est, k, ids=rows)

@@ -1,0 +1,268 @@
+"""The search path: top-k, the fused grid kernel, IVF partitioning and re-ranking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import vecpress
+from _util import gaussian
+from test_index import brute_force, check_against_truth
+from vecpress import Index
+from vecpress import search as search_mod
+from vecpress.kernels.grid_search import grid_scan_topk, merge_slots
+from vecpress.kernels.scan import HAVE_VNNI, grid_queries, query_limbs
+from vecpress.topk import exact_search, topk
+
+
+def lexsort_topk(scores: np.ndarray, k: int) -> np.ndarray:
+    """Reference: best score first, ties to the smaller column."""
+    n = scores.shape[1]
+    out = np.full((scores.shape[0], k), -1, np.int64)
+    for r, row in enumerate(scores):
+        order = np.lexsort((np.arange(n), -row.astype(np.float64)))[:k]
+        out[r, : order.size] = order
+    return out
+
+
+# -- top-k ---------------------------------------------------------------------------
+@settings(max_examples=80, deadline=None)
+@given(
+    nq=st.integers(1, 5),
+    n=st.integers(0, 70),
+    k=st.integers(1, 90),
+    levels=st.integers(1, 6),  # few distinct values: many ties
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_topk_is_a_stable_sort_with_padding(nq, n, k, levels, seed):
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, levels, (nq, n)).astype(np.float32)
+    ids, vals = topk(scores, k)
+    want = lexsort_topk(scores, k)
+    np.testing.assert_array_equal(ids, want)
+    kk = min(k, n)
+    np.testing.assert_array_equal(vals[:, :kk], np.take_along_axis(scores, want[:, :kk], 1))
+    assert np.isneginf(vals[:, kk:]).all() and vals.dtype == np.float32
+
+
+def test_topk_with_labels_skips_negative_labels_and_breaks_ties_by_label():
+    scores = np.array([[1.0, 5.0, 5.0, 3.0, 9.0]], np.float32)
+    labels = np.array([[40, 30, 20, 10, -1]])
+    ids, vals = topk(scores, 4, ids=labels)
+    assert ids.tolist() == [[20, 30, 10, 40]] and vals.tolist() == [[5, 5, 3, 1]]
+    ids, _ = topk(scores, 6, ids=labels)
+    assert ids[0, 4:].tolist() == [-1, -1]
+    with pytest.raises(ValueError, match="shape"):
+        topk(scores, 2, ids=labels[:, :3])
+    with pytest.raises(ValueError, match="2-D"):
+        topk(scores[0], 2)
+
+
+def test_exact_search_is_brute_force_with_the_shared_top_k():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 16)).astype(np.float32)
+    q = rng.standard_normal((20, 16)).astype(np.float32)
+    ids, _ = exact_search(q, x, 7, block=6)
+    np.testing.assert_array_equal(ids, lexsort_topk(q @ x.T, 7))
+
+
+# -- the fused grid kernel -----------------------------------------------------------
+KERNELS = [pytest.param(False, id="auto" + ("-vnni" if HAVE_VNNI else "-portable"))]
+KERNELS.append(pytest.param(True, id="portable"))
+
+
+@pytest.mark.parametrize("portable", KERNELS)
+@pytest.mark.parametrize("spec", ["hd2,rq4", "hd2,rq8", "center,lvq3", "int5"])
+@pytest.mark.parametrize("l2", [False, True])
+def test_fused_scan_equals_score_then_topk(spec, l2, portable):
+    """Every (query, item) slot holds exactly topk of Codec.score over the item's rows."""
+    rng = np.random.default_rng(7)
+    x = gaussian(rng, 700, 40, offset=0.2)
+    q = gaussian(rng, 9, 40, offset=0.2)
+    codec = vecpress.Codec.from_spec(spec, seed=1).fit(x)
+    codes = codec.encode(x)
+    norms = (x.astype(np.float64) ** 2).sum(1).astype(np.float32)
+    qsq = (q.astype(np.float64) ** 2).sum(1).astype(np.float32)
+    items = search_mod.make_items(np.array([0, 130, 130, 700]), chunk=200)  # 3 lists, 4 items
+    lists = np.array([[0, 2], [2, -1], [1, 0], [2, 0], [0, 1], [2, 1], [0, -1], [1, 2], [2, 0]])
+    adds = rng.standard_normal(lists.shape).astype(np.float32)
+    qt, offset = codec.transform_queries(q)
+    plan = search_mod.make_plan(items, lists, adds + offset[:, None])
+    quant = codec.quantizer
+    qe, center, qoff, t = quant.grid_queries(qt)
+    qi, qs, off = grid_queries(qe, center, qoff, quant.param)
+    terms = search_mod.row_terms(codec, codes)
+    k = 6
+    slot_s, slot_i = grid_scan_topk(
+        codes, quant.param, quant.d, items.starts, items.ends,
+        plan.qptr, plan.qidx, plan.qslot, plan.qadd,
+        qi, query_limbs(quant.param), qs, off, np.asarray(t, np.float32),
+        *terms, norms, qsq, plan.nslots, k, l2=l2, portable=portable,
+    )  # fmt: skip
+    full = codec.score(q, codes)
+    res_s = np.empty((len(q), k), np.float32)
+    res_i = np.empty((len(q), k), np.int64)
+    merge_slots(slot_s, slot_i, plan.qslot_ptr, k, res_s, res_i)
+    assert plan.nslots == 24  # lists 0 and 2 have 1 and 2 items, list 1 none
+    for qq in range(len(q)):
+        rows, est = [], []
+        for p, li in enumerate(lists[qq]):
+            if li < 0:
+                continue
+            s, e = items.starts[items.list_ptr[li]], items.ends[items.list_ptr[li + 1] - 1]
+            part = full[qq, s:e] + adds[qq, p]
+            if l2:
+                part = 2 * part - norms[s:e] - qsq[qq]
+            rows.append(np.arange(s, e))
+            est.append(part)
+        ref_i, ref_s = topk(np.concatenate(est)[None], k, ids=np.concatenate(rows)[None])
+        np.testing.assert_array_equal(res_i[qq], ref_i[0])
+        np.testing.assert_allclose(res_s[qq], ref_s[0], rtol=2e-6, atol=2e-5)
+        # every slot entry is a row of its item with that row's score
+        for sl in range(plan.qslot_ptr[qq], plan.qslot_ptr[qq + 1]):
+            got = slot_i[sl][slot_i[sl] >= 0]
+            assert np.isin(got, np.concatenate(rows)).all()
+
+
+def test_make_plan_numbers_slots_query_major():
+    items = search_mod.make_items(np.array([0, 10, 25]), chunk=8)  # lists of 2 and 2 items
+    plan = search_mod.make_plan(items, np.array([[1, 0], [1, -1]]), np.zeros((2, 2)))
+    assert plan.qslot_ptr.tolist() == [0, 4, 6]
+    assert plan.qptr.tolist() == [0, 1, 2, 4, 6]  # items 0, 1 (list 0) once; 2, 3 twice
+    assert sorted(plan.qslot.tolist()) == list(range(6))
+
+
+# -- IVF -------------------------------------------------------------------------------
+def clustered(n: int, d: int, centers: int = 12, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centers, d)) * 3
+    return (c[rng.integers(0, centers, n)] + rng.standard_normal((n, d))).astype(np.float32)
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(
+        np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)])
+    )
+
+
+@pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
+def test_ivf_f32_probing_every_list_is_exact(metric):
+    x = clustered(600, 16)
+    q = clustered(15, 16, seed=1)
+    ids = np.arange(600) * 3 + 7
+    index = Index("f32", metric=metric, ivf=8)
+    index.add(x, ids=ids)
+    assert index.list_sizes.sum() == 600 and (index.list_sizes > 0).sum() >= 4
+    res = index.search(q, 10, nprobe=8)
+    check_against_truth(res, brute_force(x, q, metric), ids, 10)
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_ivf_raw_codes_probing_every_list_equal_the_flat_index(metric):
+    x = clustered(500, 32)
+    q = clustered(20, 32, seed=2)
+    flat = Index("hd2,rq4", metric=metric, seed=4)
+    flat.add(x)
+    ivf = Index("hd2,rq4", metric=metric, seed=4, ivf=6, ivf_residual=False)
+    ivf.add(x)
+    a, b = flat.search(q, 10), ivf.search(q, 10, nprobe=6)
+    np.testing.assert_allclose(b.scores, a.scores, rtol=1e-6, atol=1e-5)
+    untied = np.diff(a.scores, axis=1, prepend=np.inf, append=-np.inf)
+    ok = (untied[:, :-1] != 0) & (untied[:, 1:] != 0)
+    np.testing.assert_array_equal(b.ids[ok], a.ids[ok])
+
+
+@pytest.mark.parametrize("spec", ["hd2,rq4", "center,hd2,tq2", "f16", "hd2,sign"])
+def test_ivf_recall_grows_with_nprobe_and_residuals_help(spec):
+    x = clustered(3000, 32, centers=40)
+    q = clustered(100, 32, centers=40, seed=5)
+    truth = exact_search(q, x, 10)[0]
+    index = Index(spec, metric="ip", ivf=32)
+    index.add(x)
+    r = [recall(index.search(q, 10, nprobe=p).ids, truth) for p in (1, 4, 32)]
+    assert r[0] <= r[1] + 0.01 <= r[2] + 0.02, r
+    if spec == "f16":
+        assert r[2] > 0.99
+    # the default nprobe is nlist / 64, at least 1
+    np.testing.assert_array_equal(index.search(q, 10).ids, index.search(q, 10, nprobe=1).ids)
+
+
+def test_ivf_adds_in_batches_equal_one_add_and_removed_ids_never_return():
+    x = clustered(900, 16)
+    q = clustered(30, 16, seed=3)
+    one = Index("hd2,rq4", metric="l2", ivf=5, seed=2).train(x)
+    one.add(x)
+    many = Index("hd2,rq4", metric="l2", ivf=5, seed=2).train(x)
+    for s in range(0, 900, 250):
+        many.add(x[s : s + 250])
+    assert (many.list_sizes == one.list_sizes).all()
+    a, b = one.search(q, 8, nprobe=3), many.search(q, 8, nprobe=3)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    gone = a.ids[:, :2].ravel()
+    many.remove(gone)
+    assert many.list_sizes.sum() == len(many) == 900 - np.unique(gone).size
+    after = many.search(q, 8, nprobe=5)
+    assert not np.isin(after.ids, gone).any()
+    again = many.add(x[np.unique(gone)])  # new ids, same vectors: found again
+    assert np.isin(again, many.search(q, 8, nprobe=5).ids).any()
+
+
+def test_ivf_needs_enough_training_vectors():
+    with pytest.raises(ValueError, match="ivf=50 needs at least 50 training vectors, found 20"):
+        Index("hd2,rq4", ivf=50).add(np.ones((20, 8), np.float32) + np.eye(20, 8, dtype=np.float32))
+    index = Index("hd2,rq4", ivf=50)
+    assert not index.is_trained and len(index) == 0
+
+
+# -- re-ranking ------------------------------------------------------------------------
+@pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
+@pytest.mark.parametrize("ivf", [None, 4])
+def test_rerank_with_the_float_tier_over_every_candidate_is_exact(metric, ivf):
+    x = clustered(400, 24)
+    q = clustered(12, 24, seed=9)
+    ids = np.arange(400) + 1000
+    index = Index("hd2,rq2", metric=metric, rerank_spec="f32", ivf=ivf)
+    index.add(x, ids=ids)
+    res = index.search(q, 10, rerank=400, nprobe=4 if ivf else None)
+    check_against_truth(res, brute_force(x, q, metric), ids, 10)
+
+
+def test_rerank_lifts_recall_and_costs_its_bytes():
+    x = clustered(4000, 48, centers=60)
+    q = clustered(200, 48, centers=60, seed=11)
+    truth = exact_search(q, x, 10)[0]
+    index = Index("center,hd2,rq2", metric="ip", rerank_spec="rq8")
+    index.add(x)
+    base = recall(index.search(q, 10).ids, truth)  # measured 0.40
+    deep = recall(index.search(q, 10, rerank=200).ids, truth)  # measured 0.97
+    assert deep > base + 0.3 and deep > 0.95, (base, deep)
+    m = index.memory
+    # 2-bit codes + two float16 factors + float16 centring term; 8-bit codes + two float32
+    assert (m["codes"], m["rerank"], m["ids"], m["norms"]) == (12 + 4 + 2, 48 + 8, 8, 0)
+    assert index.bytes_per_vector == m["per_vector"] == 18 + 56 + 8
+    with pytest.raises(ValueError, match="not trained"):
+        _ = Index("rq4").memory
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_ivf_rerank_round_trips_through_a_file(tmp_path, metric):
+    x = clustered(500, 20)
+    q = clustered(9, 20, seed=4)
+    index = Index("hd2,rq4", metric=metric, rerank_spec="f16", ivf=7, ivf_residual=False)
+    index.add(x, ids=np.arange(500) * 5)
+    index.remove([0, 5, 2495])
+    expect = index.search(q, 10, rerank=30, nprobe=3)
+    index.save(tmp_path / "i.vpi")
+    meta = vecpress.info(tmp_path / "i.vpi")
+    assert (meta["ivf"], meta["ivf_residual"], meta["rerank_spec"]) == (7, False, "f16")
+    assert meta["bytes_per_vector"] == index.bytes_per_vector
+    for mm in (True, False):
+        loaded = vecpress.open(tmp_path / "i.vpi", mmap=mm)
+        got = loaded.search(q, 10, rerank=30, nprobe=3)
+        np.testing.assert_array_equal(got.ids, expect.ids)
+        np.testing.assert_array_equal(got.scores, expect.scores)
+        assert repr(loaded) == repr(index)
+        loaded.add(x[:3])  # a mapped index takes adds (copy on write)
+        assert len(loaded) == 500 and loaded.list_sizes.sum() == 500
