@@ -210,3 +210,44 @@ def test_demo_still_parses():
 
     args = build_parser().parse_args(["demo", "--data", "synthetic", "--queries", "10"])
     assert args.func.__name__ == "_demo"
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_ivf_and_rerank_options_match_the_library(tmp_path, capsys, vectors, raw):
+    x, q = vectors
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "q.npy", q)
+    idx = str(tmp_path / "i.vpi")
+    argv = ["build", str(tmp_path / "x.npy"), "--spec", "hd2,rq4", "--metric", "l2"]
+    argv += ["--ivf", "6", "--rerank-spec", "f32", "-o", idx] + (["--ivf-raw"] if raw else [])
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "6 IVF lists" in out and "re-rank tier 96 (f32)" in out and "|x|² 4" in out
+    meta = vecpress.info(idx)
+    assert (meta["ivf"], meta["rerank_spec"], meta["ivf_residual"]) == (6, "f32", not raw)
+    expect = vecpress.Index("hd2,rq4", "l2", rerank_spec="f32", ivf=6, ivf_residual=not raw)
+    expect.train(x)
+    expect.add(x)
+    truth = expect.search(q, 5, rerank=40, nprobe=3)
+    res = str(tmp_path / "r.npy")
+    argv = ["search", idx, str(tmp_path / "q.npy"), "-k", "5", "--rerank", "40", "--nprobe", "3"]
+    assert main([*argv, "-o", res]) == 0
+    got = np.load(res)
+    np.testing.assert_array_equal(got["ids"], truth.ids)
+    np.testing.assert_array_equal(got["scores"], truth.scores)
+
+
+def test_search_option_errors_are_one_line(tmp_path, capsys, vectors):
+    x, q = vectors
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "q.npy", q)
+    flat = str(tmp_path / "f.vpi")
+    assert main(["build", str(tmp_path / "x.npy"), "--spec", "rq4", "-o", flat]) == 0
+    base = ["search", flat, str(tmp_path / "q.npy"), "-o", str(tmp_path / "r.npy")]
+    one_line_error(capsys, [*base, "--rerank", "20"], "rerank= needs a second tier")
+    one_line_error(capsys, [*base, "--nprobe", "2"], "nprobe= applies to IVF indexes")
+    build = ["build", str(tmp_path / "x.npy"), "--spec", "rq4", "-o", str(tmp_path / "b.vpi")]
+    one_line_error(capsys, [*build, "--ivf", "0"], "ivf")
+    one_line_error(capsys, [*build, "--ivf", "500"], "ivf=500 needs at least 500 training")
+    one_line_error(capsys, [*build, "--rerank-spec", "f17"], "f17")
+    assert not (tmp_path / "b.vpi").exists()

@@ -4,11 +4,13 @@
 prints, for each, the bytes per vector, the compression ratio and recall@10 of
 exhaustive search over the codes.
 
-``vecpress build VECTORS --spec S [--metric M] -o INDEX`` builds a flat index
-from a ``.npy``, ``.fvecs``, ``.fbin`` or ``.parquet`` file (``--column NAME``
-picks the Parquet column of vectors, by default the only list-of-floats column;
-Parquet needs ``pip install "vecpress[parquet]"``);
-``vecpress search INDEX QUERIES -k 10 -o OUT`` writes the results as ``.npy``
+``vecpress build VECTORS --spec S [--metric M] [--ivf N [--ivf-raw]]
+[--rerank-spec S2] -o INDEX`` builds a flat or IVF index (with an optional
+re-ranking tier) from a ``.npy``, ``.fvecs``, ``.fbin`` or ``.parquet`` file
+(``--column NAME`` picks the Parquet column of vectors, by default the only
+list-of-floats column; Parquet needs ``pip install "vecpress[parquet]"``);
+``vecpress search INDEX QUERIES -k 10 [--rerank R] [--nprobe P] -o OUT`` writes
+the results as ``.npy``
 (a structured array with fields ``ids`` int64[k] and ``scores`` float32[k] per
 query: ``np.load(OUT)["ids"]``) or ``.json`` (``{"k", "metric", "ids",
 "scores"}``, missing scores as ``null``); ``vecpress info INDEX`` prints the
@@ -118,24 +120,38 @@ def _progress(args: argparse.Namespace, **kw):
 def _build(args: argparse.Namespace) -> int:
     from .index import FIT_SAMPLE, Index
 
-    index = Index(args.spec, metric=args.metric, seed=args.seed)  # checks spec and metric
+    index = Index(  # checks the specs, metric and list count before reading anything
+        args.spec,
+        metric=args.metric,
+        seed=args.seed,
+        rerank_spec=args.rerank_spec,
+        ivf=args.ivf,
+        ivf_residual=not args.ivf_raw,
+    )
     x = read_vectors(args.vectors, column=args.column)
     n, d = x.shape
     if n == 0:
         raise ValueError(f"vectors file {args.vectors} holds no vectors (shape {x.shape})")
     _check_rows(x, "vectors", args.metric)
+    sample = FIT_SAMPLE if args.ivf is None else max(FIT_SAMPLE, min(64 * args.ivf, 1_000_000))
     rows = np.arange(n)
-    if n > FIT_SAMPLE:
-        rows = np.sort(np.random.default_rng(args.seed).choice(n, FIT_SAMPLE, replace=False))
+    if n > sample:
+        rows = np.sort(np.random.default_rng(args.seed).choice(n, sample, replace=False))
     index.train(np.asarray(x[rows]))
     with _progress(args, total=n, desc="encoding", unit="vec") as bar:
         for s in range(0, n, ADD_CHUNK):
             index.add(np.asarray(x[s : s + ADD_CHUNK]))
             bar.update(min(ADD_CHUNK, n - s))
     index.save(args.output)
+    mem = index.memory
+    tiers = f"code {mem['codes']}"
+    if index.rerank_codec is not None:
+        tiers += f" + re-rank tier {mem['rerank']} ({index.rerank_spec})"
+    tiers += " + id 8" + (" + |x|² 4" if mem["norms"] else "")
+    layout = f"{index.nlist} IVF lists" if index.is_ivf else "flat"
     print(
-        f"wrote {args.output}: {n:,} vectors x {d} dims, spec {index.spec!r}, metric "
-        f"{index.metric}, {index.bytes_per_vector} bytes/vector, "
+        f"wrote {args.output}: {n:,} vectors x {d} dims, spec {index.spec!r} ({layout}), "
+        f"metric {index.metric}, {index.bytes_per_vector} bytes/vector ({tiers}), "
         f"{os.path.getsize(args.output):,} bytes"
     )
     return 0
@@ -155,6 +171,7 @@ def _search(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.index):
         raise FileNotFoundError(f"index file {args.index} does not exist")
     index = open_index(args.index, mmap=True)
+    index._check_search_args(args.k, args.rerank, args.nprobe)  # before reading queries
     q = read_vectors(args.queries, "queries", column=args.column)
     if index.d is not None and q.shape[1] != index.d:
         raise ValueError(
@@ -166,7 +183,9 @@ def _search(args: argparse.Namespace) -> int:
     scores = np.empty((nq, args.k), np.float32)
     with _progress(args, total=nq, desc="searching", unit="query") as bar:
         for s in range(0, nq, SEARCH_CHUNK):
-            res = index.search(np.asarray(q[s : s + SEARCH_CHUNK]), args.k)
+            res = index.search(
+                np.asarray(q[s : s + SEARCH_CHUNK]), args.k, rerank=args.rerank, nprobe=args.nprobe
+            )
             ids[s : s + SEARCH_CHUNK], scores[s : s + SEARCH_CHUNK] = res.ids, res.scores
             bar.update(res.ids.shape[0])
     if ext == ".npy":
@@ -209,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--spec", action="append", help="codec spec to try (repeatable)")
     demo.set_defaults(func=_demo)
 
-    build = sub.add_parser("build", help="build a flat index from a vectors file")
+    build = sub.add_parser("build", help="build a flat or IVF index from a vectors file")
     build.add_argument("vectors", help="float vectors: .npy, .fvecs, .fbin or .parquet")
     build.add_argument(
         "--column",
@@ -220,6 +239,19 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--spec", required=True, help="codec spec, e.g. 'hd2,rq4'")
     build.add_argument("--metric", choices=METRICS, default="cosine")
     build.add_argument("--seed", type=int, default=0, help="seed of the codec (default 0)")
+    build.add_argument(
+        "--rerank-spec",
+        metavar="S2",
+        help="second tier kept for re-ranking: 'f32' (the float vectors), 'f16', 'rq8', ...",
+    )
+    build.add_argument(
+        "--ivf", type=int, metavar="N", help="partition into N lists by k-means (default: flat)"
+    )
+    build.add_argument(
+        "--ivf-raw",
+        action="store_true",
+        help="IVF: code the vectors themselves, not their residuals from the list centroid",
+    )
     build.add_argument("-o", "--output", required=True, help="index file to write")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
     build.set_defaults(func=_build)
@@ -234,6 +266,18 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: its only list-of-floats column)",
     )
     search.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    search.add_argument(
+        "--rerank",
+        type=int,
+        metavar="R",
+        help="re-score the best R candidates with the index's second tier (needs --rerank-spec)",
+    )
+    search.add_argument(
+        "--nprobe",
+        type=int,
+        metavar="P",
+        help="IVF indexes: lists scanned per query (default: 1/64 of the lists)",
+    )
     search.add_argument("-o", "--output", required=True, help="results file: .npy or .json")
     search.add_argument("--no-progress", action="store_true", help="no progress bar")
     search.set_defaults(func=_search)
