@@ -42,14 +42,18 @@ def _finish(x, cj, e, l2, nj, qq2):
 
 @nb.njit(cache=True, fastmath=False, inline="always")
 def _score_rows(
-    i0, i1, n, limbs, s0, s1, off, tq, a, b, c, base, e, l2, norms, qq2, out
+    i0, i1, n, limbs, s0, s1, off, tq, a, b, c, base, e, l2, norms, qq2, out, thr
 ):  # fmt: skip
     """Scores of ``n`` rows ``base..base+n`` for one query from their integer dot
-    products ``i0``/``i1`` (a loop LLVM vectorises)."""
+    products ``i0``/``i1`` (a loop LLVM vectorises); returns how many reach ``thr``."""
+    hits = 0
     for r in range(n):
         j = base + r
         x = combine(i0[r], i1[r], limbs, s0, s1, off, tq, a[j], b[j])
-        out[r] = _finish(x, c[j], e, l2, norms[j], qq2)
+        v = _finish(x, c[j], e, l2, norms[j], qq2)
+        out[r] = v
+        hits += v >= thr
+    return hits
 
 
 @nb.njit(cache=True, inline="always")
@@ -95,36 +99,36 @@ def _scan_vnni(
             for li in range(limbs):
                 qb[u * limbs + li] = q8[qidx[p0 + u] * limbs + li]
         buf = np.zeros((_BLOCK, dp), np.uint8)
-        tile = np.empty(16, np.int32)
         dots = np.empty((4, _BLOCK), np.int32)  # 4 query rows x the block's code rows
         sc = np.empty(_BLOCK, np.float32)
         pbuf = buf.ctypes.data
         pqb = qb.ctypes.data
-        ptile = tile.ctypes.data
+        pdots = dots.ctypes.data
         for s in range(starts[w], ends[w], _BLOCK):
             n = min(ends[w] - s, _BLOCK)
             for r in range(n):
                 unpack_row(codes[s + r], 0, bits, d, buf[r])
             for v0 in range(0, nv, 4):
                 for r in range(0, n, 4):
-                    _vnni_tile4x4(pbuf + r * dp, dp, pqb + v0 * dp, dp, dp // 64, ptile)
-                    for u in range(4):
-                        for v in range(4):
-                            dots[u, r + v] = tile[u * 4 + v]
+                    _vnni_tile4x4(
+                        pbuf + r * dp, dp, pqb + v0 * dp, dp, dp // 64, pdots + 4 * r, 4 * _BLOCK
+                    )
                 for uu in range(per_tile):
                     u = v0 // limbs + uu
                     if u >= nqw:
                         break
                     qq = qidx[p0 + u]
                     slot = qslot[p0 + u]
-                    _score_rows(
+                    m = counts[slot]
+                    hs = out_s[slot]
+                    thr = qthr[qq] if m < k else max(qthr[qq], hs[0])
+                    hits = _score_rows(
                         dots[uu * limbs], dots[uu * limbs + limbs - 1], n, limbs,
                         qscale[qq * limbs], qscale[qq * limbs + limbs - 1], qoff[qq], t[qq],
-                        a, b, c, s, qadd[p0 + u], l2, norms, qsq[qq], sc,
+                        a, b, c, s, qadd[p0 + u], l2, norms, qsq[qq], sc, thr,
                     )  # fmt: skip
-                    counts[slot] = _offer_rows(
-                        sc, n, s, out_s[slot], out_i[slot], counts[slot], k, qthr, qq
-                    )
+                    if hits:  # most blocks of a long scan hold no candidate
+                        counts[slot] = _offer_rows(sc, n, s, hs, out_i[slot], m, k, qthr, qq)
 
 
 @nb.njit(cache=True, fastmath=False, parallel=True)
@@ -155,14 +159,16 @@ def _scan_portable(
                 for r in range(n):
                     for li in range(limbs):
                         dots[li, r] = int_dot(buf[r], qi[qq * limbs + li], d)
-                _score_rows(
+                m = counts[slot]
+                hs = out_s[slot]
+                thr = qthr[qq] if m < k else max(qthr[qq], hs[0])
+                hits = _score_rows(
                     dots[0], dots[limbs - 1], n, limbs,
                     qscale[qq * limbs], qscale[qq * limbs + limbs - 1], qoff[qq], t[qq],
-                    a, b, c, s, qadd[p0 + u], l2, norms, qsq[qq], sc,
+                    a, b, c, s, qadd[p0 + u], l2, norms, qsq[qq], sc, thr,
                 )  # fmt: skip
-                counts[slot] = _offer_rows(
-                    sc, n, s, out_s[slot], out_i[slot], counts[slot], k, qthr, qq
-                )
+                if hits:  # most blocks of a long scan hold no candidate
+                    counts[slot] = _offer_rows(sc, n, s, hs, out_i[slot], m, k, qthr, qq)
 
 
 def grid_scan_topk(

@@ -165,14 +165,14 @@ def _mask(lanes: list[int]) -> ir.Constant:
 
 
 @intrinsic
-def _vnni_tile4x4(typingctx, pa, sa, pb, sb, nchunks, pout):
+def _vnni_tile4x4(typingctx, pa, sa, pb, sb, nchunks, pout, sout):
     """16 exact dot products: 4 code rows (uint8 at ``pa``, stride ``sa``) x 4 query
     rows (int8 at ``pb``, stride ``sb``), each ``64 * nchunks`` bytes long; writes
-    int32[4 queries][4 codes] at ``pout``."""
-    sig = types.void(types.intp, types.intp, types.intp, types.intp, types.intp, types.intp)
+    the 4 int32 products of query ``u`` at ``pout + u * sout`` (bytes)."""
+    sig = types.void(*([types.intp] * 7))
 
     def codegen(context, builder, signature, args):
-        pa, sa, pb, sb, n, pout = args
+        pa, sa, pb, sb, n, pout, sout = args
         mod = builder.module
         i64 = ir.IntType(64)
         dpbusd = cgutils.get_or_insert_function(
@@ -210,7 +210,11 @@ def _vnni_tile4x4(typingctx, pa, sa, pb, sb, nchunks, pout):
                 nxt.append(builder.add(x, y))
             vecs = nxt
             block = half
-        builder.store(vecs[0], builder.inttoptr(pout, vptr), align=4)
+        i32x4 = ir.VectorType(ir.IntType(32), 4)
+        for u in range(4):
+            part = builder.shuffle_vector(vecs[0], vecs[0], _mask(list(range(4 * u, 4 * u + 4))))
+            dst = builder.add(pout, builder.mul(sout, ir.Constant(i64, u)))
+            builder.store(part, builder.inttoptr(dst, i32x4.as_pointer()), align=4)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -234,7 +238,7 @@ def _int_scan_vnni(codes, bits, d, q8, nv, limbs, qscale, qoff, a, b, t, out):
             unpack_row(codes[j], 0, bits, d, buf[j - s])
         for v0 in range(0, nv, 4):
             for j in range(s, e, 4):
-                _vnni_tile4x4(pbuf + (j - s) * dp, dp, pq + v0 * dp, dp, dp // 64, ptile)
+                _vnni_tile4x4(pbuf + (j - s) * dp, dp, pq + v0 * dp, dp, dp // 64, ptile, 16)
                 for uu in range(per_tile):
                     qq = v0 // limbs + uu
                     if qq * limbs >= nv:
