@@ -41,11 +41,9 @@ def _finish(x, cj, e, l2, nj, qq2):
 
 
 @nb.njit(cache=True, fastmath=False, inline="always")
-def _score_rows(
+def _score_loop(
     i0, i1, n, limbs, s0, s1, off, tq, a, b, c, base, e, l2, norms, qq2, out, thr
 ):  # fmt: skip
-    """Scores of ``n`` rows ``base..base+n`` for one query from their integer dot
-    products ``i0``/``i1`` (a loop LLVM vectorises); returns how many reach ``thr``."""
     hits = 0
     for r in range(n):
         j = base + r
@@ -54,6 +52,29 @@ def _score_rows(
         out[r] = v
         hits += v >= thr
     return hits
+
+
+@nb.njit(cache=True, fastmath=False, inline="always")
+def _score_rows(
+    i0, i1, n, limbs, s0, s1, off, tq, a, b, c, base, e, l2, norms, qq2, out, thr
+):  # fmt: skip
+    """Scores of ``n`` rows ``base..base+n`` for one query from their integer dot
+    products ``i0``/``i1``; returns how many reach ``thr``. One loop per
+    (limbs, l2) case, with those as constants, so each is branch-free and LLVM
+    vectorises it; the arithmetic is that of :func:`combine` and :func:`_finish`."""
+    if limbs == 1:
+        if l2:
+            return _score_loop(
+                i0, i1, n, 1, s0, s1, off, tq, a, b, c, base, e, True, norms, qq2, out, thr
+            )
+        return _score_loop(
+            i0, i1, n, 1, s0, s1, off, tq, a, b, c, base, e, False, norms, qq2, out, thr
+        )
+    if l2:
+        return _score_loop(
+            i0, i1, n, 2, s0, s1, off, tq, a, b, c, base, e, True, norms, qq2, out, thr
+        )
+    return _score_loop(i0, i1, n, 2, s0, s1, off, tq, a, b, c, base, e, False, norms, qq2, out, thr)
 
 
 @nb.njit(cache=True, inline="always")
