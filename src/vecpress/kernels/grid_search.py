@@ -26,7 +26,21 @@ import numpy as np
 
 from .bitpack import unpack_row
 from .heap import heap_pad, heap_push, heap_sort
-from .scan import _BLOCK, HAVE_VNNI, _vnni_tile4x4, combine, int_dot, pad_queries_int8
+from .scan import (
+    _BLOCK,
+    HAVE_VNNI,
+    _vnni_tile1x16,
+    _vnni_tile1x16_nib,
+    _vnni_tile4x4,
+    _vnni_tile4x4_nib,
+    combine,
+    int_dot,
+    nibble_queries,
+    pad_queries_int8,
+)
+
+#: items with at most this many query rows (queries x limbs) read 4-bit codes in place
+NIBBLE_ROWS = 4
 
 
 @nb.njit(cache=True, fastmath=False, inline="always")
@@ -102,24 +116,34 @@ def _offer_rows(sc, n, base, hs, hi, m, k, qthr, qq):
 
 @nb.njit(cache=True, fastmath=False, parallel=True)
 def _scan_vnni(
-    codes, bits, d, starts, ends, qptr, qidx, qslot, qadd, q8, limbs, qscale, qoff, t,
-    a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr,
+    codes, bits, d, nib_rows, starts, ends, qptr, qidx, qslot, qadd, q8, q8n, limbs, qscale,
+    qoff, t, a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr,
 ):  # fmt: skip
     nitems = starts.shape[0]
-    dp = q8.shape[1]
     k = out_s.shape[1]
     per_tile = 4 // limbs
+    cs = codes.shape[1]
+    total = codes.shape[0] * cs
+    pcodes = codes.ctypes.data
+    packed = (d + 1) // 2
     for w in nb.prange(nitems):
         p0 = qptr[w]
         nqw = qptr[w + 1] - p0
         if nqw == 0:
             continue
         nv = nqw * limbs
-        qb = np.zeros(((nv + 3) // 4 * 4, dp), np.int8)
+        # Items scanned for few query rows read 4-bit codes packed, in place (no
+        # unpacking to amortise); items with many unpack each block once for all.
+        nib = nv <= nib_rows
+        qsrc = q8n if nib else q8
+        dq = qsrc.shape[1]  # bytes per query row
+        nch = dq // 128 if nib else dq // 64
+        drow = nch * 64 if nib else dq  # bytes per row in the block buffer
+        qb = np.zeros(((nv + 3) // 4 * 4, dq), np.int8)
         for u in range(nqw):
             for li in range(limbs):
-                qb[u * limbs + li] = q8[qidx[p0 + u] * limbs + li]
-        buf = np.zeros((_BLOCK, dp), np.uint8)
+                qb[u * limbs + li] = qsrc[qidx[p0 + u] * limbs + li]
+        buf = np.zeros((_BLOCK, drow), np.uint8)
         dots = np.empty((4, _BLOCK), np.int32)  # 4 query rows x the block's code rows
         sc = np.empty(_BLOCK, np.float32)
         pbuf = buf.ctypes.data
@@ -127,13 +151,35 @@ def _scan_vnni(
         pdots = dots.ctypes.data
         for s in range(starts[w], ends[w], _BLOCK):
             n = min(ends[w] - s, _BLOCK)
-            for r in range(n):
-                unpack_row(codes[s + r], 0, bits, d, buf[r])
+            pa = pbuf
+            sa = drow
+            if not nib:
+                for r in range(n):
+                    unpack_row(codes[s + r], 0, bits, d, buf[r])
+            elif (s + (n + 15) // 16 * 16 - 1) * cs + drow <= total:  # read rows in place
+                pa = pcodes + s * cs
+                sa = cs
+            else:  # the last rows: a 64-byte chunk would run past the array
+                for r in range(n):
+                    buf[r, :packed] = codes[s + r, :packed]
             for v0 in range(0, nv, 4):
-                for r in range(0, n, 4):
-                    _vnni_tile4x4(
-                        pbuf + r * dp, dp, pqb + v0 * dp, dp, dp // 64, pdots + 4 * r, 4 * _BLOCK
-                    )
+                if nv - v0 <= 2:  # one or two query rows: 1 x 16 tiles waste nothing
+                    for vv in range(nv - v0):
+                        for r in range(0, n, 16):
+                            dst = pdots + 4 * (vv * _BLOCK + r)
+                            if nib:
+                                _vnni_tile1x16_nib(pa + r * sa, sa, pqb + (v0 + vv) * dq, nch, dst)
+                            else:
+                                _vnni_tile1x16(pa + r * sa, sa, pqb + (v0 + vv) * dq, nch, dst)
+                for r in range(0, n if nv - v0 > 2 else 0, 4):
+                    if nib:
+                        _vnni_tile4x4_nib(
+                            pa + r * sa, sa, pqb + v0 * dq, dq, nch, pdots + 4 * r, 4 * _BLOCK
+                        )
+                    else:
+                        _vnni_tile4x4(
+                            pa + r * sa, sa, pqb + v0 * dq, dq, nch, pdots + 4 * r, 4 * _BLOCK
+                        )
                 for uu in range(per_tile):
                     u = v0 // limbs + uu
                     if u >= nqw:
@@ -194,9 +240,13 @@ def _scan_portable(
 
 def grid_scan_topk(
     codes, bits, d, starts, ends, qptr, qidx, qslot, qadd, qi, limbs, qscale, qoff, t,
-    a, b, c, norms, qsq, nslots, k, *, l2=False, portable=False,
+    a, b, c, norms, qsq, nslots, k, *, l2=False, portable=False, nibble=True,
 ):  # fmt: skip
     """Scan items of grid-code rows for their queries; the ``k`` best rows per slot.
+
+    With AVX-512 VNNI, items scanned for at most :data:`NIBBLE_ROWS` query rows
+    read 4-bit codes packed, in place (``nibble=False``: never; other widths are
+    always unpacked to bytes, once per block of rows for all the item's queries).
 
     Parameters
     ----------
@@ -232,7 +282,9 @@ def grid_scan_topk(
     tail = (a, b, c, bool(l2), norms, qsq, out_s, out_i, counts, qthr)
     if HAVE_VNNI and not portable:
         q8 = pad_queries_int8(qi)
-        _scan_vnni(codes, bits, d, *args, q8, limbs, qscale, qoff, t, *tail)
+        nib_rows = NIBBLE_ROWS if nibble and bits == 4 else 0
+        q8n = nibble_queries(qi, d) if nib_rows else q8
+        _scan_vnni(codes, bits, d, nib_rows, *args, q8, q8n, limbs, qscale, qoff, t, *tail)
     else:
         _scan_portable(codes, bits, d, *args, qi, limbs, qscale, qoff, t, *tail)
     _sort_slots(out_s, out_i, counts)

@@ -164,6 +164,34 @@ def _mask(lanes: list[int]) -> ir.Constant:
     return ir.Constant(ir.VectorType(ir.IntType(32), len(lanes)), lanes)
 
 
+def _store_sums(builder, vecs, pout, sout) -> None:
+    """Store the horizontal sums of 16 ``<16 x i32>`` accumulators (query-major 4 x 4)
+    as 4 rows of 4 int32 at ``pout + u * sout``.
+
+    A butterfly of shuffles and adds halves the lanes per accumulator at each
+    level (30 shuffles and 15 adds instead of 16 separate reductions); lane i of
+    the last vector holds sum i.
+    """
+    i64 = ir.IntType(64)
+    block = 16
+    while len(vecs) > 1:
+        half = block // 2
+        lo = [b * block + i for b in range(32 // block) for i in range(half)]
+        hi = [x + half for x in lo]
+        nxt = []
+        for m in range(0, len(vecs), 2):
+            x = builder.shuffle_vector(vecs[m], vecs[m + 1], _mask(lo))
+            y = builder.shuffle_vector(vecs[m], vecs[m + 1], _mask(hi))
+            nxt.append(builder.add(x, y))
+        vecs = nxt
+        block = half
+    i32x4 = ir.VectorType(ir.IntType(32), 4)
+    for u in range(4):
+        part = builder.shuffle_vector(vecs[0], vecs[0], _mask(list(range(4 * u, 4 * u + 4))))
+        dst = builder.add(pout, builder.mul(sout, ir.Constant(i64, u)))
+        builder.store(part, builder.inttoptr(dst, i32x4.as_pointer()), align=4)
+
+
 @intrinsic
 def _vnni_tile4x4(typingctx, pa, sa, pb, sb, nchunks, pout, sout):
     """16 exact dot products: 4 code rows (uint8 at ``pa``, stride ``sa``) x 4 query
@@ -193,31 +221,142 @@ def _vnni_tile4x4(typingctx, pa, sa, pb, sb, nchunks, pout, sout):
                     acc = accs[qi_ * 4 + ci]
                     val = builder.call(dpbusd, [builder.load(acc), rows_a[ci], rows_b[qi_]])
                     builder.store(val, acc)
-        # Horizontal sums of the 16 accumulators at once: a butterfly of shuffles
-        # and adds halves the lanes per index at each level (30 shuffles and 15
-        # adds instead of 16 separate reductions); lane i ends up holding sum i.
-        vecs = [builder.load(acc) for acc in accs]
-        block = 16
-        while len(vecs) > 1:
-            half = block // 2
-            lo = [b * block + i for b in range(32 // block) for i in range(half)]
-            hi = [x + half for x in lo]
-            nxt = []
-            for m in range(0, len(vecs), 2):
-                a_, b_ = vecs[m], vecs[m + 1]
-                x = builder.shuffle_vector(a_, b_, _mask(lo))
-                y = builder.shuffle_vector(a_, b_, _mask(hi))
-                nxt.append(builder.add(x, y))
-            vecs = nxt
-            block = half
-        i32x4 = ir.VectorType(ir.IntType(32), 4)
-        for u in range(4):
-            part = builder.shuffle_vector(vecs[0], vecs[0], _mask(list(range(4 * u, 4 * u + 4))))
-            dst = builder.add(pout, builder.mul(sout, ir.Constant(i64, u)))
-            builder.store(part, builder.inttoptr(dst, i32x4.as_pointer()), align=4)
+        _store_sums(builder, [builder.load(acc) for acc in accs], pout, sout)
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic
+def _vnni_tile4x4_nib(typingctx, pa, sa, pb, sb, nchunks, pout, sout):
+    """:func:`_vnni_tile4x4` for 4-bit codes read *packed* (no unpacking): each
+    64-byte chunk of a code row holds 128 codes, the low nibbles (even dims)
+    and the high nibbles (odd dims); the query rows hold, per chunk, the 64 even
+    then the 64 odd dimensions (:func:`nibble_queries`). Two ``vpdpbusd`` per
+    chunk and (query, code) pair."""
+    sig = types.void(*([types.intp] * 7))
+
+    def codegen(context, builder, signature, args):
+        pa, sa, pb, sb, n, pout, sout = args
+        mod = builder.module
+        i64 = ir.IntType(64)
+        i8x64 = ir.VectorType(ir.IntType(8), 64)
+        dpbusd = cgutils.get_or_insert_function(
+            mod, ir.FunctionType(_I32X16, [_I32X16] * 3), "llvm.x86.avx512.vpdpbusd.512"
+        )
+        vptr = _I32X16.as_pointer()
+        low = ir.Constant(i8x64, [15] * 64)
+        four = ir.Constant(i8x64, [4] * 64)
+        accs = [cgutils.alloca_once_value(builder, ir.Constant(_I32X16, None)) for _ in range(16)]
+        with cgutils.for_range(builder, n) as loop:
+            off_a = builder.mul(loop.index, ir.Constant(i64, 64))
+            off_b = builder.mul(loop.index, ir.Constant(i64, 128))
+            raw = []
+            for r in range(4):
+                base = builder.add(pa, builder.mul(sa, ir.Constant(i64, r)))
+                v = builder.load(builder.inttoptr(builder.add(base, off_a), vptr), align=1)
+                raw.append(builder.bitcast(v, i8x64))
+            for half, op in ((0, "lo"), (64, "hi")):
+                rows_a = []
+                for v in raw:
+                    nib = builder.and_(v, low) if op == "lo" else builder.lshr(v, four)
+                    rows_a.append(builder.bitcast(nib, _I32X16))
+                rows_b = []
+                for r in range(4):
+                    base = builder.add(pb, builder.mul(sb, ir.Constant(i64, r)))
+                    addr = builder.add(builder.add(base, off_b), ir.Constant(i64, half))
+                    rows_b.append(builder.load(builder.inttoptr(addr, vptr), align=1))
+                for qi_ in range(4):
+                    for ci in range(4):
+                        acc = accs[qi_ * 4 + ci]
+                        val = builder.call(dpbusd, [builder.load(acc), rows_a[ci], rows_b[qi_]])
+                        builder.store(val, acc)
+        _store_sums(builder, [builder.load(acc) for acc in accs], pout, sout)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _make_tile1x16(nibbles: bool):
+    """An intrinsic: 16 exact dot products of ONE query row (int8 at ``pb``) with 16
+    code rows (uint8 at ``pa``, stride ``sa``) over ``nchunks`` chunks, written as
+    int32[16] at ``pout``; ``nibbles``: the codes are packed 4-bit, the query in
+    the :func:`nibble_queries` layout. The single-query form of the 4 x 4 tiles
+    (which would waste three of their four query rows)."""
+
+    @intrinsic
+    def tile(typingctx, pa, sa, pb, nchunks, pout):
+        sig = types.void(*([types.intp] * 5))
+
+        def codegen(context, builder, signature, args):
+            pa, sa, pb, n, pout = args
+            i64 = ir.IntType(64)
+            i8x64 = ir.VectorType(ir.IntType(8), 64)
+            dpbusd = cgutils.get_or_insert_function(
+                builder.module,
+                ir.FunctionType(_I32X16, [_I32X16] * 3),
+                "llvm.x86.avx512.vpdpbusd.512",
+            )
+            vptr = _I32X16.as_pointer()
+            accs = [
+                cgutils.alloca_once_value(builder, ir.Constant(_I32X16, None)) for _ in range(16)
+            ]
+            with cgutils.for_range(builder, n) as loop:
+                code_bytes = 64
+                off_a = builder.mul(loop.index, ir.Constant(i64, code_bytes))
+                off_b = builder.mul(loop.index, ir.Constant(i64, 128 if nibbles else 64))
+                halves = (0, 64) if nibbles else (0,)
+                qv = [
+                    builder.load(
+                        builder.inttoptr(
+                            builder.add(builder.add(pb, off_b), ir.Constant(i64, h)), vptr
+                        ),
+                        align=1,
+                    )
+                    for h in halves
+                ]
+                for r in range(16):
+                    base = builder.add(pa, builder.mul(sa, ir.Constant(i64, r)))
+                    v = builder.load(builder.inttoptr(builder.add(base, off_a), vptr), align=1)
+                    if nibbles:
+                        b8 = builder.bitcast(v, i8x64)
+                        parts = [
+                            builder.bitcast(
+                                builder.and_(b8, ir.Constant(i8x64, [15] * 64)), _I32X16
+                            ),
+                            builder.bitcast(
+                                builder.lshr(b8, ir.Constant(i8x64, [4] * 64)), _I32X16
+                            ),
+                        ]
+                    else:
+                        parts = [v]
+                    acc = builder.load(accs[r])
+                    for part, q in zip(parts, qv, strict=True):
+                        acc = builder.call(dpbusd, [acc, part, q])
+                    builder.store(acc, accs[r])
+            _store_sums(builder, [builder.load(acc) for acc in accs], pout, ir.Constant(i64, 16))
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+_vnni_tile1x16 = _make_tile1x16(False)
+_vnni_tile1x16_nib = _make_tile1x16(True)
+
+
+def nibble_queries(qi: np.ndarray, d: int) -> np.ndarray:
+    """Query rows (int16/int8 ``[nv, d]``) laid out for :func:`_vnni_tile4x4_nib`:
+    int8, rows padded to a multiple of 4, and per 128-dimension chunk the 64 even
+    then the 64 odd dimensions."""
+    nv = qi.shape[0]
+    nch = max(1, (d + 127) // 128)
+    pad = np.zeros(((nv + 3) // 4 * 4, nch * 128), np.int8)
+    pad[:nv, :d] = qi
+    even = pad[:, 0::2].reshape(-1, nch, 64)
+    odd = pad[:, 1::2].reshape(-1, nch, 64)
+    return np.ascontiguousarray(np.stack([even, odd], axis=2).reshape(-1, nch * 128))
 
 
 @nb.njit(cache=True, fastmath=False, parallel=True)
