@@ -128,7 +128,7 @@ def unpack(buf: bytes | bytearray | memoryview, source: str = "<bytes>"):
         meta = json.loads(header.decode("utf-8"))
         config = meta["config"]
         entries = meta["arrays"]
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError) as e:
         raise fail("header", f"unreadable JSON ({e})") from None
     if not isinstance(config, dict) or not isinstance(entries, list):
         raise fail("header", "config must be an object and arrays a list")

@@ -329,7 +329,7 @@ def save(index: Index, path) -> None:
     if len(header) > MAX_HEADER:
         raise ValueError(f"index header of {len(header)} bytes exceeds {MAX_HEADER}")
     total = offset + _FOOTER.size
-    with _lock(path):
+    with _lock(path), _naming(path):
         _remove_temps(path)
         tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}{_TMP_SUFFIX}")
         try:
@@ -349,6 +349,18 @@ def save(index: Index, path) -> None:
                 os.unlink(tmp)
             raise
         _fsync_dir(folder)
+
+
+@contextlib.contextmanager
+def _naming(path: str):
+    """Re-raise an ``OSError`` that does not name ``path`` (write, flush, fsync and close
+    errors name no file) as one that does, with the same errno."""
+    try:
+        yield
+    except OSError as e:
+        if path in str(e):
+            raise
+        raise type(e)(e.errno, f"saving {path} failed: {e.strerror or e}") from e
 
 
 # -- loading -----------------------------------------------------------------
@@ -666,7 +678,8 @@ def _build(meta: dict, entries: list[dict], hlen: int, buf, source: str, *, lazy
                     f"ids range [{ids.min()}, {ids.max()}] is outside "
                     f"[0, next_id={meta['next_id']})",
                 )
-            if np.unique(ids).size != count:
+            srt = np.sort(ids)
+            if (srt[1:] == srt[:-1]).any():
                 raise _fail(source, "section 'ids'", "duplicate ids")
             if norms is not None and not (np.isfinite(norms).all() and (norms >= 0).all()):
                 raise _fail(source, "section 'norms'", "norms must be finite and >= 0")
