@@ -75,6 +75,7 @@ from tqdm import tqdm
 
 import vecpress
 from vecpress import Codec
+from vecpress.topk import topk
 
 try:
     import faiss
@@ -132,38 +133,15 @@ def threads(n: int, blas: int | None = None):
         vecpress.set_num_threads(old_nb)
 
 
-@nb.njit(parallel=True, cache=True)
-def _top_k(scores, k, out):
-    nq, n = scores.shape
-    bad = np.zeros(nq, np.int64)
-    for r in nb.prange(nq):
-        vals = np.full(k, -np.inf, np.float32)
-        ids = np.full(k, -1, np.int64)
-        row = scores[r]
-        nbad = 0
-        for j in range(n):
-            v = row[j]
-            if not np.isfinite(v):
-                nbad += 1
-                continue
-            if v > vals[k - 1]:
-                p = k - 1
-                while p > 0 and vals[p - 1] < v:
-                    vals[p] = vals[p - 1]
-                    ids[p] = ids[p - 1]
-                    p -= 1
-                vals[p] = v
-                ids[p] = j
-        out[r] = ids
-        bad[r] = nbad
-    return bad.sum()
-
-
 def top_k(scores: np.ndarray, k: int = K) -> tuple[np.ndarray, int]:
-    """Ids of the ``k`` largest scores per row (best first) and the count of NaN/Inf scores."""
-    out = np.empty((scores.shape[0], k), np.int64)
-    bad = _top_k(np.ascontiguousarray(scores, dtype=np.float32), k, out)
-    return out, int(bad)
+    """Ids of the ``k`` largest scores per row (best first, by vecpress's shared
+    :func:`vecpress.topk.topk`; NaN/Inf scores are left out) and their count."""
+    scores = np.ascontiguousarray(scores, dtype=np.float32)
+    bad = ~np.isfinite(scores)
+    nbad = int(np.count_nonzero(bad))
+    if nbad:
+        scores = np.where(bad, np.float32(-np.inf), scores)
+    return topk(scores, k)[0], nbad
 
 
 def recall_rows(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
