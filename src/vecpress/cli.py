@@ -217,6 +217,15 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_column_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--column",
+        metavar="NAME",
+        help=f"the Parquet column of the {what} file holding the {what} "
+        "(default: its only list-of-floats column)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vecpress", description="Compress embedding vectors and search them compressed."
@@ -230,12 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     build = sub.add_parser("build", help="build a flat or IVF index from a vectors file")
     build.add_argument("vectors", help="float vectors: .npy, .fvecs, .fbin or .parquet")
-    build.add_argument(
-        "--column",
-        metavar="NAME",
-        help="the Parquet column of the vectors file holding the vectors "
-        "(default: its only list-of-floats column)",
-    )
+    _add_column_option(build, "vectors")
     build.add_argument("--spec", required=True, help="codec spec, e.g. 'hd2,rq4'")
     build.add_argument("--metric", choices=METRICS, default="cosine")
     build.add_argument("--seed", type=int, default=0, help="seed of the codec (default 0)")
@@ -259,12 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     search = sub.add_parser("search", help="search an index with a queries file")
     search.add_argument("index", help="index file (from vecpress build)")
     search.add_argument("queries", help="float queries: .npy, .fvecs, .fbin or .parquet")
-    search.add_argument(
-        "--column",
-        metavar="NAME",
-        help="the Parquet column of the queries file holding the queries "
-        "(default: its only list-of-floats column)",
-    )
+    _add_column_option(search, "queries")
     search.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     search.add_argument(
         "--rerank",

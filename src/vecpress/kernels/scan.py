@@ -164,6 +164,14 @@ def _mask(lanes: list[int]) -> ir.Constant:
     return ir.Constant(ir.VectorType(ir.IntType(32), len(lanes)), lanes)
 
 
+def _accumulate4x4(builder, dpbusd, accs, rows_a, rows_b) -> None:
+    """``accs[q * 4 + c] += dpbusd(code row c, query row q)`` for the 4 x 4 pairs."""
+    for qi_ in range(4):
+        for ci in range(4):
+            acc = accs[qi_ * 4 + ci]
+            builder.store(builder.call(dpbusd, [builder.load(acc), rows_a[ci], rows_b[qi_]]), acc)
+
+
 def _store_sums(builder, vecs, pout, sout) -> None:
     """Store the horizontal sums of 16 ``<16 x i32>`` accumulators (query-major 4 x 4)
     as 4 rows of 4 int32 at ``pout + u * sout``.
@@ -216,11 +224,7 @@ def _vnni_tile4x4(typingctx, pa, sa, pb, sb, nchunks, pout, sout):
                 rows_a.append(builder.load(builder.inttoptr(builder.add(base, off), vptr), align=1))
                 base = builder.add(pb, builder.mul(sb, ir.Constant(i64, r)))
                 rows_b.append(builder.load(builder.inttoptr(builder.add(base, off), vptr), align=1))
-            for qi_ in range(4):
-                for ci in range(4):
-                    acc = accs[qi_ * 4 + ci]
-                    val = builder.call(dpbusd, [builder.load(acc), rows_a[ci], rows_b[qi_]])
-                    builder.store(val, acc)
+            _accumulate4x4(builder, dpbusd, accs, rows_a, rows_b)
         _store_sums(builder, [builder.load(acc) for acc in accs], pout, sout)
         return context.get_dummy_value()
 
@@ -266,11 +270,7 @@ def _vnni_tile4x4_nib(typingctx, pa, sa, pb, sb, nchunks, pout, sout):
                     base = builder.add(pb, builder.mul(sb, ir.Constant(i64, r)))
                     addr = builder.add(builder.add(base, off_b), ir.Constant(i64, half))
                     rows_b.append(builder.load(builder.inttoptr(addr, vptr), align=1))
-                for qi_ in range(4):
-                    for ci in range(4):
-                        acc = accs[qi_ * 4 + ci]
-                        val = builder.call(dpbusd, [builder.load(acc), rows_a[ci], rows_b[qi_]])
-                        builder.store(val, acc)
+                _accumulate4x4(builder, dpbusd, accs, rows_a, rows_b)
         _store_sums(builder, [builder.load(acc) for acc in accs], pout, sout)
         return context.get_dummy_value()
 
