@@ -6,7 +6,7 @@ Examples
 >>> x = np.random.default_rng(0).standard_normal((100, 32)).astype(np.float32)
 >>> codec = vecpress.Codec.from_spec("hd2,rq4").fit(x)
 >>> codec.encode(x).shape
-(100, 24)
+(100, 20)
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ class Codec:
     >>> codec = Codec.from_spec("hd2,rq4").fit(x)
     >>> codes = codec.encode(x)
     >>> codes.shape, codec.code_size
-    ((1000, 40), 40)
+    ((1000, 36), 36)
     >>> codec.score(x[:3], codes).shape
     (3, 1000)
     >>> Codec.from_bytes(codec.to_bytes()).spec

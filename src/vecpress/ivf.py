@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .threads import single_threaded_blas
 from .topk import topk
 
 #: k-means iterations (faiss's default is 25; 20 is what its IVF training uses)
@@ -75,7 +76,8 @@ def probe(
     >>> lists.tolist(), dots.tolist()
     ([[0, 1]], [[0.8999999761581421, 0.10000000149011612]])
     """
-    dots = (q @ centroids.T).astype(np.float32)
+    with single_threaded_blas():  # see vecpress.threads: no spinning BLAS threads
+        dots = (q @ centroids.T).astype(np.float32)
     if metric == "l2":
         key = dots - 0.5 * np.einsum("ij,ij->i", centroids, centroids)[None, :]
     else:

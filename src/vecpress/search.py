@@ -31,6 +31,7 @@ from .codec import Codec
 from .kernels.grid_search import grid_scan_topk, merge_slots
 from .kernels.scan import grid_queries, query_limbs
 from .quantizers.base import GridQuantizer
+from .threads import single_threaded_blas
 from .topk import topk
 
 #: rows per work item
@@ -170,7 +171,8 @@ def scan(
 
 def _scan_batch(stage, q, qsq, lists, adds, k):
     codec = stage.codec
-    qt, offset = codec.transform_queries(q)
+    with single_threaded_blas():  # small products: no spinning BLAS threads (vecpress.threads)
+        qt, offset = codec.transform_queries(q)
     plan = make_plan(stage.items, lists, adds + offset[:, None])
     l2 = stage.norms is not None
     if is_grid(codec) and stage.terms is not None:

@@ -72,7 +72,7 @@ def topk(
     >>> ids.tolist(), s.tolist()
     ([[1, 2]], [[0.8999999761581421, 0.5]])
     >>> topk(np.array([[1.0, 3.0, 2.0]]), 2, ids=np.array([[7, -1, 4]]))[0].tolist()
-    [[7, 4]]
+    [[4, 7]]
     """
     scores = np.asarray(scores)
     if scores.ndim != 2:
