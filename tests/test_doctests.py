@@ -1,0 +1,24 @@
+"""Every docstring example of the installed vecpress package runs and gives its output."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import vecpress
+
+MODULES = sorted(m.name for m in pkgutil.walk_packages(vecpress.__path__, prefix="vecpress."))
+
+
+def test_every_module_is_collected():
+    assert {"vecpress.codec", "vecpress.index", "vecpress.search", "vecpress.topk"} <= set(MODULES)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False, report=True)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
