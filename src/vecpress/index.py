@@ -98,6 +98,13 @@ def _first(values: np.ndarray, limit: int = 10) -> str:
     return f"{vals}{more}"
 
 
+def _subsample(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """At most ``n`` rows of ``x``, drawn uniformly (kept in their order)."""
+    if x.shape[0] <= n:
+        return x
+    return x[np.sort(rng.choice(x.shape[0], n, replace=False))]
+
+
 def _sq_norms(x: np.ndarray) -> np.ndarray:
     """Squared row norms, accumulated in float64."""
     return np.einsum("ij,ij->i", x, x, dtype=np.float64)
@@ -367,20 +374,19 @@ class Index:
         sample = FIT_SAMPLE
         if self.is_ivf:
             sample = max(sample, min(64 * self.nlist, 1_000_000))
-        if x.shape[0] > sample:
-            x = x[np.sort(rng.choice(x.shape[0], sample, replace=False))]
+        x = _subsample(x, sample, rng)
         centroids = None
         first = x
         if self.is_ivf:
             centroids = _ivf.train_centroids(x, self.nlist, self.metric, self.seed)
             if self.ivf_residual:
                 first = (x - centroids[_ivf.assign(centroids, x)]).astype(np.float32)
-        if first.shape[0] > FIT_SAMPLE:
-            first = first[:FIT_SAMPLE]
-        codec = Codec.from_spec(self.spec, seed=self.seed).fit(first)
+        # the codecs learn from a uniform subsample (rows may be ordered, e.g. by frequency)
+        codec = Codec.from_spec(self.spec, seed=self.seed).fit(_subsample(first, FIT_SAMPLE, rng))
         rerank = None
         if self.rerank_codec is not None:
-            rerank = Codec.from_spec(self.rerank_spec, seed=self.seed).fit(x[:FIT_SAMPLE])
+            rerank = Codec.from_spec(self.rerank_spec, seed=self.seed)
+            rerank.fit(_subsample(x, FIT_SAMPLE, rng))
         return codec, rerank, centroids
 
     def _commit_fit(self, fitted) -> None:
