@@ -48,6 +48,8 @@ from .codec import Codec
 METRICS = ("cosine", "ip", "l2")
 #: rows used to fit the codec on the first add
 FIT_SAMPLE = 100_000
+#: queries re-ranked together (bounds the decoded candidates: chunk x rerank x d floats)
+RERANK_CHUNK = 128
 #: nprobe used when ``search`` is not given one: this fraction of the lists, at least 1
 DEFAULT_NPROBE_FRACTION = 1 / 64
 _MAX_ID = 2**63 - 1
@@ -664,9 +666,16 @@ class Index:
             lists = np.zeros((nq, 1), np.int64)
             adds = np.zeros((nq, 1), np.float32)
         rows, sc = _search.scan(self._first_stage(), q, qsq, lists, adds, rerank or k)
-        if rerank is not None:
+        if rerank is not None:  # in chunks: the candidates' decoded rows stay small
             norms = None if self._norms is None else self._norms.view
-            rows, sc = _search.rerank(self.rerank_codec, self._rcodes.view, norms, q, qsq, rows, k)
+            out_rows = np.empty((nq, k), np.int64)
+            out_sc = np.empty((nq, k), np.float32)
+            for s in range(0, nq, RERANK_CHUNK):
+                e = min(nq, s + RERANK_CHUNK)
+                out_rows[s:e], out_sc[s:e] = _search.rerank(
+                    self.rerank_codec, self._rcodes.view, norms, q[s:e], qsq[s:e], rows[s:e], k
+                )
+            rows, sc = out_rows, out_sc
         found = rows >= 0
         ids[found] = self._ids.view[rows[found]]
         scores[:] = sc
