@@ -729,6 +729,20 @@ def _best(cands: list[Result]) -> Result | None:
     return max(cands, key=lambda r: (r.recall, -r.code_size)) if cands else None
 
 
+def _compare(row: dict, vp: Result, fa: Result, tol: float) -> None:
+    """Fill ``row`` with the paired recall comparison of vecpress ``vp`` and faiss ``fa``:
+    PASS when vecpress is at most ``tol`` below."""
+    p = _paired(vp, fa)
+    row.update(
+        vecpress=vp.spec,
+        vp_size=vp.code_size,
+        faiss=fa.spec,
+        faiss_size=fa.code_size,
+        **p,
+        status="PASS" if p["diff"] >= -tol else "FAIL",
+    )
+
+
 def _paired(a: Result, b: Result) -> dict:
     n = min(a.n_queries, b.n_queries)
     diff = a.per_query[:n] - b.per_query[:n]
@@ -814,15 +828,7 @@ def criteria_rows(results: list[Result], ds: Dataset) -> list[dict]:
                     faiss_size=fr.code_size,
                 )
             else:
-                p = _paired(best, fr)
-                row.update(
-                    vecpress=best.spec,
-                    vp_size=best.code_size,
-                    faiss=fr.spec,
-                    faiss_size=fr.code_size,
-                    **p,
-                    status="PASS" if p["diff"] >= -FAMILY_TOL else "FAIL",
-                )
+                _compare(row, best, fr, FAMILY_TOL)
             rows.append(row)
     for g in budget_groups(results, d):
         vb, fb = _best(g["vp"]), _best(g["fa"])
@@ -830,15 +836,7 @@ def criteria_rows(results: list[Result], ds: Dataset) -> list[dict]:
         if vb is None or fb is None:
             row.update(status="FAIL" if vb is None else "SKIP", detail="no codec within budget")
         else:
-            p = _paired(vb, fb)
-            row.update(
-                vecpress=vb.spec,
-                vp_size=vb.code_size,
-                faiss=fb.spec,
-                faiss_size=fb.code_size,
-                **p,
-                status="PASS" if p["diff"] >= -BUDGET_TOL else "FAIL",
-            )
+            _compare(row, vb, fb, BUDGET_TOL)
         rows.append(row)
     return rows
 

@@ -118,7 +118,7 @@ def _progress(args: argparse.Namespace, **kw):
 
 
 def _build(args: argparse.Namespace) -> int:
-    from .index import FIT_SAMPLE, Index
+    from .index import Index
 
     index = Index(  # checks the specs, metric and list count before reading anything
         args.spec,
@@ -133,7 +133,7 @@ def _build(args: argparse.Namespace) -> int:
     if n == 0:
         raise ValueError(f"vectors file {args.vectors} holds no vectors (shape {x.shape})")
     _check_rows(x, "vectors", args.metric)
-    sample = FIT_SAMPLE if args.ivf is None else max(FIT_SAMPLE, min(64 * args.ivf, 1_000_000))
+    sample = index.train_rows
     rows = np.arange(n)
     if n > sample:
         rows = np.sort(np.random.default_rng(args.seed).choice(n, sample, replace=False))

@@ -316,6 +316,14 @@ class Index:
         return self._ids.view.copy()
 
     @property
+    def train_rows(self) -> int:
+        """Rows the training uses at most: 100,000 (IVF: ``64 * nlist`` for k-means if more,
+        at most 1,000,000); larger inputs are subsampled with the index's seed."""
+        if not self.is_ivf:
+            return FIT_SAMPLE
+        return max(FIT_SAMPLE, min(64 * self.nlist, 1_000_000))
+
+    @property
     def list_sizes(self) -> np.ndarray:
         """Vectors per list (``int64[nlist]``; one list for a flat index)."""
         return np.diff(self._list_offsets)
@@ -373,10 +381,7 @@ class Index:
     def _fit(self, x: np.ndarray) -> tuple[Codec, Codec | None, np.ndarray | None]:
         """Freshly fitted ``(codec, rerank codec, centroids)``; nothing of ``self`` changes."""
         rng = np.random.default_rng(self.seed)
-        sample = FIT_SAMPLE
-        if self.is_ivf:
-            sample = max(sample, min(64 * self.nlist, 1_000_000))
-        x = _subsample(x, sample, rng)
+        x = _subsample(x, self.train_rows, rng)
         centroids = None
         first = x
         if self.is_ivf:

@@ -175,7 +175,7 @@ def _scan_batch(stage, q, qsq, lists, adds, k):
         qt, offset = codec.transform_queries(q)
     plan = make_plan(stage.items, lists, adds + offset[:, None])
     l2 = stage.norms is not None
-    if is_grid(codec) and stage.terms is not None:
+    if stage.terms is not None:  # a grid codec (Stage.terms)
         quant = codec.quantizer
         qe, center, qoff, t = quant.grid_queries(qt)
         bits = quant.param
