@@ -205,13 +205,6 @@ def test_bad_inputs_exit_non_zero_with_one_line(tmp_path, capsys, vectors):
     assert len(vecpress.open(idx)) == 300  # never overwritten by the failed builds
 
 
-def test_demo_still_parses():
-    from vecpress.cli import build_parser
-
-    args = build_parser().parse_args(["demo", "--data", "synthetic", "--queries", "10"])
-    assert args.func.__name__ == "_demo"
-
-
 @pytest.mark.parametrize("raw", [False, True])
 def test_ivf_and_rerank_options_match_the_library(tmp_path, capsys, vectors, raw):
     x, q = vectors

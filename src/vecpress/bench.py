@@ -1,0 +1,366 @@
+"""Measure index configurations on a workload: the instrument behind ``bench`` and ``advise``.
+
+A :class:`Config` is one thing a user could build and search: a codec spec,
+an optional re-ranking tier and depth, an optional IVF partition and probe
+count. A :class:`Workload` holds base vectors, queries, the metric and the
+exact ground truth, and :meth:`Workload.measure` builds the index exactly as
+``vecpress build`` does (:func:`vecpress.index.build`), searches it exactly as
+``vecpress search`` does, and returns one plain-dict record (JSON-ready):
+
+* ``code_size`` (first-stage code bytes), ``bytes_per_vector`` (every tier, the
+  8-byte id, and ``|x|²`` under l2: :attr:`Index.bytes_per_vector`),
+  ``shared_bytes`` (codec states, IVF centroids);
+* ``recall_at_k`` (ties counted, as ann-benchmarks does) and its standard
+  error ``recall_se`` over queries; ``recall_k_at_r`` of the first stage when
+  re-ranking;
+* ``graph_recall`` (the exact 10-NN of 500 base vectors kept when both sides
+  are decoded), ``mse`` (relative), ``ip_bias``/``ip_spread`` of the
+  inner-product estimate — for flat configurations, per codec;
+* ``encode_us`` (build time per vector, fit included), ``qps_1t`` and ``qps``
+  (all threads), ``peak_rss_mb`` (the process's high-water mark so far).
+
+:func:`search_space` lists the configurations the advisor chooses from, as
+:class:`Family` objects: each an ordered list along one axis (bits, re-rank
+depth or nprobe) along which recall rises, so a search can bisect it.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import shlex
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .codec import Codec
+from .groundtruth import ground_truth, prepare
+from .index import build
+from .measures import distortion, graph_recall, mean_and_se, recall_k_at_r, recall_with_ties
+from .threads import get_num_threads, set_num_threads
+
+#: shortest total time of a timed search pass (repeated until reached, at most 5 times)
+MIN_TIME = 0.2
+#: base rows decoded for the graph and distortion measures, and graph sample rows
+CODEC_SAMPLE = 20_000
+GRAPH_SAMPLE = 500
+DISTORTION_QUERIES = 100
+#: indexes kept built (a sweep over re-rank depths or nprobe reuses one build)
+KEEP_BUILT = 2
+
+
+@dataclass(frozen=True)
+class Config:
+    """One index configuration: codec, optional re-ranking tier and depth, optional IVF.
+
+    Examples
+    --------
+    >>> Config("center,hd2,rq4", rerank_spec="f16", rerank=50).label
+    'center,hd2,rq4 + f16 R=50'
+    >>> Config("int8", ivf=1024, nprobe=16).search_args(10)
+    '-k 10 --nprobe 16'
+    """
+
+    spec: str
+    rerank_spec: str | None = None
+    rerank: int | None = None
+    ivf: int | None = None
+    nprobe: int | None = None
+
+    @property
+    def label(self) -> str:
+        s = self.spec
+        if self.rerank_spec is not None:
+            s += f" + {self.rerank_spec} R={self.rerank}"
+        if self.ivf is not None:
+            s += f" IVF{self.ivf} p{self.nprobe}"
+        return s
+
+    @property
+    def build_key(self) -> tuple:
+        return (self.spec, self.rerank_spec, self.ivf)
+
+    def build_args(self, metric: str) -> str:
+        s = f"--spec {shlex.quote(self.spec)} --metric {metric}"
+        if self.ivf is not None:
+            s += f" --ivf {self.ivf}"
+        if self.rerank_spec is not None:
+            s += f" --rerank-spec {shlex.quote(self.rerank_spec)}"
+        return s
+
+    def search_args(self, k: int) -> str:
+        s = f"-k {k}"
+        if self.rerank is not None:
+            s += f" --rerank {self.rerank}"
+        if self.nprobe is not None:
+            s += f" --nprobe {self.nprobe}"
+        return s
+
+
+@dataclass(frozen=True)
+class Family:
+    """Configurations ordered along one axis (``"bits"``, ``"rerank"``, ``"nprobe"``)
+    along which bytes do not fall and recall is expected to rise."""
+
+    name: str
+    axis: str
+    configs: tuple[Config, ...] = field(default_factory=tuple)
+
+
+#: quantizer families along bits: name -> (spec template, bits)
+BIT_FAMILIES = {
+    "rq": ("center,hd2,rq{b}", range(1, 9)),
+    "lvq": ("center,hd2,lvq{b}", range(2, 9)),
+    "int": ("int{b}", range(3, 9)),
+    "tq": ("center,hd2,tq{b}", range(1, 5)),
+    "float": (None, ("e4m3", "f16")),
+}
+#: which families each grid holds, and the re-ranking and IVF parts
+GRIDS = {
+    "quick": {"families": ("rq", "float"), "rerank_first": (1, 4), "rerank_depths": (2, 10)},
+    "default": {
+        "families": ("rq", "lvq", "int", "tq", "float"),
+        "rerank_first": (1, 2, 4),
+        "rerank_depths": (2, 5, 10, 20),
+    },
+    "full": {
+        "families": ("rq", "lvq", "int", "tq", "float"),
+        "rerank_first": (1, 2, 3, 4),
+        "rerank_depths": (1, 2, 5, 10, 20, 50),
+    },
+}
+#: second tier of the re-ranking families
+RERANK_TIER = "center,hd2,rq8"
+#: nprobe grid as fractions of nlist
+NPROBE_FRACTIONS = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4)
+
+
+def family_specs(name: str) -> list[str]:
+    """The specs of a bits family, fewest bytes first."""
+    template, values = BIT_FAMILIES[name]
+    return list(values) if template is None else [template.format(b=b) for b in values]
+
+
+def nlist_for(n: int) -> int | None:
+    """IVF list count for ``n`` vectors: the power of two nearest ``2·√n``, at most
+    ``n / 64`` (k-means wants dozens of points per centroid); ``None`` below 16 lists.
+
+    Examples
+    --------
+    >>> nlist_for(100_000), nlist_for(390_000), nlist_for(3_000), nlist_for(500)
+    (512, 1024, 32, None)
+    """
+    nlist = min(1 << round(math.log2(2 * math.sqrt(n))), 1 << int(math.log2(n / 64)))
+    return nlist if nlist >= 16 else None
+
+
+def nprobe_grid(nlist: int) -> list[int]:
+    return sorted({max(1, round(nlist * f)) for f in NPROBE_FRACTIONS})
+
+
+def ivf_family(spec: str, nlist: int) -> Family:
+    return Family(
+        f"ivf:{spec}",
+        "nprobe",
+        tuple(Config(spec, ivf=nlist, nprobe=p) for p in nprobe_grid(nlist)),
+    )
+
+
+def rerank_family(spec: str, depths: tuple[int, ...], k: int, tier: str = RERANK_TIER) -> Family:
+    return Family(
+        f"rerank:{spec}+{tier}",
+        "rerank",
+        tuple(Config(spec, rerank_spec=tier, rerank=m * k) for m in depths),
+    )
+
+
+def search_space(n: int, k: int = 10, grid: str = "default") -> list[Family]:
+    """The families of configurations a grid holds for ``n`` base vectors.
+
+    Examples
+    --------
+    >>> [f.name for f in search_space(1000, grid="quick")]
+    ['rq', 'float', 'rerank:center,hd2,rq1+center,hd2,rq8', 'rerank:center,hd2,rq4+center,hd2,rq8']
+    """
+    if grid not in GRIDS:
+        raise ValueError(f"grid must be one of {', '.join(GRIDS)}, found {grid!r}")
+    g = GRIDS[grid]
+    families = [
+        Family(name, "bits", tuple(Config(s) for s in family_specs(name))) for name in g["families"]
+    ]
+    families += [
+        rerank_family(f"center,hd2,rq{b}", g["rerank_depths"], k) for b in g["rerank_first"]
+    ]
+    nlist = nlist_for(n)
+    if nlist is not None:
+        bits = range(1, 9) if grid == "full" else (4, 8)
+        families += [ivf_family(f"center,hd2,rq{b}", nlist) for b in bits]
+    return families
+
+
+class Workload:
+    """Base vectors, queries, metric, ``k`` and exact ground truth, ready to measure configs.
+
+    Parameters
+    ----------
+    base, queries : numpy.ndarray
+        Float vectors (raw: normalised here for cosine, as the index does).
+    metric : str
+        ``"cosine"``, ``"ip"`` or ``"l2"``.
+    k : int
+        Neighbours per query.
+    cache_dir : path, optional
+        Where ground truth is cached (:func:`vecpress.groundtruth.ground_truth`).
+    threads : int, optional
+        Threads of the "all threads" timing (default: vecpress's current count).
+    seed : int
+        Seed of every index built and of the samples.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> w = Workload(rng.standard_normal((2000, 32)), rng.standard_normal((50, 32)), "ip")
+    >>> r = w.measure(Config("center,hd2,rq8"))
+    >>> r["bytes_per_vector"], r["recall_at_k"] > 0.9
+    (52, True)
+    """
+
+    def __init__(
+        self,
+        base: np.ndarray,
+        queries: np.ndarray,
+        metric: str = "cosine",
+        k: int = 10,
+        *,
+        cache_dir=None,
+        threads: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.base = np.ascontiguousarray(base, np.float32)
+        self.queries = np.ascontiguousarray(queries, np.float32)
+        self.metric, self.k, self.seed = metric, k, seed
+        self.threads = threads or get_num_threads()
+        self.pbase = prepare(self.base, metric)
+        self.pqueries = prepare(self.queries, metric)
+        self.true_ids, self.true_scores = ground_truth(
+            self.queries, self.base, k, metric, cache_dir=cache_dir
+        )
+        self._built: OrderedDict[tuple, tuple] = OrderedDict()
+        self._codec_stats: dict[str, dict] = {}
+        self._sizes: dict[str, int] = {}
+        self.records: list[dict] = []
+
+    @property
+    def n(self) -> int:
+        return self.base.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.base.shape[1]
+
+    # -- sizes without building ------------------------------------------------
+    def code_size(self, spec: str) -> int:
+        """Code bytes per vector of ``spec`` at this dimension (fitted on a few rows)."""
+        if spec not in self._sizes:
+            codec = Codec.from_spec(spec, seed=self.seed).fit(self.pbase[:64])
+            self._sizes[spec] = codec.code_size
+        return self._sizes[spec]
+
+    def bytes_per_vector(self, config: Config) -> int:
+        """What :attr:`Index.bytes_per_vector` of ``config`` will be."""
+        extra = 0 if config.rerank_spec is None else self.code_size(config.rerank_spec)
+        return self.code_size(config.spec) + extra + 8 + (4 if self.metric == "l2" else 0)
+
+    # -- measuring ------------------------------------------------------------
+    def _index(self, config: Config):
+        key = config.build_key
+        if key in self._built:
+            self._built.move_to_end(key)
+            return self._built[key]
+        while len(self._built) >= KEEP_BUILT:
+            self._built.popitem(last=False)
+        t0 = time.perf_counter()
+        index = build(
+            self.base,
+            config.spec,
+            self.metric,
+            seed=self.seed,
+            rerank_spec=config.rerank_spec,
+            ivf=config.ivf,
+        )
+        self._built[key] = (index, time.perf_counter() - t0)
+        return self._built[key]
+
+    def _timed_search(self, index, config: Config, threads: int):
+        prev = get_num_threads()
+        set_num_threads(threads)
+        try:
+            total, reps = 0.0, 0
+            while total < MIN_TIME and reps < 5:
+                t0 = time.perf_counter()
+                res = index.search(self.queries, self.k, rerank=config.rerank, nprobe=config.nprobe)
+                total += time.perf_counter() - t0
+                reps += 1
+        finally:
+            set_num_threads(prev)
+        return reps * self.queries.shape[0] / total, res
+
+    def codec_stats(self, codec: Codec) -> dict:
+        """Graph recall and distortion of a fitted flat codec, on a fixed base sample."""
+        if codec.spec not in self._codec_stats:
+            rng = np.random.default_rng(self.seed)
+            rows = np.sort(rng.choice(self.n, min(self.n, CODEC_SAMPLE), replace=False))
+            x = self.pbase[rows]
+            graph = None
+            try:
+                x_hat = codec.decode(codec.encode(x))
+                g = rng.choice(x.shape[0], min(GRAPH_SAMPLE, x.shape[0]), replace=False)
+                graph = graph_recall(x[g], x, x_hat[g], x_hat, self.metric)
+            except NotImplementedError:
+                pass
+            d = distortion(codec, x[: CODEC_SAMPLE // 4], self.pqueries[:DISTORTION_QUERIES])
+            self._codec_stats[codec.spec] = {"graph_recall": graph, **d}
+        return self._codec_stats[codec.spec]
+
+    def measure(self, config: Config) -> dict:
+        """Build (or reuse) the index of ``config``, search it, and return its record."""
+        index, build_s = self._index(config)
+        k = self.k
+        index.search(self.queries[:64], k, rerank=config.rerank, nprobe=config.nprobe)  # warm
+        qps_1t, res = self._timed_search(index, config, 1)
+        qps = qps_1t
+        if self.threads > 1:
+            qps, _ = self._timed_search(index, config, self.threads)
+        per_query = recall_with_ties(
+            self.pqueries, self.pbase, res.ids, self.true_scores, self.metric
+        )
+        recall, se = mean_and_se(per_query)
+        k_at_r = None
+        if config.rerank is not None:
+            first = index.search(self.queries, config.rerank, nprobe=config.nprobe).ids
+            k_at_r = recall_k_at_r(first, self.true_ids)
+        stats = {"graph_recall": None, "mse": None, "ip_bias": None, "ip_spread": None}
+        if config.ivf is None:
+            stats = self.codec_stats(index.codec)
+        record = {
+            "label": config.label,
+            "peer": None,
+            **asdict(config),
+            "code_size": index.codec.code_size,
+            "bytes_per_vector": index.bytes_per_vector,
+            "shared_bytes": index.memory["shared"],
+            "k": k,
+            "recall_at_k": recall,
+            "recall_se": se,
+            "recall_k_at_r": k_at_r,
+            **stats,
+            "encode_us": build_s / self.n * 1e6,
+            "qps_1t": qps_1t,
+            "qps": qps,
+            "threads": self.threads,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+        self.records.append(record)
+        return record

@@ -1,0 +1,170 @@
+"""Peer codecs measured beside vecpress's in ``vecpress bench --peers``.
+
+* **faiss** (a dependency): flat codec indexes from ``index_factory`` —
+  ``SQfp16``, ``SQ8``, ``SQ4``, ``RR,RaBitQ`` (1 bit), ``RR,RaBitQ4`` and
+  ``PQ{d/2}x4fs`` (4-bit fast-scan PQ, 2 bits per dimension) — trained on the
+  base sample vecpress uses, searched with faiss's own threads.
+* **sentence-transformers** (when installed): its ``int8`` (per-dimension
+  calibrated ranges) and ``ubinary`` schemes via ``quantize_embeddings``,
+  searched as its ``semantic_search_*`` helpers do: the quantized query finds
+  ``4k`` candidates, the float query re-scores them against the stored codes.
+  Its speed depends on the engine behind it, so only recall and bytes are
+  reported (``qps`` is ``None``).
+
+Records have the fields of :meth:`vecpress.bench.Workload.measure`, with
+``peer`` naming the library; bytes per vector count the code and an 8-byte id,
+as vecpress's do.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import numpy as np
+
+from .index import FIT_SAMPLE
+from .measures import mean_and_se, recall_with_ties
+from .topk import topk
+
+#: faiss factory keys (``{m}`` = d/2 sub-quantizers)
+FAISS_KEYS = ("SQfp16", "SQ8", "SQ4", "RR,RaBitQ", "RR,RaBitQ4", "PQ{m}x4fs")
+#: sentence-transformers re-scores this many times k candidates (its default)
+ST_RESCORE = 4
+
+
+def _record(workload, label: str, peer: str, code_size: int, found, build_s, qps_1t, qps):
+    per_query = recall_with_ties(
+        workload.pqueries, workload.pbase, found, workload.true_scores, workload.metric
+    )
+    recall, se = mean_and_se(per_query)
+    return {
+        "label": label,
+        "peer": peer,
+        "spec": label,
+        "rerank_spec": None,
+        "rerank": None,
+        "ivf": None,
+        "nprobe": None,
+        "code_size": int(code_size),
+        "bytes_per_vector": int(code_size) + 8 + (4 if workload.metric == "l2" else 0),
+        "shared_bytes": 0,
+        "k": workload.k,
+        "recall_at_k": recall,
+        "recall_se": se,
+        "recall_k_at_r": None,
+        "graph_recall": None,
+        "mse": None,
+        "ip_bias": None,
+        "ip_spread": None,
+        "encode_us": build_s / workload.n * 1e6,
+        "qps_1t": qps_1t,
+        "qps": qps,
+        "threads": workload.threads,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _faiss_records(workload) -> list[dict]:
+    import faiss
+
+    d, k = workload.d, workload.k
+    metric = faiss.METRIC_L2 if workload.metric == "l2" else faiss.METRIC_INNER_PRODUCT
+    rng = np.random.default_rng(workload.seed)
+    train = workload.pbase
+    if workload.n > FIT_SAMPLE:
+        train = train[np.sort(rng.choice(workload.n, FIT_SAMPLE, replace=False))]
+    out = []
+    for key in FAISS_KEYS:
+        if "{m}" in key:
+            if d % 2:
+                continue
+            key = key.format(m=d // 2)
+        t0 = time.perf_counter()
+        index = faiss.index_factory(d, key, metric)
+        index.train(train)
+        index.add(workload.pbase)
+        build_s = time.perf_counter() - t0
+        qps = {}
+        for threads in (1, workload.threads):
+            faiss.omp_set_num_threads(threads)
+            index.search(workload.pqueries[:64], k)
+            t0 = time.perf_counter()
+            _, found = index.search(workload.pqueries, k)
+            qps[threads] = workload.queries.shape[0] / (time.perf_counter() - t0)
+        faiss.omp_set_num_threads(workload.threads)
+        out.append(
+            _record(
+                workload,
+                f"faiss:{key}",
+                "faiss",
+                index.sa_code_size(),
+                found,
+                build_s,
+                qps[1],
+                qps[workload.threads],
+            )
+        )
+    return out
+
+
+def _st_records(workload) -> list[dict]:
+    try:
+        from sentence_transformers.util.quantization import quantize_embeddings
+    except ImportError:
+        try:
+            from sentence_transformers.quantization import quantize_embeddings
+        except ImportError:
+            return []
+    if workload.metric == "l2":
+        return []  # its schemes score by inner product (or Hamming) only
+    base, q, k = workload.pbase, workload.pqueries, workload.k
+    r = min(ST_RESCORE * k, workload.n)
+    out = []
+    t0 = time.perf_counter()
+    codes = quantize_embeddings(base, "int8", calibration_embeddings=base[:FIT_SAMPLE])
+    build_s = time.perf_counter() - t0
+    ranges = np.stack([base[:FIT_SAMPLE].min(axis=0), base[:FIT_SAMPLE].max(axis=0)])
+    qc = quantize_embeddings(q, "int8", ranges=ranges).astype(np.float32)
+    stored = codes.astype(np.float32)
+    cand, _ = topk(qc @ stored.T, r)
+    rescored = np.einsum("qd,qrd->qr", q, stored[cand])
+    found = np.take_along_axis(cand, topk(rescored, k)[0], axis=1)
+    out.append(
+        _record(
+            workload,
+            "sentence-transformers:int8",
+            "sentence-transformers",
+            codes.shape[1],
+            found,
+            build_s,
+            None,
+            None,
+        )
+    )
+    t0 = time.perf_counter()
+    bits = quantize_embeddings(base, "ubinary")
+    build_s = time.perf_counter() - t0
+    signs = np.unpackbits(bits, axis=1)[:, : workload.d].astype(np.float32) * 2 - 1
+    qs = np.where(q > 0, 1.0, -1.0).astype(np.float32)
+    cand, _ = topk(qs @ signs.T, r)  # = d - 2 * Hamming distance
+    rescored = np.einsum("qd,qrd->qr", q, signs[cand])
+    found = np.take_along_axis(cand, topk(rescored, k)[0], axis=1)
+    out.append(
+        _record(
+            workload,
+            "sentence-transformers:binary",
+            "sentence-transformers",
+            bits.shape[1],
+            found,
+            build_s,
+            None,
+            None,
+        )
+    )
+    return out
+
+
+def measure_peers(workload) -> list[dict]:
+    """Records of faiss's codecs and (when installed) sentence-transformers' schemes."""
+    return _faiss_records(workload) + _st_records(workload)

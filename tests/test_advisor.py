@@ -1,0 +1,286 @@
+"""The advisor's instrument and choices: ground truth, measures, bench, advise, and the CLI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from vecpress import Codec, datasets
+from vecpress import groundtruth as gt
+from vecpress.advise import MARGIN_SE, RECALL_TIE, advise
+from vecpress.bench import Config, Family, Workload, family_specs, nlist_for, search_space
+from vecpress.cli import main
+from vecpress.measures import recall_k_at_r, recall_with_ties
+from vecpress.topk import topk
+
+
+@pytest.fixture(scope="module")
+def data():
+    base, queries = datasets.synthetic(n=4000, d=48, n_queries=120, seed=3)
+    return base, queries
+
+
+@pytest.fixture(scope="module")
+def workload(data):
+    return Workload(*data, "cosine", 10)
+
+
+# -- ground truth ---------------------------------------------------------------
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_brute_force_matches_a_full_sort(metric):
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((500, 12)).astype(np.float32) * rng.uniform(0.5, 2, (500, 1))
+    q = rng.standard_normal((9, 12)).astype(np.float32)
+    ids, scores = gt.brute_force(q, base, 7, metric)
+    b, qq = gt.prepare(base, metric), gt.prepare(q, metric)
+    if metric == "l2":
+        full = -(((qq[:, None, :] - b[None]) ** 2).sum(-1))
+    else:
+        full = qq @ b.T
+    want = np.argsort(-full, axis=1, kind="stable")[:, :7]
+    np.testing.assert_array_equal(ids, want)
+    np.testing.assert_allclose(scores, np.take_along_axis(full, want, 1), rtol=1e-5, atol=1e-4)
+
+
+def test_ground_truth_is_cached_by_content(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    base, q = rng.standard_normal((300, 8)), rng.standard_normal((5, 8))
+    first = gt.ground_truth(q, base, 4, "ip", cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("gt-*.npz"))) == 1
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed although cached")
+
+    monkeypatch.setattr(gt, "brute_force", boom)
+    again = gt.ground_truth(q, base, 4, "ip", cache_dir=tmp_path)
+    np.testing.assert_array_equal(first[0], again[0])
+    monkeypatch.undo()
+    # other data, metric or k: another file, never the stale one
+    changed = base.copy()
+    changed[0, 0] += 1
+    gt.ground_truth(q, changed, 4, "ip", cache_dir=tmp_path)
+    gt.ground_truth(q, base, 4, "l2", cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("gt-*.npz"))) == 3
+    assert not list(tmp_path.glob(".gt-*")), "temporary file left behind"
+
+
+def test_a_damaged_cache_file_is_recomputed(tmp_path):
+    rng = np.random.default_rng(2)
+    base, q = rng.standard_normal((200, 8)), rng.standard_normal((4, 8))
+    want = gt.ground_truth(q, base, 3, "ip", cache_dir=tmp_path)
+    (path,) = tmp_path.glob("gt-*.npz")
+    path.write_bytes(path.read_bytes()[:50])
+    got = gt.ground_truth(q, base, 3, "ip", cache_dir=tmp_path)
+    np.testing.assert_array_equal(want[0], got[0])
+
+
+# -- measures -------------------------------------------------------------------
+def test_recall_counts_ties_and_misses():
+    base = np.array([[1, 0], [1, 0], [0.9, 0.1], [0, 1]], np.float32)
+    q = np.array([[1, 0]], np.float32)
+    true_scores = np.array([[1.0, 1.0]], np.float32)
+    # id 2 scores 0.9 < 1.0 - eps: a miss; ids 0 and 1 tie
+    assert recall_with_ties(q, base, np.array([[1, 0]]), true_scores, "ip")[0] == 1.0
+    assert recall_with_ties(q, base, np.array([[1, 2]]), true_scores, "ip")[0] == 0.5
+    assert recall_with_ties(q, base, np.array([[1, -1]]), true_scores, "ip")[0] == 0.5
+    d_true = -np.array([[0.0, 0.0]], np.float32)
+    assert recall_with_ties(q, base, np.array([[1, 3]]), d_true, "l2")[0] == 0.5
+
+
+def test_recall_k_at_r():
+    assert recall_k_at_r(np.array([[4, 2, 9], [1, 2, 3]]), np.array([[2, 5], [3, 1]])) == 0.75
+
+
+# -- bench ----------------------------------------------------------------------
+def test_flat_record_matches_the_codec_ranking(workload, data):
+    """A flat index's recall is the codec's exhaustive ranking's (Codec.score + top-k)."""
+    r = workload.measure(Config("center,hd2,rq3"))
+    index, _ = workload._index(Config("center,hd2,rq3"))
+    base, queries = (gt.prepare(x, "cosine") for x in data)
+    codec = index.codec
+    found, _ = topk(codec.score(queries, codec.encode(base)), 10)
+    per_q = recall_with_ties(queries, base, found, workload.true_scores, "cosine")
+    assert r["recall_at_k"] == pytest.approx(per_q.mean(), abs=1e-12)
+    assert r["bytes_per_vector"] == workload.bytes_per_vector(Config("center,hd2,rq3"))
+    assert r["code_size"] == codec.code_size and r["bytes_per_vector"] == codec.code_size + 8
+    for key in ("graph_recall", "mse", "ip_spread", "qps_1t", "qps", "encode_us"):
+        assert r[key] is not None and r[key] > 0, key
+    assert abs(r["ip_bias"]) < 3 * r["ip_spread"] / np.sqrt(100 * 5000) + 1e-3
+    json.dumps(r)
+
+
+def test_more_bits_lose_less(workload):
+    recs = [workload.measure(Config(f"center,hd2,rq{b}")) for b in (1, 2, 4, 8)]
+    for lo, hi in itertools.pairwise(recs):
+        assert hi["recall_at_k"] > lo["recall_at_k"]
+        assert hi["mse"] < lo["mse"] and hi["graph_recall"] >= lo["graph_recall"]
+    assert recs[-1]["recall_at_k"] > 0.98
+
+
+def test_rerank_record_has_first_stage_recall(workload):
+    r = workload.measure(Config("center,hd2,rq1", rerank_spec="f32", rerank=40))
+    # exact re-scoring of the first R: recall@10 is at least the share of the top 10 in them
+    assert r["recall_at_k"] >= r["recall_k_at_r"] - 1e-12
+    assert r["bytes_per_vector"] == workload.code_size("center,hd2,rq1") + 4 * 48 + 8
+
+
+def test_search_space_shapes():
+    assert nlist_for(500) is None and nlist_for(100_000) == 512
+    for grid in ("quick", "default", "full"):
+        fams = search_space(100_000, 10, grid)
+        assert any(f.axis == "nprobe" for f in fams)
+        for f in fams:
+            assert len(set(f.configs)) == len(f.configs) > 0
+    assert family_specs("rq")[0] == "center,hd2,rq1"
+    with pytest.raises(ValueError, match="grid must be one of"):
+        search_space(1000, 10, "huge")
+
+
+# -- advise ---------------------------------------------------------------------
+def _exhaustive_flat(workload):
+    out = []
+    for f in search_space(workload.n, workload.k, "default"):
+        if f.axis == "bits":
+            out += [workload.measure(c) for c in f.configs]
+    return out
+
+
+def test_target_choice_is_the_smallest_passing(workload):
+    target = 0.9
+    a = advise(workload, target_recall=target)
+    c = a.choice
+    assert a.met and c["recall_at_k"] - MARGIN_SE * c["recall_se"] >= target
+    sweep = _exhaustive_flat(workload)
+    passing = [r for r in sweep if r["recall_at_k"] - MARGIN_SE * r["recall_se"] >= target]
+    assert c["bytes_per_vector"] <= min(r["bytes_per_vector"] for r in passing)
+    assert a.runner_up is None or a.runner_up["spec"] != c["spec"]
+    assert len(a.records) < len(sweep), "the advisor should bisect, not sweep"
+
+
+def test_budget_choice_is_the_most_accurate_that_fits(workload):
+    budget = 40
+    a = advise(workload, budget_bytes=budget)
+    assert a.choice["bytes_per_vector"] <= budget
+    sweep = [r for r in _exhaustive_flat(workload) if r["bytes_per_vector"] <= budget]
+    best = max(r["recall_at_k"] for r in sweep)
+    assert a.choice["recall_at_k"] >= best - RECALL_TIE
+
+
+def test_unreachable_target_and_bad_objectives(workload, monkeypatch):
+    import vecpress.advise as adv
+
+    few = Family("rq", "bits", (Config("center,hd2,rq1"), Config("center,hd2,rq2")))
+    monkeypatch.setattr(adv, "search_space", lambda n, k, grid: [few])
+    a = advise(workload, target_recall=0.99)
+    assert not a.met and "no configuration reached" in a.note
+    assert a.choice["spec"] == "center,hd2,rq2"  # the most accurate measured
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="exactly one"):
+        advise(workload)
+    with pytest.raises(ValueError, match="target recall"):
+        advise(workload, target_recall=1.5)
+    with pytest.raises(ValueError, match="no configuration fits 5 bytes"):
+        advise(workload, budget_bytes=5)
+
+
+# -- command line -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, data):
+    d = tmp_path_factory.mktemp("adv")
+    np.save(d / "base.npy", data[0])
+    np.save(d / "queries.npy", data[1])
+    return d
+
+
+def test_advise_commands_reproduce_the_measured_recall(files, capsys):
+    """Built and searched as printed, the choice reaches the recall the advisor measured."""
+    base, q = str(files / "base.npy"), str(files / "queries.npy")
+    argv = ["advise", base, "--queries", q, "--target-recall", "0.9", "--json", "--no-progress"]
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    for key in ("spec", "rerank", "rerank_spec", "nprobe", "ivf", "bytes_per_vector"):
+        assert key in doc
+    build = doc["build_command"].split()[1:]
+    search = doc["search_command"].split()[1:]
+    index, out = str(files / "index.vpi"), str(files / "results.npy")
+    build[build.index("-o") + 1] = index
+    search[1], search[search.index("-o") + 1] = index, out
+    assert main([*build, "--no-progress"]) == 0
+    assert main([*search, "--no-progress"]) == 0
+    found = np.load(out)["ids"]
+    b, qq = np.load(base), np.load(q)
+    _, true_scores = gt.brute_force(qq, b, 10, "cosine")
+    per_q = recall_with_ties(
+        gt.prepare(qq, "cosine"), gt.prepare(b, "cosine"), found, true_scores, "cosine"
+    )
+    assert per_q.mean() == pytest.approx(doc["recall_at_k"], abs=1e-12)
+    assert per_q.mean() >= 0.9
+
+
+def test_bench_json_lines_and_specs(files, capsys):
+    argv = ["bench", str(files / "base.npy"), "--spec", "int8", "--spec", "hd2,rq2", "--json"]
+    assert main([*argv, "--no-progress"]) == 0
+    lines = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
+    assert [r["spec"] for r in lines] == ["int8", "hd2,rq2"]
+    for r in lines:
+        for key in ("spec", "rerank", "nprobe", "bytes_per_vector", "recall_at_k", "qps"):
+            assert key in r
+
+
+def test_inspect_prints_diagnostics(files, capsys):
+    assert main(["inspect", str(files / "base.npy"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "anisotropy" in out and "effective rank" in out and "centre first" in out
+    assert main(["inspect", str(files / "base.npy"), "--json", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["d"] == 48
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["advise", "{d}/missing.npy", "--target-recall", "0.9"], "does not exist"),
+        (["advise", "{d}/flat.npy", "--target-recall", "0.9"], "2-D"),
+        (["bench", "{d}/nan.npy"], "NaN"),
+        (["inspect", "{d}/nan.npy"], "NaN"),
+        (["advise", "{d}/base.npy", "--target-recall", "1.5"], "target recall"),
+        (["advise", "{d}/base.npy", "--queries", "{d}/q5.npy", "--budget-bytes", "50"], "5 dim"),
+        (["bench", "{d}/base.npy", "-k", "100000"], "larger than"),
+        (["bench", "{d}/base.npy", "--spec", "rq99"], "rq99"),
+    ],
+)
+def test_cli_errors_are_one_line(files, capsys, argv, message):
+    np.save(files / "flat.npy", np.zeros(10, np.float32))
+    nan = np.ones((50, 4), np.float32)
+    nan[7, 2] = np.nan
+    np.save(files / "nan.npy", nan)
+    np.save(files / "q5.npy", np.ones((3, 5), np.float32))
+    code = main([a.format(d=files) for a in argv] + ["--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1 and message in err, err
+
+
+def test_demo_runs_the_advisor_and_writes_the_report(tmp_path, monkeypatch, capsys, data):
+    """The demo's path end to end, on a small set standing in for GloVe-50."""
+    real_load = datasets.load
+
+    def small(base, queries=None, **kw):
+        if base == "glove50":
+            return datasets.Data("glove50", data[0], data[1], "glove50", None, 0)
+        return real_load(base, queries, **kw)
+
+    monkeypatch.setattr(datasets, "load", small)
+    monkeypatch.setenv("VECPRESS_CACHE", str(tmp_path))
+    report = tmp_path / "r.html"
+    assert main(["demo", "--report", str(report), "--grid", "quick", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "choice:" in out and "vecpress build glove50" in out and "glove50:queries" in out
+    html = report.read_text()
+    assert html.count("data:image/png;base64,") >= 3 and 'id="results"' in html
+
+
+def test_codec_sizes_without_building(workload):
+    for spec in ("center,hd2,rq4", "int8", "e4m3", "center,hd2,tq2"):
+        assert workload.code_size(spec) == Codec.from_spec(spec).fit(workload.pbase).code_size
