@@ -284,3 +284,33 @@ def test_demo_runs_the_advisor_and_writes_the_report(tmp_path, monkeypatch, caps
 def test_codec_sizes_without_building(workload):
     for spec in ("center,hd2,rq4", "int8", "e4m3", "center,hd2,tq2"):
         assert workload.code_size(spec) == Codec.from_spec(spec).fit(workload.pbase).code_size
+
+
+def test_ivf_builds_share_k_means_exactly(workload, data):
+    """Reused centroids give the index a fresh ``vecpress build`` would make."""
+    from vecpress.index import build
+
+    nlist = nlist_for(workload.n)
+    cfg = Config("center,hd2,rq4", ivf=nlist, nprobe=8)
+    workload.measure(Config("int8", ivf=nlist, nprobe=8))  # computes the shared centroids
+    r = workload.measure(cfg)
+    fresh = build(data[0], cfg.spec, "cosine", ivf=nlist)
+    found = fresh.search(data[1], 10, nprobe=8).ids
+    base, queries = (gt.prepare(x, "cosine") for x in data)
+    per_q = recall_with_ties(queries, base, found, workload.true_scores, "cosine")
+    assert r["recall_at_k"] == pytest.approx(per_q.mean(), abs=1e-12)
+    np.testing.assert_array_equal(fresh.centroids, workload.centroids(nlist))
+
+
+def test_train_with_given_centroids_checks_them():
+    from vecpress import Index
+
+    x = np.random.default_rng(0).standard_normal((400, 8)).astype(np.float32)
+    c = x[:16]
+    assert (Index("int8", "l2", ivf=16).train(x, centroids=c).centroids == c).all()
+    with pytest.raises(ValueError, match="flat"):
+        Index("int8", "l2").train(x, centroids=c)
+    with pytest.raises(ValueError, match="16 rows"):
+        Index("int8", "l2", ivf=16).train(x, centroids=x[:8])
+    with pytest.raises(ValueError, match="centroids"):
+        Index("int8", "l2", ivf=16).train(x, centroids=x[:16, :4])

@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .bench import Config, Family, Workload, ivf_family, nlist_for, search_space
+from .report import pareto_front
 
 #: recalls closer than this count as equal (the faster configuration wins)
 RECALL_TIE = 0.002
@@ -83,6 +84,9 @@ class Advice:
             "runner_up": self.runner_up,
             "build_command": build_cmd,
             "search_command": search_cmd,
+            "frontier": [
+                r["label"] for r in pareto_front(self.records, "bytes_per_vector", "recall_at_k")
+            ],
             "evaluated": len(self.records),
             "space_size": self.space_size,
             "note": self.note,
@@ -157,7 +161,7 @@ def advise(
     *,
     target_recall: float | None = None,
     budget_bytes: int | None = None,
-    grid: str = "default",
+    grid: str = "full",
     progress=None,
 ) -> Advice:
     """Measure the configurations needed to answer one objective, and choose.

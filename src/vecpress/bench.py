@@ -37,7 +37,7 @@ import numpy as np
 
 from .codec import Codec
 from .groundtruth import ground_truth, prepare
-from .index import build
+from .index import Index, build, training_rows
 from .measures import distortion, graph_recall, mean_and_se, recall_k_at_r, recall_with_ties
 from .threads import get_num_threads, set_num_threads
 
@@ -117,18 +117,26 @@ BIT_FAMILIES = {
     "tq": ("center,hd2,tq{b}", range(1, 5)),
     "float": (None, ("e4m3", "f16")),
 }
-#: which families each grid holds, and the re-ranking and IVF parts
+#: which families each grid holds, its re-ranking part, and which codecs get IVF variants
+#: ("all": every member of its bits families — the whole space the advisor chooses from)
 GRIDS = {
-    "quick": {"families": ("rq", "float"), "rerank_first": (1, 4), "rerank_depths": (2, 10)},
+    "quick": {
+        "families": ("rq", "float"),
+        "rerank_first": (1, 4),
+        "rerank_depths": (2, 10),
+        "ivf": ("center,hd2,rq4", "center,hd2,rq8"),
+    },
     "default": {
         "families": ("rq", "lvq", "int", "tq", "float"),
         "rerank_first": (1, 2, 4),
         "rerank_depths": (2, 5, 10, 20),
+        "ivf": ("center,hd2,rq2", "center,hd2,rq4", "center,hd2,rq6", "int8"),
     },
     "full": {
         "families": ("rq", "lvq", "int", "tq", "float"),
         "rerank_first": (1, 2, 3, 4),
         "rerank_depths": (1, 2, 5, 10, 20, 50),
+        "ivf": "all",
     },
 }
 #: second tier of the re-ranking families
@@ -195,8 +203,10 @@ def search_space(n: int, k: int = 10, grid: str = "default") -> list[Family]:
     ]
     nlist = nlist_for(n)
     if nlist is not None:
-        bits = range(1, 9) if grid == "full" else (4, 8)
-        families += [ivf_family(f"center,hd2,rq{b}", nlist) for b in bits]
+        specs = g["ivf"]
+        if specs == "all":
+            specs = [c.spec for f in families if f.axis == "bits" for c in f.configs]
+        families += [ivf_family(spec, nlist) for spec in specs]
     return families
 
 
@@ -248,6 +258,8 @@ class Workload:
             self.queries, self.base, k, metric, cache_dir=cache_dir
         )
         self._built: OrderedDict[tuple, tuple] = OrderedDict()
+        self._centroids: dict[int, np.ndarray] = {}
+        self._kmeans_s: dict[int, float] = {}
         self._codec_stats: dict[str, dict] = {}
         self._sizes: dict[str, int] = {}
         self.records: list[dict] = []
@@ -281,6 +293,7 @@ class Workload:
             return self._built[key]
         while len(self._built) >= KEEP_BUILT:
             self._built.popitem(last=False)
+        centroids = None if config.ivf is None else self.centroids(config.ivf)
         t0 = time.perf_counter()
         index = build(
             self.base,
@@ -289,9 +302,30 @@ class Workload:
             seed=self.seed,
             rerank_spec=config.rerank_spec,
             ivf=config.ivf,
+            centroids=centroids,
         )
-        self._built[key] = (index, time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        if config.ivf is not None:
+            seconds += self._kmeans_s[config.ivf]  # what a fresh build would spend
+        self._built[key] = (index, seconds)
         return self._built[key]
+
+    def centroids(self, nlist: int) -> np.ndarray:
+        """The IVF centroids every ``nlist``-list build of this workload gets.
+
+        k-means depends only on the training rows, ``nlist``, the metric and the
+        seed, not on the codec, so it runs once per ``nlist`` (on the rows
+        :func:`vecpress.index.build` trains on) and its time is added to the
+        build time of every IVF configuration, as a fresh build would spend it.
+        """
+        if nlist not in self._centroids:
+            probe = Index("f16", self.metric, seed=self.seed, ivf=nlist)
+            rows = training_rows(self.n, probe.train_rows, self.seed)
+            t0 = time.perf_counter()
+            probe.train(self.base[rows])
+            self._kmeans_s[nlist] = time.perf_counter() - t0
+            self._centroids[nlist] = probe.centroids
+        return self._centroids[nlist]
 
     def _timed_search(self, index, config: Config, threads: int):
         prev = get_num_threads()

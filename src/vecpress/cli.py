@@ -446,14 +446,20 @@ def _add_column_option(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-def _add_data_options(p: argparse.ArgumentParser) -> None:
+def _add_data_options(p: argparse.ArgumentParser, grid: str) -> None:
     p.add_argument("base", help="vectors file or built-in set (" + ", ".join(BUILTIN) + ")")
     p.add_argument("--queries", help="queries file (default: rows held out of the base)")
     p.add_argument("--n-queries", type=int, default=1000, help="held-out queries (default 1000)")
     _add_column_option(p, "vectors")
     p.add_argument("--metric", choices=METRICS, default="cosine")
     p.add_argument("-k", "--k", type=int, default=10, help="neighbours per query (default 10)")
-    p.add_argument("--grid", choices=GRID_NAMES, default="default", help="configurations to try")
+    p.add_argument(
+        "--grid",
+        choices=GRID_NAMES,
+        default=grid,
+        help=f"the configurations to {'choose from' if grid == 'full' else 'measure'} "
+        f"(default {grid})",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of codecs and held-out queries")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--report", metavar="HTML", help="write a self-contained HTML report")
@@ -469,13 +475,13 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="advise on the built-in GloVe-50 set for recall@10 0.95 and write a report"
     )
     demo.add_argument("--target", type=float, default=DEMO_TARGET, help="recall@10 target")
-    demo.add_argument("--grid", choices=GRID_NAMES, default="default")
+    demo.add_argument("--grid", choices=GRID_NAMES, default="full")
     demo.add_argument("--report", default=DEMO_REPORT, help=f"HTML report (default {DEMO_REPORT})")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
 
     bench = sub.add_parser("bench", help="measure codecs, re-ranking and IVF on your vectors")
-    _add_data_options(bench)
+    _add_data_options(bench, "default")
     bench.add_argument(
         "--spec", action="append", help="measure only this codec spec, flat (repeatable)"
     )
@@ -485,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=_bench)
 
     advise = sub.add_parser("advise", help="recommend a configuration for a target or a budget")
-    _add_data_options(advise)
+    _add_data_options(advise, "full")
     goal = advise.add_mutually_exclusive_group(required=True)
     goal.add_argument("--target-recall", type=float, metavar="R", help="recall@k to reach")
     goal.add_argument("--budget-bytes", type=int, metavar="B", help="bytes per vector to fit in")

@@ -435,14 +435,14 @@ def _advice(report: dict, k: int) -> list[str]:
     rows = report["sample"]
     excess = (g["rotated"] - ref) / rows
     numbers = (
-        f"Epps–Pulley {g['rotated']:.2f} vs {ref:.2f} for Gaussian samples, "
-        f"{max(excess, 0.0):.1e} per row above (limit {GAUSSIAN_EXCESS:g})"
+        f"Epps–Pulley excess over Gaussian samples {max(excess, 0.0):.1e} per row, limit "
+        f"{GAUSSIAN_EXCESS:g}; statistic {g['rotated']:.2f} vs {ref:.2f} over {rows:,} rows"
     )
     if excess <= GAUSSIAN_EXCESS:
         already = (g["raw"] - ref) / rows <= GAUSSIAN_EXCESS
         advice.append(
-            "a random rotation suffices: coordinates are near-Gaussian after hd2"
-            f"{' (and already before it)' if already else ''}: {numbers}"
+            "a random rotation suffices: coordinates are close to Gaussian after hd2"
+            f"{' (and already before it)' if already else ''} ({numbers})"
         )
     else:
         advice.append(

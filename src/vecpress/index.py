@@ -380,14 +380,16 @@ class Index:
                 )
         return x, sq
 
-    def _fit(self, x: np.ndarray) -> tuple[Codec, Codec | None, np.ndarray | None]:
+    def _fit(
+        self, x: np.ndarray, centroids: np.ndarray | None = None
+    ) -> tuple[Codec, Codec | None, np.ndarray | None]:
         """Freshly fitted ``(codec, rerank codec, centroids)``; nothing of ``self`` changes."""
         rng = np.random.default_rng(self.seed)
         x = _subsample(x, self.train_rows, rng)
-        centroids = None
         first = x
         if self.is_ivf:
-            centroids = _ivf.train_centroids(x, self.nlist, self.metric, self.seed)
+            if centroids is None:
+                centroids = _ivf.train_centroids(x, self.nlist, self.metric, self.seed)
             if self.ivf_residual:
                 first = (x - centroids[_ivf.assign(centroids, x)]).astype(np.float32)
         # the codecs learn from a uniform subsample (rows may be ordered, e.g. by frequency)
@@ -407,12 +409,14 @@ class Index:
         self._stage = None
 
     # -- building ------------------------------------------------------------
-    def train(self, x) -> Index:
+    def train(self, x, centroids=None) -> Index:
         """Fit the codecs (and IVF centroids) on ``x`` before any vector is added; returns ``self``.
 
         Under ``"cosine"`` the training vectors are normalised first. More than
         100,000 rows are subsampled with the index's seed (IVF: up to
-        ``64 * nlist`` rows for k-means, at most 1,000,000).
+        ``64 * nlist`` rows for k-means, at most 1,000,000). An IVF index can
+        take its ``centroids`` (``float[nlist, d]``, e.g. another index's) instead
+        of running k-means; the codecs are still fitted on ``x``.
 
         Examples
         --------
@@ -427,8 +431,17 @@ class Index:
                 "no longer match the codec); train before the first add"
             )
         x = as_vectors(x, "X", dim=self.d, allow_empty=False)
+        if centroids is not None:
+            if not self.is_ivf:
+                raise ValueError("centroids were given, but the index is flat (no ivf=)")
+            centroids = as_vectors(centroids, "centroids", dim=x.shape[1])
+            if centroids.shape[0] != self.nlist:
+                raise ValueError(
+                    f"centroids must have {self.nlist} rows (ivf={self.nlist}), "
+                    f"found {centroids.shape[0]}"
+                )
         x, _ = self._prepare(x, "X")
-        self._commit_fit(self._fit(x))
+        self._commit_fit(self._fit(x, centroids))
         return self
 
     def add(self, x, ids=None) -> np.ndarray:
@@ -696,6 +709,13 @@ class Index:
         save(self, path)
 
 
+def training_rows(n: int, limit: int, seed: int) -> np.ndarray:
+    """The rows :func:`build` trains on: all ``n``, or ``limit`` of them drawn with ``seed``."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+
+
 def build(
     x: np.ndarray,
     spec: str,
@@ -705,6 +725,7 @@ def build(
     rerank_spec: str | None = None,
     ivf: int | None = None,
     ivf_residual: bool = True,
+    centroids: np.ndarray | None = None,
     progress=None,
 ) -> Index:
     """A trained and filled :class:`Index` of ``x``, exactly as ``vecpress build`` makes it.
@@ -726,10 +747,7 @@ def build(
         spec, metric, seed=seed, rerank_spec=rerank_spec, ivf=ivf, ivf_residual=ivf_residual
     )
     n = x.shape[0]
-    rows = np.arange(n)
-    if n > index.train_rows:
-        rows = np.sort(np.random.default_rng(seed).choice(n, index.train_rows, replace=False))
-    index.train(np.asarray(x[rows]))
+    index.train(np.asarray(x[training_rows(n, index.train_rows, seed)]), centroids)
     for s in range(0, n, ADD_CHUNK):
         index.add(np.asarray(x[s : s + ADD_CHUNK]))
         if progress is not None:
