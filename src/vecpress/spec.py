@@ -12,6 +12,7 @@ import re
 
 from .quantizers.base import Quantizer
 from .quantizers.floats import BF16, E4M3, E5M2, F16, F32
+from .quantizers.pq import OPQ, PQ, PQ_BITS
 from .quantizers.rabitq import RQ
 from .quantizers.sketches import QJL, Sign
 from .quantizers.turboquant import TQ, TQProd
@@ -37,6 +38,9 @@ QUANTIZERS: dict[str, tuple[type[Quantizer], tuple[int, int] | None]] = {
 TRANSFORM_NAMES = ("center", "haar", "hd1", "hd2", "hd3")
 
 _TOKEN = re.compile(r"^([a-z][a-z0-9]*?)(\d*)$")
+#: product quantizers: name, M sub-quantizers, bits each
+PRODUCT_QUANTIZERS = {"pq": PQ, "opq": OPQ}
+_PQ_TOKEN = re.compile(r"^(o?pq)(\d+)x(\d+)$")
 
 
 def _valid_names() -> str:
@@ -44,7 +48,10 @@ def _valid_names() -> str:
         f"{n}<{'m' if cls.param_name == 'm' else 'b'}>" if rng else n
         for n, (cls, rng) in QUANTIZERS.items()
     )
-    return f"transforms: {', '.join(TRANSFORM_NAMES)}; quantizers: {q} (b in 1..8)"
+    return (
+        f"transforms: {', '.join(TRANSFORM_NAMES)}; quantizers: {q} (b in 1..8), "
+        "pq<M>x<b>, opq<M>x<b> (b = 4 or 8)"
+    )
 
 
 def make_transform(token: str) -> Transform:
@@ -62,6 +69,15 @@ def make_quantizer(token: str) -> Quantizer:
     """Build the quantizer stage named ``token`` (e.g. ``rq4``, ``qjl256``, ``f16``)."""
     if token in QUANTIZERS and QUANTIZERS[token][1] is None:
         return QUANTIZERS[token][0]()
+    pq = _PQ_TOKEN.match(token)
+    if pq:
+        name, m, bits = pq.group(1), int(pq.group(2)), int(pq.group(3))
+        if not 1 <= m <= 1 << 16 or bits not in PQ_BITS or token != f"{name}{m}x{bits}":
+            raise ValueError(
+                f"stage {token!r}: {name}<M>x<b> needs M in [1, 65536] and b in "
+                f"{' or '.join(map(str, PQ_BITS))}"
+            )
+        return PRODUCT_QUANTIZERS[name](m, bits)
     m = _TOKEN.match(token)
     if not m or m.group(1) not in QUANTIZERS:
         raise KeyError(token)

@@ -1,0 +1,251 @@
+"""Product quantization: ``pq<M>x<b>`` and ``opq<M>x<b>``.
+
+``pq<M>x<b>`` (Jégou et al. 2011) splits the ``d`` coordinates into ``M``
+contiguous sub-vectors of ``d/M`` coordinates and codes each by the nearest of
+``2^b`` centroids (b = 4 or 8) learned by k-means on that sub-space — faiss's
+``ProductQuantizer`` does the training, so the codebooks are those of faiss's
+``PQ<M>x<b>`` trained on the same rows. A code row is ``M * b / 8`` bytes; 4-bit
+codes hold two sub-quantizers per byte, the first in the low nibble.
+
+``opq<M>x<b>`` (Ge et al. 2013) first rotates the vectors by an orthogonal
+matrix learned by faiss's ``OPQMatrix`` to balance the variance between
+sub-spaces, then product-quantizes them; queries are rotated the same way.
+
+A query is scored with look-up tables: ``T[m, c] = <q_m, centroid_{m,c}>``
+and ``score = Σ_m T[m, code_m]`` (an asymmetric estimate of ``<q, x>``).
+``d`` must be a multiple of ``M``.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from .base import Quantizer
+
+#: bits per sub-quantizer that ``pq``/``opq`` accept
+PQ_BITS = (4, 8)
+#: code rows scored per block (keeps the decoded look-ups in cache)
+_BLOCK = 4096
+
+
+@nb.njit(cache=True, parallel=True, fastmath=True)
+def _lut_scan8(codes, lut, out):
+    nq, m_count, _ = lut.shape
+    n = codes.shape[0]
+    for j in nb.prange(n):
+        for i in range(nq):
+            s = np.float32(0.0)
+            for m in range(m_count):
+                s += lut[i, m, codes[j, m]]
+            out[i, j] = s
+
+
+@nb.njit(cache=True, parallel=True, fastmath=True)
+def _lut_scan4(codes, lut, out):
+    nq, m_count, _ = lut.shape
+    n = codes.shape[0]
+    half = m_count // 2
+    for j in nb.prange(n):
+        for i in range(nq):
+            s = np.float32(0.0)
+            for p in range(half):
+                byte = codes[j, p]
+                s += lut[i, 2 * p, byte & 15] + lut[i, 2 * p + 1, byte >> 4]
+            if m_count & 1:
+                s += lut[i, m_count - 1, codes[j, half] & 15]
+            out[i, j] = s
+
+
+def unpack_codes(codes: np.ndarray, m: int, bits: int) -> np.ndarray:
+    """``uint8[n, M]`` centroid indices of packed code rows."""
+    if bits == 8:
+        return np.ascontiguousarray(codes[:, :m])
+    out = np.empty((codes.shape[0], m), np.uint8)
+    lo = codes & 15
+    hi = codes >> 4
+    out[:, 0::2] = lo[:, : (m + 1) // 2]
+    out[:, 1::2] = hi[:, : m // 2]
+    return out
+
+
+def pack_codes(idx: np.ndarray, bits: int) -> np.ndarray:
+    """Pack ``uint8[n, M]`` centroid indices into code rows (two 4-bit codes per byte)."""
+    if bits == 8:
+        return np.ascontiguousarray(idx, np.uint8)
+    n, m = idx.shape
+    out = np.zeros((n, (m + 1) // 2), np.uint8)
+    out[:, :] = idx[:, 0::2]
+    out[:, : m // 2] |= idx[:, 1::2] << 4
+    return out
+
+
+def usage_entropy(codes: np.ndarray, m: int, bits: int) -> np.ndarray:
+    """Entropy in bits of each sub-quantizer's code usage (``float64[M]``; at most ``bits``).
+
+    A sub-quantizer whose codes collapse onto a few centroids shows a low
+    entropy: its bits are wasted.
+
+    Examples
+    --------
+    >>> usage_entropy(np.array([[0], [1], [2], [3]], np.uint8), 1, 8)
+    array([2.])
+    """
+    idx = unpack_codes(codes, m, bits)
+    out = np.empty(m)
+    for j in range(m):
+        p = np.bincount(idx[:, j], minlength=1 << bits) / max(idx.shape[0], 1)
+        p = p[p > 0]
+        out[j] = float(-(p * np.log2(p)).sum())
+    return out
+
+
+class PQ(Quantizer):
+    """Product quantizer: ``M`` sub-spaces, ``2^b`` centroids each (b = 4 or 8)."""
+
+    name = "pq"
+    needs_data = True
+    param_name = "m"
+
+    def __init__(self, param: int, bits: int = 8) -> None:
+        super().__init__(param)
+        if bits not in PQ_BITS:
+            raise ValueError(f"{self.name}{param}x{bits}: bits must be 4 or 8, found {bits}")
+        self.bits = bits
+        self.centroids_: np.ndarray | None = None
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}{self.param}x{self.bits}"
+
+    def config(self) -> dict:
+        return {**super().config(), "bits": self.bits}
+
+    def setup(self, d: int, rng: np.random.Generator) -> None:
+        if d % self.param:
+            raise ValueError(
+                f"{self.spec}: the dimension d={d} must be a multiple of M={self.param}"
+            )
+        super().setup(d, rng)
+
+    @property
+    def dsub(self) -> int:
+        return self.d // self.param
+
+    @property
+    def code_size(self) -> int:
+        return (self.param * self.bits + 7) // 8
+
+    @property
+    def field_dtype(self) -> np.dtype:
+        return np.dtype("<f4")
+
+    # -- learning ---------------------------------------------------------------
+    def _train_pq(self, x: np.ndarray) -> np.ndarray:
+        import faiss
+
+        if x.shape[0] < (1 << self.bits):
+            raise ValueError(
+                f"{self.spec} needs at least {1 << self.bits} training rows, found {x.shape[0]}"
+            )
+        pq = faiss.ProductQuantizer(self.d, self.param, self.bits)
+        pq.train(np.ascontiguousarray(x, np.float32))
+        c = faiss.vector_to_array(pq.centroids).astype(np.float32)
+        return c.reshape(self.param, 1 << self.bits, self.dsub)
+
+    def fit(self, x: np.ndarray) -> None:
+        self.centroids_ = self._train_pq(x)
+        self.fitted = True
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"centroids": self.centroids_}
+
+    def restore(self, config: dict, arrays: dict[str, np.ndarray]) -> None:
+        if config.get("bits") != self.bits:
+            raise ValueError(f"{self.spec}: stored bits {config.get('bits')!r} differ")
+        super().restore(config, arrays)
+
+    def setup_restored(self, arrays: dict[str, np.ndarray]) -> None:
+        from ..transforms import _checked
+
+        if self.d % self.param:
+            raise ValueError(f"d={self.d} is not a multiple of M={self.param}")
+        shape = (self.param, 1 << self.bits, self.dsub)
+        self.centroids_ = _checked(arrays, "centroids", shape, np.float32)
+
+    # -- coding -------------------------------------------------------------------
+    def _rotate(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        x = self._rotate(x)
+        n = x.shape[0]
+        idx = np.empty((n, self.param), np.uint8)
+        c = self.centroids_
+        half_sq = 0.5 * np.einsum("mkd,mkd->mk", c, c)
+        for s in range(0, n, _BLOCK):
+            blk = x[s : s + _BLOCK].reshape(-1, self.param, self.dsub)
+            for m in range(self.param):
+                # nearest centroid: max <x, c> - |c|²/2
+                idx[s : s + _BLOCK, m] = np.argmax(blk[:, m] @ c[m].T - half_sq[m], axis=1)
+        return pack_codes(idx, self.bits)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        idx = unpack_codes(codes, self.param, self.bits)
+        parts = self.centroids_[np.arange(self.param)[None, :], idx]  # n x M x dsub
+        return self._unrotate(parts.reshape(codes.shape[0], self.d))
+
+    def _unrotate(self, y: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(y, np.float32)
+
+    def tables(self, q: np.ndarray) -> np.ndarray:
+        """Look-up tables ``float32[nq, M, 2^b]`` of the queries."""
+        q = self._rotate(q).reshape(q.shape[0], self.param, self.dsub)
+        return np.ascontiguousarray(np.einsum("qmd,mkd->qmk", q, self.centroids_), np.float32)
+
+    def score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        out = np.empty((q.shape[0], codes.shape[0]), np.float32)
+        if codes.shape[0] == 0 or q.shape[0] == 0:
+            return out
+        lut = self.tables(q)
+        codes = np.ascontiguousarray(codes)
+        (_lut_scan8 if self.bits == 8 else _lut_scan4)(codes, lut, out)
+        return out
+
+
+class OPQ(PQ):
+    """Product quantizer after a learned orthogonal rotation (faiss ``OPQMatrix``)."""
+
+    name = "opq"
+
+    def fit(self, x: np.ndarray) -> None:
+        import faiss
+
+        opq = faiss.OPQMatrix(self.d, self.param)
+        # learn the rotation with the sub-quantizers it will serve (faiss's default is 8 bits)
+        pq = faiss.ProductQuantizer(self.d, self.param, self.bits)
+        opq.pq = pq
+        opq.train(np.ascontiguousarray(x, np.float32))
+        del pq
+        # faiss applies y = A x with A stored row-major as d_out x d_in
+        self.rotation_ = faiss.vector_to_array(opq.A).astype(np.float32).reshape(self.d, self.d)
+        self.centroids_ = self._train_pq(self._rotate(x))
+        self.fitted = True
+
+    def _rotate(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x @ self.rotation_.T, np.float32)
+
+    def _unrotate(self, y: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(y @ self.rotation_, np.float32)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {**super().arrays(), "rotation": self.rotation_}
+
+    def setup_restored(self, arrays: dict[str, np.ndarray]) -> None:
+        from ..transforms import _checked
+
+        super().setup_restored(arrays)
+        self.rotation_ = _checked(arrays, "rotation", (self.d, self.d), np.float32)
+        eye = self.rotation_ @ self.rotation_.T
+        if not np.allclose(eye, np.eye(self.d), atol=1e-3):
+            raise ValueError("opq rotation is not orthogonal")
