@@ -87,7 +87,10 @@ def check_commands(doc: dict, halves: dict, base: np.ndarray, tmp: Path) -> dict
 def summarise(name: str, res: dict, target: float, budget: int) -> str:
     t, b = res["target"], res["budget"]
     lines = [f"### {name}: {res['n']:,} x {res['d']}, queries A/B {res['nq_a']}/{res['nq_b']}", ""]
-    for label, adv, goal in (("target", t, f"recall@10 >= {target}"), ("budget", b, f"<= {budget} B")):
+    for label, adv, goal in (
+        ("target", t, f"recall@10 >= {target}"),
+        ("budget", b, f"<= {budget} B"),
+    ):
         c = adv["advice"]
         chk = adv["check"]
         lines.append(

@@ -98,20 +98,20 @@ def ground_truth(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`brute_force`, read from or written to ``cache_dir`` when one is given.
 
-        The cache file is ``gt-<hash>.npz`` with the hash of base, queries, metric and
-        ``k``; a file that cannot be read (or a directory that cannot be written) is
-        ignored and the truth recomputed, never trusted half-way.
+    The cache file is ``gt-<hash>.npz`` with the hash of base, queries, metric and
+    ``k``; a file that cannot be read (or a directory that cannot be written) is
+    ignored and the truth recomputed, never trusted half-way.
 
-        Examples
-        --------
-        >>> import tempfile
-        >>> rng = np.random.default_rng(0)
-        >>> base, queries = rng.standard_normal((100, 8)), rng.standard_normal((3, 8))
-        >>> with tempfile.TemporaryDirectory() as tmp:
-        ...     first = ground_truth(queries, base, 5, "ip", cache_dir=tmp)
-        ...     again = ground_truth(queries, base, 5, "ip", cache_dir=tmp)  # from the file
-        >>> bool((first[0] == again[0]).all())
-        True
+    Examples
+    --------
+    >>> import tempfile
+    >>> rng = np.random.default_rng(0)
+    >>> base, queries = rng.standard_normal((100, 8)), rng.standard_normal((3, 8))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     first = ground_truth(queries, base, 5, "ip", cache_dir=tmp)
+    ...     again = ground_truth(queries, base, 5, "ip", cache_dir=tmp)  # from the file
+    >>> bool((first[0] == again[0]).all())
+    True
     """
     if cache_dir is None:
         return brute_force(queries, base, k, metric)
