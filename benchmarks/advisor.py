@@ -117,15 +117,28 @@ def summarise(name: str, res: dict, target: float, budget: int) -> str:
     return "\n".join(lines)
 
 
+def scrub(obj, replace: dict[str, str]):
+    """``obj`` with this machine's paths replaced (results are committed)."""
+    if isinstance(obj, str):
+        for old, new in replace.items():
+            obj = obj.replace(old, new)
+        return obj
+    if isinstance(obj, dict):
+        return {k: scrub(v, replace) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [scrub(v, replace) for v in obj]
+    return obj
+
+
 def bench_dataset(name: str, target: float, budget: int, sweep: bool) -> dict:
-    folder = DATASETS[name]
+    folder = DATASETS[name].resolve()
     base_path = folder / "base.npy"
     base = np.load(base_path)
     queries = np.load(folder / "queries.npy")
     half = queries.shape[0] // 2
     res = {"n": base.shape[0], "d": base.shape[1], "nq_a": half, "nq_b": queries.shape[0] - half}
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+        tmp = Path(tmp).resolve()
         halves = {"A": tmp / "queries-A.npy", "B": tmp / "queries-B.npy"}
         np.save(halves["A"], queries[:half])
         np.save(halves["B"], queries[half:])
@@ -153,7 +166,7 @@ def bench_dataset(name: str, target: float, budget: int, sweep: bool) -> dict:
                 "best_in_budget": max(fits, key=lambda r: r["recall_at_k"]),
                 "records": records,
             }
-    return res
+        return scrub(res, {f"{tmp}/": "", f"{folder}/": f"{name}/"})
 
 
 def main() -> None:
@@ -162,7 +175,15 @@ def main() -> None:
     p.add_argument("--target", type=float, default=0.95)
     p.add_argument("--budget", type=int, default=120)
     p.add_argument("--no-sweep", action="store_true")
+    p.add_argument(
+        "--summarise", action="store_true", help="only print the summary of saved results"
+    )
     a = p.parse_args()
+    if a.summarise:
+        for name in a.dataset or ["minilm"]:
+            res = json.loads((HERE / "results" / f"advisor-{name}.json").read_text())
+            print(summarise(name, res, a.target, a.budget) + "\n")
+        return
     env = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "cpus": os.cpu_count(),

@@ -328,13 +328,20 @@ class Config:
 
     @property
     def training_free_faiss(self) -> bool:
-        return self.library == "faiss" and not self.spec.startswith("PQ")
+        return self.library == "faiss" and not self.spec.startswith(("PQ", "OPQ"))
 
 
 def vecpress_config(spec: str) -> Config:
     _, q = vecpress.parse_spec(spec)
-    bits = q.param if q.param_name == "bits" else None
+    bits = q.param if q.param_name == "bits" else getattr(q, "bits", None)
     return Config("vecpress", spec, q.name, bits)
+
+
+def pq_ms(d: int) -> list[int]:
+    """Sub-quantizer counts of the PQ codecs: the divisors of d nearest d/8 and d/4
+    (1 and 2 bits per dimension with 8-bit codes)."""
+    divisors = [m for m in range(1, d + 1) if d % m == 0]
+    return sorted({min(divisors, key=lambda m, t=t: (abs(m - t), m)) for t in (d / 8, d / 4)})
 
 
 def vecpress_specs(d: int, quick: bool) -> list[str]:
@@ -349,6 +356,8 @@ def vecpress_specs(d: int, quick: bool) -> list[str]:
         specs += [f"center,haar,rq{b}"] if quick else [f"haar,rq{b}", f"center,haar,rq{b}"]
         if not quick:
             specs += [f"haar,tq{b}"]
+    for m in pq_ms(d)[:1] if quick else pq_ms(d):
+        specs += [f"pq{m}x8", f"opq{m}x8", f"pq{2 * m}x4"] if d % (2 * m) == 0 else [f"pq{m}x8"]
     specs += [f"qjl{d * b}" for b in (1, 2)]
     specs += ["hd2,sign", "f16"] if quick else ["hd2,sign", "center,hd2,sign"]
     if not quick:
@@ -366,6 +375,9 @@ def faiss_key_bits(key: str) -> tuple[str, int | None]:
             return fam, int(last[len(fam) :])
     if last == "SQfp16":
         return "SQfp16", 16
+    pq = re.fullmatch(r"PQ\d+x(\d+)(fs)?", last)
+    if pq and not pq.group(2):
+        return ("OPQ" if key.startswith("OPQ") else "PQ"), int(pq.group(1))
     m = re.fullmatch(r"SQ(\d+)", last)
     if m:
         return ("HR,SQ" if key.startswith("HR") else "SQ"), int(m.group(1))
@@ -382,6 +394,8 @@ def faiss_keys(d: int, quick: bool) -> list[str]:
     if len(ms) < 2:
         ms.insert(0, d)  # e.g. d = 50: PQ50x4fs (4 bits/dim) and PQ25x4fs
     keys += [f"PQ{m}x4fs" for m in (ms[:1] if quick else ms)]
+    for m in pq_ms(d)[:1] if quick else pq_ms(d):
+        keys += [f"PQ{m}x8", f"OPQ{m},PQ{m}x8"]
     return keys
 
 
@@ -712,6 +726,7 @@ def family_pairs(d: int) -> list[tuple[str, str, int | None, str]]:
         pairs.append((f"rq{b} vs RaBitQ{b}", "rq", b, "RR,RaBitQ" if b == 1 else f"RR,RaBitQ{b}"))
     for b in (1, 2, 4):
         pairs.append((f"tq{b} vs SQtqmse{b}", "tq", b, f"RR,SQtqmse{b}"))
+    pairs += [(f"pq{m}x8 vs PQ{m}x8", "pq", 8, f"PQ{m}x8") for m in pq_ms(d)]
     pairs += [
         ("int8 vs SQ8", "int", 8, "SQ8"),
         ("int4 vs SQ4", "int", 4, "SQ4"),

@@ -106,6 +106,9 @@ def test_flat_record_matches_the_codec_ranking(workload, data):
     assert r["recall_at_k"] == pytest.approx(per_q.mean(), abs=1e-12)
     assert r["bytes_per_vector"] == workload.bytes_per_vector(Config("center,hd2,rq3"))
     assert r["code_size"] == codec.code_size and r["bytes_per_vector"] == codec.code_size + 8
+    pairs = zip(found, workload.true_ids, strict=True)
+    strict = np.mean([len(np.intersect1d(f, t)) for f, t in pairs]) / 10
+    assert r["recall_strict"] == pytest.approx(strict) and r["recall_strict"] <= r["recall_at_k"]
     for key in ("graph_recall", "mse", "ip_spread", "qps_1t", "qps", "encode_us"):
         assert r[key] is not None and r[key] > 0, key
     assert abs(r["ip_bias"]) < 3 * r["ip_spread"] / np.sqrt(100 * 5000) + 1e-3
@@ -314,3 +317,13 @@ def test_train_with_given_centroids_checks_them():
         Index("int8", "l2", ivf=16).train(x, centroids=x[:8])
     with pytest.raises(ValueError, match="centroids"):
         Index("int8", "l2", ivf=16).train(x, centroids=x[:16, :4])
+
+
+def test_strict_recall_definition(data):
+    w = Workload(*data, "cosine", 10, recall="strict")
+    r = w.measure(Config("center,hd2,rq3"))
+    assert r["recall_at_k"] == r["recall_strict"] <= r["recall_ties"]
+    a = advise(w, target_recall=0.9, grid="quick")
+    assert a.recall == "strict" and a.choice["recall_strict"] - a.choice["recall_se"] >= 0.9
+    with pytest.raises(ValueError, match="recall must be one of"):
+        Workload(*data, "cosine", 10, recall="loose")

@@ -56,6 +56,8 @@ class Advice:
     space_size: int
     met: bool
     note: str | None = None
+    #: the definition of recall@k measured (:data:`vecpress.bench.RECALLS`)
+    recall: str = "ties"
 
     def commands(self, source: str, queries: str | None, metric: str, k: int) -> tuple[str, str]:
         """The ``vecpress build`` and ``vecpress search`` command lines of the choice."""
@@ -74,6 +76,9 @@ class Advice:
             "bytes_per_vector": c["bytes_per_vector"],
             "recall_at_k": c["recall_at_k"],
             "recall_se": c["recall_se"],
+            "recall_ties": c["recall_ties"],
+            "recall_strict": c["recall_strict"],
+            "recall": self.recall,
             "qps_1t": c["qps_1t"],
             "k": k,
             "metric": metric,
@@ -186,10 +191,13 @@ def advise(
     if target_recall is not None:
         if not 0 < target_recall <= 1:
             raise ValueError(f"target recall must be in (0, 1], found {target_recall}")
-        return _for_target(search, space, size, float(target_recall))
-    if budget_bytes <= 0:
-        raise ValueError(f"budget must be a positive number of bytes, found {budget_bytes}")
-    return _for_budget(search, space, size, int(budget_bytes))
+        advice = _for_target(search, space, size, float(target_recall))
+    else:
+        if budget_bytes <= 0:
+            raise ValueError(f"budget must be a positive number of bytes, found {budget_bytes}")
+        advice = _for_budget(search, space, size, int(budget_bytes))
+    advice.recall = workload.recall
+    return advice
 
 
 def _for_target(search: _Search, space, size: int, target: float) -> Advice:

@@ -10,9 +10,11 @@ exact ground truth, and :meth:`Workload.measure` builds the index exactly as
 * ``code_size`` (first-stage code bytes), ``bytes_per_vector`` (every tier, the
   8-byte id, and ``|x|²`` under l2: :attr:`Index.bytes_per_vector`),
   ``shared_bytes`` (codec states, IVF centroids);
-* ``recall_at_k`` (ties counted, as ann-benchmarks does) and its standard
-  error ``recall_se`` over queries; ``recall_k_at_r`` of the first stage when
-  re-ranking;
+* ``recall_at_k`` (ties counted, as ann-benchmarks does: a returned vector
+  whose exact score is within 1e-3 of the k-th best counts) and its standard
+  error ``recall_se`` over queries; ``recall_strict`` (shared ids only, which
+  on data with many near-equal neighbours is lower); ``recall_k_at_r`` of the
+  first stage when re-ranking;
 * ``graph_recall`` (the exact 10-NN of 500 base vectors kept when both sides
   are decoded), ``mse`` (relative), ``ip_bias``/``ip_spread`` of the
   inner-product estimate — for flat configurations, per codec;
@@ -38,7 +40,14 @@ import numpy as np
 from .codec import Codec
 from .groundtruth import ground_truth, prepare
 from .index import Index, build, training_rows
-from .measures import distortion, graph_recall, mean_and_se, recall_k_at_r, recall_with_ties
+from .measures import (
+    distortion,
+    graph_recall,
+    mean_and_se,
+    recall_k_at_r,
+    recall_with_ties,
+    strict_recall,
+)
 from .threads import get_num_threads, set_num_threads
 
 #: shortest total time of a timed search pass (repeated until reached, at most 5 times)
@@ -47,6 +56,8 @@ MIN_TIME = 0.2
 CODEC_SAMPLE = 20_000
 GRAPH_SAMPLE = 500
 DISTORTION_QUERIES = 100
+#: definitions of recall@k (see :meth:`Workload.recalls`)
+RECALLS = ("ties", "strict")
 #: indexes kept built (a sweep over re-rank depths or nprobe reuses one build)
 KEEP_BUILT = 2
 
@@ -227,6 +238,9 @@ class Workload:
         Threads of the "all threads" timing (default: vecpress's current count).
     seed : int
         Seed of every index built and of the samples.
+    recall : str
+        What ``recall_at_k`` means: ``"ties"`` (ann-benchmarks: a returned vector
+        within 1e-3 of the k-th exact score counts) or ``"strict"`` (shared ids).
 
     Examples
     --------
@@ -247,7 +261,11 @@ class Workload:
         cache_dir=None,
         threads: int | None = None,
         seed: int = 0,
+        recall: str = "ties",
     ) -> None:
+        if recall not in RECALLS:
+            raise ValueError(f"recall must be one of {', '.join(RECALLS)}, found {recall!r}")
+        self.recall = recall
         self.base = np.ascontiguousarray(base, np.float32)
         self.queries = np.ascontiguousarray(queries, np.float32)
         self.metric, self.k, self.seed = metric, k, seed
@@ -341,6 +359,19 @@ class Workload:
             set_num_threads(prev)
         return reps * self.queries.shape[0] / total, res
 
+    def recalls(self, found: np.ndarray) -> dict:
+        """``recall_at_k`` and ``recall_se`` by this workload's definition, and both
+        definitions' means (``recall_ties``, ``recall_strict``), of returned ids."""
+        ties = recall_with_ties(self.pqueries, self.pbase, found, self.true_scores, self.metric)
+        strict = strict_recall(found, self.true_ids)
+        recall, se = mean_and_se(ties if self.recall == "ties" else strict)
+        return {
+            "recall_at_k": recall,
+            "recall_se": se,
+            "recall_ties": float(ties.mean()),
+            "recall_strict": float(strict.mean()),
+        }
+
     def codec_stats(self, codec: Codec) -> dict:
         """Graph recall and distortion of a fitted flat codec, on a fixed base sample."""
         if codec.spec not in self._codec_stats:
@@ -367,10 +398,6 @@ class Workload:
         qps = qps_1t
         if self.threads > 1:
             qps, _ = self._timed_search(index, config, self.threads)
-        per_query = recall_with_ties(
-            self.pqueries, self.pbase, res.ids, self.true_scores, self.metric
-        )
-        recall, se = mean_and_se(per_query)
         k_at_r = None
         if config.rerank is not None:
             first = index.search(self.queries, config.rerank, nprobe=config.nprobe).ids
@@ -386,8 +413,7 @@ class Workload:
             "bytes_per_vector": index.bytes_per_vector,
             "shared_bytes": index.memory["shared"],
             "k": k,
-            "recall_at_k": recall,
-            "recall_se": se,
+            **self.recalls(res.ids),
             "recall_k_at_r": k_at_r,
             **stats,
             "encode_us": build_s / self.n * 1e6,

@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from .bench import GRIDS
+from .bench import GRIDS, RECALLS
 from .datasets import BUILTIN
 from .index import METRICS
 from .readers import read_vectors
@@ -93,7 +93,13 @@ def _workload(args: argparse.Namespace, data):
 
     with _progress(args, total=None, desc="exact ground truth", bar_format="{desc}…"):
         return Workload(
-            data.base, data.queries, args.metric, args.k, cache_dir=data.cache_dir, seed=args.seed
+            data.base,
+            data.queries,
+            args.metric,
+            args.k,
+            cache_dir=data.cache_dir,
+            seed=args.seed,
+            recall=args.recall,
         )
 
 
@@ -234,6 +240,7 @@ def _print_advice(doc: dict, d: int, held_out: bool) -> None:
         if doc["objective"] == "target_recall"
         else f"best recall@{doc['k']} within {doc['target']} bytes/vector"
     )
+    goal += f", recall counted {'with ties' if doc['recall'] == 'ties' else 'strictly'}"
     print(f"goal: {goal} ({doc['evaluated']} of {doc['space_size']} configurations measured)")
     print(f"choice: {_describe(doc['choice'], d)}")
     if doc["runner_up"] is not None:
@@ -302,6 +309,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     args.base, args.queries, args.column = "glove50", None, None
     args.metric, args.k, args.n_queries, args.seed = "cosine", 10, None, 0
+    args.recall = "ties"
     args.target_recall, args.budget_bytes, args.json = args.target, None, False
     t0 = time.perf_counter()
     data = _data(args)
@@ -459,6 +467,13 @@ def _add_data_options(p: argparse.ArgumentParser, grid: str) -> None:
         default=grid,
         help=f"the configurations to {'choose from' if grid == 'full' else 'measure'} "
         f"(default {grid})",
+    )
+    p.add_argument(
+        "--recall",
+        choices=RECALLS,
+        default="ties",
+        help="recall@k counts ties as ann-benchmarks does (a result within 1e-3 of the k-th "
+        "exact score counts), or only shared ids (strict); default ties",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of codecs and held-out queries")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")

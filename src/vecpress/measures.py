@@ -73,6 +73,18 @@ def recall_with_ties(
     return ok.sum(axis=1) / true_scores.shape[1]
 
 
+def strict_recall(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per-query recall@k counting shared ids only: ``float64[nq]``.
+
+    Examples
+    --------
+    >>> strict_recall(np.array([[1, 2], [3, 4]]), np.array([[2, 5], [3, 4]]))
+    array([0.5, 1. ])
+    """
+    hits = [np.isin(t, f).sum() for f, t in zip(found, truth, strict=True)]
+    return np.asarray(hits, np.float64) / truth.shape[1]
+
+
 def recall_k_at_r(candidates: np.ndarray, truth: np.ndarray) -> float:
     """Mean fraction of each row of ``truth`` (exact top-k ids) found in ``candidates``.
 

@@ -24,7 +24,6 @@ import time
 import numpy as np
 
 from .index import FIT_SAMPLE
-from .measures import mean_and_se, recall_with_ties
 from .topk import topk
 
 #: faiss factory keys (``{m}`` = d/2 sub-quantizers)
@@ -34,10 +33,6 @@ ST_RESCORE = 4
 
 
 def _record(workload, label: str, peer: str, code_size: int, found, build_s, qps_1t, qps):
-    per_query = recall_with_ties(
-        workload.pqueries, workload.pbase, found, workload.true_scores, workload.metric
-    )
-    recall, se = mean_and_se(per_query)
     return {
         "label": label,
         "peer": peer,
@@ -50,8 +45,7 @@ def _record(workload, label: str, peer: str, code_size: int, found, build_s, qps
         "bytes_per_vector": int(code_size) + 8 + (4 if workload.metric == "l2" else 0),
         "shared_bytes": 0,
         "k": workload.k,
-        "recall_at_k": recall,
-        "recall_se": se,
+        **workload.recalls(found),
         "recall_k_at_r": None,
         "graph_recall": None,
         "mse": None,
