@@ -13,7 +13,9 @@ sub-spaces, then product-quantizes them; queries are rotated the same way.
 
 A query is scored with look-up tables: ``T[m, c] = <q_m, centroid_{m,c}>``
 and ``score = Σ_m T[m, code_m]`` (an asymmetric estimate of ``<q, x>``).
-``d`` must be a multiple of ``M``.
+4-bit codes are scored by fast-scan (:mod:`vecpress.kernels.fastscan`): the
+tables rounded to 8 bits per query and looked up 32-64 codes at a time with
+byte shuffles, as faiss's ``PQ<M>x4fs``. ``d`` must be a multiple of ``M``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ..kernels.fastscan import score_pq4
 from .base import Quantizer
 
 #: bits per sub-quantizer that ``pq``/``opq`` accept
@@ -29,16 +32,24 @@ PQ_BITS = (4, 8)
 _BLOCK = 4096
 
 
+#: code rows per parallel block of the table scans (one query's tables stay in cache
+#: while it scores the block)
+_SCAN_BLOCK = 512
+
+
 @nb.njit(cache=True, parallel=True, fastmath=True)
 def _lut_scan8(codes, lut, out):
     nq, m_count, _ = lut.shape
     n = codes.shape[0]
-    for j in nb.prange(n):
+    for blk in nb.prange((n + _SCAN_BLOCK - 1) // _SCAN_BLOCK):
+        lo = blk * _SCAN_BLOCK
+        hi = min(n, lo + _SCAN_BLOCK)
         for i in range(nq):
-            s = np.float32(0.0)
-            for m in range(m_count):
-                s += lut[i, m, codes[j, m]]
-            out[i, j] = s
+            for j in range(lo, hi):
+                s = np.float32(0.0)
+                for m in range(m_count):
+                    s += lut[i, m, codes[j, m]]
+                out[i, j] = s
 
 
 @nb.njit(cache=True, parallel=True, fastmath=True)
@@ -46,15 +57,18 @@ def _lut_scan4(codes, lut, out):
     nq, m_count, _ = lut.shape
     n = codes.shape[0]
     half = m_count // 2
-    for j in nb.prange(n):
+    for blk in nb.prange((n + _SCAN_BLOCK - 1) // _SCAN_BLOCK):
+        lo = blk * _SCAN_BLOCK
+        hi = min(n, lo + _SCAN_BLOCK)
         for i in range(nq):
-            s = np.float32(0.0)
-            for p in range(half):
-                byte = codes[j, p]
-                s += lut[i, 2 * p, byte & 15] + lut[i, 2 * p + 1, byte >> 4]
-            if m_count & 1:
-                s += lut[i, m_count - 1, codes[j, half] & 15]
-            out[i, j] = s
+            for j in range(lo, hi):
+                s = np.float32(0.0)
+                for p in range(half):
+                    byte = codes[j, p]
+                    s += lut[i, 2 * p, byte & 15] + lut[i, 2 * p + 1, byte >> 4]
+                if m_count & 1:
+                    s += lut[i, m_count - 1, codes[j, half] & 15]
+                out[i, j] = s
 
 
 def unpack_codes(codes: np.ndarray, m: int, bits: int) -> np.ndarray:
@@ -201,15 +215,30 @@ class PQ(Quantizer):
     def tables(self, q: np.ndarray) -> np.ndarray:
         """Look-up tables ``float32[nq, M, 2^b]`` of the queries."""
         q = self._rotate(q).reshape(q.shape[0], self.param, self.dsub)
-        return np.ascontiguousarray(np.einsum("qmd,mkd->qmk", q, self.centroids_), np.float32)
+        # one batched product per sub-space: (M, nq, dsub) @ (M, dsub, 2^b)
+        t = np.matmul(q.transpose(1, 0, 2), self.centroids_.transpose(0, 2, 1))
+        return np.ascontiguousarray(t.transpose(1, 0, 2), np.float32)
 
     def score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """``Σ_m T[m, code_m]``; for 4-bit codes by fast-scan, with the tables rounded to
+        8 bits per query (:func:`vecpress.kernels.fastscan.score_pq4`: within
+        ``M * scale / 2`` of the float-table sum), as faiss's ``PQ<M>x4fs`` does."""
         out = np.empty((q.shape[0], codes.shape[0]), np.float32)
         if codes.shape[0] == 0 or q.shape[0] == 0:
             return out
         lut = self.tables(q)
         codes = np.ascontiguousarray(codes)
-        (_lut_scan8 if self.bits == 8 else _lut_scan4)(codes, lut, out)
+        if self.bits == 4:
+            return score_pq4(codes, self.param, lut)
+        _lut_scan8(codes, lut, out)
+        return out
+
+    def float_score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """``Σ_m T[m, code_m]`` with float tables (= ``<q, decode(codes)>``), any bits."""
+        out = np.empty((q.shape[0], codes.shape[0]), np.float32)
+        if codes.shape[0] and q.shape[0]:
+            lut = self.tables(q)
+            (_lut_scan8 if self.bits == 8 else _lut_scan4)(np.ascontiguousarray(codes), lut, out)
         return out
 
 
