@@ -74,7 +74,6 @@ Run it as ``python benchmarks/pydocs.py [--max-base N] [--queries N] [--out DIR]
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import html
@@ -82,18 +81,14 @@ import importlib
 import importlib.util
 import inspect
 import io
-import json
 import os
 import pkgutil
 import platform
 import re
 import sys
 import sysconfig
-import time
 import warnings
 from pathlib import Path
-
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 
@@ -451,110 +446,26 @@ def build(
     pathlib.Path
         The output directory, holding ``base.npy``, ``queries.npy`` and ``meta.json``.
     """
-    if max_base < 1 or n_queries < 1:
-        raise ValueError("max_base and n_queries must be positive")
-    out = Path(out).expanduser()
-    params = _params(max_base, n_queries, seed)
-    if not force and st._is_up_to_date(out, params):
-        print(f"{out}: up to date (use --force to rebuild)", file=sys.stderr)
-        return out
-
-    t0 = time.perf_counter()
-    paragraphs, source = load_texts()
-    passages = make_passages(paragraphs, seed)
-    base_texts, query_texts = st.split_base_queries(passages, max_base, n_queries, seed)
-    t_text = time.perf_counter() - t0
-    print(
-        f"{len(paragraphs)} paragraphs -> {len(passages)} passages; "
-        f"base {len(base_texts)}, queries {len(query_texts)}",
-        file=sys.stderr,
+    return st.build_set(
+        out,
+        _params(max_base, n_queries, seed),
+        load_texts,
+        make_passages,
+        unit="paragraphs",
+        max_base=max_base,
+        n_queries=n_queries,
+        seed=seed,
+        force=force,
+        threads=threads,
+        batch_size=batch_size,
     )
-
-    model = st.load_model(threads)
-    t1 = time.perf_counter()
-    queries = st.embed(model, query_texts, batch_size=batch_size, desc="queries")
-    base = st.embed(model, base_texts, batch_size=batch_size, desc="base")
-    t_embed = time.perf_counter() - t1
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "meta.json").unlink(missing_ok=True)  # invalid until the arrays are written
-    st._save_npy(out / "base.npy", base)
-    st._save_npy(out / "queries.npy", queries)
-    import sentence_transformers
-    import torch
-
-    meta = {
-        "params": params,
-        "source": source,
-        "model": {
-            "name": MODEL_NAME,
-            "package": MODEL_DIST,
-            "package_version": params["model_package_version"],
-            "dim": DIM,
-            "sentence_transformers": sentence_transformers.__version__,
-            "torch": torch.__version__,
-            "threads": threads,
-        },
-        "counts": {
-            "paragraphs": len(paragraphs),
-            "passages": len(passages),
-            "base": len(base_texts),
-            "queries": len(query_texts),
-        },
-        "text": {
-            "base_mean_chars": round(float(np.mean([len(t) for t in base_texts])), 1),
-            "query_mean_chars": round(float(np.mean([len(t) for t in query_texts])), 1),
-            "base_examples": base_texts[:3],
-            "query_examples": query_texts[:3],
-        },
-        "vectors": {
-            "dtype": "float32",
-            "normalized": True,
-            "base_mean_norm": round(float(np.linalg.norm(base.mean(axis=0))), 4),
-        },
-        "seconds": {
-            "text": round(t_text, 1),
-            "embed": round(t_embed, 1),
-            "total": round(time.perf_counter() - t0, 1),
-        },
-    }
-    tmp = out / "meta.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out / "meta.json")
-    print(f"wrote {out} in {meta['seconds']['total']} s", file=sys.stderr)
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; see the module docstring."""
-    parser = argparse.ArgumentParser(
-        description="Build a 384-d all-MiniLM-L6-v2 benchmark set from the Python docs."
+    return st.run_cli(
+        build, "Build a 384-d all-MiniLM-L6-v2 benchmark set from the Python docs.", argv
     )
-    parser.add_argument("--out", default=DEFAULT_OUT, help="output directory (%(default)s)")
-    parser.add_argument(
-        "--max-base", type=int, default=DEFAULT_MAX_BASE, help="base vectors (%(default)s)"
-    )
-    parser.add_argument(
-        "--queries", type=int, default=DEFAULT_QUERIES, help="query vectors (%(default)s)"
-    )
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed (%(default)s)")
-    parser.add_argument(
-        "--threads", type=int, default=DEFAULT_THREADS, help="torch threads (%(default)s)"
-    )
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size (%(default)s)")
-    parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
-    args = parser.parse_args(argv)
-    out = build(
-        args.out,
-        args.max_base,
-        args.queries,
-        args.seed,
-        force=args.force,
-        threads=args.threads,
-        batch_size=args.batch_size,
-    )
-    print(out)
-    return 0
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ import csv
 import hashlib
 import html
 import importlib.metadata
+import inspect
 import json
 import os
 import re
@@ -468,21 +469,52 @@ def build(
     pathlib.Path
         The output directory, holding ``base.npy``, ``queries.npy`` and ``meta.json``.
     """
+    return build_set(
+        out,
+        _params(max_base, n_queries, seed),
+        load_reviews,
+        make_passages,
+        unit="reviews",
+        max_base=max_base,
+        n_queries=n_queries,
+        seed=seed,
+        force=force,
+        threads=threads,
+        batch_size=batch_size,
+    )
+
+
+def build_set(
+    out: str | os.PathLike,
+    params: dict,
+    load_texts,
+    make_texts_passages,
+    *,
+    unit: str,
+    max_base: int,
+    n_queries: int,
+    seed: int,
+    force: bool,
+    threads: int,
+    batch_size: int,
+) -> Path:
+    """Build (or reuse) a set in ``out`` from ``load_texts() -> (texts, source)`` and
+    ``make_texts_passages(texts, seed) -> passages`` (``unit`` names the texts in the
+    log and in ``meta.json``); shared by this script and ``pydocs.py``."""
     if max_base < 1 or n_queries < 1:
         raise ValueError("max_base and n_queries must be positive")
     out = Path(out).expanduser()
-    params = _params(max_base, n_queries, seed)
     if not force and _is_up_to_date(out, params):
         print(f"{out}: up to date (use --force to rebuild)", file=sys.stderr)
         return out
 
     t0 = time.perf_counter()
-    reviews, source = load_reviews()
-    passages = make_passages(reviews, seed)
+    texts, source = load_texts()
+    passages = make_texts_passages(texts, seed)
     base_texts, query_texts = split_base_queries(passages, max_base, n_queries, seed)
     t_text = time.perf_counter() - t0
     print(
-        f"{len(reviews)} reviews -> {len(passages)} passages; "
+        f"{len(texts)} {unit} -> {len(passages)} passages; "
         f"base {len(base_texts)}, queries {len(query_texts)}",
         file=sys.stderr,
     )
@@ -513,7 +545,7 @@ def build(
             "threads": threads,
         },
         "counts": {
-            "reviews": len(reviews),
+            unit: len(texts),
             "passages": len(passages),
             "base": len(base_texts),
             "queries": len(query_texts),
@@ -544,24 +576,28 @@ def build(
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; see the module docstring."""
-    parser = argparse.ArgumentParser(
-        description="Build a 384-d all-MiniLM-L6-v2 benchmark set from IMDB reviews."
-    )
-    parser.add_argument("--out", default=DEFAULT_OUT, help="output directory (%(default)s)")
+    return run_cli(build, "Build a 384-d all-MiniLM-L6-v2 benchmark set from IMDB reviews.", argv)
+
+
+def run_cli(build_fn, description: str, argv: list[str] | None = None) -> int:
+    """Parse the options every set builder takes (defaults: ``build_fn``'s) and call it."""
+    default = {k: p.default for k, p in inspect.signature(build_fn).parameters.items()}
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", default=default["out"], help="output directory (%(default)s)")
     parser.add_argument(
-        "--max-base", type=int, default=DEFAULT_MAX_BASE, help="base vectors (%(default)s)"
+        "--max-base", type=int, default=default["max_base"], help="base vectors (%(default)s)"
     )
     parser.add_argument(
-        "--queries", type=int, default=DEFAULT_QUERIES, help="query vectors (%(default)s)"
+        "--queries", type=int, default=default["n_queries"], help="query vectors (%(default)s)"
     )
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed (%(default)s)")
+    parser.add_argument("--seed", type=int, default=default["seed"], help="seed (%(default)s)")
     parser.add_argument(
-        "--threads", type=int, default=DEFAULT_THREADS, help="torch threads (%(default)s)"
+        "--threads", type=int, default=default["threads"], help="torch threads (%(default)s)"
     )
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (%(default)s)")
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
     args = parser.parse_args(argv)
-    out = build(
+    out = build_fn(
         args.out,
         args.max_base,
         args.queries,
