@@ -134,18 +134,41 @@ class Codec:
             )
 
     # -- learning ----------------------------------------------------------
-    def fit(self, x) -> Codec:
+    def fit(self, x, *, sample: int | None = None, sampling: str = "uniform") -> Codec:
         """Learn what the stages need from training vectors; returns ``self``.
 
         For training-free codecs this only fixes the dimension (and draws the
-        random rotations if not done yet).
+        random rotations if not done yet). ``sample`` rows (all if ``None``) are
+        drawn with the codec's seed, uniformly or by leverage score
+        (:func:`vecpress.sampling.sample_rows`): leverage sampling keeps rare
+        directions in the sample; ``center`` then takes the weighted mean (so
+        it stays unbiased), and the other stages fit the sampled rows as they are.
+
+        Examples
+        --------
+        >>> x = np.random.default_rng(0).standard_normal((5000, 16)).astype(np.float32)
+        >>> c = Codec.from_spec("center,int8").fit(x, sample=1000, sampling="leverage")
+        >>> bool(np.abs(c.transforms[0].mean_).max() < 0.2)
+        True
         """
         x = as_vectors(x, "X", dim=self.d, allow_empty=False)
+        weights = None
+        if sample is not None or sampling != "uniform":
+            from .sampling import sample_rows
+
+            rows, w = sample_rows(
+                x, x.shape[0] if sample is None else sample, sampling, seed=self.seed
+            )
+            x = x[rows]
+            weights = w if sampling != "uniform" else None
         if self.d is None:
             self._setup(x.shape[1])
         for t in self.transforms:
             if t.needs_data:
-                t.fit(x)
+                if isinstance(t, Center):
+                    t.fit(x, weights)
+                else:
+                    t.fit(x)
             x = t.forward(x)
         if self.quantizer.needs_data:
             self.quantizer.fit(x)

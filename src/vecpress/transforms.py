@@ -78,8 +78,13 @@ class Center(Transform):
     name = "center"
     needs_data = True
 
-    def fit(self, x: np.ndarray) -> None:
-        self.mean_ = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+    def fit(self, x: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Learn the mean of ``x`` (weighted by ``weights`` when given)."""
+        if weights is None:
+            self.mean_ = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+        else:
+            w = np.asarray(weights, np.float64)
+            self.mean_ = (w @ x.astype(np.float64) / w.sum()).astype(np.float32)
         self.fitted = True
 
     def _check(self) -> None:
