@@ -113,3 +113,20 @@ def test_an_index_of_pq_codes_searches_and_saves(tmp_path, x, spec):
     index.save(tmp_path / "pq.vpi")
     again = vecpress.open(tmp_path / "pq.vpi")
     np.testing.assert_array_equal(again.search(xs[:20], 5).ids, res.ids)
+
+
+@pytest.mark.parametrize("ivf", [None, 8])
+def test_fastscan_search_path_equals_the_generic_path(monkeypatch, x, ivf):
+    """4-bit PQ searches by fused fast-scan + top-k; the result is the ranking of
+    ``codec.score`` (+ the IVF list offsets), which the generic path computes."""
+    from vecpress import search
+
+    xs = np.ascontiguousarray(x, np.float32)
+    index = vecpress.Index("pq16x4", metric="cosine", ivf=ivf)
+    index.add(xs)
+    fast = index.search(xs[:40], 10, nprobe=4 if ivf else None)
+    monkeypatch.setattr(search, "is_fastscan", lambda codec: False)
+    index._stage = None
+    slow = index.search(xs[:40], 10, nprobe=4 if ivf else None)
+    np.testing.assert_array_equal(fast.ids, slow.ids)
+    np.testing.assert_allclose(fast.scores, slow.scores, rtol=1e-6, atol=1e-6)

@@ -23,14 +23,16 @@ Scores follow the index's metric: the estimated inner product (``"ip"``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .codec import Codec
+from .kernels.fastscan import fastscan_layout, fastscan_topk, quantize_luts
 from .kernels.grid_search import grid_scan_topk, merge_slots
 from .kernels.scan import grid_queries, query_limbs
 from .quantizers.base import GridQuantizer
+from .quantizers.pq import PQ
 from .threads import single_threaded_blas
 from .topk import topk
 
@@ -149,6 +151,8 @@ class Stage:
     items: Items
     norms: np.ndarray | None
     terms: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+    #: fast-scan layouts of 4-bit PQ items, made on first use (:func:`_scan_fastscan`)
+    blocked: dict = field(default_factory=dict)
 
 
 def scan(
@@ -187,12 +191,43 @@ def _scan_batch(stage, q, qsq, lists, adds, k):
             qi, query_limbs(bits), qs, off, np.asarray(t, np.float32),
             *stage.terms, norms, qsq.astype(np.float32), plan.nslots, k, l2=l2,
         )  # fmt: skip
+    elif is_fastscan(codec) and not l2 and codec._split(stage.codes[:0])[1] is None:
+        slot_s, slot_i = _scan_fastscan(stage, qt, plan, k)
     else:
         slot_s, slot_i = _scan_generic(stage, qt, qsq, plan, k, l2)
     res_s = np.empty((q.shape[0], k), np.float32)
     res_i = np.empty((q.shape[0], k), np.int64)
     merge_slots(slot_s, slot_i, plan.qslot_ptr, k, res_s, res_i)
     return res_i, res_s
+
+
+def is_fastscan(codec: Codec) -> bool:
+    """Whether the codec is a 4-bit product quantizer (scanned by fast-scan)."""
+    return isinstance(codec.quantizer, PQ) and codec.quantizer.bits == 4
+
+
+def _scan_fastscan(stage, qt, plan, k):
+    """4-bit PQ items by fused fast-scan + top-k (:mod:`vecpress.kernels.fastscan`): the
+    queries' 8-bit tables once per batch, each item's blocked layout once per stage.
+    Ranks by the exact integer table sums (ties to the smaller row), i.e. by
+    ``codec.score`` wherever float32 keeps distinct sums distinct."""
+    quant = stage.codec.quantizer
+    m = quant.param
+    lut8, scale, bias = quantize_luts(quant.tables(qt))
+    slot_s = np.full((plan.nslots, k), -np.inf, np.float32)
+    slot_i = np.full((plan.nslots, k), -1, np.int64)
+    for w in np.flatnonzero(np.diff(plan.qptr)):
+        p0, p1 = plan.qptr[w], plan.qptr[w + 1]
+        s, e = int(stage.items.starts[w]), int(stage.items.ends[w])
+        if w not in stage.blocked:
+            stage.blocked[w] = fastscan_layout(np.ascontiguousarray(stage.codes[s:e]), m)
+        who = plan.qidx[p0:p1]
+        sc, pos = fastscan_topk(
+            stage.blocked[w], e - s, m, np.ascontiguousarray(lut8[who]), k, scale[who], bias[who]
+        )
+        slot_i[plan.qslot[p0:p1]] = np.where(pos >= 0, pos + s, -1)
+        slot_s[plan.qslot[p0:p1]] = sc + plan.qadd[p0:p1, None]
+    return slot_s, slot_i
 
 
 def _scan_generic(stage, qt, qsq, plan, k, l2):
