@@ -137,7 +137,8 @@ def test_search_space_shapes():
         assert any(f.axis == "nprobe" for f in fams)
         for f in fams:
             assert len(set(f.configs)) == len(f.configs) > 0
-    assert family_specs("rq")[0] == "center,hd2,rq1"
+    assert family_specs("rq", 48)[0] == "center,hd2,rq1"
+    assert family_specs("pq", 50) == ["pq5x4", "pq10x4", "pq25x4"]
     with pytest.raises(ValueError, match="grid must be one of"):
         search_space(1000, 10, "huge")
 
@@ -145,7 +146,7 @@ def test_search_space_shapes():
 # -- advise ---------------------------------------------------------------------
 def _exhaustive_flat(workload):
     out = []
-    for f in search_space(workload.n, workload.k, "default"):
+    for f in search_space(workload.n, workload.k, "default", workload.d):
         if f.axis == "bits":
             out += [workload.measure(c) for c in f.configs]
     return out
@@ -176,7 +177,7 @@ def test_unreachable_target_and_bad_objectives(workload, monkeypatch):
     import vecpress.advise as adv
 
     few = Family("rq", "bits", (Config("center,hd2,rq1"), Config("center,hd2,rq2")))
-    monkeypatch.setattr(adv, "search_space", lambda n, k, grid: [few])
+    monkeypatch.setattr(adv, "search_space", lambda n, k, grid, d: [few])
     a = advise(workload, target_recall=0.99)
     assert not a.met and "no configuration reached" in a.note
     assert a.choice["spec"] == "center,hd2,rq2"  # the most accurate measured

@@ -41,7 +41,7 @@ RECALL_TIE = 0.002
 #: other queries of the same kind then reach it too, about 5 times in 6
 MARGIN_SE = 1.0
 #: strongest families first: a good early bound prunes the others
-FAMILY_ORDER = ("rq", "lvq", "tq", "int", "float")
+FAMILY_ORDER = ("rq", "lvq", "pq", "tq", "int", "pq8", "float")
 
 
 @dataclass
@@ -185,7 +185,7 @@ def advise(
     """
     if (target_recall is None) == (budget_bytes is None):
         raise ValueError("give exactly one of target_recall and budget_bytes")
-    space = search_space(workload.n, workload.k, grid)
+    space = search_space(workload.n, workload.k, grid, workload.d)
     size = sum(len(f.configs) for f in space)
     search = _Search(workload, progress)
     if target_recall is not None:

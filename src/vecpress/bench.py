@@ -127,6 +127,9 @@ BIT_FAMILIES = {
     "int": ("int{b}", range(3, 9)),
     "tq": ("center,hd2,tq{b}", range(1, 5)),
     "float": (None, ("e4m3", "f16")),
+    # product quantizers at 0.5, 1, 2 (x4: fast-scan) and 1, 2, 4 (x8) bits per dimension
+    "pq": ("pq{m}x4", (8, 4, 2)),
+    "pq8": ("pq{m}x8", (8, 4, 2)),
 }
 #: which families each grid holds, its re-ranking part, and which codecs get IVF variants
 #: ("all": every member of its bits families — the whole space the advisor chooses from)
@@ -138,13 +141,13 @@ GRIDS = {
         "ivf": ("center,hd2,rq4", "center,hd2,rq8"),
     },
     "default": {
-        "families": ("rq", "lvq", "int", "tq", "float"),
+        "families": ("rq", "lvq", "int", "tq", "float", "pq", "pq8"),
         "rerank_first": (1, 2, 4),
         "rerank_depths": (2, 5, 10, 20),
         "ivf": ("center,hd2,rq2", "center,hd2,rq4", "center,hd2,rq6", "int8"),
     },
     "full": {
-        "families": ("rq", "lvq", "int", "tq", "float"),
+        "families": ("rq", "lvq", "int", "tq", "float", "pq", "pq8"),
         "rerank_first": (1, 2, 3, 4),
         "rerank_depths": (1, 2, 5, 10, 20, 50),
         "ivf": "all",
@@ -156,10 +159,27 @@ RERANK_TIER = "center,hd2,rq8"
 NPROBE_FRACTIONS = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4)
 
 
-def family_specs(name: str) -> list[str]:
-    """The specs of a bits family, fewest bytes first."""
+def pq_subspaces(d: int, dims_per_subspace: int) -> int:
+    """The divisor of ``d`` nearest ``d / dims_per_subspace`` (PQ needs M to divide d)."""
+    target = d / dims_per_subspace
+    return min((m for m in range(1, d + 1) if d % m == 0), key=lambda m: (abs(m - target), m))
+
+
+def family_specs(name: str, d: int) -> list[str]:
+    """The specs of a bits family at dimension ``d``, fewest bytes first.
+
+    Examples
+    --------
+    >>> family_specs("pq", 384), family_specs("rq", 384)[:2]
+    (['pq48x4', 'pq96x4', 'pq192x4'], ['center,hd2,rq1', 'center,hd2,rq2'])
+    """
     template, values = BIT_FAMILIES[name]
-    return list(values) if template is None else [template.format(b=b) for b in values]
+    if template is None:
+        return list(values)
+    if "{m}" in template:
+        ms = sorted({pq_subspaces(d, per) for per in values})
+        return [template.format(m=m) for m in ms]
+    return [template.format(b=b) for b in values]
 
 
 def nlist_for(n: int) -> int | None:
@@ -195,8 +215,8 @@ def rerank_family(spec: str, depths: tuple[int, ...], k: int, tier: str = RERANK
     )
 
 
-def search_space(n: int, k: int = 10, grid: str = "default") -> list[Family]:
-    """The families of configurations a grid holds for ``n`` base vectors.
+def search_space(n: int, k: int = 10, grid: str = "default", d: int = 384) -> list[Family]:
+    """The families of configurations a grid holds for ``n`` base vectors of dimension ``d``.
 
     Examples
     --------
@@ -207,7 +227,8 @@ def search_space(n: int, k: int = 10, grid: str = "default") -> list[Family]:
         raise ValueError(f"grid must be one of {', '.join(GRIDS)}, found {grid!r}")
     g = GRIDS[grid]
     families = [
-        Family(name, "bits", tuple(Config(s) for s in family_specs(name))) for name in g["families"]
+        Family(name, "bits", tuple(Config(s) for s in family_specs(name, d)))
+        for name in g["families"]
     ]
     families += [
         rerank_family(f"center,hd2,rq{b}", g["rerank_depths"], k) for b in g["rerank_first"]
@@ -292,10 +313,9 @@ class Workload:
 
     # -- sizes without building ------------------------------------------------
     def code_size(self, spec: str) -> int:
-        """Code bytes per vector of ``spec`` at this dimension (fitted on a few rows)."""
+        """Code bytes per vector of ``spec`` at this dimension (no fitting)."""
         if spec not in self._sizes:
-            codec = Codec.from_spec(spec, seed=self.seed).fit(self.pbase[:64])
-            self._sizes[spec] = codec.code_size
+            self._sizes[spec] = Codec.code_size_of(spec, self.d)
         return self._sizes[spec]
 
     def bytes_per_vector(self, config: Config) -> int:

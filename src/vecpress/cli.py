@@ -183,7 +183,7 @@ def _bench(args: argparse.Namespace) -> int:
         for c in configs:  # every spec is checked before anything is measured
             w.code_size(c.spec)
     else:
-        configs = [c for f in search_space(w.n, args.k, args.grid) for c in f.configs]
+        configs = [c for f in search_space(w.n, args.k, args.grid, w.d) for c in f.configs]
     with _progress(args, total=len(configs), desc="measuring", unit="config") as bar:
         for c in configs:
             bar.set_postfix_str(c.label, refresh=False)

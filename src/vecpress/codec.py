@@ -114,6 +114,20 @@ class Codec:
         extra = self.quantizer.field_dtype.itemsize if self._centered else 0
         return self.quantizer.code_size + extra
 
+    @classmethod
+    def code_size_of(cls, spec: str, d: int) -> int:
+        """Bytes per vector that ``spec`` takes at dimension ``d``, without fitting.
+
+        Examples
+        --------
+        >>> Codec.code_size_of("center,hd2,rq4", 384), Codec.code_size_of("pq48x8", 384)
+        (198, 48)
+        """
+        codec = cls.from_spec(spec)
+        codec._setup(check_positive_int(d, "d"))
+        extra = codec.quantizer.field_dtype.itemsize if codec._centered else 0
+        return codec.quantizer.code_size + extra
+
     def _split(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Quantizer part of the rows, and the stored centring term (or None)."""
         if not self._centered:
