@@ -1,8 +1,14 @@
 """The ``vecpress`` command line.
 
-``vecpress demo`` compresses the built-in GloVe-50 set with a few codecs and
-prints, for each, the bytes per vector, the compression ratio and recall@10 of
-exhaustive search over the codes.
+``vecpress demo`` runs the advisor on the built-in GloVe-50 set for recall@10 ≥
+0.95, prints its choice and the commands that build and search it, and writes
+``vecpress-report.html``. ``vecpress bench BASE`` measures a grid of
+configurations (codec × re-ranking × IVF) on the user's vectors;
+``vecpress advise BASE (--target-recall R | --budget-bytes B)`` chooses one,
+bisecting the space rather than sweeping it; ``vecpress inspect BASE`` describes
+the data (:mod:`vecpress.diagnostics`). BASE is a vectors file or a built-in
+set (``glove50``, ``synthetic-384``, ``synthetic-768``; ``NAME:queries`` names
+its held-out queries). See :mod:`vecpress.bench` and :mod:`vecpress.advise`.
 
 ``vecpress build VECTORS --spec S [--metric M] [--ivf N [--ivf-raw]]
 [--rerank-spec S2] -o INDEX`` builds a flat or IVF index (with an optional
@@ -140,7 +146,11 @@ def _table(records: list[dict], d: int) -> str:
         f"{'k@R':>6} {'graph':>6} {'MSE':>8} {'q/s 1T':>9} {'q/s':>9}"
     )
     rows = [head]
-    for r in sorted(records, key=lambda r: (r["bytes_per_vector"], r["label"])):
+
+    def order(r):
+        return (r["bytes_per_vector"], r["spec"], r["rerank"] or 0, r["nprobe"] or 0)
+
+    for r in sorted(records, key=order):
         rows.append(
             f"{r['label'][:44]:<44} {r['bytes_per_vector']:>6} "
             f"{4 * d / r['bytes_per_vector']:>5.1f}x {r['recall_at_k']:>7.4f} "
