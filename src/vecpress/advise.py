@@ -41,7 +41,7 @@ RECALL_TIE = 0.002
 #: other queries of the same kind then reach it too, about 5 times in 6
 MARGIN_SE = 1.0
 #: strongest families first: a good early bound prunes the others
-FAMILY_ORDER = ("rq", "lvq", "pq", "tq", "int", "pq8", "float")
+FAMILY_ORDER = ("rq", "lvq", "pq", "pca", "tq", "int", "pq8", "float")
 
 
 @dataclass

@@ -130,6 +130,8 @@ BIT_FAMILIES = {
     # product quantizers at 0.5, 1, 2 (x4: fast-scan) and 1, 2, 4 (x8) bits per dimension
     "pq": ("pq{m}x4", (8, 4, 2)),
     "pq8": ("pq{m}x8", (8, 4, 2)),
+    # principal directions kept (a quarter, half, three quarters), then 4-bit codes
+    "pca": ("pca{m},hd2,rq4", (4, 2, 4 / 3)),
 }
 #: which families each grid holds, its re-ranking part, and which codecs get IVF variants
 #: ("all": every member of its bits families — the whole space the advisor chooses from)
@@ -141,13 +143,13 @@ GRIDS = {
         "ivf": ("center,hd2,rq4", "center,hd2,rq8"),
     },
     "default": {
-        "families": ("rq", "lvq", "int", "tq", "float", "pq", "pq8"),
+        "families": ("rq", "lvq", "int", "tq", "float", "pq", "pq8", "pca"),
         "rerank_first": (1, 2, 4),
         "rerank_depths": (2, 5, 10, 20),
         "ivf": ("center,hd2,rq2", "center,hd2,rq4", "center,hd2,rq6", "int8"),
     },
     "full": {
-        "families": ("rq", "lvq", "int", "tq", "float", "pq", "pq8"),
+        "families": ("rq", "lvq", "int", "tq", "float", "pq", "pq8", "pca"),
         "rerank_first": (1, 2, 3, 4),
         "rerank_depths": (1, 2, 5, 10, 20, 50),
         "ivf": "all",
@@ -176,6 +178,8 @@ def family_specs(name: str, d: int) -> list[str]:
     template, values = BIT_FAMILIES[name]
     if template is None:
         return list(values)
+    if template.startswith("pca"):
+        return [template.format(m=m) for m in sorted({max(1, round(d / f)) for f in values})]
     if "{m}" in template:
         ms = sorted({pq_subspaces(d, per) for per in values})
         return [template.format(m=m) for m in ms]

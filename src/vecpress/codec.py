@@ -9,7 +9,7 @@ from ._validation import as_codes, as_vectors, check_positive_int
 from .errors import FormatError, NotFittedError
 from .quantizers.base import get_field, put_field
 from .spec import canonical, parse
-from .transforms import Center
+from .transforms import PCA, Center
 
 _KIND = "vecpress.codec"
 _CODEC_VERSION = 1
@@ -89,8 +89,11 @@ class Codec:
 
     def _setup(self, d: int) -> None:
         ss = np.random.SeedSequence(self.seed)
+        dim = d
         for stage, child in zip(self._stages(), ss.spawn(len(self._stages())), strict=True):
-            stage.setup(d, np.random.default_rng(child))
+            stage.setup(dim, np.random.default_rng(child))
+            if stage is not self.quantizer:
+                dim = stage.out_dim(dim)
         self.d = d
 
     # -- properties --------------------------------------------------------
@@ -179,7 +182,7 @@ class Codec:
             self._setup(x.shape[1])
         for t in self.transforms:
             if t.needs_data:
-                if isinstance(t, Center):
+                if isinstance(t, (Center, PCA)):
                     t.fit(x, weights)
                 else:
                     t.fit(x)
@@ -239,7 +242,7 @@ class Codec:
         out = self.quantizer.score(qt, qcodes)
         if term is not None:
             out += term[None, :]
-            out += offset[:, None]
+        out += offset[:, None]
         return out
 
     def score_candidates(self, q, codes, rows) -> np.ndarray:
@@ -274,7 +277,7 @@ class Codec:
         out = np.einsum("ird,id->ir", y, qt).astype(np.float32)
         if term is not None:
             out += term.reshape(nq, r)
-            out += offset[:, None]
+        out += offset[:, None]
         out[~valid] = -np.inf
         return out
 
@@ -310,17 +313,21 @@ class Codec:
             stages = codec._stages()
             if len(config["stages"]) != len(stages):
                 raise ValueError("stage list does not match the spec")
+            dim = d
             for i, (st, cfg) in enumerate(zip(stages, config["stages"], strict=True)):
+                want = getattr(st, "out", getattr(st, "param", None))
                 if (
                     cfg.get("name") != st.name
-                    or cfg.get("d") != d
-                    or cfg.get("param", getattr(st, "param", None)) != getattr(st, "param", None)
+                    or cfg.get("d") != dim
+                    or cfg.get("param", want) != want
                 ):
                     raise ValueError(f"stage {i} config {cfg!r} does not match {st.spec!r}")
                 mine = {
                     k.split(".", 1)[1]: v for k, v in arrays.items() if k.split(".", 1)[0] == str(i)
                 }
                 st.restore(cfg, mine)
+                if st is not codec.quantizer:
+                    dim = st.out_dim(dim)
             codec.d = d
         except (ValueError, TypeError, KeyError) as e:
             raise FormatError(f"{source}: invalid codec in config: {e}") from None

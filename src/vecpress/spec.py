@@ -17,7 +17,7 @@ from .quantizers.rabitq import RQ
 from .quantizers.sketches import QJL, Sign
 from .quantizers.turboquant import TQ, TQProd
 from .quantizers.uniform import LVQ, Int
-from .transforms import Center, Haar, Hadamard, Transform
+from .transforms import PCA, Center, Haar, Hadamard, Transform
 
 #: name -> (class, (low, high) for the integer parameter, or None)
 QUANTIZERS: dict[str, tuple[type[Quantizer], tuple[int, int] | None]] = {
@@ -35,7 +35,7 @@ QUANTIZERS: dict[str, tuple[type[Quantizer], tuple[int, int] | None]] = {
     "sign": (Sign, None),
 }
 
-TRANSFORM_NAMES = ("center", "haar", "hd1", "hd2", "hd3")
+TRANSFORM_NAMES = ("center", "haar", "hd1", "hd2", "hd3", "pca<d'>")
 
 _TOKEN = re.compile(r"^([a-z][a-z0-9]*?)(\d*)$")
 #: product quantizers: name, M sub-quantizers, bits each
@@ -62,6 +62,12 @@ def make_transform(token: str) -> Transform:
         return Haar()
     if token in ("hd1", "hd2", "hd3"):
         return Hadamard(int(token[2]))
+    pca = re.fullmatch(r"pca(\d+)", token)
+    if pca:
+        out = int(pca.group(1))
+        if not 1 <= out <= 1 << 16 or token != f"pca{out}":
+            raise ValueError(f"stage {token!r}: pca<d'> needs d' in [1, 65536]")
+        return PCA(out)
     raise KeyError(token)
 
 

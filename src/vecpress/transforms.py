@@ -1,7 +1,7 @@
-"""Transforms: stages that map R^d to R^d before the quantizer.
+"""Transforms: stages that map R^d to R^d (or, reducing, to R^d') before the quantizer.
 
-Every transform is orthogonal or a translation, so inner products with the
-original vectors can be recovered exactly:
+Every transform but ``pca`` is orthogonal or a translation, so inner products
+with the original vectors can be recovered exactly:
 
 * ``center`` subtracts the training mean ``mu`` from vectors *and* queries, and
   the codec stores the exact per-vector term ``<mu, x - mu>`` in each row, so
@@ -13,6 +13,12 @@ original vectors can be recovered exactly:
 * ``hd1``/``hd2``/``hd3`` are 1, 2 or 3 randomized Hadamard rounds (see
   :mod:`vecpress.kernels.hadamard`), exactly orthogonal on R^d for every d,
   stored as their signs and permutations.
+
+``pca<d'>`` centres and projects onto the top ``d'`` principal directions of
+the training rows (weighted when they were drawn by leverage score):
+``x -> P (x - mu)``, queries ``q -> P q`` with the offset ``<q, mu>``, so
+``<q, x> ≈ <P q, P (x - mu)> + <q, mu>``, exact up to the variance outside the
+kept directions.
 
 The query path differs from the database path: a rotation rotates the query
 too, a translation leaves the query unchanged and contributes an additive
@@ -47,6 +53,11 @@ class Transform:
         """Draw the training-free state for dimension ``d``."""
         self.d = d
         self.fitted = not self.needs_data
+
+    def out_dim(self, d: int) -> int:
+        """The dimension of the output for inputs of dimension ``d`` (the same, but
+        for dimension reductions)."""
+        return d
 
     def fit(self, x: np.ndarray) -> None:
         """Learn from (already transformed) training rows ``x``; default: nothing."""
@@ -191,3 +202,69 @@ def _checked(arrays: dict, key: str, shape: tuple, dtype) -> np.ndarray:
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         raise ValueError(f"state array {key!r} holds NaN or Inf")
     return np.array(a)  # writable private copy
+
+
+class PCA(Transform):
+    """Centre and project onto the top ``d'`` principal directions (learned by ``fit``)."""
+
+    name = "pca"
+    needs_data = True
+
+    def __init__(self, out: int) -> None:
+        super().__init__()
+        self.out = out
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}{self.out}"
+
+    def setup(self, d: int, rng: np.random.Generator) -> None:
+        if self.out > d:
+            raise ValueError(f"{self.spec}: cannot keep {self.out} directions of d={d}")
+        super().setup(d, rng)
+
+    def out_dim(self, d: int) -> int:
+        return self.out
+
+    def fit(self, x: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Principal directions of ``x`` (weighted by ``weights`` when given)."""
+        x64 = x.astype(np.float64)
+        w = np.ones(x.shape[0]) if weights is None else np.asarray(weights, np.float64)
+        mean = w @ x64 / w.sum()
+        xc = x64 - mean
+        cov = xc.T @ (xc * w[:, None]) / w.sum()
+        eig, vecs = np.linalg.eigh(cov)
+        order = np.argsort(eig)[::-1][: self.out]
+        self.mean_ = mean.astype(np.float32)
+        self.components_ = np.ascontiguousarray(vecs[:, order].T, np.float32)  # d' x d
+        self.fitted = True
+
+    def _check(self) -> None:
+        if not self.fitted:
+            raise NotFittedError(f"{self.spec!r} needs fit(X) to learn its directions")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._check()
+        return np.ascontiguousarray((x - self.mean_) @ self.components_.T, np.float32)
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        self._check()
+        return np.ascontiguousarray(y @ self.components_ + self.mean_, np.float32)
+
+    def query(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        self._check()
+        return np.ascontiguousarray(q @ self.components_.T, np.float32), q @ self.mean_
+
+    def config(self) -> dict:
+        return {**super().config(), "param": self.out}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"mean": self.mean_, "components": self.components_}
+
+    def restore(self, config: dict, arrays: dict[str, np.ndarray]) -> None:
+        super().restore(config, arrays)
+        self.mean_ = _checked(arrays, "mean", (self.d,), np.float32)
+        self.components_ = _checked(arrays, "components", (self.out, self.d), np.float32)
+        gram = self.components_ @ self.components_.T
+        if not np.allclose(gram, np.eye(self.out), atol=1e-3):
+            raise ValueError("pca components are not orthonormal")
