@@ -9,7 +9,7 @@ from ._validation import as_codes, as_vectors, check_positive_int
 from .errors import FormatError, NotFittedError
 from .quantizers.base import get_field, put_field
 from .spec import canonical, parse
-from .transforms import PCA, Center
+from .transforms import PCA, Center, LeanVec
 
 _KIND = "vecpress.codec"
 _CODEC_VERSION = 1
@@ -151,7 +151,9 @@ class Codec:
             )
 
     # -- learning ----------------------------------------------------------
-    def fit(self, x, *, sample: int | None = None, sampling: str = "uniform") -> Codec:
+    def fit(
+        self, x, *, sample: int | None = None, sampling: str = "uniform", queries=None
+    ) -> Codec:
         """Learn what the stages need from training vectors; returns ``self``.
 
         For training-free codecs this only fixes the dimension (and draws the
@@ -160,6 +162,8 @@ class Codec:
         (:func:`vecpress.sampling.sample_rows`): leverage sampling keeps rare
         directions in the sample; ``center`` then takes the weighted mean (so
         it stays unbiased), and the other stages fit the sampled rows as they are.
+        ``queries`` (a sample of the queries the codec will serve) is required by
+        ``leanvec-ood<d'>``, which learns from both distributions.
 
         Examples
         --------
@@ -169,6 +173,7 @@ class Codec:
         True
         """
         x = as_vectors(x, "X", dim=self.d, allow_empty=False)
+        q = None if queries is None else as_vectors(queries, "queries", dim=x.shape[1])
         weights = None
         if sample is not None or sampling != "uniform":
             from .sampling import sample_rows
@@ -184,9 +189,13 @@ class Codec:
             if t.needs_data:
                 if isinstance(t, (Center, PCA)):
                     t.fit(x, weights)
+                elif isinstance(t, LeanVec):
+                    t.fit(x, q)
                 else:
                     t.fit(x)
             x = t.forward(x)
+            if q is not None:
+                q, _ = t.query(q)
         if self.quantizer.needs_data:
             self.quantizer.fit(x)
         return self

@@ -381,7 +381,7 @@ class Index:
         return x, sq
 
     def _fit(
-        self, x: np.ndarray, centroids: np.ndarray | None = None
+        self, x: np.ndarray, centroids: np.ndarray | None = None, queries: np.ndarray | None = None
     ) -> tuple[Codec, Codec | None, np.ndarray | None]:
         """Freshly fitted ``(codec, rerank codec, centroids)``; nothing of ``self`` changes."""
         rng = np.random.default_rng(self.seed)
@@ -393,7 +393,9 @@ class Index:
             if self.ivf_residual:
                 first = (x - centroids[_ivf.assign(centroids, x)]).astype(np.float32)
         # the codecs learn from a uniform subsample (rows may be ordered, e.g. by frequency)
-        codec = Codec.from_spec(self.spec, seed=self.seed).fit(_subsample(first, FIT_SAMPLE, rng))
+        codec = Codec.from_spec(self.spec, seed=self.seed).fit(
+            _subsample(first, FIT_SAMPLE, rng), queries=queries
+        )
         rerank = None
         if self.rerank_codec is not None:
             rerank = Codec.from_spec(self.rerank_spec, seed=self.seed)
@@ -409,14 +411,16 @@ class Index:
         self._stage = None
 
     # -- building ------------------------------------------------------------
-    def train(self, x, centroids=None) -> Index:
+    def train(self, x, centroids=None, queries=None) -> Index:
         """Fit the codecs (and IVF centroids) on ``x`` before any vector is added; returns ``self``.
 
         Under ``"cosine"`` the training vectors are normalised first. More than
         100,000 rows are subsampled with the index's seed (IVF: up to
         ``64 * nlist`` rows for k-means, at most 1,000,000). An IVF index can
         take its ``centroids`` (``float[nlist, d]``, e.g. another index's) instead
-        of running k-means; the codecs are still fitted on ``x``.
+        of running k-means; the codecs are still fitted on ``x``. ``queries`` (a
+        sample of the queries to serve) is passed to the codec's fit: stages such as
+        ``leanvec-ood<d'>`` learn from it (normalised too under ``"cosine"``).
 
         Examples
         --------
@@ -441,7 +445,9 @@ class Index:
                     f"found {centroids.shape[0]}"
                 )
         x, _ = self._prepare(x, "X")
-        self._commit_fit(self._fit(x, centroids))
+        if queries is not None:
+            queries, _ = self._prepare(as_vectors(queries, "queries", dim=x.shape[1]), "queries")
+        self._commit_fit(self._fit(x, centroids, queries))
         return self
 
     def add(self, x, ids=None) -> np.ndarray:

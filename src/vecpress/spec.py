@@ -17,7 +17,7 @@ from .quantizers.rabitq import RQ
 from .quantizers.sketches import QJL, Sign
 from .quantizers.turboquant import TQ, TQProd
 from .quantizers.uniform import LVQ, Int
-from .transforms import PCA, Center, Haar, Hadamard, Transform
+from .transforms import PCA, Center, Haar, Hadamard, LeanVec, Transform
 
 #: name -> (class, (low, high) for the integer parameter, or None)
 QUANTIZERS: dict[str, tuple[type[Quantizer], tuple[int, int] | None]] = {
@@ -35,7 +35,16 @@ QUANTIZERS: dict[str, tuple[type[Quantizer], tuple[int, int] | None]] = {
     "sign": (Sign, None),
 }
 
-TRANSFORM_NAMES = ("center", "haar", "hd1", "hd2", "hd3", "pca<d'>")
+TRANSFORM_NAMES = (
+    "center",
+    "haar",
+    "hd1",
+    "hd2",
+    "hd3",
+    "pca<d'>",
+    "leanvec<d'>",
+    "leanvec-ood<d'>",
+)
 
 _TOKEN = re.compile(r"^([a-z][a-z0-9]*?)(\d*)$")
 #: product quantizers: name, M sub-quantizers, bits each
@@ -62,6 +71,12 @@ def make_transform(token: str) -> Transform:
         return Haar()
     if token in ("hd1", "hd2", "hd3"):
         return Hadamard(int(token[2]))
+    lv = re.fullmatch(r"leanvec(-ood)?(\d+)", token)
+    if lv:
+        out = int(lv.group(2))
+        if not 1 <= out <= 1 << 16 or token != f"leanvec{lv.group(1) or ''}{out}":
+            raise ValueError(f"stage {token!r}: leanvec<d'> needs d' in [1, 65536]")
+        return LeanVec(out, ood=lv.group(1) is not None)
     pca = re.fullmatch(r"pca(\d+)", token)
     if pca:
         out = int(pca.group(1))

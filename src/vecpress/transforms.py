@@ -268,3 +268,121 @@ class PCA(Transform):
         gram = self.components_ @ self.components_.T
         if not np.allclose(gram, np.eye(self.out), atol=1e-3):
             raise ValueError("pca components are not orthonormal")
+
+
+class LeanVec(Transform):
+    """Separate query and database projections to ``d'`` dims (LeanVec, Tepper et al. 2023).
+
+    The data are centred first (``x -> B (x − μ)``, queries ``q -> A q`` with the
+    exact offset ``<q, μ>``, as for ``pca``), so the error that is minimised is
+    the one ranking sees. ``leanvec-ood<d'>`` learns ``A`` (queries, rows
+    orthonormal) and ``B`` (database) minimising ``E_q E_x (qᵀ Aᵀ B x̃ − qᵀ x̃)²``
+    (``x̃ = x − μ``) from the second-moment matrix ``K_Q`` of a query sample and
+    the covariance ``K_X`` of the data. That is a
+    weighted rank-``d'`` approximation, ``min ‖K_Q^½ (Aᵀ B − I) K_X^½‖_F``,
+    whose optimum is closed-form (Eckart–Young on ``T = K_Q^½ K_X^½ = U S Vᵀ``):
+    ``Aᵀ B = K_Q^-½ U_d' S_d' V_d'ᵀ K_X^-½``; ``A``'s rows are then
+    orthonormalised (QR) with the triangular factor moved into ``B``. So it
+    is the global optimum over all rank-``d'`` maps, with no Frank–Wolfe
+    iterations. ``leanvec<d'>`` is the in-distribution case ``K_Q = K_X``, which
+    reduces to projecting both on the top principal directions of the second
+    moments, i.e. ``pca<d'>``. ``decode`` maps back by the pseudo-inverse of ``B``.
+    """
+
+    needs_data = True
+    #: ridge added to both second-moment matrices, relative to their mean eigenvalue
+    RIDGE = 1e-6
+    #: shrinkage of the query second moments toward the data's (None: d / (m + d))
+    SHRINK: float | None = None
+
+    def __init__(self, out: int, ood: bool) -> None:
+        super().__init__()
+        self.out = out
+        self.ood = ood
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return "leanvec-ood" if self.ood else "leanvec"
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}{self.out}"
+
+    def setup(self, d: int, rng: np.random.Generator) -> None:
+        if self.out > d:
+            raise ValueError(f"{self.spec}: cannot keep {self.out} dimensions of d={d}")
+        super().setup(d, rng)
+
+    def out_dim(self, d: int) -> int:
+        return self.out
+
+    @staticmethod
+    def _powers(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(K^½, K^-½)`` of a symmetric PSD matrix, with a small ridge."""
+        lam, v = np.linalg.eigh(k)
+        lam = np.maximum(lam, 0) + LeanVec.RIDGE * max(lam.mean(), 1e-30)
+        return (v * np.sqrt(lam)) @ v.T, (v / np.sqrt(lam)) @ v.T
+
+    def fit(self, x: np.ndarray, queries: np.ndarray | None = None) -> None:
+        """Learn ``A`` and ``B`` from the data ``x`` and (for OOD) a query sample."""
+        if self.ood and queries is None:
+            raise ValueError(
+                f"{self.spec} learns from queries as well as data: fit(X, queries=Q) with a "
+                "sample of the queries the index will serve"
+            )
+        x64 = x.astype(np.float64)
+        mean = x64.mean(axis=0)
+        x64 -= mean
+        kx = x64.T @ x64 / x.shape[0]
+        self.mean_ = mean.astype(np.float32)
+        if self.ood:
+            q64 = np.asarray(queries, np.float64)
+            kq = q64.T @ q64 / q64.shape[0]
+            # few queries estimate K_Q poorly in its weak directions, which K_Q^-1/2
+            # would amplify: shrink it toward (scaled) K_X by d / (m + d)
+            alpha = self.SHRINK if self.SHRINK is not None else x.shape[1] / (len(q64) + x.shape[1])
+            kq = (1 - alpha) * kq + alpha * kx * (np.trace(kq) / max(np.trace(kx), 1e-30))
+        else:
+            kq = kx
+        kq_half, kq_mhalf = self._powers(kq)
+        kx_half, kx_mhalf = self._powers(kx)
+        u, s, vt = np.linalg.svd(kq_half @ kx_half)
+        d = self.out
+        at = kq_mhalf @ u[:, :d]  # d x d'
+        b = (s[:d, None] * vt[:d]) @ kx_mhalf  # d' x d
+        qmat, r = np.linalg.qr(at)
+        self.query_ = np.ascontiguousarray(qmat.T, np.float32)  # A: d' x d, orthonormal rows
+        self.data_ = np.ascontiguousarray(r @ b, np.float32)  # B: d' x d
+        self._pinv = np.linalg.pinv(self.data_.astype(np.float64)).astype(np.float32)
+        self.fitted = True
+
+    def _check(self) -> None:
+        if not self.fitted:
+            raise NotFittedError(f"{self.spec!r} needs fit(X) to learn its projections")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._check()
+        return np.ascontiguousarray((x - self.mean_) @ self.data_.T, np.float32)
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        self._check()
+        return np.ascontiguousarray(y @ self._pinv.T + self.mean_, np.float32)
+
+    def query(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        self._check()
+        return np.ascontiguousarray(q @ self.query_.T, np.float32), q @ self.mean_
+
+    def config(self) -> dict:
+        return {**super().config(), "param": self.out}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"mean": self.mean_, "query": self.query_, "data": self.data_}
+
+    def restore(self, config: dict, arrays: dict[str, np.ndarray]) -> None:
+        super().restore(config, arrays)
+        self.mean_ = _checked(arrays, "mean", (self.d,), np.float32)
+        self.query_ = _checked(arrays, "query", (self.out, self.d), np.float32)
+        self.data_ = _checked(arrays, "data", (self.out, self.d), np.float32)
+        if not np.allclose(self.query_ @ self.query_.T, np.eye(self.out), atol=1e-3):
+            raise ValueError("leanvec query projection rows are not orthonormal")
+        self._pinv = np.linalg.pinv(self.data_.astype(np.float64)).astype(np.float32)
