@@ -38,9 +38,10 @@ _SCAN_BLOCK = 512
 
 
 @nb.njit(cache=True, parallel=True, fastmath=True)
-def _lut_scan8(codes, lut, out):
+def _lut_scan(idx, lut, out):
+    """``out[i, j] = Σ_m lut[i, m, idx[j, m]]`` (``idx``: one centroid index per byte)."""
     nq, m_count, _ = lut.shape
-    n = codes.shape[0]
+    n = idx.shape[0]
     for blk in nb.prange((n + _SCAN_BLOCK - 1) // _SCAN_BLOCK):
         lo = blk * _SCAN_BLOCK
         hi = min(n, lo + _SCAN_BLOCK)
@@ -48,26 +49,7 @@ def _lut_scan8(codes, lut, out):
             for j in range(lo, hi):
                 s = np.float32(0.0)
                 for m in range(m_count):
-                    s += lut[i, m, codes[j, m]]
-                out[i, j] = s
-
-
-@nb.njit(cache=True, parallel=True, fastmath=True)
-def _lut_scan4(codes, lut, out):
-    nq, m_count, _ = lut.shape
-    n = codes.shape[0]
-    half = m_count // 2
-    for blk in nb.prange((n + _SCAN_BLOCK - 1) // _SCAN_BLOCK):
-        lo = blk * _SCAN_BLOCK
-        hi = min(n, lo + _SCAN_BLOCK)
-        for i in range(nq):
-            for j in range(lo, hi):
-                s = np.float32(0.0)
-                for p in range(half):
-                    byte = codes[j, p]
-                    s += lut[i, 2 * p, byte & 15] + lut[i, 2 * p + 1, byte >> 4]
-                if m_count & 1:
-                    s += lut[i, m_count - 1, codes[j, half] & 15]
+                    s += lut[i, m, idx[j, m]]
                 out[i, j] = s
 
 
@@ -230,7 +212,7 @@ class PQ(Quantizer):
         codes = np.ascontiguousarray(codes)
         if self.bits == 4:
             return score_pq4(codes, self.param, lut)
-        _lut_scan8(codes, lut, out)
+        _lut_scan(codes, lut, out)
         return out
 
     def float_score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -238,7 +220,7 @@ class PQ(Quantizer):
         out = np.empty((q.shape[0], codes.shape[0]), np.float32)
         if codes.shape[0] and q.shape[0]:
             lut = self.tables(q)
-            (_lut_scan8 if self.bits == 8 else _lut_scan4)(np.ascontiguousarray(codes), lut, out)
+            _lut_scan(unpack_codes(np.ascontiguousarray(codes), self.param, self.bits), lut, out)
         return out
 
 
