@@ -364,11 +364,21 @@ def vecpress_specs(d: int, quick: bool) -> list[str]:
         specs += [f"pq{m}x8", f"opq{m}x8", f"pq{2 * m}x4"] if d % (2 * m) == 0 else [f"pq{m}x8"]
     for b in (1, 2, 4) if quick else bits:  # principal directions, then a 4-bit-or-less grid
         specs += [f"pca{round(f * d)},hd2,rq{b}" for f in (0.5, 0.75)]
+    for b in BUDGET_BITS:  # the budget spent on more bits for fewer (principal) dimensions
+        specs += [pca_fit(d, b, extra) for extra in (1, 2) if pca_fit(d, b, extra)]
     specs += [f"qjl{d * b}" for b in (1, 2)]
     specs += ["hd2,sign", "f16"] if quick else ["hd2,sign", "center,hd2,sign"]
     if not quick:
         specs += ["f32", "f16", "bf16", "e4m3", "e5m2"]
     return specs
+
+
+def pca_fit(d: int, b: int, extra: int) -> str | None:
+    """``pca<d'>,hd2,rq<b + extra>`` with the most principal directions d' < d whose code
+    fits the budget of ``b`` bits per dimension (code_size ≤ ``budget_bytes(d, b)``)."""
+    cap = budget_bytes(d, b)
+    fits = [k for k in range(1, d) if Codec.code_size_of(f"pca{k},hd2,rq{b + extra}", d) <= cap]
+    return f"pca{max(fits)},hd2,rq{b + extra}" if fits else None
 
 
 def faiss_key_bits(key: str) -> tuple[str, int | None]:
