@@ -130,8 +130,8 @@ BIT_FAMILIES = {
     # product quantizers at 0.5, 1, 2 (x4: fast-scan) and 1, 2, 4 (x8) bits per dimension
     "pq": ("pq{m}x4", (8, 4, 2)),
     "pq8": ("pq{m}x8", (8, 4, 2)),
-    # principal directions kept (a quarter, half, three quarters), then 4-bit codes
-    "pca": ("pca{m},hd2,rq4", (4, 2, 4 / 3)),
+    # principal directions kept (d/4 to 15d/16 in steps of d/16), then 4-bit codes
+    "pca": ("pca{m},hd2,rq4", tuple(16 / k for k in range(4, 16))),
 }
 #: which families each grid holds, its re-ranking part, and which codecs get IVF variants
 #: ("all": every member of its bits families — the whole space the advisor chooses from)
