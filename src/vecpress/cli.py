@@ -38,13 +38,12 @@ import numpy as np
 
 from .bench import GRIDS, RECALLS
 from .datasets import BUILTIN
-from .index import METRICS
+from .index import ADD_CHUNK, METRICS
 from .readers import read_vectors
 
 GRID_NAMES = tuple(GRIDS)
 
 RESULT_FORMATS = (".npy", ".json")
-ADD_CHUNK = 50_000
 SEARCH_CHUNK = 1_000
 
 #: the demo: the advisor on GloVe-50 for this recall@10
@@ -234,14 +233,8 @@ def _run_advisor(args: argparse.Namespace, data):
             progress=step,
         )
     source = data.source
-    queries = data.queries_source or (f"{source}:queries" if data.source in _builtin() else None)
+    queries = data.queries_source or (f"{source}:queries" if data.source in BUILTIN else None)
     return w, advice, advice.to_dict(source, queries, args.metric, args.k)
-
-
-def _builtin():
-    from .datasets import BUILTIN
-
-    return BUILTIN
 
 
 def _print_advice(doc: dict, d: int, held_out: bool) -> None:

@@ -12,13 +12,14 @@ metric and ``k``, so changed data can never be served stale truth.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_bytes
 from .topk import topk
 
 #: bytes of the base hashed per block (the hash covers every byte)
@@ -129,14 +130,9 @@ def ground_truth(
     ids, scores = brute_force(queries, base, k, metric)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".gt-", suffix=".npz", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, ids=ids, scores=scores)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buf = io.BytesIO()
+        np.savez(buf, ids=ids, scores=scores)
+        write_bytes(path, buf.getvalue())
     except OSError:
         pass  # a read-only place: the truth is still returned, just not cached
     return ids, scores

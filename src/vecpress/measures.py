@@ -93,8 +93,7 @@ def recall_k_at_r(candidates: np.ndarray, truth: np.ndarray) -> float:
     >>> recall_k_at_r(np.array([[5, 3, 9, 1]]), np.array([[1, 2]]))
     0.5
     """
-    hits = sum(np.isin(t, c).sum() for c, t in zip(candidates, truth, strict=True))
-    return float(hits / truth.size)
+    return float(strict_recall(candidates, truth).mean())
 
 
 def mean_and_se(per_query: np.ndarray) -> tuple[float, float]:

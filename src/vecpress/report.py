@@ -30,15 +30,15 @@ pyplot nor the user's chosen backend is touched.
 from __future__ import annotations
 
 import base64
-import contextlib
 import errno
 import html
 import io
 import math
 import os
-import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from .atomic import write_bytes
 
 __all__ = ["pareto_front", "write_report"]
 
@@ -1071,21 +1071,9 @@ def _spectrum(page: _Page, Figure, FigureCanvasAgg):
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, fsync it and rename it over ``path``."""
-    folder = path.parent
-    tmp = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    """:func:`vecpress.atomic.write_bytes`, with errors that name the report."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode as umask allows
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_bytes(path, data)
     except OSError as e:
         if str(path) in str(e):
             raise

@@ -191,7 +191,7 @@ def _scan_batch(stage, q, qsq, lists, adds, k):
             qi, query_limbs(bits), qs, off, np.asarray(t, np.float32),
             *stage.terms, norms, qsq.astype(np.float32), plan.nslots, k, l2=l2,
         )  # fmt: skip
-    elif is_fastscan(codec) and not l2 and codec._split(stage.codes[:0])[1] is None:
+    elif is_fastscan(codec) and not l2 and not codec._centered:
         slot_s, slot_i = _scan_fastscan(stage, qt, plan, k)
     else:
         slot_s, slot_i = _scan_generic(stage, qt, qsq, plan, k, l2)
