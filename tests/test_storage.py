@@ -444,8 +444,12 @@ def _failures(cases, results) -> list:
 
 @pytest.mark.parametrize(
     "make",
-    [lambda: full_index("l2"), lambda: small_index("cosine")],
-    ids=["ivf-rerank-l2", "flat-cosine"],
+    [
+        lambda: full_index("l2"),
+        lambda: small_index("cosine"),
+        lambda: small_index("cosine", spec="center,lvq4x4"),
+    ],
+    ids=["ivf-rerank-l2", "flat-cosine", "two-level"],
 )
 def test_truncation_at_every_offset_is_a_format_error(tmp_path, make):
     good = tmp_path / "good.vpi"

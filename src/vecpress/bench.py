@@ -85,6 +85,8 @@ class Config:
         s = self.spec
         if self.rerank_spec is not None:
             s += f" + {self.rerank_spec} R={self.rerank}"
+        elif self.rerank is not None:  # the second level of a two-level spec
+            s += f" R={self.rerank}"
         if self.ivf is not None:
             s += f" IVF{self.ivf} p{self.nprobe}"
         return s
@@ -133,25 +135,30 @@ BIT_FAMILIES = {
     # principal directions kept (d/4 to 15d/16 in steps of d/16), then 4-bit codes
     "pca": ("pca{m},hd2,rq4", tuple(16 / k for k in range(4, 16))),
 }
-#: which families each grid holds, its re-ranking part, and which codecs get IVF variants
+#: which families each grid holds, its re-ranking part (first stages re-ranked by
+#: ``RERANK_TIER``, and two-level ``lvq<b1>x<b2>`` codes re-ranked by their second
+#: level), and which codecs get IVF variants
 #: ("all": every member of its bits families — the whole space the advisor chooses from)
 GRIDS = {
     "quick": {
         "families": ("rq", "float"),
         "rerank_first": (1, 4),
         "rerank_depths": (2, 10),
+        "two_level": (),
         "ivf": ("center,hd2,rq4", "center,hd2,rq8"),
     },
     "default": {
         "families": ("rq", "lvq", "int", "tq", "float", "pq", "pq8", "pca"),
         "rerank_first": (1, 2, 4),
         "rerank_depths": (2, 5, 10, 20),
+        "two_level": ((4, 4),),
         "ivf": ("center,hd2,rq2", "center,hd2,rq4", "center,hd2,rq6", "int8"),
     },
     "full": {
         "families": ("rq", "lvq", "int", "tq", "float", "pq", "pq8", "pca"),
         "rerank_first": (1, 2, 3, 4),
         "rerank_depths": (1, 2, 5, 10, 20, 50),
+        "two_level": ((2, 4), (4, 4), (4, 8)),
         "ivf": "all",
     },
 }
@@ -219,6 +226,12 @@ def rerank_family(spec: str, depths: tuple[int, ...], k: int, tier: str = RERANK
     )
 
 
+def two_level_family(b1: int, b2: int, depths: tuple[int, ...], k: int) -> Family:
+    """``center,lvq<b1>x<b2>`` searched by its first level and re-ranked by both."""
+    spec = f"center,lvq{b1}x{b2}"
+    return Family(f"rerank:{spec}", "rerank", tuple(Config(spec, rerank=m * k) for m in depths))
+
+
 def search_space(n: int, k: int = 10, grid: str = "default", d: int = 384) -> list[Family]:
     """The families of configurations a grid holds for ``n`` base vectors of dimension ``d``.
 
@@ -237,6 +250,7 @@ def search_space(n: int, k: int = 10, grid: str = "default", d: int = 384) -> li
     families += [
         rerank_family(f"center,hd2,rq{b}", g["rerank_depths"], k) for b in g["rerank_first"]
     ]
+    families += [two_level_family(b1, b2, g["rerank_depths"], k) for b1, b2 in g["two_level"]]
     nlist = nlist_for(n)
     if nlist is not None:
         specs = g["ivf"]

@@ -378,6 +378,8 @@ def _build(args: argparse.Namespace) -> int:
     tiers = f"code {mem['codes']}"
     if index.rerank_codec is not None:
         tiers += f" + re-rank tier {mem['rerank']} ({index.rerank_spec})"
+    elif index.has_second_tier:
+        tiers += f" + re-rank tier {mem['rerank']} (second level)"
     tiers += " + id 8" + (" + |x|² 4" if mem["norms"] else "")
     layout = f"{index.nlist} IVF lists" if index.is_ivf else "flat"
     print(
@@ -557,7 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--rerank",
         type=int,
         metavar="R",
-        help="re-score the best R candidates with the index's second tier (needs --rerank-spec)",
+        help="re-score the best R candidates with the index's second tier "
+        "(built with --rerank-spec, or a two-level spec such as lvq4x8)",
     )
     search.add_argument(
         "--nprobe",

@@ -8,6 +8,7 @@ from . import blob
 from ._validation import as_codes, as_vectors, check_positive_int
 from .errors import FormatError, NotFittedError
 from .quantizers.base import get_field, put_field
+from .quantizers.two_level import LVQ2
 from .spec import canonical, parse
 from .transforms import PCA, Center, LeanVec
 
@@ -53,6 +54,7 @@ class Codec:
         self.quantizer = quantizer
         self.seed = seed
         self.d: int | None = None
+        self._tier_codec: Codec | None = None
 
     # -- construction ------------------------------------------------------
     @classmethod
@@ -130,6 +132,58 @@ class Codec:
         codec._setup(check_positive_int(d, "d"))
         extra = codec.quantizer.field_dtype.itemsize if codec._centered else 0
         return codec.quantizer.code_size + extra
+
+    # -- tiers (two-level codes) ----------------------------------------------
+    @property
+    def is_two_level(self) -> bool:
+        """Whether the rows hold two levels (``lvq<b1>x<b2>``): an index scans the first
+        (:attr:`tier_codec`) and re-ranks with both."""
+        return isinstance(self.quantizer, LVQ2)
+
+    @property
+    def tier_codec(self) -> Codec:
+        """The codec of the first level's rows (:meth:`split_tiers`): ``self`` for a
+        one-level codec; for ``...,lvq<b1>x<b2>`` the codec ``...,lvq<b1>``, sharing
+        this codec's fitted transforms.
+
+        Examples
+        --------
+        >>> x = np.random.default_rng(0).standard_normal((100, 8)).astype(np.float32)
+        >>> Codec.from_spec("center,lvq4x8").fit(x).tier_codec.spec
+        'center,lvq4'
+        """
+        self._check_ready()
+        if not self.is_two_level:
+            return self
+        cached = self._tier_codec
+        if cached is None or cached.transforms != self.transforms:
+            cached = Codec(self.transforms, self.quantizer.level1, seed=self.seed)
+            cached.d = self.d
+            self._tier_codec = cached
+        return cached
+
+    @property
+    def tier_sizes(self) -> tuple[int, int]:
+        """Bytes per row of the first level and of the second (0 for one-level codecs)."""
+        first = self.tier_codec.code_size
+        return first, self.code_size - first
+
+    def split_tiers(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cut rows into first-level rows (rows of :attr:`tier_codec`, centring term
+        included) and second-level rows; :meth:`join_tiers` puts them back."""
+        codes = as_codes(codes, self.code_size)
+        if not self.is_two_level:
+            return codes, codes[:, :0]
+        n1, q = self.quantizer.level1_size, self.quantizer.code_size
+        first = np.concatenate([codes[:, :n1], codes[:, q:]], axis=1)
+        return first, np.ascontiguousarray(codes[:, n1:q])
+
+    def join_tiers(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """The full rows of :meth:`split_tiers`' two parts."""
+        if not self.is_two_level:
+            return first
+        n1 = self.quantizer.level1_size
+        return np.concatenate([first[:, :n1], second, first[:, n1:]], axis=1)
 
     def _split(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Quantizer part of the rows, and the stored centring term (or None)."""

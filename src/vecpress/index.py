@@ -214,6 +214,11 @@ class Index:
             raise TypeError(
                 f"rerank_spec must be a spec string, found {type(rerank_spec).__name__}"
             )
+        if rerank_spec is not None and self.codec.is_two_level:
+            raise ValueError(
+                f"spec {self.codec.spec!r} is two-level: its second level is the re-ranking "
+                f"tier, so rerank_spec={rerank_spec!r} cannot be added"
+            )
         self.rerank_codec = (
             Codec.from_spec(rerank_spec, seed=self.seed) if rerank_spec is not None else None
         )
@@ -241,6 +246,19 @@ class Index:
     def rerank_spec(self) -> str | None:
         """The canonical spec of the second tier, or ``None``."""
         return None if self.rerank_codec is None else self.rerank_codec.spec
+
+    @property
+    def has_second_tier(self) -> bool:
+        """Whether ``search(..., rerank=R)`` can re-rank: a ``rerank_spec`` tier, or the
+        second level of a two-level spec (``lvq<b1>x<b2>``)."""
+        return self.rerank_codec is not None or self.codec.is_two_level
+
+    def _tier_sizes(self) -> tuple[int, int]:
+        """Bytes per vector of the first stage's rows and of the second tier's."""
+        first, second = self.codec.tier_sizes
+        if self.rerank_codec is not None:
+            second = self.rerank_codec.code_size
+        return first, second
 
     @property
     def is_ivf(self) -> bool:
@@ -277,7 +295,8 @@ class Index:
     def memory(self) -> dict:
         """Bytes per vector by tier, and the shared bytes, of a trained index.
 
-        Keys: ``codes`` (first stage), ``rerank`` (second tier, 0 if none),
+        Keys: ``codes`` (first stage), ``rerank`` (second tier, 0 if none; the
+        second level of a two-level spec such as ``lvq4x8`` counts here),
         ``ids`` (8), ``norms`` (4 under ``"l2"``, else 0), ``per_vector`` (their
         sum) and ``shared`` (codec states, IVF centroids and list offsets).
 
@@ -292,9 +311,10 @@ class Index:
         """
         if not self.is_trained:
             raise ValueError("the index is not trained yet: its byte costs are not known")
+        first, second = self._tier_sizes()
         tiers = {
-            "codes": self.codec.code_size,
-            "rerank": 0 if self.rerank_codec is None else self.rerank_codec.code_size,
+            "codes": first,
+            "rerank": second,
             "ids": 8,
             "norms": 4 if self.metric == "l2" else 0,
         }
@@ -308,8 +328,7 @@ class Index:
     @property
     def bytes_per_vector(self) -> int:
         """Stored bytes per vector: both tiers' codes + 8-byte id (+ 4-byte ``|x|²`` for l2)."""
-        extra = 0 if self.rerank_codec is None else self.rerank_codec.code_size
-        return self.codec.code_size + extra + 8 + (4 if self.metric == "l2" else 0)
+        return sum(self._tier_sizes()) + 8 + (4 if self.metric == "l2" else 0)
 
     @property
     def ids(self) -> np.ndarray:
@@ -491,6 +510,8 @@ class Index:
                 first = (x - centroids[lists]).astype(np.float32)
         codes = codec.encode(first)
         rcodes = rerank.encode(x) if rerank is not None else None
+        if codec.is_two_level:
+            codes, rcodes = codec.split_tiers(codes)
         # -- commit (nothing below can fail on valid input) --
         if fitted is not None:
             self._commit_fit(fitted)
@@ -516,9 +537,10 @@ class Index:
         return new_ids.copy()
 
     def _init_buffers(self) -> None:
-        self._codes = _Buffer(np.zeros((0, self.codec.code_size), np.uint8))
-        if self.rerank_codec is not None:
-            self._rcodes = _Buffer(np.zeros((0, self.rerank_codec.code_size), np.uint8))
+        first, second = self._tier_sizes()
+        self._codes = _Buffer(np.zeros((0, first), np.uint8))
+        if self.has_second_tier:
+            self._rcodes = _Buffer(np.zeros((0, second), np.uint8))
         if self.metric == "l2":
             self._norms = _Buffer(np.zeros(0, np.float32))
 
@@ -606,22 +628,23 @@ class Index:
     def _first_stage(self) -> _search.Stage:
         if self._stage is None:
             codes = self._codes.view
+            codec = self.codec.tier_codec  # the codec itself, or level 1 of a two-level one
             self._stage = _search.Stage(
-                codec=self.codec,
+                codec=codec,
                 codes=codes,
                 items=_search.make_items(self._list_offsets),
                 norms=None if self._norms is None else self._norms.view,
-                terms=_search.row_terms(self.codec, codes) if _search.is_grid(self.codec) else None,
+                terms=_search.row_terms(codec, codes) if _search.is_grid(codec) else None,
             )
         return self._stage
 
     def _check_search_args(self, k, rerank, nprobe) -> tuple[int, int | None, int]:
         k = check_positive_int(k, "k")
         if rerank is not None:
-            if self.rerank_codec is None:
+            if not self.has_second_tier:
                 raise ValueError(
                     "rerank= needs a second tier: build the index with rerank_spec= "
-                    "(e.g. Index(spec, rerank_spec='f32'))"
+                    "(e.g. Index(spec, rerank_spec='f32')) or a two-level spec (e.g. 'lvq4x8')"
                 )
             rerank = check_positive_int(rerank, "rerank")
             if rerank < k:
@@ -652,8 +675,8 @@ class Index:
             stored (or probed) the rest is padded with id ``-1`` and score ``-inf``.
         rerank : int, optional
             Re-score the first stage's best ``rerank`` (``>= k``) candidates with
-            the second tier (``rerank_spec``) and keep the best ``k``; the scores
-            returned are then the second tier's.
+            the second tier (``rerank_spec``, or both levels of a two-level spec)
+            and keep the best ``k``; the scores returned are then the second tier's.
         nprobe : int, optional
             IVF only: lists scanned per query (default ``nlist / 64``, at least 1).
 
@@ -698,9 +721,20 @@ class Index:
             out_sc = np.empty((nq, k), np.float32)
             for s in range(0, nq, RERANK_CHUNK):
                 e = min(nq, s + RERANK_CHUNK)
-                out_rows[s:e], out_sc[s:e] = _search.rerank(
-                    self.rerank_codec, self._rcodes.view, norms, q[s:e], qsq[s:e], rows[s:e], k
-                )
+                if self.rerank_codec is not None:
+                    out_rows[s:e], out_sc[s:e] = _search.rerank(
+                        self.rerank_codec, self._rcodes.view, norms, q[s:e], qsq[s:e], rows[s:e], k
+                    )
+                    continue
+                add = None  # two levels of residual codes: add <q, centroid of the row's list>
+                if self.is_ivf and self.ivf_residual:
+                    lists = np.searchsorted(self._list_offsets, rows[s:e], side="right") - 1
+                    dots = q[s:e] @ self.centroids.T
+                    add = np.take_along_axis(dots, np.maximum(lists, 0), axis=1)
+                out_rows[s:e], out_sc[s:e] = _search.rerank_levels(
+                    self.codec, self._codes.view, self._rcodes.view, norms,
+                    q[s:e], qsq[s:e], rows[s:e], k, add,
+                )  # fmt: skip
             rows, sc = out_rows, out_sc
         found = rows >= 0
         ids[found] = self._ids.view[rows[found]]

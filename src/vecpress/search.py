@@ -14,7 +14,8 @@ the threads even for a single query or a single list. A search then:
    and keeps the top-k of each with the shared :func:`~vecpress.topk.topk`;
 3. **merges** the slots of each query (:func:`~vecpress.kernels.grid_search.merge_slots`);
 4. **re-ranks** (optional): the first stage's best ``R`` rows are re-scored
-   with the index's second tier (:meth:`Codec.score_candidates`) and the best
+   with the index's second tier (:meth:`Codec.score_candidates`; for a
+   two-level codec, with both levels of the candidates' rows) and the best
    ``k`` kept with :func:`~vecpress.topk.topk`.
 
 Scores follow the index's metric: the estimated inner product (``"ip"``,
@@ -266,6 +267,35 @@ def rerank(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Re-score candidate ``rows`` (``-1`` = none) with a second-tier codec; best ``k``."""
     est = codec.score_candidates(q, codes, rows)
+    return _best(est, norms, qsq, rows, k)
+
+
+def rerank_levels(
+    codec: Codec,
+    first: np.ndarray,
+    second: np.ndarray,
+    norms: np.ndarray | None,
+    q: np.ndarray,
+    qsq: np.ndarray,
+    rows: np.ndarray,
+    k: int,
+    add: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Re-score candidate ``rows`` with both levels of a two-level codec (rows of
+    ``first`` and ``second`` as :meth:`Codec.split_tiers` cuts them); ``add[i, r]``
+    (IVF residual codes: ``<q_i, centroid>``) is added to each estimate. Best ``k``."""
+    valid = rows >= 0
+    flat = np.where(valid, rows, 0).ravel()
+    full = codec.join_tiers(first[flat], second[flat])
+    local = np.where(valid, np.arange(rows.size).reshape(rows.shape), -1)
+    est = codec.score_candidates(q, full, local)
+    if add is not None:
+        est += add
+    return _best(est, norms, qsq, rows, k)
+
+
+def _best(est, norms, qsq, rows, k):
+    """Metric adjustment (l2: ``2 est - |x|² - |q|²``) and the best ``k`` of ``rows``."""
     if norms is not None:
         valid = rows >= 0
         est *= 2

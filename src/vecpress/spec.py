@@ -16,6 +16,7 @@ from .quantizers.pq import OPQ, PQ, PQ_BITS
 from .quantizers.rabitq import RQ
 from .quantizers.sketches import QJL, Sign
 from .quantizers.turboquant import TQ, TQProd
+from .quantizers.two_level import LVQ2
 from .quantizers.uniform import LVQ, Int
 from .transforms import PCA, Center, Haar, Hadamard, LeanVec, Transform
 
@@ -50,6 +51,7 @@ _TOKEN = re.compile(r"^([a-z][a-z0-9]*?)(\d*)$")
 #: product quantizers: name, M sub-quantizers, bits each
 PRODUCT_QUANTIZERS = {"pq": PQ, "opq": OPQ}
 _PQ_TOKEN = re.compile(r"^(o?pq)(\d+)x(\d+)$")
+_LVQ2_TOKEN = re.compile(r"^lvq(\d+)x(\d+)$")
 
 
 def _valid_names() -> str:
@@ -59,7 +61,7 @@ def _valid_names() -> str:
     )
     return (
         f"transforms: {', '.join(TRANSFORM_NAMES)}; quantizers: {q} (b in 1..8), "
-        "pq<M>x<b>, opq<M>x<b> (b = 4 or 8)"
+        "pq<M>x<b>, opq<M>x<b> (b = 4 or 8), lvq<b1>x<b2> (two-level LVQ, b1, b2 in 1..8)"
     )
 
 
@@ -99,6 +101,12 @@ def make_quantizer(token: str) -> Quantizer:
                 f"{' or '.join(map(str, PQ_BITS))}"
             )
         return PRODUCT_QUANTIZERS[name](m, bits)
+    two = _LVQ2_TOKEN.match(token)
+    if two:
+        b1, b2 = int(two.group(1)), int(two.group(2))
+        if not (1 <= b1 <= 8 and 1 <= b2 <= 8) or token != f"lvq{b1}x{b2}":
+            raise ValueError(f"stage {token!r}: lvq<b1>x<b2> needs b1 and b2 in 1..8")
+        return LVQ2(b1, b2)
     m = _TOKEN.match(token)
     if not m or m.group(1) not in QUANTIZERS:
         raise KeyError(token)

@@ -19,8 +19,11 @@ Layout of format version 2 (all integers little-endian)::
             "list_offsets" (int64[ivf + 1], if ivf: list l is rows offsets[l]:offsets[l+1]),
             "ids" (int64[count]),
             "norms" (float32[count], exact |x|², metric "l2" only),
-            "codes" (uint8[count, code_size]),
-            "rerank_codes" (uint8[count, rerank_code_size], if rerank_spec)
+            "codes" (uint8[count, code_size]: the rows the first stage scans),
+            "rerank_codes" (uint8[count, rerank_code_size], if rerank_spec, or the
+            second level of a two-level spec such as ``lvq4x8``: then rerank_spec
+            is null, rerank_code_size the second level's bytes, and the codes'
+            rows the first level's)
     end-16  8  total file length (uint64)
     end-8   8  end magic b"VPIEND\\x00\\x00"
 
@@ -134,7 +137,7 @@ def _expected_sections(meta: dict) -> list[tuple[str, str, list | None]]:
     if meta["metric"] == "l2":
         out.append(("norms", "<f4", [count]))
     out.append(("codes", "|u1", [count, meta["code_size"]]))
-    if meta["rerank_spec"] is not None:
+    if meta["rerank_spec"] is not None or meta["rerank_code_size"]:
         out.append(("rerank_codes", "|u1", [count, meta["rerank_code_size"]]))
     return out
 
@@ -236,7 +239,7 @@ def _sections_of(index: Index) -> list[tuple[str, np.ndarray]]:
     if index.metric == "l2":
         arrays.append(("norms", index._norms.view))
     arrays.append(("codes", index._codes.view))
-    if index.rerank_codec is not None:
+    if index.has_second_tier:
         arrays.append(("rerank_codes", index._rcodes.view))
     return [(n, np.ascontiguousarray(a)) for n, a in arrays]
 
@@ -294,11 +297,11 @@ def save(index: Index, path) -> None:
         "metric": index.metric,
         "d": index.d,
         "count": index.ntotal,
-        "code_size": index.codec.code_size,
+        "code_size": index.memory["codes"],
         "next_id": index.next_id,
         "seed": index.seed,
         "rerank_spec": index.rerank_spec,
-        "rerank_code_size": 0 if index.rerank_codec is None else index.rerank_codec.code_size,
+        "rerank_code_size": index.memory["rerank"],
         "ivf": index.nlist,
         "ivf_residual": index.ivf_residual,
         "sections": entries,
@@ -450,9 +453,9 @@ def _parse(f, size: int, source: str) -> tuple[dict, list[dict], int]:
     if meta["count"] > meta["next_id"]:
         raise _fail(source, "header", f"count {meta['count']} exceeds next_id {meta['next_id']}")
     rspec = meta["rerank_spec"]
-    if rspec is None:
-        if meta["rerank_code_size"] != 0:
-            raise _fail(source, "header", "rerank_code_size must be 0 without rerank_spec")
+    if rspec is None:  # 0, or the second level of a two-level spec (checked with the codec)
+        if not _int(meta["rerank_code_size"], 0, 8 * MAX_D + 64):
+            raise _fail(source, "header", f"bad rerank_code_size {meta['rerank_code_size']!r}")
     else:
         if not isinstance(rspec, str) or not 0 < len(rspec) <= 256:
             raise _fail(source, "header", f"bad rerank_spec {rspec!r}")
@@ -627,7 +630,7 @@ def _build(meta: dict, entries: list[dict], hlen: int, buf, source: str, *, lazy
             raise _fail(source, where, f"invalid codec ({e})") from None
         want = {"spec": spec, "d": meta["d"], "seed": meta["seed"], "code_size": code_size}
         have = {"spec": codec.spec, "d": codec.d, "seed": codec.seed}
-        have["code_size"] = codec.code_size
+        have["code_size"] = codec.tier_sizes[0]  # the rows of section 'codes'
         for key, value in want.items():
             if have[key] != value:
                 raise _fail(source, where, f"codec {key} {have[key]!r}, header {value!r}")
@@ -636,7 +639,16 @@ def _build(meta: dict, entries: list[dict], hlen: int, buf, source: str, *, lazy
     codec = load_codec("codec", meta["spec"], meta["code_size"])
     rerank_codec = None
     if meta["rerank_spec"] is not None:
+        if codec.is_two_level:
+            raise _fail(source, "header", "a two-level spec cannot have a rerank_spec")
         rerank_codec = load_codec("rerank_codec", meta["rerank_spec"], meta["rerank_code_size"])
+    elif meta["rerank_code_size"] != codec.tier_sizes[1]:
+        raise _fail(
+            source,
+            "header",
+            f"rerank_code_size {meta['rerank_code_size']}, the codec's second level has "
+            f"{codec.tier_sizes[1]}",
+        )
     count = meta["count"]
     centroids = None
     list_offsets = np.array([0, count], np.int64)
@@ -657,13 +669,12 @@ def _build(meta: dict, entries: list[dict], hlen: int, buf, source: str, *, lazy
             )
         list_offsets = list_offsets.astype(np.int64)
     ids = np.frombuffer(raw("ids"), np.dtype("<i8"), count)
-    codes = np.frombuffer(raw("codes"), np.uint8, count * codec.code_size).reshape(
-        count, codec.code_size
-    )
+    width = codec.tier_sizes[0]
+    codes = np.frombuffer(raw("codes"), np.uint8, count * width).reshape(count, width)
     norms = np.frombuffer(raw("norms"), np.dtype("<f4"), count) if "norms" in sec else None
     rcodes = None
-    if rerank_codec is not None:
-        rcs = rerank_codec.code_size
+    if "rerank_codes" in sec:
+        rcs = meta["rerank_code_size"]
         rcodes = np.frombuffer(raw("rerank_codes"), np.uint8, count * rcs).reshape(count, rcs)
 
     def check_data() -> None:
