@@ -13,7 +13,7 @@ from vecpress import Codec
 
 TRANSFORMS = ["center", "haar", "hd1", "hd2", "hd3"]
 PLAIN_QUANTIZERS = ["f32", "f16", "bf16", "e4m3", "e5m2", "sign"]
-BIT_FAMILIES = ["int", "lvq", "tq", "tqp", "rq"]
+BIT_FAMILIES = ["int", "lvq", "tq", "tqp", "rq", "kl"]
 QJL_M = [1, 7, 8, 64, 255, 1024, 65536]
 
 QUANTIZER_SPECS = (

@@ -15,6 +15,7 @@ from .quantizers.floats import BF16, E4M3, E5M2, F16, F32
 from .quantizers.pq import OPQ, PQ, PQ_BITS
 from .quantizers.rabitq import RQ
 from .quantizers.sketches import QJL, Sign
+from .quantizers.transform_coding import KL
 from .quantizers.turboquant import TQ, TQProd
 from .quantizers.two_level import LVQ2
 from .quantizers.uniform import LVQ, Int
@@ -32,6 +33,7 @@ QUANTIZERS: dict[str, tuple[type[Quantizer], tuple[int, int] | None]] = {
     "tq": (TQ, (1, 8)),
     "tqp": (TQProd, (1, 8)),
     "rq": (RQ, (1, 8)),
+    "kl": (KL, (1, 8)),
     "qjl": (QJL, (1, 1 << 16)),
     "sign": (Sign, None),
 }

@@ -1,0 +1,420 @@
+"""``kl<b>``: adaptive transform coding (Karhunen–Loève axes, bits by reverse water-filling).
+
+``b`` is the *average* number of bits per dimension. ``fit`` learns the mean
+``mu`` and the covariance of the rows and rotates onto its eigenvectors (the
+Karhunen–Loève transform), sorted by decreasing eigenvalue ``lam_j``: the
+coordinates ``z = (x - mu) A`` are uncorrelated, with variances ``lam_j``.
+
+**Bit allocation.** For Gaussian coordinates at high rate a ``b_j``-bit
+quantizer costs a distortion ``~ lam_j 4^(-b_j)``, and the allocation that
+minimises the total for a fixed number of bits is the *reverse water-filling*
+of rate-distortion theory: every axis is coded down to a common distortion
+level, and the axes whose variance lies below it get no bits at all. vecpress
+finds the integer version greedily: starting from ``b_j = 0``, it gives one
+more bit to the axis with the largest ``lam_j 4^(-b_j)`` (at most 8 bits an
+axis, ties to the lower index) as long as the codes still fit in
+``ceil(d * b / 8)`` bytes, and stops when no increment fits. Because the
+eigenvalues are sorted and ties go to the lower index, the allocation is
+non-increasing along the axes, so the axes of equal width form contiguous
+*groups*. Each group is packed on its own by :mod:`vecpress.kernels.bitpack`
+(``packed_size(n_g, b_g)`` bytes, byte-aligned), so that every group can be
+scanned by the integer kernel at its own width; the budget check counts those
+packed sizes. The code size is data-independent: ``ceil(d * b / 8)`` bytes of
+codes (unused bytes are zero) plus one per-vector float.
+
+**Scalar quantizer.** An axis with ``b_j >= 1`` bits has a uniform midrise
+quantizer with ``2^b_j`` levels and step ``step_j = sqrt(lam_j) s(b_j)``, where
+``s(b)`` is the MSE-optimal step of a ``2^b``-level uniform quantizer for a
+unit Gaussian (found once by golden-section search on the exact distortion;
+1.596, 0.996, 0.586, 0.335 for b = 1..4). Codes are
+``c_j = clip(rint(z_j / step_j + h_j), 0, 2^b_j - 1)`` with
+``h_j = (2^b_j - 1) / 2``; ``ẑ_j = step_j (c_j - h_j)``, and ``ẑ_j = 0`` on
+0-bit axes (the mean). Axes with a zero (or numerically zero) eigenvalue
+never get bits (below ``1e-12`` of the largest, or below the ``~3e-16`` of the
+mean second moment that rounding the rows to float32 creates).
+
+**Correction.** As in RaBitQ, each row stores ``f = |z|² / <ẑ, z>``
+(float16 for b <= 4, float32 above), and the estimates use ``f ẑ``:
+``decode = mu + f ẑ Aᵀ`` and
+
+    <q, x>  ≈  f <q A, ẑ> + <q, mu>.
+
+For a query ``q = a x + n`` (any multiple of the vector plus a part
+independent of it) the error ``a (f <ẑ, z> - |z|²) + <n A, f ẑ - z>`` has mean
+zero, because ``f <ẑ, z> = |z|²`` exactly; without ``f`` the shrinkage of the
+quantizer and the uncoded axes bias such scores downward. The price is a
+larger reconstruction error than ``ẑ`` alone (by about the factor ``f``):
+``kl`` is built for scoring. The midrise levels keep the sign of each
+coordinate, so ``<ẑ, z> >= 0``; when it is 0 (``z = 0``, or every coded
+coordinate is 0) ``f = 0`` and the row decodes to the mean. ``f`` is clipped
+to the largest finite value of its field type.
+
+**Scoring.** With ``w = (q A) * step``, ``<q A, ẑ> = sum_g <w_g, c_g - h_g>``:
+each group is scored by :func:`vecpress.kernels.scan.score_uniform` (the query
+slice quantized to 8 bits, exact integer dot products with the packed codes),
+the group scores are summed, multiplied by ``f`` and offset by ``<q, mu>``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..kernels.bitpack import pack, packed_size, unpack
+from ..kernels.scan import score_uniform
+from .base import Quantizer, get_field, put_field
+
+#: widest code of one axis
+MAX_BITS = 8
+#: eigenvalues below this fraction of the largest are treated as zero (no bits)
+_RELATIVE_ZERO = 1e-12
+#: ... or below this fraction of the mean second moment (float32 rounding noise ~3e-16)
+_FLOAT32_NOISE = 1e-14
+#: rows per chunk when fitting and encoding (bounded memory for any n)
+_CHUNK = 16384
+
+_STEP_CACHE: dict[int, float] = {}
+
+
+def _gaussian_uniform_mse(step: float, levels: int) -> float:
+    """Exact MSE of a ``levels``-level midrise uniform quantizer of step ``step`` for
+    a unit Gaussian (closed form over the cells)."""
+    half = (levels - 1) / 2.0
+    inv_sqrt2 = 1.0 / math.sqrt(2.0)
+    norm = 1.0 / math.sqrt(2.0 * math.pi)
+
+    def cdf(t: float) -> float:
+        return 0.5 * math.erfc(-t * inv_sqrt2)
+
+    def pdf(t: float) -> float:
+        return norm * math.exp(-0.5 * t * t) if math.isfinite(t) else 0.0
+
+    def tpdf(t: float) -> float:
+        return t * pdf(t) if math.isfinite(t) else 0.0
+
+    total = 0.0
+    for k in range(levels):
+        y = step * (k - half)
+        a = -math.inf if k == 0 else step * (k - half - 0.5)
+        b = math.inf if k == levels - 1 else step * (k - half + 0.5)
+        # ∫_a^b (x - y)² φ(x) dx
+        total += (
+            (1.0 + y * y) * (cdf(b) - cdf(a)) - (tpdf(b) - tpdf(a)) + 2.0 * y * (pdf(b) - pdf(a))
+        )
+    return total
+
+
+def gaussian_step(bits: int) -> float:
+    """MSE-optimal step of a ``2**bits``-level uniform (midrise) quantizer for N(0, 1).
+
+    Computed once per ``bits`` by golden-section search on the exact distortion
+    and cached.
+
+    Examples
+    --------
+    >>> round(gaussian_step(1), 3), round(gaussian_step(2), 3), round(gaussian_step(4), 3)
+    (1.596, 0.996, 0.335)
+    """
+    if not 1 <= bits <= MAX_BITS:
+        raise ValueError(f"bits must be in [1, {MAX_BITS}], found {bits}")
+    if bits not in _STEP_CACHE:
+        levels = 1 << bits
+        lo, hi = 1e-3, 4.0
+        g = (math.sqrt(5.0) - 1.0) / 2.0
+        c, d = hi - g * (hi - lo), lo + g * (hi - lo)
+        fc, fd = _gaussian_uniform_mse(c, levels), _gaussian_uniform_mse(d, levels)
+        for _ in range(80):
+            if fc < fd:
+                hi, d, fd = d, c, fc
+                c = hi - g * (hi - lo)
+                fc = _gaussian_uniform_mse(c, levels)
+            else:
+                lo, c, fc = c, d, fd
+                d = lo + g * (hi - lo)
+                fd = _gaussian_uniform_mse(d, levels)
+        _STEP_CACHE[bits] = 0.5 * (lo + hi)
+    return _STEP_CACHE[bits]
+
+
+def groups_of(bits: np.ndarray) -> list[tuple[int, int, int, int, int]]:
+    """The byte layout of an allocation: ``(start, stop, width, offset, nbytes)`` for
+    every run of equal, non-zero width, packed one after the other.
+
+    Examples
+    --------
+    >>> groups_of(np.array([3, 3, 2, 2, 2, 0], np.uint8))
+    [(0, 2, 3, 0, 1), (2, 5, 2, 1, 1)]
+    """
+    out = []
+    offset = 0
+    start = 0
+    d = len(bits)
+    while start < d:
+        stop = start + 1
+        while stop < d and bits[stop] == bits[start]:
+            stop += 1
+        width = int(bits[start])
+        if width:
+            nbytes = packed_size(stop - start, width)
+            out.append((start, stop, width, offset, nbytes))
+            offset += nbytes
+        start = stop
+    return out
+
+
+def allocate_bits(lam: np.ndarray, budget: int) -> np.ndarray:
+    """Greedy integer reverse water-filling of ``budget`` bytes over sorted variances.
+
+    ``lam`` must be non-increasing. Returns ``uint8[d]`` widths, non-increasing,
+    at most 8, zero where ``lam <= 0``, whose groups (:func:`groups_of`) take at
+    most ``budget`` bytes. Each step gives one more bit to the axis with the
+    largest ``lam_j 4^(-b_j)`` among the increments that fit (ties to the lower
+    index); only the first axis of a group can be the best, so the allocation
+    stays non-increasing and is tracked as a count of axes per width.
+
+    Examples
+    --------
+    >>> allocate_bits(np.geomspace(64, 1, 16), 4).tolist()
+    [3, 3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1]
+
+    Groups are byte-aligned, so one byte holds a single group: the bits left in
+    it are free and go to the best axis.
+
+    >>> allocate_bits(np.array([16.0, 4.0, 1.0, 0.0]), 1).tolist()
+    [8, 0, 0, 0]
+    """
+    lam = np.asarray(lam, np.float64)
+    d = lam.shape[0]
+    usable = int((lam > 0).sum())
+    counts = [0] * (MAX_BITS + 1)  # axes per width; widths decrease along the axes
+    counts[0] = d
+    size = 0
+    while True:
+        best = None
+        pos = 0  # index of the first axis of width w
+        for w in range(MAX_BITS, -1, -1):
+            n_w = counts[w]
+            if n_w and w < MAX_BITS and pos < usable:
+                n_up = counts[w + 1]
+                new = (
+                    size
+                    - packed_size(n_w, w)
+                    + packed_size(n_w - 1, w)
+                    - packed_size(n_up, w + 1)
+                    + packed_size(n_up + 1, w + 1)
+                )
+                prio = lam[pos] * 4.0 ** (-w)
+                if new <= budget and (best is None or prio > best[0]):
+                    best = (prio, w, new)
+            pos += n_w
+        if best is None:
+            break
+        _, w, size = best
+        counts[w] -= 1
+        counts[w + 1] += 1
+    widths = np.arange(MAX_BITS, -1, -1)
+    return np.repeat(widths, counts[::-1]).astype(np.uint8)
+
+
+class KL(Quantizer):
+    """Adaptive transform coding: ``b`` bits per dimension on average, spread over the
+    principal axes by reverse water-filling, plus one correction factor per row.
+
+    See the module docstring for the math. Fitted state: ``mean_`` (float64[d]),
+    ``axes_`` (float32[d, d], columns = principal directions by decreasing
+    variance), ``lam_`` (float64[d], their variances), ``bits_`` (uint8[d]) and
+    ``steps_`` (float64[d], 0 on 0-bit axes).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from vecpress import Codec
+    >>> rng = np.random.default_rng(0)
+    >>> x = (rng.standard_normal((2000, 32)) * np.geomspace(4, 0.1, 32)).astype(np.float32)
+    >>> Codec.code_size_of("kl2", 32)
+    10
+    >>> codec = Codec.from_spec("kl2").fit(x)
+    >>> bits = codec.quantizer.bits_
+    >>> int(bits[0]) > 2 > int(bits[-1]), bool((np.diff(bits.astype(int)) <= 0).all())
+    (True, True)
+    >>> codes = codec.encode(x)
+    >>> codes.shape
+    (2000, 10)
+    >>> s = codec.score(x[:3], codes)
+    >>> bool(np.allclose(s, x[:3] @ codec.decode(codes).T, rtol=0.02, atol=0.5))
+    True
+    """
+
+    name = "kl"
+    needs_data = True
+
+    def __init__(self, param: int | None = None) -> None:
+        super().__init__(param)
+        self.mean_: np.ndarray | None = None
+        self.axes_: np.ndarray | None = None
+        self.lam_: np.ndarray | None = None
+        self.bits_: np.ndarray | None = None
+        self.steps_: np.ndarray | None = None
+
+    @property
+    def code_size(self) -> int:
+        return self._nbytes + self.field_dtype.itemsize
+
+    # -- learning -----------------------------------------------------------------
+    def fit(self, x: np.ndarray) -> None:
+        """Learn the mean, the principal axes and the bit allocation from rows ``x``."""
+        n, d = x.shape
+        if n == 0:
+            raise ValueError(f"{self.spec} needs at least one training row")
+        if self.d is None:
+            self.d = d
+        elif d != self.d:
+            raise ValueError(f"{self.spec}: rows have d={d}, expected {self.d}")
+        total = np.zeros(d)
+        for s in range(0, n, _CHUNK):
+            total += x[s : s + _CHUNK].sum(axis=0, dtype=np.float64)
+        mean = total / n
+        cov = np.zeros((d, d))
+        for s in range(0, n, _CHUNK):
+            xc = x[s : s + _CHUNK].astype(np.float64) - mean
+            cov += xc.T @ xc
+        cov /= n
+        lam, vecs = np.linalg.eigh(cov)
+        order = np.argsort(-lam, kind="stable")
+        lam, vecs = lam[order], vecs[:, order]
+        # a fixed sign per axis (largest component positive): reproducible state
+        big = np.argmax(np.abs(vecs), axis=0)
+        vecs *= np.where(vecs[big, np.arange(d)] < 0, -1.0, 1.0)[None, :]
+        # numerically zero: eigh's round-off (relative to the largest eigenvalue) or
+        # below the variance that rounding the rows to float32 alone creates
+        second = (np.trace(cov) + mean @ mean) / max(d, 1)
+        floor = max(lam[0] * _RELATIVE_ZERO if d else 0.0, second * _FLOAT32_NOISE, 0.0)
+        lam = np.where(lam > floor, lam, 0.0)
+        self.mean_ = mean
+        self.axes_ = np.ascontiguousarray(vecs, np.float32)
+        self.lam_ = lam
+        self.bits_ = allocate_bits(lam, self._nbytes)
+        self.steps_ = _steps(lam, self.bits_)
+        self._layout()
+        self.fitted = True
+
+    def _layout(self) -> None:
+        """Derived state: groups, the coded prefix and float32 copies for the kernels."""
+        self.groups_ = groups_of(self.bits_)
+        self._coded = self.groups_[-1][1] if self.groups_ else 0
+        k = self._coded
+        levels = (1 << self.bits_[:k].astype(np.int64)).astype(np.float32)
+        self._half = (levels - 1) / 2
+        self._top = levels - 1
+        self._step32 = self.steps_[:k].astype(np.float32)
+        self._inv32 = (1.0 / self.steps_[:k]).astype(np.float32)
+        self._mean32 = self.mean_.astype(np.float32)
+        self._axes_coded = np.ascontiguousarray(self.axes_[:, :k])
+
+    # -- state ----------------------------------------------------------------------
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "mean": self.mean_,
+            "axes": self.axes_,
+            "lam": self.lam_,
+            "bits": self.bits_,
+            "steps": self.steps_,
+        }
+
+    def setup_restored(self, arrays: dict[str, np.ndarray]) -> None:
+        from ..transforms import _checked
+
+        d = self.d
+        mean = _checked(arrays, "mean", (d,), np.float64)
+        axes = _checked(arrays, "axes", (d, d), np.float32)
+        lam = _checked(arrays, "lam", (d,), np.float64)
+        bits = _checked(arrays, "bits", (d,), np.uint8)
+        steps = _checked(arrays, "steps", (d,), np.float64)
+        if not np.allclose(axes.T @ axes, np.eye(d), atol=1e-3):
+            raise ValueError("kl axes are not orthonormal")
+        if (lam < 0).any() or (np.diff(lam) > 0).any():
+            raise ValueError("kl variances must be non-negative and non-increasing")
+        if int(bits.max(initial=0)) > MAX_BITS:
+            raise ValueError(f"kl bits per axis must be at most {MAX_BITS}, found {bits.max()}")
+        if (np.diff(bits.astype(np.int64)) > 0).any():
+            raise ValueError("kl bits per axis must be non-increasing")
+        used = sum(g[4] for g in groups_of(bits))
+        if used > self._nbytes:
+            raise ValueError(
+                f"kl codes take {used} bytes, more than the {self._nbytes} of {self.spec} at d={d}"
+            )
+        coded = bits > 0
+        if (steps[coded] <= 0).any() or (steps[~coded] != 0).any():
+            raise ValueError("kl steps must be positive on coded axes and 0 on the others")
+        self.mean_, self.axes_, self.lam_, self.bits_, self.steps_ = mean, axes, lam, bits, steps
+        self._layout()
+
+    # -- coding -----------------------------------------------------------------------
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        self.check_ready()
+        n = x.shape[0]
+        out = np.zeros((n, self.code_size), np.uint8)
+        dt = self.field_dtype
+        fmax = float(np.finfo(dt).max)
+        k = self._coded
+        for s in range(0, n, _CHUNK):
+            z = (x[s : s + _CHUNK] - self._mean32) @ self.axes_
+            n2 = np.einsum("ij,ij->i", z, z, dtype=np.float64)
+            zc = z[:, :k]
+            c = np.clip(np.rint(zc * self._inv32 + self._half), 0, self._top)
+            dot = np.einsum("ij,ij->i", (c - self._half) * self._step32, zc, dtype=np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                f = np.where(dot > 0, n2 / dot, 0.0)
+            f = np.minimum(f, fmax)
+            rows = out[s : s + _CHUNK]
+            for g0, g1, width, off, nbytes in self.groups_:
+                cg = np.ascontiguousarray(c[:, g0:g1], dtype=np.uint8)
+                rows[:, off : off + nbytes] = pack(cg, width)
+            put_field(rows, self._nbytes, f, dt)
+        return out
+
+    def _factor(self, codes: np.ndarray) -> np.ndarray:
+        return get_field(codes, self._nbytes, self.field_dtype)
+
+    def _coded_coordinates(self, codes: np.ndarray) -> np.ndarray:
+        """``ẑ`` on the coded axes: float32[n, k]."""
+        zh = np.empty((codes.shape[0], self._coded), np.float32)
+        for g0, g1, width, off, nbytes in self.groups_:
+            cg = unpack(np.ascontiguousarray(codes[:, off : off + nbytes]), width, g1 - g0)
+            zh[:, g0:g1] = (cg.astype(np.float32) - self._half[g0:g1]) * self._step32[g0:g1]
+        return zh
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """``mean + f ẑ Aᵀ`` (float32)."""
+        self.check_ready()
+        zh = self._coded_coordinates(codes) * self._factor(codes)[:, None]
+        return (zh @ self._axes_coded.T + self._mean32).astype(np.float32, copy=False)
+
+    def score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """``f * sum_g <w_g, c_g - h_g> + <q, mean>`` with ``w = (q A) * step``, each group
+        by the integer kernel (query slices rounded to 8 bits)."""
+        self.check_ready()
+        nq, n = q.shape[0], codes.shape[0]
+        out = np.zeros((nq, n), np.float32)
+        if n and nq and self.groups_:
+            w = (q @ self._axes_coded) * self._step32
+            ones = np.ones(n, np.float32)
+            zn = np.zeros(n, np.float32)
+            zq = np.zeros(nq, np.float32)
+            for g0, g1, width, off, nbytes in self.groups_:
+                cg = np.ascontiguousarray(codes[:, off : off + nbytes])
+                wg = np.ascontiguousarray(w[:, g0:g1], dtype=np.float32)
+                half = float(self._half[g0])
+                out += score_uniform(cg, width, g1 - g0, wg, half, zq, ones, zn, zq)
+            out *= self._factor(codes)[None, :]
+        out += (q @ self.mean_).astype(np.float32)[:, None]
+        return out
+
+
+def _steps(lam: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    """``sqrt(lam_j) s(b_j)`` on coded axes, 0 elsewhere (float64[d])."""
+    steps = np.zeros(lam.shape[0])
+    for j in np.flatnonzero(bits):
+        steps[j] = math.sqrt(lam[j]) * gaussian_step(int(bits[j]))
+    return steps

@@ -1,0 +1,340 @@
+"""``kl<b>``: bit allocation, scores, the correction factor, serialisation and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import vecpress
+from _util import gaussian, paired_scores
+from vecpress import Codec
+from vecpress.kernels.bitpack import packed_size
+from vecpress.kernels.scan import quantize_queries, query_limbs
+from vecpress.quantizers import transform_coding as tc
+from vecpress.quantizers.transform_coding import KL, allocate_bits, gaussian_step, groups_of
+
+
+def _anisotropic(seed: int, n: int, d: int, decades: float = 2.0) -> np.ndarray:
+    """Gaussian rows whose standard deviations fall geometrically by ``decades`` over d."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, d)) * np.logspace(0, -decades, d)).astype(np.float32)
+
+
+# -- the scalar quantizer -----------------------------------------------------------------
+
+
+def test_gaussian_steps_match_the_known_optimal_uniform_quantizers():
+    # Max (1960), optimum uniform quantizer for N(0, 1): 2, 4, 8, 16 levels
+    want = {1: 1.596, 2: 0.9957, 3: 0.5860, 4: 0.3352}
+    for bits, step in want.items():
+        assert gaussian_step(bits) == pytest.approx(step, abs=1e-3)
+    steps = [gaussian_step(b) for b in range(1, 9)]
+    assert (np.diff(steps) < 0).all()
+    for bits in (0, 9):
+        with pytest.raises(ValueError, match="bits"):
+            gaussian_step(bits)
+
+
+# -- bit allocation -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("d", [32, 50, 96])
+@pytest.mark.parametrize("b", range(1, 9))
+def test_allocation_fits_the_budget_and_is_non_increasing(d, b):
+    lam = np.logspace(1, -3, d)
+    budget = packed_size(d, b)
+    bits = allocate_bits(lam, budget)
+    assert bits.dtype == np.uint8 and bits.shape == (d,)
+    assert bits.max() <= 8
+    assert (np.diff(bits.astype(int)) <= 0).all()
+    used = sum(g[4] for g in groups_of(bits))
+    # one more bit on an axis adds at most one byte, so the greedy stops only when the
+    # budget is spent exactly or every axis has 8 bits
+    assert used == budget
+    if b == 8:
+        assert (bits == 8).all()
+
+
+def test_allocation_of_an_isotropic_spectrum_is_nearly_uniform():
+    """b bits everywhere but on a few axes: one bit at a time, the greedy cannot pass
+    from 60 axes at 2 bits + 4 at 1 bit (15 + 1 bytes) to 61 + 3 (16 + 1 bytes), so the
+    4 bits of the second group's byte stay unused (less than a byte per group)."""
+    for b in range(1, 9):
+        bits = allocate_bits(np.ones(64), packed_size(64, b))
+        # (8: the free bits of an axis alone in its byte)
+        assert set(bits.tolist()) <= {b - 1, b, 8}
+        assert bits.sum() > 64 * b - 8 * len(groups_of(bits))
+        assert (bits == b).sum() >= 56
+
+
+def test_allocation_follows_the_variances():
+    d = 64
+    lam = np.logspace(1, -3, d)
+    bits = allocate_bits(lam, packed_size(d, 2))
+    assert bits[0] > 2 > bits[-1]
+    # reverse water-filling: a variance 4x larger earns about one bit more, so the
+    # 100x between axis 0 and axis d/2 earns more than 2 bits
+    assert bits[0] - bits[d // 2] >= 2
+
+
+def test_one_bit_on_a_strongly_anisotropic_spectrum_leaves_axes_uncoded():
+    d = 64
+    bits = allocate_bits(np.logspace(2, -6, d), packed_size(d, 1))
+    assert (bits == 0).sum() >= d // 4
+    assert bits[0] >= 2
+
+
+def test_zero_variances_get_no_bits():
+    lam = np.concatenate([np.logspace(0, -1, 10), np.zeros(6)])
+    bits = allocate_bits(lam, packed_size(16, 8))
+    assert (bits[:10] == 8).all() and (bits[10:] == 0).all()
+
+
+@pytest.mark.parametrize("spec", ["kl1", "kl2", "kl3", "kl4", "kl8", "hd2,kl2", "pca24,kl4"])
+def test_code_size_is_known_before_fitting(spec):
+    d = 48
+    x = _anisotropic(0, 600, d)
+    before = Codec.code_size_of(spec, d)
+    codec = Codec.from_spec(spec).fit(x)
+    dd = codec.quantizer.d
+    b = codec.quantizer.param
+    assert before == codec.code_size == packed_size(dd, b) + (2 if b <= 4 else 4)
+    assert codec.encode(x).shape == (600, before)
+    q = codec.quantizer
+    assert sum(g[4] for g in q.groups_) <= packed_size(dd, b)
+
+
+def test_fitted_state_is_consistent():
+    x = _anisotropic(1, 2000, 40)
+    q = Codec.from_spec("kl3").fit(x).quantizer
+    np.testing.assert_allclose(q.axes_.T @ q.axes_, np.eye(40), atol=1e-5)
+    assert (np.diff(q.lam_) <= 0).all()
+    np.testing.assert_allclose(q.lam_, np.var(x @ q.axes_, axis=0), rtol=1e-3)
+    coded = q.bits_ > 0
+    want = np.sqrt(q.lam_[coded]) * [gaussian_step(int(b)) for b in q.bits_[coded]]
+    np.testing.assert_allclose(q.steps_[coded], want)
+    assert (q.steps_[~coded] == 0).all()
+
+
+# -- scores -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ["kl1", "kl2", "kl4", "kl7", "hd2,kl3"])
+def test_score_is_the_decoded_inner_product_up_to_query_rounding(spec):
+    """|score - q·decode| <= |f| sum_g s_g / 2 sum_{j in g} |c_j - h_g| (+ float slack),
+    ``s_g`` the scale of the last 8-bit limb of the query slice of group g."""
+    d = 64
+    x = _anisotropic(2, 1500, d) + 0.3
+    queries = _anisotropic(3, 20, d) + 0.3
+    codec = Codec.from_spec(spec, seed=1).fit(x)
+    quant = codec.quantizer
+    qt, _ = codec.transform_queries(queries)
+    codes = codec.encode(x)
+    fast = quant.score(qt, codes).astype(np.float64)
+    dec = quant.decode(codes)
+    slow = qt.astype(np.float64) @ dec.astype(np.float64).T
+    f = np.abs(quant._factor(codes)).astype(np.float64)
+    k = quant._coded
+    w = (qt @ quant.axes_[:, :k]) * quant.steps_[:k].astype(np.float32)
+    bound = np.zeros_like(fast)
+    for g0, g1, width, off, nbytes in quant.groups_:
+        c = tc.unpack(np.ascontiguousarray(codes[:, off : off + nbytes]), width, g1 - g0)
+        y1 = np.abs(c - (2.0**width - 1) / 2).sum(axis=1)
+        _, scales = quantize_queries(np.ascontiguousarray(w[:, g0:g1]), query_limbs(width))
+        bound += 0.5 * scales[-qt.shape[0] :, None].astype(np.float64) * y1[None, :]
+    bound *= f[None, :]
+    mag = np.abs(qt).astype(np.float64) @ (np.abs(dec) + np.abs(quant.mean_)).T
+    excess = np.abs(fast - slow) - bound
+    assert (excess <= 2e-5 * mag).all(), excess.max()
+    qx = np.linalg.norm(qt, axis=1)[:, None] * np.linalg.norm(x - quant.mean_, axis=1)[None, :]
+    assert (bound <= 0.1 * qx).all()
+    # and through the codec (no transform offsets for these specs but hd2's rotation)
+    np.testing.assert_allclose(codec.score(queries, codes), fast, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("b", [1, 2, 4])
+def test_correction_makes_paired_scores_unbiased(b):
+    """For q = 0.8 x + n, with n independent of x, est - <q, x> = <n', f ẑ - z> +
+    0.8 (f <ẑ, z> - |z|²) has mean 0 since f <ẑ, z> = |z|²; without f it is biased."""
+    d, n = 48, 4000
+    x = _anisotropic(4, n, d, decades=1.5)
+    noise = _anisotropic(5, n, d, decades=1.5)
+    q = 0.8 * x + noise
+    codec = Codec.from_spec(f"kl{b}").fit(x)
+    codes = codec.encode(x)
+    true = np.einsum("ij,ij->i", q.astype(np.float64), x.astype(np.float64))
+    err = paired_scores(codec, q, codes) - true
+    se = err.std() / np.sqrt(n)
+    assert abs(err.mean()) < 4 * se, (err.mean(), se)
+    # the same scores without the correction (f = 1) are biased downward
+    quant = codec.quantizer
+    plain = quant._coded_coordinates(codes) @ quant.axes_[:, : quant._coded].T + quant.mean_
+    err0 = np.einsum("ij,ij->i", q.astype(np.float64), plain) - true
+    assert err0.mean() < -6 * err0.std() / np.sqrt(n)
+
+
+@pytest.mark.parametrize("b", [1, 2, 4])
+def test_coding_gain_over_rotated_and_per_dimension_codes(b):
+    """On a Gaussian with spectrum lam, adapting bits to the axes gains the ratio of the
+    arithmetic to the geometric mean of lam at high rate (2.5 here); the rotation codes
+    ``hd2,rq<b>`` and the per-dimension ``int<b>`` see (nearly) the same budget."""
+    x = gaussian(np.random.default_rng(6), 4000, 64)
+    lam = np.linalg.eigvalsh(np.cov(x.T))
+    assert lam.mean() / np.exp(np.log(lam).mean()) > 2.0
+
+    def mse(spec):
+        codec = Codec.from_spec(spec, seed=3).fit(x)
+        return float(((codec.decode(codec.encode(x)) - x) ** 2).sum(axis=1).mean())
+
+    kl = mse(f"kl{b}")
+    others = {s: mse(s) for s in (f"hd2,rq{b}", f"int{b}")}
+    for spec, value in others.items():
+        assert kl < 0.8 * value, (b, kl, spec, value)
+
+
+# -- composition, edge cases ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ["hd2,kl2", "pca32,kl4", "center,kl3", "kl5"])
+def test_composed_specs_encode_decode_and_score(spec):
+    d = 96
+    x = _anisotropic(7, 1200, d) + 0.2
+    codec = Codec.from_spec(spec, seed=2).fit(x)
+    assert codec.spec == spec
+    codes = codec.encode(x)
+    y = codec.decode(codes)
+    assert y.shape == x.shape and y.dtype == np.float32 and np.isfinite(y).all()
+    s = codec.score(x[:10], codes)
+    assert s.shape == (10, 1200) and np.isfinite(s).all()
+    # the best match of a database row is (nearly always) itself
+    assert (np.argmax(s - 0.5 * (y**2).sum(axis=1)[None, :], axis=1) == np.arange(10)).mean() >= 0.8
+
+
+def test_encoding_is_chunked_without_changing_the_codes(monkeypatch):
+    x = _anisotropic(8, 700, 32)
+    codec = Codec.from_spec("kl3").fit(x)
+    whole = codec.encode(x)
+    monkeypatch.setattr(tc, "_CHUNK", 64)
+    np.testing.assert_array_equal(codec.encode(x), whole)
+    refit = Codec.from_spec("kl3").fit(x)
+    np.testing.assert_allclose(refit.quantizer.lam_, codec.quantizer.lam_, rtol=1e-9)
+
+
+def test_constant_and_rank_deficient_data():
+    const = np.tile(np.linspace(-1, 1, 16, dtype=np.float32) * 0.1 + 0.3, (7, 1))
+    codec = Codec.from_spec("kl4").fit(const)
+    assert not codec.quantizer.groups_ and (codec.quantizer.lam_ == 0).all()
+    codes = codec.encode(const)
+    np.testing.assert_allclose(codec.decode(codes), const, atol=1e-6)
+    q = np.arange(32, dtype=np.float32).reshape(2, 16)
+    np.testing.assert_allclose(codec.score(q, codes), q @ const.T, rtol=1e-6)
+
+    rng = np.random.default_rng(9)
+    low = (rng.standard_normal((400, 5)) @ rng.standard_normal((5, 24))).astype(np.float32)
+    codec = Codec.from_spec("kl8").fit(low)
+    bits = codec.quantizer.bits_
+    assert (bits[:5] == 8).all() and (bits[5:] == 0).all()
+    err = codec.decode(codec.encode(low)) - low
+    assert (err**2).sum() < 1e-3 * (low**2).sum()  # 8 bits on every axis that varies
+
+
+def test_a_row_at_the_mean_decodes_to_the_mean():
+    x = _anisotropic(10, 500, 16)
+    codec = Codec.from_spec("kl2").fit(x)
+    quant = codec.quantizer
+    z = np.zeros((1, 16), np.float32)
+    codes = quant.encode(z + quant.mean_.astype(np.float32))
+    assert np.isfinite(quant._factor(codes)).all()
+    np.testing.assert_allclose(quant.decode(codes)[0], quant.mean_, atol=1e-4)
+
+
+# -- serialisation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ["kl1", "kl4", "kl8", "hd2,kl2", "center,kl3"])
+def test_blob_round_trip_is_exact(spec):
+    x = _anisotropic(11, 800, 40) + 0.5
+    queries = _anisotropic(12, 7, 40) + 0.5
+    codec = Codec.from_spec(spec, seed=5).fit(x)
+    codes = codec.encode(x)
+    blob = codec.to_bytes()
+    back = Codec.from_bytes(blob)
+    assert back.spec == spec and back.code_size == codec.code_size
+    np.testing.assert_array_equal(back.encode(x), codes)
+    assert np.array_equal(back.score(queries, codes), codec.score(queries, codes))
+    np.testing.assert_array_equal(back.decode(codes), codec.decode(codes))
+    assert back.to_bytes() == blob
+
+
+def _over_budget(arrays):
+    bits = arrays["0.bits"]
+    bits[: len(bits) // 2] = np.maximum(bits[: len(bits) // 2], 5)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda a: a.pop("0.axes"),
+        lambda a: a.__setitem__("0.bits", np.full(32, 9, np.uint8)),
+        lambda a: a.__setitem__("0.bits", a["0.bits"].astype(np.int32)),
+        lambda a: a.__setitem__("0.bits", a["0.bits"][::-1].copy()),
+        _over_budget,
+        lambda a: a["0.steps"].__setitem__(0, np.nan),
+        lambda a: a["0.steps"].__setitem__(0, -1.0),
+        lambda a: a["0.steps"].__setitem__(-1, 1.0),
+        lambda a: a["0.lam"].__setitem__(0, -1.0),
+        lambda a: a["0.lam"].__setitem__(-1, 1e6),
+        lambda a: a.__setitem__("0.axes", 2 * a["0.axes"]),
+        lambda a: a.__setitem__("0.mean", a["0.mean"].astype(np.float32)),
+        lambda a: a.__setitem__("0.mean", a["0.mean"][:-1].copy()),
+        lambda a: a["0.mean"].__setitem__(0, np.inf),
+    ],
+)
+def test_tampered_state_is_a_format_error(mutate):
+    from vecpress import blob as vblob
+
+    x = _anisotropic(13, 300, 32)
+    codec = Codec.from_spec("kl2").fit(x)
+    assert codec.quantizer.bits_[-1] == 0  # so that "steps[-1] = 1" is invalid
+    config, arrays = vblob.unpack(codec.to_bytes())
+    arrays = {k: np.array(v) for k, v in arrays.items()}
+    mutate(arrays)
+    with pytest.raises(vecpress.FormatError):
+        Codec.from_bytes(vblob.pack(config, arrays))
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+def test_unfitted_use_raises_not_fitted():
+    x = _anisotropic(14, 20, 16)
+    codec = Codec.from_spec("kl4", d=16)
+    for call in (lambda: codec.encode(x), lambda: codec.score(x, np.zeros((1, 10), np.uint8))):
+        with pytest.raises(vecpress.NotFittedError, match="kl4"):
+            call()
+    quant = KL(4)
+    with pytest.raises(vecpress.NotFittedError):
+        quant.encode(x)
+    quant.setup(16, np.random.default_rng(0))
+    for call in (
+        lambda: quant.encode(x),
+        lambda: quant.decode(np.zeros((1, 10), np.uint8)),
+        lambda: quant.score(x, np.zeros((1, 10), np.uint8)),
+    ):
+        with pytest.raises(vecpress.NotFittedError):
+            call()
+
+
+@pytest.mark.parametrize("token", ["kl0", "kl9", "kl16"])
+def test_bits_out_of_range_in_a_spec(token):
+    with pytest.raises(ValueError, match="\\[1, 8\\]"):
+        Codec.from_spec(f"hd2,{token}")
+
+
+def test_fit_checks_the_dimension():
+    quant = KL(2)
+    quant.setup(16, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="d=8"):
+        quant.fit(_anisotropic(15, 50, 8))
+    with pytest.raises(ValueError, match="training row"):
+        quant.fit(np.zeros((0, 16), np.float32))
