@@ -338,6 +338,8 @@ def vecpress_config(spec: str) -> Config:
     bits = q.param if q.param_name == "bits" else getattr(q, "bits", None)
     reduced = [t.name for t in ts if t.name in ("pca", "leanvec", "leanvec-ood")]
     family = "+".join([*reduced, q.name])  # "pca+rq" is not the rq family of criterion (a)
+    if hasattr(q, "bits2"):  # two-level lvq<b1>x<b2>: its own family, b1 + b2 bits
+        family, bits = "lvq2", q.param + q.bits2
     return Config("vecpress", spec, family, bits)
 
 
@@ -364,6 +366,8 @@ def vecpress_specs(d: int, quick: bool) -> list[str]:
         specs += [f"pq{m}x8", f"opq{m}x8", f"pq{2 * m}x4"] if d % (2 * m) == 0 else [f"pq{m}x8"]
     for b in (1, 2, 4) if quick else bits:  # principal directions, then a 4-bit-or-less grid
         specs += [f"pca{round(f * d)},hd2,rq{b}" for f in (0.5, 0.75)]
+    specs += [f"kl{b}" for b in bits]  # principal axes, bits per axis by water-filling
+    specs += ["center,lvq4x4", "center,lvq4x8"]  # two-level LVQ, scored with both levels
     for b in BUDGET_BITS:  # the budget spent on more bits for fewer (principal) dimensions
         specs += [pca_fit(d, b, extra) for extra in (1, 2) if pca_fit(d, b, extra)]
     specs += [f"qjl{d * b}" for b in (1, 2)]

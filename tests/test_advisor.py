@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+import vecpress
 from vecpress import Codec, datasets
 from vecpress import groundtruth as gt
 from vecpress.advise import MARGIN_SE, RECALL_TIE, advise
@@ -177,7 +178,7 @@ def test_unreachable_target_and_bad_objectives(workload, monkeypatch):
     import vecpress.advise as adv
 
     few = Family("rq", "bits", (Config("center,hd2,rq1"), Config("center,hd2,rq2")))
-    monkeypatch.setattr(adv, "search_space", lambda n, k, grid, d: [few])
+    monkeypatch.setattr(adv, "search_space", lambda *args: [few])
     a = advise(workload, target_recall=0.99)
     assert not a.met and "no configuration reached" in a.note
     assert a.choice["spec"] == "center,hd2,rq2"  # the most accurate measured
@@ -328,3 +329,59 @@ def test_strict_recall_definition(data):
     assert a.recall == "strict" and a.choice["recall_strict"] - a.choice["recall_se"] >= 0.9
     with pytest.raises(ValueError, match="recall must be one of"):
         Workload(*data, "cosine", 10, recall="loose")
+
+
+# -- codecs that learn from queries -------------------------------------------------
+def test_query_families_only_with_training_queries():
+    names = [f.name for f in search_space(100_000, 10, "default", 48)]
+    assert "leanvec-ood" not in names and "kl" in names and "opq" in names
+    with_q = [f.name for f in search_space(100_000, 10, "default", 48, train_queries=True)]
+    assert "leanvec-ood" in with_q
+    assert family_specs("leanvec-ood", 48)[:2] == ["leanvec-ood12,hd2,rq4", "leanvec-ood15,hd2,rq4"]
+
+
+def test_workload_fits_leanvec_ood_on_its_training_queries(data):
+    base, queries = data
+    rng = np.random.default_rng(5)
+    train = queries[rng.permutation(len(queries))[:60]] + 0.01
+    spec = "leanvec-ood24,hd2,rq4"
+    with pytest.raises(ValueError, match="queries"):
+        Workload(base, queries, "cosine", 10).measure(Config(spec))
+    w = Workload(base, queries, "cosine", 10, train_queries=train)
+    r = w.measure(Config(spec))
+    # the index measured is the one build() makes with the same query sample
+    from vecpress.index import build
+
+    index = build(base, spec, "cosine", queries=train)
+    np.testing.assert_array_equal(
+        index.search(queries, 10).ids, w._index(Config(spec))[0].search(queries, 10).ids
+    )
+    assert 0 < r["recall_at_k"] <= 1
+
+
+def test_advice_command_passes_the_training_queries():
+    from vecpress.advise import Advice
+
+    rec = {"spec": "leanvec-ood24,hd2,rq4", "rerank_spec": None, "rerank": None}
+    a = Advice("target_recall", 0.9, {**rec, "ivf": None, "nprobe": None}, None, [], 1, True)
+    build_cmd, _ = a.commands("base.npy", "q.npy", "cosine", 10, "train.npy")
+    assert "--train-queries train.npy" in build_cmd
+    build_cmd, _ = a.commands("base.npy", "q.npy", "cosine", 10)
+    assert "--train-queries TRAIN_QUERIES.npy" in build_cmd
+
+
+def test_cli_build_with_training_queries(files, data, capsys):
+    _, queries = data
+    np.save(files / "train.npy", queries[:50])
+    out = str(files / "ood.vpi")
+    argv = ["build", str(files / "base.npy"), "--spec", "leanvec-ood24,hd2,rq4", "-o", out]
+    assert main([*argv, "--train-queries", str(files / "train.npy"), "--no-progress"]) == 0
+    assert vecpress.open(out).spec == "leanvec-ood24,hd2,rq4"
+    capsys.readouterr()
+    assert main([*argv, "--no-progress"]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "queries" in err, err
+    np.save(files / "bad.npy", queries[:5, :10])
+    bad = [*argv, "--train-queries", str(files / "bad.npy"), "--no-progress"]
+    assert main(bad) != 0
+    assert "dimension 48" in capsys.readouterr().err

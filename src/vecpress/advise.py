@@ -41,7 +41,7 @@ RECALL_TIE = 0.002
 #: other queries of the same kind then reach it too, about 5 times in 6
 MARGIN_SE = 1.0
 #: strongest families first: a good early bound prunes the others
-FAMILY_ORDER = ("rq", "lvq", "pq", "pca", "tq", "int", "pq8", "float")
+FAMILY_ORDER = ("rq", "kl", "lvq", "pq", "opq", "pca", "leanvec-ood", "tq", "int", "pq8", "float")
 
 
 @dataclass
@@ -59,17 +59,25 @@ class Advice:
     #: the definition of recall@k measured (:data:`vecpress.bench.RECALLS`)
     recall: str = "ties"
 
-    def commands(self, source: str, queries: str | None, metric: str, k: int) -> tuple[str, str]:
-        """The ``vecpress build`` and ``vecpress search`` command lines of the choice."""
+    def commands(
+        self, source: str, queries: str | None, metric: str, k: int, train_queries=None
+    ) -> tuple[str, str]:
+        """The ``vecpress build`` and ``vecpress search`` command lines of the choice
+        (``--train-queries`` where the codec learns from queries)."""
         c = config_of(self.choice)
         q = queries if queries is not None else "QUERIES.npy"
+        fit = ""
+        if "leanvec-ood" in c.spec:
+            fit = f" --train-queries {train_queries or 'TRAIN_QUERIES.npy'}"
         return (
-            f"vecpress build {source} {c.build_args(metric)} -o index.vpi",
+            f"vecpress build {source} {c.build_args(metric)}{fit} -o index.vpi",
             f"vecpress search index.vpi {q} {c.search_args(k)} -o results.npy",
         )
 
-    def to_dict(self, source: str, queries: str | None, metric: str, k: int) -> dict:
-        build_cmd, search_cmd = self.commands(source, queries, metric, k)
+    def to_dict(
+        self, source: str, queries: str | None, metric: str, k: int, train_queries=None
+    ) -> dict:
+        build_cmd, search_cmd = self.commands(source, queries, metric, k, train_queries)
         c = self.choice
         return {
             **{key: c[key] for key in ("spec", "rerank", "rerank_spec", "nprobe", "ivf")},
@@ -185,7 +193,9 @@ def advise(
     """
     if (target_recall is None) == (budget_bytes is None):
         raise ValueError("give exactly one of target_recall and budget_bytes")
-    space = search_space(workload.n, workload.k, grid, workload.d)
+    space = search_space(
+        workload.n, workload.k, grid, workload.d, workload.train_queries is not None
+    )
     size = sum(len(f.configs) for f in space)
     search = _Search(workload, progress)
     if target_recall is not None:

@@ -128,13 +128,22 @@ BIT_FAMILIES = {
     "lvq": ("center,hd2,lvq{b}", range(2, 9)),
     "int": ("int{b}", range(3, 9)),
     "tq": ("center,hd2,tq{b}", range(1, 5)),
+    # principal axes, bits per axis by reverse water-filling (average b per dimension)
+    "kl": ("kl{b}", range(1, 5)),
     "float": (None, ("e4m3", "f16")),
     # product quantizers at 0.5, 1, 2 (x4: fast-scan) and 1, 2, 4 (x8) bits per dimension
     "pq": ("pq{m}x4", (8, 4, 2)),
     "pq8": ("pq{m}x8", (8, 4, 2)),
+    # the same x4 codes after a learned rotation (OPQ)
+    "opq": ("opq{m}x4", (8, 4, 2)),
     # principal directions kept (d/4 to 15d/16 in steps of d/16), then 4-bit codes
     "pca": ("pca{m},hd2,rq4", tuple(16 / k for k in range(4, 16))),
+    # the same with query and data projections learned for the queries (needs a sample
+    # of them: in the space only when the workload has training queries)
+    "leanvec-ood": ("leanvec-ood{m},hd2,rq4", tuple(16 / k for k in range(4, 16))),
 }
+#: families that need a sample of the queries to fit
+QUERY_FAMILIES = ("leanvec-ood",)
 #: which families each grid holds, its re-ranking part (first stages re-ranked by
 #: ``RERANK_TIER``, and two-level ``lvq<b1>x<b2>`` codes re-ranked by their second
 #: level), and which codecs get IVF variants
@@ -148,14 +157,14 @@ GRIDS = {
         "ivf": ("center,hd2,rq4", "center,hd2,rq8"),
     },
     "default": {
-        "families": ("rq", "lvq", "int", "tq", "float", "pq", "pq8", "pca"),
+        "families": ("rq", "lvq", "int", "tq", "kl", "float", "pq", "pq8", "opq", "pca"),
         "rerank_first": (1, 2, 4),
         "rerank_depths": (2, 5, 10, 20),
         "two_level": ((4, 4),),
         "ivf": ("center,hd2,rq2", "center,hd2,rq4", "center,hd2,rq6", "int8"),
     },
     "full": {
-        "families": ("rq", "lvq", "int", "tq", "float", "pq", "pq8", "pca"),
+        "families": ("rq", "lvq", "int", "tq", "kl", "float", "pq", "pq8", "opq", "pca"),
         "rerank_first": (1, 2, 3, 4),
         "rerank_depths": (1, 2, 5, 10, 20, 50),
         "two_level": ((2, 4), (4, 4), (4, 8)),
@@ -185,7 +194,7 @@ def family_specs(name: str, d: int) -> list[str]:
     template, values = BIT_FAMILIES[name]
     if template is None:
         return list(values)
-    if template.startswith("pca"):
+    if template.startswith(("pca", "leanvec")):
         return [template.format(m=m) for m in sorted({max(1, round(d / f)) for f in values})]
     if "{m}" in template:
         ms = sorted({pq_subspaces(d, per) for per in values})
@@ -232,8 +241,13 @@ def two_level_family(b1: int, b2: int, depths: tuple[int, ...], k: int) -> Famil
     return Family(f"rerank:{spec}", "rerank", tuple(Config(spec, rerank=m * k) for m in depths))
 
 
-def search_space(n: int, k: int = 10, grid: str = "default", d: int = 384) -> list[Family]:
+def search_space(
+    n: int, k: int = 10, grid: str = "default", d: int = 384, train_queries: bool = False
+) -> list[Family]:
     """The families of configurations a grid holds for ``n`` base vectors of dimension ``d``.
+
+    With ``train_queries`` (a sample of the queries to fit on) the default and full grids
+    also hold the families that learn from queries (:data:`QUERY_FAMILIES`).
 
     Examples
     --------
@@ -243,9 +257,11 @@ def search_space(n: int, k: int = 10, grid: str = "default", d: int = 384) -> li
     if grid not in GRIDS:
         raise ValueError(f"grid must be one of {', '.join(GRIDS)}, found {grid!r}")
     g = GRIDS[grid]
+    names = list(g["families"])
+    if train_queries and grid != "quick":
+        names += QUERY_FAMILIES
     families = [
-        Family(name, "bits", tuple(Config(s) for s in family_specs(name, d)))
-        for name in g["families"]
+        Family(name, "bits", tuple(Config(s) for s in family_specs(name, d))) for name in names
     ]
     families += [
         rerank_family(f"center,hd2,rq{b}", g["rerank_depths"], k) for b in g["rerank_first"]
@@ -280,6 +296,10 @@ class Workload:
     recall : str
         What ``recall_at_k`` means: ``"ties"`` (ann-benchmarks: a returned vector
         within 1e-3 of the k-th exact score counts) or ``"strict"`` (shared ids).
+    train_queries : numpy.ndarray, optional
+        A sample of the queries for the stages that learn from them
+        (``leanvec-ood<d'>``), passed to every build; keep it apart from ``queries``,
+        or the recall measured is optimistic.
 
     Examples
     --------
@@ -301,12 +321,16 @@ class Workload:
         threads: int | None = None,
         seed: int = 0,
         recall: str = "ties",
+        train_queries: np.ndarray | None = None,
     ) -> None:
         if recall not in RECALLS:
             raise ValueError(f"recall must be one of {', '.join(RECALLS)}, found {recall!r}")
         self.recall = recall
         self.base = np.ascontiguousarray(base, np.float32)
         self.queries = np.ascontiguousarray(queries, np.float32)
+        self.train_queries = (
+            None if train_queries is None else np.ascontiguousarray(train_queries, np.float32)
+        )
         self.metric, self.k, self.seed = metric, k, seed
         self.threads = threads or get_num_threads()
         self.pbase = prepare(self.base, metric)
@@ -359,6 +383,7 @@ class Workload:
             rerank_spec=config.rerank_spec,
             ivf=config.ivf,
             centroids=centroids,
+            queries=self.train_queries,
         )
         seconds = time.perf_counter() - t0
         if config.ivf is not None:

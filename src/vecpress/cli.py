@@ -11,8 +11,9 @@ set (``glove50``, ``synthetic-384``, ``synthetic-768``; ``NAME:queries`` names
 its held-out queries). See :mod:`vecpress.bench` and :mod:`vecpress.advise`.
 
 ``vecpress build VECTORS --spec S [--metric M] [--ivf N [--ivf-raw]]
-[--rerank-spec S2] -o INDEX`` builds a flat or IVF index (with an optional
-re-ranking tier) from a ``.npy``, ``.fvecs``, ``.fbin`` or ``.parquet`` file
+[--rerank-spec S2] [--train-queries T] -o INDEX`` builds a flat or IVF index
+(with an optional re-ranking tier; ``--train-queries``: a sample of the queries,
+for ``leanvec-ood<d'>``) from a ``.npy``, ``.fvecs``, ``.fbin`` or ``.parquet`` file
 (``--column NAME`` picks the Parquet column of vectors, by default the only
 list-of-floats column; Parquet needs ``pip install "vecpress[parquet]"``);
 ``vecpress search INDEX QUERIES -k 10 [--rerank R] [--nprobe P] -o OUT`` writes
@@ -105,7 +106,22 @@ def _workload(args: argparse.Namespace, data):
             cache_dir=data.cache_dir,
             seed=args.seed,
             recall=args.recall,
+            train_queries=_train_queries(args, data.base.shape[1]),
         )
+
+
+def _train_queries(args: argparse.Namespace, d: int):
+    """The ``--train-queries`` sample (checked like the queries), or None."""
+    path = getattr(args, "train_queries", None)
+    if path is None:
+        return None
+    t = _vectors(path, "train-queries", None)
+    if t.ndim != 2 or t.shape[1] != d or t.shape[0] == 0:
+        raise ValueError(
+            f"train-queries file {path} must hold vectors of dimension {d}, found shape {t.shape}"
+        )
+    _check_rows(t, "train-queries", args.metric)
+    return np.asarray(t, np.float32)
 
 
 def _dataset(data, args) -> dict:
@@ -192,7 +208,8 @@ def _bench(args: argparse.Namespace) -> int:
         for c in configs:  # every spec is checked before anything is measured
             w.code_size(c.spec)
     else:
-        configs = [c for f in search_space(w.n, args.k, args.grid, w.d) for c in f.configs]
+        space = search_space(w.n, args.k, args.grid, w.d, w.train_queries is not None)
+        configs = [c for f in space for c in f.configs]
     with _progress(args, total=len(configs), desc="measuring", unit="config") as bar:
         for c in configs:
             bar.set_postfix_str(c.label, refresh=False)
@@ -234,7 +251,11 @@ def _run_advisor(args: argparse.Namespace, data):
         )
     source = data.source
     queries = data.queries_source or (f"{source}:queries" if data.source in BUILTIN else None)
-    return w, advice, advice.to_dict(source, queries, args.metric, args.k)
+    return (
+        w,
+        advice,
+        advice.to_dict(source, queries, args.metric, args.k, getattr(args, "train_queries", None)),
+    )
 
 
 def _print_advice(doc: dict, d: int, held_out: bool) -> None:
@@ -362,6 +383,7 @@ def _build(args: argparse.Namespace) -> int:
     if n == 0:
         raise ValueError(f"vectors file {args.vectors} holds no vectors (shape {x.shape})")
     _check_rows(x, "vectors", args.metric)
+    train_queries = _train_queries(args, d)
     with _progress(args, total=n, desc="encoding", unit="vec") as bar:
         index = build(
             x,
@@ -371,6 +393,7 @@ def _build(args: argparse.Namespace) -> int:
             rerank_spec=args.rerank_spec,
             ivf=args.ivf,
             ivf_residual=not args.ivf_raw,
+            queries=train_queries,
             progress=bar.update,
         )
     index.save(args.output)
@@ -480,6 +503,12 @@ def _add_data_options(p: argparse.ArgumentParser, grid: str) -> None:
         help="recall@k counts ties as ann-benchmarks does (a result within 1e-3 of the k-th "
         "exact score counts), or only shared ids (strict); default ties",
     )
+    p.add_argument(
+        "--train-queries",
+        metavar="T",
+        help="a sample of your queries, apart from --queries, for the codecs that learn "
+        "from queries (leanvec-ood<d'>, added to the grid when this is given)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of codecs and held-out queries")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--report", metavar="HTML", help="write a self-contained HTML report")
@@ -545,6 +574,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--ivf-raw",
         action="store_true",
         help="IVF: code the vectors themselves, not their residuals from the list centroid",
+    )
+    build.add_argument(
+        "--train-queries",
+        metavar="T",
+        help="a sample of the queries to serve, for codecs that learn from them "
+        "(required by leanvec-ood<d'>)",
     )
     build.add_argument("-o", "--output", required=True, help="index file to write")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")

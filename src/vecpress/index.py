@@ -766,6 +766,7 @@ def build(
     ivf: int | None = None,
     ivf_residual: bool = True,
     centroids: np.ndarray | None = None,
+    queries: np.ndarray | None = None,
     progress=None,
 ) -> Index:
     """A trained and filled :class:`Index` of ``x``, exactly as ``vecpress build`` makes it.
@@ -773,7 +774,9 @@ def build(
     Trains on ``Index.train_rows`` rows drawn with ``seed`` (all rows if fewer),
     then adds ``x`` in order in chunks of ``ADD_CHUNK`` rows, so a memory-mapped
     ``x`` is read one chunk at a time. ``progress(n)`` is called after each
-    chunk with the rows added. The advisor measures indexes built by this
+    chunk with the rows added. ``queries`` (a sample of the queries to serve)
+    goes to :meth:`Index.train` for stages that learn from it
+    (``leanvec-ood<d'>``). The advisor measures indexes built by this
     function, so what it recommends is what the command line builds.
 
     Examples
@@ -787,7 +790,7 @@ def build(
         spec, metric, seed=seed, rerank_spec=rerank_spec, ivf=ivf, ivf_residual=ivf_residual
     )
     n = x.shape[0]
-    index.train(np.asarray(x[training_rows(n, index.train_rows, seed)]), centroids)
+    index.train(np.asarray(x[training_rows(n, index.train_rows, seed)]), centroids, queries)
     for s in range(0, n, ADD_CHUNK):
         index.add(np.asarray(x[s : s + ADD_CHUNK]))
         if progress is not None:
