@@ -370,6 +370,7 @@ def vecpress_specs(d: int, quick: bool) -> list[str]:
     specs += ["center,lvq4x4", "center,lvq4x8"]  # two-level LVQ, scored with both levels
     for b in BUDGET_BITS:  # the budget spent on more bits for fewer (principal) dimensions
         specs += [pca_fit(d, b, extra) for extra in (1, 2) if pca_fit(d, b, extra)]
+        specs += [pca_fit(d, b, extra, "kl") for extra in (0, 1) if pca_fit(d, b, extra, "kl")]
     specs += [f"qjl{d * b}" for b in (1, 2)]
     specs += ["hd2,sign", "f16"] if quick else ["hd2,sign", "center,hd2,sign"]
     if not quick:
@@ -377,12 +378,14 @@ def vecpress_specs(d: int, quick: bool) -> list[str]:
     return specs
 
 
-def pca_fit(d: int, b: int, extra: int) -> str | None:
-    """``pca<d'>,hd2,rq<b + extra>`` with the most principal directions d' < d whose code
-    fits the budget of ``b`` bits per dimension (code_size ≤ ``budget_bytes(d, b)``)."""
+def pca_fit(d: int, b: int, extra: int, quantizer: str = "hd2,rq") -> str | None:
+    """``pca<d'>,<quantizer><b + extra>`` (e.g. ``hd2,rq``, ``kl``) with the most principal
+    directions d' < d whose code fits the budget of ``b`` bits per dimension
+    (code_size ≤ ``budget_bytes(d, b)``)."""
     cap = budget_bytes(d, b)
-    fits = [k for k in range(1, d) if Codec.code_size_of(f"pca{k},hd2,rq{b + extra}", d) <= cap]
-    return f"pca{max(fits)},hd2,rq{b + extra}" if fits else None
+    spec = f"pca{{}},{quantizer}{b + extra}"
+    fits = [k for k in range(1, d) if Codec.code_size_of(spec.format(k), d) <= cap]
+    return spec.format(max(fits)) if fits else None
 
 
 def faiss_key_bits(key: str) -> tuple[str, int | None]:
