@@ -5,12 +5,13 @@ ordered along one axis (bits, re-rank depth, nprobe) along which recall rises.
 That order lets the advisor bisect instead of sweeping:
 
 **Target recall** ``r`` (fewest bytes per vector with recall@k ≥ r, with a
-margin of ``MARGIN_SE`` standard errors over the queries; among equal bytes,
-the most queries/s on one thread):
+margin of ``MARGIN_SE`` standard errors over the queries; bytes within
+``BYTES_TIE`` (5 %) of the fewest count as equal, and the most queries/s on one
+thread wins among them):
 
 1. For each bits family, strongest first, keep the members no larger than the
-   best found so far; measure the largest; if it reaches ``r``, bisect for the
-   smallest member that does (about log2(8) = 3 builds per family).
+   best found so far (plus the tie); measure the largest; if it reaches ``r``,
+   bisect for the smallest member that does (about log2(8) = 3 builds per family).
 2. Refine near the frontier: the chosen codec and the next smaller one of its
    family are tried as IVF indexes (IVF codes residuals, which can lift recall),
    bisecting nprobe for the fewest lists that still reach ``r``. An IVF index
@@ -40,6 +41,10 @@ RECALL_TIE = 0.002
 #: a target counts as reached when recall - MARGIN_SE * (its standard error) >= target:
 #: other queries of the same kind then reach it too, about 5 times in 6
 MARGIN_SE = 1.0
+#: for a recall target, configurations within this fraction of the fewest bytes that
+#: pass count as equal and the fastest of them wins (a 2 % smaller code is no reason to
+#: serve queries several times slower)
+BYTES_TIE = 0.05
 #: strongest families first: a good early bound prunes the others
 FAMILY_ORDER = ("rq", "kl", "lvq", "pq", "opq", "pca", "leanvec-ood", "tq", "int", "pq8", "float")
 
@@ -214,13 +219,20 @@ def _for_target(search: _Search, space, size: int, target: float) -> Advice:
     def passes(r):
         return r["recall_at_k"] - MARGIN_SE * r["recall_se"] >= target
 
+    def choose() -> dict | None:
+        ok = [r for r in search.seen.values() if passes(r)]
+        if not ok:
+            return None
+        fewest = min(r["bytes_per_vector"] for r in ok)
+        near = [r for r in ok if r["bytes_per_vector"] <= fewest * (1 + BYTES_TIE)]
+        return max(near, key=lambda r: (_speed(r), -r["bytes_per_vector"]))
+
     best = None
     for fam in _bits_families(space):
-        limit = best["bytes_per_vector"] if best else None
+        limit = best["bytes_per_vector"] * (1 + BYTES_TIE) if best else None
         configs = [c for c in fam.configs if limit is None or search.bytes(c) <= limit]
-        found = search.first_passing(configs, passes)
-        if found is not None and (best is None or _target_key(found) < _target_key(best)):
-            best = found
+        search.first_passing(configs, passes)
+        best = choose()
     if best is None:
         records = list(search.seen.values())
         choice = max(records, key=lambda r: (r["recall_at_k"], -r["bytes_per_vector"]))
@@ -241,9 +253,8 @@ def _for_target(search: _Search, space, size: int, target: float) -> Advice:
         specs = [c.spec for c in family.configs if c.rerank is None]
         i = specs.index(best["spec"])
         for spec in specs[max(0, i - 1) : i + 1]:
-            found = search.first_passing(list(ivf_family(spec, nlist).configs), passes)
-            if found is not None and _target_key(found) < _target_key(best):
-                best = found
+            search.first_passing(list(ivf_family(spec, nlist).configs), passes)
+        best = choose()
     records = list(search.seen.values())
     return Advice(
         "target_recall",
