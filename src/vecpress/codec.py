@@ -116,6 +116,10 @@ class Codec:
     def code_size(self) -> int:
         """Bytes per encoded vector (everything per vector included)."""
         self._check_ready()
+        return self._row_bytes()
+
+    def _row_bytes(self) -> int:
+        """The quantizer's code plus the stored centring term (dimension set up)."""
         extra = self.quantizer.field_dtype.itemsize if self._centered else 0
         return self.quantizer.code_size + extra
 
@@ -130,8 +134,7 @@ class Codec:
         """
         codec = cls.from_spec(spec)
         codec._setup(check_positive_int(d, "d"))
-        extra = codec.quantizer.field_dtype.itemsize if codec._centered else 0
-        return codec.quantizer.code_size + extra
+        return codec._row_bytes()
 
     # -- tiers (two-level codes) ----------------------------------------------
     @property

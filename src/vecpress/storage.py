@@ -73,6 +73,7 @@ import zlib
 
 import numpy as np
 
+from .atomic import replacing
 from .codec import Codec
 from .errors import FormatError, LockedError
 from .index import METRICS, Index, _Buffer
@@ -335,22 +336,14 @@ def save(index: Index, path) -> None:
     with _lock(path), _naming(path):
         _remove_temps(path)
         tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}{_TMP_SUFFIX}")
-        try:
-            with builtins.open(tmp, "xb") as f:
-                head = _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(header), zlib.crc32(header), 0)
-                head += header
-                f.write(head + b"\x00" * (_align(len(head)) - len(head)))
-                for (_, a), e in zip(sections, entries, strict=True):
-                    f.write(_raw_bytes(a))
-                    f.write(b"\x00" * (_align(e["nbytes"]) - e["nbytes"]))
-                f.write(_FOOTER.pack(total, END_MAGIC))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with replacing(tmp, path) as f:
+            head = _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(header), zlib.crc32(header), 0)
+            head += header
+            f.write(head + b"\x00" * (_align(len(head)) - len(head)))
+            for (_, a), e in zip(sections, entries, strict=True):
+                f.write(_raw_bytes(a))
+                f.write(b"\x00" * (_align(e["nbytes"]) - e["nbytes"]))
+            f.write(_FOOTER.pack(total, END_MAGIC))
         _fsync_dir(folder)
 
 
