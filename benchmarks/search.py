@@ -190,6 +190,8 @@ GRID: list[Entry] = [
     # vecpress, flat
     _vp("hd2,rq4", ("glove50", "minilm"), quick=("glove50", "minilm")),
     _vp("center,hd2,rq4", ("glove50", "minilm"), quick=("minilm",)),
+    # learned: principal axes, bits water-filled for scoring (4 bits per dimension on average)
+    _vp("kl4", ("glove50", "minilm"), quick=("minilm",)),
     _vp("hd2,rq8"),
     _vp("hd2,rq4", rerank_spec="f32", quick=("glove50",)),
     _vp("hd2,rq4", rerank_spec="rq8"),

@@ -71,7 +71,7 @@ def test_f32_flat_equals_numpy_brute_force(n, d, nq, k, metric, seed):
 
 
 @pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
-@pytest.mark.parametrize("spec", ["hd2,rq4", "center,hd2,rq2", "int8"])
+@pytest.mark.parametrize("spec", ["hd2,rq4", "center,hd2,rq2", "int8", "kl4"])
 def test_flat_search_is_the_codecs_exhaustive_ranking(spec, metric, data_64):
     x, q = data_64[:400], data_64[400:450]
     index = Index(spec, metric=metric, seed=3)

@@ -13,6 +13,8 @@ from vecpress.kernels.bitpack import pack, packed_size, unpack
 from vecpress.kernels.hadamard import fwht_inplace, hadamard_rounds, random_rounds
 from vecpress.kernels.scan import (
     HAVE_VNNI,
+    check_layout,
+    grid_queries,
     hamming_scan,
     int_scan,
     pack_words,
@@ -173,6 +175,75 @@ def test_int_scan_integer_dot_products_are_exact(bits, d, portable):
     want = qi.astype(np.int64) @ codes.astype(np.int64).T  # |want| < 2^24: exact in float32
     assert np.abs(want).max() < 2**24
     np.testing.assert_array_equal(out, want.astype(np.float32))
+
+
+@pytest.mark.parametrize("portable", KERNELS)
+def test_int_scan_of_a_layout_of_runs_is_exact(portable):
+    """Runs of several widths at their own byte offsets (not in dimension order, with
+    dimensions no run covers) score as one exact dot product over the dimensions."""
+    rng = np.random.default_rng(3)
+    n, nq, d = 150, 6, 200
+    runs = [(120, 70, 3), (0, 2, 8), (2, 40, 5), (42, 60, 1), (190, 9, 4)]  # 102..119, 199: none
+    row_bytes = sum(packed_size(c, w) for _, c, w in runs) + 5
+    rows = rng.integers(0, 256, (n, row_bytes), dtype=np.uint8)  # junk outside the runs
+    dense = np.zeros((n, d), np.int64)
+    layout, off = [], 3
+    for first, count, width in runs:
+        c = random_codes(rng, n, count, width)
+        c[0] = (1 << width) - 1
+        nbytes = packed_size(count, width)
+        rows[:, off : off + nbytes] = pack(c, width)
+        dense[:, first : first + count] = c
+        layout.append((first, count, width, off))
+        off += nbytes
+    layout = check_layout(layout, d, row_bytes)
+    qi = rng.integers(-127, 128, (nq, d)).astype(np.int16)
+    qi[0] = 127
+    out = np.empty((nq, n), np.float32)
+    ones, zeros = np.ones(n, np.float32), np.zeros(n, np.float32)
+    zq = np.zeros(nq, np.float32)
+    int_scan(
+        rows, 8, d, qi, np.ones(nq, np.float32), zq, ones, zeros, zq, out,
+        portable=portable, layout=layout,
+    )  # fmt: skip
+    np.testing.assert_array_equal(out, (qi.astype(np.int64) @ dense.T).astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("layout", "match"),
+    [
+        ([[0, 4, 2]], "int64\\[G, 4\\]"),
+        ([[0, 4, 9, 0]], "does not fit d=8"),
+        ([[0, 4, 0, 0]], "does not fit d=8"),
+        ([[6, 4, 2, 0]], "does not fit d=8"),
+        ([[-1, 2, 2, 0]], "does not fit d=8"),
+        ([[0, 8, 4, 1]], "needs bytes 1..5, rows have 4"),
+        ([[0, 4, 2, -1]], "needs bytes"),
+        ([[0, 4, 2, 0], [3, 2, 2, 1]], "overlaps"),
+        ([[0, 4, 4, 0], [4, 2, 2, 1]], "overlaps"),
+    ],
+)
+def test_check_layout_rejects_bad_runs(layout, match):
+    with pytest.raises(ValueError, match=match):
+        check_layout(layout, 8, 4)
+
+
+def test_grid_queries_with_a_centre_per_dimension():
+    """off = qoff - sum_l s_l <center, qi_l>, so <c - center, q> + qoff ≈ s <c, qi> + off."""
+    rng = np.random.default_rng(5)
+    q = rng.standard_normal((3, 20)).astype(np.float32)
+    center = rng.uniform(0, 100, 20).astype(np.float32)
+    qoff = rng.standard_normal(3).astype(np.float32)
+    for bits in (4, 8):
+        qi, qs, off = grid_queries(q, center, qoff, bits)
+        limbs = query_limbs(bits)
+        qq = qi.reshape(3, limbs, 20).astype(np.float64) * qs.reshape(3, limbs, 1)
+        want = qoff - (qq.sum(axis=1) @ center.astype(np.float64))
+        np.testing.assert_allclose(off, want, rtol=1e-5, atol=1e-3)
+        # a scalar centre gives what the same centre repeated per dimension gives
+        _, _, off1 = grid_queries(q, 7.5, qoff, bits)
+        _, _, off2 = grid_queries(q, np.full(20, 7.5, np.float32), qoff, bits)
+        np.testing.assert_allclose(off1, off2, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("portable", KERNELS)

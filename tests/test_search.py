@@ -75,7 +75,7 @@ KERNELS.append(pytest.param(True, id="portable"))
 
 @pytest.mark.parametrize("nibble", [True, False], ids=["nibbles", "unpacked"])
 @pytest.mark.parametrize("portable", KERNELS)
-@pytest.mark.parametrize("spec", ["hd2,rq4", "hd2,rq8", "center,lvq3", "int5"])
+@pytest.mark.parametrize("spec", ["hd2,rq4", "hd2,rq8", "center,lvq3", "int5", "kl3", "hd2,kl6"])
 @pytest.mark.parametrize("l2", [False, True])
 def test_fused_scan_equals_score_then_topk(spec, l2, portable, nibble):
     """Every (query, item) slot holds exactly topk of Codec.score over the item's rows."""
@@ -97,10 +97,11 @@ def test_fused_scan_equals_score_then_topk(spec, l2, portable, nibble):
     terms = search_mod.row_terms(codec, codes)
     k = 6
     slot_s, slot_i = grid_scan_topk(
-        codes, quant.param, quant.d, items.starts, items.ends,
+        codes, quant.param, quant.grid_dims, items.starts, items.ends,
         plan.qptr, plan.qidx, plan.qslot, plan.qadd,
         qi, query_limbs(quant.param), qs, off, np.asarray(t, np.float32),
         *terms, norms, qsq, plan.nslots, k, l2=l2, portable=portable, nibble=nibble,
+        layout=quant.grid_layout,
     )  # fmt: skip
     full = codec.score(q, codes)
     res_s = np.empty((len(q), k), np.float32)
@@ -179,13 +180,14 @@ def test_ivf_f32_probing_every_list_is_exact(metric):
     check_against_truth(res, brute_force(x, q, metric), ids, 10)
 
 
+@pytest.mark.parametrize("spec", ["hd2,rq4", "kl3"])
 @pytest.mark.parametrize("metric", ["ip", "l2"])
-def test_ivf_raw_codes_probing_every_list_equal_the_flat_index(metric):
+def test_ivf_raw_codes_probing_every_list_equal_the_flat_index(metric, spec):
     x = clustered(500, 32)
     q = clustered(20, 32, seed=2)
-    flat = Index("hd2,rq4", metric=metric, seed=4)
+    flat = Index(spec, metric=metric, seed=4)
     flat.add(x)
-    ivf = Index("hd2,rq4", metric=metric, seed=4, ivf=6, ivf_residual=False)
+    ivf = Index(spec, metric=metric, seed=4, ivf=6, ivf_residual=False)
     ivf.add(x)
     a, b = flat.search(q, 10), ivf.search(q, 10, nprobe=6)
     np.testing.assert_allclose(b.scores, a.scores, rtol=1e-6, atol=1e-5)
@@ -194,7 +196,7 @@ def test_ivf_raw_codes_probing_every_list_equal_the_flat_index(metric):
     np.testing.assert_array_equal(b.ids[ok], a.ids[ok])
 
 
-@pytest.mark.parametrize("spec", ["hd2,rq4", "center,hd2,tq2", "f16", "hd2,sign"])
+@pytest.mark.parametrize("spec", ["hd2,rq4", "center,hd2,tq2", "f16", "hd2,sign", "kl3"])
 def test_ivf_recall_grows_with_nprobe_and_residuals_help(spec):
     x = clustered(3000, 32, centers=40)
     q = clustered(100, 32, centers=40, seed=5)

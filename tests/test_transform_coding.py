@@ -121,8 +121,8 @@ def test_fitted_state_is_consistent():
 
 @pytest.mark.parametrize("spec", ["kl1", "kl2", "kl4", "kl7", "hd2,kl3"])
 def test_score_is_the_decoded_inner_product_up_to_query_rounding(spec):
-    """|score - q·decode| <= |f| sum_g s_g / 2 sum_{j in g} |c_j - h_g| (+ float slack),
-    ``s_g`` the scale of the last 8-bit limb of the query slice of group g."""
+    """|score - q·decode| <= |f| s / 2 sum_j |c_j - h_j| (+ float slack), ``s`` the
+    scale of the last 8-bit limb of the query's ``w`` (one scale for all the axes)."""
     d = 64
     x = _anisotropic(2, 1500, d) + 0.3
     queries = _anisotropic(3, 20, d) + 0.3
@@ -136,13 +136,12 @@ def test_score_is_the_decoded_inner_product_up_to_query_rounding(spec):
     f = np.abs(quant._factor(codes)).astype(np.float64)
     k = quant._coded
     w = (qt @ quant.axes_[:, :k]) * quant.steps_[:k].astype(np.float32)
-    bound = np.zeros_like(fast)
+    y1 = np.zeros(len(x))
     for g0, g1, width, off, nbytes in quant.groups_:
         c = tc.unpack(np.ascontiguousarray(codes[:, off : off + nbytes]), width, g1 - g0)
-        y1 = np.abs(c - (2.0**width - 1) / 2).sum(axis=1)
-        _, scales = quantize_queries(np.ascontiguousarray(w[:, g0:g1]), query_limbs(width))
-        bound += 0.5 * scales[-qt.shape[0] :, None].astype(np.float64) * y1[None, :]
-    bound *= f[None, :]
+        y1 += np.abs(c - (2.0**width - 1) / 2).sum(axis=1)
+    _, scales = quantize_queries(np.ascontiguousarray(w), query_limbs(quant.param))
+    bound = 0.5 * scales[-qt.shape[0] :, None].astype(np.float64) * (f * y1)[None, :]
     mag = np.abs(qt).astype(np.float64) @ (np.abs(dec) + np.abs(quant.mean_)).T
     excess = np.abs(fast - slow) - bound
     assert (excess <= 2e-5 * mag).all(), excess.max()
@@ -166,30 +165,62 @@ def test_correction_makes_paired_scores_unbiased(b):
     err = paired_scores(codec, q, codes) - true
     se = err.std() / np.sqrt(n)
     assert abs(err.mean()) < 4 * se, (err.mean(), se)
-    # the same scores without the correction (f = 1) are biased downward
+    # plain midrise codes at the fitted steps (tau = 1), without the correction
+    # (f = 1), are biased downward
     quant = codec.quantizer
-    plain = quant._coded_coordinates(codes) @ quant.axes_[:, : quant._coded].T + quant.mean_
+    k = quant._coded
+    z = (x - quant.mean_) @ quant.axes_[:, :k].astype(np.float64)
+    c = np.clip(np.rint(z / quant.steps_[:k] + quant._half), 0, quant._top)
+    plain = ((c - quant._half) * quant.steps_[:k]) @ quant.axes_[:, :k].T + quant.mean_
     err0 = np.einsum("ij,ij->i", q.astype(np.float64), plain) - true
     assert err0.mean() < -6 * err0.std() / np.sqrt(n)
 
 
 @pytest.mark.parametrize("b", [1, 2, 4])
 def test_coding_gain_over_rotated_and_per_dimension_codes(b):
-    """On a Gaussian with spectrum lam, adapting bits to the axes gains the ratio of the
-    arithmetic to the geometric mean of lam at high rate (2.5 here); the rotation codes
-    ``hd2,rq<b>`` and the per-dimension ``int<b>`` see (nearly) the same budget."""
-    x = gaussian(np.random.default_rng(6), 4000, 64)
+    """On a Gaussian with spectrum lam and queries drawn like the rows, the score error
+    of a rotation code is ~ d AM(lam)² 4^-b and that of bits water-filled over lam²
+    ~ d GM(lam)² 4^-b: a gain of (AM/GM)² at high rate (> 4 here). ``hd2,rq<b>`` and
+    the per-dimension ``int<b>`` see (nearly) the same budget."""
+    rng = np.random.default_rng(6)
+    x = gaussian(rng, 4000, 64)
+    q = gaussian(rng, 200, 64)
     lam = np.linalg.eigvalsh(np.cov(x.T))
     assert lam.mean() / np.exp(np.log(lam).mean()) > 2.0
+    true = q.astype(np.float64) @ x.T.astype(np.float64)
 
-    def mse(spec):
+    def score_mse(spec):
         codec = Codec.from_spec(spec, seed=3).fit(x)
-        return float(((codec.decode(codec.encode(x)) - x) ** 2).sum(axis=1).mean())
+        return float(((codec.score(q, codec.encode(x)) - true) ** 2).mean())
 
-    kl = mse(f"kl{b}")
-    others = {s: mse(s) for s in (f"hd2,rq{b}", f"int{b}")}
+    kl = score_mse(f"kl{b}")
+    others = {s: score_mse(s) for s in (f"hd2,rq{b}", f"int{b}")}
     for spec, value in others.items():
-        assert kl < 0.8 * value, (b, kl, spec, value)
+        assert kl < 0.5 * value, (b, kl, spec, value)
+
+
+def test_score_weighted_allocation_beats_reconstruction_allocation():
+    """The expected score distortion sum_j lam_j * lam_j D(b_j) of Gaussian axes
+    (D(b) the unit-Gaussian MSE of the b-bit step) is lower with bits water-filled over
+    lam² (what kl does) than over lam (the reconstruction-optimal allocation)."""
+    lam = np.geomspace(1.0, 0.05, 96)
+
+    def distortion(bits):
+        d_of = [1.0] + [tc._gaussian_uniform_mse(tc.gaussian_step(w), 1 << w) for w in range(1, 9)]
+        return sum(lj * lj * d_of[int(w)] for lj, w in zip(lam, bits, strict=True))
+
+    for budget in (12, 24, 48):
+        score_bits = tc.allocate_bits(lam * lam, budget)
+        mse_bits = tc.allocate_bits(lam, budget)
+        assert score_bits[0] > mse_bits[0]  # more bits on the leading axes
+        assert (score_bits > 0).sum() <= (mse_bits > 0).sum()
+        assert distortion(score_bits) < 0.8 * distortion(mse_bits), budget
+    codec = Codec.from_spec("kl2").fit(
+        (np.random.default_rng(0).standard_normal((3000, 96)) * np.sqrt(lam)).astype(np.float32)
+    )
+    np.testing.assert_array_equal(
+        codec.quantizer.bits_, tc.allocate_bits(codec.quantizer.lam_**2, 24)
+    )
 
 
 # -- composition, edge cases ------------------------------------------------------------------
@@ -216,6 +247,8 @@ def test_encoding_is_chunked_without_changing_the_codes(monkeypatch):
     whole = codec.encode(x)
     monkeypatch.setattr(tc, "_CHUNK", 64)
     np.testing.assert_array_equal(codec.encode(x), whole)
+    for i in (0, 1, 3, 699):  # a row alone codes as in a batch (add() one at a time)
+        np.testing.assert_array_equal(codec.encode(x[i : i + 1])[0], whole[i])
     refit = Codec.from_spec("kl3").fit(x)
     np.testing.assert_allclose(refit.quantizer.lam_, codec.quantizer.lam_, rtol=1e-9)
 

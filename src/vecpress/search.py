@@ -8,7 +8,7 @@ the threads even for a single query or a single list. A search then:
 1. **plans**: for each query, the items of its probed lists, each (query,
    item) pair with an output slot and an additive score term (the centring
    offset of the codec, plus ``<q, c_list>`` when lists hold residuals);
-2. **scans**: grid codecs (``int``, ``lvq``, ``rq``) run the fused compiled
+2. **scans**: grid codecs (``int``, ``lvq``, ``rq``, ``kl``) run the fused compiled
    scan + top-k (:mod:`vecpress.kernels.grid_search`) over all items at once;
    every other codec scores item by item with :meth:`Codec.score`'s quantizer
    and keeps the top-k of each with the shared :func:`~vecpress.topk.topk`;
@@ -187,10 +187,11 @@ def _scan_batch(stage, q, qsq, lists, adds, k):
         qi, qs, off = grid_queries(qe, center, qoff, bits)
         norms = stage.norms if l2 else np.zeros(1, np.float32)
         slot_s, slot_i = grid_scan_topk(
-            stage.codes, bits, quant.d, stage.items.starts, stage.items.ends,
+            stage.codes, bits, quant.grid_dims, stage.items.starts, stage.items.ends,
             plan.qptr, plan.qidx, plan.qslot, plan.qadd,
             qi, query_limbs(bits), qs, off, np.asarray(t, np.float32),
             *stage.terms, norms, qsq.astype(np.float32), plan.nslots, k, l2=l2,
+            layout=quant.grid_layout,
         )  # fmt: skip
     elif is_fastscan(codec) and not l2 and not codec._centered:
         slot_s, slot_i = _scan_fastscan(stage, qt, plan, k)

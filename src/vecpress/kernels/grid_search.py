@@ -24,7 +24,6 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .bitpack import unpack_row
 from .heap import heap_pad, heap_push, heap_sort
 from .scan import (
     _BLOCK,
@@ -37,6 +36,8 @@ from .scan import (
     int_dot,
     nibble_queries,
     pad_queries_int8,
+    uniform_layout,
+    unpack_layout,
 )
 
 #: items with at most this many query rows (queries x limbs) read 4-bit codes in place
@@ -116,7 +117,7 @@ def _offer_rows(sc, n, base, hs, hi, m, k, qthr, qq):
 
 @nb.njit(cache=True, fastmath=False, parallel=True)
 def _scan_vnni(
-    codes, bits, d, nib_rows, starts, ends, qptr, qidx, qslot, qadd, q8, q8n, limbs, qscale,
+    codes, layout, d, nib_rows, starts, ends, qptr, qidx, qslot, qadd, q8, q8n, limbs, qscale,
     qoff, t, a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr,
 ):  # fmt: skip
     nitems = starts.shape[0]
@@ -155,7 +156,7 @@ def _scan_vnni(
             sa = drow
             if not nib:
                 for r in range(n):
-                    unpack_row(codes[s + r], 0, bits, d, buf[r])
+                    unpack_layout(codes[s + r], layout, buf[r])
             elif (s + (n + 15) // 16 * 16 - 1) * cs + drow <= total:  # read rows in place
                 pa = pcodes + s * cs
                 sa = cs
@@ -200,7 +201,7 @@ def _scan_vnni(
 
 @nb.njit(cache=True, fastmath=False, parallel=True)
 def _scan_portable(
-    codes, bits, d, starts, ends, qptr, qidx, qslot, qadd, qi, limbs, qscale, qoff, t,
+    codes, layout, d, starts, ends, qptr, qidx, qslot, qadd, qi, limbs, qscale, qoff, t,
     a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr,
 ):  # fmt: skip
     nitems = starts.shape[0]
@@ -210,14 +211,14 @@ def _scan_portable(
         nqw = qptr[w + 1] - p0
         if nqw == 0:
             continue
-        buf8 = np.empty(d, np.uint8)
+        buf8 = np.zeros(d, np.uint8)
         buf = np.empty((_BLOCK, d), np.int16)
         dots = np.empty((2, _BLOCK), np.int32)
         sc = np.empty(_BLOCK, np.float32)
         for s in range(starts[w], ends[w], _BLOCK):
             n = min(ends[w] - s, _BLOCK)
             for r in range(n):
-                unpack_row(codes[s + r], 0, bits, d, buf8)
+                unpack_layout(codes[s + r], layout, buf8)
                 for i in range(d):
                     buf[r, i] = buf8[i]
             for u in range(nqw):
@@ -240,7 +241,7 @@ def _scan_portable(
 
 def grid_scan_topk(
     codes, bits, d, starts, ends, qptr, qidx, qslot, qadd, qi, limbs, qscale, qoff, t,
-    a, b, c, norms, qsq, nslots, k, *, l2=False, portable=False, nibble=True,
+    a, b, c, norms, qsq, nslots, k, *, l2=False, portable=False, nibble=True, layout=None,
 ):  # fmt: skip
     """Scan items of grid-code rows for their queries; the ``k`` best rows per slot.
 
@@ -251,7 +252,10 @@ def grid_scan_topk(
     Parameters
     ----------
     codes : uint8[n, code_size]
-        Rows whose first bytes are ``bits``-bit packed codes of dimension ``d``.
+        Rows whose first bytes are ``bits``-bit packed codes of dimension ``d``,
+        or whose runs of codes of several widths lie as ``layout`` says
+        (:func:`~vecpress.kernels.scan.check_layout`; ``bits`` then only sets
+        the query limbs).
     starts, ends : int64[nitems]
         Row range of each item.
     qptr : int64[nitems + 1]
@@ -280,13 +284,16 @@ def grid_scan_topk(
     qthr = np.full(qsq.shape[0], -np.inf, np.float32)
     args = (starts, ends, qptr, qidx, qslot, qadd)
     tail = (a, b, c, bool(l2), norms, qsq, out_s, out_i, counts, qthr)
+    uniform = layout is None
+    if uniform:
+        layout = uniform_layout(bits, d)
     if HAVE_VNNI and not portable:
         q8 = pad_queries_int8(qi)
-        nib_rows = NIBBLE_ROWS if nibble and bits == 4 else 0
+        nib_rows = NIBBLE_ROWS if nibble and uniform and bits == 4 else 0
         q8n = nibble_queries(qi, d) if nib_rows else q8
-        _scan_vnni(codes, bits, d, nib_rows, *args, q8, q8n, limbs, qscale, qoff, t, *tail)
+        _scan_vnni(codes, layout, d, nib_rows, *args, q8, q8n, limbs, qscale, qoff, t, *tail)
     else:
-        _scan_portable(codes, bits, d, *args, qi, limbs, qscale, qoff, t, *tail)
+        _scan_portable(codes, layout, d, *args, qi, limbs, qscale, qoff, t, *tail)
     _sort_slots(out_s, out_i, counts)
     return out_s, out_i
 

@@ -72,13 +72,18 @@ def grid_queries(q, center, qoff, bits):
 
     Returns ``(qi int16[nq * L, d], qscale float32[nq * L], off float32[nq])`` with
     ``L = query_limbs(bits)`` limbs per query stored query-major (row ``i * L + l``
-    is limb ``l`` of query ``i``) and ``off = qoff - center * sum_l qscale_l *
-    sum(qi_l)``, so that ``<c - center, q> + qoff ≈ sum_l qscale_l <c, qi_l> + off``.
+    is limb ``l`` of query ``i``) and ``off = qoff - sum_l qscale_l <center, qi_l>``,
+    so that ``<c - center, q> + qoff ≈ sum_l qscale_l <c, qi_l> + off``. ``center``
+    is one number for every dimension or a float32[d] (one per dimension).
     """
     nq, d = q.shape
     limbs = query_limbs(bits)
     qi, qs = quantize_queries(q, limbs)  # limb-major
-    offl = (-qs * center * qi.sum(axis=1)).astype(np.float32).reshape(limbs, nq)
+    if np.ndim(center):
+        csum = qi.astype(np.float64) @ np.asarray(center, np.float64)
+    else:
+        csum = center * qi.sum(axis=1)
+    offl = (-qs * csum).astype(np.float32).reshape(limbs, nq)
     off = (offl[0] + np.asarray(qoff, np.float32)).astype(np.float32)
     for k in range(1, limbs):
         off += offl[k]
@@ -87,20 +92,76 @@ def grid_queries(q, center, qoff, bits):
     return qi, qs, off
 
 
-def score_uniform(codes, bits, d, q, center, qoff, a, b, t):
+def score_uniform(codes, bits, d, q, center, qoff, a, b, t, *, layout=None):
     """Score grid codes ``c`` against float queries with the integer kernel.
 
     ``out[i, j] = a[j] * (<c_j - center, q_i> + qoff[i]) + b[j] * t[i]`` where
     ``<c_j - center, q_i>`` is computed from 8-bit query limbs
-    (:func:`query_limbs`, :func:`grid_queries`) and exact integer dot products.
+    (:func:`query_limbs` of ``bits``, :func:`grid_queries`) and exact integer dot
+    products. The ``d`` codes of a row are ``bits``-bit packed at byte 0, or
+    placed as ``layout`` says (:func:`check_layout`).
     """
     nq, n = q.shape[0], codes.shape[0]
     qi, qs, off = grid_queries(q, center, qoff, bits)
     out = np.empty((nq, n), np.float32)
     int_scan(
-        codes, bits, d, qi, qs, off, a, b, np.asarray(t, np.float32), out, limbs=query_limbs(bits)
-    )
+        codes, bits, d, qi, qs, off, a, b, np.asarray(t, np.float32), out,
+        limbs=query_limbs(bits), layout=layout,
+    )  # fmt: skip
     return out
+
+
+def uniform_layout(bits: int, d: int) -> np.ndarray:
+    """The layout of ``d`` codes of ``bits`` bits packed from byte 0 (:func:`check_layout`).
+
+    Examples
+    --------
+    >>> uniform_layout(4, 384).tolist()
+    [[0, 384, 4, 0]]
+    """
+    return np.array([[0, d, bits, 0]], np.int64)
+
+
+def check_layout(layout, d: int, row_bytes: int) -> np.ndarray:
+    """Validate a code layout: int64[G, 4] rows ``(first, count, bits, offset)``, each
+    a run of ``count`` codes of ``bits`` bits packed from byte ``offset`` of the row
+    (:mod:`~vecpress.kernels.bitpack`), standing for dimensions
+    ``first..first+count``. Runs must not overlap (in dimensions or bytes), must lie
+    within ``d`` dimensions and ``row_bytes`` bytes, and have 1-8 bits.
+
+    Examples
+    --------
+    >>> check_layout([[0, 3, 2, 0], [3, 2, 5, 1]], 5, 3).shape
+    (2, 4)
+    """
+    lay = np.ascontiguousarray(layout, np.int64)
+    if lay.ndim != 2 or lay.shape[1] != 4:
+        raise ValueError(f"a code layout is int64[G, 4], found shape {lay.shape}")
+    dims = np.zeros(d, bool)
+    used = np.zeros(row_bytes, bool)
+    for first, count, bits, offset in lay.tolist():
+        nbytes = (count * bits + 7) // 8
+        if not 1 <= bits <= 8 or count < 1 or first < 0 or first + count > d:
+            raise ValueError(f"code run {(first, count, bits, offset)} does not fit d={d}")
+        if offset < 0 or offset + nbytes > row_bytes:
+            raise ValueError(
+                f"code run {(first, count, bits, offset)} needs bytes {offset}..{offset + nbytes},"
+                f" rows have {row_bytes}"
+            )
+        if dims[first : first + count].any() or used[offset : offset + nbytes].any():
+            raise ValueError(f"code run {(first, count, bits, offset)} overlaps another")
+        dims[first : first + count] = True
+        used[offset : offset + nbytes] = True
+    return lay
+
+
+@nb.njit(cache=True, inline="always")
+def unpack_layout(src, layout, dst):
+    """Unpack every run of ``layout`` from the code row ``src`` into ``dst`` (dimensions
+    outside the runs are left alone)."""
+    for g in range(layout.shape[0]):
+        first = layout[g, 0]
+        unpack_row(src, layout[g, 3], layout[g, 2], layout[g, 1], dst[first:])
 
 
 def _host_has_vnni() -> bool:
@@ -129,20 +190,25 @@ def pad_queries_int8(qi: np.ndarray) -> np.ndarray:
     return q8
 
 
-def int_scan(codes, bits, d, qi, qscale, qoff, a, b, t, out, *, limbs=1, portable=False):
+def int_scan(
+    codes, bits, d, qi, qscale, qoff, a, b, t, out, *, limbs=1, portable=False, layout=None
+):  # fmt: skip
     """``out[q, j] = a[j] * (sum_l qscale[qL+l] * <c_j, qi[qL+l]> + qoff[q]) + b[j] * t[q]``.
 
-    ``codes`` are rows whose first ``ceil(d*bits/8)`` bytes are packed codes;
-    ``qi`` is int16[nq * limbs, d] with |values| <= 127, query-major limbs. The
-    dot products are exact integers whichever kernel runs (``portable=True``
-    forces the portable one), and both kernels combine them in the same order
+    ``codes`` are rows whose first ``ceil(d*bits/8)`` bytes are packed codes (or
+    whose runs of codes lie as ``layout`` says, :func:`check_layout`); ``qi`` is
+    int16[nq * limbs, d] with |values| <= 127, query-major limbs. The dot
+    products are exact integers whichever kernel runs (``portable=True`` forces
+    the portable one), and both kernels combine them in the same order
     (:func:`combine`), so they give identical floats.
     """
+    if layout is None:
+        layout = uniform_layout(bits, d)
     if HAVE_VNNI and not portable:
         q8 = pad_queries_int8(qi)
-        _int_scan_vnni(codes, bits, d, q8, qi.shape[0], limbs, qscale, qoff, a, b, t, out)
+        _int_scan_vnni(codes, layout, q8, qi.shape[0], limbs, qscale, qoff, a, b, t, out)
     else:
-        _int_scan_portable(codes, bits, d, qi, limbs, qscale, qoff, a, b, t, out)
+        _int_scan_portable(codes, layout, d, qi, limbs, qscale, qoff, a, b, t, out)
 
 
 @nb.njit(cache=True, fastmath=False, inline="always")
@@ -360,7 +426,7 @@ def nibble_queries(qi: np.ndarray, d: int) -> np.ndarray:
 
 
 @nb.njit(cache=True, fastmath=False, parallel=True)
-def _int_scan_vnni(codes, bits, d, q8, nv, limbs, qscale, qoff, a, b, t, out):
+def _int_scan_vnni(codes, layout, q8, nv, limbs, qscale, qoff, a, b, t, out):
     n = codes.shape[0]
     dp = q8.shape[1]
     nblocks = (n + _BLOCK - 1) // _BLOCK
@@ -374,7 +440,7 @@ def _int_scan_vnni(codes, bits, d, q8, nv, limbs, qscale, qoff, a, b, t, out):
         pbuf = buf.ctypes.data
         ptile = tile.ctypes.data
         for j in range(s, e):
-            unpack_row(codes[j], 0, bits, d, buf[j - s])
+            unpack_layout(codes[j], layout, buf[j - s])
         for v0 in range(0, nv, 4):
             for j in range(s, e, 4):
                 _vnni_tile4x4(pbuf + (j - s) * dp, dp, pq + v0 * dp, dp, dp // 64, ptile, 16)
@@ -394,17 +460,17 @@ def _int_scan_vnni(codes, bits, d, q8, nv, limbs, qscale, qoff, a, b, t, out):
 
 
 @nb.njit(cache=True, fastmath=False, parallel=True)
-def _int_scan_portable(codes, bits, d, qi, limbs, qscale, qoff, a, b, t, out):
+def _int_scan_portable(codes, layout, d, qi, limbs, qscale, qoff, a, b, t, out):
     n = codes.shape[0]
     nq = qi.shape[0] // limbs
     nblocks = (n + _BLOCK - 1) // _BLOCK
     for blk in nb.prange(nblocks):
         s = blk * _BLOCK
         e = min(n, s + _BLOCK)
-        buf8 = np.empty(d, np.uint8)
+        buf8 = np.zeros(d, np.uint8)
         buf = np.empty((e - s, d), np.int16)
         for j in range(s, e):
-            unpack_row(codes[j], 0, bits, d, buf8)
+            unpack_layout(codes[j], layout, buf8)
             for i in range(d):
                 buf[j - s, i] = buf8[i]
         for qq in range(nq):

@@ -115,19 +115,33 @@ class GridQuantizer(Quantizer):
     """
 
     def grid_queries(self, q: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
-        """``(q' float32[nq, d], center, qoff float32[nq], t float32[nq])``."""
+        """``(q' float32[nq, grid_dims], center, qoff float32[nq], t float32[nq])``;
+        ``center`` is one number or a float32[grid_dims]."""
         raise NotImplementedError
 
     def grid_rows(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(a float32[n], b float32[n])`` read from the code rows."""
         raise NotImplementedError
 
+    @property
+    def grid_dims(self) -> int:
+        """Length of the grid vectors ``c`` (and of ``q'``): ``d`` unless overridden."""
+        return self.d
+
+    @property
+    def grid_layout(self) -> np.ndarray | None:
+        """Where the codes lie in a row (:func:`~vecpress.kernels.scan.check_layout`),
+        or ``None``: ``grid_dims`` codes of ``param`` bits packed from byte 0."""
+        return None
+
     def score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
         from ..kernels.scan import score_uniform
 
         qe, center, qoff, t = self.grid_queries(q)
         a, b = self.grid_rows(codes)
-        return score_uniform(codes, self.param, self.d, qe, center, qoff, a, b, t)
+        return score_uniform(
+            codes, self.param, self.grid_dims, qe, center, qoff, a, b, t, layout=self.grid_layout
+        )
 
 
 def get_f32(codes: np.ndarray, offset: int) -> np.ndarray:
