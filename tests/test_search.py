@@ -73,11 +73,11 @@ KERNELS = [pytest.param(False, id="auto" + ("-vnni" if HAVE_VNNI else "-portable
 KERNELS.append(pytest.param(True, id="portable"))
 
 
-@pytest.mark.parametrize("nibble", [True, False], ids=["nibbles", "unpacked"])
+@pytest.mark.parametrize("in_place", [True, False], ids=["in-place", "unpacked"])
 @pytest.mark.parametrize("portable", KERNELS)
 @pytest.mark.parametrize("spec", ["hd2,rq4", "hd2,rq8", "center,lvq3", "int5", "kl3", "hd2,kl6"])
 @pytest.mark.parametrize("l2", [False, True])
-def test_fused_scan_equals_score_then_topk(spec, l2, portable, nibble):
+def test_fused_scan_equals_score_then_topk(spec, l2, portable, in_place):
     """Every (query, item) slot holds exactly topk of Codec.score over the item's rows."""
     rng = np.random.default_rng(7)
     x = gaussian(rng, 700, 40, offset=0.2)
@@ -100,7 +100,7 @@ def test_fused_scan_equals_score_then_topk(spec, l2, portable, nibble):
         codes, quant.param, quant.grid_dims, items.starts, items.ends,
         plan.qptr, plan.qidx, plan.qslot, plan.qadd,
         qi, query_limbs(quant.param), qs, off, np.asarray(t, np.float32),
-        *terms, norms, qsq, plan.nslots, k, l2=l2, portable=portable, nibble=nibble,
+        *terms, norms, qsq, plan.nslots, k, l2=l2, portable=portable, in_place=in_place,
         layout=quant.grid_layout,
     )  # fmt: skip
     full = codec.score(q, codes)
@@ -131,17 +131,17 @@ def test_fused_scan_equals_score_then_topk(spec, l2, portable, nibble):
 @pytest.mark.parametrize("d", [50, 130, 384])
 @pytest.mark.parametrize("nq", [1, 2, 3, 5])
 def test_few_queries_over_every_row_count_match_the_codec(d, nq):
-    """Single and few-query scans (1 x 16 tiles; 4-bit codes read in place, the
+    """Single and few-query scans (1 x 16 tiles; 4- and 8-bit codes read in place, the
     rows near the end of the array through a padded copy) rank as Codec.score."""
     rng = np.random.default_rng(d + nq)
     x = gaussian(rng, 300, d, offset=0.1)
     q = gaussian(rng, nq, d, offset=0.1)
-    for spec in ("hd2,rq4", "hd2,rq2"):
-        codec = vecpress.Codec.from_spec(spec, seed=2).fit(x)
+    for spec in ("hd2,rq4", "hd2,rq2", "hd2,rq8", "int8", "kl3"):
         for n in (1, 15, 16, 17, 63, 64, 65, 300):
             index = Index(spec, metric="ip", seed=2)
             index.add(x[:n])
             res = index.search(q, 10)
+            codec = index.codec  # int8 and kl3 are fitted on the rows added
             ids, scores = topk(codec.score(q, codec.encode(x[:n])), 10)
             np.testing.assert_array_equal(res.ids, ids, err_msg=f"{spec} n={n}")
             np.testing.assert_array_equal(res.scores, scores, err_msg=f"{spec} n={n}")

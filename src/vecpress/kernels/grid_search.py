@@ -40,8 +40,8 @@ from .scan import (
     unpack_layout,
 )
 
-#: items with at most this many query rows (queries x limbs) read 4-bit codes in place
-NIBBLE_ROWS = 4
+#: items with at most this many query rows (queries x limbs) read 4- and 8-bit codes in place
+IN_PLACE_ROWS = 4
 
 
 @nb.njit(cache=True, fastmath=False, inline="always")
@@ -117,7 +117,8 @@ def _offer_rows(sc, n, base, hs, hi, m, k, qthr, qq):
 
 @nb.njit(cache=True, fastmath=False, parallel=True)
 def _scan_vnni(
-    codes, layout, d, nib_rows, starts, ends, qptr, qidx, qslot, qadd, q8, q8n, limbs, qscale,
+    codes, layout, d, in_place_rows, in_place_bits, starts, ends, qptr, qidx, qslot, qadd, q8, q8n,
+    limbs, qscale,
     qoff, t, a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr,
 ):  # fmt: skip
     nitems = starts.shape[0]
@@ -126,16 +127,17 @@ def _scan_vnni(
     cs = codes.shape[1]
     total = codes.shape[0] * cs
     pcodes = codes.ctypes.data
-    packed = (d + 1) // 2
     for w in nb.prange(nitems):
         p0 = qptr[w]
         nqw = qptr[w + 1] - p0
         if nqw == 0:
             continue
         nv = nqw * limbs
-        # Items scanned for few query rows read 4-bit codes packed, in place (no
-        # unpacking to amortise); items with many unpack each block once for all.
-        nib = nv <= nib_rows
+        # Items scanned for few query rows read 4-bit (packed) or 8-bit codes in place
+        # (no unpacking to amortise); items with many unpack each block once for all.
+        in_place = nv <= in_place_rows
+        nib = in_place and in_place_bits == 4
+        row_bytes = (d + 1) // 2 if nib else d  # code bytes of a row read in place
         qsrc = q8n if nib else q8
         dq = qsrc.shape[1]  # bytes per query row
         nch = dq // 128 if nib else dq // 64
@@ -154,7 +156,7 @@ def _scan_vnni(
             n = min(ends[w] - s, _BLOCK)
             pa = pbuf
             sa = drow
-            if not nib:
+            if not in_place:
                 for r in range(n):
                     unpack_layout(codes[s + r], layout, buf[r])
             elif (s + (n + 15) // 16 * 16 - 1) * cs + drow <= total:  # read rows in place
@@ -162,7 +164,7 @@ def _scan_vnni(
                 sa = cs
             else:  # the last rows: a 64-byte chunk would run past the array
                 for r in range(n):
-                    buf[r, :packed] = codes[s + r, :packed]
+                    buf[r, :row_bytes] = codes[s + r, :row_bytes]
             for v0 in range(0, nv, 4):
                 if nv - v0 <= 2:  # one or two query rows: 1 x 16 tiles waste nothing
                     for vv in range(nv - v0):
@@ -241,13 +243,14 @@ def _scan_portable(
 
 def grid_scan_topk(
     codes, bits, d, starts, ends, qptr, qidx, qslot, qadd, qi, limbs, qscale, qoff, t,
-    a, b, c, norms, qsq, nslots, k, *, l2=False, portable=False, nibble=True, layout=None,
+    a, b, c, norms, qsq, nslots, k, *, l2=False, portable=False, in_place=True, layout=None,
 ):  # fmt: skip
     """Scan items of grid-code rows for their queries; the ``k`` best rows per slot.
 
-    With AVX-512 VNNI, items scanned for at most :data:`NIBBLE_ROWS` query rows
-    read 4-bit codes packed, in place (``nibble=False``: never; other widths are
-    always unpacked to bytes, once per block of rows for all the item's queries).
+    With AVX-512 VNNI, items scanned for at most :data:`IN_PLACE_ROWS` query rows
+    read 4-bit (packed) and 8-bit codes in place (``in_place=False``: never; other
+    widths and layouts are always unpacked to bytes, once per block of rows for all
+    the item's queries, which dominates the time of a scan for one query).
 
     Parameters
     ----------
@@ -289,9 +292,12 @@ def grid_scan_topk(
         layout = uniform_layout(bits, d)
     if HAVE_VNNI and not portable:
         q8 = pad_queries_int8(qi)
-        nib_rows = NIBBLE_ROWS if nibble and uniform and bits == 4 else 0
-        q8n = nibble_queries(qi, d) if nib_rows else q8
-        _scan_vnni(codes, layout, d, nib_rows, *args, q8, q8n, limbs, qscale, qoff, t, *tail)
+        in_place_bits = bits if in_place and uniform and bits in (4, 8) else 0
+        rows = IN_PLACE_ROWS if in_place_bits else 0
+        q8n = nibble_queries(qi, d) if in_place_bits == 4 else q8
+        _scan_vnni(
+            codes, layout, d, rows, in_place_bits, *args, q8, q8n, limbs, qscale, qoff, t, *tail
+        )  # fmt: skip
     else:
         _scan_portable(codes, layout, d, *args, qi, limbs, qscale, qoff, t, *tail)
     _sort_slots(out_s, out_i, counts)
