@@ -92,6 +92,7 @@ import numba as nb
 import numpy as np
 
 from ..kernels.bitpack import pack, packed_size, unpack
+from ..kernels.scan import check_layout
 from .base import GridQuantizer, get_field, put_field
 
 #: widest code of one axis
@@ -346,9 +347,14 @@ class KL(GridQuantizer):
         self._mean32 = self.mean_.astype(np.float32)
         self._axes_coded = np.ascontiguousarray(self.axes_[:, :k])
         self._axes64 = self.axes_.astype(np.float64)
-        self._layout_rows = np.array(
-            [(g0, g1 - g0, width, off) for g0, g1, width, off, _ in self.groups_], np.int64
-        ).reshape(-1, 4)
+        # what the kernels read without bounds checks: validated once more here
+        self._layout_rows = check_layout(
+            np.array(
+                [(g0, g1 - g0, width, off) for g0, g1, width, off, _ in self.groups_], np.int64
+            ).reshape(-1, 4),
+            k,
+            self._nbytes,
+        )
 
     # -- state ----------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
