@@ -489,30 +489,35 @@ def _distortion(z, inv, half, top, step, weight, n2, tau):
     return f * f * wyy - 2.0 * f * wyz
 
 
+@nb.njit(cache=True, fastmath=True, inline="always")
+def _try_scales(z, inv, half, top, step, weight, n2, t, ratio, count, best, best_t):
+    """The best of ``(best, best_t)`` and the ``count`` scales ``t, t * ratio, ...``."""
+    for _ in range(count):
+        v = _distortion(z, inv, half, top, step, weight, n2, t)
+        if v < best:
+            best, best_t = v, t
+        t *= ratio
+    return best, best_t
+
+
 @nb.njit(cache=True, fastmath=True, parallel=True)
 def _encode_rows(z, inv, half, top, step, weight, n2, out):
-    """Each row's codes at its best scale ``tau`` (module doc, "Per-row scale")."""
+    """Each row's codes at its best scale ``tau`` (module doc, "Per-row scale"): a
+    coarse log grid, then rounds of finer grids around the best so far."""
     n = z.shape[0]
     ratio = (_TAU_HI / _TAU_LO) ** (1.0 / (_TAU_COARSE - 1))
     for i in nb.prange(n):
-        zi = z[i]
-        best_t = 1.0
-        best = np.inf
-        t = _TAU_LO
-        for _ in range(_TAU_COARSE):
-            v = _distortion(zi, inv, half, top, step, weight, n2[i], t)
-            if v < best:
-                best, best_t = v, t
-            t *= ratio
+        zi, ni = z[i], n2[i]
+        best, best_t = _try_scales(
+            zi, inv, half, top, step, weight, ni, _TAU_LO, ratio, _TAU_COARSE, np.inf, 1.0
+        )
         span = ratio
         for _ in range(_TAU_ROUNDS):
             r = (span * span) ** (1.0 / (_TAU_FINE + 1))
             t = best_t / span * r
-            for _ in range(_TAU_FINE):
-                v = _distortion(zi, inv, half, top, step, weight, n2[i], t)
-                if v < best:
-                    best, best_t = v, t
-                t *= r
+            best, best_t = _try_scales(
+                zi, inv, half, top, step, weight, ni, t, r, _TAU_FINE, best, best_t
+            )
             span = r
         _row_codes(zi, inv, half, top, best_t, out[i])
 
