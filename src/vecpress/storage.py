@@ -612,7 +612,7 @@ def _build(meta: dict, entries: list[dict], hlen: int, buf, source: str, *, lazy
         if zlib.crc32(raw(name)) != sec[name]["crc32"]:
             raise _fail(source, f"section {name!r}", "checksum mismatch")
 
-    def load_codec(name: str, spec: str, code_size: int) -> Codec:
+    def load_codec(name: str, spec: str, code_size: int, *, first_stage: bool) -> Codec:
         check_crc(name)
         where = f"section {name!r}"
         try:
@@ -623,18 +623,22 @@ def _build(meta: dict, entries: list[dict], hlen: int, buf, source: str, *, lazy
             raise _fail(source, where, f"invalid codec ({e})") from None
         want = {"spec": spec, "d": meta["d"], "seed": meta["seed"], "code_size": code_size}
         have = {"spec": codec.spec, "d": codec.d, "seed": codec.seed}
-        have["code_size"] = codec.tier_sizes[0]  # the rows of section 'codes'
+        # the first stage's rows (section 'codes') hold the first level of a two-level
+        # codec; a re-ranking tier's rows hold the whole code, both levels of one too
+        have["code_size"] = codec.tier_sizes[0] if first_stage else codec.code_size
         for key, value in want.items():
             if have[key] != value:
                 raise _fail(source, where, f"codec {key} {have[key]!r}, header {value!r}")
         return codec
 
-    codec = load_codec("codec", meta["spec"], meta["code_size"])
+    codec = load_codec("codec", meta["spec"], meta["code_size"], first_stage=True)
     rerank_codec = None
     if meta["rerank_spec"] is not None:
         if codec.is_two_level:
             raise _fail(source, "header", "a two-level spec cannot have a rerank_spec")
-        rerank_codec = load_codec("rerank_codec", meta["rerank_spec"], meta["rerank_code_size"])
+        rerank_codec = load_codec(
+            "rerank_codec", meta["rerank_spec"], meta["rerank_code_size"], first_stage=False
+        )
     elif meta["rerank_code_size"] != codec.tier_sizes[1]:
         raise _fail(
             source,
