@@ -424,8 +424,7 @@ def _search(args: argparse.Namespace) -> int:
         )
     if args.k < 1:
         raise ValueError(f"-k must be >= 1, found {args.k}")
-    if not os.path.isfile(args.index):
-        raise FileNotFoundError(f"index file {args.index} does not exist")
+    _check_index_path(args.index)
     index = open_index(args.index, mmap=True)
     index._check_search_args(args.k, args.rerank, args.nprobe)  # before reading queries
     q = _vectors(args.queries, "queries", args.column)
@@ -464,11 +463,18 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_index_path(path: str) -> None:
+    """Raise a clear error unless ``path`` is an existing file."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"index file {path} is a directory, not an index file")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"index file {path} does not exist")
+
+
 def _info(args: argparse.Namespace) -> int:
     from .storage import info
 
-    if not os.path.isfile(args.index):
-        raise FileNotFoundError(f"index file {args.index} does not exist")
+    _check_index_path(args.index)
     print(json.dumps(info(args.index), indent=2))
     return 0
 

@@ -44,6 +44,7 @@ from . import ivf as _ivf
 from . import search as _search
 from ._validation import as_vectors, check_positive_int
 from .codec import Codec
+from .rwlock import ReadWriteLock
 
 METRICS = ("cosine", "ip", "l2")
 #: rows used to fit the codec on the first add
@@ -54,6 +55,8 @@ ADD_CHUNK = 50_000
 RERANK_CHUNK = 128
 #: nprobe used when ``search`` is not given one: this fraction of the lists, at least 1
 DEFAULT_NPROBE_FRACTION = 1 / 64
+#: the largest ``k`` a search pads beyond the stored vectors (``k`` may always reach ``len``)
+MAX_PADDED_K = 1024
 _MAX_ID = 2**63 - 1
 _F32_MAX = float(np.finfo(np.float32).max)
 
@@ -235,6 +238,7 @@ class Index:
         self._next_id = 0
         self._stage: _search.Stage | None = None
         self._pending_check = None  # set by storage.open for lazily verified files
+        self._lock = ReadWriteLock()  # searches share it; add/remove/train hold it alone
 
     # -- state -------------------------------------------------------------
     @property
@@ -333,8 +337,9 @@ class Index:
     @property
     def ids(self) -> np.ndarray:
         """A copy of the stored ids, in storage order (IVF: grouped by list)."""
-        self._ensure_checked()
-        return self._ids.view.copy()
+        with self._lock.read():
+            self._ensure_checked()
+            return self._ids.view.copy()
 
     @property
     def train_rows(self) -> int:
@@ -374,7 +379,8 @@ class Index:
         first. Raises :class:`~vecpress.FormatError` naming the file and
         section.
         """
-        self._ensure_checked()
+        with self._lock.read():
+            self._ensure_checked()
         return self
 
     # -- input preparation ---------------------------------------------------
@@ -448,6 +454,10 @@ class Index:
         >>> Index("center,int8", metric="ip").train(x).is_trained
         True
         """
+        with self._lock.write():
+            return self._train(x, centroids, queries)
+
+    def _train(self, x, centroids, queries) -> Index:
         if self.ntotal:
             raise ValueError(
                 f"cannot train an index that holds {self.ntotal} vectors (their codes would "
@@ -495,6 +505,10 @@ class Index:
         >>> index.add(np.ones((1, 3), np.float32)).tolist()
         [31]
         """
+        with self._lock.write():
+            return self._add(x, ids)
+
+    def _add(self, x, ids) -> np.ndarray:
         self._ensure_checked()
         x = as_vectors(x, "X", dim=self.d)
         n = x.shape[0]
@@ -593,6 +607,10 @@ class Index:
         >>> index.remove([0, 2, 99]), len(index)
         (2, 1)
         """
+        with self._lock.write():
+            return self._remove(ids)
+
+    def _remove(self, ids) -> int:
         self._ensure_checked()
         gone = np.isin(self._ids.view, _as_ids(ids))
         count = int(gone.sum())
@@ -617,6 +635,10 @@ class Index:
         >>> index.contains(1), index.contains([1, 5]).tolist()
         (True, [True, False])
         """
+        with self._lock.read():
+            return self._contains(ids)
+
+    def _contains(self, ids):
         self._ensure_checked()
         found = np.isin(_as_ids(ids), self._ids.view)
         return bool(found[0]) if np.ndim(ids) == 0 else found
@@ -640,6 +662,12 @@ class Index:
 
     def _check_search_args(self, k, rerank, nprobe) -> tuple[int, int | None, int]:
         k = check_positive_int(k, "k")
+        if k > max(self.ntotal, MAX_PADDED_K):
+            raise ValueError(
+                f"k={k} is larger than the index ({self.ntotal} vectors): results past the "
+                f"stored vectors are padding (id -1), allowed up to k={MAX_PADDED_K}; "
+                f"ask for at most {max(self.ntotal, MAX_PADDED_K)}"
+            )
         if rerank is not None:
             if not self.has_second_tier:
                 raise ValueError(
@@ -673,10 +701,13 @@ class Index:
         k : int
             Results per query, ``>= 1``; where fewer than ``k`` vectors are
             stored (or probed) the rest is padded with id ``-1`` and score ``-inf``.
+            ``k`` may exceed the number of stored vectors by padding only up to
+            ``MAX_PADDED_K`` (1024); a larger ``k`` is a ``ValueError``.
         rerank : int, optional
             Re-score the first stage's best ``rerank`` (``>= k``) candidates with
             the second tier (``rerank_spec``, or both levels of a two-level spec)
             and keep the best ``k``; the scores returned are then the second tier's.
+            A ``rerank`` above the number of stored vectors re-scores them all.
         nprobe : int, optional
             IVF only: lists scanned per query (default ``nlist / 64``, at least 1).
 
@@ -699,6 +730,10 @@ class Index:
         >>> res.ids.tolist(), res.scores.tolist()
         ([[1, 0, -1]], [[-1.0, -18.0, -inf]])
         """
+        with self._lock.read():
+            return self._search(q, k, rerank, nprobe)
+
+    def _search(self, q, k, rerank, nprobe) -> SearchResult:
         k, rerank, nprobe = self._check_search_args(k, rerank, nprobe)
         self._ensure_checked()
         q = as_vectors(q, "queries", dim=self.d)
@@ -708,23 +743,28 @@ class Index:
         scores = np.full((nq, k), -np.inf, np.float32)
         if nq == 0 or self.ntotal == 0:
             return SearchResult(ids, scores)
+        # nothing past the stored rows is worth scanning or re-ranking: the rest is padding
+        width = min(k, self.ntotal)
+        if rerank is not None:
+            rerank = min(rerank, self.ntotal)
         if self.is_ivf:
             lists, dots = _ivf.probe(self.centroids, q, nprobe, self.metric)
             adds = dots if self.ivf_residual else np.zeros_like(dots)
         else:
             lists = np.zeros((nq, 1), np.int64)
             adds = np.zeros((nq, 1), np.float32)
-        rows, sc = _search.scan(self._first_stage(), q, qsq, lists, adds, rerank or k)
+        rows, sc = _search.scan(self._first_stage(), q, qsq, lists, adds, rerank or width)
         if rerank is not None:  # in chunks: the candidates' decoded rows stay small
             norms = None if self._norms is None else self._norms.view
-            out_rows = np.empty((nq, k), np.int64)
-            out_sc = np.empty((nq, k), np.float32)
+            out_rows = np.empty((nq, width), np.int64)
+            out_sc = np.empty((nq, width), np.float32)
             for s in range(0, nq, RERANK_CHUNK):
                 e = min(nq, s + RERANK_CHUNK)
                 if self.rerank_codec is not None:
                     out_rows[s:e], out_sc[s:e] = _search.rerank(
-                        self.rerank_codec, self._rcodes.view, norms, q[s:e], qsq[s:e], rows[s:e], k
-                    )
+                        self.rerank_codec, self._rcodes.view, norms, q[s:e], qsq[s:e], rows[s:e],
+                        width,
+                    )  # fmt: skip
                     continue
                 add = None  # two levels of residual codes: add <q, centroid of the row's list>
                 if self.is_ivf and self.ivf_residual:
@@ -733,20 +773,39 @@ class Index:
                     add = np.take_along_axis(dots, np.maximum(lists, 0), axis=1)
                 out_rows[s:e], out_sc[s:e] = _search.rerank_levels(
                     self.codec, self._codes.view, self._rcodes.view, norms,
-                    q[s:e], qsq[s:e], rows[s:e], k, add,
+                    q[s:e], qsq[s:e], rows[s:e], width, add,
                 )  # fmt: skip
             rows, sc = out_rows, out_sc
         found = rows >= 0
-        ids[found] = self._ids.view[rows[found]]
-        scores[:] = sc
+        ids[:, :width][found] = self._ids.view[rows[found]]
+        scores[:, :width] = sc
         return SearchResult(ids, scores)
 
     # -- persistence -----------------------------------------------------------
     def save(self, path) -> None:
-        """Write the index to ``path`` atomically; see :func:`vecpress.storage.save`."""
+        """Write the index to ``path`` atomically; see :func:`vecpress.storage.save`.
+
+        Safe while other threads search or mutate the index: the file holds the
+        state between two mutations, never half of one.
+        """
         from .storage import save
 
-        save(self, path)
+        with self._lock.read():
+            self._check_consistent()
+            save(self, path)
+
+    def _check_consistent(self) -> None:
+        """Raise ``RuntimeError`` unless every per-row store and the list offsets agree
+        (a file is never written from a state that ``open`` would reject)."""
+        n = self._ids.n
+        sizes = {"ids": n, "list offsets": int(self._list_offsets[-1])}
+        for name, buf in (("codes", self._codes), ("second tier", self._rcodes)):
+            if buf is not None:
+                sizes[name] = buf.n
+        if self._norms is not None:
+            sizes["norms"] = self._norms.n
+        if len(set(sizes.values())) > 1 or (np.diff(self._list_offsets) < 0).any():
+            raise RuntimeError(f"index state is inconsistent (rows per store: {sizes}); not saved")
 
 
 def training_rows(n: int, limit: int, seed: int) -> np.ndarray:

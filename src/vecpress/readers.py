@@ -86,13 +86,21 @@ def read_vectors(path: str, name: str = "vectors", column: str | None = None) ->
             f"{name} file {path}: a column ({column!r}) can only be chosen in a .parquet file, "
             f"found a {ext} file"
         )
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{name} file {path} is a directory, not a file of vectors")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{name} file {path} does not exist")
     if ext == ".parquet":
         return _read_parquet(path, name, column)
     size = os.path.getsize(path)
     if ext == ".npy":
-        x = np.load(path, mmap_mode="r", allow_pickle=False)
+        try:
+            x = np.load(path, mmap_mode="r", allow_pickle=False)
+        except ValueError as e:  # object dtype, a damaged header, a truncated body
+            raise ValueError(
+                f"{name} file {path}: not a readable array of floats ({e}); "
+                "expected a float16/32/64 .npy of shape (n, d)"
+            ) from None
     elif ext == ".fbin":
         if size < 8:
             raise ValueError(f"{name} file {path}: {size} bytes, shorter than the 8-byte header")
