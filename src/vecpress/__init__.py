@@ -11,6 +11,7 @@ Examples
 
 from __future__ import annotations
 
+from ._validation import MAX_NORM
 from .codec import Codec
 from .errors import FormatError, LockedError, NotFittedError
 from .index import Index, SearchResult
@@ -21,6 +22,7 @@ from .threads import get_num_threads, set_num_threads
 __version__ = "0.1.0"
 
 __all__ = [
+    "MAX_NORM",
     "Codec",
     "FormatError",
     "Index",

@@ -9,6 +9,13 @@ apart. The policy:
   only when needed (so non-contiguous views are accepted);
 * integer, boolean, complex and object arrays raise ``TypeError``;
 * NaN or infinite values raise ``ValueError`` naming the first bad row;
+* a row whose L2 norm exceeds :data:`MAX_NORM` (``2**50``, about ``1.1e15``)
+  raises ``ValueError`` naming the first such row, its norm and the limit.
+  Every score is computed in float32: with both sides within the limit,
+  ``|<q, x>| <= 2**100`` and squared distances stay below ``2**102``, far
+  inside float32's range (about ``2**128``), and k-means (faiss) never meets
+  an overflowing distance. Data beyond it must be rescaled (inner-product
+  rankings do not change when every vector is multiplied by one constant);
 * a wrong number of columns raises ``ValueError`` with both numbers;
 * zero rows are accepted where the result is simply empty (encode, score),
   and rejected where something must be learned (fit).
@@ -19,6 +26,9 @@ from __future__ import annotations
 import numpy as np
 
 _FLOAT_KINDS = ("f",)
+
+#: the largest L2 norm accepted for a vector or a query (:func:`as_vectors`)
+MAX_NORM = 2.0**50
 
 
 def as_vectors(
@@ -77,13 +87,30 @@ def as_vectors(
         raise ValueError(f"{name} is empty (shape {x.shape}); at least one row is needed")
     out = np.ascontiguousarray(x, dtype=np.float32)
     if n:
-        finite = np.isfinite(out).all(axis=1)
-        if not finite.all():
-            bad = np.flatnonzero(~finite)
-            raise ValueError(
-                f"{name} has {bad.size} row(s) with NaN or Inf values, first at row {bad[0]}"
-            )
+        # float64 squares of float32 values cannot overflow (at most ~1.2e77 each), so a
+        # non-finite sum means a NaN or Inf in the row and nothing else
+        sq = np.einsum("ij,ij->i", out, out, dtype=np.float64)
+        ok = sq <= MAX_NORM * MAX_NORM
+        if not ok.all():
+            _raise_bad_rows(out, sq, ok, name)
     return out
+
+
+def _raise_bad_rows(x: np.ndarray, sq: np.ndarray, ok: np.ndarray, name: str) -> None:
+    """Raise for the first non-finite row, or else for the first row beyond :data:`MAX_NORM`."""
+    finite = np.isfinite(sq)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ValueError(
+            f"{name} has {bad.size} row(s) with NaN or Inf values, first at row {bad[0]}"
+        )
+    bad = np.flatnonzero(~ok)
+    raise ValueError(
+        f"{name} has {bad.size} row(s) whose L2 norm exceeds the limit {MAX_NORM:.4g} (2**50), "
+        f"first at row {bad[0]} with norm {np.sqrt(sq[bad[0]]):.4g}: scores and squared "
+        "distances must stay finite in float32; rescale the data (multiplying every vector "
+        "by one constant keeps the inner-product and l2 rankings)"
+    )
 
 
 def _is_ml_float(dtype: np.dtype) -> bool:

@@ -37,6 +37,7 @@ import time
 
 import numpy as np
 
+from ._validation import MAX_NORM
 from .bench import GRIDS, RECALLS
 from .datasets import BUILTIN
 from .index import ADD_CHUNK, METRICS
@@ -349,12 +350,21 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _check_rows(x: np.ndarray, name: str, metric: str) -> None:
-    """NaN/Inf (and, for cosine, zero) rows, reported with their row number in the file."""
+    """NaN/Inf rows, rows beyond the norm limit (:data:`vecpress.MAX_NORM`) and, for
+    cosine, zero rows, reported with their row number in the file."""
     for s in range(0, x.shape[0], ADD_CHUNK):
         block = np.asarray(x[s : s + ADD_CHUNK], np.float32)
         bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
         if bad.size:
             raise ValueError(f"{name} row {s + bad[0]} has NaN or Inf values")
+        sq = np.einsum("ij,ij->i", block, block, dtype=np.float64)
+        big = np.flatnonzero(sq > MAX_NORM * MAX_NORM)
+        if big.size:
+            raise ValueError(
+                f"{name} row {s + big[0]} has L2 norm {np.sqrt(sq[big[0]]):.4g}, beyond the "
+                f"limit {MAX_NORM:.4g} (2**50) that keeps scores finite in float32; rescale "
+                "the vectors"
+            )
         if metric == "cosine":
             zero = np.flatnonzero(~block.any(axis=1))
             if zero.size:

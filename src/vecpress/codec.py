@@ -7,7 +7,7 @@ import numpy as np
 from . import blob
 from ._validation import as_codes, as_vectors, check_positive_int
 from .errors import FormatError, NotFittedError
-from .quantizers.base import get_field, put_field
+from .quantizers.base import field_exponent, get_field, put_field
 from .quantizers.two_level import LVQ2
 from .spec import canonical, parse
 from .transforms import PCA, Center, LeanVec
@@ -31,8 +31,16 @@ class Codec:
 
     Input policy: vectors must be 2-D float arrays; float16/float64 and
     non-contiguous arrays are converted to contiguous float32; integer arrays
-    raise ``TypeError``; NaN/Inf or a wrong dimension raise ``ValueError``.
-    Zero rows encode to zero code rows and score to an empty matrix.
+    raise ``TypeError``; NaN/Inf, a row whose norm exceeds
+    :data:`vecpress.MAX_NORM` (``2**50``) or a wrong dimension raise
+    ``ValueError``. Zero rows encode to zero code rows and score to an empty matrix.
+
+    Magnitudes: the float16 per-vector fields of codes of at most 4 bits (and
+    ``lvq``'s bounds, the centring term) are scaled by a power of two that
+    :meth:`fit` chooses from the training rows (:mod:`vecpress.quantizers.base`),
+    so data of any scale within the limit code with float16's precision. A row
+    whose field would not fit the fitted codec raises ``ValueError`` naming the
+    row at :meth:`encode`; scores of accepted rows are always finite.
 
     Examples
     --------
@@ -188,12 +196,18 @@ class Codec:
         n1 = self.quantizer.level1_size
         return np.concatenate([first[:, :n1], second, first[:, n1:]], axis=1)
 
+    @property
+    def _center(self) -> Center | None:
+        """The ``center`` stage, or ``None``."""
+        return next((t for t in self.transforms if isinstance(t, Center)), None)
+
     def _split(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Quantizer part of the rows, and the stored centring term (or None)."""
-        if not self._centered:
+        center = self._center
+        if center is None:
             return codes, None
         qs = self.quantizer.code_size
-        return codes[:, :qs], get_field(codes, qs, self.quantizer.field_dtype)
+        return codes[:, :qs], get_field(codes, qs, self.quantizer.field_dtype, center.term_exp)
 
     def __repr__(self) -> str:
         state = f"d={self.d}" if self.d is not None else "unfitted"
@@ -213,8 +227,9 @@ class Codec:
     ) -> Codec:
         """Learn what the stages need from training vectors; returns ``self``.
 
-        For training-free codecs this only fixes the dimension (and draws the
-        random rotations if not done yet). ``sample`` rows (all if ``None``) are
+        For training-free codecs this fixes the dimension (and draws the
+        random rotations if not done yet) and fits the scale of the float16
+        per-vector fields to the rows' magnitude. ``sample`` rows (all if ``None``) are
         drawn with the codec's seed, uniformly or by leverage score
         (:func:`vecpress.sampling.sample_rows`): leverage sampling keeps rare
         directions in the sample; ``center`` then takes the weighted mean (so
@@ -250,12 +265,22 @@ class Codec:
                     t.fit(x, q)
                 else:
                     t.fit(x)
+            if isinstance(t, Center):
+                t.term_exp = self._term_exponent(t.term(x))
             x = t.forward(x)
             if q is not None:
                 q, _ = t.query(q)
-        if self.quantizer.needs_data:
-            self.quantizer.fit(x)
+        # every quantizer fits: the training-free ones fit the scale of their float16
+        # fields to the rows (vecpress.quantizers.base)
+        self.quantizer.fit(x)
         return self
+
+    def _term_exponent(self, term: np.ndarray) -> int:
+        """The exponent of the stored centring term: fitted to the training rows' terms
+        when the field is float16, else 0."""
+        if self.quantizer.field_dtype.itemsize != 2 or term.size == 0:
+            return 0
+        return field_exponent(float(np.abs(term).max()))
 
     # -- the codec trio ----------------------------------------------------
     def encode(self, x) -> np.ndarray:
@@ -274,7 +299,10 @@ class Codec:
             return codes
         out = np.empty((x.shape[0], self.code_size), np.uint8)
         out[:, : codes.shape[1]] = codes
-        put_field(out, codes.shape[1], term, self.quantizer.field_dtype)
+        put_field(
+            out, codes.shape[1], term, self.quantizer.field_dtype, self._center.term_exp,
+            what="centring term <mu, x - mu>", owner=f"codec {self.spec!r}",
+        )  # fmt: skip
         return out
 
     def decode(self, codes) -> np.ndarray:

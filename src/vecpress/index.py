@@ -58,7 +58,6 @@ DEFAULT_NPROBE_FRACTION = 1 / 64
 #: the largest ``k`` a search pads beyond the stored vectors (``k`` may always reach ``len``)
 MAX_PADDED_K = 1024
 _MAX_ID = 2**63 - 1
-_F32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -396,13 +395,8 @@ class Index:
                 )
             x = (x / np.sqrt(sq)[:, None]).astype(np.float32)
             sq = _sq_norms(x)
-        elif self.metric == "l2" and x.shape[0]:
-            big = np.flatnonzero(sq > _F32_MAX)
-            if big.size:
-                raise ValueError(
-                    f"{name} row {big[0]} has squared norm {sq[big[0]]:.3g}, beyond float32 "
-                    f"range ({_F32_MAX:.3g}), which the l2 metric cannot represent"
-                )
+        # under "l2" the squared norms are stored as float32: as_vectors has already
+        # bounded every norm by MAX_NORM = 2**50, so |x|² <= 2**100 fits with room to spare
         return x, sq
 
     def _fit(

@@ -9,12 +9,19 @@ Assignment is by the nearest centroid in Euclidean distance (what k-means
 minimises, and what keeps residuals ``x - c`` small); probing ranks centroids
 by the metric: the largest ``<q, c>`` for ``"ip"``/``"cosine"``, the smallest
 ``|q - c|²`` for ``"l2"``.
+
+faiss's k-means aborts the whole process (SIGABRT) when distances overflow
+float32, as a row of norm 1e20 makes them; every vector reaching it has passed
+:func:`vecpress._validation.as_vectors`, whose norm limit (:data:`vecpress.MAX_NORM`,
+``2**50``) keeps squared distances below ``2**102``, and a ``RuntimeError`` that
+faiss still throws becomes a ``ValueError``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ._validation import as_vectors
 from .threads import single_threaded_blas
 from .topk import topk
 
@@ -38,6 +45,7 @@ def train_centroids(x: np.ndarray, nlist: int, metric: str, seed: int) -> np.nda
         import faiss
     except ImportError:  # pragma: no cover - faiss-cpu is a dependency
         raise ImportError("IVF indexes need faiss-cpu for k-means: pip install faiss-cpu") from None
+    x = as_vectors(x, "X", allow_empty=False)  # the norm limit, before faiss sees a row
     n, d = x.shape
     if n < nlist:
         raise ValueError(f"ivf={nlist} needs at least {nlist} training vectors, found {n}")
@@ -50,7 +58,10 @@ def train_centroids(x: np.ndarray, nlist: int, metric: str, seed: int) -> np.nda
         max_points_per_centroid=MAX_POINTS_PER_CENTROID,
         verbose=False,
     )
-    km.train(np.ascontiguousarray(x, dtype=np.float32))
+    from .quantizers.pq import faiss_errors
+
+    with faiss_errors(f"ivf={nlist} k-means (faiss Kmeans)"):
+        km.train(np.ascontiguousarray(x, dtype=np.float32))
     return np.ascontiguousarray(km.centroids, dtype=np.float32)
 
 

@@ -7,7 +7,12 @@ with the original vectors can be recovered exactly:
   the codec stores the exact per-vector term ``<mu, x - mu>`` in each row, so
   ``<q, x> = <q - mu, x - mu> + <mu, x - mu> + <q, mu>``: scores still estimate
   the inner product with the uncentred ``x``, and the estimated part scales with
-  ``|q - mu|`` instead of ``|q|`` (what faiss's RaBitQ does with its centroid);
+  ``|q - mu|`` instead of ``|q|`` (what faiss's RaBitQ does with its centroid).
+  The term is a field of the quantizer's ``field_dtype``; when that is float16
+  it is stored as ``term * 2**-term_exp``, with ``term_exp`` fitted by
+  :meth:`vecpress.Codec.fit` from the largest ``|<mu, x - mu>|`` of the
+  training rows (:func:`~vecpress.quantizers.base.field_exponent`; recorded in
+  the stage's config, absent when 0);
 * ``haar`` is a dense uniformly random rotation (QR of a Gaussian matrix with
   the signs of ``diag(R)`` folded in), stored as a matrix;
 * ``hd1``/``hd2``/``hd3`` are 1, 2 or 3 randomized Hadamard rounds (see
@@ -89,6 +94,11 @@ class Center(Transform):
     name = "center"
     needs_data = True
 
+    def __init__(self) -> None:
+        super().__init__()
+        #: exponent of the stored centring term's scale (module docstring); set by Codec.fit
+        self.term_exp = 0
+
     def fit(self, x: np.ndarray, weights: np.ndarray | None = None) -> None:
         """Learn the mean of ``x`` (weighted by ``weights`` when given)."""
         if weights is None:
@@ -119,12 +129,21 @@ class Center(Transform):
         self._check()
         return (x - self.mean_) @ self.mean_
 
+    def config(self) -> dict:
+        cfg = super().config()
+        if self.term_exp:  # absent (0) for ordinary data: such blobs read as before
+            cfg["term_exp"] = self.term_exp
+        return cfg
+
     def arrays(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean_}
 
     def restore(self, config: dict, arrays: dict[str, np.ndarray]) -> None:
+        from .quantizers.base import checked_field_exp
+
         super().restore(config, arrays)
         self.mean_ = _checked(arrays, "mean", (self.d,), np.float32)
+        self.term_exp = checked_field_exp(config.get("term_exp", 0))
 
 
 class Haar(Transform):

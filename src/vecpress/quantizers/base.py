@@ -1,13 +1,115 @@
-"""The quantizer interface and helpers shared by every quantizer."""
+"""The quantizer interface and helpers shared by every quantizer.
+
+**Scaled float16 fields.** Codes of at most 4 bits store their per-vector
+numbers (norms, correction factors, LVQ bounds) as float16, whose range ends
+at 65504 and whose normal numbers start at ``2**-14``. The fields that grow
+with the vector's magnitude therefore store ``value * 2**-e``, with an integer
+exponent ``e`` (``field_exp``) that :meth:`Quantizer.fit` chooses from the
+training rows and the stage's config records (:func:`field_exponent`:
+``e = 0`` when the largest training norm ``M`` lies in ``[2**-6, 2**8]``, so
+ordinary embeddings are coded as if there were no scale; otherwise
+``e = ceil(log2 M) - 8``, which puts the largest training value near ``2**8``
+and leaves 256 times that of headroom for later rows). Multiplying by a power
+of two is exact, so the precision is float16's whatever the data's scale.
+A value that does not fit its field raises ``ValueError`` at encode
+(:func:`check_field`) naming the row: scores are never infinite.
+Dimensionless fields (``kl``'s correction factor, ``tqp``'s residual norm) are
+not scaled; float32 fields have ``e = 0``.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import numpy as np
 
 from ..errors import NotFittedError
 from ..kernels.bitpack import packed_size
+
+#: the largest finite float16
+F16_MAX = 65504.0
+#: largest training norms coded with ``field_exp = 0`` (:func:`field_exponent`)
+_PLAIN_LOW, _PLAIN_HIGH = 2.0**-6, 2.0**8
+#: the exponent that puts the largest training value near ``2**8``
+_TARGET_LOG2 = 8
+#: the field exponents a stored config may hold (fitting gives -157..42)
+FIELD_EXP_RANGE = (-200, 100)
+
+
+def field_exponent(largest: float) -> int:
+    """The exponent ``e`` of scaled float16 fields for training rows of largest norm ``largest``.
+
+    ``0`` when ``largest`` lies in ``[2**-6, 2**8]`` (or is 0), else
+    ``ceil(log2(largest)) - 8``.
+
+    Examples
+    --------
+    >>> field_exponent(3.0), field_exponent(2.0**8), field_exponent(300.0), field_exponent(1e-3)
+    (0, 0, 1, -17)
+    """
+    m = float(largest)
+    if not m > 0 or _PLAIN_LOW <= m <= _PLAIN_HIGH:
+        return 0
+    mant, ex = math.frexp(m)  # m = mant * 2**ex, mant in [0.5, 1)
+    return (ex - 1 if mant == 0.5 else ex) - _TARGET_LOG2
+
+
+def largest_norm(x: np.ndarray) -> float:
+    """The largest L2 norm of the rows of ``x`` (0 for no rows), accumulated in float64."""
+    if x.shape[0] == 0:
+        return 0.0
+    return float(np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64).max()))
+
+
+def checked_field_exp(value: object) -> int:
+    """A stored ``field_exp`` as an int in :data:`FIELD_EXP_RANGE`, or ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"field_exp must be an integer, found {value!r}")
+    lo, hi = FIELD_EXP_RANGE
+    if not lo <= value <= hi:
+        raise ValueError(f"field_exp must be in [{lo}, {hi}], found {value}")
+    return value
+
+
+def check_field(
+    values: np.ndarray,
+    dtype: np.dtype,
+    exp: int,
+    what: str,
+    owner: str,
+    limit: float | None = None,
+    *,
+    wider: bool = True,
+) -> np.ndarray:
+    """``values * 2**-exp`` (float64), or ``ValueError`` naming the first row that does not fit.
+
+    ``limit`` is the largest magnitude the field takes after scaling (default: the
+    largest finite value of ``dtype``); ``wider`` says whether codes of 5 or more
+    bits would store the field as float32 (the error then suggests them).
+    """
+    dtype = np.dtype(dtype)
+    top = float(np.finfo(dtype).max) if limit is None else float(limit)
+    scaled = np.ldexp(np.asarray(values, np.float64), -exp)
+    over = ~(np.abs(scaled) <= top)
+    if over.any():
+        row = int(np.flatnonzero(over)[0])
+        value = float(np.asarray(values, np.float64)[row])
+        holds = math.ldexp(top, exp)
+        if dtype.itemsize == 2:
+            hint = (
+                f"{owner} stores it as float16 scaled by 2**{exp} (the exponent fitted on its "
+                "training rows); refit the codec on data that includes rows like this one"
+            )
+            if wider:
+                hint += ", or use a codec of 5 or more bits, whose per-vector fields are float32"
+        else:
+            hint = "rescale the data"
+        raise ValueError(
+            f"the {what} of row {row} is {value:.4g}, beyond the largest value this fitted "
+            f"{owner} holds ({holds:.4g}): {hint}"
+        )
+    return scaled
 
 
 class Quantizer:
@@ -27,10 +129,15 @@ class Quantizer:
     needs_data: ClassVar[bool] = False
     param_name: ClassVar[str | None] = "bits"
 
+    #: whether some per-vector fields are scaled by ``2**-field_exp`` (module docstring)
+    scales_fields: ClassVar[bool] = False
+
     def __init__(self, param: int | None = None) -> None:
         self.param = param
         self.d: int | None = None
         self.fitted = False
+        #: exponent of the scaled float16 fields (module docstring); 0 until fitted
+        self.field_exp = 0
 
     # -- identity -----------------------------------------------------------
     @property
@@ -44,7 +151,20 @@ class Quantizer:
         self.fitted = not self.needs_data
 
     def fit(self, x: np.ndarray) -> None:
-        """Learn from transformed training rows; default: nothing to learn."""
+        """Learn from transformed training rows; default: the exponent of the scaled
+        fields (:meth:`fit_field_exp`), if any, and nothing else."""
+        self.fit_field_exp(x)
+
+    def fit_field_exp(self, x: np.ndarray) -> None:
+        """Set :attr:`field_exp` from the largest norm of the training rows ``x``
+        (:func:`field_exponent`); 0 for quantizers without scaled float16 fields."""
+        scaled = self.scales_fields and self.scaled_field_dtype.itemsize == 2
+        self.field_exp = field_exponent(largest_norm(x)) if scaled else 0
+
+    @property
+    def scaled_field_dtype(self) -> np.dtype:
+        """dtype of the fields that :attr:`field_exp` scales (:attr:`field_dtype` by default)."""
+        return self.field_dtype
 
     def check_ready(self) -> None:
         if self.d is None or not self.fitted:
@@ -53,7 +173,10 @@ class Quantizer:
             )
 
     def config(self) -> dict:
-        return {"name": self.name, "param": self.param, "d": self.d}
+        cfg = {"name": self.name, "param": self.param, "d": self.d}
+        if self.field_exp:  # absent (0) for ordinary data: such blobs read as before
+            cfg["field_exp"] = self.field_exp
+        return cfg
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {}
@@ -61,6 +184,10 @@ class Quantizer:
     def restore(self, config: dict, arrays: dict[str, np.ndarray]) -> None:
         """Rebuild the state saved by :meth:`config` and :meth:`arrays`."""
         self.d = int(config["d"])
+        exp = checked_field_exp(config.get("field_exp", 0))
+        if exp and not self.scales_fields:
+            raise ValueError(f"{self.spec} has no scaled fields, found field_exp={exp}")
+        self.field_exp = exp
         self.setup_restored(arrays)
         self.fitted = True
 
@@ -155,30 +282,35 @@ def put_f32(codes: np.ndarray, offset: int, values: np.ndarray) -> None:
     codes[:, offset : offset + 4] = v.view(np.uint8)
 
 
-def get_field(codes: np.ndarray, offset: int, dtype: np.dtype) -> np.ndarray:
-    """Read the float of ``dtype`` (float16/float32) at byte ``offset`` of every row, as float32."""
+def get_field(codes: np.ndarray, offset: int, dtype: np.dtype, exp: int = 0) -> np.ndarray:
+    """Read the float of ``dtype`` (float16/float32) at byte ``offset`` of every row, as
+    float32, times ``2**exp`` (the field's scale, module docstring)."""
     w = dtype.itemsize
     raw = np.ascontiguousarray(codes[:, offset : offset + w]).view(dtype)[:, 0]
-    return raw.astype(np.float32)
+    out = raw.astype(np.float32)
+    return np.ldexp(out, exp).astype(np.float32, copy=False) if exp else out
 
 
-def put_field(codes: np.ndarray, offset: int, values: np.ndarray, dtype: np.dtype) -> None:
-    """Store one float of ``dtype`` per row at byte ``offset``."""
+def put_field(
+    codes: np.ndarray,
+    offset: int,
+    values: np.ndarray,
+    dtype: np.dtype,
+    exp: int = 0,
+    *,
+    what: str = "per-vector field",
+    owner: str = "codec",
+) -> None:
+    """Store ``values * 2**-exp`` as one float of ``dtype`` per row at byte ``offset``.
+
+    Raises ``ValueError`` naming the row, the value and the largest value the field
+    holds when one does not fit (:func:`check_field`); ``what`` and ``owner`` name the
+    field and the codec in that message.
+    """
     w = dtype.itemsize
-    v = np.ascontiguousarray(values, dtype=dtype).reshape(-1, 1)
+    scaled = check_field(values, dtype, exp, what, owner)
+    v = np.ascontiguousarray(scaled, dtype=dtype).reshape(-1, 1)
     codes[:, offset : offset + w] = v.view(np.uint8)
-
-
-def get_f16(codes: np.ndarray, offset: int) -> np.ndarray:
-    """Read the float16 stored at byte ``offset`` of every code row, as float32."""
-    raw = np.ascontiguousarray(codes[:, offset : offset + 2]).view("<f2")[:, 0]
-    return raw.astype(np.float32)
-
-
-def put_f16(codes: np.ndarray, offset: int, values: np.ndarray) -> None:
-    """Store one float16 per row at byte ``offset`` of every code row."""
-    v = np.ascontiguousarray(values, dtype="<f2").reshape(-1, 1)
-    codes[:, offset : offset + 2] = v.view(np.uint8)
 
 
 def blocked_matmul(q: np.ndarray, codes: np.ndarray, decode_block, block: int = 4096):

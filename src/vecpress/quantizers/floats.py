@@ -1,11 +1,15 @@
 """Floating-point codes: ``f32``, ``f16``, ``bf16``, and float8 ``e4m3``/``e5m2``.
 
-``f16`` and ``bf16`` store each coordinate in 2 bytes (values beyond float16's
-range, |x| > 65504, become infinite in ``f16``: use ``bf16`` for such data).
+``f16`` and ``bf16`` store each coordinate in 2 bytes. A coordinate beyond
+float16's range (|x| > 65504) raises ``ValueError`` at ``f16`` encode, naming
+the row: use ``bf16`` (float32's range) for such data, or rescale it.
+Coordinates below float16's smallest subnormal (``~6e-8``) become 0.
 The float8 codes store one byte per coordinate plus a per-vector float32 scale,
 a power of two chosen so that the row's largest magnitude lands in the top
 binade of the format (just below 448 for e4m3, 57344 for e5m2): no row overflows,
 no range is wasted, and scaling is exact, so decode and re-encode are lossless.
+The scale is at least ``2**-149`` (float32's smallest subnormal), so rows of
+subnormal float32 values still code to finite numbers.
 
 Scoring decodes one block of rows at a time and multiplies with BLAS.
 """
@@ -15,7 +19,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
-from .base import Quantizer, blocked_matmul, get_f32, put_f32
+from .base import F16_MAX, Quantizer, blocked_matmul, get_f32, put_f32
 
 
 class _Cast(Quantizer):
@@ -52,10 +56,22 @@ class F32(_Cast):
 
 
 class F16(_Cast):
-    """IEEE half precision."""
+    """IEEE half precision; coordinates beyond ±65504 raise ``ValueError``."""
 
     name = "f16"
     dtype = np.dtype("<f2")
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        over = ~(np.abs(x) <= F16_MAX).all(axis=1)
+        if over.any():
+            row = int(np.flatnonzero(over)[0])
+            value = float(x[row, np.argmax(np.abs(x[row]))])
+            raise ValueError(
+                f"f16 stores each coordinate as float16, whose largest value is {F16_MAX:g}: "
+                f"row {row} has a coordinate of {value:.7g}; use bf16 (float32's range) "
+                "or rescale the data"
+            )
+        return super().encode(x)
 
 
 class BF16(_Cast):
@@ -87,6 +103,7 @@ class _Float8(Quantizer):
         # scale half as large when re-encoded; use that scale now so that
         # encode(decode(codes)) reproduces the codes bit for bit.
         half = np.abs(y).max(axis=1) <= self.max_value / 2 if n else np.zeros(0, bool)
+        half &= scale > _MIN_SCALE  # (a row of subnormals may sit at the smallest scale)
         if half.any():
             scale[half] *= 0.5
             y[half] = self._round(x[half], scale[half])
@@ -108,11 +125,17 @@ class _Float8(Quantizer):
         return blocked_matmul(q, codes, self.decode)
 
 
+#: the smallest per-vector scale of the float8 codes (float32's smallest subnormal)
+_MIN_SCALE = np.float32(2.0**-149)
+
+
 def _pow2_scale(amax: np.ndarray, max_value: float) -> np.ndarray:
     """Smallest power of two ``s`` with ``amax / s <= max_value`` (1 for zero rows)."""
     ratio = amax.astype(np.float64) / max_value
     mant, expo = np.frexp(ratio)
     expo = np.where(mant == 0.5, expo - 1, expo)
+    # not below float32's smallest subnormal (2**-149), which would round to 0
+    expo = np.maximum(expo, -149)
     return np.where(amax > 0, np.ldexp(1.0, expo), 1.0).astype(np.float32)
 
 

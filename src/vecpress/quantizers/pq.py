@@ -16,9 +16,15 @@ and ``score = Σ_m T[m, code_m]`` (an asymmetric estimate of ``<q, x>``).
 4-bit codes are scored by fast-scan (:mod:`vecpress.kernels.fastscan`): the
 tables rounded to 8 bits per query and looked up 32-64 codes at a time with
 byte shuffles, as faiss's ``PQ<M>x4fs``. ``d`` must be a multiple of ``M``.
+
+faiss's k-means aborts the process on distances that overflow float32 (a row
+of norm 1e20); the input checks (:data:`vecpress.MAX_NORM`) refuse such rows
+first, and an exception faiss still throws becomes a ``ValueError``.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import numba as nb
 import numpy as np
@@ -96,6 +102,20 @@ def usage_entropy(codes: np.ndarray, m: int, bits: int) -> np.ndarray:
     return out
 
 
+@contextmanager
+def faiss_errors(what: str):
+    """Turn a ``RuntimeError`` thrown by faiss into a ``ValueError`` naming ``what``.
+
+    The inputs are validated first (:func:`vecpress._validation.as_vectors` bounds
+    every norm by ``2**50``, so no distance overflows float32 inside faiss); this is
+    the last line for anything faiss still refuses.
+    """
+    try:
+        yield
+    except RuntimeError as e:
+        raise ValueError(f"{what} failed on these training rows: {e}") from None
+
+
 class PQ(Quantizer):
     """Product quantizer: ``M`` sub-spaces, ``2^b`` centroids each (b = 4 or 8)."""
 
@@ -145,7 +165,8 @@ class PQ(Quantizer):
                 f"{self.spec} needs at least {1 << self.bits} training rows, found {x.shape[0]}"
             )
         pq = faiss.ProductQuantizer(self.d, self.param, self.bits)
-        pq.train(np.ascontiguousarray(x, np.float32))
+        with faiss_errors(f"{self.spec} training (faiss ProductQuantizer)"):
+            pq.train(np.ascontiguousarray(x, np.float32))
         c = faiss.vector_to_array(pq.centroids).astype(np.float32)
         return c.reshape(self.param, 1 << self.bits, self.dsub)
 
@@ -236,7 +257,8 @@ class OPQ(PQ):
         # learn the rotation with the sub-quantizers it will serve (faiss's default is 8 bits)
         pq = faiss.ProductQuantizer(self.d, self.param, self.bits)
         opq.pq = pq
-        opq.train(np.ascontiguousarray(x, np.float32))
+        with faiss_errors(f"{self.spec} training (faiss OPQMatrix)"):
+            opq.train(np.ascontiguousarray(x, np.float32))
         del pq
         # faiss applies y = A x with A stored row-major as d_out x d_in
         self.rotation_ = faiss.vector_to_array(opq.A).astype(np.float32).reshape(self.d, self.d)

@@ -7,7 +7,8 @@ is a point ``c`` of the uniform grid ``{0..2^b-1}^d``; its centred version
 (Extended RaBitQ, Gao et al. 2024). The row stores the packed codes, the
 correction factor ``f = r / <y, u>`` and the norm ``r`` (float16 for b <= 4,
 where the code's own error is ~100 times larger than float16 rounding, float32
-above), and
+above; the float16 fields are scaled by ``2**-field_exp``, an exponent fitted
+to the training rows' largest norm, see :mod:`vecpress.quantizers.base`), and
 
     <q, x>  ≈  f * <y, q>
 
@@ -169,6 +170,7 @@ class RQ(GridQuantizer):
     """RaBitQ-style ``b``-bit codes with a per-vector correction factor (+8 bytes)."""
 
     name = "rq"
+    scales_fields = True
 
     def setup(self, d: int, rng: np.random.Generator) -> None:
         super().setup(d, rng)
@@ -195,17 +197,17 @@ class RQ(GridQuantizer):
         f = np.empty(n, np.float64)
         r = np.empty(n, np.float64)
         _encode(x, self.param, self.t0_, out, f, r)
-        dt = self.field_dtype
-        put_field(out, self._nbytes, f, dt)
-        put_field(out, self._nbytes + dt.itemsize, r, dt)
+        dt, e = self.field_dtype, self.field_exp
+        put_field(out, self._nbytes, f, dt, e, what="correction factor f", owner=self.spec)
+        put_field(out, self._nbytes + dt.itemsize, r, dt, e, what="norm", owner=self.spec)
         return out
 
     def _factor(self, codes: np.ndarray) -> np.ndarray:
-        return get_field(codes, self._nbytes, self.field_dtype)
+        return get_field(codes, self._nbytes, self.field_dtype, self.field_exp)
 
     def _norm(self, codes: np.ndarray) -> np.ndarray:
         dt = self.field_dtype
-        return get_field(codes, self._nbytes + dt.itemsize, dt)
+        return get_field(codes, self._nbytes + dt.itemsize, dt, self.field_exp)
 
     def _grid(self, codes: np.ndarray) -> np.ndarray:
         return unpack(codes, self.param, self.d).astype(np.float32) - (self.levels - 1) / 2

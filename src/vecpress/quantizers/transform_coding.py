@@ -66,7 +66,12 @@ larger reconstruction error than ``ẑ`` alone (by about the factor ``f``):
 ``kl`` is built for scoring. The midrise levels keep the sign of each
 coordinate, so ``<ẑ, z> >= 0``; when it is 0 (``z = 0``, or every coded
 coordinate is 0) ``f = 0`` and the row decodes to the mean. ``f`` is clipped
-to the largest finite value of its field type.
+to the largest finite value of its field type, and so that ``|f ẑ| <= 2**70``
+(a bound only a row nearly orthogonal to its own code meets; with queries of
+norm at most ``2**50`` every score stays finite). ``f`` is dimensionless, so
+its field is not scaled (unlike the ``rq`` fields, :mod:`vecpress.quantizers.base`);
+the scale search runs at unit scale (one exact power of two), so data of any
+magnitude within :data:`vecpress.MAX_NORM` code alike.
 
 **Scoring.** ``kl`` is a grid codec
 (:class:`~vecpress.quantizers.base.GridQuantizer`): with ``w = (q A) * step``
@@ -101,6 +106,8 @@ MAX_BITS = 8
 _RELATIVE_ZERO = 1e-12
 #: ... or below this fraction of the mean second moment (float32 rounding noise ~3e-16)
 _FLOAT32_NOISE = 1e-14
+#: the largest norm of a row's scaled code ``f ẑ`` (keeps scores finite, see encode)
+_MAX_CODED_NORM = 2.0**70
 #: rows per chunk when fitting and encoding (bounded memory for any n)
 _CHUNK = 16384
 
@@ -343,10 +350,11 @@ class KL(GridQuantizer):
         self._half = (levels - 1) / 2
         self._top = levels - 1
         self._step32 = self.steps_[:k].astype(np.float32)
-        self._inv32 = (1.0 / self.steps_[:k]).astype(np.float32)
         self._mean32 = self.mean_.astype(np.float32)
         self._axes_coded = np.ascontiguousarray(self.axes_[:, :k])
         self._axes64 = self.axes_.astype(np.float64)
+        # 2**_unit_exp ~ the largest axis's standard deviation (encode's unit scale)
+        self._unit_exp = math.frexp(math.sqrt(self.lam_[0]))[1] if k else 0
         # what the kernels read without bounds checks: validated once more here
         self._layout_rows = check_layout(
             np.array(
@@ -402,18 +410,31 @@ class KL(GridQuantizer):
         dt = self.field_dtype
         fmax = float(np.finfo(dt).max)
         k = self._coded
-        weight = self.lam_[:k].astype(np.float32)
+        # The scale search runs in float32 on coordinates, steps and weights brought to
+        # unit scale by one power of two (exact, so the codes are those of the unscaled
+        # search): at a data scale of 1e14, lam * y² would overflow float32, at 1e-20
+        # the products would underflow to 0.
+        u = self._unit_exp
+        inv = np.ldexp(1.0 / self.steps_[:k], u).astype(np.float32)
+        step = np.ldexp(self.steps_[:k], -u).astype(np.float32)
+        weight = np.ldexp(self.lam_[:k], -2 * u).astype(np.float32)
         for s in range(0, n, _CHUNK):
             # in float64, so that a row's coordinates do not depend on the rows coded
             # with it (BLAS blocking), nor then its choice of scale
             z64 = (x[s : s + _CHUNK].astype(np.float64) - self.mean_) @ self._axes64
             n2 = np.einsum("ij,ij->i", z64, z64)
             zc = z64[:, :k].astype(np.float32)
+            zu = np.ldexp(z64[:, :k], -u).astype(np.float32)
             c = np.empty(zc.shape, np.uint8)
-            _encode_rows(zc, self._inv32, self._half, self._top, self._step32, weight, n2, c)
-            dot = np.einsum("ij,ij->i", (c - self._half) * self._step32, zc, dtype=np.float64)
+            _encode_rows(zu, inv, self._half, self._top, step, weight, np.ldexp(n2, -2 * u), c)
+            zh = (c - self._half) * self._step32
+            dot = np.einsum("ij,ij->i", zh, zc, dtype=np.float64)
             with np.errstate(divide="ignore", invalid="ignore"):
                 f = np.where(dot > 0, n2 / dot, 0.0)
+                # |f ẑ| <= 2**70 keeps every score finite (queries have norms <= 2**50);
+                # only a row nearly orthogonal to its own code meets the bound
+                zn = np.sqrt(np.einsum("ij,ij->i", zh, zh, dtype=np.float64))
+                f = np.minimum(f, np.where(zn > 0, _MAX_CODED_NORM / zn, np.inf))
             f = np.minimum(f, fmax)
             rows = out[s : s + _CHUNK]
             for g0, g1, width, off, nbytes in self.groups_:

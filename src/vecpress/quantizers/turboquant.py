@@ -1,6 +1,8 @@
 """TurboQuant (Zandieh et al. 2025): ``tq<b>`` (MSE) and ``tqp<b>`` (inner product).
 
-``tq<b>`` stores ``|x|`` (float16 for b <= 4, float32 above) and quantizes
+``tq<b>`` stores ``|x|`` (float16 for b <= 4, scaled by ``2**-field_exp``, an
+exponent fitted to the training rows' largest norm as described in
+:mod:`vecpress.quantizers.base`; float32 above) and quantizes
 each coordinate of the rotated unit vector ``x/|x|`` with the ``b``-bit
 Lloyd–Max codebook of the sphere marginal ``f_d``
 (:mod:`~vecpress.quantizers.lloydmax`). It minimises MSE but
@@ -17,8 +19,8 @@ about 1 row in 500 of rotated data at 5-8 bits) may then change codes.
 
 ``tqp<b>`` spends ``b - 1`` bits per coordinate on ``tq`` and the last bit on a
 QJL sketch (``m = d`` sign bits) of the residual ``r = u - û``, storing ``|x|``
-and ``|r|``: ``<q, x> ≈ |x| (<q, û> + sqrt(pi/2)/d |r| <S q, sign(S r)>)``,
-unbiased. ``tqp1`` is QJL alone.
+(scaled as in ``tq``) and ``|r|`` (at most 1, never scaled):
+``<q, x> ≈ |x| (<q, û> + sqrt(pi/2)/d |r| <S q, sign(S r)>)``, unbiased. ``tqp1`` is QJL alone.
 
 Non-uniform levels are scored through a level table
 (:func:`~vecpress.kernels.scan.table_scan`): each code is looked up once per
@@ -57,6 +59,7 @@ class TQ(Quantizer):
     """TurboQuant-MSE: norm + Lloyd–Max coordinates of the unit vector."""
 
     name = "tq"
+    scales_fields = True
 
     def setup(self, d: int, rng: np.random.Generator) -> None:
         super().setup(d, rng)
@@ -73,11 +76,14 @@ class TQ(Quantizer):
         norms, u = unit_rows(x)
         out = np.empty((x.shape[0], self.code_size), np.uint8)
         out[:, : self._nbytes] = pack(self.book_.codes(u), self.param)
-        put_field(out, self._nbytes, norms, self.field_dtype)
+        put_field(
+            out, self._nbytes, norms, self.field_dtype, self.field_exp,
+            what="norm", owner=self.spec,
+        )  # fmt: skip
         return out
 
     def _norms(self, codes: np.ndarray) -> np.ndarray:
-        return get_field(codes, self._nbytes, self.field_dtype)
+        return get_field(codes, self._nbytes, self.field_dtype, self.field_exp)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         u = self.book_.levels[unpack(codes, self.param, self.d)]
@@ -94,6 +100,7 @@ class TQProd(Quantizer):
     """TurboQuant-prod: ``b - 1`` Lloyd–Max bits + QJL of the residual (unbiased)."""
 
     name = "tqp"
+    scales_fields = True
 
     def setup(self, d: int, rng: np.random.Generator) -> None:
         super().setup(d, rng)
@@ -137,15 +144,18 @@ class TQProd(Quantizer):
         m, s = self._mse_bytes, self._sign_bytes
         out[:, :m] = packed
         out[:, m : m + s] = self.sketch_.bits(r)
-        dt = self.field_dtype
-        put_field(out, m + s, norms, dt)
-        put_field(out, m + s + dt.itemsize, np.linalg.norm(r, axis=1), dt)
+        dt, e = self.field_dtype, self.field_exp
+        put_field(out, m + s, norms, dt, e, what="norm", owner=self.spec)
+        # the residual's norm is that of a difference of unit vectors: never scaled
+        rnorm = np.linalg.norm(r, axis=1)
+        put_field(out, m + s + dt.itemsize, rnorm, dt, what="residual norm", owner=self.spec)
         return out
 
     def _fields(self, codes):
         m, s = self._mse_bytes, self._sign_bytes
         dt = self.field_dtype
-        return get_field(codes, m + s, dt), get_field(codes, m + s + dt.itemsize, dt)
+        norms = get_field(codes, m + s, dt, self.field_exp)
+        return norms, get_field(codes, m + s + dt.itemsize, dt)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         norms, rnorm = self._fields(codes)

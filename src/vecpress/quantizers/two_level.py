@@ -2,7 +2,9 @@
 
 Level 1 is :class:`~vecpress.quantizers.uniform.LVQ` with ``b1`` bits: each
 vector gets its own range, ``x_i ≈ lo + Δ c1_i`` with ``Δ = (hi - lo) / (2^b1 - 1)``
-(``lo`` and ``Δ`` stored as float16, rounded so the grid covers the row). The
+(``lo`` and ``Δ`` stored as float16, rounded so the grid covers the row, and
+scaled by ``2**-field_exp``, the exponent level 1 fits to the training rows:
+see :mod:`~vecpress.quantizers.uniform`). The
 residual ``r_i = x_i - lo - Δ c1_i`` then lies in ``[-Δ/2, Δ/2]``, a range both
 levels already know, so level 2 quantizes it with ``b2`` bits and *no* extra
 per-vector number (Aguerrebere et al. 2023, "Similarity search in the blink of
@@ -49,6 +51,7 @@ class LVQ2(Quantizer):
     """
 
     name = "lvq"
+    scales_fields = True
 
     def __init__(self, param: int, bits2: int) -> None:
         super().__init__(param)
@@ -66,9 +69,19 @@ class LVQ2(Quantizer):
         super().setup(d, rng)
         self.level1.setup(d, rng)
 
+    def fit(self, x: np.ndarray) -> None:
+        """Fit level 1's field exponent (level 2 stores no per-vector number)."""
+        self.level1.fit(x)
+        self.field_exp = self.level1.field_exp
+
     def setup_restored(self, arrays: dict[str, np.ndarray]) -> None:
         self.level1.d = self.d
+        self.level1.field_exp = self.field_exp
         self.level1.fitted = True
+
+    @property
+    def scaled_field_dtype(self) -> np.dtype:
+        return self.level1.scaled_field_dtype
 
     @property
     def field_dtype(self) -> np.dtype:

@@ -10,7 +10,13 @@ Values outside the range are clipped before rounding, never wrapped.
 ``lvq<b>`` (LVQ, Aguerrebere et al. 2023): each vector gets its own range,
 stored with the codes as two float16 numbers (the lower bound rounded down and
 the step rounded up, so the stored grid always covers the row). Usually
-preceded by ``center``. ``x_i ≈ lo + step * c_i``.
+preceded by ``center``. ``x_i ≈ lo + step * c_i``. Whatever ``b``, the two
+numbers are float16 scaled by ``2**-field_exp``, an exponent that ``fit``
+chooses from the training rows' largest norm
+(:func:`~vecpress.quantizers.base.field_exponent`; 0 for ordinary data, and
+for a codec that is never fitted): a row whose coordinates reach beyond
+``32752 * 2**field_exp`` (half float16's range, so that the rounded bounds
+stay finite) raises ``ValueError`` at encode.
 
 Both score a query by quantizing it to 8 bits once (``q ≈ s * qi``; two 8-bit
 limbs against 6-8-bit codes) and taking integer dot products with the codes
@@ -22,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.bitpack import pack, packed_size, unpack
-from .base import GridQuantizer, get_f16, put_f16
+from .base import F16_MAX, GridQuantizer, check_field, get_field
 
 _CLIP_QUANTILES = (0.0, 1e-4, 5e-4, 2e-3, 5e-3, 0.01, 0.02, 0.04)
 _CALIBRATION_ROWS = 20000
@@ -95,13 +101,18 @@ class Int(GridQuantizer):
         return np.ones(n, np.float32), np.zeros(n, np.float32)
 
 
-_F16_MAX = 65504.0
+_F16 = np.dtype("<f2")
 
 
 class LVQ(GridQuantizer):
     """Per-vector uniform quantizer (LVQ) with ``b`` bits per coordinate."""
 
     name = "lvq"
+    scales_fields = True
+
+    @property
+    def scaled_field_dtype(self) -> np.dtype:
+        return _F16  # the bounds are float16 whatever the number of bits
 
     @property
     def code_size(self) -> int:
@@ -112,29 +123,35 @@ class LVQ(GridQuantizer):
         out = np.zeros((n, self.code_size), np.uint8)
         if n == 0:
             return out
+        e = self.field_exp
         lo, hi = x.min(axis=1), x.max(axis=1)
-        step = (hi - lo) / (self.levels - 1)
-        if max(np.abs(lo).max(), np.abs(hi).max(), step.max()) > _F16_MAX / 2:
-            raise ValueError(
-                f"lvq stores per-vector bounds as float16: values must lie within "
-                f"±{_F16_MAX / 2:g}, found a magnitude of {np.abs(x).max():g}; rescale the data"
-            )
-        lo16 = lo.astype(np.float16)
-        down = lo16.astype(np.float32) > lo
+        # half of float16's range: the rounded bounds and the step stay finite
+        big = np.maximum(np.abs(lo), np.abs(hi))
+        what = "largest coordinate magnitude"
+        check_field(big, _F16, e, what, self.spec, F16_MAX / 2, wider=False)
+        step = (hi.astype(np.float64) - lo) / (self.levels - 1)
+        what = "grid step (max - min) / (2^b - 1)"
+        check_field(step, _F16, e, what, self.spec, F16_MAX / 2, wider=False)
+        # in the scaled units of the fields (exact: a power of two)
+        lo_s, hi_s = np.ldexp(lo, -e), np.ldexp(hi, -e)
+        lo16 = lo_s.astype(np.float16)
+        down = lo16.astype(np.float32) > lo_s
         lo16[down] = np.nextafter(lo16[down], np.float16(-np.inf))
         lo32 = lo16.astype(np.float32)
-        step16 = ((hi - lo32) / (self.levels - 1)).astype(np.float16)
-        short = lo32 + step16.astype(np.float32) * (self.levels - 1) < hi
+        step16 = ((hi_s - lo32) / (self.levels - 1)).astype(np.float16)
+        short = lo32 + step16.astype(np.float32) * (self.levels - 1) < hi_s
         step16[short] = np.nextafter(step16[short], np.float16(np.inf))
         step32 = step16.astype(np.float32)
-        codes = _round_codes(x, lo32[:, None], step32[:, None], self.levels)
+        lo_x, step_x = np.ldexp(lo32, e), np.ldexp(step32, e)
+        codes = _round_codes(x, lo_x[:, None], step_x[:, None], self.levels)
         out[:, : self._nbytes] = pack(codes, self.param)
-        put_f16(out, self._nbytes, lo16)
-        put_f16(out, self._nbytes + 2, step16)
+        out[:, self._nbytes : self._nbytes + 2] = lo16.astype("<f2").reshape(-1, 1).view(np.uint8)
+        out[:, self._nbytes + 2 :] = step16.astype("<f2").reshape(-1, 1).view(np.uint8)
         return out
 
     def _bounds(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return get_f16(codes, self._nbytes), get_f16(codes, self._nbytes + 2)
+        e = self.field_exp
+        return get_field(codes, self._nbytes, _F16, e), get_field(codes, self._nbytes + 2, _F16, e)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         lo, step = self._bounds(codes)
