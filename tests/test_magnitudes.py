@@ -521,6 +521,7 @@ def test_an_exponent_on_a_codec_without_scaled_fields_is_a_format_error(plain):
     x, _ = plain
     blob = Codec.from_spec("int4").fit(x).to_bytes()
     bad = _tampered(blob, b'"name": "int"', b'"name": "int", "field_exp": 3')
+    bad = _tampered(bad, b'"version": 1', b'"version": 2')  # where exponents may appear
     with pytest.raises(vecpress.FormatError, match="field_exp"):
         Codec.from_bytes(bad)
 
@@ -563,3 +564,24 @@ def test_float8_codes_of_subnormal_rows_are_finite():
     for spec in ("e4m3", "e5m2"):
         codec = Codec.from_spec(spec, d=D)
         np.testing.assert_array_equal(codec.decode(codec.encode(x)), x)
+
+
+def test_a_codec_with_scaled_fields_is_a_version_2_blob_and_plain_ones_stay_version_1():
+    """A vecpress that predates the exponents reads version 1 only: it refuses a blob it
+    would misread (scores off by 2**e) instead of scoring wrongly."""
+    from vecpress import blob
+
+    x = np.random.default_rng(3).standard_normal((300, 16)).astype(np.float32)
+    plain = vecpress.Codec.from_spec("center,hd2,rq4").fit(x)
+    big = vecpress.Codec.from_spec("center,hd2,rq4").fit(x * 1e6)
+    assert blob.unpack(plain.to_bytes())[0]["version"] == 1
+    config, arrays = blob.unpack(big.to_bytes())
+    assert config["version"] == 2
+    assert any("field_exp" in c or "term_exp" in c for c in config["stages"])
+    codes = big.encode(x * 1e6)
+    again = vecpress.Codec.from_bytes(big.to_bytes())
+    np.testing.assert_array_equal(again.score(x[:3] * 1e6, codes), big.score(x[:3] * 1e6, codes))
+    config["version"] = 1  # exponents in a version-1 blob: refused, never ignored
+    with pytest.raises(vecpress.FormatError, match="version-2"):
+        vecpress.Codec.from_bytes(blob.pack(config, arrays))
+    assert json.loads(json.dumps(config))  # the config stays plain JSON

@@ -13,7 +13,12 @@ from .spec import canonical, parse
 from .transforms import PCA, Center, LeanVec
 
 _KIND = "vecpress.codec"
-_CODEC_VERSION = 1
+#: version 2 = version 1 plus scale exponents of float16 fields (``field_exp``, ``term_exp``
+#: in the stages' configs); a blob without them is written as version 1, so that a
+#: vecpress that predates the exponents reads it, and refuses one it would misread
+_CODEC_VERSION = 2
+_READ_VERSIONS = (1, 2)
+_SCALE_KEYS = ("field_exp", "term_exp")
 
 
 class Codec:
@@ -385,9 +390,10 @@ class Codec:
             stages.append(st.config())
             for k, v in st.arrays().items():
                 arrays[f"{i}.{k}"] = v
+        scaled = any(key in cfg for cfg in stages for key in _SCALE_KEYS)
         config = {
             "kind": _KIND,
-            "version": _CODEC_VERSION,
+            "version": _CODEC_VERSION if scaled else 1,
             "spec": self.spec,
             "d": self.d,
             "seed": self.seed,
@@ -400,8 +406,12 @@ class Codec:
         """Rebuild a codec from :meth:`to_bytes` output; raises ``FormatError`` if invalid."""
         config, arrays = blob.unpack(data, source)
         try:
-            if config.get("kind") != _KIND or config.get("version") != _CODEC_VERSION:
-                raise ValueError(f"not a version-{_CODEC_VERSION} codec")
+            version = config.get("version")
+            if config.get("kind") != _KIND or version not in _READ_VERSIONS:
+                raise ValueError(
+                    f"not a codec of version {' or '.join(map(str, _READ_VERSIONS))} "
+                    f"(kind {config.get('kind')!r}, version {version!r})"
+                )
             d = check_positive_int(config["d"], "d")
             codec = cls.from_spec(config["spec"], seed=config["seed"])
             stages = codec._stages()
@@ -416,6 +426,8 @@ class Codec:
                     or cfg.get("param", want) != want
                 ):
                     raise ValueError(f"stage {i} config {cfg!r} does not match {st.spec!r}")
+                if version == 1 and any(key in cfg for key in _SCALE_KEYS):
+                    raise ValueError(f"stage {i}: scale exponents need a version-2 codec")
                 mine = {
                     k.split(".", 1)[1]: v for k, v in arrays.items() if k.split(".", 1)[0] == str(i)
                 }
