@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 
 import vecpress
-from vecpress import FormatError, Index, storage
+from vecpress import Codec, FormatError, Index, blob, storage
 
 DATA = Path(__file__).parent / "data"
 REFERENCE = DATA / "ref_v1.vpi"
@@ -281,18 +281,20 @@ def _layout(data: bytes) -> tuple[dict, int]:
     return json.loads(data[32 : 32 + hlen]), hlen
 
 
-def _with_header(data: bytes, meta: dict) -> bytes:
-    """Replace the JSON header (length and checksum recomputed; sections left in place)."""
+def _with_header(data: bytes, meta, header: bytes | None = None) -> bytes:
+    """Replace the JSON header (length and checksum recomputed; sections left in place,
+    unless the header grew past the first; the footer's length matches the new size)."""
     old, hlen = _layout(data)
-    header = storage.encode_header(meta)
-    version = meta.get("version", 2) if isinstance(meta, dict) else 2
-    version = version if version in (1, 2) else 2
+    header = storage.encode_header(meta) if header is None else header
+    version = struct.unpack_from("<I", data, 8)[0]
     prefix = struct.pack("<8sIIQII", storage.MAGIC, version, 0, len(header), zlib.crc32(header), 0)
     body = prefix + header
     first = old["sections"][0]["offset"]
     if len(body) <= first:
-        return body + bytes(first - len(body)) + data[first:]
-    return body + data[32 + hlen :]
+        out = body + bytes(first - len(body)) + data[first:]
+    else:
+        out = body + data[32 + hlen :]
+    return out[:-16] + struct.pack("<Q8s", len(out), storage.END_MAGIC)
 
 
 def test_mmap_defers_data_checks_until_first_use(tmp_path):
@@ -391,6 +393,17 @@ def hostile_cases(data: bytes) -> list[tuple[str, bytes]]:
         ("list header", [meta]),
     ]:
         out.append((name, _with_header(data, m)))
+    # an integer of 5000 digits (beyond Python's int-string limit) in a checksummed header
+    text = storage.encode_header(meta)
+    for key in (b'"d":', b'"count":', b'"offset":'):
+        at = text.index(key) + len(key)
+        end = at + len(text[at:].split(b",")[0].split(b"}")[0])
+        out.append(
+            (
+                f"{key.decode()} 5000 digits",
+                _with_header(data, None, text[:at] + b"9" * 5000 + text[end:]),
+            )
+        )
     return out
 
 
@@ -400,8 +413,8 @@ def test_hostile_header_values_are_rejected_before_allocation(tmp_path, ref):
     path = tmp_path / "h.vpi"
     cases = hostile_cases(data)
     assert len(cases) > 200
-    for name, blob in cases:
-        path.write_bytes(blob)
+    for name, content in cases:
+        path.write_bytes(content)
         for mm in (False, True):
             tracemalloc.start()
             try:
@@ -411,6 +424,97 @@ def test_hostile_header_values_are_rejected_before_allocation(tmp_path, ref):
             finally:
                 tracemalloc.stop()
             assert peak < 2 * len(data) + (1 << 20), (name, peak)
+
+
+def _reheader_blob(data: bytes, header: bytes) -> bytes:
+    """A codec blob with its JSON header replaced (length, CRC, padding, footer redone)."""
+    hlen = struct.unpack_from("<I", data, 12)[0]
+    body = data[storage._align(20 + hlen) : len(data) - 16]
+    head = struct.pack("<8sIII", blob.MAGIC, blob.VERSION, len(header), zlib.crc32(header))
+    head += header
+    head += bytes(storage._align(len(head)) - len(head))
+    return head + body + struct.pack("<Q8s", len(head) + len(body) + 16, blob.END_MAGIC)
+
+
+def malformed_codec_blobs(codec) -> dict[str, bytes]:
+    """Codec blobs whose layout and checksums are valid but whose contents are not."""
+    good = codec.to_bytes()
+    config, arrays = blob.unpack(good)
+    arrays = {k: v.copy() for k, v in arrays.items()}
+    out = {}
+    n = len(config["stages"])
+    for key, value in [
+        ("stages", [1, 2]),
+        ("stages", [1] * n),
+        ("stages", [[1]] * n),
+        ("stages", [None] * n),
+        ("stages", ["center"] * n),
+        ("stages", 7),
+        ("stages", "ab"),
+        ("stages", [{}, {}]),
+        ("spec", [1]),
+        ("spec", 3),
+        ("seed", "x"),
+        ("seed", -1),
+        ("d", 2.5),
+        ("kind", None),
+    ]:
+        out[f"{key}={value!r}"] = blob.pack({**config, key: value}, arrays)
+    first = dict(config["stages"][0])
+    out["stage d=[1]"] = blob.pack(
+        {**config, "stages": [{**first, "d": [1]}, *config["stages"][1:]]}, arrays
+    )
+    one = next(iter(arrays))
+    out["array shape"] = blob.pack(config, {**arrays, one: arrays[one][:1]})
+    out["array missing"] = blob.pack(config, {k: v for k, v in arrays.items() if k != one})
+    text = json.loads(good[20 : 20 + struct.unpack_from("<I", good, 12)[0]])
+    for what, edit in [
+        ("5000-digit d", lambda t: t.replace(b'"d":32', b'"d":' + b"9" * 5000, 1)),
+        ("5000-digit offset", lambda t: t.replace(b'"offset":0', b'"offset":' + b"1" * 5000, 1)),
+        ("array name 5", lambda t: t.replace(b'"name":"', b'"name":5,"x":"', 1)),
+        ("config a list", lambda t: t.replace(b'"config":{', b'"config":[{', 1)[:-1] + b"]}"),
+    ]:
+        header = json.dumps(text, sort_keys=True, separators=(",", ":")).encode()
+        new = edit(header)
+        assert new != header, what
+        out[what] = _reheader_blob(good, new)
+    return out
+
+
+@pytest.mark.parametrize("spec", ["hd2,rq4", "center,hd2,rq4"])
+def test_malformed_codec_blobs_are_format_errors_naming_the_file(tmp_path, monkeypatch, spec):
+    """Codec.from_bytes, and open() of an index whose codec section holds the blob (all
+    checksums valid): FormatError naming the source, never AttributeError or ValueError."""
+    index = small_index("l2", spec=spec)
+    cases = malformed_codec_blobs(index.codec)
+    assert len(cases) >= 15
+    path = tmp_path / "i.vpi"
+    for name, bad in cases.items():
+        with pytest.raises(FormatError, match=r"^c\.bin: ") as raised:
+            Codec.from_bytes(bad, source="c.bin")
+        assert type(raised.value) is FormatError, name
+        monkeypatch.setattr(index.codec, "to_bytes", lambda b=bad: b)
+        storage.save(index, path)
+        monkeypatch.undo()
+        for mm in (True, False):
+            with pytest.raises(FormatError, match=r"i\.vpi.*section 'codec'"):
+                vecpress.open(path, mmap=mm)
+
+
+def test_huge_integers_in_a_checksummed_header_are_format_errors(tmp_path):
+    """Python refuses to parse integers of more than 4300 digits (a ValueError naming no
+    file); open() and info() must still raise FormatError naming the file and header."""
+    path = tmp_path / "i.vpi"
+    small_index().save(path)
+    data = path.read_bytes()
+    meta, _ = _layout(data)
+    text = storage.encode_header(meta)
+    for key in (b'"d":32', b'"seed":1', b'"count":60'):
+        name = key.split(b":")[0]
+        path.write_bytes(_with_header(data, None, text.replace(key, name + b":" + b"7" * 4400)))
+        for load in (vecpress.info, vecpress.open, lambda p: vecpress.open(p, mmap=False)):
+            with pytest.raises(FormatError, match=r"i\.vpi: invalid vecpress index in header"):
+                load(path)
 
 
 # -- fault injection in a memory-capped subprocess --------------------------------

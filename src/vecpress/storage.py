@@ -414,7 +414,7 @@ def _parse(f, size: int, source: str) -> tuple[dict, list[dict], int]:
         raise _fail(source, "header", "checksum mismatch")
     try:
         meta = json.loads(header.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, an integer of > 4300 digits
         raise _fail(source, "header", f"unreadable JSON ({e})") from None
     want_keys = _HEADER_KEYS[version]
     if not isinstance(meta, dict) or set(meta) != want_keys:
@@ -619,8 +619,8 @@ def _build(meta: dict, entries: list[dict], hlen: int, buf, source: str, *, lazy
             codec = Codec.from_bytes(bytes(raw(name)), source=f"{source} {where}")
         except FormatError:
             raise
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
-            raise _fail(source, where, f"invalid codec ({e})") from None
+        except (ValueError, TypeError, LookupError, AttributeError, ArithmeticError) as e:
+            raise _fail(source, where, f"invalid codec ({type(e).__name__}: {e})") from None
         want = {"spec": spec, "d": meta["d"], "seed": meta["seed"], "code_size": code_size}
         have = {"spec": codec.spec, "d": codec.d, "seed": codec.seed}
         have["code_size"] = codec.tier_sizes[0]  # the rows of section 'codes'
