@@ -194,6 +194,14 @@ def test_save_refuses_an_untrained_index_and_a_directory(tmp_path):
         vecpress.open(tmp_path / "missing.vpi")
 
 
+def test_saving_into_a_missing_folder_names_the_folder(tmp_path):
+    folder = tmp_path / "no" / "such"
+    with pytest.raises(FileNotFoundError, match=str(folder)) as raised:
+        small_index().save(folder / "x.vpi")
+    assert raised.value.filename == str(folder) and ".lock" not in str(raised.value)
+    assert not (tmp_path / "no").exists()
+
+
 # -- the version-1 reference file ---------------------------------------------------
 @pytest.mark.parametrize("mm", [True, False])
 def test_reference_v1_file_still_loads_with_the_same_results(mm):
@@ -261,18 +269,106 @@ def test_a_second_writer_gets_a_clear_error(tmp_path):
     assert len(vecpress.open(path)) == 10
 
 
-def test_stale_temp_files_are_removed_on_open_but_not_under_a_writer(tmp_path):
+def test_stale_temp_files_are_removed_by_save_not_by_open(tmp_path):
     path = tmp_path / "i.vpi"
     small_index().save(path)
     stale = tmp_path / ".i.vpi.4242.deadbeef.vptmp"
     other = tmp_path / ".j.vpi.4242.deadbeef.vptmp"  # another index's temp file
     stale.write_bytes(b"partial")
     other.write_bytes(b"partial")
-    with storage._lock(str(path)):
-        vecpress.open(path)
-        assert stale.exists()  # a writer may be using it
-    vecpress.open(path)
+    with storage._lock(str(path)):  # a writer holds the lock: readers still open
+        assert len(vecpress.open(path)) == 60
+        assert vecpress.info(path)["count"] == 60
+    assert len(vecpress.open(path)) == 60
+    assert stale.exists()  # a reader never removes anything (it would need the lock)
+    assert not (tmp_path / "i.vpi.lock").exists()
+    small_index(n=10).save(path)
     assert not stale.exists() and other.exists()
+
+
+def test_a_leftover_lock_file_never_blocks_a_save(tmp_path):
+    """A killed save leaves ``<path>.lock``; its flock died with it, so the next save
+    takes it (even a read-only one) and removes it."""
+    path = tmp_path / "i.vpi"
+    lock = tmp_path / "i.vpi.lock"
+    lock.write_bytes(b"")
+    small_index().save(path)
+    assert not lock.exists()
+    lock.write_bytes(b"")
+    lock.chmod(0o444)
+    small_index(n=10).save(path)
+    assert not lock.exists() and len(vecpress.open(path)) == 10
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_save_killed_while_holding_the_lock_leaves_a_harmless_lock_file(tmp_path):
+    path = tmp_path / "i.vpi"
+    small_index().save(path)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # take the writer lock, say so, and wait to be killed
+        try:
+            with storage._lock(str(path)):
+                os.write(w, b"x")
+                time.sleep(60)
+        finally:
+            os._exit(1)
+    os.read(r, 1)
+    with pytest.raises(vecpress.LockedError):  # held: a second writer is refused
+        small_index(n=10).save(path)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    os.close(r)
+    os.close(w)
+    assert (tmp_path / "i.vpi.lock").exists()  # left behind by the killed holder
+    small_index(n=10).save(path)  # not held any more
+    assert sorted(os.listdir(tmp_path)) == ["i.vpi"] and len(vecpress.open(path)) == 10
+
+
+def test_readers_never_make_a_writer_fail(tmp_path):
+    """A writer saves in a loop while reader threads open the file (and stale temp files
+    keep appearing, which open once cleaned by taking the writer's lock): no LockedError."""
+    import threading
+
+    path = tmp_path / "i.vpi"
+    states = [small_index(n=200), small_index(n=300)]
+    states[0].save(path)
+    stop = threading.Event()
+    errors: list[str] = []
+    opens = [0]
+
+    def reader(k: int) -> None:
+        i = 0
+        while not stop.is_set():
+            if i % 3 == 0:  # what a killed writer leaves
+                (tmp_path / f".i.vpi.{k}.{i:08x}.vptmp").write_bytes(b"partial")
+            try:
+                assert len(vecpress.open(path, mmap=i % 2 == 0)) in (200, 300)
+                opens[0] += 1
+            except Exception as e:
+                errors.append(f"reader: {type(e).__name__}: {e}")
+            i += 1
+
+    threads = [threading.Thread(target=reader, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    saves = 0
+    try:
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            try:
+                states[saves % 2].save(path)
+                saves += 1
+            except Exception as e:  # a LockedError before the fix
+                errors.append(f"writer: {type(e).__name__}: {e}")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, (len(errors), errors[:3])
+    assert saves >= 10 and opens[0] >= 10, (saves, opens)
+    states[0].save(path)
+    assert sorted(os.listdir(tmp_path)) == ["i.vpi"]
 
 
 # -- tampering detected in-process (with explanations) ---------------------------
@@ -643,7 +739,7 @@ def test_kill_during_save_leaves_the_old_or_the_new_state(tmp_path):
     expect = {len(s): s.search(q, 5) for s in states}
     states[0].save(path)
     rng = random.Random(99)
-    left_temp = 0
+    left_temp = left_lock = 0
     for _ in range(KILL_TRIALS):
         pid = os.fork()
         if pid == 0:  # the writer: save the two states in turn until killed
@@ -657,12 +753,19 @@ def test_kill_during_save_leaves_the_old_or_the_new_state(tmp_path):
         time.sleep(rng.uniform(0.0, 0.04))
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-        left_temp += bool(storage._temp_files(str(path)))
+        temps = storage._temp_files(str(path))
+        left_temp += bool(temps)
+        left_lock += os.path.exists(str(path) + ".lock")
         loaded = vecpress.open(path, mmap=False)
         assert len(loaded) in expect
         assert same(loaded.search(q, 5), expect[len(loaded)])
-        assert storage._temp_files(str(path)) == []
-    print(f"{KILL_TRIALS} kills, {left_temp} left a temp file that the next open removed")
+        assert storage._temp_files(str(path)) == temps  # readers remove nothing
+    states[0].save(path)  # the next save removes what the killed ones left
+    assert sorted(os.listdir(tmp_path)) == ["k.vpi"]
+    print(
+        f"{KILL_TRIALS} kills: {left_temp} left a temp file, {left_lock} a lock file "
+        "(removed by the next save)"
+    )
 
 
 if __name__ == "__main__":

@@ -51,19 +51,25 @@ What is validated when:
   :meth:`Index.verify` or the first use of the data (search, add, remove,
   contains, ids, save).
 
-Saving writes a temp file in the same directory, fsyncs it, renames it over
-the path with ``os.replace`` and fsyncs the directory, so the path always
-holds a complete old or new file. One writer at a time: :func:`save` holds an
-OS lock (``fcntl.flock`` on ``<path>.lock``, a file that exists only while a
-save runs, or after a killed one) and raises :class:`LockedError` if another
-writer holds it. Temp files left by a killed writer are removed by
-the next :func:`open` or :func:`save` of that path. No pickle anywhere.
+Saving writes a temp file ``.<name>.<pid>.<random>.vptmp`` in the same
+directory, fsyncs it, renames it over the path with ``os.replace`` and fsyncs
+the directory, so the path always holds a complete old or new file. One writer
+at a time: :func:`save` holds an OS lock (``fcntl.flock`` on ``<path>.lock``)
+and raises :class:`LockedError` at once if another writer holds it. Readers
+never take that lock (:func:`open` and :func:`info` only read), so they can
+never make a save fail. Temp files left by a killed writer are removed by the
+next :func:`save` of that path, under its lock (only a lock holder creates
+them, so none can be in use then); they are never read. The lock file normally
+exists only while a save runs; a killed save leaves it behind, which is
+harmless: ``flock`` locks die with their process, so the next save takes the
+lock and removes the file. No pickle anywhere.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import json
 import mmap as _mmap
 import os
@@ -150,14 +156,25 @@ def _lock(path: str, *, wait: bool = False):
 
     The lock is ``flock`` on ``<path>.lock``. The holder removes the lock file
     before releasing it; a waiter that then finds its locked file is no longer
-    the one at that path retries, so removal never lets two writers in.
+    the one at that path retries, so removal never lets two writers in. A lock
+    file left by a killed holder is not locked (``flock`` locks die with their
+    process): the next writer takes it, and removes it when done. Only writers
+    call this; readers never lock.
     """
     if fcntl is None:  # pragma: no cover
         yield
         return
     lock_path = path + ".lock"
     while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # read-only suffices for flock, so a leftover read-only lock file never blocks
+            fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            folder = os.path.dirname(path) or "."
+            if os.path.isdir(folder):
+                raise
+            raise FileNotFoundError(
+                errno.ENOENT, f"cannot save {path}: the folder {folder} does not exist", folder
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -197,28 +214,10 @@ def _temp_files(path: str) -> list[str]:
 
 
 def _remove_temps(path: str) -> None:
+    """Remove the temp files of killed saves of ``path``; call only under its lock."""
     for t in _temp_files(path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(t)
-
-
-def clean_stale_temps(path) -> int:
-    """Remove temp files left by a killed save of ``path``; returns how many were removed.
-
-    Does nothing (returns 0) while a writer holds the lock, or where the lock
-    file cannot be created (a read-only directory).
-    """
-    path = os.fspath(path)
-    found = _temp_files(path)
-    if not found:
-        return 0
-    try:
-        with _lock(path):
-            found = _temp_files(path)
-            _remove_temps(path)
-    except (LockedError, OSError):
-        return 0
-    return len(found)
 
 
 def _fsync_dir(folder: str) -> None:
@@ -258,9 +257,17 @@ def encode_header(meta: dict) -> bytes:
 def save(index: Index, path) -> None:
     """Write ``index`` to ``path`` atomically (temp file, fsync, rename, fsync directory).
 
-    Raises :class:`LockedError` if another writer is saving to the same path,
-    and ``ValueError`` if the index has no dimension yet (never added to nor
-    trained). A memory-mapped index is verified before it is written.
+    Raises
+    ------
+    LockedError
+        Another writer is saving to the same path (readers never lock).
+    FileNotFoundError
+        The folder of ``path`` does not exist (the message names it).
+    ValueError
+        The index has no dimension yet (never added to nor trained).
+
+    A memory-mapped index is verified before it is written. Temp files left
+    at ``path`` by killed saves are removed, under the writer lock.
 
     Examples
     --------
@@ -286,6 +293,10 @@ def save(index: Index, path) -> None:
     folder, base = os.path.split(path)
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path}: is a directory")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            errno.ENOENT, f"cannot save {path}: the folder {folder} does not exist", folder
+        )
     if index._codes is None:  # trained but empty
         index._init_buffers()
     sections = _sections_of(index)
@@ -555,6 +566,9 @@ def open(path, mmap: bool = True) -> Index:  # shadows builtins.open here: use b
         sections' checksums on :meth:`Index.verify` or the first use of the
         data. ``False``: read everything into memory and validate it all now.
 
+    Opening only reads: it takes no lock and removes nothing, so readers
+    never get in a writer's way.
+
     Raises
     ------
     FormatError
@@ -574,7 +588,6 @@ def open(path, mmap: bool = True) -> Index:  # shadows builtins.open here: use b
     True
     """
     path = os.fspath(path)
-    clean_stale_temps(path)
     with builtins.open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         meta, entries, hlen = _parse(f, size, path)
