@@ -13,7 +13,9 @@ Then, each as the median of ``--repeats`` runs, for each file:
 * the first single query (``k=10``; IVF: the default ``nprobe = nlist / 64``)
   after a memory-mapped open: format 3 verifies the blocks the search reads
   (flat: all of ``codes``; IVF: the probed lists'; the result rows' ids);
-* a second query on the same index (the search alone, for reference);
+* a second, different query on an index the first query has just used: flat,
+  every block is verified already (the search alone); IVF, it probes other
+  lists, so it verifies their blocks in turn;
 * ``verify()`` on a freshly memory-mapped index (every block, unique ids).
 
 Each timing is taken "warm" (the file in the page cache, as right after a
