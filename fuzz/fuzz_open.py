@@ -22,9 +22,10 @@ Modes (``--mode``):
     a custom mutator that edits the JSON header (bytes or values), the section
     contents, or the codec blob inside the ``codec`` section (its own JSON and
     arrays), and then recomputes what a checksum would otherwise reject: the
-    header length and CRC, the section offsets/sizes/CRCs (mostly), the codec
-    blob's header CRC and array CRCs, and the footer length. So the fuzzer
-    reaches the header-field checks, the codec's restore() and the data checks.
+    header length and CRC, the section offsets/sizes/CRCs (mostly; format 3: the
+    block checksums too), the codec blob's header CRC and array CRCs, and the
+    footer length. So the fuzzer reaches the header-field checks, the codec's
+    restore() and the data checks.
 
 Run: ``python fuzz/fuzz_open.py --mode=header WORKDIR fuzz/corpus -max_total_time=300
 -rss_limit_mb=2048 -max_len=65536 -timeout=20``; ``python fuzz/fuzz_open.py
@@ -51,7 +52,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
-REFERENCE = HERE.parent / "tests" / "data" / "ref_v1.vpi"
+REFERENCES = [HERE.parent / "tests" / "data" / f"ref_v{v}.vpi" for v in (1, 2, 3)]
 
 _PREFIX = struct.Struct("<8sIIQII")  # index: magic, version, flags, hlen, hcrc, reserved
 _FOOTER = struct.Struct("<Q8s")  # index and blob: total length, end magic
@@ -182,8 +183,28 @@ def deepen(header: bytes, rng: random.Random) -> bytes:
     return text[:-1] + b',"deep":' + b"[" * n + b"]" * n + b"}"
 
 
+DATA_SECTIONS = ("ids", "norms", "codes", "rerank_codes")  # checked by block in version 3
+
+
+def fix_block_crcs(meta, sections: dict) -> None:
+    """Version 3: recompute ``block_crcs`` from the data sections (if the block size is one)."""
+    bs = meta.get("block_size") if isinstance(meta, dict) else None
+    if "block_crcs" not in sections or not (isinstance(bs, int) and 1 <= bs <= 1 << 26):
+        return
+    crcs = []
+    for name in DATA_SECTIONS:
+        raw = sections.get(name, b"")
+        crcs += [zlib.crc32(raw[i : i + bs]) for i in range(0, len(raw), bs)]
+    sections["block_crcs"] = np.array(crcs, "<u4").tobytes()
+    for e in _entries(meta):
+        if e["name"] == "block_crcs":
+            e["shape"] = [len(crcs)]
+
+
 def build_index(meta, sections: dict, *, relayout: bool, fix_crc: bool, version: int) -> bytes:
     """Lay the sections out in order at 64-byte boundaries; fix the header to match."""
+    if fix_crc and version >= 3:
+        fix_block_crcs(meta, sections)
     named = [e for e in _entries(meta) if e["name"] in sections]
     for e in named:
         raw = sections[e["name"]]
@@ -192,7 +213,8 @@ def build_index(meta, sections: dict, *, relayout: bool, fix_crc: bool, version:
             if e["name"] in ("codec", "rerank_codec"):
                 e["shape"] = [len(raw)]
         if fix_crc:
-            e["crc32"] = zlib.crc32(raw)
+            data = version >= 3 and e["name"] in DATA_SECTIONS
+            e["crc32"] = None if data else zlib.crc32(raw)
     header = b""
     for _ in range(8):  # offsets depend on the header length: iterate until stable
         header = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
@@ -397,13 +419,17 @@ def _mutate_index(data: bytes, max_size: int, seed: int, mutate_bytes) -> bytes:
 
 # -- seeds --------------------------------------------------------------------------
 def make_corpus(folder: Path = CORPUS) -> list[Path]:
-    """Write the seed files: the version-1 reference file and small fresh indexes."""
+    """Write the seed files: the reference files of every format version and small fresh
+    indexes (the last one in blocks of 4 KiB, so its data sections have several)."""
     import vecpress
+    from vecpress import storage
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    made = [folder / "ref_v1.vpi"]
-    shutil.copyfile(REFERENCE, made[0])
+    made = []
+    for ref in REFERENCES:
+        made.append(folder / ref.name)
+        shutil.copyfile(ref, made[-1])
     seeds = [  # (spec, metric, n, d, second tier and IVF options)
         ("f32", "ip", 6, 8, {}),
         ("center,int8", "cosine", 10, 16, {}),
@@ -416,8 +442,10 @@ def make_corpus(folder: Path = CORPUS) -> list[Path]:
         ("hd2,rq1", "l2", 9, 16, {"rerank_spec": "int8"}),
         ("rq2", "ip", 10, 8, {"ivf": 2}),
         ("hd2,rq1", "cosine", 12, 16, {"ivf": 3, "rerank_spec": "f16", "ivf_residual": False}),
+        ("rq2", "l2", 700, 8, {"ivf": 3, "rerank_spec": "int8", "block_size": 4096}),
     ]
     for spec, metric, n, d, options in seeds:
+        block_size = options.pop("block_size", storage.BLOCK_SIZE)
         index = vecpress.Index(spec, metric=metric, seed=int(rng.integers(1000)), **options)
         x = rng.standard_normal((max(n, 4), d)).astype(np.float32)
         if n:
@@ -426,8 +454,10 @@ def make_corpus(folder: Path = CORPUS) -> list[Path]:
         else:
             index.train(x)
         extra = "".join(f"_{k}-{v}" for k, v in options.items() if k != "ivf_residual")
+        if block_size != storage.BLOCK_SIZE:
+            extra += f"_blocks-{block_size}"
         path = folder / f"{spec.replace(',', '_')}_{metric}_{n}x{d}{extra}.vpi"
-        index.save(path)
+        storage.save(index, path, block_size=block_size)
         made.append(path)
     return made
 

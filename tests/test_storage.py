@@ -10,11 +10,20 @@ Sizes: by default 3,000 random bit flips and 60 kill trials (about 10 s).
 Set ``VECPRESS_FAULT_TRIALS=N`` for N bit flips and N/50 kill trials (at least
 60), e.g. ``VECPRESS_FAULT_TRIALS=10000 pytest tests/test_storage.py``.
 
-The reference files ``tests/data/ref_v1.vpi`` (format version 1: flat) and
-``tests/data/ref_v2.vpi`` (format version 2: IVF with a second tier) were made
-by ``python tests/test_storage.py make-reference`` (see :func:`make_reference`
-and :func:`make_reference_v2`); they must keep loading, with the same results,
-in every later version.
+The reference files ``tests/data/ref_v1.vpi`` (format version 1: flat),
+``tests/data/ref_v2.vpi`` (format version 2: IVF with a second tier) and
+``tests/data/ref_v3.vpi`` (format version 3: the same with block checksums, in
+blocks of 4 KiB so that every data section has several) were made by
+``python tests/test_storage.py make-reference`` (see :func:`make_reference`,
+:func:`make_reference_v2` and :func:`make_reference_v3`; it now writes the
+version-3 file); they must keep loading, with the same results, in every later
+version.
+
+A memory-mapped format-3 file is verified block by block as searches read it:
+every fault case checks that the file fails to open, or that a search reading
+every block and ``verify()`` both raise ``FormatError`` naming the file and the
+section (a search reading part of the data may pass). The block tests below
+check which blocks a search verifies.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import struct
 import subprocess
@@ -35,11 +45,12 @@ import numpy as np
 import pytest
 
 import vecpress
-from vecpress import FormatError, Index, storage
+from vecpress import Codec, FormatError, Index, blob, storage
 
 DATA = Path(__file__).parent / "data"
 REFERENCE = DATA / "ref_v1.vpi"
 REFERENCE_V2 = DATA / "ref_v2.vpi"
+REFERENCE_V3 = DATA / "ref_v3.vpi"
 FAULT_TRIALS = int(os.environ.get("VECPRESS_FAULT_TRIALS", "3000"))
 KILL_TRIALS = max(60, FAULT_TRIALS // 50)
 
@@ -77,6 +88,22 @@ def make_reference_v2(path) -> Index:
 REF2_QUERY_ROWS = [0, 7, 50, 119]
 REF2_TOP3 = [[123, 147, 201], [15, 195, 219], [75, 235, 47], [239, 97, 79]]
 REF2_TOP3_RERANK = [[123, 147, 201], [15, 195, 219], [75, 235, 149], [239, 97, 79]]
+
+
+def make_reference_v3(path) -> Index:
+    """The snippet that made ``tests/data/ref_v3.vpi`` (format version 3, blocks of 4 KiB)."""
+    x = np.random.default_rng(2028).standard_normal((700, 24)).astype(np.float32)
+    index = vecpress.Index("hd2,rq4", metric="l2", seed=9, rerank_spec="f16", ivf=4)
+    index.add(x, ids=np.arange(700) * 2 + 1)
+    index.remove([1, 3, 101])
+    storage.save(index, path, block_size=4096)
+    return index
+
+
+# Recorded from ref_v3.vpi when it was made (first stage nprobe=2; re-ranked top 20).
+REF3_QUERY_ROWS = [0, 7, 350, 699]
+REF3_TOP3 = [[1077, 499, 363], [15, 313, 953], [701, 1391, 403], [1399, 885, 247]]
+REF3_TOP3_RERANK = [[1077, 363, 499], [15, 313, 953], [701, 1391, 403], [1399, 885, 247]]
 
 
 def full_index(metric: str = "l2", n: int = 60, d: int = 32) -> Index:
@@ -178,7 +205,8 @@ def test_info_reads_the_header_alone(tmp_path):
         "ivf": None,
         "ivf_residual": True,
         "bytes_per_vector": 32,
-        "format_version": 2,
+        "format_version": 3,
+        "block_size": storage.BLOCK_SIZE,
         "next_id": 124,
         "seed": 1,
         "file_size": os.path.getsize(path),
@@ -192,6 +220,17 @@ def test_save_refuses_an_untrained_index_and_a_directory(tmp_path):
         small_index().save(tmp_path)
     with pytest.raises(FileNotFoundError):
         vecpress.open(tmp_path / "missing.vpi")
+    for bad in (0, 4095, 6000, 1 << 27, 2.0**12, True):
+        with pytest.raises(ValueError, match="block_size"):
+            storage.save(small_index(), tmp_path / "b.vpi", block_size=bad)
+
+
+def test_saving_into_a_missing_folder_names_the_folder(tmp_path):
+    folder = tmp_path / "no" / "such"
+    with pytest.raises(FileNotFoundError, match=str(folder)) as raised:
+        small_index().save(folder / "x.vpi")
+    assert raised.value.filename == str(folder) and ".lock" not in str(raised.value)
+    assert not (tmp_path / "no").exists()
 
 
 # -- the version-1 reference file ---------------------------------------------------
@@ -249,6 +288,39 @@ def test_reference_v2_file_still_loads_with_the_same_results(mm):
         np.testing.assert_allclose(res.scores[qi], want, rtol=1e-3, atol=1e-2)
 
 
+@pytest.mark.parametrize("mm", [True, False])
+def test_reference_v3_file_still_loads_with_the_same_results(mm):
+    index = vecpress.open(REFERENCE_V3, mmap=mm)
+    meta = vecpress.info(REFERENCE_V3)
+    assert (meta["format_version"], meta["block_size"], meta["ivf"]) == (3, 4096, 4)
+    assert (index.spec, index.metric, index.d, len(index), index.next_id) == (
+        "hd2,rq4",
+        "l2",
+        24,
+        697,
+        1400,
+    )
+    x = np.random.default_rng(2028).standard_normal((700, 24)).astype(np.float32)
+    q = x[REF3_QUERY_ROWS]
+    assert index.search(q, 3, nprobe=2).ids.tolist() == REF3_TOP3
+    assert index.search(q, 3, nprobe=2, rerank=20).ids.tolist() == REF3_TOP3_RERANK
+    assert sorted(index.ids.tolist()) == [i for i in range(1, 1400, 2) if i not in (1, 3, 101)]
+
+
+@pytest.mark.parametrize("ref", [REFERENCE, REFERENCE_V2], ids=["v1", "v2"])
+def test_old_files_are_written_back_as_version_3(tmp_path, ref):
+    old = vecpress.open(ref, mmap=True)
+    old.save(tmp_path / "new.vpi")
+    new = vecpress.open(tmp_path / "new.vpi", mmap=True)
+    assert vecpress.info(tmp_path / "new.vpi")["format_version"] == 3
+    q = np.random.default_rng(3).standard_normal((5, old.d)).astype(np.float32)
+    nprobe = old.nlist if old.is_ivf else None
+    rerank = 10 if old.has_second_tier else None
+    args = {"nprobe": nprobe, "rerank": rerank}
+    assert same(new.search(q, 5, **args), old.search(q, 5, **args))
+    assert np.array_equal(new.ids, old.ids)
+
+
 # -- locking and temp files ------------------------------------------------------
 def test_a_second_writer_gets_a_clear_error(tmp_path):
     path = str(tmp_path / "i.vpi")
@@ -261,18 +333,106 @@ def test_a_second_writer_gets_a_clear_error(tmp_path):
     assert len(vecpress.open(path)) == 10
 
 
-def test_stale_temp_files_are_removed_on_open_but_not_under_a_writer(tmp_path):
+def test_stale_temp_files_are_removed_by_save_not_by_open(tmp_path):
     path = tmp_path / "i.vpi"
     small_index().save(path)
     stale = tmp_path / ".i.vpi.4242.deadbeef.vptmp"
     other = tmp_path / ".j.vpi.4242.deadbeef.vptmp"  # another index's temp file
     stale.write_bytes(b"partial")
     other.write_bytes(b"partial")
-    with storage._lock(str(path)):
-        vecpress.open(path)
-        assert stale.exists()  # a writer may be using it
-    vecpress.open(path)
+    with storage._lock(str(path)):  # a writer holds the lock: readers still open
+        assert len(vecpress.open(path)) == 60
+        assert vecpress.info(path)["count"] == 60
+    assert len(vecpress.open(path)) == 60
+    assert stale.exists()  # a reader never removes anything (it would need the lock)
+    assert not (tmp_path / "i.vpi.lock").exists()
+    small_index(n=10).save(path)
     assert not stale.exists() and other.exists()
+
+
+def test_a_leftover_lock_file_never_blocks_a_save(tmp_path):
+    """A killed save leaves ``<path>.lock``; its flock died with it, so the next save
+    takes it (even a read-only one) and removes it."""
+    path = tmp_path / "i.vpi"
+    lock = tmp_path / "i.vpi.lock"
+    lock.write_bytes(b"")
+    small_index().save(path)
+    assert not lock.exists()
+    lock.write_bytes(b"")
+    lock.chmod(0o444)
+    small_index(n=10).save(path)
+    assert not lock.exists() and len(vecpress.open(path)) == 10
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_save_killed_while_holding_the_lock_leaves_a_harmless_lock_file(tmp_path):
+    path = tmp_path / "i.vpi"
+    small_index().save(path)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # take the writer lock, say so, and wait to be killed
+        try:
+            with storage._lock(str(path)):
+                os.write(w, b"x")
+                time.sleep(60)
+        finally:
+            os._exit(1)
+    os.read(r, 1)
+    with pytest.raises(vecpress.LockedError):  # held: a second writer is refused
+        small_index(n=10).save(path)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    os.close(r)
+    os.close(w)
+    assert (tmp_path / "i.vpi.lock").exists()  # left behind by the killed holder
+    small_index(n=10).save(path)  # not held any more
+    assert sorted(os.listdir(tmp_path)) == ["i.vpi"] and len(vecpress.open(path)) == 10
+
+
+def test_readers_never_make_a_writer_fail(tmp_path):
+    """A writer saves in a loop while reader threads open the file (and stale temp files
+    keep appearing, which open once cleaned by taking the writer's lock): no LockedError."""
+    import threading
+
+    path = tmp_path / "i.vpi"
+    states = [small_index(n=200), small_index(n=300)]
+    states[0].save(path)
+    stop = threading.Event()
+    errors: list[str] = []
+    opens = [0]
+
+    def reader(k: int) -> None:
+        i = 0
+        while not stop.is_set():
+            if i % 3 == 0:  # what a killed writer leaves
+                (tmp_path / f".i.vpi.{k}.{i:08x}.vptmp").write_bytes(b"partial")
+            try:
+                assert len(vecpress.open(path, mmap=i % 2 == 0)) in (200, 300)
+                opens[0] += 1
+            except Exception as e:
+                errors.append(f"reader: {type(e).__name__}: {e}")
+            i += 1
+
+    threads = [threading.Thread(target=reader, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    saves = 0
+    try:
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            try:
+                states[saves % 2].save(path)
+                saves += 1
+            except Exception as e:  # a LockedError before the fix
+                errors.append(f"writer: {type(e).__name__}: {e}")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, (len(errors), errors[:3])
+    assert saves >= 10 and opens[0] >= 10, (saves, opens)
+    states[0].save(path)
+    assert sorted(os.listdir(tmp_path)) == ["i.vpi"]
 
 
 # -- tampering detected in-process (with explanations) ---------------------------
@@ -281,18 +441,20 @@ def _layout(data: bytes) -> tuple[dict, int]:
     return json.loads(data[32 : 32 + hlen]), hlen
 
 
-def _with_header(data: bytes, meta: dict) -> bytes:
-    """Replace the JSON header (length and checksum recomputed; sections left in place)."""
+def _with_header(data: bytes, meta, header: bytes | None = None) -> bytes:
+    """Replace the JSON header (length and checksum recomputed; sections left in place,
+    unless the header grew past the first; the footer's length matches the new size)."""
     old, hlen = _layout(data)
-    header = storage.encode_header(meta)
-    version = meta.get("version", 2) if isinstance(meta, dict) else 2
-    version = version if version in (1, 2) else 2
+    header = storage.encode_header(meta) if header is None else header
+    version = struct.unpack_from("<I", data, 8)[0]
     prefix = struct.pack("<8sIIQII", storage.MAGIC, version, 0, len(header), zlib.crc32(header), 0)
     body = prefix + header
     first = old["sections"][0]["offset"]
     if len(body) <= first:
-        return body + bytes(first - len(body)) + data[first:]
-    return body + data[32 + hlen :]
+        out = body + bytes(first - len(body)) + data[first:]
+    else:
+        out = body + data[32 + hlen :]
+    return out[:-16] + struct.pack("<Q8s", len(out), storage.END_MAGIC)
 
 
 def test_mmap_defers_data_checks_until_first_use(tmp_path):
@@ -319,21 +481,51 @@ def test_mmap_defers_data_checks_until_first_use(tmp_path):
     assert not (tmp_path / "copy.vpi").exists()
 
 
+def _rechecksum(data: bytes) -> bytes:
+    """Recompute every checksum (sections, blocks, header) of an edited file."""
+    meta, _ = _layout(data)
+    data = bytearray(data)
+    sec = {e["name"]: e for e in meta["sections"]}
+
+    def raw(name):
+        return bytes(data[sec[name]["offset"] : sec[name]["offset"] + sec[name]["nbytes"]])
+
+    if "block_crcs" in sec:
+        bs = meta["block_size"]
+        crcs = [storage.block_crcs(raw(n), bs) for n in storage.DATA_SECTIONS if n in sec]
+        new = np.concatenate(crcs).astype("<u4").tobytes()
+        e = sec["block_crcs"]
+        data[e["offset"] : e["offset"] + e["nbytes"]] = new
+    for e in meta["sections"]:
+        if e["crc32"] is not None:
+            e["crc32"] = zlib.crc32(raw(e["name"]))
+    return _with_header(bytes(data), meta)
+
+
+def _edit_section(data: bytes, name: str, fn) -> bytes:
+    """``data`` with section ``name``'s array replaced by ``fn(array copy)``, checksums
+    recomputed (so only the content checks can find the edit)."""
+    meta, _ = _layout(data)
+    e = next(s for s in meta["sections"] if s["name"] == name)
+    a = np.frombuffer(data[e["offset"] : e["offset"] + e["nbytes"]], e["dtype"]).copy()
+    raw = np.ascontiguousarray(fn(a), e["dtype"]).tobytes()
+    assert len(raw) == e["nbytes"]
+    data = data[: e["offset"]] + raw + data[e["offset"] + e["nbytes"] :]
+    return _rechecksum(data)
+
+
 def test_consistent_checksums_do_not_hide_bad_ids(tmp_path):
     path = tmp_path / "i.vpi"
     small_index(n=10).save(path)
-    data = bytearray(path.read_bytes())
-    meta, _ = _layout(bytes(data))
-    sec = next(s for s in meta["sections"] if s["name"] == "ids")
-    ids = np.frombuffer(bytes(data[sec["offset"] : sec["offset"] + sec["nbytes"]]), "<i8").copy()
-    for first in (ids[1], -1, 10**6):  # a duplicate, a negative id, an id >= next_id
-        bad = [first, *ids[1:]]
-        raw = np.asarray(bad, "<i8").tobytes()
-        data[sec["offset"] : sec["offset"] + sec["nbytes"]] = raw
-        sec["crc32"] = zlib.crc32(raw)
-        path.write_bytes(_with_header(bytes(data), meta))
+    good = path.read_bytes()
+    for first in (None, -1, 10**6):  # a duplicate, a negative id, an id >= next_id
+        path.write_bytes(
+            _edit_section(good, "ids", lambda a, f=first: [a[1] if f is None else f, *a[1:]])
+        )
         with pytest.raises(FormatError, match="section 'ids'"):
             vecpress.open(path, mmap=False)
+        with pytest.raises(FormatError, match="section 'ids'"):
+            vecpress.open(path, mmap=True).verify()
 
 
 @pytest.mark.parametrize(
@@ -366,9 +558,10 @@ def hostile_cases(data: bytes) -> list[tuple[str, bytes]]:
         struct.pack_into("<Q", b, size - 16, v)
         out.append((f"footer length {v}", bytes(b)))
     keys = ["d", "count", "code_size", "next_id", "seed"]
-    keys += [k for k in ("ivf", "rerank_code_size", "rerank_spec", "ivf_residual") if k in meta]
+    optional = ("ivf", "rerank_code_size", "rerank_spec", "ivf_residual", "block_size")
+    keys += [k for k in optional if k in meta]
     for key in keys:
-        for v in [*values, "7", None, 1.5, True, [1]]:
+        for v in [*values, 2048, 4097, 1 << 27, "7", None, 1.5, True, [1]]:
             if key == "next_id" and type(v) is int and meta["next_id"] <= v <= 2**63:
                 continue  # a larger next_id is a legitimate header, not a hostile one
             m = json.loads(json.dumps(meta))
@@ -377,7 +570,7 @@ def hostile_cases(data: bytes) -> list[tuple[str, bytes]]:
                 out.append((f"{key}={v!r}", _with_header(data, m)))
     for i in range(len(meta["sections"])):
         for field in ("offset", "nbytes", "crc32", "shape"):
-            for v in values:
+            for v in [*values, None]:
                 m = json.loads(json.dumps(meta))
                 sec = m["sections"][i]
                 sec[field] = [v, *sec["shape"][1:]] if field == "shape" else v
@@ -391,17 +584,28 @@ def hostile_cases(data: bytes) -> list[tuple[str, bytes]]:
         ("list header", [meta]),
     ]:
         out.append((name, _with_header(data, m)))
+    # an integer of 5000 digits (beyond Python's int-string limit) in a checksummed header
+    text = storage.encode_header(meta)
+    for key in (b'"d":', b'"count":', b'"offset":'):
+        at = text.index(key) + len(key)
+        end = at + len(text[at:].split(b",")[0].split(b"}")[0])
+        out.append(
+            (
+                f"{key.decode()} 5000 digits",
+                _with_header(data, None, text[:at] + b"9" * 5000 + text[end:]),
+            )
+        )
     return out
 
 
-@pytest.mark.parametrize("ref", [REFERENCE, REFERENCE_V2], ids=["v1", "v2"])
+@pytest.mark.parametrize("ref", [REFERENCE, REFERENCE_V2, REFERENCE_V3], ids=["v1", "v2", "v3"])
 def test_hostile_header_values_are_rejected_before_allocation(tmp_path, ref):
     data = ref.read_bytes()
     path = tmp_path / "h.vpi"
     cases = hostile_cases(data)
     assert len(cases) > 200
-    for name, blob in cases:
-        path.write_bytes(blob)
+    for name, content in cases:
+        path.write_bytes(content)
         for mm in (False, True):
             tracemalloc.start()
             try:
@@ -411,6 +615,318 @@ def test_hostile_header_values_are_rejected_before_allocation(tmp_path, ref):
             finally:
                 tracemalloc.stop()
             assert peak < 2 * len(data) + (1 << 20), (name, peak)
+
+
+def _reheader_blob(data: bytes, header: bytes) -> bytes:
+    """A codec blob with its JSON header replaced (length, CRC, padding, footer redone)."""
+    hlen = struct.unpack_from("<I", data, 12)[0]
+    body = data[storage._align(20 + hlen) : len(data) - 16]
+    head = struct.pack("<8sIII", blob.MAGIC, blob.VERSION, len(header), zlib.crc32(header))
+    head += header
+    head += bytes(storage._align(len(head)) - len(head))
+    return head + body + struct.pack("<Q8s", len(head) + len(body) + 16, blob.END_MAGIC)
+
+
+def malformed_codec_blobs(codec) -> dict[str, bytes]:
+    """Codec blobs whose layout and checksums are valid but whose contents are not."""
+    good = codec.to_bytes()
+    config, arrays = blob.unpack(good)
+    arrays = {k: v.copy() for k, v in arrays.items()}
+    out = {}
+    n = len(config["stages"])
+    for key, value in [
+        ("stages", [1, 2]),
+        ("stages", [1] * n),
+        ("stages", [[1]] * n),
+        ("stages", [None] * n),
+        ("stages", ["center"] * n),
+        ("stages", 7),
+        ("stages", "ab"),
+        ("stages", [{}, {}]),
+        ("spec", [1]),
+        ("spec", 3),
+        ("seed", "x"),
+        ("seed", -1),
+        ("d", 2.5),
+        ("kind", None),
+    ]:
+        out[f"{key}={value!r}"] = blob.pack({**config, key: value}, arrays)
+    first = dict(config["stages"][0])
+    out["stage d=[1]"] = blob.pack(
+        {**config, "stages": [{**first, "d": [1]}, *config["stages"][1:]]}, arrays
+    )
+    one = next(iter(arrays))
+    out["array shape"] = blob.pack(config, {**arrays, one: arrays[one][:1]})
+    out["array missing"] = blob.pack(config, {k: v for k, v in arrays.items() if k != one})
+    text = json.loads(good[20 : 20 + struct.unpack_from("<I", good, 12)[0]])
+    for what, edit in [
+        ("5000-digit d", lambda t: t.replace(b'"d":32', b'"d":' + b"9" * 5000, 1)),
+        ("5000-digit offset", lambda t: t.replace(b'"offset":0', b'"offset":' + b"1" * 5000, 1)),
+        ("array name 5", lambda t: t.replace(b'"name":"', b'"name":5,"x":"', 1)),
+        ("config a list", lambda t: t.replace(b'"config":{', b'"config":[{', 1)[:-1] + b"]}"),
+    ]:
+        header = json.dumps(text, sort_keys=True, separators=(",", ":")).encode()
+        new = edit(header)
+        assert new != header, what
+        out[what] = _reheader_blob(good, new)
+    return out
+
+
+@pytest.mark.parametrize("spec", ["hd2,rq4", "center,hd2,rq4"])
+def test_malformed_codec_blobs_are_format_errors_naming_the_file(tmp_path, monkeypatch, spec):
+    """Codec.from_bytes, and open() of an index whose codec section holds the blob (all
+    checksums valid): FormatError naming the source, never AttributeError or ValueError."""
+    index = small_index("l2", spec=spec)
+    cases = malformed_codec_blobs(index.codec)
+    assert len(cases) >= 15
+    path = tmp_path / "i.vpi"
+    for name, bad in cases.items():
+        with pytest.raises(FormatError, match=r"^c\.bin: ") as raised:
+            Codec.from_bytes(bad, source="c.bin")
+        assert type(raised.value) is FormatError, name
+        monkeypatch.setattr(index.codec, "to_bytes", lambda b=bad: b)
+        storage.save(index, path)
+        monkeypatch.undo()
+        for mm in (True, False):
+            with pytest.raises(FormatError, match=r"i\.vpi.*section 'codec'"):
+                vecpress.open(path, mmap=mm)
+
+
+def test_huge_integers_in_a_checksummed_header_are_format_errors(tmp_path):
+    """Python refuses to parse integers of more than 4300 digits (a ValueError naming no
+    file); open() and info() must still raise FormatError naming the file and header."""
+    path = tmp_path / "i.vpi"
+    small_index().save(path)
+    data = path.read_bytes()
+    meta, _ = _layout(data)
+    text = storage.encode_header(meta)
+    for key in (b'"d":32', b'"seed":1', b'"count":60'):
+        name = key.split(b":")[0]
+        path.write_bytes(_with_header(data, None, text.replace(key, name + b":" + b"7" * 4400)))
+        for load in (vecpress.info, vecpress.open, lambda p: vecpress.open(p, mmap=False)):
+            with pytest.raises(FormatError, match=r"i\.vpi: invalid vecpress index in header"):
+                load(path)
+
+
+# -- block-by-block verification of memory-mapped files (format 3) -----------------
+def _blocked_file(tmp_path, index: Index, name: str = "b.vpi") -> tuple[Path, dict]:
+    path = tmp_path / name
+    storage.save(index, path, block_size=4096)
+    meta, _ = _layout(path.read_bytes())
+    return path, {e["name"]: e for e in meta["sections"]}
+
+
+def _flip(path: Path, offset: int, bit: int = 0) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 1 << bit
+    path.unlink()  # a new inode: never rewrite a mapped file
+    path.write_bytes(bytes(data))
+
+
+def _verified(index: Index) -> dict[str, set[int]]:
+    """The blocks of each data section verified so far (by number within the section)."""
+    check = index._pending_check
+    return {
+        n: {j for j in range(check._count[n]) if check._state[check._first[n] + j] == 2}
+        for n in check._count
+    }
+
+
+def _blocks_of_rows(rows, width: int, bs: int = 4096) -> set[int]:
+    out = set()
+    for lo, hi in rows:
+        if hi > lo:
+            out |= set(range(lo * width // bs, (hi * width - 1) // bs + 1))
+    return out
+
+
+def _list_rows(index: Index, lists) -> list[tuple[int, int]]:
+    off = index._list_offsets
+    return [(int(off[i]), int(off[i + 1])) for i in np.unique(lists)]
+
+
+def test_a_search_verifies_only_the_blocks_it_reads(tmp_path):
+    """IVF (l2, f16 tier): a first search verifies the blocks of codes and norms holding
+    its probed lists, of ids holding its results and of rerank_codes holding its
+    candidates -- no other; verify() then checks the rest."""
+    path, sec = _blocked_file(tmp_path, blocked_index("l2", n=3000, ivf=16, rerank_spec="f16"))
+    index = vecpress.open(path)
+    width = {"ids": 8, "norms": 4, "codes": index.memory["codes"], "rerank_codes": 64}
+    total = {n: -(-sec[n]["nbytes"] // 4096) for n in width}
+    assert min(total.values()) >= 3, total
+    assert _verified(index) == {n: set() for n in width}  # open verified no data block
+    q = np.random.default_rng(8).standard_normal((1, 32)).astype(np.float32)
+    res = index.search(q, 5, nprobe=2)
+    lists, _ = vecpress.ivf.probe(index.centroids, q, 2, "l2")
+    rows = np.flatnonzero(np.isin(index._ids.view, res.ids[0]))
+    seen = _verified(index)
+    assert seen["codes"] == _blocks_of_rows(_list_rows(index, lists), width["codes"])
+    assert seen["norms"] == _blocks_of_rows(_list_rows(index, lists), 4)
+    assert seen["ids"] == _blocks_of_rows([(r, r + 1) for r in rows], 8)
+    assert seen["rerank_codes"] == set()
+    assert len(seen["codes"]) < total["codes"] and len(seen["ids"]) < total["ids"]
+    res = index.search(q, 5, nprobe=2, rerank=40)
+    cand = index.search(q, 40, nprobe=2).ids[0]
+    cand_rows = np.flatnonzero(np.isin(index._ids.view, cand))
+    want = _blocks_of_rows([(r, r + 1) for r in cand_rows], 64)
+    assert _verified(index)["rerank_codes"] == want and len(want) < total["rerank_codes"]
+    index.verify()
+    assert index._pending_check is None
+
+
+def test_a_flat_search_verifies_every_codes_block_and_the_results_ids(tmp_path):
+    path, sec = _blocked_file(tmp_path, blocked_index("cosine", n=3000, rerank_spec="int8"))
+    index = vecpress.open(path)
+    q = np.random.default_rng(8).standard_normal((2, 32)).astype(np.float32)
+    res = index.search(q, 3)
+    seen = _verified(index)
+    assert seen["codes"] == set(range(-(-sec["codes"]["nbytes"] // 4096)))
+    rows = np.flatnonzero(np.isin(index._ids.view, res.ids))
+    assert seen["ids"] == _blocks_of_rows([(r, r + 1) for r in rows], 8)
+    assert "norms" not in seen and seen["rerank_codes"] == set()
+
+
+def _row_of_list(index: Index, lst: int, where: float = 0.5) -> int:
+    lo, hi = _list_rows(index, [lst])[0]
+    return lo + int((hi - lo) * where)
+
+
+def _rows_of_ids(index: Index, ids) -> list[tuple[int, int]]:
+    rows = np.flatnonzero(np.isin(index._ids.view, np.asarray(ids)))
+    return [(int(r), int(r) + 1) for r in rows]
+
+
+@pytest.mark.parametrize("name", ["codes", "norms", "ids", "rerank_codes"])
+def test_a_search_fails_exactly_when_it_reads_a_flipped_block(tmp_path, name):
+    """A bit flip in block j of a data section: the searches that read block j raise
+    FormatError naming the file, section and block; those that do not read it pass
+    (and give the intact file's results); verify() raises."""
+    path, sec = _blocked_file(tmp_path, blocked_index("l2", n=3000, ivf=8, rerank_spec="f16"))
+    intact = vecpress.open(path, mmap=False)
+    width = {"ids": 8, "norms": 4, "codes": intact.memory["codes"], "rerank_codes": 64}
+    row = _row_of_list(intact, 0)  # a row of list 0: its blocks hold no row of list 7
+    block = row * width[name] // 4096
+    _flip(path, sec[name]["offset"] + row * width[name] + width[name] // 2, 3)
+    rng = np.random.default_rng(4)
+
+    def reads(q, k, nprobe, rerank=None) -> bool:
+        """Whether the search reads the flipped block (from the intact file's results)."""
+        lists, _ = vecpress.ivf.probe(intact.centroids, q, nprobe, "l2")
+        rows = {
+            "codes": _list_rows(intact, lists),
+            "norms": _list_rows(intact, lists),
+            "ids": _rows_of_ids(intact, intact.search(q, k, rerank, nprobe).ids),
+            "rerank_codes": []
+            if rerank is None
+            else _rows_of_ids(intact, intact.search(q, rerank, nprobe=nprobe).ids),
+        }
+        return block in _blocks_of_rows(rows[name], width[name])
+
+    cases = [(intact.centroids[[7]], 5, 1), (intact.centroids[[7]], 5, 1, 30)]
+    cases += [(intact.centroids[[0]], 5, 1), (intact.centroids[[0]], 20, 1, 40)]
+    cases += [(rng.standard_normal((2, 32)).astype(np.float32), 10, 2, 50) for _ in range(10)]
+    cases += [(intact.centroids[[0]], 3000, 8, 3000)]  # reads every block
+    index = vecpress.open(path)
+    outcomes = []
+    for q, k, nprobe, *rerank in cases:
+        args = {"k": k, "nprobe": nprobe, "rerank": rerank[0] if rerank else None}
+        outcomes.append(reads(q, **args))
+        if outcomes[-1]:
+            pattern = rf"b\.vpi: invalid vecpress index in section '{name}'.*block {block} "
+            with pytest.raises(FormatError, match=pattern):
+                index.search(q, **args)
+        else:
+            assert same(index.search(q, **args), intact.search(q, **args)), args
+    assert outcomes[0] is False and outcomes[-1] is True
+    with pytest.raises(FormatError, match=rf"b\.vpi: .*section '{name}'"):
+        index.verify()
+
+
+def test_a_flipped_block_checksum_fails_the_open(tmp_path):
+    path, sec = _blocked_file(tmp_path, blocked_index())
+    _flip(path, sec["block_crcs"]["offset"] + 5)
+    for mm in (True, False):
+        with pytest.raises(FormatError, match=r"b\.vpi: .*section 'block_crcs': checksum"):
+            vecpress.open(path, mmap=mm)
+
+
+def test_block_contents_are_checked_with_the_block(tmp_path):
+    """Checksums consistent, contents not: an id >= next_id or a negative norm fails the
+    search reading its block; a duplicate id only verify() (it needs every id)."""
+    path, _ = _blocked_file(tmp_path, blocked_index("l2", n=3000, ivf=8, rerank_spec=None))
+    intact = vecpress.open(path, mmap=False)
+    row = _row_of_list(intact, 0)
+    good = path.read_bytes()
+    q0, q7 = intact.centroids[[0]], intact.centroids[[7]]
+    everything = {"k": 3000, "nprobe": 8}
+
+    def bad_id(a):
+        a[row] = 10**9
+        return a
+
+    def bad_norm(a):
+        a[row] = -1.0
+        return a
+
+    def dup_id(a):
+        a[row] = a[row + 1]
+        return a
+
+    for name, fn, why in [("ids", bad_id, "outside"), ("norms", bad_norm, "finite and >= 0")]:
+        path.unlink()
+        path.write_bytes(_edit_section(good, name, fn))
+        index = vecpress.open(path)
+        assert same(index.search(q7, 5, nprobe=1), intact.search(q7, 5, nprobe=1))
+        with pytest.raises(FormatError, match=rf"section '{name}'.*{why}"):
+            index.search(q0, **everything)
+        with pytest.raises(FormatError, match=rf"section '{name}'"):
+            index.verify()
+    path.unlink()
+    path.write_bytes(_edit_section(good, "ids", dup_id))
+    index = vecpress.open(path)
+    index.search(q0, **everything)  # every block passes on its own
+    for use in (index.verify, lambda: index.add(q0), lambda: index.ids, lambda: index.remove([5])):
+        with pytest.raises(FormatError, match=r"b\.vpi: .*section 'ids': duplicate ids"):
+            use()
+
+
+@pytest.mark.parametrize("flip", [False, True], ids=["intact", "flipped"])
+def test_concurrent_first_searches_share_the_verification(tmp_path, flip):
+    """Threads searching a freshly opened file at once: intact, every one gets the right
+    results and every block is verified once; a flipped codes block fails every one."""
+    import threading
+
+    path, sec = _blocked_file(tmp_path, blocked_index("l2", n=4000, rerank_spec="int8"))
+    expect_index = vecpress.open(path, mmap=False)
+    q = np.random.default_rng(3).standard_normal((4, 32)).astype(np.float32)
+    expect = expect_index.search(q, 5, rerank=20)
+    if flip:
+        _flip(path, sec["codes"]["offset"] + sec["codes"]["nbytes"] // 2)
+    for _ in range(5):
+        index = vecpress.open(path)
+        start = threading.Barrier(6)
+        outcomes = []
+
+        def search(index=index, start=start, outcomes=outcomes):
+            start.wait()
+            try:
+                outcomes.append(same(index.search(q, 5, rerank=20), expect))
+            except FormatError as e:
+                outcomes.append(str(e))
+
+        threads = [threading.Thread(target=search) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if flip:
+            assert all(isinstance(o, str) and "section 'codes'" in o for o in outcomes), outcomes
+        else:
+            assert outcomes == [True] * 6
+            check = index._pending_check
+            first, n = check._first["codes"], check._count["codes"]
+            assert (check._state[first : first + n] == 2).all()
+            assert not (check._state == 1).any()
 
 
 # -- fault injection in a memory-capped subprocess --------------------------------
@@ -431,11 +947,24 @@ def _run_worker(tmp_path, good: Path, cases: list) -> list:
 
 
 def _section_edges(data: bytes) -> set[int]:
+    """Section (and, format 3, block) boundaries, +-1."""
     meta, hlen = _layout(data)
     edges = {0, 8, 12, 16, 24, 28, 32, 32 + hlen, len(data) - 16, len(data) - 8}
     for s in meta["sections"]:
         edges |= {s["offset"], s["offset"] + s["nbytes"], storage._align(s["offset"] + s["nbytes"])}
+        if s["name"] in storage.DATA_SECTIONS:
+            edges |= set(range(s["offset"], s["offset"] + s["nbytes"], meta["block_size"]))
     return {e + delta for e in edges for delta in (-1, 0, 1) if 0 <= e + delta < len(data)}
+
+
+def blocked_index(metric: str = "l2", n: int = 600, **options) -> Index:
+    """A format-3 test file's index with several blocks of 4 KiB in every data section:
+    IVF lists and a second tier (or the options given)."""
+    options = options or {"rerank_spec": "f16", "ivf": 4}
+    x = np.random.default_rng(n + 11).standard_normal((n, 32)).astype(np.float32)
+    index = Index("hd2,rq4", metric=metric, seed=1, **options)
+    index.add(x, ids=np.arange(n) * 2 + 5)
+    return index
 
 
 def _failures(cases, results) -> list:
@@ -448,33 +977,51 @@ def _failures(cases, results) -> list:
         lambda: full_index("l2"),
         lambda: small_index("cosine"),
         lambda: small_index("cosine", spec="center,lvq4x4"),
+        lambda: blocked_index("l2", n=300),
     ],
-    ids=["ivf-rerank-l2", "flat-cosine", "two-level"],
+    ids=["ivf-rerank-l2", "flat-cosine", "two-level", "blocks-of-4k"],
 )
 def test_truncation_at_every_offset_is_a_format_error(tmp_path, make):
     good = tmp_path / "good.vpi"
-    make().save(good)
+    storage.save(make(), good, block_size=4096)
     data = good.read_bytes()
     offsets = set(range(len(data))) | _section_edges(data)
+    if len(data) > 20_000:  # the 4 KiB-block file: every offset near an edge, 3000 others
+        others = sorted(set(range(len(data))) - _section_edges(data))
+        offsets = _section_edges(data) | set(random.Random(5).sample(others, 3000))
     assert len(offsets) >= 2000 and _section_edges(data) <= offsets
     cases = [{"truncate": n} for n in sorted(offsets)]
     results = _run_worker(tmp_path, good, cases)
     assert not _failures(cases, results)[:5]
 
 
-def test_random_bit_flips_are_all_detected(tmp_path):
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: full_index("l2", n=60).save(p),
+        lambda p: storage.save(blocked_index(), p, block_size=4096),
+    ],
+    ids=["one-block-per-section", "blocks-of-4k"],
+)
+def test_random_bit_flips_are_all_detected(tmp_path, make):
+    """Every single bit flip: a FormatError naming the file and section at open, or on
+    the memory-mapped search reading the flipped block and on verify()."""
     good = tmp_path / "good.vpi"
-    full_index("l2", n=60).save(good)
-    size = good.stat().st_size
+    make(good)
+    data = good.read_bytes()
+    size = len(data)
     rng = random.Random(1234)
     cases = [{"flip": [rng.randrange(size), rng.randrange(8)]} for _ in range(FAULT_TRIALS)]
-    cases += [{"flip": [e, 0]} for e in sorted(_section_edges(good.read_bytes()))]
+    cases += [{"flip": [e, 0]} for e in sorted(_section_edges(data))]
+    meta, _ = _layout(data)
+    crcs = next(s for s in meta["sections"] if s["name"] == "block_crcs")
+    cases += [{"flip": [crcs["offset"] + i, i % 8]} for i in range(crcs["nbytes"])]
     results = _run_worker(tmp_path, good, cases)
     assert len(cases) >= 300
     assert not _failures(cases, results)[:5]
 
 
-@pytest.mark.parametrize("ref", [REFERENCE, REFERENCE_V2], ids=["v1", "v2"])
+@pytest.mark.parametrize("ref", [REFERENCE, REFERENCE_V2, REFERENCE_V3], ids=["v1", "v2", "v3"])
 def test_hostile_headers_in_a_memory_capped_process(tmp_path, ref):
     good = tmp_path / "good.vpi"
     good.write_bytes(ref.read_bytes())
@@ -485,8 +1032,60 @@ def test_hostile_headers_in_a_memory_capped_process(tmp_path, ref):
     ]
 
 
+_NAMED_SECTION = re.compile(r"(section '\w+'|header|prefix|footer|padding)")
+
+
+def _named(e: FormatError, target: Path) -> str:
+    """``"FormatError"`` if the message names the file and a section, else what it says."""
+    msg = str(e)
+    if str(target) in msg and _NAMED_SECTION.search(msg):
+        return "FormatError"
+    return f"FormatError naming no file or section: {msg}"[:300]
+
+
+def _outcome(target: Path, q: np.ndarray, mm: bool) -> str:
+    """``"FormatError"`` (named), ``"loaded"``, or what went wrong.
+
+    In memory: open and search. Memory-mapped: open; then a search reading part of
+    the data (it may pass: format 3 verifies only the blocks it reads), a search
+    reading every block (all lists, every row a result and a candidate), and
+    ``verify()``; a fault must make the last two raise (or the open).
+    """
+    try:
+        index = vecpress.open(target, mmap=mm)
+        if not mm:
+            index.search(q, 5)
+            return "loaded"
+    except FormatError as e:
+        return _named(e, target)
+    except BaseException as e:  # every other outcome is a failure
+        return f"{type(e).__name__}: {e}"[:300]
+    n = max(1, len(index))
+    steps = {
+        "part": lambda: index.search(q, 5),
+        "all": lambda: index.search(
+            q, n, rerank=n if index.has_second_tier else None, nprobe=index.nlist
+        ),
+        "verify": index.verify,
+    }
+    seen = {}
+    for name, step in steps.items():
+        try:
+            step()
+            seen[name] = "passed"
+        except FormatError as e:
+            seen[name] = _named(e, target)
+        except BaseException as e:
+            seen[name] = f"{type(e).__name__}: {e}"[:300]
+    if set(seen.values()) == {"passed"}:
+        return "loaded"
+    if seen["part"] in ("passed", "FormatError") and seen["all"] == seen["verify"] == "FormatError":
+        return "FormatError"
+    return f"mmap: {seen}"
+
+
 def _worker(good: str, cases_path: str, out_path: str) -> None:
-    """Load every mutated file twice (in memory; mmap + search) and record the outcome."""
+    """Load every mutated file twice (in memory; mmap + searches + verify), record outcomes."""
     import resource
 
     vecpress.set_num_threads(1)
@@ -494,6 +1093,7 @@ def _worker(good: str, cases_path: str, out_path: str) -> None:
     ref = vecpress.open(good, mmap=False)
     q = np.random.default_rng(0).standard_normal((3, ref.d)).astype(np.float32)
     ref.search(q, 5)  # warm up (kernels load) before the cap
+    cases = json.loads(Path(cases_path).read_text())  # before the cap too: it may be large
     with open("/proc/self/status") as f:
         vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
     cap = vm + (64 << 20) + 4 * len(data)
@@ -505,7 +1105,7 @@ def _worker(good: str, cases_path: str, out_path: str) -> None:
         pass
     target = Path(out_path).with_suffix(".case.vpi")
     results = []
-    for case in json.loads(Path(cases_path).read_text()):
+    for case in cases:
         if "truncate" in case:
             blob = data[: case["truncate"]]
         elif "flip" in case:
@@ -517,16 +1117,7 @@ def _worker(good: str, cases_path: str, out_path: str) -> None:
         if target.exists():
             target.unlink()  # a new inode: never rewrite a mapped file
         target.write_bytes(blob)
-        outcome = []
-        for mm in (False, True):
-            try:
-                vecpress.open(target, mmap=mm).search(q, 5)
-                outcome.append("loaded")
-            except FormatError:
-                outcome.append("FormatError")
-            except BaseException as e:  # every other outcome is a failure
-                outcome.append(f"{type(e).__name__}: {e}"[:300])
-        results.append(outcome)
+        results.append([_outcome(target, q, mm) for mm in (False, True)])
     Path(out_path).write_text(json.dumps(results))
 
 
@@ -539,7 +1130,7 @@ def test_kill_during_save_leaves_the_old_or_the_new_state(tmp_path):
     expect = {len(s): s.search(q, 5) for s in states}
     states[0].save(path)
     rng = random.Random(99)
-    left_temp = 0
+    left_temp = left_lock = 0
     for _ in range(KILL_TRIALS):
         pid = os.fork()
         if pid == 0:  # the writer: save the two states in turn until killed
@@ -553,20 +1144,27 @@ def test_kill_during_save_leaves_the_old_or_the_new_state(tmp_path):
         time.sleep(rng.uniform(0.0, 0.04))
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-        left_temp += bool(storage._temp_files(str(path)))
+        temps = storage._temp_files(str(path))
+        left_temp += bool(temps)
+        left_lock += os.path.exists(str(path) + ".lock")
         loaded = vecpress.open(path, mmap=False)
         assert len(loaded) in expect
         assert same(loaded.search(q, 5), expect[len(loaded)])
-        assert storage._temp_files(str(path)) == []
-    print(f"{KILL_TRIALS} kills, {left_temp} left a temp file that the next open removed")
+        assert storage._temp_files(str(path)) == temps  # readers remove nothing
+    states[0].save(path)  # the next save removes what the killed ones left
+    assert sorted(os.listdir(tmp_path)) == ["k.vpi"]
+    print(
+        f"{KILL_TRIALS} kills: {left_temp} left a temp file, {left_lock} a lock file "
+        "(removed by the next save)"
+    )
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "worker":
         _worker(*sys.argv[2:5])
-    elif sys.argv[1] == "make-reference":  # writes the version-2 file; v1 is frozen
+    elif sys.argv[1] == "make-reference":  # writes the version-3 file; v1 and v2 are frozen
         DATA.mkdir(exist_ok=True)
-        idx = make_reference_v2(REFERENCE_V2)
-        x2 = np.random.default_rng(2027).standard_normal((120, 24)).astype(np.float32)
-        print(idx.search(x2[REF2_QUERY_ROWS], 3, nprobe=2).ids.tolist())
-        print(idx.search(x2[REF2_QUERY_ROWS], 3, nprobe=2, rerank=20).ids.tolist())
+        idx = make_reference_v3(REFERENCE_V3)
+        x3 = np.random.default_rng(2028).standard_normal((700, 24)).astype(np.float32)
+        print(idx.search(x3[REF3_QUERY_ROWS], 3, nprobe=2).ids.tolist())
+        print(idx.search(x3[REF3_QUERY_ROWS], 3, nprobe=2, rerank=20).ids.tolist())

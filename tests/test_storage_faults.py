@@ -12,7 +12,7 @@ flips, hostile headers and ``kill -9`` are in ``test_storage.py``):
   errno, that the file at the path is byte-identical to before (or, when the
   failure came after the rename had published the new file, that it is the
   complete new file), that *no* temp or lock file is left in the directory
-  (save removes its temp file itself; nothing is left for the next open to
+  (save removes its temp file itself; nothing is left for the next save to
   clean), that no file descriptor leaked, that the in-memory index is
   unchanged, and that the next save succeeds. A second test lets the disk fill
   after k bytes (short writes, then ``ENOSPC``) for many k. The injection
@@ -22,9 +22,10 @@ flips, hostile headers and ``kill -9`` are in ``test_storage.py``):
 * **Readers during save.** A writer subprocess saves two known states A and B
   in turn at one path while this process opens it (``mmap=True`` and
   ``False``), verifies and searches in a loop: every open must succeed and
-  every result must equal A's or B's. Some memory-mapped indexes are kept and
-  only verified and searched after the writer has renamed a new file over
-  the path (the old inode must keep working).
+  every result must equal A's or B's, and no save may fail (readers never
+  take the writer's lock). Some memory-mapped indexes are kept and only
+  verified and searched after the writer has renamed a new file over the path
+  (the old inode must keep working).
 * **Fuzz regressions.** Every file in ``tests/data/fuzz_regressions/`` (inputs
   found by ``fuzz/fuzz_open.py``) must raise ``FormatError``.
 
@@ -282,8 +283,8 @@ def test_io_error_at_each_write_call_of_save(tmp_path, case, err):
     """Each write-side call of save fails once: old file intact, no temp or lock file left.
 
     Save deletes its own temp file when it fails (asserted: the directory
-    holds exactly the index file, or nothing), so no later open or save has
-    anything to clean. A failure after the rename (the directory fsync)
+    holds exactly the index file, or nothing), so no later save has anything
+    to clean. A failure after the rename (the directory fsync)
     leaves the complete new file, since it is already published.
     """
     folder = tmp_path / "d"
@@ -463,6 +464,7 @@ def test_readers_see_one_committed_version_while_a_writer_saves(tmp_path):
     assert proc.returncode == 0, proc.stderr.read()[-2000:]
     assert not failures, failures
     assert not stats["errors"], stats["errors"]
+    assert stats["locked"] == 0, stats  # no reader ever made the writer's save fail
     assert stats["saves"] >= 10 and len(seen) == 2, (stats, seen)
     assert held_checks >= 5 and after_replace >= 1, (held_checks, after_replace)
     print(
@@ -483,7 +485,7 @@ def _writer(a: str, b: str, path: str, stop: str, stats_path: str) -> None:
         try:
             states[saves % 2].save(path)
             saves += 1
-        except LockedError:  # a reader's open() cleaning temp files holds the lock briefly
+        except LockedError:  # a failure: readers never take the writer's lock
             locked += 1
         except Exception as e:
             errors.append(f"{type(e).__name__}: {e}")

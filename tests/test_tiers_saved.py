@@ -88,3 +88,29 @@ def test_ivf_with_a_rerank_tier_saves_a_file_that_opens(tier, data, tmp_path):
     index = vecpress.Index("hd2,rq4", metric="l2", seed=3, rerank_spec=tier, ivf=4)
     index.add(x)
     _same_after_reopen(index, q, os.fspath(tmp_path / "ivf.vpi"), rerank=30, nprobe=4)
+
+
+def test_a_save_that_open_would_reject_is_not_written(data, tmp_path, monkeypatch):
+    """The new file goes through open's checks before it replaces the old one."""
+    from vecpress import storage
+
+    x, _ = data
+    path = os.fspath(tmp_path / "kept.vpi")
+    index = vecpress.Index("hd2,rq4", metric="ip")
+    index.add(x[:100])
+    index.save(path)
+    before = open(path, "rb").read()
+    index.add(x[100:])
+    real = storage.encode_header
+
+    def lying_header(meta):  # a writer bug: the header's count disagrees with the rows
+        return real({**meta, "count": meta["count"] - 1}) if "count" in meta else real(meta)
+
+    monkeypatch.setattr(storage, "encode_header", lying_header)
+    with pytest.raises(RuntimeError, match="would not open again"):
+        index.save(path)
+    assert open(path, "rb").read() == before
+    assert sorted(os.listdir(tmp_path)) == ["kept.vpi"]  # no temp file, no lock file left
+    monkeypatch.undo()
+    index.save(path)
+    assert len(vecpress.open(path)) == 400

@@ -13,10 +13,11 @@ Layout (all integers little-endian)::
     end-16 8  total length (uint64)
     end-8  8  end magic b"VPEND\\x00\\x00\\x00"
 
-Everything is validated (magic, version, header checksum and bounds, every
-array's dtype, shape, bounds and checksum) before any array is built, so a
-truncated or tampered blob raises :class:`~vecpress.errors.FormatError` and
-never allocates more than its own size. No pickle is involved anywhere.
+Everything is validated (magic, version, header checksum and bounds, the JSON
+itself, every array's name, dtype, shape, bounds and checksum) before any array
+is built, so a truncated or tampered blob raises
+:class:`~vecpress.errors.FormatError` naming the source and never allocates
+more than its own size. No pickle is involved anywhere.
 """
 
 from __future__ import annotations
@@ -124,11 +125,11 @@ def unpack(buf: bytes | bytearray | memoryview, source: str = "<bytes>"):
     header = bytes(mv[_PREFIX.size : _PREFIX.size + hlen])
     if zlib.crc32(header) != hcrc:
         raise fail("header", "checksum mismatch")
-    try:
+    try:  # ValueError: bad UTF-8 or JSON, or an integer beyond Python's int-string limit
         meta = json.loads(header.decode("utf-8"))
         config = meta["config"]
         entries = meta["arrays"]
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError) as e:
+    except (ValueError, RecursionError, KeyError, TypeError) as e:
         raise fail("header", f"unreadable JSON ({e})") from None
     if not isinstance(config, dict) or not isinstance(entries, list):
         raise fail("header", "config must be an object and arrays a list")
@@ -140,14 +141,16 @@ def unpack(buf: bytes | bytearray | memoryview, source: str = "<bytes>"):
             name, dts, shape = e["name"], e["dtype"], e["shape"]
             off, nbytes, crc = e["offset"], e["nbytes"], e["crc32"]
         except (KeyError, TypeError):
-            raise fail("header", f"malformed array entry {e!r}") from None
+            raise fail("header", f"malformed array entry {e!r:.200}") from None
+        if not isinstance(name, str) or any(name == c[0] for c in checked):
+            raise fail("header", f"array name {name!r:.80} is not a string, or repeats")
         section = f"array {name!r}"
-        if dts not in _DTYPES:
-            raise fail(section, f"unsupported dtype {dts!r}")
+        if not isinstance(dts, str) or dts not in _DTYPES:
+            raise fail(section, f"unsupported dtype {dts!r:.80}")
         if not isinstance(shape, list) or not all(
             isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**48 for s in shape
         ):
-            raise fail(section, f"bad shape {shape!r}")
+            raise fail(section, f"bad shape {shape!r:.80}")
         ints = (off, nbytes, crc)
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints):
             raise fail(section, "offset, size and checksum must be non-negative integers")

@@ -403,7 +403,27 @@ class Codec:
 
     @classmethod
     def from_bytes(cls, data, source: str = "<bytes>") -> Codec:
-        """Rebuild a codec from :meth:`to_bytes` output; raises ``FormatError`` if invalid."""
+        """Rebuild a codec from :meth:`to_bytes` output.
+
+        Raises
+        ------
+        FormatError
+            Whatever is wrong with ``data`` (the blob's layout or checksums, its
+            JSON, the codec config or the stage arrays); the message names
+            ``source``.
+
+        Examples
+        --------
+        >>> x = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+        >>> Codec.from_bytes(Codec.from_spec("center,rq4").fit(x).to_bytes()).spec
+        'center,rq4'
+        >>> bad = blob.pack({"kind": _KIND, "version": _CODEC_VERSION, "spec": "rq4", "d": 8,
+        ...                  "seed": 0, "stages": [1]}, {})
+        >>> Codec.from_bytes(bad, source="c.bin")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        vecpress.errors.FormatError: c.bin: invalid codec in config: stage 0 config 1 is not ...
+        """
         config, arrays = blob.unpack(data, source)
         try:
             version = config.get("version")
@@ -413,12 +433,16 @@ class Codec:
                     f"(kind {config.get('kind')!r}, version {version!r})"
                 )
             d = check_positive_int(config["d"], "d")
+            if not isinstance(config["spec"], str) or not isinstance(config["stages"], list):
+                raise ValueError("spec must be a string and stages a list")
             codec = cls.from_spec(config["spec"], seed=config["seed"])
             stages = codec._stages()
             if len(config["stages"]) != len(stages):
                 raise ValueError("stage list does not match the spec")
             dim = d
             for i, (st, cfg) in enumerate(zip(stages, config["stages"], strict=True)):
+                if not isinstance(cfg, dict):
+                    raise ValueError(f"stage {i} config {cfg!r:.80} is not an object")
                 want = getattr(st, "out", getattr(st, "param", None))
                 if (
                     cfg.get("name") != st.name
@@ -435,6 +459,9 @@ class Codec:
                 if st is not codec.quantizer:
                     dim = st.out_dim(dim)
             codec.d = d
-        except (ValueError, TypeError, KeyError) as e:
+        except FormatError:
+            raise
+        # the config and arrays are untrusted: whatever restoring them raises is a bad file
+        except (ValueError, TypeError, LookupError, AttributeError, ArithmeticError) as e:
             raise FormatError(f"{source}: invalid codec in config: {e}") from None
         return codec

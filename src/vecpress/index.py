@@ -368,15 +368,37 @@ class Index:
             self._pending_check()
             self._pending_check = None
 
-    def verify(self) -> Index:
-        """Check the data sections of a memory-mapped file now; returns ``self``.
+    def _check_reads(self, names: tuple[str, ...], *, lists=None, rows=None) -> None:
+        """Before a search reads the file sections ``names`` (``"codes"``, ``"norms"``,
+        ``"ids"``, ``"rerank_codes"``) at the rows of ``lists`` or at ``rows`` (``-1``:
+        none) of a lazily verified file: verify the blocks holding them (format 3),
+        or everything (formats 1 and 2). Nothing to do for other indexes."""
+        check = self._pending_check
+        if check is None:
+            return
+        check_rows = getattr(check, "check_rows", None)
+        if check_rows is None:
+            self._ensure_checked()
+            return
+        if lists is not None:
+            probed = np.unique(lists[lists >= 0])
+            starts, ends = self._list_offsets[probed], self._list_offsets[probed + 1]
+        else:
+            starts = rows[rows >= 0]
+            ends = starts + 1
+        check_rows(names, starts, ends)
 
-        Files opened with ``vecpress.open(path, mmap=True)`` have their header
-        and codecs validated at once and their data sections (codes, ids,
-        norms, second tier, lists) checked on the first use of the data
-        (search, add, remove, contains, ids, save) or here, whichever comes
-        first. Raises :class:`~vecpress.FormatError` naming the file and
-        section.
+    def verify(self) -> Index:
+        """Check all the data of a memory-mapped file now; returns ``self``.
+
+        Files opened with ``vecpress.open(path, mmap=True)`` have their header,
+        codecs and lists validated at once. A search then verifies the blocks
+        of the data sections it reads (format 3: the probed lists' codes and
+        norms, the result rows' ids, the candidates' second-tier codes) before
+        reading them; older formats check all the data on the first search.
+        This method checks every block not yet checked and that the ids are
+        unique, as the first add, remove, contains, ids or save does. Raises
+        :class:`~vecpress.FormatError` naming the file and section.
         """
         with self._lock.read():
             self._ensure_checked()
@@ -650,7 +672,7 @@ class Index:
                 codes=codes,
                 items=_search.make_items(self._list_offsets),
                 norms=None if self._norms is None else self._norms.view,
-                terms=_search.row_terms(codec, codes) if _search.is_grid(codec) else None,
+                terms=_search.Terms(codec, codes) if _search.is_grid(codec) else None,
             )
         return self._stage
 
@@ -729,7 +751,6 @@ class Index:
 
     def _search(self, q, k, rerank, nprobe) -> SearchResult:
         k, rerank, nprobe = self._check_search_args(k, rerank, nprobe)
-        self._ensure_checked()
         q = as_vectors(q, "queries", dim=self.d)
         q, qsq = self._prepare(q, "queries")
         nq = q.shape[0]
@@ -747,8 +768,10 @@ class Index:
         else:
             lists = np.zeros((nq, 1), np.int64)
             adds = np.zeros((nq, 1), np.float32)
+        self._check_reads(("codes", "norms"), lists=lists)
         rows, sc = _search.scan(self._first_stage(), q, qsq, lists, adds, rerank or width)
         if rerank is not None:  # in chunks: the candidates' decoded rows stay small
+            self._check_reads(("rerank_codes",), rows=rows)
             norms = None if self._norms is None else self._norms.view
             out_rows = np.empty((nq, width), np.int64)
             out_sc = np.empty((nq, width), np.float32)
@@ -771,6 +794,7 @@ class Index:
                 )  # fmt: skip
             rows, sc = out_rows, out_sc
         found = rows >= 0
+        self._check_reads(("ids",), rows=rows)
         ids[:, :width][found] = self._ids.view[rows[found]]
         scores[:, :width] = sc
         return SearchResult(ids, scores)
@@ -784,9 +808,7 @@ class Index:
         """
         from .storage import save
 
-        with self._lock.read():
-            self._check_consistent()
-            save(self, path)
+        save(self, path)
 
     def _check_consistent(self) -> None:
         """Raise ``RuntimeError`` unless every per-row store and the list offsets agree

@@ -136,6 +136,55 @@ def row_terms(codec: Codec, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     )
 
 
+class Terms:
+    """:func:`row_terms` of a grid codec's rows, computed the first time a scan reads them.
+
+    ``arrays`` are the three ``float32[n]`` terms; :meth:`ensure` fills the
+    rows of the items a scan is about to read, so a search of a memory-mapped
+    IVF index reads only its probed lists' rows, not the whole file. Searches
+    may run concurrently: an item is marked ready only after its terms are
+    written, and two searches filling the same item write the same values.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).standard_normal((10, 8)).astype(np.float32)
+    >>> codec = Codec.from_spec("rq4").fit(x)
+    >>> codes = codec.encode(x)
+    >>> terms = Terms(codec, codes)
+    >>> terms.ensure(make_items(np.array([0, 4, 10])), np.array([1]))
+    >>> bool(np.array_equal(terms.arrays[0][4:], row_terms(codec, codes[4:])[0]))
+    True
+    """
+
+    def __init__(self, codec: Codec, codes: np.ndarray) -> None:
+        self.codec = codec
+        self.codes = codes
+        n = codes.shape[0]
+        self.arrays = tuple(np.empty(n, np.float32) for _ in range(3))
+        self._done = np.zeros(n, bool)  # by row: whatever the items, a row is filled once
+
+    def ensure(self, items: Items, which: np.ndarray) -> None:
+        """Fill the rows of ``items`` number ``which`` (those not filled yet)."""
+        starts, ends = items.starts[which], items.ends[which]
+        todo = [(s, e) for s, e in zip(starts.tolist(), ends.tolist(), strict=True) if e > s]
+        todo = [(s, e) for s, e in todo if not (self._done[s] and self._done[e - 1])]
+        for s, e in _coalesce(todo):
+            for part, out in zip(row_terms(self.codec, self.codes[s:e]), self.arrays, strict=True):
+                out[s:e] = part
+            self._done[s:e] = True
+
+
+def _coalesce(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, merged ``[s, e)`` ranges (adjacent ones joined)."""
+    out: list[list[int]] = []
+    for s, e in sorted(ranges):
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [(s, e) for s, e in out]
+
+
 def is_grid(codec: Codec) -> bool:
     """Whether the codec's scores run through the fused integer scan."""
     return isinstance(codec.quantizer, GridQuantizer)
@@ -145,13 +194,13 @@ def is_grid(codec: Codec) -> bool:
 class Stage:
     """What the first stage scans: a fitted codec, its rows (sorted by list), the
     lists' items, and per-row extras (``norms``: exact ``|x|²`` for l2;
-    ``terms``: :func:`row_terms` for grid codecs)."""
+    ``terms``: :class:`Terms` for grid codecs, filled as items are scanned)."""
 
     codec: Codec
     codes: np.ndarray
     items: Items
     norms: np.ndarray | None
-    terms: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+    terms: Terms | None
     #: fast-scan layouts of 4-bit PQ items, made on first use (:func:`_scan_fastscan`)
     blocked: dict = field(default_factory=dict)
 
@@ -184,13 +233,14 @@ def _scan_batch(stage, q, qsq, lists, adds, k):
         quant = codec.quantizer
         qe, center, qoff, t = quant.grid_queries(qt)
         bits = quant.param
+        stage.terms.ensure(stage.items, np.flatnonzero(np.diff(plan.qptr)))
         qi, qs, off = grid_queries(qe, center, qoff, bits)
         norms = stage.norms if l2 else np.zeros(1, np.float32)
         slot_s, slot_i = grid_scan_topk(
             stage.codes, bits, quant.grid_dims, stage.items.starts, stage.items.ends,
             plan.qptr, plan.qidx, plan.qslot, plan.qadd,
             qi, query_limbs(bits), qs, off, np.asarray(t, np.float32),
-            *stage.terms, norms, qsq.astype(np.float32), plan.nslots, k, l2=l2,
+            *stage.terms.arrays, norms, qsq.astype(np.float32), plan.nslots, k, l2=l2,
             layout=quant.grid_layout,
         )  # fmt: skip
     elif is_fastscan(codec) and not l2 and not codec._centered:
@@ -237,15 +287,15 @@ def _scan_generic(stage, qt, qsq, plan, k, l2):
     codec = stage.codec
     slot_s = np.full((plan.nslots, k), -np.inf, np.float32)
     slot_i = np.full((plan.nslots, k), -1, np.int64)
-    qcodes, term = codec._split(stage.codes)
     qsq32 = qsq.astype(np.float32)
     for w in np.flatnonzero(np.diff(plan.qptr)):
         p0, p1 = plan.qptr[w], plan.qptr[w + 1]
         s, e = int(stage.items.starts[w]), int(stage.items.ends[w])
         who = plan.qidx[p0:p1]
-        est = codec.quantizer.score(qt[who], qcodes[s:e])
+        qcodes, term = codec._split(stage.codes[s:e])  # only the item's rows are read
+        est = codec.quantizer.score(qt[who], qcodes)
         if term is not None:
-            est += term[None, s:e]
+            est += term[None, :]
         est += plan.qadd[p0:p1, None]
         if l2:
             est *= 2

@@ -1,22 +1,23 @@
 """Index files: a checksummed, memory-mappable layout, saved atomically.
 
-Layout of format version 2 (all integers little-endian)::
+Layout of format version 3 (all integers little-endian)::
 
     0    8  magic b"VPINDEX\\x00"
-    8    4  format version (uint32) = 2 (version 1 files are read too)
+    8    4  format version (uint32) = 3 (versions 1 and 2 are read too)
     12   4  flags (uint32) = 0
     16   8  header length H (uint64), 1 <= H <= MAX_HEADER (1 MiB)
     24   4  CRC32 of the header bytes (uint32)
     28   4  reserved (uint32) = 0
     32   H  header: UTF-8 JSON {format, version, spec, metric, d, count, code_size,
             next_id, seed, rerank_spec, rerank_code_size, ivf, ivf_residual,
-            sections: [{name, dtype, shape, offset, nbytes, crc32}]}
+            block_size, sections: [{name, dtype, shape, offset, nbytes, crc32}]}
     ..      zero padding to a multiple of 64
     ..      sections, in this order, each at a 64-byte boundary, zero padded:
             "codec" (uint8[m]: ``Codec.to_bytes()``),
             "rerank_codec" (uint8[m], if rerank_spec),
             "centroids" (float32[ivf, d], if ivf),
             "list_offsets" (int64[ivf + 1], if ivf: list l is rows offsets[l]:offsets[l+1]),
+            "block_crcs" (uint32[nblocks]: the block checksums of the data sections below),
             "ids" (int64[count]),
             "norms" (float32[count], exact |x|², metric "l2" only),
             "codes" (uint8[count, code_size]: the rows the first stage scans),
@@ -27,14 +28,29 @@ Layout of format version 2 (all integers little-endian)::
     end-16  8  total file length (uint64)
     end-8   8  end magic b"VPIEND\\x00\\x00"
 
+Block checksums. The four *data sections* (ids, norms, codes, rerank_codes:
+the ones that grow with the number of vectors) are cut into blocks of
+``block_size`` bytes (a power of two in [4 KiB, 64 MiB]; vecpress writes
+:data:`BLOCK_SIZE` = 1 MiB, as Parquet pages and ZFS records are sized): block
+``j`` of a section is its bytes ``[j * block_size, (j + 1) * block_size)``, the
+last one shorter. ``block_crcs`` holds the CRC32 of every block, section after
+section in the order above (``ceil(nbytes / block_size)`` each, none for an
+empty section), so a 100 GB file has about 100,000 of them (400 KB) and the
+JSON header stays small. The header's ``crc32`` of each data section is
+``null``; every other section (``block_crcs`` included) has its whole-section
+CRC32 there. The block size is a multiple of 8, so a block never splits an id
+or a norm (codes rows may straddle two blocks).
+
 The layout is strict: every offset must be exactly where the previous section
 ends (rounded up to 64), the last section must end where the footer begins,
 and every byte outside the JSON is either checked by a CRC or required to be
 zero. So any truncation or single-bit flip is reported as a
 :class:`~vecpress.errors.FormatError` naming the file and the section.
 
-Version 1 (flat, no second tier) is version 2 without the four re-ranking/IVF
-header keys and their sections; it is still read.
+Version 2 is version 3 without ``block_size`` and ``block_crcs``, each data
+section checked by the whole-section CRC32 in its header entry. Version 1 (flat,
+no second tier) is version 2 without the four re-ranking/IVF header keys and
+their sections. Both are still read (and written back as version 3).
 
 What is validated when:
 
@@ -43,33 +59,56 @@ What is validated when:
   header checksum, every header field and every section's size and offset
   against the others and against the file length -- all before any array is
   built. :func:`open` also checks at once the padding, the codec sections
-  (CRC and the codec's own validation) and the small IVF sections (CRC,
-  finite centroids, list offsets from 0 to ``count`` and non-decreasing).
-* The data sections (ids, norms, codes, rerank_codes) -- their CRCs and
-  contents (ids non-negative, unique and below ``next_id``; norms finite and
-  >= 0): at once with ``mmap=False``; with ``mmap=True`` on
-  :meth:`Index.verify` or the first use of the data (search, add, remove,
-  contains, ids, save).
+  (CRC and the codec's own validation), the small IVF sections (CRC, finite
+  centroids, list offsets from 0 to ``count`` and non-decreasing) and
+  ``block_crcs`` (its CRC).
+* The data sections, with ``mmap=False``: everything at once (every block's
+  CRC, ids in ``[0, next_id)`` and unique, norms finite and >= 0).
+* With ``mmap=True``, version 3: a search verifies, before reading them, the
+  blocks it is about to read -- the blocks of ``codes`` (and ``norms`` under
+  l2) holding the probed lists' rows (a flat index: all of them), the blocks of
+  ``ids`` holding the result rows, and those of ``rerank_codes`` holding the
+  candidates' rows -- each block once per opened index (a bitmap of verified
+  blocks; many blocks at once are checked on a few threads, as ``zlib.crc32``
+  releases the GIL). A block's contents are checked with its CRC (ids in
+  ``[0, next_id)``, norms finite and >= 0). So the first query reads what the
+  search reads, rounded out to whole blocks, not the whole file.
+  :meth:`Index.verify` and every use that needs all the data (add, remove,
+  contains, ids, save) check every block not yet verified and that the ids are
+  unique (which needs the whole ids section). Concurrent searches may share an
+  index: a block is claimed by one thread, the others wait for its outcome, and
+  a block whose check failed is checked again (and fails again) by the next
+  search that reads it.
+* With ``mmap=True``, versions 1 and 2: every data section's CRC and contents
+  on :meth:`Index.verify` or the first use of the data (search included).
 
-Saving writes a temp file in the same directory, fsyncs it, renames it over
-the path with ``os.replace`` and fsyncs the directory, so the path always
-holds a complete old or new file. One writer at a time: :func:`save` holds an
-OS lock (``fcntl.flock`` on ``<path>.lock``, a file that exists only while a
-save runs, or after a killed one) and raises :class:`LockedError` if another
-writer holds it. Temp files left by a killed writer are removed by
-the next :func:`open` or :func:`save` of that path. No pickle anywhere.
+Saving writes a temp file ``.<name>.<pid>.<random>.vptmp`` in the same
+directory, fsyncs it, renames it over the path with ``os.replace`` and fsyncs
+the directory, so the path always holds a complete old or new file. One writer
+at a time: :func:`save` holds an OS lock (``fcntl.flock`` on ``<path>.lock``)
+and raises :class:`LockedError` at once if another writer holds it. Readers
+never take that lock (:func:`open` and :func:`info` only read), so they can
+never make a save fail. Temp files left by a killed writer are removed by the
+next :func:`save` of that path, under its lock (only a lock holder creates
+them, so none can be in use then); they are never read. The lock file normally
+exists only while a save runs; a killed save leaves it behind, which is
+harmless: ``flock`` locks die with their process, so the next save takes the
+lock and removes the file. No pickle anywhere.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import json
 import mmap as _mmap
 import os
 import secrets
 import struct
+import threading
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -77,6 +116,7 @@ from .atomic import replacing
 from .codec import Codec
 from .errors import FormatError, LockedError
 from .index import METRICS, Index, _Buffer
+from .threads import get_num_threads
 
 try:  # pragma: no cover - fcntl exists on every POSIX system
     import fcntl
@@ -85,14 +125,20 @@ except ImportError:  # pragma: no cover
 
 MAGIC = b"VPINDEX\x00"
 END_MAGIC = b"VPIEND\x00\x00"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: format versions this vecpress reads
-READ_VERSIONS = (1, 2)
+READ_VERSIONS = (1, 2, 3)
 FORMAT_NAME = "vecpress.index"
 MAX_HEADER = 1 << 20
 #: largest dimension written or read (bounds what the codec may allocate on load)
 MAX_D = 1 << 20
 ALIGN = 64
+#: bytes per checksummed block of the data sections (format 3) that :func:`save` writes
+BLOCK_SIZE = 1 << 20
+#: the block sizes a file may declare: powers of two in this range
+BLOCK_SIZE_RANGE = (1 << 12, 1 << 26)
+#: the sections checked block by block (format 3), in file order
+DATA_SECTIONS = ("ids", "norms", "codes", "rerank_codes")
 _PREFIX = struct.Struct("<8sIIQII")
 _FOOTER = struct.Struct("<Q8s")
 _TMP_SUFFIX = ".vptmp"
@@ -108,13 +154,13 @@ _HEADER_KEYS_V1 = {
     "seed",
     "sections",
 }
-_HEADER_KEYS = {
-    1: _HEADER_KEYS_V1,
-    2: _HEADER_KEYS_V1 | {"rerank_spec", "rerank_code_size", "ivf", "ivf_residual"},
-}
+_HEADER_KEYS_V2 = _HEADER_KEYS_V1 | {"rerank_spec", "rerank_code_size", "ivf", "ivf_residual"}
+_HEADER_KEYS = {1: _HEADER_KEYS_V1, 2: _HEADER_KEYS_V2, 3: _HEADER_KEYS_V2 | {"block_size"}}
 #: the header fields a version-1 file lacks, as version 2 writes them for a flat index
 _V1_DEFAULTS = {"rerank_spec": None, "rerank_code_size": 0, "ivf": None, "ivf_residual": True}
 _SECTION_KEYS = {"name", "dtype", "shape", "offset", "nbytes", "crc32"}
+#: a verification thread takes this many blocks at a time
+_BLOCKS_PER_TASK = 8
 
 
 def _align(n: int) -> int:
@@ -123,6 +169,22 @@ def _align(n: int) -> int:
 
 def _int(value, lo: int, hi: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def _nblocks(nbytes: int, block_size: int) -> int:
+    return -(-nbytes // block_size)
+
+
+def _data_nbytes(meta: dict) -> dict[str, int]:
+    """Bytes of each data section a header implies, in file order."""
+    count = meta["count"]
+    out = {"ids": 8 * count}
+    if meta["metric"] == "l2":
+        out["norms"] = 4 * count
+    out["codes"] = count * meta["code_size"]
+    if meta["rerank_spec"] is not None or meta["rerank_code_size"]:
+        out["rerank_codes"] = count * meta["rerank_code_size"]
+    return out
 
 
 def _expected_sections(meta: dict) -> list[tuple[str, str, list | None]]:
@@ -134,6 +196,10 @@ def _expected_sections(meta: dict) -> list[tuple[str, str, list | None]]:
     if meta["ivf"] is not None:
         out.append(("centroids", "<f4", [meta["ivf"], meta["d"]]))
         out.append(("list_offsets", "<i8", [meta["ivf"] + 1]))
+    if meta["version"] >= 3:
+        bs = meta["block_size"]
+        nblocks = sum(_nblocks(n, bs) for n in _data_nbytes(meta).values())
+        out.append(("block_crcs", "<u4", [nblocks]))
     out.append(("ids", "<i8", [count]))
     if meta["metric"] == "l2":
         out.append(("norms", "<f4", [count]))
@@ -150,14 +216,25 @@ def _lock(path: str, *, wait: bool = False):
 
     The lock is ``flock`` on ``<path>.lock``. The holder removes the lock file
     before releasing it; a waiter that then finds its locked file is no longer
-    the one at that path retries, so removal never lets two writers in.
+    the one at that path retries, so removal never lets two writers in. A lock
+    file left by a killed holder is not locked (``flock`` locks die with their
+    process): the next writer takes it, and removes it when done. Only writers
+    call this; readers never lock.
     """
     if fcntl is None:  # pragma: no cover
         yield
         return
     lock_path = path + ".lock"
     while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # read-only suffices for flock, so a leftover read-only lock file never blocks
+            fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            folder = os.path.dirname(path) or "."
+            if os.path.isdir(folder):
+                raise
+            raise FileNotFoundError(
+                errno.ENOENT, f"cannot save {path}: the folder {folder} does not exist", folder
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -197,28 +274,10 @@ def _temp_files(path: str) -> list[str]:
 
 
 def _remove_temps(path: str) -> None:
+    """Remove the temp files of killed saves of ``path``; call only under its lock."""
     for t in _temp_files(path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(t)
-
-
-def clean_stale_temps(path) -> int:
-    """Remove temp files left by a killed save of ``path``; returns how many were removed.
-
-    Does nothing (returns 0) while a writer holds the lock, or where the lock
-    file cannot be created (a read-only directory).
-    """
-    path = os.fspath(path)
-    found = _temp_files(path)
-    if not found:
-        return 0
-    try:
-        with _lock(path):
-            found = _temp_files(path)
-            _remove_temps(path)
-    except (LockedError, OSError):
-        return 0
-    return len(found)
 
 
 def _fsync_dir(folder: str) -> None:
@@ -229,20 +288,41 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
-def _sections_of(index: Index) -> list[tuple[str, np.ndarray]]:
+def _sections_of(index: Index, block_size: int) -> list[tuple[str, np.ndarray]]:
     arrays = [("codec", np.frombuffer(index.codec.to_bytes(), np.uint8))]
     if index.rerank_codec is not None:
         arrays.append(("rerank_codec", np.frombuffer(index.rerank_codec.to_bytes(), np.uint8)))
     if index.is_ivf:
         arrays.append(("centroids", index.centroids.astype("<f4", copy=False)))
         arrays.append(("list_offsets", index._list_offsets.astype("<i8", copy=False)))
-    arrays.append(("ids", index._ids.view))
+    data = [("ids", index._ids.view)]
     if index.metric == "l2":
-        arrays.append(("norms", index._norms.view))
-    arrays.append(("codes", index._codes.view))
+        data.append(("norms", index._norms.view))
+    data.append(("codes", index._codes.view))
     if index.has_second_tier:
-        arrays.append(("rerank_codes", index._rcodes.view))
-    return [(n, np.ascontiguousarray(a)) for n, a in arrays]
+        data.append(("rerank_codes", index._rcodes.view))
+    data = [(n, np.ascontiguousarray(a)) for n, a in data]
+    crcs = np.concatenate(
+        [np.zeros(0, "<u4")] + [block_crcs(_raw_bytes(a), block_size) for _, a in data]
+    )
+    arrays.append(("block_crcs", crcs))
+    return [(n, np.ascontiguousarray(a)) for n, a in arrays] + data
+
+
+def block_crcs(data, block_size: int = BLOCK_SIZE) -> np.ndarray:
+    """The CRC32 of every ``block_size`` bytes of ``data`` (the last block shorter).
+
+    Examples
+    --------
+    >>> import zlib
+    >>> block_crcs(b"abcdef", 4).tolist() == [zlib.crc32(b"abcd"), zlib.crc32(b"ef")]
+    True
+    >>> block_crcs(b"", 4).tolist()
+    []
+    """
+    mv = memoryview(data).cast("B")
+    out = [zlib.crc32(mv[s : s + block_size]) for s in range(0, mv.nbytes, block_size)]
+    return np.array(out, "<u4")
 
 
 def _raw_bytes(a: np.ndarray) -> np.ndarray:
@@ -255,12 +335,33 @@ def encode_header(meta: dict) -> bytes:
     return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
 
 
-def save(index: Index, path) -> None:
+def save(index: Index, path, *, block_size: int = BLOCK_SIZE) -> None:
     """Write ``index`` to ``path`` atomically (temp file, fsync, rename, fsync directory).
 
-    Raises :class:`LockedError` if another writer is saving to the same path,
-    and ``ValueError`` if the index has no dimension yet (never added to nor
-    trained). A memory-mapped index is verified before it is written.
+    Parameters
+    ----------
+    index : Index
+    path : str or os.PathLike
+    block_size : int
+        Bytes per checksummed block of the data sections (a power of two in
+        ``BLOCK_SIZE_RANGE``): the unit a memory-mapped search verifies.
+
+    Raises
+    ------
+    LockedError
+        Another writer is saving to the same path (readers never lock).
+    FileNotFoundError
+        The folder of ``path`` does not exist (the message names it).
+    ValueError
+        The index has no dimension yet (never added to nor trained), or a bad
+        ``block_size``.
+
+    A memory-mapped index is verified before it is written. Temp files left
+    at ``path`` by killed saves are removed, under the writer lock. Safe while
+    other threads search or change ``index``: it holds the index's lock shared
+    (:mod:`vecpress.rwlock`), so the file holds the state between two changes.
+    Before the new file replaces the old one, its header, layout and codecs go
+    through the checks of :func:`open`: a save never writes what open rejects.
 
     Examples
     --------
@@ -274,6 +375,9 @@ def save(index: Index, path) -> None:
     """
     if not isinstance(index, Index):
         raise TypeError(f"expected a vecpress.Index, found {type(index).__name__}")
+    lo, hi = BLOCK_SIZE_RANGE
+    if not _int(block_size, lo, hi) or block_size & (block_size - 1):
+        raise ValueError(f"block_size must be a power of two in [{lo}, {hi}], found {block_size!r}")
     if not index.is_trained:
         raise ValueError(
             "cannot save an index whose codec is not fitted (its dimension is unknown): "
@@ -281,14 +385,25 @@ def save(index: Index, path) -> None:
         )
     if index.d > MAX_D:
         raise ValueError(f"cannot save an index of dimension {index.d}: the limit is {MAX_D}")
+    with index._lock.read():
+        index._check_consistent()
+        _save_consistent(index, path, block_size)
+
+
+def _save_consistent(index: Index, path, block_size: int) -> None:
+    """:func:`save` of an index whose lock the caller holds."""
     index._ensure_checked()
     path = os.path.abspath(os.fspath(path))
     folder, base = os.path.split(path)
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path}: is a directory")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            errno.ENOENT, f"cannot save {path}: the folder {folder} does not exist", folder
+        )
     if index._codes is None:  # trained but empty
         index._init_buffers()
-    sections = _sections_of(index)
+    sections = _sections_of(index, block_size)
     entries = []
     offset = None  # filled once the header length is known
     meta = {
@@ -305,6 +420,7 @@ def save(index: Index, path) -> None:
         "rerank_code_size": index.memory["rerank"],
         "ivf": index.nlist,
         "ivf_residual": index.ivf_residual,
+        "block_size": block_size,
         "sections": entries,
     }
     for name, a in sections:
@@ -315,7 +431,7 @@ def save(index: Index, path) -> None:
                 "shape": list(a.shape),
                 "offset": 0,
                 "nbytes": a.nbytes,
-                "crc32": zlib.crc32(_raw_bytes(a)),
+                "crc32": None if name in DATA_SECTIONS else zlib.crc32(_raw_bytes(a)),
             }
         )
     # Offsets depend on the header length, which depends on the offsets' digits:
@@ -344,7 +460,25 @@ def save(index: Index, path) -> None:
                 f.write(_raw_bytes(a))
                 f.write(b"\x00" * (_align(e["nbytes"]) - e["nbytes"]))
             f.write(_FOOTER.pack(total, END_MAGIC))
+            f.flush()
+            _check_written(tmp)
         _fsync_dir(folder)
+
+
+def _check_written(tmp: str) -> None:
+    """Run :func:`open`'s checks of the header, layout and codecs on the file just
+    written (the data sections' checksums were computed from the same arrays)."""
+    try:
+        with builtins.open(tmp, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            meta, entries, hlen = _parse(f, size, tmp)
+            buf = _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_READ)
+        _build(meta, entries, hlen, buf, tmp, lazy=True)
+    except FormatError as e:
+        raise RuntimeError(
+            f"vecpress bug: the file being saved would not open again ({e}); "
+            "it was not written, the previous file (if any) is unchanged"
+        ) from e
 
 
 @contextlib.contextmanager
@@ -414,7 +548,7 @@ def _parse(f, size: int, source: str) -> tuple[dict, list[dict], int]:
         raise _fail(source, "header", "checksum mismatch")
     try:
         meta = json.loads(header.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, an integer of > 4300 digits
         raise _fail(source, "header", f"unreadable JSON ({e})") from None
     want_keys = _HEADER_KEYS[version]
     if not isinstance(meta, dict) or set(meta) != want_keys:
@@ -424,15 +558,15 @@ def _parse(f, size: int, source: str) -> tuple[dict, list[dict], int]:
         raise _fail(
             source,
             "header",
-            f"format {meta['format']!r} version {meta['version']!r}, "
+            f"format {meta['format']!r:.80} version {meta['version']!r:.80}, "
             f"expected {FORMAT_NAME!r} version {version}",
         )
     if version == 1:
         meta.update(_V1_DEFAULTS)
     if meta["metric"] not in METRICS:
-        raise _fail(source, "header", f"unknown metric {meta['metric']!r}")
+        raise _fail(source, "header", f"unknown metric {meta['metric']!r:.80}")
     if not isinstance(meta["spec"], str) or not 0 < len(meta["spec"]) <= 256:
-        raise _fail(source, "header", f"bad spec {meta['spec']!r}")
+        raise _fail(source, "header", f"bad spec {meta['spec']!r:.300}")
     limits = {
         "d": (1, MAX_D),
         "count": (0, size),
@@ -440,24 +574,30 @@ def _parse(f, size: int, source: str) -> tuple[dict, list[dict], int]:
         "next_id": (0, 2**63),
         "seed": (0, 2**64 - 1),
     }
+    if version >= 3:
+        limits["block_size"] = BLOCK_SIZE_RANGE
     for key, (lo, hi) in limits.items():
         if not _int(meta[key], lo, hi):
-            raise _fail(source, "header", f"{key}={meta[key]!r} is not an integer in [{lo}, {hi}]")
+            raise _fail(
+                source, "header", f"{key}={meta[key]!r:.80} is not an integer in [{lo}, {hi}]"
+            )
+    if version >= 3 and meta["block_size"] & (meta["block_size"] - 1):
+        raise _fail(source, "header", f"block_size={meta['block_size']} is not a power of two")
     if meta["count"] > meta["next_id"]:
         raise _fail(source, "header", f"count {meta['count']} exceeds next_id {meta['next_id']}")
     rspec = meta["rerank_spec"]
     if rspec is None:  # 0, or the second level of a two-level spec (checked with the codec)
         if not _int(meta["rerank_code_size"], 0, 8 * MAX_D + 64):
-            raise _fail(source, "header", f"bad rerank_code_size {meta['rerank_code_size']!r}")
+            raise _fail(source, "header", f"bad rerank_code_size {meta['rerank_code_size']!r:.80}")
     else:
         if not isinstance(rspec, str) or not 0 < len(rspec) <= 256:
-            raise _fail(source, "header", f"bad rerank_spec {rspec!r}")
+            raise _fail(source, "header", f"bad rerank_spec {rspec!r:.300}")
         if not _int(meta["rerank_code_size"], 1, 8 * MAX_D + 64):
-            raise _fail(source, "header", f"bad rerank_code_size {meta['rerank_code_size']!r}")
+            raise _fail(source, "header", f"bad rerank_code_size {meta['rerank_code_size']!r:.80}")
     if meta["ivf"] is not None and not _int(meta["ivf"], 1, min(1 << 24, size)):
-        raise _fail(source, "header", f"ivf={meta['ivf']!r} is not a list count in [1, 2^24]")
+        raise _fail(source, "header", f"ivf={meta['ivf']!r:.80} is not a list count in [1, 2^24]")
     if not isinstance(meta["ivf_residual"], bool):
-        raise _fail(source, "header", f"ivf_residual={meta['ivf_residual']!r} is not a bool")
+        raise _fail(source, "header", f"ivf_residual={meta['ivf_residual']!r:.80} is not a bool")
     expected = _expected_sections(meta)
     entries = meta["sections"]
     if not isinstance(entries, list) or len(entries) != len(expected):
@@ -468,22 +608,27 @@ def _parse(f, size: int, source: str) -> tuple[dict, list[dict], int]:
         if not isinstance(e, dict) or set(e) != _SECTION_KEYS or e["name"] != name:
             raise _fail(source, "header", f"expected an entry for {where}, found {e!r:.120}")
         if e["dtype"] != dtype:
-            raise _fail(source, where, f"dtype {e['dtype']!r}, expected {dtype!r}")
+            raise _fail(source, where, f"dtype {e['dtype']!r:.80}, expected {dtype!r}")
         if shape is None:  # the codec blob: any positive length that fits
             shape = [e["shape"][0]] if isinstance(e["shape"], list) and e["shape"] else None
             if shape is None or not _int(shape[0], 1, size):
-                raise _fail(source, where, f"bad shape {e['shape']!r}")
+                raise _fail(source, where, f"bad shape {e['shape']!r:.80}")
         if e["shape"] != shape:
-            raise _fail(source, where, f"shape {e['shape']!r}, expected {shape}")
+            raise _fail(source, where, f"shape {e['shape']!r:.80}, expected {shape}")
         nbytes = np.dtype(dtype).itemsize
         for s in shape:
             nbytes *= s
         if e["nbytes"] != nbytes or not _int(e["nbytes"], 0, size):
-            raise _fail(source, where, f"size {e['nbytes']!r}, expected {nbytes} for shape {shape}")
+            raise _fail(
+                source, where, f"size {e['nbytes']!r:.80}, expected {nbytes} for shape {shape}"
+            )
         if e["offset"] != cursor or not _int(e["offset"], 0, size):
-            raise _fail(source, where, f"offset {e['offset']!r}, expected {cursor}")
-        if not _int(e["crc32"], 0, 2**32 - 1):
-            raise _fail(source, where, f"bad checksum field {e['crc32']!r}")
+            raise _fail(source, where, f"offset {e['offset']!r:.80}, expected {cursor}")
+        if version >= 3 and name in DATA_SECTIONS:
+            if e["crc32"] is not None:  # checked block by block (section 'block_crcs')
+                raise _fail(source, where, f"checksum field {e['crc32']!r:.80}, expected null")
+        elif not _int(e["crc32"], 0, 2**32 - 1):
+            raise _fail(source, where, f"bad checksum field {e['crc32']!r:.80}")
         cursor = _align(cursor + nbytes)
         if cursor > size - _FOOTER.size:
             raise _fail(
@@ -507,7 +652,8 @@ def info(path) -> dict:
     -------
     dict
         ``spec, metric, d, count, code_size, rerank_spec, rerank_code_size, ivf,
-        ivf_residual, bytes_per_vector, format_version, next_id, seed, file_size``.
+        ivf_residual, bytes_per_vector, format_version, block_size`` (``None``
+        before format 3)``, next_id, seed, file_size``.
 
     Examples
     --------
@@ -517,8 +663,8 @@ def info(path) -> dict:
     >>> path = os.path.join(tempfile.mkdtemp(), "x.vpi")
     >>> index.save(path)
     >>> meta = vecpress.info(path)
-    >>> meta["count"], meta["bytes_per_vector"], meta["format_version"]
-    (4, 32, 2)
+    >>> meta["count"], meta["bytes_per_vector"], meta["format_version"], meta["block_size"]
+    (4, 32, 3, 1048576)
     """
     path = os.fspath(path)
     with builtins.open(path, "rb") as f:
@@ -537,6 +683,7 @@ def info(path) -> dict:
         "ivf_residual": meta["ivf_residual"],
         "bytes_per_vector": per_vector + (4 if meta["metric"] == "l2" else 0),
         "format_version": meta["version"],
+        "block_size": meta.get("block_size"),
         "next_id": meta["next_id"],
         "seed": meta["seed"],
         "file_size": size,
@@ -551,9 +698,14 @@ def open(path, mmap: bool = True) -> Index:  # shadows builtins.open here: use b
     path : str or os.PathLike
     mmap : bool
         ``True``: memory-map the arrays (nothing is copied; pages load on
-        demand). The header, layout and codec are validated now; the data
-        sections' checksums on :meth:`Index.verify` or the first use of the
-        data. ``False``: read everything into memory and validate it all now.
+        demand). The header, layout, codec and block checksums are validated
+        now; the data block by block as searches first read it (format 3; see
+        the module docstring), all of it on :meth:`Index.verify` or the first
+        add, remove, contains, ids or save. ``False``: read everything into
+        memory and validate it all now.
+
+    Opening only reads: it takes no lock and removes nothing, so readers
+    never get in a writer's way.
 
     Raises
     ------
@@ -574,7 +726,6 @@ def open(path, mmap: bool = True) -> Index:  # shadows builtins.open here: use b
     True
     """
     path = os.fspath(path)
-    clean_stale_temps(path)
     with builtins.open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         meta, entries, hlen = _parse(f, size, path)
@@ -582,12 +733,170 @@ def open(path, mmap: bool = True) -> Index:  # shadows builtins.open here: use b
             buf = _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_READ)
             if len(buf) != size:
                 raise _fail(path, "footer", f"file changed size while opening ({len(buf)})")
+            small = next(e["offset"] for e in entries if e["name"] == "ids")
+            if hasattr(buf, "madvise"):  # what open reads now, in one request (advice only)
+                with contextlib.suppress(OSError, ValueError):
+                    buf.madvise(_mmap.MADV_WILLNEED, 0, small)
         else:
             buf = bytearray(size)
             f.seek(0)
             if f.readinto(buf) != size:
                 raise _fail(path, "footer", "file shrank while reading")
     return _build(meta, entries, hlen, buf, path, lazy=mmap)
+
+
+class _BlockCheck:
+    """The deferred checks of a format-3 file: ``Index._pending_check``.
+
+    Calling it checks everything not yet checked: every block of the data
+    sections, then that the ids are unique. :meth:`check_rows` checks only the
+    blocks holding some rows of some sections (what a search is about to
+    read). Each block's state is 0 (not checked), 1 (being checked by one
+    thread: the others wait) or 2 (passed); a failed block goes back to 0, so
+    every search that reads it raises.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        sections: dict,
+        crcs: np.ndarray,
+        block_size: int,
+        checks: dict,
+        prefetch=None,
+    ):
+        self.source = source
+        self.block_size = block_size
+        self.crcs = crcs
+        self._sections = sections  # name -> (flat uint8 array, bytes per row, file offset)
+        self._checks = checks  # name -> content check of a block's bytes (or None)
+        self._prefetch = prefetch  # (file offset, length) -> None: start reading it now
+        self._first = {}  # name -> index of its first block in crcs
+        self._count = {}
+        g = 0
+        for name, (raw, _, _) in sections.items():
+            self._first[name] = g
+            self._count[name] = _nblocks(raw.size, block_size)
+            g += self._count[name]
+        if g != crcs.size:  # pragma: no cover - _parse sized the section
+            raise _fail(source, "section 'block_crcs'", f"{crcs.size} blocks, expected {g}")
+        self._owner = np.repeat(np.arange(len(sections)), list(self._count.values()))
+        self._names = list(sections)
+        self._state = np.zeros(g, np.int8)
+        self._left = dict(self._count)  # blocks not yet passed, by section
+        self._cond = threading.Condition()
+        self.unique_ids = None  # the whole-section check of ids, run by __call__
+
+    # -- which blocks -------------------------------------------------------
+    def _blocks(self, name: str, starts, ends) -> np.ndarray:
+        """Indices (into ``crcs``) of the blocks holding rows ``starts[i]:ends[i]`` of ``name``."""
+        width = self._sections[name][1]
+        starts = np.asarray(starts, np.int64).reshape(-1)
+        ends = np.asarray(ends, np.int64).reshape(-1)
+        keep = ends > starts
+        lo = starts[keep] * width // self.block_size
+        hi = (ends[keep] * width - 1) // self.block_size + 1
+        first = self._first[name]
+        if lo.size == 0:
+            return np.zeros(0, np.int64)
+        if lo.size == 1:
+            return np.arange(lo[0], hi[0], dtype=np.int64) + first
+        mark = np.zeros(self._count[name] + 1, np.int32)
+        np.add.at(mark, lo, 1)
+        np.add.at(mark, hi, -1)
+        return np.flatnonzero(np.cumsum(mark[:-1]) > 0).astype(np.int64) + first
+
+    def check_rows(self, names, starts, ends) -> None:
+        """Check (once) the blocks holding rows ``starts[i]:ends[i]`` of each section in
+        ``names`` (sections the file lacks are skipped); raise ``FormatError`` if one fails."""
+        todo = [
+            self._blocks(n, starts, ends) for n in names if n in self._sections and self._left[n]
+        ]
+        if todo:
+            self._check_blocks(np.concatenate(todo))
+
+    def __call__(self) -> None:
+        self._check_blocks(np.arange(self.crcs.size))
+        if self.unique_ids is not None:
+            self.unique_ids()
+
+    # -- checking -----------------------------------------------------------
+    def _check_blocks(self, blocks: np.ndarray) -> None:
+        state = self._state
+        blocks = blocks[state[blocks] != 2]  # a stale read only costs a look under the lock
+        while blocks.size:
+            with self._cond:
+                now = state[blocks]
+                mine = blocks[now == 0]
+                state[mine] = 1
+                others = blocks[now == 1]
+            if mine.size:
+                try:
+                    self._run(mine)
+                except BaseException:
+                    with self._cond:
+                        state[mine] = 0
+                        self._cond.notify_all()
+                    raise
+                with self._cond:
+                    state[mine] = 2
+                    for s, n in zip(*np.unique(self._owner[mine], return_counts=True), strict=True):
+                        self._left[self._names[s]] -= int(n)
+                    self._cond.notify_all()
+            if not others.size:
+                return
+            with self._cond:  # blocks another thread is checking: wait for the outcome
+                while (state[others] == 1).any():
+                    self._cond.wait()
+                blocks = others[state[others] == 0]  # its check failed: fail here too
+
+    def _run(self, blocks: np.ndarray) -> None:
+        """Check ``blocks``; on a few threads when there are many (zlib releases the GIL).
+        The error raised is that of the first failing block."""
+        if self._prefetch is not None:  # one request per run of blocks, not a fault per page
+            for lo, hi in self._file_ranges(blocks):
+                self._prefetch(lo, hi - lo)
+        tasks = [blocks[s : s + _BLOCKS_PER_TASK] for s in range(0, blocks.size, _BLOCKS_PER_TASK)]
+        workers = min(get_num_threads(), len(tasks))
+        if workers <= 1:
+            for t in tasks:
+                self._check_task(t)
+            return
+        with ThreadPoolExecutor(workers, thread_name_prefix="vecpress-verify") as pool:
+            for _ in pool.map(self._check_task, tasks):
+                pass
+
+    def _file_ranges(self, blocks: np.ndarray) -> list[tuple[int, int]]:
+        """The file byte ranges of sorted ``blocks``, adjacent ones merged."""
+        out: list[list[int]] = []
+        for g in blocks.tolist():
+            name = self._names[self._owner[g]]
+            raw, _, offset = self._sections[name]
+            lo = offset + (g - self._first[name]) * self.block_size
+            hi = min(lo + self.block_size, offset + raw.size)
+            if out and lo <= out[-1][1] + ALIGN:
+                out[-1][1] = hi
+            else:
+                out.append([lo, hi])
+        return [(lo, hi) for lo, hi in out]
+
+    def _check_task(self, blocks: np.ndarray) -> None:
+        for g in blocks.tolist():
+            name = self._names[self._owner[g]]
+            raw = self._sections[name][0]
+            j = g - self._first[name]
+            lo = j * self.block_size
+            hi = min(lo + self.block_size, raw.size)
+            if zlib.crc32(raw[lo:hi]) != int(self.crcs[g]):
+                raise _fail(
+                    self.source,
+                    f"section {name!r}",
+                    f"checksum mismatch in block {j} of {self._count[name]} (bytes {lo}:{hi} "
+                    f"of the section, blocks of {self.block_size} bytes)",
+                )
+            check = self._checks.get(name)
+            if check is not None:
+                check(lo, hi, j)
 
 
 def _build(meta: dict, entries: list[dict], hlen: int, buf, source: str, *, lazy: bool) -> Index:
@@ -619,8 +928,8 @@ def _build(meta: dict, entries: list[dict], hlen: int, buf, source: str, *, lazy
             codec = Codec.from_bytes(bytes(raw(name)), source=f"{source} {where}")
         except FormatError:
             raise
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
-            raise _fail(source, where, f"invalid codec ({e})") from None
+        except (ValueError, TypeError, LookupError, AttributeError, ArithmeticError) as e:
+            raise _fail(source, where, f"invalid codec ({type(e).__name__}: {e})") from None
         want = {"spec": spec, "d": meta["d"], "seed": meta["seed"], "code_size": code_size}
         have = {"spec": codec.spec, "d": codec.d, "seed": codec.seed}
         # the first stage's rows (section 'codes') hold the first level of a two-level
@@ -673,24 +982,66 @@ def _build(meta: dict, entries: list[dict], hlen: int, buf, source: str, *, lazy
     if "rerank_codes" in sec:
         rcs = meta["rerank_code_size"]
         rcodes = np.frombuffer(raw("rerank_codes"), np.uint8, count * rcs).reshape(count, rcs)
+    next_id = meta["next_id"]
 
-    def check_data() -> None:
-        for name in ("ids", "norms", "codes", "rerank_codes"):
-            if name in sec:
-                check_crc(name)
-        if count:
-            if ids.min() < 0 or ids.max() >= meta["next_id"]:
-                raise _fail(
-                    source,
-                    "section 'ids'",
-                    f"ids range [{ids.min()}, {ids.max()}] is outside "
-                    f"[0, next_id={meta['next_id']})",
-                )
-            srt = np.sort(ids)
-            if (srt[1:] == srt[:-1]).any():
-                raise _fail(source, "section 'ids'", "duplicate ids")
-            if norms is not None and not (np.isfinite(norms).all() and (norms >= 0).all()):
-                raise _fail(source, "section 'norms'", "norms must be finite and >= 0")
+    def check_ids(part: np.ndarray, where: str = "") -> None:
+        if part.size and (part.min() < 0 or part.max() >= next_id):
+            raise _fail(
+                source,
+                "section 'ids'",
+                f"ids range [{part.min()}, {part.max()}]{where} is outside [0, next_id={next_id})",
+            )
+
+    def check_norms(part: np.ndarray, where: str = "") -> None:
+        if not (np.isfinite(part).all() and (part >= 0).all()):
+            raise _fail(source, "section 'norms'", f"norms{where} must be finite and >= 0")
+
+    def check_unique() -> None:
+        srt = np.sort(ids)
+        if (srt[1:] == srt[:-1]).any():
+            raise _fail(source, "section 'ids'", "duplicate ids")
+
+    if meta["version"] >= 3:
+        check_crc("block_crcs")
+        crcs = np.frombuffer(raw("block_crcs"), np.dtype("<u4")).astype(np.uint32)
+        data = {"ids": (ids, 8)}
+        if norms is not None:
+            data["norms"] = (norms, 4)
+        data["codes"] = (codes, width)
+        if rcodes is not None:
+            data["rerank_codes"] = (rcodes, rcodes.shape[1])
+        sections = {
+            n: (a.reshape(-1).view(np.uint8), w, sec[n]["offset"]) for n, (a, w) in data.items()
+        }
+        bs = meta["block_size"]
+
+        def block(a: np.ndarray, lo: int, hi: int) -> np.ndarray:
+            return a[lo // a.itemsize : hi // a.itemsize]
+
+        checks = {
+            "ids": lambda lo, hi, j: check_ids(block(ids, lo, hi), f" in block {j}"),
+            "norms": lambda lo, hi, j: check_norms(block(norms, lo, hi), f" in block {j}"),
+        }
+        prefetch = None
+        if isinstance(buf, _mmap.mmap) and hasattr(buf, "madvise"):
+
+            def prefetch(start: int, length: int) -> None:
+                lo = start - start % _mmap.PAGESIZE
+                with contextlib.suppress(OSError, ValueError):  # advice only
+                    buf.madvise(_mmap.MADV_WILLNEED, lo, start + length - lo)
+
+        check_data = _BlockCheck(source, sections, crcs, bs, checks, prefetch)
+        check_data.unique_ids = check_unique
+    else:
+
+        def check_data() -> None:
+            for name in DATA_SECTIONS:
+                if name in sec:
+                    check_crc(name)
+            check_ids(ids)
+            if norms is not None:
+                check_norms(norms)
+            check_unique()
 
     if not lazy:
         check_data()
@@ -710,6 +1061,6 @@ def _build(meta: dict, entries: list[dict], hlen: int, buf, source: str, *, lazy
     index._codes = _Buffer(codes)
     index._norms = _Buffer(norms) if norms is not None else None
     index._rcodes = _Buffer(rcodes) if rcodes is not None else None
-    index._next_id = meta["next_id"]
+    index._next_id = next_id
     index._pending_check = check_data if lazy else None
     return index
