@@ -30,6 +30,7 @@ import numpy as np
 
 from .codec import Codec
 from .kernels.fastscan import fastscan_layout, fastscan_topk, quantize_luts
+from .kernels.fields import read_fields
 from .kernels.grid_search import grid_scan_topk, merge_slots
 from .kernels.scan import grid_queries, query_limbs
 from .quantizers.base import GridQuantizer
@@ -124,16 +125,15 @@ def make_plan(items: Items, lists: np.ndarray, adds: np.ndarray) -> Plan:
     )
 
 
-def row_terms(codec: Codec, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-row terms ``(a, b, c)`` of a grid codec's rows (``c``: the centring term)."""
-    qcodes, term = codec._split(codes)
-    a, b = codec.quantizer.grid_rows(qcodes)
-    c = term if term is not None else np.zeros(codes.shape[0], np.float32)
-    return (
-        np.ascontiguousarray(a, np.float32),
-        np.ascontiguousarray(b, np.float32),
-        np.ascontiguousarray(c, np.float32),
-    )
+def row_terms(codec: Codec, codes: np.ndarray, out: np.ndarray | None = None):
+    """Per-row terms ``(a, b, c)`` of a grid codec's rows (``c``: the centring term), read
+    in one pass over the rows (:func:`~vecpress.kernels.fields.read_fields`, into ``out``
+    if given); the same values as ``quantizer.grid_rows`` and ``Codec._split`` give."""
+    quant = codec.quantizer
+    center = codec._center
+    c = 0.0 if center is None else (quant.code_size, quant.field_dtype, center.term_exp)
+    a, b, c = read_fields(codes, (*quant.grid_row_fields(), c), out=out)
+    return a, b, c
 
 
 class Terms:
@@ -160,7 +160,8 @@ class Terms:
         self.codec = codec
         self.codes = codes
         n = codes.shape[0]
-        self.arrays = tuple(np.empty(n, np.float32) for _ in range(3))
+        self._all = np.empty((3, n), np.float32)
+        self.arrays = tuple(self._all)
         self._done = np.zeros(n, bool)  # by row: whatever the items, a row is filled once
 
     def ensure(self, items: Items, which: np.ndarray) -> None:
@@ -169,8 +170,7 @@ class Terms:
         todo = [(s, e) for s, e in zip(starts.tolist(), ends.tolist(), strict=True) if e > s]
         todo = [(s, e) for s, e in todo if not (self._done[s] and self._done[e - 1])]
         for s, e in _coalesce(todo):
-            for part, out in zip(row_terms(self.codec, self.codes[s:e]), self.arrays, strict=True):
-                out[s:e] = part
+            row_terms(self.codec, self.codes[s:e], out=self._all[:, s:e])
             self._done[s:e] = True
 
 

@@ -69,9 +69,10 @@ What is validated when:
   l2) holding the probed lists' rows (a flat index: all of them), the blocks of
   ``ids`` holding the result rows, and those of ``rerank_codes`` holding the
   candidates' rows -- each block once per opened index (a bitmap of verified
-  blocks; many blocks at once are checked on a few threads, as ``zlib.crc32``
-  releases the GIL). A block's contents are checked with its CRC (ids in
-  ``[0, next_id)``, norms finite and >= 0). So the first query reads what the
+  blocks; many blocks at once are checked on a few threads; the CRC-32 is
+  computed by ISA-L where installed, :mod:`vecpress.checksum`). A block's
+  contents are checked with its CRC (ids in ``[0, next_id)``, norms finite and
+  >= 0). So the first query reads what the
   search reads, rounded out to whole blocks, not the whole file.
   :meth:`Index.verify` and every use that needs all the data (add, remove,
   contains, ids, save) check every block not yet verified and that the ids are
@@ -107,12 +108,12 @@ import os
 import secrets
 import struct
 import threading
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .atomic import replacing
+from .checksum import crc32
 from .codec import Codec
 from .errors import FormatError, LockedError
 from .index import METRICS, Index, _Buffer
@@ -321,7 +322,7 @@ def block_crcs(data, block_size: int = BLOCK_SIZE) -> np.ndarray:
     []
     """
     mv = memoryview(data).cast("B")
-    out = [zlib.crc32(mv[s : s + block_size]) for s in range(0, mv.nbytes, block_size)]
+    out = [crc32(mv[s : s + block_size]) for s in range(0, mv.nbytes, block_size)]
     return np.array(out, "<u4")
 
 
@@ -431,7 +432,7 @@ def _save_consistent(index: Index, path, block_size: int) -> None:
                 "shape": list(a.shape),
                 "offset": 0,
                 "nbytes": a.nbytes,
-                "crc32": None if name in DATA_SECTIONS else zlib.crc32(_raw_bytes(a)),
+                "crc32": None if name in DATA_SECTIONS else crc32(_raw_bytes(a)),
             }
         )
     # Offsets depend on the header length, which depends on the offsets' digits:
@@ -453,7 +454,7 @@ def _save_consistent(index: Index, path, block_size: int) -> None:
         _remove_temps(path)
         tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}{_TMP_SUFFIX}")
         with replacing(tmp, path) as f:
-            head = _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(header), zlib.crc32(header), 0)
+            head = _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(header), crc32(header), 0)
             head += header
             f.write(head + b"\x00" * (_align(len(head)) - len(head)))
             for (_, a), e in zip(sections, entries, strict=True):
@@ -544,7 +545,7 @@ def _parse(f, size: int, source: str) -> tuple[dict, list[dict], int]:
             f"(file of {size} bytes, limit {MAX_HEADER})",
         )
     header = _read_at(f, _PREFIX.size, hlen)
-    if zlib.crc32(header) != hcrc:
+    if crc32(header) != hcrc:
         raise _fail(source, "header", "checksum mismatch")
     try:
         meta = json.loads(header.decode("utf-8"))
@@ -851,7 +852,7 @@ class _BlockCheck:
                 blocks = others[state[others] == 0]  # its check failed: fail here too
 
     def _run(self, blocks: np.ndarray) -> None:
-        """Check ``blocks``; on a few threads when there are many (zlib releases the GIL).
+        """Check ``blocks``; on a few threads when there are many (the CRC releases the GIL).
         The error raised is that of the first failing block."""
         if self._prefetch is not None:  # one request per run of blocks, not a fault per page
             for lo, hi in self._file_ranges(blocks):
@@ -887,7 +888,7 @@ class _BlockCheck:
             j = g - self._first[name]
             lo = j * self.block_size
             hi = min(lo + self.block_size, raw.size)
-            if zlib.crc32(raw[lo:hi]) != int(self.crcs[g]):
+            if crc32(raw[lo:hi]) != int(self.crcs[g]):
                 raise _fail(
                     self.source,
                     f"section {name!r}",
@@ -918,7 +919,7 @@ def _build(meta: dict, entries: list[dict], hlen: int, buf, source: str, *, lazy
         return mv[e["offset"] : e["offset"] + e["nbytes"]]
 
     def check_crc(name: str) -> None:
-        if zlib.crc32(raw(name)) != sec[name]["crc32"]:
+        if crc32(raw(name)) != sec[name]["crc32"]:
             raise _fail(source, f"section {name!r}", "checksum mismatch")
 
     def load_codec(name: str, spec: str, code_size: int, *, first_stage: bool) -> Codec:

@@ -246,9 +246,18 @@ class GridQuantizer(Quantizer):
         ``center`` is one number or a float32[grid_dims]."""
         raise NotImplementedError
 
-    def grid_rows(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(a float32[n], b float32[n])`` read from the code rows."""
+    def grid_row_fields(self) -> tuple:
+        """Where ``a`` and ``b`` of :meth:`grid_rows` are in a row: each a constant or
+        ``(offset, dtype, exp)``, a float16/float32 field times ``2**exp``."""
         raise NotImplementedError
+
+    def grid_rows(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(a float32[n], b float32[n])`` read from the code rows (:meth:`grid_row_fields`,
+        in one pass: :func:`~vecpress.kernels.fields.read_fields`)."""
+        from ..kernels.fields import read_fields
+
+        a, b = read_fields(codes, self.grid_row_fields())
+        return a, b
 
     @property
     def grid_dims(self) -> int:

@@ -221,8 +221,9 @@ class RQ(GridQuantizer):
         zq = np.zeros(q.shape[0], np.float32)
         return q, (self.levels - 1) / 2, zq, zq
 
-    def grid_rows(self, codes: np.ndarray):
-        return self._factor(codes), np.zeros(codes.shape[0], np.float32)
+    def grid_row_fields(self):
+        """``a = f`` (the correction factor), ``b = 0``."""
+        return (self._nbytes, self.field_dtype, self.field_exp), 0.0
 
     def score_float(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """The same estimator with the query kept in float (slow; for measurement)."""

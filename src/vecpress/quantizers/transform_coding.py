@@ -476,9 +476,9 @@ class KL(GridQuantizer):
         zq = np.zeros(q.shape[0], np.float32)
         return w, self._half, zq, (q @ self.mean_).astype(np.float32)
 
-    def grid_rows(self, codes: np.ndarray):
+    def grid_row_fields(self):
         """``a = f`` (the correction factor), ``b = 1`` (the mean term is not scaled)."""
-        return self._factor(codes), np.ones(codes.shape[0], np.float32)
+        return (self._nbytes, self.field_dtype, 0), 1.0
 
 
 @nb.njit(cache=True, fastmath=True, inline="always")

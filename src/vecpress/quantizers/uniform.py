@@ -96,9 +96,9 @@ class Int(GridQuantizer):
         qs = np.ascontiguousarray(q * self.step_, dtype=np.float32)
         return qs, 0.0, qoff, np.zeros(q.shape[0], np.float32)
 
-    def grid_rows(self, codes: np.ndarray):
-        n = codes.shape[0]
-        return np.ones(n, np.float32), np.zeros(n, np.float32)
+    def grid_row_fields(self):
+        """``a = 1``, ``b = 0``: the per-dimension scales are in the query."""
+        return 1.0, 0.0
 
 
 _F16 = np.dtype("<f2")
@@ -162,6 +162,7 @@ class LVQ(GridQuantizer):
         qsum = q.sum(axis=1, dtype=np.float64).astype(np.float32)
         return q, 0.0, np.zeros(q.shape[0], np.float32), qsum
 
-    def grid_rows(self, codes: np.ndarray):
-        lo, step = self._bounds(codes)
-        return step, lo
+    def grid_row_fields(self):
+        """``a = step``, ``b = lo`` (float16, scaled by ``2**field_exp``)."""
+        e = self.field_exp
+        return (self._nbytes + 2, _F16, e), (self._nbytes, _F16, e)
