@@ -244,3 +244,39 @@ def test_search_option_errors_are_one_line(tmp_path, capsys, vectors):
     one_line_error(capsys, [*build, "--ivf", "500"], "ivf=500 needs at least 500 training")
     one_line_error(capsys, [*build, "--rerank-spec", "f17"], "f17")
     assert not (tmp_path / "b.vpi").exists()
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"vecpress {vecpress.__version__}"
+
+
+@pytest.mark.parametrize(
+    "command", ["demo", "bench", "advise", "inspect", "build", "search", "info"]
+)
+def test_every_command_takes_threads(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert "--threads N" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as bad:
+        main([command, "--threads", "0"])
+    assert bad.value.code == 2
+    assert "argument --threads: must be in [1, " in capsys.readouterr().err
+
+
+def test_threads_sets_the_kernel_threads(tmp_path, monkeypatch, vectors):
+    import vecpress.threads
+
+    x, q = vectors
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "q.npy", q)
+    calls = []
+    monkeypatch.setattr(vecpress.threads, "set_num_threads", calls.append)
+    index = str(tmp_path / "x.vpi")
+    assert main(["build", str(tmp_path / "x.npy"), "--spec", "rq4", "-o", index]) == 0
+    assert calls == []  # not given: left as it is
+    out = str(tmp_path / "r.npy")
+    assert main(["search", "--threads", "1", index, str(tmp_path / "q.npy"), "-o", out]) == 0
+    assert calls == [1]

@@ -531,13 +531,39 @@ def _add_data_options(p: argparse.ArgumentParser, grid: str) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _threads(text: str) -> int:
+    """``--threads``: a thread count in [1, the threads numba started with]."""
+    import numba
+
+    top = numba.config.NUMBA_NUM_THREADS
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, found {text!r}") from None
+    if not 1 <= n <= top:
+        raise argparse.ArgumentTypeError(f"must be in [1, {top}] on this machine, found {n}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog="vecpress", description="Compress embedding vectors and search them compressed."
     )
+    parser.add_argument("--version", action="version", version=f"vecpress {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--threads",
+        type=_threads,
+        metavar="N",
+        help="threads of vecpress's compiled kernels (default: every core)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
-        "demo", help="advise on the built-in GloVe-50 set for recall@10 0.95 and write a report"
+        "demo",
+        parents=[common],
+        help="advise on the built-in GloVe-50 set for recall@10 0.95 and write a report",
     )
     demo.add_argument("--target", type=float, default=DEMO_TARGET, help="recall@10 target")
     demo.add_argument("--grid", choices=GRID_NAMES, default="full")
@@ -545,7 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
 
-    bench = sub.add_parser("bench", help="measure codecs, re-ranking and IVF on your vectors")
+    bench = sub.add_parser(
+        "bench", parents=[common], help="measure codecs, re-ranking and IVF on your vectors"
+    )
     _add_data_options(bench, "default")
     bench.add_argument(
         "--spec", action="append", help="measure only this codec spec, flat (repeatable)"
@@ -555,14 +583,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.set_defaults(func=_bench)
 
-    advise = sub.add_parser("advise", help="recommend a configuration for a target or a budget")
+    advise = sub.add_parser(
+        "advise", parents=[common], help="recommend a configuration for a target or a budget"
+    )
     _add_data_options(advise, "full")
     goal = advise.add_mutually_exclusive_group(required=True)
     goal.add_argument("--target-recall", type=float, metavar="R", help="recall@k to reach")
     goal.add_argument("--budget-bytes", type=int, metavar="B", help="bytes per vector to fit in")
     advise.set_defaults(func=_advise)
 
-    inspect = sub.add_parser("inspect", help="describe a set of embeddings and what it implies")
+    inspect = sub.add_parser(
+        "inspect", parents=[common], help="describe a set of embeddings and what it implies"
+    )
     inspect.add_argument("base", help="vectors file or built-in set (" + ", ".join(BUILTIN) + ")")
     inspect.add_argument("--queries", help="queries file (default: rows held out of the base)")
     _add_column_option(inspect, "vectors")
@@ -572,7 +604,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--no-progress", action="store_true", help="no progress bar")
     inspect.set_defaults(func=_inspect)
 
-    build = sub.add_parser("build", help="build a flat or IVF index from a vectors file")
+    build = sub.add_parser(
+        "build", parents=[common], help="build a flat or IVF index from a vectors file"
+    )
     build.add_argument("vectors", help="float vectors: .npy, .fvecs, .fbin or .parquet")
     _add_column_option(build, "vectors")
     build.add_argument("--spec", required=True, help="codec spec, e.g. 'hd2,rq4'")
@@ -601,7 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
     build.set_defaults(func=_build)
 
-    search = sub.add_parser("search", help="search an index with a queries file")
+    search = sub.add_parser("search", parents=[common], help="search an index with a queries file")
     search.add_argument("index", help="index file (from vecpress build)")
     search.add_argument("queries", help="float queries: .npy, .fvecs, .fbin or .parquet")
     _add_column_option(search, "queries")
@@ -623,7 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--no-progress", action="store_true", help="no progress bar")
     search.set_defaults(func=_search)
 
-    info = sub.add_parser("info", help="print an index file's header as JSON")
+    info = sub.add_parser("info", parents=[common], help="print an index file's header as JSON")
     info.add_argument("index", help="index file")
     info.set_defaults(func=_info)
     return parser
@@ -632,6 +666,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vecpress`` command."""
     args = build_parser().parse_args(argv)
+    if args.threads is not None:
+        from .threads import set_num_threads
+
+        set_num_threads(args.threads)
     try:
         return args.func(args)
     except (ValueError, TypeError, OSError, NotImplementedError, ImportError) as e:
