@@ -237,8 +237,9 @@ def test_search_option_errors_are_one_line(tmp_path, capsys, vectors):
     flat = str(tmp_path / "f.vpi")
     assert main(["build", str(tmp_path / "x.npy"), "--spec", "rq4", "-o", flat]) == 0
     base = ["search", flat, str(tmp_path / "q.npy"), "-o", str(tmp_path / "r.npy")]
-    one_line_error(capsys, [*base, "--rerank", "20"], "rerank= needs a second tier")
-    one_line_error(capsys, [*base, "--nprobe", "2"], "nprobe= applies to IVF indexes")
+    one_line_error(capsys, [*base, "--rerank", "20"], "--rerank needs a second tier")
+    one_line_error(capsys, [*base, "--nprobe", "2"], "--nprobe applies to IVF indexes")
+    one_line_error(capsys, [*base, "-k", "5000"], "-k: k=5000 is larger than the index")
     build = ["build", str(tmp_path / "x.npy"), "--spec", "rq4", "-o", str(tmp_path / "b.vpi")]
     one_line_error(capsys, [*build, "--ivf", "0"], "ivf")
     one_line_error(capsys, [*build, "--ivf", "500"], "ivf=500 needs at least 500 training")

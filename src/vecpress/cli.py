@@ -436,7 +436,24 @@ def _search(args: argparse.Namespace) -> int:
         raise ValueError(f"-k must be >= 1, found {args.k}")
     _check_index_path(args.index)
     index = open_index(args.index, mmap=True)
-    index._check_search_args(args.k, args.rerank, args.nprobe)  # before reading queries
+    # before reading the queries; in the words of this command's flags
+    if args.rerank is not None and not index.has_second_tier:
+        raise ValueError(
+            f"--rerank needs a second tier, and {args.index} has none: build it with "
+            "--rerank-spec (e.g. --rerank-spec f32) or a two-level --spec such as lvq4x8"
+        )
+    if args.rerank is not None and args.rerank < args.k:
+        raise ValueError(f"--rerank must be >= -k (it is the candidates kept), found {args.rerank}")
+    if args.nprobe is not None and not index.is_ivf:
+        raise ValueError(
+            f"--nprobe applies to IVF indexes (built with --ivf N); {args.index} is flat"
+        )
+    if args.nprobe is not None and args.nprobe < 1:
+        raise ValueError(f"--nprobe must be >= 1, found {args.nprobe}")
+    try:
+        index._check_search_args(args.k, args.rerank, args.nprobe)
+    except ValueError as e:  # k beyond the index
+        raise ValueError(f"-k: {e}") from None
     q = _vectors(args.queries, "queries", args.column)
     if index.d is not None and q.shape[1] != index.d:
         raise ValueError(
