@@ -5,9 +5,11 @@ ordered along one axis (bits, re-rank depth, nprobe) along which recall rises.
 That order lets the advisor bisect instead of sweeping:
 
 **Target recall** ``r`` (fewest bytes per vector with recall@k ≥ r, with a
-margin of ``MARGIN_SE`` standard errors over the queries; bytes within
-``BYTES_TIE`` (5 %) of the fewest count as equal, and the most queries/s on one
-thread wins among them):
+margin of ``MARGIN_SE`` standard errors over the queries; among the
+configurations within ``BYTES_TIE`` (5 %) of the fewest bytes, the fastest on one
+thread wins only if it serves more than ``SPEED_GAP`` (1.5) times the queries/s
+of the smallest, so that a speed measured on a loaded machine cannot flip the
+choice):
 
 1. For each bits family, strongest first, keep the members no larger than the
    best found so far (plus the tie); measure the largest; if it reaches ``r``,
@@ -26,7 +28,10 @@ thread wins among them):
 2. The best codec is tried as an IVF index, bisecting nprobe the same way.
 
 If nothing reaches the target, the choice is the most accurate configuration
-measured, and the note says so.
+measured, and the note says so. A budget whose best recall is poor (below
+``POOR_RECALL``) gets a note with the bytes that reach recall 0.8 and 0.9
+(measured by the target search). Every answer carries a ``why``: what won, by
+how much, and what it beat.
 """
 
 from __future__ import annotations
@@ -49,6 +54,13 @@ MARGIN_SE = 2.0
 #: pass count as equal and the fastest of them wins (a 2 % smaller code is no reason to
 #: serve queries several times slower)
 BYTES_TIE = 0.05
+#: within the bytes tie, a faster configuration displaces the smallest only when it
+#: serves more than this many times its queries/s (not a load-dependent coin flip)
+SPEED_GAP = 1.5
+#: a budget whose best recall is below this gets a note on the bytes that reach more
+POOR_RECALL = 0.5
+#: the recalls whose bytes that note gives
+BETTER_RECALLS = (0.8, 0.9)
 #: strongest families first: a good early bound prunes the others
 FAMILY_ORDER = ("rq", "kl", "lvq", "pq", "opq", "pca", "leanvec-ood", "tq", "int", "pq8", "float")
 
@@ -67,6 +79,8 @@ class Advice:
     note: str | None = None
     #: the definition of recall@k measured (:data:`vecpress.bench.RECALLS`)
     recall: str = "ties"
+    #: one sentence: what won, by how much, and what it beat
+    why: str | None = None
 
     def commands(
         self, source: str, queries: str | None, metric: str, k: int, train_queries=None
@@ -112,6 +126,7 @@ class Advice:
             "evaluated": len(self.records),
             "space_size": self.space_size,
             "note": self.note,
+            "why": self.why,
         }
 
 
@@ -160,6 +175,38 @@ def _bits_families(space: list[Family]) -> list[Family]:
 
 def _target_key(r: dict) -> tuple:
     return (r["bytes_per_vector"], -r["qps_1t"])
+
+
+def _smallest_then_faster(ok: list[dict]) -> tuple[dict, dict]:
+    """The choice among passing records, and the smallest of them: the smallest, unless
+    a record within ``BYTES_TIE`` of its bytes serves > ``SPEED_GAP`` x its queries/s."""
+    smallest = min(ok, key=_target_key)
+    near = [
+        r for r in ok if r["bytes_per_vector"] <= smallest["bytes_per_vector"] * (1 + BYTES_TIE)
+    ]
+    fastest = max(near, key=lambda r: (_speed(r), -r["bytes_per_vector"]))
+    return (fastest if _speed(fastest) > SPEED_GAP * _speed(smallest) else smallest), smallest
+
+
+def _brief(r: dict) -> str:
+    return (
+        f"{r['label']} ({r['bytes_per_vector']} B, recall {r['recall_at_k']:.4f} "
+        f"± {r['recall_se']:.4f}, {r['qps_1t']:,.0f} q/s)"
+    )
+
+
+def _why_target(choice: dict, smallest: dict, runner_up: dict | None, target: float) -> str:
+    if choice is not smallest:
+        return (
+            f"{_brief(choice)} is within {BYTES_TIE:.0%} of the fewest bytes that reach "
+            f"{target} and serves {choice['qps_1t'] / max(smallest['qps_1t'], 1e-9):.1f}x the "
+            f"queries/s of the smallest, {_brief(smallest)} (more than {SPEED_GAP}x)"
+        )
+    out = f"{_brief(choice)} is the smallest configuration measured that reaches {target}"
+    out += f" with a margin of {MARGIN_SE:g} standard errors"
+    if runner_up is not None:
+        out += f"; next, another codec: {_brief(runner_up)}"
+    return out
 
 
 def _most_accurate(records) -> dict:
@@ -225,11 +272,7 @@ def _for_target(search: _Search, space, size: int, target: float) -> Advice:
 
     def choose() -> dict | None:
         ok = [r for r in search.seen.values() if passes(r)]
-        if not ok:
-            return None
-        fewest = min(r["bytes_per_vector"] for r in ok)
-        near = [r for r in ok if r["bytes_per_vector"] <= fewest * (1 + BYTES_TIE)]
-        return max(near, key=lambda r: (_speed(r), -r["bytes_per_vector"]))
+        return _smallest_then_faster(ok)[0] if ok else None
 
     best = None
     for fam in _bits_families(space):
@@ -260,14 +303,17 @@ def _for_target(search: _Search, space, size: int, target: float) -> Advice:
             search.first_passing(list(ivf_family(spec, nlist).configs), passes)
         best = choose()
     records = list(search.seen.values())
+    runner_up = min((r for r in _others(records, best) if passes(r)), key=_target_key, default=None)
+    smallest = _smallest_then_faster([r for r in records if passes(r)])[1]
     return Advice(
         "target_recall",
         target,
         best,
-        min((r for r in _others(records, best) if passes(r)), key=_target_key, default=None),
+        runner_up,
         records,
         size,
         True,
+        why=_why_target(best, smallest, runner_up, target),
     )
 
 
@@ -301,14 +347,24 @@ def _for_budget(search: _Search, space, size: int, budget: int) -> Advice:
         )
         if found is not None:
             best = _most_accurate([best, found])
+    note = None
+    if best["recall_at_k"] < POOR_RECALL:
+        reach = []
+        for want in BETTER_RECALLS:
+            got = _for_target(search, space, size, want)
+            reach.append(
+                f"{want} needs {got.choice['bytes_per_vector']} B ({got.choice['label']})"
+                if got.met
+                else f"{want} was not reached by any configuration"
+            )
+        note = (
+            f"the best recall@{best['k']} within {budget} bytes is only "
+            f"{best['recall_at_k']:.3f}; recall " + ", ".join(reach)
+        )
     records = list(search.seen.values())
     others = _others(records, best)
-    return Advice(
-        "budget_bytes",
-        budget,
-        best,
-        _most_accurate(others) if others else None,
-        records,
-        size,
-        True,
-    )
+    runner_up = _most_accurate(others) if others else None
+    why = f"{_brief(best)} has the highest recall measured within {budget} bytes"
+    if runner_up is not None:
+        why += f"; next, another codec: {_brief(runner_up)}"
+    return Advice("budget_bytes", budget, best, runner_up, records, size, True, note, why=why)

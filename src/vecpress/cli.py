@@ -270,6 +270,8 @@ def _print_advice(doc: dict, d: int, held_out: bool) -> None:
     print(f"choice: {_describe(doc['choice'], d)}")
     if doc["runner_up"] is not None:
         print(f"runner-up: {_describe(doc['runner_up'], d)}")
+    if doc.get("why"):
+        print(f"why: {doc['why']}")
     if doc["note"]:
         print(f"note: {doc['note']}")
     print(f"build:  {doc['build_command']}")

@@ -510,6 +510,8 @@ class _Page:
         for key, name in (("build_command", "Build"), ("search_command", "Search")):
             if rec.get(key) not in (None, ""):
                 out.append(f"<h3>{name}</h3>\n<pre>{_esc(rec[key])}</pre>")
+        if rec.get("why") not in (None, ""):
+            out.append(f'<p class="why">Why: {_esc(rec["why"])}</p>')
         if rec.get("note") not in (None, ""):
             out.append(f'<p class="note">{_esc(rec["note"])}</p>')
         out.append("</section>")
@@ -1106,6 +1108,7 @@ h3 { font-size: 1em; margin: 14px 0 4px; }
 .runner-up { margin: 8px 0; }
 .note { margin: 10px 0 2px; padding: 6px 10px; background: #fff8e5;
   border-left: 3px solid #e0b030; }
+.why { margin: 8px 0 2px; }
 pre { background: #1d2430; color: #eef2f6; padding: 9px 12px; border-radius: 4px; margin: 0;
   font-size: 13px; white-space: pre-wrap; overflow-wrap: anywhere; }
 code { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, "DejaVu Sans Mono",
