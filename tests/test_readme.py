@@ -1,0 +1,47 @@
+"""The README's Python examples run as written, and say what they do.
+
+The code blocks are read from README.md and run in order in one namespace (as a
+reader pastes them into one session), in a temporary folder; what their comments
+claim is checked on the namespace afterwards.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _blocks() -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", README.read_text(), flags=re.S | re.M)
+
+
+def test_the_readme_has_python_examples():
+    assert len(_blocks()) >= 4
+
+
+def test_the_readme_examples_run_as_written(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    for i, block in enumerate(_blocks()):
+        try:
+            exec(compile(block, f"README.md python block {i + 1}", "exec"), ns)
+        except Exception as e:  # pragma: no cover - the message says which block
+            pytest.fail(f"README python block {i + 1} fails: {type(e).__name__}: {e}")
+    # what the comments say
+    assert ns["codes"].shape == (10_000, 198) and ns["codes"].dtype == np.uint8
+    assert ns["scores"].shape == (5, 10_000) and ns["scores"].dtype == np.float32
+    assert ns["x_hat"].shape == (10_000, 384)
+    assert ns["same"].spec == "center,hd2,rq4"
+    assert ns["res"].ids.shape == (5, 10)
+    memory = ns["vecpress"].Index("hd2,rq4", metric="cosine", rerank_spec="f32")
+    memory.add(ns["x"][:100])
+    want = {"codes": 196, "rerank": 1536, "ids": 8, "norms": 0, "per_vector": 1740}
+    assert {k: memory.memory[k] for k in want} == want
+    # no library printed a warning (faiss warns when k-means has too few rows a list)
+    out, err = capfd.readouterr()
+    assert "WARNING" not in out + err
