@@ -435,3 +435,19 @@ def test_cli_build_with_training_queries(files, data, capsys):
     bad = [*argv, "--train-queries", str(files / "bad.npy"), "--no-progress"]
     assert main(bad) != 0
     assert "dimension 48" in capsys.readouterr().err
+
+
+def test_progress_names_the_configuration_being_measured(workload):
+    """``starting`` comes before each measurement (the bar shows what runs now), and
+    ``progress`` after it with the same configuration's record."""
+    events = []
+    a = advise(
+        workload,
+        target_recall=0.9,
+        starting=lambda c: events.append(("start", c.label)),
+        progress=lambda r: events.append(("done", r["label"])),
+    )
+    measured = [label for kind, label in events if kind == "done"]
+    assert len(measured) == len(a.records) == len(set(measured))
+    for i in range(0, len(events), 2):
+        assert events[i][0] == "start" and events[i + 1] == ("done", events[i][1])

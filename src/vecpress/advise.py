@@ -135,15 +135,19 @@ def config_of(record: dict) -> Config:
 
 
 class _Search:
-    """Memoised measuring over one workload, with a progress callback."""
+    """Memoised measuring over one workload, with progress callbacks: ``starting(config)``
+    before a configuration is measured, ``progress(record)`` after."""
 
-    def __init__(self, workload: Workload, progress=None) -> None:
+    def __init__(self, workload: Workload, progress=None, starting=None) -> None:
         self.w = workload
         self.progress = progress
+        self.starting = starting
         self.seen: dict[Config, dict] = {}
 
     def __call__(self, config: Config) -> dict:
         if config not in self.seen:
+            if self.starting is not None:
+                self.starting(config)
             self.seen[config] = self.w.measure(config)
             if self.progress is not None:
                 self.progress(self.seen[config])
@@ -232,11 +236,14 @@ def advise(
     budget_bytes: int | None = None,
     grid: str = "full",
     progress=None,
+    starting=None,
 ) -> Advice:
     """Measure the configurations needed to answer one objective, and choose.
 
     Exactly one of ``target_recall`` (fewest bytes with recall@k ≥ target) and
     ``budget_bytes`` (best recall@k within the bytes per vector) is given.
+    ``starting(config)`` is called before each configuration is measured and
+    ``progress(record)`` after it.
 
     Examples
     --------
@@ -253,7 +260,7 @@ def advise(
         workload.n, workload.k, grid, workload.d, workload.train_queries is not None
     )
     size = sum(len(f.configs) for f in space)
-    search = _Search(workload, progress)
+    search = _Search(workload, progress, starting)
     if target_recall is not None:
         if not 0 < target_recall <= 1:
             raise ValueError(f"target recall must be in (0, 1], found {target_recall}")

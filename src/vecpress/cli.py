@@ -239,16 +239,16 @@ def _run_advisor(args: argparse.Namespace, data):
     w = _workload(args, data)
     with _progress(args, total=None, desc="advising", unit="config") as bar:
 
-        def step(record):
-            bar.set_postfix_str(record["label"], refresh=False)
-            bar.update()
+        def starting(config):  # the bar names what is being measured now, not what finished
+            bar.set_postfix_str(f"measuring {config.label}")
 
         advice = advise(
             w,
             target_recall=args.target_recall,
             budget_bytes=args.budget_bytes,
             grid=args.grid,
-            progress=step,
+            progress=lambda record: bar.update(),
+            starting=starting,
         )
     source = data.source
     queries = data.queries_source or (f"{source}:queries" if data.source in BUILTIN else None)
