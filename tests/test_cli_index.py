@@ -241,9 +241,19 @@ def test_search_option_errors_are_one_line(tmp_path, capsys, vectors):
     one_line_error(capsys, [*base, "--nprobe", "2"], "--nprobe applies to IVF indexes")
     one_line_error(capsys, [*base, "-k", "5000"], "-k: k=5000 is larger than the index")
     build = ["build", str(tmp_path / "x.npy"), "--spec", "rq4", "-o", str(tmp_path / "b.vpi")]
-    one_line_error(capsys, [*build, "--ivf", "0"], "ivf")
-    one_line_error(capsys, [*build, "--ivf", "500"], "ivf=500 needs at least 500 training")
-    one_line_error(capsys, [*build, "--rerank-spec", "f17"], "f17")
+    one_line_error(capsys, [*build, "--ivf", "0"], "--ivf must be >= 1")
+    one_line_error(capsys, [*build, "--ivf", "500"], "--ivf 500: more lists than the 300")
+    one_line_error(capsys, [*build, "--rerank-spec", "f17"], "--rerank-spec f17: last stage")
+    one_line_error(capsys, [*build, "--spec", "rq9"], "--spec rq9:")
+    one_line_error(capsys, [*build, "--seed", "-1"], "--seed must be >= 0")
+    lvq2 = [*build[:2], "--spec", "lvq4x4", *build[4:]]
+    one_line_error(capsys, [*lvq2, "--rerank-spec", "f32"], "--rerank-spec cannot be added")
+    ood = [*build[:2], "--spec", "leanvec-ood8,rq4", *build[4:]]
+    one_line_error(capsys, ood, "give a sample of the queries the index will serve with --train")
+    nowhere = [*build[:-1], str(tmp_path / "missing" / "b.vpi")]
+    one_line_error(capsys, nowhere, "--output")
+    one_line_error(capsys, [*build[:-1], str(tmp_path)], "is a directory")
+    one_line_error(capsys, [*base[:-1], str(tmp_path / "missing" / "r.npy")], "does not exist")
     assert not (tmp_path / "b.vpi").exists()
 
 

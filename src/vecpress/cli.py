@@ -379,9 +379,46 @@ def _progress(args: argparse.Namespace, **kw):
     return tqdm(disable=True if args.no_progress else None, **kw)
 
 
+def _check_output(path: str) -> None:
+    """``-o/--output``: a file path in an existing folder (checked before any work)."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"--output {path} is a directory, not a file to write")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--output {path}: the folder {folder} does not exist")
+
+
+def _check_build_args(args: argparse.Namespace) -> None:
+    """``vecpress build``'s options, in the words of its flags, before reading anything."""
+    from .codec import Codec
+
+    for flag, spec in (("--spec", args.spec), ("--rerank-spec", args.rerank_spec)):
+        if spec is not None:
+            try:
+                Codec.from_spec(spec)
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"{flag} {spec}: {e}") from None
+    if args.rerank_spec is not None and Codec.from_spec(args.spec).is_two_level:
+        raise ValueError(
+            f"--rerank-spec cannot be added to the two-level --spec {args.spec}: its second "
+            "level is the re-ranking tier already (search it with --rerank R)"
+        )
+    if args.ivf is not None and args.ivf < 1:
+        raise ValueError(f"--ivf must be >= 1 (lists), found {args.ivf}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, found {args.seed}")
+    if "leanvec-ood" in args.spec and args.train_queries is None:
+        raise ValueError(
+            f"--spec {args.spec} learns from queries as well as data: give a sample of the "
+            "queries the index will serve with --train-queries T"
+        )
+    _check_output(args.output)
+
+
 def _build(args: argparse.Namespace) -> int:
     from .index import Index, build
 
+    _check_build_args(args)
     index = Index(  # checks the specs, metric and list count before reading anything
         args.spec,
         metric=args.metric,
@@ -394,6 +431,8 @@ def _build(args: argparse.Namespace) -> int:
     n, d = x.shape
     if n == 0:
         raise ValueError(f"vectors file {args.vectors} holds no vectors (shape {x.shape})")
+    if args.ivf is not None and args.ivf > n:
+        raise ValueError(f"--ivf {args.ivf}: more lists than the {n} vectors to train them on")
     _check_rows(x, "vectors", args.metric)
     train_queries = _train_queries(args, d)
     with _progress(args, total=n, desc="encoding", unit="vec") as bar:
@@ -436,6 +475,7 @@ def _search(args: argparse.Namespace) -> int:
         )
     if args.k < 1:
         raise ValueError(f"-k must be >= 1, found {args.k}")
+    _check_output(args.output)
     _check_index_path(args.index)
     index = open_index(args.index, mmap=True)
     # before reading the queries; in the words of this command's flags
