@@ -103,7 +103,12 @@ def test_object_dtype_npy_names_the_file(tmp_path, capsys, index_and_queries):
     index, _ = index_and_queries
     index.save(tmp_path / "x.vpi")
     bad = tmp_path / "objects.npy"
-    np.save(bad, np.array([[1.0, "a"]], dtype=object), allow_pickle=True)
+    # an object-dtype header written by hand (no pickle is made or read anywhere)
+    with open(bad, "wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": "|O", "fortran_order": False, "shape": (1, 2)}
+        )
+        f.write(b"\x00" * 16)
     out = tmp_path / "r.npy"
     assert main(["search", str(tmp_path / "x.vpi"), str(bad), "-o", str(out)]) != 0
     err = capsys.readouterr().err
