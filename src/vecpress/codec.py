@@ -123,7 +123,7 @@ class Codec:
 
     @property
     def _centered(self) -> bool:
-        return any(isinstance(t, Center) for t in self.transforms)
+        return self._center is not None
 
     @property
     def code_size(self) -> int:

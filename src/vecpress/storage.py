@@ -211,6 +211,15 @@ def _expected_sections(meta: dict) -> list[tuple[str, str, list | None]]:
 
 
 # -- saving ------------------------------------------------------------------
+def _check_folder(path: str) -> None:
+    """Raise ``FileNotFoundError`` naming the folder of ``path`` if it does not exist."""
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            errno.ENOENT, f"cannot save {path}: the folder {folder} does not exist", folder
+        )
+
+
 @contextlib.contextmanager
 def _lock(path: str, *, wait: bool = False):
     """Hold the writer lock of ``path``, or raise :class:`LockedError`.
@@ -230,12 +239,8 @@ def _lock(path: str, *, wait: bool = False):
         try:  # read-only suffices for flock, so a leftover read-only lock file never blocks
             fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o644)
         except FileNotFoundError:
-            folder = os.path.dirname(path) or "."
-            if os.path.isdir(folder):
-                raise
-            raise FileNotFoundError(
-                errno.ENOENT, f"cannot save {path}: the folder {folder} does not exist", folder
-            ) from None
+            _check_folder(path)  # removed since save checked it: say so
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -398,10 +403,7 @@ def _save_consistent(index: Index, path, block_size: int) -> None:
     folder, base = os.path.split(path)
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path}: is a directory")
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(
-            errno.ENOENT, f"cannot save {path}: the folder {folder} does not exist", folder
-        )
+    _check_folder(path)
     if index._codes is None:  # trained but empty
         index._init_buffers()
     sections = _sections_of(index, block_size)
