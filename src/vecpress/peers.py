@@ -60,7 +60,9 @@ def _record(workload, label: str, peer: str, code_size: int, found, build_s, qps
 
 
 def _faiss_records(workload) -> list[dict]:
-    import faiss
+    from .threads import faiss_module
+
+    faiss = faiss_module()
 
     d, k = workload.d, workload.k
     metric = faiss.METRIC_L2 if workload.metric == "l2" else faiss.METRIC_INNER_PRODUCT

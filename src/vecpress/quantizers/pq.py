@@ -30,6 +30,7 @@ import numba as nb
 import numpy as np
 
 from ..kernels.fastscan import score_pq4
+from ..threads import faiss_module
 from .base import Quantizer
 
 #: bits per sub-quantizer that ``pq``/``opq`` accept
@@ -158,8 +159,7 @@ class PQ(Quantizer):
 
     # -- learning ---------------------------------------------------------------
     def _train_pq(self, x: np.ndarray) -> np.ndarray:
-        import faiss
-
+        faiss = faiss_module()
         if x.shape[0] < (1 << self.bits):
             raise ValueError(
                 f"{self.spec} needs at least {1 << self.bits} training rows, found {x.shape[0]}"
@@ -251,8 +251,7 @@ class OPQ(PQ):
     name = "opq"
 
     def fit(self, x: np.ndarray) -> None:
-        import faiss
-
+        faiss = faiss_module()
         opq = faiss.OPQMatrix(self.d, self.param)
         # learn the rotation with the sub-quantizers it will serve (faiss's default is 8 bits)
         pq = faiss.ProductQuantizer(self.d, self.param, self.bits)

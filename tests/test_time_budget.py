@@ -1,0 +1,201 @@
+"""The advisor's time budget: predicted costs, skipped configurations, threads under load."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from vecpress.advise import MARGIN_SE, advise
+from vecpress.bench import Config, Workload
+from vecpress.cost import CostModel, Shape, build_seconds, pair_seconds
+from vecpress.datasets import synthetic
+from vecpress.threads import (
+    available_cores,
+    faiss_module,
+    get_num_threads,
+    idle_cores,
+    set_num_threads,
+    threads_for_load,
+)
+
+
+@pytest.fixture(scope="module")
+def workload():
+    base, queries = synthetic(n=3000, d=32, n_queries=100, seed=3)
+    return Workload(base, queries, "cosine", 10)
+
+
+class Slow(CostModel):
+    """Predicts ``seconds[family]`` for the specs containing a key, 0.01 s otherwise."""
+
+    def __init__(self, seconds: dict[str, float]):
+        super().__init__()
+        self.seconds = seconds
+
+    def raw(self, config, shape, **kw):
+        return next((s for key, s in self.seconds.items() if key in config.spec), 0.01)
+
+
+# -- the model ---------------------------------------------------------------------
+def test_cost_model_ranks_slow_trainings_above_grid_codes():
+    s = Shape(n=50_000, d=768, nq=1000)
+    m = CostModel()
+    rq4 = m.predict(Config("center,hd2,rq4"), s)
+    assert m.predict(Config("opq384x4"), s) > 50 * rq4  # 50 OPQ alternations
+    assert m.predict(Config("pq384x8"), s) > 50 * rq4  # 384 k-means of 256 on 2-d
+    assert m.predict(Config("pq96x4"), s) < 5 * rq4
+    # cost grows with the rows and the dimension, and an index already built is cheaper
+    assert m.predict(Config("kl4"), Shape(100_000, 768, 1000)) > m.predict(Config("kl4"), s)
+    assert build_seconds("kl4", 50_000, 768) > build_seconds("kl4", 50_000, 384)
+    ivf = Config("center,hd2,rq4", ivf=256, nprobe=16)
+    assert m.predict(ivf, s, built=True) < m.predict(ivf, s, kmeans=False) < m.predict(ivf, s)
+    # an IVF search scans a share nprobe / nlist of the rows
+    assert m.predict(Config("int8", ivf=256, nprobe=4), s, built=True) < m.predict(
+        Config("int8", ivf=256, nprobe=64), s, built=True
+    )
+    assert pair_seconds("pq96x8", 768, 96) > pair_seconds("pq96x4", 768, 48)
+
+
+def test_calibration_and_corrections():
+    m = CostModel.calibrate()
+    assert 0.05 <= m.speed <= 20
+    assert m.correction == 1.0
+    for ratio in (2.0, 2.0, 2.0, 0.5):
+        m.observe(1.0, ratio)
+    assert m.correction == pytest.approx(2.0)  # the median, not the mean
+    m.observe(0.0, 1.0)  # nothing to learn from
+    assert len(m.ratios) == 4
+    s = Shape(10_000, 64, 100)
+    assert m.predict(Config("int8"), s) == pytest.approx(m.raw(Config("int8"), s) / m.speed * 2)
+
+
+def test_predictions_are_within_a_small_factor_of_the_measured_time(workload):
+    """The records carry the predicted and measured seconds; after the correction the
+    model is within 10x of every measurement on this small set (loose: timing)."""
+    a = advise(workload, target_recall=0.9, grid="quick", cost=CostModel.calibrate())
+    for r in a.records:
+        assert r["seconds"] > 0 and r["predicted_s"] > 0
+        assert 0.1 < r["seconds"] / r["predicted_s"] < 10 or r["seconds"] < 0.5, r["label"]
+
+
+# -- the budget ---------------------------------------------------------------------
+def test_no_configuration_starts_that_cannot_finish(workload):
+    """Configurations predicted to take longer than what is left are skipped and listed,
+    never started; the choice is one that was measured to reach the target."""
+    started = []
+    a = advise(
+        Workload(workload.base, workload.queries, "cosine", 10),
+        target_recall=0.9,
+        max_seconds=60,
+        cost=Slow({"opq": 1000.0, "pq": 500.0}),
+        starting=lambda c, seconds, left: started.append((c.label, seconds)),
+    )
+    skipped = {s["label"] for s in a.skipped}
+    assert skipped and all("opq" in s or "pq" in s for s in skipped)
+    assert all("opq" not in label and "pq" not in label for label, _ in started)
+    for s in a.skipped:
+        assert s["predicted_s"] >= 500 and "budget left" in s["reason"]
+    c = a.choice
+    assert a.met and c["recall_at_k"] - MARGIN_SE * c["recall_se"] >= 0.9
+    assert c["label"] not in skipped and a.max_seconds == 60 and a.seconds < 60
+    doc = a.to_dict("base.npy", "q.npy", "cosine", 10)
+    assert doc["skipped"] == a.skipped and doc["max_seconds"] == 60
+
+
+def test_a_skipped_step_of_a_bisection_counts_as_failing(workload):
+    """rq5..rq7 cannot be measured: the bisection still ends on a measured, passing
+    member (rq8), never on a guess."""
+    a = advise(
+        Workload(workload.base, workload.queries, "cosine", 10),
+        target_recall=0.9,
+        grid="quick",
+        max_seconds=30,
+        cost=Slow({f"rq{b}": 100.0 for b in (5, 6, 7)} | {"e4m3": 100.0, "f16": 100.0}),
+    )
+    labels = {r["label"] for r in a.records}
+    assert not labels & {f"center,hd2,rq{b}" for b in (5, 6, 7)}
+    assert a.choice["label"].startswith("center,hd2,rq8") or a.choice["rerank"] is not None
+    assert a.choice["recall_at_k"] - MARGIN_SE * a.choice["recall_se"] >= 0.9
+
+
+def test_expensive_families_come_last(workload):
+    """After rq, families are visited by value per predicted second: a slow one last."""
+    order = []
+    advise(
+        Workload(workload.base, workload.queries, "cosine", 10),
+        target_recall=0.99,
+        grid="default",
+        cost=Slow({"kl": 50.0}),
+        starting=lambda c, seconds, left: order.append(c.spec),
+    )
+    firsts = []
+    for spec in order:
+        fam = spec.split(",")[-1].rstrip("0123456789x")
+        if fam not in firsts:
+            firsts.append(fam)
+    assert firsts[0] == "rq" and firsts[-1] == "kl", firsts
+
+
+def test_progress_reports_predicted_seconds_and_the_plan_left(workload):
+    events = []
+    advise(
+        Workload(workload.base, workload.queries, "cosine", 10),
+        target_recall=0.9,
+        grid="quick",
+        starting=lambda c, seconds, left: events.append((seconds, left)),
+    )
+    assert events and all(0 < s <= left for s, left in events)
+
+
+def test_a_budget_too_small_for_anything_is_a_clear_error(workload):
+    with pytest.raises(ValueError, match="--max-seconds"):
+        advise(workload, target_recall=0.9, max_seconds=1, cost=Slow({"": 100.0}))
+    with pytest.raises(ValueError, match="max_seconds"):
+        advise(workload, target_recall=0.9, max_seconds=0)
+    with pytest.raises(ValueError, match="--max-seconds"):
+        advise(workload, budget_bytes=40, max_seconds=1, cost=Slow({"": 100.0}))
+
+
+def test_budget_mode_respects_the_time_budget(workload):
+    a = advise(
+        Workload(workload.base, workload.queries, "cosine", 10),
+        budget_bytes=40,
+        max_seconds=60,
+        cost=Slow({"opq": 1000.0}),
+    )
+    assert any("opq" in s["label"] for s in a.skipped)
+    assert "opq" not in a.choice["spec"] and a.choice["bytes_per_vector"] <= 40
+
+
+# -- threads -------------------------------------------------------------------------
+def test_idle_cores_and_threads_for_load():
+    assert 0 <= idle_cores(0.05) <= available_cores()
+    assert 1 <= threads_for_load(0.05) <= available_cores()
+
+
+def test_set_num_threads_reaches_faiss():
+    faiss = faiss_module()
+    before = get_num_threads()
+    try:
+        set_num_threads(1)
+        assert faiss.omp_get_max_threads() == 1
+    finally:
+        set_num_threads(before)
+    assert faiss.omp_get_max_threads() == before
+
+
+def test_the_cli_budget_covers_the_whole_command(tmp_path, capsys):
+    """``--max-seconds`` counts from the command's start; what it skipped is printed."""
+    from vecpress.cli import main
+
+    base, queries = synthetic(n=3000, d=32, n_queries=100, seed=4)
+    np.save(tmp_path / "b.npy", base)
+    np.save(tmp_path / "q.npy", queries)
+    argv = ["advise", str(tmp_path / "b.npy"), "--queries", str(tmp_path / "q.npy")]
+    t0 = time.perf_counter()
+    assert main([*argv, "--target-recall", "0.99", "--max-seconds", "20", "--no-progress"]) == 0
+    assert time.perf_counter() - t0 < 20 + 15  # the last measurement may overrun its estimate
+    out = capsys.readouterr().out
+    assert "measured in" in out
