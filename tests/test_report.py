@@ -353,6 +353,26 @@ def test_recommendation_box(page):
     assert "recall within one standard error" in box
 
 
+def test_time_budget_and_skipped_configurations(tmp_path):
+    results = make_results()
+    rec = make_recommendation(results) | {
+        "seconds": 212.4,
+        "max_seconds": 235.0,
+        "skipped": [{"label": "opq384x4", "predicted_s": 610.0, "reason": "predicted 610 s, "
+                     "40 s of the budget left <x>"}],
+    }  # fmt: skip
+    text = write_report(tmp_path / "r.html", results=results, recommendation=rec).read_text(
+        encoding="utf-8"
+    )
+    assert "configurations in 212 s (time budget 235 s)" in text
+    assert "Skipped for time: 1 configuration<" in text
+    assert "<li>opq384x4: predicted 610 s, 40 s of the budget left &lt;x&gt;</li>" in text
+    # without them (an older advice file, or the budget mode's plain record), no such lines
+    plain = write_report(tmp_path / "p.html", results=results, recommendation=make_recommendation(
+        results)).read_text(encoding="utf-8")  # fmt: skip
+    assert "Skipped for time" not in plain and "time budget" not in plain
+
+
 def test_budget_objective_and_no_choice(tmp_path):
     results = make_results()[:3]
     rec = {"objective": "budget_bytes", "target": 64, "choice": None, "runner_up": None}

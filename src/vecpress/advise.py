@@ -8,8 +8,9 @@ That order lets the advisor bisect instead of sweeping:
 margin of ``MARGIN_SE`` standard errors over the queries; among the
 configurations within ``BYTES_TIE`` (5 %) of the fewest bytes, the fastest on one
 thread wins only if it serves more than ``SPEED_GAP`` (1.5) times the queries/s
-of the smallest, so that a speed measured on a loaded machine cannot flip the
-choice):
+of the smallest when the two are timed again head to head, alternately
+(``RETIME_ROUNDS``), so that load that changed between two measurements cannot
+flip the choice):
 
 1. For each bits family, strongest first, keep the members no larger than the
    best found so far (plus the tie); measure the largest; if it reaches ``r``,
@@ -73,6 +74,8 @@ BYTES_TIE = 0.05
 #: within the bytes tie, a faster configuration displaces the smallest only when it
 #: serves more than this many times its queries/s (not a load-dependent coin flip)
 SPEED_GAP = 1.5
+#: rounds of the head-to-head timing that confirms a speed gap before it decides
+RETIME_ROUNDS = 3
 #: a budget whose best recall is below this gets a note on the bytes that reach more
 POOR_RECALL = 0.5
 #: the recalls whose bytes that note gives
@@ -279,6 +282,23 @@ class _Search:
     def skipped_list(self) -> list[dict]:
         return list(self.skipped.values())
 
+    def confirm_faster(self, fast: dict, small: dict) -> bool:
+        """Whether ``fast`` serves more than ``SPEED_GAP`` x the queries/s of ``small``
+        when both are timed again, alternately (:meth:`Workload.retime`), so that load
+        which changed between their first measurements cannot decide. Both records'
+        ``qps_1t`` become the head-to-head figures. ``False`` when there is no time."""
+        configs = [config_of(small), config_of(fast)]
+        predicted = sum(self.predict(c) for c in configs)  # rebuilds, if evicted
+        predicted += (
+            2 * RETIME_ROUNDS * sum(self.cost.predict(c, self.shape, built=True) for c in configs)
+        )
+        if predicted > self.left():
+            return False
+        qps = self.w.retime(configs, RETIME_ROUNDS)
+        for r, q in zip((small, fast), qps, strict=True):
+            r["qps_1t"], r["qps_1t_head_to_head"] = q, True
+        return _speed(fast) > SPEED_GAP * _speed(small)
+
 
 def _bits_families(space: list[Family]) -> list[Family]:
     fams = [f for f in space if f.axis == "bits"]
@@ -338,7 +358,8 @@ def _why_target(choice: dict, smallest: dict, runner_up: dict | None, target: fl
         return (
             f"{_brief(choice)} is within {BYTES_TIE:.0%} of the fewest bytes that reach "
             f"{target} and serves {choice['qps_1t'] / max(smallest['qps_1t'], 1e-9):.1f}x the "
-            f"queries/s of the smallest, {_brief(smallest)} (more than {SPEED_GAP}x)"
+            f"queries/s of the smallest, {_brief(smallest)} (more than {SPEED_GAP}x, timed "
+            "again head to head)"
         )
     out = f"{_brief(choice)} is the smallest configuration measured that reaches {target}"
     out += f" with a margin of {MARGIN_SE:g} standard errors"
@@ -472,8 +493,10 @@ def _for_target(search: _Search, space, size: int, target: float) -> Advice:
             search.first_passing(configs, passes)
         best = choose()
     records = list(search.seen.values())
+    best, smallest = _smallest_then_faster([r for r in records if passes(r)])
+    if best is not smallest and not search.confirm_faster(best, smallest):
+        best = smallest  # the speed gap did not hold head to head: fewer bytes win
     runner_up = min((r for r in _others(records, best) if passes(r)), key=_target_key, default=None)
-    smallest = _smallest_then_faster([r for r in records if passes(r)])[1]
     return Advice(
         "target_recall",
         target,

@@ -314,8 +314,9 @@ def _print_advice(doc: dict, d: int, held_out: bool) -> None:
         shown = "; ".join(f"{x['label']} ({x['reason']})" for x in doc["skipped"][:6])
         more = len(doc["skipped"]) - 6
         print(
-            f"skipped for time ({len(doc['skipped'])}, --max-seconds {doc['max_seconds']:.0f} "
-            f"s for measuring): {shown}" + (f"; and {more} more" if more > 0 else "")
+            f"skipped for time ({len(doc['skipped'])}; {doc['max_seconds']:.0f} s of "
+            f"--max-seconds were left for measuring): {shown}"
+            + (f"; and {more} more" if more > 0 else "")
         )
     print(f"build:  {doc['build_command']}")
     print(f"search: {doc['search_command']}")

@@ -56,6 +56,8 @@ def synthetic(
     *,
     decay: float = 1.0,
     mean_norm: float = 0.5,
+    clusters: int = 0,
+    cluster_share: float = 0.5,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Anisotropic Gaussian embeddings like real ones, L2-normalised.
@@ -63,14 +65,24 @@ def synthetic(
     The covariance has eigenvalues ``∝ i^-decay`` in a random orthonormal basis
     (a decaying spectrum), and every vector gets a common mean direction whose
     norm is ``mean_norm`` times the typical norm of the fluctuation (the
-    anisotropy of real embedding sets).
+    anisotropy of real embedding sets). With ``clusters`` > 0 the vectors are
+    also clustered by topic, as sentence embeddings are: each row belongs to one
+    of ``clusters`` centres (sizes drawn from a Dirichlet(1) law), and a share
+    ``cluster_share`` of the fluctuation's variance lies between the centres
+    (drawn from the same spectrum), the rest within them. Queries come from the
+    same clusters.
 
     Examples
     --------
     >>> base, queries = synthetic(n=100, d=16, n_queries=5)
     >>> base.shape, queries.shape
     ((100, 16), (5, 16))
+    >>> base, _ = synthetic(n=100, d=16, n_queries=5, clusters=4)
+    >>> bool(np.allclose(np.linalg.norm(base, axis=1), 1, atol=1e-5))
+    True
     """
+    if not 0 <= cluster_share < 1:
+        raise ValueError(f"cluster_share must be in [0, 1), found {cluster_share}")
     rng = np.random.default_rng(seed)
     eig = np.arange(1, d + 1, dtype=np.float64) ** (-decay)
     eig *= d / eig.sum()
@@ -78,6 +90,10 @@ def synthetic(
     mean = rng.standard_normal(d)
     mean *= mean_norm * np.sqrt(d) / np.linalg.norm(mean)
     z = rng.standard_normal((n + n_queries, d)) * np.sqrt(eig)
+    if clusters > 0:
+        centres = rng.standard_normal((clusters, d)) * np.sqrt(eig * cluster_share)
+        label = rng.choice(clusters, n + n_queries, p=rng.dirichlet(np.ones(clusters)))
+        z = z * np.sqrt(1 - cluster_share) + centres[label]
     x = (z @ basis.T + mean).astype(np.float32)
     x = _normalise(x)
     return x[n_queries:], x[:n_queries]

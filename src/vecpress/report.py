@@ -514,6 +514,24 @@ class _Page:
             out.append(f'<p class="why">Why: {_esc(rec["why"])}</p>')
         if rec.get("note") not in (None, ""):
             out.append(f'<p class="note">{_esc(rec["note"])}</p>')
+        if rec.get("seconds") is not None:
+            budget = rec.get("max_seconds")
+            out.append(
+                f'<p class="time">Measured {_fmt_int(rec.get("evaluated"))} of '
+                f"{_fmt_int(rec.get('space_size'))} configurations in {rec['seconds']:.0f} s"
+                + (f" (time budget {budget:.0f} s)" if budget is not None else "")
+                + ".</p>"
+            )
+        skipped = rec.get("skipped") or []
+        if skipped:
+            items = "".join(
+                f"<li>{_esc(x.get('label', ''))}: {_esc(x.get('reason', ''))}</li>" for x in skipped
+            )
+            out.append(
+                f'<details class="skipped"><summary>Skipped for time: {len(skipped)} '
+                f"configuration{'s' if len(skipped) != 1 else ''}</summary><ul>{items}</ul>"
+                "</details>"
+            )
         out.append("</section>")
         return "\n".join(out)
 
