@@ -296,6 +296,7 @@ def _advise(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     from .datasets import load
+    from .diagnostics import format_statistic as fmt
 
     data = load(
         args.base,
@@ -320,9 +321,10 @@ def _inspect(args: argparse.Namespace) -> int:
     )
     g = doc["gaussianity"]
     print(
-        f"Epps–Pulley statistic (0 = Gaussian; reference {doc['gaussian_reference']:.4f}): "
-        f"axes {g['raw']:.4f}, after hd2 rotation {g['rotated']:.4f}, "
-        f"random directions {g['random_directions']:.4f}"
+        f"Epps–Pulley statistic over {doc['sample']:,} rows (lower = more Gaussian; Gaussian "
+        f"samples {fmt(doc['gaussian_reference'])}, near-Gaussian up to "
+        f"{fmt(doc['rotation']['limit'])}): axes {fmt(g['raw'])}, after hd2 rotation "
+        f"{fmt(g['rotated'])}, random directions {fmt(g['random_directions'])}"
     )
     print(
         "recall@10 after PCA: "
