@@ -298,9 +298,9 @@ def test_inspect_prints_diagnostics(files, capsys):
     [
         (["advise", "{d}/missing.npy", "--target-recall", "0.9"], "does not exist"),
         (["advise", "{d}/flat.npy", "--target-recall", "0.9"], "2-D"),
-        (["bench", "{d}/nan.npy"], "NaN"),
+        (["bench", "{d}/nan.npy", "--n-queries", "5"], "NaN"),
         (["inspect", "{d}/nan.npy"], "NaN"),
-        (["advise", "{d}/base.npy", "--target-recall", "1.5"], "target recall"),
+        (["advise", "{d}/base.npy", "--target-recall", "1.5"], "--target-recall"),
         (["advise", "{d}/base.npy", "--queries", "{d}/q5.npy", "--budget-bytes", "50"], "5 dim"),
         (["bench", "{d}/base.npy", "-k", "100000"], "larger than"),
         (["bench", "{d}/base.npy", "--spec", "rq99"], "rq99"),

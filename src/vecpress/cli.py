@@ -82,14 +82,23 @@ def _data(args: argparse.Namespace):
         raise ValueError(f"--n-queries must be >= 1, found {args.n_queries}")
     if args.k < 1:
         raise ValueError(f"-k must be >= 1, found {args.k}")
+    checked = []
+
+    def check(x: np.ndarray, name: str) -> None:
+        checked.append(name)
+        _check_read(args, x, name)
+
     data = load(
         args.base,
         args.queries,
         column=args.column,
         n_queries=args.n_queries,
         seed=args.seed,
-        check=lambda x, name: _check_rows(x, name, args.metric),
+        check=check,
     )
+    if not checked:  # a built-in set with its own queries, read unchecked: check the options
+        n = data.base.shape[0] + data.queries.shape[0]
+        _check_shape_args(args, n, data.base.shape[1])
     if args.k > data.base.shape[0]:
         raise ValueError(f"-k {args.k} is larger than the {data.base.shape[0]} base vectors")
     return data
@@ -117,10 +126,7 @@ def _train_queries(args: argparse.Namespace, d: int):
     if path is None:
         return None
     t = _vectors(path, "train-queries", None)
-    if t.ndim != 2 or t.shape[1] != d or t.shape[0] == 0:
-        raise ValueError(
-            f"train-queries file {path} must hold vectors of dimension {d}, found shape {t.shape}"
-        )
+    _check_train_queries_shape(path, t.shape, d)
     _check_rows(t, "train-queries", args.metric)
     return np.asarray(t, np.float32)
 
@@ -202,6 +208,7 @@ def _write_report(args, path, data, records, recommendation=None) -> None:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import Config, search_space
 
+    _check_data_args(args)
     data = _data(args)
     w = _workload(args, data)
     if args.spec:
@@ -283,6 +290,7 @@ def _print_advice(doc: dict, d: int, held_out: bool) -> None:
 
 
 def _advise(args: argparse.Namespace) -> int:
+    _check_data_args(args)
     data = _data(args)
     w, advice, doc = _run_advisor(args, data)
     if args.json:
@@ -298,12 +306,13 @@ def _inspect(args: argparse.Namespace) -> int:
     from .datasets import load
     from .diagnostics import format_statistic as fmt
 
+    _check_data_args(args)
     data = load(
         args.base,
         args.queries,
         column=args.column,
         seed=args.seed,
-        check=lambda x, name: _check_rows(x, name, args.metric),
+        check=lambda x, name: _check_read(args, x, name),
     )
     doc = _diagnostics(args, data)
     if args.json:
@@ -381,13 +390,14 @@ def _progress(args: argparse.Namespace, **kw):
     return tqdm(disable=True if args.no_progress else None, **kw)
 
 
-def _check_output(path: str) -> None:
-    """``-o/--output``: a file path in an existing folder (checked before any work)."""
+def _check_output(path: str, flag: str = "--output") -> None:
+    """``-o/--output`` (or ``flag``): a file path in an existing folder (checked before any
+    work)."""
     if os.path.isdir(path):
-        raise IsADirectoryError(f"--output {path} is a directory, not a file to write")
+        raise IsADirectoryError(f"{flag} {path} is a directory, not a file to write")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"--output {path}: the folder {folder} does not exist")
+        raise FileNotFoundError(f"{flag} {path}: the folder {folder} does not exist")
 
 
 def _check_build_args(args: argparse.Namespace) -> None:
@@ -415,6 +425,172 @@ def _check_build_args(args: argparse.Namespace) -> None:
             "queries the index will serve with --train-queries T"
         )
     _check_output(args.output)
+
+
+def _check_train_queries_shape(path: str, shape: tuple, d: int) -> None:
+    """``--train-queries``: a non-empty matrix of vectors of the base's dimension ``d``."""
+    if len(shape) != 2 or shape[1] != d or shape[0] == 0:
+        raise ValueError(
+            f"--train-queries {path} must hold vectors of dimension {d} (the vectors'), "
+            f"found shape {shape}"
+        )
+
+
+def _check_data_args(args: argparse.Namespace) -> None:
+    """``bench``, ``advise`` and ``inspect``'s options, in the words of their flags.
+
+    Run before anything is read; what needs the vectors' shape is checked by
+    :func:`_check_shape_args` as soon as it is known, before their rows are scanned.
+    An option a command does not have is skipped.
+    """
+    from .codec import Codec
+
+    k = getattr(args, "k", None)
+    if k is not None and k < 1:
+        raise ValueError(f"-k must be >= 1, found {k}")
+    n_queries = getattr(args, "n_queries", None)
+    if n_queries is not None and n_queries < 1:
+        raise ValueError(f"--n-queries must be >= 1, found {n_queries}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, found {args.seed}")
+    target = getattr(args, "target_recall", None)
+    if target is not None and not 0 < target <= 1:
+        raise ValueError(f"--target-recall must be in (0, 1], found {target}")
+    budget = getattr(args, "budget_bytes", None)
+    if budget is not None and budget < 1:
+        raise ValueError(f"--budget-bytes must be >= 1 (bytes per vector), found {budget}")
+    train = getattr(args, "train_queries", None)
+    for spec in getattr(args, "spec", None) or ():
+        try:
+            Codec.from_spec(spec)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"--spec {spec}: {e}") from None
+        if "leanvec-ood" in spec and train is None:
+            raise ValueError(
+                f"--spec {spec} learns from queries as well as data: give a sample of the "
+                "queries, apart from the measured ones, with --train-queries T"
+            )
+    if args.column is not None:
+        files = [] if args.base in BUILTIN else [("the vectors file", args.base)]
+        files += [] if args.queries is None else [("the --queries file", args.queries)]
+        if not files:
+            raise ValueError(
+                f"--column {args.column} picks a column of a .parquet file; {args.base} is a "
+                "built-in set"
+            )
+        for what, path in files:
+            ext = os.path.splitext(path)[1].lower()
+            if ext != ".parquet":
+                raise ValueError(
+                    f"--column {args.column} picks a column of a .parquet file; {what} "
+                    f"{path} is a {ext or 'extension-less'} file"
+                )
+    for flag, path in (("--queries", args.queries), ("--train-queries", train)):
+        if path is None or (flag == "--train-queries" and _builtin_name(path)):
+            continue
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{flag} {path} is a directory, not a file of vectors")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{flag} {path} does not exist")
+    report = getattr(args, "report", None)
+    if report is not None:
+        _check_output(report, "--report")
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise ImportError(
+                f'--report {report} draws its plots with matplotlib: pip install "vecpress[report]"'
+            )
+
+
+def _builtin_name(name: str) -> bool:
+    """Whether ``name`` is a built-in set on the command line (``glove50``, ``glove50:queries``)."""
+    base, _, part = name.partition(":")
+    return base in BUILTIN and part in ("", "queries")
+
+
+def _check_shape_args(args: argparse.Namespace, n: int, d: int) -> None:
+    """The options that need the vectors' shape ``(n, d)``, in the words of their flags.
+
+    Run when the vectors have been opened (``.npy``, ``.fvecs`` and ``.fbin`` are
+    memory-mapped: only their header has been read) and before their rows are scanned,
+    the queries held out or the ground truth computed.
+    """
+    from .codec import Codec
+
+    held = None  # the rows held out as queries, when known
+    rows = n  # the base rows, when known
+    if args.queries is None:
+        held = getattr(args, "n_queries", None)
+        rows = None if held is None else n - held  # None: load's default, known after it
+        if held is not None and held >= n:
+            raise ValueError(
+                f"--n-queries {held}: the vectors {args.base} have {n} rows, and the queries "
+                "held out of them must leave some as the base; give a smaller --n-queries or "
+                "a queries file with --queries"
+            )
+    else:
+        q = read_vectors(args.queries, "queries", column=args.column)
+        if q.shape[0] == 0:
+            raise ValueError(f"--queries {args.queries} holds no vectors (shape {q.shape})")
+        if q.shape[1] != d:
+            raise ValueError(
+                f"--queries {args.queries} has vectors of {q.shape[1]} dimensions, the vectors "
+                f"{args.base} have {d}"
+            )
+    k = getattr(args, "k", None)
+    if k is not None and rows is not None and k > rows:
+        left = f" left after holding out {held} queries" if held is not None else ""
+        raise ValueError(f"-k {k} is larger than the {rows} base vectors{left}")
+    for spec in getattr(args, "spec", None) or ():
+        try:
+            Codec.code_size_of(spec, d)
+        except (ValueError, TypeError) as e:
+            message = str(e).removeprefix(f"{spec}: ")  # said once, after the flag
+            raise ValueError(f"--spec {spec}: {message}") from None
+    train = getattr(args, "train_queries", None)
+    if train is not None and not _builtin_name(train):
+        _check_train_queries_shape(train, read_vectors(train, "train-queries").shape, d)
+    budget = getattr(args, "budget_bytes", None)
+    if budget is not None and rows is not None:
+        _check_budget(args, budget, rows, d)
+
+
+def _bytes_per_vector(config, d: int, metric: str) -> int:
+    """:attr:`vecpress.Index.bytes_per_vector` of a :class:`~vecpress.bench.Config` at
+    dimension ``d``, without building it: every tier's code, the 8-byte id and, for l2,
+    the 4-byte ``|x|²``."""
+    from .codec import Codec
+
+    tiers = [config.spec] + ([config.rerank_spec] if config.rerank_spec is not None else [])
+    return sum(Codec.code_size_of(s, d) for s in tiers) + 8 + (4 if metric == "l2" else 0)
+
+
+def _check_budget(args: argparse.Namespace, budget: int, n: int, d: int) -> None:
+    """``--budget-bytes``: at least the smallest configuration of the grid at dimension d."""
+    from .bench import search_space
+
+    train = getattr(args, "train_queries", None) is not None
+    tiers = {}  # the configurations of one build share their size: size each build once
+    for f in search_space(n, args.k, args.grid, d, train):
+        for c in f.configs:
+            tiers.setdefault((c.spec, c.rerank_spec), c)
+    sizes = [(_bytes_per_vector(c, d, args.metric), c.label) for c in tiers.values()]
+    smallest, label = min(sizes, key=lambda s: s[0])  # the first of the grid among equals
+    if budget < smallest:
+        raise ValueError(
+            f"--budget-bytes {budget}: no configuration of the {args.grid!r} grid fits; the "
+            f"smallest, {label!r}, takes {smallest} bytes per vector at d={d} "
+            f"(metric {args.metric})"
+        )
+
+
+def _check_read(args: argparse.Namespace, x: np.ndarray, name: str) -> None:
+    """``load``'s check of what it reads: the options that need the shape of the vectors
+    (:func:`_check_shape_args`), then the rows (:func:`_check_rows`)."""
+    if name == "vectors":
+        _check_shape_args(args, *x.shape)
+    _check_rows(x, name, args.metric)
 
 
 def _build(args: argparse.Namespace) -> int:
