@@ -1,4 +1,5 @@
-"""``vecpress bench / advise / inspect``: bad flag values name the flag, before any work.
+"""``vecpress bench / advise / inspect``: bad flag values name the flag, before any work;
+``inspect`` says which rows it held out.
 
 Run in-process through ``vecpress.cli.main`` on small synthetic ``.npy`` files.
 """
@@ -6,6 +7,7 @@ Run in-process through ``vecpress.cli.main`` on small synthetic ``.npy`` files.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 
 import numpy as np
@@ -124,3 +126,46 @@ def test_budget_check_sizes_configurations_as_the_workload_does():
         _check_budget(args, smallest, w.n, D)  # the smallest configuration fits: no error
         with pytest.raises(ValueError, match=rf"--budget-bytes {smallest - 1}: .* {smallest} "):
             _check_budget(args, smallest - 1, w.n, D)
+
+
+# -- inspect: the held-out queries -------------------------------------------------------
+
+
+def test_inspect_says_how_many_rows_it_held_out(files, capsys):
+    base = str(files / "base.npy")
+    assert main(["inspect", base, "--no-progress"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    # 1,000 rows, or a tenth of the rows if fewer: 120 of 1,200
+    assert first == (
+        f"base.npy: 120 of its {N:,} rows held out as queries (seed 0) for the recall after "
+        f"PCA; the other {N - 120:,} are described"
+    )
+    assert main(["inspect", base, "--seed", "3", "--json", "--no-progress"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["queries"] == {"n": 120, "held_out": True, "seed": 3, "file": None}
+    assert doc["n"] == N - 120
+
+    queries = str(files / "q.npy")
+    assert main(["inspect", base, "--queries", queries, "--json", "--no-progress"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["queries"] == {"n": 20, "held_out": False, "seed": None, "file": queries}
+    assert doc["n"] == N
+    assert main(["inspect", base, "--queries", queries, "--no-progress"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"base.npy: 20 queries from {queries} for the recall after PCA"
+    )
+
+
+def test_inspect_text_prints_the_numbers_of_its_rotation_advice(files, capsys):
+    argv = ["inspect", str(files / "base.npy"), "--metric", "ip", "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert main([*argv, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    fmt = vecpress.diagnostics.format_statistic
+    (line,) = [s for s in out.splitlines() if s.startswith("Epps–Pulley statistic over")]
+    assert f"near-Gaussian up to {fmt(doc['rotation']['limit'])}" in line
+    assert f"axes {fmt(doc['gaussianity']['raw'])}" in line
+    (advice,) = [s for s in out.splitlines() if "rotation" in s and s.startswith("- ")]
+    assert advice.startswith("- no rotation needed")  # Gaussian rows
+    assert f"up to {fmt(doc['rotation']['limit'])}" in advice

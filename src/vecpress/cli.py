@@ -303,6 +303,14 @@ def _advise(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    """``vecpress inspect``: the diagnostics of :func:`vecpress.diagnostics.inspect`, and
+    where the queries of its recall after PCA came from.
+
+    Without ``--queries``, rows of the base are held out as those queries (1,000, or a
+    tenth of the rows if fewer, drawn with ``--seed``: :func:`vecpress.datasets.load`)
+    and are left out of every statistic; the first line of the text, and ``"queries"``
+    in the JSON (``{"n", "held_out", "seed", "file"}``), say so.
+    """
     from .datasets import load
     from .diagnostics import format_statistic as fmt
 
@@ -315,9 +323,23 @@ def _inspect(args: argparse.Namespace) -> int:
         check=lambda x, name: _check_read(args, x, name),
     )
     doc = _diagnostics(args, data)
+    nq = int(data.queries.shape[0])
+    doc["queries"] = {
+        "n": nq,
+        "held_out": data.held_out,
+        "seed": args.seed if data.held_out else None,
+        "file": data.queries_source,
+    }
     if args.json:
         print(_dumps(doc))
         return 0
+    if data.held_out:
+        print(
+            f"{data.name}: {nq:,} of its {doc['n'] + nq:,} rows held out as queries "
+            f"(seed {args.seed}) for the recall after PCA; the other {doc['n']:,} are described"
+        )
+    else:
+        print(f"{data.name}: {nq:,} queries from {data.queries_source} for the recall after PCA")
     n = doc["norms"]
     print(f"{doc['n']:,} vectors x {doc['d']} dims (metric {doc['metric']})")
     print(
