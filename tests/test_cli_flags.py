@@ -1,5 +1,5 @@
 """``vecpress bench / advise / inspect``: bad flag values name the flag, before any work;
-``inspect`` says which rows it held out.
+every option's help states its default; ``inspect`` says which rows it held out.
 
 Run in-process through ``vecpress.cli.main`` on small synthetic ``.npy`` files.
 """
@@ -18,7 +18,8 @@ import vecpress.cli
 import vecpress.diagnostics
 import vecpress.readers
 from vecpress.bench import Config, Workload, search_space
-from vecpress.cli import _bytes_per_vector, _check_budget, main
+from vecpress.cli import _bytes_per_vector, _check_budget, build_parser, main
+from vecpress.datasets import BUILTIN
 
 N, D = 1200, 16  # bench and advise hold out 1,000 queries by default: 200 rows stay the base
 
@@ -126,6 +127,52 @@ def test_budget_check_sizes_configurations_as_the_workload_does():
         _check_budget(args, smallest, w.n, D)  # the smallest configuration fits: no error
         with pytest.raises(ValueError, match=rf"--budget-bytes {smallest - 1}: .* {smallest} "):
             _check_budget(args, smallest - 1, w.n, D)
+
+
+# -- help ---------------------------------------------------------------------------------
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)
+
+
+def _options():
+    for command, parser in _subparsers().items():
+        for action in parser._actions:
+            if set(action.option_strings) & {"-h", "--help", "--version"}:
+                continue
+            yield command, action
+
+
+@pytest.mark.parametrize(
+    ("command", "action"),
+    list(_options()),
+    ids=[f"{c} {a.option_strings[-1] if a.option_strings else a.dest}" for c, a in _options()],
+)
+def test_every_option_has_help_stating_its_default(command, action):
+    text = " ".join((action.help or "").split())
+    assert text, f"{command} {action.dest}: no help"
+    default = action.default
+    if action.option_strings and default is not None and default is not False:
+        assert re.search(rf"\bdefault:? {re.escape(str(default))}(?![\w.])", text), (
+            f"{command} {action.option_strings[-1]}: the help does not state the default "
+            f"{default!r}: {text!r}"
+        )
+
+
+def test_build_and_search_help_name_the_built_in_sets(capsys):
+    for command in ("build", "search"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for name in BUILTIN:
+            assert name in text, (command, name)
+    assert all(f"{name}:queries" in text for name in BUILTIN)  # search's QUERIES
+    build = _subparsers()["build"]
+    (vectors,) = [a for a in build._actions if a.dest == "vectors"]
+    assert "built-in set" in vectors.help and "NAME:queries" in vectors.help
 
 
 # -- inspect: the held-out queries -------------------------------------------------------

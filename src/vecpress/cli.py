@@ -748,21 +748,42 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_column_option(parser: argparse.ArgumentParser, what: str) -> None:
+def _add_column_option(parser: argparse.ArgumentParser, what: str, also: str = "") -> None:
     parser.add_argument(
         "--column",
         metavar="NAME",
-        help=f"the Parquet column of the {what} file holding the {what} "
+        help=f"the Parquet column of the {what} file{also} holding the {what} "
         "(default: its only list-of-floats column)",
     )
 
 
+#: the BASE argument of bench, advise and inspect
+_BASE_HELP = "vectors file (.npy, .fvecs, .fbin or .parquet) or a built-in set: " + ", ".join(
+    BUILTIN
+)
+
+
+def _add_metric_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metric",
+        choices=METRICS,
+        default="cosine",
+        help="similarity searched by: cosine, ip (inner product) or l2 (Euclidean distance); "
+        "default cosine",
+    )
+
+
 def _add_data_options(p: argparse.ArgumentParser, grid: str) -> None:
-    p.add_argument("base", help="vectors file or built-in set (" + ", ".join(BUILTIN) + ")")
+    p.add_argument("base", help=_BASE_HELP)
     p.add_argument("--queries", help="queries file (default: rows held out of the base)")
-    p.add_argument("--n-queries", type=int, default=1000, help="held-out queries (default 1000)")
-    _add_column_option(p, "vectors")
-    p.add_argument("--metric", choices=METRICS, default="cosine")
+    p.add_argument(
+        "--n-queries",
+        type=int,
+        default=1000,
+        help="rows held out of the base as queries when --queries is not given (default 1000)",
+    )
+    _add_column_option(p, "vectors", " (and of the --queries file)")
+    _add_metric_option(p)
     p.add_argument("-k", "--k", type=int, default=10, help="neighbours per query (default 10)")
     p.add_argument(
         "--grid",
@@ -784,9 +805,16 @@ def _add_data_options(p: argparse.ArgumentParser, grid: str) -> None:
         help="a sample of your queries, apart from --queries, for the codecs that learn "
         "from queries (leanvec-ood<d'>, added to the grid when this is given)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of codecs and held-out queries")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the codecs and held-out queries (default 0)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.add_argument("--report", metavar="HTML", help="write a self-contained HTML report")
+    p.add_argument(
+        "--report",
+        metavar="HTML",
+        help="also write a self-contained HTML report to this file (default: none; needs "
+        'pip install "vecpress[report]")',
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -824,8 +852,18 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="advise on the built-in GloVe-50 set for recall@10 0.95 and write a report",
     )
-    demo.add_argument("--target", type=float, default=DEMO_TARGET, help="recall@10 target")
-    demo.add_argument("--grid", choices=GRID_NAMES, default="full")
+    demo.add_argument(
+        "--target",
+        type=float,
+        default=DEMO_TARGET,
+        help=f"the recall@10 to reach (default {DEMO_TARGET})",
+    )
+    demo.add_argument(
+        "--grid",
+        choices=GRID_NAMES,
+        default="full",
+        help="the configurations to choose from (default full)",
+    )
     demo.add_argument("--report", default=DEMO_REPORT, help=f"HTML report (default {DEMO_REPORT})")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
@@ -835,7 +873,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_options(bench, "default")
     bench.add_argument(
-        "--spec", action="append", help="measure only this codec spec, flat (repeatable)"
+        "--spec",
+        action="append",
+        help="measure only this codec spec, flat (repeatable; default: the --grid)",
     )
     bench.add_argument(
         "--peers", action="store_true", help="add faiss's codecs and sentence-transformers' schemes"
@@ -847,18 +887,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_options(advise, "full")
     goal = advise.add_mutually_exclusive_group(required=True)
-    goal.add_argument("--target-recall", type=float, metavar="R", help="recall@k to reach")
-    goal.add_argument("--budget-bytes", type=int, metavar="B", help="bytes per vector to fit in")
+    goal.add_argument(
+        "--target-recall",
+        type=float,
+        metavar="R",
+        help="choose the fewest bytes reaching this recall@k, in (0, 1] (this or --budget-bytes)",
+    )
+    goal.add_argument(
+        "--budget-bytes",
+        type=int,
+        metavar="B",
+        help="choose the best recall@k within B bytes per vector, every tier and the 8-byte id "
+        "included (this or --target-recall)",
+    )
     advise.set_defaults(func=_advise)
 
     inspect = sub.add_parser(
         "inspect", parents=[common], help="describe a set of embeddings and what it implies"
     )
-    inspect.add_argument("base", help="vectors file or built-in set (" + ", ".join(BUILTIN) + ")")
-    inspect.add_argument("--queries", help="queries file (default: rows held out of the base)")
-    _add_column_option(inspect, "vectors")
-    inspect.add_argument("--metric", choices=METRICS, default="cosine")
-    inspect.add_argument("--seed", type=int, default=0)
+    inspect.add_argument("base", help=_BASE_HELP)
+    inspect.add_argument(
+        "--queries",
+        help="queries file for the recall after PCA (default: 1,000 rows held out of the base, "
+        "or a tenth of the rows if fewer)",
+    )
+    _add_column_option(inspect, "vectors", " (and of the --queries file)")
+    _add_metric_option(inspect)
+    inspect.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the samples, held-out queries and rotation (default 0)",
+    )
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     inspect.add_argument("--no-progress", action="store_true", help="no progress bar")
     inspect.set_defaults(func=_inspect)
@@ -866,15 +926,22 @@ def build_parser() -> argparse.ArgumentParser:
     build = sub.add_parser(
         "build", parents=[common], help="build a flat or IVF index from a vectors file"
     )
-    build.add_argument("vectors", help="float vectors: .npy, .fvecs, .fbin or .parquet")
+    build.add_argument(
+        "vectors",
+        help="float vectors: .npy, .fvecs, .fbin or .parquet; or a built-in set ("
+        + ", ".join(BUILTIN)
+        + "): its base, without the 1,000 queries that bench and advise hold out of it by "
+        "default (search them as NAME:queries)",
+    )
     _add_column_option(build, "vectors")
-    build.add_argument("--spec", required=True, help="codec spec, e.g. 'hd2,rq4'")
-    build.add_argument("--metric", choices=METRICS, default="cosine")
+    build.add_argument("--spec", required=True, help="codec spec, e.g. 'hd2,rq4' (required)")
+    _add_metric_option(build)
     build.add_argument("--seed", type=int, default=0, help="seed of the codec (default 0)")
     build.add_argument(
         "--rerank-spec",
         metavar="S2",
-        help="second tier kept for re-ranking: 'f32' (the float vectors), 'f16', 'rq8', ...",
+        help="second tier kept for re-ranking: 'f32' (the float vectors), 'f16', 'rq8', ... "
+        "(default: none)",
     )
     build.add_argument(
         "--ivf", type=int, metavar="N", help="partition into N lists by k-means (default: flat)"
@@ -890,13 +957,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="a sample of the queries to serve, for codecs that learn from them "
         "(required by leanvec-ood<d'>)",
     )
-    build.add_argument("-o", "--output", required=True, help="index file to write")
+    build.add_argument("-o", "--output", required=True, help="index file to write (required)")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
     build.set_defaults(func=_build)
 
     search = sub.add_parser("search", parents=[common], help="search an index with a queries file")
     search.add_argument("index", help="index file (from vecpress build)")
-    search.add_argument("queries", help="float queries: .npy, .fvecs, .fbin or .parquet")
+    search.add_argument(
+        "queries",
+        help="float queries: .npy, .fvecs, .fbin or .parquet; or NAME:queries, the 1,000 "
+        "queries that bench and advise hold out of a built-in set by default ("
+        + ", ".join(f"{b}:queries" for b in BUILTIN)
+        + ")",
+    )
     _add_column_option(search, "queries")
     search.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     search.add_argument(
@@ -904,7 +977,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="R",
         help="re-score the best R candidates with the index's second tier "
-        "(built with --rerank-spec, or a two-level spec such as lvq4x8)",
+        "(built with --rerank-spec, or a two-level spec such as lvq4x8); default: no "
+        "re-ranking",
     )
     search.add_argument(
         "--nprobe",
@@ -912,7 +986,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="IVF indexes: lists scanned per query (default: 1/64 of the lists)",
     )
-    search.add_argument("-o", "--output", required=True, help="results file: .npy or .json")
+    search.add_argument(
+        "-o", "--output", required=True, help="results file: .npy or .json (required)"
+    )
     search.add_argument("--no-progress", action="store_true", help="no progress bar")
     search.set_defaults(func=_search)
 
