@@ -303,7 +303,7 @@ def test_inspect_prints_diagnostics(files, capsys):
     [
         (["advise", "{d}/missing.npy", "--target-recall", "0.9"], "does not exist"),
         (["advise", "{d}/flat.npy", "--target-recall", "0.9"], "2-D"),
-        (["bench", "{d}/nan.npy"], "NaN"),
+        (["bench", "{d}/nan.npy", "--n-queries", "5"], "NaN"),
         (["inspect", "{d}/nan.npy"], "NaN"),
         (["advise", "{d}/base.npy", "--target-recall", "1.5"], "--target-recall"),
         (["advise", "{d}/base.npy", "--budget-bytes", "0"], "--budget-bytes"),

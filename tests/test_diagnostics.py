@@ -22,7 +22,9 @@ from vecpress.diagnostics import (
     EP_T_MAX,
     GAUSSIAN_EXCESS,
     RECALL_FLOOR,
+    _rotation,
     epps_pulley,
+    format_statistic,
     inspect,
 )
 
@@ -37,6 +39,7 @@ KEYS = {
     "coding_gain_bits",
     "gaussianity",
     "gaussian_reference",
+    "rotation",
     "pca_recall",
     "advice",
     "sample",
@@ -224,8 +227,10 @@ def test_gaussian_data_matches_the_gaussian_reference(gaussian_report):
     tol = 5 * sd * math.sqrt(1 / d + 1 / 64)
     for key, value in gaussian_report["gaussianity"].items():
         assert value == pytest.approx(ref, abs=tol), key
-    assert "a random rotation suffices" in " ".join(gaussian_report["advice"])
-    assert "already before it" in " ".join(gaussian_report["advice"])
+    assert not gaussian_report["rotation"]["advised"]
+    assert "no rotation needed: the coordinates are near-Gaussian on their axes already" in (
+        " ".join(gaussian_report["advice"])
+    )
 
 
 def test_sign_coordinates_are_not_gaussian_until_rotated():
@@ -239,8 +244,13 @@ def test_sign_coordinates_are_not_gaussian_until_rotated():
     assert g["rotated"] < g["raw"] / 10
     assert (g["rotated"] - ref) / n < GAUSSIAN_EXCESS
     assert g["random_directions"] < g["raw"] / 10
-    text = " ".join(report["advice"])
-    assert "a random rotation suffices" in text and "already before it" not in text
+    assert report["rotation"]["advised"]
+    assert report["rotation"]["near_gaussian"] == {
+        "raw": False,
+        "rotated": True,
+        "random_directions": True,
+    }
+    assert "rotate (hd2): it makes the coordinates near-Gaussian" in " ".join(report["advice"])
 
 
 def test_one_hot_rows_are_not_gaussian():
@@ -252,6 +262,114 @@ def test_one_hot_rows_are_not_gaussian():
     assert g["rotated"] < g["raw"]
 
 
+# -- the rotation rule ---------------------------------------------------------------
+
+
+def _rotation_line(report: dict) -> str:
+    (line,) = [a for a in report["advice"] if "Epps–Pulley" in a]
+    return line
+
+
+def _sparse(n: int, d: int, density: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d))
+    x[rng.random((n, d)) > density] = 0.0
+    return x.astype(np.float32)
+
+
+def _one_hot(n: int, d: int, seed: int) -> np.ndarray:
+    return np.eye(d, dtype=np.float32)[np.random.default_rng(seed).integers(0, d, n)]
+
+
+def _spherical_t(n: int, d: int, seed: int, dof: int = 5) -> np.ndarray:
+    """Multivariate Student t: every direction has the same heavy-tailed law, so no
+    rotation changes how Gaussian the coordinates are."""
+    rng = np.random.default_rng(seed)
+    scale = np.sqrt(dof / rng.chisquare(dof, size=(n, 1)))
+    return (rng.standard_normal((n, d)) * scale).astype(np.float32)
+
+
+CASES = {
+    # name: (data, the case of the rule, advised)
+    "gaussian": (lambda: _gaussian(4000, 64, seed=20), "no rotation needed", False),
+    "sparse": (lambda: _sparse(4000, 256, 0.2, seed=21), "rotate (hd2): it makes", True),
+    "one-hot": (lambda: _one_hot(4000, 32, seed=22), "rotate (hd2), but", True),
+    "spherical-t": (lambda: _spherical_t(4000, 64, seed=23), "a rotation does not help", False),
+}
+
+
+@pytest.fixture(scope="module")
+def rule_reports() -> dict:
+    return {name: inspect(make(), metric="ip", dims=[]) for name, (make, _, _) in CASES.items()}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_rotation_advice_on_constructed_data(rule_reports, name):
+    """Sparse and one-hot rows: the axes are far from Gaussian and hd2 helps (to
+    near-Gaussian for 20%-dense rows; only part of the way for one-hot rows, whose rotated
+    coordinates take few values). Gaussian rows: nothing to gain. A spherical t: every
+    direction is equally non-Gaussian, so hd2 changes the statistic by noise only."""
+    report = rule_reports[name]
+    _, case, advised = CASES[name]
+    assert report["rotation"]["advised"] is advised
+    assert _rotation_line(report).startswith(case)
+    if name == "spherical-t":
+        g = report["gaussianity"]
+        assert abs(g["raw"] - g["rotated"]) < 0.2 * g["raw"]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_rotation_advice_agrees_with_the_printed_numbers(rule_reports, name):
+    """The rule of inspect's Notes, checked on the numbers the report holds and prints."""
+    report = rule_reports[name]
+    g, ref, rows = report["gaussianity"], report["gaussian_reference"], report["sample"]
+    rule = report["rotation"]
+    margin = GAUSSIAN_EXCESS * rows
+    assert rule["limit"] == pytest.approx(ref + margin)
+    assert rule["limit_per_row"] == GAUSSIAN_EXCESS
+    for key, t in g.items():
+        assert rule["near_gaussian"][key] is (t <= rule["limit"])
+        assert rule["excess_per_row"][key] == pytest.approx((t - ref) / rows)
+    raw, rotated = g["raw"], g["rotated"]
+    line = _rotation_line(report)
+    # the sentence carries the statistics it was decided on, as printed
+    for value in (raw, rotated, rule["limit"], ref):
+        assert format_statistic(value) in line
+    if rule["advised"]:  # never a rotation that does not lower the statistic
+        assert raw > rule["limit"] and rotated < raw
+        assert rotated <= rule["limit"] or raw - rotated > margin
+        assert line.startswith("rotate (hd2)")
+    else:
+        assert not line.startswith("rotate")
+    # "near-Gaussian" only where the statistic is within the limit
+    if line.startswith("no rotation needed"):
+        assert raw <= rule["limit"]
+    if "stay non-Gaussian" in line:
+        assert rotated > rule["limit"] and raw > rule["limit"]
+    if "it makes the coordinates near-Gaussian" in line:
+        assert rotated <= rule["limit"] < raw
+
+
+@pytest.mark.parametrize(
+    ("raw", "rotated", "advised"),
+    [
+        (0.30, 0.35, False),  # Gaussian axes: nothing to gain
+        (3.0, 0.3, False),  # axes within the limit (0.3 + 4): no rotation needed
+        (4.4, 4.2, True),  # crosses the limit: near-Gaussian after hd2, and lower
+        (6.8, 3.8, True),  # a drop below the margin, but to within the limit
+        (50.0, 40.0, True),  # both non-Gaussian, lowered by more than the margin (4)
+        (33.0, 30.0, False),  # both non-Gaussian, lowered by less than the margin
+        (20.0, 25.0, False),  # hd2 makes it worse
+    ],
+)
+def test_rotation_rule_thresholds(raw, rotated, advised):
+    """4,000 rows and a reference of 0.3: limit 4.3, margin 4."""
+    g = {"raw": raw, "rotated": rotated, "random_directions": rotated}
+    rule = _rotation(g, 0.3, 4000)
+    assert rule["limit"] == pytest.approx(4.3)
+    assert rule["advised"] is advised
+
+
 # -- output form ---------------------------------------------------------------------
 
 
@@ -260,7 +378,7 @@ def _plain(value) -> bool:
         return all(isinstance(k, str) and _plain(v) for k, v in value.items())
     if isinstance(value, list):
         return all(_plain(v) for v in value)
-    return type(value) in (int, float, str)
+    return type(value) in (int, float, str, bool)
 
 
 def test_report_is_plain_json(synthetic_report):

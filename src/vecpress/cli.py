@@ -52,7 +52,7 @@ SEARCH_CHUNK = 1_000
 DEMO_TARGET = 0.95
 DEMO_REPORT = "vecpress-report.html"
 #: the default time budget of advise and demo (seconds, from the command's start)
-MAX_SECONDS = 240.0
+MAX_SECONDS = 240
 #: seconds of the budget kept for what follows the measuring (the report)
 REPORT_RESERVE_S = 5.0
 
@@ -86,14 +86,23 @@ def _data(args: argparse.Namespace):
         raise ValueError(f"--n-queries must be >= 1, found {args.n_queries}")
     if args.k < 1:
         raise ValueError(f"-k must be >= 1, found {args.k}")
+    checked = []
+
+    def check(x: np.ndarray, name: str) -> None:
+        checked.append(name)
+        _check_read(args, x, name)
+
     data = load(
         args.base,
         args.queries,
         column=args.column,
         n_queries=args.n_queries,
         seed=args.seed,
-        check=lambda x, name: _check_rows(x, name, args.metric),
+        check=check,
     )
+    if not checked:  # a built-in set with its own queries, read unchecked: check the options
+        n = data.base.shape[0] + data.queries.shape[0]
+        _check_shape_args(args, n, data.base.shape[1])
     if args.k > data.base.shape[0]:
         raise ValueError(f"-k {args.k} is larger than the {data.base.shape[0]} base vectors")
     return data
@@ -124,10 +133,7 @@ def _train_queries(args: argparse.Namespace, d: int):
     if path is None:
         return None
     t = _vectors(path, "train-queries", None)
-    if t.ndim != 2 or t.shape[1] != d or t.shape[0] == 0:
-        raise ValueError(
-            f"train-queries file {path} must hold vectors of dimension {d}, found shape {t.shape}"
-        )
+    _check_train_queries_shape(path, t.shape, d)
     _check_rows(t, "train-queries", args.metric)
     return np.asarray(t, np.float32)
 
@@ -208,10 +214,8 @@ def _write_report(args, path, data, records, recommendation=None) -> None:
 
 def _bench(args: argparse.Namespace) -> int:
     from .bench import Config, search_space
-    from .codec import Codec
 
-    for spec in args.spec or ():  # every spec is checked before any vectors are read
-        Codec.from_spec(spec)
+    _check_data_args(args)
     data = _data(args)
     w = _workload(args, data)
     if args.spec:
@@ -326,17 +330,8 @@ def _print_advice(doc: dict, d: int, held_out: bool) -> None:
         )
 
 
-def _check_goal(args: argparse.Namespace) -> None:
-    """``--target-recall`` / ``--budget-bytes``, checked before any vectors are read."""
-    t, b = args.target_recall, args.budget_bytes
-    if t is not None and not 0 < t <= 1:
-        raise ValueError(f"--target-recall must be in (0, 1], found {t}")
-    if b is not None and b <= 0:
-        raise ValueError(f"--budget-bytes must be a positive number of bytes, found {b}")
-
-
 def _advise(args: argparse.Namespace) -> int:
-    _check_goal(args)
+    _check_data_args(args)
     data = _data(args)
     w, advice, doc = _run_advisor(args, data)
     if args.json:
@@ -349,19 +344,43 @@ def _advise(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from .datasets import load
+    """``vecpress inspect``: the diagnostics of :func:`vecpress.diagnostics.inspect`, and
+    where the queries of its recall after PCA came from.
 
+    Without ``--queries``, rows of the base are held out as those queries (1,000, or a
+    tenth of the rows if fewer, drawn with ``--seed``: :func:`vecpress.datasets.load`)
+    and are left out of every statistic; the first line of the text, and ``"queries"``
+    in the JSON (``{"n", "held_out", "seed", "file"}``), say so.
+    """
+    from .datasets import load
+    from .diagnostics import format_statistic as fmt
+
+    _check_data_args(args)
     data = load(
         args.base,
         args.queries,
         column=args.column,
         seed=args.seed,
-        check=lambda x, name: _check_rows(x, name, args.metric),
+        check=lambda x, name: _check_read(args, x, name),
     )
     doc = _diagnostics(args, data)
+    nq = int(data.queries.shape[0])
+    doc["queries"] = {
+        "n": nq,
+        "held_out": data.held_out,
+        "seed": args.seed if data.held_out else None,
+        "file": data.queries_source,
+    }
     if args.json:
         print(_dumps(doc))
         return 0
+    if data.held_out:
+        print(
+            f"{data.name}: {nq:,} of its {doc['n'] + nq:,} rows held out as queries "
+            f"(seed {args.seed}) for the recall after PCA; the other {doc['n']:,} are described"
+        )
+    else:
+        print(f"{data.name}: {nq:,} queries from {data.queries_source} for the recall after PCA")
     n = doc["norms"]
     print(f"{doc['n']:,} vectors x {doc['d']} dims (metric {doc['metric']})")
     print(
@@ -374,9 +393,10 @@ def _inspect(args: argparse.Namespace) -> int:
     )
     g = doc["gaussianity"]
     print(
-        f"Epps–Pulley statistic (0 = Gaussian; reference {doc['gaussian_reference']:.4f}): "
-        f"axes {g['raw']:.4f}, after hd2 rotation {g['rotated']:.4f}, "
-        f"random directions {g['random_directions']:.4f}"
+        f"Epps–Pulley statistic over {doc['sample']:,} rows (lower = more Gaussian; Gaussian "
+        f"samples {fmt(doc['gaussian_reference'])}, near-Gaussian up to "
+        f"{fmt(doc['rotation']['limit'])}): axes {fmt(g['raw'])}, after hd2 rotation "
+        f"{fmt(g['rotated'])}, random directions {fmt(g['random_directions'])}"
     )
     print(
         "recall@10 after PCA: "
@@ -432,13 +452,14 @@ def _progress(args: argparse.Namespace, **kw):
     return tqdm(disable=True if args.no_progress else None, **kw)
 
 
-def _check_output(path: str) -> None:
-    """``-o/--output``: a file path in an existing folder (checked before any work)."""
+def _check_output(path: str, flag: str = "--output") -> None:
+    """``-o/--output`` (or ``flag``): a file path in an existing folder (checked before any
+    work)."""
     if os.path.isdir(path):
-        raise IsADirectoryError(f"--output {path} is a directory, not a file to write")
+        raise IsADirectoryError(f"{flag} {path} is a directory, not a file to write")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"--output {path}: the folder {folder} does not exist")
+        raise FileNotFoundError(f"{flag} {path}: the folder {folder} does not exist")
 
 
 def _check_build_args(args: argparse.Namespace) -> None:
@@ -466,6 +487,172 @@ def _check_build_args(args: argparse.Namespace) -> None:
             "queries the index will serve with --train-queries T"
         )
     _check_output(args.output)
+
+
+def _check_train_queries_shape(path: str, shape: tuple, d: int) -> None:
+    """``--train-queries``: a non-empty matrix of vectors of the base's dimension ``d``."""
+    if len(shape) != 2 or shape[1] != d or shape[0] == 0:
+        raise ValueError(
+            f"--train-queries {path} must hold vectors of dimension {d} (the vectors'), "
+            f"found shape {shape}"
+        )
+
+
+def _check_data_args(args: argparse.Namespace) -> None:
+    """``bench``, ``advise`` and ``inspect``'s options, in the words of their flags.
+
+    Run before anything is read; what needs the vectors' shape is checked by
+    :func:`_check_shape_args` as soon as it is known, before their rows are scanned.
+    An option a command does not have is skipped.
+    """
+    from .codec import Codec
+
+    k = getattr(args, "k", None)
+    if k is not None and k < 1:
+        raise ValueError(f"-k must be >= 1, found {k}")
+    n_queries = getattr(args, "n_queries", None)
+    if n_queries is not None and n_queries < 1:
+        raise ValueError(f"--n-queries must be >= 1, found {n_queries}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, found {args.seed}")
+    target = getattr(args, "target_recall", None)
+    if target is not None and not 0 < target <= 1:
+        raise ValueError(f"--target-recall must be in (0, 1], found {target}")
+    budget = getattr(args, "budget_bytes", None)
+    if budget is not None and budget < 1:
+        raise ValueError(f"--budget-bytes must be >= 1 (bytes per vector), found {budget}")
+    train = getattr(args, "train_queries", None)
+    for spec in getattr(args, "spec", None) or ():
+        try:
+            Codec.from_spec(spec)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"--spec {spec}: {e}") from None
+        if "leanvec-ood" in spec and train is None:
+            raise ValueError(
+                f"--spec {spec} learns from queries as well as data: give a sample of the "
+                "queries, apart from the measured ones, with --train-queries T"
+            )
+    if args.column is not None:
+        files = [] if args.base in BUILTIN else [("the vectors file", args.base)]
+        files += [] if args.queries is None else [("the --queries file", args.queries)]
+        if not files:
+            raise ValueError(
+                f"--column {args.column} picks a column of a .parquet file; {args.base} is a "
+                "built-in set"
+            )
+        for what, path in files:
+            ext = os.path.splitext(path)[1].lower()
+            if ext != ".parquet":
+                raise ValueError(
+                    f"--column {args.column} picks a column of a .parquet file; {what} "
+                    f"{path} is a {ext or 'extension-less'} file"
+                )
+    for flag, path in (("--queries", args.queries), ("--train-queries", train)):
+        if path is None or (flag == "--train-queries" and _builtin_name(path)):
+            continue
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{flag} {path} is a directory, not a file of vectors")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{flag} {path} does not exist")
+    report = getattr(args, "report", None)
+    if report is not None:
+        _check_output(report, "--report")
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise ImportError(
+                f'--report {report} draws its plots with matplotlib: pip install "vecpress[report]"'
+            )
+
+
+def _builtin_name(name: str) -> bool:
+    """Whether ``name`` is a built-in set on the command line (``glove50``, ``glove50:queries``)."""
+    base, _, part = name.partition(":")
+    return base in BUILTIN and part in ("", "queries")
+
+
+def _check_shape_args(args: argparse.Namespace, n: int, d: int) -> None:
+    """The options that need the vectors' shape ``(n, d)``, in the words of their flags.
+
+    Run when the vectors have been opened (``.npy``, ``.fvecs`` and ``.fbin`` are
+    memory-mapped: only their header has been read) and before their rows are scanned,
+    the queries held out or the ground truth computed.
+    """
+    from .codec import Codec
+
+    held = None  # the rows held out as queries, when known
+    rows = n  # the base rows, when known
+    if args.queries is None:
+        held = getattr(args, "n_queries", None)
+        rows = None if held is None else n - held  # None: load's default, known after it
+        if held is not None and held >= n:
+            raise ValueError(
+                f"--n-queries {held}: the vectors {args.base} have {n} rows, and the queries "
+                "held out of them must leave some as the base; give a smaller --n-queries or "
+                "a queries file with --queries"
+            )
+    else:
+        q = read_vectors(args.queries, "queries", column=args.column)
+        if q.shape[0] == 0:
+            raise ValueError(f"--queries {args.queries} holds no vectors (shape {q.shape})")
+        if q.shape[1] != d:
+            raise ValueError(
+                f"--queries {args.queries} has vectors of {q.shape[1]} dimensions, the vectors "
+                f"{args.base} have {d}"
+            )
+    k = getattr(args, "k", None)
+    if k is not None and rows is not None and k > rows:
+        left = f" left after holding out {held} queries" if held is not None else ""
+        raise ValueError(f"-k {k} is larger than the {rows} base vectors{left}")
+    for spec in getattr(args, "spec", None) or ():
+        try:
+            Codec.code_size_of(spec, d)
+        except (ValueError, TypeError) as e:
+            message = str(e).removeprefix(f"{spec}: ")  # said once, after the flag
+            raise ValueError(f"--spec {spec}: {message}") from None
+    train = getattr(args, "train_queries", None)
+    if train is not None and not _builtin_name(train):
+        _check_train_queries_shape(train, read_vectors(train, "train-queries").shape, d)
+    budget = getattr(args, "budget_bytes", None)
+    if budget is not None and rows is not None:
+        _check_budget(args, budget, rows, d)
+
+
+def _bytes_per_vector(config, d: int, metric: str) -> int:
+    """:attr:`vecpress.Index.bytes_per_vector` of a :class:`~vecpress.bench.Config` at
+    dimension ``d``, without building it: every tier's code, the 8-byte id and, for l2,
+    the 4-byte ``|x|²``."""
+    from .codec import Codec
+
+    tiers = [config.spec] + ([config.rerank_spec] if config.rerank_spec is not None else [])
+    return sum(Codec.code_size_of(s, d) for s in tiers) + 8 + (4 if metric == "l2" else 0)
+
+
+def _check_budget(args: argparse.Namespace, budget: int, n: int, d: int) -> None:
+    """``--budget-bytes``: at least the smallest configuration of the grid at dimension d."""
+    from .bench import search_space
+
+    train = getattr(args, "train_queries", None) is not None
+    tiers = {}  # the configurations of one build share their size: size each build once
+    for f in search_space(n, args.k, args.grid, d, train):
+        for c in f.configs:
+            tiers.setdefault((c.spec, c.rerank_spec), c)
+    sizes = [(_bytes_per_vector(c, d, args.metric), c.label) for c in tiers.values()]
+    smallest, label = min(sizes, key=lambda s: s[0])  # the first of the grid among equals
+    if budget < smallest:
+        raise ValueError(
+            f"--budget-bytes {budget}: no configuration of the {args.grid!r} grid fits; the "
+            f"smallest, {label!r}, takes {smallest} bytes per vector at d={d} "
+            f"(metric {args.metric})"
+        )
+
+
+def _check_read(args: argparse.Namespace, x: np.ndarray, name: str) -> None:
+    """``load``'s check of what it reads: the options that need the shape of the vectors
+    (:func:`_check_shape_args`), then the rows (:func:`_check_rows`)."""
+    if name == "vectors":
+        _check_shape_args(args, *x.shape)
+    _check_rows(x, name, args.metric)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -601,21 +788,42 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_column_option(parser: argparse.ArgumentParser, what: str) -> None:
+def _add_column_option(parser: argparse.ArgumentParser, what: str, also: str = "") -> None:
     parser.add_argument(
         "--column",
         metavar="NAME",
-        help=f"the Parquet column of the {what} file holding the {what} "
+        help=f"the Parquet column of the {what} file{also} holding the {what} "
         "(default: its only list-of-floats column)",
     )
 
 
+#: the BASE argument of bench, advise and inspect
+_BASE_HELP = "vectors file (.npy, .fvecs, .fbin or .parquet) or a built-in set: " + ", ".join(
+    BUILTIN
+)
+
+
+def _add_metric_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metric",
+        choices=METRICS,
+        default="cosine",
+        help="similarity searched by: cosine, ip (inner product) or l2 (Euclidean distance); "
+        "default cosine",
+    )
+
+
 def _add_data_options(p: argparse.ArgumentParser, grid: str) -> None:
-    p.add_argument("base", help="vectors file or built-in set (" + ", ".join(BUILTIN) + ")")
+    p.add_argument("base", help=_BASE_HELP)
     p.add_argument("--queries", help="queries file (default: rows held out of the base)")
-    p.add_argument("--n-queries", type=int, default=1000, help="held-out queries (default 1000)")
-    _add_column_option(p, "vectors")
-    p.add_argument("--metric", choices=METRICS, default="cosine")
+    p.add_argument(
+        "--n-queries",
+        type=int,
+        default=1000,
+        help="rows held out of the base as queries when --queries is not given (default 1000)",
+    )
+    _add_column_option(p, "vectors", " (and of the --queries file)")
+    _add_metric_option(p)
     p.add_argument("-k", "--k", type=int, default=10, help="neighbours per query (default 10)")
     p.add_argument(
         "--grid",
@@ -638,11 +846,18 @@ def _add_data_options(p: argparse.ArgumentParser, grid: str) -> None:
         help="a sample of your queries, apart from --queries, for the codecs that learn "
         "from queries (leanvec-ood<d'>, added to the grid when this is given)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of codecs and held-out queries")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the codecs and held-out queries (default 0)"
+    )
     if grid == "full":  # advise
         _add_max_seconds(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.add_argument("--report", metavar="HTML", help="write a self-contained HTML report")
+    p.add_argument(
+        "--report",
+        metavar="HTML",
+        help="also write a self-contained HTML report to this file (default: none; needs "
+        'pip install "vecpress[report]")',
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -703,8 +918,18 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="advise on the built-in GloVe-50 set for recall@10 0.95 and write a report",
     )
-    demo.add_argument("--target", type=float, default=DEMO_TARGET, help="recall@10 target")
-    demo.add_argument("--grid", choices=GRID_NAMES, default="full")
+    demo.add_argument(
+        "--target",
+        type=float,
+        default=DEMO_TARGET,
+        help=f"the recall@10 to reach (default {DEMO_TARGET})",
+    )
+    demo.add_argument(
+        "--grid",
+        choices=GRID_NAMES,
+        default="full",
+        help="the configurations to choose from (default full)",
+    )
     demo.add_argument("--report", default=DEMO_REPORT, help=f"HTML report (default {DEMO_REPORT})")
     _add_max_seconds(demo)
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -715,7 +940,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_options(bench, "default")
     bench.add_argument(
-        "--spec", action="append", help="measure only this codec spec, flat (repeatable)"
+        "--spec",
+        action="append",
+        help="measure only this codec spec, flat (repeatable; default: the --grid)",
     )
     bench.add_argument(
         "--peers", action="store_true", help="add faiss's codecs and sentence-transformers' schemes"
@@ -727,18 +954,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_options(advise, "full")
     goal = advise.add_mutually_exclusive_group(required=True)
-    goal.add_argument("--target-recall", type=float, metavar="R", help="recall@k to reach")
-    goal.add_argument("--budget-bytes", type=int, metavar="B", help="bytes per vector to fit in")
+    goal.add_argument(
+        "--target-recall",
+        type=float,
+        metavar="R",
+        help="choose the fewest bytes reaching this recall@k, in (0, 1] (this or --budget-bytes)",
+    )
+    goal.add_argument(
+        "--budget-bytes",
+        type=int,
+        metavar="B",
+        help="choose the best recall@k within B bytes per vector, every tier and the 8-byte id "
+        "included (this or --target-recall)",
+    )
     advise.set_defaults(func=_advise)
 
     inspect = sub.add_parser(
         "inspect", parents=[common], help="describe a set of embeddings and what it implies"
     )
-    inspect.add_argument("base", help="vectors file or built-in set (" + ", ".join(BUILTIN) + ")")
-    inspect.add_argument("--queries", help="queries file (default: rows held out of the base)")
-    _add_column_option(inspect, "vectors")
-    inspect.add_argument("--metric", choices=METRICS, default="cosine")
-    inspect.add_argument("--seed", type=int, default=0)
+    inspect.add_argument("base", help=_BASE_HELP)
+    inspect.add_argument(
+        "--queries",
+        help="queries file for the recall after PCA (default: 1,000 rows held out of the base, "
+        "or a tenth of the rows if fewer)",
+    )
+    _add_column_option(inspect, "vectors", " (and of the --queries file)")
+    _add_metric_option(inspect)
+    inspect.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the samples, held-out queries and rotation (default 0)",
+    )
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     inspect.add_argument("--no-progress", action="store_true", help="no progress bar")
     inspect.set_defaults(func=_inspect)
@@ -746,15 +993,22 @@ def build_parser() -> argparse.ArgumentParser:
     build = sub.add_parser(
         "build", parents=[common], help="build a flat or IVF index from a vectors file"
     )
-    build.add_argument("vectors", help="float vectors: .npy, .fvecs, .fbin or .parquet")
+    build.add_argument(
+        "vectors",
+        help="float vectors: .npy, .fvecs, .fbin or .parquet; or a built-in set ("
+        + ", ".join(BUILTIN)
+        + "): its base, without the 1,000 queries that bench and advise hold out of it by "
+        "default (search them as NAME:queries)",
+    )
     _add_column_option(build, "vectors")
-    build.add_argument("--spec", required=True, help="codec spec, e.g. 'hd2,rq4'")
-    build.add_argument("--metric", choices=METRICS, default="cosine")
+    build.add_argument("--spec", required=True, help="codec spec, e.g. 'hd2,rq4' (required)")
+    _add_metric_option(build)
     build.add_argument("--seed", type=int, default=0, help="seed of the codec (default 0)")
     build.add_argument(
         "--rerank-spec",
         metavar="S2",
-        help="second tier kept for re-ranking: 'f32' (the float vectors), 'f16', 'rq8', ...",
+        help="second tier kept for re-ranking: 'f32' (the float vectors), 'f16', 'rq8', ... "
+        "(default: none)",
     )
     build.add_argument(
         "--ivf", type=int, metavar="N", help="partition into N lists by k-means (default: flat)"
@@ -770,13 +1024,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="a sample of the queries to serve, for codecs that learn from them "
         "(required by leanvec-ood<d'>)",
     )
-    build.add_argument("-o", "--output", required=True, help="index file to write")
+    build.add_argument("-o", "--output", required=True, help="index file to write (required)")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
     build.set_defaults(func=_build)
 
     search = sub.add_parser("search", parents=[common], help="search an index with a queries file")
     search.add_argument("index", help="index file (from vecpress build)")
-    search.add_argument("queries", help="float queries: .npy, .fvecs, .fbin or .parquet")
+    search.add_argument(
+        "queries",
+        help="float queries: .npy, .fvecs, .fbin or .parquet; or NAME:queries, the 1,000 "
+        "queries that bench and advise hold out of a built-in set by default ("
+        + ", ".join(f"{b}:queries" for b in BUILTIN)
+        + ")",
+    )
     _add_column_option(search, "queries")
     search.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     search.add_argument(
@@ -784,7 +1044,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="R",
         help="re-score the best R candidates with the index's second tier "
-        "(built with --rerank-spec, or a two-level spec such as lvq4x8)",
+        "(built with --rerank-spec, or a two-level spec such as lvq4x8); default: no "
+        "re-ranking",
     )
     search.add_argument(
         "--nprobe",
@@ -792,7 +1053,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="IVF indexes: lists scanned per query (default: 1/64 of the lists)",
     )
-    search.add_argument("-o", "--output", required=True, help="results file: .npy or .json")
+    search.add_argument(
+        "-o", "--output", required=True, help="results file: .npy or .json (required)"
+    )
     search.add_argument("--no-progress", action="store_true", help="no progress bar")
     search.set_defaults(func=_search)
 

@@ -39,7 +39,10 @@ CODING_GAIN_DB = 1.0
 #: ``(T - T_ref) / N`` (an effect size: ``T`` itself grows like ``N`` for any fixed
 #: non-Gaussian law). For scale: a Student t with 30 degrees of freedom gives
 #: 1.5e-4, a coordinate of a uniform point on the 16-sphere 5e-4, a Student t with
-#: 10 degrees of freedom 1.6e-3, a uniform or a Laplace law 1.6e-2.
+#: 10 degrees of freedom 1.6e-3, a uniform or a Laplace law 1.6e-2. The same
+#: amount is the smallest change that counts: between two non-Gaussian statistics,
+#: the ``hd2`` rotation helps when it lowers the excess by more than this (see
+#: :func:`inspect`, Notes).
 GAUSSIAN_EXCESS = 1e-3
 #: The dimension floor is the smallest tested d' whose recall@k is at least this.
 RECALL_FLOOR = 0.95
@@ -134,6 +137,14 @@ def inspect(
         ``gaussian_reference``
             The mean of the same statistic over 64 genuinely Gaussian samples
             of the same size: values near it mean near-Gaussian projections.
+        ``rotation``
+            The rotation rule (Notes) on these numbers: ``advised`` (bool);
+            ``limit``, the statistic up to which coordinates count as
+            near-Gaussian (``gaussian_reference + GAUSSIAN_EXCESS * sample``);
+            ``limit_per_row`` (``GAUSSIAN_EXCESS``); and, for each key of
+            ``gaussianity``, ``near_gaussian`` (bool: the statistic is at most
+            ``limit``) and ``excess_per_row``
+            (``(T - gaussian_reference) / sample``).
         ``pca_recall``
             A list of ``{"d": d', "recall_at_k": r}``: recall@k of exact search
             after projecting onto the top ``d'`` principal directions (centred,
@@ -172,6 +183,25 @@ def inspect(
     weighted distance between the characteristic functions (``0.1 N`` for a
     two-valued sample, ``0.4 N`` for a constant one). The advice therefore
     judges the excess per row, ``(T - T_ref) / N``, against ``GAUSSIAN_EXCESS``.
+
+    The rotation rule uses only the printed statistics: ``T_raw`` (axes),
+    ``T_rot`` (after ``hd2``), ``T_ref`` (Gaussian samples) and ``N`` (rows).
+    With ``margin = GAUSSIAN_EXCESS * N``, a statistic counts as near-Gaussian
+    when it is at most ``limit = T_ref + margin``, and ``hd2`` is advised when
+    it helps: when the axes are not near-Gaussian (``T_raw > limit``) and the
+    rotation either makes them so (``T_rot <= limit``) or lowers the statistic
+    by more than the margin (``T_raw - T_rot > margin``; a smaller change is
+    within what the limit itself tolerates). So a rotation is never advised
+    unless the rotated statistic is below the raw one, and coordinates are
+    called near-Gaussian, before or after ``hd2``, only when that statistic is
+    within the limit. The advice names the case:
+
+    * ``T_raw <= limit``: no rotation needed, the axes are near-Gaussian;
+    * rotate, and the rotated coordinates are near-Gaussian (fixed Gaussian
+      quantizers fit them);
+    * rotate, but the rotated coordinates stay non-Gaussian (quantizers fitted
+      to the data should beat fixed Gaussian ones);
+    * a rotation does not help non-Gaussian axes (fitted quantizers, again).
 
     Examples
     --------
@@ -265,6 +295,7 @@ def inspect(
         "coding_gain_bits": gain_db / _DB_PER_BIT,
         "gaussianity": gaussianity,
         "gaussian_reference": reference,
+        "rotation": _rotation(gaussianity, reference, m),
         "pca_recall": pca_recall,
         "advice": [],
         "sample": int(m),
@@ -422,6 +453,71 @@ def _l2_as_ip(q: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def format_statistic(t: float) -> str:
+    """An Epps–Pulley statistic as printed: 3 significant digits, whole numbers from 1,000.
+
+    Examples
+    --------
+    >>> format_statistic(0.35612), format_statistic(46.3), format_statistic(1519.97)
+    ('0.356', '46.3', '1,520')
+    """
+    return f"{t:,.0f}" if abs(t) >= 1000 else f"{t:.3g}"
+
+
+def _rotation(gaussianity: dict[str, float], reference: float, rows: int) -> dict:
+    """The rotation rule (:func:`inspect`, Notes) on the mean statistics of ``rows`` rows."""
+    margin = GAUSSIAN_EXCESS * rows
+    limit = reference + margin
+    raw, rotated = gaussianity["raw"], gaussianity["rotated"]
+    return {
+        "advised": bool(raw > limit and (rotated <= limit or raw - rotated > margin)),
+        "limit": limit,
+        "limit_per_row": GAUSSIAN_EXCESS,
+        "near_gaussian": {key: bool(t <= limit) for key, t in gaussianity.items()},
+        "excess_per_row": {key: (t - reference) / rows for key, t in gaussianity.items()},
+    }
+
+
+def _rotation_advice(report: dict) -> str:
+    """One sentence: whether to rotate, and what quantizers then fit (:func:`inspect`, Notes)."""
+    g, ref, rows, rule = (
+        report["gaussianity"],
+        report["gaussian_reference"],
+        report["sample"],
+        report["rotation"],
+    )
+    limit, margin = rule["limit"], rule["limit"] - ref
+    fmt = format_statistic
+    numbers = (
+        f"Epps–Pulley statistic {fmt(g['raw'])} on the axes, {fmt(g['rotated'])} after hd2; "
+        f"near-Gaussian up to {fmt(limit)}, i.e. Gaussian samples' {fmt(ref)} + "
+        f"{GAUSSIAN_EXCESS:g} per row x {rows:,} rows"
+    )
+    fitted = (
+        "quantizers fitted to the data (per-dimension ranges, learned codebooks) should beat "
+        "fixed Gaussian ones"
+    )
+    if g["raw"] <= limit:
+        return (
+            "no rotation needed: the coordinates are near-Gaussian on their axes already "
+            f"({numbers})"
+        )
+    if g["rotated"] <= limit:  # and so lower than on the axes: advised
+        return (
+            "rotate (hd2): it makes the coordinates near-Gaussian, so fixed Gaussian "
+            f"quantizers fit them ({numbers})"
+        )
+    if rule["advised"]:
+        return (
+            f"rotate (hd2), but the coordinates stay non-Gaussian after it: {fitted} "
+            f"(hd2 lowers the statistic by more than {fmt(margin)}; {numbers})"
+        )
+    return (
+        "a rotation does not help: hd2 does not lower the statistic by more than "
+        f"{fmt(margin)} and the coordinates stay non-Gaussian, so {fitted} ({numbers})"
+    )
+
+
 def _advice(report: dict, k: int) -> list[str]:
     advice = []
     aniso = report["anisotropy"]
@@ -430,25 +526,7 @@ def _advice(report: dict, k: int) -> list[str]:
             f"centre first: the mean vector is {aniso:.0%} of the typical norm "
             "(use the `center` stage)"
         )
-    g = report["gaussianity"]
-    ref = report["gaussian_reference"]
-    rows = report["sample"]
-    excess = (g["rotated"] - ref) / rows
-    numbers = (
-        f"Epps–Pulley excess over Gaussian samples {max(excess, 0.0):.1e} per row, limit "
-        f"{GAUSSIAN_EXCESS:g}; statistic {g['rotated']:.2f} vs {ref:.2f} over {rows:,} rows"
-    )
-    if excess <= GAUSSIAN_EXCESS:
-        already = (g["raw"] - ref) / rows <= GAUSSIAN_EXCESS
-        advice.append(
-            "a random rotation suffices: coordinates are close to Gaussian after hd2"
-            f"{' (and already before it)' if already else ''} ({numbers})"
-        )
-    else:
-        advice.append(
-            f"coordinates stay non-Gaussian after hd2: {numbers}; quantizers fitted to the "
-            "data (per-dimension ranges, learned codebooks) should beat fixed Gaussian ones"
-        )
+    advice.append(_rotation_advice(report))
     gain = report["coding_gain_db"]
     if gain > CODING_GAIN_DB:
         advice.append(
