@@ -21,7 +21,7 @@ from vecpress.bench import Config, Workload, search_space
 from vecpress.cli import _bytes_per_vector, _check_budget, build_parser, main
 from vecpress.datasets import BUILTIN
 
-N, D = 1200, 16  # bench and advise hold out 1,000 queries by default: 200 rows stay the base
+N, D = 1200, 16  # bench and advise hold out a tenth (120 queries) by default: 1,080 stay
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def files(tmp_path_factory):
 BAD = [
     ("args", ["bench", "{b}", "-k", "0"], "-k must be >= 1, found 0"),
     ("args", ["bench", "{b}", "-k", "-3"], "-k must be >= 1, found -3"),
-    ("shape", ["bench", "{b}", "-k", "500"], "-k 500 is larger than the 200 base vectors"),
+    ("shape", ["bench", "{b}", "-k", "5000"], "-k 5000 is larger than the 1080 base vectors"),
     ("args", ["bench", "{b}", "--n-queries", "0"], "--n-queries must be >= 1, found 0"),
     ("args", ["bench", "{b}", "--n-queries", "-5"], "--n-queries must be >= 1, found -5"),
     ("shape", ["bench", "{b}", "--n-queries", str(N)], f"--n-queries {N}: the vectors"),
@@ -216,3 +216,15 @@ def test_inspect_text_prints_the_numbers_of_its_rotation_advice(files, capsys):
     (advice,) = [s for s in out.splitlines() if "rotation" in s and s.startswith("- ")]
     assert advice.startswith("- no rotation needed")  # Gaussian rows
     assert f"up to {fmt(doc['rotation']['limit'])}" in advice
+
+
+def test_small_files_hold_out_a_tenth_by_default(tmp_path, capsys):
+    """Without --n-queries, a file of fewer than 10,000 rows keeps 90 % as the base
+    (not a fixed 1,000 queries, which a 500-row file cannot give)."""
+    from vecpress.datasets import synthetic
+
+    base, _ = synthetic(n=500, d=16, n_queries=0, seed=1)
+    np.save(tmp_path / "small.npy", base)
+    argv = ["bench", str(tmp_path / "small.npy"), "--spec", "int8", "--json", "--no-progress"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["spec"] == "int8"

@@ -39,7 +39,7 @@ import numpy as np
 
 from ._validation import MAX_NORM
 from .bench import GRIDS, RECALLS
-from .datasets import BUILTIN
+from .datasets import BUILTIN, DEFAULT_QUERIES
 from .index import ADD_CHUNK, METRICS
 from .readers import read_vectors
 
@@ -584,7 +584,9 @@ def _check_shape_args(args: argparse.Namespace, n: int, d: int) -> None:
     rows = n  # the base rows, when known
     if args.queries is None:
         held = getattr(args, "n_queries", None)
-        rows = None if held is None else n - held  # None: load's default, known after it
+        if held is None:  # what datasets.load holds out by default
+            held = min(DEFAULT_QUERIES, max(1, n // 10))
+        rows = n - held
         if held is not None and held >= n:
             raise ValueError(
                 f"--n-queries {held}: the vectors {args.base} have {n} rows, and the queries "
@@ -819,8 +821,8 @@ def _add_data_options(p: argparse.ArgumentParser, grid: str) -> None:
     p.add_argument(
         "--n-queries",
         type=int,
-        default=1000,
-        help="rows held out of the base as queries when --queries is not given (default 1000)",
+        help="rows held out of the base as queries when --queries is not given (default: "
+        "1000, or a tenth of the rows if that is fewer)",
     )
     _add_column_option(p, "vectors", " (and of the --queries file)")
     _add_metric_option(p)
