@@ -221,3 +221,57 @@ def test_a_speed_gap_decides_only_if_it_holds_head_to_head(workload):
     # without the time to confirm, the smallest stays
     late = _Search(workload, max_seconds=1e-3)
     assert not late.confirm_faster(ivf, flat)
+
+
+class Recalls:
+    """A stand-in workload whose recall per configuration is given (the search's logic
+    under test, without the noise of real measurements)."""
+
+    def __init__(self, recall, n=100_000, d=128):
+        self.recall, self.n, self.d, self.k, self.threads = recall, n, d, 10, 1
+        self.queries = np.zeros((1000, d), np.float32)
+        self.train_queries, self._built, self._centroids = None, {}, {}
+        self.recall_name = "strict"
+        self.measured = []
+
+    def bytes_per_vector(self, c):
+        from vecpress.codec import Codec
+
+        return Codec.code_size_of(c.spec, self.d) + 8
+
+    def measure(self, c):
+        self.measured.append(c.label)
+        r = self.recall(c)
+        return {"label": c.label, "spec": c.spec, "rerank_spec": c.rerank_spec,
+                "rerank": c.rerank, "ivf": c.ivf, "nprobe": c.nprobe, "k": 10,
+                "bytes_per_vector": self.bytes_per_vector(c), "recall_at_k": r,
+                "recall_se": 0.001, "qps_1t": 1000.0}  # fmt: skip
+
+
+def test_near_misses_are_tried_as_ivf_smallest_first(monkeypatch):
+    """rq reaches 0.95 only at 6 bits flat, kl4 misses it by 0.02 flat but reaches it as
+    IVF (residual coding): the choice is kl4 IVF, found without a full sweep; and when
+    nothing passes flat at all, the near misses are still tried."""
+    import vecpress.advise as adv
+
+    def recall(c):  # rq6 0.98 flat; kl4 0.93 flat, 0.96 as IVF at the deepest probe
+        b = int(c.spec[-1])
+        flat = 0.5 + 0.08 * b if c.spec.startswith("center") else 0.53 + 0.1 * b
+        return flat + (0.03 * c.nprobe / 128 if c.ivf else 0)
+
+    monkeypatch.setattr(adv, "search_space", lambda *a, **k: [
+        adv.Family("rq", "bits", tuple(Config(f"center,hd2,rq{b}") for b in range(1, 9))),
+        adv.Family("kl", "bits", tuple(Config(f"kl{b}") for b in range(1, 5))),
+    ])  # fmt: skip
+    w = Recalls(recall)
+    a = advise(w, target_recall=0.95)
+    assert a.met and a.choice["label"] == "kl4 IVF512 p128", w.measured
+    assert not any("rq" in m and "IVF" in m for m in w.measured)  # larger: not tried
+    assert len(w.measured) < 20  # of 12 flat + 60 IVF configurations
+    # nothing passes flat, a near miss passes as IVF: met
+    monkeypatch.setattr(adv, "search_space", lambda *a, **k: [
+        adv.Family("kl", "bits", tuple(Config(f"kl{b}") for b in range(1, 5))),
+    ])  # fmt: skip
+    w = Recalls(recall)
+    a = advise(w, target_recall=0.95)
+    assert a.met and a.choice["label"] == "kl4 IVF512 p128", w.measured

@@ -472,6 +472,10 @@ def _for_target(search: _Search, space, size: int, target: float) -> Advice:
     search.plan_left = 0.0
     if not search.seen:
         raise _nothing_measured(search)
+    nlist = nlist_for(search.w.n)
+    if nlist is not None:  # also when nothing passed flat: a near miss may pass as IVF
+        _ivf_near_misses(search, space, nlist, passes, target)
+        best = choose()
     if best is None:
         records = list(search.seen.values())
         choice = max(records, key=lambda r: (r["recall_at_k"], -r["bytes_per_vector"]))
@@ -486,10 +490,6 @@ def _for_target(search: _Search, space, size: int, target: float) -> Advice:
             f"no configuration reached recall@{choice['k']} {target}; the most accurate "
             f"measured ({choice['recall_at_k']:.4f}) is shown",
         )
-    nlist = nlist_for(search.w.n)
-    if nlist is not None:
-        _ivf_near_misses(search, space, nlist, passes, target)
-        best = choose()
     records = list(search.seen.values())
     best, smallest = _smallest_then_faster([r for r in records if passes(r)])
     if best is not smallest and not search.confirm_faster(best, smallest):
