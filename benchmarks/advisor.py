@@ -264,6 +264,8 @@ def bench_dataset(
         for label, goal in goals:
             doc, seconds = advise_timed(common, goal, folder, busy_n)
             print(f"{name} {label}: {doc['build_command']} ({seconds:.0f} s)", file=sys.stderr)
+            (HERE / "results").mkdir(exist_ok=True)  # the advice alone, before the checks
+            (HERE / "results" / f"advisor-{name}-{label}.json").write_text(json.dumps(doc))
             res[label] = {"advice": doc, "seconds": seconds}
             res[label]["check"] = check_commands(doc, halves, base, tmp)
         if sweep:
@@ -307,6 +309,7 @@ def main() -> None:
         res = bench_dataset(name, a.target, a.budget, not a.no_sweep, a.busy, a.sweep_max_seconds)
         res["env"] = env
         out = HERE / "results" / f"advisor-{name}.json"
+        out.parent.mkdir(exist_ok=True)
         out.write_text(json.dumps(res, indent=1))
         report.append(summarise(name, res, a.target, a.budget))
     print("\n\n".join(report))
