@@ -15,6 +15,7 @@ import pytest
 
 import vecpress.bench
 import vecpress.cli
+import vecpress.datasets
 import vecpress.diagnostics
 import vecpress.readers
 from vecpress.bench import Config, Workload, search_space
@@ -228,3 +229,21 @@ def test_small_files_hold_out_a_tenth_by_default(tmp_path, capsys):
     argv = ["bench", str(tmp_path / "small.npy"), "--spec", "int8", "--json", "--no-progress"]
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[0])["spec"] == "int8"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["demo", "--target", "1.5"], "--target must be in (0, 1], found 1.5"),
+        (["demo", "--report", "{d}/missing/r.html"], "--report"),
+    ],
+)
+def test_demo_flags_are_checked_before_the_data_is_read(
+    tmp_path, monkeypatch, capsys, argv, message
+):
+    def no_data(*a, **k):
+        raise AssertionError("the data was read")
+
+    monkeypatch.setattr(vecpress.datasets, "glove50", no_data)
+    assert main([a.format(d=tmp_path) for a in argv] + ["--no-progress"]) == 2
+    assert message in capsys.readouterr().err

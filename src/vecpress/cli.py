@@ -408,6 +408,9 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if not 0 < args.target <= 1:  # checked before GloVe is read
+        raise ValueError(f"--target must be in (0, 1], found {args.target}")
+    _check_output(args.report, "--report")
     args.base, args.queries, args.column = "glove50", None, None
     args.metric, args.k, args.n_queries, args.seed = "cosine", 10, None, 0
     args.recall = "strict"
