@@ -86,10 +86,10 @@ POOR_RECALL = 0.5
 BETTER_RECALLS = (0.8, 0.9)
 #: strongest families first: a good early bound prunes the others
 FAMILY_ORDER = ("rq", "kl", "lvq", "pq", "opq", "pca", "leanvec-ood", "tq", "int", "pq8", "float")
-#: the prior worth of measuring each family (how often it holds the smallest passing
-#: configuration in our sweeps of real embeddings: kl and rq lead, then lvq, pca and
-#: the product quantizers); divided by a measurement's predicted seconds it orders
-#: the visits after ``rq``
+#: the prior worth of measuring each family, a judgement from the sweeps in
+#: BENCHMARKS.md (kl and rq held the smallest passing configurations, then lvq, pca,
+#: int and the product quantizers came close); divided by a measurement's predicted
+#: seconds it orders the visits after ``rq``
 FAMILY_VALUE = {
     "rq": 1.0,
     "kl": 1.0,
@@ -448,7 +448,7 @@ def _nothing_measured(search: _Search) -> ValueError:
     why = f": {first['label']} was {first['reason']}" if first else ""
     return ValueError(
         f"no configuration could be measured within the time budget{why}; "
-        "give the advisor more seconds (--max-seconds)"
+        "give the advisor more seconds (max_seconds; --max-seconds on the command line)"
     )
 
 
