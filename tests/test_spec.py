@@ -140,13 +140,29 @@ def test_quantizer_before_the_end_is_rejected(spec, bad):
     _assert_lists_valid_names(str(exc.value))
 
 
-@pytest.mark.parametrize("spec", ["center", "haar", "hd1", "hd3", "center,hd2"])
+@pytest.mark.parametrize(
+    "spec",
+    ["center", "haar", "hd1", "hd3", "center,hd2", "pca24", "center,pca24", "leanvec8",
+     "leanvec-ood16", "hd2,pca100"],
+)  # fmt: skip
 def test_spec_ending_in_a_transform_is_rejected(spec):
+    """Parametrised transforms too (pca<d'>, leanvec<d'>): the message says what the
+    stage is and what is missing, not that it is an unknown quantizer."""
     last = spec.split(",")[-1]
     with pytest.raises(ValueError, match=re.escape(repr(last))) as exc:
         Codec.from_spec(spec)
-    assert "must end with a quantizer" in str(exc.value)
-    _assert_lists_valid_names(str(exc.value))
+    msg = str(exc.value)
+    assert f"{last} is a transform and needs a quantizer after it" in msg
+    assert "must end with a quantizer" in msg and "not a valid quantizer" not in msg
+    assert repr(spec + ",rq4") in msg
+    _assert_lists_valid_names(msg)
+
+
+@pytest.mark.parametrize("spec", ["pca0", "foo7", "rq99x"])
+def test_an_unknown_last_stage_is_not_called_a_transform(spec):
+    with pytest.raises(ValueError) as exc:
+        Codec.from_spec(spec)
+    assert "is a transform" not in str(exc.value)
 
 
 @pytest.mark.parametrize("spec", ["", " ", "hd2,,rq4", ",rq4", "hd2,rq4,", " , ", "hd2, ,rq4"])

@@ -157,11 +157,14 @@ def parse(spec: str) -> tuple[list[Transform], Quantizer]:
         quantizer = make_quantizer(last)
     except KeyError:
         where = f"last stage ({last!r}) of spec {spec!r}"
-        if last in TRANSFORM_NAMES:
-            raise ValueError(
-                f"{where} is a transform; a spec must end with a quantizer; {_valid_names()}"
-            ) from None
-        raise ValueError(f"{where} is not a valid quantizer; {_valid_names()}") from None
+        try:  # any transform, parameters included (pca24, leanvec-ood8), not a fixed list
+            make_transform(last)
+        except (KeyError, ValueError):
+            raise ValueError(f"{where} is not a valid quantizer; {_valid_names()}") from None
+        raise ValueError(
+            f"{where}: {last} is a transform and needs a quantizer after it (a spec must end "
+            f"with a quantizer, e.g. {spec.strip() + ',rq4'!r}); {_valid_names()}"
+        ) from None
     return transforms, quantizer
 
 
