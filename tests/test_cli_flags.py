@@ -247,3 +247,21 @@ def test_demo_flags_are_checked_before_the_data_is_read(
     monkeypatch.setattr(vecpress.datasets, "glove50", no_data)
     assert main([a.format(d=tmp_path) for a in argv] + ["--no-progress"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_peers_that_are_left_out_are_named(tmp_path, capsys):
+    """``bench --peers`` says when sentence-transformers' schemes are not measured."""
+    import importlib.util
+
+    from vecpress.datasets import synthetic
+
+    base, _ = synthetic(n=600, d=16, n_queries=0, seed=2)
+    np.save(tmp_path / "b.npy", base)
+    argv = ["bench", str(tmp_path / "b.npy"), "--spec", "int8", "--peers", "--no-progress"]
+    assert main([*argv, "--metric", "l2"]) == 0
+    err = capsys.readouterr().err
+    assert "sentence-transformers" in err
+    if importlib.util.find_spec("sentence_transformers") is None:
+        assert "not installed" in err
+    else:
+        assert "under l2" in err

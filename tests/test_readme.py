@@ -45,3 +45,18 @@ def test_the_readme_examples_run_as_written(tmp_path, monkeypatch, capfd):
     # no library printed a warning (faiss warns when k-means has too few rows a list)
     out, err = capfd.readouterr()
     assert "WARNING" not in out + err
+
+
+def test_the_center_row_states_each_codecs_extra_bytes():
+    """The README's `center` row: +2 bytes for the codecs it lists as float16, +4 for
+    those it lists as float32 (checked against Codec.code_size_of at d = 384)."""
+    from vecpress import Codec
+
+    row = next(line for line in README.read_text().splitlines() if line.startswith("| `center`"))
+    two = ["int4", "lvq4", "rq4", "tq4", "tqp4", "kl4", "lvq4x4", "e4m3", "e5m2", "sign"]
+    four = ["int8", "rq5", "f16", "bf16", "f32", "qjl256", "pq48x4", "opq48x4"]
+    for q, extra in [(q, 2) for q in two] + [(q, 4) for q in four]:
+        size = Codec.code_size_of(f"center,{q}", 384) - Codec.code_size_of(q, 384)
+        assert size == extra, q
+        name = re.sub(r"\d.*", "", q) if not q.startswith("lvq4x") else "two-level `lvq`"
+        assert f"`{name}`" in row or name in row, q

@@ -232,10 +232,12 @@ def _bench(args: argparse.Namespace) -> int:
             bar.update()
     records = list(w.records)
     if args.peers:
-        from .peers import measure_peers
+        from .peers import measure_peers, skipped_peers
 
         with _progress(args, total=None, desc="measuring peers", bar_format="{desc}…"):
             records += measure_peers(w)
+        for line in skipped_peers(w):  # said, not silently left out
+            print(f"vecpress: {line}", file=sys.stderr)
     records = _mark_frontier(records)
     if args.json:
         for r in records:

@@ -164,3 +164,25 @@ def _st_records(workload) -> list[dict]:
 def measure_peers(workload) -> list[dict]:
     """Records of faiss's codecs and (when installed) sentence-transformers' schemes."""
     return _faiss_records(workload) + _st_records(workload)
+
+
+def skipped_peers(workload) -> list[str]:
+    """Why a peer of :func:`measure_peers` is left out on this workload (one line each).
+
+    Examples
+    --------
+    >>> class W:
+    ...     metric = "l2"
+    >>> any("inner product" in s or "not installed" in s for s in skipped_peers(W()))
+    True
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("sentence_transformers") is None:
+        return [
+            "sentence-transformers is not installed: its int8 and ubinary schemes were not "
+            "measured (pip install sentence-transformers)"
+        ]
+    if workload.metric == "l2":
+        return ["sentence-transformers' schemes score by inner product: not measured under l2"]
+    return []
