@@ -359,8 +359,10 @@ class Codec:
         so a re-ranking tier ranks its candidates exactly as an index of that
         codec would; ``-inf`` where ``rows[i, r] < 0``. This is the re-ranking
         step: queries are scored in blocks of :data:`CANDIDATE_BLOCK` against the
-        union of their candidates, in the quantizer's (rotated) space, so no
-        inverse transform runs.
+        union of their candidates (by the compiled kernels, whose result for a
+        pair does not depend on the others), or, for the codecs whose estimator
+        is ``<q, x̂>`` itself (floats, two-level LVQ), pair by pair, in the
+        quantizer's (rotated) space, so no inverse transform runs.
 
         Examples
         --------
@@ -376,6 +378,8 @@ class Codec:
             raise ValueError(f"rows must be (nq={qt.shape[0]}, R), found shape {rows.shape}")
         if rows.size and rows.max() >= codes.shape[0]:
             raise ValueError(f"rows must be < {codes.shape[0]}, found {int(rows.max())}")
+        if self.quantizer.scores_by_decoding:  # <q, x̂>, pair by pair: order-independent
+            return self._decoded_candidates(qt, offset, codes, rows)
         out = np.full(rows.shape, -np.inf, np.float32)
         for s in range(0, rows.shape[0], CANDIDATE_BLOCK):
             block = rows[s : s + CANDIDATE_BLOCK]
@@ -390,6 +394,20 @@ class Codec:
             qi = np.nonzero(valid)[0]
             part = out[s : s + CANDIDATE_BLOCK]
             part[valid] = est[qi, where.ravel()] + offset[s + qi]
+        return out
+
+    def _decoded_candidates(self, qt, offset, codes, rows) -> np.ndarray:
+        """``<q_i, x̂>`` of each query's candidates, decoded in the quantizer's space."""
+        nq, r = rows.shape
+        valid = rows >= 0
+        picked = codes[np.where(valid, rows, 0).ravel()]
+        qcodes, term = self._split(picked)
+        y = self.quantizer.decode(qcodes).astype(np.float32, copy=False).reshape(nq, r, -1)
+        out = np.einsum("ird,id->ir", y, qt).astype(np.float32)
+        if term is not None:
+            out += term.reshape(nq, r)
+        out += offset[:, None]
+        out[~valid] = -np.inf
         return out
 
     # -- serialization -----------------------------------------------------

@@ -131,6 +131,11 @@ class Quantizer:
 
     #: whether some per-vector fields are scaled by ``2**-field_exp`` (module docstring)
     scales_fields: ClassVar[bool] = False
+    #: whether :meth:`score` is exactly ``<q, decode(codes)>`` (floats, two-level LVQ):
+    #: re-ranking then computes that product pair by pair, which gives every (query,
+    #: row) pair the same float32 result whatever the other candidates and the rows'
+    #: storage order (a matrix product's rounding depends on its shape)
+    scores_by_decoding: ClassVar[bool] = False
 
     def __init__(self, param: int | None = None) -> None:
         self.param = param

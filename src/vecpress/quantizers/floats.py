@@ -23,6 +23,7 @@ from .base import F16_MAX, Quantizer, blocked_matmul, get_f32, put_f32
 
 
 class _Cast(Quantizer):
+    scores_by_decoding = True  # score is <q, decode(x)> (Quantizer.scores_by_decoding)
     param_name = None
     dtype: np.dtype
 
@@ -82,6 +83,7 @@ class BF16(_Cast):
 
 
 class _Float8(Quantizer):
+    scores_by_decoding = True  # score is <q, decode(x)> (Quantizer.scores_by_decoding)
     param_name = None
 
     @property

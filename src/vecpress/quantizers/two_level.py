@@ -50,6 +50,8 @@ class LVQ2(Quantizer):
     True
     """
 
+    scores_by_decoding = True
+
     name = "lvq"
     scales_fields = True
 
