@@ -98,9 +98,6 @@ THREAD_GAIN = 0.6
 #: the calibration's time on the development machine (seconds, best of 3)
 REF_GEMM_S = 0.071
 
-_TRANSFORM = re.compile(r"^(center|haar|hd[123]|pca\d+|leanvec(-ood)?\d+)$")
-
-
 @dataclass(frozen=True)
 class Shape:
     """What a measurement's cost depends on: rows, dimensions, queries, k, threads."""
@@ -113,8 +110,8 @@ class Shape:
 
 
 def _stages(spec: str) -> tuple[list[str], str]:
-    parts = [p.strip() for p in spec.split(",") if p.strip()]
-    return [p for p in parts[:-1]], parts[-1]
+    parts = [p.strip().lower() for p in spec.split(",") if p.strip()]
+    return parts[:-1], parts[-1]
 
 
 def _quantizer_kind(q: str) -> tuple[str, float, int]:
