@@ -1,4 +1,5 @@
-"""Bias and variance of the inner-product estimators (ALGORITHMS.md sections 2 and 3).
+"""Bias and variance of the inner-product estimators (RaBitQ: Gao and Long, SIGMOD 2024;
+QJL: Zandieh, Daliri and Han, arXiv:2406.03482; TurboQuant: Zandieh et al., arXiv:2504.19874).
 
 Unbiasedness is over the codec's randomness (rotation, Gaussian sketch) and the
 data, so each test draws many codec seeds with fresh (q, x) pairs for each. Pairs

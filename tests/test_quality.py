@@ -2,7 +2,7 @@
 
 Data: 2,000 x 64 Gaussian rows with a decaying spectrum and a mean offset
 (|mean| comparable to the spread, as in real embeddings), 50 queries from the
-same law. Thresholds come from the error models in ALGORITHMS.md where one
+same law. Thresholds come from the codecs' error models (their docstrings) where one
 exists, and otherwise from measurement with a margin of ~1.5-2x (the measured
 values are quoted next to each threshold).
 """

@@ -98,6 +98,7 @@ THREAD_GAIN = 0.6
 #: the calibration's time on the development machine (seconds, best of 3)
 REF_GEMM_S = 0.071
 
+
 @dataclass(frozen=True)
 class Shape:
     """What a measurement's cost depends on: rows, dimensions, queries, k, threads."""

@@ -1,8 +1,7 @@
 """Embedding diagnostics: what a set of vectors implies for compression.
 
-:func:`inspect` (the ``vecpress inspect BASE`` command) measures the numbers of
-ALGORITHMS.md section 7 that predict which codec suits a data set before any
-is tried:
+:func:`inspect` (the ``vecpress inspect BASE`` command) measures the numbers that
+predict which codec suits a data set before any is tried:
 
 * the row norms (how much a per-vector scale matters);
 * the anisotropy, ``|mean| / mean norm`` (whether the ``center`` stage pays);

@@ -3,7 +3,8 @@
 Learned stages (the mean, calibration ranges, codebooks, projections) are fitted
 on a sample of the data. A uniform sample can miss *rare directions*: a few rows
 that span a direction most rows do not, which principal-component fits need to
-see. Leverage-score sampling (Drineas et al.; ALGORITHMS.md §5) draws row ``i``
+see. Leverage-score sampling (Drineas, Magdon-Ismail, Mahoney and Woodruff, "Fast
+approximation of matrix coherence and statistical leverage", JMLR 2012) draws row ``i``
 with probability proportional to its leverage ``ℓ_i = |x_i R⁻¹|²`` — how much of
 the column space only that row spans — and weights it by ``1 / (n p_i)`` so
 weighted sums over the sample estimate sums over all rows without bias.
