@@ -204,8 +204,8 @@ class _Search:
         self.t0 = time.perf_counter()
         self.deadline = None if max_seconds is None else self.t0 + max_seconds
         self.cost = cost or CostModel()
-        self.shape = Shape(workload.n, workload.d, workload.queries.shape[0], workload.k,
-                           workload.threads)  # fmt: skip
+        nq = workload.queries.shape[0]
+        self.shape = Shape(workload.n, workload.d, nq, workload.k, workload.threads)
         #: predicted seconds of what the plan still expects after the current step
         self.plan_left = 0.0
 

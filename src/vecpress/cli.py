@@ -917,7 +917,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=_threads,
         metavar="N",
-        help="threads of vecpress's compiled kernels (default: every core)",
+        help="threads of vecpress's compiled kernels, faiss and BLAS (default: every core; "
+        "demo, advise and bench: the cores other work leaves idle)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(

@@ -36,6 +36,7 @@ predicted time so far), which follows the load of a shared machine.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -115,24 +116,17 @@ def _stages(spec: str) -> tuple[list[str], str]:
     return parts[:-1], parts[-1]
 
 
-def _quantizer_kind(q: str) -> tuple[str, float, int]:
-    """(kind, bits per dimension, sub-spaces) of a quantizer token."""
+def _quantizer_kind(q: str) -> tuple[str, int, int]:
+    """(kind, sub-spaces M, bits b) of a quantizer token; M and b are 0 but for PQ."""
     m = re.fullmatch(r"(o?pq)(\d+)x(\d+)", q)
     if m:
-        return m.group(1), 0.0, int(m.group(2)) * 1000 + int(m.group(3))
-    m = re.fullmatch(r"lvq(\d)x(\d)", q)
+        return m.group(1), int(m.group(2)), int(m.group(3))
+    m = re.fullmatch(r"(rq|lvq|int|tqp?|kl)\d(x\d)?", q)
     if m:
-        return "lvq", float(int(m.group(1)) + int(m.group(2))), 0
-    m = re.fullmatch(r"(rq|lvq|int|tq|tqp|kl)(\d)", q)
-    if m:
-        kind = "tq" if m.group(1) == "tqp" else m.group(1)
-        return kind, float(m.group(2)), 0
-    if q.startswith("qjl"):
-        return "qjl", 1.0, 0
-    if q == "sign":
-        return "sign", 1.0, 0
-    bits = {"f32": 32, "f16": 16, "bf16": 16, "e4m3": 8, "e5m2": 8}.get(q, 16)
-    return "float", float(bits), 0
+        return ("tq" if m.group(1) == "tqp" else m.group(1)), 0, 0
+    if q.startswith("qjl") or q == "sign":
+        return ("qjl" if q != "sign" else "sign"), 0, 0
+    return "float", 0, 0
 
 
 def _dims_after(transforms: list[str], d: int) -> int:
@@ -167,9 +161,8 @@ def build_seconds(spec: str, n: int, d: int) -> float:
             m = _dims_after([t], dd)
             s += 2 * fit * dd * dd * GEMM_S + dd**3 * EIG_S + 2 * n * dd * m * GEMM_S
             dd = m
-    kind, _bits, packed = _quantizer_kind(q)
+    kind, m, b = _quantizer_kind(q)
     if kind in ("pq", "opq"):
-        m, b = divmod(packed, 1000)
         dsub = max(1, dd // m)
         points = min(fit, KMEANS_POINTS << b)
         per_point = PQ_KMEANS_S * ((8 / dsub) ** PQ_NARROW_EXPONENT if dsub < 8 else dsub / 8)
@@ -194,9 +187,8 @@ def pair_seconds(spec: str, d: int, code_bytes: int) -> float:
     """
     transforms, q = _stages(spec)
     dd = _dims_after(transforms, d)
-    kind, _bits, packed = _quantizer_kind(q)
+    kind, m, b = _quantizer_kind(q)
     if kind in ("pq", "opq"):
-        m, b = divmod(packed, 1000)
         return m * (PQ4_SCAN_S if b == 4 else PQ8_SCAN_S)
     if kind in ("rq", "lvq", "int", "kl"):
         return code_bytes * GRID_SCAN_S
@@ -308,6 +300,7 @@ class CostModel:
         return self.raw(config, shape, **kw) / self.speed * self.correction
 
 
+@functools.lru_cache(maxsize=1024)  # asked for every candidate at every step of a plan
 def _code_bytes(spec: str, d: int) -> int:
     from .codec import Codec
 
