@@ -457,7 +457,7 @@ def make_corpus(folder: Path = CORPUS) -> list[Path]:
         if block_size != storage.BLOCK_SIZE:
             extra += f"_blocks-{block_size}"
         path = folder / f"{spec.replace(',', '_')}_{metric}_{n}x{d}{extra}.vpi"
-        storage.save(index, path, block_size=block_size)
+        index.save(path, block_size=block_size)
         made.append(path)
     return made
 

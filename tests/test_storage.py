@@ -96,7 +96,7 @@ def make_reference_v3(path) -> Index:
     index = vecpress.Index("hd2,rq4", metric="l2", seed=9, rerank_spec="f16", ivf=4)
     index.add(x, ids=np.arange(700) * 2 + 1)
     index.remove([1, 3, 101])
-    storage.save(index, path, block_size=4096)
+    index.save(path, block_size=4096)
     return index
 
 
@@ -222,7 +222,7 @@ def test_save_refuses_an_untrained_index_and_a_directory(tmp_path):
         vecpress.open(tmp_path / "missing.vpi")
     for bad in (0, 4095, 6000, 1 << 27, 2.0**12, True):
         with pytest.raises(ValueError, match="block_size"):
-            storage.save(small_index(), tmp_path / "b.vpi", block_size=bad)
+            small_index().save(tmp_path / "b.vpi", block_size=bad)
 
 
 def test_saving_into_a_missing_folder_names_the_folder(tmp_path):
@@ -687,9 +687,9 @@ def test_malformed_codec_blobs_are_format_errors_naming_the_file(tmp_path, monke
         with monkeypatch.context() as m:
             m.setattr(index.codec, "to_bytes", lambda b=bad: b)
             with pytest.raises(RuntimeError, match="would not open again"):
-                storage.save(index, path)  # save refuses to write what open rejects
+                index.save(path)  # save refuses to write what open rejects
             m.setattr(storage, "_check_written", lambda tmp: None)  # write it all the same
-            storage.save(index, path)
+            index.save(path)
         for mm in (True, False):
             with pytest.raises(FormatError, match=r"i\.vpi.*section 'codec'"):
                 vecpress.open(path, mmap=mm)
@@ -714,7 +714,7 @@ def test_huge_integers_in_a_checksummed_header_are_format_errors(tmp_path):
 # -- block-by-block verification of memory-mapped files (format 3) -----------------
 def _blocked_file(tmp_path, index: Index, name: str = "b.vpi") -> tuple[Path, dict]:
     path = tmp_path / name
-    storage.save(index, path, block_size=4096)
+    index.save(path, block_size=4096)
     meta, _ = _layout(path.read_bytes())
     return path, {e["name"]: e for e in meta["sections"]}
 
@@ -986,7 +986,7 @@ def _failures(cases, results) -> list:
 )
 def test_truncation_at_every_offset_is_a_format_error(tmp_path, make):
     good = tmp_path / "good.vpi"
-    storage.save(make(), good, block_size=4096)
+    make().save(good, block_size=4096)
     data = good.read_bytes()
     offsets = set(range(len(data))) | _section_edges(data)
     if len(data) > 20_000:  # the 4 KiB-block file: every offset near an edge, 3000 others
@@ -1002,7 +1002,7 @@ def test_truncation_at_every_offset_is_a_format_error(tmp_path, make):
     "make",
     [
         lambda p: full_index("l2", n=60).save(p),
-        lambda p: storage.save(blocked_index(), p, block_size=4096),
+        lambda p: blocked_index().save(p, block_size=4096),
     ],
     ids=["one-block-per-section", "blocks-of-4k"],
 )

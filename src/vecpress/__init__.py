@@ -14,9 +14,9 @@ from __future__ import annotations
 from ._validation import MAX_NORM
 from .codec import Codec
 from .errors import FormatError, LockedError, NotFittedError
-from .index import Index, SearchResult
+from .index import Index, SearchResult, open
 from .spec import parse as parse_spec
-from .storage import info, open
+from .storage import info
 from .threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"

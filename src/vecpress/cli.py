@@ -712,7 +712,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from .storage import open as open_index
+    from .index import open as open_index
 
     ext = os.path.splitext(args.output)[1].lower()
     if ext not in RESULT_FORMATS:

@@ -10,6 +10,7 @@ from .errors import FormatError, NotFittedError
 from .quantizers.base import field_exponent, get_field, put_field
 from .quantizers.two_level import LVQ2
 from .spec import canonical, parse
+from .threads import threaded, using
 from .transforms import PCA, Center, LeanVec
 
 _KIND = "vecpress.codec"
@@ -255,6 +256,10 @@ class Codec:
         >>> bool(np.abs(c.transforms[0].mean_).max() < 0.2)
         True
         """
+        with using(blas=True):  # no more BLAS threads than vecpress's (vecpress.threads)
+            return self._fit(x, sample, sampling, queries)
+
+    def _fit(self, x, sample, sampling, queries) -> Codec:
         x = as_vectors(x, "X", dim=self.d, allow_empty=False)
         q = None if queries is None else as_vectors(queries, "queries", dim=x.shape[1])
         weights = None
@@ -294,6 +299,7 @@ class Codec:
         return field_exponent(float(np.abs(term).max()))
 
     # -- the codec trio ----------------------------------------------------
+    @threaded
     def encode(self, x) -> np.ndarray:
         """Encode vectors into ``uint8[n, code_size]``."""
         self._check_ready()
@@ -316,6 +322,7 @@ class Codec:
         )  # fmt: skip
         return out
 
+    @threaded
     def decode(self, codes) -> np.ndarray:
         """Reconstruct float32 vectors from codes."""
         self._check_ready()
@@ -337,6 +344,7 @@ class Codec:
                 offset += off
         return np.ascontiguousarray(q, dtype=np.float32), offset
 
+    @threaded
     def score(self, q, codes) -> np.ndarray:
         """Estimate ``<q_i, x_j>`` for every query row and code row: ``float32[nq, n]``."""
         qt, offset = self.transform_queries(q)
@@ -350,6 +358,7 @@ class Codec:
         out += offset[:, None]
         return out
 
+    @threaded
     def score_candidates(self, q, codes, rows) -> np.ndarray:
         """Score each query against its own candidate rows: ``float32[nq, R]``.
 

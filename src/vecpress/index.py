@@ -42,11 +42,13 @@ import numpy as np
 
 from . import ivf as _ivf
 from . import search as _search
+from . import storage
 from ._validation import as_vectors, check_positive_int
 from .codec import Codec
 from .rwlock import ReadWriteLock
+from .storage import METRICS, IndexState
+from .threads import using
 
-METRICS = ("cosine", "ip", "l2")
 #: rows used to fit the codec on the first add
 FIT_SAMPLE = 100_000
 #: rows encoded and added at a time by :func:`build`
@@ -236,7 +238,7 @@ class Index:
         self._list_offsets = np.zeros(2 if ivf is None else self.nlist + 1, np.int64)
         self._next_id = 0
         self._stage: _search.Stage | None = None
-        self._pending_check = None  # set by storage.open for lazily verified files
+        self._pending_check: storage.DeferredCheck | None = None  # lazily verified files
         self._lock = ReadWriteLock()  # searches share it; add/remove/train hold it alone
 
     # -- state -------------------------------------------------------------
@@ -376,17 +378,13 @@ class Index:
         check = self._pending_check
         if check is None:
             return
-        check_rows = getattr(check, "check_rows", None)
-        if check_rows is None:
-            self._ensure_checked()
-            return
         if lists is not None:
             probed = np.unique(lists[lists >= 0])
             starts, ends = self._list_offsets[probed], self._list_offsets[probed + 1]
         else:
             starts = rows[rows >= 0]
             ends = starts + 1
-        check_rows(names, starts, ends)
+        check.check_rows(names, starts, ends)
 
     def verify(self) -> Index:
         """Check all the data of a memory-mapped file now; returns ``self``.
@@ -452,7 +450,7 @@ class Index:
         self._stage = None
 
     # -- building ------------------------------------------------------------
-    def train(self, x, centroids=None, queries=None) -> Index:
+    def train(self, x, centroids=None, queries=None, *, threads: int | None = None) -> Index:
         """Fit the codecs (and IVF centroids) on ``x`` before any vector is added; returns ``self``.
 
         Under ``"cosine"`` the training vectors are normalised first. More than
@@ -462,6 +460,8 @@ class Index:
         of running k-means; the codecs are still fitted on ``x``. ``queries`` (a
         sample of the queries to serve) is passed to the codec's fit: stages such as
         ``leanvec-ood<d'>`` learn from it (normalised too under ``"cosine"``).
+        ``threads``: the threads of this call (k-means, fitting and their BLAS
+        products); default the process-wide :func:`vecpress.set_num_threads`.
 
         Examples
         --------
@@ -470,7 +470,7 @@ class Index:
         >>> Index("center,int8", metric="ip").train(x).is_trained
         True
         """
-        with self._lock.write():
+        with self._lock.write(), using(threads, blas=True):
             return self._train(x, centroids, queries)
 
     def _train(self, x, centroids, queries) -> Index:
@@ -495,7 +495,7 @@ class Index:
         self._commit_fit(self._fit(x, centroids, queries))
         return self
 
-    def add(self, x, ids=None) -> np.ndarray:
+    def add(self, x, ids=None, *, threads: int | None = None) -> np.ndarray:
         """Encode and store vectors; returns their ids (``int64[n]``).
 
         Parameters
@@ -505,6 +505,9 @@ class Index:
         ids : array_like of int, optional
             Non-negative, unique, not already stored. When omitted, ids
             ``next_id, next_id + 1, ...`` are assigned.
+        threads : int, optional
+            Threads of this call (encoding; fitting on a first add); default the
+            process-wide count (:func:`vecpress.set_num_threads`).
 
         All-or-nothing: every check (values, dimension, ids) runs before
         anything is stored, so a failed call leaves the index unchanged. The
@@ -521,7 +524,7 @@ class Index:
         >>> index.add(np.ones((1, 3), np.float32)).tolist()
         [31]
         """
-        with self._lock.write():
+        with self._lock.write(), using(threads, blas=not self.is_trained):
             return self._add(x, ids)
 
     def _add(self, x, ids) -> np.ndarray:
@@ -706,7 +709,13 @@ class Index:
         return k, rerank, nprobe or 1
 
     def search(
-        self, q, k: int, rerank: int | None = None, nprobe: int | None = None
+        self,
+        q,
+        k: int,
+        rerank: int | None = None,
+        nprobe: int | None = None,
+        *,
+        threads: int | None = None,
     ) -> SearchResult:
         """The ``k`` best stored vectors for each query, best first.
 
@@ -726,6 +735,10 @@ class Index:
             A ``rerank`` above the number of stored vectors re-scores them all.
         nprobe : int, optional
             IVF only: lists scanned per query (default ``nlist / 64``, at least 1).
+        threads : int, optional
+            Threads of this call; default the process-wide count
+            (:func:`vecpress.set_num_threads`). Concurrent searches may each
+            name their own.
 
         Returns
         -------
@@ -746,7 +759,7 @@ class Index:
         >>> res.ids.tolist(), res.scores.tolist()
         ([[1, 0, -1]], [[-1.0, -18.0, -inf]])
         """
-        with self._lock.read():
+        with self._lock.read(), using(threads):
             return self._search(q, k, rerank, nprobe)
 
     def _search(self, q, k, rerank, nprobe) -> SearchResult:
@@ -800,15 +813,118 @@ class Index:
         return SearchResult(ids, scores)
 
     # -- persistence -----------------------------------------------------------
-    def save(self, path) -> None:
+    def save(self, path, *, block_size: int = storage.BLOCK_SIZE) -> None:
         """Write the index to ``path`` atomically; see :func:`vecpress.storage.save`.
 
-        Safe while other threads search or mutate the index: the file holds the
-        state between two mutations, never half of one.
-        """
-        from .storage import save
+        Safe while other threads search or mutate the index: it holds the
+        index's lock shared (:mod:`vecpress.rwlock`), so the file holds the
+        state between two mutations, never half of one. A memory-mapped index
+        is verified before it is written. ``block_size``: bytes per checksummed
+        block of the data sections (a power of two in
+        ``vecpress.storage.BLOCK_SIZE_RANGE``), the unit a memory-mapped search
+        verifies.
 
-        save(self, path)
+        Raises
+        ------
+        ValueError
+            The index was never trained nor added to (its dimension is unknown),
+            or a bad ``block_size``.
+        LockedError
+            Another writer is saving to the same path.
+        """
+        storage.check_block_size(block_size)
+        if not self.is_trained:
+            raise ValueError(
+                "cannot save an index whose codec is not fitted (its dimension is unknown): "
+                "add vectors or call train(X) first"
+            )
+        with self._lock.read():
+            storage.save(self._to_state(), path, block_size=block_size)
+
+    def to_state(self) -> IndexState:
+        """A snapshot of the index as the public :class:`~vecpress.storage.IndexState`
+        (arrays shared, not copied; verified first if memory-mapped).
+
+        Examples
+        --------
+        >>> index = Index("f32", metric="l2")
+        >>> _ = index.add(np.ones((3, 4), np.float32))
+        >>> state = index.to_state()
+        >>> state.ids.tolist(), state.norms.tolist()
+        ([0, 1, 2], [4.0, 4.0, 4.0])
+        >>> Index.from_state(state).search(np.ones((1, 4), np.float32), 1).ids.tolist()
+        [[0]]
+        """
+        with self._lock.read():
+            return self._to_state()
+
+    def _to_state(self) -> IndexState:
+        """:meth:`to_state` under the caller's lock."""
+        if not self.is_trained:
+            raise ValueError("an index that was never trained nor added to has no state yet")
+        self._check_consistent()
+        self._ensure_checked()
+        first, second = self._tier_sizes()
+
+        def rows(buf: _Buffer | None, empty: np.ndarray | None) -> np.ndarray | None:
+            return empty if buf is None else np.ascontiguousarray(buf.view)
+
+        fresh = self._codes is None  # trained but empty: no row stores yet
+        return IndexState(
+            codec=self.codec,
+            metric=self.metric,
+            seed=self.seed,
+            rerank_codec=self.rerank_codec,
+            nlist=self.nlist,
+            ivf_residual=self.ivf_residual,
+            centroids=self.centroids,
+            list_offsets=self._list_offsets.copy(),
+            ids=rows(self._ids, None),
+            norms=rows(self._norms, np.zeros(0, np.float32) if self.metric == "l2" else None),
+            codes=rows(self._codes, np.zeros((0, first), np.uint8)),
+            rerank_codes=rows(
+                self._rcodes,
+                np.zeros((0, second), np.uint8) if fresh and self.has_second_tier else None,
+            ),
+            next_id=self._next_id,
+        )
+
+    @classmethod
+    def from_state(cls, state: IndexState) -> Index:
+        """The index of a state (:meth:`to_state`, :func:`vecpress.storage.load`); its
+        arrays are used as they are (read-only ones, e.g. memory-mapped, are copied on
+        the first change)."""
+        if not isinstance(state, IndexState):
+            raise TypeError(f"expected an IndexState, found {type(state).__name__}")
+        first, second = state.tier_sizes
+        for name, a, width in (
+            ("codes", state.codes, first),
+            ("rerank_codes", state.rerank_codes, second),
+        ):
+            if a is not None and (a.dtype != np.uint8 or a.ndim != 2 or a.shape[1] != width):
+                raise ValueError(
+                    f"state.{name} must be uint8 rows of {width} bytes, found {a.dtype} {a.shape}"
+                )
+        index = cls(
+            state.codec.spec,
+            state.metric,
+            seed=state.seed,
+            rerank_spec=None if state.rerank_codec is None else state.rerank_codec.spec,
+            ivf=state.nlist,
+            ivf_residual=state.ivf_residual,
+        )
+        index.codec = state.codec
+        index.rerank_codec = state.rerank_codec
+        index.centroids = state.centroids
+        index._list_offsets = np.array(state.list_offsets, np.int64)
+        index._ids = _Buffer(state.ids)
+        index._codes = _Buffer(state.codes)
+        index._norms = None if state.norms is None else _Buffer(state.norms)
+        index._rcodes = None if state.rerank_codes is None else _Buffer(state.rerank_codes)
+        index._next_id = state.next_id
+        index._pending_check = state.pending_check
+        index._check_consistent()
+        return index
 
     def _check_consistent(self) -> None:
         """Raise ``RuntimeError`` unless every per-row store and the list offsets agree
@@ -871,3 +987,41 @@ def build(
         if progress is not None:
             progress(min(ADD_CHUNK, n - s))
     return index
+
+
+def open(path, mmap: bool = True) -> Index:  # shadows builtins.open in this module
+    """Open an index file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    mmap : bool
+        ``True``: memory-map the arrays (nothing is copied; pages load on
+        demand). The header, layout, codec and block checksums are validated
+        now; the data block by block as searches first read it (format 3; see
+        :mod:`vecpress.storage`), all of it on :meth:`Index.verify` or the first
+        add, remove, contains, ids or save. ``False``: read everything into
+        memory and validate it all now.
+
+    Opening only reads: it takes no lock and removes nothing, so readers
+    never get in a writer's way.
+
+    Raises
+    ------
+    FormatError
+        The file is truncated, tampered with or not an index; the message
+        names the file and the section.
+
+    Examples
+    --------
+    >>> import tempfile, os, vecpress
+    >>> x = np.random.default_rng(0).standard_normal((20, 16)).astype(np.float32)
+    >>> index = vecpress.Index("f32", metric="ip")
+    >>> _ = index.add(x)
+    >>> path = os.path.join(tempfile.mkdtemp(), "x.vpi")
+    >>> index.save(path)
+    >>> loaded = vecpress.open(path, mmap=True).verify()
+    >>> bool((loaded.search(x, 5).ids == index.search(x, 5).ids).all())
+    True
+    """
+    return Index.from_state(storage.load(path, mmap=mmap))

@@ -54,11 +54,11 @@ their sections. Both are still read (and written back as version 3).
 
 What is validated when:
 
-* :func:`open` and :func:`info`: prefix, footer, total length, header size
+* :func:`load` (:func:`vecpress.open`) and :func:`info`: prefix, footer, total length, header size
   (bounded and checked against the file length *before* the header is read),
   header checksum, every header field and every section's size and offset
   against the others and against the file length -- all before any array is
-  built. :func:`open` also checks at once the padding, the codec sections
+  built. :func:`load` also checks at once the padding, the codec sections
   (CRC and the codec's own validation), the small IVF sections (CRC, finite
   centroids, list offsets from 0 to ``count`` and non-decreasing) and
   ``block_crcs`` (its CRC).
@@ -88,7 +88,7 @@ directory, fsyncs it, renames it over the path with ``os.replace`` and fsyncs
 the directory, so the path always holds a complete old or new file. One writer
 at a time: :func:`save` holds an OS lock (``fcntl.flock`` on ``<path>.lock``)
 and raises :class:`LockedError` at once if another writer holds it. Readers
-never take that lock (:func:`open` and :func:`info` only read), so they can
+never take that lock (:func:`load` (:func:`vecpress.open`) and :func:`info` only read), so they can
 never make a save fail. Temp files left by a killed writer are removed by the
 next :func:`save` of that path, under its lock (only a lock holder creates
 them, so none can be in use then); they are never read. The lock file normally
@@ -108,7 +108,9 @@ import os
 import secrets
 import struct
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -116,14 +118,15 @@ from .atomic import replacing
 from .checksum import crc32
 from .codec import Codec
 from .errors import FormatError, LockedError
-from .index import METRICS, Index, _Buffer
-from .threads import get_num_threads
+from .threads import current_threads
 
 try:  # pragma: no cover - fcntl exists on every POSIX system
     import fcntl
 except ImportError:  # pragma: no cover
     fcntl = None
 
+#: the score conventions an index may have (see :mod:`vecpress.index`)
+METRICS = ("cosine", "ip", "l2")
 MAGIC = b"VPINDEX\x00"
 END_MAGIC = b"VPIEND\x00\x00"
 FORMAT_VERSION = 3
@@ -162,6 +165,82 @@ _V1_DEFAULTS = {"rerank_spec": None, "rerank_code_size": 0, "ivf": None, "ivf_re
 _SECTION_KEYS = {"name", "dtype", "shape", "offset", "nbytes", "crc32"}
 #: a verification thread takes this many blocks at a time
 _BLOCKS_PER_TASK = 8
+
+
+@dataclass
+class IndexState:
+    """What an index file holds: the public state :func:`save` writes and :func:`load`
+    reads back (an :class:`~vecpress.Index` makes and takes it: ``Index.to_state``,
+    ``Index.from_state``), so this module never touches an index's internals.
+
+    Attributes
+    ----------
+    codec : Codec
+        The first stage (for a two-level spec, the whole codec: ``codes`` hold its
+        first level's rows, ``rerank_codes`` its second level's).
+    metric : str
+        One of :data:`METRICS`.
+    seed : int
+    rerank_codec : Codec or None
+        The re-ranking tier of a ``rerank_spec``.
+    nlist : int or None
+        IVF lists (``None``: flat).
+    ivf_residual : bool
+    centroids : numpy.ndarray or None
+        ``float32[nlist, d]`` (IVF).
+    list_offsets : numpy.ndarray
+        ``int64[nlist + 1]`` (flat: ``[0, count]``): list ``l`` is rows
+        ``list_offsets[l]:list_offsets[l + 1]``.
+    ids, norms, codes, rerank_codes : numpy.ndarray
+        The rows: ``int64[count]``, ``float32[count]`` (``"l2"`` only, else
+        ``None``), ``uint8[count, code_size]``, ``uint8[count, rerank_code_size]``
+        (or ``None`` without a second tier).
+    next_id : int
+    pending_check : DeferredCheck or None
+        Set by :func:`load` with ``mmap=True``: the data checks still to run.
+    """
+
+    codec: Codec
+    metric: str
+    seed: int
+    rerank_codec: Codec | None
+    nlist: int | None
+    ivf_residual: bool
+    centroids: np.ndarray | None
+    list_offsets: np.ndarray
+    ids: np.ndarray
+    norms: np.ndarray | None
+    codes: np.ndarray
+    rerank_codes: np.ndarray | None
+    next_id: int
+    pending_check: DeferredCheck | None = None
+
+    @property
+    def tier_sizes(self) -> tuple[int, int]:
+        """Bytes per row of ``codes`` and of ``rerank_codes`` (0 without a second tier)."""
+        first, second = self.codec.tier_sizes
+        if self.rerank_codec is not None:
+            second = self.rerank_codec.code_size
+        return first, second
+
+
+class DeferredCheck:
+    """The data checks a lazily opened file still owes (:attr:`IndexState.pending_check`).
+
+    Calling it checks everything not yet checked; :meth:`check_rows` checks what
+    a search is about to read. This base class (formats 1 and 2, which have no
+    block checksums) checks everything in both cases.
+    """
+
+    def __init__(self, check_all: Callable[[], None]) -> None:
+        self._check_all = check_all
+
+    def __call__(self) -> None:
+        self._check_all()
+
+    def check_rows(self, names, starts, ends) -> None:
+        """Check rows ``starts[i]:ends[i]`` of the sections ``names`` (here: everything)."""
+        self()
 
 
 def _align(n: int) -> int:
@@ -294,25 +373,33 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
-def _sections_of(index: Index, block_size: int) -> list[tuple[str, np.ndarray]]:
-    arrays = [("codec", np.frombuffer(index.codec.to_bytes(), np.uint8))]
-    if index.rerank_codec is not None:
-        arrays.append(("rerank_codec", np.frombuffer(index.rerank_codec.to_bytes(), np.uint8)))
-    if index.is_ivf:
-        arrays.append(("centroids", index.centroids.astype("<f4", copy=False)))
-        arrays.append(("list_offsets", index._list_offsets.astype("<i8", copy=False)))
-    data = [("ids", index._ids.view)]
-    if index.metric == "l2":
-        data.append(("norms", index._norms.view))
-    data.append(("codes", index._codes.view))
-    if index.has_second_tier:
-        data.append(("rerank_codes", index._rcodes.view))
+def _sections_of(state: IndexState, block_size: int) -> list[tuple[str, np.ndarray]]:
+    arrays = [("codec", np.frombuffer(state.codec.to_bytes(), np.uint8))]
+    if state.rerank_codec is not None:
+        arrays.append(("rerank_codec", np.frombuffer(state.rerank_codec.to_bytes(), np.uint8)))
+    if state.nlist is not None:
+        arrays.append(("centroids", state.centroids.astype("<f4", copy=False)))
+        arrays.append(("list_offsets", state.list_offsets.astype("<i8", copy=False)))
+    data = [("ids", state.ids)]
+    if state.metric == "l2":
+        data.append(("norms", state.norms))
+    data.append(("codes", state.codes))
+    if state.rerank_codes is not None:
+        data.append(("rerank_codes", state.rerank_codes))
     data = [(n, np.ascontiguousarray(a)) for n, a in data]
     crcs = np.concatenate(
         [np.zeros(0, "<u4")] + [block_crcs(_raw_bytes(a), block_size) for _, a in data]
     )
     arrays.append(("block_crcs", crcs))
     return [(n, np.ascontiguousarray(a)) for n, a in arrays] + data
+
+
+def check_block_size(block_size: object) -> int:
+    """``block_size`` if it is a power of two in :data:`BLOCK_SIZE_RANGE`, else ``ValueError``."""
+    lo, hi = BLOCK_SIZE_RANGE
+    if not _int(block_size, lo, hi) or block_size & (block_size - 1):
+        raise ValueError(f"block_size must be a power of two in [{lo}, {hi}], found {block_size!r}")
+    return block_size
 
 
 def block_crcs(data, block_size: int = BLOCK_SIZE) -> np.ndarray:
@@ -341,12 +428,15 @@ def encode_header(meta: dict) -> bytes:
     return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
 
 
-def save(index: Index, path, *, block_size: int = BLOCK_SIZE) -> None:
-    """Write ``index`` to ``path`` atomically (temp file, fsync, rename, fsync directory).
+def save(state: IndexState, path, *, block_size: int = BLOCK_SIZE) -> None:
+    """Write an index's state to ``path`` atomically (temp file, fsync, rename, fsync
+    directory); :meth:`vecpress.Index.save` calls it with its lock held.
 
     Parameters
     ----------
-    index : Index
+    state : IndexState
+        The rows must agree (one id, code row, norm... per vector; list offsets
+        ending at the count): :meth:`Index.to_state` checks that.
     path : str or os.PathLike
     block_size : int
         Bytes per checksummed block of the data sections (a power of two in
@@ -359,15 +449,12 @@ def save(index: Index, path, *, block_size: int = BLOCK_SIZE) -> None:
     FileNotFoundError
         The folder of ``path`` does not exist (the message names it).
     ValueError
-        The index has no dimension yet (never added to nor trained), or a bad
-        ``block_size``.
+        A dimension beyond :data:`MAX_D`, or a bad ``block_size``.
 
-    A memory-mapped index is verified before it is written. Temp files left
-    at ``path`` by killed saves are removed, under the writer lock. Safe while
-    other threads search or change ``index``: it holds the index's lock shared
-    (:mod:`vecpress.rwlock`), so the file holds the state between two changes.
-    Before the new file replaces the old one, its header, layout and codecs go
-    through the checks of :func:`open`: a save never writes what open rejects.
+    Temp files left at ``path`` by killed saves are removed, under the writer
+    lock. Before the new file replaces the old one, its header, layout and
+    codecs go through the checks of :func:`load`: a save never writes what
+    load rejects.
 
     Examples
     --------
@@ -379,50 +466,34 @@ def save(index: Index, path, *, block_size: int = BLOCK_SIZE) -> None:
     >>> len(vecpress.open(path))
     50
     """
-    if not isinstance(index, Index):
-        raise TypeError(f"expected a vecpress.Index, found {type(index).__name__}")
-    lo, hi = BLOCK_SIZE_RANGE
-    if not _int(block_size, lo, hi) or block_size & (block_size - 1):
-        raise ValueError(f"block_size must be a power of two in [{lo}, {hi}], found {block_size!r}")
-    if not index.is_trained:
-        raise ValueError(
-            "cannot save an index whose codec is not fitted (its dimension is unknown): "
-            "add vectors or call train(X) first"
-        )
-    if index.d > MAX_D:
-        raise ValueError(f"cannot save an index of dimension {index.d}: the limit is {MAX_D}")
-    with index._lock.read():
-        index._check_consistent()
-        _save_consistent(index, path, block_size)
-
-
-def _save_consistent(index: Index, path, block_size: int) -> None:
-    """:func:`save` of an index whose lock the caller holds."""
-    index._ensure_checked()
+    if not isinstance(state, IndexState):
+        raise TypeError(f"expected an IndexState, found {type(state).__name__}")
+    check_block_size(block_size)
+    if state.codec.d > MAX_D:
+        raise ValueError(f"cannot save an index of dimension {state.codec.d}: the limit is {MAX_D}")
     path = os.path.abspath(os.fspath(path))
     folder, base = os.path.split(path)
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path}: is a directory")
     _check_folder(path)
-    if index._codes is None:  # trained but empty
-        index._init_buffers()
-    sections = _sections_of(index, block_size)
+    sections = _sections_of(state, block_size)
     entries = []
     offset = None  # filled once the header length is known
+    code_size, rerank_code_size = state.tier_sizes
     meta = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
-        "spec": index.spec,
-        "metric": index.metric,
-        "d": index.d,
-        "count": index.ntotal,
-        "code_size": index.memory["codes"],
-        "next_id": index.next_id,
-        "seed": index.seed,
-        "rerank_spec": index.rerank_spec,
-        "rerank_code_size": index.memory["rerank"],
-        "ivf": index.nlist,
-        "ivf_residual": index.ivf_residual,
+        "spec": state.codec.spec,
+        "metric": state.metric,
+        "d": state.codec.d,
+        "count": int(state.ids.shape[0]),
+        "code_size": code_size,
+        "next_id": state.next_id,
+        "seed": state.seed,
+        "rerank_spec": None if state.rerank_codec is None else state.rerank_codec.spec,
+        "rerank_code_size": rerank_code_size,
+        "ivf": state.nlist,
+        "ivf_residual": state.ivf_residual,
         "block_size": block_size,
         "sections": entries,
     }
@@ -469,7 +540,7 @@ def _save_consistent(index: Index, path, block_size: int) -> None:
 
 
 def _check_written(tmp: str) -> None:
-    """Run :func:`open`'s checks of the header, layout and codecs on the file just
+    """Run :func:`load`'s checks of the header, layout and codecs on the file just
     written (the data sections' checksums were computed from the same arrays)."""
     try:
         with builtins.open(tmp, "rb") as f:
@@ -693,8 +764,8 @@ def info(path) -> dict:
     }
 
 
-def open(path, mmap: bool = True) -> Index:  # shadows builtins.open here: use builtins.open
-    """Load an index file.
+def load(path, mmap: bool = True) -> IndexState:
+    """Read an index file's state (:func:`vecpress.open` makes the index of it).
 
     Parameters
     ----------
@@ -719,14 +790,13 @@ def open(path, mmap: bool = True) -> Index:  # shadows builtins.open here: use b
     Examples
     --------
     >>> import numpy as np, tempfile, os, vecpress
-    >>> x = np.random.default_rng(0).standard_normal((20, 16)).astype(np.float32)
     >>> index = vecpress.Index("f32", metric="ip")
-    >>> _ = index.add(x)
+    >>> _ = index.add(np.ones((20, 16), np.float32))
     >>> path = os.path.join(tempfile.mkdtemp(), "x.vpi")
     >>> index.save(path)
-    >>> loaded = vecpress.open(path, mmap=True).verify()
-    >>> bool((loaded.search(x, 5).ids == index.search(x, 5).ids).all())
-    True
+    >>> state = load(path)
+    >>> state.codec.spec, state.ids.shape, state.pending_check is not None
+    ('f32', (20,), True)
     """
     path = os.fspath(path)
     with builtins.open(path, "rb") as f:
@@ -748,8 +818,8 @@ def open(path, mmap: bool = True) -> Index:  # shadows builtins.open here: use b
     return _build(meta, entries, hlen, buf, path, lazy=mmap)
 
 
-class _BlockCheck:
-    """The deferred checks of a format-3 file: ``Index._pending_check``.
+class _BlockCheck(DeferredCheck):
+    """The deferred checks of a format-3 file (:attr:`IndexState.pending_check`).
 
     Calling it checks everything not yet checked: every block of the data
     sections, then that the ids are unique. :meth:`check_rows` checks only the
@@ -860,7 +930,7 @@ class _BlockCheck:
             for lo, hi in self._file_ranges(blocks):
                 self._prefetch(lo, hi - lo)
         tasks = [blocks[s : s + _BLOCKS_PER_TASK] for s in range(0, blocks.size, _BLOCKS_PER_TASK)]
-        workers = min(get_num_threads(), len(tasks))
+        workers = min(current_threads(), len(tasks))
         if workers <= 1:
             for t in tasks:
                 self._check_task(t)
@@ -902,7 +972,9 @@ class _BlockCheck:
                 check(lo, hi, j)
 
 
-def _build(meta: dict, entries: list[dict], hlen: int, buf, source: str, *, lazy: bool) -> Index:
+def _build(
+    meta: dict, entries: list[dict], hlen: int, buf, source: str, *, lazy: bool
+) -> IndexState:
     mv = memoryview(buf)
     # Padding: every byte outside the JSON and the sections must be zero.
     gaps = []
@@ -1037,7 +1109,7 @@ def _build(meta: dict, entries: list[dict], hlen: int, buf, source: str, *, lazy
         check_data.unique_ids = check_unique
     else:
 
-        def check_data() -> None:
+        def check_all() -> None:
             for name in DATA_SECTIONS:
                 if name in sec:
                     check_crc(name)
@@ -1046,24 +1118,23 @@ def _build(meta: dict, entries: list[dict], hlen: int, buf, source: str, *, lazy
                 check_norms(norms)
             check_unique()
 
+        check_data = DeferredCheck(check_all)
+
     if not lazy:
         check_data()
-    index = Index(
-        meta["spec"],
-        meta["metric"],
+    return IndexState(
+        codec=codec,
+        metric=meta["metric"],
         seed=meta["seed"],
-        rerank_spec=meta["rerank_spec"],
-        ivf=meta["ivf"],
+        rerank_codec=rerank_codec,
+        nlist=meta["ivf"],
         ivf_residual=meta["ivf_residual"],
+        centroids=centroids,
+        list_offsets=list_offsets,
+        ids=ids,
+        norms=norms,
+        codes=codes,
+        rerank_codes=rcodes,
+        next_id=next_id,
+        pending_check=check_data if lazy else None,
     )
-    index.codec = codec
-    index.rerank_codec = rerank_codec
-    index.centroids = centroids
-    index._list_offsets = list_offsets
-    index._ids = _Buffer(ids)
-    index._codes = _Buffer(codes)
-    index._norms = _Buffer(norms) if norms is not None else None
-    index._rcodes = _Buffer(rcodes) if rcodes is not None else None
-    index._next_id = next_id
-    index._pending_check = check_data if lazy else None
-    return index

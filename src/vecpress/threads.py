@@ -12,29 +12,63 @@ workers wait for each other by spinning, so a 2-thread faiss training on 2 cores
 with one other busy process ran 10x slower than on 1 thread (OPQ, measured).
 :func:`idle_cores` measures how many cores are free now, and the advisor uses
 that many threads unless told otherwise.
+
+**Process-wide default, per-call override.** numba's thread count is a
+property of the calling thread (a count set in one thread does not reach the
+others), and so is OpenMP's. vecpress therefore keeps its own process-wide
+count (:func:`set_num_threads`, :func:`get_num_threads`) and every public call
+that runs kernels applies it to the calling thread for its duration
+(:func:`using`), or the ``threads=`` that call was given (``Index.search(...,
+threads=2)``, the usearch habit): a search on a thread the user started runs
+on the count the process asked for, and two threads searching at once with
+different counts do not disturb each other. BLAS products inside fits run on
+the same count (:func:`using` limits them through threadpoolctl), so fitting
+never spins more BLAS threads than the cores it was given.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
+import threading
 import time
 
 import numba
+import numpy as np
+
+#: the process-wide thread count (None: every thread numba started with)
+_DEFAULT: int | None = None
+_LOCAL = threading.local()
+
+
+def _checked_count(n: object, name: str = "threads") -> int:
+    """``n`` as a thread count in [1, the threads numba started with], or raise."""
+    top = numba.config.NUMBA_NUM_THREADS
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, found {type(n).__name__}")
+    if not 1 <= int(n) <= top:
+        raise ValueError(f"{name} must be in [1, {top}] (the threads numba started), found {n}")
+    return int(n)
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads in vecpress's kernels and in faiss (k-means, PQ training).
+    """Use ``n`` threads in vecpress's kernels, faiss (k-means, PQ training) and the
+    BLAS products of fitting, in every thread of the process (see the module docstring).
 
     Examples
     --------
+    >>> before = get_num_threads()
     >>> set_num_threads(1); get_num_threads()
     1
+    >>> set_num_threads(before)
     """
-    numba.set_num_threads(int(n))
+    global _DEFAULT
+    _DEFAULT = _checked_count(n, "n")
+    numba.set_num_threads(_DEFAULT)
     if "faiss" in sys.modules:  # faiss's OpenMP pool; loaded later, it is set on import
-        sys.modules["faiss"].omp_set_num_threads(int(n))
+        sys.modules["faiss"].omp_set_num_threads(_DEFAULT)
 
 
 def faiss_module():
@@ -44,7 +78,7 @@ def faiss_module():
     import faiss
 
     if first:
-        faiss.omp_set_num_threads(get_num_threads())
+        faiss.omp_set_num_threads(current_threads())
     return faiss
 
 
@@ -108,11 +142,97 @@ def threads_for_load(seconds: float = 0.25) -> int:
 
 
 def get_num_threads() -> int:
-    """The number of threads vecpress's kernels use."""
-    return numba.get_num_threads()
+    """The process-wide number of threads of vecpress's calls (:func:`set_num_threads`;
+    by default every thread numba started with, one per core)."""
+    return numba.config.NUMBA_NUM_THREADS if _DEFAULT is None else _DEFAULT
+
+
+def current_threads() -> int:
+    """The threads the running call uses: its ``threads=`` inside :func:`using`, else the
+    process-wide count."""
+    n = getattr(_LOCAL, "threads", None)
+    return get_num_threads() if n is None else n
+
+
+@contextlib.contextmanager
+def using(threads: int | None = None, *, blas: bool = False):
+    """Run the body on ``threads`` threads (default: the process-wide count).
+
+    Applies the count to numba and faiss in the calling thread and restores them
+    afterwards; with ``blas=True`` (fitting: large products) BLAS is limited to it
+    too (threadpoolctl; ~20 µs, so searches, whose few products run on one BLAS
+    thread anyway, skip it). Nested calls keep the outermost count unless they
+    name one.
+
+    Examples
+    --------
+    >>> with using(1):
+    ...     current_threads()
+    1
+    """
+    outer = getattr(_LOCAL, "threads", None)
+    if threads is None:
+        n = get_num_threads() if outer is None else outer
+    else:
+        n = _checked_count(threads)
+    if n == outer and not blas:  # already applied by an enclosing call
+        yield n
+        return
+    prev = numba.get_num_threads()
+    if prev != n:
+        numba.set_num_threads(n)
+    faiss = sys.modules.get("faiss")
+    prev_omp = faiss.omp_get_max_threads() if faiss is not None else n
+    if prev_omp != n:
+        faiss.omp_set_num_threads(n)
+    _LOCAL.threads = n
+    try:
+        with _blas_limit(n) if blas else contextlib.nullcontext():
+            yield n
+    finally:
+        _LOCAL.threads = outer
+        if prev != n:
+            numba.set_num_threads(prev)
+        if prev_omp != n:
+            faiss.omp_set_num_threads(prev_omp)
+
+
+def threaded(method):
+    """Decorate a public method that runs kernels: it runs under :func:`using` (the
+    process-wide count, or its caller's)."""
+
+    @functools.wraps(method)
+    def run(*args, **kwargs):
+        with using():
+            return method(*args, **kwargs)
+
+    return run
 
 
 _LIMITER = None
+_LIMITER_MODULES = -1
+
+
+def _controller():
+    """threadpoolctl's view of the loaded thread pools, inspected again whenever modules
+    were imported since (an import may load a BLAS of its own: faiss, torch)."""
+    global _LIMITER, _LIMITER_MODULES
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        return None
+    if _LIMITER is None or _LIMITER_MODULES != len(sys.modules):
+        _LIMITER = ThreadpoolController()
+        _LIMITER_MODULES = len(sys.modules)
+    return _LIMITER
+
+
+def _blas_limit(n: int):
+    """A context in which BLAS products use at most ``n`` threads."""
+    controller = _controller()
+    if controller is None:  # pragma: no cover
+        return contextlib.nullcontext()
+    return controller.limit(limits=n, user_api="blas")
 
 
 def single_threaded_blas():
@@ -125,11 +245,4 @@ def single_threaded_blas():
     ...     float((np.ones((2, 3)) @ np.ones(3))[0])
     3.0
     """
-    global _LIMITER
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        return contextlib.nullcontext()
-    if _LIMITER is None:
-        _LIMITER = ThreadpoolController()  # inspects the loaded libraries once
-    return _LIMITER.limit(limits=1, user_api="blas")
+    return _blas_limit(1)
