@@ -500,7 +500,7 @@ def test_saved_index_with_a_fitted_exponent(tmp_path, plain):
 
 
 def _tampered(blob: bytes, old: bytes, new: bytes) -> bytes:
-    from vecpress import blob as blob_mod
+    from vecpress import container as blob_mod
 
     config, arrays = blob_mod.unpack(blob, "<test>")
     text = json.dumps(config).replace(old.decode(), new.decode())
@@ -569,7 +569,7 @@ def test_float8_codes_of_subnormal_rows_are_finite():
 def test_a_codec_with_scaled_fields_is_a_version_2_blob_and_plain_ones_stay_version_1():
     """A vecpress that predates the exponents reads version 1 only: it refuses a blob it
     would misread (scores off by 2**e) instead of scoring wrongly."""
-    from vecpress import blob
+    from vecpress import container as blob
 
     x = np.random.default_rng(3).standard_normal((300, 16)).astype(np.float32)
     plain = vecpress.Codec.from_spec("center,hd2,rq4").fit(x)

@@ -318,7 +318,7 @@ def test_random_bit_flips_are_detected_or_harmless(spec):
 )
 def test_consistent_but_wrong_content_is_a_format_error(mutate):
     """Blobs re-packed with valid checksums but invalid content are rejected."""
-    from vecpress import blob as vblob
+    from vecpress import container as vblob
 
     codec, _, _ = _small_codec()
     config, arrays = vblob.unpack(codec.to_bytes())
@@ -330,7 +330,7 @@ def test_consistent_but_wrong_content_is_a_format_error(mutate):
 
 @pytest.mark.parametrize("mutate", ["spec", "param"])
 def test_stage_parameter_must_match_the_spec(mutate):
-    from vecpress import blob as vblob
+    from vecpress import container as vblob
 
     codec, _, _ = _small_codec()
     config, arrays = vblob.unpack(codec.to_bytes())

@@ -45,7 +45,7 @@ import numpy as np
 import pytest
 
 import vecpress
-from vecpress import Codec, FormatError, Index, blob, storage
+from vecpress import Codec, FormatError, Index, container, storage
 
 DATA = Path(__file__).parent / "data"
 REFERENCE = DATA / "ref_v1.vpi"
@@ -445,7 +445,7 @@ def _with_header(data: bytes, meta, header: bytes | None = None) -> bytes:
     """Replace the JSON header (length and checksum recomputed; sections left in place,
     unless the header grew past the first; the footer's length matches the new size)."""
     old, hlen = _layout(data)
-    header = storage.encode_header(meta) if header is None else header
+    header = container.canonical_json(meta) if header is None else header
     version = struct.unpack_from("<I", data, 8)[0]
     prefix = struct.pack("<8sIIQII", storage.MAGIC, version, 0, len(header), zlib.crc32(header), 0)
     body = prefix + header
@@ -585,7 +585,7 @@ def hostile_cases(data: bytes) -> list[tuple[str, bytes]]:
     ]:
         out.append((name, _with_header(data, m)))
     # an integer of 5000 digits (beyond Python's int-string limit) in a checksummed header
-    text = storage.encode_header(meta)
+    text = container.canonical_json(meta)
     for key in (b'"d":', b'"count":', b'"offset":'):
         at = text.index(key) + len(key)
         end = at + len(text[at:].split(b",")[0].split(b"}")[0])
@@ -620,17 +620,19 @@ def test_hostile_header_values_are_rejected_before_allocation(tmp_path, ref):
 def _reheader_blob(data: bytes, header: bytes) -> bytes:
     """A codec blob with its JSON header replaced (length, CRC, padding, footer redone)."""
     hlen = struct.unpack_from("<I", data, 12)[0]
-    body = data[storage._align(20 + hlen) : len(data) - 16]
-    head = struct.pack("<8sIII", blob.MAGIC, blob.VERSION, len(header), zlib.crc32(header))
+    body = data[container.align(20 + hlen) : len(data) - 16]
+    head = struct.pack(
+        "<8sIII", container.BLOB.magic, container.BLOB_VERSION, len(header), zlib.crc32(header)
+    )
     head += header
-    head += bytes(storage._align(len(head)) - len(head))
-    return head + body + struct.pack("<Q8s", len(head) + len(body) + 16, blob.END_MAGIC)
+    head += bytes(container.align(len(head)) - len(head))
+    return head + body + struct.pack("<Q8s", len(head) + len(body) + 16, container.BLOB.end_magic)
 
 
 def malformed_codec_blobs(codec) -> dict[str, bytes]:
     """Codec blobs whose layout and checksums are valid but whose contents are not."""
     good = codec.to_bytes()
-    config, arrays = blob.unpack(good)
+    config, arrays = container.unpack(good)
     arrays = {k: v.copy() for k, v in arrays.items()}
     out = {}
     n = len(config["stages"])
@@ -650,14 +652,14 @@ def malformed_codec_blobs(codec) -> dict[str, bytes]:
         ("d", 2.5),
         ("kind", None),
     ]:
-        out[f"{key}={value!r}"] = blob.pack({**config, key: value}, arrays)
+        out[f"{key}={value!r}"] = container.pack({**config, key: value}, arrays)
     first = dict(config["stages"][0])
-    out["stage d=[1]"] = blob.pack(
+    out["stage d=[1]"] = container.pack(
         {**config, "stages": [{**first, "d": [1]}, *config["stages"][1:]]}, arrays
     )
     one = next(iter(arrays))
-    out["array shape"] = blob.pack(config, {**arrays, one: arrays[one][:1]})
-    out["array missing"] = blob.pack(config, {k: v for k, v in arrays.items() if k != one})
+    out["array shape"] = container.pack(config, {**arrays, one: arrays[one][:1]})
+    out["array missing"] = container.pack(config, {k: v for k, v in arrays.items() if k != one})
     text = json.loads(good[20 : 20 + struct.unpack_from("<I", good, 12)[0]])
     for what, edit in [
         ("5000-digit d", lambda t: t.replace(b'"d":32', b'"d":' + b"9" * 5000, 1)),
@@ -702,7 +704,7 @@ def test_huge_integers_in_a_checksummed_header_are_format_errors(tmp_path):
     small_index().save(path)
     data = path.read_bytes()
     meta, _ = _layout(data)
-    text = storage.encode_header(meta)
+    text = container.canonical_json(meta)
     for key in (b'"d":32', b'"seed":1', b'"count":60'):
         name = key.split(b":")[0]
         path.write_bytes(_with_header(data, None, text.replace(key, name + b":" + b"7" * 4400)))
@@ -954,7 +956,11 @@ def _section_edges(data: bytes) -> set[int]:
     meta, hlen = _layout(data)
     edges = {0, 8, 12, 16, 24, 28, 32, 32 + hlen, len(data) - 16, len(data) - 8}
     for s in meta["sections"]:
-        edges |= {s["offset"], s["offset"] + s["nbytes"], storage._align(s["offset"] + s["nbytes"])}
+        edges |= {
+            s["offset"],
+            s["offset"] + s["nbytes"],
+            container.align(s["offset"] + s["nbytes"]),
+        }
         if s["name"] in storage.DATA_SECTIONS:
             edges |= set(range(s["offset"], s["offset"] + s["nbytes"], meta["block_size"]))
     return {e + delta for e in edges for delta in (-1, 0, 1) if 0 <= e + delta < len(data)}

@@ -362,7 +362,7 @@ def _over_budget(arrays):
     ],
 )
 def test_tampered_state_is_a_format_error(mutate):
-    from vecpress import blob as vblob
+    from vecpress import container as vblob
 
     x = _anisotropic(13, 300, 32)
     codec = Codec.from_spec("kl2").fit(x)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import blob
+from . import container
 from ._validation import as_codes, as_vectors, check_positive_int
 from .errors import FormatError, NotFittedError
 from .quantizers.base import field_exponent, get_field, put_field
@@ -438,7 +438,7 @@ class Codec:
             "seed": self.seed,
             "stages": stages,
         }
-        return blob.pack(config, arrays)
+        return container.pack(config, arrays)
 
     @classmethod
     def from_bytes(cls, data, source: str = "<bytes>") -> Codec:
@@ -456,14 +456,14 @@ class Codec:
         >>> x = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
         >>> Codec.from_bytes(Codec.from_spec("center,rq4").fit(x).to_bytes()).spec
         'center,rq4'
-        >>> bad = blob.pack({"kind": _KIND, "version": _CODEC_VERSION, "spec": "rq4", "d": 8,
+        >>> bad = container.pack({"kind": _KIND, "version": _CODEC_VERSION, "spec": "rq4", "d": 8,
         ...                  "seed": 0, "stages": [1]}, {})
         >>> Codec.from_bytes(bad, source="c.bin")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         vecpress.errors.FormatError: c.bin: invalid codec in config: stage 0 config 1 is not ...
         """
-        config, arrays = blob.unpack(data, source)
+        config, arrays = container.unpack(data, source)
         try:
             version = config.get("version")
             if config.get("kind") != _KIND or version not in _READ_VERSIONS:

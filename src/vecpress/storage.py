@@ -102,11 +102,9 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
-import json
 import mmap as _mmap
 import os
 import secrets
-import struct
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -117,6 +115,7 @@ import numpy as np
 from .atomic import replacing
 from .checksum import crc32
 from .codec import Codec
+from .container import ALIGN, FOOTER, Framing, align, canonical_json, is_int
 from .errors import FormatError, LockedError
 from .threads import current_threads
 
@@ -136,15 +135,23 @@ FORMAT_NAME = "vecpress.index"
 MAX_HEADER = 1 << 20
 #: largest dimension written or read (bounds what the codec may allocate on load)
 MAX_D = 1 << 20
-ALIGN = 64
 #: bytes per checksummed block of the data sections (format 3) that :func:`save` writes
 BLOCK_SIZE = 1 << 20
 #: the block sizes a file may declare: powers of two in this range
 BLOCK_SIZE_RANGE = (1 << 12, 1 << 26)
 #: the sections checked block by block (format 3), in file order
 DATA_SECTIONS = ("ids", "norms", "codes", "rerank_codes")
-_PREFIX = struct.Struct("<8sIIQII")
-_FOOTER = struct.Struct("<Q8s")
+#: the framing of index files (:mod:`vecpress.container`)
+FRAMING = Framing(
+    magic=MAGIC,
+    end_magic=END_MAGIC,
+    wide=True,
+    versions=READ_VERSIONS,
+    max_header=MAX_HEADER,
+    what="vecpress index",
+    hints={b"VECPRESS": " (it is a codec blob: load it with Codec.from_bytes)"},
+)
+_fail = FRAMING.fail
 _TMP_SUFFIX = ".vptmp"
 _HEADER_KEYS_V1 = {
     "format",
@@ -241,14 +248,6 @@ class DeferredCheck:
     def check_rows(self, names, starts, ends) -> None:
         """Check rows ``starts[i]:ends[i]`` of the sections ``names`` (here: everything)."""
         self()
-
-
-def _align(n: int) -> int:
-    return n + (-n) % ALIGN
-
-
-def _int(value, lo: int, hi: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
 
 
 def _nblocks(nbytes: int, block_size: int) -> int:
@@ -397,7 +396,7 @@ def _sections_of(state: IndexState, block_size: int) -> list[tuple[str, np.ndarr
 def check_block_size(block_size: object) -> int:
     """``block_size`` if it is a power of two in :data:`BLOCK_SIZE_RANGE`, else ``ValueError``."""
     lo, hi = BLOCK_SIZE_RANGE
-    if not _int(block_size, lo, hi) or block_size & (block_size - 1):
+    if not is_int(block_size, lo, hi) or block_size & (block_size - 1):
         raise ValueError(f"block_size must be a power of two in [{lo}, {hi}], found {block_size!r}")
     return block_size
 
@@ -421,11 +420,6 @@ def block_crcs(data, block_size: int = BLOCK_SIZE) -> np.ndarray:
 def _raw_bytes(a: np.ndarray) -> np.ndarray:
     """A C-contiguous array's bytes as a flat uint8 view (no copy; empty arrays too)."""
     return a.reshape(-1).view(np.uint8)
-
-
-def encode_header(meta: dict) -> bytes:
-    """The canonical JSON bytes of a header dict."""
-    return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
 
 
 def save(state: IndexState, path, *, block_size: int = BLOCK_SIZE) -> None:
@@ -512,28 +506,22 @@ def save(state: IndexState, path, *, block_size: int = BLOCK_SIZE) -> None:
     # iterate until stable (at most a few rounds).
     header = b""
     for _ in range(8):
-        offset = _align(_PREFIX.size + len(header))
+        offset = FRAMING.first_section(len(header))
         for e in entries:
             e["offset"] = offset
-            offset = _align(offset + e["nbytes"])
-        new = encode_header(meta)
+            offset = align(offset + e["nbytes"])
+        new = canonical_json(meta)
         if new == header:
             break
         header = new
     if len(header) > MAX_HEADER:
         raise ValueError(f"index header of {len(header)} bytes exceeds {MAX_HEADER}")
-    total = offset + _FOOTER.size
     with _lock(path), _naming(path):
         _remove_temps(path)
         tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}{_TMP_SUFFIX}")
         with replacing(tmp, path) as f:
-            head = _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(header), crc32(header), 0)
-            head += header
-            f.write(head + b"\x00" * (_align(len(head)) - len(head)))
-            for (_, a), e in zip(sections, entries, strict=True):
-                f.write(_raw_bytes(a))
-                f.write(b"\x00" * (_align(e["nbytes"]) - e["nbytes"]))
-            f.write(_FOOTER.pack(total, END_MAGIC))
+            head = FRAMING.head(FORMAT_VERSION, header)
+            FRAMING.write(f.write, head, [_raw_bytes(a) for _, a in sections])
             f.flush()
             _check_written(tmp)
         _fsync_dir(folder)
@@ -568,10 +556,6 @@ def _naming(path: str):
 
 
 # -- loading -----------------------------------------------------------------
-def _fail(source: str, section: str, why: str) -> FormatError:
-    return FormatError(f"{source}: invalid vecpress index in {section}: {why}")
-
-
 def _read_at(f, offset: int, n: int) -> bytes:
     f.seek(offset)
     data = f.read(n)
@@ -582,48 +566,7 @@ def _read_at(f, offset: int, n: int) -> bytes:
 
 def _parse(f, size: int, source: str) -> tuple[dict, list[dict], int]:
     """Validate prefix, footer, header and section table; nothing large is allocated."""
-    smallest = _align(_PREFIX.size + 2) + _FOOTER.size
-    if size < smallest:
-        raise _fail(
-            source,
-            "prefix",
-            f"file of {size} bytes is shorter than the smallest index ({smallest} bytes)",
-        )
-    magic, version, flags, hlen, hcrc, reserved = _PREFIX.unpack(_read_at(f, 0, _PREFIX.size))
-    if magic != MAGIC:
-        hint = (
-            " (it is a codec blob: load it with Codec.from_bytes)" if magic == b"VECPRESS" else ""
-        )
-        raise _fail(source, "prefix", f"bad magic {magic!r}, not a vecpress index{hint}")
-    if version not in READ_VERSIONS:
-        raise _fail(
-            source,
-            "prefix",
-            f"format version {version} is not supported "
-            f"(this vecpress reads versions {', '.join(map(str, READ_VERSIONS))})",
-        )
-    if flags or reserved:
-        raise _fail(source, "prefix", f"flags {flags} / reserved {reserved} must be 0")
-    total, end_magic = _FOOTER.unpack(_read_at(f, size - _FOOTER.size, _FOOTER.size))
-    if end_magic != END_MAGIC:
-        raise _fail(source, "footer", "bad end magic (truncated, or data appended)")
-    if total != size:
-        raise _fail(source, "footer", f"recorded length {total} differs from file length {size}")
-    room = size - _PREFIX.size - _FOOTER.size
-    if not 1 <= hlen <= min(MAX_HEADER, room):
-        raise _fail(
-            source,
-            "header",
-            f"header length {hlen} is outside [1, {min(MAX_HEADER, room)}] "
-            f"(file of {size} bytes, limit {MAX_HEADER})",
-        )
-    header = _read_at(f, _PREFIX.size, hlen)
-    if crc32(header) != hcrc:
-        raise _fail(source, "header", "checksum mismatch")
-    try:
-        meta = json.loads(header.decode("utf-8"))
-    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, an integer of > 4300 digits
-        raise _fail(source, "header", f"unreadable JSON ({e})") from None
+    version, meta, hlen = FRAMING.read_header(lambda o, n: _read_at(f, o, n), size, source)
     want_keys = _HEADER_KEYS[version]
     if not isinstance(meta, dict) or set(meta) != want_keys:
         keys = sorted(meta) if isinstance(meta, dict) else type(meta).__name__
@@ -651,7 +594,7 @@ def _parse(f, size: int, source: str) -> tuple[dict, list[dict], int]:
     if version >= 3:
         limits["block_size"] = BLOCK_SIZE_RANGE
     for key, (lo, hi) in limits.items():
-        if not _int(meta[key], lo, hi):
+        if not is_int(meta[key], lo, hi):
             raise _fail(
                 source, "header", f"{key}={meta[key]!r:.80} is not an integer in [{lo}, {hi}]"
             )
@@ -661,14 +604,14 @@ def _parse(f, size: int, source: str) -> tuple[dict, list[dict], int]:
         raise _fail(source, "header", f"count {meta['count']} exceeds next_id {meta['next_id']}")
     rspec = meta["rerank_spec"]
     if rspec is None:  # 0, or the second level of a two-level spec (checked with the codec)
-        if not _int(meta["rerank_code_size"], 0, 8 * MAX_D + 64):
+        if not is_int(meta["rerank_code_size"], 0, 8 * MAX_D + 64):
             raise _fail(source, "header", f"bad rerank_code_size {meta['rerank_code_size']!r:.80}")
     else:
         if not isinstance(rspec, str) or not 0 < len(rspec) <= 256:
             raise _fail(source, "header", f"bad rerank_spec {rspec!r:.300}")
-        if not _int(meta["rerank_code_size"], 1, 8 * MAX_D + 64):
+        if not is_int(meta["rerank_code_size"], 1, 8 * MAX_D + 64):
             raise _fail(source, "header", f"bad rerank_code_size {meta['rerank_code_size']!r:.80}")
-    if meta["ivf"] is not None and not _int(meta["ivf"], 1, min(1 << 24, size)):
+    if meta["ivf"] is not None and not is_int(meta["ivf"], 1, min(1 << 24, size)):
         raise _fail(source, "header", f"ivf={meta['ivf']!r:.80} is not a list count in [1, 2^24]")
     if not isinstance(meta["ivf_residual"], bool):
         raise _fail(source, "header", f"ivf_residual={meta['ivf_residual']!r:.80} is not a bool")
@@ -676,7 +619,7 @@ def _parse(f, size: int, source: str) -> tuple[dict, list[dict], int]:
     entries = meta["sections"]
     if not isinstance(entries, list) or len(entries) != len(expected):
         raise _fail(source, "header", f"expected {len(expected)} sections, found {entries!r:.80}")
-    cursor = _align(_PREFIX.size + hlen)
+    cursor = FRAMING.first_section(hlen)
     for e, (name, dtype, shape) in zip(entries, expected, strict=True):
         where = f"section {name!r}"
         if not isinstance(e, dict) or set(e) != _SECTION_KEYS or e["name"] != name:
@@ -685,36 +628,36 @@ def _parse(f, size: int, source: str) -> tuple[dict, list[dict], int]:
             raise _fail(source, where, f"dtype {e['dtype']!r:.80}, expected {dtype!r}")
         if shape is None:  # the codec blob: any positive length that fits
             shape = [e["shape"][0]] if isinstance(e["shape"], list) and e["shape"] else None
-            if shape is None or not _int(shape[0], 1, size):
+            if shape is None or not is_int(shape[0], 1, size):
                 raise _fail(source, where, f"bad shape {e['shape']!r:.80}")
         if e["shape"] != shape:
             raise _fail(source, where, f"shape {e['shape']!r:.80}, expected {shape}")
         nbytes = np.dtype(dtype).itemsize
         for s in shape:
             nbytes *= s
-        if e["nbytes"] != nbytes or not _int(e["nbytes"], 0, size):
+        if e["nbytes"] != nbytes or not is_int(e["nbytes"], 0, size):
             raise _fail(
                 source, where, f"size {e['nbytes']!r:.80}, expected {nbytes} for shape {shape}"
             )
-        if e["offset"] != cursor or not _int(e["offset"], 0, size):
+        if e["offset"] != cursor or not is_int(e["offset"], 0, size):
             raise _fail(source, where, f"offset {e['offset']!r:.80}, expected {cursor}")
         if version >= 3 and name in DATA_SECTIONS:
             if e["crc32"] is not None:  # checked block by block (section 'block_crcs')
                 raise _fail(source, where, f"checksum field {e['crc32']!r:.80}, expected null")
-        elif not _int(e["crc32"], 0, 2**32 - 1):
+        elif not is_int(e["crc32"], 0, 2**32 - 1):
             raise _fail(source, where, f"bad checksum field {e['crc32']!r:.80}")
-        cursor = _align(cursor + nbytes)
-        if cursor > size - _FOOTER.size:
+        cursor = align(cursor + nbytes)
+        if cursor > size - FOOTER.size:
             raise _fail(
                 source,
                 where,
-                f"ends at {cursor}, past the data end {size - _FOOTER.size} (file of {size} bytes)",
+                f"ends at {cursor}, past the data end {size - FOOTER.size} (file of {size} bytes)",
             )
-    if cursor != size - _FOOTER.size:
+    if cursor != size - FOOTER.size:
         raise _fail(
             source,
             "footer",
-            f"sections end at {cursor} but the footer starts at {size - _FOOTER.size}",
+            f"sections end at {cursor} but the footer starts at {size - FOOTER.size}",
         )
     return meta, entries, hlen
 
@@ -976,16 +919,10 @@ def _build(
     meta: dict, entries: list[dict], hlen: int, buf, source: str, *, lazy: bool
 ) -> IndexState:
     mv = memoryview(buf)
-    # Padding: every byte outside the JSON and the sections must be zero.
-    gaps = []
-    prev_end = _PREFIX.size + hlen
-    for e in entries:
-        gaps.append((e["name"], prev_end, e["offset"]))
-        prev_end = e["offset"] + e["nbytes"]
-    gaps.append(("footer", prev_end, len(mv) - _FOOTER.size))
-    for name, lo, hi in gaps:
-        if any(mv[lo:hi]):
-            raise _fail(source, f"padding before {name!r}", "non-zero padding bytes")
+    # every byte outside the JSON and the sections must be zero
+    FRAMING.check_padding(
+        mv, hlen, [(e["name"], e["offset"], e["nbytes"]) for e in entries], source
+    )
     sec = {e["name"]: e for e in entries}
 
     def raw(name: str) -> memoryview:
