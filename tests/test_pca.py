@@ -68,7 +68,7 @@ def test_serialisation_and_tampering(x):
 
 
 def test_errors(x):
-    with pytest.raises(ValueError, match="cannot keep 60 directions of d=48"):
+    with pytest.raises(ValueError, match="cannot keep 60 dimensions of d=48"):
         Codec.from_spec("pca60,rq4").fit(x)
     with pytest.raises(ValueError, match="pca"):
         Codec.from_spec("pca0,rq4")

@@ -173,13 +173,14 @@ def test_file_without_the_second_level_is_rejected(tmp_path, data, monkeypatch):
     index = Index("lvq4x4", "ip")
     index.add(x[:50])
     first = index.memory["codes"]
-    monkeypatch.setattr(Index, "has_second_tier", property(lambda self: False))
-    monkeypatch.setattr(Index, "_tier_sizes", lambda self: (first, 0))
+    state = index.to_state()
+    state.rerank_codes = None
+    monkeypatch.setattr(vecpress.storage.IndexState, "tier_sizes", property(lambda s: (first, 0)))
     path = tmp_path / "a.vpi"
     with pytest.raises(RuntimeError, match="would not open again"):
-        index.save(path)  # save refuses to write what open rejects
+        vecpress.storage.save(state, path)  # save refuses to write what open rejects
     monkeypatch.setattr(vecpress.storage, "_check_written", lambda tmp: None)
-    index.save(path)  # written all the same, for open to reject it
+    vecpress.storage.save(state, path)  # written all the same, for open to reject it
     monkeypatch.undo()
     with pytest.raises(FormatError, match="second level"):
         vecpress.open(path)

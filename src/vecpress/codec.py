@@ -8,10 +8,8 @@ from . import container
 from ._validation import as_codes, as_vectors, check_positive_int
 from .errors import FormatError, NotFittedError
 from .quantizers.base import field_exponent, get_field, put_field
-from .quantizers.two_level import LVQ2
 from .spec import canonical, parse
 from .threads import threaded, using
-from .transforms import PCA, Center, LeanVec
 
 _KIND = "vecpress.codec"
 #: version 2 = version 1 plus scale exponents of float16 fields (``field_exp``, ``term_exp``
@@ -99,8 +97,12 @@ class Codec:
         """
         seed = check_positive_int(seed, "seed", low=0)
         transforms, quantizer = parse(spec)
-        if sum(isinstance(t, Center) for t in transforms) > 1:
-            raise ValueError(f"spec {spec!r}: 'center' may appear at most once")
+        if sum(t.stores_term for t in transforms) > 1:
+            names = ", ".join(repr(t.spec) for t in transforms if t.stores_term)
+            raise ValueError(
+                f"spec {spec!r}: {names}: a stage that stores a per-vector term may appear "
+                "at most once"
+            )
         codec = cls(transforms, quantizer, seed=seed)
         if d is not None:
             codec._setup(check_positive_int(d, "d"))
@@ -161,7 +163,7 @@ class Codec:
     def is_two_level(self) -> bool:
         """Whether the rows hold two levels (``lvq<b1>x<b2>``): an index scans the first
         (:attr:`tier_codec`) and re-ranks with both."""
-        return isinstance(self.quantizer, LVQ2)
+        return self.quantizer.two_level
 
     @property
     def tier_codec(self) -> Codec:
@@ -209,9 +211,9 @@ class Codec:
         return np.concatenate([first[:, :n1], second, first[:, n1:]], axis=1)
 
     @property
-    def _center(self) -> Center | None:
-        """The ``center`` stage, or ``None``."""
-        return next((t for t in self.transforms if isinstance(t, Center)), None)
+    def _center(self):
+        """The stage whose exact per-vector term is stored (``center``), or ``None``."""
+        return next((t for t in self.transforms if t.stores_term), None)
 
     def _split(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Quantizer part of the rows, and the stored centring term (or None)."""
@@ -273,22 +275,16 @@ class Codec:
             weights = w if sampling != "uniform" else None
         if self.d is None:
             self._setup(x.shape[1])
-        for t in self.transforms:
-            if t.needs_data:
-                if isinstance(t, (Center, PCA)):
-                    t.fit(x, weights)
-                elif isinstance(t, LeanVec):
-                    t.fit(x, q)
-                else:
-                    t.fit(x)
-            if isinstance(t, Center):
+        for t in self.transforms:  # every stage fits alike (transforms.Transform.fit)
+            t.fit(x, weights=weights, queries=q)
+            if t.stores_term:
                 t.term_exp = self._term_exponent(t.term(x))
             x = t.forward(x)
             if q is not None:
                 q, _ = t.query(q)
         # every quantizer fits: the training-free ones fit the scale of their float16
         # fields to the rows (vecpress.quantizers.base)
-        self.quantizer.fit(x)
+        self.quantizer.fit(x, weights=weights, queries=q)
         return self
 
     def _term_exponent(self, term: np.ndarray) -> int:
@@ -308,7 +304,7 @@ class Codec:
             return np.zeros((0, self.code_size), np.uint8)
         term = None
         for t in self.transforms:
-            if isinstance(t, Center):
+            if t.stores_term:
                 term = t.term(x)
             x = t.forward(x)
         codes = self.quantizer.encode(x)
@@ -482,7 +478,7 @@ class Codec:
             for i, (st, cfg) in enumerate(zip(stages, config["stages"], strict=True)):
                 if not isinstance(cfg, dict):
                     raise ValueError(f"stage {i} config {cfg!r:.80} is not an object")
-                want = getattr(st, "out", getattr(st, "param", None))
+                want = st.param
                 if (
                     cfg.get("name") != st.name
                     or cfg.get("d") != dim

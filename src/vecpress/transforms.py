@@ -45,14 +45,22 @@ class Transform:
 
     name: ClassVar[str]
     needs_data: ClassVar[bool] = False
+    #: whether the codec stores this stage's exact per-vector term next to the codes
+    #: (``center``: ``<mu, x - mu>``, see :meth:`Center.term`)
+    stores_term: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.d: int | None = None
         self.fitted = False
 
     @property
+    def param(self) -> int | None:
+        """The spec's integer parameter (``pca<d'>``'s ``d'``), or ``None``."""
+        return None
+
+    @property
     def spec(self) -> str:
-        return self.name
+        return self.name if self.param is None else f"{self.name}{self.param}"
 
     def setup(self, d: int, rng: np.random.Generator) -> None:
         """Draw the training-free state for dimension ``d``."""
@@ -64,8 +72,16 @@ class Transform:
         for dimension reductions)."""
         return d
 
-    def fit(self, x: np.ndarray) -> None:
-        """Learn from (already transformed) training rows ``x``; default: nothing."""
+    def fit(
+        self, x: np.ndarray, *, weights: np.ndarray | None = None, queries: np.ndarray | None = None
+    ) -> None:
+        """Learn from (already transformed) training rows ``x``; default: nothing.
+
+        Every stage -- transform or quantizer -- fits with this signature:
+        ``weights`` (one per row, e.g. leverage sampling's) and ``queries`` (a
+        sample of the queries, mapped by the stages before) are there for the
+        stages that use them and ignored by the others.
+        """
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -78,7 +94,10 @@ class Transform:
         return self.forward(q), None
 
     def config(self) -> dict:
-        return {"name": self.name, "d": self.d}
+        cfg = {"name": self.name, "d": self.d}
+        if self.param is not None:
+            cfg["param"] = self.param
+        return cfg
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {}
@@ -93,13 +112,16 @@ class Center(Transform):
 
     name = "center"
     needs_data = True
+    stores_term = True
 
     def __init__(self) -> None:
         super().__init__()
         #: exponent of the stored centring term's scale (module docstring); set by Codec.fit
         self.term_exp = 0
 
-    def fit(self, x: np.ndarray, weights: np.ndarray | None = None) -> None:
+    def fit(
+        self, x: np.ndarray, *, weights: np.ndarray | None = None, queries: np.ndarray | None = None
+    ) -> None:
         """Learn the mean of ``x`` (weighted by ``weights`` when given)."""
         if weights is None:
             self.mean_ = x.mean(axis=0, dtype=np.float64).astype(np.float32)
@@ -223,10 +245,11 @@ def _checked(arrays: dict, key: str, shape: tuple, dtype) -> np.ndarray:
     return np.array(a)  # writable private copy
 
 
-class PCA(Transform):
-    """Centre and project onto the top ``d'`` principal directions (learned by ``fit``)."""
+class Projection(Transform):
+    """Centre, then map to ``d'`` dimensions: data by ``D``, queries by ``Q``, back by
+    ``P`` (three ``d' x d`` matrices, :meth:`maps`), so that
+    ``<q, x> ≈ <Q q, D (x − μ)> + <q, μ>`` (the offset exact)."""
 
-    name = "pca"
     needs_data = True
 
     def __init__(self, out: int) -> None:
@@ -234,18 +257,50 @@ class PCA(Transform):
         self.out = out
 
     @property
-    def spec(self) -> str:
-        return f"{self.name}{self.out}"
+    def param(self) -> int:
+        return self.out
 
     def setup(self, d: int, rng: np.random.Generator) -> None:
         if self.out > d:
-            raise ValueError(f"{self.spec}: cannot keep {self.out} directions of d={d}")
+            raise ValueError(f"{self.spec}: cannot keep {self.out} dimensions of d={d}")
         super().setup(d, rng)
 
     def out_dim(self, d: int) -> int:
         return self.out
 
-    def fit(self, x: np.ndarray, weights: np.ndarray | None = None) -> None:
+    def maps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(D, Q, P)``: data, query and inverse maps, each float32 ``d' x d``."""
+        raise NotImplementedError
+
+    def _check(self) -> None:
+        if not self.fitted:
+            raise NotFittedError(f"{self.spec!r} needs fit(X) to learn its projections")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._check()
+        return np.ascontiguousarray((x - self.mean_) @ self.maps()[0].T, np.float32)
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        self._check()
+        return np.ascontiguousarray(y @ self.maps()[2] + self.mean_, np.float32)
+
+    def query(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        self._check()
+        return np.ascontiguousarray(q @ self.maps()[1].T, np.float32), q @ self.mean_
+
+    def restore(self, config: dict, arrays: dict[str, np.ndarray]) -> None:
+        super().restore(config, arrays)
+        self.mean_ = _checked(arrays, "mean", (self.d,), np.float32)
+
+
+class PCA(Projection):
+    """Centre and project onto the top ``d'`` principal directions (learned by ``fit``)."""
+
+    name = "pca"
+
+    def fit(
+        self, x: np.ndarray, *, weights: np.ndarray | None = None, queries: np.ndarray | None = None
+    ) -> None:
         """Principal directions of ``x`` (weighted by ``weights`` when given)."""
         x64 = x.astype(np.float64)
         w = np.ones(x.shape[0]) if weights is None else np.asarray(weights, np.float64)
@@ -258,38 +313,21 @@ class PCA(Transform):
         self.components_ = np.ascontiguousarray(vecs[:, order].T, np.float32)  # d' x d
         self.fitted = True
 
-    def _check(self) -> None:
-        if not self.fitted:
-            raise NotFittedError(f"{self.spec!r} needs fit(X) to learn its directions")
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        self._check()
-        return np.ascontiguousarray((x - self.mean_) @ self.components_.T, np.float32)
-
-    def inverse(self, y: np.ndarray) -> np.ndarray:
-        self._check()
-        return np.ascontiguousarray(y @ self.components_ + self.mean_, np.float32)
-
-    def query(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        self._check()
-        return np.ascontiguousarray(q @ self.components_.T, np.float32), q @ self.mean_
-
-    def config(self) -> dict:
-        return {**super().config(), "param": self.out}
+    def maps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.components_, self.components_, self.components_
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean_, "components": self.components_}
 
     def restore(self, config: dict, arrays: dict[str, np.ndarray]) -> None:
         super().restore(config, arrays)
-        self.mean_ = _checked(arrays, "mean", (self.d,), np.float32)
         self.components_ = _checked(arrays, "components", (self.out, self.d), np.float32)
         gram = self.components_ @ self.components_.T
         if not np.allclose(gram, np.eye(self.out), atol=1e-3):
             raise ValueError("pca components are not orthonormal")
 
 
-class LeanVec(Transform):
+class LeanVec(Projection):
     """Separate query and database projections to ``d'`` dims (LeanVec, Tepper et al. 2023).
 
     The data are centred first (``x -> B (x − μ)``, queries ``q -> A q`` with the
@@ -308,32 +346,18 @@ class LeanVec(Transform):
     moments, i.e. ``pca<d'>``. ``decode`` maps back by the pseudo-inverse of ``B``.
     """
 
-    needs_data = True
     #: ridge added to both second-moment matrices, relative to their mean eigenvalue
     RIDGE = 1e-6
     #: shrinkage of the query second moments toward the data's (None: d / (m + d))
     SHRINK: float | None = None
 
     def __init__(self, out: int, ood: bool) -> None:
-        super().__init__()
-        self.out = out
+        super().__init__(out)
         self.ood = ood
 
     @property
     def name(self) -> str:  # type: ignore[override]
         return "leanvec-ood" if self.ood else "leanvec"
-
-    @property
-    def spec(self) -> str:
-        return f"{self.name}{self.out}"
-
-    def setup(self, d: int, rng: np.random.Generator) -> None:
-        if self.out > d:
-            raise ValueError(f"{self.spec}: cannot keep {self.out} dimensions of d={d}")
-        super().setup(d, rng)
-
-    def out_dim(self, d: int) -> int:
-        return self.out
 
     @staticmethod
     def _powers(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -342,7 +366,9 @@ class LeanVec(Transform):
         lam = np.maximum(lam, 0) + LeanVec.RIDGE * max(lam.mean(), 1e-30)
         return (v * np.sqrt(lam)) @ v.T, (v / np.sqrt(lam)) @ v.T
 
-    def fit(self, x: np.ndarray, queries: np.ndarray | None = None) -> None:
+    def fit(
+        self, x: np.ndarray, *, weights: np.ndarray | None = None, queries: np.ndarray | None = None
+    ) -> None:
         """Learn ``A`` and ``B`` from the data ``x`` and (for OOD) a query sample."""
         if self.ood and queries is None:
             raise ValueError(
@@ -372,36 +398,24 @@ class LeanVec(Transform):
         qmat, r = np.linalg.qr(at)
         self.query_ = np.ascontiguousarray(qmat.T, np.float32)  # A: d' x d, orthonormal rows
         self.data_ = np.ascontiguousarray(r @ b, np.float32)  # B: d' x d
-        self._pinv = np.linalg.pinv(self.data_.astype(np.float64)).astype(np.float32)
+        self._set_back()
         self.fitted = True
 
-    def _check(self) -> None:
-        if not self.fitted:
-            raise NotFittedError(f"{self.spec!r} needs fit(X) to learn its projections")
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        self._check()
-        return np.ascontiguousarray((x - self.mean_) @ self.data_.T, np.float32)
-
-    def inverse(self, y: np.ndarray) -> np.ndarray:
-        self._check()
-        return np.ascontiguousarray(y @ self._pinv.T + self.mean_, np.float32)
-
-    def query(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        self._check()
-        return np.ascontiguousarray(q @ self.query_.T, np.float32), q @ self.mean_
-
-    def config(self) -> dict:
-        return {**super().config(), "param": self.out}
+    def maps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.data_, self.query_, self._back
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean_, "query": self.query_, "data": self.data_}
 
     def restore(self, config: dict, arrays: dict[str, np.ndarray]) -> None:
         super().restore(config, arrays)
-        self.mean_ = _checked(arrays, "mean", (self.d,), np.float32)
         self.query_ = _checked(arrays, "query", (self.out, self.d), np.float32)
         self.data_ = _checked(arrays, "data", (self.out, self.d), np.float32)
         if not np.allclose(self.query_ @ self.query_.T, np.eye(self.out), atol=1e-3):
             raise ValueError("leanvec query projection rows are not orthonormal")
-        self._pinv = np.linalg.pinv(self.data_.astype(np.float64)).astype(np.float32)
+        self._set_back()
+
+    def _set_back(self) -> None:
+        """``P``: the pseudo-inverse of ``D``, transposed (``decode`` maps back by it)."""
+        pinv = np.linalg.pinv(self.data_.astype(np.float64))
+        self._back = np.ascontiguousarray(pinv.T, np.float32)

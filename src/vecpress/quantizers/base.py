@@ -136,6 +136,8 @@ class Quantizer:
     #: row) pair the same float32 result whatever the other candidates and the rows'
     #: storage order (a matrix product's rounding depends on its shape)
     scores_by_decoding: ClassVar[bool] = False
+    #: whether the rows hold two levels (``lvq<b1>x<b2>``, :attr:`level1` its first)
+    two_level: ClassVar[bool] = False
 
     def __init__(self, param: int | None = None) -> None:
         self.param = param
@@ -155,9 +157,13 @@ class Quantizer:
         self.d = d
         self.fitted = not self.needs_data
 
-    def fit(self, x: np.ndarray) -> None:
+    def fit(
+        self, x: np.ndarray, *, weights: np.ndarray | None = None, queries: np.ndarray | None = None
+    ) -> None:
         """Learn from transformed training rows; default: the exponent of the scaled
-        fields (:meth:`fit_field_exp`), if any, and nothing else."""
+        fields (:meth:`fit_field_exp`), if any, and nothing else. ``weights`` and
+        ``queries`` are the stage lifecycle's (:meth:`vecpress.transforms.Transform.fit`);
+        no quantizer uses them yet."""
         self.fit_field_exp(x)
 
     def fit_field_exp(self, x: np.ndarray) -> None:

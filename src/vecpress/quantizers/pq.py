@@ -170,7 +170,9 @@ class PQ(Quantizer):
         c = faiss.vector_to_array(pq.centroids).astype(np.float32)
         return c.reshape(self.param, 1 << self.bits, self.dsub)
 
-    def fit(self, x: np.ndarray) -> None:
+    def fit(
+        self, x: np.ndarray, *, weights: np.ndarray | None = None, queries: np.ndarray | None = None
+    ) -> None:
         self.centroids_ = self._train_pq(x)
         self.fitted = True
 
@@ -250,7 +252,9 @@ class OPQ(PQ):
 
     name = "opq"
 
-    def fit(self, x: np.ndarray) -> None:
+    def fit(
+        self, x: np.ndarray, *, weights: np.ndarray | None = None, queries: np.ndarray | None = None
+    ) -> None:
         faiss = faiss_module()
         opq = faiss.OPQMatrix(self.d, self.param)
         # learn the rotation with the sub-quantizers it will serve (faiss's default is 8 bits)

@@ -303,7 +303,9 @@ class KL(GridQuantizer):
         return self._nbytes + self.field_dtype.itemsize
 
     # -- learning -----------------------------------------------------------------
-    def fit(self, x: np.ndarray) -> None:
+    def fit(
+        self, x: np.ndarray, *, weights: np.ndarray | None = None, queries: np.ndarray | None = None
+    ) -> None:
         """Learn the mean, the principal axes and the bit allocation from rows ``x``."""
         n, d = x.shape
         if n == 0:

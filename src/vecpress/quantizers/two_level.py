@@ -52,6 +52,7 @@ class LVQ2(Quantizer):
 
     scores_by_decoding = True
 
+    two_level = True
     name = "lvq"
     scales_fields = True
 
@@ -71,7 +72,9 @@ class LVQ2(Quantizer):
         super().setup(d, rng)
         self.level1.setup(d, rng)
 
-    def fit(self, x: np.ndarray) -> None:
+    def fit(
+        self, x: np.ndarray, *, weights: np.ndarray | None = None, queries: np.ndarray | None = None
+    ) -> None:
         """Fit level 1's field exponent (level 2 stores no per-vector number)."""
         self.level1.fit(x)
         self.field_exp = self.level1.field_exp

@@ -50,7 +50,9 @@ class Int(GridQuantizer):
     def code_size(self) -> int:
         return packed_size(self.d, self.param)
 
-    def fit(self, x: np.ndarray) -> None:
+    def fit(
+        self, x: np.ndarray, *, weights: np.ndarray | None = None, queries: np.ndarray | None = None
+    ) -> None:
         if x.shape[0] > _CALIBRATION_ROWS:
             idx = np.random.default_rng(0).choice(x.shape[0], _CALIBRATION_ROWS, replace=False)
             x = x[np.sort(idx)]
