@@ -38,7 +38,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .atomic import write_bytes
+from ..atomic import write_bytes
 
 __all__ = ["pareto_front", "write_report"]
 
@@ -368,7 +368,7 @@ class _Page:
     # -- rendering ----------------------------------------------------------------
 
     def render(self, plots: dict[str, tuple[str, str, int, int]]) -> str:
-        from . import __version__
+        from .. import __version__
 
         parts = [
             "<!DOCTYPE html>",
