@@ -10,8 +10,10 @@ For each data set and each codec the benchmark measures
   vector, a batch of up to 1,000 queries in chunks of 100 against a fixed 100,000-row
   subset of the codes, one thread and all threads);
 
-and evaluates the acceptance criteria (a) family parity, (b) budget parity, (c) scoring
-speed against faiss's RaBitQ and (d) encoding speed, printing a PASS/FAIL table and
+and evaluates the acceptance criteria (a) family parity, (b) budget parity, (c) search
+speed with top-10 against faiss's RaBitQ (like for like: vecpress's flat
+``Index.search`` against faiss's ``search``, each its scan and top-10 selection) and
+(d) encoding speed, printing a PASS/FAIL table and
 writing a markdown report and a JSON-lines file.
 
 Data sets
@@ -894,7 +896,14 @@ def criteria_rows(results: list[Result], ds: Dataset) -> list[dict]:
 
 
 def speed_checks(ds: Dataset, splits: Splits, repeats: int) -> list[dict]:
-    """Criteria (c) and (d) at d = 384, one thread, 1,000 queries in chunks of 100."""
+    """Criteria (c) and (d) at d = 384, one thread, 1,000 queries in chunks of 100.
+
+    (c) compares like with like: faiss's ``index.search(q, 10)`` scores every code and
+    keeps the best 10 in a heap, so vecpress is timed through its own search path, a flat
+    ``vecpress.Index(spec, metric="ip").search(q, 10)`` (the fused scan + top-10 of the
+    stored codes), both in the same chunks of ``CHUNK`` queries. ``Codec.score`` alone
+    (no top-k) is timed too and reported beside it, for information.
+    """
     base = ds.base[splits.speed]
     q = ds.queries[:1000]
     if q.shape[0] < 1000:
@@ -905,44 +914,50 @@ def speed_checks(ds: Dataset, splits: Splits, repeats: int) -> list[dict]:
         idx.train(ds.base[splits.train])
     inner = faiss.downcast_index(faiss.downcast_index(idx).index)
     inner.qb = 8
+
+    def chunks(search):
+        for s in range(0, q.shape[0], CHUNK):
+            search(q[s : s + CHUNK])
+
     with threads(1):
         idx.add(base)
         idx.search(q[:CHUNK], K)
-        t_faiss = min(_timed(lambda: idx.search(q, K)) for _ in range(repeats))
+        t_faiss = min(_timed(lambda: chunks(lambda c: idx.search(c, K))) for _ in range(repeats))
     n_pairs = q.shape[0] * base.shape[0]
     faiss_vps = n_pairs / t_faiss
     for spec in ("hd2,rq4", "center,hd2,rq4"):
         with threads(os.cpu_count() or 1):
             codec = Codec.from_spec(spec).fit(ds.base[splits.train])
+            index = vecpress.Index(spec, metric="ip", seed=SEED).train(ds.base[splits.train])
         with threads(1):
             codec.encode(base[:1000])
             t_enc = min(_timed(lambda c=codec: c.encode(base)) for _ in range(repeats))
             codes = codec.encode(base)
-            codec.score(q[:CHUNK], codes[:2000])
-            top_k(codec.score(q[:CHUNK], codes))
-
-            def score_all(c=codec, codes=codes):
-                for s in range(0, q.shape[0], CHUNK):
-                    c.score(q[s : s + CHUNK], codes)
-
-            def search_all(c=codec, codes=codes):
-                for s in range(0, q.shape[0], CHUNK):
-                    top_k(c.score(q[s : s + CHUNK], codes))
-
-            t_score = min(_timed(score_all) for _ in range(repeats))
-            t_search = min(_timed(search_all) for _ in range(repeats))
-        vps = n_pairs / t_score
-        ratio = vps / faiss_vps
+            index.add(base)
+            codec.score(q[:CHUNK], codes[:2000])  # warm-up (numba compiles on first call)
+            index.search(q[:CHUNK], K)
+            t_score = min(
+                _timed(lambda c=codec, x=codes: chunks(lambda b: c.score(b, x)))
+                for _ in range(repeats)
+            )
+            t_search = min(
+                _timed(lambda ix=index: chunks(lambda b: ix.search(b, K))) for _ in range(repeats)
+            )
+        search_vps = n_pairs / t_search
+        ratio = search_vps / faiss_vps
         rows.append(
             {
                 "criterion": "c",
                 "dataset": ds.name,
-                "check": f"{spec} score vs faiss RR,RaBitQ4 search (qb=8), 1 thread",
-                "vp_vps": vps,
-                "vp_search_vps": n_pairs / t_search,
+                "check": (
+                    f"{spec} Index.search top-{K} vs faiss RR,RaBitQ4 search top-{K} "
+                    f"(qb=8), 1 thread"
+                ),
+                "vp_vps": search_vps,
+                "vp_score_vps": n_pairs / t_score,
                 "faiss_vps": faiss_vps,
                 "ratio": ratio,
-                "ratio_with_topk": (n_pairs / t_search) / faiss_vps,
+                "ratio_score_only": (n_pairs / t_score) / faiss_vps,
                 "status": "PASS" if ratio >= SPEED_TARGET else "FAIL",
             }
         )
@@ -1306,21 +1321,24 @@ def _criteria_md(bench: Bench) -> list[str]:
     cd = [r for r in rows if r["criterion"] in ("c", "d")]
     if cd:
         out += [
-            f"(c) scoring speed, 1 thread, 1,000 queries in chunks of {CHUNK} against "
-            f"{bench.args.speed_rows:,} rows, best of {bench.args.speed_repeats}: vecpress "
-            f"`score` vs faiss `RR,RaBitQ4` `search(q, 10)` with qb = 8 (target ratio ≥ "
-            f"{SPEED_TARGET}; 'with top-10' adds vecpress's top-10 selection). (d) encode "
-            f"`hd2,rq4`, 1 thread (target ≥ {ENCODE_TARGET:,} vectors/s).",
+            f"(c) search speed with top-{K}, like for like, 1 thread, 1,000 queries in chunks "
+            f"of {CHUNK} against {bench.args.speed_rows:,} rows, best of "
+            f"{bench.args.speed_repeats}: a flat vecpress `Index(spec, metric='ip')"
+            f".search(q, {K})` (its scan and top-{K}) vs faiss `RR,RaBitQ4` "
+            f"`search(q, {K})` (its scan and heap) with qb = 8 (target ratio ≥ "
+            f"{SPEED_TARGET}; 'score only' is vecpress's `Codec.score` without top-k, for "
+            f"information). (d) encode `hd2,rq4`, 1 thread (target ≥ {ENCODE_TARGET:,} "
+            f"vectors/s).",
             "",
             "| crit. | data set | check | vecpress vectors/s | faiss vectors/s | ratio | "
-            "ratio with top-10 | result |",
+            "ratio score only | result |",
             "|---|---|---|--:|--:|--:|--:|---|",
         ]
         for r in cd:
             out.append(
                 f"| {r['criterion']} | {r['dataset']} | {r['check']} | {r['vp_vps']:,.0f} | "
                 f"{_f(r.get('faiss_vps'), ',.0f')} | {_f(r.get('ratio'), '.2f')} | "
-                f"{_f(r.get('ratio_with_topk'), '.2f')} | **{r['status']}** |"
+                f"{_f(r.get('ratio_score_only'), '.2f')} | **{r['status']}** |"
             )
         out.append("")
     return out
@@ -1486,7 +1504,7 @@ def print_summary(bench: Bench, total: float) -> None:
         elif "ratio" in r:
             detail = (
                 f"{r['vp_vps']:,.0f} vs {r['faiss_vps']:,.0f} vec/s, ratio {r['ratio']:.2f} "
-                f"(with top-10 {r['ratio_with_topk']:.2f})"
+                f"(score only, no top-k: {r['ratio_score_only']:.2f})"
             )
         elif "vp_vps" in r:
             detail = f"{r['vp_vps']:,.0f} vectors/s"
