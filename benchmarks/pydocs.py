@@ -90,21 +90,12 @@ import sysconfig
 import warnings
 from pathlib import Path
 
+# beside this script (python puts its folder on sys.path)
+import sentences as st
+
 HERE = Path(__file__).resolve().parent
 
 
-def _load_sentences():
-    """``benchmarks/sentences.py`` as a module, whether this file runs as a script or not."""
-    name = "vecpress_bench_sentences"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE / "sentences.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-st = _load_sentences()
 DIM = st.DIM
 MODEL_NAME = st.MODEL_NAME
 MODEL_DIST = st.MODEL_DIST

@@ -33,7 +33,7 @@ PASS/FAIL table:
 Configurations that vecpress does not implement yet (``rerank_spec=``, ``ivf=`` raising
 ``NotImplementedError``) are listed as skipped; they run with no code change once they land.
 
-Data: GloVe-50 and the 384-d MiniLM set, loaded by ``benchmarks/codecs.py``'s loaders.
+Data: GloVe-50 and the 384-d MiniLM set, loaded by ``benchmarks/common.py``'s loaders.
 rabitqlib's rotator does not accept d = 50, so it gets GloVe zero-padded to 64 dims (inner
 products unchanged; its codes cover 64 dims).
 
@@ -54,7 +54,6 @@ import argparse
 import dataclasses
 import datetime
 import gc
-import importlib.util
 import itertools
 import json
 import math
@@ -72,26 +71,15 @@ from pathlib import Path
 
 import numpy as np
 
+import common
 import vecpress
 
 HERE = Path(__file__).resolve().parent
 
 
-def _load_codecs_bench():
-    """``benchmarks/codecs.py`` as a module (its name clashes with the stdlib ``codecs``)."""
-    name = "vecpress_bench_codecs"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE / "codecs.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up here
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-cb = _load_codecs_bench()
-faiss = cb.faiss
-K = cb.K
-SEED = cb.SEED
+faiss = common.faiss
+K = common.K
+SEED = common.SEED
 
 # ---------------------------------------------------------------------------------------
 # the grid
@@ -250,7 +238,7 @@ QUICK_NLIST = 512
 # ---------------------------------------------------------------------------------------
 # small utilities
 # ---------------------------------------------------------------------------------------
-log = cb.log
+log = common.log
 
 
 def rss_bytes() -> int:
@@ -349,7 +337,7 @@ def fmt_params(p: dict) -> str:
 
 
 def _f(v, fmt: str, dash: str = "–") -> str:
-    return cb._f(v, fmt, dash)
+    return common._f(v, fmt, dash)
 
 
 # ---------------------------------------------------------------------------------------
@@ -371,7 +359,7 @@ class VecpressRunner:
 
     def warm_up(self) -> None:
         """Compile the codec's kernels on tiny data (before the memory baseline)."""
-        x = cb.normalize(np.random.default_rng(0).standard_normal((2000, self.d)))
+        x = common.normalize(np.random.default_rng(0).standard_normal((2000, self.d)))
         ix = self._new(with_ivf=False)
         ix.add(x)
         first = self.e.points[0] if self.e.points else {}
@@ -582,7 +570,7 @@ def run_job(job: dict) -> dict:
     runner = RUNNERS[e.library](e, job["d"])
     out["bytes_counted"] = runner.counted
     try:
-        with cb.threads(tmax):
+        with common.threads(tmax):
             runner.warm_up()
     except NotImplementedError as ex:
         return {**out, "status": "skipped", "note": f"NotImplementedError: {ex}"}
@@ -596,7 +584,7 @@ def run_job(job: dict) -> dict:
     out["peak_reset"] = reset_peak_rss()
     t = time.perf_counter()
     try:
-        with cb.threads(tmax):
+        with common.threads(tmax):
             runner.build(base, train)
     except NotImplementedError as ex:
         return {**out, "status": "skipped", "note": f"NotImplementedError: {ex}"}
@@ -623,7 +611,7 @@ def run_job(job: dict) -> dict:
     ok = [p for p in out["points"] if "recall" in p]
     if e.kind == "flat" and ok:
         fn = runner.searcher(ok[0]["params"], 1)
-        with cb.threads(1):
+        with common.threads(1):
             fn(qall[:1])
             lat = []
             for i in range(min(job["latency_queries"], qall.shape[0])):
@@ -667,7 +655,7 @@ def measure_point(runner, params: dict, qall, gt, threads_list: list[int], job: 
     probe, tmax = job["probe_queries"], max(threads_list)
     n_all = qall.shape[0]
     try:
-        with cb.threads(1):
+        with common.threads(1):
             fn = runner.searcher(params, 1)
             fn(qall[:probe])  # warm-up (compiles, allocates)
             t = time.perf_counter()
@@ -677,9 +665,9 @@ def measure_point(runner, params: dict, qall, gt, threads_list: list[int], job: 
         n_time = min(n_all, job["time_queries"], max(fit, job["min_time_queries"], probe))
         fit = int(job["eval_budget"] * tmax / max(per_q, 1e-9)) // 100 * 100
         n_rec = min(n_all, max(n_time, fit))
-        with cb.threads(tmax):
+        with common.threads(tmax):
             ids = runner.searcher(params, tmax)(qall[:n_rec])
-        per_query = cb.recall_rows(np.asarray(ids, np.int64), gt[:n_rec])
+        per_query = common.recall_rows(np.asarray(ids, np.int64), gt[:n_rec])
         rec["recall"] = float(per_query.mean())
         rec["recall_se"] = float(per_query.std(ddof=1) / math.sqrt(n_rec)) if n_rec > 1 else 0.0
         if job["keep_hits"]:  # per-query hits, for paired comparisons (not in the JSON lines)
@@ -688,7 +676,7 @@ def measure_point(runner, params: dict, qall, gt, threads_list: list[int], job: 
         rec["n_time"] = n_time
         qt = qall[:n_time]
         for nt in threads_list:
-            with cb.threads(nt):
+            with common.threads(nt):
                 fn = runner.searcher(params, nt)
                 fn(qt[:probe])
                 times = time_calls(
@@ -710,7 +698,7 @@ def child_main(job_path: str) -> int:
         res = run_job(job)
     except Exception as ex:
         res = {"status": "error", "note": f"{type(ex).__name__}: {ex}"[:500], "points": []}
-    Path(job["result"]).write_text(json.dumps(res, default=cb._json_default))
+    Path(job["result"]).write_text(json.dumps(res, default=common._json_default))
     return 0
 
 
@@ -760,7 +748,7 @@ def verdicts(results: list[dict]) -> list[dict]:
             if r["library"] == "vecpress"
             and r["kind"] == "flat"
             and r["build"].get("rerank_spec")
-            and cb.vecpress_config(r["key"]).bits == 4
+            and common.vecpress_config(r["key"]).bits == 4
         ]
         done = [r for r in cands if r["status"] == "ok"]
         row = {
@@ -867,7 +855,7 @@ def verdicts(results: list[dict]) -> list[dict]:
             and r["kind"] == "flat"
             and r["status"] == "ok"
             and not r["build"].get("rerank_spec")
-            and cb.vecpress_config(r["key"]).bits == 4
+            and common.vecpress_config(r["key"]).bits == 4
         ]
         rp = _first_point(rq[0]) if rq else None
         if rp is None or not vps:
@@ -954,7 +942,7 @@ def render_report(bench: Bench) -> str:
         "",
         f"- date: {env['date']}; run time {bench.elapsed() / 60:.1f} min",
         f"- CPU: {env['cpu']} ({env['cpus']} logical CPUs); load average (1/5/15 min) at "
-        f"start {env['load_start']}, now {cb.load_average()}; the machine is shared, so "
+        f"start {env['load_start']}, now {common.load_average()}; the machine is shared, so "
         f"speed figures taken under load are noisy (each index's load is in the JSON lines)",
         f"- python {env['python']}, numpy {env['numpy']}, numba {env['numba']}, faiss-cpu "
         f"{env['faiss']}, rabitqlib {env['rabitqlib']}, vecpress {env['vecpress']}",
@@ -1232,7 +1220,7 @@ class Bench:
 
         return {
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "cpu": cb.cpu_model(),
+            "cpu": common.cpu_model(),
             "cpus": os.cpu_count(),
             "threads": self.args.threads,
             "python": sys.version.split()[0],
@@ -1241,9 +1229,9 @@ class Bench:
             "faiss": getattr(faiss, "__version__", "n/a"),
             "rabitqlib": rq,
             "vecpress": vecpress.__version__,
-            "git": cb.git_state(),
+            "git": common.git_state(),
             "argv": sys.argv[1:],
-            "load_start": cb.load_average(),
+            "load_start": common.load_average(),
             "quick": self.args.quick,
         }
 
@@ -1252,7 +1240,7 @@ class Bench:
             pts = [{k: v for k, v in p.items() if k != "hits"} for p in rec["points"]]
             rec = {**rec, "points": pts}
         with self.jsonl.open("a") as f:
-            f.write(json.dumps(rec, default=cb._json_default) + "\n")
+            f.write(json.dumps(rec, default=common._json_default) + "\n")
 
     def entries(self, name: str, nlist: int) -> list[Entry]:
         a = self.args
@@ -1269,11 +1257,11 @@ class Bench:
     def load(self, name: str):
         a = self.args
         if name == "glove50":
-            ds = cb.load_glove()
+            ds = common.load_glove()
             if a.quick:
                 ds.base = np.ascontiguousarray(ds.base[:QUICK_BASE_ROWS])
         else:
-            ds = cb.load_minilm(Path(a.minilm_dir).expanduser())
+            ds = common.load_minilm(Path(a.minilm_dir).expanduser())
         return ds
 
     def run_dataset(self, name: str) -> None:
@@ -1291,7 +1279,7 @@ class Bench:
         queries = np.ascontiguousarray(ds.queries[:n_rec])
         tmax = max(a.threads)
         log(f"{name}: base {ds.base.shape}, {n_rec:,} queries; exact top-{K} ...")
-        gt = cb.exact_top_k(ds.base, queries, tmax)
+        gt = common.exact_top_k(ds.base, queries, tmax)
         rows = np.random.default_rng(SEED + 1).permutation(ds.base.shape[0])
         train_rows = np.sort(rows[: min(TRAIN_ROWS, ds.base.shape[0])])
         info = {"d": ds.d, "n": ds.base.shape[0], "desc": ds.description, "nlist": nlist}

@@ -556,7 +556,7 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     def fail(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(report.os, "replace", fail)
+    monkeypatch.setattr(report.page.os, "replace", fail)
     with pytest.raises(OSError, match=r"r\.html"):
         write_report(path, results=make_results()[:2])
     assert path.read_text() == "old"

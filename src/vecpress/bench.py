@@ -21,7 +21,8 @@ exact ground truth, and :meth:`Workload.measure` builds the index exactly as
   are decoded), ``mse`` (relative), ``ip_bias``/``ip_spread`` of the
   inner-product estimate — for flat configurations, per codec;
 * ``encode_us`` (build time per vector, fit included), ``qps_1t`` and ``qps``
-  (all threads), ``peak_rss_mb`` (the process's high-water mark so far).
+  (all threads; both timed by :func:`timed_qps`, as the peers are), ``peak_rss_mb``
+  (the process's high-water mark so far).
 
 :func:`search_space` lists the configurations the advisor chooses from, as
 :class:`Family` objects: each an ordered list along one axis (bits, re-rank
@@ -52,9 +53,12 @@ from .measures import (
 )
 from .threads import get_num_threads, set_num_threads
 
-#: search passes are repeated until they take this long in all (at most 5 passes); the
-#: queries/s reported are those of the median pass
+#: search passes are repeated until they take this long in all (at most ``MAX_PASSES``);
+#: the queries/s reported are those of the median pass (:func:`timed_qps`)
 MIN_TIME = 0.2
+MAX_PASSES = 5
+#: queries of the untimed warm-up search before each timing
+WARM_QUERIES = 64
 #: base rows decoded for the graph and distortion measures, and graph sample rows
 CODEC_SAMPLE = 20_000
 GRAPH_SAMPLE = 500
@@ -178,6 +182,44 @@ GRIDS = {
 RERANK_TIER = "center,hd2,rq8"
 #: nprobe grid as fractions of nlist
 NPROBE_FRACTIONS = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4)
+
+
+def timed_qps(search, queries: np.ndarray) -> tuple[float, int, object]:
+    """Queries/s of ``search(queries)`` by the one protocol every library is timed with.
+
+    A warm-up call on the first ``WARM_QUERIES`` queries (untimed: compiled kernels,
+    caches), then passes over all ``queries`` repeated until they take ``MIN_TIME``
+    seconds in all, at most ``MAX_PASSES``; the median pass counts, so one pass slowed
+    by other work on the machine does not. vecpress's configurations
+    (:meth:`Workload.measure`) and the peers (:mod:`vecpress.peers`) are all timed here.
+
+    Parameters
+    ----------
+    search : callable
+        Searches a batch of queries (the thread count is set by the caller).
+    queries : numpy.ndarray
+        The queries, one per row.
+
+    Returns
+    -------
+    tuple
+        ``(queries/s, passes timed, result of the last pass)``.
+
+    Examples
+    --------
+    >>> q = np.zeros((100, 4), np.float32)
+    >>> qps, passes, res = timed_qps(lambda x: x.shape[0], q)
+    >>> qps > 0, 1 <= passes <= MAX_PASSES, res
+    (True, True, 100)
+    """
+    search(queries[:WARM_QUERIES])
+    times: list[float] = []
+    res = None
+    while sum(times) < MIN_TIME and len(times) < MAX_PASSES:
+        t0 = time.perf_counter()
+        res = search(queries)
+        times.append(time.perf_counter() - t0)
+    return queries.shape[0] / float(np.median(times)), len(times), res
 
 
 def pq_subspaces(d: int, dims_per_subspace: int) -> int:
@@ -416,15 +458,13 @@ class Workload:
         prev = get_num_threads()
         set_num_threads(threads)
         try:
-            times = []
-            while sum(times) < MIN_TIME and len(times) < 5:
-                t0 = time.perf_counter()
-                res = index.search(self.queries, self.k, rerank=config.rerank, nprobe=config.nprobe)
-                times.append(time.perf_counter() - t0)
+            qps, _, res = timed_qps(
+                lambda q: index.search(q, self.k, rerank=config.rerank, nprobe=config.nprobe),
+                self.queries,
+            )
         finally:
             set_num_threads(prev)
-        # the median pass: one pass slowed by other work on the machine does not count
-        return self.queries.shape[0] / float(np.median(times)), res
+        return qps, res
 
     def retime(self, configs: list[Config], rounds: int = 3) -> list[float]:
         """Queries/s on one thread of each of ``configs``, timed again in alternation
@@ -479,7 +519,6 @@ class Workload:
         """Build (or reuse) the index of ``config``, search it, and return its record."""
         index, build_s = self._index(config)
         k = self.k
-        index.search(self.queries[:64], k, rerank=config.rerank, nprobe=config.nprobe)  # warm
         qps_1t, res = self._timed_search(index, config, 1)
         qps = qps_1t
         if self.threads > 1:

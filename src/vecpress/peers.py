@@ -3,13 +3,23 @@
 * **faiss** (a dependency): flat codec indexes from ``index_factory`` —
   ``SQfp16``, ``SQ8``, ``SQ4``, ``RR,RaBitQ`` (1 bit), ``RR,RaBitQ4`` and
   ``PQ{d/2}x4fs`` (4-bit fast-scan PQ, 2 bits per dimension) — trained on the
-  base sample vecpress uses, searched with faiss's own threads.
+  base rows vecpress's own build trains on (:func:`vecpress.index.training_rows`),
+  searched with faiss's own threads. RaBitQ quantizes the queries to
+  ``FAISS_RABITQ_QB`` = 8 bits, as the benchmarks do (``benchmarks/search.py``,
+  ``benchmarks/query_bits.py``), not faiss's default of 0 (float queries); its
+  labels say so (``faiss:RR,RaBitQ4 qb=8``).
 * **sentence-transformers** (when installed): its ``int8`` (per-dimension
   calibrated ranges) and ``ubinary`` schemes via ``quantize_embeddings``,
   searched as its ``semantic_search_*`` helpers do: the quantized query finds
   ``4k`` candidates, the float query re-scores them against the stored codes.
-  Its speed depends on the engine behind it, so only recall and bytes are
-  reported (``qps`` is ``None``).
+  ``int8`` is calibrated on the same uniform sample of the base as vecpress
+  fits on (the first rows of a frequency-ordered set like GloVe are not
+  typical). Its speed depends on the engine behind it, so only recall and
+  bytes are reported (``qps`` is ``None``).
+
+Every timed peer is timed as vecpress is, by :func:`vecpress.bench.timed_qps`
+(a warm-up, then passes until ``MIN_TIME``, at most ``MAX_PASSES``, the median
+pass counted), at one thread and at the workload's thread count.
 
 Records have the fields of :meth:`vecpress.bench.Workload.measure`, with
 ``peer`` naming the library; bytes per vector count the code and an 8-byte id,
@@ -23,11 +33,15 @@ import time
 
 import numpy as np
 
-from .index import FIT_SAMPLE
+from . import bench
+from .index import FIT_SAMPLE, training_rows
 from .topk import topk
 
 #: faiss factory keys (``{m}`` = d/2 sub-quantizers)
 FAISS_KEYS = ("SQfp16", "SQ8", "SQ4", "RR,RaBitQ", "RR,RaBitQ4", "PQ{m}x4fs")
+#: query bits of faiss's RaBitQ indexes, as in ``benchmarks/search.py`` and
+#: ``benchmarks/query_bits.py`` (faiss's default, 0, keeps the queries in float)
+FAISS_RABITQ_QB = 8
 #: sentence-transformers re-scores this many times k candidates (its default)
 ST_RESCORE = 4
 
@@ -59,6 +73,35 @@ def _record(workload, label: str, peer: str, code_size: int, found, build_s, qps
     }
 
 
+def fit_rows(workload) -> np.ndarray:
+    """The base rows every peer fits on: those vecpress's flat build trains on.
+
+    A uniform sample of ``FIT_SAMPLE`` rows drawn with the workload's seed (all rows
+    when fewer), :func:`vecpress.index.training_rows` as :func:`vecpress.index.build`
+    draws it, sorted.
+
+    Examples
+    --------
+    >>> class W:
+    ...     n, seed = 5, 0
+    >>> fit_rows(W()).tolist()
+    [0, 1, 2, 3, 4]
+    """
+    return training_rows(workload.n, FIT_SAMPLE, workload.seed)
+
+
+def set_rabitq_qb(faiss, index, qb: int = FAISS_RABITQ_QB) -> bool:
+    """Set the query bits of a faiss RaBitQ index (under its pre-transform, if any);
+    whether ``index`` is one."""
+    inner = faiss.downcast_index(index)
+    if isinstance(inner, faiss.IndexPreTransform):
+        inner = faiss.downcast_index(inner.index)
+    if "RaBitQ" in type(inner).__name__ and hasattr(inner, "qb"):
+        inner.qb = qb
+        return True
+    return False
+
+
 def _faiss_records(workload) -> list[dict]:
     from .threads import faiss_module
 
@@ -66,10 +109,7 @@ def _faiss_records(workload) -> list[dict]:
 
     d, k = workload.d, workload.k
     metric = faiss.METRIC_L2 if workload.metric == "l2" else faiss.METRIC_INNER_PRODUCT
-    rng = np.random.default_rng(workload.seed)
-    train = workload.pbase
-    if workload.n > FIT_SAMPLE:
-        train = train[np.sort(rng.choice(workload.n, FIT_SAMPLE, replace=False))]
+    train = workload.pbase[fit_rows(workload)]
     out = []
     for key in FAISS_KEYS:
         if "{m}" in key:
@@ -78,21 +118,23 @@ def _faiss_records(workload) -> list[dict]:
             key = key.format(m=d // 2)
         t0 = time.perf_counter()
         index = faiss.index_factory(d, key, metric)
+        label = f"faiss:{key}"
+        if set_rabitq_qb(faiss, index):
+            label += f" qb={FAISS_RABITQ_QB}"
         index.train(train)
         index.add(workload.pbase)
         build_s = time.perf_counter() - t0
         qps = {}
         for threads in (1, workload.threads):
             faiss.omp_set_num_threads(threads)
-            index.search(workload.pqueries[:64], k)
-            t0 = time.perf_counter()
-            _, found = index.search(workload.pqueries, k)
-            qps[threads] = workload.queries.shape[0] / (time.perf_counter() - t0)
+            qps[threads], _, (_, found) = bench.timed_qps(
+                lambda q, index=index: index.search(q, k), workload.pqueries
+            )
         faiss.omp_set_num_threads(workload.threads)
         out.append(
             _record(
                 workload,
-                f"faiss:{key}",
+                label,
                 "faiss",
                 index.sa_code_size(),
                 found,
@@ -118,9 +160,10 @@ def _st_records(workload) -> list[dict]:
     r = min(ST_RESCORE * k, workload.n)
     out = []
     t0 = time.perf_counter()
-    codes = quantize_embeddings(base, "int8", calibration_embeddings=base[:FIT_SAMPLE])
+    calibration = base[fit_rows(workload)]  # vecpress's uniform fit sample, not the first rows
+    codes = quantize_embeddings(base, "int8", calibration_embeddings=calibration)
     build_s = time.perf_counter() - t0
-    ranges = np.stack([base[:FIT_SAMPLE].min(axis=0), base[:FIT_SAMPLE].max(axis=0)])
+    ranges = np.stack([calibration.min(axis=0), calibration.max(axis=0)])
     qc = quantize_embeddings(q, "int8", ranges=ranges).astype(np.float32)
     stored = codes.astype(np.float32)
     cand, _ = topk(qc @ stored.T, r)
