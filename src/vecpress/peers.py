@@ -146,6 +146,19 @@ def _faiss_records(workload) -> list[dict]:
     return out
 
 
+def _rescored(q, coarse: np.ndarray, stored: np.ndarray, r: int, k: int) -> np.ndarray:
+    """The best ``k`` of the best ``r`` by ``coarse`` scores, re-scored by ``<q, stored>``."""
+    cand, _ = topk(coarse, r)
+    rescored = np.einsum("qd,qrd->qr", q, stored[cand])
+    return np.take_along_axis(cand, topk(rescored, k)[0], axis=1)
+
+
+def _st_record(workload, scheme: str, nbytes: int, found: np.ndarray, build_s: float) -> dict:
+    """The record of a sentence-transformers scheme (not timed: no queries/s)."""
+    name = f"sentence-transformers:{scheme}"
+    return _record(workload, name, "sentence-transformers", nbytes, found, build_s, None, None)
+
+
 def _st_records(workload) -> list[dict]:
     try:
         from sentence_transformers.util.quantization import quantize_embeddings
@@ -166,41 +179,15 @@ def _st_records(workload) -> list[dict]:
     ranges = np.stack([calibration.min(axis=0), calibration.max(axis=0)])
     qc = quantize_embeddings(q, "int8", ranges=ranges).astype(np.float32)
     stored = codes.astype(np.float32)
-    cand, _ = topk(qc @ stored.T, r)
-    rescored = np.einsum("qd,qrd->qr", q, stored[cand])
-    found = np.take_along_axis(cand, topk(rescored, k)[0], axis=1)
-    out.append(
-        _record(
-            workload,
-            "sentence-transformers:int8",
-            "sentence-transformers",
-            codes.shape[1],
-            found,
-            build_s,
-            None,
-            None,
-        )
-    )
+    found = _rescored(q, qc @ stored.T, stored, r, k)
+    out.append(_st_record(workload, "int8", codes.shape[1], found, build_s))
     t0 = time.perf_counter()
     bits = quantize_embeddings(base, "ubinary")
     build_s = time.perf_counter() - t0
     signs = np.unpackbits(bits, axis=1)[:, : workload.d].astype(np.float32) * 2 - 1
     qs = np.where(q > 0, 1.0, -1.0).astype(np.float32)
-    cand, _ = topk(qs @ signs.T, r)  # = d - 2 * Hamming distance
-    rescored = np.einsum("qd,qrd->qr", q, signs[cand])
-    found = np.take_along_axis(cand, topk(rescored, k)[0], axis=1)
-    out.append(
-        _record(
-            workload,
-            "sentence-transformers:binary",
-            "sentence-transformers",
-            bits.shape[1],
-            found,
-            build_s,
-            None,
-            None,
-        )
-    )
+    found = _rescored(q, qs @ signs.T, signs, r, k)  # qs @ signs.T = d - 2 * Hamming
+    out.append(_st_record(workload, "binary", bits.shape[1], found, build_s))
     return out
 
 

@@ -710,25 +710,10 @@ def info(path) -> dict:
 def load(path, mmap: bool = True) -> IndexState:
     """Read an index file's state (:func:`vecpress.open` makes the index of it).
 
-    Parameters
-    ----------
-    path : str or os.PathLike
-    mmap : bool
-        ``True``: memory-map the arrays (nothing is copied; pages load on
-        demand). The header, layout, codec and block checksums are validated
-        now; the data block by block as searches first read it (format 3; see
-        the module docstring), all of it on :meth:`Index.verify` or the first
-        add, remove, contains, ids or save. ``False``: read everything into
-        memory and validate it all now.
-
-    Opening only reads: it takes no lock and removes nothing, so readers
-    never get in a writer's way.
-
-    Raises
-    ------
-    FormatError
-        The file is truncated, tampered with or not an index; the message
-        names the file and the section.
+    ``mmap`` and the checks made now or later are those of :func:`vecpress.open`
+    (the data sections' deferred checks are :attr:`IndexState.pending_check`).
+    Only reads: no lock is taken, nothing removed. Raises ``FormatError``
+    naming the file and the section.
 
     Examples
     --------

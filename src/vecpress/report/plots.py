@@ -56,34 +56,20 @@ def _plots(page: _Page) -> dict[str, tuple[str, str, int, int]]:
             hline = _num(rec.get("target"))
         elif rec.get("objective") == "budget_bytes":
             vline = _num(rec.get("target"))
-        fig = _tradeoff(
-            page,
-            Figure,
-            FigureCanvasAgg,
-            x="bytes_per_vector",
-            minimise_x=True,
-            front=page.front_bytes,
-            title=f"{page.recall_name} vs bytes per vector",
-            xlabel="bytes per vector (log scale)",
-            hline=hline,
-            vline=vline,
-        )
-        if fig is not None:
-            out["plot-bytes"] = _png(fig, _alt(page, "bytes per vector", page.front_bytes))
-        fig = _tradeoff(
-            page,
-            Figure,
-            FigureCanvasAgg,
-            x="qps_1t",
-            minimise_x=False,
-            front=page.front_speed,
-            title=f"{page.recall_name} vs queries/s (1 thread)",
-            xlabel="queries per second, 1 thread (log scale)",
-            hline=hline,
-            vline=None,
-        )
-        if fig is not None:
-            out["plot-speed"] = _png(fig, _alt(page, "queries per second", page.front_speed))
+        plots = (  # (key, x, minimise x, front, what x is, axis label, vertical line)
+            ("bytes", "bytes_per_vector", True, page.front_bytes, "bytes per vector",
+             "bytes per vector (log scale)", vline),
+            ("speed", "qps_1t", False, page.front_speed, "queries/s (1 thread)",
+             "queries per second, 1 thread (log scale)", None),
+        )  # fmt: skip
+        for key, x, minimise, front, what, xlabel, v in plots:
+            fig = _tradeoff(
+                page, Figure, FigureCanvasAgg, x=x, minimise_x=minimise, front=front,
+                title=f"{page.recall_name} vs {what}", xlabel=xlabel, hline=hline, vline=v,
+            )  # fmt: skip
+            if fig is not None:
+                alt = "bytes per vector" if key == "bytes" else "queries per second"
+                out[f"plot-{key}"] = _png(fig, _alt(page, alt, front))
         if page.diagnostics is not None:
             spec = _spectrum(page, Figure, FigureCanvasAgg)
             if spec is not None:
