@@ -20,6 +20,7 @@ not scaled; float32 fields have ``e = 0``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -112,6 +113,34 @@ def check_field(
     return scaled
 
 
+@dataclass(frozen=True)
+class RowField:
+    """A per-vector number stored in every code row, after the packed codes.
+
+    A quantizer family declares its fields once (:attr:`Quantizer.row_fields`);
+    the base class lays them out (:meth:`Quantizer.field_at`), stores
+    (:meth:`Quantizer.put_fields`) and reads them (:meth:`Quantizer.get_fields`).
+
+    Attributes
+    ----------
+    name : str
+        The field's name (``"norm"``).
+    what : str
+        What it is, for the message of a value that does not fit.
+    dtype : str or None
+        ``"<f2"`` or ``"<f4"``; ``None``: the quantizer's :attr:`~Quantizer.field_dtype`
+        (float16 for codes of at most 4 bits, float32 above).
+    scaled : bool
+        Stored times ``2**-field_exp`` (module docstring); ``False`` for
+        dimensionless numbers.
+    """
+
+    name: str
+    what: str
+    dtype: str | None = None
+    scaled: bool = True
+
+
 class Quantizer:
     """Base class of the quantizer stages.
 
@@ -120,9 +149,11 @@ class Quantizer:
     in its row of ``encode``'s output; shared state (codebooks, projection
     matrices, calibration ranges) is returned by :meth:`arrays`.
 
-    Subclasses set ``name`` and implement ``code_size``, ``encode``, ``decode``
-    and ``score``; those that learn from data set ``needs_data`` and implement
-    ``fit``.
+    Subclasses set ``name`` and implement ``encode``, ``decode`` and ``score``;
+    those that learn from data set ``needs_data`` and implement ``fit``. A row
+    is the packed codes (:attr:`payload_size` bytes), then the per-vector
+    fields the family declares in :attr:`row_fields`; :attr:`code_size` is
+    their sum unless a family overrides it.
     """
 
     name: ClassVar[str]
@@ -138,6 +169,8 @@ class Quantizer:
     scores_by_decoding: ClassVar[bool] = False
     #: whether the rows hold two levels (``lvq<b1>x<b2>``, :attr:`level1` its first)
     two_level: ClassVar[bool] = False
+    #: the per-vector fields after the codes, in row order (:class:`RowField`)
+    row_fields: ClassVar[tuple[RowField, ...]] = ()
 
     def __init__(self, param: int | None = None) -> None:
         self.param = param
@@ -225,10 +258,47 @@ class Quantizer:
         p = self.param
         return np.dtype("<f2") if p is not None and p <= 4 else np.dtype("<f4")
 
-    # -- the codec trio + scoring --------------------------------------------
+    # -- the row layout: codes, then the declared per-vector fields ------------
+    @property
+    def payload_size(self) -> int:
+        """Bytes of the packed codes at the start of a row (``d`` codes of ``b`` bits)."""
+        return self._nbytes
+
     @property
     def code_size(self) -> int:
-        raise NotImplementedError
+        """Bytes per row: the codes and the per-vector fields."""
+        return self.payload_size + sum(self.field_at(f.name)[1].itemsize for f in self.row_fields)
+
+    def field_at(self, name: str) -> tuple[int, np.dtype, int]:
+        """``(byte offset, dtype, exponent)`` of the per-vector field ``name``: the row
+        holds ``value * 2**-exponent`` as one ``dtype`` at that offset."""
+        offset = self.payload_size
+        for f in self.row_fields:
+            dtype = self.field_dtype if f.dtype is None else np.dtype(f.dtype)
+            if f.name == name:
+                return offset, dtype, self.field_exp if f.scaled else 0
+            offset += dtype.itemsize
+        raise KeyError(f"{self.spec} has no per-vector field {name!r}")
+
+    def put_fields(self, out: np.ndarray, **values: np.ndarray) -> None:
+        """Store each named field's values (one per row) in the rows ``out``; a value that
+        does not fit raises ``ValueError`` naming the row (:func:`check_field`)."""
+        what = {f.name: f.what for f in self.row_fields}
+        for name, v in values.items():
+            offset, dtype, exp = self.field_at(name)
+            put_field(out, offset, v, dtype, exp, what=what[name], owner=self.spec)
+
+    def put_stored(self, out: np.ndarray, name: str, stored: np.ndarray) -> None:
+        """Store values already in the field's units and dtype (no scaling, no check)."""
+        offset, dtype, _ = self.field_at(name)
+        v = np.ascontiguousarray(stored, dtype=dtype).reshape(-1, 1)
+        out[:, offset : offset + dtype.itemsize] = v.view(np.uint8)
+
+    def get_fields(self, codes: np.ndarray, *names: str) -> tuple[np.ndarray, ...]:
+        """The named fields of every row, as float32 in the data's units."""
+        return tuple(get_field(codes, *self.field_at(name)) for name in names)
+
+    # -- the codec trio + scoring --------------------------------------------
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -299,17 +369,6 @@ def _column(codes: np.ndarray, offset: int, dtype: np.dtype) -> np.ndarray:
         return part.view(dtype)[:, 0]
     except ValueError:  # the bytes of a row are not contiguous
         return np.ascontiguousarray(part).view(dtype)[:, 0]
-
-
-def get_f32(codes: np.ndarray, offset: int) -> np.ndarray:
-    """Read the float32 stored at byte ``offset`` of every code row."""
-    return _column(codes, offset, np.dtype("<f4")).copy()
-
-
-def put_f32(codes: np.ndarray, offset: int, values: np.ndarray) -> None:
-    """Store one float32 per row at byte ``offset`` of every code row."""
-    v = np.ascontiguousarray(values, dtype="<f4").reshape(-1, 1)
-    codes[:, offset : offset + 4] = v.view(np.uint8)
 
 
 def get_field(codes: np.ndarray, offset: int, dtype: np.dtype, exp: int = 0) -> np.ndarray:

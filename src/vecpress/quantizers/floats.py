@@ -19,7 +19,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
-from .base import F16_MAX, Quantizer, blocked_matmul, get_f32, put_f32
+from .base import F16_MAX, Quantizer, RowField, blocked_matmul
 
 
 class _Cast(Quantizer):
@@ -85,6 +85,8 @@ class BF16(_Cast):
 class _Float8(Quantizer):
     scores_by_decoding = True  # score is <q, decode(x)> (Quantizer.scores_by_decoding)
     param_name = None
+    #: the row's power-of-two scale (float32: it spans far more than float16)
+    row_fields = (RowField("scale", "scale", "<f4", scaled=False),)
 
     @property
     def field_dtype(self) -> np.dtype:
@@ -94,8 +96,8 @@ class _Float8(Quantizer):
     max_value: float
 
     @property
-    def code_size(self) -> int:
-        return self.d + 4
+    def payload_size(self) -> int:
+        return self.d  # one byte per coordinate
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         n, d = x.shape
@@ -109,9 +111,9 @@ class _Float8(Quantizer):
         if half.any():
             scale[half] *= 0.5
             y[half] = self._round(x[half], scale[half])
-        out = np.empty((n, d + 4), np.uint8)
+        out = np.empty((n, self.code_size), np.uint8)
         out[:, :d] = y.astype(self.dtype).view(np.uint8)
-        put_f32(out, d, scale)
+        self.put_stored(out, "scale", scale)
         return out
 
     def _round(self, x: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -121,7 +123,7 @@ class _Float8(Quantizer):
     def decode(self, codes: np.ndarray) -> np.ndarray:
         d = self.d
         vals = np.ascontiguousarray(codes[:, :d]).view(self.dtype).astype(np.float32)
-        return vals * get_f32(codes, d)[:, None]
+        return vals * self.get_fields(codes, "scale")[0][:, None]
 
     def score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
         return blocked_matmul(q, codes, self.decode)

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..kernels.bitpack import pack, packed_size, unpack
 from ..kernels.scan import hamming_scan, pack_words, table_scan
-from .base import Quantizer, get_f32, put_f32
+from .base import Quantizer, RowField
 
 _SIGN_TABLE = np.array([-1.0, 1.0], np.float32)
 SQRT_HALF_PI = float(np.sqrt(np.pi / 2))
@@ -60,6 +60,7 @@ class QJL(Quantizer):
 
     name = "qjl"
     param_name = "m"
+    row_fields = (RowField("norm", "norm", scaled=False),)  # float32 (field_dtype)
 
     @property
     def field_dtype(self) -> np.dtype:
@@ -72,10 +73,6 @@ class QJL(Quantizer):
     @property
     def _nbytes(self) -> int:
         return packed_size(self.param, 1)
-
-    @property
-    def code_size(self) -> int:
-        return self._nbytes + 4
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"projection": self.sketch_.matrix}
@@ -90,14 +87,14 @@ class QJL(Quantizer):
     def encode(self, x: np.ndarray) -> np.ndarray:
         out = np.empty((x.shape[0], self.code_size), np.uint8)
         out[:, : self._nbytes] = self.sketch_.bits(x)
-        put_f32(out, self._nbytes, np.linalg.norm(x, axis=1))
+        self.put_stored(out, "norm", np.linalg.norm(x, axis=1))
         return out
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
-        return self.sketch_.decode(codes, 0, get_f32(codes, self._nbytes))
+        return self.sketch_.decode(codes, 0, self.get_fields(codes, "norm")[0])
 
     def score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        return self.sketch_.score(q, codes, 0, get_f32(codes, self._nbytes))
+        return self.sketch_.score(q, codes, 0, self.get_fields(codes, "norm")[0])
 
 
 class Sign(Quantizer):

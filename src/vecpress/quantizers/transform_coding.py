@@ -98,7 +98,7 @@ import numpy as np
 
 from ..kernels.bitpack import pack, packed_size, unpack
 from ..kernels.scan import check_layout
-from .base import GridQuantizer, get_field, put_field
+from .base import GridQuantizer, RowField
 
 #: widest code of one axis
 MAX_BITS = 8
@@ -289,6 +289,8 @@ class KL(GridQuantizer):
 
     name = "kl"
     needs_data = True
+    #: the correction factor that makes scores unbiased (dimensionless: not scaled)
+    row_fields = (RowField("f", "correction factor f", scaled=False),)
 
     def __init__(self, param: int | None = None) -> None:
         super().__init__(param)
@@ -297,10 +299,6 @@ class KL(GridQuantizer):
         self.lam_: np.ndarray | None = None
         self.bits_: np.ndarray | None = None
         self.steps_: np.ndarray | None = None
-
-    @property
-    def code_size(self) -> int:
-        return self._nbytes + self.field_dtype.itemsize
 
     # -- learning -----------------------------------------------------------------
     def fit(
@@ -442,11 +440,11 @@ class KL(GridQuantizer):
             for g0, g1, width, off, nbytes in self.groups_:
                 cg = np.ascontiguousarray(c[:, g0:g1], dtype=np.uint8)
                 rows[:, off : off + nbytes] = pack(cg, width)
-            put_field(rows, self._nbytes, f, dt)
+            self.put_fields(rows, f=f)
         return out
 
     def _factor(self, codes: np.ndarray) -> np.ndarray:
-        return get_field(codes, self._nbytes, self.field_dtype)
+        return self.get_fields(codes, "f")[0]
 
     def _coded_coordinates(self, codes: np.ndarray) -> np.ndarray:
         """``ẑ`` on the coded axes: float32[n, k]."""
@@ -480,7 +478,7 @@ class KL(GridQuantizer):
 
     def grid_row_fields(self):
         """``a = f`` (the correction factor), ``b = 1`` (the mean term is not scaled)."""
-        return (self._nbytes, self.field_dtype, 0), 1.0
+        return self.field_at("f"), 1.0
 
 
 @nb.njit(cache=True, fastmath=True, inline="always")

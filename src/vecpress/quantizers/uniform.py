@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.bitpack import pack, packed_size, unpack
-from .base import F16_MAX, GridQuantizer, check_field, get_field
+from ..kernels.bitpack import pack, unpack
+from .base import F16_MAX, GridQuantizer, RowField, check_field
 
 _CLIP_QUANTILES = (0.0, 1e-4, 5e-4, 2e-3, 5e-3, 0.01, 0.02, 0.04)
 _CALIBRATION_ROWS = 20000
@@ -45,10 +45,6 @@ class Int(GridQuantizer):
 
     name = "int"
     needs_data = True
-
-    @property
-    def code_size(self) -> int:
-        return packed_size(self.d, self.param)
 
     def fit(
         self, x: np.ndarray, *, weights: np.ndarray | None = None, queries: np.ndarray | None = None
@@ -111,14 +107,15 @@ class LVQ(GridQuantizer):
 
     name = "lvq"
     scales_fields = True
+    #: the row's grid: the bounds are float16 whatever the number of bits
+    row_fields = (
+        RowField("lo", "smallest coordinate", "<f2"),
+        RowField("step", "grid step", "<f2"),
+    )
 
     @property
     def scaled_field_dtype(self) -> np.dtype:
         return _F16  # the bounds are float16 whatever the number of bits
-
-    @property
-    def code_size(self) -> int:
-        return self._nbytes + 4
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
@@ -147,13 +144,12 @@ class LVQ(GridQuantizer):
         lo_x, step_x = np.ldexp(lo32, e), np.ldexp(step32, e)
         codes = _round_codes(x, lo_x[:, None], step_x[:, None], self.levels)
         out[:, : self._nbytes] = pack(codes, self.param)
-        out[:, self._nbytes : self._nbytes + 2] = lo16.astype("<f2").reshape(-1, 1).view(np.uint8)
-        out[:, self._nbytes + 2 :] = step16.astype("<f2").reshape(-1, 1).view(np.uint8)
+        self.put_stored(out, "lo", lo16)  # already rounded, in the fields' scaled units
+        self.put_stored(out, "step", step16)
         return out
 
     def _bounds(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        e = self.field_exp
-        return get_field(codes, self._nbytes, _F16, e), get_field(codes, self._nbytes + 2, _F16, e)
+        return self.get_fields(codes, "lo", "step")
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         lo, step = self._bounds(codes)
@@ -166,5 +162,4 @@ class LVQ(GridQuantizer):
 
     def grid_row_fields(self):
         """``a = step``, ``b = lo`` (float16, scaled by ``2**field_exp``)."""
-        e = self.field_exp
-        return (self._nbytes + 2, _F16, e), (self._nbytes, _F16, e)
+        return self.field_at("step"), self.field_at("lo")
