@@ -54,3 +54,26 @@ def test_a_full_depth_rerank_ranks_as_the_tier_alone(data, tier):
     want_ids, want_scores = topk(tier_codec.score(q, tier_codec.encode(x)), 10)
     np.testing.assert_array_equal(res.ids, want_ids)
     np.testing.assert_allclose(res.scores, want_scores, rtol=1e-5, atol=1e-5)
+
+
+def test_every_second_tier_goes_through_one_rerank_path(monkeypatch):
+    """A rerank_spec tier and the second level of a two-level code are both a
+    vecpress.search.Tier re-scored by vecpress.search.rerank (IndexRefine-style)."""
+    import vecpress.search as search_path
+
+    calls = []
+    original = search_path.rerank
+
+    def spy(tier, *args):
+        calls.append(tier.codec.spec)
+        return original(tier, *args)
+
+    monkeypatch.setattr(search_path, "rerank", spy)
+    x = np.random.default_rng(3).standard_normal((400, 16)).astype(np.float32)
+    for index in (
+        Index("hd2,rq2", "ip", rerank_spec="f16"),
+        Index("lvq2x4", "ip", ivf=4),
+    ):
+        index.add(x)
+        index.search(x[:5], 3, rerank=20, **({"nprobe": 4} if index.is_ivf else {}))
+    assert calls == ["f16", "lvq2x4"]

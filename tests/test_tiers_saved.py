@@ -101,12 +101,12 @@ def test_a_save_that_open_would_reject_is_not_written(data, tmp_path, monkeypatc
     index.save(path)
     before = open(path, "rb").read()
     index.add(x[100:])
-    real = storage.encode_header
+    real = storage.canonical_json
 
     def lying_header(meta):  # a writer bug: the header's count disagrees with the rows
         return real({**meta, "count": meta["count"] - 1}) if "count" in meta else real(meta)
 
-    monkeypatch.setattr(storage, "encode_header", lying_header)
+    monkeypatch.setattr(storage, "canonical_json", lying_header)
     with pytest.raises(RuntimeError, match="would not open again"):
         index.save(path)
     assert open(path, "rb").read() == before

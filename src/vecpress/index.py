@@ -679,6 +679,22 @@ class Index:
             )
         return self._stage
 
+    def _rerank_tier(self) -> _search.Tier:
+        """The second tier as one composition (:class:`vecpress.search.Tier`): the
+        ``rerank_spec`` codec and its rows, or both levels of a two-level codec (whose
+        IVF residual codes add ``<q, centroid of the row's list>``)."""
+        if self.rerank_codec is not None:
+            return _search.stored_tier(self.rerank_codec, self._rcodes.view)
+        offset = None
+        if self.is_ivf and self.ivf_residual:
+            offsets, centroids = self._list_offsets, self.centroids
+
+            def offset(q: np.ndarray, rows: np.ndarray) -> np.ndarray:
+                lists = np.searchsorted(offsets, rows, side="right") - 1
+                return np.take_along_axis(q @ centroids.T, np.maximum(lists, 0), axis=1)
+
+        return _search.levels_tier(self.codec, self._codes.view, self._rcodes.view, offset)
+
     def _check_search_args(self, k, rerank, nprobe) -> tuple[int, int | None, int]:
         k = check_positive_int(k, "k")
         if k > max(self.ntotal, MAX_PADDED_K):
@@ -785,26 +801,15 @@ class Index:
         rows, sc = _search.scan(self._first_stage(), q, qsq, lists, adds, rerank or width)
         if rerank is not None:  # in chunks: the candidates' decoded rows stay small
             self._check_reads(("rerank_codes",), rows=rows)
+            tier = self._rerank_tier()
             norms = None if self._norms is None else self._norms.view
             out_rows = np.empty((nq, width), np.int64)
             out_sc = np.empty((nq, width), np.float32)
             for s in range(0, nq, RERANK_CHUNK):
                 e = min(nq, s + RERANK_CHUNK)
-                if self.rerank_codec is not None:
-                    out_rows[s:e], out_sc[s:e] = _search.rerank(
-                        self.rerank_codec, self._rcodes.view, norms, q[s:e], qsq[s:e], rows[s:e],
-                        width,
-                    )  # fmt: skip
-                    continue
-                add = None  # two levels of residual codes: add <q, centroid of the row's list>
-                if self.is_ivf and self.ivf_residual:
-                    lists = np.searchsorted(self._list_offsets, rows[s:e], side="right") - 1
-                    dots = q[s:e] @ self.centroids.T
-                    add = np.take_along_axis(dots, np.maximum(lists, 0), axis=1)
-                out_rows[s:e], out_sc[s:e] = _search.rerank_levels(
-                    self.codec, self._codes.view, self._rcodes.view, norms,
-                    q[s:e], qsq[s:e], rows[s:e], width, add,
-                )  # fmt: skip
+                out_rows[s:e], out_sc[s:e] = _search.rerank(
+                    tier, norms, q[s:e], qsq[s:e], rows[s:e], width
+                )
             rows, sc = out_rows, out_sc
         found = rows >= 0
         self._check_reads(("ids",), rows=rows)

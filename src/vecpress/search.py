@@ -24,6 +24,7 @@ Scores follow the index's metric: the estimated inner product (``"ip"``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -307,41 +308,60 @@ def _scan_generic(stage, qt, qsq, plan, k, l2):
     return slot_s, slot_i
 
 
+@dataclass(frozen=True)
+class Tier:
+    """What re-ranks candidates: a codec, a way to reach the candidates' full code
+    rows, and an optional term added to each estimate -- one composition for every
+    second tier (as faiss's ``IndexRefine(base, refine)``).
+
+    Attributes
+    ----------
+    codec : Codec
+        Scores the candidates with its own estimator (:meth:`Codec.score_candidates`).
+    gather : callable
+        ``gather(rows) -> (codes, rows')``: code rows of ``codec`` and the candidates'
+        positions in them (``-1`` stays ``-1``).
+    offset : callable, optional
+        ``offset(q, rows) -> float32[nq, R]`` added to the estimates (IVF residual
+        codes: ``<q, centroid of the row's list>``).
+    """
+
+    codec: Codec
+    gather: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+    offset: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+
+
+def stored_tier(codec: Codec, codes: np.ndarray) -> Tier:
+    """A re-ranking codec whose rows are stored whole (``rerank_spec``)."""
+    return Tier(codec, lambda rows: (codes, rows))
+
+
+def levels_tier(codec: Codec, first: np.ndarray, second: np.ndarray, offset=None) -> Tier:
+    """Both levels of a two-level codec, stored as :meth:`Codec.split_tiers` cuts them:
+    the candidates' rows are joined back (:meth:`Codec.join_tiers`)."""
+
+    def gather(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        valid = rows >= 0
+        flat = np.where(valid, rows, 0).ravel()
+        local = np.where(valid, np.arange(rows.size).reshape(rows.shape), -1)
+        return codec.join_tiers(first[flat], second[flat]), local
+
+    return Tier(codec, gather, offset)
+
+
 def rerank(
-    codec: Codec,
-    codes: np.ndarray,
+    tier: Tier,
     norms: np.ndarray | None,
     q: np.ndarray,
     qsq: np.ndarray,
     rows: np.ndarray,
     k: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Re-score candidate ``rows`` (``-1`` = none) with a second-tier codec; best ``k``."""
-    est = codec.score_candidates(q, codes, rows)
-    return _best(est, norms, qsq, rows, k)
-
-
-def rerank_levels(
-    codec: Codec,
-    first: np.ndarray,
-    second: np.ndarray,
-    norms: np.ndarray | None,
-    q: np.ndarray,
-    qsq: np.ndarray,
-    rows: np.ndarray,
-    k: int,
-    add: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Re-score candidate ``rows`` with both levels of a two-level codec (rows of
-    ``first`` and ``second`` as :meth:`Codec.split_tiers` cuts them); ``add[i, r]``
-    (IVF residual codes: ``<q_i, centroid>``) is added to each estimate. Best ``k``."""
-    valid = rows >= 0
-    flat = np.where(valid, rows, 0).ravel()
-    full = codec.join_tiers(first[flat], second[flat])
-    local = np.where(valid, np.arange(rows.size).reshape(rows.shape), -1)
-    est = codec.score_candidates(q, full, local)
-    if add is not None:
-        est += add
+    """Re-score candidate ``rows`` (``-1`` = none) with ``tier``; the best ``k``."""
+    codes, local = tier.gather(rows)
+    est = tier.codec.score_candidates(q, codes, local)
+    if tier.offset is not None:
+        est += tier.offset(q, rows)
     return _best(est, norms, qsq, rows, k)
 
 
