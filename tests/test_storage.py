@@ -45,7 +45,7 @@ import numpy as np
 import pytest
 
 import vecpress
-from vecpress import Codec, FormatError, Index, container, storage
+from vecpress import Codec, FormatError, Index, atomic, container, storage
 
 DATA = Path(__file__).parent / "data"
 REFERENCE = DATA / "ref_v1.vpi"
@@ -325,7 +325,7 @@ def test_old_files_are_written_back_as_version_3(tmp_path, ref):
 def test_a_second_writer_gets_a_clear_error(tmp_path):
     path = str(tmp_path / "i.vpi")
     small_index().save(path)
-    with storage._lock(os.path.abspath(path)):
+    with atomic.writer_lock(os.path.abspath(path)):
         with pytest.raises(vecpress.LockedError, match="another writer"):
             small_index(n=10).save(path)
     assert len(vecpress.open(path)) == 60  # the old state is intact
@@ -340,7 +340,7 @@ def test_stale_temp_files_are_removed_by_save_not_by_open(tmp_path):
     other = tmp_path / ".j.vpi.4242.deadbeef.vptmp"  # another index's temp file
     stale.write_bytes(b"partial")
     other.write_bytes(b"partial")
-    with storage._lock(str(path)):  # a writer holds the lock: readers still open
+    with atomic.writer_lock(str(path)):  # a writer holds the lock: readers still open
         assert len(vecpress.open(path)) == 60
         assert vecpress.info(path)["count"] == 60
     assert len(vecpress.open(path)) == 60
@@ -372,7 +372,7 @@ def test_a_save_killed_while_holding_the_lock_leaves_a_harmless_lock_file(tmp_pa
     pid = os.fork()
     if pid == 0:  # take the writer lock, say so, and wait to be killed
         try:
-            with storage._lock(str(path)):
+            with atomic.writer_lock(str(path)):
                 os.write(w, b"x")
                 time.sleep(60)
         finally:
@@ -1153,13 +1153,13 @@ def test_kill_during_save_leaves_the_old_or_the_new_state(tmp_path):
         time.sleep(rng.uniform(0.0, 0.04))
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-        temps = storage._temp_files(str(path))
+        temps = atomic.temp_files(str(path))
         left_temp += bool(temps)
         left_lock += os.path.exists(str(path) + ".lock")
         loaded = vecpress.open(path, mmap=False)
         assert len(loaded) in expect
         assert same(loaded.search(q, 5), expect[len(loaded)])
-        assert storage._temp_files(str(path)) == temps  # readers remove nothing
+        assert atomic.temp_files(str(path)) == temps  # readers remove nothing
     states[0].save(path)  # the next save removes what the killed ones left
     assert sorted(os.listdir(tmp_path)) == ["k.vpi"]
     print(

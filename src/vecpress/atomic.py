@@ -3,17 +3,31 @@
 :func:`replacing` is the protocol (exclusive temp file beside the path, fsync,
 ``os.replace``; the temp file removed on any failure); :func:`write_bytes` uses it
 for small files (the HTML report, the ground-truth cache), and
-:func:`vecpress.storage.save` for index files, adding its lock, its temp-file
-naming and the directory fsync.
+:func:`vecpress.storage.save` for index files, adding what a file that several
+processes may write needs: one writer at a time (:func:`writer_lock`, ``flock``
+on ``<path>.lock``; readers never lock), temp files named ``.<name>.<pid>.<random>``
++ :data:`TMP_SUFFIX` that the next writer removes (:func:`remove_temps`), the
+directory fsync (:func:`fsync_dir`) and errors that name the path (:func:`naming`).
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import os
 import secrets
 from pathlib import Path
+
+from .errors import LockedError
+
+try:  # pragma: no cover - fcntl exists on every POSIX system
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+#: the suffix of the temp files of :func:`vecpress.storage.save`
+TMP_SUFFIX = ".vptmp"
 
 
 @contextlib.contextmanager
@@ -57,3 +71,98 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     with replacing(tmp, path) as f:
         f.write(data)
+
+
+def check_folder(path: str) -> None:
+    """Raise ``FileNotFoundError`` naming the folder of ``path`` if it does not exist."""
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            errno.ENOENT, f"cannot save {path}: the folder {folder} does not exist", folder
+        )
+
+
+@contextlib.contextmanager
+def writer_lock(path: str, *, wait: bool = False):
+    """Hold the writer lock of ``path``, or raise :class:`LockedError`.
+
+    The lock is ``flock`` on ``<path>.lock``. The holder removes the lock file
+    before releasing it; a waiter that then finds its locked file is no longer
+    the one at that path retries, so removal never lets two writers in. A lock
+    file left by a killed holder is not locked (``flock`` locks die with their
+    process): the next writer takes it, and removes it when done. Only writers
+    call this; readers never lock.
+    """
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    lock_path = path + ".lock"
+    while True:
+        try:  # read-only suffices for flock, so a leftover read-only lock file never blocks
+            fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            check_folder(path)  # removed since save checked it: say so
+            raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            raise LockedError(
+                f"{path}: another writer is saving this index (lock {lock_path} is held); "
+                "only one writer at a time"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder removed it meanwhile: lock the new one
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        os.close(fd)  # releases the flock
+
+
+def temp_files(path: str) -> list[str]:
+    folder, base = os.path.split(path)
+    prefix = f".{base}."
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:
+        return []
+    return [
+        os.path.join(folder, n) for n in names if n.startswith(prefix) and n.endswith(TMP_SUFFIX)
+    ]
+
+
+def remove_temps(path: str) -> None:
+    """Remove the temp files of killed saves of ``path``; call only under its lock."""
+    for t in temp_files(path):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(t)
+
+
+def fsync_dir(folder: str) -> None:
+    fd = os.open(folder or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def naming(path: str):
+    """Re-raise an ``OSError`` that does not name ``path`` (write, flush, fsync and close
+    errors name no file) as one that does, with the same errno."""
+    try:
+        yield
+    except OSError as e:
+        if path in str(e):
+            raise
+        raise type(e)(e.errno, f"saving {path} failed: {e.strerror or e}") from e

@@ -101,28 +101,27 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import errno
 import mmap as _mmap
 import os
 import secrets
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from .atomic import replacing
+from .atomic import (
+    TMP_SUFFIX,
+    check_folder,
+    fsync_dir,
+    naming,
+    remove_temps,
+    replacing,
+    writer_lock,
+)
+from .blockcheck import BlockCheck, DeferredCheck, block_crcs, nblocks
 from .checksum import crc32
 from .codec import Codec
-from .container import ALIGN, FOOTER, Framing, align, canonical_json, is_int
-from .errors import FormatError, LockedError
-from .threads import current_threads
-
-try:  # pragma: no cover - fcntl exists on every POSIX system
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None
+from .container import FOOTER, Framing, align, canonical_json, is_int
+from .errors import FormatError
 
 #: the score conventions an index may have (see :mod:`vecpress.index`)
 METRICS = ("cosine", "ip", "l2")
@@ -152,7 +151,6 @@ FRAMING = Framing(
     hints={b"VECPRESS": " (it is a codec blob: load it with Codec.from_bytes)"},
 )
 _fail = FRAMING.fail
-_TMP_SUFFIX = ".vptmp"
 _HEADER_KEYS_V1 = {
     "format",
     "version",
@@ -170,8 +168,6 @@ _HEADER_KEYS = {1: _HEADER_KEYS_V1, 2: _HEADER_KEYS_V2, 3: _HEADER_KEYS_V2 | {"b
 #: the header fields a version-1 file lacks, as version 2 writes them for a flat index
 _V1_DEFAULTS = {"rerank_spec": None, "rerank_code_size": 0, "ivf": None, "ivf_residual": True}
 _SECTION_KEYS = {"name", "dtype", "shape", "offset", "nbytes", "crc32"}
-#: a verification thread takes this many blocks at a time
-_BLOCKS_PER_TASK = 8
 
 
 @dataclass
@@ -231,29 +227,6 @@ class IndexState:
         return first, second
 
 
-class DeferredCheck:
-    """The data checks a lazily opened file still owes (:attr:`IndexState.pending_check`).
-
-    Calling it checks everything not yet checked; :meth:`check_rows` checks what
-    a search is about to read. This base class (formats 1 and 2, which have no
-    block checksums) checks everything in both cases.
-    """
-
-    def __init__(self, check_all: Callable[[], None]) -> None:
-        self._check_all = check_all
-
-    def __call__(self) -> None:
-        self._check_all()
-
-    def check_rows(self, names, starts, ends) -> None:
-        """Check rows ``starts[i]:ends[i]`` of the sections ``names`` (here: everything)."""
-        self()
-
-
-def _nblocks(nbytes: int, block_size: int) -> int:
-    return -(-nbytes // block_size)
-
-
 def _data_nbytes(meta: dict) -> dict[str, int]:
     """Bytes of each data section a header implies, in file order."""
     count = meta["count"]
@@ -277,8 +250,8 @@ def _expected_sections(meta: dict) -> list[tuple[str, str, list | None]]:
         out.append(("list_offsets", "<i8", [meta["ivf"] + 1]))
     if meta["version"] >= 3:
         bs = meta["block_size"]
-        nblocks = sum(_nblocks(n, bs) for n in _data_nbytes(meta).values())
-        out.append(("block_crcs", "<u4", [nblocks]))
+        count_blocks = sum(nblocks(n, bs) for n in _data_nbytes(meta).values())
+        out.append(("block_crcs", "<u4", [count_blocks]))
     out.append(("ids", "<i8", [count]))
     if meta["metric"] == "l2":
         out.append(("norms", "<f4", [count]))
@@ -289,89 +262,6 @@ def _expected_sections(meta: dict) -> list[tuple[str, str, list | None]]:
 
 
 # -- saving ------------------------------------------------------------------
-def _check_folder(path: str) -> None:
-    """Raise ``FileNotFoundError`` naming the folder of ``path`` if it does not exist."""
-    folder = os.path.dirname(path) or "."
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(
-            errno.ENOENT, f"cannot save {path}: the folder {folder} does not exist", folder
-        )
-
-
-@contextlib.contextmanager
-def _lock(path: str, *, wait: bool = False):
-    """Hold the writer lock of ``path``, or raise :class:`LockedError`.
-
-    The lock is ``flock`` on ``<path>.lock``. The holder removes the lock file
-    before releasing it; a waiter that then finds its locked file is no longer
-    the one at that path retries, so removal never lets two writers in. A lock
-    file left by a killed holder is not locked (``flock`` locks die with their
-    process): the next writer takes it, and removes it when done. Only writers
-    call this; readers never lock.
-    """
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    lock_path = path + ".lock"
-    while True:
-        try:  # read-only suffices for flock, so a leftover read-only lock file never blocks
-            fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o644)
-        except FileNotFoundError:
-            _check_folder(path)  # removed since save checked it: say so
-            raise
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            os.close(fd)
-            raise LockedError(
-                f"{path}: another writer is saving this index (lock {lock_path} is held); "
-                "only one writer at a time"
-            ) from None
-        except BaseException:
-            os.close(fd)
-            raise
-        try:
-            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)  # the holder removed it meanwhile: lock the new one
-    try:
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lock_path)
-        os.close(fd)  # releases the flock
-
-
-def _temp_files(path: str) -> list[str]:
-    folder, base = os.path.split(path)
-    prefix = f".{base}."
-    try:
-        names = os.listdir(folder or ".")
-    except OSError:
-        return []
-    return [
-        os.path.join(folder, n) for n in names if n.startswith(prefix) and n.endswith(_TMP_SUFFIX)
-    ]
-
-
-def _remove_temps(path: str) -> None:
-    """Remove the temp files of killed saves of ``path``; call only under its lock."""
-    for t in _temp_files(path):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(t)
-
-
-def _fsync_dir(folder: str) -> None:
-    fd = os.open(folder or ".", os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _sections_of(state: IndexState, block_size: int) -> list[tuple[str, np.ndarray]]:
     arrays = [("codec", np.frombuffer(state.codec.to_bytes(), np.uint8))]
     if state.rerank_codec is not None:
@@ -399,22 +289,6 @@ def check_block_size(block_size: object) -> int:
     if not is_int(block_size, lo, hi) or block_size & (block_size - 1):
         raise ValueError(f"block_size must be a power of two in [{lo}, {hi}], found {block_size!r}")
     return block_size
-
-
-def block_crcs(data, block_size: int = BLOCK_SIZE) -> np.ndarray:
-    """The CRC32 of every ``block_size`` bytes of ``data`` (the last block shorter).
-
-    Examples
-    --------
-    >>> import zlib
-    >>> block_crcs(b"abcdef", 4).tolist() == [zlib.crc32(b"abcd"), zlib.crc32(b"ef")]
-    True
-    >>> block_crcs(b"", 4).tolist()
-    []
-    """
-    mv = memoryview(data).cast("B")
-    out = [crc32(mv[s : s + block_size]) for s in range(0, mv.nbytes, block_size)]
-    return np.array(out, "<u4")
 
 
 def _raw_bytes(a: np.ndarray) -> np.ndarray:
@@ -469,7 +343,7 @@ def save(state: IndexState, path, *, block_size: int = BLOCK_SIZE) -> None:
     folder, base = os.path.split(path)
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path}: is a directory")
-    _check_folder(path)
+    check_folder(path)
     sections = _sections_of(state, block_size)
     entries = []
     offset = None  # filled once the header length is known
@@ -516,15 +390,15 @@ def save(state: IndexState, path, *, block_size: int = BLOCK_SIZE) -> None:
         header = new
     if len(header) > MAX_HEADER:
         raise ValueError(f"index header of {len(header)} bytes exceeds {MAX_HEADER}")
-    with _lock(path), _naming(path):
-        _remove_temps(path)
-        tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}{_TMP_SUFFIX}")
+    with writer_lock(path), naming(path):
+        remove_temps(path)
+        tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}")
         with replacing(tmp, path) as f:
             head = FRAMING.head(FORMAT_VERSION, header)
             FRAMING.write(f.write, head, [_raw_bytes(a) for _, a in sections])
             f.flush()
             _check_written(tmp)
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
 
 def _check_written(tmp: str) -> None:
@@ -541,18 +415,6 @@ def _check_written(tmp: str) -> None:
             f"vecpress bug: the file being saved would not open again ({e}); "
             "it was not written, the previous file (if any) is unchanged"
         ) from e
-
-
-@contextlib.contextmanager
-def _naming(path: str):
-    """Re-raise an ``OSError`` that does not name ``path`` (write, flush, fsync and close
-    errors name no file) as one that does, with the same errno."""
-    try:
-        yield
-    except OSError as e:
-        if path in str(e):
-            raise
-        raise type(e)(e.errno, f"saving {path} failed: {e.strerror or e}") from e
 
 
 # -- loading -----------------------------------------------------------------
@@ -746,160 +608,6 @@ def load(path, mmap: bool = True) -> IndexState:
     return _build(meta, entries, hlen, buf, path, lazy=mmap)
 
 
-class _BlockCheck(DeferredCheck):
-    """The deferred checks of a format-3 file (:attr:`IndexState.pending_check`).
-
-    Calling it checks everything not yet checked: every block of the data
-    sections, then that the ids are unique. :meth:`check_rows` checks only the
-    blocks holding some rows of some sections (what a search is about to
-    read). Each block's state is 0 (not checked), 1 (being checked by one
-    thread: the others wait) or 2 (passed); a failed block goes back to 0, so
-    every search that reads it raises.
-    """
-
-    def __init__(
-        self,
-        source: str,
-        sections: dict,
-        crcs: np.ndarray,
-        block_size: int,
-        checks: dict,
-        prefetch=None,
-    ):
-        self.source = source
-        self.block_size = block_size
-        self.crcs = crcs
-        self._sections = sections  # name -> (flat uint8 array, bytes per row, file offset)
-        self._checks = checks  # name -> content check of a block's bytes (or None)
-        self._prefetch = prefetch  # (file offset, length) -> None: start reading it now
-        self._first = {}  # name -> index of its first block in crcs
-        self._count = {}
-        g = 0
-        for name, (raw, _, _) in sections.items():
-            self._first[name] = g
-            self._count[name] = _nblocks(raw.size, block_size)
-            g += self._count[name]
-        if g != crcs.size:  # pragma: no cover - _parse sized the section
-            raise _fail(source, "section 'block_crcs'", f"{crcs.size} blocks, expected {g}")
-        self._owner = np.repeat(np.arange(len(sections)), list(self._count.values()))
-        self._names = list(sections)
-        self._state = np.zeros(g, np.int8)
-        self._left = dict(self._count)  # blocks not yet passed, by section
-        self._cond = threading.Condition()
-        self.unique_ids = None  # the whole-section check of ids, run by __call__
-
-    # -- which blocks -------------------------------------------------------
-    def _blocks(self, name: str, starts, ends) -> np.ndarray:
-        """Indices (into ``crcs``) of the blocks holding rows ``starts[i]:ends[i]`` of ``name``."""
-        width = self._sections[name][1]
-        starts = np.asarray(starts, np.int64).reshape(-1)
-        ends = np.asarray(ends, np.int64).reshape(-1)
-        keep = ends > starts
-        lo = starts[keep] * width // self.block_size
-        hi = (ends[keep] * width - 1) // self.block_size + 1
-        first = self._first[name]
-        if lo.size == 0:
-            return np.zeros(0, np.int64)
-        if lo.size == 1:
-            return np.arange(lo[0], hi[0], dtype=np.int64) + first
-        mark = np.zeros(self._count[name] + 1, np.int32)
-        np.add.at(mark, lo, 1)
-        np.add.at(mark, hi, -1)
-        return np.flatnonzero(np.cumsum(mark[:-1]) > 0).astype(np.int64) + first
-
-    def check_rows(self, names, starts, ends) -> None:
-        """Check (once) the blocks holding rows ``starts[i]:ends[i]`` of each section in
-        ``names`` (sections the file lacks are skipped); raise ``FormatError`` if one fails."""
-        todo = [
-            self._blocks(n, starts, ends) for n in names if n in self._sections and self._left[n]
-        ]
-        if todo:
-            self._check_blocks(np.concatenate(todo))
-
-    def __call__(self) -> None:
-        self._check_blocks(np.arange(self.crcs.size))
-        if self.unique_ids is not None:
-            self.unique_ids()
-
-    # -- checking -----------------------------------------------------------
-    def _check_blocks(self, blocks: np.ndarray) -> None:
-        state = self._state
-        blocks = blocks[state[blocks] != 2]  # a stale read only costs a look under the lock
-        while blocks.size:
-            with self._cond:
-                now = state[blocks]
-                mine = blocks[now == 0]
-                state[mine] = 1
-                others = blocks[now == 1]
-            if mine.size:
-                try:
-                    self._run(mine)
-                except BaseException:
-                    with self._cond:
-                        state[mine] = 0
-                        self._cond.notify_all()
-                    raise
-                with self._cond:
-                    state[mine] = 2
-                    for s, n in zip(*np.unique(self._owner[mine], return_counts=True), strict=True):
-                        self._left[self._names[s]] -= int(n)
-                    self._cond.notify_all()
-            if not others.size:
-                return
-            with self._cond:  # blocks another thread is checking: wait for the outcome
-                while (state[others] == 1).any():
-                    self._cond.wait()
-                blocks = others[state[others] == 0]  # its check failed: fail here too
-
-    def _run(self, blocks: np.ndarray) -> None:
-        """Check ``blocks``; on a few threads when there are many (the CRC releases the GIL).
-        The error raised is that of the first failing block."""
-        if self._prefetch is not None:  # one request per run of blocks, not a fault per page
-            for lo, hi in self._file_ranges(blocks):
-                self._prefetch(lo, hi - lo)
-        tasks = [blocks[s : s + _BLOCKS_PER_TASK] for s in range(0, blocks.size, _BLOCKS_PER_TASK)]
-        workers = min(current_threads(), len(tasks))
-        if workers <= 1:
-            for t in tasks:
-                self._check_task(t)
-            return
-        with ThreadPoolExecutor(workers, thread_name_prefix="vecpress-verify") as pool:
-            for _ in pool.map(self._check_task, tasks):
-                pass
-
-    def _file_ranges(self, blocks: np.ndarray) -> list[tuple[int, int]]:
-        """The file byte ranges of sorted ``blocks``, adjacent ones merged."""
-        out: list[list[int]] = []
-        for g in blocks.tolist():
-            name = self._names[self._owner[g]]
-            raw, _, offset = self._sections[name]
-            lo = offset + (g - self._first[name]) * self.block_size
-            hi = min(lo + self.block_size, offset + raw.size)
-            if out and lo <= out[-1][1] + ALIGN:
-                out[-1][1] = hi
-            else:
-                out.append([lo, hi])
-        return [(lo, hi) for lo, hi in out]
-
-    def _check_task(self, blocks: np.ndarray) -> None:
-        for g in blocks.tolist():
-            name = self._names[self._owner[g]]
-            raw = self._sections[name][0]
-            j = g - self._first[name]
-            lo = j * self.block_size
-            hi = min(lo + self.block_size, raw.size)
-            if crc32(raw[lo:hi]) != int(self.crcs[g]):
-                raise _fail(
-                    self.source,
-                    f"section {name!r}",
-                    f"checksum mismatch in block {j} of {self._count[name]} (bytes {lo}:{hi} "
-                    f"of the section, blocks of {self.block_size} bytes)",
-                )
-            check = self._checks.get(name)
-            if check is not None:
-                check(lo, hi, j)
-
-
 def _build(
     meta: dict, entries: list[dict], hlen: int, buf, source: str, *, lazy: bool
 ) -> IndexState:
@@ -1027,7 +735,7 @@ def _build(
                 with contextlib.suppress(OSError, ValueError):  # advice only
                     buf.madvise(_mmap.MADV_WILLNEED, lo, start + length - lo)
 
-        check_data = _BlockCheck(source, sections, crcs, bs, checks, prefetch)
+        check_data = BlockCheck(source, sections, crcs, bs, checks, prefetch, fail=_fail)
         check_data.unique_ids = check_unique
     else:
 
