@@ -1,15 +1,22 @@
 """Shared fixtures for the vecpress test suite.
 
-Every random input is drawn from a fixed seed, so a failure always reproduces.
+Every random input is drawn from a fixed seed, so a failure always reproduces: numpy's
+generators are seeded in each test, and hypothesis runs under the ``vecpress`` profile
+below, derandomized (its examples derive from each test's source, the same on every
+run and machine) and without a deadline (a busy runner's timing is no failure).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import vecpress
 from _util import gaussian, unit_rows
+
+settings.register_profile("vecpress", derandomize=True, deadline=None, print_blob=True)
+settings.load_profile("vecpress")
 
 
 @pytest.fixture(autouse=True, scope="session")

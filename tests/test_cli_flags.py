@@ -249,6 +249,7 @@ def test_demo_flags_are_checked_before_the_data_is_read(
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_peers_that_are_left_out_are_named(tmp_path, capsys):
     """``bench --peers`` says when sentence-transformers' schemes are not measured."""
     import importlib.util

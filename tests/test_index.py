@@ -48,7 +48,7 @@ def snapshot(index: Index, q: np.ndarray) -> tuple:
     return (index.ids.tolist(), index.next_id, res.ids.tolist(), res.scores.tolist())
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     n=st.integers(1, 60),
     d=st.integers(1, 24),

@@ -192,6 +192,7 @@ def faiss_property() -> list[dict]:
     ]
 
 
+@pytest.mark.slow
 def test_faiss_cases_are_finite_or_a_clear_error_in_a_subprocess():
     """pq/opq (faiss k-means) and IVF indexes (faiss Kmeans), where an abort is possible."""
     out = run_isolated("import json; print(json.dumps(m.faiss_property()))")

@@ -1,4 +1,9 @@
-"""encode -> decode -> encode, to_bytes -> from_bytes, and tampered blobs."""
+"""encode -> decode -> encode, to_bytes -> from_bytes, and tampered blobs.
+
+The blob round trip, truncations and flipped bytes of every registry family (and of
+every bit width) are checked in ``test_contract.py``; this module keeps re-encoding and
+the exhaustive tampering of one small codec.
+"""
 
 from __future__ import annotations
 
@@ -49,17 +54,6 @@ CODES_EXACT = [
 # test_tq_reencoding_with_an_outlier_coordinate, ~1 row in 500 at b = 5..8; rq6: the
 # scale-search bug, ~1 row in 10,000): at most 1% of the rows may change here.
 ALMOST_EXACT = [*[f"hd2,tq{b}" for b in range(1, 9)], "center,haar,tq3", "haar,tq8"]
-
-# Sketches are random projections of the vector: decoding and re-encoding is not
-# the identity by nature.
-SKETCHES = ["qjl64", "qjl7", "haar,qjl100", "hd2,tqp1", "hd2,tqp2", "haar,tqp3", "hd2,tqp8"]
-
-ALL_SPECS = [
-    *ROW_EXACT,
-    *CODES_EXACT,
-    *ALMOST_EXACT,
-    *SKETCHES,
-]
 
 
 def _code_bytes(spec: str, d: int) -> int:
@@ -146,45 +140,12 @@ def test_tq_reencoding_with_an_outlier_coordinate(transform, b):
     np.testing.assert_array_equal(codes[:, :nb], again[:, :nb])
 
 
-@pytest.mark.parametrize("spec", SKETCHES)
-def test_sketch_decode_shape_and_dtype(spec, data_64, data_50_unit):
-    for x in _datasets(data_64, data_50_unit).values():
-        codec, codes, y, again = _round_trip(spec, x)
-        assert again.shape == codes.shape
-        # decoding is deterministic
-        np.testing.assert_array_equal(codec.decode(codes), y)
-
-
 def test_f32_decode_is_the_identity(data_64):
     codec = Codec.from_spec("f32").fit(data_64)
     np.testing.assert_array_equal(codec.decode(codec.encode(data_64)), data_64)
 
 
 # -- serialisation -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("spec", ALL_SPECS)
-def test_blob_round_trip_is_exact(spec, data_64):
-    x = data_64
-    queries = gaussian(np.random.default_rng(5), 7, x.shape[1], offset=0.5)
-    codec = Codec.from_spec(spec, seed=5).fit(x)
-    blob = codec.to_bytes()
-    assert isinstance(blob, bytes)
-    assert blob.startswith(b"VECPRESS")
-    assert b"pickle" not in blob
-    assert b"numpy.core" not in blob and b"\x80\x04\x95" not in blob  # no pickle stream
-
-    codes = codec.encode(x)
-    scores = codec.score(queries, codes)
-    for buf in (blob, bytearray(blob), memoryview(blob)):
-        back = Codec.from_bytes(buf)
-        assert back.spec == codec.spec
-        assert back.d == codec.d
-        assert back.code_size == codec.code_size
-        np.testing.assert_array_equal(back.encode(x), codes)
-        assert np.array_equal(back.score(queries, codes), scores)
-        np.testing.assert_array_equal(back.decode(codes), codec.decode(codes))
-        assert back.to_bytes() == blob
 
 
 def test_loaded_codec_does_not_share_memory_with_the_buffer(data_64):
@@ -215,15 +176,14 @@ def _small_codec():
 
 
 def _check_tampered(buf: bytes, original: Codec, x: np.ndarray, codes: np.ndarray, blob: bytes):
-    """A tampered blob must be rejected with FormatError/ValueError, or load as the same codec.
+    """A tampered blob must be rejected with FormatError, or load as the same codec.
 
-    Returns True if it was rejected.
+    Returns True if it was rejected (any other exception, a plain ValueError included,
+    fails the test: from_bytes promises FormatError for whatever is wrong with the data).
     """
     try:
         back = Codec.from_bytes(buf)
     except vecpress.FormatError:
-        return True
-    except ValueError:  # detected by another check: acceptable (any other type fails)
         return True
     # It loaded: it must be the very same codec.
     assert back.spec == original.spec
@@ -238,21 +198,6 @@ def test_truncation_at_every_offset_is_a_format_error():
     blob = codec.to_bytes()
     assert 500 < len(blob) < 5000
     for k in range(len(blob)):
-        with pytest.raises(vecpress.FormatError):
-            Codec.from_bytes(blob[:k])
-
-
-@pytest.mark.parametrize(
-    "spec", ["center,hd2,rq4", "center,haar,int3", "hd2,tqp2", "qjl16", "lvq4"]
-)
-def test_truncation_of_larger_codecs(spec):
-    x = gaussian(np.random.default_rng(1), 50, 24, offset=1.0)
-    blob = Codec.from_spec(spec, seed=3).fit(x).to_bytes()
-    rng = np.random.default_rng(2)
-    offsets = set(rng.integers(0, len(blob), 300).tolist())
-    offsets |= {0, 7, 8, 19, 20, len(blob) - 17, len(blob) - 16, len(blob) - 1}
-    offsets |= set(range(0, len(blob), 64))  # section edges are 64-aligned
-    for k in sorted(offsets):
         with pytest.raises(vecpress.FormatError):
             Codec.from_bytes(blob[:k])
 
@@ -276,19 +221,6 @@ def test_every_single_bit_flip_is_detected_or_harmless():
         rejected += _check_tampered(bytes(buf), codec, x, codes, blob)
     # Only padding bytes may be flipped harmlessly; the header and data are checksummed.
     assert rejected >= 0.7 * len(blob) * 8
-
-
-@pytest.mark.parametrize("spec", ["center,hd2,rq4", "center,haar,int4", "hd2,tqp3", "qjl32"])
-def test_random_bit_flips_are_detected_or_harmless(spec):
-    x = gaussian(np.random.default_rng(3), 60, 48, offset=1.0)
-    codec = Codec.from_spec(spec, seed=4).fit(x)
-    codes = codec.encode(x)
-    blob = codec.to_bytes()
-    rng = np.random.default_rng(4)
-    for pos in rng.choice(len(blob) * 8, size=400, replace=False):
-        buf = bytearray(blob)
-        buf[pos // 8] ^= 1 << (pos % 8)
-        _check_tampered(bytes(buf), codec, x, codes, blob)
 
 
 @pytest.mark.parametrize(

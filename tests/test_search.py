@@ -28,7 +28,7 @@ def lexsort_topk(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 # -- top-k ---------------------------------------------------------------------------
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80)
 @given(
     nq=st.integers(1, 5),
     n=st.integers(0, 70),

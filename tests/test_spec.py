@@ -92,7 +92,7 @@ def messy_specs(draw):
     )
 
 
-@settings(max_examples=200, deadline=None, derandomize=True)
+@settings(max_examples=200)
 @given(messy_specs())
 def test_random_messy_specs_normalise(pair):
     messy, canonical = pair

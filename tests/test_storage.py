@@ -980,6 +980,7 @@ def _failures(cases, results) -> list:
     return [(c, r) for c, r in zip(cases, results, strict=True) if r != ["FormatError"] * 2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "make",
     [
@@ -1004,6 +1005,7 @@ def test_truncation_at_every_offset_is_a_format_error(tmp_path, make):
     assert not _failures(cases, results)[:5]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "make",
     [
@@ -1030,6 +1032,7 @@ def test_random_bit_flips_are_all_detected(tmp_path, make):
     assert not _failures(cases, results)[:5]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ref", [REFERENCE, REFERENCE_V2, REFERENCE_V3], ids=["v1", "v2", "v3"])
 def test_hostile_headers_in_a_memory_capped_process(tmp_path, ref):
     good = tmp_path / "good.vpi"
@@ -1131,6 +1134,7 @@ def _worker(good: str, cases_path: str, out_path: str) -> None:
 
 
 # -- kill -9 during save --------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_kill_during_save_leaves_the_old_or_the_new_state(tmp_path):
     path = tmp_path / "k.vpi"

@@ -87,7 +87,8 @@ class QJL(Quantizer):
     def encode(self, x: np.ndarray) -> np.ndarray:
         out = np.empty((x.shape[0], self.code_size), np.uint8)
         out[:, : self._nbytes] = self.sketch_.bits(x)
-        self.put_stored(out, "norm", np.linalg.norm(x, axis=1))
+        # in float64: the squares of float32 rows of ~1e-20 and less underflow in float32
+        self.put_stored(out, "norm", np.linalg.norm(x.astype(np.float64), axis=1))
         return out
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
