@@ -41,7 +41,7 @@ import pytest
 import vecpress
 from _util import gaussian
 from vecpress import Codec, FormatError, Index
-from vecpress import blob as vblob
+from vecpress import container as vblob
 from vecpress import spec as registry
 from vecpress.quantizers.base import Quantizer
 from vecpress.transforms import Transform
@@ -327,14 +327,6 @@ def test_flipped_bytes_are_format_errors(fitted):
         _no_foreign_exception(exc.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="blob.py checks no padding byte: the zeros that align the header and every array "
-    "to 64 bytes are covered by no CRC and not verified to be zero, so a blob with a "
-    "flipped padding byte loads without error (as the same codec), although the module "
-    "promises that a tampered blob raises FormatError",
-)
 def test_flipped_padding_byte_is_a_format_error(x):
     codec = Codec.from_spec("hd2,rq4", d=D)
     blob = codec.to_bytes()
@@ -630,23 +622,7 @@ def test_index_rejects_duplicate_ids_and_bad_rows(index_case, x):
     assert not index.contains(np.array([10**9, 10**7, 10**8])).any()
 
 
-_EMPTY_CANDIDATES_BUG = (
-    "Codec.score_candidates with no candidate rows (rows of shape (nq, 0)) raises numpy's "
-    "'cannot reshape array of size 0 into shape (nq,0,newaxis)' for the codecs that score "
-    "by decoding (floats, lvq<b1>x<b2>): _decoded_candidates reshapes the empty decode with "
-    "-1 (codec.py); the other codecs return float32[nq, 0]"
-)
-
-
-def _empty_candidates_params():
-    for s in SPECS:
-        marks = ()
-        if Codec.from_spec(s).quantizer.scores_by_decoding:
-            marks = pytest.mark.xfail(strict=True, raises=ValueError, reason=_EMPTY_CANDIDATES_BUG)
-        yield pytest.param(s, marks=marks)
-
-
-@pytest.mark.parametrize("spec", list(_empty_candidates_params()))
+@pytest.mark.parametrize("spec", SPECS)
 def test_score_candidates_without_candidates(spec, x, q, train_queries):
     codec = make(spec, x, train_queries)
     codes = codec.encode(x[:7])
@@ -686,34 +662,8 @@ def test_scores_keep_their_quality_at_any_scale(spec, x, q, train_queries):
         assert r >= base - 0.02, (scale, r, base)
 
 
-_TINY_ROWS_BUG = {
-    "tq": "tq<b>/tqp<b> take each row's norm with quantizers/base.py's unit_rows, "
-    "np.linalg.norm of the float32 row: for rows of ~1e-30 the squares underflow, the norm "
-    "is 0 and every row encodes as the zero vector (all scores 0)",
-    "pq": "pq/opq train their codebooks with faiss's float32 k-means, whose squared "
-    "distances between rows of ~1e-30 underflow to 0: the centroids are arbitrary and the "
-    "scores hardly rank (correlation 0.23 against 0.85-0.94 at scale 1)",
-    "leanvec": "LeanVec._powers (transforms.py) adds the ridge RIDGE * max(mean eigenvalue, "
-    "1e-30): the floor 1e-30 is ~1e30 times the covariance eigenvalues of rows of ~1e-30 "
-    "(~1e-60), so the ridge swamps them and the learned projection no longer fits the data "
-    "(correlation 0.89 against 0.99 at scale 1)",
-}
-
-
-def _tiny_params():
-    for s in SPECS:
-        if _stores_float16_values(s):
-            continue
-        fam = families_of(s)
-        why = _TINY_ROWS_BUG["tq"] if fam & {"tq", "tqp"} else None
-        why = _TINY_ROWS_BUG["pq"] if fam & {"pq", "opq"} else why
-        why = _TINY_ROWS_BUG["leanvec"] if fam & {"leanvec<d'>", "leanvec-ood<d'>"} else why
-        marks = pytest.mark.xfail(strict=True, raises=AssertionError, reason=why) if why else ()
-        yield pytest.param(s, marks=marks)
-
-
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-@pytest.mark.parametrize("spec", list(_tiny_params()))
+@pytest.mark.parametrize("spec", [s for s in SPECS if not _stores_float16_values(s)])
 def test_tiny_rows_keep_their_ranking(spec, x, q, train_queries):
     """Rows of 1e-30 .. 1e-20 (queries at scale 1: their products would underflow float32):
     the scores, divided by the scale, rank about as well as at scale 1."""

@@ -407,7 +407,8 @@ class Codec:
         valid = rows >= 0
         picked = codes[np.where(valid, rows, 0).ravel()]
         qcodes, term = self._split(picked)
-        y = self.quantizer.decode(qcodes).astype(np.float32, copy=False).reshape(nq, r, -1)
+        y = self.quantizer.decode(qcodes).astype(np.float32, copy=False)
+        y = y.reshape(nq, r, qt.shape[1])  # (not -1: no candidates is a valid (nq, 0) block)
         out = np.einsum("ird,id->ir", y, qt).astype(np.float32)
         if term is not None:
             out += term.reshape(nq, r)

@@ -363,7 +363,8 @@ class LeanVec(Projection):
     def _powers(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(K^½, K^-½)`` of a symmetric PSD matrix, with a small ridge."""
         lam, v = np.linalg.eigh(k)
-        lam = np.maximum(lam, 0) + LeanVec.RIDGE * max(lam.mean(), 1e-30)
+        # relative to the spectrum (data of any scale): the floor only guards an all-zero K
+        lam = np.maximum(lam, 0) + LeanVec.RIDGE * max(lam.mean(), np.finfo(np.float64).tiny)
         return (v * np.sqrt(lam)) @ v.T, (v / np.sqrt(lam)) @ v.T
 
     def fit(

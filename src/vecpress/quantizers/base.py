@@ -415,6 +415,7 @@ def blocked_matmul(q: np.ndarray, codes: np.ndarray, decode_block, block: int = 
 
 def unit_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Split rows into norms and unit directions (zero rows stay zero)."""
-    norms = np.linalg.norm(x, axis=1).astype(np.float32)
+    # in float64: the squares of float32 rows of ~1e-20 and less underflow in float32
+    norms = np.linalg.norm(x.astype(np.float64), axis=1).astype(np.float32)
     safe = np.where(norms > 0, norms, 1.0).astype(np.float32)
     return norms, x / safe[:, None]

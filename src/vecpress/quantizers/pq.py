@@ -24,6 +24,7 @@ first, and an exception faiss still throws becomes a ``ValueError``.
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import numba as nb
@@ -117,6 +118,23 @@ def faiss_errors(what: str):
         raise ValueError(f"{what} failed on these training rows: {e}") from None
 
 
+def unit_scale(a: np.ndarray) -> np.float32:
+    """A power of two that brings the largest magnitude of ``a`` near 1, or exactly 1 when
+    it lies in ``[2**-20, 2**20]`` (ordinary data: nothing changes). Scaling by it is exact,
+    and keeps the float32 products of training and encoding from underflowing (rows of
+    ~1e-30) or overflowing.
+
+    Examples
+    --------
+    >>> float(unit_scale(np.ones(3))), float(unit_scale(np.full(3, 2.0**-100))) == 2.0**99
+    (1.0, True)
+    """
+    m = float(np.abs(a).max()) if a.size else 0.0
+    if m == 0 or 2.0**-20 <= m <= 2.0**20:
+        return np.float32(1.0)
+    return np.float32(2.0 ** -math.frexp(m)[1])
+
+
 class PQ(Quantizer):
     """Product quantizer: ``M`` sub-spaces, ``2^b`` centroids each (b = 4 or 8)."""
 
@@ -165,9 +183,10 @@ class PQ(Quantizer):
                 f"{self.spec} needs at least {1 << self.bits} training rows, found {x.shape[0]}"
             )
         pq = faiss.ProductQuantizer(self.d, self.param, self.bits)
+        s = unit_scale(x)  # faiss's float32 distances of rows of ~1e-30 underflow to 0
         with faiss_errors(f"{self.spec} training (faiss ProductQuantizer)"):
-            pq.train(np.ascontiguousarray(x, np.float32))
-        c = faiss.vector_to_array(pq.centroids).astype(np.float32)
+            pq.train(np.ascontiguousarray(x * s, np.float32))
+        c = faiss.vector_to_array(pq.centroids).astype(np.float32) / s
         return c.reshape(self.param, 1 << self.bits, self.dsub)
 
     def fit(
@@ -200,10 +219,11 @@ class PQ(Quantizer):
         x = self._rotate(x)
         n = x.shape[0]
         idx = np.empty((n, self.param), np.uint8)
-        c = self.centroids_
+        scale = unit_scale(self.centroids_)  # 1 but for data far from unit scale
+        c = self.centroids_ * scale
         half_sq = 0.5 * np.einsum("mkd,mkd->mk", c, c)
         for s in range(0, n, _BLOCK):
-            blk = x[s : s + _BLOCK].reshape(-1, self.param, self.dsub)
+            blk = x[s : s + _BLOCK].reshape(-1, self.param, self.dsub) * scale
             for m in range(self.param):
                 # nearest centroid: max <x, c> - |c|²/2
                 idx[s : s + _BLOCK, m] = np.argmax(blk[:, m] @ c[m].T - half_sq[m], axis=1)
@@ -261,7 +281,7 @@ class OPQ(PQ):
         pq = faiss.ProductQuantizer(self.d, self.param, self.bits)
         opq.pq = pq
         with faiss_errors(f"{self.spec} training (faiss OPQMatrix)"):
-            opq.train(np.ascontiguousarray(x, np.float32))
+            opq.train(np.ascontiguousarray(x * unit_scale(x), np.float32))  # scale-free
         del pq
         # faiss applies y = A x with A stored row-major as d_out x d_in
         self.rotation_ = faiss.vector_to_array(opq.A).astype(np.float32).reshape(self.d, self.d)
