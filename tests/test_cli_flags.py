@@ -15,11 +15,15 @@ import pytest
 
 import vecpress.bench
 import vecpress.cli
+import vecpress.cli.args
+import vecpress.cli.index_commands
+import vecpress.cli.measure
 import vecpress.datasets
 import vecpress.diagnostics
 import vecpress.readers
 from vecpress.bench import Config, Workload, search_space
-from vecpress.cli import _bytes_per_vector, _check_budget, build_parser, main
+from vecpress.cli import build_parser, main
+from vecpress.cli.args import _bytes_per_vector, _check_budget
 from vecpress.datasets import BUILTIN
 
 N, D = 1200, 16  # bench and advise hold out a tenth (120 queries) by default: 1,080 stay
@@ -93,10 +97,16 @@ def test_bad_flag_values_name_the_flag_before_any_work(
     def no_work(*args, **kwargs):
         raise AssertionError("the work started")
 
+    commands = (vecpress.cli.args, vecpress.cli.measure, vecpress.cli.index_commands)
+
+    def patch(name, fn):  # wherever the command line's modules use it
+        for module in (vecpress.readers, *commands):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, fn)
+
     if stage == "args":  # nothing is read: not even a header
-        monkeypatch.setattr(vecpress.readers, "read_vectors", no_reading)
-        monkeypatch.setattr(vecpress.cli, "read_vectors", no_reading)
-    monkeypatch.setattr(vecpress.cli, "_check_rows", no_work)  # the rows' scan
+        patch("read_vectors", no_reading)
+    patch("_check_rows", no_work)  # the rows' scan
     monkeypatch.setattr(vecpress.bench, "Workload", no_work)  # the ground truth
     monkeypatch.setattr(vecpress.diagnostics, "inspect", no_work)  # inspect's statistics
     d = str(files)

@@ -1,0 +1,153 @@
+"""``vecpress build | search | info``: the index commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from .args import (
+    RESULT_FORMATS,
+    SEARCH_CHUNK,
+    _check_build_args,
+    _check_output,
+    _check_rows,
+    _progress,
+    _train_queries,
+    _vectors,
+)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from ..index import Index, build
+
+    _check_build_args(args)
+    index = Index(  # checks the specs, metric and list count before reading anything
+        args.spec,
+        metric=args.metric,
+        seed=args.seed,
+        rerank_spec=args.rerank_spec,
+        ivf=args.ivf,
+        ivf_residual=not args.ivf_raw,
+    )
+    x = _vectors(args.vectors, "vectors", args.column)
+    n, d = x.shape
+    if n == 0:
+        raise ValueError(f"vectors file {args.vectors} holds no vectors (shape {x.shape})")
+    if args.ivf is not None and args.ivf > n:
+        raise ValueError(f"--ivf {args.ivf}: more lists than the {n} vectors to train them on")
+    _check_rows(x, "vectors", args.metric)
+    train_queries = _train_queries(args, d)
+    with _progress(args, total=n, desc="encoding", unit="vec") as bar:
+        index = build(
+            x,
+            args.spec,
+            args.metric,
+            seed=args.seed,
+            rerank_spec=args.rerank_spec,
+            ivf=args.ivf,
+            ivf_residual=not args.ivf_raw,
+            queries=train_queries,
+            progress=bar.update,
+        )
+    index.save(args.output)
+    mem = index.memory
+    tiers = f"code {mem['codes']}"
+    if index.rerank_codec is not None:
+        tiers += f" + re-rank tier {mem['rerank']} ({index.rerank_spec})"
+    elif index.has_second_tier:
+        tiers += f" + re-rank tier {mem['rerank']} (second level)"
+    tiers += " + id 8" + (" + |x|² 4" if mem["norms"] else "")
+    layout = f"{index.nlist} IVF lists" if index.is_ivf else "flat"
+    print(
+        f"wrote {args.output}: {n:,} vectors x {d} dims, spec {index.spec!r} ({layout}), "
+        f"metric {index.metric}, {index.bytes_per_vector} bytes/vector ({tiers}), "
+        f"{os.path.getsize(args.output):,} bytes"
+    )
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from ..index import open as open_index
+
+    ext = os.path.splitext(args.output)[1].lower()
+    if ext not in RESULT_FORMATS:
+        raise ValueError(
+            f"output {args.output}: unsupported extension {ext or '(none)'!r}; expected one of "
+            f"{', '.join(RESULT_FORMATS)}"
+        )
+    if args.k < 1:
+        raise ValueError(f"-k must be >= 1, found {args.k}")
+    _check_output(args.output)
+    _check_index_path(args.index)
+    index = open_index(args.index, mmap=True)
+    # before reading the queries; in the words of this command's flags
+    if args.rerank is not None and not index.has_second_tier:
+        raise ValueError(
+            f"--rerank needs a second tier, and {args.index} has none: build it with "
+            "--rerank-spec (e.g. --rerank-spec f32) or a two-level --spec such as lvq4x8"
+        )
+    if args.rerank is not None and args.rerank < args.k:
+        raise ValueError(f"--rerank must be >= -k (it is the candidates kept), found {args.rerank}")
+    if args.nprobe is not None and not index.is_ivf:
+        raise ValueError(
+            f"--nprobe applies to IVF indexes (built with --ivf N); {args.index} is flat"
+        )
+    if args.nprobe is not None and args.nprobe < 1:
+        raise ValueError(f"--nprobe must be >= 1, found {args.nprobe}")
+    try:
+        index._check_search_args(args.k, args.rerank, args.nprobe)
+    except ValueError as e:  # k beyond the index
+        raise ValueError(f"-k: {e}") from None
+    q = _vectors(args.queries, "queries", args.column)
+    if index.d is not None and q.shape[1] != index.d:
+        raise ValueError(
+            f"queries file {args.queries} has {q.shape[1]} columns, the index has d={index.d}"
+        )
+    _check_rows(q, "queries", index.metric)
+    nq = q.shape[0]
+    ids = np.empty((nq, args.k), np.int64)
+    scores = np.empty((nq, args.k), np.float32)
+    with _progress(args, total=nq, desc="searching", unit="query") as bar:
+        for s in range(0, nq, SEARCH_CHUNK):
+            res = index.search(
+                np.asarray(q[s : s + SEARCH_CHUNK]), args.k, rerank=args.rerank, nprobe=args.nprobe
+            )
+            ids[s : s + SEARCH_CHUNK], scores[s : s + SEARCH_CHUNK] = res.ids, res.scores
+            bar.update(res.ids.shape[0])
+    if ext == ".npy":
+        out = np.empty(nq, [("ids", "<i8", (args.k,)), ("scores", "<f4", (args.k,))])
+        out["ids"], out["scores"] = ids, scores
+        np.save(args.output, out)
+    else:
+        finite = np.isfinite(scores)
+        doc = {
+            "k": args.k,
+            "metric": index.metric,
+            "ids": ids.tolist(),
+            "scores": np.where(finite, scores, 0).astype(np.float64).tolist(),
+        }
+        for r, c in zip(*np.nonzero(~finite), strict=True):
+            doc["scores"][r][c] = None
+        with open(args.output, "w") as f:
+            json.dump(doc, f)
+    print(f"wrote {args.output}: {nq:,} queries x k={args.k} ({index.metric} scores)")
+    return 0
+
+
+def _check_index_path(path: str) -> None:
+    """Raise a clear error unless ``path`` is an existing file."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"index file {path} is a directory, not an index file")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"index file {path} does not exist")
+
+
+def _info(args: argparse.Namespace) -> int:
+    from ..storage import info
+
+    _check_index_path(args.index)
+    print(json.dumps(info(args.index), indent=2))
+    return 0

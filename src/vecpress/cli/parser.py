@@ -1,0 +1,292 @@
+"""The argument parser of the ``vecpress`` command."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from ..bench import RECALLS
+from ..datasets import BUILTIN
+from ..index import METRICS
+from .args import DEMO_REPORT, DEMO_TARGET, GRID_NAMES, MAX_SECONDS
+from .index_commands import _build, _info, _search
+from .measure import _advise, _bench, _demo, _inspect
+
+
+def _add_column_option(parser: argparse.ArgumentParser, what: str, also: str = "") -> None:
+    parser.add_argument(
+        "--column",
+        metavar="NAME",
+        help=f"the Parquet column of the {what} file{also} holding the {what} "
+        "(default: its only list-of-floats column)",
+    )
+
+
+#: the BASE argument of bench, advise and inspect
+_BASE_HELP = "vectors file (.npy, .fvecs, .fbin or .parquet) or a built-in set: " + ", ".join(
+    BUILTIN
+)
+
+
+def _add_metric_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metric",
+        choices=METRICS,
+        default="cosine",
+        help="similarity searched by: cosine, ip (inner product) or l2 (Euclidean distance); "
+        "default cosine",
+    )
+
+
+def _add_data_options(p: argparse.ArgumentParser, grid: str) -> None:
+    p.add_argument("base", help=_BASE_HELP)
+    p.add_argument("--queries", help="queries file (default: rows held out of the base)")
+    p.add_argument(
+        "--n-queries",
+        type=int,
+        help="rows held out of the base as queries when --queries is not given (default: "
+        "1000, or a tenth of the rows if that is fewer)",
+    )
+    _add_column_option(p, "vectors", " (and of the --queries file)")
+    _add_metric_option(p)
+    p.add_argument("-k", "--k", type=int, default=10, help="neighbours per query (default 10)")
+    p.add_argument(
+        "--grid",
+        choices=GRID_NAMES,
+        default=grid,
+        help=f"the configurations to {'choose from' if grid == 'full' else 'measure'} "
+        f"(default {grid})",
+    )
+    p.add_argument(
+        "--recall",
+        choices=RECALLS,
+        default="strict",
+        help="strict: recall@k is the share of the exact k nearest ids returned (as faiss "
+        "users compute it); ties: a result within 1e-3 of the k-th exact score counts too, "
+        "as ann-benchmarks does (higher on data with near-equal neighbours); default strict",
+    )
+    p.add_argument(
+        "--train-queries",
+        metavar="T",
+        help="a sample of your queries, apart from --queries, for the codecs that learn "
+        "from queries (leanvec-ood<d'>, added to the grid when this is given)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the codecs and held-out queries (default 0)"
+    )
+    if grid == "full":  # advise
+        _add_max_seconds(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument(
+        "--report",
+        metavar="HTML",
+        help="also write a self-contained HTML report to this file (default: none; needs "
+        'pip install "vecpress[report]")',
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_max_seconds(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-seconds",
+        type=_seconds,
+        default=MAX_SECONDS,
+        metavar="S",
+        help="time budget of the whole command, reading the data included: the advisor "
+        "predicts each measurement's cost and starts none that cannot finish in time, and "
+        f"says what it skipped (default {MAX_SECONDS:g})",
+    )
+
+
+def _seconds(text: str) -> float:
+    """``--max-seconds``: a positive, finite number of seconds."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, found {text!r}") from None
+    if not (v > 0 and np.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, found {text}")
+    return v
+
+
+def _threads(text: str) -> int:
+    """``--threads``: a thread count in [1, the threads numba started with]."""
+    import numba
+
+    top = numba.config.NUMBA_NUM_THREADS
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, found {text!r}") from None
+    if not 1 <= n <= top:
+        raise argparse.ArgumentTypeError(f"must be in [1, {top}] on this machine, found {n}")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="vecpress", description="Compress embedding vectors and search them compressed."
+    )
+    parser.add_argument("--version", action="version", version=f"vecpress {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--threads",
+        type=_threads,
+        metavar="N",
+        help="threads of vecpress's compiled kernels, faiss and BLAS (default: every core; "
+        "demo, advise and bench: the cores other work leaves idle)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="advise on the built-in GloVe-50 set for recall@10 0.95 and write a report",
+    )
+    demo.add_argument(
+        "--target",
+        type=float,
+        default=DEMO_TARGET,
+        help=f"the recall@10 to reach (default {DEMO_TARGET})",
+    )
+    demo.add_argument(
+        "--grid",
+        choices=GRID_NAMES,
+        default="full",
+        help="the configurations to choose from (default full)",
+    )
+    demo.add_argument("--report", default=DEMO_REPORT, help=f"HTML report (default {DEMO_REPORT})")
+    _add_max_seconds(demo)
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    demo.set_defaults(func=_demo)
+
+    bench = sub.add_parser(
+        "bench", parents=[common], help="measure codecs, re-ranking and IVF on your vectors"
+    )
+    _add_data_options(bench, "default")
+    bench.add_argument(
+        "--spec",
+        action="append",
+        help="measure only this codec spec, flat (repeatable; default: the --grid)",
+    )
+    bench.add_argument(
+        "--peers", action="store_true", help="add faiss's codecs and sentence-transformers' schemes"
+    )
+    bench.set_defaults(func=_bench)
+
+    advise = sub.add_parser(
+        "advise", parents=[common], help="recommend a configuration for a target or a budget"
+    )
+    _add_data_options(advise, "full")
+    goal = advise.add_mutually_exclusive_group(required=True)
+    goal.add_argument(
+        "--target-recall",
+        type=float,
+        metavar="R",
+        help="choose the fewest bytes reaching this recall@k, in (0, 1] (this or --budget-bytes)",
+    )
+    goal.add_argument(
+        "--budget-bytes",
+        type=int,
+        metavar="B",
+        help="choose the best recall@k within B bytes per vector, every tier and the 8-byte id "
+        "included (this or --target-recall)",
+    )
+    advise.set_defaults(func=_advise)
+
+    inspect = sub.add_parser(
+        "inspect", parents=[common], help="describe a set of embeddings and what it implies"
+    )
+    inspect.add_argument("base", help=_BASE_HELP)
+    inspect.add_argument(
+        "--queries",
+        help="queries file for the recall after PCA (default: 1,000 rows held out of the base, "
+        "or a tenth of the rows if fewer)",
+    )
+    _add_column_option(inspect, "vectors", " (and of the --queries file)")
+    _add_metric_option(inspect)
+    inspect.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the samples, held-out queries and rotation (default 0)",
+    )
+    inspect.add_argument("--json", action="store_true", help="print one JSON object")
+    inspect.add_argument("--no-progress", action="store_true", help="no progress bar")
+    inspect.set_defaults(func=_inspect)
+
+    build = sub.add_parser(
+        "build", parents=[common], help="build a flat or IVF index from a vectors file"
+    )
+    build.add_argument(
+        "vectors",
+        help="float vectors: .npy, .fvecs, .fbin or .parquet; or a built-in set ("
+        + ", ".join(BUILTIN)
+        + "): its base, without the 1,000 queries that bench and advise hold out of it by "
+        "default (search them as NAME:queries)",
+    )
+    _add_column_option(build, "vectors")
+    build.add_argument("--spec", required=True, help="codec spec, e.g. 'hd2,rq4' (required)")
+    _add_metric_option(build)
+    build.add_argument("--seed", type=int, default=0, help="seed of the codec (default 0)")
+    build.add_argument(
+        "--rerank-spec",
+        metavar="S2",
+        help="second tier kept for re-ranking: 'f32' (the float vectors), 'f16', 'rq8', ... "
+        "(default: none)",
+    )
+    build.add_argument(
+        "--ivf", type=int, metavar="N", help="partition into N lists by k-means (default: flat)"
+    )
+    build.add_argument(
+        "--ivf-raw",
+        action="store_true",
+        help="IVF: code the vectors themselves, not their residuals from the list centroid",
+    )
+    build.add_argument(
+        "--train-queries",
+        metavar="T",
+        help="a sample of the queries to serve, for codecs that learn from them "
+        "(required by leanvec-ood<d'>)",
+    )
+    build.add_argument("-o", "--output", required=True, help="index file to write (required)")
+    build.add_argument("--no-progress", action="store_true", help="no progress bar")
+    build.set_defaults(func=_build)
+
+    search = sub.add_parser("search", parents=[common], help="search an index with a queries file")
+    search.add_argument("index", help="index file (from vecpress build)")
+    search.add_argument(
+        "queries",
+        help="float queries: .npy, .fvecs, .fbin or .parquet; or NAME:queries, the 1,000 "
+        "queries that bench and advise hold out of a built-in set by default ("
+        + ", ".join(f"{b}:queries" for b in BUILTIN)
+        + ")",
+    )
+    _add_column_option(search, "queries")
+    search.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    search.add_argument(
+        "--rerank",
+        type=int,
+        metavar="R",
+        help="re-score the best R candidates with the index's second tier "
+        "(built with --rerank-spec, or a two-level spec such as lvq4x8); default: no "
+        "re-ranking",
+    )
+    search.add_argument(
+        "--nprobe",
+        type=int,
+        metavar="P",
+        help="IVF indexes: lists scanned per query (default: 1/64 of the lists)",
+    )
+    search.add_argument(
+        "-o", "--output", required=True, help="results file: .npy or .json (required)"
+    )
+    search.add_argument("--no-progress", action="store_true", help="no progress bar")
+    search.set_defaults(func=_search)
+
+    info = sub.add_parser("info", parents=[common], help="print an index file's header as JSON")
+    info.add_argument("index", help="index file")
+    info.set_defaults(func=_info)
+    return parser
