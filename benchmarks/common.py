@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 import vecpress
-from vecpress.topk import topk
+from vecpress.search.topk import topk
 
 try:
     import faiss
@@ -72,7 +72,7 @@ def threads(n: int, blas: int | None = None):
 
 def top_k(scores: np.ndarray, k: int = K) -> tuple[np.ndarray, int]:
     """Ids of the ``k`` largest scores per row (best first, by vecpress's shared
-    :func:`vecpress.topk.topk`; NaN/Inf scores are left out) and their count."""
+    :func:`vecpress.search.topk.topk`; NaN/Inf scores are left out) and their count."""
     scores = np.ascontiguousarray(scores, dtype=np.float32)
     bad = ~np.isfinite(scores)
     nbad = int(np.count_nonzero(bad))

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from vecpress import Codec
-from vecpress.groundtruth import brute_force
-from vecpress.measures import strict_recall
-from vecpress.topk import topk
+from vecpress.advisor.groundtruth import brute_force
+from vecpress.advisor.measures import strict_recall
+from vecpress.search.topk import topk
 
 DEFAULT = Path.home() / ".cache" / "vecpress" / "minilm"
 

@@ -52,7 +52,7 @@ import time
 import numpy as np
 
 import vecpress
-from vecpress import storage
+from vecpress.files import storage
 
 
 def drop_page_cache(path: str) -> None:

@@ -19,8 +19,9 @@ import argparse
 
 import numpy as np
 
-from vecpress import Codec, datasets
-from vecpress.topk import exact_search, recall_at_k, topk
+from vecpress import Codec
+from vecpress.advisor import datasets
+from vecpress.search.topk import exact_search, recall_at_k, topk
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ subspace of dimension ``K = 48`` fitted on a sample must find those 16
 directions, so it needs rare rows in the sample.
 
 For sample sizes ``n`` (doubling from 25) and ``--seeds`` seeds, rows are drawn
-by :func:`vecpress.sampling.sample_rows` (uniform, or by leverage score with
+by :func:`vecpress.codecs.sampling.sample_rows` (uniform, or by leverage score with
 weights), the weighted covariance of the sample gives the top-``K``
 eigenvectors, and the *PCA error* is the share of the full data's variance
 outside their span, reported as the excess over the best possible (the full
@@ -24,7 +24,7 @@ import argparse
 
 import numpy as np
 
-from vecpress.sampling import sample_rows
+from vecpress.codecs.sampling import sample_rows
 
 N, D, BULK, RARE_DIMS, RARE_ROWS, K = 100_000, 64, 32, 16, 500, 48
 

@@ -13,7 +13,7 @@ import numpy as np
 import common
 from common import K, _f
 from search_grid import FLAT_RERANK_TARGET, RECALL_TARGETS, TRAIN_ROWS, VP_METRIC, fmt_params
-from vecpress import peers
+from vecpress.advisor import peers
 
 
 # ---------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import common
 import vecpress
 from common import SEED, K, faiss, log
 from search_grid import VP_METRIC, Entry, fmt_params
-from vecpress import peers
+from vecpress.advisor import peers
 
 
 # ---------------------------------------------------------------------------------------

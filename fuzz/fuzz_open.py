@@ -422,7 +422,7 @@ def make_corpus(folder: Path = CORPUS) -> list[Path]:
     """Write the seed files: the reference files of every format version and small fresh
     indexes (the last one in blocks of 4 KiB, so its data sections have several)."""
     import vecpress
-    from vecpress import storage
+    from vecpress.files import storage
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 import vecpress
-from vecpress import Codec, datasets
-from vecpress import groundtruth as gt
-from vecpress.advise import BYTES_TIE, MARGIN_SE, RECALL_TIE, SPEED_GAP, advise
-from vecpress.bench import Config, Family, Workload, family_specs, nlist_for, search_space
+from vecpress import Codec
+from vecpress.advisor import datasets
+from vecpress.advisor import groundtruth as gt
+from vecpress.advisor.advise import BYTES_TIE, MARGIN_SE, RECALL_TIE, SPEED_GAP, advise
+from vecpress.advisor.bench import Config, Family, Workload, family_specs, nlist_for, search_space
+from vecpress.advisor.measures import recall_k_at_r, recall_with_ties
 from vecpress.cli import main
-from vecpress.measures import recall_k_at_r, recall_with_ties
-from vecpress.topk import topk
+from vecpress.search.topk import topk
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +199,7 @@ def _rec(label, nbytes, qps, recall=0.96, se=0.001):
 
 
 def test_the_bytes_tie_goes_to_the_smallest_unless_much_faster():
-    from vecpress.advise import _smallest_then_faster, _why_target
+    from vecpress.advisor.advise import _smallest_then_faster, _why_target
 
     small, near, far = _rec("a", 100, 1000.0), _rec("b", 104, 1400.0), _rec("c", 106, 9000.0)
     assert _smallest_then_faster([small, near, far]) == (small, small)  # c is beyond 5 %
@@ -227,7 +228,7 @@ def test_a_poor_budget_says_what_reaches_more(workload):
 
 
 def test_unreachable_target_and_bad_objectives(workload, monkeypatch):
-    import vecpress.advise as adv
+    import vecpress.advisor.advise as adv
 
     few = Family("rq", "bits", (Config("center,hd2,rq1"), Config("center,hd2,rq2")))
     monkeypatch.setattr(adv, "search_space", lambda *args: [few])
@@ -363,7 +364,7 @@ def test_codec_sizes_without_building(workload):
 
 def test_ivf_builds_share_k_means_exactly(workload, data):
     """Reused centroids give the index a fresh ``vecpress build`` would make."""
-    from vecpress.index import build
+    from vecpress.search.index import build
 
     nlist = nlist_for(workload.n)
     cfg = Config("center,hd2,rq4", ivf=nlist, nprobe=8)
@@ -428,7 +429,7 @@ def test_workload_fits_leanvec_ood_on_its_training_queries(data):
     w = Workload(base, queries, "cosine", 10, train_queries=train)
     r = w.measure(Config(spec))
     # the index measured is the one build() makes with the same query sample
-    from vecpress.index import build
+    from vecpress.search.index import build
 
     index = build(base, spec, "cosine", queries=train)
     np.testing.assert_array_equal(
@@ -438,7 +439,7 @@ def test_workload_fits_leanvec_ood_on_its_training_queries(data):
 
 
 def test_advice_command_passes_the_training_queries():
-    from vecpress.advise import Advice
+    from vecpress.advisor.advise import Advice
 
     rec = {"spec": "leanvec-ood24,hd2,rq4", "rerank_spec": None, "rerank": None}
     a = Advice("target_recall", 0.9, {**rec, "ivf": None, "nprobe": None}, None, [], 1, True)

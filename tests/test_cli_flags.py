@@ -13,18 +13,18 @@ import re
 import numpy as np
 import pytest
 
-import vecpress.bench
+import vecpress.advisor.bench
+import vecpress.advisor.datasets
+import vecpress.advisor.diagnostics
 import vecpress.cli
 import vecpress.cli.args
 import vecpress.cli.index_commands
 import vecpress.cli.measure
-import vecpress.datasets
-import vecpress.diagnostics
-import vecpress.readers
-from vecpress.bench import Config, Workload, search_space
+import vecpress.files.readers
+from vecpress.advisor.bench import Config, Workload, search_space
+from vecpress.advisor.datasets import BUILTIN
 from vecpress.cli import build_parser, main
 from vecpress.cli.args import _bytes_per_vector, _check_budget
-from vecpress.datasets import BUILTIN
 
 N, D = 1200, 16  # bench and advise hold out a tenth (120 queries) by default: 1,080 stay
 
@@ -100,15 +100,15 @@ def test_bad_flag_values_name_the_flag_before_any_work(
     commands = (vecpress.cli.args, vecpress.cli.measure, vecpress.cli.index_commands)
 
     def patch(name, fn):  # wherever the command line's modules use it
-        for module in (vecpress.readers, *commands):
+        for module in (vecpress.files.readers, *commands):
             if hasattr(module, name):
                 monkeypatch.setattr(module, name, fn)
 
     if stage == "args":  # nothing is read: not even a header
         patch("read_vectors", no_reading)
     patch("_check_rows", no_work)  # the rows' scan
-    monkeypatch.setattr(vecpress.bench, "Workload", no_work)  # the ground truth
-    monkeypatch.setattr(vecpress.diagnostics, "inspect", no_work)  # inspect's statistics
+    monkeypatch.setattr(vecpress.advisor.bench, "Workload", no_work)  # the ground truth
+    monkeypatch.setattr(vecpress.advisor.diagnostics, "inspect", no_work)  # inspect's statistics
     d = str(files)
     args = [a.format(b=f"{d}/base.npy", d=d) for a in argv]
     code = main([*args, "--no-progress"])
@@ -220,7 +220,7 @@ def test_inspect_text_prints_the_numbers_of_its_rotation_advice(files, capsys):
     out = capsys.readouterr().out
     assert main([*argv, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    fmt = vecpress.diagnostics.format_statistic
+    fmt = vecpress.advisor.diagnostics.format_statistic
     (line,) = [s for s in out.splitlines() if s.startswith("Epps–Pulley statistic over")]
     assert f"near-Gaussian up to {fmt(doc['rotation']['limit'])}" in line
     assert f"axes {fmt(doc['gaussianity']['raw'])}" in line
@@ -232,7 +232,7 @@ def test_inspect_text_prints_the_numbers_of_its_rotation_advice(files, capsys):
 def test_small_files_hold_out_a_tenth_by_default(tmp_path, capsys):
     """Without --n-queries, a file of fewer than 10,000 rows keeps 90 % as the base
     (not a fixed 1,000 queries, which a 500-row file cannot give)."""
-    from vecpress.datasets import synthetic
+    from vecpress.advisor.datasets import synthetic
 
     base, _ = synthetic(n=500, d=16, n_queries=0, seed=1)
     np.save(tmp_path / "small.npy", base)
@@ -254,7 +254,7 @@ def test_demo_flags_are_checked_before_the_data_is_read(
     def no_data(*a, **k):
         raise AssertionError("the data was read")
 
-    monkeypatch.setattr(vecpress.datasets, "glove50", no_data)
+    monkeypatch.setattr(vecpress.advisor.datasets, "glove50", no_data)
     assert main([a.format(d=tmp_path) for a in argv] + ["--no-progress"]) == 2
     assert message in capsys.readouterr().err
 
@@ -264,7 +264,7 @@ def test_peers_that_are_left_out_are_named(tmp_path, capsys):
     """``bench --peers`` says when sentence-transformers' schemes are not measured."""
     import importlib.util
 
-    from vecpress.datasets import synthetic
+    from vecpress.advisor.datasets import synthetic
 
     base, _ = synthetic(n=600, d=16, n_queries=0, seed=2)
     np.save(tmp_path / "b.npy", base)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import vecpress
-from vecpress import container, storage
+from vecpress import container
 from vecpress.errors import FormatError
+from vecpress.files import storage
 
 
 def test_blobs_and_index_files_share_one_framing():

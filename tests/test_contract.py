@@ -1,7 +1,7 @@
 """The codec contract, checked on every family of the spec registry.
 
 As scikit-learn's ``parametrize_with_checks`` does for estimators, :func:`contract_specs`
-derives representative specs from the registry in :mod:`vecpress.spec` (``QUANTIZERS``,
+derives representative specs from the registry in :mod:`vecpress.codecs.spec` (``QUANTIZERS``,
 ``PRODUCT_QUANTIZERS``, the two-level ``lvq<b1>x<b2>`` token, ``TRANSFORM_NAMES``, each
 transform placed before a cheap quantizer), and every check below runs on every one of
 them through the public API only. :func:`test_the_battery_covers_every_registry_family`
@@ -42,9 +42,9 @@ import vecpress
 from _util import gaussian
 from vecpress import Codec, FormatError, Index
 from vecpress import container as vblob
-from vecpress import spec as registry
-from vecpress.quantizers.base import Quantizer
-from vecpress.transforms import Transform
+from vecpress.codecs import spec as registry
+from vecpress.codecs.quantizers.base import Quantizer
+from vecpress.codecs.transforms import Transform
 
 N, D, NQ = 600, 64, 9
 #: the dimension the reducing transforms keep
@@ -75,7 +75,7 @@ def _quantizer_family(q: Quantizer) -> str:
 
 
 def registry_families() -> set[str]:
-    """Every family :mod:`vecpress.spec` can build, from its own tables and imports.
+    """Every family :mod:`vecpress.codecs.spec` can build, from its own tables and imports.
 
     The names of ``QUANTIZERS``, ``PRODUCT_QUANTIZERS`` and ``TRANSFORM_NAMES``, plus
     the class name of any other quantizer class the parser can build (the two-level

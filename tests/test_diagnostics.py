@@ -1,4 +1,4 @@
-"""Tests of vecpress.diagnostics.inspect: every number against what theory predicts.
+"""Tests of vecpress.advisor.diagnostics.inspect: every number against what theory predicts.
 
 Notation: n rows, d dimensions, gamma = d / n. For isotropic Gaussian rows the
 sample covariance eigenvalues follow Marchenko–Pastur with variance gamma
@@ -15,8 +15,8 @@ import re
 import numpy as np
 import pytest
 
-from vecpress.datasets import synthetic
-from vecpress.diagnostics import (
+from vecpress.advisor.datasets import synthetic
+from vecpress.advisor.diagnostics import (
     CODING_GAIN_DB,
     EIGEN_FLOOR,
     EP_T_MAX,

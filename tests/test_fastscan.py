@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import vecpress
+from vecpress.codecs.quantizers.pq import PQ, pack_codes
 from vecpress.kernels import fastscan as fastscan_module
 from vecpress.kernels.fastscan import (
     BLOCK,
@@ -18,7 +19,6 @@ from vecpress.kernels.fastscan import (
     quantize_luts,
     score_pq4,
 )
-from vecpress.quantizers.pq import PQ, pack_codes
 
 ISAS = available_isas()
 SIMD = [isa for isa in ISAS if isa != "portable"]

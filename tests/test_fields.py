@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from vecpress import Codec, checksum
+from vecpress.codecs.quantizers.base import get_field
 from vecpress.kernels.fields import read_fields
-from vecpress.quantizers.base import get_field
-from vecpress.search import row_terms
+from vecpress.search.scan import row_terms
 
 F16, F32 = np.dtype("<f2"), np.dtype("<f4")
 

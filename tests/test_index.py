@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 import vecpress
 from _util import gaussian
 from vecpress import Codec, Index, SearchResult
-from vecpress import index as index_mod
-from vecpress import search as search_mod
-from vecpress.topk import topk
+from vecpress.search import index as index_mod
+from vecpress.search import scan as search_mod
+from vecpress.search.topk import topk
 
 
 def brute_force(x: np.ndarray, q: np.ndarray, metric: str) -> np.ndarray:

@@ -7,9 +7,10 @@ import inspect
 import numpy as np
 import pytest
 
-from vecpress import Codec, spec, transforms
-from vecpress.quantizers.base import Quantizer
-from vecpress.quantizers.two_level import LVQ2
+from vecpress import Codec
+from vecpress.codecs import spec, transforms
+from vecpress.codecs.quantizers.base import Quantizer
+from vecpress.codecs.quantizers.two_level import LVQ2
 
 
 def _stage_classes() -> list[type]:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from vecpress.quantizers.lloydmax import lloyd_max
+from vecpress.codecs.quantizers.lloydmax import lloyd_max
 
 # Optimal fixed-rate MSE per coordinate for N(0, 1): the Lloyd-Max quantizers' table
 # (J. Max, "Quantizing for minimum distortion", IRE Trans. Inf. Theory, 1960).

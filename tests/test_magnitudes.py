@@ -22,9 +22,9 @@ import pytest
 import vecpress
 from _util import gaussian
 from vecpress import Codec, Index
-from vecpress.quantizers.base import field_exponent
-from vecpress.quantizers.two_level import LVQ2
-from vecpress.spec import PRODUCT_QUANTIZERS, QUANTIZERS, TRANSFORM_NAMES, parse
+from vecpress.codecs.quantizers.base import field_exponent
+from vecpress.codecs.quantizers.two_level import LVQ2
+from vecpress.codecs.spec import PRODUCT_QUANTIZERS, QUANTIZERS, TRANSFORM_NAMES, parse
 
 TESTS = Path(__file__).resolve().parent
 D = 16

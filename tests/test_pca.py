@@ -7,7 +7,7 @@ import pytest
 
 import vecpress
 from vecpress import Codec, FormatError, NotFittedError
-from vecpress.topk import topk
+from vecpress.search.topk import topk
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import vecpress
-from vecpress import bench, peers
-from vecpress.bench import Config, Workload
-from vecpress.index import training_rows
+from vecpress.advisor import bench, peers
+from vecpress.advisor.bench import Config, Workload
+from vecpress.search.index import training_rows
 
 
 def _workload(n=400, d=16, threads=2):

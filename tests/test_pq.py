@@ -8,7 +8,7 @@ import pytest
 
 import vecpress
 from vecpress import Codec, FormatError, NotFittedError
-from vecpress.quantizers.pq import pack_codes, unpack_codes, usage_entropy
+from vecpress.codecs.quantizers.pq import pack_codes, unpack_codes, usage_entropy
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_an_index_of_pq_codes_searches_and_saves(tmp_path, x, spec):
 def test_fastscan_search_path_equals_the_generic_path(monkeypatch, x, ivf):
     """4-bit PQ searches by fused fast-scan + top-k; the result is the ranking of
     ``codec.score`` (+ the IVF list offsets), which the generic path computes."""
-    from vecpress import search
+    from vecpress.search import scan as search
 
     xs = np.ascontiguousarray(x, np.float32)
     index = vecpress.Index("pq16x4", metric="cosine", ivf=ivf)

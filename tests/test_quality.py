@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from vecpress import Codec
-from vecpress.quantizers.lloydmax import lloyd_max
+from vecpress.codecs.quantizers.lloydmax import lloyd_max
 
 N, D, NQ, K = 2000, 64, 50, 10
 

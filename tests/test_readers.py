@@ -1,4 +1,4 @@
-"""``vecpress.readers.read_vectors``: every input format, and every way a file can be wrong.
+"""``vecpress.files.readers.read_vectors``: every input format, and every way a file can be wrong.
 
 The size-versus-header checks of ``.fbin`` and ``.fvecs`` (truncated files, mixed
 row lengths) are exercised through the CLI in ``test_cli_index.py``.
@@ -13,7 +13,7 @@ import pytest
 
 from test_cli_index import one_line_error, write_fbin, write_fvecs
 from vecpress.cli import main
-from vecpress.readers import VECTOR_FORMATS, read_vectors
+from vecpress.files.readers import VECTOR_FORMATS, read_vectors
 
 try:
     import pyarrow as pa

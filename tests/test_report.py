@@ -1,4 +1,4 @@
-"""``vecpress.report``: the HTML page, its embedded plots, the Pareto helper, the atomic
+"""``vecpress.advisor.report``: the HTML page, its embedded plots, the Pareto helper, the atomic
 write, and the page as a real browser (headless Chromium) renders it."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from vecpress import report
-from vecpress.report import MISSING, pareto_front, write_report
+from vecpress.advisor import report
+from vecpress.advisor.report import MISSING, pareto_front, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PLOT_IDS = ("plot-bytes", "plot-speed", "plot-spectrum")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from vecpress import Codec, Index
-from vecpress.topk import topk
+from vecpress.search.topk import topk
 
 #: one member of every codec family, as a re-ranking tier
 TIERS = [
@@ -58,8 +58,8 @@ def test_a_full_depth_rerank_ranks_as_the_tier_alone(data, tier):
 
 def test_every_second_tier_goes_through_one_rerank_path(monkeypatch):
     """A rerank_spec tier and the second level of a two-level code are both a
-    vecpress.search.Tier re-scored by vecpress.search.rerank (IndexRefine-style)."""
-    import vecpress.search as search_path
+    vecpress.search.scan.Tier re-scored by vecpress.search.scan.rerank (IndexRefine-style)."""
+    import vecpress.search.scan as search_path
 
     calls = []
     original = search_path.rerank

@@ -1,4 +1,4 @@
-"""Uniform and leverage-score sampling of training rows (``vecpress.sampling``)."""
+"""Uniform and leverage-score sampling of training rows (``vecpress.codecs.sampling``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vecpress import Codec
-from vecpress.sampling import leverage_scores, sample_rows
+from vecpress.codecs.sampling import leverage_scores, sample_rows
 
 
 def exact_leverage(x: np.ndarray) -> np.ndarray:

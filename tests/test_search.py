@@ -11,10 +11,10 @@ import vecpress
 from _util import gaussian
 from test_index import brute_force, check_against_truth
 from vecpress import Index
-from vecpress import search as search_mod
 from vecpress.kernels.grid_search import grid_scan_topk, merge_slots
 from vecpress.kernels.scan import HAVE_VNNI, grid_queries, query_limbs
-from vecpress.topk import exact_search, topk
+from vecpress.search import scan as search_mod
+from vecpress.search.topk import exact_search, topk
 
 
 def lexsort_topk(scores: np.ndarray, k: int) -> np.ndarray:

@@ -14,7 +14,7 @@ import pytest
 
 import vecpress
 from vecpress.cli import main
-from vecpress.index import MAX_PADDED_K
+from vecpress.search.index import MAX_PADDED_K
 
 
 @pytest.fixture(scope="module")
@@ -114,4 +114,4 @@ def test_object_dtype_npy_names_the_file(tmp_path, capsys, index_and_queries):
     err = capsys.readouterr().err
     assert str(bad) in err and "not a readable array of floats" in err
     with pytest.raises(ValueError, match=r"objects\.npy"):
-        vecpress.readers.read_vectors(str(bad))
+        vecpress.files.readers.read_vectors(str(bad))

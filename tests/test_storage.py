@@ -45,7 +45,8 @@ import numpy as np
 import pytest
 
 import vecpress
-from vecpress import Codec, FormatError, Index, atomic, container, storage
+from vecpress import Codec, FormatError, Index, atomic, container
+from vecpress.files import storage
 
 DATA = Path(__file__).parent / "data"
 REFERENCE = DATA / "ref_v1.vpi"
@@ -762,7 +763,7 @@ def test_a_search_verifies_only_the_blocks_it_reads(tmp_path):
     assert _verified(index) == {n: set() for n in width}  # open verified no data block
     q = np.random.default_rng(8).standard_normal((1, 32)).astype(np.float32)
     res = index.search(q, 5, nprobe=2)
-    lists, _ = vecpress.ivf.probe(index.centroids, q, 2, "l2")
+    lists, _ = vecpress.search.ivf.probe(index.centroids, q, 2, "l2")
     rows = np.flatnonzero(np.isin(index._ids.view, res.ids[0]))
     seen = _verified(index)
     assert seen["codes"] == _blocks_of_rows(_list_rows(index, lists), width["codes"])
@@ -816,7 +817,7 @@ def test_a_search_fails_exactly_when_it_reads_a_flipped_block(tmp_path, name):
 
     def reads(q, k, nprobe, rerank=None) -> bool:
         """Whether the search reads the flipped block (from the intact file's results)."""
-        lists, _ = vecpress.ivf.probe(intact.centroids, q, nprobe, "l2")
+        lists, _ = vecpress.search.ivf.probe(intact.centroids, q, nprobe, "l2")
         rows = {
             "codes": _list_rows(intact, lists),
             "norms": _list_rows(intact, lists),

@@ -4,7 +4,7 @@ The remaining checks of docs/RELIABILITY.md for index files (truncation, bit
 flips, hostile headers and ``kill -9`` are in ``test_storage.py``):
 
 * **Disk full / I/O error at each write call of save.** A dry run records every
-  write-side call :func:`vecpress.storage.save` makes on the index's directory
+  write-side call :func:`vecpress.files.storage.save` makes on the index's directory
   (``os.open``, ``open`` for writing, the file object's ``write``/``flush``/
   ``close``, ``os.write``, ``os.fsync``/``fdatasync``, ``os.replace``/``rename``);
   then, for every call index i, the i-th call raises ``OSError(ENOSPC)`` (once

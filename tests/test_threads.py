@@ -38,8 +38,8 @@ def test_set_num_threads_reaches_threads_the_user_starts(two_threads_or_skip, mo
     x = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
     index = vecpress.Index("hd2,rq4", metric="ip")
     index.add(x)
-    original = vecpress.search.scan
-    monkeypatch.setattr(vecpress.search, "scan", probe)
+    original = vecpress.search.scan.scan
+    monkeypatch.setattr(vecpress.search.scan, "scan", probe)
     before = vecpress.get_num_threads()
     try:
         vecpress.set_num_threads(1)
@@ -110,7 +110,7 @@ def test_index_state_round_trip_and_storage_knows_no_index():
     import ast
     import inspect
 
-    from vecpress import storage
+    from vecpress.files import storage
 
     tree = ast.parse(inspect.getsource(storage))
     imported = {

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import vecpress
-from vecpress import spec as spec_registry
+from vecpress.codecs import spec as spec_registry
 
 
 def _family_specs() -> list[str]:
@@ -92,7 +92,7 @@ def test_ivf_with_a_rerank_tier_saves_a_file_that_opens(tier, data, tmp_path):
 
 def test_a_save_that_open_would_reject_is_not_written(data, tmp_path, monkeypatch):
     """The new file goes through open's checks before it replaces the old one."""
-    from vecpress import storage
+    from vecpress.files import storage
 
     x, _ = data
     path = os.fspath(tmp_path / "kept.vpi")

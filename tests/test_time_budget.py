@@ -7,10 +7,10 @@ import time
 import numpy as np
 import pytest
 
-from vecpress.advise import MARGIN_SE, advise
-from vecpress.bench import Config, Workload
-from vecpress.cost import CostModel, Shape, build_seconds, pair_seconds
-from vecpress.datasets import synthetic
+from vecpress.advisor.advise import MARGIN_SE, advise
+from vecpress.advisor.bench import Config, Workload
+from vecpress.advisor.cost import CostModel, Shape, build_seconds, pair_seconds
+from vecpress.advisor.datasets import synthetic
 from vecpress.threads import (
     available_cores,
     faiss_module,
@@ -204,7 +204,7 @@ def test_the_cli_budget_covers_the_whole_command(tmp_path, capsys):
 def test_a_speed_gap_decides_only_if_it_holds_head_to_head():
     """A speed measured under load that later lifted says nothing: before a faster
     configuration displaces the smallest, both are timed again in alternation."""
-    from vecpress.advise import _Search
+    from vecpress.advisor.advise import _Search
 
     base, queries = synthetic(n=30_000, d=64, n_queries=200, seed=6)
     search = _Search(Workload(base, queries, "cosine", 10))  # passes of ~10 ms: less noise
@@ -236,7 +236,7 @@ class Recalls:
         self.measured = []
 
     def bytes_per_vector(self, c):
-        from vecpress.codec import Codec
+        from vecpress.codecs.codec import Codec
 
         return Codec.code_size_of(c.spec, self.d) + 8
 
@@ -253,7 +253,7 @@ def test_near_misses_are_tried_as_ivf_smallest_first(monkeypatch):
     """rq reaches 0.95 only at 6 bits flat, kl4 misses it by 0.02 flat but reaches it as
     IVF (residual coding): the choice is kl4 IVF, found without a full sweep; and when
     nothing passes flat at all, the near misses are still tried."""
-    import vecpress.advise as adv
+    import vecpress.advisor.advise as adv
 
     def recall(c):  # rq6 0.98 flat; kl4 0.93 flat, 0.96 as IVF at the deepest probe
         b = int(c.spec[-1])

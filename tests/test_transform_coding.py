@@ -8,10 +8,10 @@ import pytest
 import vecpress
 from _util import gaussian, paired_scores
 from vecpress import Codec
+from vecpress.codecs.quantizers import transform_coding as tc
+from vecpress.codecs.quantizers.transform_coding import KL, allocate_bits, gaussian_step, groups_of
 from vecpress.kernels.bitpack import packed_size
 from vecpress.kernels.scan import quantize_queries, query_limbs
-from vecpress.quantizers import transform_coding as tc
-from vecpress.quantizers.transform_coding import KL, allocate_bits, gaussian_step, groups_of
 
 
 def _anisotropic(seed: int, n: int, d: int, decades: float = 2.0) -> np.ndarray:

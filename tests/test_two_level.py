@@ -8,7 +8,7 @@ import pytest
 
 import vecpress
 from vecpress import Codec, FormatError, Index
-from vecpress.topk import topk
+from vecpress.search.topk import topk
 
 
 @pytest.fixture(scope="module")
@@ -175,12 +175,14 @@ def test_file_without_the_second_level_is_rejected(tmp_path, data, monkeypatch):
     first = index.memory["codes"]
     state = index.to_state()
     state.rerank_codes = None
-    monkeypatch.setattr(vecpress.storage.IndexState, "tier_sizes", property(lambda s: (first, 0)))
+    monkeypatch.setattr(
+        vecpress.files.storage.IndexState, "tier_sizes", property(lambda s: (first, 0))
+    )
     path = tmp_path / "a.vpi"
     with pytest.raises(RuntimeError, match="would not open again"):
-        vecpress.storage.save(state, path)  # save refuses to write what open rejects
-    monkeypatch.setattr(vecpress.storage, "_check_written", lambda tmp: None)
-    vecpress.storage.save(state, path)  # written all the same, for open to reject it
+        vecpress.files.storage.save(state, path)  # save refuses to write what open rejects
+    monkeypatch.setattr(vecpress.files.storage, "_check_written", lambda tmp: None)
+    vecpress.files.storage.save(state, path)  # written all the same, for open to reject it
     monkeypatch.undo()
     with pytest.raises(FormatError, match="second level"):
         vecpress.open(path)

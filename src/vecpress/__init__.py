@@ -12,14 +12,13 @@ Examples
 from __future__ import annotations
 
 from ._validation import MAX_NORM
-from .codec import Codec
+from ._version import __version__
+from .codecs.codec import Codec
+from .codecs.spec import parse as parse_spec
 from .errors import FormatError, LockedError, NotFittedError
-from .index import Index, SearchResult, open
-from .spec import parse as parse_spec
-from .storage import info
+from .files.storage import info
+from .search.index import Index, SearchResult, open
 from .threads import get_num_threads, set_num_threads
-
-__version__ = "0.1.0"
 
 __all__ = [
     "MAX_NORM",

@@ -3,7 +3,7 @@
 :func:`replacing` is the protocol (exclusive temp file beside the path, fsync,
 ``os.replace``; the temp file removed on any failure); :func:`write_bytes` uses it
 for small files (the HTML report, the ground-truth cache), and
-:func:`vecpress.storage.save` for index files, adding what a file that several
+:func:`vecpress.files.storage.save` for index files, adding what a file that several
 processes may write needs: one writer at a time (:func:`writer_lock`, ``flock``
 on ``<path>.lock``; readers never lock), temp files named ``.<name>.<pid>.<random>``
 + :data:`TMP_SUFFIX` that the next writer removes (:func:`remove_temps`), the
@@ -26,7 +26,7 @@ try:  # pragma: no cover - fcntl exists on every POSIX system
 except ImportError:  # pragma: no cover
     fcntl = None
 
-#: the suffix of the temp files of :func:`vecpress.storage.save`
+#: the suffix of the temp files of :func:`vecpress.files.storage.save`
 TMP_SUFFIX = ".vptmp"
 
 

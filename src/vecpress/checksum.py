@@ -7,7 +7,7 @@ multiplication, measured at ~28 GB/s on this project's 2-core machine) and falls
 back to the standard library's :func:`zlib.crc32` (~5 GB/s) where ``isal`` is
 not installed. Both give the same value, so files do not depend on which ran.
 The speed matters for a memory-mapped index: its first search verifies the
-blocks it reads (:mod:`vecpress.storage`), all of them for a flat index.
+blocks it reads (:mod:`vecpress.files.storage`), all of them for a flat index.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The one binary framing of vecpress's files, and the codec blob built on it.
 
 Every vecpress file -- a codec blob (:func:`pack`, :meth:`Codec.to_bytes`) and an
-index file (:mod:`vecpress.storage`) -- is framed the same way (integers
+index file (:mod:`vecpress.files.storage`) -- is framed the same way (integers
 little-endian)::
 
     prefix   magic (8 bytes), format version (uint32), then the header's length
@@ -26,7 +26,7 @@ header holds:
   header length (uint32), header CRC32; header ``{"config": {...}, "arrays":
   [{name, dtype, shape, offset, nbytes, crc32}]}`` with offsets relative to the
   first section; ends with ``b"VPEND\\x00\\x00\\x00"``.
-* index file (:mod:`vecpress.storage`): prefix ``magic b"VPINDEX\\x00"``,
+* index file (:mod:`vecpress.files.storage`): prefix ``magic b"VPINDEX\\x00"``,
   version, flags = 0 (uint32), header length (uint64), header CRC32, reserved = 0
   (uint32); absolute section offsets in a strict order.
 

@@ -6,9 +6,9 @@
 configurations (codec × re-ranking × IVF) on the user's vectors;
 ``vecpress advise BASE (--target-recall R | --budget-bytes B)`` chooses one,
 bisecting the space rather than sweeping it; ``vecpress inspect BASE`` describes
-the data (:mod:`vecpress.diagnostics`). BASE is a vectors file or a built-in
+the data (:mod:`vecpress.advisor.diagnostics`). BASE is a vectors file or a built-in
 set (``glove50``, ``synthetic-384``, ``synthetic-768``; ``NAME:queries`` names
-its held-out queries). See :mod:`vecpress.bench` and :mod:`vecpress.advise`.
+its held-out queries). See :mod:`vecpress.advisor.bench` and :mod:`vecpress.advisor.advise`.
 
 ``vecpress build VECTORS --spec S [--metric M] [--ivf N [--ivf-raw]]
 [--rerank-spec S2] [--train-queries T] -o INDEX`` builds a flat or IVF index

@@ -8,10 +8,10 @@ import os
 import numpy as np
 
 from .._validation import MAX_NORM
-from ..bench import GRIDS
-from ..datasets import BUILTIN, DEFAULT_QUERIES
-from ..index import ADD_CHUNK
-from ..readers import read_vectors
+from ..advisor.bench import GRIDS
+from ..advisor.datasets import BUILTIN, DEFAULT_QUERIES
+from ..files.readers import read_vectors
+from ..search.index import ADD_CHUNK
 
 GRID_NAMES = tuple(GRIDS)
 
@@ -67,7 +67,7 @@ def _check_output(path: str, flag: str = "--output") -> None:
 
 def _check_build_args(args: argparse.Namespace) -> None:
     """``vecpress build``'s options, in the words of its flags, before reading anything."""
-    from ..codec import Codec
+    from ..codecs.codec import Codec
 
     for flag, spec in (("--spec", args.spec), ("--rerank-spec", args.rerank_spec)):
         if spec is not None:
@@ -108,7 +108,7 @@ def _check_data_args(args: argparse.Namespace) -> None:
     :func:`_check_shape_args` as soon as it is known, before their rows are scanned.
     An option a command does not have is skipped.
     """
-    from ..codec import Codec
+    from ..codecs.codec import Codec
 
     k = getattr(args, "k", None)
     if k is not None and k < 1:
@@ -181,7 +181,7 @@ def _check_shape_args(args: argparse.Namespace, n: int, d: int) -> None:
     memory-mapped: only their header has been read) and before their rows are scanned,
     the queries held out or the ground truth computed.
     """
-    from ..codec import Codec
+    from ..codecs.codec import Codec
 
     held = None  # the rows held out as queries, when known
     rows = n  # the base rows, when known
@@ -224,10 +224,10 @@ def _check_shape_args(args: argparse.Namespace, n: int, d: int) -> None:
 
 
 def _bytes_per_vector(config, d: int, metric: str) -> int:
-    """:attr:`vecpress.Index.bytes_per_vector` of a :class:`~vecpress.bench.Config` at
+    """:attr:`vecpress.Index.bytes_per_vector` of a :class:`~vecpress.advisor.bench.Config` at
     dimension ``d``, without building it: every tier's code, the 8-byte id and, for l2,
     the 4-byte ``|x|²``."""
-    from ..codec import Codec
+    from ..codecs.codec import Codec
 
     tiers = [config.spec] + ([config.rerank_spec] if config.rerank_spec is not None else [])
     return sum(Codec.code_size_of(s, d) for s in tiers) + 8 + (4 if metric == "l2" else 0)
@@ -235,7 +235,7 @@ def _bytes_per_vector(config, d: int, metric: str) -> int:
 
 def _check_budget(args: argparse.Namespace, budget: int, n: int, d: int) -> None:
     """``--budget-bytes``: at least the smallest configuration of the grid at dimension d."""
-    from ..bench import search_space
+    from ..advisor.bench import search_space
 
     train = getattr(args, "train_queries", None) is not None
     tiers = {}  # the configurations of one build share their size: size each build once
@@ -262,7 +262,7 @@ def _check_read(args: argparse.Namespace, x: np.ndarray, name: str) -> None:
 
 def _vectors(arg: str, name: str, column: str | None) -> np.ndarray:
     """A vectors file, or a built-in set's name (``glove50``, ``glove50:queries``, ...)."""
-    from ..datasets import builtin_vectors
+    from ..advisor.datasets import builtin_vectors
 
     x = None if os.path.exists(arg) else builtin_vectors(arg)
     return read_vectors(arg, name, column=column) if x is None else x

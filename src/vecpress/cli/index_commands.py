@@ -21,7 +21,7 @@ from .args import (
 
 
 def _build(args: argparse.Namespace) -> int:
-    from ..index import Index, build
+    from ..search.index import Index, build
 
     _check_build_args(args)
     index = Index(  # checks the specs, metric and list count before reading anything
@@ -70,7 +70,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from ..index import open as open_index
+    from ..search.index import open as open_index
 
     ext = os.path.splitext(args.output)[1].lower()
     if ext not in RESULT_FORMATS:
@@ -146,7 +146,7 @@ def _check_index_path(path: str) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from ..storage import info
+    from ..files.storage import info
 
     _check_index_path(args.index)
     print(json.dumps(info(args.index), indent=2))

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from ..datasets import BUILTIN
+from ..advisor.datasets import BUILTIN
 from .args import (
     REPORT_RESERVE_S,
     _check_data_args,
@@ -36,7 +36,7 @@ def _dumps(obj) -> str:
 
 
 def _data(args: argparse.Namespace):
-    from ..datasets import load
+    from ..advisor.datasets import load
 
     if args.n_queries is not None and args.n_queries < 1:
         raise ValueError(f"--n-queries must be >= 1, found {args.n_queries}")
@@ -65,7 +65,7 @@ def _data(args: argparse.Namespace):
 
 
 def _workload(args: argparse.Namespace, data):
-    from ..bench import Workload
+    from ..advisor.bench import Workload
 
     if getattr(args, "load_note", None):  # said once the inputs passed their checks
         print(args.load_note, file=sys.stderr)
@@ -105,7 +105,7 @@ def _describe(r: dict, d: int) -> str:
 
 
 def _mark_frontier(records: list[dict]) -> list[dict]:
-    from ..report import pareto_front
+    from ..advisor.report import pareto_front
 
     front = {id(r) for r in pareto_front(records, "bytes_per_vector", "recall_at_k")}
     return [{**r, "on_frontier": id(r) in front} for r in records]
@@ -136,14 +136,14 @@ def _table(records: list[dict], d: int) -> str:
 
 
 def _diagnostics(args, data):
-    from ..diagnostics import inspect
+    from ..advisor.diagnostics import inspect
 
     with _progress(args, total=None, desc="inspecting the data", bar_format="{desc}…"):
         return inspect(data.base, queries=data.queries, metric=args.metric, seed=args.seed)
 
 
 def _write_report(args, path, data, records, recommendation=None) -> None:
-    from ..report import write_report
+    from ..advisor.report import write_report
 
     diagnostics = _diagnostics(args, data)
     write_report(
@@ -158,7 +158,7 @@ def _write_report(args, path, data, records, recommendation=None) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from ..bench import Config, search_space
+    from ..advisor.bench import Config, search_space
 
     _check_data_args(args)
     data = _data(args)
@@ -177,7 +177,7 @@ def _bench(args: argparse.Namespace) -> int:
             bar.update()
     records = list(w.records)
     if args.peers:
-        from ..peers import measure_peers, skipped_peers
+        from ..advisor.peers import measure_peers, skipped_peers
 
         with _progress(args, total=None, desc="measuring peers", bar_format="{desc}…"):
             records += measure_peers(w)
@@ -195,8 +195,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _run_advisor(args: argparse.Namespace, data):
-    from ..advise import advise
-    from ..cost import CostModel
+    from ..advisor.advise import advise
+    from ..advisor.cost import CostModel
 
     w = _workload(args, data)
     cost = CostModel.calibrate()
@@ -291,16 +291,16 @@ def _advise(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    """``vecpress inspect``: the diagnostics of :func:`vecpress.diagnostics.inspect`, and
+    """``vecpress inspect``: the diagnostics of :func:`vecpress.advisor.diagnostics.inspect`, and
     where the queries of its recall after PCA came from.
 
     Without ``--queries``, rows of the base are held out as those queries (1,000, or a
-    tenth of the rows if fewer, drawn with ``--seed``: :func:`vecpress.datasets.load`)
+    tenth of the rows if fewer, drawn with ``--seed``: :func:`vecpress.advisor.datasets.load`)
     and are left out of every statistic; the first line of the text, and ``"queries"``
     in the JSON (``{"n", "held_out", "seed", "file"}``), say so.
     """
-    from ..datasets import load
-    from ..diagnostics import format_statistic as fmt
+    from ..advisor.datasets import load
+    from ..advisor.diagnostics import format_statistic as fmt
 
     _check_data_args(args)
     data = load(

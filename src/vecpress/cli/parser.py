@@ -6,9 +6,9 @@ import argparse
 
 import numpy as np
 
-from ..bench import RECALLS
-from ..datasets import BUILTIN
-from ..index import METRICS
+from ..advisor.bench import RECALLS
+from ..advisor.datasets import BUILTIN
+from ..search.index import METRICS
 from .args import DEMO_REPORT, DEMO_TARGET, GRID_NAMES, MAX_SECONDS
 from .index_commands import _build, _info, _search
 from .measure import _advise, _bench, _demo, _inspect
@@ -125,7 +125,7 @@ def _threads(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from .._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="vecpress", description="Compress embedding vectors and search them compressed."

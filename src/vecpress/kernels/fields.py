@@ -1,14 +1,14 @@
 """Per-vector float fields of code rows, read in one pass.
 
-A grid codec's score needs up to three numbers per row (:func:`vecpress.search.row_terms`):
+A grid codec's score needs up to three numbers per row (:func:`vecpress.search.scan.row_terms`):
 the two of its quantizer (e.g. ``rq``'s correction factor) and the ``center``
 term. Each is a float16 or float32 at a fixed byte offset of the row, scaled by
-``2**exp`` (:mod:`vecpress.quantizers.base`), or a constant. Reading them with
+``2**exp`` (:mod:`vecpress.codecs.quantizers.base`), or a constant. Reading them with
 numpy takes one strided pass over the rows per field, each a cache miss per
 row; :func:`read_fields` builds each float32's bits from the row's bytes in a
 parallel compiled loop (measured on 1,000,000 rows of 198 bytes: a few ms per
 field, against ~15 ms for numpy's strided conversion). The values equal
-:func:`~vecpress.quantizers.base.get_field`'s bit for bit: every float16 is a
+:func:`~vecpress.codecs.quantizers.base.get_field`'s bit for bit: every float16 is a
 float32 exactly, and the scale is the same ``np.ldexp`` afterwards.
 """
 

@@ -1,0 +1,2 @@
+"""The advisor: exact ground truth, measurements, the cost model, the choice, the
+peers, the data sets, ``inspect`` and the HTML report. Imports every layer below it."""

@@ -1,0 +1,174 @@
+"""TurboQuant (Zandieh et al. 2025): ``tq<b>`` (MSE) and ``tqp<b>`` (inner product).
+
+``tq<b>`` stores ``|x|`` (float16 for b <= 4, scaled by ``2**-field_exp``, an
+exponent fitted to the training rows' largest norm as described in
+:mod:`vecpress.codecs.quantizers.base`; float32 above) and quantizes
+each coordinate of the rotated unit vector ``x/|x|`` with the ``b``-bit
+Lloyd–Max codebook of the sphere marginal ``f_d``
+(:mod:`~vecpress.codecs.quantizers.lloydmax`). It minimises MSE but
+shrinks inner products: ``E<levels[c(u)], u> = 1 - D`` with ``D`` the codebook's
+distortion. ``score`` therefore returns ``|x| <q, levels[c]> / (1 - D)``,
+unbiased on average over directions (``decode`` stays the MSE reconstruction);
+without that factor the exact per-vector term that ``center`` adds would be
+weighed against a shrunk estimate (measured on 384-d sentence embeddings:
+``center,hd2,tq1`` recall@10 0.560 without, 0.652 with). Since only ``|x|``
+and the codes are stored,
+re-encoding a decoded vector renormalises ``levels[c]`` by its own norm: rows
+whose norm is far from 1 (an outlier coordinate clipped to the outermost level,
+about 1 row in 500 of rotated data at 5-8 bits) may then change codes.
+
+``tqp<b>`` spends ``b - 1`` bits per coordinate on ``tq`` and the last bit on a
+QJL sketch (``m = d`` sign bits) of the residual ``r = u - û``, storing ``|x|``
+(scaled as in ``tq``) and ``|r|`` (at most 1, never scaled):
+``<q, x> ≈ |x| (<q, û> + sqrt(pi/2)/d |r| <S q, sign(S r)>)``, unbiased. ``tqp1`` is QJL alone.
+
+Non-uniform levels are scored through a level table
+(:func:`~vecpress.kernels.scan.table_scan`): each code is looked up once per
+block of rows, then reused by every query of the batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...kernels.bitpack import pack, packed_size, unpack
+from ...kernels.scan import table_scan
+from .base import Quantizer, get_field, put_field, unit_rows
+from .lloydmax import lloyd_max
+from .sketches import QJLSketch
+
+
+class _LloydMaxCode:
+    """Lloyd–Max codebook of ``f_d`` for unit vectors in R^d (levels in raw units)."""
+
+    def __init__(self, bits: int, d: int) -> None:
+        levels, bnd, mse = lloyd_max(bits, d)
+        scale = 1.0 / np.sqrt(d)
+        self.bits = bits
+        # E<levels[c(u)], u> = 1 - mse for the rotated unit vector u (centroid
+        # condition): the factor that makes inner products unbiased on average.
+        self.debias = float(1.0 / (1.0 - mse))
+        self.levels = (levels * scale).astype(np.float32)
+        self.boundaries = (bnd * scale).astype(np.float32)
+
+    def codes(self, u: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.boundaries, u).astype(np.uint8)
+
+
+class TQ(Quantizer):
+    """TurboQuant-MSE: norm + Lloyd–Max coordinates of the unit vector."""
+
+    name = "tq"
+    scales_fields = True
+
+    def setup(self, d: int, rng: np.random.Generator) -> None:
+        super().setup(d, rng)
+        self.book_ = _LloydMaxCode(self.param, d)
+
+    def setup_restored(self, arrays: dict[str, np.ndarray]) -> None:
+        self.book_ = _LloydMaxCode(self.param, self.d)
+
+    @property
+    def code_size(self) -> int:
+        return self._nbytes + self.field_dtype.itemsize
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        norms, u = unit_rows(x)
+        out = np.empty((x.shape[0], self.code_size), np.uint8)
+        out[:, : self._nbytes] = pack(self.book_.codes(u), self.param)
+        put_field(
+            out, self._nbytes, norms, self.field_dtype, self.field_exp,
+            what="norm", owner=self.spec,
+        )  # fmt: skip
+        return out
+
+    def _norms(self, codes: np.ndarray) -> np.ndarray:
+        return get_field(codes, self._nbytes, self.field_dtype, self.field_exp)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        u = self.book_.levels[unpack(codes, self.param, self.d)]
+        return u * self._norms(codes)[:, None]
+
+    def score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        out = np.empty((q.shape[0], codes.shape[0]), np.float32)
+        norms = self._norms(codes) * np.float32(self.book_.debias)
+        table_scan(codes, 0, self.param, self.d, self.book_.levels, q, norms, out)
+        return out
+
+
+class TQProd(Quantizer):
+    """TurboQuant-prod: ``b - 1`` Lloyd–Max bits + QJL of the residual (unbiased)."""
+
+    name = "tqp"
+    scales_fields = True
+
+    def setup(self, d: int, rng: np.random.Generator) -> None:
+        super().setup(d, rng)
+        self.book_ = _LloydMaxCode(self.param - 1, d) if self.param > 1 else None
+        self.sketch_ = QJLSketch(d, d, rng)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"projection": self.sketch_.matrix}
+
+    def setup_restored(self, arrays: dict[str, np.ndarray]) -> None:
+        from ..transforms import _checked
+
+        self.book_ = _LloydMaxCode(self.param - 1, self.d) if self.param > 1 else None
+        self.sketch_ = QJLSketch.__new__(QJLSketch)
+        self.sketch_.m = self.d
+        self.sketch_.matrix = _checked(arrays, "projection", (self.d, self.d), np.float32)
+
+    @property
+    def _mse_bytes(self) -> int:
+        return packed_size(self.d, self.param - 1)
+
+    @property
+    def _sign_bytes(self) -> int:
+        return packed_size(self.d, 1)
+
+    @property
+    def code_size(self) -> int:
+        return self._mse_bytes + self._sign_bytes + 2 * self.field_dtype.itemsize
+
+    def _mse_part(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.book_ is None:
+            return np.zeros((u.shape[0], 0), np.uint8), np.zeros_like(u)
+        c = self.book_.codes(u)
+        return pack(c, self.param - 1), self.book_.levels[c]
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        norms, u = unit_rows(x)
+        packed, uhat = self._mse_part(u)
+        r = u - uhat
+        out = np.empty((x.shape[0], self.code_size), np.uint8)
+        m, s = self._mse_bytes, self._sign_bytes
+        out[:, :m] = packed
+        out[:, m : m + s] = self.sketch_.bits(r)
+        dt, e = self.field_dtype, self.field_exp
+        put_field(out, m + s, norms, dt, e, what="norm", owner=self.spec)
+        # the residual's norm is that of a difference of unit vectors: never scaled
+        rnorm = np.linalg.norm(r, axis=1)
+        put_field(out, m + s + dt.itemsize, rnorm, dt, what="residual norm", owner=self.spec)
+        return out
+
+    def _fields(self, codes):
+        m, s = self._mse_bytes, self._sign_bytes
+        dt = self.field_dtype
+        norms = get_field(codes, m + s, dt, self.field_exp)
+        return norms, get_field(codes, m + s + dt.itemsize, dt)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        norms, rnorm = self._fields(codes)
+        u = self.sketch_.decode(codes, self._mse_bytes, rnorm)
+        if self.book_ is not None:
+            u += self.book_.levels[unpack(codes, self.param - 1, self.d)]
+        return u * norms[:, None]
+
+    def score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        norms, rnorm = self._fields(codes)
+        out = self.sketch_.score(q, codes, self._mse_bytes, norms * rnorm)
+        if self.book_ is not None:
+            mse = np.empty_like(out)
+            table_scan(codes, 0, self.param - 1, self.d, self.book_.levels, q, norms, mse)
+            out += mse
+        return out

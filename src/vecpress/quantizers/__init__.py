@@ -1,5 +1,0 @@
-"""Quantizers: the last stage of a codec, turning rows into bytes and back.
-
-Each quantizer module holds one family; :mod:`vecpress.spec` maps spec names to
-them.
-"""

@@ -1,0 +1,1032 @@
+"""The :class:`Index`: compressed vectors with int64 ids, searched by a codec.
+
+An index is *flat* (every search scans every code) or *IVF* (``ivf=nlist``: the
+vectors are split into ``nlist`` lists by k-means and a search scans the
+``nprobe`` lists nearest the query; see :mod:`vecpress.search.ivf`). Either way the
+search runs through :mod:`vecpress.search.scan`: a fused scan + top-k for grid
+codecs, the codec's own ``score`` for the others, one merge. An optional second
+tier (``rerank_spec=``, e.g. ``"f32"``, ``"f16"``, ``"rq8"``) stores a richer code
+of every vector; ``search(..., rerank=R)`` re-scores the first stage's best
+``R`` with it.
+
+Bytes per vector, tier by tier (:attr:`Index.memory`): the first-stage code
+(``codec.code_size``), the second-tier code (if any), the 8-byte id, and 4
+bytes of exact ``|x|²`` under ``"l2"``; shared bytes (codec state, IVF
+centroids ``4 * nlist * d`` and list offsets ``8 * (nlist + 1)``) come on top.
+With ``mmap=True`` each tier is a memory-mapped section of the file, so a
+second tier that is only read for the ``R`` candidates of each query costs page
+cache, not resident memory.
+
+Score conventions (larger is always better):
+
+* ``"ip"``: the estimated inner product ``<q, x>``;
+* ``"cosine"``: vectors and queries are normalised to unit length before
+  encoding and scoring, so the score is the estimated cosine similarity; a zero
+  vector or query is a ``ValueError``;
+* ``"l2"``: the *negated* estimated squared distance
+  ``-(|q|² + |x|² - 2·est<q, x>)``, with the exact ``|x|²`` stored per vector
+  as float32 (4 extra bytes per vector).
+
+Id policy: ids are non-negative int64; duplicates (within one call or with a
+stored id) and negative ids are rejected with a ``ValueError`` naming them, and
+a failed :meth:`Index.add` stores nothing. Automatic ids continue after the
+largest id ever used (removed ids are not reused). Missing results are padded
+with id ``-1`` (never a valid id) and score ``-inf``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._validation import as_vectors, check_positive_int
+from ..codecs.codec import Codec
+from ..files import storage
+from ..files.storage import METRICS, IndexState
+from ..rwlock import ReadWriteLock
+from ..threads import using
+from . import ivf as _ivf
+from . import scan as _search
+
+#: rows used to fit the codec on the first add
+FIT_SAMPLE = 100_000
+#: rows encoded and added at a time by :func:`build`
+ADD_CHUNK = 50_000
+#: queries re-ranked together (bounds the decoded candidates: chunk x rerank x d floats)
+RERANK_CHUNK = 128
+#: nprobe used when ``search`` is not given one: this fraction of the lists, at least 1
+DEFAULT_NPROBE_FRACTION = 1 / 64
+#: the largest ``k`` a search pads beyond the stored vectors (``k`` may always reach ``len``)
+MAX_PADDED_K = 1024
+_MAX_ID = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The result of :meth:`Index.search`.
+
+    Attributes
+    ----------
+    ids : numpy.ndarray
+        ``int64[nq, k]``, best first; ``-1`` where fewer than ``k`` vectors exist.
+    scores : numpy.ndarray
+        ``float32[nq, k]``, larger is better; ``-inf`` where the id is ``-1``.
+    """
+
+    ids: np.ndarray
+    scores: np.ndarray
+
+
+def _check_metric(metric: object) -> str:
+    if not isinstance(metric, str) or metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}, found {metric!r}")
+    return metric
+
+
+def _as_ids(ids: object, name: str = "ids") -> np.ndarray:
+    """``ids`` as a 1-D int64 array (a scalar becomes one element), or raise."""
+    a = np.asarray(ids)
+    if a.ndim == 0:
+        a = a.reshape(1)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, found shape {a.shape}")
+    if a.size == 0:
+        return np.zeros(0, np.int64)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers, found dtype {a.dtype}")
+    if a.dtype.kind == "u" and a.max() > _MAX_ID:
+        raise ValueError(f"{name} must fit in int64, found {int(a.max())}")
+    return a.astype(np.int64, copy=False)
+
+
+def _first(values: np.ndarray, limit: int = 10) -> str:
+    vals = [int(v) for v in values[:limit]]
+    more = f" (and {values.size - limit} more)" if values.size > limit else ""
+    return f"{vals}{more}"
+
+
+def _subsample(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """At most ``n`` rows of ``x``, drawn uniformly (kept in their order)."""
+    if x.shape[0] <= n:
+        return x
+    return x[np.sort(rng.choice(x.shape[0], n, replace=False))]
+
+
+def _sq_norms(x: np.ndarray) -> np.ndarray:
+    """Squared row norms, accumulated in float64."""
+    return np.einsum("ij,ij->i", x, x, dtype=np.float64)
+
+
+class _Buffer:
+    """A growable row store (amortised O(1) appends); ``view`` is the live prefix."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data = data
+        self.n = data.shape[0]
+
+    @property
+    def view(self) -> np.ndarray:
+        return self.data[: self.n]
+
+    def append(self, rows: np.ndarray) -> None:
+        need = self.n + rows.shape[0]
+        if need > self.data.shape[0] or not self.data.flags.writeable:
+            cap = max(need, 2 * self.n, 1024)
+            grown = np.empty((cap, *self.data.shape[1:]), self.data.dtype)
+            grown[: self.n] = self.view
+            self.data = grown
+        self.data[self.n : need] = rows
+        self.n = need
+
+    def permute(self, order: np.ndarray) -> None:
+        """Reorder the live rows: row ``i`` becomes the old row ``order[i]``."""
+        moved = self.view[order]
+        if not self.data.flags.writeable:
+            self.data = moved
+        else:
+            self.data[: self.n] = moved
+
+    def keep(self, mask: np.ndarray) -> None:
+        kept = self.view[mask]
+        if not self.data.flags.writeable:
+            self.data = kept
+        else:
+            self.data[: kept.shape[0]] = kept
+        self.n = kept.shape[0]
+
+
+class Index:
+    """A searchable collection of compressed vectors with int64 ids (flat or IVF).
+
+    Parameters
+    ----------
+    spec : str
+        Codec spec string of the first stage, e.g. ``"hd2,rq4"`` (see
+        :class:`vecpress.Codec`).
+    metric : {"cosine", "ip", "l2"}
+        ``"cosine"`` normalises vectors *and* queries to unit length;
+        ``"l2"`` scores with the negated estimated squared distance (larger is
+        better, like the other metrics) and stores ``|x|²`` per vector.
+    seed : int
+        Seed of the codecs' random stages, of k-means and of the training sample.
+    rerank_spec : str, optional
+        Spec of a second, richer code kept for every vector (``"f32"`` = the
+        float vectors themselves, ``"f16"``, ``"rq8"``, ...), used by
+        ``search(..., rerank=R)``.
+    ivf : int, optional
+        Number of inverted lists; the index is flat when omitted.
+    ivf_residual : bool
+        IVF only: code each vector's residual from its list centroid (default)
+        rather than the vector itself.
+
+    Examples
+    --------
+    >>> import numpy as np, vecpress
+    >>> x = np.random.default_rng(0).standard_normal((1000, 64)).astype(np.float32)
+    >>> index = vecpress.Index("hd2,rq4", metric="cosine")
+    >>> index.add(x)[:3]
+    array([0, 1, 2])
+    >>> res = index.search(x[:2], k=3)
+    >>> res.ids.shape, res.scores.dtype
+    ((2, 3), dtype('float32'))
+    >>> res.ids[:, 0]
+    array([0, 1])
+
+    A 4-bit first stage re-ranked with the float vectors, in 16 lists:
+
+    >>> index = vecpress.Index("hd2,rq4", "ip", rerank_spec="f32", ivf=16)
+    >>> _ = index.add(x)
+    >>> index.search(x[:2], k=3, rerank=20, nprobe=16).ids[:, 0]
+    array([0, 1])
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        metric: str = "cosine",
+        *,
+        seed: int = 0,
+        rerank_spec: str | None = None,
+        ivf: int | None = None,
+        ivf_residual: bool = True,
+    ) -> None:
+        self.metric = _check_metric(metric)
+        self.seed = check_positive_int(seed, "seed", low=0, high=2**64 - 1)
+        self.codec = Codec.from_spec(spec, seed=self.seed)
+        if rerank_spec is not None and not isinstance(rerank_spec, str):
+            raise TypeError(
+                f"rerank_spec must be a spec string, found {type(rerank_spec).__name__}"
+            )
+        if rerank_spec is not None and self.codec.is_two_level:
+            raise ValueError(
+                f"spec {self.codec.spec!r} is two-level: its second level is the re-ranking "
+                f"tier, so rerank_spec={rerank_spec!r} cannot be added"
+            )
+        self.rerank_codec = (
+            Codec.from_spec(rerank_spec, seed=self.seed) if rerank_spec is not None else None
+        )
+        self.nlist = None if ivf is None else check_positive_int(ivf, "ivf", high=1 << 24)
+        if not isinstance(ivf_residual, bool):
+            raise TypeError(f"ivf_residual must be a bool, found {type(ivf_residual).__name__}")
+        self.ivf_residual = ivf_residual
+        self.centroids: np.ndarray | None = None
+        self._codes: _Buffer | None = None
+        self._rcodes: _Buffer | None = None
+        self._ids = _Buffer(np.zeros(0, np.int64))
+        self._norms: _Buffer | None = None
+        self._list_offsets = np.zeros(2 if ivf is None else self.nlist + 1, np.int64)
+        self._next_id = 0
+        self._stage: _search.Stage | None = None
+        self._pending_check: storage.DeferredCheck | None = None  # lazily verified files
+        self._lock = ReadWriteLock()  # searches share it; add/remove/train hold it alone
+
+    # -- state -------------------------------------------------------------
+    @property
+    def spec(self) -> str:
+        """The canonical spec string of the first-stage codec."""
+        return self.codec.spec
+
+    @property
+    def rerank_spec(self) -> str | None:
+        """The canonical spec of the second tier, or ``None``."""
+        return None if self.rerank_codec is None else self.rerank_codec.spec
+
+    @property
+    def has_second_tier(self) -> bool:
+        """Whether ``search(..., rerank=R)`` can re-rank: a ``rerank_spec`` tier, or the
+        second level of a two-level spec (``lvq<b1>x<b2>``)."""
+        return self.rerank_codec is not None or self.codec.is_two_level
+
+    def _tier_sizes(self) -> tuple[int, int]:
+        """Bytes per vector of the first stage's rows and of the second tier's."""
+        first, second = self.codec.tier_sizes
+        if self.rerank_codec is not None:
+            second = self.rerank_codec.code_size
+        return first, second
+
+    @property
+    def is_ivf(self) -> bool:
+        return self.nlist is not None
+
+    @property
+    def d(self) -> int | None:
+        """The dimension, or ``None`` before the first add / train."""
+        return self.codec.d
+
+    @property
+    def is_trained(self) -> bool:
+        """Whether the codecs (and IVF centroids) are fitted, so vectors can be added."""
+        return (
+            self.codec.is_fitted
+            and (self.rerank_codec is None or self.rerank_codec.is_fitted)
+            and (not self.is_ivf or self.centroids is not None)
+        )
+
+    @property
+    def ntotal(self) -> int:
+        """The number of stored vectors (same as ``len(index)``)."""
+        return self._ids.n
+
+    def __len__(self) -> int:
+        return self._ids.n
+
+    @property
+    def next_id(self) -> int:
+        """The first automatic id of the next :meth:`add` (largest id ever used + 1)."""
+        return self._next_id
+
+    @property
+    def memory(self) -> dict:
+        """Bytes per vector by tier, and the shared bytes, of a trained index.
+
+        Keys: ``codes`` (first stage), ``rerank`` (second tier, 0 if none; the
+        second level of a two-level spec such as ``lvq4x8`` counts here),
+        ``ids`` (8), ``norms`` (4 under ``"l2"``, else 0), ``per_vector`` (their
+        sum) and ``shared`` (codec states, IVF centroids and list offsets).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> x = np.eye(64, dtype=np.float32)
+        >>> index = Index("hd2,rq4", metric="ip", rerank_spec="f16").train(x)
+        >>> m = index.memory
+        >>> m["codes"], m["rerank"], m["ids"], m["per_vector"]
+        (36, 128, 8, 172)
+        """
+        if not self.is_trained:
+            raise ValueError("the index is not trained yet: its byte costs are not known")
+        first, second = self._tier_sizes()
+        tiers = {
+            "codes": first,
+            "rerank": second,
+            "ids": 8,
+            "norms": 4 if self.metric == "l2" else 0,
+        }
+        shared = len(self.codec.to_bytes())
+        if self.rerank_codec is not None:
+            shared += len(self.rerank_codec.to_bytes())
+        if self.is_ivf:
+            shared += self.centroids.nbytes + self._list_offsets.nbytes
+        return {**tiers, "per_vector": sum(tiers.values()), "shared": shared}
+
+    @property
+    def bytes_per_vector(self) -> int:
+        """Stored bytes per vector: both tiers' codes + 8-byte id (+ 4-byte ``|x|²`` for l2)."""
+        return sum(self._tier_sizes()) + 8 + (4 if self.metric == "l2" else 0)
+
+    @property
+    def ids(self) -> np.ndarray:
+        """A copy of the stored ids, in storage order (IVF: grouped by list)."""
+        with self._lock.read():
+            self._ensure_checked()
+            return self._ids.view.copy()
+
+    @property
+    def train_rows(self) -> int:
+        """Rows the training uses at most: 100,000 (IVF: ``64 * nlist`` for k-means if more,
+        at most 1,000,000); larger inputs are subsampled with the index's seed."""
+        if not self.is_ivf:
+            return FIT_SAMPLE
+        return max(FIT_SAMPLE, min(64 * self.nlist, 1_000_000))
+
+    @property
+    def list_sizes(self) -> np.ndarray:
+        """Vectors per list (``int64[nlist]``; one list for a flat index)."""
+        return np.diff(self._list_offsets)
+
+    def __repr__(self) -> str:
+        extra = ""
+        if self.rerank_codec is not None:
+            extra += f", rerank_spec={self.rerank_spec!r}"
+        if self.is_ivf:
+            extra += f", ivf={self.nlist}"
+        return (
+            f"Index({self.spec!r}, metric={self.metric!r}{extra}, d={self.d}, ntotal={self.ntotal})"
+        )
+
+    def _ensure_checked(self) -> None:
+        if self._pending_check is not None:
+            self._pending_check()
+            self._pending_check = None
+
+    def _check_reads(self, names: tuple[str, ...], *, lists=None, rows=None) -> None:
+        """Before a search reads the file sections ``names`` (``"codes"``, ``"norms"``,
+        ``"ids"``, ``"rerank_codes"``) at the rows of ``lists`` or at ``rows`` (``-1``:
+        none) of a lazily verified file: verify the blocks holding them (format 3),
+        or everything (formats 1 and 2). Nothing to do for other indexes."""
+        check = self._pending_check
+        if check is None:
+            return
+        if lists is not None:
+            probed = np.unique(lists[lists >= 0])
+            starts, ends = self._list_offsets[probed], self._list_offsets[probed + 1]
+        else:
+            starts = rows[rows >= 0]
+            ends = starts + 1
+        check.check_rows(names, starts, ends)
+
+    def verify(self) -> Index:
+        """Check all the data of a memory-mapped file now; returns ``self``.
+
+        Files opened with ``vecpress.open(path, mmap=True)`` have their header,
+        codecs and lists validated at once. A search then verifies the blocks
+        of the data sections it reads (format 3: the probed lists' codes and
+        norms, the result rows' ids, the candidates' second-tier codes) before
+        reading them; older formats check all the data on the first search.
+        This method checks every block not yet checked and that the ids are
+        unique, as the first add, remove, contains, ids or save does. Raises
+        :class:`~vecpress.FormatError` naming the file and section.
+        """
+        with self._lock.read():
+            self._ensure_checked()
+        return self
+
+    # -- input preparation ---------------------------------------------------
+    def _prepare(self, x: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Normalise for cosine; returns ``(vectors, float64 squared norms of the result)``."""
+        sq = _sq_norms(x)
+        if self.metric == "cosine":
+            zero = np.flatnonzero(sq == 0)
+            if zero.size:
+                raise ValueError(
+                    f"{name} has {zero.size} zero row(s), first at row {zero[0]}: a zero vector "
+                    "has no direction under the cosine metric"
+                )
+            x = (x / np.sqrt(sq)[:, None]).astype(np.float32)
+            sq = _sq_norms(x)
+        # under "l2" the squared norms are stored as float32: as_vectors has already
+        # bounded every norm by MAX_NORM = 2**50, so |x|² <= 2**100 fits with room to spare
+        return x, sq
+
+    def _fit(
+        self, x: np.ndarray, centroids: np.ndarray | None = None, queries: np.ndarray | None = None
+    ) -> tuple[Codec, Codec | None, np.ndarray | None]:
+        """Freshly fitted ``(codec, rerank codec, centroids)``; nothing of ``self`` changes."""
+        rng = np.random.default_rng(self.seed)
+        x = _subsample(x, self.train_rows, rng)
+        first = x
+        if self.is_ivf:
+            if centroids is None:
+                centroids = _ivf.train_centroids(x, self.nlist, self.metric, self.seed)
+            if self.ivf_residual:
+                first = (x - centroids[_ivf.assign(centroids, x)]).astype(np.float32)
+        # the codecs learn from a uniform subsample (rows may be ordered, e.g. by frequency)
+        codec = Codec.from_spec(self.spec, seed=self.seed).fit(
+            _subsample(first, FIT_SAMPLE, rng), queries=queries
+        )
+        rerank = None
+        if self.rerank_codec is not None:
+            rerank = Codec.from_spec(self.rerank_spec, seed=self.seed)
+            rerank.fit(_subsample(x, FIT_SAMPLE, rng))
+        return codec, rerank, centroids
+
+    def _commit_fit(self, fitted) -> None:
+        self.codec, rerank, centroids = fitted
+        if rerank is not None:
+            self.rerank_codec = rerank
+        if centroids is not None:
+            self.centroids = centroids
+        self._stage = None
+
+    # -- building ------------------------------------------------------------
+    def train(self, x, centroids=None, queries=None, *, threads: int | None = None) -> Index:
+        """Fit the codecs (and IVF centroids) on ``x`` before any vector is added; returns ``self``.
+
+        Under ``"cosine"`` the training vectors are normalised first. More than
+        100,000 rows are subsampled with the index's seed (IVF: up to
+        ``64 * nlist`` rows for k-means, at most 1,000,000). An IVF index can
+        take its ``centroids`` (``float[nlist, d]``, e.g. another index's) instead
+        of running k-means; the codecs are still fitted on ``x``. ``queries`` (a
+        sample of the queries to serve) is passed to the codec's fit: stages such as
+        ``leanvec-ood<d'>`` learn from it (normalised too under ``"cosine"``).
+        ``threads``: the threads of this call (k-means, fitting and their BLAS
+        products); default the process-wide :func:`vecpress.set_num_threads`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).standard_normal((200, 16)).astype(np.float32)
+        >>> Index("center,int8", metric="ip").train(x).is_trained
+        True
+        """
+        with self._lock.write(), using(threads, blas=True):
+            return self._train(x, centroids, queries)
+
+    def _train(self, x, centroids, queries) -> Index:
+        if self.ntotal:
+            raise ValueError(
+                f"cannot train an index that holds {self.ntotal} vectors (their codes would "
+                "no longer match the codec); train before the first add"
+            )
+        x = as_vectors(x, "X", dim=self.d, allow_empty=False)
+        if centroids is not None:
+            if not self.is_ivf:
+                raise ValueError("centroids were given, but the index is flat (no ivf=)")
+            centroids = as_vectors(centroids, "centroids", dim=x.shape[1])
+            if centroids.shape[0] != self.nlist:
+                raise ValueError(
+                    f"centroids must have {self.nlist} rows (ivf={self.nlist}), "
+                    f"found {centroids.shape[0]}"
+                )
+        x, _ = self._prepare(x, "X")
+        if queries is not None:
+            queries, _ = self._prepare(as_vectors(queries, "queries", dim=x.shape[1]), "queries")
+        self._commit_fit(self._fit(x, centroids, queries))
+        return self
+
+    def add(self, x, ids=None, *, threads: int | None = None) -> np.ndarray:
+        """Encode and store vectors; returns their ids (``int64[n]``).
+
+        Parameters
+        ----------
+        x : numpy.ndarray
+            ``(n, d)`` float vectors (float16/32/64; converted to float32).
+        ids : array_like of int, optional
+            Non-negative, unique, not already stored. When omitted, ids
+            ``next_id, next_id + 1, ...`` are assigned.
+        threads : int, optional
+            Threads of this call (encoding; fitting on a first add); default the
+            process-wide count (:func:`vecpress.set_num_threads`).
+
+        All-or-nothing: every check (values, dimension, ids) runs before
+        anything is stored, so a failed call leaves the index unchanged. The
+        codecs (and IVF centroids) are fitted on the first add if the index
+        is not trained yet. An IVF index keeps its rows grouped by list, so
+        each add re-sorts the stored rows (O(n)): add in batches.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> index = Index("f32", metric="ip")
+        >>> index.add(np.eye(3, dtype=np.float32), ids=[10, 20, 30]).tolist()
+        [10, 20, 30]
+        >>> index.add(np.ones((1, 3), np.float32)).tolist()
+        [31]
+        """
+        with self._lock.write(), using(threads, blas=not self.is_trained):
+            return self._add(x, ids)
+
+    def _add(self, x, ids) -> np.ndarray:
+        self._ensure_checked()
+        x = as_vectors(x, "X", dim=self.d)
+        n = x.shape[0]
+        x, sq = self._prepare(x, "X")
+        new_ids = self._check_new_ids(ids, n)
+        fitted = None if self.is_trained else self._fit(x)
+        codec, rerank, centroids = fitted or (self.codec, self.rerank_codec, self.centroids)
+        lists = None
+        first = x
+        if self.is_ivf:
+            lists = _ivf.assign(centroids, x)
+            if self.ivf_residual:
+                first = (x - centroids[lists]).astype(np.float32)
+        codes = codec.encode(first)
+        rcodes = rerank.encode(x) if rerank is not None else None
+        if codec.is_two_level:
+            codes, rcodes = codec.split_tiers(codes)
+        # -- commit (nothing below can fail on valid input) --
+        if fitted is not None:
+            self._commit_fit(fitted)
+        if self._codes is None:
+            self._init_buffers()
+        old = self.ntotal
+        self._codes.append(codes)
+        if rcodes is not None:
+            self._rcodes.append(rcodes)
+        if self._norms is not None:
+            self._norms.append(sq.astype(np.float32))
+        self._ids.append(new_ids)
+        if lists is None:
+            self._list_offsets[1] = self.ntotal
+        elif n:
+            all_lists = np.concatenate([self._row_lists(old), lists])
+            self._reorder(np.argsort(all_lists, kind="stable"))
+            counts = np.bincount(all_lists, minlength=self.nlist)
+            np.cumsum(counts, out=self._list_offsets[1:])
+        if n:
+            self._next_id = max(self._next_id, int(new_ids.max()) + 1)
+        self._stage = None
+        return new_ids.copy()
+
+    def _init_buffers(self) -> None:
+        first, second = self._tier_sizes()
+        self._codes = _Buffer(np.zeros((0, first), np.uint8))
+        if self.has_second_tier:
+            self._rcodes = _Buffer(np.zeros((0, second), np.uint8))
+        if self.metric == "l2":
+            self._norms = _Buffer(np.zeros(0, np.float32))
+
+    def _buffers(self) -> list[_Buffer]:
+        return [b for b in (self._ids, self._codes, self._rcodes, self._norms) if b is not None]
+
+    def _row_lists(self, n: int | None = None) -> np.ndarray:
+        """The list of each of the first ``n`` stored rows (rows are sorted by list)."""
+        sizes = np.diff(self._list_offsets)
+        lists = np.repeat(np.arange(sizes.size, dtype=np.int64), sizes)
+        return lists if n is None else lists[:n]
+
+    def _reorder(self, order: np.ndarray) -> None:
+        for buf in self._buffers():
+            buf.permute(order)
+
+    def _check_new_ids(self, ids, n: int) -> np.ndarray:
+        if ids is None:
+            if self._next_id + n - 1 > _MAX_ID:
+                raise ValueError(f"automatic ids would exceed int64: next id is {self._next_id}")
+            return np.arange(self._next_id, self._next_id + n, dtype=np.int64)
+        new = _as_ids(ids)
+        if new.shape[0] != n:
+            raise ValueError(f"ids has {new.shape[0]} entries but X has {n} rows")
+        if n == 0:
+            return new
+        neg = new[new < 0]
+        if neg.size:
+            raise ValueError(f"ids must be non-negative, found {neg.size} negative: {_first(neg)}")
+        uniq, counts = np.unique(new, return_counts=True)
+        dup = uniq[counts > 1]
+        if dup.size:
+            raise ValueError(f"ids repeat within the call: {_first(dup)}")
+        clash = new[np.isin(new, self._ids.view)]
+        if clash.size:
+            raise ValueError(f"{clash.size} id(s) are already stored: {_first(clash)}")
+        return new
+
+    def remove(self, ids) -> int:
+        """Remove vectors by id; returns how many were removed.
+
+        Unknown ids (never added, or already removed) are ignored. Removed ids
+        are not reused by automatic ids.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> index = Index("f32", metric="ip")
+        >>> _ = index.add(np.eye(3, dtype=np.float32))
+        >>> index.remove([0, 2, 99]), len(index)
+        (2, 1)
+        """
+        with self._lock.write():
+            return self._remove(ids)
+
+    def _remove(self, ids) -> int:
+        self._ensure_checked()
+        gone = np.isin(self._ids.view, _as_ids(ids))
+        count = int(gone.sum())
+        if count:
+            keep = ~gone
+            kept_lists = self._row_lists()[keep]
+            for buf in self._buffers():
+                buf.keep(keep)
+            counts = np.bincount(kept_lists, minlength=self._list_offsets.size - 1)
+            np.cumsum(counts, out=self._list_offsets[1:])
+            self._stage = None
+        return count
+
+    def contains(self, ids):
+        """Whether ids are stored: a bool for a scalar id, a bool array for an array.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> index = Index("f32", metric="ip")
+        >>> _ = index.add(np.eye(2, dtype=np.float32))
+        >>> index.contains(1), index.contains([1, 5]).tolist()
+        (True, [True, False])
+        """
+        with self._lock.read():
+            return self._contains(ids)
+
+    def _contains(self, ids):
+        self._ensure_checked()
+        found = np.isin(_as_ids(ids), self._ids.view)
+        return bool(found[0]) if np.ndim(ids) == 0 else found
+
+    def __contains__(self, id_) -> bool:
+        return bool(np.all(self.contains(id_)))
+
+    # -- searching -----------------------------------------------------------
+    def _first_stage(self) -> _search.Stage:
+        if self._stage is None:
+            codes = self._codes.view
+            codec = self.codec.tier_codec  # the codec itself, or level 1 of a two-level one
+            self._stage = _search.Stage(
+                codec=codec,
+                codes=codes,
+                items=_search.make_items(self._list_offsets),
+                norms=None if self._norms is None else self._norms.view,
+                terms=_search.Terms(codec, codes) if _search.is_grid(codec) else None,
+            )
+        return self._stage
+
+    def _rerank_tier(self) -> _search.Tier:
+        """The second tier as one composition (:class:`vecpress.search.scan.Tier`): the
+        ``rerank_spec`` codec and its rows, or both levels of a two-level codec (whose
+        IVF residual codes add ``<q, centroid of the row's list>``)."""
+        if self.rerank_codec is not None:
+            return _search.stored_tier(self.rerank_codec, self._rcodes.view)
+        offset = None
+        if self.is_ivf and self.ivf_residual:
+            offsets, centroids = self._list_offsets, self.centroids
+
+            def offset(q: np.ndarray, rows: np.ndarray) -> np.ndarray:
+                lists = np.searchsorted(offsets, rows, side="right") - 1
+                return np.take_along_axis(q @ centroids.T, np.maximum(lists, 0), axis=1)
+
+        return _search.levels_tier(self.codec, self._codes.view, self._rcodes.view, offset)
+
+    def _check_search_args(self, k, rerank, nprobe) -> tuple[int, int | None, int]:
+        k = check_positive_int(k, "k")
+        if k > max(self.ntotal, MAX_PADDED_K):
+            raise ValueError(
+                f"k={k} is larger than the index ({self.ntotal} vectors): results past the "
+                f"stored vectors are padding (id -1), allowed up to k={MAX_PADDED_K}; "
+                f"ask for at most {max(self.ntotal, MAX_PADDED_K)}"
+            )
+        if rerank is not None:
+            if not self.has_second_tier:
+                raise ValueError(
+                    "rerank= needs a second tier: build the index with rerank_spec= "
+                    "(e.g. Index(spec, rerank_spec='f32')) or a two-level spec (e.g. 'lvq4x8')"
+                )
+            rerank = check_positive_int(rerank, "rerank")
+            if rerank < k:
+                raise ValueError(
+                    f"rerank must be >= k (it is the candidates kept), found {rerank} < {k}"
+                )
+        if nprobe is not None:
+            if not self.is_ivf:
+                raise ValueError(
+                    "nprobe= applies to IVF indexes (Index(..., ivf=nlist)); this one is flat"
+                )
+            nprobe = min(check_positive_int(nprobe, "nprobe"), self.nlist)
+        elif self.is_ivf:
+            nprobe = max(1, round(self.nlist * DEFAULT_NPROBE_FRACTION))
+        return k, rerank, nprobe or 1
+
+    def search(
+        self,
+        q,
+        k: int,
+        rerank: int | None = None,
+        nprobe: int | None = None,
+        *,
+        threads: int | None = None,
+    ) -> SearchResult:
+        """The ``k`` best stored vectors for each query, best first.
+
+        Parameters
+        ----------
+        q : numpy.ndarray
+            ``(nq, d)`` float queries (normalised under ``"cosine"``).
+        k : int
+            Results per query, ``>= 1``; where fewer than ``k`` vectors are
+            stored (or probed) the rest is padded with id ``-1`` and score ``-inf``.
+            ``k`` may exceed the number of stored vectors by padding only up to
+            ``MAX_PADDED_K`` (1024); a larger ``k`` is a ``ValueError``.
+        rerank : int, optional
+            Re-score the first stage's best ``rerank`` (``>= k``) candidates with
+            the second tier (``rerank_spec``, or both levels of a two-level spec)
+            and keep the best ``k``; the scores returned are then the second tier's.
+            A ``rerank`` above the number of stored vectors re-scores them all.
+        nprobe : int, optional
+            IVF only: lists scanned per query (default ``nlist / 64``, at least 1).
+        threads : int, optional
+            Threads of this call; default the process-wide count
+            (:func:`vecpress.set_num_threads`). Concurrent searches may each
+            name their own.
+
+        Returns
+        -------
+        SearchResult
+            ``ids int64[nq, k]`` and ``scores float32[nq, k]`` (larger is
+            better; for ``"l2"`` the negated estimated squared distance).
+
+        A flat search without ``rerank`` ranks exactly as
+        ``topk(codec.score(q, codes), k)`` over the stored codes (ties go to
+        the earlier stored row).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> index = Index("f32", metric="l2")
+        >>> _ = index.add(np.array([[0, 0], [3, 4]], np.float32))
+        >>> res = index.search(np.array([[3, 3]], np.float32), k=3)
+        >>> res.ids.tolist(), res.scores.tolist()
+        ([[1, 0, -1]], [[-1.0, -18.0, -inf]])
+        """
+        with self._lock.read(), using(threads):
+            return self._search(q, k, rerank, nprobe)
+
+    def _search(self, q, k, rerank, nprobe) -> SearchResult:
+        k, rerank, nprobe = self._check_search_args(k, rerank, nprobe)
+        q = as_vectors(q, "queries", dim=self.d)
+        q, qsq = self._prepare(q, "queries")
+        nq = q.shape[0]
+        ids = np.full((nq, k), -1, np.int64)
+        scores = np.full((nq, k), -np.inf, np.float32)
+        if nq == 0 or self.ntotal == 0:
+            return SearchResult(ids, scores)
+        # nothing past the stored rows is worth scanning or re-ranking: the rest is padding
+        width = min(k, self.ntotal)
+        if rerank is not None:
+            rerank = min(rerank, self.ntotal)
+        if self.is_ivf:
+            lists, dots = _ivf.probe(self.centroids, q, nprobe, self.metric)
+            adds = dots if self.ivf_residual else np.zeros_like(dots)
+        else:
+            lists = np.zeros((nq, 1), np.int64)
+            adds = np.zeros((nq, 1), np.float32)
+        self._check_reads(("codes", "norms"), lists=lists)
+        rows, sc = _search.scan(self._first_stage(), q, qsq, lists, adds, rerank or width)
+        if rerank is not None:  # in chunks: the candidates' decoded rows stay small
+            self._check_reads(("rerank_codes",), rows=rows)
+            tier = self._rerank_tier()
+            norms = None if self._norms is None else self._norms.view
+            out_rows = np.empty((nq, width), np.int64)
+            out_sc = np.empty((nq, width), np.float32)
+            for s in range(0, nq, RERANK_CHUNK):
+                e = min(nq, s + RERANK_CHUNK)
+                out_rows[s:e], out_sc[s:e] = _search.rerank(
+                    tier, norms, q[s:e], qsq[s:e], rows[s:e], width
+                )
+            rows, sc = out_rows, out_sc
+        found = rows >= 0
+        self._check_reads(("ids",), rows=rows)
+        ids[:, :width][found] = self._ids.view[rows[found]]
+        scores[:, :width] = sc
+        return SearchResult(ids, scores)
+
+    # -- persistence -----------------------------------------------------------
+    def save(self, path, *, block_size: int = storage.BLOCK_SIZE) -> None:
+        """Write the index to ``path`` atomically; see :func:`vecpress.files.storage.save`.
+
+        Safe while other threads search or mutate the index: it holds the
+        index's lock shared (:mod:`vecpress.rwlock`), so the file holds the
+        state between two mutations, never half of one. A memory-mapped index
+        is verified before it is written. ``block_size``: bytes per checksummed
+        block of the data sections (a power of two in
+        ``vecpress.files.storage.BLOCK_SIZE_RANGE``), the unit a memory-mapped search
+        verifies.
+
+        Raises
+        ------
+        ValueError
+            The index was never trained nor added to (its dimension is unknown),
+            or a bad ``block_size``.
+        LockedError
+            Another writer is saving to the same path.
+        """
+        storage.check_block_size(block_size)
+        if not self.is_trained:
+            raise ValueError(
+                "cannot save an index whose codec is not fitted (its dimension is unknown): "
+                "add vectors or call train(X) first"
+            )
+        with self._lock.read():
+            storage.save(self._to_state(), path, block_size=block_size)
+
+    def to_state(self) -> IndexState:
+        """A snapshot of the index as the public :class:`~vecpress.files.storage.IndexState`
+        (arrays shared, not copied; verified first if memory-mapped).
+
+        Examples
+        --------
+        >>> index = Index("f32", metric="l2")
+        >>> _ = index.add(np.ones((3, 4), np.float32))
+        >>> state = index.to_state()
+        >>> state.ids.tolist(), state.norms.tolist()
+        ([0, 1, 2], [4.0, 4.0, 4.0])
+        >>> Index.from_state(state).search(np.ones((1, 4), np.float32), 1).ids.tolist()
+        [[0]]
+        """
+        with self._lock.read():
+            return self._to_state()
+
+    def _to_state(self) -> IndexState:
+        """:meth:`to_state` under the caller's lock."""
+        if not self.is_trained:
+            raise ValueError("an index that was never trained nor added to has no state yet")
+        self._check_consistent()
+        self._ensure_checked()
+        first, second = self._tier_sizes()
+
+        def rows(buf: _Buffer | None, empty: np.ndarray | None) -> np.ndarray | None:
+            return empty if buf is None else np.ascontiguousarray(buf.view)
+
+        fresh = self._codes is None  # trained but empty: no row stores yet
+        return IndexState(
+            codec=self.codec,
+            metric=self.metric,
+            seed=self.seed,
+            rerank_codec=self.rerank_codec,
+            nlist=self.nlist,
+            ivf_residual=self.ivf_residual,
+            centroids=self.centroids,
+            list_offsets=self._list_offsets.copy(),
+            ids=rows(self._ids, None),
+            norms=rows(self._norms, np.zeros(0, np.float32) if self.metric == "l2" else None),
+            codes=rows(self._codes, np.zeros((0, first), np.uint8)),
+            rerank_codes=rows(
+                self._rcodes,
+                np.zeros((0, second), np.uint8) if fresh and self.has_second_tier else None,
+            ),
+            next_id=self._next_id,
+        )
+
+    @classmethod
+    def from_state(cls, state: IndexState) -> Index:
+        """The index of a state (:meth:`to_state`, :func:`vecpress.files.storage.load`); its
+        arrays are used as they are (read-only ones, e.g. memory-mapped, are copied on
+        the first change)."""
+        if not isinstance(state, IndexState):
+            raise TypeError(f"expected an IndexState, found {type(state).__name__}")
+        first, second = state.tier_sizes
+        for name, a, width in (
+            ("codes", state.codes, first),
+            ("rerank_codes", state.rerank_codes, second),
+        ):
+            if a is not None and (a.dtype != np.uint8 or a.ndim != 2 or a.shape[1] != width):
+                raise ValueError(
+                    f"state.{name} must be uint8 rows of {width} bytes, found {a.dtype} {a.shape}"
+                )
+        index = cls(
+            state.codec.spec,
+            state.metric,
+            seed=state.seed,
+            rerank_spec=None if state.rerank_codec is None else state.rerank_codec.spec,
+            ivf=state.nlist,
+            ivf_residual=state.ivf_residual,
+        )
+        index.codec = state.codec
+        index.rerank_codec = state.rerank_codec
+        index.centroids = state.centroids
+        index._list_offsets = np.array(state.list_offsets, np.int64)
+        index._ids = _Buffer(state.ids)
+        index._codes = _Buffer(state.codes)
+        index._norms = None if state.norms is None else _Buffer(state.norms)
+        index._rcodes = None if state.rerank_codes is None else _Buffer(state.rerank_codes)
+        index._next_id = state.next_id
+        index._pending_check = state.pending_check
+        index._check_consistent()
+        return index
+
+    def _check_consistent(self) -> None:
+        """Raise ``RuntimeError`` unless every per-row store and the list offsets agree
+        (a file is never written from a state that ``open`` would reject)."""
+        n = self._ids.n
+        sizes = {"ids": n, "list offsets": int(self._list_offsets[-1])}
+        for name, buf in (("codes", self._codes), ("second tier", self._rcodes)):
+            if buf is not None:
+                sizes[name] = buf.n
+        if self._norms is not None:
+            sizes["norms"] = self._norms.n
+        if len(set(sizes.values())) > 1 or (np.diff(self._list_offsets) < 0).any():
+            raise RuntimeError(f"index state is inconsistent (rows per store: {sizes}); not saved")
+
+
+def training_rows(n: int, limit: int, seed: int) -> np.ndarray:
+    """The rows :func:`build` trains on: all ``n``, or ``limit`` of them drawn with ``seed``."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+
+
+def build(
+    x: np.ndarray,
+    spec: str,
+    metric: str = "cosine",
+    *,
+    seed: int = 0,
+    rerank_spec: str | None = None,
+    ivf: int | None = None,
+    ivf_residual: bool = True,
+    centroids: np.ndarray | None = None,
+    queries: np.ndarray | None = None,
+    progress=None,
+) -> Index:
+    """A trained and filled :class:`Index` of ``x``, exactly as ``vecpress build`` makes it.
+
+    Trains on ``Index.train_rows`` rows drawn with ``seed`` (all rows if fewer),
+    then adds ``x`` in order in chunks of ``ADD_CHUNK`` rows, so a memory-mapped
+    ``x`` is read one chunk at a time. ``progress(n)`` is called after each
+    chunk with the rows added. ``queries`` (a sample of the queries to serve)
+    goes to :meth:`Index.train` for stages that learn from it
+    (``leanvec-ood<d'>``). The advisor measures indexes built by this
+    function, so what it recommends is what the command line builds.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
+    >>> index = build(x, "center,hd2,rq4", "ip")
+    >>> len(index), index.bytes_per_vector
+    (300, 22)
+    """
+    index = Index(
+        spec, metric, seed=seed, rerank_spec=rerank_spec, ivf=ivf, ivf_residual=ivf_residual
+    )
+    n = x.shape[0]
+    index.train(np.asarray(x[training_rows(n, index.train_rows, seed)]), centroids, queries)
+    for s in range(0, n, ADD_CHUNK):
+        index.add(np.asarray(x[s : s + ADD_CHUNK]))
+        if progress is not None:
+            progress(min(ADD_CHUNK, n - s))
+    return index
+
+
+def open(path, mmap: bool = True) -> Index:  # shadows builtins.open in this module
+    """Open an index file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    mmap : bool
+        ``True``: memory-map the arrays (nothing is copied; pages load on
+        demand). The header, layout, codec and block checksums are validated
+        now; the data block by block as searches first read it (format 3; see
+        :mod:`vecpress.files.storage`), all of it on :meth:`Index.verify` or the first
+        add, remove, contains, ids or save. ``False``: read everything into
+        memory and validate it all now.
+
+    Opening only reads: it takes no lock and removes nothing, so readers
+    never get in a writer's way.
+
+    Raises
+    ------
+    FormatError
+        The file is truncated, tampered with or not an index; the message
+        names the file and the section.
+
+    Examples
+    --------
+    >>> import tempfile, os, vecpress
+    >>> x = np.random.default_rng(0).standard_normal((20, 16)).astype(np.float32)
+    >>> index = vecpress.Index("f32", metric="ip")
+    >>> _ = index.add(x)
+    >>> path = os.path.join(tempfile.mkdtemp(), "x.vpi")
+    >>> index.save(path)
+    >>> loaded = vecpress.open(path, mmap=True).verify()
+    >>> bool((loaded.search(x, 5).ids == index.search(x, 5).ids).all())
+    True
+    """
+    return Index.from_state(storage.load(path, mmap=mmap))

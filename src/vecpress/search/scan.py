@@ -1,0 +1,376 @@
+"""The search path every index goes through: plan, scan, merge, re-rank.
+
+A flat index is an IVF index with one list that every query probes. The rows of
+each list are contiguous (the index keeps its rows sorted by list), and lists
+are cut into *items* of at most :data:`CHUNK` rows so that the work spreads over
+the threads even for a single query or a single list. A search then:
+
+1. **plans**: for each query, the items of its probed lists, each (query,
+   item) pair with an output slot and an additive score term (the centring
+   offset of the codec, plus ``<q, c_list>`` when lists hold residuals);
+2. **scans**: grid codecs (``int``, ``lvq``, ``rq``, ``kl``) run the fused compiled
+   scan + top-k (:mod:`vecpress.kernels.grid_search`) over all items at once;
+   every other codec scores item by item with :meth:`Codec.score`'s quantizer
+   and keeps the top-k of each with the shared :func:`~vecpress.search.topk.topk`;
+3. **merges** the slots of each query (:func:`~vecpress.kernels.grid_search.merge_slots`);
+4. **re-ranks** (optional): the first stage's best ``R`` rows are re-scored
+   with the index's second tier (:meth:`Codec.score_candidates`; for a
+   two-level codec, with both levels of the candidates' rows) and the best
+   ``k`` kept with :func:`~vecpress.search.topk.topk`.
+
+Scores follow the index's metric: the estimated inner product (``"ip"``,
+``"cosine"``) or the negated estimated squared distance (``"l2"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..codecs.codec import Codec
+from ..codecs.quantizers.base import GridQuantizer
+from ..codecs.quantizers.pq import PQ
+from ..kernels.fastscan import fastscan_layout, fastscan_topk, quantize_luts
+from ..kernels.fields import read_fields
+from ..kernels.grid_search import grid_scan_topk, merge_slots
+from ..kernels.scan import grid_queries, query_limbs
+from ..threads import single_threaded_blas
+from .topk import topk
+
+#: rows per work item
+CHUNK = 8192
+#: queries planned and scanned together (bounds the slot memory)
+QUERY_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class Items:
+    """Work items of a list layout: item ``w`` covers rows ``starts[w]:ends[w]``;
+    the items of list ``l`` are ``list_ptr[l]:list_ptr[l + 1]``."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    list_ptr: np.ndarray
+
+
+def make_items(list_offsets: np.ndarray, chunk: int | None = None) -> Items:
+    """Cut each list's row range ``list_offsets[l]:list_offsets[l + 1]`` into items.
+
+    Examples
+    --------
+    >>> it = make_items(np.array([0, 5, 5, 12]), chunk=4)
+    >>> it.starts.tolist(), it.ends.tolist(), it.list_ptr.tolist()
+    ([0, 4, 5, 9], [4, 5, 9, 12], [0, 2, 2, 4])
+    """
+    chunk = CHUNK if chunk is None else chunk
+    off = np.asarray(list_offsets, np.int64)
+    sizes = np.diff(off)
+    per = (sizes + chunk - 1) // chunk
+    list_ptr = np.zeros(off.size, np.int64)
+    np.cumsum(per, out=list_ptr[1:])
+    owner = np.repeat(np.arange(sizes.size), per)
+    local = np.arange(list_ptr[-1]) - list_ptr[owner]
+    starts = off[owner] + local * chunk
+    ends = np.minimum(starts + chunk, off[owner + 1])
+    return Items(starts, ends, list_ptr)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Who scans what: item ``w`` is scanned for the pairs ``qptr[w]:qptr[w + 1]``
+    (query ``qidx``, slot ``qslot``, additive term ``qadd``); query ``i`` owns the
+    slots ``qslot_ptr[i]:qslot_ptr[i + 1]``."""
+
+    qptr: np.ndarray
+    qidx: np.ndarray
+    qslot: np.ndarray
+    qadd: np.ndarray
+    qslot_ptr: np.ndarray
+
+    @property
+    def nslots(self) -> int:
+        return int(self.qslot_ptr[-1])
+
+
+def make_plan(items: Items, lists: np.ndarray, adds: np.ndarray) -> Plan:
+    """Plan the scan of ``lists[i]`` (``int64[nq, P]``, ``-1`` = none) for each query,
+    with ``adds[i, p]`` added to every score from list ``lists[i, p]``."""
+    nq, p = lists.shape
+    lists = lists.ravel()
+    keep = lists >= 0
+    pair_q = np.repeat(np.arange(nq, dtype=np.int64), p)[keep]
+    pair_l = lists[keep]
+    pair_add = adds.ravel()[keep].astype(np.float32)
+    counts = items.list_ptr[pair_l + 1] - items.list_ptr[pair_l]
+    total = int(counts.sum())
+    first = np.cumsum(counts) - counts
+    slot_q = np.repeat(pair_q, counts)
+    slot_item = np.repeat(items.list_ptr[pair_l], counts) + (
+        np.arange(total) - np.repeat(first, counts)
+    )
+    slot_add = np.repeat(pair_add, counts)
+    order = np.argsort(slot_item, kind="stable")
+    nitems = items.starts.size
+    qptr = np.zeros(nitems + 1, np.int64)
+    np.cumsum(np.bincount(slot_item, minlength=nitems), out=qptr[1:])
+    qslot_ptr = np.zeros(nq + 1, np.int64)
+    np.cumsum(np.bincount(slot_q, minlength=nq), out=qslot_ptr[1:])
+    return Plan(
+        qptr,
+        slot_q[order],
+        order.astype(np.int64),  # slots are numbered query-major, pair by pair
+        slot_add[order],
+        qslot_ptr,
+    )
+
+
+def row_terms(codec: Codec, codes: np.ndarray, out: np.ndarray | None = None):
+    """Per-row terms ``(a, b, c)`` of a grid codec's rows (``c``: the centring term), read
+    in one pass over the rows (:func:`~vecpress.kernels.fields.read_fields`, into ``out``
+    if given); the same values as ``quantizer.grid_rows`` and ``Codec._split`` give."""
+    quant = codec.quantizer
+    center = codec._center
+    c = 0.0 if center is None else (quant.code_size, quant.field_dtype, center.term_exp)
+    a, b, c = read_fields(codes, (*quant.grid_row_fields(), c), out=out)
+    return a, b, c
+
+
+class Terms:
+    """:func:`row_terms` of a grid codec's rows, computed the first time a scan reads them.
+
+    ``arrays`` are the three ``float32[n]`` terms; :meth:`ensure` fills the
+    rows of the items a scan is about to read, so a search of a memory-mapped
+    IVF index reads only its probed lists' rows, not the whole file. Searches
+    may run concurrently: an item is marked ready only after its terms are
+    written, and two searches filling the same item write the same values.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).standard_normal((10, 8)).astype(np.float32)
+    >>> codec = Codec.from_spec("rq4").fit(x)
+    >>> codes = codec.encode(x)
+    >>> terms = Terms(codec, codes)
+    >>> terms.ensure(make_items(np.array([0, 4, 10])), np.array([1]))
+    >>> bool(np.array_equal(terms.arrays[0][4:], row_terms(codec, codes[4:])[0]))
+    True
+    """
+
+    def __init__(self, codec: Codec, codes: np.ndarray) -> None:
+        self.codec = codec
+        self.codes = codes
+        n = codes.shape[0]
+        self._all = np.empty((3, n), np.float32)
+        self.arrays = tuple(self._all)
+        self._done = np.zeros(n, bool)  # by row: whatever the items, a row is filled once
+
+    def ensure(self, items: Items, which: np.ndarray) -> None:
+        """Fill the rows of ``items`` number ``which`` (those not filled yet)."""
+        starts, ends = items.starts[which], items.ends[which]
+        todo = [(s, e) for s, e in zip(starts.tolist(), ends.tolist(), strict=True) if e > s]
+        todo = [(s, e) for s, e in todo if not (self._done[s] and self._done[e - 1])]
+        for s, e in _coalesce(todo):
+            row_terms(self.codec, self.codes[s:e], out=self._all[:, s:e])
+            self._done[s:e] = True
+
+
+def _coalesce(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, merged ``[s, e)`` ranges (adjacent ones joined)."""
+    out: list[list[int]] = []
+    for s, e in sorted(ranges):
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [(s, e) for s, e in out]
+
+
+def is_grid(codec: Codec) -> bool:
+    """Whether the codec's scores run through the fused integer scan."""
+    return isinstance(codec.quantizer, GridQuantizer)
+
+
+@dataclass
+class Stage:
+    """What the first stage scans: a fitted codec, its rows (sorted by list), the
+    lists' items, and per-row extras (``norms``: exact ``|x|²`` for l2;
+    ``terms``: :class:`Terms` for grid codecs, filled as items are scanned)."""
+
+    codec: Codec
+    codes: np.ndarray
+    items: Items
+    norms: np.ndarray | None
+    terms: Terms | None
+    #: fast-scan layouts of 4-bit PQ items, made on first use (:func:`_scan_fastscan`)
+    blocked: dict = field(default_factory=dict)
+
+
+def scan(
+    stage: Stage, q: np.ndarray, qsq: np.ndarray, lists: np.ndarray, adds: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best rows of the probed lists for each query: ``(rows int64, scores float32)``.
+
+    ``q`` are the prepared (normalised for cosine) float32 queries, ``qsq``
+    their squared norms (used by l2, ``norms`` set), ``lists``/``adds`` as in
+    :func:`make_plan`.
+    """
+    nq = q.shape[0]
+    rows = np.empty((nq, k), np.int64)
+    scores = np.empty((nq, k), np.float32)
+    for s in range(0, nq, QUERY_BATCH):
+        e = min(nq, s + QUERY_BATCH)
+        rows[s:e], scores[s:e] = _scan_batch(stage, q[s:e], qsq[s:e], lists[s:e], adds[s:e], k)
+    return rows, scores
+
+
+def _scan_batch(stage, q, qsq, lists, adds, k):
+    codec = stage.codec
+    with single_threaded_blas():  # small products: no spinning BLAS threads (vecpress.threads)
+        qt, offset = codec.transform_queries(q)
+    plan = make_plan(stage.items, lists, adds + offset[:, None])
+    l2 = stage.norms is not None
+    if stage.terms is not None:  # a grid codec (Stage.terms)
+        quant = codec.quantizer
+        qe, center, qoff, t = quant.grid_queries(qt)
+        bits = quant.param
+        stage.terms.ensure(stage.items, np.flatnonzero(np.diff(plan.qptr)))
+        qi, qs, off = grid_queries(qe, center, qoff, bits)
+        norms = stage.norms if l2 else np.zeros(1, np.float32)
+        slot_s, slot_i = grid_scan_topk(
+            stage.codes, bits, quant.grid_dims, stage.items.starts, stage.items.ends,
+            plan.qptr, plan.qidx, plan.qslot, plan.qadd,
+            qi, query_limbs(bits), qs, off, np.asarray(t, np.float32),
+            *stage.terms.arrays, norms, qsq.astype(np.float32), plan.nslots, k, l2=l2,
+            layout=quant.grid_layout,
+        )  # fmt: skip
+    elif is_fastscan(codec) and not l2 and not codec._centered:
+        slot_s, slot_i = _scan_fastscan(stage, qt, plan, k)
+    else:
+        slot_s, slot_i = _scan_generic(stage, qt, qsq, plan, k, l2)
+    res_s = np.empty((q.shape[0], k), np.float32)
+    res_i = np.empty((q.shape[0], k), np.int64)
+    merge_slots(slot_s, slot_i, plan.qslot_ptr, k, res_s, res_i)
+    return res_i, res_s
+
+
+def is_fastscan(codec: Codec) -> bool:
+    """Whether the codec is a 4-bit product quantizer (scanned by fast-scan)."""
+    return isinstance(codec.quantizer, PQ) and codec.quantizer.bits == 4
+
+
+def _scan_fastscan(stage, qt, plan, k):
+    """4-bit PQ items by fused fast-scan + top-k (:mod:`vecpress.kernels.fastscan`): the
+    queries' 8-bit tables once per batch, each item's blocked layout once per stage.
+    Ranks by the exact integer table sums (ties to the smaller row), i.e. by
+    ``codec.score`` wherever float32 keeps distinct sums distinct."""
+    quant = stage.codec.quantizer
+    m = quant.param
+    lut8, scale, bias = quantize_luts(quant.tables(qt))
+    slot_s = np.full((plan.nslots, k), -np.inf, np.float32)
+    slot_i = np.full((plan.nslots, k), -1, np.int64)
+    for w in np.flatnonzero(np.diff(plan.qptr)):
+        p0, p1 = plan.qptr[w], plan.qptr[w + 1]
+        s, e = int(stage.items.starts[w]), int(stage.items.ends[w])
+        if w not in stage.blocked:
+            stage.blocked[w] = fastscan_layout(np.ascontiguousarray(stage.codes[s:e]), m)
+        who = plan.qidx[p0:p1]
+        sc, pos = fastscan_topk(
+            stage.blocked[w], e - s, m, np.ascontiguousarray(lut8[who]), k, scale[who], bias[who]
+        )
+        slot_i[plan.qslot[p0:p1]] = np.where(pos >= 0, pos + s, -1)
+        slot_s[plan.qslot[p0:p1]] = sc + plan.qadd[p0:p1, None]
+    return slot_s, slot_i
+
+
+def _scan_generic(stage, qt, qsq, plan, k, l2):
+    """Item by item with the quantizer's own ``score`` (codecs without a grid kernel)."""
+    codec = stage.codec
+    slot_s = np.full((plan.nslots, k), -np.inf, np.float32)
+    slot_i = np.full((plan.nslots, k), -1, np.int64)
+    qsq32 = qsq.astype(np.float32)
+    for w in np.flatnonzero(np.diff(plan.qptr)):
+        p0, p1 = plan.qptr[w], plan.qptr[w + 1]
+        s, e = int(stage.items.starts[w]), int(stage.items.ends[w])
+        who = plan.qidx[p0:p1]
+        qcodes, term = codec._split(stage.codes[s:e])  # only the item's rows are read
+        est = codec.quantizer.score(qt[who], qcodes)
+        if term is not None:
+            est += term[None, :]
+        est += plan.qadd[p0:p1, None]
+        if l2:
+            est *= 2
+            est -= stage.norms[None, s:e]
+            est -= qsq32[who, None]
+        pos, sc = topk(est, k)
+        slot_i[plan.qslot[p0:p1]] = np.where(pos >= 0, pos + s, -1)
+        slot_s[plan.qslot[p0:p1]] = sc
+    return slot_s, slot_i
+
+
+@dataclass(frozen=True)
+class Tier:
+    """What re-ranks candidates: a codec, a way to reach the candidates' full code
+    rows, and an optional term added to each estimate -- one composition for every
+    second tier (as faiss's ``IndexRefine(base, refine)``).
+
+    Attributes
+    ----------
+    codec : Codec
+        Scores the candidates with its own estimator (:meth:`Codec.score_candidates`).
+    gather : callable
+        ``gather(rows) -> (codes, rows')``: code rows of ``codec`` and the candidates'
+        positions in them (``-1`` stays ``-1``).
+    offset : callable, optional
+        ``offset(q, rows) -> float32[nq, R]`` added to the estimates (IVF residual
+        codes: ``<q, centroid of the row's list>``).
+    """
+
+    codec: Codec
+    gather: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+    offset: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+
+
+def stored_tier(codec: Codec, codes: np.ndarray) -> Tier:
+    """A re-ranking codec whose rows are stored whole (``rerank_spec``)."""
+    return Tier(codec, lambda rows: (codes, rows))
+
+
+def levels_tier(codec: Codec, first: np.ndarray, second: np.ndarray, offset=None) -> Tier:
+    """Both levels of a two-level codec, stored as :meth:`Codec.split_tiers` cuts them:
+    the candidates' rows are joined back (:meth:`Codec.join_tiers`)."""
+
+    def gather(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        valid = rows >= 0
+        flat = np.where(valid, rows, 0).ravel()
+        local = np.where(valid, np.arange(rows.size).reshape(rows.shape), -1)
+        return codec.join_tiers(first[flat], second[flat]), local
+
+    return Tier(codec, gather, offset)
+
+
+def rerank(
+    tier: Tier,
+    norms: np.ndarray | None,
+    q: np.ndarray,
+    qsq: np.ndarray,
+    rows: np.ndarray,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Re-score candidate ``rows`` (``-1`` = none) with ``tier``; the best ``k``."""
+    codes, local = tier.gather(rows)
+    est = tier.codec.score_candidates(q, codes, local)
+    if tier.offset is not None:
+        est += tier.offset(q, rows)
+    return _best(est, norms, qsq, rows, k)
+
+
+def _best(est, norms, qsq, rows, k):
+    """Metric adjustment (l2: ``2 est - |x|² - |q|²``) and the best ``k`` of ``rows``."""
+    if norms is not None:
+        valid = rows >= 0
+        est *= 2
+        est -= np.where(valid, norms[np.maximum(rows, 0)], 0)
+        est -= qsq.astype(np.float32)[:, None]
+        est[~valid] = -np.inf
+    return topk(est, k, ids=rows)
