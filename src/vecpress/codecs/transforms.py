@@ -17,7 +17,8 @@ with the original vectors can be recovered exactly:
   the signs of ``diag(R)`` folded in), stored as a matrix;
 * ``hd1``/``hd2``/``hd3`` are 1, 2 or 3 randomized Hadamard rounds (see
   :mod:`vecpress.kernels.hadamard`), exactly orthogonal on R^d for every d,
-  stored as their signs and permutations.
+  stored as their signs, permutations and Givens rotations (codecs saved
+  before the mixing steps keep their legacy rounds: :class:`Hadamard`).
 
 ``pca<d'>`` centres and projects onto the top ``d'`` principal directions of
 the training rows (weighted when they were drawn by leverage score):
@@ -37,7 +38,13 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import NotFittedError
-from ..kernels.hadamard import hadamard_rounds, random_rounds
+from ..kernels.hadamard import (
+    hadamard_rounds,
+    mixing_steps,
+    random_rounds,
+    random_steps,
+    steps_per_round,
+)
 
 
 class Transform:
@@ -195,11 +202,24 @@ class Haar(Transform):
 
 
 class Hadamard(Transform):
-    """``rounds`` randomized Hadamard rounds, O(d log d) per vector."""
+    """``rounds`` randomized Hadamard rounds, O(d log d) per vector.
+
+    New codecs use the mixing steps of :mod:`vecpress.kernels.hadamard` and
+    record ``"mix": 2`` in the stage config; a config without that key (codecs
+    and index files saved before) restores the legacy rounds, so saved files
+    decode and score exactly as before. The two layouts store their arrays
+    under different names (``step_*`` and ``signs``/``perms``), so a vecpress
+    that predates the mixing steps refuses a new file (missing state array)
+    instead of misreading it.
+    """
+
+    #: rotation layout of new codecs (1: legacy rounds, 2: mixing steps)
+    MIX = 2
 
     def __init__(self, rounds: int) -> None:
         super().__init__()
         self.rounds = rounds
+        self.mix = self.MIX
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -207,27 +227,68 @@ class Hadamard(Transform):
 
     def setup(self, d: int, rng: np.random.Generator) -> None:
         super().setup(d, rng)
-        self.signs_, self.perms_ = random_rounds(d, self.rounds, rng)
+        self.mix = self.MIX
+        if self.mix == 1:
+            self.signs_, self.perms_ = random_rounds(d, self.rounds, rng)
+        else:
+            self.signs_, self.perms_, self.cos_, self.sin_ = random_steps(d, self.rounds, rng)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return hadamard_rounds(x, self.signs_, self.perms_, False)
+        if self.mix == 1:
+            return hadamard_rounds(x, self.signs_, self.perms_, False)
+        return mixing_steps(x, self.signs_, self.perms_, self.cos_, self.sin_, False)
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
-        return hadamard_rounds(y, self.signs_, self.perms_, True)
+        if self.mix == 1:
+            return hadamard_rounds(y, self.signs_, self.perms_, True)
+        return mixing_steps(y, self.signs_, self.perms_, self.cos_, self.sin_, True)
+
+    def config(self) -> dict:
+        cfg = super().config()
+        if self.mix != 1:  # absent for the legacy rounds: such blobs read as before
+            cfg["mix"] = self.mix
+        return cfg
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"signs": self.signs_, "perms": self.perms_}
+        if self.mix == 1:
+            return {"signs": self.signs_, "perms": self.perms_}
+        return {
+            "step_signs": self.signs_,
+            "step_perms": self.perms_,
+            "step_cos": self.cos_,
+            "step_sin": self.sin_,
+        }
 
     def restore(self, config: dict, arrays: dict[str, np.ndarray]) -> None:
         super().restore(config, arrays)
-        shape = (self.rounds, self.d)
-        self.signs_ = _checked(arrays, "signs", shape, np.float32)
-        self.perms_ = _checked(arrays, "perms", shape, np.int32)
+        mix = config.get("mix", 1)
+        if type(mix) is not int or mix not in (1, 2):
+            raise ValueError(f"unknown hadamard layout 'mix': {mix!r} (this vecpress reads 1, 2)")
+        self.mix = mix
+        if mix == 1:
+            shape = (self.rounds, self.d)
+            self.signs_ = _checked(arrays, "signs", shape, np.float32)
+            self.perms_ = _checked(arrays, "perms", shape, np.int32)
+        else:
+            shape = (self.rounds * steps_per_round(self.d), self.d)
+            self.signs_ = _checked(arrays, "step_signs", shape, np.float32)
+            self.perms_ = _checked(arrays, "step_perms", shape, np.int32)
+            pairs = (shape[0], self.d // 2)
+            self.cos_ = _checked(arrays, "step_cos", pairs, np.float32)
+            self.sin_ = _checked(arrays, "step_sin", pairs, np.float32)
+            c, s = self.cos_.astype(np.float64), self.sin_.astype(np.float64)
+            if not (np.abs(c * c + s * s - 1.0) <= 1e-6).all():
+                raise ValueError("hadamard Givens rotations must have cos^2 + sin^2 = 1")
         if not np.isin(self.signs_, (-1.0, 1.0)).all():
             raise ValueError("hadamard signs must be +1 or -1")
         for p in self.perms_:
             if not np.array_equal(np.sort(p), np.arange(self.d)):
                 raise ValueError("hadamard permutation is not a permutation of range(d)")
+        if mix == 2 and steps_per_round(self.d) == 2:
+            p = 1 << (self.d.bit_length() - 1)
+            tail = np.arange(p, self.d)
+            if any(not np.array_equal(q[p:], tail) for q in self.perms_[1::2]):
+                raise ValueError("hadamard odd-step permutation must keep coordinates p..d-1")
 
 
 def _checked(arrays: dict, key: str, shape: tuple, dtype) -> np.ndarray:

@@ -13,9 +13,9 @@ without that factor the exact per-vector term that ``center`` adds would be
 weighed against a shrunk estimate (measured on 384-d sentence embeddings:
 ``center,hd2,tq1`` recall@10 0.560 without, 0.652 with). Since only ``|x|``
 and the codes are stored,
-re-encoding a decoded vector renormalises ``levels[c]`` by its own norm: rows
-whose norm is far from 1 (an outlier coordinate clipped to the outermost level,
-about 1 row in 500 of rotated data at 5-8 bits) may then change codes.
+re-encoding a decoded vector renormalises it by its own norm, so ``decode``
+returns a vector whose *direction* lies in the cells of ``c`` (see
+:meth:`TQ.decode`): ``encode(decode(codes))`` reproduces the codes of every row.
 
 ``tqp<b>`` spends ``b - 1`` bits per coordinate on ``tq`` and the last bit on a
 QJL sketch (``m = d`` sign bits) of the residual ``r = u - û``, storing ``|x|``
@@ -56,7 +56,31 @@ class _LloydMaxCode:
 
 
 class TQ(Quantizer):
-    """TurboQuant-MSE: norm + Lloyd–Max coordinates of the unit vector."""
+    """TurboQuant-MSE: norm + Lloyd–Max coordinates of the unit vector.
+
+    ``encode(decode(codes))`` reproduces the codes (the packed bytes) of every
+    row that :meth:`encode` wrote: the encoder quantizes the direction
+    ``x / |x|``, and :meth:`decode` returns ``|x| * |l| * w`` with ``l =
+    levels[c]`` and ``w`` a unit vector inside the cells of ``c``, at least
+    :attr:`MARGIN` cell widths from their edges so that the float32 rounding
+    of a rotation, its inverse and the renormalisation cannot move it across
+    one. For almost every row ``w = l / |l|`` and ``decode`` is the MSE
+    reconstruction ``|x| * l``, bit for bit. When a coordinate of ``l / |l|``
+    leaves its cell (an outlier coordinate clipped to the outermost level makes
+    ``|l|`` far from 1; about 1 row in 500 of rotated data at 5-8 bits), ``w``
+    is the unit vector ``clip(t * l)`` (clipped into the shrunk cells, ``t``
+    found by bisection; the norm of ``clip(t * l)`` grows with ``t``), which
+    moves the reconstruction by less than the cell widths. The norm field is
+    not reproduced: it becomes ``|x| * |l|`` (``decode`` is shorter than ``x``
+    by the codebook's shrinkage, as an MSE reconstruction is). The one row for
+    which no such ``w`` exists would need every coordinate within
+    ``MARGIN`` of the inner edge of its cell (``|x / |x||`` of them summing to
+    1 there); ``decode`` then returns the nearest point it finds.
+    """
+
+    #: margin kept from the cell edges by a decoded direction, in cell widths
+    #: of the narrowest cell (float32 round trips move a coordinate ~1e-7 of one)
+    MARGIN = 1e-4
 
     name = "tq"
     scales_fields = True
@@ -86,8 +110,46 @@ class TQ(Quantizer):
         return get_field(codes, self._nbytes, self.field_dtype, self.field_exp)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
-        u = self.book_.levels[unpack(codes, self.param, self.d)]
+        """``|x| * |l| * w``, ``l = levels[c]``, ``w`` a unit vector in the cells of
+        ``c`` (``l / |l|`` for almost every row; the class docstring)."""
+        c = unpack(codes, self.param, self.d)
+        u = self.book_.levels[c]
+        self._keep_in_cells(c, u)
         return u * self._norms(codes)[:, None]
+
+    def _keep_in_cells(self, c: np.ndarray, u: np.ndarray) -> None:
+        """Replace (in place) the rows of ``u = levels[c]`` whose direction leaves the
+        cells of ``c`` by ``|u| * w``, ``w = clip(t * u)`` a unit vector inside them."""
+        bnd = self.book_.boundaries.astype(np.float64)
+        if bnd.size == 0 or u.shape[0] == 0:
+            return
+        margin = self.MARGIN * float(np.diff(bnd).min()) if bnd.size > 1 else 0.0
+        ext = np.concatenate([[-np.inf], bnd, [np.inf]])
+        lo = ext[c] + margin  # cell c is (bnd[c - 1], bnd[c]]
+        hi = ext[c.astype(np.intp) + 1] - margin
+        u64 = u.astype(np.float64)
+        rho = np.linalg.norm(u64, axis=1)
+        w = u64 / rho[:, None]
+        bad = np.flatnonzero(((w <= lo) | (w >= hi)).any(axis=1))
+        if bad.size == 0:
+            return
+        ub, lob, hib = u64[bad], lo[bad], hi[bad]
+        a = np.zeros(bad.size)
+        b = np.full(bad.size, 1.0)
+        # grow the upper end until clip(b * u) reaches the unit sphere
+        for _ in range(64):
+            short = np.linalg.norm(np.clip(b[:, None] * ub, lob, hib), axis=1) < 1.0
+            if not short.any():
+                break
+            b[short] *= 2.0
+        for _ in range(60):
+            mid = 0.5 * (a + b)
+            below = np.linalg.norm(np.clip(mid[:, None] * ub, lob, hib), axis=1) < 1.0
+            a = np.where(below, mid, a)
+            b = np.where(below, b, mid)
+        wb = np.clip(b[:, None] * ub, lob, hib)
+        wb /= np.linalg.norm(wb, axis=1, keepdims=True)
+        u[bad] = (rho[bad, None] * wb).astype(u.dtype)
 
     def score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
         out = np.empty((q.shape[0], codes.shape[0]), np.float32)
