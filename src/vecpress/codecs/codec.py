@@ -13,11 +13,15 @@ from .spec import canonical, parse
 
 _KIND = "vecpress.codec"
 #: version 2 = version 1 plus scale exponents of float16 fields (``field_exp``, ``term_exp``
-#: in the stages' configs); a blob without them is written as version 1, so that a
-#: vecpress that predates the exponents reads it, and refuses one it would misread
-_CODEC_VERSION = 2
-_READ_VERSIONS = (1, 2)
+#: in the stages' configs); version 3 = version 2 plus Hadamard rounds of the mixing-step
+#: layout (``mix`` in their config, :class:`~vecpress.codecs.transforms.Hadamard`). A blob
+#: is written with the lowest version that holds what it uses, so that an older vecpress
+#: reads it if it can, and refuses (naming the version) one it would misread
+_CODEC_VERSION = 3
+_READ_VERSIONS = (1, 2, 3)
 _SCALE_KEYS = ("field_exp", "term_exp")
+#: the config keys that need a version: key -> the first version that has it
+_KEY_VERSIONS = {"field_exp": 2, "term_exp": 2, "mix": 3}
 
 
 #: queries scored together against the union of their re-ranking candidates
@@ -426,10 +430,10 @@ class Codec:
             stages.append(st.config())
             for k, v in st.arrays().items():
                 arrays[f"{i}.{k}"] = v
-        scaled = any(key in cfg for cfg in stages for key in _SCALE_KEYS)
+        version = max([1] + [_KEY_VERSIONS[k] for cfg in stages for k in cfg if k in _KEY_VERSIONS])
         config = {
             "kind": _KIND,
-            "version": _CODEC_VERSION if scaled else 1,
+            "version": version,
             "spec": self.spec,
             "d": self.d,
             "seed": self.seed,
@@ -486,8 +490,9 @@ class Codec:
                     or cfg.get("param", want) != want
                 ):
                     raise ValueError(f"stage {i} config {cfg!r} does not match {st.spec!r}")
-                if version == 1 and any(key in cfg for key in _SCALE_KEYS):
-                    raise ValueError(f"stage {i}: scale exponents need a version-2 codec")
+                for key, since in _KEY_VERSIONS.items():
+                    if key in cfg and version < since:
+                        raise ValueError(f"stage {i}: {key!r} needs a version-{since} codec")
                 mine = {
                     k.split(".", 1)[1]: v for k, v in arrays.items() if k.split(".", 1)[0] == str(i)
                 }
