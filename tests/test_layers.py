@@ -55,7 +55,16 @@ def imports_of(module: str, text: str | None = None) -> list[tuple[int, str]]:
     path = source_of(module)
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     out = []
-    for node in ast.walk(ast.parse(path.read_text() if text is None else text)):
+    tree = ast.parse(path.read_text() if text is None else text)
+    typing_only = {  # imports under "if TYPE_CHECKING:" never run
+        id(n)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and getattr(block.test, "id", None) == "TYPE_CHECKING"
+        for n in ast.walk(block)
+    }
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             out += [(node.lineno, a.name) for a in node.names if a.name.startswith("vecpress")]
         elif isinstance(node, ast.ImportFrom):
@@ -118,3 +127,41 @@ def test_public_names_stay_importable_from_the_package():
     assert {"Codec", "Index", "open", "info", "FormatError", "set_num_threads"} <= set(
         vecpress.__all__
     )
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (module -> modules it imports), or ``None``."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(u: str) -> list[str] | None:
+        state[u] = 1
+        stack.append(u)
+        for v in sorted(graph.get(u, ())):
+            if state.get(v) == 1:
+                return [*stack[stack.index(v) :], v]
+            if v not in state and (found := visit(v)):
+                return found
+        stack.pop()
+        state[u] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (found := visit(m)):
+            return found
+    return None
+
+
+def test_no_import_cycle():
+    """No two modules import each other, directly or through others (deferred imports
+    count; imports for type checking only do not)."""
+    known = set(modules())
+
+    def resolve(target: str) -> str:
+        while target not in known:
+            target = target.rsplit(".", 1)[0]
+        return target
+
+    graph = {m: {resolve(t) for _, t in imports_of(m)} - {m, "vecpress"} for m in known}
+    assert _cycle(graph) is None, _cycle(graph)
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]

@@ -77,25 +77,33 @@ def test_tq_error_matches_the_lloyd_max_model(data):
     (1 - mse), which removes the first (shrinkage) term and scales the second:
     E[err^2] = |x|^2 mse / ((1 - mse)(d - 1)) |q_perp|^2. Measured / predicted RMSE
     is about 1.0-1.3 (the model treats the error as isotropic, but outer coordinates
-    carry larger errors and these queries are correlated with the data).
+    carry larger errors and these queries are correlated with the data). The model is an
+    expectation over the random rotation, so the squared errors are pooled over three
+    rotation seeds: with the data's large common mean, one rotation's errors are shared
+    by most rows and its ratio alone varies by ±0.1.
     """
     x, q, exact, _ = data
     q64, x64 = q.astype(np.float64), x.astype(np.float64)
     qn2 = (q64 * q64).sum(axis=1)[:, None]
     xn2 = (x64 * x64).sum(axis=1)[None, :]
     par2 = exact**2 / xn2  # <q, u>^2
+    seeds = (0, 1, 2)
     for b in (1, 2, 3, 4):
         mse = lloyd_max(b, D)[2]
-        codec = Codec.from_spec(f"hd2,tq{b}").fit(x)
-        codes = codec.encode(x)
-        raw = q64 @ codec.decode(codes).astype(np.float64).T
+        raw_sq, score_sq = 0.0, 0.0
+        for seed in seeds:
+            codec = Codec.from_spec(f"hd2,tq{b}", seed=seed).fit(x)
+            codes = codec.encode(x)
+            raw = q64 @ codec.decode(codes).astype(np.float64).T
+            raw_sq += rel_rmse(raw, exact) ** 2 / len(seeds)
+            score_sq += rel_rmse(codec.score(q, codes).astype(np.float64), exact) ** 2 / len(seeds)
         model = xn2 * (mse**2 * par2 + (mse - mse**2) / (D - 1) * (qn2 - par2))
         predicted = math.sqrt(model.mean() / np.mean(exact**2))
-        measured = rel_rmse(raw, exact)
+        measured = math.sqrt(raw_sq)
         assert 0.85 * predicted <= measured <= 1.45 * predicted, (b, predicted, measured)
         model = xn2 * mse / ((1 - mse) * (D - 1)) * (qn2 - par2)
         predicted = math.sqrt(model.mean() / np.mean(exact**2))
-        measured = rel_rmse(codec.score(q, codes).astype(np.float64), exact)
+        measured = math.sqrt(score_sq)
         assert 0.85 * predicted <= measured <= 1.45 * predicted, (b, predicted, measured)
 
 

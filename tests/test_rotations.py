@@ -218,10 +218,16 @@ def test_hd1_does_not_mix_a_one_hot_vector():
 # -- layouts -----------------------------------------------------------------------------------
 
 
+def _sylvester(p: int) -> np.ndarray:
+    """The ``p x p`` Hadamard matrix of Sylvester's construction (``p`` a power of two)."""
+    h = np.ones((1, 1))
+    while h.shape[0] < p:
+        h = np.block([[h, h], [h, -h]])
+    return h
+
+
 def _mixing_definition(x, signs, perms, cos, sin):
     """The mixing steps written out with dense matrices (float64)."""
-    from scipy.linalg import hadamard
-
     d = x.shape[1]
     p = 1 << (d.bit_length() - 1)
     y = x.astype(np.float64)
@@ -231,7 +237,7 @@ def _mixing_definition(x, signs, perms, cos, sin):
         y[:, 0 : 2 * (d // 2) : 2] = cos[k] * a - sin[k] * b
         y[:, 1 : 2 * (d // 2) : 2] = sin[k] * a + cos[k] * b
         start = 0 if (k % 2 == 0 or p == d) else d - p
-        y[:, start : start + p] = y[:, start : start + p] @ hadamard(p) / np.sqrt(p)
+        y[:, start : start + p] = y[:, start : start + p] @ _sylvester(p) / np.sqrt(p)
     return y
 
 

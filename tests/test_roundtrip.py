@@ -210,7 +210,7 @@ def test_every_single_bit_flip_is_detected_or_harmless():
         lambda c, a: c.__setitem__("spec", "hd2,rq4,rq4"),
         lambda c, a: c.__setitem__("spec", "hd3,rq4"),
         lambda c, a: c.__setitem__("kind", "something else"),
-        lambda c, a: c.__setitem__("version", 3),
+        lambda c, a: c.__setitem__("version", 4),
         lambda c, a: c.__setitem__("version", 0),
         lambda c, a: c.__setitem__("seed", -1),
         lambda c, a: c.__setitem__("stages", []),

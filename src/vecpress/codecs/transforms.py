@@ -207,10 +207,11 @@ class Hadamard(Transform):
     New codecs use the mixing steps of :mod:`vecpress.kernels.hadamard` and
     record ``"mix": 2`` in the stage config; a config without that key (codecs
     and index files saved before) restores the legacy rounds, so saved files
-    decode and score exactly as before. The two layouts store their arrays
-    under different names (``step_*`` and ``signs``/``perms``), so a vecpress
-    that predates the mixing steps refuses a new file (missing state array)
-    instead of misreading it.
+    decode and score exactly as before. A codec with the mixing steps is a
+    version-3 blob (:mod:`vecpress.codecs.codec`), and the two layouts store
+    their arrays under different names (``step_*``, ``signs``/``perms``), so a
+    vecpress that predates the mixing steps refuses a new file, naming its
+    version, instead of misreading it.
     """
 
     #: rotation layout of new codecs (1: legacy rounds, 2: mixing steps)
