@@ -64,6 +64,54 @@ def _butterflies(t, start, p, scale):
             t[k, j] *= scale
 
 
+@nb.njit(cache=True, inline="always")
+def _pow2_below(d):
+    """The largest power of two ``<= d``."""
+    p = 1
+    while p * 2 <= d:
+        p *= 2
+    return p
+
+
+@nb.njit(cache=True, inline="always")
+def _load_block(x, s, B):
+    """Rows ``s .. s+B`` of ``x``, transposed into a fresh ``d x B`` block."""
+    d = x.shape[1]
+    t = np.zeros((d, B), np.float32)
+    for j in range(B):
+        for i in range(d):
+            t[i, j] = x[s + j, i]
+    return t
+
+
+@nb.njit(cache=True, inline="always")
+def _store_block(out, t, s, B):
+    """Write the ``d x B`` block ``t`` back as rows ``s .. s+B`` of ``out``."""
+    for j in range(B):
+        for i in range(t.shape[0]):
+            out[s + j, i] = t[i, j]
+
+
+@nb.njit(cache=True, inline="always")
+def _gather_signed(t, u, perm, sign):
+    """``u[i] = sign[i] * t[perm[i]]`` (the forward sign-and-permute of a step)."""
+    for i in range(t.shape[0]):
+        src = perm[i]
+        sg = sign[i]
+        for j in range(t.shape[1]):
+            u[i, j] = sg * t[src, j]
+
+
+@nb.njit(cache=True, inline="always")
+def _scatter_signed(t, u, perm, sign):
+    """``u[perm[i]] = sign[i] * t[i]`` (its inverse)."""
+    for i in range(t.shape[0]):
+        dst = perm[i]
+        sg = sign[i]
+        for j in range(t.shape[1]):
+            u[dst, j] = sg * t[i, j]
+
+
 @nb.njit(cache=True, fastmath=True)
 def fwht_inplace(x):
     """Normalised fast Walsh–Hadamard transform of every row of ``x`` (n, p), p = 2^k.
@@ -91,7 +139,6 @@ def fwht_inplace(x):
             x[r, k] *= scale
 
 
-@nb.njit(cache=True, fastmath=True, parallel=True)
 def hadamard_rounds(x, signs, perms, inverse):
     """Apply (or undo) legacy randomized Hadamard rounds to every row of ``x``.
 
@@ -109,49 +156,29 @@ def hadamard_rounds(x, signs, perms, inverse):
     -------
     float32[n, d]
     """
-    n, d = x.shape
+    return _rotate(x, signs, perms, _NO_PAIRS, _NO_PAIRS, inverse, False)
+
+
+@nb.njit(cache=True, fastmath=True, inline="always")
+def _legacy_block(t, u, signs, perms, p, scale, inverse):
+    """The legacy rounds on one transposed block ``t`` (``u`` its scratch); the result."""
+    d = t.shape[0]
     rounds = signs.shape[0]
-    p = 1
-    while p * 2 <= d:
-        p *= 2
-    scale = np.float32(1.0 / np.sqrt(p))
-    out = np.empty_like(x)
-    nblocks = (n + _BLOCK - 1) // _BLOCK
-    for blk in nb.prange(nblocks):
-        s = blk * _BLOCK
-        e = min(n, s + _BLOCK)
-        B = e - s
-        t = np.zeros((d, B), np.float32)
-        u = np.empty((d, B), np.float32)
-        for j in range(B):
-            for i in range(d):
-                t[i, j] = x[s + j, i]
-        if not inverse:
-            for r in range(rounds):
-                for i in range(d):
-                    src = perms[r, i]
-                    sg = signs[r, i]
-                    for j in range(B):
-                        u[i, j] = sg * t[src, j]
-                _butterflies(u, 0, p, scale)
-                if p < d:
-                    _butterflies(u, d - p, p, scale)
-                t, u = u, t
-        else:
-            for r in range(rounds - 1, -1, -1):
-                if p < d:
-                    _butterflies(t, d - p, p, scale)
-                _butterflies(t, 0, p, scale)
-                for i in range(d):
-                    dst = perms[r, i]
-                    sg = signs[r, i]
-                    for j in range(B):
-                        u[dst, j] = sg * t[i, j]
-                t, u = u, t
-        for j in range(B):
-            for i in range(d):
-                out[s + j, i] = t[i, j]
-    return out
+    if not inverse:
+        for r in range(rounds):
+            _gather_signed(t, u, perms[r], signs[r])
+            _butterflies(u, 0, p, scale)
+            if p < d:
+                _butterflies(u, d - p, p, scale)
+            t, u = u, t
+    else:
+        for r in range(rounds - 1, -1, -1):
+            if p < d:
+                _butterflies(t, d - p, p, scale)
+            _butterflies(t, 0, p, scale)
+            _scatter_signed(t, u, perms[r], signs[r])
+            t, u = u, t
+    return t
 
 
 def random_rounds(d: int, rounds: int, rng: np.random.Generator):
@@ -195,7 +222,6 @@ def steps_per_round(d: int) -> int:
     return 1 if d & (d - 1) == 0 else 2
 
 
-@nb.njit(cache=True, fastmath=True, parallel=True)
 def mixing_steps(x, signs, perms, cos, sin, inverse):
     """Apply (or undo) randomized Hadamard mixing steps to every row of ``x``.
 
@@ -222,64 +248,69 @@ def mixing_steps(x, signs, perms, cos, sin, inverse):
     >>> bool(np.allclose(m @ m.T, np.eye(6), atol=1e-6))
     True
     """
-    n, d = x.shape
+    return _rotate(x, signs, perms, cos, sin, inverse, True)
+
+
+@nb.njit(cache=True, fastmath=True, inline="always")
+def _mixing_block(t, u, signs, perms, cos, sin, p, scale, inverse):
+    """The mixing steps on one transposed block ``t`` (``u`` its scratch); the result."""
+    d, B = t.shape
     steps = signs.shape[0]
     half = d // 2
-    p = 1
-    while p * 2 <= d:
-        p *= 2
+    if not inverse:
+        for k in range(steps):
+            _gather_signed(t, u, perms[k], signs[k])
+            for i in range(half):
+                c = cos[k, i]
+                sn = sin[k, i]
+                for j in range(B):
+                    a = u[2 * i, j]
+                    b = u[2 * i + 1, j]
+                    u[2 * i, j] = c * a - sn * b
+                    u[2 * i + 1, j] = sn * a + c * b
+            start = 0 if (k % 2 == 0 or p == d) else d - p
+            _butterflies(u, start, p, scale)
+            t, u = u, t
+    else:
+        for k in range(steps - 1, -1, -1):
+            start = 0 if (k % 2 == 0 or p == d) else d - p
+            _butterflies(t, start, p, scale)
+            for i in range(half):
+                c = cos[k, i]
+                sn = sin[k, i]
+                for j in range(B):
+                    a = t[2 * i, j]
+                    b = t[2 * i + 1, j]
+                    t[2 * i, j] = c * a + sn * b
+                    t[2 * i + 1, j] = c * b - sn * a
+            _scatter_signed(t, u, perms[k], signs[k])
+            t, u = u, t
+    return t
+
+
+@nb.njit(cache=True, fastmath=True, parallel=True)
+def _rotate(x, signs, perms, cos, sin, inverse, mixing):
+    """Rows of ``x`` in blocks of ``_BLOCK``, transposed, through the mixing steps or the
+    legacy rounds, in parallel over the blocks."""
+    n, d = x.shape
+    p = _pow2_below(d)
     scale = np.float32(1.0 / np.sqrt(p))
     out = np.empty_like(x)
-    nblocks = (n + _BLOCK - 1) // _BLOCK
-    for blk in nb.prange(nblocks):
+    for blk in nb.prange((n + _BLOCK - 1) // _BLOCK):
         s = blk * _BLOCK
-        e = min(n, s + _BLOCK)
-        B = e - s
-        t = np.zeros((d, B), np.float32)
+        B = min(n, s + _BLOCK) - s
+        t = _load_block(x, s, B)
         u = np.empty((d, B), np.float32)
-        for j in range(B):
-            for i in range(d):
-                t[i, j] = x[s + j, i]
-        if not inverse:
-            for k in range(steps):
-                for i in range(d):
-                    src = perms[k, i]
-                    sg = signs[k, i]
-                    for j in range(B):
-                        u[i, j] = sg * t[src, j]
-                for i in range(half):
-                    c = cos[k, i]
-                    sn = sin[k, i]
-                    for j in range(B):
-                        a = u[2 * i, j]
-                        b = u[2 * i + 1, j]
-                        u[2 * i, j] = c * a - sn * b
-                        u[2 * i + 1, j] = sn * a + c * b
-                start = 0 if (k % 2 == 0 or p == d) else d - p
-                _butterflies(u, start, p, scale)
-                t, u = u, t
+        if mixing:
+            t = _mixing_block(t, u, signs, perms, cos, sin, p, scale, inverse)
         else:
-            for k in range(steps - 1, -1, -1):
-                start = 0 if (k % 2 == 0 or p == d) else d - p
-                _butterflies(t, start, p, scale)
-                for i in range(half):
-                    c = cos[k, i]
-                    sn = sin[k, i]
-                    for j in range(B):
-                        a = t[2 * i, j]
-                        b = t[2 * i + 1, j]
-                        t[2 * i, j] = c * a + sn * b
-                        t[2 * i + 1, j] = c * b - sn * a
-                for i in range(d):
-                    dst = perms[k, i]
-                    sg = signs[k, i]
-                    for j in range(B):
-                        u[dst, j] = sg * t[i, j]
-                t, u = u, t
-        for j in range(B):
-            for i in range(d):
-                out[s + j, i] = t[i, j]
+            t = _legacy_block(t, u, signs, perms, p, scale, inverse)
+        _store_block(out, t, s, B)
     return out
+
+
+#: the (absent) pair rotations of the legacy rounds
+_NO_PAIRS = np.zeros((0, 0), np.float32)
 
 
 def random_steps(d: int, rounds: int, rng: np.random.Generator):
