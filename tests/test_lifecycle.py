@@ -57,3 +57,25 @@ def test_codec_fit_hands_every_stage_the_same_arguments(monkeypatch):
         ("hd2", (200, 8), False, False),
         ("rq4", (200, 8), False, False),
     ]
+
+
+@pytest.mark.parametrize(
+    "spec", ["rq4", "rq8", "tq3", "tqp3", "kl4", "lvq4", "lvq8", "qjl64", "e4m3", "int4", "f16"]
+)
+def test_row_fields_are_declared_once_and_laid_out_by_the_base(spec):
+    """A row is the codes, then the declared per-vector fields back to back: the base
+    class derives every offset and the row size from the declaration."""
+    x = np.random.default_rng(1).standard_normal((300, 64)).astype(np.float32)
+    codec = Codec.from_spec(spec).fit(x)
+    qz = codec.quantizer
+    offset = qz.payload_size
+    for field in qz.row_fields:
+        at, dtype, exp = qz.field_at(field.name)
+        assert at == offset and exp == (qz.field_exp if field.scaled else 0)
+        offset += dtype.itemsize
+    assert offset == qz.code_size == codec.code_size
+    codes = codec.encode(x)
+    for field in qz.row_fields:  # every field reads back finite from real rows
+        assert np.isfinite(qz.get_fields(codes, field.name)[0]).all()
+    with pytest.raises(KeyError, match="no per-vector field"):
+        qz.field_at("nonexistent")

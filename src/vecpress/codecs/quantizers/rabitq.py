@@ -39,7 +39,7 @@ import numpy as np
 
 from ...kernels.bitpack import pack_row, unpack
 from ...kernels.scan import quantize_queries, query_limbs
-from .base import GridQuantizer, get_field, put_field
+from .base import GridQuantizer, RowField
 
 _COARSE = 24
 _FINE = 8
@@ -171,6 +171,7 @@ class RQ(GridQuantizer):
 
     name = "rq"
     scales_fields = True
+    row_fields = (RowField("f", "correction factor f"), RowField("norm", "norm"))
 
     def setup(self, d: int, rng: np.random.Generator) -> None:
         super().setup(d, rng)
@@ -187,27 +188,20 @@ class RQ(GridQuantizer):
             raise ValueError(f"rq scale t0 must be positive, found {t0}")
         self.t0_ = t0
 
-    @property
-    def code_size(self) -> int:
-        return self._nbytes + 2 * self.field_dtype.itemsize
-
     def encode(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
         out = np.empty((n, self.code_size), np.uint8)
         f = np.empty(n, np.float64)
         r = np.empty(n, np.float64)
         _encode(x, self.param, self.t0_, out, f, r)
-        dt, e = self.field_dtype, self.field_exp
-        put_field(out, self._nbytes, f, dt, e, what="correction factor f", owner=self.spec)
-        put_field(out, self._nbytes + dt.itemsize, r, dt, e, what="norm", owner=self.spec)
+        self.put_fields(out, f=f, norm=r)
         return out
 
     def _factor(self, codes: np.ndarray) -> np.ndarray:
-        return get_field(codes, self._nbytes, self.field_dtype, self.field_exp)
+        return self.get_fields(codes, "f")[0]
 
     def _norm(self, codes: np.ndarray) -> np.ndarray:
-        dt = self.field_dtype
-        return get_field(codes, self._nbytes + dt.itemsize, dt, self.field_exp)
+        return self.get_fields(codes, "norm")[0]
 
     def _grid(self, codes: np.ndarray) -> np.ndarray:
         return unpack(codes, self.param, self.d).astype(np.float32) - (self.levels - 1) / 2
@@ -223,7 +217,7 @@ class RQ(GridQuantizer):
 
     def grid_row_fields(self):
         """``a = f`` (the correction factor), ``b = 0``."""
-        return (self._nbytes, self.field_dtype, self.field_exp), 0.0
+        return self.field_at("f"), 0.0
 
     def score_float(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """The same estimator with the query kept in float (slow; for measurement)."""

@@ -33,7 +33,7 @@ import numpy as np
 
 from ...kernels.bitpack import pack, packed_size, unpack
 from ...kernels.scan import table_scan
-from .base import Quantizer, get_field, put_field, unit_rows
+from .base import Quantizer, RowField, unit_rows
 from .lloydmax import lloyd_max
 from .sketches import QJLSketch
 
@@ -84,6 +84,7 @@ class TQ(Quantizer):
 
     name = "tq"
     scales_fields = True
+    row_fields = (RowField("norm", "norm"),)
 
     def setup(self, d: int, rng: np.random.Generator) -> None:
         super().setup(d, rng)
@@ -92,22 +93,15 @@ class TQ(Quantizer):
     def setup_restored(self, arrays: dict[str, np.ndarray]) -> None:
         self.book_ = _LloydMaxCode(self.param, self.d)
 
-    @property
-    def code_size(self) -> int:
-        return self._nbytes + self.field_dtype.itemsize
-
     def encode(self, x: np.ndarray) -> np.ndarray:
         norms, u = unit_rows(x)
         out = np.empty((x.shape[0], self.code_size), np.uint8)
         out[:, : self._nbytes] = pack(self.book_.codes(u), self.param)
-        put_field(
-            out, self._nbytes, norms, self.field_dtype, self.field_exp,
-            what="norm", owner=self.spec,
-        )  # fmt: skip
+        self.put_fields(out, norm=norms)
         return out
 
     def _norms(self, codes: np.ndarray) -> np.ndarray:
-        return get_field(codes, self._nbytes, self.field_dtype, self.field_exp)
+        return self.get_fields(codes, "norm")[0]
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """``|x| * |l| * w``, ``l = levels[c]``, ``w`` a unit vector in the cells of
@@ -163,6 +157,11 @@ class TQProd(Quantizer):
 
     name = "tqp"
     scales_fields = True
+    row_fields = (
+        RowField("norm", "norm"),
+        # the norm of a difference of unit vectors: never scaled
+        RowField("rnorm", "residual norm", scaled=False),
+    )
 
     def setup(self, d: int, rng: np.random.Generator) -> None:
         super().setup(d, rng)
@@ -189,8 +188,8 @@ class TQProd(Quantizer):
         return packed_size(self.d, 1)
 
     @property
-    def code_size(self) -> int:
-        return self._mse_bytes + self._sign_bytes + 2 * self.field_dtype.itemsize
+    def payload_size(self) -> int:
+        return self._mse_bytes + self._sign_bytes
 
     def _mse_part(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.book_ is None:
@@ -206,18 +205,11 @@ class TQProd(Quantizer):
         m, s = self._mse_bytes, self._sign_bytes
         out[:, :m] = packed
         out[:, m : m + s] = self.sketch_.bits(r)
-        dt, e = self.field_dtype, self.field_exp
-        put_field(out, m + s, norms, dt, e, what="norm", owner=self.spec)
-        # the residual's norm is that of a difference of unit vectors: never scaled
-        rnorm = np.linalg.norm(r, axis=1)
-        put_field(out, m + s + dt.itemsize, rnorm, dt, what="residual norm", owner=self.spec)
+        self.put_fields(out, norm=norms, rnorm=np.linalg.norm(r, axis=1))
         return out
 
     def _fields(self, codes):
-        m, s = self._mse_bytes, self._sign_bytes
-        dt = self.field_dtype
-        norms = get_field(codes, m + s, dt, self.field_exp)
-        return norms, get_field(codes, m + s + dt.itemsize, dt)
+        return self.get_fields(codes, "norm", "rnorm")
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         norms, rnorm = self._fields(codes)
