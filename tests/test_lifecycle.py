@@ -60,7 +60,23 @@ def test_codec_fit_hands_every_stage_the_same_arguments(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "spec", ["rq4", "rq8", "tq3", "tqp3", "kl4", "lvq4", "lvq8", "qjl64", "e4m3", "int4", "f16"]
+    "spec",
+    [
+        "rq4",
+        "rq8",
+        "tq3",
+        "tqp3",
+        "kl4",
+        "lvq4",
+        "lvq8",
+        "qjl64",
+        "e4m3",
+        "int4",
+        "f16",
+        "sign",
+        "pq8x4",
+        "lvq4x8",
+    ],
 )
 def test_row_fields_are_declared_once_and_laid_out_by_the_base(spec):
     """A row is the codes, then the declared per-vector fields back to back: the base

@@ -28,7 +28,7 @@ class _Cast(Quantizer):
     dtype: np.dtype
 
     @property
-    def code_size(self) -> int:
+    def payload_size(self) -> int:
         return self.d * self.dtype.itemsize
 
     def encode(self, x: np.ndarray) -> np.ndarray:

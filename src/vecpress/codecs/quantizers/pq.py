@@ -168,7 +168,7 @@ class PQ(Quantizer):
         return self.d // self.param
 
     @property
-    def code_size(self) -> int:
+    def payload_size(self) -> int:
         return (self.param * self.bits + 7) // 8
 
     @property

@@ -109,7 +109,7 @@ class Sign(Quantizer):
         return np.dtype("<f2")
 
     @property
-    def code_size(self) -> int:
+    def payload_size(self) -> int:
         return packed_size(self.d, 1)
 
     def encode(self, x: np.ndarray) -> np.ndarray:

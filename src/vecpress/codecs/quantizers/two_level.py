@@ -100,7 +100,8 @@ class LVQ2(Quantizer):
         return self.level1.code_size
 
     @property
-    def code_size(self) -> int:
+    def payload_size(self) -> int:
+        """Both levels' rows: the first level's codes and fields, then the second's codes."""
         return self.level1_size + packed_size(self.d, self.bits2)
 
     def _split(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
