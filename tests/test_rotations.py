@@ -145,19 +145,25 @@ def test_hd2_coordinates_follow_the_sphere_law(hd2_samples, row, coord):
     assert abs(np.mean(s * s) - 1.0) < 5 * np.sqrt(2.0 / N_SEEDS)
 
 
-N_ONE_HOT = 5000
+N_ONE_HOT = 40_000
+KS_GOAL = 0.02
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("d", [50, 384, 1000])
 def test_hd2_mixes_a_one_hot_vector_at_every_d(d):
-    """Coordinates 0, d/2 and d-1 of hd2(e_0) follow the sphere law over 5,000 seeds.
+    """Coordinates 0, d/2 and d-1 of hd2(e_0) follow the sphere law within KS 0.02.
 
-    Limit 1.63 / sqrt(5000) = 0.023 (the 1 % level, see KS_1PCT). Measured: d = 50:
-    0.016, 0.017, 0.015; d = 384: 0.014, 0.010, 0.011; d = 1000: 0.017, 0.022, 0.013.
-    The legacy rounds gave 0.033 (d = 50, coordinate 0) and 0.033 and 0.037
-    (d = 384, coordinates 192 and 383): their tail rows put weights of 1/2 on a few
-    inputs, so a one-hot vector stays few-valued and heavy-tailed.
+    The goal is about the law, not a sample of it: the KS distance of the output
+    coordinate's distribution (over seeds) to f_d at most 0.02. A sample of n seeds
+    adds noise up to 1.63 / sqrt(n) (the 1 % level), so a sample KS at most
+    0.02 - 1.63 / sqrt(n) shows the law's distance is within 0.02. With 5,000 seeds
+    the noise alone reaches 0.023, too coarse to tell; with 40,000 it is 0.008 and
+    the limit 0.012. Measured with these seeds: d = 50: 0.0044, 0.0038, 0.0047;
+    d = 384: 0.0048, 0.0042, 0.0041; d = 1000: 0.0078, 0.0057, 0.0077. The legacy
+    rounds gave 0.033 (d = 50, coordinate 0) and 0.033 and 0.037 (d = 384,
+    coordinates 192 and 383) with 5,000 seeds: their tail rows put weights of 1/2
+    on a few inputs, so a one-hot vector stays few-valued and heavy-tailed.
     """
     x = np.zeros((1, d), np.float32)
     x[0, 0] = 1.0
@@ -165,7 +171,7 @@ def test_hd2_mixes_a_one_hot_vector_at_every_d(d):
     grid, cdf = sphere_cdf(d)
     for coord in (0, d // 2, d - 1):
         ks = ks_distance(np.sqrt(d) * samples[:, coord], grid, cdf)
-        assert ks <= KS_1PCT / np.sqrt(N_ONE_HOT), (coord, ks)
+        assert ks <= KS_GOAL - KS_1PCT / np.sqrt(N_ONE_HOT), (coord, ks)
 
 
 @pytest.mark.slow
