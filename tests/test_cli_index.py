@@ -230,6 +230,32 @@ def test_ivf_and_rerank_options_match_the_library(tmp_path, capsys, vectors, raw
     np.testing.assert_array_equal(got["scores"], truth.scores)
 
 
+def test_certified_rerank_from_the_command_line(tmp_path, capsys, vectors):
+    """``--rerank auto`` gives the library's certified search; the JSON output says how
+    many candidates each query re-scored and whether it is certified."""
+    x, q = vectors
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "q.npy", q)
+    idx = str(tmp_path / "i.vpi")
+    argv = ["build", str(tmp_path / "x.npy"), "--spec", "hd2,rq4", "--rerank-spec", "f32"]
+    assert main([*argv, "-o", idx]) == 0
+    expect = vecpress.open(idx).search(q, 5, rerank="auto", confidence=0.99)
+    res = str(tmp_path / "r.json")
+    argv = ["search", idx, str(tmp_path / "q.npy"), "-k", "5", "--rerank", "auto"]
+    assert main([*argv, "--confidence", "0.99", "-o", res]) == 0
+    assert "certified re-ranking: " in capsys.readouterr().out
+    doc = json.loads(open(res).read())
+    assert doc["ids"] == expect.ids.tolist()
+    assert doc["reranked"] == expect.reranked.tolist()
+    assert doc["certified"] == expect.certified.tolist()
+    base = [*argv[:-2], "-o", res]
+    one_line_error(capsys, [*base, "--rerank", "auto", "--confidence", "1"], "--confidence")
+    with pytest.raises(SystemExit) as bad:
+        main([*base, "--rerank", "best"])
+    assert bad.value.code == 2
+    assert "expected an integer or 'auto', found 'best'" in capsys.readouterr().err
+
+
 def test_search_option_errors_are_one_line(tmp_path, capsys, vectors):
     x, q = vectors
     np.save(tmp_path / "x.npy", x)

@@ -58,17 +58,17 @@ def test_a_full_depth_rerank_ranks_as_the_tier_alone(data, tier):
 
 def test_every_second_tier_goes_through_one_rerank_path(monkeypatch):
     """A rerank_spec tier and the second level of a two-level code are both a
-    vecpress.search.scan.Tier re-scored by vecpress.search.scan.rerank (IndexRefine-style)."""
+    vecpress.search.scan.Tier re-scored by vecpress.search.scan.tier_scores (IndexRefine-style)."""
     import vecpress.search.scan as search_path
 
     calls = []
-    original = search_path.rerank
+    original = search_path.tier_scores
 
     def spy(tier, *args):
         calls.append(tier.codec.spec)
         return original(tier, *args)
 
-    monkeypatch.setattr(search_path, "rerank", spy)
+    monkeypatch.setattr(search_path, "tier_scores", spy)
     x = np.random.default_rng(3).standard_normal((400, 16)).astype(np.float32)
     for index in (
         Index("hd2,rq2", "ip", rerank_spec="f16"),

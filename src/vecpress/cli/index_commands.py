@@ -89,7 +89,7 @@ def _search(args: argparse.Namespace) -> int:
             f"--rerank needs a second tier, and {args.index} has none: build it with "
             "--rerank-spec (e.g. --rerank-spec f32) or a two-level --spec such as lvq4x8"
         )
-    if args.rerank is not None and args.rerank < args.k:
+    if isinstance(args.rerank, int) and args.rerank < args.k:
         raise ValueError(f"--rerank must be >= -k (it is the candidates kept), found {args.rerank}")
     if args.nprobe is not None and not index.is_ivf:
         raise ValueError(
@@ -97,8 +97,10 @@ def _search(args: argparse.Namespace) -> int:
         )
     if args.nprobe is not None and args.nprobe < 1:
         raise ValueError(f"--nprobe must be >= 1, found {args.nprobe}")
+    if not 0.5 <= args.confidence < 1:
+        raise ValueError(f"--confidence must be in [0.5, 1), found {args.confidence}")
     try:
-        index._check_search_args(args.k, args.rerank, args.nprobe)
+        index._check_search_args(args.k, args.rerank, args.nprobe, args.confidence)
     except ValueError as e:  # k beyond the index
         raise ValueError(f"-k: {e}") from None
     q = _vectors(args.queries, "queries", args.column)
@@ -110,12 +112,20 @@ def _search(args: argparse.Namespace) -> int:
     nq = q.shape[0]
     ids = np.empty((nq, args.k), np.int64)
     scores = np.empty((nq, args.k), np.float32)
+    reranked, certified = np.zeros(nq, np.int64), np.zeros(nq, bool)
     with _progress(args, total=nq, desc="searching", unit="query") as bar:
         for s in range(0, nq, SEARCH_CHUNK):
             res = index.search(
-                np.asarray(q[s : s + SEARCH_CHUNK]), args.k, rerank=args.rerank, nprobe=args.nprobe
+                np.asarray(q[s : s + SEARCH_CHUNK]),
+                args.k,
+                rerank=args.rerank,
+                nprobe=args.nprobe,
+                confidence=args.confidence,
             )
-            ids[s : s + SEARCH_CHUNK], scores[s : s + SEARCH_CHUNK] = res.ids, res.scores
+            e = s + res.ids.shape[0]
+            ids[s:e], scores[s:e] = res.ids, res.scores
+            if res.certified is not None:
+                reranked[s:e], certified[s:e] = res.reranked, res.certified
             bar.update(res.ids.shape[0])
     if ext == ".npy":
         out = np.empty(nq, [("ids", "<i8", (args.k,)), ("scores", "<f4", (args.k,))])
@@ -131,9 +141,16 @@ def _search(args: argparse.Namespace) -> int:
         }
         for r, c in zip(*np.nonzero(~finite), strict=True):
             doc["scores"][r][c] = None
+        if args.rerank == "auto":
+            doc["reranked"], doc["certified"] = reranked.tolist(), certified.tolist()
         with open(args.output, "w") as f:
             json.dump(doc, f)
     print(f"wrote {args.output}: {nq:,} queries x k={args.k} ({index.metric} scores)")
+    if args.rerank == "auto" and nq:
+        print(
+            f"certified re-ranking: {certified.mean():.1%} of queries certified at confidence "
+            f"{args.confidence}, {reranked.mean():.1f} candidates re-scored per query on average"
+        )
     return 0
 
 

@@ -124,6 +124,16 @@ def _threads(text: str) -> int:
     return n
 
 
+def _rerank_depth(text: str) -> int | str:
+    """``--rerank``: a number of candidates, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', found {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .._version import __version__
 
@@ -268,11 +278,19 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     search.add_argument(
         "--rerank",
-        type=int,
+        type=_rerank_depth,
         metavar="R",
         help="re-score the best R candidates with the index's second tier "
-        "(built with --rerank-spec, or a two-level spec such as lvq4x8); default: no "
+        "(built with --rerank-spec, or a two-level spec such as lvq4x8); 'auto': certified "
+        "re-ranking, as many as can still reach the top k (see --confidence); default: no "
         "re-ranking",
+    )
+    search.add_argument(
+        "--confidence",
+        type=float,
+        default=0.999,
+        help="with --rerank auto: the probability that a certified query's results are the "
+        "second tier's exact top k (default 0.999)",
     )
     search.add_argument(
         "--nprobe",

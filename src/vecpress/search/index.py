@@ -46,8 +46,10 @@ from ..files import storage
 from ..files.storage import METRICS, IndexState
 from ..rwlock import ReadWriteLock
 from ..threads import using
+from . import certify as _certify
 from . import ivf as _ivf
 from . import scan as _search
+from .topk import topk
 
 #: rows used to fit the codec on the first add
 FIT_SAMPLE = 100_000
@@ -72,10 +74,19 @@ class SearchResult:
         ``int64[nq, k]``, best first; ``-1`` where fewer than ``k`` vectors exist.
     scores : numpy.ndarray
         ``float32[nq, k]``, larger is better; ``-inf`` where the id is ``-1``.
+    reranked : numpy.ndarray or None
+        ``int64[nq]``: candidates each query re-scored with the second tier
+        (``None`` without re-ranking).
+    certified : numpy.ndarray or None
+        ``bool[nq]``, with ``rerank="auto"`` only: the query's ``ids`` are the
+        second tier's own exact top k with at least the search's confidence
+        (:mod:`vecpress.search.certify`).
     """
 
     ids: np.ndarray
     scores: np.ndarray
+    reranked: np.ndarray | None = None
+    certified: np.ndarray | None = None
 
 
 def _check_metric(metric: object) -> str:
@@ -685,17 +696,29 @@ class Index:
         IVF residual codes add ``<q, centroid of the row's list>``)."""
         if self.rerank_codec is not None:
             return _search.stored_tier(self.rerank_codec, self._rcodes.view)
-        offset = None
-        if self.is_ivf and self.ivf_residual:
-            offsets, centroids = self._list_offsets, self.centroids
+        return _search.levels_tier(
+            self.codec, self._codes.view, self._rcodes.view, self._residual_offset()
+        )
 
-            def offset(q: np.ndarray, rows: np.ndarray) -> np.ndarray:
-                lists = np.searchsorted(offsets, rows, side="right") - 1
-                return np.take_along_axis(q @ centroids.T, np.maximum(lists, 0), axis=1)
+    def _first_tier(self) -> _search.Tier:
+        """The first stage as a tier: its estimates of given rows, as its scan makes them."""
+        stage = self._first_stage()
+        return _search.Tier(stage.codec, lambda rows: (stage.codes, rows), self._residual_offset())
 
-        return _search.levels_tier(self.codec, self._codes.view, self._rcodes.view, offset)
+    def _residual_offset(self):
+        """``offset(q, rows)``: ``<q, centroid of each row's list>`` for IVF residual
+        codes, else ``None``."""
+        if not (self.is_ivf and self.ivf_residual):
+            return None
+        offsets, centroids = self._list_offsets, self.centroids
 
-    def _check_search_args(self, k, rerank, nprobe) -> tuple[int, int | None, int]:
+        def offset(q: np.ndarray, rows: np.ndarray) -> np.ndarray:
+            lists = np.searchsorted(offsets, rows, side="right") - 1
+            return np.take_along_axis(q @ centroids.T, np.maximum(lists, 0), axis=1)
+
+        return offset
+
+    def _check_search_args(self, k, rerank, nprobe, confidence=0.999):
         k = check_positive_int(k, "k")
         if k > max(self.ntotal, MAX_PADDED_K):
             raise ValueError(
@@ -709,8 +732,12 @@ class Index:
                     "rerank= needs a second tier: build the index with rerank_spec= "
                     "(e.g. Index(spec, rerank_spec='f32')) or a two-level spec (e.g. 'lvq4x8')"
                 )
-            rerank = check_positive_int(rerank, "rerank")
-            if rerank < k:
+            if isinstance(rerank, str):
+                if rerank != "auto":
+                    raise ValueError(f"rerank must be an int or 'auto', found {rerank!r}")
+            else:
+                rerank = check_positive_int(rerank, "rerank")
+            if rerank != "auto" and rerank < k:
                 raise ValueError(
                     f"rerank must be >= k (it is the candidates kept), found {rerank} < {k}"
                 )
@@ -722,15 +749,20 @@ class Index:
             nprobe = min(check_positive_int(nprobe, "nprobe"), self.nlist)
         elif self.is_ivf:
             nprobe = max(1, round(self.nlist * DEFAULT_NPROBE_FRACTION))
+        if isinstance(confidence, bool) or not isinstance(confidence, (int, float, np.floating)):
+            raise TypeError(f"confidence must be a float, found {type(confidence).__name__}")
+        if not 0.5 <= confidence < 1:
+            raise ValueError(f"confidence must be in [0.5, 1), found {confidence!r}")
         return k, rerank, nprobe or 1
 
     def search(
         self,
         q,
         k: int,
-        rerank: int | None = None,
+        rerank: int | str | None = None,
         nprobe: int | None = None,
         *,
+        confidence: float = 0.999,
         threads: int | None = None,
     ) -> SearchResult:
         """The ``k`` best stored vectors for each query, best first.
@@ -744,13 +776,21 @@ class Index:
             stored (or probed) the rest is padded with id ``-1`` and score ``-inf``.
             ``k`` may exceed the number of stored vectors by padding only up to
             ``MAX_PADDED_K`` (1024); a larger ``k`` is a ``ValueError``.
-        rerank : int, optional
+        rerank : int or "auto", optional
             Re-score the first stage's best ``rerank`` (``>= k``) candidates with
             the second tier (``rerank_spec``, or both levels of a two-level spec)
             and keep the best ``k``; the scores returned are then the second tier's.
             A ``rerank`` above the number of stored vectors re-scores them all.
+            ``"auto"``: *certified re-ranking* -- re-score exactly the candidates
+            whose error bound lets them reach the k-th best tier score
+            (:mod:`vecpress.search.certify`); the result says how many each query
+            re-scored and whether it is certified.
         nprobe : int, optional
             IVF only: lists scanned per query (default ``nlist / 64``, at least 1).
+        confidence : float
+            With ``rerank="auto"``: the probability (under the calibrated error
+            model) that a certified query's result is the tier's exact top k;
+            in ``[0.5, 1)``.
         threads : int, optional
             Threads of this call; default the process-wide count
             (:func:`vecpress.set_num_threads`). Concurrent searches may each
@@ -760,7 +800,8 @@ class Index:
         -------
         SearchResult
             ``ids int64[nq, k]`` and ``scores float32[nq, k]`` (larger is
-            better; for ``"l2"`` the negated estimated squared distance).
+            better; for ``"l2"`` the negated estimated squared distance);
+            with re-ranking, ``reranked``; with ``rerank="auto"``, ``certified``.
 
         A flat search without ``rerank`` ranks exactly as
         ``topk(codec.score(q, codes), k)`` over the stored codes (ties go to
@@ -774,12 +815,102 @@ class Index:
         >>> res = index.search(np.array([[3, 3]], np.float32), k=3)
         >>> res.ids.tolist(), res.scores.tolist()
         ([[1, 0, -1]], [[-1.0, -18.0, -inf]])
+
+        Certified re-ranking of a 4-bit first stage with the stored floats:
+
+        >>> x = np.random.default_rng(0).standard_normal((2000, 32)).astype(np.float32)
+        >>> index = Index("hd2,rq4", rerank_spec="f32")
+        >>> _ = index.add(x)
+        >>> res = index.search(x[:3] + 0.1, k=5, rerank="auto")
+        >>> bool(res.certified.all()), bool((res.reranked < 2000).all())
+        (True, True)
         """
         with self._lock.read(), using(threads):
-            return self._search(q, k, rerank, nprobe)
+            return self._search(q, k, rerank, nprobe, confidence)
 
-    def _search(self, q, k, rerank, nprobe) -> SearchResult:
-        k, rerank, nprobe = self._check_search_args(k, rerank, nprobe)
+    def _probe(self, q: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        """The lists each query scans and the term added to their scores."""
+        nq = q.shape[0]
+        if not self.is_ivf:
+            return np.zeros((nq, 1), np.int64), np.zeros((nq, 1), np.float32)
+        lists, dots = _ivf.probe(self.centroids, q, nprobe, self.metric)
+        return lists, dots if self.ivf_residual else np.zeros_like(dots)
+
+    def _first(self, q, qsq, nprobe, depth) -> tuple[np.ndarray, np.ndarray]:
+        """The first stage's best ``depth`` rows of the probed lists: ``(rows, scores)``."""
+        lists, adds = self._probe(q, nprobe)
+        self._check_reads(("codes", "norms"), lists=lists)
+        return _search.scan(self._first_stage(), q, qsq, lists, adds, depth)
+
+    def _tier_scores(self, q, qsq, rows, *, first: bool = False) -> np.ndarray:
+        """The second tier's (``first``: the first stage's) metric scores of candidate
+        ``rows``, in query chunks."""
+        self._check_reads(("codes", "norms") if first else ("rerank_codes",), rows=rows)
+        tier = self._first_tier() if first else self._rerank_tier()
+        norms = None if self._norms is None else self._norms.view
+        out = np.empty(rows.shape, np.float32)
+        for s in range(0, rows.shape[0], RERANK_CHUNK):
+            e = min(rows.shape[0], s + RERANK_CHUNK)
+            out[s:e] = _search.tier_scores(tier, norms, q[s:e], qsq[s:e], rows[s:e])
+        return out
+
+    def _tier_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The second tier's reconstruction of stored ``rows``: float32[len(rows), d]."""
+        self._check_reads(("rerank_codes", "codes"), rows=rows[None, :])
+        tier = self._rerank_tier()
+        codes, local = tier.gather(rows[None, :])
+        x = tier.codec.decode(codes[local[0]])
+        if self.rerank_codec is None and self.is_ivf and self.ivf_residual:
+            lists = np.searchsorted(self._list_offsets, rows, side="right") - 1
+            x = (x + self.centroids[lists]).astype(np.float32)
+        return x
+
+    def _error_models(self, nprobe: int) -> tuple[_certify.ErrorModel, ...]:
+        """The first stage's error against the tier, calibrated on first use
+        (:func:`vecpress.search.certify.calibrate`) and kept until the rows change."""
+        stage = self._first_stage()
+        if stage.error_model is None:
+            rng = np.random.default_rng(self.seed)
+            m = min(self.ntotal, _certify.CALIBRATION_QUERIES)
+            own = np.sort(rng.choice(self.ntotal, m, replace=False))
+            x = self._tier_vectors(own)
+            keep = np.isfinite(x).all(axis=1) & (np.abs(x).max(axis=1, initial=0) > 0)
+            q, qsq = self._prepare(x[keep], "calibration rows")
+            stage.error_model = _certify.calibrate(
+                lambda q_, qsq_, depth: self._first(q_, qsq_, nprobe, depth),
+                lambda q_, qsq_, rows: self._tier_scores(q_, qsq_, rows, first=True),
+                self._tier_scores,
+                self._error_scale(),
+                q,
+                qsq,
+                own[keep],
+                self.ntotal,
+                self.seed,
+            )
+        return stage.error_model
+
+    def _error_scale(self) -> _certify.Scale:
+        """The unit of the first stage's error: aligned with the row for unit rows
+        coded as they are (cosine, flat or IVF without residuals), else ``|q|``."""
+        if self.metric == "cosine" and not (self.is_ivf and self.ivf_residual):
+            return _certify.aligned_scale
+        return _certify.plain_scale
+
+    def _search_certified(self, q, qsq, width, nprobe, confidence):
+        models = self._error_models(nprobe)
+        return _certify.certified_rerank(
+            lambda q_, qsq_, depth: self._first(q_, qsq_, nprobe, depth),
+            self._tier_scores,
+            self._error_scale(),
+            _certify.factor(models, confidence, width),
+            q,
+            qsq,
+            width,
+            self.ntotal,
+        )
+
+    def _search(self, q, k, rerank, nprobe, confidence) -> SearchResult:
+        k, rerank, nprobe = self._check_search_args(k, rerank, nprobe, confidence)
         q = as_vectors(q, "queries", dim=self.d)
         q, qsq = self._prepare(q, "queries")
         nq = q.shape[0]
@@ -789,33 +920,22 @@ class Index:
             return SearchResult(ids, scores)
         # nothing past the stored rows is worth scanning or re-ranking: the rest is padding
         width = min(k, self.ntotal)
-        if rerank is not None:
-            rerank = min(rerank, self.ntotal)
-        if self.is_ivf:
-            lists, dots = _ivf.probe(self.centroids, q, nprobe, self.metric)
-            adds = dots if self.ivf_residual else np.zeros_like(dots)
+        reranked = certified = None
+        if rerank == "auto":
+            res = self._search_certified(q, qsq, width, nprobe, confidence)
+            rows, sc, reranked, certified = res.rows, res.scores, res.reranked, res.certified
         else:
-            lists = np.zeros((nq, 1), np.int64)
-            adds = np.zeros((nq, 1), np.float32)
-        self._check_reads(("codes", "norms"), lists=lists)
-        rows, sc = _search.scan(self._first_stage(), q, qsq, lists, adds, rerank or width)
-        if rerank is not None:  # in chunks: the candidates' decoded rows stay small
-            self._check_reads(("rerank_codes",), rows=rows)
-            tier = self._rerank_tier()
-            norms = None if self._norms is None else self._norms.view
-            out_rows = np.empty((nq, width), np.int64)
-            out_sc = np.empty((nq, width), np.float32)
-            for s in range(0, nq, RERANK_CHUNK):
-                e = min(nq, s + RERANK_CHUNK)
-                out_rows[s:e], out_sc[s:e] = _search.rerank(
-                    tier, norms, q[s:e], qsq[s:e], rows[s:e], width
-                )
-            rows, sc = out_rows, out_sc
+            if rerank is not None:
+                rerank = min(rerank, self.ntotal)
+            rows, sc = self._first(q, qsq, nprobe, rerank or width)
+        if rerank is not None and rerank != "auto":
+            reranked = (rows >= 0).sum(axis=1)
+            rows, sc = topk(self._tier_scores(q, qsq, rows), width, ids=rows)
         found = rows >= 0
         self._check_reads(("ids",), rows=rows)
         ids[:, :width][found] = self._ids.view[rows[found]]
         scores[:, :width] = sc
-        return SearchResult(ids, scores)
+        return SearchResult(ids, scores, reranked, certified)
 
     # -- persistence -----------------------------------------------------------
     def save(self, path, *, block_size: int = storage.BLOCK_SIZE) -> None:

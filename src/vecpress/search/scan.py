@@ -14,9 +14,11 @@ the threads even for a single query or a single list. A search then:
    and keeps the top-k of each with the shared :func:`~vecpress.search.topk.topk`;
 3. **merges** the slots of each query (:func:`~vecpress.kernels.grid_search.merge_slots`);
 4. **re-ranks** (optional): the first stage's best ``R`` rows are re-scored
-   with the index's second tier (:meth:`Codec.score_candidates`; for a
-   two-level codec, with both levels of the candidates' rows) and the best
-   ``k`` kept with :func:`~vecpress.search.topk.topk`.
+   with the index's second tier (:class:`Tier`, :func:`tier_scores`:
+   :meth:`Codec.score_candidates`; for a two-level codec, with both levels of
+   the candidates' rows) and the best ``k`` kept with
+   :func:`~vecpress.search.topk.topk`; ``rerank="auto"`` chooses ``R`` per query
+   (:mod:`vecpress.search.certify`).
 
 Scores follow the index's metric: the estimated inner product (``"ip"``,
 ``"cosine"``) or the negated estimated squared distance (``"l2"``).
@@ -204,6 +206,9 @@ class Stage:
     terms: Terms | None
     #: fast-scan layouts of 4-bit PQ items, made on first use (:func:`_scan_fastscan`)
     blocked: dict = field(default_factory=dict)
+    #: the first stage's error against the re-ranking tier, measured on first use
+    #: (:mod:`vecpress.search.certify`)
+    error_model: object | None = None
 
 
 def scan(
@@ -349,28 +354,19 @@ def levels_tier(codec: Codec, first: np.ndarray, second: np.ndarray, offset=None
     return Tier(codec, gather, offset)
 
 
-def rerank(
-    tier: Tier,
-    norms: np.ndarray | None,
-    q: np.ndarray,
-    qsq: np.ndarray,
-    rows: np.ndarray,
-    k: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Re-score candidate ``rows`` (``-1`` = none) with ``tier``; the best ``k``."""
+def tier_scores(
+    tier: Tier, norms: np.ndarray | None, q: np.ndarray, qsq: np.ndarray, rows: np.ndarray
+) -> np.ndarray:
+    """The tier's metric scores of candidate ``rows``: float32[nq, R], ``-inf`` at ``-1``
+    (l2: ``2 est - |x|² - |q|²`` with the exact stored ``norms``)."""
     codes, local = tier.gather(rows)
     est = tier.codec.score_candidates(q, codes, local)
     if tier.offset is not None:
         est += tier.offset(q, rows)
-    return _best(est, norms, qsq, rows, k)
-
-
-def _best(est, norms, qsq, rows, k):
-    """Metric adjustment (l2: ``2 est - |x|² - |q|²``) and the best ``k`` of ``rows``."""
     if norms is not None:
         valid = rows >= 0
         est *= 2
         est -= np.where(valid, norms[np.maximum(rows, 0)], 0)
         est -= qsq.astype(np.float32)[:, None]
         est[~valid] = -np.inf
-    return topk(est, k, ids=rows)
+    return est
