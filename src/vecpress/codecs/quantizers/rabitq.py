@@ -61,27 +61,25 @@ def _cosine(u, t, levels):
     return dot / np.sqrt(nn)
 
 
-@nb.njit(cache=True, fastmath=True)
-def _best_scale(u, t0, levels):
-    best_t = t0
-    best = -1.0
-    ratio = (_HI / _LO) ** (1.0 / (_COARSE - 1))
-    t = t0 * _LO
-    for _ in range(_COARSE):
+@nb.njit(cache=True, fastmath=True, inline="always")
+def _try_scales(u, t, ratio, count, levels, best, best_t):
+    """Try ``count`` scales ``t, t * ratio, ...``; the best cosine and its scale so far."""
+    for _ in range(count):
         v = _cosine(u, t, levels)
         if v > best:
             best, best_t = v, t
         t *= ratio
+    return best, best_t
+
+
+@nb.njit(cache=True, fastmath=True)
+def _best_scale(u, t0, levels):
+    ratio = (_HI / _LO) ** (1.0 / (_COARSE - 1))
+    best, best_t = _try_scales(u, t0 * _LO, ratio, _COARSE, levels, -1.0, t0)
     step = ratio
     for _ in range(2):
-        lo = best_t / step
         r = (step * step) ** (1.0 / (_FINE + 1))
-        t = lo * r
-        for _ in range(_FINE):
-            v = _cosine(u, t, levels)
-            if v > best:
-                best, best_t = v, t
-            t *= r
+        best, best_t = _try_scales(u, best_t / step * r, r, _FINE, levels, best, best_t)
         step = r
     # At 6-8 bits the cosine is nearly flat over a wide range of scales and a grid
     # of scales can miss the one that maps a decoded direction y/|y| back onto y
