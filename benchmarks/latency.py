@@ -1,0 +1,424 @@
+"""One query at a time, certified re-ranking, encoding speed and cold start (issue 15).
+
+Everything runs in this one process, one index at a time, 1 thread (vecpress
+``set_num_threads``, faiss OpenMP and BLAS through ``common.threads``):
+
+1. **Latency**: for each index (vecpress, rabitqlib and faiss, flat and IVF),
+   recall@10 on the first ``--queries`` queries, the p50 and p99 of
+   ``search(q[i:i+1], 10)`` over ``--latency-queries`` queries one at a time
+   (after one warm-up query), and the batch queries/s (all ``--queries`` in one
+   call, best of 3).
+2. **Re-ranking**: vecpress ``hd2,rq4`` with an ``f32`` tier, flat:
+   ``rerank="auto"`` at confidence 0.999 and 0.99 against fixed depths
+   R = 10, 20, 30, 50, 100: recall@10 against the exact float top 10, the mean
+   and p99 of the candidates re-scored, the certified share, and how often a
+   certified result equals the exact top 10 (as a set of ids).
+3. **Encoding**: vectors/s of ``Codec.encode`` for ``hd2,rq4`` and ``kl4`` at
+   d = 384 (the MiniLM base), 1 thread, best of 3.
+4. **Cold start**: a ``hd2,rq4`` index of ``--cold-rows`` rows x 384 (MiniLM rows
+   repeated with noise) is saved; a fresh Python process opens it (memory-mapped)
+   and answers one query. Run twice; the second (numba's cache warm) is reported:
+   the time from ``vecpress.open`` to the answer, and the process's whole wall time.
+
+Usage: ``python benchmarks/latency.py [--dataset minilm|glove50|all] [--quick]``
+(needs ``pip install ".[bench]"`` and the MiniLM set built by ``sentences.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+import common
+import vecpress
+from common import K, log
+from search_grid import Entry
+from search_runners import RUNNERS
+
+HERE = Path(__file__).resolve().parent
+RERANK_DEPTHS = (10, 20, 30, 50, 100)
+CONFIDENCES = (0.999, 0.99)
+
+#: per data set: the IVF list count and the nprobe its IVF indexes are measured at
+SETTINGS = {"minilm": {"nlist": 256, "nprobe": 16}, "glove50": {"nlist": 2048, "nprobe": 64}}
+
+
+def entries(name: str, d: int) -> list[Entry]:
+    """The indexes of the latency table for data set ``name`` (dimension ``d``)."""
+    nl, npb = SETTINGS[name]["nlist"], SETTINGS[name]["nprobe"]
+    ivf = {"ivf": nl}
+    m_half, m_full = d // 4, d // 2  # PQ fast-scan at 1 and 2 bits per dimension
+    return [
+        Entry("vecpress", "hd2,rq4"),
+        Entry("vecpress", "center,hd2,rq4"),
+        Entry("vecpress", "kl4"),
+        Entry("vecpress", "hd2,rq2"),
+        Entry("vecpress", "hd2,rq4", ivf, {"nprobe": (npb,)}),
+        Entry("vecpress", "kl4", ivf, {"nprobe": (npb,)}),
+        Entry("rabitqlib", "flat", {"nlist": 1, "nbits": 4}),
+        Entry("rabitqlib", f"IVF{nl}", {"nlist": nl, "nbits": 4}, {"nprobe": (npb,)}),
+        Entry("faiss", "RR,RaBitQ4"),
+        Entry("faiss", f"PQ{m_half}x4fs"),
+        Entry("faiss", f"PQ{m_full}x4fs"),
+        Entry("faiss", f"RR,IVF{nl},RaBitQ4", search={"nprobe": (npb,)}),
+    ]
+
+
+def percentile(values: list[float], p: float) -> float:
+    return float(np.percentile(np.asarray(values), p))
+
+
+def measure_latency(entry: Entry, data: common.Dataset, gt: np.ndarray, args) -> dict:
+    """Build one index, then its recall, 1-query p50/p99 and batch queries/s (1 thread)."""
+    runner = RUNNERS[entry.library](entry, data.d)
+    train = data.base[np.random.default_rng(common.SEED).permutation(data.base.shape[0])[:100_000]]
+    with common.threads(2):
+        t = time.perf_counter()
+        runner.warm_up()
+        runner.build(data.base, train)
+        build_s = time.perf_counter() - t
+    q = runner.prepare_queries(data.queries[: args.queries])
+    params = entry.points[0] if entry.points else {}
+    rec: dict = {"library": entry.library, "index": entry.label, "params": params}
+    with common.threads(1):
+        fn = runner.searcher(params, 1)
+        ids = np.asarray(fn(q), np.int64)
+        rec["recall"] = float(common.recall_rows(ids, gt[: q.shape[0]]).mean())
+        fn(q[:1])  # warm-up of the single-query path
+        lat = []
+        for i in range(min(args.latency_queries, q.shape[0])):
+            t = time.perf_counter()
+            fn(q[i : i + 1])
+            lat.append(time.perf_counter() - t)
+        best = min(_timed(fn, q) for _ in range(3))
+    bpv = runner.bytes_per_vector()
+    if bpv is None:  # rabitqlib: its file's bytes per vector, known once saved
+        with tempfile.TemporaryDirectory() as work:
+            runner.save(str(Path(work) / "index"))
+            bpv = runner.bytes_per_vector()
+    rec.update(
+        p50_us=1e6 * percentile(lat, 50),
+        p99_us=1e6 * percentile(lat, 99),
+        batch_qps=q.shape[0] / best,
+        bytes_per_vector=bpv,
+        build_s=build_s,
+        load=common.load_average(),
+    )
+    runner.close()
+    return rec
+
+
+def _timed(fn, *args) -> float:
+    t = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t
+
+
+def measure_rerank(data: common.Dataset, gt: np.ndarray, args) -> list[dict]:
+    """``hd2,rq4`` + ``f32``: certified re-ranking against fixed depths (1 thread)."""
+    with common.threads(2):
+        index = vecpress.Index("hd2,rq4", "cosine", rerank_spec="f32")
+        index.add(data.base)
+        index.search(data.queries[:2], K, rerank="auto")  # compiles and calibrates
+    q = data.queries[: args.queries]
+    truth = gt[: q.shape[0]]
+    rows = []
+    settings = [("auto", c) for c in CONFIDENCES] + [(r, None) for r in RERANK_DEPTHS]
+    with common.threads(1):
+        for rerank, conf in settings:
+            kw = {"rerank": rerank} | ({"confidence": conf} if conf else {})
+            res = index.search(q, K, **kw)
+            best = min(_timed(lambda kw=kw: index.search(q, K, **kw)) for _ in range(3))
+            exact = np.array(
+                [set(a.tolist()) == set(b.tolist()) for a, b in zip(res.ids, truth, strict=True)]
+            )
+            row = {
+                "rerank": rerank,
+                "confidence": conf,
+                "recall": float(common.recall_rows(res.ids, truth).mean()),
+                "exact_share": float(exact.mean()),
+                "reranked_mean": float(res.reranked.mean()),
+                "reranked_p99": float(np.percentile(res.reranked, 99)),
+                "qps": q.shape[0] / best,
+            }
+            if res.certified is not None:
+                row["certified"] = float(res.certified.mean())
+                cert = res.certified
+                row["exact_where_certified"] = float(exact[cert].mean()) if cert.any() else None
+            rows.append(row)
+            log(f"  rerank {rerank} conf {conf}: {row}")
+    calibration = index._first_stage().error_model
+    rows.append({"calibration": [m.__dict__ for m in calibration]})
+    return rows
+
+
+def measure_encode(data: common.Dataset) -> list[dict]:
+    out = []
+    x = data.base[:100_000]
+    for spec in ("hd2,rq4", "kl4"):
+        with common.threads(2):
+            codec = vecpress.Codec.from_spec(spec, seed=0).fit(x)
+            codec.encode(x[:1000])  # compile
+        with common.threads(1):
+            best = min(_timed(codec.encode, x) for _ in range(3))
+        out.append({"spec": spec, "d": x.shape[1], "rows": x.shape[0], "per_s": x.shape[0] / best})
+        log(f"  encode {spec}: {x.shape[0] / best:,.0f} vectors/s")
+    return out
+
+
+COLD_CHILD = textwrap.dedent(
+    """
+    import sys, time, json
+    t0 = time.perf_counter()
+    import numpy as np, vecpress
+    vecpress.set_num_threads(1)
+    q = np.load(sys.argv[2])
+    t1 = time.perf_counter()
+    index = vecpress.open(sys.argv[1], mmap=True)
+    ids = index.search(q[:1], 10).ids
+    t2 = time.perf_counter()
+    print(json.dumps({"import_s": t1 - t0, "open_to_answer_s": t2 - t1, "ids": ids.tolist()}))
+    """
+)
+
+
+def measure_cold_start(data: common.Dataset, rows: int, work: Path) -> dict:
+    """A fresh process opens a saved ``hd2,rq4`` index of ``rows`` x d and answers one query."""
+    rng = np.random.default_rng(common.SEED)
+    index = vecpress.Index("hd2,rq4", "cosine")
+    with common.threads(2):
+        for s in range(0, rows, 100_000):
+            n = min(100_000, rows - s)
+            base = data.base[rng.integers(0, data.base.shape[0], n)]
+            index.add(base + 0.05 * rng.standard_normal(base.shape, dtype=np.float32))
+    path, qpath = work / "cold.vpi", work / "q.npy"
+    index.save(path)
+    np.save(qpath, data.queries[:1])
+    runs = []
+    for _ in range(2):  # the first fills numba's cache for the memory-mapped arrays
+        t = time.perf_counter()
+        out = subprocess.run(
+            [sys.executable, "-c", COLD_CHILD, str(path), str(qpath)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "NUMBA_NUM_THREADS": "2"},
+        )
+        rec = json.loads(out.stdout.strip().splitlines()[-1])
+        rec["process_s"] = time.perf_counter() - t
+        runs.append(rec)
+    log(f"  cold start: {runs}")
+    return {"rows": rows, "d": data.d, "file_mb": path.stat().st_size / 2**20, "runs": runs}
+
+
+def report(results: dict) -> str:
+    env = results["env"]
+    lines = [
+        f"# Latency, certified re-ranking, encoding and cold start ({env['date']})",
+        "",
+        f"- CPU: {env['cpu']} ({os.cpu_count()} logical CPUs); load average at start "
+        f"{env['load_start']}, at the end {common.load_average()}",
+        f"- {env['versions']}",
+        f"- vecpress source: {env['git']}",
+        f"- command: `{env['command']}`",
+        "",
+    ]
+    for name, ds in results["datasets"].items():
+        lines += [f"## {name} (n = {ds['n']:,}, d = {ds['d']}, {ds['queries']:,} queries)", ""]
+        lines += [
+            "| library | index | params | B/vector | recall@10 | 1-query p50 µs | p99 µs |"
+            " batch qps 1T |",
+            "|---|---|---|--:|--:|--:|--:|--:|",
+        ]
+        for r in ds["latency"]:
+            params = ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "–"
+            bpv = "–" if r["bytes_per_vector"] is None else f"{r['bytes_per_vector']:.1f}"
+            lines.append(
+                f"| {r['library']} | `{r['index']}` | {params} | {bpv} | {r['recall']:.4f} | "
+                f"{r['p50_us']:,.0f} | {r['p99_us']:,.0f} | {r['batch_qps']:,.0f} |"
+            )
+        lines += ["", "Re-ranking, `hd2,rq4` + `f32` tier, flat, 1 thread:", ""]
+        lines += [
+            "| rerank | confidence | recall@10 | exact top 10 | re-scored mean | p99 |"
+            " certified | exact where certified | qps 1T |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        ]
+        for r in ds["rerank"]:
+            if "calibration" in r:
+                continue
+            cert = "–" if "certified" not in r else f"{r['certified']:.4f}"
+            ewc = r.get("exact_where_certified")
+            lines.append(
+                f"| {r['rerank']} | {r['confidence'] or '–'} | {r['recall']:.4f} | "
+                f"{r['exact_share']:.4f} | {r['reranked_mean']:.1f} | {r['reranked_p99']:.0f} | "
+                f"{cert} | {'–' if ewc is None else f'{ewc:.4f}'} | {r['qps']:,.0f} |"
+            )
+        lines += ["", *checks(ds), ""]
+    if "encode" in results:
+        lines += ["## Encoding (1 thread)", "", "| spec | d | vectors/s |", "|---|--:|--:|"]
+        lines += [f"| `{e['spec']}` | {e['d']} | {e['per_s']:,.0f} |" for e in results["encode"]]
+        lines.append("")
+    if "cold" in results:
+        c = results["cold"]
+        lines += [
+            "## Cold start",
+            "",
+            f"`hd2,rq4` index of {c['rows']:,} x {c['d']} ({c['file_mb']:.0f} MiB), memory-mapped "
+            "by a fresh process (second run: numba's cache warm):",
+            "",
+            "| run | import s | open to first answer s | process wall s |",
+            "|---|--:|--:|--:|",
+        ]
+        for i, r in enumerate(c["runs"]):
+            lines.append(
+                f"| {i + 1} | {r['import_s']:.2f} | {r['open_to_answer_s']:.3f} | "
+                f"{r['process_s']:.2f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def checks(ds: dict) -> list[str]:
+    """The issue's done-when lines for one data set, as measured in this run."""
+    lat = {(r["library"], r["index"]): r for r in ds["latency"]}
+    out = ["Checks (issue 15):", ""]
+    rq4, kl4 = lat.get(("vecpress", "hd2,rq4")), lat.get(("vecpress", "kl4"))
+    rab = lat.get(("rabitqlib", "flat (IvfIndex, 1 cluster), 4 bits"))
+    if rq4 and rab:
+        flat4 = [
+            lat[("vecpress", s)]
+            for s in ("hd2,rq4", "center,hd2,rq4", "kl4")
+            if ("vecpress", s) in lat and lat[("vecpress", s)]["recall"] >= rab["recall"]
+        ]
+        if flat4:
+            fast = min(flat4, key=lambda r: r["p50_us"])
+            ratio = fast["p50_us"] / rab["p50_us"]
+            out.append(
+                f"- 1-query p50, flat 4-bit at no lower recall (`{fast['index']}`, "
+                f"{fast['recall']:.4f}) / rabitqlib ({rab['recall']:.4f}): {ratio:.2f} "
+                f"(goal ≤ 0.8): {'PASS' if ratio <= 0.8 else 'FAIL'}"
+            )
+            best = max(flat4, key=lambda r: r["batch_qps"])
+            ratio = best["batch_qps"] / rab["batch_qps"]
+            out.append(
+                f"- batch queries/s, flat 4-bit at no lower recall (`{best['index']}`) / "
+                f"rabitqlib: {ratio:.2f} (goal ≥ 1.5): {'PASS' if ratio >= 1.5 else 'FAIL'}"
+            )
+        else:
+            out.append("- no vecpress flat 4-bit index reached rabitqlib's recall: FAIL")
+        if kl4:
+            ratio = kl4["p50_us"] / rq4["p50_us"]
+            out.append(
+                f"- `kl4` p50 / `hd2,rq4` p50: {ratio:.2f} (goal ≤ 1.3): "
+                f"{'PASS' if ratio <= 1.3 else 'FAIL'}"
+            )
+    auto = next(
+        (r for r in ds["rerank"] if r.get("rerank") == "auto" and r["confidence"] == 0.999), None
+    )
+    if auto:
+        fixed = [r for r in ds["rerank"] if isinstance(r.get("rerank"), int)]
+        reach = [r for r in fixed if r["recall"] >= auto["recall"]]
+        smallest = min(reach, key=lambda r: r["rerank"]) if reach else None
+        fewer = smallest is None or auto["reranked_mean"] < smallest["rerank"]
+        ok = (
+            auto["recall"] >= 0.999
+            and fewer
+            and auto["certified"] >= 0.99
+            and (auto["exact_where_certified"] or 0) >= 0.999
+        )
+        out.append(
+            f"- certified re-ranking at 0.999: recall {auto['recall']:.4f} (goal ≥ 0.999), "
+            f"{auto['reranked_mean']:.1f} re-scored on average against the smallest fixed R "
+            f"with the same recall ({'none' if smallest is None else smallest['rerank']}), "
+            f"certified {auto['certified']:.4f} (goal ≥ 0.99), exact where certified "
+            f"{auto['exact_where_certified']:.4f} (goal ≥ 0.999): {'PASS' if ok else 'FAIL'}"
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", choices=("minilm", "glove50", "all"), default="all")
+    p.add_argument("--queries", type=int, default=1000, help="queries for recall and batch")
+    p.add_argument("--latency-queries", type=int, default=200)
+    p.add_argument("--cold-rows", type=int, default=1_000_000)
+    p.add_argument("--quick", action="store_true", help="smoke test: small sets, no cold start")
+    p.add_argument("--minilm-dir", default=str(Path.home() / ".cache/vecpress/minilm"))
+    p.add_argument("--out-dir", default=str(HERE / "results"))
+    args = p.parse_args(argv)
+    if args.quick:
+        args.queries, args.latency_queries = min(args.queries, 200), min(args.latency_queries, 50)
+    env = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "cpu": common.cpu_model(),
+        "load_start": common.load_average(),
+        "git": common.git_state(),
+        "versions": _versions(),
+        "command": "python benchmarks/latency.py " + " ".join(argv or sys.argv[1:]),
+    }
+    results: dict = {"env": env, "datasets": {}}
+    names = ("minilm", "glove50") if args.dataset == "all" else (args.dataset,)
+    minilm = None
+    for name in names:
+        data = common.load_minilm(Path(args.minilm_dir)) if name == "minilm" else None
+        if name == "glove50":
+            data = common.load_glove(10_000)
+        if data is None:
+            continue
+        if name == "minilm":
+            minilm = data
+        if args.quick:
+            data.base = data.base[:20_000]
+        log(f"{name}: base {data.base.shape}, exact top-{K} ...")
+        gt = common.exact_top_k(data.base, data.queries[: args.queries], 2)
+        ds = {"n": data.base.shape[0], "d": data.d, "queries": args.queries, "latency": []}
+        for e in entries(name, data.d):
+            if args.quick and e.kind == "ivf":
+                continue
+            log(f"  {e.library} {e.label} ...")
+            ds["latency"].append(measure_latency(e, data, gt, args))
+            log(f"    {ds['latency'][-1]}")
+        ds["rerank"] = measure_rerank(data, gt, args)
+        results["datasets"][name] = ds
+    if minilm is not None:
+        results["encode"] = measure_encode(minilm)
+        if not args.quick:
+            with tempfile.TemporaryDirectory() as work:
+                results["cold"] = measure_cold_start(minilm, args.cold_rows, Path(work))
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = time.strftime("%Y-%m-%d") + ("-quick" if args.quick else "")
+    (out / f"latency-{tag}.json").write_text(json.dumps(results, indent=1, default=str))
+    (out / f"latency-{tag}.md").write_text(report(results))
+    log(f"report: {out / f'latency-{tag}.md'}")
+    return 0
+
+
+def _versions() -> str:
+    import numba
+
+    parts = [f"python {sys.version.split()[0]}", f"numpy {np.__version__}"]
+    parts.append(f"numba {numba.__version__}")
+    if common.faiss is not None:
+        parts.append(f"faiss-cpu {common.faiss.__version__}")
+    try:
+        import importlib.metadata as md
+
+        parts.append(f"rabitqlib {md.version('rabitqlib')}")
+    except Exception:
+        pass
+    parts.append(f"vecpress {vecpress.__version__}")
+    return ", ".join(parts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
