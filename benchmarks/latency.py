@@ -48,15 +48,20 @@ HERE = Path(__file__).resolve().parent
 RERANK_DEPTHS = (10, 20, 30, 50, 100)
 CONFIDENCES = (0.999, 0.99)
 
-#: per data set: the IVF list count and the nprobe its IVF indexes are measured at
-SETTINGS = {"minilm": {"nlist": 256, "nprobe": 16}, "glove50": {"nlist": 2048, "nprobe": 64}}
+#: per data set: the IVF list count and the nprobe its IVF indexes are measured at, and
+#: the sub-quantizer counts of faiss's PQ fast-scan peers (1 and 2 bits per dimension
+#: where d allows; faiss needs M to divide d)
+SETTINGS = {
+    "minilm": {"nlist": 256, "nprobe": 16, "pq": (96, 192)},
+    "glove50": {"nlist": 2048, "nprobe": 64, "pq": (25, 50)},
+}
 
 
 def entries(name: str, d: int) -> list[Entry]:
     """The indexes of the latency table for data set ``name`` (dimension ``d``)."""
     nl, npb = SETTINGS[name]["nlist"], SETTINGS[name]["nprobe"]
     ivf = {"ivf": nl}
-    m_half, m_full = d // 4, d // 2  # PQ fast-scan at 1 and 2 bits per dimension
+    m_half, m_full = SETTINGS[name]["pq"]
     return [
         Entry("vecpress", "hd2,rq4"),
         Entry("vecpress", "center,hd2,rq4"),
@@ -385,22 +390,32 @@ def main(argv: list[str] | None = None) -> int:
             if args.quick and e.kind == "ivf":
                 continue
             log(f"  {e.library} {e.label} ...")
-            ds["latency"].append(measure_latency(e, data, gt, args))
+            try:
+                ds["latency"].append(measure_latency(e, data, gt, args))
+            except Exception as ex:  # one peer's failure must not lose the run
+                log(f"    failed: {type(ex).__name__}: {ex}")
+                continue
             log(f"    {ds['latency'][-1]}")
         ds["rerank"] = measure_rerank(data, gt, args)
         results["datasets"][name] = ds
+        write(results, args)
     if minilm is not None:
         results["encode"] = measure_encode(minilm)
         if not args.quick:
             with tempfile.TemporaryDirectory() as work:
                 results["cold"] = measure_cold_start(minilm, args.cold_rows, Path(work))
+    write(results, args)
+    return 0
+
+
+def write(results: dict, args) -> None:
+    """Write the JSON and the report (after each part, so a failure keeps what was measured)."""
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tag = time.strftime("%Y-%m-%d") + ("-quick" if args.quick else "")
     (out / f"latency-{tag}.json").write_text(json.dumps(results, indent=1, default=str))
     (out / f"latency-{tag}.md").write_text(report(results))
     log(f"report: {out / f'latency-{tag}.md'}")
-    return 0
 
 
 def _versions() -> str:
