@@ -155,6 +155,59 @@ def test_make_plan_numbers_slots_query_major():
     assert sorted(plan.qslot.tolist()) == list(range(6))
 
 
+def _plan_by_definition(items, lists, adds):
+    """make_plan spelled out: enumerate the slots (query, pair, item) in order, then
+    group them by item, keeping that order within an item."""
+    slots = []
+    for i, row in enumerate(lists):
+        for j, lst in enumerate(row):
+            if lst >= 0:
+                for w in range(items.list_ptr[lst], items.list_ptr[lst + 1]):
+                    slots.append((w, i, np.float32(adds[i, j])))
+    order = sorted(range(len(slots)), key=lambda s: slots[s][0])  # stable
+    nitems = items.starts.size
+    qptr = np.zeros(nitems + 1, np.int64)
+    np.add.at(qptr, np.array([slots[s][0] + 1 for s in order], np.int64), 1)
+    per_query = np.bincount([s[1] for s in slots], minlength=len(lists))
+    return (
+        np.cumsum(qptr),
+        [slots[s][1] for s in order],
+        order,
+        [slots[s][2] for s in order],
+        np.concatenate([[0], np.cumsum(per_query)]),
+    )
+
+
+@settings(max_examples=150)
+@given(st.integers(0, 2**32 - 1))
+def test_make_plan_matches_its_definition(seed):
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(0, 30, rng.integers(1, 12))
+    items = search_mod.make_items(np.concatenate([[0], np.cumsum(sizes)]), chunk=rng.integers(1, 9))
+    lists = rng.integers(-1, sizes.size, (rng.integers(0, 6), rng.integers(1, 5)))
+    adds = rng.standard_normal(lists.shape)
+    plan = search_mod.make_plan(items, lists, adds)
+    qptr, qidx, qslot, qadd, qslot_ptr = _plan_by_definition(items, lists, adds)
+    assert plan.qptr.tolist() == qptr.tolist()
+    assert plan.qidx.tolist() == qidx and plan.qslot.tolist() == qslot
+    assert plan.qadd.dtype == np.float32 and plan.qadd.tolist() == qadd
+    assert plan.qslot_ptr.tolist() == qslot_ptr.tolist()
+
+
+def test_queries_of_subnormal_values_quantize_and_score():
+    """A query whose scale (max / 127) or second limb falls below float32's range once
+    divided by zero; it now uses the least subnormal scale and scores finitely."""
+    from vecpress.kernels.scan import quantize_queries
+
+    q = np.array([[1e-45, -3e-45, 0.0, 2e-44]], np.float32)
+    qi, scale = quantize_queries(q, 2)
+    assert (scale > 0).all() and np.abs(qi).max() <= 127
+    index = Index("rq8", "ip")
+    index.add(np.eye(4, dtype=np.float32))
+    res = index.search(q, 4)
+    assert np.isfinite(res.scores).all() and res.ids[0, 0] == 3
+
+
 # -- IVF -------------------------------------------------------------------------------
 def clustered(n: int, d: int, centers: int = 12, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)

@@ -105,6 +105,31 @@ def test_fitting_limits_blas_to_the_threads_count(monkeypatch):
     assert seen and set(seen) == {1}
 
 
+def test_single_threaded_blas_limits_and_restores():
+    from threadpoolctl import threadpool_info
+
+    def blas():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas()
+    with threads.single_threaded_blas():
+        assert set(blas()) <= {1}
+    assert blas() == before
+
+
+def test_import_leaves_ml_dtypes_out_and_readies_the_kernels():
+    """``import vecpress`` does not import ml_dtypes (most of a second) and pays numba's
+    one-time target set-up, so a first search does not."""
+    import subprocess
+    import sys
+
+    # numba's target set-up loads its numpy implementations (numba.np.arraymath)
+    code = "import sys, vecpress; print(*(m in sys.modules for m in ('ml_dtypes', '{np}')))"
+    code = code.format(np="numba.np.arraymath")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
+
+
 def test_index_state_round_trip_and_storage_knows_no_index():
     """storage reads and writes an IndexState; the index makes and takes it."""
     import ast

@@ -55,6 +55,9 @@ class Transform:
     #: whether the codec stores this stage's exact per-vector term next to the codes
     #: (``center``: ``<mu, x - mu>``, see :meth:`Center.term`)
     stores_term: ClassVar[bool] = False
+    #: whether mapping a query multiplies it by a dense matrix (a BLAS product even for
+    #: one query, which a multi-threaded BLAS would spread over its threads)
+    dense: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.d: int | None = None
@@ -179,6 +182,7 @@ class Haar(Transform):
     """Dense uniformly random rotation (O(d^2) per vector)."""
 
     name = "haar"
+    dense = True
 
     def setup(self, d: int, rng: np.random.Generator) -> None:
         super().setup(d, rng)
@@ -313,6 +317,7 @@ class Projection(Transform):
     ``<q, x> ≈ <Q q, D (x − μ)> + <q, μ>`` (the offset exact)."""
 
     needs_data = True
+    dense = True
 
     def __init__(self, out: int) -> None:
         super().__init__()

@@ -54,17 +54,42 @@ def quantize_queries(q: np.ndarray, limbs: int = 1) -> tuple[np.ndarray, np.ndar
     >>> qi.tolist(), round(float(s[0]) * 127, 6)
     ([[64, -127]], 1.0)
     """
-    parts, scales = [], []
-    rest = np.asarray(q, np.float32)
-    amax = np.abs(rest).max(axis=1) if rest.shape[1] else np.zeros(rest.shape[0], np.float32)
-    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-    for _ in range(limbs):
-        qi = np.clip(np.rint(rest / scale[:, None]), -127, 127).astype(np.int16)
-        parts.append(qi)
-        scales.append(scale)
-        rest = (rest - qi * scale[:, None]).astype(np.float32)
-        scale = (scale / 254.0).astype(np.float32)
-    return np.concatenate(parts), np.concatenate(scales)
+    q = np.ascontiguousarray(q, np.float32)
+    nq, d = q.shape
+    qi = np.empty((limbs * nq, d), np.int16)
+    scales = np.empty(limbs * nq, np.float32)
+    _quantize(q, limbs, qi, scales)
+    return qi, scales
+
+
+_TINY = np.float32(np.nextafter(np.float32(0), np.float32(1)))
+
+
+@nb.njit(cache=True)
+def _quantize(q, limbs, qi, scales):
+    """:func:`quantize_queries` in float32, element by element as numpy would round:
+    ``scale = max|q| / 127`` (1 for a zero row), then per limb ``qi = clip(rint(rest /
+    scale))``, ``rest -= qi * scale``, ``scale /= 254`` (never below the least subnormal
+    float32, so a query of subnormal values still quantizes)."""
+    nq, d = q.shape
+    rest = np.empty(d, np.float32)
+    for i in range(nq):
+        amax = np.float32(0.0)
+        for c in range(d):
+            rest[c] = q[i, c]
+            amax = max(amax, abs(q[i, c]))
+        scale = amax / np.float32(127.0) if amax > 0 else np.float32(1.0)
+        for k in range(limbs):
+            # a scale below float32's range (a query of subnormal values, or a second
+            # limb under a tiny first one) would divide by zero: use the least subnormal
+            scale = max(scale, _TINY)
+            row = k * nq + i
+            for c in range(d):
+                v = min(max(np.rint(rest[c] / scale), np.float32(-127.0)), np.float32(127.0))
+                qi[row, c] = np.int16(v)
+                rest[c] = rest[c] - np.float32(v) * scale
+            scales[row] = scale
+            scale = scale / np.float32(254.0)
 
 
 def grid_queries(q, center, qoff, bits):

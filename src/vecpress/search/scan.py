@@ -26,9 +26,11 @@ Scores follow the index's metric: the estimated inner product (``"ip"``,
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numba as nb
 import numpy as np
 
 from ..codecs.codec import Codec
@@ -45,6 +47,10 @@ from .topk import topk
 CHUNK = 8192
 #: queries planned and scanned together (bounds the slot memory)
 QUERY_BATCH = 1024
+#: up to this many query values (nq x d), transforms without a dense matrix run without
+#: limiting BLAS's threads: their products (``center``'s ``q @ mean``) stay below the
+#: size at which OpenBLAS threads a matrix-vector product (9,216 elements)
+SMALL_PRODUCT = 4096
 
 
 @dataclass(frozen=True)
@@ -98,34 +104,59 @@ class Plan:
 
 def make_plan(items: Items, lists: np.ndarray, adds: np.ndarray) -> Plan:
     """Plan the scan of ``lists[i]`` (``int64[nq, P]``, ``-1`` = none) for each query,
-    with ``adds[i, p]`` added to every score from list ``lists[i, p]``."""
+    with ``adds[i, p]`` added to every score from list ``lists[i, p]``.
+
+    Slots are numbered query by query, pair by pair, item by item; each item's
+    pairs keep that order.
+
+    Examples
+    --------
+    >>> items = make_items(np.array([0, 5, 12]), chunk=4)
+    >>> plan = make_plan(items, np.array([[1, -1], [0, 1]]), np.zeros((2, 2), np.float32))
+    >>> plan.qptr.tolist(), plan.qidx.tolist(), plan.qslot.tolist(), plan.qslot_ptr.tolist()
+    ([0, 1, 2, 4, 6], [1, 1, 0, 1, 0, 1], [2, 3, 0, 4, 1, 5], [0, 2, 6])
+    """
+    lists = np.ascontiguousarray(lists, np.int64)
+    adds = np.ascontiguousarray(adds, np.float32)
+    return Plan(*_plan(items.list_ptr, lists, adds))
+
+
+@nb.njit(cache=True)
+def _plan(list_ptr, lists, adds):
+    """:func:`make_plan`'s arrays, by counting sort (no per-call work beyond the slots)."""
     nq, p = lists.shape
-    lists = lists.ravel()
-    keep = lists >= 0
-    pair_q = np.repeat(np.arange(nq, dtype=np.int64), p)[keep]
-    pair_l = lists[keep]
-    pair_add = adds.ravel()[keep].astype(np.float32)
-    counts = items.list_ptr[pair_l + 1] - items.list_ptr[pair_l]
-    total = int(counts.sum())
-    first = np.cumsum(counts) - counts
-    slot_q = np.repeat(pair_q, counts)
-    slot_item = np.repeat(items.list_ptr[pair_l], counts) + (
-        np.arange(total) - np.repeat(first, counts)
-    )
-    slot_add = np.repeat(pair_add, counts)
-    order = np.argsort(slot_item, kind="stable")
-    nitems = items.starts.size
+    nitems = list_ptr[-1]
     qptr = np.zeros(nitems + 1, np.int64)
-    np.cumsum(np.bincount(slot_item, minlength=nitems), out=qptr[1:])
     qslot_ptr = np.zeros(nq + 1, np.int64)
-    np.cumsum(np.bincount(slot_q, minlength=nq), out=qslot_ptr[1:])
-    return Plan(
-        qptr,
-        slot_q[order],
-        order.astype(np.int64),  # slots are numbered query-major, pair by pair
-        slot_add[order],
-        qslot_ptr,
-    )
+    for i in range(nq):
+        for j in range(p):
+            lst = lists[i, j]
+            if lst >= 0:
+                for w in range(list_ptr[lst], list_ptr[lst + 1]):
+                    qptr[w + 1] += 1
+                qslot_ptr[i + 1] += list_ptr[lst + 1] - list_ptr[lst]
+    for w in range(nitems):
+        qptr[w + 1] += qptr[w]
+    for i in range(nq):
+        qslot_ptr[i + 1] += qslot_ptr[i]
+    total = qptr[nitems]
+    qidx = np.empty(total, np.int64)
+    qslot = np.empty(total, np.int64)
+    qadd = np.empty(total, np.float32)
+    fill = qptr[:-1].copy()
+    slot = 0
+    for i in range(nq):
+        for j in range(p):
+            lst = lists[i, j]
+            if lst >= 0:
+                for w in range(list_ptr[lst], list_ptr[lst + 1]):
+                    pos = fill[w]
+                    fill[w] += 1
+                    qidx[pos] = i
+                    qslot[pos] = slot
+                    qadd[pos] = adds[i, j]
+                    slot += 1
+    return qptr, qidx, qslot, qadd, qslot_ptr
 
 
 def row_terms(codec: Codec, codes: np.ndarray, out: np.ndarray | None = None):
@@ -166,15 +197,20 @@ class Terms:
         self._all = np.empty((3, n), np.float32)
         self.arrays = tuple(self._all)
         self._done = np.zeros(n, bool)  # by row: whatever the items, a row is filled once
+        self._complete = n == 0  # every row filled: nothing left to check
 
     def ensure(self, items: Items, which: np.ndarray) -> None:
         """Fill the rows of ``items`` number ``which`` (those not filled yet)."""
+        if self._complete:
+            return
         starts, ends = items.starts[which], items.ends[which]
         todo = [(s, e) for s, e in zip(starts.tolist(), ends.tolist(), strict=True) if e > s]
         todo = [(s, e) for s, e in todo if not (self._done[s] and self._done[e - 1])]
         for s, e in _coalesce(todo):
             row_terms(self.codec, self.codes[s:e], out=self._all[:, s:e])
             self._done[s:e] = True
+        if todo:
+            self._complete = bool(self._done.all())
 
 
 def _coalesce(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -231,7 +267,10 @@ def scan(
 
 def _scan_batch(stage, q, qsq, lists, adds, k):
     codec = stage.codec
-    with single_threaded_blas():  # small products: no spinning BLAS threads (vecpress.threads)
+    # small products: no spinning BLAS threads (vecpress.threads); a few queries through
+    # transforms without a dense matrix make products too small for BLAS to thread
+    few = q.size <= SMALL_PRODUCT and not any(t.dense for t in codec.transforms)
+    with contextlib.nullcontext() if few else single_threaded_blas():
         qt, offset = codec.transform_queries(q)
     plan = make_plan(stage.items, lists, adds + offset[:, None])
     l2 = stage.norms is not None

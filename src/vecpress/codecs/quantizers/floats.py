@@ -12,14 +12,30 @@ The scale is at least ``2**-149`` (float32's smallest subnormal), so rows of
 subnormal float32 values still code to finite numbers.
 
 Scoring decodes one block of rows at a time and multiplies with BLAS.
+
+``ml_dtypes`` (bfloat16, float8) is imported when one of its formats is first
+used: its import takes most of a second, which a process that never uses these
+codecs should not pay.
 """
 
 from __future__ import annotations
 
-import ml_dtypes
 import numpy as np
 
 from .base import F16_MAX, Quantizer, RowField, blocked_matmul
+
+
+def ml_dtype(name: str) -> np.dtype:
+    """The numpy dtype of ``ml_dtypes.<name>`` (imported on first use).
+
+    Examples
+    --------
+    >>> ml_dtype("bfloat16").itemsize
+    2
+    """
+    import ml_dtypes
+
+    return np.dtype(getattr(ml_dtypes, name))
 
 
 class _Cast(Quantizer):
@@ -79,7 +95,10 @@ class BF16(_Cast):
     """bfloat16 (float32's range, 8 bits of mantissa)."""
 
     name = "bf16"
-    dtype = np.dtype(ml_dtypes.bfloat16)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return ml_dtype("bfloat16")
 
 
 class _Float8(Quantizer):
@@ -147,13 +166,19 @@ class E4M3(_Float8):
     """float8 e4m3fn with a per-vector scale (4 exponent bits, 3 mantissa bits)."""
 
     name = "e4m3"
-    dtype = np.dtype(ml_dtypes.float8_e4m3fn)
     max_value = 448.0
+
+    @property
+    def dtype(self) -> np.dtype:
+        return ml_dtype("float8_e4m3fn")
 
 
 class E5M2(_Float8):
     """float8 e5m2 with a per-vector scale (5 exponent bits, 2 mantissa bits)."""
 
     name = "e5m2"
-    dtype = np.dtype(ml_dtypes.float8_e5m2)
     max_value = 57344.0
+
+    @property
+    def dtype(self) -> np.dtype:
+        return ml_dtype("float8_e5m2")
