@@ -28,20 +28,52 @@ from .heap import heap_pad, heap_push, heap_sort
 from .scan import (
     _BLOCK,
     HAVE_VNNI,
+    IN_PLACE_BITS,
     _vnni_tile1x16,
-    _vnni_tile1x16_nib,
+    _vnni_tile1x16_b1,
+    _vnni_tile1x16_b2,
+    _vnni_tile1x16_b4,
     _vnni_tile4x4,
-    _vnni_tile4x4_nib,
+    _vnni_tile4x4_b1,
+    _vnni_tile4x4_b2,
+    _vnni_tile4x4_b4,
     combine,
     int_dot,
-    nibble_queries,
     pad_queries_int8,
+    split_queries,
     uniform_layout,
     unpack_layout,
 )
 
-#: items with at most this many query rows (queries x limbs) read 4- and 8-bit codes in place
+#: items with at most this many query rows (queries x limbs) read 1-, 2-, 4- and 8-bit codes
+#: in place
 IN_PLACE_ROWS = 4
+
+
+@nb.njit(cache=True, inline="always")
+def _tile1x16(per_byte, pa, sa, pq, nch, dst):
+    """One query row against 16 code rows, codes ``8 / per_byte`` bits wide."""
+    if per_byte == 2:
+        _vnni_tile1x16_b4(pa, sa, pq, nch, dst)
+    elif per_byte == 4:
+        _vnni_tile1x16_b2(pa, sa, pq, nch, dst)
+    elif per_byte == 8:
+        _vnni_tile1x16_b1(pa, sa, pq, nch, dst)
+    else:
+        _vnni_tile1x16(pa, sa, pq, nch, dst)
+
+
+@nb.njit(cache=True, inline="always")
+def _tile4x4(per_byte, pa, sa, pq, sq, nch, dst, sd):
+    """Four query rows against 4 code rows, codes ``8 / per_byte`` bits wide."""
+    if per_byte == 2:
+        _vnni_tile4x4_b4(pa, sa, pq, sq, nch, dst, sd)
+    elif per_byte == 4:
+        _vnni_tile4x4_b2(pa, sa, pq, sq, nch, dst, sd)
+    elif per_byte == 8:
+        _vnni_tile4x4_b1(pa, sa, pq, sq, nch, dst, sd)
+    else:
+        _vnni_tile4x4(pa, sa, pq, sq, nch, dst, sd)
 
 
 @nb.njit(cache=True, fastmath=False, inline="always")
@@ -133,15 +165,15 @@ def _scan_vnni(
         if nqw == 0:
             continue
         nv = nqw * limbs
-        # Items scanned for few query rows read 4-bit (packed) or 8-bit codes in place
-        # (no unpacking to amortise); items with many unpack each block once for all.
+        # Items scanned for few query rows read 1-, 2-, 4-bit (packed) or 8-bit codes in
+        # place (no unpacking to amortise); items with many unpack each block once for all.
         in_place = nv <= in_place_rows
-        nib = in_place and in_place_bits == 4
-        row_bytes = (d + 1) // 2 if nib else d  # code bytes of a row read in place
-        qsrc = q8n if nib else q8
+        per_byte = 8 // in_place_bits if in_place and in_place_bits < 8 else 1
+        row_bytes = (d + per_byte - 1) // per_byte  # code bytes of a row read in place
+        qsrc = q8n if per_byte > 1 else q8
         dq = qsrc.shape[1]  # bytes per query row
-        nch = dq // 128 if nib else dq // 64
-        drow = nch * 64 if nib else dq  # bytes per row in the block buffer
+        nch = dq // (64 * per_byte)
+        drow = nch * 64  # bytes per row in the block buffer
         qb = np.zeros(((nv + 3) // 4 * 4, dq), np.int8)
         for u in range(nqw):
             for li in range(limbs):
@@ -170,19 +202,11 @@ def _scan_vnni(
                     for vv in range(nv - v0):
                         for r in range(0, n, 16):
                             dst = pdots + 4 * (vv * _BLOCK + r)
-                            if nib:
-                                _vnni_tile1x16_nib(pa + r * sa, sa, pqb + (v0 + vv) * dq, nch, dst)
-                            else:
-                                _vnni_tile1x16(pa + r * sa, sa, pqb + (v0 + vv) * dq, nch, dst)
+                            _tile1x16(per_byte, pa + r * sa, sa, pqb + (v0 + vv) * dq, nch, dst)
                 for r in range(0, n if nv - v0 > 2 else 0, 4):
-                    if nib:
-                        _vnni_tile4x4_nib(
-                            pa + r * sa, sa, pqb + v0 * dq, dq, nch, pdots + 4 * r, 4 * _BLOCK
-                        )
-                    else:
-                        _vnni_tile4x4(
-                            pa + r * sa, sa, pqb + v0 * dq, dq, nch, pdots + 4 * r, 4 * _BLOCK
-                        )
+                    _tile4x4(
+                        per_byte, pa + r * sa, sa, pqb + v0 * dq, dq, nch, pdots + 4 * r, 4 * _BLOCK
+                    )
                 for uu in range(per_tile):
                     u = v0 // limbs + uu
                     if u >= nqw:
@@ -248,9 +272,11 @@ def grid_scan_topk(
     """Scan items of grid-code rows for their queries; the ``k`` best rows per slot.
 
     With AVX-512 VNNI, items scanned for at most :data:`IN_PLACE_ROWS` query rows
-    read 4-bit (packed) and 8-bit codes in place (``in_place=False``: never; other
-    widths and layouts are always unpacked to bytes, once per block of rows for all
-    the item's queries, which dominates the time of a scan for one query).
+    read 1-, 2-, 4-bit (packed) and 8-bit codes in place: each 64-byte chunk is
+    split into its codes by shifts and masks in registers (``in_place=False``:
+    never; other widths and mixed-width layouts are always unpacked to bytes, once
+    per block of rows for all the item's queries, which dominates the time of a
+    scan for one query).
 
     Parameters
     ----------
@@ -292,9 +318,9 @@ def grid_scan_topk(
         layout = uniform_layout(bits, d)
     if HAVE_VNNI and not portable:
         q8 = pad_queries_int8(qi)
-        in_place_bits = bits if in_place and uniform and bits in (4, 8) else 0
+        in_place_bits = bits if in_place and uniform and bits in IN_PLACE_BITS else 0
         rows = IN_PLACE_ROWS if in_place_bits else 0
-        q8n = nibble_queries(qi, d) if in_place_bits == 4 else q8
+        q8n = split_queries(qi, d, in_place_bits) if 0 < in_place_bits < 8 else q8
         _scan_vnni(
             codes, layout, d, rows, in_place_bits, *args, q8, q8n, limbs, qscale, qoff, t, *tail
         )  # fmt: skip

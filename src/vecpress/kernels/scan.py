@@ -291,98 +291,44 @@ def _store_sums(builder, vecs, pout, sout) -> None:
         builder.store(part, builder.inttoptr(dst, i32x4.as_pointer()), align=4)
 
 
-@intrinsic
-def _vnni_tile4x4(typingctx, pa, sa, pb, sb, nchunks, pout, sout):
-    """16 exact dot products: 4 code rows (uint8 at ``pa``, stride ``sa``) x 4 query
-    rows (int8 at ``pb``, stride ``sb``), each ``64 * nchunks`` bytes long; writes
-    the 4 int32 products of query ``u`` at ``pout + u * sout`` (bytes)."""
-    sig = types.void(*([types.intp] * 7))
-
-    def codegen(context, builder, signature, args):
-        pa, sa, pb, sb, n, pout, sout = args
-        mod = builder.module
-        i64 = ir.IntType(64)
-        dpbusd = cgutils.get_or_insert_function(
-            mod, ir.FunctionType(_I32X16, [_I32X16] * 3), "llvm.x86.avx512.vpdpbusd.512"
-        )
-        vptr = _I32X16.as_pointer()
-        accs = [cgutils.alloca_once_value(builder, ir.Constant(_I32X16, None)) for _ in range(16)]
-        with cgutils.for_range(builder, n) as loop:
-            off = builder.mul(loop.index, ir.Constant(i64, 64))
-            rows_a, rows_b = [], []
-            for r in range(4):
-                base = builder.add(pa, builder.mul(sa, ir.Constant(i64, r)))
-                rows_a.append(builder.load(builder.inttoptr(builder.add(base, off), vptr), align=1))
-                base = builder.add(pb, builder.mul(sb, ir.Constant(i64, r)))
-                rows_b.append(builder.load(builder.inttoptr(builder.add(base, off), vptr), align=1))
-            _accumulate4x4(builder, dpbusd, accs, rows_a, rows_b)
-        _store_sums(builder, [builder.load(acc) for acc in accs], pout, sout)
-        return context.get_dummy_value()
-
-    return sig, codegen
+def _sub_codes(builder, v, per_byte):
+    """The ``per_byte`` code vectors (``<16 x i32>`` views of 64 bytes each) packed in
+    the 64 bytes ``v``: code ``s`` of each byte is ``(byte >> s*b) & (2^b - 1)``,
+    ``b = 8 / per_byte`` (:mod:`~vecpress.kernels.bitpack` order)."""
+    if per_byte == 1:
+        return [v]
+    i8x64 = ir.VectorType(ir.IntType(8), 64)
+    bits = 8 // per_byte
+    b8 = builder.bitcast(v, i8x64)
+    mask = ir.Constant(i8x64, [(1 << bits) - 1] * 64)
+    out = []
+    for s in range(per_byte):
+        part = builder.lshr(b8, ir.Constant(i8x64, [s * bits] * 64)) if s else b8
+        if s < per_byte - 1:  # the top code needs no mask
+            part = builder.and_(part, mask)
+        out.append(builder.bitcast(part, _I32X16))
+    return out
 
 
-@intrinsic
-def _vnni_tile4x4_nib(typingctx, pa, sa, pb, sb, nchunks, pout, sout):
-    """:func:`_vnni_tile4x4` for 4-bit codes read *packed* (no unpacking): each
-    64-byte chunk of a code row holds 128 codes, the low nibbles (even dims)
-    and the high nibbles (odd dims); the query rows hold, per chunk, the 64 even
-    then the 64 odd dimensions (:func:`nibble_queries`). Two ``vpdpbusd`` per
+def _make_tile4x4(per_byte: int):
+    """An intrinsic: 16 exact dot products, 4 code rows (uint8 at ``pa``, stride ``sa``)
+    x 4 query rows (int8 at ``pb``, stride ``sb``) over ``nchunks`` chunks of 64 code
+    bytes; writes the 4 int32 products of query ``u`` at ``pout + u * sout`` (bytes).
+
+    ``per_byte = 1``: byte codes (unpacked, or 8-bit codes), query rows of
+    ``64 * nchunks`` bytes. Otherwise codes of ``8 / per_byte`` bits read *packed*
+    (no unpacking): each 64-byte chunk of a code row holds ``64 * per_byte`` codes,
+    and the query rows hold, per chunk, ``per_byte`` runs of 64 dimensions (those
+    ``= s mod per_byte``, :func:`split_queries`); ``per_byte`` ``vpdpbusd`` per
     chunk and (query, code) pair."""
-    sig = types.void(*([types.intp] * 7))
-
-    def codegen(context, builder, signature, args):
-        pa, sa, pb, sb, n, pout, sout = args
-        mod = builder.module
-        i64 = ir.IntType(64)
-        i8x64 = ir.VectorType(ir.IntType(8), 64)
-        dpbusd = cgutils.get_or_insert_function(
-            mod, ir.FunctionType(_I32X16, [_I32X16] * 3), "llvm.x86.avx512.vpdpbusd.512"
-        )
-        vptr = _I32X16.as_pointer()
-        low = ir.Constant(i8x64, [15] * 64)
-        four = ir.Constant(i8x64, [4] * 64)
-        accs = [cgutils.alloca_once_value(builder, ir.Constant(_I32X16, None)) for _ in range(16)]
-        with cgutils.for_range(builder, n) as loop:
-            off_a = builder.mul(loop.index, ir.Constant(i64, 64))
-            off_b = builder.mul(loop.index, ir.Constant(i64, 128))
-            raw = []
-            for r in range(4):
-                base = builder.add(pa, builder.mul(sa, ir.Constant(i64, r)))
-                v = builder.load(builder.inttoptr(builder.add(base, off_a), vptr), align=1)
-                raw.append(builder.bitcast(v, i8x64))
-            for half, op in ((0, "lo"), (64, "hi")):
-                rows_a = []
-                for v in raw:
-                    nib = builder.and_(v, low) if op == "lo" else builder.lshr(v, four)
-                    rows_a.append(builder.bitcast(nib, _I32X16))
-                rows_b = []
-                for r in range(4):
-                    base = builder.add(pb, builder.mul(sb, ir.Constant(i64, r)))
-                    addr = builder.add(builder.add(base, off_b), ir.Constant(i64, half))
-                    rows_b.append(builder.load(builder.inttoptr(addr, vptr), align=1))
-                _accumulate4x4(builder, dpbusd, accs, rows_a, rows_b)
-        _store_sums(builder, [builder.load(acc) for acc in accs], pout, sout)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-def _make_tile1x16(nibbles: bool):
-    """An intrinsic: 16 exact dot products of ONE query row (int8 at ``pb``) with 16
-    code rows (uint8 at ``pa``, stride ``sa``) over ``nchunks`` chunks, written as
-    int32[16] at ``pout``; ``nibbles``: the codes are packed 4-bit, the query in
-    the :func:`nibble_queries` layout. The single-query form of the 4 x 4 tiles
-    (which would waste three of their four query rows)."""
 
     @intrinsic
-    def tile(typingctx, pa, sa, pb, nchunks, pout):
-        sig = types.void(*([types.intp] * 5))
+    def tile(typingctx, pa, sa, pb, sb, nchunks, pout, sout):
+        sig = types.void(*([types.intp] * 7))
 
         def codegen(context, builder, signature, args):
-            pa, sa, pb, n, pout = args
+            pa, sa, pb, sb, n, pout, sout = args
             i64 = ir.IntType(64)
-            i8x64 = ir.VectorType(ir.IntType(8), 64)
             dpbusd = cgutils.get_or_insert_function(
                 builder.module,
                 ir.FunctionType(_I32X16, [_I32X16] * 3),
@@ -393,36 +339,70 @@ def _make_tile1x16(nibbles: bool):
                 cgutils.alloca_once_value(builder, ir.Constant(_I32X16, None)) for _ in range(16)
             ]
             with cgutils.for_range(builder, n) as loop:
-                code_bytes = 64
-                off_a = builder.mul(loop.index, ir.Constant(i64, code_bytes))
-                off_b = builder.mul(loop.index, ir.Constant(i64, 128 if nibbles else 64))
-                halves = (0, 64) if nibbles else (0,)
+                off_a = builder.mul(loop.index, ir.Constant(i64, 64))
+                off_b = builder.mul(loop.index, ir.Constant(i64, 64 * per_byte))
+                subs = []
+                for r in range(4):
+                    base = builder.add(pa, builder.mul(sa, ir.Constant(i64, r)))
+                    v = builder.load(builder.inttoptr(builder.add(base, off_a), vptr), align=1)
+                    subs.append(_sub_codes(builder, v, per_byte))
+                for part in range(per_byte):
+                    rows_b = []
+                    for r in range(4):
+                        base = builder.add(pb, builder.mul(sb, ir.Constant(i64, r)))
+                        addr = builder.add(builder.add(base, off_b), ir.Constant(i64, 64 * part))
+                        rows_b.append(builder.load(builder.inttoptr(addr, vptr), align=1))
+                    rows_a = [sub[part] for sub in subs]
+                    _accumulate4x4(builder, dpbusd, accs, rows_a, rows_b)
+            _store_sums(builder, [builder.load(acc) for acc in accs], pout, sout)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+def _make_tile1x16(per_byte: int):
+    """An intrinsic: 16 exact dot products of ONE query row (int8 at ``pb``) with 16
+    code rows (uint8 at ``pa``, stride ``sa``) over ``nchunks`` chunks, written as
+    int32[16] at ``pout``; codes of ``8 / per_byte`` bits read packed, the query in
+    the :func:`split_queries` layout (``per_byte = 1``: bytes, the plain layout).
+    The single-query form of the 4 x 4 tiles (which would waste three of their four
+    query rows)."""
+
+    @intrinsic
+    def tile(typingctx, pa, sa, pb, nchunks, pout):
+        sig = types.void(*([types.intp] * 5))
+
+        def codegen(context, builder, signature, args):
+            pa, sa, pb, n, pout = args
+            i64 = ir.IntType(64)
+            dpbusd = cgutils.get_or_insert_function(
+                builder.module,
+                ir.FunctionType(_I32X16, [_I32X16] * 3),
+                "llvm.x86.avx512.vpdpbusd.512",
+            )
+            vptr = _I32X16.as_pointer()
+            accs = [
+                cgutils.alloca_once_value(builder, ir.Constant(_I32X16, None)) for _ in range(16)
+            ]
+            with cgutils.for_range(builder, n) as loop:
+                off_a = builder.mul(loop.index, ir.Constant(i64, 64))
+                off_b = builder.mul(loop.index, ir.Constant(i64, 64 * per_byte))
                 qv = [
                     builder.load(
                         builder.inttoptr(
-                            builder.add(builder.add(pb, off_b), ir.Constant(i64, h)), vptr
+                            builder.add(builder.add(pb, off_b), ir.Constant(i64, 64 * h)), vptr
                         ),
                         align=1,
                     )
-                    for h in halves
+                    for h in range(per_byte)
                 ]
                 for r in range(16):
                     base = builder.add(pa, builder.mul(sa, ir.Constant(i64, r)))
                     v = builder.load(builder.inttoptr(builder.add(base, off_a), vptr), align=1)
-                    if nibbles:
-                        b8 = builder.bitcast(v, i8x64)
-                        parts = [
-                            builder.bitcast(
-                                builder.and_(b8, ir.Constant(i8x64, [15] * 64)), _I32X16
-                            ),
-                            builder.bitcast(
-                                builder.lshr(b8, ir.Constant(i8x64, [4] * 64)), _I32X16
-                            ),
-                        ]
-                    else:
-                        parts = [v]
                     acc = builder.load(accs[r])
-                    for part, q in zip(parts, qv, strict=True):
+                    for part, q in zip(_sub_codes(builder, v, per_byte), qv, strict=True):
                         acc = builder.call(dpbusd, [acc, part, q])
                     builder.store(acc, accs[r])
             _store_sums(builder, [builder.load(acc) for acc in accs], pout, ir.Constant(i64, 16))
@@ -433,21 +413,36 @@ def _make_tile1x16(nibbles: bool):
     return tile
 
 
-_vnni_tile1x16 = _make_tile1x16(False)
-_vnni_tile1x16_nib = _make_tile1x16(True)
+#: code widths the VNNI kernels read in place (packed), by codes per byte
+IN_PLACE_BITS = (1, 2, 4, 8)
+_vnni_tile4x4 = _make_tile4x4(1)
+_vnni_tile1x16 = _make_tile1x16(1)
+_vnni_tile1x16_b4 = _make_tile1x16(2)
+_vnni_tile1x16_b2 = _make_tile1x16(4)
+_vnni_tile1x16_b1 = _make_tile1x16(8)
+_vnni_tile4x4_b4 = _make_tile4x4(2)
+_vnni_tile4x4_b2 = _make_tile4x4(4)
+_vnni_tile4x4_b1 = _make_tile4x4(8)
 
 
-def nibble_queries(qi: np.ndarray, d: int) -> np.ndarray:
-    """Query rows (int16/int8 ``[nv, d]``) laid out for :func:`_vnni_tile4x4_nib`:
-    int8, rows padded to a multiple of 4, and per 128-dimension chunk the 64 even
-    then the 64 odd dimensions."""
+def split_queries(qi: np.ndarray, d: int, bits: int) -> np.ndarray:
+    """Query rows (int16/int8 ``[nv, d]``) laid out for codes of ``bits`` (1, 2 or 4)
+    bits read packed (:func:`_make_tile4x4`): int8, rows padded to a multiple of 4,
+    and per chunk of ``64 * m`` dimensions (``m = 8 / bits`` codes per byte) the runs
+    of the 64 dimensions ``= s mod m`` for ``s = 0 .. m-1``.
+
+    Examples
+    --------
+    >>> split_queries(np.arange(6).reshape(1, 6), 6, 4)[0, [0, 1, 2, 64, 65, 66]].tolist()
+    [0, 2, 4, 1, 3, 5]
+    """
+    m = 8 // bits
     nv = qi.shape[0]
-    nch = max(1, (d + 127) // 128)
-    pad = np.zeros(((nv + 3) // 4 * 4, nch * 128), np.int8)
+    nch = max(1, (d + 64 * m - 1) // (64 * m))
+    pad = np.zeros(((nv + 3) // 4 * 4, nch * 64 * m), np.int8)
     pad[:nv, :d] = qi
-    even = pad[:, 0::2].reshape(-1, nch, 64)
-    odd = pad[:, 1::2].reshape(-1, nch, 64)
-    return np.ascontiguousarray(np.stack([even, odd], axis=2).reshape(-1, nch * 128))
+    runs = [pad[:, s::m].reshape(-1, nch, 64) for s in range(m)]
+    return np.ascontiguousarray(np.stack(runs, axis=2).reshape(-1, nch * 64 * m))
 
 
 @nb.njit(cache=True, fastmath=False, parallel=True)
