@@ -42,127 +42,54 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
-from numba.core import types
-from numba.extending import intrinsic
 
-#: rows per block: a ``d x 16`` float32 block is one AVX-512 register (two AVX2 ones)
-#: per coordinate, and a block and its scratch (48 KB at d = 384) stay in L1
-_BLOCK = 32
+from .block_rows import (
+    ROW_BYTES,
+    WIDTH,
+    givens_rows,
+    radix2_scaled,
+    radix4,
+    radix4_scaled,
+    signed_row,
+    transpose16,
+    unrotate_rows,
+)
+
+#: rows per block: a ``d x 32`` float32 block is two AVX-512 registers per coordinate
+_BLOCK = WIDTH
 #: blocks per parallel task (their scratch is allocated once)
 _TASK = 16
-
-
-@nb.njit(cache=True, fastmath={"contract"}, inline="always")
-def _radix2(t, start, p, h, scale, last):
-    """Butterfly level ``h`` on rows ``start .. start+p`` of ``t``; times ``scale`` if ``last``."""
-    for i in range(start, start + p, 2 * h):
-        for k in range(i, i + h):
-            for j in range(_BLOCK):
-                a = t[k, j]
-                b = t[k + h, j]
-                if last:
-                    t[k, j] = (a + b) * scale
-                    t[k + h, j] = (a - b) * scale
-                else:
-                    t[k, j] = a + b
-                    t[k + h, j] = a - b
-
-
-@nb.njit(cache=True, fastmath={"contract"}, inline="always")
-def _radix4(t, start, p, h, scale, last):
-    """Butterfly levels ``h`` and ``2h`` in one pass (the same sums as two radix-2 passes)."""
-    for i in range(start, start + p, 4 * h):
-        for k in range(i, i + h):
-            for j in range(_BLOCK):
-                a0 = t[k, j]
-                a1 = t[k + h, j]
-                a2 = t[k + 2 * h, j]
-                a3 = t[k + 3 * h, j]
-                b0 = a0 + a1
-                b1 = a0 - a1
-                b2 = a2 + a3
-                b3 = a2 - a3
-                if last:
-                    t[k, j] = (b0 + b2) * scale
-                    t[k + h, j] = (b1 + b3) * scale
-                    t[k + 2 * h, j] = (b0 - b2) * scale
-                    t[k + 3 * h, j] = (b1 - b3) * scale
-                else:
-                    t[k, j] = b0 + b2
-                    t[k + h, j] = b1 + b3
-                    t[k + 2 * h, j] = b0 - b2
-                    t[k + 3 * h, j] = b1 - b3
-
-
-@nb.njit(cache=True, fastmath={"contract"}, inline="always")
-def _radix8(t, start, p, h, scale, last):
-    """Butterfly levels ``h``, ``2h`` and ``4h`` in one pass."""
-    for i in range(start, start + p, 8 * h):
-        for k in range(i, i + h):
-            for j in range(_BLOCK):
-                a0 = t[k, j]
-                a1 = t[k + h, j]
-                a2 = t[k + 2 * h, j]
-                a3 = t[k + 3 * h, j]
-                a4 = t[k + 4 * h, j]
-                a5 = t[k + 5 * h, j]
-                a6 = t[k + 6 * h, j]
-                a7 = t[k + 7 * h, j]
-                b0 = a0 + a1
-                b1 = a0 - a1
-                b2 = a2 + a3
-                b3 = a2 - a3
-                b4 = a4 + a5
-                b5 = a4 - a5
-                b6 = a6 + a7
-                b7 = a6 - a7
-                c0 = b0 + b2
-                c1 = b1 + b3
-                c2 = b0 - b2
-                c3 = b1 - b3
-                c4 = b4 + b6
-                c5 = b5 + b7
-                c6 = b4 - b6
-                c7 = b5 - b7
-                if last:
-                    t[k, j] = (c0 + c4) * scale
-                    t[k + h, j] = (c1 + c5) * scale
-                    t[k + 2 * h, j] = (c2 + c6) * scale
-                    t[k + 3 * h, j] = (c3 + c7) * scale
-                    t[k + 4 * h, j] = (c0 - c4) * scale
-                    t[k + 5 * h, j] = (c1 - c5) * scale
-                    t[k + 6 * h, j] = (c2 - c6) * scale
-                    t[k + 7 * h, j] = (c3 - c7) * scale
-                else:
-                    t[k, j] = c0 + c4
-                    t[k + h, j] = c1 + c5
-                    t[k + 2 * h, j] = c2 + c6
-                    t[k + 3 * h, j] = c3 + c7
-                    t[k + 4 * h, j] = c0 - c4
-                    t[k + 5 * h, j] = c1 - c5
-                    t[k + 6 * h, j] = c2 - c6
-                    t[k + 7 * h, j] = c3 - c7
 
 
 @nb.njit(cache=True, inline="always")
 def _butterflies(t, start, p, scale):
     """The normalised transform ``H_p`` on rows ``start .. start+p`` of the block ``t``.
 
-    Levels ``h = 1, 2, 4, ...`` are applied three (then two, one) at a time, each
-    pass computing exactly the sums of the level-by-level butterflies, and the
-    scale multiplies the last pass's outputs (``(a + b) * scale``, as a separate
-    pass after the sums would): the result is the same to the bit, in fewer
-    passes over the block.
+    Levels ``h = 1, 2, 4, ...`` are applied two at a time (then one), each pass
+    computing exactly the sums of the level-by-level butterflies, and the scale
+    multiplies the last pass's outputs (``(a + b) * scale``, as a separate pass
+    after the sums would): the result is the same to the bit, in fewer passes
+    over the block.
     """
     if p == 1:
         return  # H_1 is the identity (scale 1)
+    base = t.ctypes.data + start * ROW_BYTES
     h = 1
     while h < p:
+        step = h * ROW_BYTES
         if 4 * h <= p:
-            _radix4(t, start, p, h, scale, 4 * h == p)
+            last = 4 * h == p
+            for i in range(0, p, 4 * h):
+                for k in range(i, i + h):
+                    if last:
+                        radix4_scaled(base + k * ROW_BYTES, step, scale)
+                    else:
+                        radix4(base + k * ROW_BYTES, step, scale)
             h *= 4
         else:
-            _radix2(t, start, p, h, scale, True)
+            for i in range(0, p, 2 * h):
+                for k in range(i, i + h):
+                    radix2_scaled(base + k * ROW_BYTES, step, scale)
             h *= 2
 
 
@@ -177,11 +104,21 @@ def _pow2_below(d):
 
 @nb.njit(cache=True, inline="always")
 def _load_block(x, s, B, t):
-    """Rows ``s .. s+B`` of ``x``, transposed into the ``d x _BLOCK`` block ``t``; the
-    columns past ``B`` are zeroed (they are computed, never stored)."""
+    """Rows ``s .. s+B`` of ``x`` (C-contiguous float32), transposed into the
+    ``d x _BLOCK`` block ``t``; the columns past ``B`` are zeroed (they are computed,
+    never stored). Full blocks move in 16 x 16 tiles."""
     d = x.shape[1]
+    done = 0
+    if B == _BLOCK:
+        done = d - d % 16
+        rs = d * 4
+        for j0 in range(0, _BLOCK, 16):
+            src = x.ctypes.data + (s + j0) * rs
+            dst = t.ctypes.data + j0 * 4
+            for c0 in range(0, done, 16):
+                transpose16(src + c0 * 4, rs, dst + c0 * ROW_BYTES, ROW_BYTES)
     for j in range(B):
-        for i in range(d):
+        for i in range(done, d):
             t[i, j] = x[s + j, i]
     for j in range(B, _BLOCK):
         for i in range(d):
@@ -190,30 +127,37 @@ def _load_block(x, s, B, t):
 
 @nb.njit(cache=True, inline="always")
 def _store_block(out, t, s, B):
-    """Write the first ``B`` columns of the block ``t`` back as rows ``s .. s+B`` of ``out``."""
+    """Write the first ``B`` columns of the block ``t`` back as rows ``s .. s+B`` of
+    ``out`` (C-contiguous float32); full blocks in 16 x 16 tiles."""
+    d = t.shape[0]
+    done = 0
+    if B == _BLOCK:
+        done = d - d % 16
+        rs = d * 4
+        for j0 in range(0, _BLOCK, 16):
+            dst = out.ctypes.data + (s + j0) * rs
+            src = t.ctypes.data + j0 * 4
+            for c0 in range(0, done, 16):
+                transpose16(src + c0 * ROW_BYTES, ROW_BYTES, dst + c0 * 4, rs)
     for j in range(B):
-        for i in range(t.shape[0]):
+        for i in range(done, d):
             out[s + j, i] = t[i, j]
 
 
 @nb.njit(cache=True, inline="always")
 def _gather_signed(t, u, perm, sign):
     """``u[i] = sign[i] * t[perm[i]]`` (the forward sign-and-permute of a step)."""
+    pt, pu = t.ctypes.data, u.ctypes.data
     for i in range(t.shape[0]):
-        src = perm[i]
-        sg = sign[i]
-        for j in range(_BLOCK):
-            u[i, j] = sg * t[src, j]
+        signed_row(pt + perm[i] * ROW_BYTES, pu + i * ROW_BYTES, sign[i])
 
 
 @nb.njit(cache=True, inline="always")
 def _scatter_signed(t, u, perm, sign):
     """``u[perm[i]] = sign[i] * t[i]`` (its inverse)."""
+    pt, pu = t.ctypes.data, u.ctypes.data
     for i in range(t.shape[0]):
-        dst = perm[i]
-        sg = sign[i]
-        for j in range(_BLOCK):
-            u[dst, j] = sg * t[i, j]
+        signed_row(pt + i * ROW_BYTES, pu + perm[i] * ROW_BYTES, sign[i])
 
 
 @nb.njit(cache=True, fastmath=True)
@@ -355,60 +299,36 @@ def mixing_steps(x, signs, perms, cos, sin, inverse):
     return _rotate(x, signs, perms, cos, sin, inverse, True)
 
 
-@intrinsic
-def _fma(typingctx, a, b, c):
-    """``a * b + c`` rounded once (``llvm.fma``), whatever the compiler's flags.
-
-    The Givens rotations are written with it so that which product is fused is
-    fixed by the code, not by the optimiser's choice: it is the choice the
-    kernels compiled with ``fastmath=True`` made when the mixing steps were
-    introduced, so saved codecs rotate to the same bits.
-    """
-    if not (isinstance(a, types.Float) and a == b == c):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.fma(*args)
-
-    return a(a, b, c), codegen
-
-
 @nb.njit(cache=True, inline="always")
 def _mix_pairs(t, u, perm, sign, cos, sin):
     """``u = G (sign * t[perm])``: a step's sign-and-permute and its Givens rotations
-    of the pairs ``(2i, 2i+1)``, in one pass (the same roundings as in two)."""
+    of the pairs ``(2i, 2i+1)``, in one pass.
+
+    The signs are folded into the coefficients (``c * (s_a t) == (c s_a) * t``
+    exactly) and the products are fused as the kernels compiled with
+    ``fastmath=True`` fused them when the mixing steps were introduced
+    (:func:`~vecpress.kernels.block_rows.givens_rows`), so saved codecs rotate to
+    the same bits.
+    """
     d = t.shape[0]
+    pt, pu = t.ctypes.data, u.ctypes.data
     for i in range(d // 2):
-        ia = perm[2 * i]
-        ib = perm[2 * i + 1]
-        # the signs folded into the coefficients: c * (s_a t) == (c s_a) * t exactly
-        ca = cos[i] * sign[2 * i]
-        sa = sin[i] * sign[2 * i]
-        cb = cos[i] * sign[2 * i + 1]
-        sb = sin[i] * sign[2 * i + 1]
-        for j in range(_BLOCK):
-            a = t[ia, j]
-            b = t[ib, j]
-            u[2 * i, j] = _fma(ca, a, -(sb * b))  # c a - s b
-            u[2 * i + 1, j] = _fma(cb, b, sa * a)  # s a + c b
+        givens_rows(
+            pt + perm[2 * i] * ROW_BYTES, pt + perm[2 * i + 1] * ROW_BYTES,
+            pu + 2 * i * ROW_BYTES, pu + (2 * i + 1) * ROW_BYTES,
+            cos[i] * sign[2 * i], sin[i] * sign[2 * i],
+            cos[i] * sign[2 * i + 1], sin[i] * sign[2 * i + 1],
+        )  # fmt: skip
     if d % 2:  # an odd d leaves the last coordinate alone
-        src = perm[d - 1]
-        sg = sign[d - 1]
-        for j in range(_BLOCK):
-            u[d - 1, j] = sg * t[src, j]
+        signed_row(pt + perm[d - 1] * ROW_BYTES, pu + (d - 1) * ROW_BYTES, sign[d - 1])
 
 
 @nb.njit(cache=True, inline="always")
 def _unmix_pairs(t, cos, sin):
     """The inverse Givens rotations of the pairs ``(2i, 2i+1)`` of ``t``, in place."""
+    pt = t.ctypes.data
     for i in range(t.shape[0] // 2):
-        c = cos[i]
-        sn = sin[i]
-        for j in range(_BLOCK):
-            a = t[2 * i, j]
-            b = t[2 * i + 1, j]
-            t[2 * i, j] = _fma(sn, b, c * a)  # c a + s b
-            t[2 * i + 1, j] = _fma(c, b, -(sn * a))  # c b - s a
+        unrotate_rows(pt + 2 * i * ROW_BYTES, pt + (2 * i + 1) * ROW_BYTES, cos[i], sin[i])
 
 
 @nb.njit(cache=True, fastmath={"contract"}, inline="always")
@@ -465,9 +385,10 @@ def _rotate(x, signs, perms, cos, sin, inverse, mixing):
     arrays: filling one allocated in a compiled kernel (4 KB pages) costs a page
     fault every 4 KB, about 80 ms for 100,000 rows of d = 384 on a virtual machine.
     """
-    out = np.empty_like(x)
-    _rotate_into(x, out, signs, perms, cos, sin, inverse, mixing)
-    return out
+    x32 = np.ascontiguousarray(x, np.float32)  # the kernels compute in float32
+    out = np.empty_like(x32)
+    _rotate_into(x32, out, signs, perms, cos, sin, inverse, mixing)
+    return out if out.dtype == x.dtype else out.astype(x.dtype)
 
 
 #: the (absent) pair rotations of the legacy rounds
