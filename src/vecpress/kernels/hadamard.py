@@ -34,8 +34,12 @@ vectors to only 130 of the 384 coordinates, and after two rounds a one-hot
 vector keeps a few-valued, heavy-tailed distribution (``hd2,tq4`` distortion
 on one-hot inputs 3.5 times the Lloyd–Max value).
 
-Rows are processed in blocks held transposed (``d x B``), so each butterfly
-works on ``B`` contiguous floats and vectorises.
+Rows are processed in blocks of 32 held transposed (``d x 32``), so that every
+operation of a step is one on whole block rows of 32 contiguous floats, written
+as vector IR (:mod:`vecpress.kernels.block_rows`; blocks move in and out in
+16 x 16 tile transposes). Each output is the same sequence of float32 roundings
+as the step-by-step definition: the Hadamard sums level by level, then the
+scale; the Givens products fused as :func:`_mix_pairs` documents.
 """
 
 from __future__ import annotations

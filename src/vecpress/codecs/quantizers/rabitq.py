@@ -19,7 +19,8 @@ The scale search: after a random rotation every unit vector looks alike, so
 the best scale concentrates around a value ``t0(b, d)`` computed once (median
 optimum over fixed-seed Gaussian vectors). Each vector then searches a
 log-spaced grid of 24 scales in ``[0.6, 1.6] t0``, refines twice around the
-best (8 scales each) — 40 O(d) evaluations, compiled and parallel — and at
+best (8 scales each) — 40 O(d) evaluations, compiled and parallel, eight
+scales per pass over the vector (:func:`_cosines8`) — and at
 6-8 bits also tries the 16 scales that put the smallest coordinate exactly on
 one of the 16 smallest levels (which makes ``encode(decode(codes))`` reproduce
 the codes where the flat optimum would defeat a grid). On

@@ -46,11 +46,11 @@ rounding the rows to float32 creates).
 **Per-row scale.** The steps fit the axes' distributions, not one row: a
 row with a large norm clips, one with a small norm wastes levels. As in
 Extended RaBitQ, each row searches its scale ``tau`` (24 log-spaced values in
-[0.5, 2], then twice 8 around the best) for the smallest score distortion
-after the correction below, ``sum_j lam_j (f ẑ_j - z_j)²`` over the coded
-axes. ``tau`` is not stored: ``f`` absorbs it, since ``f ẑ`` does not change
-when ``ẑ`` is scaled. Recall@10 gains another 0.2-2.3 points (the same
-measurements).
+[0.5, 2], then twice 8 around the best, four per pass over the row) for the
+smallest score distortion after the correction below,
+``sum_j lam_j (f ẑ_j - z_j)²`` over the coded axes. ``tau`` is not stored:
+``f`` absorbs it, since ``f ẑ`` does not change when ``ẑ`` is scaled.
+Recall@10 gains another 0.2-2.3 points (the same measurements).
 
 **Correction.** As in RaBitQ, each row stores ``f = |z|² / <ẑ, z>``
 (float16 for b <= 4, float32 above), and the estimates use ``f ẑ``:
