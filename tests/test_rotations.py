@@ -287,3 +287,80 @@ def test_new_codecs_record_the_mixing_layout():
     again = Codec.from_bytes(codec.to_bytes())
     x = np.random.default_rng(0).standard_normal((5, 24)).astype(np.float32)
     np.testing.assert_array_equal(again.transforms[0].forward(x), codec.transforms[0].forward(x))
+
+
+# -- the roundings of the compiled mixing steps --------------------------------------------
+
+
+def _fma32(a, b, c):
+    """``a * b + c`` rounded once to float32 (a, b, c float32 arrays): the product is
+    exact in float64, TwoSum gives the sum's rounding error, and rounding the float64
+    sum to odd before rounding to float32 makes the double rounding exact."""
+    p = a.astype(np.float64) * b.astype(np.float64)
+    c = np.broadcast_to(c, p.shape).astype(np.float64)
+    s = p + c
+    bb = s - p
+    err = (p - (s - bb)) + (c - bb)
+    even = (s.view(np.int64) & 1) == 0
+    s = np.where((err != 0) & even, np.nextafter(s, np.where(err > 0, np.inf, -np.inf)), s)
+    return s.astype(np.float32)
+
+
+def _hadamard_float32(y, start, p):
+    """``H_p`` on columns ``start..start+p`` of float32 rows: one level of sums at a time,
+    then the scale, each operation rounded to float32."""
+    scale = np.float32(1.0 / np.sqrt(p))
+    blk = y[:, start : start + p]
+    h = 1
+    while h < p:
+        v = blk.reshape(len(y), p // (2 * h), 2, h)
+        a, b = v[:, :, 0].copy(), v[:, :, 1].copy()
+        v[:, :, 0], v[:, :, 1] = a + b, a - b
+        h *= 2
+    blk *= scale
+
+
+def _mixing_float32(x, signs, perms, cos, sin, inverse):
+    """The mixing steps with the roundings the kernels promise: sign-and-permute
+    exact, the Givens products fused as ``fma(c s_a, a, -(s s_b) b)`` and
+    ``fma(c s_b, b, (s s_a) a)`` (inverse: ``fma(s, b, c a)``, ``fma(c, b, -(s a))``),
+    and the Hadamard sums level by level in float32."""
+    d = x.shape[1]
+    p = 1 << (d.bit_length() - 1)
+    m = 2 * (d // 2)
+    y = x.astype(np.float32)
+    steps = range(signs.shape[0] - 1, -1, -1) if inverse else range(signs.shape[0])
+    for k in steps:
+        start = 0 if (k % 2 == 0 or p == d) else d - p
+        c, s = cos[k], sin[k]
+        if not inverse:
+            a, b = y[:, perms[k][0:m:2]], y[:, perms[k][1:m:2]]
+            sa, sb = signs[k][0:m:2], signs[k][1:m:2]
+            out = signs[k] * y[:, perms[k]]
+            out[:, 0:m:2] = _fma32(c * sa, a, -((s * sb) * b))
+            out[:, 1:m:2] = _fma32(c * sb, b, (s * sa) * a)
+            _hadamard_float32(out, start, p)
+            y = out
+        else:
+            _hadamard_float32(y, start, p)
+            a, b = y[:, 0:m:2].copy(), y[:, 1:m:2].copy()
+            y[:, 0:m:2] = _fma32(s, b, c * a)
+            y[:, 1:m:2] = _fma32(c, b, -(s * a))
+            out = np.empty_like(y)
+            out[:, perms[k]] = signs[k] * y
+            y = out
+    return y
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 7, 16, 24, 50, 384])
+def test_mixing_steps_round_as_documented(d):
+    """The compiled steps (blocks of 32 rows, whole-row vector operations, 16 x 16 tile
+    transposes) give the bits of the same steps computed one rounding at a time in
+    numpy: blocking and vectorising must not change the map a saved codec applies."""
+    from vecpress.kernels.hadamard import mixing_steps, random_steps
+
+    state = random_steps(d, 2, np.random.default_rng(d))
+    x = np.random.default_rng(1).standard_normal((75, d)).astype(np.float32)
+    for inverse in (False, True):
+        want = _mixing_float32(x, *state, inverse)
+        np.testing.assert_array_equal(mixing_steps(x, *state, inverse), want)

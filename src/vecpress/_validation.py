@@ -89,7 +89,9 @@ def as_vectors(
     if n:
         # float64 squares of float32 values cannot overflow (at most ~1.2e77 each), so a
         # non-finite sum means a NaN or Inf in the row and nothing else
-        sq = np.einsum("ij,ij->i", out, out, dtype=np.float64)
+        from .kernels.rows import row_squares
+
+        sq = row_squares(out)
         ok = sq <= MAX_NORM * MAX_NORM
         if not ok.all():
             _raise_bad_rows(out, sq, ok, name)

@@ -73,12 +73,49 @@ def unpack_row(src, offset, bits, d, dst):
 
 @nb.njit(cache=True, inline="always")
 def pack_row(codes, bits, dst, offset):
-    """Pack one row of codes (each ``< 2**bits``) into ``dst[offset:]``."""
+    """Pack one row of codes (each ``< 2**bits``) into ``dst[offset:]``.
+
+    Widths 8, 4, 2 and 1 fill whole bytes from a fixed number of codes and take a
+    loop the compiler vectorises; the others go through a bit accumulator. Both
+    write the bytes of the module docstring's bit stream.
+    """
+    d = codes.shape[0]
+    if bits == 8:
+        for i in range(d):
+            dst[offset + i] = codes[i]
+    elif bits == 4:
+        for k in range(d // 2):
+            dst[offset + k] = codes[2 * k] | (codes[2 * k + 1] << 4)
+        if d & 1:
+            dst[offset + d // 2] = codes[d - 1]
+    elif bits == 2:
+        for k in range(d // 4):
+            dst[offset + k] = (
+                codes[4 * k]
+                | (codes[4 * k + 1] << 2)
+                | (codes[4 * k + 2] << 4)
+                | (codes[4 * k + 3] << 6)
+            )
+        _pack_tail(codes, bits, dst, offset, d - d % 4)
+    elif bits == 1:
+        for k in range(d // 8):
+            v = codes[8 * k]
+            for m in range(1, 8):
+                v |= codes[8 * k + m] << m
+            dst[offset + k] = v
+        _pack_tail(codes, bits, dst, offset, d - d % 8)
+    else:
+        _pack_tail(codes, bits, dst, offset, 0)
+
+
+@nb.njit(cache=True, inline="always")
+def _pack_tail(codes, bits, dst, offset, start):
+    """Pack codes ``start..d`` (``start * bits`` a multiple of 8) with a bit accumulator."""
     d = codes.shape[0]
     acc = np.uint32(0)
     nacc = 0
-    pos = offset
-    for i in range(d):
+    pos = offset + start * bits // 8
+    for i in range(start, d):
         acc |= np.uint32(codes[i]) << np.uint32(nacc)
         nacc += bits
         while nacc >= 8:

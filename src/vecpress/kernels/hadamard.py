@@ -34,8 +34,12 @@ vectors to only 130 of the 384 coordinates, and after two rounds a one-hot
 vector keeps a few-valued, heavy-tailed distribution (``hd2,tq4`` distortion
 on one-hot inputs 3.5 times the Lloyd–Max value).
 
-Rows are processed in blocks held transposed (``d x B``), so each butterfly
-works on ``B`` contiguous floats and vectorises.
+Rows are processed in blocks of 32 held transposed (``d x 32``), so that every
+operation of a step is one on whole block rows of 32 contiguous floats, written
+as vector IR (:mod:`vecpress.kernels.block_rows`; blocks move in and out in
+16 x 16 tile transposes). Each output is the same sequence of float32 roundings
+as the step-by-step definition: the Hadamard sums level by level, then the
+scale; the Givens products fused as :func:`_mix_pairs` documents.
 """
 
 from __future__ import annotations
@@ -43,25 +47,54 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-_BLOCK = 64
+from .block_rows import (
+    ROW_BYTES,
+    WIDTH,
+    givens_rows,
+    radix2_scaled,
+    radix4,
+    radix4_scaled,
+    signed_row,
+    transpose16,
+    unrotate_rows,
+)
+
+#: rows per block: a ``d x 32`` float32 block is two AVX-512 registers per coordinate
+_BLOCK = WIDTH
+#: blocks per parallel task (their scratch is allocated once)
+_TASK = 16
 
 
-@nb.njit(cache=True, fastmath=True, inline="always")
+@nb.njit(cache=True, inline="always")
 def _butterflies(t, start, p, scale):
+    """The normalised transform ``H_p`` on rows ``start .. start+p`` of the block ``t``.
+
+    Levels ``h = 1, 2, 4, ...`` are applied two at a time (then one), each pass
+    computing exactly the sums of the level-by-level butterflies, and the scale
+    multiplies the last pass's outputs (``(a + b) * scale``, as a separate pass
+    after the sums would): the result is the same to the bit, in fewer passes
+    over the block.
+    """
+    if p == 1:
+        return  # H_1 is the identity (scale 1)
+    base = t.ctypes.data + start * ROW_BYTES
     h = 1
-    B = t.shape[1]
     while h < p:
-        for i in range(start, start + p, 2 * h):
-            for k in range(i, i + h):
-                for j in range(B):
-                    a = t[k, j]
-                    b = t[k + h, j]
-                    t[k, j] = a + b
-                    t[k + h, j] = a - b
-        h *= 2
-    for k in range(start, start + p):
-        for j in range(B):
-            t[k, j] *= scale
+        step = h * ROW_BYTES
+        if 4 * h <= p:
+            last = 4 * h == p
+            for i in range(0, p, 4 * h):
+                for k in range(i, i + h):
+                    if last:
+                        radix4_scaled(base + k * ROW_BYTES, step, scale)
+                    else:
+                        radix4(base + k * ROW_BYTES, step, scale)
+            h *= 4
+        else:
+            for i in range(0, p, 2 * h):
+                for k in range(i, i + h):
+                    radix2_scaled(base + k * ROW_BYTES, step, scale)
+            h *= 2
 
 
 @nb.njit(cache=True, inline="always")
@@ -74,42 +107,61 @@ def _pow2_below(d):
 
 
 @nb.njit(cache=True, inline="always")
-def _load_block(x, s, B):
-    """Rows ``s .. s+B`` of ``x``, transposed into a fresh ``d x B`` block."""
+def _load_block(x, s, B, t):
+    """Rows ``s .. s+B`` of ``x`` (C-contiguous float32), transposed into the
+    ``d x _BLOCK`` block ``t``; the columns past ``B`` are zeroed (they are computed,
+    never stored). Full blocks move in 16 x 16 tiles."""
     d = x.shape[1]
-    t = np.zeros((d, B), np.float32)
+    done = 0
+    if B == _BLOCK:
+        done = d - d % 16
+        rs = d * 4
+        for j0 in range(0, _BLOCK, 16):
+            src = x.ctypes.data + (s + j0) * rs
+            dst = t.ctypes.data + j0 * 4
+            for c0 in range(0, done, 16):
+                transpose16(src + c0 * 4, rs, dst + c0 * ROW_BYTES, ROW_BYTES)
     for j in range(B):
-        for i in range(d):
+        for i in range(done, d):
             t[i, j] = x[s + j, i]
-    return t
+    for j in range(B, _BLOCK):
+        for i in range(d):
+            t[i, j] = 0.0
 
 
 @nb.njit(cache=True, inline="always")
 def _store_block(out, t, s, B):
-    """Write the ``d x B`` block ``t`` back as rows ``s .. s+B`` of ``out``."""
+    """Write the first ``B`` columns of the block ``t`` back as rows ``s .. s+B`` of
+    ``out`` (C-contiguous float32); full blocks in 16 x 16 tiles."""
+    d = t.shape[0]
+    done = 0
+    if B == _BLOCK:
+        done = d - d % 16
+        rs = d * 4
+        for j0 in range(0, _BLOCK, 16):
+            dst = out.ctypes.data + (s + j0) * rs
+            src = t.ctypes.data + j0 * 4
+            for c0 in range(0, done, 16):
+                transpose16(src + c0 * ROW_BYTES, ROW_BYTES, dst + c0 * 4, rs)
     for j in range(B):
-        for i in range(t.shape[0]):
+        for i in range(done, d):
             out[s + j, i] = t[i, j]
 
 
 @nb.njit(cache=True, inline="always")
 def _gather_signed(t, u, perm, sign):
     """``u[i] = sign[i] * t[perm[i]]`` (the forward sign-and-permute of a step)."""
+    pt, pu = t.ctypes.data, u.ctypes.data
     for i in range(t.shape[0]):
-        src = perm[i]
-        sg = sign[i]
-        for j in range(t.shape[1]):
-            u[i, j] = sg * t[src, j]
+        signed_row(pt + perm[i] * ROW_BYTES, pu + i * ROW_BYTES, sign[i])
 
 
 @nb.njit(cache=True, inline="always")
 def _scatter_signed(t, u, perm, sign):
     """``u[perm[i]] = sign[i] * t[i]`` (its inverse)."""
+    pt, pu = t.ctypes.data, u.ctypes.data
     for i in range(t.shape[0]):
-        dst = perm[i]
-        sg = sign[i]
-        for j in range(t.shape[1]):
-            u[dst, j] = sg * t[i, j]
+        signed_row(pt + i * ROW_BYTES, pu + perm[i] * ROW_BYTES, sign[i])
 
 
 @nb.njit(cache=True, fastmath=True)
@@ -159,7 +211,7 @@ def hadamard_rounds(x, signs, perms, inverse):
     return _rotate(x, signs, perms, _NO_PAIRS, _NO_PAIRS, inverse, False)
 
 
-@nb.njit(cache=True, fastmath=True, inline="always")
+@nb.njit(cache=True, fastmath={"contract"}, inline="always")
 def _legacy_block(t, u, signs, perms, p, scale, inverse):
     """The legacy rounds on one transposed block ``t`` (``u`` its scratch); the result."""
     d = t.shape[0]
@@ -251,23 +303,46 @@ def mixing_steps(x, signs, perms, cos, sin, inverse):
     return _rotate(x, signs, perms, cos, sin, inverse, True)
 
 
-@nb.njit(cache=True, fastmath=True, inline="always")
+@nb.njit(cache=True, inline="always")
+def _mix_pairs(t, u, perm, sign, cos, sin):
+    """``u = G (sign * t[perm])``: a step's sign-and-permute and its Givens rotations
+    of the pairs ``(2i, 2i+1)``, in one pass.
+
+    The signs are folded into the coefficients (``c * (s_a t) == (c s_a) * t``
+    exactly) and the products are fused as the kernels compiled with
+    ``fastmath=True`` fused them when the mixing steps were introduced
+    (:func:`~vecpress.kernels.block_rows.givens_rows`), so saved codecs rotate to
+    the same bits.
+    """
+    d = t.shape[0]
+    pt, pu = t.ctypes.data, u.ctypes.data
+    for i in range(d // 2):
+        givens_rows(
+            pt + perm[2 * i] * ROW_BYTES, pt + perm[2 * i + 1] * ROW_BYTES,
+            pu + 2 * i * ROW_BYTES, pu + (2 * i + 1) * ROW_BYTES,
+            cos[i] * sign[2 * i], sin[i] * sign[2 * i],
+            cos[i] * sign[2 * i + 1], sin[i] * sign[2 * i + 1],
+        )  # fmt: skip
+    if d % 2:  # an odd d leaves the last coordinate alone
+        signed_row(pt + perm[d - 1] * ROW_BYTES, pu + (d - 1) * ROW_BYTES, sign[d - 1])
+
+
+@nb.njit(cache=True, inline="always")
+def _unmix_pairs(t, cos, sin):
+    """The inverse Givens rotations of the pairs ``(2i, 2i+1)`` of ``t``, in place."""
+    pt = t.ctypes.data
+    for i in range(t.shape[0] // 2):
+        unrotate_rows(pt + 2 * i * ROW_BYTES, pt + (2 * i + 1) * ROW_BYTES, cos[i], sin[i])
+
+
+@nb.njit(cache=True, fastmath={"contract"}, inline="always")
 def _mixing_block(t, u, signs, perms, cos, sin, p, scale, inverse):
     """The mixing steps on one transposed block ``t`` (``u`` its scratch); the result."""
-    d, B = t.shape
+    d = t.shape[0]
     steps = signs.shape[0]
-    half = d // 2
     if not inverse:
         for k in range(steps):
-            _gather_signed(t, u, perms[k], signs[k])
-            for i in range(half):
-                c = cos[k, i]
-                sn = sin[k, i]
-                for j in range(B):
-                    a = u[2 * i, j]
-                    b = u[2 * i + 1, j]
-                    u[2 * i, j] = c * a - sn * b
-                    u[2 * i + 1, j] = sn * a + c * b
+            _mix_pairs(t, u, perms[k], signs[k], cos[k], sin[k])
             start = 0 if (k % 2 == 0 or p == d) else d - p
             _butterflies(u, start, p, scale)
             t, u = u, t
@@ -275,38 +350,49 @@ def _mixing_block(t, u, signs, perms, cos, sin, p, scale, inverse):
         for k in range(steps - 1, -1, -1):
             start = 0 if (k % 2 == 0 or p == d) else d - p
             _butterflies(t, start, p, scale)
-            for i in range(half):
-                c = cos[k, i]
-                sn = sin[k, i]
-                for j in range(B):
-                    a = t[2 * i, j]
-                    b = t[2 * i + 1, j]
-                    t[2 * i, j] = c * a + sn * b
-                    t[2 * i + 1, j] = c * b - sn * a
+            _unmix_pairs(t, cos[k], sin[k])
             _scatter_signed(t, u, perms[k], signs[k])
             t, u = u, t
     return t
 
 
-@nb.njit(cache=True, fastmath=True, parallel=True)
-def _rotate(x, signs, perms, cos, sin, inverse, mixing):
+@nb.njit(cache=True, fastmath={"contract"}, parallel=True)
+def _rotate_into(x, out, signs, perms, cos, sin, inverse, mixing):
     """Rows of ``x`` in blocks of ``_BLOCK``, transposed, through the mixing steps or the
-    legacy rounds, in parallel over the blocks."""
+    legacy rounds, into ``out``, in parallel over tasks of ``_TASK`` blocks.
+
+    Only contraction (FMA) is allowed to the compiler, no reassociation: each
+    output is the same sequence of roundings however the loops are blocked.
+    """
     n, d = x.shape
     p = _pow2_below(d)
     scale = np.float32(1.0 / np.sqrt(p))
-    out = np.empty_like(x)
-    for blk in nb.prange((n + _BLOCK - 1) // _BLOCK):
-        s = blk * _BLOCK
-        B = min(n, s + _BLOCK) - s
-        t = _load_block(x, s, B)
-        u = np.empty((d, B), np.float32)
-        if mixing:
-            t = _mixing_block(t, u, signs, perms, cos, sin, p, scale, inverse)
-        else:
-            t = _legacy_block(t, u, signs, perms, p, scale, inverse)
-        _store_block(out, t, s, B)
-    return out
+    nblocks = (n + _BLOCK - 1) // _BLOCK
+    for task in nb.prange((nblocks + _TASK - 1) // _TASK):
+        t0 = np.empty((d, _BLOCK), np.float32)
+        u0 = np.empty((d, _BLOCK), np.float32)
+        for blk in range(task * _TASK, min(nblocks, (task + 1) * _TASK)):
+            s = blk * _BLOCK
+            B = min(n, s + _BLOCK) - s
+            _load_block(x, s, B, t0)
+            if mixing:
+                t = _mixing_block(t0, u0, signs, perms, cos, sin, p, scale, inverse)
+            else:
+                t = _legacy_block(t0, u0, signs, perms, p, scale, inverse)
+            _store_block(out, t, s, B)
+
+
+def _rotate(x, signs, perms, cos, sin, inverse, mixing):
+    """The rotated rows of ``x`` (:func:`_rotate_into`) in a fresh array.
+
+    The array is allocated by numpy, which asks the kernel for huge pages on large
+    arrays: filling one allocated in a compiled kernel (4 KB pages) costs a page
+    fault every 4 KB, about 80 ms for 100,000 rows of d = 384 on a virtual machine.
+    """
+    x32 = np.ascontiguousarray(x, np.float32)  # the kernels compute in float32
+    out = np.empty_like(x32)
+    _rotate_into(x32, out, signs, perms, cos, sin, inverse, mixing)
+    return out if out.dtype == x.dtype else out.astype(x.dtype)
 
 
 #: the (absent) pair rotations of the legacy rounds
