@@ -361,8 +361,8 @@ def _rotate_into(x, out, signs, perms, cos, sin, inverse, mixing):
     """Rows of ``x`` in blocks of ``_BLOCK``, transposed, through the mixing steps or the
     legacy rounds, into ``out``, in parallel over tasks of ``_TASK`` blocks.
 
-    Only contraction (FMA) is allowed to the compiler, no reassociation: each
-    output is the same sequence of roundings however the loops are blocked.
+    The arithmetic is the block-row intrinsics' (exact IR), so each output is the
+    same sequence of roundings however the loops are blocked or threaded.
     """
     n, d = x.shape
     p = _pow2_below(d)
