@@ -107,6 +107,21 @@ def _pow2_below(d):
 
 
 @nb.njit(cache=True, inline="always")
+def _tile_copy(rows, rs, block, done, to_block):
+    """Move columns ``0 .. done`` (a multiple of 16) of ``_BLOCK`` rows at address
+    ``rows`` (row stride ``rs`` bytes) into the transposed block at ``block``
+    (``to_block``), or back, in 16 x 16 tile transposes."""
+    for j0 in range(0, _BLOCK, 16):
+        r = rows + j0 * rs
+        b = block + j0 * 4
+        for c0 in range(0, done, 16):
+            if to_block:
+                transpose16(r + c0 * 4, rs, b + c0 * ROW_BYTES, ROW_BYTES)
+            else:
+                transpose16(b + c0 * ROW_BYTES, ROW_BYTES, r + c0 * 4, rs)
+
+
+@nb.njit(cache=True, inline="always")
 def _load_block(x, s, B, t):
     """Rows ``s .. s+B`` of ``x`` (C-contiguous float32), transposed into the
     ``d x _BLOCK`` block ``t``; the columns past ``B`` are zeroed (they are computed,
@@ -115,12 +130,7 @@ def _load_block(x, s, B, t):
     done = 0
     if B == _BLOCK:
         done = d - d % 16
-        rs = d * 4
-        for j0 in range(0, _BLOCK, 16):
-            src = x.ctypes.data + (s + j0) * rs
-            dst = t.ctypes.data + j0 * 4
-            for c0 in range(0, done, 16):
-                transpose16(src + c0 * 4, rs, dst + c0 * ROW_BYTES, ROW_BYTES)
+        _tile_copy(x.ctypes.data + s * d * 4, d * 4, t.ctypes.data, done, True)
     for j in range(B):
         for i in range(done, d):
             t[i, j] = x[s + j, i]
@@ -137,12 +147,7 @@ def _store_block(out, t, s, B):
     done = 0
     if B == _BLOCK:
         done = d - d % 16
-        rs = d * 4
-        for j0 in range(0, _BLOCK, 16):
-            dst = out.ctypes.data + (s + j0) * rs
-            src = t.ctypes.data + j0 * 4
-            for c0 in range(0, done, 16):
-                transpose16(src + c0 * ROW_BYTES, ROW_BYTES, dst + c0 * 4, rs)
+        _tile_copy(out.ctypes.data + s * d * 4, d * 4, t.ctypes.data, done, False)
     for j in range(B):
         for i in range(done, d):
             out[s + j, i] = t[i, j]

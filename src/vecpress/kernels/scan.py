@@ -310,6 +310,16 @@ def _sub_codes(builder, v, per_byte):
     return out
 
 
+def _tile_setup(builder):
+    """What every dot-product tile starts with: the i64 type, the ``vpdpbusd``
+    intrinsic, the ``<16 x i32>`` pointer type and 16 zeroed accumulators."""
+    dpbusd = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_I32X16, [_I32X16] * 3), "llvm.x86.avx512.vpdpbusd.512"
+    )
+    accs = [cgutils.alloca_once_value(builder, ir.Constant(_I32X16, None)) for _ in range(16)]
+    return ir.IntType(64), dpbusd, _I32X16.as_pointer(), accs
+
+
 def _make_tile4x4(per_byte: int):
     """An intrinsic: 16 exact dot products, 4 code rows (uint8 at ``pa``, stride ``sa``)
     x 4 query rows (int8 at ``pb``, stride ``sb``) over ``nchunks`` chunks of 64 code
@@ -328,16 +338,7 @@ def _make_tile4x4(per_byte: int):
 
         def codegen(context, builder, signature, args):
             pa, sa, pb, sb, n, pout, sout = args
-            i64 = ir.IntType(64)
-            dpbusd = cgutils.get_or_insert_function(
-                builder.module,
-                ir.FunctionType(_I32X16, [_I32X16] * 3),
-                "llvm.x86.avx512.vpdpbusd.512",
-            )
-            vptr = _I32X16.as_pointer()
-            accs = [
-                cgutils.alloca_once_value(builder, ir.Constant(_I32X16, None)) for _ in range(16)
-            ]
+            i64, dpbusd, vptr, accs = _tile_setup(builder)
             with cgutils.for_range(builder, n) as loop:
                 off_a = builder.mul(loop.index, ir.Constant(i64, 64))
                 off_b = builder.mul(loop.index, ir.Constant(i64, 64 * per_byte))
@@ -376,16 +377,7 @@ def _make_tile1x16(per_byte: int):
 
         def codegen(context, builder, signature, args):
             pa, sa, pb, n, pout = args
-            i64 = ir.IntType(64)
-            dpbusd = cgutils.get_or_insert_function(
-                builder.module,
-                ir.FunctionType(_I32X16, [_I32X16] * 3),
-                "llvm.x86.avx512.vpdpbusd.512",
-            )
-            vptr = _I32X16.as_pointer()
-            accs = [
-                cgutils.alloca_once_value(builder, ir.Constant(_I32X16, None)) for _ in range(16)
-            ]
+            i64, dpbusd, vptr, accs = _tile_setup(builder)
             with cgutils.for_range(builder, n) as loop:
                 off_a = builder.mul(loop.index, ir.Constant(i64, 64))
                 off_b = builder.mul(loop.index, ir.Constant(i64, 64 * per_byte))
