@@ -144,7 +144,7 @@ class ErrorModel:
 
 
 def fit_error_model(errors: np.ndarray) -> ErrorModel:
-    """An :class:`ErrorModel` from measured ``(est - tier) / |q|`` values.
+    """An :class:`ErrorModel` from measured ``(est - tier) / scale`` values.
 
     Examples
     --------
