@@ -105,30 +105,6 @@ def test_fitting_limits_blas_to_the_threads_count(monkeypatch):
     assert seen and set(seen) == {1}
 
 
-@pytest.mark.parametrize("call", ["encode", "add"])
-def test_encoding_limits_blas_to_the_threads_count(monkeypatch, call):
-    """An encode's products (here pca's projection) run on vecpress's thread count."""
-    from threadpoolctl import threadpool_info
-
-    x = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
-    index = vecpress.Index("pca8,int8", "ip")
-    index.train(x)
-    seen = []
-    original = type(index.codec.transforms[0]).forward
-
-    def spy(self, *args, **kwargs):
-        seen.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(type(index.codec.transforms[0]), "forward", spy)
-    with threads.using(1):
-        if call == "encode":
-            index.codec.encode(x)
-        else:
-            index.add(x)
-    assert seen and set(seen) == {1}
-
-
 def test_single_threaded_blas_limits_and_restores():
     from threadpoolctl import threadpool_info
 

@@ -159,10 +159,10 @@ def using(threads: int | None = None, *, blas: bool = False):
     """Run the body on ``threads`` threads (default: the process-wide count).
 
     Applies the count to numba and faiss in the calling thread and restores them
-    afterwards; with ``blas=True`` (fitting, encoding: large products) BLAS is limited
-    to it too (threadpoolctl's controllers, a few µs; searches limit BLAS only around
-    their products, see :func:`single_threaded_blas`). Nested calls keep the outermost
-    count unless they name one.
+    afterwards; with ``blas=True`` (fitting: large products) BLAS is limited to it
+    too (threadpoolctl; ~20 µs, so searches, whose few products run on one BLAS
+    thread anyway, skip it). Nested calls keep the outermost count unless they
+    name one.
 
     Examples
     --------
@@ -197,16 +197,13 @@ def using(threads: int | None = None, *, blas: bool = False):
             faiss.omp_set_num_threads(prev_omp)
 
 
-def threaded(method=None, *, blas: bool = False):
+def threaded(method):
     """Decorate a public method that runs kernels: it runs under :func:`using` (the
-    process-wide count, or its caller's). ``@threaded(blas=True)``: its BLAS products
-    (bulk encoding through a dense transform) are limited to that count too."""
-    if method is None:
-        return functools.partial(threaded, blas=blas)
+    process-wide count, or its caller's)."""
 
     @functools.wraps(method)
     def run(*args, **kwargs):
-        with using(blas=blas):
+        with using():
             return method(*args, **kwargs)
 
     return run

@@ -299,7 +299,7 @@ class Codec:
         return field_exponent(float(np.abs(term).max()))
 
     # -- the codec trio ----------------------------------------------------
-    @threaded(blas=True)
+    @threaded
     def encode(self, x) -> np.ndarray:
         """Encode vectors into ``uint8[n, code_size]``."""
         self._check_ready()
@@ -322,7 +322,7 @@ class Codec:
         )  # fmt: skip
         return out
 
-    @threaded(blas=True)
+    @threaded
     def decode(self, codes) -> np.ndarray:
         """Reconstruct float32 vectors from codes."""
         self._check_ready()

@@ -535,7 +535,7 @@ class Index:
         >>> index.add(np.ones((1, 3), np.float32)).tolist()
         [31]
         """
-        with self._lock.write(), using(threads, blas=True):  # fit and encode: bulk products
+        with self._lock.write(), using(threads, blas=not self.is_trained):
             return self._add(x, ids)
 
     def _add(self, x, ids) -> np.ndarray:
