@@ -924,13 +924,12 @@ class Index:
         if rerank == "auto":
             res = self._search_certified(q, qsq, width, nprobe, confidence)
             rows, sc, reranked, certified = res.rows, res.scores, res.reranked, res.certified
-        else:
-            if rerank is not None:
-                rerank = min(rerank, self.ntotal)
-            rows, sc = self._first(q, qsq, nprobe, rerank or width)
-        if rerank is not None and rerank != "auto":
+        elif rerank is not None:
+            rows, _ = self._first(q, qsq, nprobe, min(rerank, self.ntotal))
             reranked = (rows >= 0).sum(axis=1)
             rows, sc = topk(self._tier_scores(q, qsq, rows), width, ids=rows)
+        else:
+            rows, sc = self._first(q, qsq, nprobe, width)
         found = rows >= 0
         self._check_reads(("ids",), rows=rows)
         ids[:, :width][found] = self._ids.view[rows[found]]
