@@ -199,3 +199,18 @@ def test_certified_rerank_grows_its_depth_until_the_bound_is_met():
     # a margin the data cannot meet within the cap stops there, uncertified
     res = certified_rerank(first, exact, plain_scale, 50.0, q, np.ones(1), 10, 10**6)
     assert not res.certified.any()
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e12])
+@pytest.mark.parametrize("metric", ["ip", "l2", "cosine"])
+def test_tiny_and_huge_rows_certify_with_finite_scores(scale, metric):
+    """Calibration and margins scale with the data: rows of 1e-30 or 1e12 give finite
+    scores, a certificate, and k = 1024 beyond the rows pads as a fixed depth would."""
+    x = (_clustered(500, 32, 4) * scale).astype(np.float32)
+    index = Index("hd2,rq4", metric, rerank_spec="f32")
+    index.add(x)
+    res = index.search(x[:5] * 1.01, 10, rerank="auto")
+    assert np.isfinite(res.scores).all() and res.certified.all()
+    wide = index.search(x[:2], 1024, rerank="auto")
+    assert (wide.ids[:, 500:] == -1).all() and wide.certified.all()
+    assert np.array_equal(wide.ids, index.search(x[:2], 1024, rerank=1024).ids)
