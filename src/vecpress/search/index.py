@@ -48,6 +48,7 @@ from ..rwlock import ReadWriteLock
 from ..threads import using
 from . import certify as _certify
 from . import ivf as _ivf
+from . import planes as _planes
 from . import scan as _search
 from .topk import topk
 
@@ -755,6 +756,16 @@ class Index:
             raise ValueError(f"confidence must be in [0.5, 1), found {confidence!r}")
         return k, rerank, nprobe or 1
 
+    def _check_progressive(self, progressive) -> None:
+        if not isinstance(progressive, (bool, np.bool_)):
+            raise TypeError(f"progressive must be a bool, found {type(progressive).__name__}")
+        if progressive and not _planes.supports(self.codec.tier_codec):
+            raise ValueError(
+                "progressive=True reads grid codes of one width of 1-5 bits sign plane first "
+                f"(rq, int, lvq: e.g. 'hd2,rq4'); this index's first stage is "
+                f"{self.codec.tier_codec.spec!r}"
+            )
+
     def search(
         self,
         q,
@@ -763,6 +774,7 @@ class Index:
         nprobe: int | None = None,
         *,
         confidence: float = 0.999,
+        progressive: bool = False,
         threads: int | None = None,
     ) -> SearchResult:
         """The ``k`` best stored vectors for each query, best first.
@@ -791,6 +803,14 @@ class Index:
             With ``rerank="auto"``: the probability (under the calibrated error
             model) that a certified query's result is the tier's exact top k;
             in ``[0.5, 1)``.
+        progressive : bool
+            Read grid codes (one width of 1-5 bits: ``rq``, ``int``, ``lvq``)
+            sign plane first and in full only where a row's error bound can
+            still reach the current k-th best score
+            (:mod:`vecpress.kernels.progressive`): the same result as without,
+            unless a true top-k row's bound fails (a normal tail of 3.2e-5 per
+            row, widened where calibration finds the codes' errors larger).
+            Costs ``d / 8 + 12`` bytes of memory per row, made on first use.
         threads : int, optional
             Threads of this call; default the process-wide count
             (:func:`vecpress.set_num_threads`). Concurrent searches may each
@@ -826,7 +846,7 @@ class Index:
         (True, True)
         """
         with self._lock.read(), using(threads):
-            return self._search(q, k, rerank, nprobe, confidence)
+            return self._search(q, k, rerank, nprobe, confidence, progressive)
 
     def _probe(self, q: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
         """The lists each query scans and the term added to their scores."""
@@ -836,11 +856,12 @@ class Index:
         lists, dots = _ivf.probe(self.centroids, q, nprobe, self.metric)
         return lists, dots if self.ivf_residual else np.zeros_like(dots)
 
-    def _first(self, q, qsq, nprobe, depth) -> tuple[np.ndarray, np.ndarray]:
+    def _first(self, q, qsq, nprobe, depth, progressive=False) -> tuple[np.ndarray, np.ndarray]:
         """The first stage's best ``depth`` rows of the probed lists: ``(rows, scores)``."""
         lists, adds = self._probe(q, nprobe)
         self._check_reads(("codes", "norms"), lists=lists)
-        return _search.scan(self._first_stage(), q, qsq, lists, adds, depth)
+        stage = self._first_stage()
+        return _search.scan(stage, q, qsq, lists, adds, depth, progressive=progressive)
 
     def _tier_scores(self, q, qsq, rows, *, first: bool = False) -> np.ndarray:
         """The second tier's (``first``: the first stage's) metric scores of candidate
@@ -896,10 +917,10 @@ class Index:
             return _certify.aligned_scale
         return _certify.plain_scale
 
-    def _search_certified(self, q, qsq, width, nprobe, confidence):
+    def _search_certified(self, q, qsq, width, nprobe, confidence, progressive):
         models = self._error_models(nprobe)
         return _certify.certified_rerank(
-            lambda q_, qsq_, depth: self._first(q_, qsq_, nprobe, depth),
+            lambda q_, qsq_, depth: self._first(q_, qsq_, nprobe, depth, progressive),
             self._tier_scores,
             self._error_scale(),
             _certify.factor(models, confidence, width),
@@ -909,8 +930,9 @@ class Index:
             self.ntotal,
         )
 
-    def _search(self, q, k, rerank, nprobe, confidence) -> SearchResult:
+    def _search(self, q, k, rerank, nprobe, confidence, progressive=False) -> SearchResult:
         k, rerank, nprobe = self._check_search_args(k, rerank, nprobe, confidence)
+        self._check_progressive(progressive)
         q = as_vectors(q, "queries", dim=self.d)
         q, qsq = self._prepare(q, "queries")
         nq = q.shape[0]
@@ -922,14 +944,14 @@ class Index:
         width = min(k, self.ntotal)
         reranked = certified = None
         if rerank == "auto":
-            res = self._search_certified(q, qsq, width, nprobe, confidence)
+            res = self._search_certified(q, qsq, width, nprobe, confidence, progressive)
             rows, sc, reranked, certified = res.rows, res.scores, res.reranked, res.certified
         elif rerank is not None:
-            rows, _ = self._first(q, qsq, nprobe, min(rerank, self.ntotal))
+            rows, _ = self._first(q, qsq, nprobe, min(rerank, self.ntotal), progressive)
             reranked = (rows >= 0).sum(axis=1)
             rows, sc = topk(self._tier_scores(q, qsq, rows), width, ids=rows)
         else:
-            rows, sc = self._first(q, qsq, nprobe, width)
+            rows, sc = self._first(q, qsq, nprobe, width, progressive)
         found = rows >= 0
         self._check_reads(("ids",), rows=rows)
         ids[:, :width][found] = self._ids.view[rows[found]]

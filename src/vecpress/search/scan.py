@@ -39,8 +39,10 @@ from ..codecs.quantizers.pq import PQ
 from ..kernels.fastscan import fastscan_layout, fastscan_topk, quantize_luts
 from ..kernels.fields import read_fields
 from ..kernels.grid_search import grid_scan_topk, merge_slots
+from ..kernels.progressive import progressive_scan_topk
 from ..kernels.scan import grid_queries, query_limbs
 from ..threads import single_threaded_blas
+from . import planes as _planes
 from .topk import topk
 
 #: rows per work item
@@ -245,27 +247,40 @@ class Stage:
     #: the first stage's error against the re-ranking tier, measured on first use
     #: (:mod:`vecpress.search.certify`)
     error_model: object | None = None
+    #: sign planes for the progressive scan, made on first use (:mod:`vecpress.search.planes`)
+    planes: object | None = None
 
 
 def scan(
-    stage: Stage, q: np.ndarray, qsq: np.ndarray, lists: np.ndarray, adds: np.ndarray, k: int
+    stage: Stage,
+    q: np.ndarray,
+    qsq: np.ndarray,
+    lists: np.ndarray,
+    adds: np.ndarray,
+    k: int,
+    *,
+    progressive: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` best rows of the probed lists for each query: ``(rows int64, scores float32)``.
 
     ``q`` are the prepared (normalised for cosine) float32 queries, ``qsq``
     their squared norms (used by l2, ``norms`` set), ``lists``/``adds`` as in
-    :func:`make_plan`.
+    :func:`make_plan`. ``progressive``: grid codes are read sign plane first
+    (:mod:`vecpress.kernels.progressive`; the stage must support it,
+    :func:`vecpress.search.planes.supports`).
     """
     nq = q.shape[0]
     rows = np.empty((nq, k), np.int64)
     scores = np.empty((nq, k), np.float32)
     for s in range(0, nq, QUERY_BATCH):
         e = min(nq, s + QUERY_BATCH)
-        rows[s:e], scores[s:e] = _scan_batch(stage, q[s:e], qsq[s:e], lists[s:e], adds[s:e], k)
+        rows[s:e], scores[s:e] = _scan_batch(
+            stage, q[s:e], qsq[s:e], lists[s:e], adds[s:e], k, progressive
+        )
     return rows, scores
 
 
-def _scan_batch(stage, q, qsq, lists, adds, k):
+def _scan_batch(stage, q, qsq, lists, adds, k, progressive=False):
     codec = stage.codec
     # small products: no spinning BLAS threads (vecpress.threads); a few queries through
     # transforms without a dense matrix make products too small for BLAS to thread
@@ -278,16 +293,28 @@ def _scan_batch(stage, q, qsq, lists, adds, k):
         quant = codec.quantizer
         qe, center, qoff, t = quant.grid_queries(qt)
         bits = quant.param
-        stage.terms.ensure(stage.items, np.flatnonzero(np.diff(plan.qptr)))
+        which = np.flatnonzero(np.diff(plan.qptr))
+        stage.terms.ensure(stage.items, which)
         qi, qs, off = grid_queries(qe, center, qoff, bits)
         norms = stage.norms if l2 else np.zeros(1, np.float32)
-        slot_s, slot_i = grid_scan_topk(
-            stage.codes, bits, quant.grid_dims, stage.items.starts, stage.items.ends,
-            plan.qptr, plan.qidx, plan.qslot, plan.qadd,
-            qi, query_limbs(bits), qs, off, np.asarray(t, np.float32),
-            *stage.terms.arrays, norms, qsq.astype(np.float32), plan.nslots, k, l2=l2,
-            layout=quant.grid_layout,
-        )  # fmt: skip
+        items = (stage.items.starts, stage.items.ends, plan.qptr, plan.qidx, plan.qslot, plan.qadd)
+        t = np.asarray(t, np.float32)
+        if progressive:
+            if stage.planes is None:
+                stage.planes = _planes.Planes(codec, stage.codes, stage.items)
+            planes = stage.planes
+            planes.ensure(which, stage.terms.arrays[0])
+            slot_s, slot_i, _ = progressive_scan_topk(
+                stage.codes, bits, quant.grid_dims, *items, qi, qs, off, t,
+                *stage.terms.arrays, planes.arrays, norms, qsq.astype(np.float32),
+                plan.nslots, k, z=planes.z, terms=planes.terms, l2=l2,
+            )  # fmt: skip
+        else:
+            slot_s, slot_i = grid_scan_topk(
+                stage.codes, bits, quant.grid_dims, *items, qi, query_limbs(bits), qs, off, t,
+                *stage.terms.arrays, norms, qsq.astype(np.float32), plan.nslots, k, l2=l2,
+                layout=quant.grid_layout,
+            )  # fmt: skip
     elif is_fastscan(codec) and not l2 and not codec._centered:
         slot_s, slot_i = _scan_fastscan(stage, qt, plan, k)
     else:

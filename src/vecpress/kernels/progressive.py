@@ -1,0 +1,635 @@
+"""Progressive scan of grid codes: the sign plane of every row, the full code of few.
+
+A row of ``b``-bit grid codes ``c`` (uniform width, ``b`` ≤ 5) is split about the
+middle of its grid, ``v = c - (2^b - 1) / 2``. Its *sign plane*
+``σ = sign(v)`` (the most significant bit of each code) is itself a 1-bit
+RaBitQ-style code of ``v``, with the estimator (``v̂ = v / |v|``)
+
+    <v, q> ≈ V̂ = f · <σ, q>,    f = |v|² / Σ_i |v_i|,
+
+whose error, when the codes live in a randomly rotated space, is
+``|v| · <σ, q⊥> / <σ, v̂>`` (``q⊥`` the part of ``q`` orthogonal to ``v``):
+about normal with standard deviation at most
+
+    g · |q|,    g = |v| · sqrt(1 - γ²) / (γ · sqrt(d - 1)),    γ = Σ_i |v_i| / (|v| sqrt(d)).
+
+(Decomposing ``q`` about ``v``, not about ``σ``, is what makes the estimate
+unbiased: a near neighbour's magnitudes correlate with the query, its
+orthogonal part does not.) :func:`plane_rows` gives each row's sign plane,
+``f``, ``g``, ``|v|`` and popcount; :func:`fold_terms` folds them with the row's
+score factor ``a`` into the five float32 terms the scan reads (20 bytes a row).
+
+The scan (:func:`progressive_scan_topk`) sums the sign plane against the query
+with the fast-scan kernel (:mod:`vecpress.kernels.fastscan`): the plane laid
+out as 4-bit "sub-quantizer" codes of 4 dimensions each, and one 8-bit table
+per query of its 8-bit integer form ``qi`` shifted to ``u = qi + 128`` and cut
+to 6 bits, ``u >> 2`` (four of them sum below 256). The 2 bits cut off,
+``r = u - 4 (u >> 2) - 3/2``, add ``<r, σ>`` to ``<σ, qi>``: a term of mean 0
+and deviation ``|r|`` under the same model (random signs), bounded with the
+same ``z``. Each row then gets an upper bound of its full-code score, the
+estimate plus ``z`` error deviations plus float rounding; only the rows whose
+bound reaches the current k-th best score are read in full and scored exactly
+as the full scan (:mod:`vecpress.kernels.grid_search`) scores them, into the
+same heaps. So the result equals the full scan's whenever no bound of a true
+top-k row fails: with the normal model, one-sided tails of ``1 - Φ(z)`` for each
+of the two deviations of a row, at most ``2 k (1 - Φ(z))`` per query (``z = 4``:
+3.2e-5 each).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .fastscan import (
+    _I32,
+    _TAGS,
+    BLOCK,
+    ISA,
+    ISAS,
+    PAIR_BYTES,
+    _block_sums,
+    _ctz32,
+    _padded_luts,
+    fastscan_layout,
+)
+from .grid_search import _finish, _sort_slots, _tile1x16
+from .heap import heap_push
+from .scan import (
+    HAVE_VNNI,
+    IN_PLACE_BITS,
+    combine,
+    int_dot,
+    pad_queries_int8,
+    split_queries,
+    unpack_layout,
+)
+
+#: most code bits a progressive scan takes (wider codes use two 8-bit query limbs)
+MAX_BITS = 5
+#: rows of best point estimate scored first, per result wanted: their k-th exact score is the
+#: threshold every other row's bound must reach (4 k brings it within a few per cent of
+#: the final k-th score on sentence embeddings)
+SEEDS = 4
+#: relative slack added to every bound for float rounding: the bound and the exact score
+#: are float32 expressions of a dozen operations, each rounding by at most 2^-24 of the
+#: largest magnitude involved
+_ROUNDING = np.float32(2.0**-14)
+
+
+def sign_plane_dims(d: int) -> int:
+    """Number of 4-dimension groups (fast-scan sub-quantizers) of a ``d``-dim sign plane."""
+    return (d + 3) // 4
+
+
+@nb.njit(cache=True, parallel=True)
+def plane_rows(codes, layout, bits, d, signs, f, g, vn, pop):
+    """Sign plane and estimator terms of grid code rows.
+
+    ``signs[j]`` (uint8[n, ceil(d/8)]) gets bit ``i`` (little-endian) set where
+    code ``i`` is in the upper half of its grid; ``f[j]``, ``g[j]``, ``vn[j]``
+    (float32) the estimator's factor, its error scale and ``|v|``, ``pop[j]`` (int32)
+    the number of set bits.
+    """
+    n = codes.shape[0]
+    mid = ((1 << bits) - 1) / 2.0
+    half = 1 << (bits - 1)
+    nbytes = signs.shape[1]
+    for j in nb.prange(n):
+        buf = np.zeros(d, np.uint8)
+        unpack_layout(codes[j], layout, buf)
+        s1 = 0.0
+        s2 = 0.0
+        cnt = 0
+        for k in range(nbytes):
+            byte = 0
+            for t in range(8):
+                i = 8 * k + t
+                if i < d:
+                    v = buf[i] - mid
+                    s1 += abs(v)
+                    s2 += v * v
+                    if buf[i] >= half:
+                        byte |= 1 << t
+                        cnt += 1
+            signs[j, k] = byte
+        pop[j] = cnt
+        vn[j] = np.float32(np.sqrt(s2))
+        # every |v_i| >= 1/2, so s1 > 0 and gamma > 0
+        gamma = s1 / np.sqrt(s2 * d)
+        f[j] = np.float32(s2 / s1)
+        if d > 1:
+            spread = max(0.0, 1.0 - gamma * gamma)
+            g[j] = np.float32(np.sqrt(s2) * np.sqrt(spread) / (gamma * np.sqrt(d - 1.0)))
+        else:
+            g[j] = np.float32(0.0)
+
+
+def fold_terms(f, g, vn, pop, a, z):
+    """The per-row terms the scan reads, float32: ``F = f / |v|``, ``H = -253 F pop``
+    (the estimate of ``w = <qi, v̂>`` is ``F x + H``), ``eps = z g / |v|``,
+    ``ie2 = 1 / (1 + eps²)`` (its bound's quadratic) and ``A = a |v|`` (the score
+    is ``s0 A w`` plus row and query terms), for rows of score factor ``a`` and ``z``
+    error deviations.
+
+    Examples
+    --------
+    >>> one = np.float32([1.0])
+    >>> [t.tolist() for t in fold_terms(2 * one, one, 4 * one, np.int32([3]), -one, 4.0)]
+    [[0.5], [-379.5], [1.0], [0.5], [-4.0]]
+    """
+    vn = np.asarray(vn, np.float64)
+    big_f = np.asarray(f, np.float64) / vn
+    eps = z * np.asarray(g, np.float64) / vn
+    return (
+        big_f.astype(np.float32),
+        (-253.0 * big_f * np.asarray(pop, np.float64)).astype(np.float32),
+        eps.astype(np.float32),
+        (1.0 / (1.0 + eps * eps)).astype(np.float32),
+        (np.asarray(a, np.float64) * vn).astype(np.float32),
+    )
+
+
+def sign_tables(qi: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fast-scan tables of the sign plane for int8-range queries ``qi`` (int16[nq, d]).
+
+    Returns ``(luts, rsum, rnorm)``: uint8[nq, 16 M4]
+    (:func:`~vecpress.kernels.fastscan._padded_luts`) of the 6-bit values
+    ``(qi + 128) >> 2``, and per query ``R = Σ_i r_i`` and ``|r|`` (float64) of the
+    parts cut off, ``r = qi + 128 - 4 ((qi + 128) >> 2) - 3/2``, so that for a sign
+    plane ``m`` (``σ = 2 m - 1``, ``pop`` bits set) with table sum ``S6``
+    ``<σ, qi> = 8 S6 - 253 pop + R - Σ qi + <r, σ>``.
+
+    Examples
+    --------
+    >>> qi = np.array([[5, -3, 0, 127]], np.int16)
+    >>> luts, rsum, _ = sign_tables(qi, 4)
+    >>> sigma = np.array([1, 1, -1, -1])
+    >>> exact = int(qi[0] @ sigma)
+    >>> s6 = int(luts[0, 0b0011])
+    >>> r = qi[0] + 128 - 4 * ((qi[0] + 128) >> 2) - 1.5
+    >>> bool(8 * s6 - 253 * 2 + rsum[0] - int(qi.sum()) + float(r @ sigma) == exact)
+    True
+    """
+    nq = qi.shape[0]
+    m = sign_plane_dims(d)
+    lut = np.zeros((nq, m, 16), np.uint8)
+    rsum = np.zeros(nq, np.float64)
+    rnorm = np.zeros(nq, np.float64)
+    _tables(np.ascontiguousarray(qi, np.int16), d, lut, rsum, rnorm)
+    return _padded_luts(lut, m), rsum, rnorm
+
+
+@nb.njit(cache=True)
+def _tables(qi, d, lut, rsum, rnorm):
+    nq = qi.shape[0]
+    m = lut.shape[1]
+    six = np.zeros(4 * m, np.int32)
+    for u in range(nq):
+        r1 = 0.0
+        r2 = 0.0
+        for i in range(d):
+            x = np.int32(qi[u, i]) + 128
+            six[i] = x >> 2
+            r = x - 4 * (x >> 2) - 1.5
+            r1 += r
+            r2 += r * r
+        rsum[u] = r1
+        rnorm[u] = np.sqrt(r2)
+        for s in range(m):
+            for code in range(16):
+                tot = 0
+                for t in range(4):
+                    if (code >> t) & 1:
+                        tot += six[4 * s + t]
+                lut[u, s, code] = tot
+
+
+def plane_layout(signs: np.ndarray, d: int) -> np.ndarray:
+    """Fast-scan blocks (:func:`~vecpress.kernels.fastscan.fastscan_layout`) of sign planes."""
+    return fastscan_layout(signs, sign_plane_dims(d))
+
+
+@nb.njit(cache=True, fastmath=False, error_model="numpy", inline="always")
+def _row_bounds(
+    s6, big_f, big_h, eps, ie2, big_a, a, b, c, norms, ub, point, xq, s0, qn, zr, qc, big,
+    tq, e, l2, qq2, terms, amax,
+):  # fmt: skip
+    """Upper bounds ``ub`` and point estimates ``point`` of the full-code scores of a run
+    of rows from their sign-plane table sums ``s6`` (every row array is the run's slice).
+
+    ``w = <qi, v̂>`` is estimated by ``ŵ = F x + H`` with ``x = 8 S6 + R - Σ qi``
+    (exact in float32). The table's cut bits move ``ŵ`` by at most ``z |r| |F|``;
+    then, the estimator's deviation being ``g sqrt(|qi|² - w²)``, ``w`` is at most
+    the largest root of ``w - ŵ = ε sqrt(|qi|² - w²)`` (``ε = z g / |v|``), a
+    quadratic, and never above ``|qi|`` (the least root, and ``-|qi|``, where the
+    row's factor is negative). The score bound is ``s0 A w`` plus the row and query
+    terms and the rounding slack, :data:`_ROUNDING` of the largest magnitude the
+    row's float32 score can have. With ``terms`` the row terms ``a qc + b t + c``
+    are added exactly; without (codes whose ``b`` and ``c`` are zero and whose
+    ``qc`` is float rounding), ``|a qc|`` is bounded by ``amax |A| |qc|``
+    (``amax = 2 / sqrt(d)``: every ``|v_i| >= 1/2``, so ``|a| <= 2 |A| / sqrt(d)``).
+    Branch-free float32 over ``len(big_f)``: LLVM vectorises it.
+    """
+    two = np.float32(2.0)
+    zero = np.float32(0.0)
+    q2 = qn * qn
+    for r in range(len(big_f)):
+        x = np.float32(8 * s6[r]) + xq
+        w0 = big_f[r] * x + big_h[r]
+        up = big_a[r] >= zero
+        move = zr * abs(big_f[r])
+        wt = w0 + move if up else w0 - move
+        root = eps[r] * np.sqrt(max(q2 / ie2[r] - wt * wt, zero))
+        hi = min((wt + root) * ie2[r], qn)
+        lo = max((wt - root) * ie2[r], -qn)
+        w = hi if up else lo
+        scale = s0 * big_a[r]
+        if terms:
+            rest = a[r] * qc + b[r] * tq + c[r] + e
+            mag = abs(scale) * qn + abs(a[r]) * big + abs(b[r] * tq) + abs(c[r]) + abs(e)
+            drop = zero
+        else:
+            rest = e
+            mag = abs(big_a[r]) * (s0 * qn + amax * big) + abs(e)
+            drop = abs(big_a[r]) * amax * abs(qc)
+        u = scale * w + rest + drop
+        p = scale * w0 + rest
+        if l2:
+            u = two * u - norms[r] - qq2
+            p = two * p - norms[r] - qq2
+            mag = two * mag + abs(norms[r]) + abs(qq2)
+        ub[r] = u + _ROUNDING * mag
+        point[r] = p
+
+
+@nb.njit(cache=True, fastmath=False, inline="always")
+def _exact(codes, layout, row, qi, qq, d, qscale, qoff, t, a, b, c, j, e, l2, norms, qsq):
+    """Row ``j``'s full-code score, computed as the full scan computes it."""
+    unpack_layout(codes[j], layout, row)
+    dot = int_dot(row, qi[qq], d)
+    x = combine(dot, dot, 1, qscale[qq], qscale[qq], qoff[qq], t[qq], a[j], b[j])
+    return _finish(x, c[j], e, l2, norms[j], qsq[qq])
+
+
+def _mask32(op: str):
+    """An intrinsic ``(addr, thr) -> uint32``: bit ``r`` set where the float32 at
+    ``addr + 4 r`` compares ``op`` ``thr`` (``r < 32``; one vector compare)."""
+
+    @intrinsic
+    def mask(typingctx, addr, thr):
+        sig = types.uint32(types.intp, types.float32)
+
+        def codegen(context, builder, signature, args):
+            vec = ir.VectorType(ir.FloatType(), 32)
+            x = builder.load(builder.inttoptr(args[0], vec.as_pointer()), align=4)
+            splat = builder.insert_element(ir.Constant(vec, None), args[1], ir.Constant(_I32, 0))
+            lanes = ir.Constant(ir.VectorType(_I32, 32), [0] * 32)
+            splat = builder.shuffle_vector(splat, splat, lanes)
+            return builder.bitcast(builder.fcmp_ordered(op, x, splat), _I32)
+
+        return sig, codegen
+
+    return mask
+
+
+@intrinsic
+def _prefetch(typingctx, addr):
+    """Hint the cache line at ``addr`` into the caches (``llvm.prefetch``, read)."""
+    sig = types.void(types.intp)
+
+    def codegen(context, builder, signature, args):
+        i8p = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, _I32, _I32, _I32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        ptr = builder.inttoptr(args[0], i8p)
+        builder.call(fn, [ptr, ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+_gt_mask32 = _mask32(">")
+_ge_mask32 = _mask32(">=")
+
+
+@nb.njit(cache=True, inline="always")
+def _best(point, n, hs, hi, cap):
+    """The ``cap`` largest of ``point[:n]`` into the heap ``hs``/``hi`` (row numbers);
+    returns its count. 32 values are compared with the heap's worst at once, so the
+    heap is touched only where one of them can enter."""
+    m = 0
+    root = np.float32(-np.inf)
+    base = point.ctypes.data
+    full = n - n % 32
+    for r0 in range(0, n, 32):
+        if r0 < full:
+            bits = _gt_mask32(base + 4 * r0, root)
+        else:
+            bits = np.uint32(0)
+            for r in range(n - r0):
+                if point[r0 + r] > root:
+                    bits |= np.uint32(1) << np.uint32(r)
+        while bits:
+            r = r0 + _ctz32(bits)
+            bits &= bits - np.uint32(1)
+            if point[r] > root:
+                m = heap_push(hs, hi, m, point[r], r)
+                if m == cap:
+                    root = hs[0]
+    return m
+
+
+@nb.njit(cache=True, fastmath=False, error_model="numpy", parallel=True)
+def _bounds(
+    tag, blocked, bptr, starts, ends, qptr, qidx, qadd, luts, xq, zr, qnorm, qc, big,
+    qscale, t, a, b, c, big_f, big_h, eps, ie2, big_a, terms, amax, l2, norms, qsq, uptr, ubs,
+    seed_s, seed_i, seed_m,
+):  # fmt: skip
+    """Pass 1: every (pair, row)'s bound into ``ubs``; each pair's best point estimates
+    (as many as ``seed_s`` has columns) into the heaps ``seed_s``/``seed_i``/``seed_m``."""
+    nitems = starts.shape[0]
+    npairs = blocked.shape[1] // PAIR_BYTES
+    rowbytes = blocked.shape[1]
+    base = blocked.ctypes.data
+    cap = seed_s.shape[1]
+    for w in nb.prange(nitems):
+        s = starts[w]
+        e = ends[w]
+        n = e - s
+        sums = np.zeros((8, BLOCK), np.int32)
+        never = np.full(8, np.iinfo(np.int32).max, np.int32)
+        mask = np.zeros(8, np.int32)
+        s6 = np.empty(n, np.int32)
+        point = np.empty(n, np.float32)
+        for p in range(qptr[w], qptr[w + 1]):
+            qq = qidx[p]
+            for blk in range(bptr[w], bptr[w + 1]):
+                _block_sums(
+                    tag, base + blk * rowbytes, blocked[blk], npairs, luts, qq, 1, sums,
+                    never, mask,
+                )  # fmt: skip
+                r0 = (blk - bptr[w]) * BLOCK
+                for r in range(min(BLOCK, n - r0)):
+                    s6[r0 + r] = sums[0, r]
+            out = ubs[uptr[p] : uptr[p] + n]
+            nm = norms[s:e] if l2 else norms
+            ra, rb, rc = (a[s:e], b[s:e], c[s:e]) if terms else (a, b, c)
+            rf, rh, re_, ri, rA = big_f[s:e], big_h[s:e], eps[s:e], ie2[s:e], big_a[s:e]
+            xq_, s0, qn, zr_ = xq[qq], qscale[qq], qnorm[qq], zr[qq]
+            qc_, big_, tq, e_, qq2 = qc[qq], big[qq], t[qq], qadd[p], qsq[qq]
+            # the flags constant in each loop
+            if l2 and terms:
+                _row_bounds(s6, rf, rh, re_, ri, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
+                            qc_, big_, tq, e_, True, qq2, True, amax)  # fmt: skip
+            elif l2:
+                _row_bounds(s6, rf, rh, re_, ri, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
+                            qc_, big_, tq, e_, True, qq2, False, amax)  # fmt: skip
+            elif terms:
+                _row_bounds(s6, rf, rh, re_, ri, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
+                            qc_, big_, tq, e_, False, qq2, True, amax)  # fmt: skip
+            else:
+                _row_bounds(s6, rf, rh, re_, ri, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
+                            qc_, big_, tq, e_, False, qq2, False, amax)  # fmt: skip
+            seed_m[p] = _best(point, n, seed_s[p], seed_i[p], cap)
+
+
+@nb.njit(cache=True, fastmath=False, parallel=True)
+def _seed(
+    codes, layout, d, starts, pitem, qpairs, qpptr, qslot, qadd, qi, qscale, qoff, t, a, b, c,
+    l2, norms, qsq, uptr, ubs, seed_s, seed_i, seed_m, out_s, out_i, counts, qthr, refined,
+):  # fmt: skip
+    """Pass 2, per query: score exactly its rows of best point estimates (as many as
+    ``seed_s`` has columns); their k-th score is the threshold pass 3 starts from."""
+    nq = qpptr.shape[0] - 1
+    k = out_s.shape[1]
+    ns = seed_s.shape[1]
+    for qq in nb.prange(nq):
+        row = np.zeros(d, np.uint8)
+        best_s = np.empty(ns, np.float32)
+        best_r = np.empty(ns, np.int64)  # position in ubs
+        mb = 0
+        for x in range(qpptr[qq], qpptr[qq + 1]):
+            p = qpairs[x]
+            for y in range(seed_m[p]):
+                v = seed_s[p, y]
+                if mb < ns or v > best_s[0]:
+                    mb = heap_push(best_s, best_r, mb, v, uptr[p] + seed_i[p, y])
+        exact_s = np.empty(k, np.float32)
+        exact_i = np.empty(k, np.int64)
+        me = 0
+        for y in range(mb):
+            pos = best_r[y]
+            p = qpairs[qpptr[qq]]
+            for x in range(qpptr[qq], qpptr[qq + 1]):  # the pair whose range holds pos
+                if uptr[qpairs[x]] <= pos < uptr[qpairs[x] + 1]:
+                    p = qpairs[x]
+            j = starts[pitem[p]] + pos - uptr[p]
+            ubs[pos] = -np.inf
+            v = _exact(codes, layout, row, qi, qq, d, qscale, qoff, t, a, b, c, j, qadd[p],
+                       l2, norms, qsq)  # fmt: skip
+            slot = qslot[p]
+            counts[slot] = heap_push(out_s[slot], out_i[slot], counts[slot], v, j)
+            refined[slot] += 1
+            me = heap_push(exact_s, exact_i, me, v, j)
+        if me == k:
+            qthr[qq] = exact_s[0]
+
+
+@nb.njit(cache=True, inline="always")
+def _dots16(codes, layout, d, rows, cnt, buf, row_bytes, per_byte, pq, nch, dots):
+    """Exact integer dot products of up to 16 code rows ``rows[:cnt]`` with one query
+    (``pq``: its row in the :func:`~vecpress.kernels.scan.split_queries` layout, or
+    plain int8 for ``per_byte = 1``) into ``dots[:cnt]``: the rows are gathered into
+    ``buf`` (packed as stored, or unpacked to bytes for widths not read in place)
+    and scored by one 1 x 16 VNNI tile."""
+    for i in range(cnt):
+        if per_byte > 1:
+            buf[i, :row_bytes] = codes[rows[i], :row_bytes]
+        else:
+            unpack_layout(codes[rows[i]], layout, buf[i])
+    _tile1x16(per_byte, buf.ctypes.data, buf.shape[1], pq, nch, dots.ctypes.data)
+
+
+@nb.njit(cache=True, fastmath=False, inline="always")
+def _score_batch(
+    codes, layout, d, cand, nc, buf, row, row_bytes, per_byte, pq, nch, dots, qi, qq, qscale,
+    qoff, t, a, b, c, e, l2, norms, qsq, hs, hi, m, k, thr,
+):  # fmt: skip
+    """Score rows ``cand[:nc]`` exactly into one slot's heap; returns ``(m, thr)``."""
+    if HAVE_VNNI:
+        _dots16(codes, layout, d, cand, nc, buf, row_bytes, per_byte, pq, nch, dots)
+    for i in range(nc):
+        j = cand[i]
+        if HAVE_VNNI:
+            x = combine(dots[i], dots[i], 1, qscale[qq], qscale[qq], qoff[qq], t[qq], a[j], b[j])
+            v = _finish(x, c[j], e, l2, norms[j], qsq[qq])
+        else:
+            v = _exact(codes, layout, row, qi, qq, d, qscale, qoff, t, a, b, c, j, e, l2, norms,
+                       qsq)  # fmt: skip
+        if v >= thr:
+            m = heap_push(hs, hi, m, v, j)
+            if m == k and hs[0] > thr:
+                thr = hs[0]
+    return m, thr
+
+
+@nb.njit(cache=True, fastmath=False, parallel=True)
+def _refine(
+    codes, layout, d, starts, ends, qptr, qidx, qslot, qadd, qi, qscale, qoff, t, a, b, c,
+    l2, norms, qsq, uptr, ubs, out_s, out_i, counts, qthr, refined, q8, per_byte, row_bytes,
+):  # fmt: skip
+    """Pass 3: score exactly every row whose bound reaches the k-th best score so far
+    (bounds compared 32 at a time; with AVX-512 VNNI the rows scored 16 at a time,
+    :func:`_dots16`, ``q8`` the queries in its layout)."""
+    nitems = starts.shape[0]
+    k = out_s.shape[1]
+    dq = q8.shape[1]
+    nch = dq // (64 * per_byte)
+    batch = 16 if HAVE_VNNI else 1
+    for w in nb.prange(nitems):
+        s = starts[w]
+        n = ends[w] - s
+        row = np.zeros(d, np.uint8)
+        buf = np.zeros((16, nch * 64), np.uint8)
+        cand = np.empty(16, np.int64)
+        dots = np.zeros(16, np.int32)
+        for p in range(qptr[w], qptr[w + 1]):
+            qq = qidx[p]
+            slot = qslot[p]
+            hs = out_s[slot]
+            hi = out_i[slot]
+            e = qadd[p]
+            m = counts[slot]
+            thr = qthr[qq] if m < k else max(qthr[qq], hs[0])
+            ub = ubs[uptr[p] : uptr[p] + n]
+            pub = ub.ctypes.data
+            seen = 0
+            nc = 0
+            pq = q8.ctypes.data + qq * dq
+            pcodes = codes.ctypes.data
+            cs = codes.shape[1]
+            for r0 in range(0, n, 32):
+                if r0 + 32 <= n:
+                    bits = _ge_mask32(pub + 4 * r0, thr)
+                else:
+                    bits = np.uint32(0)
+                    for r in range(n - r0):
+                        if ub[r0 + r] >= thr:
+                            bits |= np.uint32(1) << np.uint32(r)
+                while bits:
+                    r = r0 + _ctz32(bits)
+                    bits &= bits - np.uint32(1)
+                    if ub[r] < thr or ub[r] == -np.inf:  # -inf: scored in pass 2
+                        continue
+                    cand[nc] = s + r
+                    nc += 1
+                    # the row is scored when the batch is full: start reading it now
+                    for line in range(0, row_bytes, 64):
+                        _prefetch(pcodes + (s + r) * cs + line)
+                    if nc == batch:
+                        m, thr = _score_batch(
+                            codes, layout, d, cand, nc, buf, row, row_bytes, per_byte, pq, nch,
+                            dots, qi, qq, qscale, qoff, t, a, b, c, e, l2, norms, qsq, hs, hi,
+                            m, k, thr,
+                        )  # fmt: skip
+                        seen += nc
+                        nc = 0
+            if nc:
+                m, thr = _score_batch(
+                    codes, layout, d, cand, nc, buf, row, row_bytes, per_byte, pq, nch, dots,
+                    qi, qq, qscale, qoff, t, a, b, c, e, l2, norms, qsq, hs, hi, m, k, thr,
+                )  # fmt: skip
+                seen += nc
+            if m == k and thr > qthr[qq]:
+                qthr[qq] = thr
+            counts[slot] = m
+            refined[slot] += seen
+
+
+def progressive_scan_topk(
+    codes, bits, d, starts, ends, qptr, qidx, qslot, qadd, qi, qscale, qoff, t, a, b, c,
+    planes, norms, qsq, nslots, k, *, z, terms=True, l2=False, isa=None,
+):  # fmt: skip
+    """:func:`~vecpress.kernels.grid_search.grid_scan_topk` reading the sign plane first.
+
+    Same arguments and result (one query limb: ``bits`` ≤ :data:`MAX_BITS`),
+    plus ``planes = (blocked, bptr, F, H, eps, ie2, A)``: the fast-scan blocks of the
+    rows' sign planes (item ``w``'s rows in blocks ``bptr[w]:bptr[w+1]``) and
+    :func:`fold_terms`'s terms made with ``z`` error deviations; ``terms=False``
+    where the rows' ``b`` and ``c`` are zero and the grid's centre is its middle
+    (``rq``), so the first pass reads 20 bytes of terms a row. Three passes:
+    (1) every row's bound from its sign plane (float32[rows scanned] of scratch);
+    (2) per query, its :data:`SEEDS` ``* k`` rows of best point estimates scored
+    exactly, whose k-th score is a threshold; (3) every row whose bound reaches
+    the threshold (raised as better rows come) scored exactly. Returns
+    ``(scores, rows, refined int64[nslots])``, the last the number of rows scored
+    exactly per slot.
+    """
+    if not 1 <= bits <= MAX_BITS:
+        raise ValueError(f"a progressive scan takes 1-{MAX_BITS}-bit codes, found {bits} bits")
+    blocked, bptr, big_f, big_h, eps, ie2, big_a = planes
+    tag = _TAGS[ISAS.index(ISA if isa is None else isa)]
+    luts, rsum, rnorm = sign_tables(qi, d)
+    qi64 = qi.astype(np.float64)
+    qsum = qi64.sum(axis=1)
+    mid = ((1 << bits) - 1) / 2.0
+    s0 = qscale.astype(np.float64)
+    off = qoff.astype(np.float64)
+    f32 = np.float32
+    xq = (rsum - qsum).astype(f32)
+    zr = (z * rnorm).astype(f32)
+    qnorm = np.sqrt((qi64 * qi64).sum(axis=1)).astype(f32)
+    # the score's term of the grid's middle, and the magnitude combine() rounds at
+    qc = (s0 * mid * qsum + off).astype(f32)
+    big = (np.abs(s0 * mid * qsum) + np.abs(off)).astype(f32)
+    nq = qsq.shape[0]
+    out_s = np.empty((nslots, k), np.float32)
+    out_i = np.empty((nslots, k), np.int64)
+    counts = np.zeros(nslots, np.int64)
+    refined = np.zeros(nslots, np.int64)
+    qthr = np.full(nq, -np.inf, np.float32)
+    layout = np.array([[0, d, bits, 0]], np.int64)
+    # pair p (an entry of qidx) scans item pitem[p]; its bounds are ubs[uptr[p]:uptr[p + 1]]
+    pitem = np.repeat(np.arange(starts.size), np.diff(qptr))
+    uptr = np.zeros(pitem.size + 1, np.int64)
+    np.cumsum((ends - starts)[pitem], out=uptr[1:])
+    ubs = np.empty(int(uptr[-1]), np.float32)
+    seed_s = np.empty((pitem.size, SEEDS * k), np.float32)
+    seed_i = np.empty((pitem.size, SEEDS * k), np.int64)
+    seed_m = np.zeros(pitem.size, np.int64)
+    qpairs = np.argsort(qidx, kind="stable")
+    qpptr = np.searchsorted(qidx[qpairs], np.arange(nq + 1))
+    grid = (qi, qscale, qoff, t, a, b, c, bool(l2), norms, qsq)
+    _bounds(
+        tag, blocked, bptr, starts, ends, qptr, qidx, qadd, luts, xq, zr, qnorm, qc, big,
+        qscale, t, a, b, c, big_f, big_h, eps, ie2, big_a, bool(terms), f32(2 / np.sqrt(d)),
+        bool(l2), norms, qsq, uptr, ubs, seed_s, seed_i, seed_m,
+    )  # fmt: skip
+    _seed(
+        codes, layout, d, starts, pitem, qpairs, qpptr, qslot, qadd, *grid, uptr, ubs,
+        seed_s, seed_i, seed_m, out_s, out_i, counts, qthr, refined,
+    )  # fmt: skip
+    per_byte = 8 // bits if bits in IN_PLACE_BITS else 1
+    q8 = split_queries(qi, d, bits) if per_byte > 1 else pad_queries_int8(qi)
+    _refine(
+        codes, layout, d, starts, ends, qptr, qidx, qslot, qadd, *grid, uptr, ubs,
+        out_s, out_i, counts, qthr, refined, q8, per_byte, (d * bits + 7) // 8,
+    )  # fmt: skip
+    _sort_slots(out_s, out_i, counts)
+    return out_s, out_i, refined
+
+
+__all__ = [
+    "MAX_BITS",
+    "fold_terms",
+    "plane_layout",
+    "plane_rows",
+    "progressive_scan_topk",
+    "sign_plane_dims",
+    "sign_tables",
+]

@@ -1,0 +1,176 @@
+"""Sign planes of a grid index's rows, for the progressive scan.
+
+:class:`Planes` holds what :func:`~vecpress.kernels.progressive.progressive_scan_topk`
+reads first: each row's sign plane (the top bit of every code, in fast-scan
+blocks per work item) and five float32 terms (:func:`~vecpress.kernels.progressive.fold_terms`).
+They are derived from the stored codes, item by item the first time a scan
+reads the item (as :class:`~vecpress.search.scan.Terms`), and cost ``d / 8 + 20``
+bytes of memory per row; the file holds only the codes.
+
+The bound's width ``z`` (error deviations) starts from the theory's
+:data:`Z` and is widened where the rows disagree with it: :func:`calibrate_z`
+measures the normalised errors of stored rows, used as queries, against other
+stored rows, and takes the largest of :data:`Z`, ``Z`` times their root mean
+square, and their quantile at the tail :data:`Z` stands for. Codes that do not
+live in a randomly rotated space (``int4`` without a rotation, say) thus get a
+wider band instead of a wrong one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..codecs.codec import Codec
+from ..kernels.bitpack import unpack
+from ..kernels.progressive import (
+    MAX_BITS,
+    fold_terms,
+    plane_layout,
+    plane_rows,
+    sign_plane_dims,
+)
+from ..kernels.scan import grid_queries
+
+#: error deviations a bound allows by theory: a one-sided normal tail of 3.2e-5 per row
+Z = 4.0
+#: two-sided normal tail beyond :data:`Z` (the quantile :func:`calibrate_z` checks)
+Z_TAIL = 6.334e-5
+#: stored rows used as queries, and rows they are measured against, by :func:`calibrate_z`
+CALIBRATION_QUERIES = 256
+CALIBRATION_ROWS = 2048
+
+
+def supports(codec: Codec) -> bool:
+    """Whether a codec's first stage can be scanned progressively: grid codes of one
+    width of at most :data:`~vecpress.kernels.progressive.MAX_BITS` bits."""
+    quant = codec.quantizer
+    return (
+        hasattr(quant, "grid_queries")
+        and quant.grid_layout is None
+        and 1 <= int(quant.param) <= MAX_BITS
+    )
+
+
+def _needs_terms(codec: Codec) -> bool:
+    """Whether the bound must read the rows' ``a``, ``b``, ``c`` (not so for codes whose
+    ``b`` and ``c`` are zero and whose grid is centred on its middle: ``rq``)."""
+    quant = codec.quantizer
+    _, center, _, _ = quant.grid_queries(np.zeros((1, quant.grid_dims), np.float32))
+    mid = ((1 << int(quant.param)) - 1) / 2
+    b = quant.grid_row_fields()[1]
+    plain = np.ndim(center) == 0 and float(center) == mid
+    return not (plain and isinstance(b, float) and b == 0.0 and codec._center is None)
+
+
+class Planes:
+    """Sign planes and bound terms of a grid codec's rows, made per item on first use.
+
+    Examples
+    --------
+    >>> from vecpress.search.scan import Terms, make_items
+    >>> x = np.random.default_rng(0).standard_normal((40, 16)).astype(np.float32)
+    >>> codec = Codec.from_spec("hd2,rq4").fit(x)
+    >>> codes = codec.encode(x)
+    >>> items = make_items(np.array([0, 40]))
+    >>> terms = Terms(codec, codes)
+    >>> terms.ensure(items, np.array([0]))
+    >>> planes = Planes(codec, codes, items)
+    >>> planes.ensure(np.array([0]), terms.arrays[0])
+    >>> planes.blocked.shape, bool(planes.terms), bool(planes.row_terms[2].min() > 0)
+    ((2, 64), False, True)
+    """
+
+    def __init__(self, codec: Codec, codes: np.ndarray, items) -> None:
+        quant = codec.quantizer
+        self.codec = codec
+        self.codes = codes
+        self.items = items
+        self.bits = int(quant.param)
+        self.d = int(quant.grid_dims)
+        #: whether the scan adds the rows' a, b, c exactly (:func:`_needs_terms`)
+        self.terms = _needs_terms(codec)
+        n = codes.shape[0]
+        nblocks = (items.ends - items.starts + 31) // 32
+        self.bptr = np.zeros(nblocks.size + 1, np.int64)
+        np.cumsum(nblocks, out=self.bptr[1:])
+        npairs = (sign_plane_dims(self.d) + 1) // 2
+        self.blocked = np.zeros((int(self.bptr[-1]), 32 * npairs), np.uint8)
+        #: fold_terms's F, H, eps, ie2, A of every row (rows of items not made yet: zeros)
+        self.row_terms = np.zeros((5, n), np.float32)
+        self._done = np.zeros(nblocks.size, bool)
+        self._complete = nblocks.size == 0
+        self.z: float | None = None
+
+    @property
+    def arrays(self) -> tuple:
+        """``(blocked, bptr, F, H, eps, ie2, A)`` as the progressive scan takes them."""
+        return (self.blocked, self.bptr, *self.row_terms)
+
+    def ensure(self, which: np.ndarray, a: np.ndarray) -> None:
+        """Make the planes of items number ``which`` (those not made yet), with ``a``
+        the rows' score factors (``Terms.arrays[0]``, filled for those items); the
+        first call also calibrates :attr:`z` on the rows it made."""
+        if self._complete:
+            return
+        todo = [int(w) for w in np.asarray(which) if not self._done[w]]
+        if not todo:
+            return
+        layout = np.array([[0, self.d, self.bits, 0]], np.int64)
+        nbytes = (self.d + 7) // 8
+        ranges = [(int(self.items.starts[w]), int(self.items.ends[w])) for w in todo]
+        made = []
+        for w, (s, e) in zip(todo, ranges, strict=True):
+            signs = np.zeros((e - s, nbytes), np.uint8)
+            part = [np.empty(e - s, np.float32) for _ in range(3)] + [np.empty(e - s, np.int32)]
+            rows = np.ascontiguousarray(self.codes[s:e])
+            plane_rows(rows, layout, self.bits, self.d, signs, *part)
+            self.blocked[self.bptr[w] : self.bptr[w + 1]] = plane_layout(signs, self.d)
+            made.append((w, s, e, part))
+        if self.z is None:
+            rows = np.concatenate([np.arange(s, e) for s, e in ranges])
+            f, g = (np.concatenate([m[3][i] for m in made]) for i in range(2))
+            self.z = calibrate_z(self.codec, self.codes, rows, f, g)
+        for w, s, e, (f, g, vn, pop) in made:
+            self.row_terms[:, s:e] = fold_terms(f, g, vn, pop, a[s:e], self.z)
+            self._done[w] = True
+        self._complete = bool(self._done.all())
+
+
+def calibrate_z(codec, codes, rows, f, g, *, seed: int = 0) -> float:
+    """The bound's width in error deviations for a codec's rows (see the module docstring).
+
+    ``rows`` are row numbers and ``f``, ``g`` their
+    :func:`~vecpress.kernels.progressive.plane_rows` terms (in the same order); up
+    to :data:`CALIBRATION_QUERIES` of them, decoded, serve as queries against up to
+    :data:`CALIBRATION_ROWS` others. Returns at least :data:`Z`.
+    """
+    rng = np.random.default_rng(seed)
+    quant = codec.quantizer
+    bits, d = int(quant.param), int(quant.grid_dims)
+    pick = np.sort(rng.choice(rows.size, min(rows.size, CALIBRATION_QUERIES), replace=False))
+    against = np.sort(rng.choice(rows.size, min(rows.size, CALIBRATION_ROWS), replace=False))
+    qcodes, _ = codec._split(np.ascontiguousarray(codes[rows[pick]]))
+    x = quant.decode(qcodes)
+    x = x[np.isfinite(x).all(axis=1) & (np.abs(x).max(axis=1, initial=0) > 0)]
+    if x.shape[0] == 0:
+        return Z
+    qe, center, qoff, _ = quant.grid_queries(x)
+    qi, _, _ = grid_queries(qe, center, qoff, bits)
+    qi = qi.astype(np.float64)
+    rcodes, _ = codec._split(np.ascontiguousarray(codes[rows[against]]))
+    c = unpack(rcodes, bits, d).astype(np.float64)
+    mid = ((1 << bits) - 1) / 2
+    exact = qi @ (c - mid).T
+    qsum = qi.sum(axis=1, keepdims=True)
+    sig = 2 * (qi @ (c > mid).T) - qsum
+    est = f[against][None, :].astype(np.float64) * sig
+    # the deviation the scan's bound allows for: g |qi|
+    scale = g[against][None, :] * np.sqrt((qi * qi).sum(axis=1, keepdims=True))
+    scale = np.broadcast_to(scale, exact.shape)
+    ok = scale > 0
+    if not ok.any():
+        return Z
+    err = np.abs(exact - est)[ok] / scale[ok]
+    rms = float(np.sqrt(np.mean(err * err)))
+    tail = float(np.quantile(err, 1 - Z_TAIL)) if err.size * Z_TAIL >= 8 else 0.0
+    return max(Z, Z * rms, tail)

@@ -1,0 +1,258 @@
+"""Progressive scan (``search(..., progressive=True)``, :mod:`vecpress.kernels.progressive`)."""
+
+from __future__ import annotations
+
+import threading
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+
+from vecpress import Codec, Index
+from vecpress.kernels.bitpack import unpack
+from vecpress.kernels.progressive import fold_terms, plane_rows, sign_tables
+from vecpress.search.planes import Z, calibrate_z, supports
+
+
+def _clustered(n: int, d: int, seed: int) -> np.ndarray:
+    """Rows around 40 centres: neighbourhoods as dense as embeddings have them."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((40, d))
+    x = centres[rng.integers(0, 40, n)] + 0.7 * rng.standard_normal((n, d))
+    return x.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return _clustered(5000, 100, 0), _clustered(60, 100, 1)
+
+
+def _pair(spec, metric, x, **kw):
+    index = Index(spec, metric=metric, seed=0, **kw)
+    index.add(x)
+    return index
+
+
+@pytest.mark.parametrize(
+    ("spec", "metric"),
+    [
+        ("hd2,rq4", "cosine"),
+        ("hd2,rq4", "l2"),
+        ("hd2,rq4", "ip"),
+        ("hd2,rq1", "ip"),
+        ("hd2,rq2", "l2"),
+        ("hd2,rq3", "ip"),
+        ("hd2,rq5", "cosine"),
+        ("center,hd2,rq4", "ip"),
+        ("hd2,int4", "l2"),
+        ("hd2,lvq4", "ip"),
+        ("int4", "ip"),
+    ],
+)
+def test_progressive_ranks_as_the_full_scan(data, spec, metric):
+    """Same ids and the same float32 scores as reading every code in full (the scores of
+    the rows read in full are computed by the same expression, so bit for bit)."""
+    x, q = data
+    index = _pair(spec, metric, x)
+    for k in (1, 10, 64):
+        full = index.search(q, k)
+        prog = index.search(q, k, progressive=True)
+        np.testing.assert_array_equal(prog.ids, full.ids)
+        np.testing.assert_array_equal(prog.scores, full.scores)
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_progressive_ivf(data, residual):
+    x, q = data
+    index = Index("hd2,rq4", metric="l2", seed=0, ivf=16, ivf_residual=residual)
+    index.train(x)
+    index.add(x)
+    for nprobe in (1, 4, 16):
+        full = index.search(q, 10, nprobe=nprobe)
+        prog = index.search(q, 10, nprobe=nprobe, progressive=True)
+        np.testing.assert_array_equal(prog.ids, full.ids)
+        np.testing.assert_array_equal(prog.scores, full.scores)
+
+
+def test_progressive_pads_past_the_rows():
+    x = _clustered(70, 36, 2)
+    index = _pair("hd2,rq4", "ip", x)
+    full = index.search(x[:3], 100)
+    prog = index.search(x[:3], 100, progressive=True)
+    np.testing.assert_array_equal(prog.ids, full.ids)
+    assert (prog.ids[:, 70:] == -1).all() and np.isneginf(prog.scores[:, 70:]).all()
+
+
+def test_progressive_with_rerank_and_certified(data):
+    x, q = data
+    index = _pair("hd2,rq4", "cosine", x, rerank_spec="f32")
+    for rerank in (30, "auto"):
+        full = index.search(q, 10, rerank=rerank)
+        prog = index.search(q, 10, rerank=rerank, progressive=True)
+        np.testing.assert_array_equal(prog.ids, full.ids)
+        np.testing.assert_array_equal(prog.reranked, full.reranked)
+
+
+def test_progressive_after_adding_rows(data):
+    """The sign planes are remade when rows change."""
+    x, q = data
+    index = _pair("hd2,rq4", "ip", x[:3000])
+    index.search(q, 5, progressive=True)
+    index.add(x[3000:])
+    np.testing.assert_array_equal(index.search(q, 5, progressive=True).ids, index.search(q, 5).ids)
+    index.remove(np.arange(0, 5000, 3))
+    np.testing.assert_array_equal(index.search(q, 5, progressive=True).ids, index.search(q, 5).ids)
+
+
+def test_progressive_extreme_magnitudes():
+    """Rows of 1e-30 and of 1e12 (and queries alike): finite scores, the full scan's ranking."""
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((600, 40)).astype(np.float32)
+    x = np.concatenate([base[:300] * np.float32(1e-30), base[300:] * np.float32(1e12)])
+    for metric in ("ip", "l2", "cosine"):
+        index = _pair("hd2,rq4", metric, x)
+        for q in (base[:5] * np.float32(1e-30), base[5:10] * np.float32(1e12), base[10:15]):
+            full = index.search(q, 20)
+            prog = index.search(q, 20, progressive=True)
+            assert np.isfinite(prog.scores).all()
+            np.testing.assert_array_equal(prog.ids, full.ids)
+            np.testing.assert_array_equal(prog.scores, full.scores)
+
+
+def test_progressive_concurrent_first_use(data):
+    """Threads searching a fresh index at once (the planes are made on first use)."""
+    x, q = data
+    index = _pair("hd2,rq4", "ip", x)
+    want = index.search(q, 10).ids
+    index = _pair("hd2,rq4", "ip", x)
+    got, errors = [None] * 4, []
+
+    def run(i):
+        try:
+            got[i] = index.search(q, 10, progressive=True, threads=1 + i % 2).ids
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for ids in got:
+        np.testing.assert_array_equal(ids, want)
+
+
+def test_progressive_bad_arguments(data):
+    x, q = data
+    for spec in ("f32", "pq25x4", "kl4", "hd2,rq8", "hd2,int8"):
+        index = _pair(spec, "ip", x[:500])
+        assert not supports(index.codec.tier_codec)
+        with pytest.raises(ValueError, match="progressive=True reads grid codes"):
+            index.search(q, 5, progressive=True)
+    # a two-level code's first level is scanned progressively
+    index = _pair("hd2,lvq4x8", "ip", x[:500])
+    np.testing.assert_array_equal(index.search(q, 5, progressive=True).ids, index.search(q, 5).ids)
+    index = _pair("hd2,rq4", "ip", x[:500])
+    with pytest.raises(TypeError, match="progressive must be a bool"):
+        index.search(q, 5, progressive=1)
+
+
+def test_sign_tables_recombine_exactly():
+    """``<σ, qi> = 8 S6 - 253 pop + R - Σ qi + <r, σ>`` for every row and query."""
+    rng = np.random.default_rng(4)
+    for d in (1, 7, 64, 100):
+        qi = rng.integers(-127, 128, (5, d)).astype(np.int16)
+        m = rng.integers(0, 2, (30, d)).astype(np.uint8)
+        luts, rsum, rnorm = sign_tables(qi, d)
+        groups = -(-d // 4)
+        codes = np.zeros((30, groups), np.int64)
+        for t in range(4):
+            cols = np.arange(t, d, 4)
+            codes[:, cols // 4] |= m[:, cols].astype(np.int64) << t
+        tables = luts.astype(np.int64).reshape(5, -1, 16)
+        s6 = np.stack([tables[u][np.arange(groups), codes].sum(axis=1) for u in range(5)])
+        sigma = 2 * m.astype(np.int64) - 1
+        u = qi.astype(np.int64) + 128
+        r = u - 4 * (u >> 2) - 1.5
+        pop = m.sum(axis=1)
+        recombined = 8 * s6 - 253 * pop[None] + (rsum - qi.sum(axis=1))[:, None] + r @ sigma.T
+        np.testing.assert_array_equal(recombined, qi.astype(np.int64) @ sigma.T)
+        np.testing.assert_allclose(rnorm, np.sqrt((r * r).sum(axis=1)))
+
+
+def _estimates(x, q, bits=4):
+    """Sign-plane estimates of ``<v, qi>`` against the exact values and the deviation scale
+    ``g |qi|``, for hd2-rotated codes."""
+    codec = Codec.from_spec(f"hd2,rq{bits}").fit(x)
+    codes = codec.encode(x)
+    quant = codec.quantizer
+    d = quant.grid_dims
+    n = x.shape[0]
+    signs = np.zeros((n, (d + 7) // 8), np.uint8)
+    f, g, vn = (np.empty(n, np.float32) for _ in range(3))
+    pop = np.empty(n, np.int32)
+    plane_rows(codes, np.array([[0, d, bits, 0]]), bits, d, signs, f, g, vn, pop)
+    from vecpress.kernels.scan import grid_queries
+
+    qt, _ = codec.transform_queries(q)
+    qe, center, qoff, _ = quant.grid_queries(qt)
+    qi, _, _ = grid_queries(qe, center, qoff, bits)
+    qi = qi.astype(np.float64)
+    v = unpack(codes, bits, d).astype(np.float64) - ((1 << bits) - 1) / 2
+    exact = qi @ v.T
+    est = f[None].astype(np.float64) * (qi @ np.sign(v).T)
+    scale = g[None] * np.sqrt((qi * qi).sum(axis=1, keepdims=True))
+    return exact, est, scale, (f, g, vn, pop)
+
+
+def test_sign_estimate_deviation_matches_theory():
+    """Normalised errors of the sign-plane estimate: mean 0 and root mean square at most 1
+    (the bound's scale); tails beyond z = 4 no more frequent than the normal model says
+    (the count is compared with a binomial bound at 1e-6)."""
+    x = _clustered(3000, 128, 5)
+    q = _clustered(200, 128, 6)
+    exact, est, scale, _ = _estimates(x, q)
+    err = ((exact - est) / scale).ravel()
+    pairs = err.size
+    assert abs(err.mean()) < 5 / np.sqrt(pairs)
+    assert err.std() <= 1.0
+    tail = 2 * (1 - NormalDist().cdf(Z))
+    expected = tail * pairs
+    assert (np.abs(err) > Z).sum() <= expected + 5 * np.sqrt(expected) + 5
+
+
+def test_calibrated_width():
+    """Rotated codes keep the theory's z; codes of unrotated, skewed data get a wider one."""
+    x = _clustered(3000, 64, 7)
+    codec = Codec.from_spec("hd2,rq4").fit(x)
+    codes = codec.encode(x)
+    _, _, _, (f, g, _, _) = _estimates(x, x[:10])
+    z = calibrate_z(codec, codes, np.arange(3000), f, g)
+    assert Z <= z < 1.2 * Z
+    rng = np.random.default_rng(8)
+    skewed = np.abs(rng.standard_normal((3000, 64))).astype(np.float32) ** 3
+    skewed[:, :4] *= 40
+    codec = Codec.from_spec("rq4").fit(skewed)
+    codes = codec.encode(skewed)
+    n, d = skewed.shape
+    signs = np.zeros((n, 8), np.uint8)
+    f, g, vn = (np.empty(n, np.float32) for _ in range(3))
+    pop = np.empty(n, np.int32)
+    plane_rows(codes, np.array([[0, d, 4, 0]]), 4, d, signs, f, g, vn, pop)
+    assert calibrate_z(codec, codes, np.arange(n), f, g) > 1.2 * Z
+
+
+def test_fold_terms_bound_the_score():
+    """``s0 A w`` with ``w`` from the folded terms reproduces ``a s0 <v, qi>`` estimates."""
+    f = np.float32([2.0, 3.0])
+    g = np.float32([0.5, 0.25])
+    vn = np.float32([4.0, 6.0])
+    pop = np.int32([3, 5])
+    a = np.float32([1.5, -2.0])
+    big_f, big_h, eps, ie2, big_a = fold_terms(f, g, vn, pop, a, 4.0)
+    np.testing.assert_allclose(big_f * vn, f)
+    np.testing.assert_allclose(big_a, a * vn)
+    np.testing.assert_allclose(eps, 4.0 * g / vn)
+    np.testing.assert_allclose(ie2, 1 / (1 + eps**2))
+    np.testing.assert_allclose(big_h, -253 * big_f * pop)
