@@ -317,3 +317,24 @@ def test_threads_sets_the_kernel_threads(tmp_path, monkeypatch, vectors):
     out = str(tmp_path / "r.npy")
     assert main(["search", "--threads", "1", index, str(tmp_path / "q.npy"), "-o", out]) == 0
     assert calls == [1]
+
+
+def test_progressive_from_the_command_line(tmp_path, capsys, vectors):
+    """``--progressive`` gives the full scan's results; an index it cannot read that way
+    is a one-line error."""
+    x, q = vectors
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "q.npy", q)
+    idx = str(tmp_path / "i.vpi")
+    assert main(["build", str(tmp_path / "x.npy"), "--spec", "hd2,rq4", "-o", idx]) == 0
+    truth = vecpress.open(idx).search(q, 5)
+    res = str(tmp_path / "r.npy")
+    argv = ["search", idx, str(tmp_path / "q.npy"), "-k", "5", "--progressive", "-o", res]
+    assert main(argv) == 0
+    got = np.load(res)
+    np.testing.assert_array_equal(got["ids"], truth.ids)
+    np.testing.assert_array_equal(got["scores"], truth.scores)
+    other = str(tmp_path / "f.vpi")
+    assert main(["build", str(tmp_path / "x.npy"), "--spec", "f16", "-o", other]) == 0
+    capsys.readouterr()
+    one_line_error(capsys, ["search", other, *argv[2:]], "progressive=True reads grid codes")

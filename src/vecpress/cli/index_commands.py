@@ -103,6 +103,8 @@ def _search(args: argparse.Namespace) -> int:
         index._check_search_args(args.k, args.rerank, args.nprobe, args.confidence)
     except ValueError as e:  # k beyond the index
         raise ValueError(f"-k: {e}") from None
+    if args.progressive:
+        index._check_progressive(True)
     q = _vectors(args.queries, "queries", args.column)
     if index.d is not None and q.shape[1] != index.d:
         raise ValueError(
@@ -121,6 +123,7 @@ def _search(args: argparse.Namespace) -> int:
                 rerank=args.rerank,
                 nprobe=args.nprobe,
                 confidence=args.confidence,
+                progressive=args.progressive,
             )
             e = s + res.ids.shape[0]
             ids[s:e], scores[s:e] = res.ids, res.scores

@@ -299,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="IVF indexes: lists scanned per query (default: 1/64 of the lists)",
     )
     search.add_argument(
+        "--progressive",
+        action="store_true",
+        help="read grid codes (rq, int, lvq of 1-5 bits) sign plane first and in full only "
+        "where a row can still reach the top k: the same results, faster for few queries",
+    )
+    search.add_argument(
         "-o", "--output", required=True, help="results file: .npy or .json (required)"
     )
     search.add_argument("--no-progress", action="store_true", help="no progress bar")
