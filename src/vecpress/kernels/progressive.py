@@ -47,6 +47,7 @@ from numba.extending import intrinsic
 
 from .fastscan import (
     _I32,
+    _MAX_PASS,
     _TAGS,
     BLOCK,
     ISA,
@@ -55,6 +56,7 @@ from .fastscan import (
     _block_sums,
     _ctz32,
     _padded_luts,
+    _pass_size,
     fastscan_layout,
 )
 from .grid_search import _finish, _sort_slots, _tile1x16
@@ -344,14 +346,46 @@ def _best(point, n, hs, hi, cap):
     return m
 
 
+@nb.njit(cache=True, fastmath=False, error_model="numpy")
+def _pair_bounds(
+    p, s, e, s6, point, qidx, qadd, xq, zr, qnorm, qc, big, qscale, t, a, b, c, big_f, big_h,
+    eps, ie2, big_a, terms, amax, l2, norms, qsq, uptr, ubs, seed_s, seed_i, seed_m, cap,
+):  # fmt: skip
+    """Bounds and seeds of pair ``p`` (rows ``s:e``) from its sign-plane sums ``s6``."""
+    n = e - s
+    qq = qidx[p]
+    out = ubs[uptr[p] : uptr[p] + n]
+    nm = norms[s:e] if l2 else norms
+    ra, rb, rc = (a[s:e], b[s:e], c[s:e]) if terms else (a, b, c)
+    rf, rh, re_, ri, rA = big_f[s:e], big_h[s:e], eps[s:e], ie2[s:e], big_a[s:e]
+    xq_, s0, qn, zr_ = xq[qq], qscale[qq], qnorm[qq], zr[qq]
+    qc_, big_, tq, e_, qq2 = qc[qq], big[qq], t[qq], qadd[p], qsq[qq]
+    # the flags constant in each loop
+    if l2 and terms:
+        _row_bounds(s6, rf, rh, re_, ri, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
+                    qc_, big_, tq, e_, True, qq2, True, amax)  # fmt: skip
+    elif l2:
+        _row_bounds(s6, rf, rh, re_, ri, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
+                    qc_, big_, tq, e_, True, qq2, False, amax)  # fmt: skip
+    elif terms:
+        _row_bounds(s6, rf, rh, re_, ri, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
+                    qc_, big_, tq, e_, False, qq2, True, amax)  # fmt: skip
+    else:
+        _row_bounds(s6, rf, rh, re_, ri, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
+                    qc_, big_, tq, e_, False, qq2, False, amax)  # fmt: skip
+    seed_m[p] = _best(point, n, seed_s[p], seed_i[p], cap)
+
+
 @nb.njit(cache=True, fastmath=False, error_model="numpy", parallel=True)
 def _bounds(
-    tag, blocked, bptr, starts, ends, qptr, qidx, qadd, luts, xq, zr, qnorm, qc, big,
+    tag, qbmax, blocked, bptr, starts, ends, qptr, qidx, qadd, luts, xq, zr, qnorm, qc, big,
     qscale, t, a, b, c, big_f, big_h, eps, ie2, big_a, terms, amax, l2, norms, qsq, uptr, ubs,
     seed_s, seed_i, seed_m,
 ):  # fmt: skip
     """Pass 1: every (pair, row)'s bound into ``ubs``; each pair's best point estimates
-    (as many as ``seed_s`` has columns) into the heaps ``seed_s``/``seed_i``/``seed_m``."""
+    (as many as ``seed_s`` has columns) into the heaps ``seed_s``/``seed_i``/``seed_m``.
+    The sign-plane sums of up to ``qbmax`` queries of an item come from one pass over
+    its blocks (the blocks' preparation shared)."""
     nitems = starts.shape[0]
     npairs = blocked.shape[1] // PAIR_BYTES
     rowbytes = blocked.shape[1]
@@ -364,38 +398,30 @@ def _bounds(
         sums = np.zeros((8, BLOCK), np.int32)
         never = np.full(8, np.iinfo(np.int32).max, np.int32)
         mask = np.zeros(8, np.int32)
-        s6 = np.empty(n, np.int32)
+        sums6 = np.empty((8, n), np.int32)
         point = np.empty(n, np.float32)
-        for p in range(qptr[w], qptr[w + 1]):
-            qq = qidx[p]
+        tables = np.empty((8, luts.shape[1]), np.uint8)
+        g0 = qptr[w]
+        while g0 < qptr[w + 1]:
+            qb = _pass_size(qbmax, qptr[w + 1] - g0)
+            for u in range(qb):
+                tables[u] = luts[qidx[g0 + u]]
             for blk in range(bptr[w], bptr[w + 1]):
                 _block_sums(
-                    tag, base + blk * rowbytes, blocked[blk], npairs, luts, qq, 1, sums,
+                    tag, base + blk * rowbytes, blocked[blk], npairs, tables, 0, qb, sums,
                     never, mask,
                 )  # fmt: skip
                 r0 = (blk - bptr[w]) * BLOCK
-                for r in range(min(BLOCK, n - r0)):
-                    s6[r0 + r] = sums[0, r]
-            out = ubs[uptr[p] : uptr[p] + n]
-            nm = norms[s:e] if l2 else norms
-            ra, rb, rc = (a[s:e], b[s:e], c[s:e]) if terms else (a, b, c)
-            rf, rh, re_, ri, rA = big_f[s:e], big_h[s:e], eps[s:e], ie2[s:e], big_a[s:e]
-            xq_, s0, qn, zr_ = xq[qq], qscale[qq], qnorm[qq], zr[qq]
-            qc_, big_, tq, e_, qq2 = qc[qq], big[qq], t[qq], qadd[p], qsq[qq]
-            # the flags constant in each loop
-            if l2 and terms:
-                _row_bounds(s6, rf, rh, re_, ri, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
-                            qc_, big_, tq, e_, True, qq2, True, amax)  # fmt: skip
-            elif l2:
-                _row_bounds(s6, rf, rh, re_, ri, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
-                            qc_, big_, tq, e_, True, qq2, False, amax)  # fmt: skip
-            elif terms:
-                _row_bounds(s6, rf, rh, re_, ri, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
-                            qc_, big_, tq, e_, False, qq2, True, amax)  # fmt: skip
-            else:
-                _row_bounds(s6, rf, rh, re_, ri, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
-                            qc_, big_, tq, e_, False, qq2, False, amax)  # fmt: skip
-            seed_m[p] = _best(point, n, seed_s[p], seed_i[p], cap)
+                cnt = min(BLOCK, n - r0)
+                for u in range(qb):
+                    sums6[u, r0 : r0 + cnt] = sums[u, :cnt]
+            for u in range(qb):
+                _pair_bounds(
+                    g0 + u, s, e, sums6[u], point, qidx, qadd, xq, zr, qnorm, qc, big, qscale, t,
+                    a, b, c, big_f, big_h, eps, ie2, big_a, terms, amax, l2, norms, qsq, uptr,
+                    ubs, seed_s, seed_i, seed_m, cap,
+                )  # fmt: skip
+            g0 += qb
 
 
 @nb.njit(cache=True, fastmath=False, parallel=True)
@@ -573,7 +599,8 @@ def progressive_scan_topk(
     if not 1 <= bits <= MAX_BITS:
         raise ValueError(f"a progressive scan takes 1-{MAX_BITS}-bit codes, found {bits} bits")
     blocked, bptr, big_f, big_h, eps, ie2, big_a = planes
-    tag = _TAGS[ISAS.index(ISA if isa is None else isa)]
+    isa_id = ISAS.index(ISA if isa is None else isa)
+    tag = _TAGS[isa_id]
     luts, rsum, rnorm = sign_tables(qi, d)
     qi64 = qi.astype(np.float64)
     qsum = qi64.sum(axis=1)
@@ -606,9 +633,9 @@ def progressive_scan_topk(
     qpptr = np.searchsorted(qidx[qpairs], np.arange(nq + 1))
     grid = (qi, qscale, qoff, t, a, b, c, bool(l2), norms, qsq)
     _bounds(
-        tag, blocked, bptr, starts, ends, qptr, qidx, qadd, luts, xq, zr, qnorm, qc, big,
-        qscale, t, a, b, c, big_f, big_h, eps, ie2, big_a, bool(terms), f32(2 / np.sqrt(d)),
-        bool(l2), norms, qsq, uptr, ubs, seed_s, seed_i, seed_m,
+        tag, _MAX_PASS[isa_id], blocked, bptr, starts, ends, qptr, qidx, qadd, luts, xq, zr,
+        qnorm, qc, big, qscale, t, a, b, c, big_f, big_h, eps, ie2, big_a, bool(terms),
+        f32(2 / np.sqrt(d)), bool(l2), norms, qsq, uptr, ubs, seed_s, seed_i, seed_m,
     )  # fmt: skip
     _seed(
         codes, layout, d, starts, pitem, qpairs, qpptr, qslot, qadd, *grid, uptr, ubs,
