@@ -61,6 +61,18 @@ def test_progressive_ranks_as_the_full_scan(data, spec, metric):
         np.testing.assert_array_equal(prog.scores, full.scores)
 
 
+@pytest.mark.parametrize("d", [1, 3, 37])
+@pytest.mark.parametrize("spec", ["rq4", "lvq3", "int2"])
+def test_progressive_odd_dimensions(spec, d):
+    """Dimensions that do not fill the sign plane's 4-dimension groups (nor a byte)."""
+    x = _clustered(900, d, 9)
+    index = _pair(spec, "l2", x)
+    full = index.search(x[:20] + 0.05, 10)
+    prog = index.search(x[:20] + 0.05, 10, progressive=True)
+    np.testing.assert_array_equal(prog.ids, full.ids)
+    np.testing.assert_array_equal(prog.scores, full.scores)
+
+
 @pytest.mark.parametrize("residual", [True, False])
 def test_progressive_ivf(data, residual):
     x, q = data

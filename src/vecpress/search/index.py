@@ -807,10 +807,12 @@ class Index:
             Read grid codes (one width of 1-5 bits: ``rq``, ``int``, ``lvq``)
             sign plane first and in full only where a row's error bound can
             still reach the current k-th best score
-            (:mod:`vecpress.kernels.progressive`): the same result as without,
-            unless a true top-k row's bound fails (a normal tail of 3.2e-5 per
-            row, widened where calibration finds the codes' errors larger).
-            Costs ``d / 8 + 12`` bytes of memory per row, made on first use.
+            (:mod:`vecpress.kernels.progressive`): the same ids and scores as
+            without, unless a true top-k row's bound fails (two normal tails of
+            3.2e-5 per row, the bound widened where the index's own rows show
+            larger errors). Costs ``d / 8 + 20`` bytes of memory per row, made on
+            the first progressive search. Pays for few queries at a time; a large
+            batch is faster read in full.
         threads : int, optional
             Threads of this call; default the process-wide count
             (:func:`vecpress.set_num_threads`). Concurrent searches may each
