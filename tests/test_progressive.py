@@ -268,3 +268,17 @@ def test_fold_terms_bound_the_score():
     np.testing.assert_allclose(eps, 4.0 * g / vn)
     np.testing.assert_allclose(ie2, 1 / (1 + eps**2))
     np.testing.assert_allclose(big_h, -253 * big_f * pop)
+
+
+def test_query_layouts_match_the_vnni_kernels():
+    """The progressive scan lays the queries out as the full scan's kernels read them."""
+    from vecpress.kernels.progressive import _query_bytes
+    from vecpress.kernels.scan import pad_queries_int8, split_queries
+
+    rng = np.random.default_rng(10)
+    for d in (1, 5, 64, 100, 384, 700):
+        qi = rng.integers(-127, 128, (3, d)).astype(np.int16)
+        for bits in (1, 2, 4):
+            want = split_queries(qi, d, bits)
+            np.testing.assert_array_equal(_query_bytes(qi, d, 8 // bits), want)
+        np.testing.assert_array_equal(_query_bytes(qi, d, 1), pad_queries_int8(qi))

@@ -66,8 +66,6 @@ from .scan import (
     IN_PLACE_BITS,
     combine,
     int_dot,
-    pad_queries_int8,
-    split_queries,
     unpack_layout,
 )
 
@@ -598,54 +596,115 @@ def progressive_scan_topk(
     """
     if not 1 <= bits <= MAX_BITS:
         raise ValueError(f"a progressive scan takes 1-{MAX_BITS}-bit codes, found {bits} bits")
-    blocked, bptr, big_f, big_h, eps, ie2, big_a = planes
     isa_id = ISAS.index(ISA if isa is None else isa)
-    tag = _TAGS[isa_id]
-    luts, rsum, rnorm = sign_tables(qi, d)
-    qi64 = qi.astype(np.float64)
-    qsum = qi64.sum(axis=1)
-    mid = ((1 << bits) - 1) / 2.0
-    s0 = qscale.astype(np.float64)
-    off = qoff.astype(np.float64)
-    f32 = np.float32
-    xq = (rsum - qsum).astype(f32)
-    zr = (z * rnorm).astype(f32)
-    qnorm = np.sqrt((qi64 * qi64).sum(axis=1)).astype(f32)
-    # the score's term of the grid's middle, and the magnitude combine() rounds at
-    qc = (s0 * mid * qsum + off).astype(f32)
-    big = (np.abs(s0 * mid * qsum) + np.abs(off)).astype(f32)
+    per_byte = 8 // bits if bits in IN_PLACE_BITS else 1
+    return _run(
+        _TAGS[isa_id], _MAX_PASS[isa_id], codes, bits, d, per_byte, starts, ends, qptr, qidx,
+        qslot, qadd, qi, qscale, qoff, t, a, b, c, *planes, norms, qsq, nslots, k, float(z),
+        bool(terms), bool(l2),
+    )  # fmt: skip
+
+
+@nb.njit(cache=True)
+def _query_bytes(qi, d, per_byte):
+    """The queries as :func:`~vecpress.kernels.scan.split_queries` (``per_byte > 1``) or
+    :func:`~vecpress.kernels.scan.pad_queries_int8` lays them out, in one compiled pass."""
+    nv = qi.shape[0]
+    rows = (nv + 3) // 4 * 4
+    if per_byte == 1:
+        out = np.zeros((rows, (d + 63) // 64 * 64), np.int8)
+        for v in range(nv):
+            for i in range(d):
+                out[v, i] = qi[v, i]
+        return out
+    span = 64 * per_byte
+    nch = max(1, (d + span - 1) // span)
+    out = np.zeros((rows, nch * span), np.int8)
+    for v in range(nv):
+        for i in range(d):
+            ch, rest = i // span, i % span
+            out[v, ch * span + (rest % per_byte) * 64 + rest // per_byte] = qi[v, i]
+    return out
+
+
+@nb.njit(cache=True)
+def _run(
+    tag, qbmax, codes, bits, d, per_byte, starts, ends, qptr, qidx, qslot, qadd, qi, qscale,
+    qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, ie2, big_a, norms, qsq, nslots, k, z,
+    terms, l2,
+):  # fmt: skip
+    """:func:`progressive_scan_topk` in one compiled call: the queries' tables and
+    constants, the pairs' bookkeeping, the three passes and the slots' sorting."""
     nq = qsq.shape[0]
+    m4 = ((d + 3) // 4 + 3) // 4 * 4  # sign_plane_dims(d) groups, padded as _padded_luts does
+    lut = np.zeros((nq, m4, 16), np.uint8)
+    rsum = np.zeros(nq, np.float64)
+    rnorm = np.zeros(nq, np.float64)
+    _tables(qi, d, lut, rsum, rnorm)
+    luts = lut.reshape(nq, m4 * 16)
+    mid = ((1 << bits) - 1) / 2.0
+    xq = np.empty(nq, np.float32)
+    zr = np.empty(nq, np.float32)
+    qnorm = np.empty(nq, np.float32)
+    qc = np.empty(nq, np.float32)
+    big = np.empty(nq, np.float32)
+    for u in range(nq):
+        qsum = 0.0
+        q2 = 0.0
+        for i in range(d):
+            x = np.float64(qi[u, i])
+            qsum += x
+            q2 += x * x
+        s0 = np.float64(qscale[u])
+        off = np.float64(qoff[u])
+        xq[u] = np.float32(rsum[u] - qsum)
+        zr[u] = np.float32(z * rnorm[u])
+        qnorm[u] = np.float32(np.sqrt(q2))
+        # the score's term of the grid's middle, and the magnitude combine() rounds at
+        qc[u] = np.float32(s0 * mid * qsum + off)
+        big[u] = np.float32(abs(s0 * mid * qsum) + abs(off))
     out_s = np.empty((nslots, k), np.float32)
     out_i = np.empty((nslots, k), np.int64)
     counts = np.zeros(nslots, np.int64)
     refined = np.zeros(nslots, np.int64)
     qthr = np.full(nq, -np.inf, np.float32)
-    layout = np.array([[0, d, bits, 0]], np.int64)
+    layout = np.zeros((1, 4), np.int64)
+    layout[0, 1] = d
+    layout[0, 2] = bits
     # pair p (an entry of qidx) scans item pitem[p]; its bounds are ubs[uptr[p]:uptr[p + 1]]
-    pitem = np.repeat(np.arange(starts.size), np.diff(qptr))
-    uptr = np.zeros(pitem.size + 1, np.int64)
-    np.cumsum((ends - starts)[pitem], out=uptr[1:])
-    ubs = np.empty(int(uptr[-1]), np.float32)
-    seed_s = np.empty((pitem.size, SEEDS * k), np.float32)
-    seed_i = np.empty((pitem.size, SEEDS * k), np.int64)
-    seed_m = np.zeros(pitem.size, np.int64)
-    qpairs = np.argsort(qidx, kind="stable")
-    qpptr = np.searchsorted(qidx[qpairs], np.arange(nq + 1))
-    grid = (qi, qscale, qoff, t, a, b, c, bool(l2), norms, qsq)
+    npair = qidx.shape[0]
+    pitem = np.empty(npair, np.int64)
+    uptr = np.zeros(npair + 1, np.int64)
+    for w in range(starts.shape[0]):
+        for p in range(qptr[w], qptr[w + 1]):
+            pitem[p] = w
+            uptr[p + 1] = uptr[p] + ends[w] - starts[w]
+    ubs = np.empty(uptr[npair], np.float32)
+    seed_s = np.empty((npair, SEEDS * k), np.float32)
+    seed_i = np.empty((npair, SEEDS * k), np.int64)
+    seed_m = np.zeros(npair, np.int64)
+    qpairs = np.argsort(qidx, kind="mergesort")
+    qpptr = np.zeros(nq + 1, np.int64)
+    for p in range(npair):
+        qpptr[qidx[p] + 1] += 1
+    for u in range(nq):
+        qpptr[u + 1] += qpptr[u]
+    amax = np.float32(2 / np.sqrt(d))
     _bounds(
-        tag, _MAX_PASS[isa_id], blocked, bptr, starts, ends, qptr, qidx, qadd, luts, xq, zr,
-        qnorm, qc, big, qscale, t, a, b, c, big_f, big_h, eps, ie2, big_a, bool(terms),
-        f32(2 / np.sqrt(d)), bool(l2), norms, qsq, uptr, ubs, seed_s, seed_i, seed_m,
+        tag, qbmax, blocked, bptr, starts, ends, qptr, qidx, qadd, luts, xq, zr, qnorm, qc, big,
+        qscale, t, a, b, c, big_f, big_h, eps, ie2, big_a, terms, amax, l2, norms, qsq, uptr,
+        ubs, seed_s, seed_i, seed_m,
     )  # fmt: skip
     _seed(
-        codes, layout, d, starts, pitem, qpairs, qpptr, qslot, qadd, *grid, uptr, ubs,
-        seed_s, seed_i, seed_m, out_s, out_i, counts, qthr, refined,
+        codes, layout, d, starts, pitem, qpairs, qpptr, qslot, qadd, qi, qscale, qoff, t, a, b,
+        c, l2, norms, qsq, uptr, ubs, seed_s, seed_i, seed_m, out_s, out_i, counts, qthr,
+        refined,
     )  # fmt: skip
-    per_byte = 8 // bits if bits in IN_PLACE_BITS else 1
-    q8 = split_queries(qi, d, bits) if per_byte > 1 else pad_queries_int8(qi)
+    q8 = _query_bytes(qi, d, per_byte)
     _refine(
-        codes, layout, d, starts, ends, qptr, qidx, qslot, qadd, *grid, uptr, ubs,
-        out_s, out_i, counts, qthr, refined, q8, per_byte, (d * bits + 7) // 8,
+        codes, layout, d, starts, ends, qptr, qidx, qslot, qadd, qi, qscale, qoff, t, a, b, c,
+        l2, norms, qsq, uptr, ubs, out_s, out_i, counts, qthr, refined, q8, per_byte,
+        (d * bits + 7) // 8,
     )  # fmt: skip
     _sort_slots(out_s, out_i, counts)
     return out_s, out_i, refined
