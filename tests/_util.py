@@ -12,6 +12,15 @@ def gaussian(rng: np.random.Generator, n: int, d: int, *, offset: float = 0.0) -
     return (rng.standard_normal((n, d)) * scale + mean).astype(np.float32)
 
 
+def clustered(n: int, d: int, seed: int, *, centres: int = 50, spread: float = 0.6):
+    """float32 rows around ``centres`` Gaussian centres (noise ``spread``): neighbourhoods
+    as dense as embeddings have them."""
+    rng = np.random.default_rng(seed)
+    middle = rng.standard_normal((centres, d))
+    x = middle[rng.integers(0, centres, n)] + spread * rng.standard_normal((n, d))
+    return x.astype(np.float32)
+
+
 def unit_rows(x: np.ndarray) -> np.ndarray:
     x = x.astype(np.float64)
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)

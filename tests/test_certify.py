@@ -7,6 +7,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
+from _util import clustered
 from vecpress import Index
 from vecpress.search.certify import (
     START_DEPTH,
@@ -18,11 +19,7 @@ from vecpress.search.certify import (
 
 
 def _clustered(n: int, d: int, seed: int) -> np.ndarray:
-    """Rows around 50 centres: neighbourhoods as dense as embeddings have them."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((50, d))
-    x = centres[rng.integers(0, 50, n)] + 0.6 * rng.standard_normal((n, d))
-    return x.astype(np.float32)
+    return clustered(n, d, seed)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
+from _util import clustered
 from vecpress import Codec, Index
 from vecpress.kernels.bitpack import unpack
 from vecpress.kernels.progressive import fold_terms, plane_rows, sign_tables
@@ -15,11 +16,7 @@ from vecpress.search.planes import Z, calibrate_z, supports
 
 
 def _clustered(n: int, d: int, seed: int) -> np.ndarray:
-    """Rows around 40 centres: neighbourhoods as dense as embeddings have them."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((40, d))
-    x = centres[rng.integers(0, 40, n)] + 0.7 * rng.standard_normal((n, d))
-    return x.astype(np.float32)
+    return clustered(n, d, seed, centres=40, spread=0.7)
 
 
 @pytest.fixture(scope="module")
