@@ -82,7 +82,13 @@ _ROUNDING = np.float32(2.0**-14)
 
 
 def sign_plane_dims(d: int) -> int:
-    """Number of 4-dimension groups (fast-scan sub-quantizers) of a ``d``-dim sign plane."""
+    """Number of 4-dimension groups (fast-scan sub-quantizers) of a ``d``-dim sign plane.
+
+    Examples
+    --------
+    >>> sign_plane_dims(384), sign_plane_dims(50)
+    (96, 13)
+    """
     return (d + 3) // 4
 
 
@@ -210,7 +216,15 @@ def _tables(qi, d, lut, rsum, rnorm):
 
 
 def plane_layout(signs: np.ndarray, d: int) -> np.ndarray:
-    """Fast-scan blocks (:func:`~vecpress.kernels.fastscan.fastscan_layout`) of sign planes."""
+    """Fast-scan blocks (:func:`~vecpress.kernels.fastscan.fastscan_layout`) of sign planes
+    (uint8[n, ceil(d/8)], little-endian bits): uint8[ceil(n/32), 32 ceil(M/2)], ``M`` =
+    :func:`sign_plane_dims`.
+
+    Examples
+    --------
+    >>> plane_layout(np.zeros((40, 48), np.uint8), 384).shape
+    (2, 1536)
+    """
     return fastscan_layout(signs, sign_plane_dims(d))
 
 

@@ -42,7 +42,15 @@ CALIBRATION_ROWS = 2048
 
 def supports(codec: Codec) -> bool:
     """Whether a codec's first stage can be scanned progressively: grid codes of one
-    width of at most :data:`~vecpress.kernels.progressive.MAX_BITS` bits."""
+    width of at most :data:`~vecpress.kernels.progressive.MAX_BITS` bits.
+
+    Examples
+    --------
+    >>> supports(Codec.from_spec("hd2,rq4")), supports(Codec.from_spec("hd2,rq8"))
+    (True, False)
+    >>> supports(Codec.from_spec("pq8x4"))
+    False
+    """
     quant = codec.quantizer
     return (
         hasattr(quant, "grid_queries")
