@@ -114,18 +114,26 @@ def test_progressive_after_adding_rows(data):
 
 
 def test_progressive_extreme_magnitudes():
-    """Rows of 1e-30 and of 1e12 (and queries alike): finite scores, the full scan's ranking."""
+    """Rows of 1e-30 and of 1e12 (and queries alike; k past the rows): finite scores, the
+    full scan's ranking; rows at float16's range end alike."""
     rng = np.random.default_rng(3)
     base = rng.standard_normal((600, 40)).astype(np.float32)
     x = np.concatenate([base[:300] * np.float32(1e-30), base[300:] * np.float32(1e12)])
     for metric in ("ip", "l2", "cosine"):
         index = _pair("hd2,rq4", metric, x)
-        for q in (base[:5] * np.float32(1e-30), base[5:10] * np.float32(1e12), base[10:15]):
-            full = index.search(q, 20)
-            prog = index.search(q, 20, progressive=True)
-            assert np.isfinite(prog.scores).all()
+        queries = (base[:5] * np.float32(1e-30), base[5:10] * np.float32(1e12), base[10:15])
+        for q, k in zip(queries, (20, 1024, 20), strict=True):
+            full = index.search(q, k)
+            prog = index.search(q, k, progressive=True)
+            assert np.isfinite(prog.scores[:, :600]).all()
             np.testing.assert_array_equal(prog.ids, full.ids)
             np.testing.assert_array_equal(prog.scores, full.scores)
+    for scale in (6.55e4, 6e-8):  # float16's largest and smallest normal-ish magnitudes
+        index = _pair("hd2,rq4", "l2", base * np.float32(scale))
+        q = base[:4] * np.float32(scale)
+        prog = index.search(q, 50, progressive=True)
+        assert np.isfinite(prog.scores).all()
+        np.testing.assert_array_equal(prog.ids, index.search(q, 50).ids)
 
 
 def test_progressive_concurrent_first_use(data):
