@@ -7,11 +7,13 @@ import numpy as np
 from .. import container
 from .._validation import as_codes, as_vectors, check_positive_int
 from ..errors import FormatError, NotFittedError
-from ..threads import threaded, using
+from ..threads import get_num_threads, threaded, using
 from .quantizers.base import field_exponent, get_field, put_field
 from .spec import canonical, parse
 
 _KIND = "vecpress.codec"
+#: float32 bytes of input per slice of ``Codec.encode`` (cache-sized, see _encode_rows)
+_SLICE_BYTES = 3 << 20
 #: version 2 = version 1 plus scale exponents of float16 fields (``field_exp``, ``term_exp``
 #: in the stages' configs); version 3 = version 2 plus Hadamard rounds of the mixing-step
 #: layout (``mix`` in their config, :class:`~vecpress.codecs.transforms.Hadamard`). A blob
@@ -301,11 +303,30 @@ class Codec:
     # -- the codec trio ----------------------------------------------------
     @threaded
     def encode(self, x) -> np.ndarray:
-        """Encode vectors into ``uint8[n, code_size]``."""
+        """Encode vectors into ``uint8[n, code_size]``.
+
+        Rows go through the stages a slice at a time (:func:`_encode_rows`), so the
+        intermediate arrays stay in the cache; every stage codes each row on its own,
+        so the codes are those of one pass over all rows (up to the last-bit rounding
+        of BLAS matrix products, ``pca``/``opq``/``kl``, which depends on the number
+        of rows multiplied at once).
+
+        Examples
+        --------
+        >>> x = np.random.default_rng(0).standard_normal((100, 64)).astype(np.float32)
+        >>> codec = Codec.from_spec("hd2,rq4").fit(x)
+        >>> codec.encode(x).shape
+        (100, 36)
+        """
         self._check_ready()
         x = as_vectors(x, "X", dim=self.d)
-        if x.shape[0] == 0:
-            return np.zeros((0, self.code_size), np.uint8)
+        out = np.empty((x.shape[0], self.code_size), np.uint8)
+        step = _encode_rows(self.d, get_num_threads())
+        for s in range(0, x.shape[0], step):
+            out[s : s + step] = self._encode_slice(x[s : s + step])
+        return out
+
+    def _encode_slice(self, x: np.ndarray) -> np.ndarray:
         term = None
         for t in self.transforms:
             if t.stores_term:
@@ -506,3 +527,17 @@ class Codec:
         except (ValueError, TypeError, LookupError, AttributeError, ArithmeticError) as e:
             raise FormatError(f"{source}: invalid codec in config: {e}") from None
         return codec
+
+
+def _encode_rows(d: int, threads: int) -> int:
+    """Rows per slice of :meth:`Codec.encode`: about ``_SLICE_BYTES`` of float32 input
+    (the rotated copy of a slice stays in the last-level cache: encoding 100,000 x 384
+    rows through ``hd2,rq4`` in one pass spends ~20 % of its time moving the rotated
+    array through memory), and at least 1,024 rows a thread for the parallel kernels.
+
+    Examples
+    --------
+    >>> _encode_rows(384, 1), _encode_rows(50, 1), _encode_rows(384, 8)
+    (2048, 15728, 8192)
+    """
+    return max(_SLICE_BYTES // (4 * d), 1024 * threads)
