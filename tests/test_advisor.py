@@ -227,6 +227,28 @@ def test_a_poor_budget_says_what_reaches_more(workload):
     assert good.choice["recall_at_k"] >= 0.5 and good.note is None
 
 
+def test_budget_advice_offers_certified_reranking(workload, monkeypatch):
+    """Next to a tier's fixed depths the advisor measures ``rerank="auto"``; with a
+    weak first stage (1 bit a dimension) the fixed depths miss neighbours the
+    certified search re-scores, so it is the most accurate and its commands say so."""
+    import vecpress.advisor.advise as adv
+    from vecpress.advisor.bench import auto_config, rerank_family
+
+    fam = rerank_family("center,hd2,rq1", (1, 2), workload.k, tier="f32")
+    bits = Family("rq", "bits", (Config("center,hd2,rq1"),))
+    monkeypatch.setattr(adv, "search_space", lambda *args: [bits, fam])
+    a = advise(workload, budget_bytes=400)
+    auto = [r for r in a.records if r["rerank"] == "auto"]
+    assert [r["label"] for r in auto] == ["center,hd2,rq1 + f32 R=auto"]
+    fixed = [r for r in a.records if isinstance(r["rerank"], int)]
+    assert fixed and auto[0]["recall_at_k"] > max(r["recall_at_k"] for r in fixed)
+    assert auto[0]["recall_k_at_r"] is None  # no fixed depth to measure k-at-R at
+    assert a.choice is auto[0]
+    build_cmd, search_cmd = a.commands("base.npy", "q.npy", "cosine", workload.k)
+    assert "--rerank-spec f32" in build_cmd and "--rerank auto" in search_cmd
+    assert auto_config(bits) is None  # a bits family has no tier
+
+
 def test_unreachable_target_and_bad_objectives(workload, monkeypatch):
     import vecpress.advisor.advise as adv
 

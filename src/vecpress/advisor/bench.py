@@ -79,11 +79,15 @@ class Config:
     'center,hd2,rq4 + f16 R=50'
     >>> Config("int8", ivf=1024, nprobe=16).search_args(10)
     '-k 10 --nprobe 16'
+    >>> Config("center,hd2,rq4", rerank_spec="f16", rerank="auto").search_args(10)
+    '-k 10 --rerank auto'
     """
 
     spec: str
     rerank_spec: str | None = None
-    rerank: int | None = None
+    #: candidates re-scored by the tier, or ``"auto"``: certified re-ranking
+    #: (``Index.search(..., rerank="auto")`` at its default confidence)
+    rerank: int | str | None = None
     ivf: int | None = None
     nprobe: int | None = None
 
@@ -278,6 +282,22 @@ def rerank_family(spec: str, depths: tuple[int, ...], k: int, tier: str = RERANK
         "rerank",
         tuple(Config(spec, rerank_spec=tier, rerank=m * k) for m in depths),
     )
+
+
+def auto_config(family: Family) -> Config | None:
+    """The certified re-ranking (``rerank="auto"``) of a re-rank family with a tier,
+    next to its fixed depths; ``None`` for a family without one.
+
+    Examples
+    --------
+    >>> auto_config(rerank_family("center,hd2,rq4", (1, 2), 10)).label
+    'center,hd2,rq4 + center,hd2,rq8 R=auto'
+    """
+    first = family.configs[0] if family.configs else None
+    if family.axis != "rerank" or first is None or first.rerank_spec is None:
+        return None
+    return Config(first.spec, rerank_spec=first.rerank_spec, rerank="auto", ivf=first.ivf,
+                  nprobe=first.nprobe)  # fmt: skip
 
 
 def two_level_family(b1: int, b2: int, depths: tuple[int, ...], k: int) -> Family:
@@ -524,7 +544,7 @@ class Workload:
         if self.threads > 1:
             qps, _ = self._timed_search(index, config, self.threads)
         k_at_r = None
-        if config.rerank is not None:
+        if isinstance(config.rerank, int):
             first = index.search(self.queries, config.rerank, nprobe=config.nprobe).ids
             k_at_r = recall_k_at_r(first, self.true_ids)
         stats = {"graph_recall": None, "mse": None, "ip_bias": None, "ip_spread": None}

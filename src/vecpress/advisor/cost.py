@@ -48,6 +48,9 @@ import numpy as np
 FIT_ROWS = 100_000
 #: rows the graph and distortion statistics decode
 STATS_ROWS = 20_000
+#: candidates per query the model assumes ``rerank="auto"`` re-scores (measured at k = 10:
+#: 18 on 384-d sentence embeddings, 44 on GloVe-50, ``benchmarks/latency.py``)
+AUTO_DEPTH = 40
 #: seconds per (row x dimension) of fitting + encoding, by quantizer kind
 ENCODE_S = {
     "rq": 5e-8,
@@ -283,7 +286,8 @@ class CostModel:
         one = nq * scanned * pair_seconds(config.spec, d, code) + extra
         if config.rerank is not None:
             tier = config.rerank_spec or config.spec
-            one += nq * config.rerank * pair_seconds(tier, d, _code_bytes(tier, d)) * 4
+            depth = AUTO_DEPTH if config.rerank == "auto" else config.rerank
+            one += nq * depth * pair_seconds(tier, d, _code_bytes(tier, d)) * 4
         search = _timed(one) + one * 64 / max(nq, 1)
         if shape.threads > 1:
             search += _timed(one / gain)
