@@ -332,12 +332,13 @@ _ge_mask32 = _mask32(">=")
 
 
 @nb.njit(cache=True, inline="always")
-def _best(point, n, hs, hi, cap):
-    """The ``cap`` largest of ``point[:n]`` into the heap ``hs``/``hi`` (row numbers);
-    returns its count. 32 values are compared with the heap's worst at once, so the
-    heap is touched only where one of them can enter."""
+def _best(point, n, hs, hi, cap, floor):
+    """The ``cap`` largest of ``point[:n]`` above ``floor`` into the heap ``hs``/``hi`` (row
+    numbers); returns its count and the smallest value it holds when full (else
+    ``floor``). 32 values are compared with the heap's worst at once, so the heap is
+    touched only where one of them can enter."""
     m = 0
-    root = np.float32(-np.inf)
+    root = floor
     base = point.ctypes.data
     full = n - n % 32
     for r0 in range(0, n, 32):
@@ -355,15 +356,21 @@ def _best(point, n, hs, hi, cap):
                 m = heap_push(hs, hi, m, point[r], r)
                 if m == cap:
                     root = hs[0]
-    return m
+    return m, root
 
 
 @nb.njit(cache=True, fastmath=False, error_model="numpy")
 def _pair_bounds(
     p, s, e, s6, point, qidx, qadd, xq, zr, qnorm, qc, big, qscale, t, a, b, c, big_f, big_h,
-    eps, ie2, big_a, terms, amax, l2, norms, qsq, uptr, ubs, seed_s, seed_i, seed_m, cap,
+    eps, ie2, big_a, terms, amax, l2, norms, qsq, uptr, ubs, seed_s, seed_i, seed_m, cap, floor,
 ):  # fmt: skip
-    """Bounds and seeds of pair ``p`` (rows ``s:e``) from its sign-plane sums ``s6``."""
+    """Bounds and seeds of pair ``p`` (rows ``s:e``) from its sign-plane sums ``s6``.
+
+    The pair's seeds are its best point estimates above ``floor[q]``: the ``cap``-th
+    best of any one item is at most the query's ``cap``-th best, so once an item has
+    filled its heap, the query's later items offer it only what beats that value (an
+    item's rows are mostly discarded by one compare per 32 rows). With several
+    threads the floor read may be an earlier item's: any is a lower bound."""
     n = e - s
     qq = qidx[p]
     out = ubs[uptr[p] : uptr[p] + n]
@@ -385,17 +392,21 @@ def _pair_bounds(
     else:
         _row_bounds(s6, rf, rh, re_, ri, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
                     qc_, big_, tq, e_, False, qq2, False, amax)  # fmt: skip
-    seed_m[p] = _best(point, n, seed_s[p], seed_i[p], cap)
+    m, root = _best(point, n, seed_s[p], seed_i[p], cap, floor[qq])
+    seed_m[p] = m
+    if m == cap and root > floor[qq]:
+        floor[qq] = root
 
 
 @nb.njit(cache=True, fastmath=False, error_model="numpy", parallel=True)
 def _bounds(
     tag, qbmax, blocked, bptr, starts, ends, qptr, qidx, qadd, luts, xq, zr, qnorm, qc, big,
     qscale, t, a, b, c, big_f, big_h, eps, ie2, big_a, terms, amax, l2, norms, qsq, uptr, ubs,
-    seed_s, seed_i, seed_m,
+    seed_s, seed_i, seed_m, floor,
 ):  # fmt: skip
     """Pass 1: every (pair, row)'s bound into ``ubs``; each pair's best point estimates
-    (as many as ``seed_s`` has columns) into the heaps ``seed_s``/``seed_i``/``seed_m``.
+    (as many as ``seed_s`` has columns) above its query's ``floor`` into the heaps
+    ``seed_s``/``seed_i``/``seed_m`` (:func:`_pair_bounds`).
     The sign-plane sums of up to ``qbmax`` queries of an item come from one pass over
     its blocks (the blocks' preparation shared)."""
     nitems = starts.shape[0]
@@ -431,7 +442,7 @@ def _bounds(
                 _pair_bounds(
                     g0 + u, s, e, sums6[u], point, qidx, qadd, xq, zr, qnorm, qc, big, qscale, t,
                     a, b, c, big_f, big_h, eps, ie2, big_a, terms, amax, l2, norms, qsq, uptr,
-                    ubs, seed_s, seed_i, seed_m, cap,
+                    ubs, seed_s, seed_i, seed_m, cap, floor,
                 )  # fmt: skip
             g0 += qb
 
@@ -440,14 +451,20 @@ def _bounds(
 def _seed(
     codes, layout, d, starts, pitem, qpairs, qpptr, qslot, qadd, qi, qscale, qoff, t, a, b, c,
     l2, norms, qsq, uptr, ubs, seed_s, seed_i, seed_m, out_s, out_i, counts, qthr, refined,
+    q8, per_byte, row_bytes,
 ):  # fmt: skip
     """Pass 2, per query: score exactly its rows of best point estimates (as many as
-    ``seed_s`` has columns); their k-th score is the threshold pass 3 starts from."""
+    ``seed_s`` has columns; 16 at a time where :func:`_dots16` can); their k-th score
+    is the threshold pass 3 starts from."""
     nq = qpptr.shape[0] - 1
     k = out_s.shape[1]
     ns = seed_s.shape[1]
+    dq = q8.shape[1]
+    nch = dq // (64 * per_byte)
     for qq in nb.prange(nq):
         row = np.zeros(d, np.uint8)
+        buf = np.zeros((16, nch * 64), np.uint8)
+        dots = np.zeros(16, np.int32)
         best_s = np.empty(ns, np.float32)
         best_r = np.empty(ns, np.int64)  # position in ubs
         mb = 0
@@ -457,23 +474,40 @@ def _seed(
                 v = seed_s[p, y]
                 if mb < ns or v > best_s[0]:
                     mb = heap_push(best_s, best_r, mb, v, uptr[p] + seed_i[p, y])
-        exact_s = np.empty(k, np.float32)
-        exact_i = np.empty(k, np.int64)
-        me = 0
+        # the rows and pairs of the seeds
+        rows = np.empty(mb, np.int64)
+        pairs = np.empty(mb, np.int64)
         for y in range(mb):
             pos = best_r[y]
             p = qpairs[qpptr[qq]]
             for x in range(qpptr[qq], qpptr[qq + 1]):  # the pair whose range holds pos
                 if uptr[qpairs[x]] <= pos < uptr[qpairs[x] + 1]:
                     p = qpairs[x]
-            j = starts[pitem[p]] + pos - uptr[p]
+            rows[y] = starts[pitem[p]] + pos - uptr[p]
+            pairs[y] = p
             ubs[pos] = -np.inf
-            v = _exact(codes, layout, row, qi, qq, d, qscale, qoff, t, a, b, c, j, qadd[p],
-                       l2, norms, qsq)  # fmt: skip
-            slot = qslot[p]
-            counts[slot] = heap_push(out_s[slot], out_i[slot], counts[slot], v, j)
-            refined[slot] += 1
-            me = heap_push(exact_s, exact_i, me, v, j)
+        exact_s = np.empty(k, np.float32)
+        exact_i = np.empty(k, np.int64)
+        me = 0
+        pq = q8.ctypes.data + qq * dq
+        for y0 in range(0, mb, 16):
+            cnt = min(16, mb - y0)
+            if HAVE_VNNI:
+                _dots16(codes, layout, d, rows[y0:], cnt, buf, row_bytes, per_byte, pq, nch, dots)
+            for y in range(y0, y0 + cnt):
+                j = rows[y]
+                p = pairs[y]
+                if HAVE_VNNI:
+                    dot = dots[y - y0]
+                    x = combine(dot, dot, 1, qscale[qq], qscale[qq], qoff[qq], t[qq], a[j], b[j])
+                    v = _finish(x, c[j], qadd[p], l2, norms[j], qsq[qq])
+                else:
+                    v = _exact(codes, layout, row, qi, qq, d, qscale, qoff, t, a, b, c, j,
+                               qadd[p], l2, norms, qsq)  # fmt: skip
+                slot = qslot[p]
+                counts[slot] = heap_push(out_s[slot], out_i[slot], counts[slot], v, j)
+                refined[slot] += 1
+                me = heap_push(exact_s, exact_i, me, v, j)
         if me == k:
             qthr[qq] = exact_s[0]
 
@@ -707,18 +741,18 @@ def _run(
     _bounds(
         tag, qbmax, blocked, bptr, starts, ends, qptr, qidx, qadd, luts, xq, zr, qnorm, qc, big,
         qscale, t, a, b, c, big_f, big_h, eps, ie2, big_a, terms, amax, l2, norms, qsq, uptr,
-        ubs, seed_s, seed_i, seed_m,
+        ubs, seed_s, seed_i, seed_m, np.full(nq, -np.inf, np.float32),
     )  # fmt: skip
+    q8 = _query_bytes(qi, d, per_byte)
+    row_bytes = (d * bits + 7) // 8
     _seed(
         codes, layout, d, starts, pitem, qpairs, qpptr, qslot, qadd, qi, qscale, qoff, t, a, b,
         c, l2, norms, qsq, uptr, ubs, seed_s, seed_i, seed_m, out_s, out_i, counts, qthr,
-        refined,
+        refined, q8, per_byte, row_bytes,
     )  # fmt: skip
-    q8 = _query_bytes(qi, d, per_byte)
     _refine(
         codes, layout, d, starts, ends, qptr, qidx, qslot, qadd, qi, qscale, qoff, t, a, b, c,
-        l2, norms, qsq, uptr, ubs, out_s, out_i, counts, qthr, refined, q8, per_byte,
-        (d * bits + 7) // 8,
+        l2, norms, qsq, uptr, ubs, out_s, out_i, counts, qthr, refined, q8, per_byte, row_bytes,
     )  # fmt: skip
     _sort_slots(out_s, out_i, counts)
     return out_s, out_i, refined
