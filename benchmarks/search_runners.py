@@ -134,7 +134,8 @@ class VecpressRunner:
         kw = {k: v for k, v in self.e.build.items() if k in ("rerank_spec", "ivf")}
         if not with_ivf:
             kw.pop("ivf", None)
-        return vecpress.Index(self.e.key, metric=VP_METRIC, seed=0, **kw)
+        seed = int(self.e.build.get("seed", 0))
+        return vecpress.Index(self.e.key, metric=VP_METRIC, seed=seed, **kw)
 
     def warm_up(self) -> None:
         """Compile the codec's kernels on tiny data (before the memory baseline)."""

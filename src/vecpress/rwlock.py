@@ -41,21 +41,24 @@ class ReadWriteLock:
         self._readers = 0
         self._writer = False
         self._waiting_writers = 0
+        self._shared = _Shared(self)
 
-    @contextlib.contextmanager
-    def read(self):
+    def read(self) -> _Shared:
         """Hold the lock shared for the ``with`` block."""
+        return self._shared
+
+    def _acquire_read(self) -> None:
         with self._cond:
             while self._writer or self._waiting_writers:
                 self._cond.wait()
             self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
+
+    def _release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            # only writers wait for the readers to leave (readers wait for writers)
+            if not self._readers and self._waiting_writers:
+                self._cond.notify_all()
 
     @contextlib.contextmanager
     def write(self):
@@ -74,3 +77,20 @@ class ReadWriteLock:
             with self._cond:
                 self._writer = False
                 self._cond.notify_all()
+
+
+class _Shared:
+    """The context manager of :meth:`ReadWriteLock.read` (one per lock, stateless: a
+    plain class, as a search takes it once a call and a generator-based one costs
+    microseconds)."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: ReadWriteLock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        self._lock._acquire_read()
+
+    def __exit__(self, *exc) -> None:
+        self._lock._release_read()

@@ -357,7 +357,10 @@ class Codec:
         """Map queries into the quantizer's space: ``(q', offset)`` with
         ``<q, x> = <q', T x> + offset``."""
         self._check_ready()
-        q = as_vectors(q, "queries", dim=self.d)
+        return self._transform_queries(as_vectors(q, "queries", dim=self.d))
+
+    def _transform_queries(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`transform_queries` of queries already checked (float32[nq, d], finite)."""
         offset = np.zeros(q.shape[0], np.float32)
         for t in self.transforms:
             q, off = t.query(q)

@@ -286,7 +286,7 @@ def _scan_batch(stage, q, qsq, lists, adds, k, progressive=False):
     # transforms without a dense matrix make products too small for BLAS to thread
     few = q.size <= SMALL_PRODUCT and not any(t.dense for t in codec.transforms)
     with contextlib.nullcontext() if few else single_threaded_blas():
-        qt, offset = codec.transform_queries(q)
+        qt, offset = codec._transform_queries(q)
     plan = make_plan(stage.items, lists, adds + offset[:, None])
     l2 = stage.norms is not None
     if stage.terms is not None:  # a grid codec (Stage.terms)
