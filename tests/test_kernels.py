@@ -246,6 +246,26 @@ def test_grid_queries_with_a_centre_per_dimension():
         np.testing.assert_allclose(off1, off2, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_grid_queries_one_centre_is_the_per_dimension_path_to_the_bit(bits):
+    """The compiled path of one centre (a single query's latency) gives the arrays of the
+    per-dimension path for the same centre repeated: its float64 sums of integer codes
+    times a half-integer centre are exact, so the float32 offsets agree bit for bit;
+    queries at 1e-20 .. 1e20 scales, one offset for all queries or one per query."""
+    rng = np.random.default_rng(40 + bits)
+    center = ((1 << bits) - 1) / 2
+    for trial in range(20):
+        nq, d = int(rng.integers(1, 7)), int(rng.integers(1, 70))
+        q = (rng.standard_normal((nq, d)) * 10.0 ** rng.uniform(-20, 20)).astype(np.float32)
+        qoff = (rng.standard_normal(nq) * 10.0 ** rng.uniform(-5, 5)).astype(np.float32)
+        qoff = np.float32(qoff[0]) if trial % 4 == 0 else qoff
+        flat = grid_queries(q, center, qoff, bits)
+        per_dim = grid_queries(q, np.full(d, center), np.full(nq, qoff, np.float32), bits)
+        for a, b in zip(flat, per_dim, strict=True):
+            assert a.dtype == b.dtype and a.flags.c_contiguous
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("portable", KERNELS)
 @pytest.mark.parametrize("bits", [1, 4, 5, 8])
 def test_int_scan_affine_part(bits, portable):

@@ -103,6 +103,11 @@ def grid_queries(q, center, qoff, bits):
     """
     nq, d = q.shape
     limbs = query_limbs(bits)
+    if not np.ndim(center):  # one centre: one compiled call (a single query's latency)
+        qoff = np.asarray(qoff, np.float32)
+        if qoff.shape != (nq,):
+            qoff = np.full(nq, qoff, np.float32)  # one number for every query
+        return _grid_queries_flat(np.ascontiguousarray(q, np.float32), float(center), qoff, limbs)
     qi, qs = quantize_queries(q, limbs)  # limb-major
     if np.ndim(center):
         csum = qi.astype(np.float64) @ np.asarray(center, np.float64)
@@ -114,6 +119,33 @@ def grid_queries(q, center, qoff, bits):
         off += offl[k]
     qi = np.ascontiguousarray(qi.reshape(limbs, nq, d).transpose(1, 0, 2).reshape(nq * limbs, d))
     qs = np.ascontiguousarray(qs.reshape(limbs, nq).T.reshape(nq * limbs))
+    return qi, qs, off
+
+
+@nb.njit(cache=True)
+def _grid_queries_flat(q, center, qoff, limbs):
+    """:func:`grid_queries` for one centre, with numpy's roundings: ``csum = center *
+    sum(qi)`` in float64, each limb's ``-qscale * csum`` rounded to float32, the limbs'
+    terms added to ``qoff`` in float32 in limb order; rows query-major."""
+    nq, d = q.shape
+    qi_l = np.empty((limbs * nq, d), np.int16)  # limb-major, as _quantize writes them
+    qs_l = np.empty(limbs * nq, np.float32)
+    _quantize(q, limbs, qi_l, qs_l)
+    qi = np.empty((nq * limbs, d), np.int16)
+    qs = np.empty(nq * limbs, np.float32)
+    off = np.empty(nq, np.float32)
+    for i in range(nq):
+        acc = qoff[i]
+        for k in range(limbs):
+            src = k * nq + i
+            tot = 0
+            for c in range(d):
+                tot += np.int64(qi_l[src, c])
+                qi[i * limbs + k, c] = qi_l[src, c]
+            term = np.float32(-np.float64(qs_l[src]) * (center * np.float64(tot)))
+            acc = np.float32(acc + term)
+            qs[i * limbs + k] = qs_l[src]
+        off[i] = acc
     return qi, qs, off
 
 
