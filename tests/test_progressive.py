@@ -10,7 +10,7 @@ import pytest
 
 from _util import clustered
 from vecpress import Codec, Index
-from vecpress.kernels.bitpack import unpack
+from vecpress.kernels.bitpack import pack, unpack
 from vecpress.kernels.progressive import fold_terms, plane_rows, sign_tables
 from vecpress.search.planes import Z, calibrate_z, supports
 
@@ -221,6 +221,32 @@ def _estimates(x, q, bits=4):
     est = f[None].astype(np.float64) * (qi @ np.sign(v).T)
     scale = g[None] * np.sqrt((qi * qi).sum(axis=1, keepdims=True))
     return exact, est, scale, (f, g, vn, pop)
+
+
+@pytest.mark.parametrize(("bits", "d"), [(1, 13), (2, 50), (3, 64), (4, 384), (5, 29)])
+def test_plane_rows_match_their_formulas(bits, d):
+    """The sign plane (little-endian bits of the codes in the grid's upper half), its
+    popcount, ``|v|``, ``f = |v|² / Σ|v_i|`` and ``g`` of the module docstring, against
+    numpy in float64 (rounded once to float32)."""
+    rng = np.random.default_rng(bits * 100 + d)
+    n = 300
+    c = rng.integers(0, 1 << bits, (n, d)).astype(np.uint8)
+    c[0] = 0  # every code at the grid's bottom
+    codes = pack(c, bits)
+    signs = np.zeros((n, (d + 7) // 8), np.uint8)
+    f, g, vn = (np.empty(n, np.float32) for _ in range(3))
+    pop = np.empty(n, np.int32)
+    plane_rows(codes, np.array([[0, d, bits, 0]]), bits, d, signs, f, g, vn, pop)
+    v = c.astype(np.float64) - ((1 << bits) - 1) / 2
+    upper = c >= (1 << (bits - 1))
+    np.testing.assert_array_equal(signs, np.packbits(upper, axis=1, bitorder="little"))
+    np.testing.assert_array_equal(pop, upper.sum(axis=1))
+    s1, s2 = np.abs(v).sum(axis=1), (v * v).sum(axis=1)
+    np.testing.assert_array_equal(vn, np.sqrt(s2).astype(np.float32))
+    np.testing.assert_array_equal(f, (s2 / s1).astype(np.float32))
+    gamma = s1 / np.sqrt(s2 * d)
+    want = np.sqrt(s2) * np.sqrt(np.maximum(0, 1 - gamma**2)) / (gamma * np.sqrt(d - 1))
+    np.testing.assert_allclose(g, want.astype(np.float32), rtol=2e-7, atol=1e-12)
 
 
 def test_sign_estimate_deviation_matches_theory():
