@@ -433,6 +433,8 @@ def _bounds(
     base = blocked.ctypes.data
     cap = seed_s.shape[1]
     for w in nb.prange(nitems):
+        if qptr[w] == qptr[w + 1]:
+            continue  # no query scans the item (IVF: most): no scratch to allocate
         s = starts[w]
         e = ends[w]
         n = e - s
@@ -582,6 +584,8 @@ def _refine(
     nch = dq // (64 * per_byte)
     batch = 16 if HAVE_VNNI else 1
     for w in nb.prange(nitems):
+        if qptr[w] == qptr[w + 1]:
+            continue
         s = starts[w]
         n = ends[w] - s
         row = np.zeros(d, np.uint8)
