@@ -227,6 +227,11 @@ def _field(name, cond, fields, column, params) -> str:
         known = ", ".join(repr(f) for f in sorted(fields)[:20]) or "none yet"
         raise ValueError(f"filter names the unknown field {name!r}; known fields: {known}")
     kind = fields[name]
+    if kind not in KINDS:  # lists or objects (vecpress.collection.metadata): stored only
+        raise ValueError(
+            f"filter names {name!r}, a field of lists or objects: filters compare numbers, "
+            "strings and booleans"
+        )
     expr = field_expr(name, column)
     if not isinstance(cond, Mapping):  # {"field": value}: equality
         cond = {"$eq": cond}
