@@ -1,0 +1,361 @@
+"""A collection's catalog: one SQLite file naming its segments, documents and fields.
+
+The catalog is the source of truth of a collection (the segment files hold
+only vectors, under int64 ids): a document is stored when one transaction has
+named its segment and its row (:meth:`Catalog.commit_segment`). Tables (schema
+:data:`FORMAT`):
+
+* ``settings(key, value)`` -- JSON values: ``format`` and the collection's
+  settings (spec, metric, dimension ...), written once by :meth:`Catalog.create`;
+* ``segments(seg, file, rows)`` -- the segment files by name (relative to the
+  collection's folder);
+* ``docs(pk, id, seg, text, meta, crc)`` -- one row a document: ``pk`` the
+  int64 id of its vector in segment ``seg`` (``AUTOINCREMENT``: never reused,
+  so a deleted document's vector can never stand for a later one), ``id`` its
+  unique string id, ``meta`` its metadata as JSON text
+  (:func:`vecpress.collection.metadata.dumps`) and ``crc`` the CRC-32 of the
+  others (:func:`row_crc`), checked whenever a row is read: SQLite checks its
+  pages' structure but not their contents, so a flipped bit in a text would
+  otherwise be read back as data;
+* ``fields(name, kind)`` -- the metadata fields and their kinds
+  (:func:`vecpress.collection.metadata.metadata_kinds`).
+
+The database runs in WAL mode with ``synchronous=FULL``: a committed
+transaction survives a crash and readers see a consistent snapshot while one
+writer commits. Any SQLite error reading the file (not a database, malformed
+pages) and any CRC mismatch is a :class:`~vecpress.FormatError` naming the file.
+A damaged page of an *index* (the id lookup) can still hide a document without
+an error; :meth:`Catalog.verify` checks everything (SQLite's
+``integrity_check``, which compares every index with its table, and every row's
+CRC), in time proportional to the catalog.
+
+Examples
+--------
+>>> import tempfile, pathlib
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "catalog.sqlite"
+>>> cat = Catalog.create(path, {"spec": "hd2,rq4", "dim": 3})
+>>> pks = cat.next_pks(2)
+>>> cat.commit_segment("seg-1.vpi", pks, ["a", "b"], ["x", None], ['{"n":1}', "{}"],
+...                    {"n": "number"})
+>>> cat.get(["b", "z", "a"])[0].pk == int(pks[1]), cat.get(["z"]), cat.count()
+(True, [None], 2)
+>>> cat.close(); Catalog.open(path).settings["spec"]
+'hd2,rq4'
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FormatError
+
+#: the catalog's schema version (``settings.format``)
+FORMAT = 1
+#: the longest document id, in characters
+MAX_ID_LENGTH = 1024
+#: ids per SQL statement (SQLite binds at most 32,766 parameters)
+_CHUNK = 10_000
+
+_SCHEMA = """
+CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE segments (
+    seg INTEGER PRIMARY KEY,
+    file TEXT NOT NULL UNIQUE,
+    rows INTEGER NOT NULL CHECK (rows >= 0)
+);
+CREATE TABLE docs (
+    pk INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    seg INTEGER NOT NULL REFERENCES segments(seg),
+    text TEXT,
+    meta TEXT NOT NULL,
+    crc INTEGER NOT NULL
+);
+CREATE INDEX docs_by_seg ON docs(seg);
+CREATE TABLE fields (name TEXT PRIMARY KEY, kind TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Doc:
+    """A document's catalog row: string id, vector id ``pk`` in segment ``seg``, text
+    (or ``None``) and metadata JSON text."""
+
+    id: str
+    pk: int
+    seg: int
+    text: str | None
+    meta: str
+
+
+def row_crc(pk: int, id: str, seg: int, text: str | None, meta: str) -> int:
+    """CRC-32 of a ``docs`` row's values (as canonical JSON), stored in its ``crc``.
+
+    Examples
+    --------
+    >>> row_crc(1, "a", 1, None, "{}") == row_crc(1, "a", 1, None, "{}")
+    True
+    >>> row_crc(1, "a", 1, None, "{}") == row_crc(1, "b", 1, None, "{}")
+    False
+    """
+    blob = json.dumps([pk, id, seg, text, meta], ensure_ascii=False, separators=(",", ":"))
+    return zlib.crc32(blob.encode("utf-8"))
+
+
+def check_ids(ids: object) -> list[str]:
+    """Document ids as a list of distinct non-empty strings, or a clear exception.
+
+    Examples
+    --------
+    >>> check_ids(["a", "b"])
+    ['a', 'b']
+    >>> check_ids(["a", "a"])
+    Traceback (most recent call last):
+    ...
+    ValueError: duplicate document id 'a' at positions 0 and 1
+    """
+    if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+        raise TypeError(f"ids must be a list of strings, found {type(ids).__name__}")
+    out = list(ids)
+    seen: dict[str, int] = {}
+    for i, x in enumerate(out):
+        if not isinstance(x, str):
+            raise TypeError(f"document ids must be strings, found {type(x).__name__} at {i}")
+        if not x or len(x) > MAX_ID_LENGTH:
+            raise ValueError(
+                f"document ids must have 1 to {MAX_ID_LENGTH} characters, found {len(x)} at {i}"
+            )
+        if x in seen:
+            raise ValueError(f"duplicate document id {x!r} at positions {seen[x]} and {i}")
+        seen[x] = i
+    return out
+
+
+class Catalog:
+    """The SQLite catalog of a collection (module docstring); one connection, used by
+    one thread at a time."""
+
+    def __init__(self, path: Path, con: sqlite3.Connection) -> None:
+        self.path = Path(path)
+        self._con = con
+        self.settings: dict = self._read_settings()
+
+    # -- opening ---------------------------------------------------------------
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        con = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        con.execute("PRAGMA foreign_keys = ON")
+        con.execute("PRAGMA synchronous = FULL")
+        return con
+
+    @classmethod
+    def create(cls, path, settings: dict) -> Catalog:
+        """Create the catalog file ``path`` (which must not exist) holding ``settings``
+        (a dict of JSON values)."""
+        path = Path(path)
+        if path.exists():
+            raise FileExistsError(f"{path}: a catalog already exists")
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"{path.parent}: no such folder for the catalog")
+        values = {"format": FORMAT, **settings}
+        encoded = [(k, json.dumps(v, allow_nan=False)) for k, v in values.items()]
+        con = cls._connect(path)
+        try:
+            con.execute("PRAGMA journal_mode = WAL")
+            con.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
+            con.executemany("INSERT INTO settings VALUES (?, ?)", encoded)
+        except BaseException:
+            con.close()
+            path.unlink(missing_ok=True)
+            raise
+        return cls(path, con)
+
+    @classmethod
+    def open(cls, path) -> Catalog:
+        """Open the catalog file ``path``; a missing file is ``FileNotFoundError``, a file
+        that is not a catalog of format :data:`FORMAT` a ``FormatError``."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no collection catalog there")
+        try:
+            con = cls._connect(path)
+        except sqlite3.DatabaseError as e:  # the pragmas read the header and the schema
+            raise FormatError(f"{path}: not a readable vecpress catalog ({e})") from None
+        try:
+            return cls(path, con)
+        except BaseException:
+            con.close()
+            raise
+
+    def close(self) -> None:
+        self._con.close()
+
+    # -- reading ---------------------------------------------------------------
+    def _query(self, sql: str, params=()) -> list[tuple]:
+        try:
+            return self._con.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as e:  # not a database, malformed pages, missing tables
+            raise FormatError(f"{self.path}: not a readable vecpress catalog ({e})") from None
+
+    def _read_settings(self) -> dict:
+        rows = self._query("SELECT key, value FROM settings")
+        try:
+            settings = {k: json.loads(v) for k, v in rows}
+        except (TypeError, ValueError) as e:
+            raise FormatError(f"{self.path}: invalid settings in the catalog ({e})") from None
+        if settings.get("format") != FORMAT:
+            raise FormatError(
+                f"{self.path}: catalog format {settings.get('format')!r}, this vecpress reads "
+                f"format {FORMAT}"
+            )
+        return settings
+
+    def fields(self) -> dict[str, str]:
+        """The metadata fields and their kinds."""
+        return dict(self._query("SELECT name, kind FROM fields ORDER BY name"))
+
+    def segments(self) -> list[tuple[int, str, int]]:
+        """``(seg, file, rows)`` of every segment, oldest first."""
+        return [tuple(r) for r in self._query("SELECT seg, file, rows FROM segments ORDER BY seg")]
+
+    def count(self) -> int:
+        """The number of documents."""
+        return int(self._query("SELECT count(*) FROM docs")[0][0])
+
+    def get(self, ids) -> list[Doc | None]:
+        """The documents of ``ids`` in that order (``None`` where absent); every row's
+        CRC checked."""
+        ids = check_ids(ids)
+        found: dict[str, Doc] = {}
+        for s in range(0, len(ids), _CHUNK):
+            part = ids[s : s + _CHUNK]
+            marks = ", ".join("?" * len(part))
+            sql = f"SELECT pk, id, seg, text, meta, crc FROM docs WHERE id IN ({marks})"
+            for doc in self._checked(self._query(sql, part)):
+                found[doc.id] = doc
+        return [found.get(x) for x in ids]
+
+    def docs_of_pks(self, pks) -> list[Doc | None]:
+        """The documents whose vectors have ids ``pks`` (``None`` where deleted)."""
+        keys = [int(p) for p in np.asarray(pks, np.int64).ravel()]
+        found: dict[int, Doc] = {}
+        for s in range(0, len(keys), _CHUNK):
+            part = keys[s : s + _CHUNK]
+            marks = ", ".join("?" * len(part))
+            sql = f"SELECT pk, id, seg, text, meta, crc FROM docs WHERE pk IN ({marks})"
+            for doc in self._checked(self._query(sql, part)):
+                found[doc.pk] = doc
+        return [found.get(p) for p in keys]
+
+    def _checked(self, rows) -> list[Doc]:
+        out = []
+        for pk, id_, seg, text, meta, crc in rows:
+            if row_crc(pk, id_, seg, text, meta) != crc:
+                raise FormatError(
+                    f"{self.path}: document row {pk} fails its checksum (the catalog file "
+                    "was modified or damaged)"
+                )
+            out.append(Doc(id_, pk, seg, text, meta))
+        return out
+
+    def verify(self) -> None:
+        """Check the whole file: SQLite's ``integrity_check`` and every row's CRC; a
+        ``FormatError`` naming the file and the first problem."""
+        problems = [r[0] for r in self._query("PRAGMA integrity_check")]
+        if problems != ["ok"]:
+            raise FormatError(f"{self.path}: the catalog is damaged ({problems[0]})")
+        self._checked(self._query("SELECT pk, id, seg, text, meta, crc FROM docs"))
+
+    def orphans(self, folder) -> list[Path]:
+        """Files of ``folder`` that no segment row names (a crash between writing a
+        segment and committing it leaves one)."""
+        named = {f for _, f, _ in self.segments()}
+        folder = Path(folder)
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.iterdir() if p.is_file() and p.name not in named)
+
+    # -- writing (one writer: the caller holds the collection's lock) ---------------
+    def next_pks(self, n: int) -> np.ndarray:
+        """The vector ids the next ``n`` documents get (int64): past every id ever used,
+        so a segment can be written under them before its transaction commits."""
+        rows = self._query("SELECT seq FROM sqlite_sequence WHERE name = 'docs'")
+        start = (int(rows[0][0]) if rows else 0) + 1
+        return np.arange(start, start + n, dtype=np.int64)
+
+    def commit_segment(self, file: str, pks, ids, texts, metas, new_fields: dict) -> None:
+        """One transaction: segment ``file`` (relative name) and its documents (``pks``
+        from :meth:`next_pks`, string ``ids``, ``texts``, ``metas`` as JSON text) and
+        the metadata fields the batch adds. Nothing is stored when it fails: an id
+        already in the collection is a ``ValueError`` naming it."""
+        ids = check_ids(ids)
+        pks = [int(p) for p in np.asarray(pks, np.int64).ravel()]
+        if not (len(pks) == len(ids) == len(texts) == len(metas)):
+            raise ValueError(
+                f"a segment's documents need as many pks, ids, texts and metadata, found "
+                f"{len(pks)}, {len(ids)}, {len(texts)} and {len(metas)}"
+            )
+        con = self._con
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                taken = self._taken(ids)
+                if taken:
+                    raise ValueError(
+                        f"document id {taken[0]!r} is already in the collection "
+                        f"({len(taken)} of the batch are; upsert replaces documents)"
+                    )
+                seg = con.execute(
+                    "INSERT INTO segments (file, rows) VALUES (?, ?)", (file, len(ids))
+                ).lastrowid
+                con.executemany(
+                    "INSERT INTO docs (pk, id, seg, text, meta, crc) VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (p, i, seg, t, m, row_crc(p, i, seg, t, m))
+                        for p, i, t, m in zip(pks, ids, texts, metas, strict=True)
+                    ],
+                )
+                con.executemany("INSERT INTO fields VALUES (?, ?)", sorted(new_fields.items()))
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as e:
+            raise FormatError(f"{self.path}: the catalog refused a commit ({e})") from None
+
+    def _taken(self, ids: list[str]) -> list[str]:
+        """The ids of ``ids`` already in the collection, in their order."""
+        taken: set[str] = set()
+        for s in range(0, len(ids), _CHUNK):
+            part = ids[s : s + _CHUNK]
+            marks = ", ".join("?" * len(part))
+            rows = self._con.execute(f"SELECT id FROM docs WHERE id IN ({marks})", part)
+            taken.update(r[0] for r in rows)
+        return [x for x in ids if x in taken]
+
+    def delete(self, ids) -> int:
+        """Delete the documents of ``ids`` in one transaction (ids not in the collection
+        are skipped); returns how many were deleted."""
+        ids = check_ids(ids)
+        con = self._con
+        deleted = 0
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                for s in range(0, len(ids), _CHUNK):
+                    part = ids[s : s + _CHUNK]
+                    marks = ", ".join("?" * len(part))
+                    deleted += con.execute(f"DELETE FROM docs WHERE id IN ({marks})", part).rowcount
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as e:
+            raise FormatError(f"{self.path}: the catalog refused a commit ({e})") from None
+        return deleted
