@@ -45,6 +45,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import zlib
@@ -232,26 +233,24 @@ class Catalog:
         """The documents of ``ids`` in that order (``None`` where absent); every row's
         CRC checked."""
         ids = check_ids(ids)
-        found: dict[str, Doc] = {}
-        for s in range(0, len(ids), _CHUNK):
-            part = ids[s : s + _CHUNK]
-            marks = ", ".join("?" * len(part))
-            sql = f"SELECT pk, id, seg, text, meta, crc FROM docs WHERE id IN ({marks})"
-            for doc in self._checked(self._query(sql, part)):
-                found[doc.id] = doc
+        found = {doc.id: doc for doc in self._docs_where("id", ids)}
         return [found.get(x) for x in ids]
 
     def docs_of_pks(self, pks) -> list[Doc | None]:
         """The documents whose vectors have ids ``pks`` (``None`` where deleted)."""
         keys = [int(p) for p in np.asarray(pks, np.int64).ravel()]
-        found: dict[int, Doc] = {}
+        found = {doc.pk: doc for doc in self._docs_where("pk", keys)}
+        return [found.get(p) for p in keys]
+
+    def _docs_where(self, column: str, keys: list) -> list[Doc]:
+        """The checked rows whose ``column`` (``id`` or ``pk``) is one of ``keys``."""
+        out: list[Doc] = []
         for s in range(0, len(keys), _CHUNK):
             part = keys[s : s + _CHUNK]
             marks = ", ".join("?" * len(part))
-            sql = f"SELECT pk, id, seg, text, meta, crc FROM docs WHERE pk IN ({marks})"
-            for doc in self._checked(self._query(sql, part)):
-                found[doc.pk] = doc
-        return [found.get(p) for p in keys]
+            sql = f"SELECT pk, id, seg, text, meta, crc FROM docs WHERE {column} IN ({marks})"
+            out += self._checked(self._query(sql, part))
+        return out
 
     def _checked(self, rows) -> list[Doc]:
         out = []
@@ -301,27 +300,34 @@ class Catalog:
                 f"a segment's documents need as many pks, ids, texts and metadata, found "
                 f"{len(pks)}, {len(ids)}, {len(texts)} and {len(metas)}"
             )
+        with self._transaction() as con:
+            taken = self._taken(ids)
+            if taken:
+                raise ValueError(
+                    f"document id {taken[0]!r} is already in the collection "
+                    f"({len(taken)} of the batch are; upsert replaces documents)"
+                )
+            seg = con.execute(
+                "INSERT INTO segments (file, rows) VALUES (?, ?)", (file, len(ids))
+            ).lastrowid
+            con.executemany(
+                "INSERT INTO docs (pk, id, seg, text, meta, crc) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (p, i, seg, t, m, row_crc(p, i, seg, t, m))
+                    for p, i, t, m in zip(pks, ids, texts, metas, strict=True)
+                ],
+            )
+            con.executemany("INSERT INTO fields VALUES (?, ?)", sorted(new_fields.items()))
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        """``BEGIN IMMEDIATE`` (the write lock at once) ... ``COMMIT``, rolled back on any
+        exception; SQLite's own errors as ``FormatError`` naming the file."""
         con = self._con
         try:
             con.execute("BEGIN IMMEDIATE")
             try:
-                taken = self._taken(ids)
-                if taken:
-                    raise ValueError(
-                        f"document id {taken[0]!r} is already in the collection "
-                        f"({len(taken)} of the batch are; upsert replaces documents)"
-                    )
-                seg = con.execute(
-                    "INSERT INTO segments (file, rows) VALUES (?, ?)", (file, len(ids))
-                ).lastrowid
-                con.executemany(
-                    "INSERT INTO docs (pk, id, seg, text, meta, crc) VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        (p, i, seg, t, m, row_crc(p, i, seg, t, m))
-                        for p, i, t, m in zip(pks, ids, texts, metas, strict=True)
-                    ],
-                )
-                con.executemany("INSERT INTO fields VALUES (?, ?)", sorted(new_fields.items()))
+                yield con
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -343,19 +349,10 @@ class Catalog:
         """Delete the documents of ``ids`` in one transaction (ids not in the collection
         are skipped); returns how many were deleted."""
         ids = check_ids(ids)
-        con = self._con
         deleted = 0
-        try:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                for s in range(0, len(ids), _CHUNK):
-                    part = ids[s : s + _CHUNK]
-                    marks = ", ".join("?" * len(part))
-                    deleted += con.execute(f"DELETE FROM docs WHERE id IN ({marks})", part).rowcount
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        except sqlite3.DatabaseError as e:
-            raise FormatError(f"{self.path}: the catalog refused a commit ({e})") from None
+        with self._transaction() as con:
+            for s in range(0, len(ids), _CHUNK):
+                part = ids[s : s + _CHUNK]
+                marks = ", ".join("?" * len(part))
+                deleted += con.execute(f"DELETE FROM docs WHERE id IN ({marks})", part).rowcount
         return deleted
