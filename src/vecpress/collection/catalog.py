@@ -2,7 +2,9 @@
 
 The catalog is the source of truth of a collection (the segment files hold
 only vectors, under int64 ids): a document is stored when one transaction has
-named its segment and its row (:meth:`Catalog.commit_segment`). Tables (schema
+named it, with its vector either in a segment already written or, for small
+batches, in the ``pending`` table until a segment takes them
+(:meth:`Catalog.add_documents`, :meth:`Catalog.seal`). Tables (schema
 :data:`FORMAT`):
 
 * ``settings(key, value)`` -- JSON values: ``format`` and the collection's
@@ -10,13 +12,16 @@ named its segment and its row (:meth:`Catalog.commit_segment`). Tables (schema
 * ``segments(seg, file, rows)`` -- the segment files by name (relative to the
   collection's folder);
 * ``docs(pk, id, seg, text, meta, crc)`` -- one row a document: ``pk`` the
-  int64 id of its vector in segment ``seg`` (``AUTOINCREMENT``: never reused,
+  int64 id of its vector in segment ``seg`` (``NULL`` while the vector is
+  pending) (``AUTOINCREMENT``: never reused,
   so a deleted document's vector can never stand for a later one), ``id`` its
   unique string id, ``meta`` its metadata as JSON text
   (:func:`vecpress.collection.metadata.dumps`) and ``crc`` the CRC-32 of the
   others (:func:`row_crc`), checked whenever a row is read: SQLite checks its
   pages' structure but not their contents, so a flipped bit in a text would
   otherwise be read back as data;
+* ``pending(pk, vec)`` -- the float32 vectors of documents no segment holds yet
+  (deleted with their document);
 * ``fields(name, kind)`` -- the metadata fields and their kinds
   (:func:`vecpress.collection.metadata.metadata_kinds`).
 
@@ -35,10 +40,15 @@ Examples
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "catalog.sqlite"
 >>> cat = Catalog.create(path, {"spec": "hd2,rq4", "dim": 3})
 >>> pks = cat.next_pks(2)
->>> cat.commit_segment("seg-1.vpi", pks, ["a", "b"], ["x", None], ['{"n":1}', "{}"],
-...                    {"n": "number"})
+>>> vecs = np.ones((2, 3), np.float32)
+>>> cat.add_documents(pks, ["a", "b"], ["x", None], ['{"n":1}', "{}"], {"n": "number"},
+...                   vectors=vecs)
 >>> cat.get(["b", "z", "a"])[0].pk == int(pks[1]), cat.get(["z"]), cat.count()
 (True, [None], 2)
+>>> cat.pending()[0].tolist(), cat.seal("seg-1.vpi", pks), cat.pending()[0].tolist()
+([1, 2], None, [])
+>>> cat.segments(), cat.live_counts()
+([(1, 'seg-1.vpi', 2)], {1: 2})
 >>> cat.close(); Catalog.open(path).settings["spec"]
 'hd2,rq4'
 """
@@ -66,36 +76,40 @@ _CHUNK = 10_000
 _SCHEMA = """
 CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE segments (
-    seg INTEGER PRIMARY KEY,
+    seg INTEGER PRIMARY KEY AUTOINCREMENT,
     file TEXT NOT NULL UNIQUE,
     rows INTEGER NOT NULL CHECK (rows >= 0)
 );
 CREATE TABLE docs (
     pk INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
-    seg INTEGER NOT NULL REFERENCES segments(seg),
+    seg INTEGER REFERENCES segments(seg),
     text TEXT,
     meta TEXT NOT NULL,
     crc INTEGER NOT NULL
 );
 CREATE INDEX docs_by_seg ON docs(seg);
+CREATE TABLE pending (
+    pk INTEGER PRIMARY KEY REFERENCES docs(pk) ON DELETE CASCADE,
+    vec BLOB NOT NULL
+);
 CREATE TABLE fields (name TEXT PRIMARY KEY, kind TEXT NOT NULL);
 """
 
 
 @dataclass(frozen=True)
 class Doc:
-    """A document's catalog row: string id, vector id ``pk`` in segment ``seg``, text
-    (or ``None``) and metadata JSON text."""
+    """A document's catalog row: string id, vector id ``pk`` in segment ``seg`` (``None``
+    while pending), text (or ``None``) and metadata JSON text."""
 
     id: str
     pk: int
-    seg: int
+    seg: int | None
     text: str | None
     meta: str
 
 
-def row_crc(pk: int, id: str, seg: int, text: str | None, meta: str) -> int:
+def row_crc(pk: int, id: str, seg: int | None, text: str | None, meta: str) -> int:
     """CRC-32 of a ``docs`` row's values (as canonical JSON), stored in its ``crc``.
 
     Examples
@@ -107,6 +121,14 @@ def row_crc(pk: int, id: str, seg: int, text: str | None, meta: str) -> int:
     """
     blob = json.dumps([pk, id, seg, text, meta], ensure_ascii=False, separators=(",", ":"))
     return zlib.crc32(blob.encode("utf-8"))
+
+
+def _chunks(keys: list):
+    """``(part, marks)`` for each run of at most ``_CHUNK`` keys: the keys and the
+    ``?, ?, ...`` an ``IN (...)`` of them binds."""
+    for s in range(0, len(keys), _CHUNK):
+        part = keys[s : s + _CHUNK]
+        yield part, ", ".join("?" * len(part))
 
 
 def check_ids(ids: object) -> list[str]:
@@ -245,9 +267,7 @@ class Catalog:
     def _docs_where(self, column: str, keys: list) -> list[Doc]:
         """The checked rows whose ``column`` (``id`` or ``pk``) is one of ``keys``."""
         out: list[Doc] = []
-        for s in range(0, len(keys), _CHUNK):
-            part = keys[s : s + _CHUNK]
-            marks = ", ".join("?" * len(part))
+        for part, marks in _chunks(keys):
             sql = f"SELECT pk, id, seg, text, meta, crc FROM docs WHERE {column} IN ({marks})"
             out += self._checked(self._query(sql, part))
         return out
@@ -288,18 +308,30 @@ class Catalog:
         start = (int(rows[0][0]) if rows else 0) + 1
         return np.arange(start, start + n, dtype=np.int64)
 
-    def commit_segment(self, file: str, pks, ids, texts, metas, new_fields: dict) -> None:
-        """One transaction: segment ``file`` (relative name) and its documents (``pks``
-        from :meth:`next_pks`, string ``ids``, ``texts``, ``metas`` as JSON text) and
-        the metadata fields the batch adds. Nothing is stored when it fails: an id
-        already in the collection is a ``ValueError`` naming it."""
+    def add_documents(
+        self, pks, ids, texts, metas, new_fields: dict, *, segment: str | None = None,
+        vectors: np.ndarray | None = None,
+    ) -> None:  # fmt: skip
+        """One transaction: documents (``pks`` from :meth:`next_pks`, string ``ids``,
+        ``texts``, ``metas`` as JSON text) and the metadata fields the batch adds, their
+        vectors either in the segment file ``segment`` (written already; ``rows`` = the
+        batch) or ``vectors`` (float32[n, d]) kept in ``pending``. Nothing is stored when
+        it fails: an id already in the collection is a ``ValueError`` naming it."""
         ids = check_ids(ids)
         pks = [int(p) for p in np.asarray(pks, np.int64).ravel()]
         if not (len(pks) == len(ids) == len(texts) == len(metas)):
             raise ValueError(
-                f"a segment's documents need as many pks, ids, texts and metadata, found "
+                f"documents need as many pks, ids, texts and metadata, found "
                 f"{len(pks)}, {len(ids)}, {len(texts)} and {len(metas)}"
             )
+        if (segment is None) == (vectors is None):
+            raise ValueError("documents go to one segment file or to the pending vectors")
+        if vectors is not None:
+            vectors = np.ascontiguousarray(vectors, np.float32)
+            if vectors.ndim != 2 or vectors.shape[0] != len(pks):
+                raise ValueError(
+                    f"pending vectors must be float32[{len(pks)}, d], found {vectors.shape}"
+                )
         with self._transaction() as con:
             taken = self._taken(ids)
             if taken:
@@ -307,9 +339,11 @@ class Catalog:
                     f"document id {taken[0]!r} is already in the collection "
                     f"({len(taken)} of the batch are; upsert replaces documents)"
                 )
-            seg = con.execute(
-                "INSERT INTO segments (file, rows) VALUES (?, ?)", (file, len(ids))
-            ).lastrowid
+            seg = None
+            if segment is not None:
+                seg = con.execute(
+                    "INSERT INTO segments (file, rows) VALUES (?, ?)", (segment, len(ids))
+                ).lastrowid
             con.executemany(
                 "INSERT INTO docs (pk, id, seg, text, meta, crc) VALUES (?, ?, ?, ?, ?, ?)",
                 [
@@ -317,7 +351,61 @@ class Catalog:
                     for p, i, t, m in zip(pks, ids, texts, metas, strict=True)
                 ],
             )
+            if vectors is not None:
+                con.executemany(
+                    "INSERT INTO pending VALUES (?, ?)",
+                    [(p, v.tobytes()) for p, v in zip(pks, vectors, strict=True)],
+                )
             con.executemany("INSERT INTO fields VALUES (?, ?)", sorted(new_fields.items()))
+
+    def pending(self) -> tuple[np.ndarray, np.ndarray]:
+        """The pending vectors: ``(pks int64[m], float32[m, d])``, in pk order."""
+        rows = self._query("SELECT pk, vec FROM pending ORDER BY pk")
+        d = int(self.settings.get("dim") or 0)
+        pks = np.array([r[0] for r in rows], np.int64)
+        try:
+            vecs = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), d)
+        except (ValueError, TypeError) as e:
+            raise FormatError(f"{self.path}: pending vectors of the wrong size ({e})") from None
+        return pks, vecs.copy()
+
+    def seal(self, segment: str, pks, settings: dict | None = None) -> None:
+        """One transaction: the segment file ``segment`` (written already) takes the
+        pending vectors ``pks``; ``settings`` (JSON values) are added on the way (the
+        codec template of the first segment)."""
+        keys = [int(p) for p in np.asarray(pks, np.int64).ravel()]
+        with self._transaction() as con:
+            seg = con.execute(
+                "INSERT INTO segments (file, rows) VALUES (?, ?)", (segment, len(keys))
+            ).lastrowid
+            docs = self._docs_where("pk", keys)
+            if len(docs) != len(keys) or len(self._pending_of(keys)) != len(keys):
+                raise ValueError("a segment takes pending vectors of stored documents only")
+            con.executemany(
+                "UPDATE docs SET seg = ?, crc = ? WHERE pk = ?",
+                [(seg, row_crc(d.pk, d.id, seg, d.text, d.meta), d.pk) for d in docs],
+            )
+            for part, marks in _chunks(keys):
+                con.execute(f"DELETE FROM pending WHERE pk IN ({marks})", part)
+            for k, v in (settings or {}).items():
+                con.execute(
+                    "INSERT OR REPLACE INTO settings VALUES (?, ?)",
+                    (k, json.dumps(v, allow_nan=False)),
+                )
+        self.settings.update(settings or {})
+
+    def _pending_of(self, keys: list[int]) -> list[int]:
+        out: list[int] = []
+        for part, marks in _chunks(keys):
+            out += [
+                r[0] for r in self._query(f"SELECT pk FROM pending WHERE pk IN ({marks})", part)
+            ]
+        return out
+
+    def live_counts(self) -> dict[int, int]:
+        """Documents still stored per segment (a segment's ``rows`` minus its deletions)."""
+        rows = self._query("SELECT seg, count(*) FROM docs WHERE seg IS NOT NULL GROUP BY seg")
+        return {int(seg): int(n) for seg, n in rows}
 
     @contextlib.contextmanager
     def _transaction(self):
@@ -338,9 +426,7 @@ class Catalog:
     def _taken(self, ids: list[str]) -> list[str]:
         """The ids of ``ids`` already in the collection, in their order."""
         taken: set[str] = set()
-        for s in range(0, len(ids), _CHUNK):
-            part = ids[s : s + _CHUNK]
-            marks = ", ".join("?" * len(part))
+        for part, marks in _chunks(ids):
             rows = self._con.execute(f"SELECT id FROM docs WHERE id IN ({marks})", part)
             taken.update(r[0] for r in rows)
         return [x for x in ids if x in taken]
@@ -351,8 +437,6 @@ class Catalog:
         ids = check_ids(ids)
         deleted = 0
         with self._transaction() as con:
-            for s in range(0, len(ids), _CHUNK):
-                part = ids[s : s + _CHUNK]
-                marks = ", ".join("?" * len(part))
+            for part, marks in _chunks(ids):
                 deleted += con.execute(f"DELETE FROM docs WHERE id IN ({marks})", part).rowcount
         return deleted
