@@ -369,6 +369,10 @@ class Catalog:
             raise FormatError(f"{self.path}: pending vectors of the wrong size ({e})") from None
         return pks, vecs.copy()
 
+    def pending_count(self) -> int:
+        """The number of pending vectors."""
+        return int(self._query("SELECT count(*) FROM pending")[0][0])
+
     def seal(self, segment: str, pks, settings: dict | None = None) -> None:
         """One transaction: the segment file ``segment`` (written already) takes the
         pending vectors ``pks``; ``settings`` (JSON values) are added on the way (the
@@ -406,6 +410,20 @@ class Catalog:
         """Documents still stored per segment (a segment's ``rows`` minus its deletions)."""
         rows = self._query("SELECT seg, count(*) FROM docs WHERE seg IS NOT NULL GROUP BY seg")
         return {int(seg): int(n) for seg, n in rows}
+
+    @contextlib.contextmanager
+    def reading(self):
+        """A read transaction: every read inside sees the same committed state (WAL:
+        writers go on meanwhile)."""
+        con = self._con
+        try:
+            con.execute("BEGIN DEFERRED")
+        except sqlite3.DatabaseError as e:
+            raise FormatError(f"{self.path}: not a readable vecpress catalog ({e})") from None
+        try:
+            yield self
+        finally:
+            con.execute("COMMIT")
 
     @contextlib.contextmanager
     def _transaction(self):

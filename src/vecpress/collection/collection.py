@@ -1,0 +1,312 @@
+"""A collection: documents with string ids, texts and metadata over compressed vectors.
+
+A collection is a folder::
+
+    catalog.sqlite     the catalog (vecpress.collection.catalog): documents, segments
+    template.vpi       an empty trained index: the codec every segment shares
+    segments/*.vpi     immutable index files (vecpress's format) of the vectors
+
+**Writes.** One writer at a time (``flock`` on ``collection.lock``; readers
+never lock). :meth:`Collection.add` checks the whole batch first (vectors,
+ids, texts, metadata kinds), then stores it in one catalog transaction: a batch
+of at least ``flush_rows`` vectors (once the codec is trained) as a segment file
+written and fsynced before the transaction names it; a smaller one with its
+float32 vectors in the catalog's ``pending`` table. When the pending vectors
+reach ``flush_rows`` (or on :meth:`Collection.flush`) they become one segment
+(:meth:`~vecpress.collection.catalog.Catalog.seal`). The codec is trained on
+the first vectors that make a segment (``flush_rows`` of them, or what an
+explicit ``flush`` finds) and saved as the template; every later segment is
+the template plus its rows. A batch is thus durable and visible all at once
+when ``add`` returns. A crash before the transaction leaves at most an
+unnamed segment or template file, which :meth:`Collection.open` removes.
+
+**Search.** A read transaction fixes the segments, the pending vectors and the
+live documents. Each segment is searched as an index (memory-mapped) for its
+``k`` best plus as many as it has deleted documents, so the deleted ones can
+be dropped without losing any of its best ``k`` live rows; pending vectors are
+scored exactly. Segment scores are the codec's estimates of the metric's score
+(:meth:`vecpress.Index.search`), pending ones exact; the best ``k`` of all are
+returned with their ids, texts and metadata.
+
+Examples
+--------
+>>> import tempfile
+>>> x = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
+>>> col = Collection.create(tempfile.mkdtemp() + "/docs", spec="hd2,rq4", dim=16,
+...                         flush_rows=200)
+>>> ids = col.add(x, ids=[f"doc{i}" for i in range(300)],
+...               metadata=[{"n": i} for i in range(300)])
+>>> len(col), len(col.segments()), col.delete(["doc7"])
+(300, 1, 1)
+>>> res = col.search(x[7:9], k=2)
+>>> res.ids[1][0], res.metadata[1][0]
+('doc8', {'n': 8})
+>>> "doc7" in res.ids[0]
+False
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import atomic
+from .._validation import as_vectors, check_positive_int
+from ..errors import LockedError
+from ..search.index import METRICS, Index
+from ..search.index import open as open_index
+from .catalog import Catalog, check_ids
+from .metadata import dumps, metadata_kinds
+
+#: pending vectors that make a segment (and the rows the codec is trained on)
+FLUSH_ROWS = 20_000
+#: the most results a query may ask for
+MAX_K = 10_000
+
+CATALOG = "catalog.sqlite"
+TEMPLATE = "template.vpi"
+SEGMENTS = "segments"
+
+
+@dataclass
+class CollectionResult:
+    """The result of :meth:`Collection.search`: per query, its ``k`` best documents'
+    ``ids`` (str), ``scores`` (float32[nq, k], larger is better), ``texts`` and
+    ``metadata`` (dicts); padded with ``None`` and ``-inf`` past the stored documents."""
+
+    ids: list[list[str | None]]
+    scores: np.ndarray
+    texts: list[list[str | None]]
+    metadata: list[list[dict | None]]
+
+
+class Collection:
+    """Documents over compressed vectors in a folder (module docstring)."""
+
+    def __init__(self, path: Path, catalog: Catalog) -> None:
+        self.path = path
+        self._catalog = catalog
+        s = catalog.settings
+        self.spec, self.metric, self.dim = s["spec"], s["metric"], int(s["dim"])
+        self.flush_rows = int(s["flush_rows"])
+        self._mutex = threading.RLock()  # one catalog connection: one thread at a time
+        self._segments: dict[str, Index] = {}
+
+    # -- opening ---------------------------------------------------------------
+    @classmethod
+    def create(
+        cls, path, *, spec: str, dim: int, metric: str = "cosine", seed: int = 0,
+        rerank_spec: str | None = None, ivf: int | None = None, flush_rows: int = FLUSH_ROWS,
+    ) -> Collection:  # fmt: skip
+        """Create a collection in the folder ``path`` (absent or empty): codec ``spec``
+        for ``dim``-dimensional vectors, as :class:`vecpress.Index` takes them
+        (``metric``, ``seed``, ``rerank_spec``, ``ivf``); ``flush_rows`` pending
+        vectors make a segment."""
+        path = Path(path)
+        dim = check_positive_int(dim, "dim")
+        flush_rows = check_positive_int(flush_rows, "flush_rows")
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}, found {metric!r}")
+        Index(spec, metric=metric, seed=seed, rerank_spec=rerank_spec, ivf=ivf)  # checks them
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise FileExistsError(f"{path}: exists and is not an empty folder")
+        (path / SEGMENTS).mkdir(parents=True, exist_ok=True)
+        settings = {
+            "kind": "vecpress.collection", "spec": spec, "metric": metric, "dim": dim,
+            "seed": seed, "rerank_spec": rerank_spec, "ivf": ivf, "flush_rows": flush_rows,
+        }  # fmt: skip
+        return cls(path, Catalog.create(path / CATALOG, settings))
+
+    @classmethod
+    def open(cls, path) -> Collection:
+        """Open the collection in folder ``path``; files a crashed writer left (segment or
+        template files no transaction names) are removed when no writer is active."""
+        path = Path(path)
+        col = cls(path, Catalog.open(path / CATALOG))
+        with contextlib.suppress(LockedError):
+            with col._writing(wait=False):
+                for orphan in col._catalog.orphans(path / SEGMENTS):
+                    orphan.unlink(missing_ok=True)
+                if "template" not in col._catalog.settings:
+                    (path / TEMPLATE).unlink(missing_ok=True)
+        return col
+
+    def close(self) -> None:
+        with self._mutex:
+            self._catalog.close()
+            self._segments.clear()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _writing(self, wait: bool = True):
+        with self._mutex, atomic.writer_lock(str(self.path / "collection"), wait=wait):
+            yield
+
+    # -- writing ---------------------------------------------------------------
+    def add(self, vectors, ids=None, texts=None, metadata=None) -> list[str]:
+        """Store documents: ``vectors`` float[n, dim], string ``ids`` (random hex ids when
+        omitted), ``texts`` (str or None each) and ``metadata`` (a dict or None each).
+        All or nothing: every check runs before anything is stored. Returns the ids."""
+        x = self._vectors(vectors, "vectors")
+        n = x.shape[0]
+        ids = [uuid.uuid4().hex for _ in range(n)] if ids is None else check_ids(ids)
+        texts = [None] * n if texts is None else list(texts)
+        metadata = [None] * n if metadata is None else list(metadata)
+        for name, got in (("ids", ids), ("texts", texts), ("metadata", metadata)):
+            if len(got) != n:
+                raise ValueError(f"{name} must have one entry per vector ({n}), found {len(got)}")
+        for i, t in enumerate(texts):
+            if t is not None and not isinstance(t, str):
+                raise TypeError(f"texts must be strings or None, found {type(t).__name__} at {i}")
+        with self._writing():
+            cat = self._catalog
+            kinds = metadata_kinds(metadata, cat.fields())
+            metas = [dumps(m) for m in metadata]
+            pks = cat.next_pks(n)
+            if n >= self.flush_rows and "template" in cat.settings:
+                name = self._write_segment(x, pks)
+                cat.add_documents(pks, ids, texts, metas, kinds, segment=name)
+            else:
+                cat.add_documents(pks, ids, texts, metas, kinds, vectors=x)
+                if cat.pending_count() >= self.flush_rows:
+                    self._flush()
+        return ids
+
+    def flush(self) -> None:
+        """Make the pending vectors one segment now (training the codec on them if it is
+        not trained yet)."""
+        with self._writing():
+            self._flush()
+
+    def _flush(self) -> None:
+        cat = self._catalog
+        pks, x = cat.pending()
+        if len(pks) == 0:
+            return
+        settings = None
+        if "template" not in cat.settings:
+            s = cat.settings
+            template = Index(s["spec"], metric=s["metric"], seed=s["seed"],
+                             rerank_spec=s["rerank_spec"], ivf=s["ivf"])  # fmt: skip
+            template.train(x)
+            template.save(self.path / TEMPLATE)
+            settings = {"template": TEMPLATE}
+        name = self._write_segment(x, pks)
+        cat.seal(name, pks, settings)
+
+    def _write_segment(self, x: np.ndarray, pks: np.ndarray) -> str:
+        """Write a segment of the template's codec holding rows ``x`` under ids ``pks``;
+        returns its file name (fsynced, not yet named by the catalog)."""
+        seg = open_index(self.path / TEMPLATE, mmap=False)
+        seg.add(x, ids=pks)
+        name = f"seg-{int(pks[0])}-{secrets.token_hex(4)}.vpi"
+        seg.save(self.path / SEGMENTS / name)
+        return name
+
+    def delete(self, ids) -> int:
+        """Delete the documents of ``ids`` (ids not stored are skipped); returns how many
+        were deleted. Their vectors stay in their segments, never returned again."""
+        ids = check_ids(ids)
+        with self._writing():
+            return self._catalog.delete(ids)
+
+    # -- reading ---------------------------------------------------------------
+    def __len__(self) -> int:
+        with self._mutex:
+            return self._catalog.count()
+
+    def segments(self) -> list[tuple[int, str, int]]:
+        """``(seg, file, rows)`` of every segment."""
+        with self._mutex:
+            return self._catalog.segments()
+
+    def get(self, ids) -> list[dict | None]:
+        """``{"id", "text", "metadata"}`` of each of ``ids`` (``None`` where absent)."""
+        with self._mutex:
+            docs = self._catalog.get(ids)
+        return [
+            None if d is None else {"id": d.id, "text": d.text, "metadata": json.loads(d.meta)}
+            for d in docs
+        ]
+
+    def search(self, q, k: int) -> CollectionResult:
+        """The ``k`` best documents for each query (module docstring)."""
+        q = self._vectors(q, "queries")
+        k = check_positive_int(k, "k", high=MAX_K)
+        nq = q.shape[0]
+        with self._mutex, self._catalog.reading() as cat:
+            live = cat.live_counts()
+            cand_pk, cand_sc = [], []
+            for seg, file, rows in cat.segments():
+                depth = min(rows, k + rows - live.get(seg, 0))
+                if depth <= 0 or live.get(seg, 0) == 0:
+                    continue
+                res = self._segment(file).search(q, depth)
+                cand_pk.append(res.ids)
+                cand_sc.append(res.scores)
+            pks, vecs = cat.pending()
+            if len(pks):
+                cand_pk.append(np.broadcast_to(pks, (nq, len(pks))))
+                cand_sc.append(self._exact_scores(q, vecs))
+            allp = np.concatenate(cand_pk, axis=1) if cand_pk else np.zeros((nq, 0), np.int64)
+            alls = np.concatenate(cand_sc, axis=1) if cand_sc else np.zeros((nq, 0), np.float32)
+            uniq = np.unique(allp[allp >= 0])
+            docs = dict(zip(uniq.tolist(), cat.docs_of_pks(uniq), strict=True))
+        return self._results(allp, alls, docs, k)
+
+    def _results(self, allp, alls, docs, k) -> CollectionResult:
+        nq = allp.shape[0]
+        out = CollectionResult([], np.full((nq, k), -np.inf, np.float32), [], [])
+        for i in range(nq):
+            keep = [j for j in range(allp.shape[1]) if docs.get(int(allp[i, j])) is not None]
+            order = sorted(keep, key=lambda j, i=i: (-alls[i, j], int(allp[i, j])))[:k]
+            found = [docs[int(allp[i, j])] for j in order]
+            out.scores[i, : len(order)] = alls[i, order]
+            pad = [None] * (k - len(found))
+            out.ids.append([d.id for d in found] + pad)
+            out.texts.append([d.text for d in found] + pad)
+            out.metadata.append([json.loads(d.meta) for d in found] + pad)
+        return out
+
+    def _segment(self, file: str) -> Index:
+        idx = self._segments.get(file)
+        if idx is None:
+            idx = self._segments[file] = open_index(self.path / SEGMENTS / file, mmap=True)
+        return idx
+
+    def _vectors(self, x, name: str) -> np.ndarray:
+        """``x`` checked as :func:`~vecpress._validation.as_vectors` does, and without
+        zero rows under the cosine metric (they have no direction)."""
+        x = as_vectors(x, name, dim=self.dim, allow_empty=name != "vectors")
+        if self.metric == "cosine":
+            zero = np.flatnonzero(~np.any(x != 0, axis=1))
+            if zero.size:
+                raise ValueError(
+                    f"{name} has {zero.size} zero row(s), first at row {zero[0]}: a zero vector "
+                    "has no direction under the cosine metric"
+                )
+        return x
+
+    def _exact_scores(self, q: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """The metric's exact scores of pending rows (as the index scores them: cosine on
+        unit vectors, negated squared distance for l2)."""
+        q64, x64 = q.astype(np.float64), x.astype(np.float64)
+        if self.metric == "cosine":
+            q64 = q64 / np.linalg.norm(q64, axis=1, keepdims=True)
+            x64 = x64 / np.linalg.norm(x64, axis=1, keepdims=True)
+        s = q64 @ x64.T
+        if self.metric == "l2":
+            s = 2 * s - (x64 * x64).sum(axis=1)[None, :] - (q64 * q64).sum(axis=1)[:, None]
+        return s.astype(np.float32)

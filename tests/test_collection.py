@@ -1,0 +1,212 @@
+"""Collections (:mod:`vecpress.collection.collection`): documents in, search out, the same
+answers as an index of the same codec, deletions never returned, batches stored whole
+or not at all, files a crashed writer left removed on open."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import vecpress
+from _util import gaussian
+from vecpress import Index
+from vecpress.collection import Collection
+
+D = 24
+
+
+@pytest.fixture(scope="module")
+def x() -> np.ndarray:
+    return gaussian(np.random.default_rng(0), 600, D, offset=0.3)
+
+
+@pytest.fixture(scope="module")
+def q() -> np.ndarray:
+    return gaussian(np.random.default_rng(1), 7, D, offset=0.3)
+
+
+def _ids(n, start=0):
+    return [f"doc-{i}" for i in range(start, start + n)]
+
+
+def _exact_top(x, q, k):
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    return np.argsort(-(qn @ xn.T), axis=1, kind="stable")[:, :k]
+
+
+def test_pending_vectors_are_searched_exactly(tmp_path, x, q):
+    col = Collection.create(tmp_path / "c", spec="hd2,rq4", dim=D, flush_rows=10_000)
+    col.add(x[:100], ids=_ids(100), texts=[f"t{i}" for i in range(100)])
+    assert col.segments() == [] and len(col) == 100
+    res = col.search(q, 5)
+    want = _exact_top(x[:100], q, 5)
+    assert res.ids == [[f"doc-{j}" for j in row] for row in want]
+    assert res.texts[0][0] == f"t{want[0, 0]}" and res.scores.dtype == np.float32
+    assert np.all(np.diff(res.scores, axis=1) <= 0)
+
+
+def test_segments_answer_as_an_index_of_the_same_codec(tmp_path, x, q):
+    """Once flushed, a collection's answers are those of an Index of its spec and seed
+    fitted on the same vectors (the codec is trained on the first segment's rows)."""
+    col = Collection.create(tmp_path / "c", spec="hd2,rq4", dim=D, seed=3, flush_rows=600)
+    col.add(x[:250], ids=_ids(250))
+    col.add(x[250:], ids=_ids(350, 250))  # reaches flush_rows: one segment of 600
+    assert [r for _, _, r in col.segments()] == [600]
+    index = Index("hd2,rq4", metric="cosine", seed=3)
+    index.add(x)
+    want = index.search(q, 10)
+    res = col.search(q, 10)
+    assert res.ids == [[f"doc-{j}" for j in row] for row in want.ids]
+    np.testing.assert_array_equal(res.scores, want.scores)
+
+
+def test_later_batches_share_the_codec_and_merge(tmp_path, x, q):
+    col = Collection.create(tmp_path / "c", spec="hd2,rq4", dim=D, flush_rows=200)
+    for s in range(0, 600, 150):  # 150, then pending 300 -> segment; ...
+        col.add(x[s : s + 150], ids=_ids(150, s))
+    col.add(x[:1] * 2, ids=["extra"])  # pending
+    col.flush()
+    sizes = [r for _, _, r in col.segments()]
+    assert sum(sizes) == 601 and col._catalog.pending_count() == 0
+    big = Collection.create(tmp_path / "big", spec="hd2,rq4", dim=D, flush_rows=200)
+    big.add(x, ids=_ids(600))  # the codec trained on all 600 rows at once
+    res = col.search(q, 10)
+    exact = _exact_top(x, q, 10)
+    hits = [len({f"doc-{j}" for j in e} & set(r)) for e, r in zip(exact, res.ids, strict=True)]
+    recall = np.mean(hits) / 10
+    assert recall >= 0.7, recall  # 4-bit codes at d = 24: most of the exact top 10
+    # the same document never comes twice; "extra" is the scaled copy of doc-0
+    for row in res.ids:
+        assert len(set(row)) == len(row)
+    assert col.search(x[:1], 2).ids[0][:2] in (["doc-0", "extra"], ["extra", "doc-0"])
+
+
+def test_deleted_documents_are_never_returned(tmp_path, x, q):
+    col = Collection.create(tmp_path / "c", spec="hd2,rq4", dim=D, flush_rows=300)
+    col.add(x[:300], ids=_ids(300))  # a segment
+    col.add(x[300:350], ids=_ids(50, 300))  # pending
+    before = col.search(q, 10)
+    gone = sorted({i for row in before.ids for i in row[:6]})
+    assert col.delete([*gone, "never-stored"]) == len(gone)
+    res = col.search(q, 10)
+    for row in res.ids:
+        assert not set(row) & set(gone) and None not in row  # still 10 a query
+    # the survivors keep their order: each query's result is its old list without them
+    for old, new in zip(before.ids, res.ids, strict=True):
+        kept = [i for i in old if i not in gone]
+        assert new[: len(kept)] == kept
+    assert len(col) == 350 - len(gone) and col.get(gone[:1]) == [None]
+
+
+def test_reopen_and_get(tmp_path, x, q):
+    path = tmp_path / "c"
+    col = Collection.create(path, spec="hd2,rq4", dim=D, flush_rows=100)
+    meta = [{"n": i, "lang": "en" if i % 2 else "de", "tags": [i]} for i in range(150)]
+    col.add(x[:150], ids=_ids(150), texts=[f"t{i}" for i in range(150)], metadata=meta)
+    first = col.search(q, 5)
+    col.close()
+    again = Collection.open(path)
+    res = again.search(q, 5)
+    assert res.ids == first.ids and np.array_equal(res.scores, first.scores)
+    assert again.get(["doc-3", "nope"]) == [
+        {"id": "doc-3", "text": "t3", "metadata": {"n": 3, "lang": "en", "tags": [3]}},
+        None,
+    ]
+    assert len(again) == 150 and again.spec == "hd2,rq4"
+
+
+def test_k_past_the_documents_pads(tmp_path, x):
+    col = Collection.create(tmp_path / "c", spec="f32", dim=D)
+    col.add(x[:3], ids=["a", "b", "c"])
+    res = col.search(x[:1], 5)
+    assert res.ids[0][3:] == [None, None] and np.isneginf(res.scores[0, 3:]).all()
+    assert res.ids[0][0] == "a" and res.metadata[0][0] == {}
+    empty = Collection.create(tmp_path / "e", spec="f32", dim=D)
+    assert empty.search(x[:2], 3).ids == [[None] * 3] * 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"vectors": np.ones((2, D + 1), np.float32)}, ValueError, f"{D} columns"),
+        ({"vectors": np.full((2, D), np.nan, np.float32)}, ValueError, "NaN"),
+        ({"vectors": np.zeros((0, D), np.float32)}, ValueError, "empty"),
+        ({"vectors": np.zeros((2, D), np.float32)}, ValueError, "zero row"),
+        ({"ids": ["a", "a"]}, ValueError, "duplicate document id 'a'"),
+        ({"ids": ["a", 2]}, TypeError, "must be strings, found int"),
+        ({"ids": ["doc-0", "new"]}, ValueError, "'doc-0' is already in the collection"),
+        ({"ids": ["a"]}, ValueError, r"ids must have one entry per vector \(2\), found 1"),
+        ({"texts": ["t"]}, ValueError, "texts must have one entry per vector"),
+        ({"texts": ["t", 3]}, TypeError, "texts must be strings or None, found int at 1"),
+        ({"metadata": [{"n": "x"}, None]}, ValueError, "field 'n' holds numbers"),
+        ({"metadata": [{"n": 1}, {"s": {1, 2}}]}, TypeError, "found set"),
+        ({"metadata": [{"n": 1}]}, ValueError, "metadata must have one entry per vector"),
+    ],
+)
+def test_bad_batches_store_nothing(tmp_path, x, kwargs, exc, match):
+    col = Collection.create(tmp_path / "c", spec="hd2,rq4", dim=D, flush_rows=100)
+    col.add(x[:5], ids=_ids(5), metadata=[{"n": i} for i in range(5)])
+    args = {"vectors": x[10:12], "ids": ["p", "q"]} | kwargs
+    with pytest.raises(exc, match=match):
+        col.add(**args)
+    assert len(col) == 5 and col._catalog.pending_count() == 5
+    assert col._catalog.fields() == {"n": "number"}
+
+
+def test_bad_searches_and_settings(tmp_path, x):
+    col = Collection.create(tmp_path / "c", spec="hd2,rq4", dim=D)
+    col.add(x[:5])
+    with pytest.raises(ValueError, match=f"{D} columns"):
+        col.search(x[:1, :3], 2)
+    with pytest.raises(ValueError, match="zero row"):
+        col.search(np.zeros((1, D), np.float32), 2)
+    with pytest.raises(ValueError):
+        col.search(x[:1], 0)
+    with pytest.raises(TypeError):
+        col.search(x[:1], 2.5)
+    with pytest.raises(FileExistsError, match="not an empty folder"):
+        Collection.create(tmp_path / "c", spec="hd2,rq4", dim=D)
+    with pytest.raises(ValueError, match="metric must be one of"):
+        Collection.create(tmp_path / "d", spec="hd2,rq4", dim=D, metric="dot")
+    with pytest.raises(ValueError):
+        Collection.create(tmp_path / "d", spec="nonsense9", dim=D)
+    with pytest.raises(ValueError):
+        Collection.create(tmp_path / "d", spec="f32", dim=0)
+    assert not (tmp_path / "d").exists()
+    with pytest.raises(FileNotFoundError, match="no collection catalog"):
+        Collection.open(tmp_path / "nowhere")
+
+
+def test_files_a_crashed_writer_left_are_removed_on_open(tmp_path, x):
+    path = tmp_path / "c"
+    col = Collection.create(path, spec="hd2,rq4", dim=D, flush_rows=50)
+    col.add(x[:60], ids=_ids(60))
+    named = {f for _, f, _ in col.segments()}
+    col.close()
+    (path / "segments" / "seg-999-deadbeef.vpi").write_bytes(b"half written")
+    Collection.open(path).close()
+    assert {p.name for p in (path / "segments").iterdir()} == named
+    # a template written but never named (a crash inside the first flush) goes too
+    fresh = Collection.create(tmp_path / "f", spec="hd2,rq4", dim=D)
+    fresh.close()
+    index = Index("hd2,rq4")
+    index.train(x[:100])
+    index.save(tmp_path / "f" / "template.vpi")
+    Collection.open(tmp_path / "f").close()
+    assert not (tmp_path / "f" / "template.vpi").exists()
+
+
+def test_metrics_ip_and_l2_match_an_index(tmp_path, x, q):
+    for metric in ("ip", "l2"):
+        col = Collection.create(tmp_path / metric, spec="f32", dim=D, metric=metric)
+        col.add(x[:200], ids=_ids(200))  # pending: exact scores
+        index = Index("f32", metric=metric)
+        index.add(x[:200])
+        want = index.search(q, 5)
+        res = col.search(q, 5)
+        assert res.ids == [[f"doc-{j}" for j in row] for row in want.ids]
+        np.testing.assert_allclose(res.scores, want.scores, rtol=1e-5, atol=1e-4)
+        col.flush()  # the same from a segment
+        assert col.search(q, 5).ids == res.ids
+    assert vecpress.collection.Collection is Collection
