@@ -38,6 +38,9 @@ def test_the_readme_examples_run_as_written(tmp_path, monkeypatch, capfd):
     assert ns["x_hat"].shape == (10_000, 384)
     assert ns["same"].spec == "center,hd2,rq4"
     assert ns["res"].ids.shape == (5, 10)
+    hits = ns["hits"]
+    assert hits.ids[1][0] == "doc2" and all("doc1" not in row for row in hits.ids)
+    assert len(ns["col"]) == 5_999 and len(ns["col"].segments()) == 1
     memory = ns["vecpress"].Index("hd2,rq4", metric="cosine", rerank_spec="f32")
     memory.add(ns["x"][:100])
     want = {"codes": 196, "rerank": 1536, "ids": 8, "norms": 0, "per_vector": 1740}
