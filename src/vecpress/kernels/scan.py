@@ -109,10 +109,7 @@ def grid_queries(q, center, qoff, bits):
             qoff = np.full(nq, qoff, np.float32)  # one number for every query
         return _grid_queries_flat(np.ascontiguousarray(q, np.float32), float(center), qoff, limbs)
     qi, qs = quantize_queries(q, limbs)  # limb-major
-    if np.ndim(center):
-        csum = qi.astype(np.float64) @ np.asarray(center, np.float64)
-    else:
-        csum = center * qi.sum(axis=1)
+    csum = qi.astype(np.float64) @ np.asarray(center, np.float64)  # a centre per dimension
     offl = (-qs * csum).astype(np.float32).reshape(limbs, nq)
     off = (offl[0] + np.asarray(qoff, np.float32)).astype(np.float32)
     for k in range(1, limbs):
