@@ -210,3 +210,23 @@ def test_metrics_ip_and_l2_match_an_index(tmp_path, x, q):
         col.flush()  # the same from a segment
         assert col.search(q, 5).ids == res.ids
     assert vecpress.collection.Collection is Collection
+
+
+def test_upsert_replaces_documents_in_one_transaction(tmp_path, x, q):
+    col = Collection.create(tmp_path / "c", spec="f32", dim=D, flush_rows=100)
+    col.add(x[:150], ids=_ids(150), texts=["old"] * 150, metadata=[{"v": 1}] * 150)
+    assert len(col.segments()) == 1
+    # doc-0 (in the segment) is replaced, "new" is added
+    col.upsert(x[200:202], ids=["doc-0", "new"], texts=["fresh", "n"], metadata=[{"v": 2}] * 2)
+    assert len(col) == 151
+    assert col.get(["doc-0"]) == [{"id": "doc-0", "text": "fresh", "metadata": {"v": 2}}]
+    res = col.search(x[200:201], 1)
+    assert res.ids == [["doc-0"]] and res.texts == [["fresh"]]
+    assert col.search(x[:1], 1).ids[0][0] != "doc-0"  # its old vector is gone
+    with pytest.raises(ValueError, match="'doc-1' is already in the collection"):
+        col.add(x[:1], ids=["doc-1"])
+    with pytest.raises(TypeError, match="upsert needs the ids"):
+        col.upsert(x[:1], None)
+    with pytest.raises(ValueError, match="field 'v' holds numbers"):
+        col.upsert(x[:1], ["doc-2"], metadata=[{"v": "x"}])
+    assert col.get(["doc-2"])[0]["metadata"] == {"v": 1}  # a failed upsert replaces nothing

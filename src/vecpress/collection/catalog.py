@@ -42,7 +42,8 @@ Examples
 >>> pks = cat.next_pks(2)
 >>> vecs = np.ones((2, 3), np.float32)
 >>> cat.add_documents(pks, ["a", "b"], ["x", None], ['{"n":1}', "{}"], {"n": "number"},
-...                   vectors=vecs)
+...                   vectors=vecs)  # how many stored documents it replaced
+0
 >>> cat.get(["b", "z", "a"])[0].pk == int(pks[1]), cat.get(["z"]), cat.count()
 (True, [None], 2)
 >>> cat.pending()[0].tolist(), cat.seal("seg-1.vpi", pks), cat.pending()[0].tolist()
@@ -310,13 +311,15 @@ class Catalog:
 
     def add_documents(
         self, pks, ids, texts, metas, new_fields: dict, *, segment: str | None = None,
-        vectors: np.ndarray | None = None,
-    ) -> None:  # fmt: skip
+        vectors: np.ndarray | None = None, replace: bool = False,
+    ) -> int:  # fmt: skip
         """One transaction: documents (``pks`` from :meth:`next_pks`, string ``ids``,
         ``texts``, ``metas`` as JSON text) and the metadata fields the batch adds, their
         vectors either in the segment file ``segment`` (written already; ``rows`` = the
         batch) or ``vectors`` (float32[n, d]) kept in ``pending``. Nothing is stored when
-        it fails: an id already in the collection is a ``ValueError`` naming it."""
+        it fails: an id already in the collection is a ``ValueError`` naming it, unless
+        ``replace``: then the stored documents of those ids are deleted in the same
+        transaction (an upsert). Returns how many were replaced."""
         ids = check_ids(ids)
         pks = [int(p) for p in np.asarray(pks, np.int64).ravel()]
         if not (len(pks) == len(ids) == len(texts) == len(metas)):
@@ -334,7 +337,10 @@ class Catalog:
                 )
         with self._transaction() as con:
             taken = self._taken(ids)
-            if taken:
+            if taken and replace:
+                for part, marks in _chunks(taken):
+                    con.execute(f"DELETE FROM docs WHERE id IN ({marks})", part)
+            elif taken:
                 raise ValueError(
                     f"document id {taken[0]!r} is already in the collection "
                     f"({len(taken)} of the batch are; upsert replaces documents)"
@@ -357,6 +363,7 @@ class Catalog:
                     [(p, v.tobytes()) for p, v in zip(pks, vectors, strict=True)],
                 )
             con.executemany("INSERT INTO fields VALUES (?, ?)", sorted(new_fields.items()))
+        return len(taken)
 
     def pending(self) -> tuple[np.ndarray, np.ndarray]:
         """The pending vectors: ``(pks int64[m], float32[m, d])``, in pk order."""

@@ -158,7 +158,18 @@ class Collection:
     def add(self, vectors, ids=None, texts=None, metadata=None) -> list[str]:
         """Store documents: ``vectors`` float[n, dim], string ``ids`` (random hex ids when
         omitted), ``texts`` (str or None each) and ``metadata`` (a dict or None each).
-        All or nothing: every check runs before anything is stored. Returns the ids."""
+        All or nothing: every check runs before anything is stored; an id already
+        stored is a ``ValueError`` (:meth:`upsert` replaces). Returns the ids."""
+        return self._store(vectors, ids, texts, metadata, replace=False)
+
+    def upsert(self, vectors, ids, texts=None, metadata=None) -> list[str]:
+        """:meth:`add`, replacing the stored documents of ``ids`` (their text, metadata and
+        vector) in the same transaction: a reader sees the old documents or the new."""
+        if ids is None:
+            raise TypeError("upsert needs the ids of the documents it stores or replaces")
+        return self._store(vectors, ids, texts, metadata, replace=True)
+
+    def _store(self, vectors, ids, texts, metadata, *, replace: bool) -> list[str]:
         x = self._vectors(vectors, "vectors")
         n = x.shape[0]
         ids = [uuid.uuid4().hex for _ in range(n)] if ids is None else check_ids(ids)
@@ -177,9 +188,9 @@ class Collection:
             pks = cat.next_pks(n)
             if n >= self.flush_rows and "template" in cat.settings:
                 name = self._write_segment(x, pks)
-                cat.add_documents(pks, ids, texts, metas, kinds, segment=name)
+                cat.add_documents(pks, ids, texts, metas, kinds, segment=name, replace=replace)
             else:
-                cat.add_documents(pks, ids, texts, metas, kinds, vectors=x)
+                cat.add_documents(pks, ids, texts, metas, kinds, vectors=x, replace=replace)
                 if cat.pending_count() >= self.flush_rows:
                     self._flush()
         return ids
