@@ -230,3 +230,22 @@ def test_upsert_replaces_documents_in_one_transaction(tmp_path, x, q):
     with pytest.raises(ValueError, match="field 'v' holds numbers"):
         col.upsert(x[:1], ["doc-2"], metadata=[{"v": "x"}])
     assert col.get(["doc-2"])[0]["metadata"] == {"v": 1}  # a failed upsert replaces nothing
+
+
+def test_two_writers_share_one_codec(tmp_path, x, q):
+    """A second handle (as another process would have) sees the codec the first one
+    trained: its flush writes a segment of the same template, never a new one (``center``
+    learns the mean: a codec trained on other rows would differ)."""
+    path = tmp_path / "c"
+    a = Collection.create(path, spec="center,hd2,rq4", dim=D, flush_rows=100)
+    b = Collection.open(path)
+    a.add(x[:100], ids=_ids(100))  # trains the codec
+    template = (path / "template.vpi").read_bytes()
+    b.add(x[100:200], ids=_ids(100, 100))
+    assert (path / "template.vpi").read_bytes() == template
+    assert [r for _, _, r in b.segments()] == [100, 100]
+    index = Index("center,hd2,rq4", metric="cosine")
+    index.add(x[:100])
+    index.add(x[100:200])
+    want = index.search(q, 5)
+    assert a.search(q, 5).ids == [[f"doc-{j}" for j in row] for row in want.ids]

@@ -240,6 +240,10 @@ class Catalog:
             )
         return settings
 
+    def refresh(self) -> None:
+        """Read the settings again (another process's writer may have added some)."""
+        self.settings = self._read_settings()
+
     def fields(self) -> dict[str, str]:
         """The metadata fields and their kinds."""
         return dict(self._query("SELECT name, kind FROM fields ORDER BY name"))

@@ -151,7 +151,10 @@ class Collection:
 
     @contextlib.contextmanager
     def _writing(self, wait: bool = True):
+        """The writer lock (this process's threads, then other processes), with the
+        settings as the last writer left them (it may have trained the codec)."""
         with self._mutex, atomic.writer_lock(str(self.path / "collection"), wait=wait):
+            self._catalog.refresh()
             yield
 
     # -- writing ---------------------------------------------------------------
