@@ -209,7 +209,7 @@ def test_metrics_ip_and_l2_match_an_index(tmp_path, x, q):
         np.testing.assert_allclose(res.scores, want.scores, rtol=1e-5, atol=1e-4)
         col.flush()  # the same from a segment
         assert col.search(q, 5).ids == res.ids
-    assert vecpress.collection.Collection is Collection
+    assert vecpress.Collection is Collection
 
 
 def test_upsert_replaces_documents_in_one_transaction(tmp_path, x, q):

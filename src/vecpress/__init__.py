@@ -15,6 +15,7 @@ from ._validation import MAX_NORM
 from ._version import __version__
 from .codecs.codec import Codec
 from .codecs.spec import parse as parse_spec
+from .collection import Collection, CollectionResult
 from .errors import FormatError, LockedError, NotFittedError
 from .files.storage import info
 from .search.index import Index, SearchResult, open
@@ -23,6 +24,8 @@ from .threads import get_num_threads, set_num_threads
 __all__ = [
     "MAX_NORM",
     "Codec",
+    "Collection",
+    "CollectionResult",
     "FormatError",
     "Index",
     "LockedError",
