@@ -249,3 +249,27 @@ def test_two_writers_share_one_codec(tmp_path, x, q):
     index.add(x[100:200])
     want = index.search(q, 5)
     assert a.search(q, 5).ids == [[f"doc-{j}" for j in row] for row in want.ids]
+
+
+def test_verify_names_a_damaged_segment_or_catalog(tmp_path, x):
+    import sqlite3
+
+    path = tmp_path / "c"
+    col = Collection.create(path, spec="hd2,rq4", dim=D, flush_rows=100)
+    col.add(x[:120], ids=_ids(120), texts=["t"] * 120)
+    assert col.verify() is col
+    ((_, file, _),) = col.segments()
+    seg = path / "segments" / file
+    blob = bytearray(seg.read_bytes())
+    blob[-200] ^= 0x01  # a byte of the last data section's last block
+    seg.write_bytes(bytes(blob))
+    with pytest.raises(vecpress.FormatError, match=file):
+        col.verify()
+    seg.write_bytes(bytes(blob[:-200]) + bytes([blob[-200] ^ 0x01]) + bytes(blob[-199:]))
+    col.verify()
+    con = sqlite3.connect(path / "catalog.sqlite")
+    con.execute("UPDATE docs SET text = 'other' WHERE id = 'doc-5'")
+    con.commit()
+    damaged = r"catalog\.sqlite: document row \d+ fails its checksum"
+    with pytest.raises(vecpress.FormatError, match=damaged):
+        col.verify()

@@ -237,6 +237,22 @@ class Collection:
             return self._catalog.delete(ids)
 
     # -- reading ---------------------------------------------------------------
+    def verify(self) -> Collection:
+        """Check everything now: the catalog (SQLite's ``integrity_check`` and every
+        row's CRC) and every block of every segment file and of the template; a
+        :class:`~vecpress.FormatError` names the file and the problem. Returns ``self``.
+        (A search checks the catalog rows and the segment blocks it reads; this also
+        finds damage in pages and blocks no search has read yet.)"""
+        with self._mutex:
+            cat = self._catalog
+            cat.verify()
+            files = [self.path / SEGMENTS / f for _, f, _ in cat.segments()]
+            if "template" in cat.settings:
+                files.append(self.path / TEMPLATE)
+            for f in files:
+                open_index(f, mmap=True).verify()
+        return self
+
     def __len__(self) -> int:
         with self._mutex:
             return self._catalog.count()
