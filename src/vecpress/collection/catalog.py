@@ -66,6 +66,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError
+from .filters import check_field_name, compile_filter, field_expr
 
 #: the catalog's schema version (``settings.format``)
 FORMAT = 1
@@ -287,6 +288,50 @@ class Catalog:
                 )
             out.append(Doc(id_, pk, seg, text, meta))
         return out
+
+    def allowed(self, where) -> tuple[dict[int, np.ndarray], np.ndarray]:
+        """The documents a filter (:mod:`vecpress.collection.filters`) lets through:
+        ``({seg: pks}, pending pks)``, int64 arrays in pk order. One SQL query, which
+        an index on a field (:meth:`create_index`) serves."""
+        sql, params = compile_filter(where, self.fields())
+        rows = self._query(f"SELECT pk, seg FROM docs WHERE {sql} ORDER BY pk", params)
+        if not rows:
+            return {}, np.zeros(0, np.int64)
+        both = np.array(rows, dtype=np.float64)  # seg is NULL (nan) while pending
+        pks = both[:, 0].astype(np.int64)
+        seg = both[:, 1]
+        pending = np.isnan(seg)
+        by_seg: dict[int, np.ndarray] = {}
+        stored = np.flatnonzero(~pending)
+        if stored.size:
+            segs = seg[stored].astype(np.int64)
+            order = np.argsort(segs, kind="stable")
+            cuts = np.flatnonzero(np.diff(segs[order])) + 1
+            for part in np.split(stored[order], cuts):
+                by_seg[int(seg[part[0]])] = pks[part]
+        return by_seg, pks[pending]
+
+    def create_index(self, field: str) -> bool:
+        """An SQLite index on a metadata field (the expression filters read it with), so
+        filters on it look rows up instead of reading every document. Returns whether
+        it was created (``False``: it existed)."""
+        name = check_field_name(field)
+        if name not in self.fields():
+            raise ValueError(f"no metadata field {name!r} to index; known: {sorted(self.fields())}")
+        index = "field:" + name  # field names hold no '"' (check_field_name)
+        exists = self._query(
+            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", [index]
+        )
+        if exists:
+            return False
+        with self._transaction() as con:
+            con.execute(f'CREATE INDEX "{index}" ON docs({field_expr(name)})')
+        return True
+
+    def indexed_fields(self) -> list[str]:
+        """The metadata fields with an index (:meth:`create_index`)."""
+        rows = self._query("SELECT name FROM sqlite_master WHERE type = 'index'")
+        return sorted(n[len("field:") :] for (n,) in rows if n.startswith("field:"))
 
     def verify(self) -> None:
         """Check the whole file: SQLite's ``integrity_check`` and every row's CRC; a

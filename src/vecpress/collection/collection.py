@@ -28,6 +28,16 @@ scored exactly. Segment scores are the codec's estimates of the metric's score
 (:meth:`vecpress.Index.search`), pending ones exact; the best ``k`` of all are
 returned with their ids, texts and metadata.
 
+**Filters.** ``search(..., filter=...)`` compiles the filter
+(:mod:`vecpress.collection.filters`) to one SQL query over the live documents;
+its rows, grouped by segment, are each segment's allowlist, applied inside the
+segment's scan (``Index.search(..., allow=)``, :mod:`vecpress.search.filtered`:
+an exact scan of the allowed rows when they are few, a masked scan probing
+more IVF lists as the filter narrows otherwise), and the pending vectors are
+filtered before they are scored. Every query thus gets its ``k`` best matching
+documents however selective the filter. Fields are not indexed in SQLite
+unless :meth:`Collection.create_index` names them (each index slows writes).
+
 Examples
 --------
 >>> import tempfile
@@ -69,6 +79,12 @@ from .metadata import dumps, metadata_kinds
 FLUSH_ROWS = 20_000
 #: the most results a query may ask for
 MAX_K = 10_000
+
+
+def _segment_rerank(rerank, depth: int):
+    """``rerank`` as a segment of ``depth`` results takes it: at least ``depth``."""
+    return rerank if rerank is None or rerank == "auto" else max(rerank, depth)
+
 
 CATALOG = "catalog.sqlite"
 TEMPLATE = "template.vpi"
@@ -271,22 +287,54 @@ class Collection:
             for d in docs
         ]
 
-    def search(self, q, k: int) -> CollectionResult:
-        """The ``k`` best documents for each query (module docstring)."""
+    def search(self, q, k: int, filter=None, rerank=None, nprobe=None) -> CollectionResult:
+        """The ``k`` best documents for each query (module docstring).
+
+        Parameters
+        ----------
+        q : numpy.ndarray
+            ``(nq, dim)`` float queries.
+        k : int
+            Results per query (at most :data:`MAX_K`); padded past the documents
+            stored (or allowed).
+        filter : dict, optional
+            Metadata filter (:mod:`vecpress.collection.filters`): only the documents
+            it matches are searched; the allowlist is applied inside each segment's
+            scan (:meth:`vecpress.Index.search`'s ``allow``), so a selective filter
+            still returns its ``k`` best matching documents.
+        rerank, nprobe
+            As :meth:`vecpress.Index.search` takes them, for every segment.
+        """
         q = self._vectors(q, "queries")
         k = check_positive_int(k, "k", high=MAX_K)
+        self._check_search_args(rerank, nprobe)
         nq = q.shape[0]
         with self._mutex, self._catalog.reading() as cat:
+            if filter is None:
+                allowed = pending_allowed = None
+            else:
+                allowed, pending_allowed = cat.allowed(filter)
             live = cat.live_counts()
             cand_pk, cand_sc = [], []
             for seg, file, rows in cat.segments():
-                depth = min(rows, k + rows - live.get(seg, 0))
-                if depth <= 0 or live.get(seg, 0) == 0:
-                    continue
-                res = self._segment(file).search(q, depth)
+                if allowed is None:  # deleted rows are skipped afterwards: look past them
+                    allow = None
+                    depth = min(rows, k + rows - live.get(seg, 0))
+                    if live.get(seg, 0) == 0:
+                        continue
+                else:  # the allowlist holds live documents only
+                    allow = allowed.get(seg)
+                    if allow is None:
+                        continue
+                    depth = min(k, allow.size)
+                index = self._segment(file)
+                res = index.search(q, depth, _segment_rerank(rerank, depth), nprobe, allow=allow)
                 cand_pk.append(res.ids)
                 cand_sc.append(res.scores)
             pks, vecs = cat.pending()
+            if pending_allowed is not None:
+                keep = np.isin(pks, pending_allowed)
+                pks, vecs = pks[keep], vecs[keep]
             if len(pks):
                 cand_pk.append(np.broadcast_to(pks, (nq, len(pks))))
                 cand_sc.append(self._exact_scores(q, vecs))
@@ -295,6 +343,41 @@ class Collection:
             uniq = np.unique(allp[allp >= 0])
             docs = dict(zip(uniq.tolist(), cat.docs_of_pks(uniq), strict=True))
         return self._results(allp, alls, docs, k)
+
+    def _check_search_args(self, rerank, nprobe) -> None:
+        """``rerank`` and ``nprobe`` checked against the settings before any segment is
+        read (as :meth:`vecpress.Index.search` checks them)."""
+        s = self._catalog.settings
+        shape = Index(s["spec"], metric=s["metric"], rerank_spec=s["rerank_spec"], ivf=s["ivf"])
+        if rerank is not None:
+            if not shape.has_second_tier:
+                raise ValueError(
+                    "rerank= needs a second tier: create the collection with rerank_spec= "
+                    "(e.g. rerank_spec='f32') or a two-level spec (e.g. 'lvq4x8')"
+                )
+            if isinstance(rerank, str):
+                if rerank != "auto":
+                    raise ValueError(f"rerank must be an int or 'auto', found {rerank!r}")
+            else:
+                check_positive_int(rerank, "rerank")
+        if nprobe is not None:
+            if not shape.is_ivf:
+                raise ValueError("nprobe= applies to IVF collections (ivf=nlist); this one is flat")
+            check_positive_int(nprobe, "nprobe")
+
+    def create_index(self, field: str) -> bool:
+        """Index the metadata field ``field`` in the catalog, so that filters on it look
+        documents up rather than reading every one (a filter works without; the
+        index pays once a collection holds some 100,000 documents). Fields are not
+        indexed automatically: each index slows every write a little. Returns
+        whether it was created (``False``: it existed)."""
+        with self._writing():
+            return self._catalog.create_index(field)
+
+    def indexed_fields(self) -> list[str]:
+        """The metadata fields indexed by :meth:`create_index`."""
+        with self._mutex:
+            return self._catalog.indexed_fields()
 
     def _results(self, allp, alls, docs, k) -> CollectionResult:
         nq = allp.shape[0]

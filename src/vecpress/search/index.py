@@ -47,6 +47,7 @@ from ..files.storage import METRICS, IndexState
 from ..rwlock import ReadWriteLock
 from ..threads import using
 from . import certify as _certify
+from . import filtered as _filtered
 from . import ivf as _ivf
 from . import planes as _planes
 from . import scan as _search
@@ -775,6 +776,7 @@ class Index:
         *,
         confidence: float = 0.999,
         progressive: bool = False,
+        allow=None,
         threads: int | None = None,
     ) -> SearchResult:
         """The ``k`` best stored vectors for each query, best first.
@@ -812,7 +814,14 @@ class Index:
             3.2e-5 per row, the bound widened where the index's own rows show
             larger errors). Costs ``d / 8 + 20`` bytes of memory per row, made on
             the first progressive search. Pays for few queries at a time; a large
-            batch is faster read in full.
+            batch is faster read in full. A filtered search (``allow``) reads in full.
+        allow : array of int, optional
+            A filter: the ids the results may hold (ids not stored are skipped).
+            The best ``k`` allowed rows are returned, ranked as without a filter
+            (padded where fewer are allowed): the allowlist is applied inside the
+            scan (:mod:`vecpress.search.filtered`), by an exact scan of the
+            allowed rows when they are few, else by masking the others (IVF:
+            probing lists until they hold ``nprobe`` lists' worth of allowed rows).
         threads : int, optional
             Threads of this call; default the process-wide count
             (:func:`vecpress.set_num_threads`). Concurrent searches may each
@@ -848,7 +857,7 @@ class Index:
         (True, True)
         """
         with self._lock.read(), using(threads):
-            return self._search(q, k, rerank, nprobe, confidence, progressive)
+            return self._search(q, k, rerank, nprobe, confidence, progressive, allow)
 
     def _probe(self, q: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
         """The lists each query scans and the term added to their scores."""
@@ -858,12 +867,51 @@ class Index:
         lists, dots = _ivf.probe(self.centroids, q, nprobe, self.metric)
         return lists, dots if self.ivf_residual else np.zeros_like(dots)
 
-    def _first(self, q, qsq, nprobe, depth, progressive=False) -> tuple[np.ndarray, np.ndarray]:
-        """The first stage's best ``depth`` rows of the probed lists: ``(rows, scores)``."""
+    def _first(
+        self, q, qsq, nprobe, depth, progressive=False, allowed=None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The first stage's best ``depth`` rows of the probed lists: ``(rows, scores)``;
+        of the ``allowed`` rows only, where given (:meth:`_first_filtered`)."""
+        if allowed is not None:
+            return self._first_filtered(q, qsq, nprobe, depth, allowed)
         lists, adds = self._probe(q, nprobe)
         self._check_reads(("codes", "norms"), lists=lists)
         stage = self._first_stage()
         return _search.scan(stage, q, qsq, lists, adds, depth, progressive=progressive)
+
+    def _allowed(self, allow) -> np.ndarray:
+        """The rows (sorted) whose ids are in ``allow``."""
+        allow = _as_ids(allow, "allow")
+        stage = self._first_stage()
+        if stage.id_lookup is None:
+            self._check_reads(("ids",), lists=np.arange(self._list_offsets.size - 1)[None, :])
+            stage.id_lookup = _filtered.id_lookup(np.asarray(self._ids.view))
+        return _filtered.allowed_rows(*stage.id_lookup, allow)
+
+    def _first_filtered(self, q, qsq, nprobe, depth, rows):
+        """:meth:`_first` over the allowed ``rows`` only, by the cheaper of an exact scan of
+        the allowed rows and a masked scan (:mod:`vecpress.search.filtered`)."""
+        n, count, nq = self.ntotal, rows.size, q.shape[0]
+        nlist = self.nlist if self.is_ivf else 1
+        scanned = _filtered.masked_rows_scanned(n, count, nlist, nprobe)
+        stage = self._first_stage()
+        if _filtered.choose(n, count, nq, scanned) == "gather":
+            self._check_reads(("codes", "norms"), rows=rows[None, :])
+            sub = _filtered.gathered(stage, rows, self._list_offsets)
+            lists, adds = self._probe(q, nlist)  # every list: all the allowed rows
+            found, sc = _search.scan(sub, q, qsq, lists, adds, depth)
+            return np.where(found >= 0, rows[np.maximum(found, 0)], -1), sc
+        allow = np.zeros(n, bool)
+        allow[rows] = True
+        lists, adds = self._probe(q, nlist if self.is_ivf else 1)
+        if self.is_ivf:
+            per_list = np.bincount(self._row_lists()[rows], minlength=nlist)
+            target = max(depth, int(np.ceil(nprobe * n / nlist)))
+            lists = _filtered.probe_allowed(lists, per_list, target)
+        self._check_reads(("codes", "norms"), lists=lists)
+        found, sc = _search.scan(_filtered.masked(stage, allow), q, qsq, lists, adds, depth)
+        found[sc == -np.inf] = -1  # masked rows
+        return found, sc
 
     def _tier_scores(self, q, qsq, rows, *, first: bool = False) -> np.ndarray:
         """The second tier's (``first``: the first stage's) metric scores of candidate
@@ -919,20 +967,22 @@ class Index:
             return _certify.aligned_scale
         return _certify.plain_scale
 
-    def _search_certified(self, q, qsq, width, nprobe, confidence, progressive):
+    def _search_certified(self, q, qsq, width, nprobe, confidence, progressive, allowed, limit):
         models = self._error_models(nprobe)
         return _certify.certified_rerank(
-            lambda q_, qsq_, depth: self._first(q_, qsq_, nprobe, depth, progressive),
+            lambda q_, qsq_, depth: self._first(q_, qsq_, nprobe, depth, progressive, allowed),
             self._tier_scores,
             self._error_scale(),
             _certify.factor(models, confidence, width),
             q,
             qsq,
             width,
-            self.ntotal,
+            limit,
         )
 
-    def _search(self, q, k, rerank, nprobe, confidence, progressive=False) -> SearchResult:
+    def _search(
+        self, q, k, rerank, nprobe, confidence, progressive=False, allow=None
+    ) -> SearchResult:  # fmt: skip
         k, rerank, nprobe = self._check_search_args(k, rerank, nprobe, confidence)
         self._check_progressive(progressive)
         q = as_vectors(q, "queries", dim=self.d)
@@ -940,20 +990,26 @@ class Index:
         nq = q.shape[0]
         ids = np.full((nq, k), -1, np.int64)
         scores = np.full((nq, k), -np.inf, np.float32)
-        if nq == 0 or self.ntotal == 0:
+        allowed = None if allow is None else self._allowed(allow)
+        limit = self.ntotal if allowed is None else allowed.size
+        if nq == 0 or limit == 0:
             return SearchResult(ids, scores)
-        # nothing past the stored rows is worth scanning or re-ranking: the rest is padding
-        width = min(k, self.ntotal)
+        if allowed is not None:
+            progressive = False  # a filtered search reads codes in full
+        # nothing past the stored (allowed) rows is worth scanning or re-ranking: padding
+        width = min(k, limit)
         reranked = certified = None
         if rerank == "auto":
-            res = self._search_certified(q, qsq, width, nprobe, confidence, progressive)
+            res = self._search_certified(
+                q, qsq, width, nprobe, confidence, progressive, allowed, limit
+            )
             rows, sc, reranked, certified = res.rows, res.scores, res.reranked, res.certified
         elif rerank is not None:
-            rows, _ = self._first(q, qsq, nprobe, min(rerank, self.ntotal), progressive)
+            rows, _ = self._first(q, qsq, nprobe, min(rerank, limit), progressive, allowed)
             reranked = (rows >= 0).sum(axis=1)
             rows, sc = topk(self._tier_scores(q, qsq, rows), width, ids=rows)
         else:
-            rows, sc = self._first(q, qsq, nprobe, width, progressive)
+            rows, sc = self._first(q, qsq, nprobe, width, progressive, allowed)
         found = rows >= 0
         self._check_reads(("ids",), rows=rows)
         ids[:, :width][found] = self._ids.view[rows[found]]

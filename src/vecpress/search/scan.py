@@ -12,6 +12,8 @@ the threads even for a single query or a single list. A search then:
    scan + top-k (:mod:`vecpress.kernels.grid_search`) over all items at once;
    every other codec scores item by item with :meth:`Codec.score`'s quantizer
    and keeps the top-k of each with the shared :func:`~vecpress.search.topk.topk`;
+   (a filtered search masks the rows outside its allowlist there, or scans a
+   stage of the allowed rows alone: :mod:`vecpress.search.filtered`);
 3. **merges** the slots of each query (:func:`~vecpress.kernels.grid_search.merge_slots`);
 4. **re-ranks** (optional): the first stage's best ``R`` rows are re-scored
    with the index's second tier (:class:`Tier`, :func:`tier_scores`:
@@ -249,6 +251,10 @@ class Stage:
     error_model: object | None = None
     #: sign planes for the progressive scan, made on first use (:mod:`vecpress.search.planes`)
     planes: object | None = None
+    #: filtered search: the rows a result may hold (``bool[n]``; :mod:`vecpress.search.filtered`)
+    allow: np.ndarray | None = None
+    #: ``(order, sorted ids)`` of the stored ids, made on the first filtered search
+    id_lookup: tuple | None = None
 
 
 def scan(
@@ -315,7 +321,7 @@ def _scan_batch(stage, q, qsq, lists, adds, k, progressive=False):
                 *stage.terms.arrays, norms, qsq.astype(np.float32), plan.nslots, k, l2=l2,
                 layout=quant.grid_layout,
             )  # fmt: skip
-    elif is_fastscan(codec) and not l2 and not codec._centered:
+    elif is_fastscan(codec) and not l2 and not codec._centered and stage.allow is None:
         slot_s, slot_i = _scan_fastscan(stage, qt, plan, k)
     else:
         slot_s, slot_i = _scan_generic(stage, qt, qsq, plan, k, l2)
@@ -373,6 +379,8 @@ def _scan_generic(stage, qt, qsq, plan, k, l2):
             est *= 2
             est -= stage.norms[None, s:e]
             est -= qsq32[who, None]
+        if stage.allow is not None:
+            est[:, ~stage.allow[s:e]] = -np.inf
         pos, sc = topk(est, k)
         slot_i[plan.qslot[p0:p1]] = np.where(pos >= 0, pos + s, -1)
         slot_s[plan.qslot[p0:p1]] = sc
