@@ -7,6 +7,7 @@ claim is checked on the namespace afterwards.
 
 from __future__ import annotations
 
+import doctest
 import re
 from pathlib import Path
 
@@ -18,6 +19,17 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def _blocks() -> list[str]:
     return re.findall(r"^```python\n(.*?)^```", README.read_text(), flags=re.S | re.M)
+
+
+def test_the_readme_doctests_pass(tmp_path, monkeypatch):
+    """The ``pycon`` blocks (``>>>`` sessions) run as doctests, output checked."""
+    monkeypatch.chdir(tmp_path)
+    blocks = re.findall(r"^```pycon\n(.*?)^```", README.read_text(), flags=re.S | re.M)
+    assert blocks
+    parser, runner = doctest.DocTestParser(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for i, block in enumerate(blocks):
+        runner.run(parser.get_doctest(block, {}, f"README pycon block {i + 1}", "README.md", 0))
+    assert runner.summarize(verbose=False).failed == 0
 
 
 def test_the_readme_has_python_examples():
@@ -40,6 +52,9 @@ def test_the_readme_examples_run_as_written(tmp_path, monkeypatch, capfd):
     assert ns["res"].ids.shape == (5, 10)
     hits = ns["hits"]
     assert hits.ids[1][0] == "doc2" and all("doc1" not in row for row in hits.ids)
+    recent = ns["recent"]
+    assert all(m["year"] >= 2023 for row in recent.metadata for m in row)
+    assert all(len(row) == 3 and None not in row for row in recent.ids)
     assert len(ns["col"]) == 5_999 and len(ns["col"].segments()) == 1
     memory = ns["vecpress"].Index("hd2,rq4", metric="cosine", rerank_spec="f32")
     memory.add(ns["x"][:100])

@@ -73,6 +73,7 @@ from ..errors import LockedError
 from ..search.index import METRICS, Index
 from ..search.index import open as open_index
 from .catalog import Catalog, check_ids
+from .embed import Embedder, check_texts
 from .metadata import dumps, metadata_kinds
 
 #: pending vectors that make a segment (and the rows the codec is trained on)
@@ -106,9 +107,10 @@ class CollectionResult:
 class Collection:
     """Documents over compressed vectors in a folder (module docstring)."""
 
-    def __init__(self, path: Path, catalog: Catalog) -> None:
+    def __init__(self, path: Path, catalog: Catalog, embed=None) -> None:
         self.path = path
         self._catalog = catalog
+        self._embedder = Embedder.from_setting(catalog.settings.get("embed"), embed)
         s = catalog.settings
         self.spec, self.metric, self.dim = s["spec"], s["metric"], int(s["dim"])
         self.flush_rows = int(s["flush_rows"])
@@ -118,14 +120,27 @@ class Collection:
     # -- opening ---------------------------------------------------------------
     @classmethod
     def create(
-        cls, path, *, spec: str, dim: int, metric: str = "cosine", seed: int = 0,
+        cls, path, *, spec: str, dim: int | None = None, metric: str = "cosine", seed: int = 0,
         rerank_spec: str | None = None, ivf: int | None = None, flush_rows: int = FLUSH_ROWS,
+        embed=None,
     ) -> Collection:  # fmt: skip
         """Create a collection in the folder ``path`` (absent or empty): codec ``spec``
         for ``dim``-dimensional vectors, as :class:`vecpress.Index` takes them
         (``metric``, ``seed``, ``rerank_spec``, ``ivf``); ``flush_rows`` pending
-        vectors make a segment."""
+        vectors make a segment.
+
+        ``embed``: how :meth:`add_texts` and :meth:`search_text` turn texts into
+        vectors -- a callable (list of str -> float array; pass it again to
+        :meth:`open`) or a sentence-transformers model name (stored; loaded on
+        first use; ``pip install 'vecpress[embed]'``)
+        (:mod:`vecpress.collection.embed`). ``dim`` may then be omitted: the
+        embedder's output on one text gives it."""
         path = Path(path)
+        embedder = None if embed is None else Embedder.of(embed)
+        if dim is None:
+            if embedder is None:
+                raise TypeError("Collection.create needs dim= (or embed=, which gives it)")
+            dim = int(embedder(["dimension"]).shape[1])
         dim = check_positive_int(dim, "dim")
         flush_rows = check_positive_int(flush_rows, "flush_rows")
         if metric not in METRICS:
@@ -137,15 +152,18 @@ class Collection:
         settings = {
             "kind": "vecpress.collection", "spec": spec, "metric": metric, "dim": dim,
             "seed": seed, "rerank_spec": rerank_spec, "ivf": ivf, "flush_rows": flush_rows,
+            "embed": None if embedder is None else embedder.setting,
         }  # fmt: skip
-        return cls(path, Catalog.create(path / CATALOG, settings))
+        return cls(path, Catalog.create(path / CATALOG, settings), embed)
 
     @classmethod
-    def open(cls, path) -> Collection:
+    def open(cls, path, *, embed=None) -> Collection:
         """Open the collection in folder ``path``; files a crashed writer left (segment or
-        template files no transaction names) are removed when no writer is active."""
+        template files no transaction names) are removed when no writer is active.
+        ``embed``: the callable a collection created with one embeds texts with (or a
+        model name replacing the stored one)."""
         path = Path(path)
-        col = cls(path, Catalog.open(path / CATALOG))
+        col = cls(path, Catalog.open(path / CATALOG), embed)
         with contextlib.suppress(LockedError):
             with col._writing(wait=False):
                 for orphan in col._catalog.orphans(path / SEGMENTS):
@@ -213,6 +231,26 @@ class Collection:
                 if cat.pending_count() >= self.flush_rows:
                     self._flush()
         return ids
+
+    def add_texts(self, texts, metadata=None, ids=None) -> list[str]:
+        """:meth:`add` documents given by their ``texts``, embedded by the collection's
+        embedder (``create(..., embed=)``). Returns the ids."""
+        texts = check_texts(texts)
+        return self.add(self._embed(texts), ids=ids, texts=texts, metadata=metadata)
+
+    def search_text(self, query, k: int, filter=None, rerank=None, nprobe=None):
+        """:meth:`search` for a text ``query`` (or a list of texts), embedded by the
+        collection's embedder."""
+        queries = [query] if isinstance(query, str) else check_texts(query)
+        return self.search(self._embed(queries), k, filter=filter, rerank=rerank, nprobe=nprobe)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        if self._embedder is None:
+            raise ValueError(
+                "this collection has no embedder: create it with embed= (a callable or a "
+                "sentence-transformers model name), or add vectors with add()"
+            )
+        return self._embedder(texts, dim=self.dim)
 
     def flush(self) -> None:
         """Make the pending vectors one segment now (training the codec on them if it is
