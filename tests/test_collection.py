@@ -273,3 +273,76 @@ def test_verify_names_a_damaged_segment_or_catalog(tmp_path, x):
     damaged = r"catalog\.sqlite: document row \d+ fails its checksum"
     with pytest.raises(vecpress.FormatError, match=damaged):
         col.verify()
+
+
+def test_compact_merges_small_segments_and_drops_deleted_rows(tmp_path, x, q):
+    col = Collection.create(tmp_path / "c", spec="hd2,rq4", dim=D, seed=2, flush_rows=100)
+    for s in range(0, 600, 100):
+        col.add(x[s : s + 100], ids=_ids(100, s), metadata=[{"n": i} for i in range(s, s + 100)])
+    col.delete([*_ids(50, 0), "doc-250"])
+    before = col.search(q, 10)
+    filtered = col.search(q, 10, filter={"n": {"$lt": 300}})
+    old_files = {f for _, f, _ in col.segments()}
+    report = col.compact()
+    assert report == {"merged": 6, "dropped": 51, "segments": 1}
+    assert [r for _, _, r in col.segments()] == [549] and len(col) == 549
+    assert {p.name for p in (tmp_path / "c" / "segments").iterdir()}.isdisjoint(old_files)
+    after = col.search(q, 10)  # the same codes: the same answers
+    assert after.ids == before.ids and after.metadata == before.metadata
+    np.testing.assert_array_equal(after.scores, before.scores)
+    assert col.search(q, 10, filter={"n": {"$lt": 300}}).ids == filtered.ids
+    assert col.compact() == {"merged": 0, "dropped": 0, "segments": 1}
+    reopened = Collection.open(tmp_path / "c")
+    assert reopened.search(q, 10).ids == before.ids
+    col.delete(_ids(550, 50))  # everything: compaction leaves no segment
+    assert col.compact()["segments"] == 0 and len(col) == 0
+    assert col.search(q, 3).ids[0] == [None] * 3
+
+
+def test_compact_ivf_segments_keep_their_lists(tmp_path, x, q):
+    col = Collection.create(tmp_path / "c", spec="hd2,rq4", dim=D, ivf=8, flush_rows=200)
+    for s in range(0, 600, 200):
+        col.add(x[s : s + 200], ids=_ids(200, s))
+    col.delete(["doc-3", "doc-401"])
+    before = col.search(q, 10, nprobe=3)
+    assert col.compact(min_rows=1)["merged"] == 2  # only the segments with deletions
+    assert sorted(r for _, _, r in col.segments()) == [200, 398]
+    assert col.search(q, 10, nprobe=3).ids == before.ids
+
+
+def test_a_reader_of_an_older_snapshot_survives_a_compaction(tmp_path, x, q):
+    path = tmp_path / "c"
+    writer = Collection.create(path, spec="hd2,rq4", dim=D, flush_rows=100)
+    for s in range(0, 300, 100):
+        writer.add(x[s : s + 100], ids=_ids(100, s))
+    reader = Collection.open(path)
+    reader.search(q, 5)  # the reader holds the old segments open now
+    writer.delete(["doc-0"])
+    writer.compact()
+    got = reader.search(q, 5)  # the old files are gone; a fresh snapshot is read
+    assert all("doc-0" not in row for row in got.ids) and None not in got.ids[0]
+    assert got.ids == Collection.open(path).search(q, 5).ids
+
+
+def test_a_search_whose_snapshot_loses_its_files_reads_a_fresh_one(tmp_path, x, q, monkeypatch):
+    """The race itself: a reader's snapshot names segments, a compaction commits and
+    removes them before the reader opens their files; the reader reads again."""
+    path = tmp_path / "c"
+    writer = Collection.create(path, spec="hd2,rq4", dim=D, flush_rows=100)
+    for s in range(0, 300, 100):
+        writer.add(x[s : s + 100], ids=_ids(100, s))
+    writer.delete(["doc-0"])
+    reader = Collection.open(path)
+    opened = Collection._segment
+    raced = []
+
+    def compact_first(self, file):
+        if not raced:  # inside the reader's snapshot, before it opens a file
+            raced.append(writer.compact())
+        return opened(self, file)
+
+    monkeypatch.setattr(Collection, "_segment", compact_first)
+    got = reader.search(q, 5)
+    assert raced and raced[0]["merged"] == 3
+    monkeypatch.undo()
+    assert got.ids == Collection.open(path).search(q, 5).ids

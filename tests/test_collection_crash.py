@@ -1,10 +1,11 @@
 """Collections killed with SIGKILL at random moments while they write.
 
-A child process adds batches of documents (and every few batches upserts one or
-deletes one), printing each operation's number once the call has returned; the
-parent kills it after a random delay, opens the collection and checks: it opens,
-every acknowledged operation is there whole (texts and metadata), no batch is
-there in part, no file the catalog does not name is left, and a search answers.
+A child process adds batches of documents (and every few batches upserts one,
+deletes one or compacts the segments), printing each operation's number once the
+call has returned; the parent kills it after a random delay, opens the collection
+and checks: it opens, every acknowledged operation is there whole (texts and
+metadata), no batch is there in part, no file the catalog does not name is left,
+and a search answers.
 ``VECPRESS_CRASH_TRIALS`` sets the number of kills (30 here; the issue's slow run
 asks for 200).
 """
@@ -42,6 +43,8 @@ CHILD = textwrap.dedent(
             col.upsert(x[:1], [f"b{op - 1}-0"], texts=[f"up{op}"], metadata=[{"op": op}])
         elif op % 7 == 5:  # delete the second document of the previous batch
             col.delete([f"b{op - 1}-1"])
+        elif op % 7 == 6:  # merge the small segments, dropping deleted rows
+            col.compact()
         else:
             col.add(x, ids=ids, texts=[f"t{op}-{i}" for i in range(20)],
                     metadata=[{"op": op, "i": i} for i in range(20)])
@@ -79,6 +82,8 @@ def _expected(acked: list[int]) -> dict[str, tuple]:
             docs[f"b{op - 1}-0"] = (f"up{op}", {"op": op})
         elif op % 7 == 5:
             docs.pop(f"b{op - 1}-1", None)
+        elif op % 7 == 6:  # a compaction changes no document
+            continue
         else:
             for i in range(BATCH):
                 docs[f"b{op}-{i}"] = (f"t{op}-{i}", {"op": op, "i": i})
@@ -104,6 +109,8 @@ def test_kill_9_loses_no_acknowledged_batch_and_shows_no_partial_one(tmp_path):
                 landed = doc is not None and doc["text"] == f"up{unsure}"
             elif unsure % 7 == 5:
                 landed = col.get([f"b{unsure - 1}-1"]) == [None]
+            elif unsure % 7 == 6:
+                landed = False  # whether it did shows in no document
             else:
                 ids = [f"b{unsure}-{i}" for i in range(BATCH)]
                 present = [d is not None for d in col.get(ids)]

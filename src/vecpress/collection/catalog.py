@@ -462,6 +462,39 @@ class Catalog:
             ]
         return out
 
+    def pks_of_segment(self, seg: int) -> np.ndarray:
+        """The pks (int64, sorted) of the live documents whose vectors segment ``seg`` holds."""
+        rows = self._query("SELECT pk FROM docs WHERE seg = ? ORDER BY pk", [int(seg)])
+        return np.array([r[0] for r in rows], np.int64)
+
+    def replace_segments(self, old: list[int], segment: str | None, rows: int) -> None:
+        """One transaction: the segment file ``segment`` (written already, ``rows`` rows;
+        ``None`` when nothing is left) takes the documents of segments ``old``, which are
+        forgotten (their files are then the caller's to remove)."""
+        old = [int(s) for s in old]
+        marks = ", ".join("?" * len(old))
+        with self._transaction() as con:
+            docs = self._checked(
+                self._query(
+                    f"SELECT pk, id, seg, text, meta, crc FROM docs WHERE seg IN ({marks})", old
+                )
+            )
+            if len(docs) != rows:
+                raise ValueError(
+                    f"the merged segment holds {rows} rows, the segments it replaces {len(docs)} "
+                    "live documents"
+                )
+            seg = None
+            if segment is not None:
+                seg = con.execute(
+                    "INSERT INTO segments (file, rows) VALUES (?, ?)", (segment, rows)
+                ).lastrowid
+            con.executemany(
+                "UPDATE docs SET seg = ?, crc = ? WHERE pk = ?",
+                [(seg, row_crc(d.pk, d.id, seg, d.text, d.meta), d.pk) for d in docs],
+            )
+            con.execute(f"DELETE FROM segments WHERE seg IN ({marks})", old)
+
     def live_counts(self) -> dict[int, int]:
         """Documents still stored per segment (a segment's ``rows`` minus its deletions)."""
         rows = self._query("SELECT seg, count(*) FROM docs WHERE seg IS NOT NULL GROUP BY seg")

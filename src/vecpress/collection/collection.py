@@ -20,6 +20,12 @@ the template plus its rows. A batch is thus durable and visible all at once
 when ``add`` returns. A crash before the transaction leaves at most an
 unnamed segment or template file, which :meth:`Collection.open` removes.
 
+**Compaction.** :meth:`Collection.compact` merges the segments holding deleted
+documents or few rows into one (their live rows' codes copied as they are,
+:mod:`vecpress.collection.merge`), swaps them in one transaction and then
+removes the old files; a search whose snapshot named a removed file reads a
+fresh snapshot (:data:`SNAPSHOT_TRIES`).
+
 **Search.** A read transaction fixes the segments, the pending vectors and the
 live documents. Each segment is searched as an index (memory-mapped) for its
 ``k`` best plus as many as it has deleted documents, so the deleted ones can
@@ -74,12 +80,15 @@ from ..search.index import METRICS, Index
 from ..search.index import open as open_index
 from .catalog import Catalog, check_ids
 from .embed import Embedder, check_texts
+from .merge import merge
 from .metadata import dumps, metadata_kinds
 
 #: pending vectors that make a segment (and the rows the codec is trained on)
 FLUSH_ROWS = 20_000
 #: the most results a query may ask for
 MAX_K = 10_000
+#: snapshots a search reads before it gives up on segments a compaction keeps removing
+SNAPSHOT_TRIES = 5
 
 
 def _segment_rerank(rerank, depth: int):
@@ -283,6 +292,40 @@ class Collection:
         seg.save(self.path / SEGMENTS / name)
         return name
 
+    def compact(self, min_rows: int | None = None) -> dict:
+        """Merge segments: every segment holding deleted documents or fewer than
+        ``min_rows`` rows (default ``10 * flush_rows``) becomes part of one new segment
+        of their live rows (codes copied, never encoded again: :mod:`.merge`); deleted
+        documents' vectors are dropped. One transaction swaps the segments (a reader
+        sees the old ones or the new one); the old files are removed after it.
+        Returns ``{"merged": segments merged, "dropped": rows dropped, "segments":
+        segments after}``.
+        """
+        min_rows = 10 * self.flush_rows if min_rows is None else check_positive_int(
+            min_rows, "min_rows"
+        )  # fmt: skip
+        with self._writing():
+            cat = self._catalog
+            live = cat.live_counts()
+            segs = cat.segments()
+            chosen = [(s, f, r) for s, f, r in segs if live.get(s, 0) < r or r < min_rows]
+            if len(chosen) < 2 and not any(live.get(s, 0) < r for s, _, r in chosen):
+                return {"merged": 0, "dropped": 0, "segments": len(segs)}
+            keep = np.concatenate([cat.pks_of_segment(s) for s, _, _ in chosen])
+            name = None
+            if keep.size:
+                states = [open_index(self.path / SEGMENTS / f, mmap=True).to_state()
+                          for _, f, _ in chosen]  # fmt: skip
+                merged = merge(states, np.sort(keep))
+                name = f"seg-{int(keep.min())}-{secrets.token_hex(4)}.vpi"
+                merged.save(self.path / SEGMENTS / name)
+            cat.replace_segments([s for s, _, _ in chosen], name, int(keep.size))
+            for _, f, _ in chosen:
+                self._segments.pop(f, None)
+                (self.path / SEGMENTS / f).unlink(missing_ok=True)
+            dropped = sum(r for _, _, r in chosen) - int(keep.size)
+            return {"merged": len(chosen), "dropped": dropped, "segments": len(cat.segments())}
+
     def delete(self, ids) -> int:
         """Delete the documents of ``ids`` (ids not stored are skipped); returns how many
         were deleted. Their vectors stay in their segments, never returned again."""
@@ -346,6 +389,14 @@ class Collection:
         q = self._vectors(q, "queries")
         k = check_positive_int(k, "k", high=MAX_K)
         self._check_search_args(rerank, nprobe)
+        for _ in range(SNAPSHOT_TRIES - 1):
+            try:
+                return self._search(q, k, filter, rerank, nprobe)
+            except FileNotFoundError:  # a compaction removed a segment of this snapshot
+                continue
+        return self._search(q, k, filter, rerank, nprobe)
+
+    def _search(self, q, k, filter, rerank, nprobe) -> CollectionResult:
         nq = q.shape[0]
         with self._mutex, self._catalog.reading() as cat:
             if filter is None:
@@ -354,7 +405,10 @@ class Collection:
                 allowed, pending_allowed = cat.allowed(filter)
             live = cat.live_counts()
             cand_pk, cand_sc = [], []
-            for seg, file, rows in cat.segments():
+            segments = cat.segments()
+            for stale in set(self._segments) - {f for _, f, _ in segments}:
+                del self._segments[stale]  # compacted away
+            for seg, file, rows in segments:
                 if allowed is None:  # deleted rows are skipped afterwards: look past them
                     allow = None
                     depth = min(rows, k + rows - live.get(seg, 0))
