@@ -346,3 +346,20 @@ def test_a_search_whose_snapshot_loses_its_files_reads_a_fresh_one(tmp_path, x, 
     assert raced and raced[0]["merged"] == 3
     monkeypatch.undo()
     assert got.ids == Collection.open(path).search(q, 5).ids
+
+
+def test_train_on_a_sample_before_any_document(tmp_path, x, q):
+    col = Collection.create(tmp_path / "c", spec="hd2,rq4", dim=D, seed=1, flush_rows=100)
+    col.train(x)  # the codec of an Index trained on the same sample
+    col.add(x[:300], ids=_ids(300))  # 300 >= flush_rows: straight to a segment
+    assert [r for _, _, r in col.segments()] == [300]
+    index = Index("hd2,rq4", metric="cosine", seed=1)
+    index.train(x)
+    index.add(x[:300])
+    assert col.search(q, 5).ids == [[f"doc-{j}" for j in row] for row in index.search(q, 5).ids]
+    with pytest.raises(ValueError, match="trained already"):
+        col.train(x)
+    assert Collection.open(tmp_path / "c").search(q, 5).ids == col.search(q, 5).ids
+    fresh = Collection.create(tmp_path / "d", spec="hd2,rq4", dim=D)
+    with pytest.raises(ValueError, match="24 columns"):
+        fresh.train(x[:, :16])

@@ -447,12 +447,21 @@ class Catalog:
             )
             for part, marks in _chunks(keys):
                 con.execute(f"DELETE FROM pending WHERE pk IN ({marks})", part)
-            for k, v in (settings or {}).items():
-                con.execute(
-                    "INSERT OR REPLACE INTO settings VALUES (?, ?)",
-                    (k, json.dumps(v, allow_nan=False)),
-                )
+            self._put_settings(con, settings or {})
         self.settings.update(settings or {})
+
+    def set_settings(self, settings: dict) -> None:
+        """Add or replace settings (JSON values) in one transaction."""
+        with self._transaction() as con:
+            self._put_settings(con, settings)
+        self.settings.update(settings)
+
+    @staticmethod
+    def _put_settings(con, settings: dict) -> None:
+        for k, v in settings.items():
+            con.execute(
+                "INSERT OR REPLACE INTO settings VALUES (?, ?)", (k, json.dumps(v, allow_nan=False))
+            )
 
     def _pending_of(self, keys: list[int]) -> list[int]:
         out: list[int] = []

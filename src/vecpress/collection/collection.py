@@ -267,6 +267,26 @@ class Collection:
         with self._writing():
             self._flush()
 
+    def train(self, sample) -> Collection:
+        """Train the codec on ``sample`` (float[n, dim]: vectors like those to come) now,
+        rather than on the first ``flush_rows`` vectors added; a collection whose codec
+        is trained already is a ``ValueError``. Returns ``self``."""
+        x = self._vectors(sample, "sample")
+        with self._writing():
+            if "template" in self._catalog.settings:
+                raise ValueError("the collection's codec is trained already (segments share it)")
+            self._train(x)
+            self._catalog.set_settings({"template": TEMPLATE})
+        return self
+
+    def _train(self, x: np.ndarray) -> None:
+        """Train a template index on ``x`` and save it (fsynced; no catalog change)."""
+        s = self._catalog.settings
+        template = Index(s["spec"], metric=s["metric"], seed=s["seed"],
+                         rerank_spec=s["rerank_spec"], ivf=s["ivf"])  # fmt: skip
+        template.train(x)
+        template.save(self.path / TEMPLATE)
+
     def _flush(self) -> None:
         cat = self._catalog
         pks, x = cat.pending()
@@ -274,11 +294,7 @@ class Collection:
             return
         settings = None
         if "template" not in cat.settings:
-            s = cat.settings
-            template = Index(s["spec"], metric=s["metric"], seed=s["seed"],
-                             rerank_spec=s["rerank_spec"], ivf=s["ivf"])  # fmt: skip
-            template.train(x)
-            template.save(self.path / TEMPLATE)
+            self._train(x)
             settings = {"template": TEMPLATE}
         name = self._write_segment(x, pks)
         cat.seal(name, pks, settings)
