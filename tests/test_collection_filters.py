@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from _util import clustered
+from vecpress import FormatError
 from vecpress.collection import Collection
 
 D = 16
@@ -147,3 +148,25 @@ def test_an_indexed_field_serves_the_filter_with_the_same_answers(tmp_path, data
         col.create_index("colour")
     reopened = Collection.open(tmp_path / "c")
     assert reopened.indexed_fields() == ["year"]
+
+
+@pytest.mark.parametrize("new_seg", ["other", "NULL", "999"])
+def test_a_damaged_segment_number_is_an_error_not_a_missing_document(tmp_path, data, new_seg):
+    """A document whose ``seg`` was changed in the file (a bit flip SQLite does not
+    see) would vanish from filtered searches; it is an error naming the catalog."""
+    _, q, meta = data
+    col, _ = _collection(tmp_path, data)
+    segs = [s for s, _, _ in col.segments()]
+    value = {"other": str(segs[1]), "NULL": "NULL", "999": "999"}[new_seg]
+    con = sqlite3.connect(tmp_path / "c" / "catalog.sqlite")
+    con.execute(f"UPDATE docs SET seg = {value} WHERE id = 'd1'")  # seg: segs[0]
+    con.commit()
+    con.close()
+    where = {"lang": meta[1]["lang"]}
+    with pytest.raises(FormatError, match=r"catalog\.sqlite"):
+        col.search(q, 5, filter=where)
+    with pytest.raises(FormatError, match=r"catalog\.sqlite: document row \d+ fails its checksum"):
+        col.get(["d1"])
+    if new_seg == "other":
+        with pytest.raises(FormatError, match="fails its checksum"):
+            col.compact(min_rows=10**6)

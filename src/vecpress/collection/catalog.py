@@ -11,15 +11,19 @@ batches, in the ``pending`` table until a segment takes them
   settings (spec, metric, dimension ...), written once by :meth:`Catalog.create`;
 * ``segments(seg, file, rows)`` -- the segment files by name (relative to the
   collection's folder);
-* ``docs(pk, id, seg, text, meta, crc)`` -- one row a document: ``pk`` the
-  int64 id of its vector in segment ``seg`` (``NULL`` while the vector is
+* ``docs(pk, id, seg, text, meta, ccrc, crc)`` -- one row a document: ``pk``
+  the int64 id of its vector in segment ``seg`` (``NULL`` while the vector is
   pending) (``AUTOINCREMENT``: never reused,
   so a deleted document's vector can never stand for a later one), ``id`` its
   unique string id, ``meta`` its metadata as JSON text
-  (:func:`vecpress.collection.metadata.dumps`) and ``crc`` the CRC-32 of the
-  others (:func:`row_crc`), checked whenever a row is read: SQLite checks its
-  pages' structure but not their contents, so a flipped bit in a text would
-  otherwise be read back as data;
+  (:func:`vecpress.collection.metadata.dumps`); ``ccrc`` the CRC-32 of its
+  content (id, text, meta: :func:`content_crc`) and ``crc`` that of its
+  placement (pk and seg, seeded with ``ccrc``: :func:`place_crc`), both checked
+  whenever a row is read: SQLite checks its pages' structure but not their
+  contents, so a flipped bit in a text, or in a segment number, would otherwise
+  be read back as data. Moving documents to another segment (:meth:`Catalog.seal`,
+  :meth:`Catalog.replace_segments`) checks and rewrites ``crc`` alone, in SQL,
+  without reading the texts;
 * ``pending(pk, vec)`` -- the float32 vectors of documents no segment holds yet
   (deleted with their document);
 * ``fields(name, kind)`` -- the metadata fields and their kinds
@@ -59,6 +63,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +74,7 @@ from ..errors import FormatError
 from .filters import check_field_name, compile_filter, field_expr
 
 #: the catalog's schema version (``settings.format``)
-FORMAT = 1
+FORMAT = 2
 #: the longest document id, in characters
 MAX_ID_LENGTH = 1024
 #: ids per SQL statement (SQLite binds at most 32,766 parameters)
@@ -88,6 +93,7 @@ CREATE TABLE docs (
     seg INTEGER REFERENCES segments(seg),
     text TEXT,
     meta TEXT NOT NULL,
+    ccrc INTEGER NOT NULL,
     crc INTEGER NOT NULL
 );
 CREATE INDEX docs_by_seg ON docs(seg);
@@ -111,8 +117,24 @@ class Doc:
     meta: str
 
 
+def content_crc(id: str, text: str | None, meta: str) -> int:
+    """CRC-32 of a document's content: its ``ccrc``. The id, the text (``None``: length
+    ``-1``) and the metadata JSON, each after its length, as UTF-8 (lone surrogates
+    passed through), so no two contents encode alike."""
+    size = -1 if text is None else len(text)
+    blob = f"{len(id)}:{id}{size}:{text or ''}{meta}"
+    return zlib.crc32(blob.encode("utf-8", "surrogatepass"))
+
+
+def place_crc(pk: int, seg: int | None, ccrc: int) -> int:
+    """CRC-32 of a document's placement (``pk``, ``seg``; ``-1`` while pending) seeded with
+    its content CRC: its ``crc``."""
+    return zlib.crc32(_PLACE.pack(pk, -1 if seg is None else seg), ccrc)
+
+
 def row_crc(pk: int, id: str, seg: int | None, text: str | None, meta: str) -> int:
-    """CRC-32 of a ``docs`` row's values (as canonical JSON), stored in its ``crc``.
+    """The ``crc`` of a ``docs`` row of these values (:func:`place_crc` of
+    :func:`content_crc`).
 
     Examples
     --------
@@ -121,8 +143,12 @@ def row_crc(pk: int, id: str, seg: int | None, text: str | None, meta: str) -> i
     >>> row_crc(1, "a", 1, None, "{}") == row_crc(1, "b", 1, None, "{}")
     False
     """
-    blob = json.dumps([pk, id, seg, text, meta], ensure_ascii=False, separators=(",", ":"))
-    return zlib.crc32(blob.encode("utf-8"))
+    return place_crc(pk, seg, content_crc(id, text, meta))
+
+
+_PLACE = struct.Struct("<qq")
+#: the columns of ``docs``, in order
+_COLUMNS = "pk, id, seg, text, meta, ccrc, crc"
 
 
 def _chunks(keys: list):
@@ -169,6 +195,8 @@ class Catalog:
     def __init__(self, path: Path, con: sqlite3.Connection) -> None:
         self.path = Path(path)
         self._con = con
+        self._bad_row: int | None = None
+        con.create_function("vp_move", 5, self._move, deterministic=True)
         self.settings: dict = self._read_settings()
 
     # -- opening ---------------------------------------------------------------
@@ -274,20 +302,44 @@ class Catalog:
         """The checked rows whose ``column`` (``id`` or ``pk``) is one of ``keys``."""
         out: list[Doc] = []
         for part, marks in _chunks(keys):
-            sql = f"SELECT pk, id, seg, text, meta, crc FROM docs WHERE {column} IN ({marks})"
+            sql = f"SELECT {_COLUMNS} FROM docs WHERE {column} IN ({marks})"
             out += self._checked(self._query(sql, part))
         return out
 
     def _checked(self, rows) -> list[Doc]:
         out = []
-        for pk, id_, seg, text, meta, crc in rows:
-            if row_crc(pk, id_, seg, text, meta) != crc:
-                raise FormatError(
-                    f"{self.path}: document row {pk} fails its checksum (the catalog file "
-                    "was modified or damaged)"
-                )
+        for pk, id_, seg, text, meta, ccrc, crc in rows:
+            if content_crc(id_, text, meta) != ccrc or place_crc(pk, seg, ccrc) != crc:
+                self._damaged(pk)
             out.append(Doc(id_, pk, seg, text, meta))
         return out
+
+    def _damaged(self, pk: int):
+        raise FormatError(
+            f"{self.path}: document row {pk} fails its checksum (the catalog file was "
+            "modified or damaged)"
+        )
+
+    def _move(self, pk: int, seg: int | None, ccrc: int, crc: int, new: int | None) -> int:
+        """SQL function ``vp_move``: the ``crc`` of row ``pk`` once moved to segment
+        ``new``, after checking its placement CRC (``ValueError``, remembered, if not)."""
+        if place_crc(pk, seg, ccrc) != crc:
+            self._bad_row = pk
+            raise ValueError(f"document row {pk} fails its checksum")
+        return place_crc(pk, new, ccrc)
+
+    def _moved(self, con, where: str, params: list, new: int | None) -> int:
+        """Move the documents ``WHERE where`` to segment ``new``; returns how many."""
+        self._bad_row = None
+        try:
+            return con.execute(
+                f"UPDATE docs SET seg = ?, crc = vp_move(pk, seg, ccrc, crc, ?) WHERE {where}",
+                [new, new, *params],
+            ).rowcount
+        except sqlite3.DatabaseError:
+            if self._bad_row is not None:
+                self._damaged(self._bad_row)
+            raise
 
     def allowed(self, where) -> tuple[dict[int, np.ndarray], np.ndarray]:
         """The documents a filter (:mod:`vecpress.collection.filters`) lets through:
@@ -339,7 +391,7 @@ class Catalog:
         problems = [r[0] for r in self._query("PRAGMA integrity_check")]
         if problems != ["ok"]:
             raise FormatError(f"{self.path}: the catalog is damaged ({problems[0]})")
-        self._checked(self._query("SELECT pk, id, seg, text, meta, crc FROM docs"))
+        self._checked(self._query(f"SELECT {_COLUMNS} FROM docs"))
 
     def orphans(self, folder) -> list[Path]:
         """Files of ``folder`` that no segment row names (a crash between writing a
@@ -400,10 +452,11 @@ class Catalog:
                     "INSERT INTO segments (file, rows) VALUES (?, ?)", (segment, len(ids))
                 ).lastrowid
             con.executemany(
-                "INSERT INTO docs (pk, id, seg, text, meta, crc) VALUES (?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO docs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (p, i, seg, t, m, row_crc(p, i, seg, t, m))
+                    (p, i, seg, t, m, c, place_crc(p, seg, c))
                     for p, i, t, m in zip(pks, ids, texts, metas, strict=True)
+                    for c in (content_crc(i, t, m),)
                 ],
             )
             if vectors is not None:
@@ -427,7 +480,8 @@ class Catalog:
 
     def pending_count(self) -> int:
         """The number of pending vectors."""
-        return int(self._query("SELECT count(*) FROM pending")[0][0])
+        # counted on the index of docs(seg): the pending table's pages are mostly vectors
+        return int(self._query("SELECT count(*) FROM docs WHERE seg IS NULL")[0][0])
 
     def seal(self, segment: str, pks, settings: dict | None = None) -> None:
         """One transaction: the segment file ``segment`` (written already) takes the
@@ -438,15 +492,11 @@ class Catalog:
             seg = con.execute(
                 "INSERT INTO segments (file, rows) VALUES (?, ?)", (segment, len(keys))
             ).lastrowid
-            docs = self._docs_where("pk", keys)
-            if len(docs) != len(keys) or len(self._pending_of(keys)) != len(keys):
-                raise ValueError("a segment takes pending vectors of stored documents only")
-            con.executemany(
-                "UPDATE docs SET seg = ?, crc = ? WHERE pk = ?",
-                [(seg, row_crc(d.pk, d.id, seg, d.text, d.meta), d.pk) for d in docs],
-            )
             for part, marks in _chunks(keys):
-                con.execute(f"DELETE FROM pending WHERE pk IN ({marks})", part)
+                moved = self._moved(con, f"seg IS NULL AND pk IN ({marks})", part, seg)
+                gone = con.execute(f"DELETE FROM pending WHERE pk IN ({marks})", part).rowcount
+                if moved != len(part) or gone != len(part):
+                    raise ValueError("a segment takes pending vectors of stored documents only")
             self._put_settings(con, settings or {})
         self.settings.update(settings or {})
 
@@ -463,14 +513,6 @@ class Catalog:
                 "INSERT OR REPLACE INTO settings VALUES (?, ?)", (k, json.dumps(v, allow_nan=False))
             )
 
-    def _pending_of(self, keys: list[int]) -> list[int]:
-        out: list[int] = []
-        for part, marks in _chunks(keys):
-            out += [
-                r[0] for r in self._query(f"SELECT pk FROM pending WHERE pk IN ({marks})", part)
-            ]
-        return out
-
     def pks_of_segment(self, seg: int) -> np.ndarray:
         """The pks (int64, sorted) of the live documents whose vectors segment ``seg`` holds."""
         rows = self._query("SELECT pk FROM docs WHERE seg = ? ORDER BY pk", [int(seg)])
@@ -483,25 +525,17 @@ class Catalog:
         old = [int(s) for s in old]
         marks = ", ".join("?" * len(old))
         with self._transaction() as con:
-            docs = self._checked(
-                self._query(
-                    f"SELECT pk, id, seg, text, meta, crc FROM docs WHERE seg IN ({marks})", old
-                )
-            )
-            if len(docs) != rows:
-                raise ValueError(
-                    f"the merged segment holds {rows} rows, the segments it replaces {len(docs)} "
-                    "live documents"
-                )
             seg = None
             if segment is not None:
                 seg = con.execute(
                     "INSERT INTO segments (file, rows) VALUES (?, ?)", (segment, rows)
                 ).lastrowid
-            con.executemany(
-                "UPDATE docs SET seg = ?, crc = ? WHERE pk = ?",
-                [(seg, row_crc(d.pk, d.id, seg, d.text, d.meta), d.pk) for d in docs],
-            )
+            moved = self._moved(con, f"seg IN ({marks})", old, seg)
+            if moved != rows:
+                raise ValueError(
+                    f"the merged segment holds {rows} rows, the segments it replaces {moved} "
+                    "live documents"
+                )
             con.execute(f"DELETE FROM segments WHERE seg IN ({marks})", old)
 
     def live_counts(self) -> dict[int, int]:

@@ -75,7 +75,7 @@ import numpy as np
 
 from .. import atomic
 from .._validation import as_vectors, check_positive_int
-from ..errors import LockedError
+from ..errors import FormatError, LockedError
 from ..search.index import METRICS, Index
 from ..search.index import open as open_index
 from .catalog import Catalog, check_ids
@@ -437,10 +437,17 @@ class Collection:
                     depth = min(k, allow.size)
                 index = self._segment(file)
                 res = index.search(q, depth, _segment_rerank(rerank, depth), nprobe, allow=allow)
+                if allow is not None and res.allowed != allow.size:
+                    raise FormatError(
+                        f"{cat.path}: {allow.size - res.allowed} document(s) name segment "
+                        f"{seg} ({file}), which does not hold their vectors (the catalog "
+                        "or the segment was modified or damaged)"
+                    )
                 cand_pk.append(res.ids)
                 cand_sc.append(res.scores)
             pks, vecs = cat.pending()
-            if pending_allowed is not None:
+            if allowed is not None:
+                self._check_placement(cat, allowed, pending_allowed, segments, pks)
                 keep = np.isin(pks, pending_allowed)
                 pks, vecs = pks[keep], vecs[keep]
             if len(pks):
@@ -451,6 +458,19 @@ class Collection:
             uniq = np.unique(allp[allp >= 0])
             docs = dict(zip(uniq.tolist(), cat.docs_of_pks(uniq), strict=True))
         return self._results(allp, alls, docs, k)
+
+    @staticmethod
+    def _check_placement(cat, allowed, pending_allowed, segments, pending) -> None:
+        """Every document a filter lets through lies where the catalog says: in a segment
+        that exists, or pending (a damaged segment number would hide it)."""
+        lost = set(allowed) - {seg for seg, _, _ in segments}
+        missing = np.setdiff1d(pending_allowed, pending).size
+        if lost or missing:
+            raise FormatError(
+                f"{cat.path}: documents name segments that do not exist ({sorted(lost)[:5]}) "
+                f"or pending vectors that are not there ({missing}): the catalog was "
+                "modified or damaged"
+            )
 
     def _check_search_args(self, rerank, nprobe) -> None:
         """``rerank`` and ``nprobe`` checked against the settings before any segment is
@@ -486,6 +506,14 @@ class Collection:
         """The metadata fields indexed by :meth:`create_index`."""
         with self._mutex:
             return self._catalog.indexed_fields()
+
+    def fields(self) -> dict[str, str]:
+        """The metadata fields stored so far and their kinds, sorted by name: ``"number"``,
+        ``"string"`` or ``"bool"`` (the kinds a filter compares) or ``"json"`` (lists and
+        objects, stored but never filtered on) (:mod:`vecpress.collection.metadata`).
+        A field's first value fixed its kind; a filter may name these fields only."""
+        with self._mutex:
+            return self._catalog.fields()
 
     def _results(self, allp, alls, docs, k) -> CollectionResult:
         nq = allp.shape[0]

@@ -21,6 +21,7 @@ Examples
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -51,14 +52,13 @@ def dumps(meta: Mapping | None) -> str:
     >>> dumps(None), dumps({"b": [1, None], "a": np.float32(0.5)})
     ('{}', '{"a":0.5,"b":[1,null]}')
     """
-    return json.dumps(
-        {} if meta is None else dict(meta),
-        sort_keys=True,
-        ensure_ascii=False,
-        allow_nan=False,
-        separators=(",", ":"),
-        default=_json_default,
-    )
+    return _ENCODER.encode({} if meta is None else dict(meta))
+
+
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(",", ":"),
+    default=_json_default,
+)  # fmt: skip
 
 
 def metadata_kinds(metadatas: Sequence[Mapping | None], known: Mapping[str, str]) -> dict[str, str]:
@@ -96,6 +96,7 @@ def metadata_kinds(metadatas: Sequence[Mapping | None], known: Mapping[str, str]
     """
     kinds = dict(known)
     added: dict[str, str] = {}
+    named: set[str] = set()  # field names checked already
     for i, meta in enumerate(metadatas):
         if meta is None:
             continue
@@ -105,7 +106,8 @@ def metadata_kinds(metadatas: Sequence[Mapping | None], known: Mapping[str, str]
             )
         for name, value in meta.items():
             try:
-                check_field_name(name)
+                if name not in named:
+                    named.add(check_field_name(name))
                 kind = _kind(value)
             except (TypeError, ValueError) as e:
                 raise type(e)(f"metadata of document {i}, field {name!r}: {e}") from None
@@ -122,7 +124,16 @@ def metadata_kinds(metadatas: Sequence[Mapping | None], known: Mapping[str, str]
     return dict(sorted(added.items()))
 
 
+#: the kinds of the plain Python types (the common case, decided without isinstance)
+_PLAIN_KINDS = {str: "string", int: "number", bool: "bool", type(None): None}
+
+
 def _kind(value: object) -> str | None:
+    plain = type(value)
+    if plain in _PLAIN_KINDS:
+        return _PLAIN_KINDS[plain]
+    if plain is float and math.isfinite(value):
+        return "number"
     if isinstance(value, (list, tuple, dict)):
         dumps({"v": value})  # raises for what JSON cannot hold
         return STRUCTURED

@@ -83,12 +83,15 @@ class SearchResult:
         ``bool[nq]``, with ``rerank="auto"`` only: the query's ``ids`` are the
         second tier's own exact top k with at least the search's confidence
         (:mod:`vecpress.search.certify`).
+    allowed : int or None
+        With ``allow=``: how many distinct ids of the allowlist are stored.
     """
 
     ids: np.ndarray
     scores: np.ndarray
     reranked: np.ndarray | None = None
     certified: np.ndarray | None = None
+    allowed: int | None = None
 
 
 def _check_metric(metric: object) -> str:
@@ -992,8 +995,9 @@ class Index:
         scores = np.full((nq, k), -np.inf, np.float32)
         allowed = None if allow is None else self._allowed(allow)
         limit = self.ntotal if allowed is None else allowed.size
+        count = None if allowed is None else int(allowed.size)
         if nq == 0 or limit == 0:
-            return SearchResult(ids, scores)
+            return SearchResult(ids, scores, allowed=count)
         if allowed is not None:
             progressive = False  # a filtered search reads codes in full
         # nothing past the stored (allowed) rows is worth scanning or re-ranking: padding
@@ -1014,7 +1018,7 @@ class Index:
         self._check_reads(("ids",), rows=rows)
         ids[:, :width][found] = self._ids.view[rows[found]]
         scores[:, :width] = sc
-        return SearchResult(ids, scores, reranked, certified)
+        return SearchResult(ids, scores, reranked, certified, count)
 
     # -- persistence -----------------------------------------------------------
     def save(self, path, *, block_size: int = storage.BLOCK_SIZE) -> None:
