@@ -170,3 +170,20 @@ def test_a_damaged_segment_number_is_an_error_not_a_missing_document(tmp_path, d
     if new_seg == "other":
         with pytest.raises(FormatError, match="fails its checksum"):
             col.compact(min_rows=10**6)
+
+
+def test_live_counts_follow_every_write_and_verify_checks_them(tmp_path, data):
+    x, _, meta = data
+    col, _ = _collection(tmp_path, data)
+    col.upsert(x[:3], ["d1", "d2", "new"], metadata=meta[:3])  # replaces two stored docs
+    col.compact(min_rows=1)
+    col.delete(["d401", "d402"])
+    col.verify()  # the kept counts equal the documents' own
+    counts = col._catalog.live_counts()
+    assert sum(counts.values()) + col._catalog.pending_count() == len(col)
+    con = sqlite3.connect(tmp_path / "c" / "catalog.sqlite")
+    con.execute("UPDATE segments SET live = live - 1 WHERE seg = (SELECT min(seg) FROM segments)")
+    con.commit()
+    con.close()
+    with pytest.raises(FormatError, match=r"catalog\.sqlite: segment \d+ counts"):
+        col.verify()

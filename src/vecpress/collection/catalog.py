@@ -85,7 +85,8 @@ CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE segments (
     seg INTEGER PRIMARY KEY AUTOINCREMENT,
     file TEXT NOT NULL UNIQUE,
-    rows INTEGER NOT NULL CHECK (rows >= 0)
+    rows INTEGER NOT NULL CHECK (rows >= 0),
+    live INTEGER NOT NULL CHECK (live >= 0 AND live <= rows)
 );
 CREATE TABLE docs (
     pk INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -346,19 +347,19 @@ class Catalog:
         ``({seg: pks}, pending pks)``, int64 arrays in pk order. One SQL query, which
         an index on a field (:meth:`create_index`) serves."""
         sql, params = compile_filter(where, self.fields())
-        rows = self._query(f"SELECT pk, seg FROM docs WHERE {sql} ORDER BY pk", params)
+        rows = self._query(f"SELECT pk, seg FROM docs WHERE {sql}", params)
         if not rows:
             return {}, np.zeros(0, np.int64)
-        both = np.array(rows, dtype=np.float64)  # seg is NULL (nan) while pending
-        pks = both[:, 0].astype(np.int64)
-        seg = both[:, 1]
-        pending = np.isnan(seg)
+        pks = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+        seg = np.fromiter((-1 if r[1] is None else r[1] for r in rows), np.int64, len(rows))
+        order = np.argsort(pks)
+        pks, seg = pks[order], seg[order]
+        pending = seg < 0
         by_seg: dict[int, np.ndarray] = {}
         stored = np.flatnonzero(~pending)
         if stored.size:
-            segs = seg[stored].astype(np.int64)
-            order = np.argsort(segs, kind="stable")
-            cuts = np.flatnonzero(np.diff(segs[order])) + 1
+            order = np.argsort(seg[stored], kind="stable")  # by segment, each in pk order
+            cuts = np.flatnonzero(np.diff(seg[stored][order])) + 1
             for part in np.split(stored[order], cuts):
                 by_seg[int(seg[part[0]])] = pks[part]
         return by_seg, pks[pending]
@@ -392,6 +393,15 @@ class Catalog:
         if problems != ["ok"]:
             raise FormatError(f"{self.path}: the catalog is damaged ({problems[0]})")
         self._checked(self._query(f"SELECT {_COLUMNS} FROM docs"))
+        counted = dict(
+            self._query("SELECT seg, count(*) FROM docs WHERE seg IS NOT NULL GROUP BY seg")
+        )
+        for seg, live in self.live_counts().items():
+            if counted.get(seg, 0) != live:
+                raise FormatError(
+                    f"{self.path}: segment {seg} counts {live} live documents, the documents "
+                    f"name it {counted.get(seg, 0)} times (the catalog was modified or damaged)"
+                )
 
     def orphans(self, folder) -> list[Path]:
         """Files of ``folder`` that no segment row names (a crash between writing a
@@ -439,8 +449,7 @@ class Catalog:
         with self._transaction() as con:
             taken = self._taken(ids)
             if taken and replace:
-                for part, marks in _chunks(taken):
-                    con.execute(f"DELETE FROM docs WHERE id IN ({marks})", part)
+                self._delete_ids(con, taken)
             elif taken:
                 raise ValueError(
                     f"document id {taken[0]!r} is already in the collection "
@@ -449,7 +458,8 @@ class Catalog:
             seg = None
             if segment is not None:
                 seg = con.execute(
-                    "INSERT INTO segments (file, rows) VALUES (?, ?)", (segment, len(ids))
+                    "INSERT INTO segments (file, rows, live) VALUES (?, ?, ?)",
+                    (segment, len(ids), len(ids)),
                 ).lastrowid
             con.executemany(
                 f"INSERT INTO docs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -490,7 +500,8 @@ class Catalog:
         keys = [int(p) for p in np.asarray(pks, np.int64).ravel()]
         with self._transaction() as con:
             seg = con.execute(
-                "INSERT INTO segments (file, rows) VALUES (?, ?)", (segment, len(keys))
+                "INSERT INTO segments (file, rows, live) VALUES (?, ?, ?)",
+                (segment, len(keys), len(keys)),
             ).lastrowid
             for part, marks in _chunks(keys):
                 moved = self._moved(con, f"seg IS NULL AND pk IN ({marks})", part, seg)
@@ -528,7 +539,8 @@ class Catalog:
             seg = None
             if segment is not None:
                 seg = con.execute(
-                    "INSERT INTO segments (file, rows) VALUES (?, ?)", (segment, rows)
+                    "INSERT INTO segments (file, rows, live) VALUES (?, ?, ?)",
+                    (segment, rows, rows),
                 ).lastrowid
             moved = self._moved(con, f"seg IN ({marks})", old, seg)
             if moved != rows:
@@ -539,9 +551,10 @@ class Catalog:
             con.execute(f"DELETE FROM segments WHERE seg IN ({marks})", old)
 
     def live_counts(self) -> dict[int, int]:
-        """Documents still stored per segment (a segment's ``rows`` minus its deletions)."""
-        rows = self._query("SELECT seg, count(*) FROM docs WHERE seg IS NOT NULL GROUP BY seg")
-        return {int(seg): int(n) for seg, n in rows}
+        """Documents still stored per segment (a segment's ``rows`` minus its deletions;
+        kept in ``segments.live`` by every write, so reading them costs nothing per
+        document)."""
+        return {int(seg): int(n) for seg, n in self._query("SELECT seg, live FROM segments")}
 
     @contextlib.contextmanager
     def reading(self):
@@ -585,8 +598,21 @@ class Catalog:
         """Delete the documents of ``ids`` in one transaction (ids not in the collection
         are skipped); returns how many were deleted."""
         ids = check_ids(ids)
-        deleted = 0
         with self._transaction() as con:
-            for part, marks in _chunks(ids):
-                deleted += con.execute(f"DELETE FROM docs WHERE id IN ({marks})", part).rowcount
+            return self._delete_ids(con, ids)
+
+    @staticmethod
+    def _delete_ids(con, ids: list[str]) -> int:
+        """Delete the documents of ``ids`` and count them off their segments' ``live``
+        (inside the caller's transaction); returns how many were deleted."""
+        deleted = 0
+        gone: dict[int, int] = {}
+        for part, marks in _chunks(ids):
+            where = f"id IN ({marks}) AND seg IS NOT NULL GROUP BY seg"
+            for seg, n in con.execute(f"SELECT seg, count(*) FROM docs WHERE {where}", part):
+                gone[seg] = gone.get(seg, 0) + n
+            deleted += con.execute(f"DELETE FROM docs WHERE id IN ({marks})", part).rowcount
+        con.executemany(
+            "UPDATE segments SET live = live - ? WHERE seg = ?", [(n, s) for s, n in gone.items()]
+        )
         return deleted
