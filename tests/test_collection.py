@@ -363,3 +363,64 @@ def test_train_on_a_sample_before_any_document(tmp_path, x, q):
     fresh = Collection.create(tmp_path / "d", spec="hd2,rq4", dim=D)
     with pytest.raises(ValueError, match="24 columns"):
         fresh.train(x[:, :16])
+
+
+def test_spec_auto_lets_the_advisor_choose_on_the_training_vectors(tmp_path, x, q):
+    big = gaussian(np.random.default_rng(7), 2000, D, offset=0.3)
+    col = Collection.create(tmp_path / "c", spec="auto", dim=D, target_recall=0.9,
+                            flush_rows=1500, advise_seconds=60)  # fmt: skip
+    assert col.search(q, 3).ids[0] == [None] * 3  # nothing stored, nothing chosen yet
+    col.add(big[:1000], ids=_ids(1000))  # pending: no choice yet
+    assert col._catalog.settings["spec"] == "auto"
+    col.add(big[1000:], ids=_ids(1000, 1000))  # reaches flush_rows: the advisor chooses
+    s = Collection.open(tmp_path / "c")._catalog.settings
+    assert s["spec"] != "auto" and col.spec == s["spec"] and s["ivf"] is None
+    assert s["advice"]["met"] and s["advice"]["recall_at_k"] >= 0.9
+    exact = _exact_top(big, q, 10)
+    res = col.search(q, 10)  # with the advised re-ranking depth, if any
+    hits = np.mean(
+        [len(set(r) & {f"doc-{j}" for j in e}) / 10 for r, e in zip(res.ids, exact, strict=True)]
+    )
+    assert hits >= 0.8
+
+
+@pytest.mark.parametrize(
+    "kw, words",
+    [
+        ({"spec": "auto"}, "exactly one"),
+        ({"spec": "auto", "target_recall": 0.9, "budget_bytes": 64}, "exactly one"),
+        ({"spec": "auto", "target_recall": 1.5}, "target_recall"),
+        ({"spec": "auto", "target_recall": 0.9, "ivf": 16}, "flat"),
+        ({"spec": "hd2,rq4", "target_recall": 0.9}, 'spec="auto"'),
+    ],
+)
+def test_spec_auto_arguments_are_checked(tmp_path, kw, words):
+    with pytest.raises(ValueError, match=words):
+        Collection.create(tmp_path / "c", dim=D, **kw)
+    assert not (tmp_path / "c").exists()
+
+
+def test_spec_auto_needs_enough_training_vectors(tmp_path, x):
+    col = Collection.create(tmp_path / "c", spec="auto", dim=D, budget_bytes=16)
+    with pytest.raises(ValueError, match="at least 500"):
+        col.train(x[:100])
+    assert "template" not in col._catalog.settings
+
+
+@pytest.mark.parametrize("spec, kw, rows", [("pq8x8", {}, 100), ("hd2,rq4", {"ivf": 500}, 300)])
+def test_an_add_whose_codec_cannot_train_stores_nothing(tmp_path, x, spec, kw, rows):
+    """The first flush trains the codec: before the batch is committed, so a codec that
+    cannot train on so few rows (256 centroids, 500 lists) fails the add whole."""
+    col = Collection.create(tmp_path / "c", spec=spec, dim=D, flush_rows=rows, **kw)
+    with pytest.raises(ValueError):
+        col.add(x[:rows], ids=_ids(rows))
+    assert len(col) == 0 and col.segments() == []
+    assert len(Collection.open(tmp_path / "c")) == 0
+
+
+def test_delete_counts_a_repeated_id_once(tmp_path, x):
+    col = Collection.create(tmp_path / "c", spec="f32", dim=D)
+    col.add(x[:5], ids=_ids(5))
+    assert col.delete(["doc-1", "doc-1", "doc-9"]) == 1 and len(col) == 4
+    with pytest.raises(TypeError, match="strings"):
+        col.delete(["doc-2", 3])

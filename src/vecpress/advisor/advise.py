@@ -407,6 +407,7 @@ def advise(
     starting=None,
     max_seconds: float | None = None,
     cost: CostModel | None = None,
+    flat_only: bool = False,
 ) -> Advice:
     """Measure the configurations needed to answer one objective, and choose.
 
@@ -417,7 +418,9 @@ def advise(
     exceeds the time left; those skipped are in ``Advice.skipped``.
     ``starting(config, seconds, remaining)`` is called before each configuration
     is measured (with its predicted seconds and the plan's predicted seconds left,
-    this one included) and ``progress(record)`` after it.
+    this one included) and ``progress(record)`` after it. ``flat_only``: no IVF
+    configuration is measured (for vectors whose lists would not last: a
+    collection's first batch).
 
     Examples
     --------
@@ -433,6 +436,8 @@ def advise(
     space = search_space(
         workload.n, workload.k, grid, workload.d, workload.train_queries is not None
     )
+    if flat_only:
+        space = [f for f in space if all(c.ivf is None for c in f.configs)]
     size = sum(len(f.configs) for f in space)
     if max_seconds is not None and not max_seconds > 0:
         raise ValueError(f"max_seconds must be a positive number of seconds, found {max_seconds}")

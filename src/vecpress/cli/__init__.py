@@ -23,6 +23,14 @@ query: ``np.load(OUT)["ids"]``) or ``.json`` (``{"k", "metric", "ids",
 "scores"}``, missing scores as ``null``); ``vecpress info INDEX`` prints the
 header as JSON. Progress bars appear on a terminal only.
 
+``vecpress collection create | add | search | delete | compact | info | index``
+runs a :class:`vecpress.Collection` (documents with ids, texts and metadata over
+compressed vectors, in a folder): ``create PATH --spec S --dim D``, ``add PATH
+VECTORS --docs FILE`` (``.jsonl`` or ``.parquet`` documents, one per vector),
+``search PATH QUERIES -k K --filter JSON``, ``delete PATH ID ...``, ``compact
+PATH``, ``info PATH``, ``index PATH FIELD``; each prints one JSON object. See
+:mod:`vecpress.cli.collection_commands`.
+
 Errors are printed as one line on stderr with a non-zero exit status, never as
 a traceback.
 """

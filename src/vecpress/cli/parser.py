@@ -8,8 +8,12 @@ import numpy as np
 
 from ..advisor.bench import RECALLS
 from ..advisor.datasets import BUILTIN
+from ..collection.collection import FLUSH_ROWS, MAX_K
 from ..search.index import METRICS
 from .args import DEMO_REPORT, DEMO_TARGET, GRID_NAMES, MAX_SECONDS
+from .collection_commands import ADD_BATCH, _add, _compact, _create, _delete, _index
+from .collection_commands import _info as _collection_info
+from .collection_commands import _search as _collection_search
 from .index_commands import _build, _info, _search
 from .measure import _advise, _bench, _demo, _inspect
 
@@ -313,4 +317,175 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", parents=[common], help="print an index file's header as JSON")
     info.add_argument("index", help="index file")
     info.set_defaults(func=_info)
+
+    _add_collection_parser(sub, common)
     return parser
+
+
+#: the PATH argument of the collection commands
+_COLLECTION_HELP = "collection folder (made by vecpress collection create)"
+
+
+def _add_collection_parser(sub, common: argparse.ArgumentParser) -> None:
+    """``vecpress collection COMMAND``: the commands of a collection
+    (:mod:`vecpress.cli.collection_commands`)."""
+    collection = sub.add_parser(
+        "collection",
+        help="documents (ids, texts, metadata) over compressed vectors in a folder: create, "
+        "add, search with metadata filters, delete, compact",
+        description="A collection of documents (string ids, texts, metadata) over compressed "
+        "vectors, in a folder (vecpress.Collection). Every command prints one JSON object.",
+    )
+    csub = collection.add_subparsers(
+        dest="collection_command",
+        required=True,
+        metavar="COMMAND",
+        help="create, add, search, delete, compact, info or index",
+    )
+
+    create = csub.add_parser(
+        "create", parents=[common], help="create an empty collection; prints its settings"
+    )
+    create.add_argument("path", help="folder to create the collection in (new or empty)")
+    create.add_argument("--spec", required=True, help="codec spec, e.g. 'hd2,rq4' (required)")
+    create.add_argument(
+        "--dim", type=int, required=True, help="dimension of the vectors (required)"
+    )
+    _add_metric_option(create)
+    create.add_argument("--seed", type=int, default=0, help="seed of the codec (default 0)")
+    create.add_argument(
+        "--rerank-spec",
+        metavar="S2",
+        help="second tier kept for re-ranking: 'f32' (the float vectors), 'f16', 'rq8', ... "
+        "(default: none)",
+    )
+    create.add_argument(
+        "--ivf",
+        type=int,
+        metavar="NLIST",
+        help="partition every segment into NLIST lists by k-means, at most --flush-rows "
+        "(default: flat)",
+    )
+    create.add_argument(
+        "--flush-rows",
+        type=int,
+        default=FLUSH_ROWS,
+        metavar="N",
+        help="vectors that make a segment; the codec is trained on the first N; fewer wait "
+        f"in the catalog, searched exactly (default {FLUSH_ROWS})",
+    )
+    create.set_defaults(func=_create)
+
+    add = csub.add_parser(
+        "add", parents=[common], help="add vectors and their documents; prints the count"
+    )
+    add.add_argument("path", help=_COLLECTION_HELP)
+    add.add_argument("vectors", help="float vectors: .npy, .fvecs, .fbin or .parquet")
+    _add_column_option(add, "vectors")
+    add.add_argument(
+        "--docs",
+        metavar="FILE",
+        help="the documents of the vectors, one row per vector in their order: .jsonl (one "
+        'object a line, keys "id" (a string), "text", "metadata" (an object), each optional) '
+        'or .parquet (columns "id", "text", and every other column a metadata field); ids on '
+        "every row or on none (default: none: random ids, no texts, no metadata)",
+    )
+    add.add_argument(
+        "--batch",
+        type=int,
+        default=ADD_BATCH,
+        metavar="N",
+        help=f"documents stored per transaction (default {ADD_BATCH})",
+    )
+    add.add_argument(
+        "--upsert",
+        action="store_true",
+        help="replace the stored documents of the ids in --docs (else an id already stored is "
+        "an error)",
+    )
+    add.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add.set_defaults(func=_add)
+
+    search = csub.add_parser(
+        "search",
+        parents=[common],
+        help="the k best documents per query, optionally filtered; prints them as JSON",
+    )
+    search.add_argument("path", help=_COLLECTION_HELP)
+    search.add_argument("queries", help="float queries: .npy, .fvecs, .fbin or .parquet")
+    _add_column_option(search, "queries")
+    search.add_argument(
+        "-k", type=int, default=10, help=f"results per query, at most {MAX_K} (default 10)"
+    )
+    search.add_argument(
+        "--filter",
+        metavar="JSON",
+        help="""metadata filter as JSON, e.g. '{"year": {"$gte": 2020}, "lang": "en"}' """
+        "(operators $eq $ne $gt $gte $lt $lte $in $nin $and $or; default: every document)",
+    )
+    search.add_argument(
+        "--rerank",
+        type=_rerank_depth,
+        metavar="R",
+        help="re-score the best R candidates of each segment with the second tier (created "
+        "with --rerank-spec, or a two-level spec such as lvq4x8); 'auto': certified "
+        "re-ranking; default: no re-ranking",
+    )
+    search.add_argument(
+        "--nprobe",
+        type=int,
+        metavar="P",
+        help="IVF collections: lists scanned per query in each segment (default: 1/64 of the "
+        "lists)",
+    )
+    search.add_argument("--no-progress", action="store_true", help="no progress bar")
+    search.set_defaults(func=_collection_search)
+
+    delete = csub.add_parser(
+        "delete", parents=[common], help="delete documents by id; prints how many"
+    )
+    delete.add_argument("path", help=_COLLECTION_HELP)
+    delete.add_argument(
+        "ids",
+        nargs="*",
+        metavar="ID",
+        help="ids to delete (ids not stored are skipped; put -- before them if one starts with -)",
+    )
+    delete.add_argument(
+        "--ids-file",
+        metavar="FILE",
+        help="also delete the ids of this file: one a line, UTF-8 (default: none)",
+    )
+    delete.set_defaults(func=_delete)
+
+    compact = csub.add_parser(
+        "compact",
+        parents=[common],
+        help="merge small segments and those holding deleted documents, dropping their rows",
+    )
+    compact.add_argument("path", help=_COLLECTION_HELP)
+    compact.add_argument(
+        "--min-rows",
+        type=int,
+        metavar="N",
+        help="merge the segments of fewer rows than N too (default: 10 times the collection's "
+        "--flush-rows)",
+    )
+    compact.set_defaults(func=_compact)
+
+    info = csub.add_parser(
+        "info",
+        parents=[common],
+        help="print the settings, counts, segments and metadata fields as JSON",
+    )
+    info.add_argument("path", help=_COLLECTION_HELP)
+    info.set_defaults(func=_collection_info)
+
+    index = csub.add_parser(
+        "index",
+        parents=[common],
+        help="index a metadata field in the catalog, for filters on large collections",
+    )
+    index.add_argument("path", help=_COLLECTION_HELP)
+    index.add_argument("field", help="the metadata field (see vecpress collection info)")
+    index.set_defaults(func=_index)

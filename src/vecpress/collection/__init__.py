@@ -5,8 +5,11 @@ folder: an SQLite catalog of segments and documents, written in transactions
 that store a whole batch or nothing (:mod:`vecpress.collection.catalog`),
 documents' metadata typed per field and stored as JSON text
 (:mod:`vecpress.collection.metadata`), and immutable segment files of vecpress's
-index format. The filter language compiled to SQLite
-(:mod:`vecpress.collection.filters`) is not applied by searches yet.
+index format. Searches take metadata filters (:mod:`vecpress.collection.filters`:
+compiled to SQL, applied inside each segment's scan); segments merge without
+re-encoding (:mod:`vecpress.collection.merge`); texts are embedded by a callable
+or a sentence-transformers model (:mod:`vecpress.collection.embed`); ``spec="auto"``
+lets the advisor choose the codec (:mod:`vecpress.collection.auto`).
 """
 
 from .collection import Collection, CollectionResult

@@ -71,7 +71,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError
-from .filters import check_field_name, compile_filter, field_expr
+from .filters import KINDS, check_field_name, compile_filter, field_expr
 
 #: the catalog's schema version (``settings.format``)
 FORMAT = 2
@@ -158,6 +158,28 @@ def _chunks(keys: list):
     for s in range(0, len(keys), _CHUNK):
         part = keys[s : s + _CHUNK]
         yield part, ", ".join("?" * len(part))
+
+
+def unique_ids(ids: object) -> list[str]:
+    """:func:`check_ids` of ``ids`` with repeated ids kept once (where repeating one is
+    harmless: deleting).
+
+    Examples
+    --------
+    >>> unique_ids(["a", "b", "a"])
+    ['a', 'b']
+    """
+    if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+        raise TypeError(f"ids must be a list of strings, found {type(ids).__name__}")
+    seen: set[str] = set()
+    out = []
+    for x in ids:
+        if isinstance(x, str):
+            if x in seen:
+                continue
+            seen.add(x)
+        out.append(x)
+    return check_ids(out)
 
 
 def check_ids(ids: object) -> list[str]:
@@ -369,8 +391,14 @@ class Catalog:
         filters on it look rows up instead of reading every document. Returns whether
         it was created (``False``: it existed)."""
         name = check_field_name(field)
-        if name not in self.fields():
-            raise ValueError(f"no metadata field {name!r} to index; known: {sorted(self.fields())}")
+        fields = self.fields()
+        if name not in fields:
+            raise ValueError(f"no metadata field {name!r} to index; known: {sorted(fields)}")
+        if fields[name] not in KINDS:
+            raise ValueError(
+                f"field {name!r} holds lists or objects, which filters never compare: an "
+                "index would only slow writes"
+            )
         index = "field:" + name  # field names hold no '"' (check_field_name)
         exists = self._query(
             "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", [index]
@@ -597,7 +625,7 @@ class Catalog:
     def delete(self, ids) -> int:
         """Delete the documents of ``ids`` in one transaction (ids not in the collection
         are skipped); returns how many were deleted."""
-        ids = check_ids(ids)
+        ids = unique_ids(ids)  # a repeated id: deleted once
         with self._transaction() as con:
             return self._delete_ids(con, ids)
 

@@ -78,7 +78,8 @@ from .._validation import as_vectors, check_positive_int
 from ..errors import FormatError, LockedError
 from ..search.index import METRICS, Index
 from ..search.index import open as open_index
-from .catalog import Catalog, check_ids
+from .auto import choose
+from .catalog import Catalog, check_ids, unique_ids
 from .embed import Embedder, check_texts
 from .merge import merge
 from .metadata import dumps, metadata_kinds
@@ -89,6 +90,35 @@ FLUSH_ROWS = 20_000
 MAX_K = 10_000
 #: snapshots a search reads before it gives up on segments a compaction keeps removing
 SNAPSHOT_TRIES = 5
+
+
+#: the spec that lets the advisor choose the codec (:mod:`vecpress.collection.auto`)
+AUTO = "auto"
+
+
+def _check_auto(spec, target_recall, budget_bytes, rerank_spec, ivf, seconds) -> bool:
+    """Whether ``spec`` is ``"auto"``, with exactly one objective and nothing it chooses
+    given; a clear error otherwise."""
+    if spec != AUTO:
+        if target_recall is not None or budget_bytes is not None:
+            raise ValueError('target_recall and budget_bytes go with spec="auto"')
+        return False
+    if (target_recall is None) == (budget_bytes is None):
+        raise ValueError('spec="auto" needs exactly one of target_recall and budget_bytes')
+    if target_recall is not None and (
+        isinstance(target_recall, bool) or not isinstance(target_recall, (int, float))
+        or not 0 < target_recall <= 1
+    ):  # fmt: skip
+        raise ValueError(f"target_recall must be in (0, 1], found {target_recall!r}")
+    if budget_bytes is not None:
+        check_positive_int(budget_bytes, "budget_bytes")
+    if rerank_spec is not None or ivf is not None:
+        raise ValueError(
+            'spec="auto" chooses the re-ranking tier itself, flat: no rerank_spec, ivf'
+        )
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise ValueError(f"advise_seconds must be a positive number, found {seconds!r}")
+    return True
 
 
 def _segment_rerank(rerank, depth: int):
@@ -131,7 +161,8 @@ class Collection:
     def create(
         cls, path, *, spec: str, dim: int | None = None, metric: str = "cosine", seed: int = 0,
         rerank_spec: str | None = None, ivf: int | None = None, flush_rows: int = FLUSH_ROWS,
-        embed=None,
+        embed=None, target_recall: float | None = None, budget_bytes: int | None = None,
+        advise_seconds: float = 120.0,
     ) -> Collection:  # fmt: skip
         """Create a collection in the folder ``path`` (absent or empty): codec ``spec``
         for ``dim``-dimensional vectors, as :class:`vecpress.Index` takes them
@@ -143,7 +174,12 @@ class Collection:
         :meth:`open`) or a sentence-transformers model name (stored; loaded on
         first use; ``pip install 'vecpress[embed]'``)
         (:mod:`vecpress.collection.embed`). ``dim`` may then be omitted: the
-        embedder's output on one text gives it."""
+        embedder's output on one text gives it.
+
+        ``spec="auto"`` with ``target_recall`` (fewest bytes reaching recall@10) or
+        ``budget_bytes`` (best recall@10 within the bytes per vector): the advisor
+        chooses the codec (and re-ranking tier and depth) on the training vectors,
+        within ``advise_seconds`` (:mod:`vecpress.collection.auto`)."""
         path = Path(path)
         embedder = None if embed is None else Embedder.of(embed)
         if dim is None:
@@ -154,7 +190,9 @@ class Collection:
         flush_rows = check_positive_int(flush_rows, "flush_rows")
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, found {metric!r}")
-        Index(spec, metric=metric, seed=seed, rerank_spec=rerank_spec, ivf=ivf)  # checks them
+        auto = _check_auto(spec, target_recall, budget_bytes, rerank_spec, ivf, advise_seconds)
+        if not auto:
+            Index(spec, metric=metric, seed=seed, rerank_spec=rerank_spec, ivf=ivf)  # checks
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise FileExistsError(f"{path}: exists and is not an empty folder")
         (path / SEGMENTS).mkdir(parents=True, exist_ok=True)
@@ -163,6 +201,9 @@ class Collection:
             "seed": seed, "rerank_spec": rerank_spec, "ivf": ivf, "flush_rows": flush_rows,
             "embed": None if embedder is None else embedder.setting,
         }  # fmt: skip
+        if auto:
+            settings["auto"] = {"target_recall": target_recall, "budget_bytes": budget_bytes,
+                                "seconds": advise_seconds}  # fmt: skip
         return cls(path, Catalog.create(path / CATALOG, settings), embed)
 
     @classmethod
@@ -235,10 +276,16 @@ class Collection:
             if n >= self.flush_rows and "template" in cat.settings:
                 name = self._write_segment(x, pks)
                 cat.add_documents(pks, ids, texts, metas, kinds, segment=name, replace=replace)
-            else:
-                cat.add_documents(pks, ids, texts, metas, kinds, vectors=x, replace=replace)
-                if cat.pending_count() >= self.flush_rows:
-                    self._flush()
+                return ids
+            trained = None
+            if "template" not in cat.settings and cat.pending_count() + n >= self.flush_rows:
+                # the codec trains on these vectors: before the batch is stored, so that a
+                # codec that cannot train on them (too few rows for its lists or
+                # centroids) fails the add with nothing stored
+                trained = self._train(np.concatenate([cat.pending()[1], x]))
+            cat.add_documents(pks, ids, texts, metas, kinds, vectors=x, replace=replace)
+            if cat.pending_count() >= self.flush_rows:
+                self._flush(trained)
         return ids
 
     def add_texts(self, texts, metadata=None, ids=None) -> list[str]:
@@ -275,29 +322,39 @@ class Collection:
         with self._writing():
             if "template" in self._catalog.settings:
                 raise ValueError("the collection's codec is trained already (segments share it)")
-            self._train(x)
-            self._catalog.set_settings({"template": TEMPLATE})
+            self._catalog.set_settings(self._train(x))
+            self.spec = self._catalog.settings["spec"]
         return self
 
-    def _train(self, x: np.ndarray) -> None:
-        """Train a template index on ``x`` and save it (fsynced; no catalog change)."""
+    def _train(self, x: np.ndarray) -> dict:
+        """Train a template index on ``x`` and save it (fsynced); returns the settings the
+        transaction naming it adds (with ``spec="auto"``, the advisor's choice)."""
         s = self._catalog.settings
+        chosen = {}
+        if s["spec"] == AUTO:
+            a = s["auto"]
+            chosen = choose(x, s["metric"], seed=s["seed"], target_recall=a["target_recall"],
+                            budget_bytes=a["budget_bytes"], seconds=a["seconds"])  # fmt: skip
+        s = {**s, **chosen}
         template = Index(s["spec"], metric=s["metric"], seed=s["seed"],
                          rerank_spec=s["rerank_spec"], ivf=s["ivf"])  # fmt: skip
         template.train(x)
         template.save(self.path / TEMPLATE)
+        return {**chosen, "template": TEMPLATE}
 
-    def _flush(self) -> None:
+    def _flush(self, trained: dict | None = None) -> None:
+        """Seal the pending vectors into a segment, training the codec on them first
+        unless ``trained`` (the settings :meth:`_train` returned) says it just was."""
         cat = self._catalog
         pks, x = cat.pending()
         if len(pks) == 0:
             return
         settings = None
         if "template" not in cat.settings:
-            self._train(x)
-            settings = {"template": TEMPLATE}
+            settings = trained or self._train(x)
         name = self._write_segment(x, pks)
         cat.seal(name, pks, settings)
+        self.spec = cat.settings["spec"]
 
     def _write_segment(self, x: np.ndarray, pks: np.ndarray) -> str:
         """Write a segment of the template's codec holding rows ``x`` under ids ``pks``;
@@ -344,8 +401,9 @@ class Collection:
 
     def delete(self, ids) -> int:
         """Delete the documents of ``ids`` (ids not stored are skipped); returns how many
-        were deleted. Their vectors stay in their segments, never returned again."""
-        ids = check_ids(ids)
+        were deleted (an id repeated counts once). Their vectors stay in their segments,
+        never returned again (until :meth:`compact` drops them)."""
+        ids = unique_ids(ids)
         with self._writing():
             return self._catalog.delete(ids)
 
@@ -404,6 +462,10 @@ class Collection:
         """
         q = self._vectors(q, "queries")
         k = check_positive_int(k, "k", high=MAX_K)
+        with self._mutex:
+            self._catalog.refresh()  # another process may have trained the codec
+        if rerank is None:
+            rerank = self._catalog.settings.get("rerank")  # spec="auto": the advised depth
         self._check_search_args(rerank, nprobe)
         for _ in range(SNAPSHOT_TRIES - 1):
             try:
@@ -476,6 +538,8 @@ class Collection:
         """``rerank`` and ``nprobe`` checked against the settings before any segment is
         read (as :meth:`vecpress.Index.search` checks them)."""
         s = self._catalog.settings
+        if s["spec"] == AUTO:  # not trained yet: nothing but pending vectors to search
+            return
         shape = Index(s["spec"], metric=s["metric"], rerank_spec=s["rerank_spec"], ivf=s["ivf"])
         if rerank is not None:
             if not shape.has_second_tier:
