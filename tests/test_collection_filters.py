@@ -187,3 +187,20 @@ def test_live_counts_follow_every_write_and_verify_checks_them(tmp_path, data):
     con.close()
     with pytest.raises(FormatError, match=r"catalog\.sqlite: segment \d+ counts"):
         col.verify()
+
+
+def test_a_kept_allowlist_never_outlives_a_change(tmp_path, data):
+    """Filters' allowlists are kept between searches; a commit of this collection
+    object or of another (another process, as SQLite's data_version tells) drops them."""
+    x, q, _ = data
+    col, _ = _collection(tmp_path, data)
+    other = Collection.open(tmp_path / "c")
+    where = {"lang": "de"}
+    first = col.search(q, 5, filter=where)
+    assert col.search(q, 5, filter=where).ids == first.ids  # answered from the kept list
+    top = first.ids[0][0]
+    other.delete([top])  # another connection's commit
+    assert top not in col.search(q, 5, filter=where).ids[0]
+    col.upsert(x[:1], [top], metadata=[{"lang": "de", "year": 1, "rare": False}])  # our own
+    again = col.search(x[:1], 1, filter=where)
+    assert again.ids[0][0] == top

@@ -65,6 +65,7 @@ import json
 import sqlite3
 import struct
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,10 @@ from .filters import KINDS, check_field_name, compile_filter, field_expr
 FORMAT = 2
 #: the longest document id, in characters
 MAX_ID_LENGTH = 1024
+#: filters whose allowlists a catalog keeps (:meth:`Catalog.allowed`)
+ALLOWED_CACHE_FILTERS = 8
+#: the largest allowlist kept, in documents
+ALLOWED_CACHE_ROWS = 1_000_000
 #: ids per SQL statement (SQLite binds at most 32,766 parameters)
 _CHUNK = 10_000
 
@@ -219,6 +224,8 @@ class Catalog:
         self.path = Path(path)
         self._con = con
         self._bad_row: int | None = None
+        self._commits = 0  # this connection's commits (data_version counts the others')
+        self._allowed_cache: OrderedDict = OrderedDict()
         con.create_function("vp_move", 5, self._move, deterministic=True)
         self.settings: dict = self._read_settings()
 
@@ -366,9 +373,26 @@ class Catalog:
 
     def allowed(self, where) -> tuple[dict[int, np.ndarray], np.ndarray]:
         """The documents a filter (:mod:`vecpress.collection.filters`) lets through:
-        ``({seg: pks}, pending pks)``, int64 arrays in pk order. One SQL query, which
-        an index on a field (:meth:`create_index`) serves."""
+        ``({seg: pks}, pending pks)``, int64 arrays in pk order (shared: not to be
+        changed). One SQL query, which an index on a field (:meth:`create_index`)
+        serves; the answers of the last :data:`ALLOWED_CACHE_FILTERS` filters are
+        kept until the catalog changes (a commit of this connection or, as SQLite's
+        ``data_version`` tells, of another)."""
         sql, params = compile_filter(where, self.fields())
+        key = (sql, tuple(params))
+        version = (self._query("PRAGMA data_version")[0][0], self._commits)
+        hit = self._allowed_cache.get(key)
+        if hit is not None and hit[0] == version:
+            self._allowed_cache.move_to_end(key)
+            return hit[1]
+        found = self._allowed(sql, params)
+        if sum(p.size for p in found[0].values()) <= ALLOWED_CACHE_ROWS:
+            self._allowed_cache[key] = (version, found)
+            while len(self._allowed_cache) > ALLOWED_CACHE_FILTERS:
+                self._allowed_cache.popitem(last=False)
+        return found
+
+    def _allowed(self, sql: str, params: list) -> tuple[dict[int, np.ndarray], np.ndarray]:
         rows = self._query(f"SELECT pk, seg FROM docs WHERE {sql}", params)
         if not rows:
             return {}, np.zeros(0, np.int64)
@@ -406,7 +430,8 @@ class Catalog:
         if exists:
             return False
         with self._transaction() as con:
-            con.execute(f'CREATE INDEX "{index}" ON docs({field_expr(name)})')
+            # seg too: the index covers the filter's query (pk is the rowid), no table reads
+            con.execute(f'CREATE INDEX "{index}" ON docs({field_expr(name)}, seg)')
         return True
 
     def indexed_fields(self) -> list[str]:
@@ -608,6 +633,7 @@ class Catalog:
             try:
                 yield con
                 con.execute("COMMIT")
+                self._commits += 1
             except BaseException:
                 con.execute("ROLLBACK")
                 raise

@@ -76,7 +76,7 @@ import numpy as np
 from .. import atomic
 from .._validation import as_vectors, check_positive_int
 from ..errors import FormatError, LockedError
-from ..search.index import METRICS, Index
+from ..search.index import METRICS, Index, check_rerank
 from ..search.index import open as open_index
 from .auto import choose
 from .catalog import Catalog, check_ids, unique_ids
@@ -155,6 +155,7 @@ class Collection:
         self.flush_rows = int(s["flush_rows"])
         self._mutex = threading.RLock()  # one catalog connection: one thread at a time
         self._segments: dict[str, Index] = {}
+        self._template = None  # the codec template's state, read on the first segment write
 
     # -- opening ---------------------------------------------------------------
     @classmethod
@@ -359,7 +360,9 @@ class Collection:
     def _write_segment(self, x: np.ndarray, pks: np.ndarray) -> str:
         """Write a segment of the template's codec holding rows ``x`` under ids ``pks``;
         returns its file name (fsynced, not yet named by the catalog)."""
-        seg = open_index(self.path / TEMPLATE, mmap=False)
+        if self._template is None:  # named by the catalog, so never changed again
+            self._template = open_index(self.path / TEMPLATE, mmap=False).to_state()
+        seg = Index.from_state(self._template)  # empty: adding copies nothing of it
         seg.add(x, ids=pks)
         name = f"seg-{int(pks[0])}-{secrets.token_hex(4)}.vpi"
         seg.save(self.path / SEGMENTS / name)
@@ -541,17 +544,10 @@ class Collection:
         if s["spec"] == AUTO:  # not trained yet: nothing but pending vectors to search
             return
         shape = Index(s["spec"], metric=s["metric"], rerank_spec=s["rerank_spec"], ivf=s["ivf"])
-        if rerank is not None:
-            if not shape.has_second_tier:
-                raise ValueError(
-                    "rerank= needs a second tier: create the collection with rerank_spec= "
-                    "(e.g. rerank_spec='f32') or a two-level spec (e.g. 'lvq4x8')"
-                )
-            if isinstance(rerank, str):
-                if rerank != "auto":
-                    raise ValueError(f"rerank must be an int or 'auto', found {rerank!r}")
-            else:
-                check_positive_int(rerank, "rerank")
+        check_rerank(
+            rerank, shape.has_second_tier, "create the collection with rerank_spec= (e.g. "
+            "rerank_spec='f32') or a two-level spec (e.g. 'lvq4x8')",
+        )  # fmt: skip
         if nprobe is not None:
             if not shape.is_ivf:
                 raise ValueError("nprobe= applies to IVF collections (ivf=nlist); this one is flat")

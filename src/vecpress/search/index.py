@@ -94,6 +94,20 @@ class SearchResult:
     allowed: int | None = None
 
 
+def check_rerank(rerank, has_second_tier: bool, how: str):
+    """``rerank`` as a search takes it (``None``, ``"auto"`` or a positive int), or a
+    ``ValueError``; asking for it without a second tier says ``how`` to get one."""
+    if rerank is None:
+        return None
+    if not has_second_tier:
+        raise ValueError(f"rerank= needs a second tier: {how}")
+    if isinstance(rerank, str):
+        if rerank != "auto":
+            raise ValueError(f"rerank must be an int or 'auto', found {rerank!r}")
+        return rerank
+    return check_positive_int(rerank, "rerank")
+
+
 def _check_metric(metric: object) -> str:
     if not isinstance(metric, str) or metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, found {metric!r}")
@@ -731,17 +745,11 @@ class Index:
                 f"stored vectors are padding (id -1), allowed up to k={MAX_PADDED_K}; "
                 f"ask for at most {max(self.ntotal, MAX_PADDED_K)}"
             )
+        rerank = check_rerank(
+            rerank, self.has_second_tier, "build the index with rerank_spec= (e.g. "
+            "Index(spec, rerank_spec='f32')) or a two-level spec (e.g. 'lvq4x8')",
+        )  # fmt: skip
         if rerank is not None:
-            if not self.has_second_tier:
-                raise ValueError(
-                    "rerank= needs a second tier: build the index with rerank_spec= "
-                    "(e.g. Index(spec, rerank_spec='f32')) or a two-level spec (e.g. 'lvq4x8')"
-                )
-            if isinstance(rerank, str):
-                if rerank != "auto":
-                    raise ValueError(f"rerank must be an int or 'auto', found {rerank!r}")
-            else:
-                rerank = check_positive_int(rerank, "rerank")
             if rerank != "auto" and rerank < k:
                 raise ValueError(
                     f"rerank must be >= k (it is the candidates kept), found {rerank} < {k}"
@@ -898,22 +906,43 @@ class Index:
         nlist = self.nlist if self.is_ivf else 1
         scanned = _filtered.masked_rows_scanned(n, count, nlist, nprobe)
         stage = self._first_stage()
-        if _filtered.choose(n, count, nq, scanned) == "gather":
+        pair = _filtered.CANDIDATE_COST if self.is_ivf else 1.0
+        if _filtered.choose(n, count, nq, scanned, pair) == "gather":
             self._check_reads(("codes", "norms"), rows=rows[None, :])
+            if self.is_ivf:  # rows of many lists: scored as candidates, not list by list
+                return self._score_allowed(q, qsq, rows, depth)
             sub = _filtered.gathered(stage, rows, self._list_offsets)
-            lists, adds = self._probe(q, nlist)  # every list: all the allowed rows
-            found, sc = _search.scan(sub, q, qsq, lists, adds, depth)
+            found, sc = _search.scan(sub, q, qsq, *self._probe(q, 1), depth)
             return np.where(found >= 0, rows[np.maximum(found, 0)], -1), sc
         allow = np.zeros(n, bool)
         allow[rows] = True
         lists, adds = self._probe(q, nlist if self.is_ivf else 1)
         if self.is_ivf:
-            per_list = np.bincount(self._row_lists()[rows], minlength=nlist)
+            if stage.row_lists is None:
+                stage.row_lists = self._row_lists()
+            per_list = np.bincount(stage.row_lists[rows], minlength=nlist)
             target = max(depth, int(np.ceil(nprobe * n / nlist)))
             lists = _filtered.probe_allowed(lists, per_list, target)
         self._check_reads(("codes", "norms"), lists=lists)
         found, sc = _search.scan(_filtered.masked(stage, allow), q, qsq, lists, adds, depth)
         found[sc == -np.inf] = -1  # masked rows
+        return found, sc
+
+    def _score_allowed(self, q, qsq, rows, depth):
+        """The best ``depth`` of ``rows`` for each query by the first stage's estimates of
+        them (:meth:`_first_tier`, the scan's own), in query chunks bounding the scores
+        held at once: an IVF index's allowed rows spread over many lists, which a scan
+        would visit list by list (one work item each)."""
+        nq = q.shape[0]
+        found = np.empty((nq, depth), np.int64)
+        sc = np.empty((nq, depth), np.float32)
+        step = max(1, _filtered.SCORES_AT_ONCE // rows.size)
+        for s in range(0, nq, step):
+            e = min(nq, s + step)
+            cand = np.broadcast_to(rows, (e - s, rows.size))
+            found[s:e], sc[s:e] = topk(
+                self._tier_scores(q[s:e], qsq[s:e], cand, first=True), depth, ids=cand
+            )
         return found, sc
 
     def _tier_scores(self, q, qsq, rows, *, first: bool = False) -> np.ndarray:

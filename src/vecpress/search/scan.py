@@ -255,6 +255,8 @@ class Stage:
     allow: np.ndarray | None = None
     #: ``(order, sorted ids)`` of the stored ids, made on the first filtered search
     id_lookup: tuple | None = None
+    #: the list of each row (IVF), made on the first filtered search
+    row_lists: np.ndarray | None = None
 
 
 def scan(
