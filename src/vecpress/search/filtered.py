@@ -38,7 +38,7 @@ Examples
 'gather'
 >>> choose(n=100_000, count=80_000, nq=1, scanned=100_000)
 'mask'
->>> choose(n=100_000, count=10_000, nq=1, scanned=60_000, pair_cost=CANDIDATE_COST)
+>>> choose(n=100_000, count=30_000, nq=100, scanned=20_000, pair_cost=CANDIDATE_COST)
 'mask'
 """
 
@@ -50,10 +50,11 @@ import numpy as np
 
 from .scan import Stage, Terms, is_grid, make_items
 
-#: the cost of scoring one (query, row) pair as a candidate (an IVF index's exact scan
-#: of its allowed rows), in units of one row scanned for one query by the kernel
-#: (measured: about 145 ns against 10 ns on the MiniLM set, 100,000 x 384, ``hd2,rq4``)
-CANDIDATE_COST = 15.0
+#: the cost of scoring one (query, row) pair of gathered rows with ``Codec.score`` (an
+#: IVF index's exact scan of its allowed rows), in units of one row scanned for one
+#: query by the kernel (measured on the MiniLM set, 100,000 x 384, ``hd2,rq4``, 200
+#: queries at once: about 23 ns against 10 ns; one query alone pays more, ~175 ns)
+CANDIDATE_COST = 2.5
 #: scores an IVF index's exact scan of allowed rows holds at once (queries x rows)
 SCORES_AT_ONCE = 1 << 22
 #: the cost of copying one allowed row into a gathered stage (its code bytes and terms),

@@ -930,19 +930,29 @@ class Index:
 
     def _score_allowed(self, q, qsq, rows, depth):
         """The best ``depth`` of ``rows`` for each query by the first stage's estimates of
-        them (:meth:`_first_tier`, the scan's own), in query chunks bounding the scores
-        held at once: an IVF index's allowed rows spread over many lists, which a scan
-        would visit list by list (one work item each)."""
+        them (``codec.score`` of their gathered codes, plus the IVF residual term: what
+        :meth:`_tier_scores` gives them, as the scan does), in query chunks bounding the
+        scores held at once. For an IVF index, whose allowed rows spread over its
+        lists, which a scan would visit list by list (one work item each)."""
+        stage = self._first_stage()
+        codes = np.ascontiguousarray(stage.codes[rows])
+        norms = None if self._norms is None else self._norms.view[rows]
+        offset = self._residual_offset()
         nq = q.shape[0]
         found = np.empty((nq, depth), np.int64)
         sc = np.empty((nq, depth), np.float32)
         step = max(1, _filtered.SCORES_AT_ONCE // rows.size)
         for s in range(0, nq, step):
             e = min(nq, s + step)
+            est = stage.codec.score(q[s:e], codes)
+            if offset is not None:
+                est += offset(q[s:e], rows[None, :])
+            if norms is not None:  # as tier_scores finishes l2 scores
+                est *= 2
+                est -= norms[None, :]
+                est -= qsq[s:e].astype(np.float32)[:, None]
             cand = np.broadcast_to(rows, (e - s, rows.size))
-            found[s:e], sc[s:e] = topk(
-                self._tier_scores(q[s:e], qsq[s:e], cand, first=True), depth, ids=cand
-            )
+            found[s:e], sc[s:e] = topk(est, depth, ids=cand)
         return found, sc
 
     def _tier_scores(self, q, qsq, rows, *, first: bool = False) -> np.ndarray:
