@@ -204,3 +204,19 @@ def test_a_kept_allowlist_never_outlives_a_change(tmp_path, data):
     col.upsert(x[:1], [top], metadata=[{"lang": "de", "year": 1, "rare": False}])  # our own
     again = col.search(x[:1], 1, filter=where)
     assert again.ids[0][0] == top
+
+
+def test_a_damaged_pending_vector_is_an_error(tmp_path, data):
+    _, q, _ = data
+    col, _ = _collection(tmp_path, data)  # 100 pending documents
+    con = sqlite3.connect(tmp_path / "c" / "catalog.sqlite")
+    pk, vec = con.execute("SELECT pk, vec FROM pending ORDER BY pk LIMIT 1").fetchone()
+    flipped = bytearray(vec)
+    flipped[5] ^= 0x10
+    con.execute("UPDATE pending SET vec = ? WHERE pk = ?", (bytes(flipped), pk))
+    con.commit()
+    con.close()
+    with pytest.raises(
+        FormatError, match=rf"catalog\.sqlite: the pending vector of document row {pk}"
+    ):
+        col.search(q, 3)

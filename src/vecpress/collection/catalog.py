@@ -24,7 +24,8 @@ batches, in the ``pending`` table until a segment takes them
   be read back as data. Moving documents to another segment (:meth:`Catalog.seal`,
   :meth:`Catalog.replace_segments`) checks and rewrites ``crc`` alone, in SQL,
   without reading the texts;
-* ``pending(pk, vec)`` -- the float32 vectors of documents no segment holds yet
+* ``pending(pk, vec, crc)`` -- the float32 vectors of documents no segment holds
+  yet, with the CRC-32 of their bytes (seeded with the pk)
   (deleted with their document);
 * ``fields(name, kind)`` -- the metadata fields and their kinds
   (:func:`vecpress.collection.metadata.metadata_kinds`).
@@ -105,7 +106,8 @@ CREATE TABLE docs (
 CREATE INDEX docs_by_seg ON docs(seg);
 CREATE TABLE pending (
     pk INTEGER PRIMARY KEY REFERENCES docs(pk) ON DELETE CASCADE,
-    vec BLOB NOT NULL
+    vec BLOB NOT NULL,
+    crc INTEGER NOT NULL
 );
 CREATE TABLE fields (name TEXT PRIMARY KEY, kind TEXT NOT NULL);
 """
@@ -226,6 +228,7 @@ class Catalog:
         self._bad_row: int | None = None
         self._commits = 0  # this connection's commits (data_version counts the others')
         self._allowed_cache: OrderedDict = OrderedDict()
+        self._pending_cache: tuple | None = None
         con.create_function("vp_move", 5, self._move, deterministic=True)
         self.settings: dict = self._read_settings()
 
@@ -380,7 +383,7 @@ class Catalog:
         ``data_version`` tells, of another)."""
         sql, params = compile_filter(where, self.fields())
         key = (sql, tuple(params))
-        version = (self._query("PRAGMA data_version")[0][0], self._commits)
+        version = self._version()
         hit = self._allowed_cache.get(key)
         if hit is not None and hit[0] == version:
             self._allowed_cache.move_to_end(key)
@@ -524,22 +527,45 @@ class Catalog:
             )
             if vectors is not None:
                 con.executemany(
-                    "INSERT INTO pending VALUES (?, ?)",
-                    [(p, v.tobytes()) for p, v in zip(pks, vectors, strict=True)],
+                    "INSERT INTO pending VALUES (?, ?, ?)",
+                    [
+                        (p, b, zlib.crc32(b, p & 0xFFFFFFFF))
+                        for p, v in zip(pks, vectors, strict=True)
+                        for b in (v.tobytes(),)
+                    ],
                 )
             con.executemany("INSERT INTO fields VALUES (?, ?)", sorted(new_fields.items()))
         return len(taken)
 
     def pending(self) -> tuple[np.ndarray, np.ndarray]:
-        """The pending vectors: ``(pks int64[m], float32[m, d])``, in pk order."""
-        rows = self._query("SELECT pk, vec FROM pending ORDER BY pk")
+        """The pending vectors: ``(pks int64[m], float32[m, d])``, in pk order, each
+        checked against its CRC (read-only arrays, kept until the catalog changes, as
+        :meth:`allowed` keeps its answers)."""
+        version = self._version()
+        if self._pending_cache is not None and self._pending_cache[0] == version:
+            return self._pending_cache[1]
+        rows = self._query("SELECT pk, vec, crc FROM pending ORDER BY pk")
         d = int(self.settings.get("dim") or 0)
         pks = np.array([r[0] for r in rows], np.int64)
+        for pk, vec, crc in rows:
+            if zlib.crc32(vec, pk & 0xFFFFFFFF) != crc:
+                raise FormatError(
+                    f"{self.path}: the pending vector of document row {pk} fails its checksum "
+                    "(the catalog file was modified or damaged)"
+                )
         try:
             vecs = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), d)
         except (ValueError, TypeError) as e:
             raise FormatError(f"{self.path}: pending vectors of the wrong size ({e})") from None
-        return pks, vecs.copy()
+        vecs = vecs.copy()
+        pks.flags.writeable = vecs.flags.writeable = False
+        self._pending_cache = (version, (pks, vecs))
+        return pks, vecs
+
+    def _version(self) -> tuple[int, int]:
+        """What changes when the catalog does: SQLite's ``data_version`` (other
+        connections' commits) and this connection's commits."""
+        return self._query("PRAGMA data_version")[0][0], self._commits
 
     def pending_count(self) -> int:
         """The number of pending vectors."""
