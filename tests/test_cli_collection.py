@@ -607,3 +607,18 @@ def test_every_collection_option_has_help_stating_its_default():
                     command,
                     action.dest,
                 )
+
+
+def test_advise_reads_a_collections_vectors(tmp_path, capsys):
+    """``vecpress advise FOLDER`` measures a collection's own vectors (its float tier and
+    pending ones); a collection of codes only is refused with the reason."""
+    x = np.random.default_rng(3).standard_normal((1200, 16)).astype(np.float32)
+    with Collection.create(tmp_path / "f", spec="hd2,rq4", dim=16, rerank_spec="f32",
+                           flush_rows=1000) as col:  # fmt: skip
+        col.add(x, ids=[f"d{i}" for i in range(1200)])
+    got = ok(capsys, "advise", tmp_path / "f", "--target-recall", 0.9, "--grid", "quick",
+             "--n-queries", 100, "--json")  # fmt: skip
+    assert got["recall_at_k"] >= 0.9 and got["met"]
+    with Collection.create(tmp_path / "c", spec="hd2,rq4", dim=16, flush_rows=1000) as col:
+        col.add(x, ids=[f"d{i}" for i in range(1200)])
+    fails(capsys, "advise", tmp_path / "c", "--target-recall", 0.9, match="float tier")

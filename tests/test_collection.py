@@ -424,3 +424,29 @@ def test_delete_counts_a_repeated_id_once(tmp_path, x):
     assert col.delete(["doc-1", "doc-1", "doc-9"]) == 1 and len(col) == 4
     with pytest.raises(TypeError, match="strings"):
         col.delete(["doc-2", 3])
+
+
+def test_vectors_come_back_from_a_float_tier_and_the_pending_table(tmp_path, x):
+    col = Collection.create(tmp_path / "c", spec="hd2,rq4", dim=D, rerank_spec="f32",
+                            flush_rows=200)  # fmt: skip
+    col.add(x[:250], ids=_ids(250))  # a segment of 250
+    col.add(x[250:300], ids=_ids(50, 250))  # pending
+    col.delete(["doc-3"])
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    keep = [i for i in range(300) if i != 3]
+    np.testing.assert_allclose(col.vectors(), unit[keep], atol=1e-6)
+    codes_only = Collection.create(tmp_path / "d", spec="hd2,rq4", dim=D, flush_rows=100)
+    codes_only.add(x[:100], ids=_ids(100))
+    with pytest.raises(ValueError, match="float tier"):
+        codes_only.vectors()
+
+
+@pytest.mark.parametrize("kw", [{}, {"rerank_spec": "f16"}, {"ivf": 4}])
+def test_index_reconstruct(x, kw):
+    index = Index("hd2,rq8", "ip", **kw)
+    index.add(x, ids=np.arange(600) * 2)
+    got = index.reconstruct([10, 4])
+    assert got.shape == (2, D) and got.dtype == np.float32
+    np.testing.assert_allclose(got, x[[5, 2]], atol=0.05 * np.abs(x).max())
+    with pytest.raises(ValueError, match=r"not stored: \[3\]"):
+        index.reconstruct([4, 3])

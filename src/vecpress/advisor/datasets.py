@@ -161,6 +161,7 @@ def load(
     n_queries: int | None = None,
     seed: int = 0,
     check=None,
+    read=None,
 ) -> Data:
     """Vectors to measure: a built-in set (``BUILTIN``) or a vectors file, with queries.
 
@@ -168,7 +169,9 @@ def load(
     base (``n_queries`` rows, by default 1,000 or a tenth of the rows if fewer;
     seed ``seed``). GloVe-50's held-out queries are those of :func:`glove50`.
     ``check(array, name)`` is called on the vectors and the queries as read
-    (before any split), so its errors can name rows of the files.
+    (before any split), so its errors can name rows of the files. ``read(path)``,
+    if given, reads the base instead of :func:`vecpress.files.readers.read_vectors`
+    (the command line reads a collection's folder so).
 
     Examples
     --------
@@ -186,6 +189,8 @@ def load(
         x = np.concatenate(synthetic(n=n, d=d, n_queries=0, seed=seed))
     elif base == "glove50":
         x = _normalise(np.load(glove50_path()))
+    elif read is not None:
+        x = read(base)
     else:
         x = read_vectors(base, "vectors", column=column)
     if x.shape[0] == 0:

@@ -261,9 +261,16 @@ def _check_read(args: argparse.Namespace, x: np.ndarray, name: str) -> None:
 
 
 def _vectors(arg: str, name: str, column: str | None) -> np.ndarray:
-    """A vectors file, or a built-in set's name (``glove50``, ``glove50:queries``, ...)."""
+    """A vectors file, a collection's folder (its documents' vectors: a float second tier
+    needed, :meth:`vecpress.Collection.vectors`), or a built-in set's name (``glove50``,
+    ``glove50:queries``, ...)."""
     from ..advisor.datasets import builtin_vectors
 
+    if os.path.isfile(os.path.join(arg, "catalog.sqlite")):  # a collection's folder
+        from ..collection import Collection
+
+        with Collection.open(arg) as col:
+            return col.vectors()
     x = None if os.path.exists(arg) else builtin_vectors(arg)
     return read_vectors(arg, name, column=column) if x is None else x
 

@@ -18,6 +18,7 @@ from .args import (
     _check_shape_args,
     _progress,
     _train_queries,
+    _vectors,
 )
 
 
@@ -55,6 +56,7 @@ def _data(args: argparse.Namespace):
         n_queries=args.n_queries,
         seed=args.seed,
         check=check,
+        read=lambda path: _vectors(path, "vectors", args.column),
     )
     if not checked:  # a built-in set with its own queries, read unchecked: check the options
         n = data.base.shape[0] + data.queries.shape[0]

@@ -88,6 +88,8 @@ from .metadata import dumps, metadata_kinds
 FLUSH_ROWS = 20_000
 #: the most results a query may ask for
 MAX_K = 10_000
+#: second tiers that give a collection's vectors back (:meth:`Collection.vectors`)
+FLOAT_TIERS = ("f32", "f16", "bf16")
 #: snapshots a search reads before it gives up on segments a compaction keeps removing
 SNAPSHOT_TRIES = 5
 
@@ -426,6 +428,35 @@ class Collection:
             for f in files:
                 open_index(f, mmap=True).verify()
         return self
+
+    def vectors(self) -> np.ndarray:
+        """Every document's vector, in the order documents were stored: ``float32[n, dim]``;
+        pending ones as given, the others decoded from the segments' float second
+        tier (``rerank_spec`` ``"f32"``, ``"f16"`` or ``"bf16"``). A collection that
+        keeps compressed codes only cannot give them back: ``ValueError``.
+        (Normalised under ``"cosine"``, as stored.)"""
+        with self._mutex, self._catalog.reading() as cat:
+            segments = cat.segments()
+            tier = cat.settings.get("rerank_spec")
+            if segments and tier not in FLOAT_TIERS:
+                raise ValueError(
+                    f"this collection keeps its vectors as {cat.settings['spec']!r} codes "
+                    f"(second tier: {tier!r}): a float tier (rerank_spec='f32', 'f16' or "
+                    "'bf16') is needed to read them back"
+                )
+            parts, order = [], []
+            for seg, file, _ in segments:
+                pks = cat.pks_of_segment(seg)
+                if pks.size:
+                    parts.append(self._segment(file).reconstruct(pks))
+                    order.append(pks)
+            pks, vecs = cat.pending()
+            if self.metric == "cosine" and len(pks):
+                vecs = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+            parts.append(vecs.astype(np.float32))
+            order.append(pks)
+        every = np.concatenate(order)
+        return np.concatenate(parts)[np.argsort(every, kind="stable")]
 
     def __len__(self) -> int:
         with self._mutex:

@@ -673,6 +673,43 @@ class Index:
             self._stage = None
         return count
 
+    def reconstruct(self, ids) -> np.ndarray:
+        """The stored vectors of ``ids`` as the index can rebuild them: ``float32[n, d]``,
+        decoded from the second tier where there is one (``rerank_spec``, or both
+        levels of a two-level spec), else from the first stage (IVF residual codes
+        plus their list's centroid). Normalised under ``"cosine"``, as stored. An id
+        not stored is a ``ValueError``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> index = Index("hd2,rq4", "ip", rerank_spec="f32")
+        >>> x = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+        >>> _ = index.add(x)
+        >>> bool(np.array_equal(index.reconstruct([3, 7]), x[[3, 7]]))
+        True
+        """
+        with self._lock.read():
+            ids = _as_ids(ids)
+            stage = self._first_stage()
+            if stage.id_lookup is None:
+                self._check_reads(("ids",), lists=np.arange(self._list_offsets.size - 1)[None, :])
+                stage.id_lookup = _filtered.id_lookup(np.asarray(self._ids.view))
+            order, sorted_ids = stage.id_lookup
+            pos = np.minimum(np.searchsorted(sorted_ids, ids), max(sorted_ids.size - 1, 0))
+            missing = ids[(sorted_ids.size == 0) | (sorted_ids[pos] != ids)] if ids.size else ids
+            if missing.size:
+                raise ValueError(f"{missing.size} id(s) are not stored: {_first(missing)}")
+            rows = order[pos].astype(np.int64)
+            if self.has_second_tier:
+                return self._tier_vectors(rows)
+            self._check_reads(("codes",), rows=rows[None, :])
+            x = self.codec.decode(self._codes.view[rows])
+            if self.is_ivf and self.ivf_residual:
+                lists = np.searchsorted(self._list_offsets, rows, side="right") - 1
+                x = (x + self.centroids[lists]).astype(np.float32)
+            return x
+
     def contains(self, ids):
         """Whether ids are stored: a bool for a scalar id, a bool array for an array.
 
