@@ -450,3 +450,35 @@ def test_index_reconstruct(x, kw):
     np.testing.assert_allclose(got, x[[5, 2]], atol=0.05 * np.abs(x).max())
     with pytest.raises(ValueError, match=r"not stored: \[3\]"):
         index.reconstruct([4, 3])
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_damaged_segment_fails_the_search_naming_it(tmp_path, x, q, damage):
+    path = tmp_path / "c"
+    with Collection.create(path, spec="hd2,rq4", dim=D, flush_rows=300) as col:
+        col.add(x, ids=_ids(600))
+    ((_, file, _), *_) = Collection.open(path).segments()
+    seg = path / "segments" / file
+    blob = bytearray(seg.read_bytes())
+    if damage == "flip":
+        blob[len(blob) // 2] ^= 0x04  # inside the codes
+    else:
+        blob = blob[: len(blob) // 2]
+    seg.write_bytes(bytes(blob))
+    with pytest.raises(vecpress.FormatError, match=file):
+        Collection.open(path).search(q, 5)
+
+
+def test_a_truncated_catalog_is_an_error_naming_it(tmp_path, x, q):
+    import sqlite3
+
+    path = tmp_path / "c"
+    with Collection.create(path, spec="hd2,rq4", dim=D, flush_rows=300) as col:
+        col.add(x, ids=_ids(600), texts=["some text"] * 600)
+    con = sqlite3.connect(path / "catalog.sqlite")  # fold the WAL into the file
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    catalog = path / "catalog.sqlite"
+    catalog.write_bytes(catalog.read_bytes()[: catalog.stat().st_size // 2])
+    with pytest.raises(vecpress.FormatError, match=r"catalog\.sqlite: not a readable"):
+        Collection.open(path).search(q, 5)
