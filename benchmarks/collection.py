@@ -290,6 +290,11 @@ def measure_open(path: Path, queries: np.ndarray, work: Path) -> dict:
     return out
 
 
+def replot(json_path: str, png_path: str) -> None:
+    """Draw the plot of a finished run again from its JSON (``--replot RUN.json OUT.png``)."""
+    plot(json.loads(Path(json_path).read_text())["filtered"], Path(png_path))
+
+
 def report(results: dict) -> str:
     env = results["env"]
     lines = [f"# Collections benchmark ({env['date']})", "",
@@ -338,6 +343,53 @@ def report(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(rows: list[dict], path: Path) -> bool:
+    """Recall@10 and queries/s against selectivity, vecpress and faiss, flat and IVF: one
+    PNG of two panels (``False`` without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is not installed: no plot (pip install '.[bench]')")
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    styles = {"flat": "-", "ivf": "--"}
+    for kind in ("flat", "ivf"):
+        rs = [r for r in rows if r["kind"] == kind]
+        if not rs:
+            continue
+        sel = [100 * r["selectivity"] for r in rs]
+        ls = styles[kind]
+        left.plot(sel, [r["vp_collection_recall"] for r in rs], "o" + ls, color="C0",
+                  label=f"vecpress {kind}")  # fmt: skip
+        left.plot(sel, [r["faiss_recall"] for r in rs], "s" + ls, color="C3",
+                  label=f"faiss IDSelector {kind}")  # fmt: skip
+        left.axhline(rs[0]["vp_collection_unfiltered"], color="C0", ls=ls, lw=0.8, alpha=0.5)
+        right.plot(sel, [r["vp_collection_qps"] for r in rs], "o" + ls, color="C0",
+                   label=f"vecpress Collection {kind}")  # fmt: skip
+        right.plot(sel, [r["vp_index_qps"] for r in rs], "^" + ls, color="C2",
+                   label=f"vecpress Index(allow=) {kind}")  # fmt: skip
+        right.plot(sel, [r["faiss_qps"] for r in rs], "s" + ls, color="C3",
+                   label=f"faiss IDSelector {kind}")  # fmt: skip
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_xlabel("selectivity: share of documents the filter allows (%)")
+        ax.grid(True, which="both", alpha=0.3)
+    left.set_ylabel("recall@10 vs the exact filtered top 10")
+    left.set_title("Filtered recall (thin lines: vecpress unfiltered)")
+    left.legend(fontsize=8)
+    right.set_yscale("log")
+    right.set_ylabel("queries/s, 1 thread, 1,000 queries a call")
+    right.set_title("Filtered throughput")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--queries", type=int, default=1000)
@@ -348,7 +400,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke test: small sets")
     p.add_argument("--minilm-dir", default=str(Path.home() / ".cache/vecpress/minilm"))
     p.add_argument("--out-dir", default=str(HERE / "results"))
+    p.add_argument("--replot", nargs=2, metavar=("RUN_JSON", "OUT_PNG"),
+                   help="only draw the plot of a finished run")  # fmt: skip
     args = p.parse_args(argv)
+    if args.replot:
+        replot(*args.replot)
+        return 0
     if args.quick:
         args.queries, args.ingest_rows, args.nlist = 100, 30_000, 32
     data = common.load_minilm(Path(args.minilm_dir))
@@ -379,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         if "filtered" in parts:
             results["filtered"] = measure_filtered(data, args, work)
             write()
+            plot(results["filtered"], out / f"collection-filtered-{tag}.png")
         if "ingest" in parts:
             log(f"ingest of {args.ingest_rows:,} rows ...")
             results["ingest"] = ingest(data, args, work / "ingest")
