@@ -229,6 +229,7 @@ class Catalog:
         self._commits = 0  # this connection's commits (data_version counts the others')
         self._allowed_cache: OrderedDict = OrderedDict()
         self._pending_cache: tuple | None = None
+        self._settings_version = self._version()
         con.create_function("vp_move", 5, self._move, deterministic=True)
         self.settings: dict = self._read_settings()
 
@@ -303,8 +304,12 @@ class Catalog:
         return settings
 
     def refresh(self) -> None:
-        """Read the settings again (another process's writer may have added some)."""
-        self.settings = self._read_settings()
+        """Read the settings again if the catalog changed since they were read (another
+        process's writer may have added some)."""
+        version = self._version()
+        if version != self._settings_version:
+            self.settings = self._read_settings()
+            self._settings_version = version
 
     def fields(self) -> dict[str, str]:
         """The metadata fields and their kinds."""

@@ -158,6 +158,7 @@ class Collection:
         self._mutex = threading.RLock()  # one catalog connection: one thread at a time
         self._segments: dict[str, Index] = {}
         self._template = None  # the codec template's state, read on the first segment write
+        self._shape = None  # (settings, an empty Index of them): what searches may ask
 
     # -- opening ---------------------------------------------------------------
     @classmethod
@@ -574,7 +575,10 @@ class Collection:
         s = self._catalog.settings
         if s["spec"] == AUTO:  # not trained yet: nothing but pending vectors to search
             return
-        shape = Index(s["spec"], metric=s["metric"], rerank_spec=s["rerank_spec"], ivf=s["ivf"])
+        key = (s["spec"], s["metric"], s["rerank_spec"], s["ivf"])
+        if self._shape is None or self._shape[0] != key:
+            self._shape = (key, Index(key[0], metric=key[1], rerank_spec=key[2], ivf=key[3]))
+        shape = self._shape[1]
         check_rerank(
             rerank, shape.has_second_tier, "create the collection with rerank_spec= (e.g. "
             "rerank_spec='f32') or a two-level spec (e.g. 'lvq4x8')",

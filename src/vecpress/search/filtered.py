@@ -71,7 +71,9 @@ def id_lookup(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def allowed_rows(order: np.ndarray, sorted_ids: np.ndarray, allow: np.ndarray) -> np.ndarray:
     """The rows (sorted, int64) whose ids are in ``allow``; ids not stored are skipped,
     repeated ones counted once."""
-    allow = np.unique(np.asarray(allow, np.int64))
+    allow = np.asarray(allow, np.int64)
+    if allow.size > 1 and not bool(np.all(allow[1:] > allow[:-1])):  # else sorted, distinct
+        allow = np.unique(allow)
     if sorted_ids.size == 0 or allow.size == 0:
         return np.zeros(0, np.int64)
     pos = np.minimum(np.searchsorted(sorted_ids, allow), sorted_ids.size - 1)
