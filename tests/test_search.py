@@ -76,7 +76,8 @@ KERNELS.append(pytest.param(True, id="portable"))
 @pytest.mark.parametrize("in_place", [True, False], ids=["in-place", "unpacked"])
 @pytest.mark.parametrize("portable", KERNELS)
 @pytest.mark.parametrize(
-    "spec", ["hd2,rq4", "hd2,rq8", "hd2,rq2", "hd2,rq1", "center,lvq3", "int5", "kl3", "hd2,kl6"]
+    "spec",
+    ["hd2,rq4", "hd2,rq8", "hd2,rq2", "hd2,rq1", "center,lvq3", "int5", "kl3", "hd2,kl6", "kl4"],
 )
 @pytest.mark.parametrize("l2", [False, True])
 def test_fused_scan_equals_score_then_topk(spec, l2, portable, in_place):
@@ -134,12 +135,13 @@ def test_fused_scan_equals_score_then_topk(spec, l2, portable, in_place):
 @pytest.mark.parametrize("nq", [1, 2, 3, 5])
 def test_few_queries_over_every_row_count_match_the_codec(d, nq):
     """Single and few-query scans (1 x 16 tiles; 1-, 2-, 4- and 8-bit codes read in
-    place, the rows near the end of the array through a padded copy) rank as
-    Codec.score."""
+    place, other widths and kl's groups read by parts, the rows near the end of the
+    array through a padded copy) rank as Codec.score."""
     rng = np.random.default_rng(d + nq)
     x = gaussian(rng, 300, d, offset=0.1)
     q = gaussian(rng, nq, d, offset=0.1)
-    for spec in ("hd2,rq4", "hd2,rq2", "hd2,rq1", "int2", "hd2,rq8", "int8", "kl3"):
+    specs = ("hd2,rq4", "hd2,rq2", "hd2,rq1", "int2", "hd2,rq8", "int8", "kl3")
+    for spec in (*specs, "hd2,rq3", "rq5", "hd2,rq7", "kl2", "kl4", "kl6"):
         for n in (1, 15, 16, 17, 63, 64, 65, 300):
             index = Index(spec, metric="ip", seed=2)
             index.add(x[:n])

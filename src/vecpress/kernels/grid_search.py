@@ -4,7 +4,8 @@ The work is a list of *items*, each a range of code rows (a chunk of the flat
 index, or of one inverted list) with the queries that must scan it. Every
 (query, item) pair owns an output *slot*: a bounded heap of the ``k`` best rows
 (:mod:`vecpress.kernels.heap`). Items run in parallel; within an item the rows
-are unpacked 64 at a time and scored against all of the item's queries with
+are read 64 at a time (in place for few queries, :func:`grid_scan_topk`, else
+unpacked once for all of them) and scored against all of the item's queries with
 the same exact integer dot products and the same float epilogue
 (:func:`~vecpress.kernels.scan.combine`) as :func:`~vecpress.kernels.scan.int_scan`,
 so a flat search ranks exactly as ``Codec.score`` + top-k. The float
@@ -44,10 +45,12 @@ from .scan import (
     uniform_layout,
     unpack_layout,
 )
+from .wordlanes import HAVE_VBMI, NO_PARTS, field_parts, part_queries, tile1x16_parts, tile4x4_parts
 
-#: items with at most this many query rows (queries x limbs) read 1-, 2-, 4- and 8-bit codes
-#: in place
+#: items with at most this many query rows (queries x limbs) read their codes in place
 IN_PLACE_ROWS = 4
+#: ``in_place_bits`` of the scan when codes are read by parts (:mod:`~vecpress.kernels.wordlanes`)
+BY_PARTS = -1
 
 
 @nb.njit(cache=True, inline="always")
@@ -151,7 +154,7 @@ def _offer_rows(sc, n, base, hs, hi, m, k, qthr, qq):
 def _scan_vnni(
     codes, layout, d, in_place_rows, in_place_bits, starts, ends, qptr, qidx, qslot, qadd, q8, q8n,
     limbs, qscale,
-    qoff, t, a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr,
+    qoff, t, a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr, poff, pperm, pctrl, pmask,
 ):  # fmt: skip
     nitems = starts.shape[0]
     k = out_s.shape[1]
@@ -159,6 +162,9 @@ def _scan_vnni(
     cs = codes.shape[1]
     total = codes.shape[0] * cs
     pcodes = codes.ctypes.data
+    nparts = poff.shape[0]
+    preach = poff.max() + 64 if nparts else 0  # bytes of a row the parts read
+    pp = (poff.ctypes.data, pperm.ctypes.data, pctrl.ctypes.data, pmask.ctypes.data)
     for w in nb.prange(nitems):
         p0 = qptr[w]
         nqw = qptr[w + 1] - p0
@@ -168,12 +174,16 @@ def _scan_vnni(
         # Items scanned for few query rows read 1-, 2-, 4-bit (packed) or 8-bit codes in
         # place (no unpacking to amortise); items with many unpack each block once for all.
         in_place = nv <= in_place_rows
-        per_byte = 8 // in_place_bits if in_place and in_place_bits < 8 else 1
+        by_parts = in_place and in_place_bits == BY_PARTS
+        per_byte = 8 // in_place_bits if in_place and 0 < in_place_bits < 8 else 1
         row_bytes = (d + per_byte - 1) // per_byte  # code bytes of a row read in place
-        qsrc = q8n if per_byte > 1 else q8
+        qsrc = q8n if per_byte > 1 or by_parts else q8
         dq = qsrc.shape[1]  # bytes per query row
         nch = dq // (64 * per_byte)
-        drow = nch * 64  # bytes per row in the block buffer
+        drow = nch * 64  # bytes per row in the block buffer (and read of a row in place)
+        if by_parts:
+            row_bytes = cs
+            drow = max(cs, preach)
         qb = np.zeros(((nv + 3) // 4 * 4, dq), np.int8)
         for u in range(nqw):
             for li in range(limbs):
@@ -202,11 +212,19 @@ def _scan_vnni(
                     for vv in range(nv - v0):
                         for r in range(0, n, 16):
                             dst = pdots + 4 * (vv * _BLOCK + r)
-                            _tile1x16(per_byte, pa + r * sa, sa, pqb + (v0 + vv) * dq, nch, dst)
+                            pq = pqb + (v0 + vv) * dq
+                            if by_parts:
+                                tile1x16_parts(pa + r * sa, sa, *pp, pq, nparts, dst)
+                            else:
+                                _tile1x16(per_byte, pa + r * sa, sa, pq, nch, dst)
                 for r in range(0, n if nv - v0 > 2 else 0, 4):
-                    _tile4x4(
-                        per_byte, pa + r * sa, sa, pqb + v0 * dq, dq, nch, pdots + 4 * r, 4 * _BLOCK
-                    )
+                    dst = pdots + 4 * r
+                    if by_parts:
+                        tile4x4_parts(
+                            pa + r * sa, sa, *pp, pqb + v0 * dq, dq, nparts, dst, 4 * _BLOCK
+                        )
+                    else:
+                        _tile4x4(per_byte, pa + r * sa, sa, pqb + v0 * dq, dq, nch, dst, 4 * _BLOCK)
                 for uu in range(per_tile):
                     u = v0 // limbs + uu
                     if u >= nqw:
@@ -273,10 +291,11 @@ def grid_scan_topk(
 
     With AVX-512 VNNI, items scanned for at most :data:`IN_PLACE_ROWS` query rows
     read 1-, 2-, 4-bit (packed) and 8-bit codes in place: each 64-byte chunk is
-    split into its codes by shifts and masks in registers (``in_place=False``:
-    never; other widths and mixed-width layouts are always unpacked to bytes, once
-    per block of rows for all the item's queries, which dominates the time of a
-    scan for one query).
+    split into its codes by shifts and masks in registers. With AVX-512 VBMI as
+    well, such items read codes of other widths and mixed-width layouts in place
+    too, by parts (:mod:`~vecpress.kernels.wordlanes`). Otherwise (``in_place=False``,
+    items of more query rows, or no VBMI for those layouts) each block of rows is
+    unpacked to bytes once for all the item's queries.
 
     Parameters
     ----------
@@ -318,11 +337,21 @@ def grid_scan_topk(
         layout = uniform_layout(bits, d)
     if HAVE_VNNI and not portable:
         q8 = pad_queries_int8(qi)
-        in_place_bits = bits if in_place and uniform and bits in IN_PLACE_BITS else 0
+        in_place_bits = 0
+        if in_place and uniform and bits in IN_PLACE_BITS:
+            in_place_bits = bits
+        elif in_place and HAVE_VBMI and layout.shape[0]:  # (kl with no coded axis: none)
+            in_place_bits = BY_PARTS
         rows = IN_PLACE_ROWS if in_place_bits else 0
-        q8n = split_queries(qi, d, in_place_bits) if 0 < in_place_bits < 8 else q8
+        parts = NO_PARTS
+        if in_place_bits == BY_PARTS:
+            parts = field_parts(layout)
+            q8n = part_queries(qi, parts)
+        else:
+            q8n = split_queries(qi, d, in_place_bits) if 0 < in_place_bits < 8 else q8
         _scan_vnni(
-            codes, layout, d, rows, in_place_bits, *args, q8, q8n, limbs, qscale, qoff, t, *tail
+            codes, layout, d, rows, in_place_bits, *args, q8, q8n, limbs, qscale, qoff, t, *tail,
+            parts.offsets, parts.perm, parts.ctrl, parts.mask,
         )  # fmt: skip
     else:
         _scan_portable(codes, layout, d, *args, qi, limbs, qscale, qoff, t, *tail)

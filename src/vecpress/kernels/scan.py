@@ -218,8 +218,10 @@ def unpack_layout(src, layout, dst):
         unpack_row(src, layout[g, 3], layout[g, 2], layout[g, 1], dst[first:])
 
 
-def _host_has_vnni() -> bool:
-    """Whether the compiled kernels may use AVX-512 VNNI on this machine."""
+def host_has(*features: str) -> bool:
+    """Whether the compiled kernels may use every one of the CPU ``features`` (LLVM's
+    names, e.g. ``"avx512vnni"``) on this machine: never when ``VECPRESS_PORTABLE_KERNELS``
+    is set or numba compiles for another CPU (``NUMBA_CPU_NAME``)."""
     if os.environ.get("VECPRESS_PORTABLE_KERNELS"):
         return False
     if os.environ.get("NUMBA_CPU_NAME", "host") != "host":
@@ -228,12 +230,12 @@ def _host_has_vnni() -> bool:
         from llvmlite import binding
 
         feats = binding.get_host_cpu_features()
-        return bool(feats.get("avx512vnni", False) and feats.get("avx512bw", False))
+        return all(feats.get(f, False) for f in features)
     except Exception:  # pragma: no cover - feature probing is best effort
         return False
 
 
-HAVE_VNNI = _host_has_vnni()
+HAVE_VNNI = host_has("avx512vnni", "avx512bw")
 
 
 def pad_queries_int8(qi: np.ndarray) -> np.ndarray:

@@ -82,11 +82,13 @@ on the coded axes, ``<q A, ẑ> = <c - h, w>``, so
 is the grid form with per-dimension centres ``h``. The query's ``w`` is
 rounded to 8 bits once for all the axes (one limb up to ``kl5``, two above;
 :func:`~vecpress.kernels.scan.query_limbs`), and ``<c, w>`` is one exact
-integer dot product over the groups unpacked side by side
-(:attr:`KL.grid_layout`), so flat and IVF search run the same fused integer
-scan as ``rq``. Reverse water-filling makes ``step_j`` nearly equal across the
-coded axes (``lam_j 4^(-b_j)`` is levelled), so one 8-bit scale fits all of
-``w``.
+integer dot product over the groups (:attr:`KL.grid_layout`), so flat and IVF
+search run the same fused integer scan as ``rq``: for a few queries the codes are
+read where they lie, each group's codes picked out of the row's 64-bit words
+into byte lanes (:mod:`vecpress.kernels.wordlanes`, on CPUs with AVX-512 VBMI);
+for many, each block of rows is unpacked to bytes once for all of them.
+Reverse water-filling makes ``step_j`` nearly equal across the coded axes
+(``lam_j 4^(-b_j)`` is levelled), so one 8-bit scale fits all of ``w``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,304 @@
+"""Codes of any width read in place: byte lanes picked out of 64-bit windows.
+
+The packed tiles of :mod:`vecpress.kernels.scan` read codes of 1, 2, 4 or 8
+bits where they lie, one shift and one mask per code. Codes of other widths (3,
+5, 6, 7 bits) and rows of several widths (``kl``'s groups,
+:func:`~vecpress.kernels.scan.check_layout`) straddle byte boundaries, and
+were unpacked to bytes row by row before their dot products: for one query
+that unpacking was 5-10 times the cost of the products themselves.
+
+With AVX-512 VBMI two instructions pick any code out of a row. ``vpermb``
+builds, from 64 bytes of the row, a vector whose eight 64-bit words are any
+eight 8-byte *windows* of those bytes (each word its own start byte, windows
+may overlap or repeat); ``vpmultishiftqb`` then copies into every byte lane the
+8 bits that start at any bit of the word the lane belongs to (each lane its own
+start, ``ctrl``). A code of up to 8 bits within a window is one lane, after one
+``and`` with the lane's mask ``2^bits - 1``; the lane's query byte is the
+query's value for that code's dimension, and ``vpdpbusd`` sums 64 lanes at a
+time into exact int32 dot products. A *part* is one such step: the row's 64
+bytes at byte offset ``off``, a permutation, a control vector, a mask vector and
+the matching query vector; a row's dot product is the sum over its parts.
+
+:func:`field_parts` assigns the codes of a layout, in the order of their first
+bits, to windows of at most 8 codes each (a window starts at the byte of its
+first code and takes the next codes while they end within its 64 bits), and
+consecutive windows to parts, at most 8 a part and all within the 64 bytes the
+part reads. So a layout of ``m`` codes takes about ``m / 64`` parts whatever
+their widths (8 codes of up to 7 bits always fit a window; 8 of 8 bits do when
+byte-aligned): 6 for ``kl4``'s 367 codes at d = 384, where the 4-bit tile reads
+3 chunks of 128 codes. Lanes without a code get mask 0 and query 0. The sums are
+exact: every term is a product of the same integers the unpacked path
+multiplies.
+
+Examples
+--------
+384 codes of 3 bits (144 bytes): 48 windows of 8 codes (3 bytes each), 6 parts.
+
+>>> import numpy as np
+>>> from vecpress.kernels.scan import uniform_layout
+>>> parts = field_parts(uniform_layout(3, 384))
+>>> parts.offsets.tolist(), parts.reach
+([0, 24, 48, 72, 96, 120], 184)
+>>> qi = np.arange(384) % 7 - 3
+>>> part_queries(qi[None, :], parts).shape
+(4, 384)
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from functools import lru_cache
+
+import numba as nb
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .scan import _I32X16, _accumulate4x4, _store_sums, _tile_setup, host_has
+
+#: whether this machine reads codes of any width in place (AVX-512 VBMI and VNNI)
+HAVE_VBMI = host_has("avx512vbmi", "avx512vnni", "avx512bw")
+
+#: bytes a part reads past its offset
+PART_BYTES = 64
+#: codes a window (one 64-bit word of a part) holds at most, and windows a part holds
+WINDOW_CODES = PART_WINDOWS = 8
+
+_I8X64 = ir.VectorType(ir.IntType(8), 64)
+
+FieldParts = namedtuple("FieldParts", "offsets perm ctrl mask dims reach")
+FieldParts.__doc__ = """The parts of a code layout (:func:`field_parts`).
+
+offsets : int64[P]
+    Byte offset in the row that part ``p`` reads 64 bytes from.
+perm : uint8[P, 64]
+    The ``vpermb`` indices: byte ``8 w + t`` of the permuted vector is byte
+    ``perm[p, 8 w + t]`` of the 64 read, ``= start_w + t`` for window ``w``.
+ctrl, mask : uint8[P, 64]
+    Per lane: the bit, within its window, where the code starts, and
+    ``2^bits - 1`` (0 in lanes without a code).
+dims : int64[P, 64]
+    Per lane: the dimension of the code (-1 in lanes without one).
+reach : int
+    Bytes of a row the parts read, counted from its start (``max(offsets) + 64``).
+"""
+
+#: the parts of no layout (scans that read no code by parts)
+NO_PARTS = FieldParts(
+    np.zeros(0, np.int64),
+    np.zeros((0, 64), np.uint8),
+    np.zeros((0, 64), np.uint8),
+    np.zeros((0, 64), np.uint8),
+    np.zeros((0, 64), np.int64),
+    0,
+)
+
+
+def code_positions(layout: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dimension, first bit (from the row's first bit) and width of every code of a
+    layout (:func:`~vecpress.kernels.scan.check_layout`, codes packed as
+    :mod:`~vecpress.kernels.bitpack` packs them).
+
+    Examples
+    --------
+    >>> dims, pos, width = code_positions(np.array([[0, 2, 3, 0], [2, 1, 8, 1]]))
+    >>> dims.tolist(), pos.tolist(), width.tolist()
+    ([0, 1, 2], [0, 3, 8], [3, 3, 8])
+    """
+    lay = np.asarray(layout, np.int64).reshape(-1, 4)
+    count = lay[:, 1]
+    i = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+    dims = np.repeat(lay[:, 0], count) + i
+    width = np.repeat(lay[:, 2], count)
+    pos = np.repeat(lay[:, 3] * 8, count) + i * width
+    return dims, pos, width
+
+
+@lru_cache(maxsize=64)
+def _parts_of(key: bytes) -> FieldParts:
+    dims, pos, width = code_positions(np.frombuffer(key, np.int64))
+    order = np.argsort(pos, kind="stable")
+    dims, pos, width = (dims[order].tolist(), pos[order].tolist(), width[order].tolist())
+    windows = []  # (start byte, first code, end code)
+    i, n = 0, len(pos)
+    while i < n:
+        start = pos[i] // 8
+        j = i + 1
+        while j < n and j - i < WINDOW_CODES and pos[j] + width[j] <= 8 * start + 64:
+            j += 1
+        windows.append((start, i, j))
+        i = j
+    parts = []  # (offset, first window, end window)
+    w = 0
+    while w < len(windows):
+        off = windows[w][0]
+        e = w + 1
+        while e < len(windows) and e - w < PART_WINDOWS and windows[e][0] + 8 <= off + 64:
+            e += 1
+        parts.append((off, w, e))
+        w = e
+    nparts = len(parts)
+    perm = np.tile(np.arange(8, dtype=np.uint8), (nparts, 8))  # unused windows: bytes 0-7
+    ctrl = np.zeros((nparts, 64), np.uint8)
+    mask = np.zeros((nparts, 64), np.uint8)
+    lanes = np.full((nparts, 64), -1, np.int64)
+    for p, (off, w0, w1) in enumerate(parts):
+        for slot, (start, i0, i1) in enumerate(windows[w0:w1]):
+            perm[p, 8 * slot : 8 * slot + 8] = np.arange(8) + (start - off)
+            for t, c in enumerate(range(i0, i1)):
+                lane = 8 * slot + t
+                ctrl[p, lane] = pos[c] - 8 * start
+                mask[p, lane] = (1 << width[c]) - 1
+                lanes[p, lane] = dims[c]
+    offsets = np.array([p[0] for p in parts], np.int64)
+    return FieldParts(offsets, perm, ctrl, mask, lanes, int(offsets.max()) + PART_BYTES)
+
+
+def field_parts(layout: np.ndarray) -> FieldParts:
+    """The parts that read every code of ``layout`` in place (module docstring).
+
+    Cached per layout (the arrays are shared: do not write to them).
+
+    Examples
+    --------
+    Three 5-bit codes from bit 0 and a 2-bit one at byte 2: one window (the 8
+    bytes from byte 0), one part.
+
+    >>> parts = field_parts(np.array([[0, 3, 5, 0], [3, 1, 2, 2]]))
+    >>> parts.offsets.tolist(), parts.ctrl[0, :4].tolist(), parts.mask[0, :4].tolist()
+    ([0], [0, 5, 10, 16], [31, 31, 31, 3])
+    """
+    lay = np.ascontiguousarray(layout, np.int64)
+    if lay.ndim != 2 or lay.shape[1] != 4 or lay.shape[0] == 0:
+        raise ValueError(f"a code layout is int64[G, 4] with G >= 1, found shape {lay.shape}")
+    if (lay[:, 1] < 1).any() or (lay[:, 2] < 1).any() or (lay[:, 2] > 8).any() or (lay < 0).any():
+        raise ValueError(
+            f"a code layout's runs have count >= 1 and 1-8 bits, found {lay.tolist()[:4]}"
+        )
+    return _parts_of(lay.tobytes())
+
+
+def part_queries(qi: np.ndarray, parts: FieldParts) -> np.ndarray:
+    """Query rows ``qi`` (int8/int16 ``[nv, d]``, values in [-128, 127]) laid out for
+    ``parts``: int8 ``[nv rounded up to 4, P * 64]``, lane ``l`` of part ``p`` holding
+    ``qi[:, dims[p, l]]`` (0 where the lane has no code)."""
+    nv = qi.shape[0]
+    flat = parts.dims.reshape(-1)
+    out = np.zeros(((nv + 3) // 4 * 4, flat.size), np.int8)
+    used = flat >= 0
+    out[:nv, used] = qi[:, flat[used]]
+    return out
+
+
+def _load_part(builder, i64, vptr, p, poff, ptabs):
+    """Part ``p``'s byte offset and its permutation, control and mask vectors
+    (``ptabs``: the three arrays' addresses)."""
+    addr = builder.add(poff, builder.mul(p, ir.Constant(i64, 8)))
+    off = builder.load(builder.inttoptr(addr, i64.as_pointer()))
+    o64 = builder.mul(p, ir.Constant(i64, 64))
+    vecs = []
+    for base in ptabs:
+        v = builder.load(builder.inttoptr(builder.add(base, o64), vptr), align=1)
+        vecs.append(builder.bitcast(v, _I8X64))
+    return off, vecs
+
+
+def _lanes(builder, ops, vptr, addr, tabs):
+    """The codes of one part of the row at ``addr``: windows permuted into the words,
+    codes shifted into their lanes, masked."""
+    permb, mshift = ops
+    perm, ctrl, mask = tabs
+    v = builder.bitcast(builder.load(builder.inttoptr(addr, vptr), align=1), _I8X64)
+    v = builder.call(permb, [v, perm])
+    return builder.bitcast(builder.and_(builder.call(mshift, [ctrl, v]), mask), _I32X16)
+
+
+def _byte_ops(builder):
+    """The ``vpermb`` and ``vpmultishiftqb`` intrinsics."""
+    fn = ir.FunctionType(_I8X64, [_I8X64, _I8X64])
+    return tuple(
+        cgutils.get_or_insert_function(builder.module, fn, name)
+        for name in ("llvm.x86.avx512.permvar.qi.512", "llvm.x86.avx512.pmultishift.qb.512")
+    )
+
+
+@intrinsic
+def tile1x16_parts(typingctx, pa, sa, poff, pperm, pctrl, pmask, pq, nparts, pout):
+    """16 exact dot products of ONE query row (parts layout, int8 at ``pq``) with 16
+    code rows (at ``pa``, stride ``sa``) read by ``nparts`` parts; int32[16] at ``pout``."""
+    sig = types.void(*([types.intp] * 9))
+
+    def codegen(context, builder, signature, args):
+        pa, sa, poff, pperm, pctrl, pmask, pq, n, pout = args
+        i64, dpbusd, vptr, accs = _tile_setup(builder)
+        ops = _byte_ops(builder)
+        with cgutils.for_range(builder, n) as loop:
+            p = loop.index
+            off, tabs = _load_part(builder, i64, vptr, p, poff, (pperm, pctrl, pmask))
+            qaddr = builder.add(pq, builder.mul(p, ir.Constant(i64, 64)))
+            q = builder.load(builder.inttoptr(qaddr, vptr), align=1)
+            start = builder.add(pa, off)
+            for r in range(16):
+                addr = builder.add(start, builder.mul(sa, ir.Constant(i64, r)))
+                x = _lanes(builder, ops, vptr, addr, tabs)
+                builder.store(builder.call(dpbusd, [builder.load(accs[r]), x, q]), accs[r])
+        _store_sums(builder, [builder.load(acc) for acc in accs], pout, ir.Constant(i64, 16))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def tile4x4_parts(typingctx, pa, sa, poff, pperm, pctrl, pmask, pq, sq, nparts, pout, sout):
+    """16 exact dot products, 4 code rows (at ``pa``, stride ``sa``) x 4 query rows
+    (parts layout, int8 at ``pq``, stride ``sq``), read by ``nparts`` parts; the 4
+    products of query ``u`` as int32 at ``pout + u * sout`` (bytes)."""
+    sig = types.void(*([types.intp] * 11))
+
+    def codegen(context, builder, signature, args):
+        pa, sa, poff, pperm, pctrl, pmask, pq, sq, n, pout, sout = args
+        i64, dpbusd, vptr, accs = _tile_setup(builder)
+        ops = _byte_ops(builder)
+        with cgutils.for_range(builder, n) as loop:
+            p = loop.index
+            off, tabs = _load_part(builder, i64, vptr, p, poff, (pperm, pctrl, pmask))
+            start = builder.add(pa, off)
+            rows_a = []
+            for r in range(4):
+                addr = builder.add(start, builder.mul(sa, ir.Constant(i64, r)))
+                rows_a.append(_lanes(builder, ops, vptr, addr, tabs))
+            o64 = builder.mul(p, ir.Constant(i64, 64))
+            rows_b = []
+            for u in range(4):
+                qaddr = builder.add(builder.add(pq, builder.mul(sq, ir.Constant(i64, u))), o64)
+                rows_b.append(builder.load(builder.inttoptr(qaddr, vptr), align=1))
+            _accumulate4x4(builder, dpbusd, accs, rows_a, rows_b)
+        _store_sums(builder, [builder.load(acc) for acc in accs], pout, sout)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@nb.njit(cache=True)
+def parts_dots(codes, offsets, perm, ctrl, mask, qp, out):
+    """``out[j] = <codes of row j, query>`` for every row, one query row ``qp`` in the
+    parts layout (a reference of the tiles for tests; rows need ``reach`` bytes
+    readable past their start, so the array is copied with zero padding)."""
+    n, cs = codes.shape
+    reach = offsets.max() + PART_BYTES if offsets.shape[0] else 0
+    width = max(cs, reach)
+    buf = np.zeros((16, width), np.uint8)
+    tmp = np.empty(16, np.int32)
+    for s in range(0, n, 16):
+        m = min(16, n - s)
+        buf[:] = 0
+        for r in range(m):
+            buf[r, :cs] = codes[s + r]
+        tile1x16_parts(
+            buf.ctypes.data, width, offsets.ctypes.data, perm.ctypes.data, ctrl.ctypes.data,
+            mask.ctypes.data, qp.ctypes.data, offsets.shape[0], tmp.ctypes.data,
+        )  # fmt: skip
+        for r in range(m):
+            out[s + r] = tmp[r]
