@@ -39,6 +39,14 @@ def _rows(rng, n, layout, row_bytes, d):
     return rows, dense
 
 
+def _dots(rows, parts, qi):
+    """The tiles' dot products of every row with one query row ``qi``."""
+    out = np.zeros(rows.shape[0], np.int32)
+    qp = part_queries(qi[None], parts)[0]
+    parts_dots(rows, parts.offsets, parts.perm, parts.ctrl, parts.mask, qp, out)
+    return out
+
+
 def test_every_code_lies_in_one_lane_within_a_word():
     """Each code of a layout is in exactly one lane, its bits inside the 64-bit word
     that lane reads: what makes the extraction exact."""
@@ -102,17 +110,7 @@ def test_uniform_widths_read_by_parts_are_exact(bits, d):
     rows, dense = _rows(rng, n, layout, packed_size(d, bits) + 3, d)
     parts = field_parts(layout)
     for qi in (rng.integers(-128, 128, d), np.full(d, -128), np.full(d, 127)):
-        out = np.zeros(n, np.int32)
-        parts_dots(
-            rows,
-            parts.offsets,
-            parts.perm,
-            parts.ctrl,
-            parts.mask,
-            part_queries(qi[None], parts)[0],
-            out,
-        )
-        np.testing.assert_array_equal(out, dense @ qi)
+        np.testing.assert_array_equal(_dots(rows, parts, qi), dense @ qi)
 
 
 @needs_vbmi
@@ -133,14 +131,4 @@ def test_runs_of_mixed_widths_at_any_offset_are_exact(seed):
     rows, dense = _rows(rng, n, layout, row_bytes, d)
     parts = field_parts(layout)
     qi = rng.integers(-128, 128, d)
-    out = np.zeros(n, np.int32)
-    parts_dots(
-        rows,
-        parts.offsets,
-        parts.perm,
-        parts.ctrl,
-        parts.mask,
-        part_queries(qi[None], parts)[0],
-        out,
-    )
-    np.testing.assert_array_equal(out, dense @ qi)
+    np.testing.assert_array_equal(_dots(rows, parts, qi), dense @ qi)
