@@ -12,7 +12,9 @@ import vecpress
 
 SRC = Path(vecpress.__file__).parent
 #: bottom to top; a module of layer i imports only from layers 0..i
-LAYERS = ("base", "codecs", "files", "search", "advisor", "collection", "cli", "package")
+LAYERS = (
+    "base", "codecs", "files", "search", "advisor", "collection", "integrations", "cli", "package",
+)  # fmt: skip
 BASE = {
     "_version",
     "errors",

@@ -56,6 +56,7 @@ def test_the_readme_examples_run_as_written(tmp_path, monkeypatch, capfd):
     assert all(m["year"] >= 2023 for row in recent.metadata for m in row)
     assert all(len(row) == 3 and None not in row for row in recent.ids)
     assert len(ns["col"]) == 5_999 and len(ns["col"].segments()) == 1
+    assert [d.id for d in ns["docs"]] == ["doc1"] and [d.id for d in ns["mmr"]] == ["doc1"]
     memory = ns["vecpress"].Index("hd2,rq4", metric="cosine", rerank_spec="f32")
     memory.add(ns["x"][:100])
     want = {"codes": 196, "rerank": 1536, "ids": 8, "norms": 0, "per_vector": 1740}

@@ -437,27 +437,82 @@ class Collection:
         keeps compressed codes only cannot give them back: ``ValueError``.
         (Normalised under ``"cosine"``, as stored.)"""
         with self._mutex, self._catalog.reading() as cat:
-            segments = cat.segments()
-            tier = cat.settings.get("rerank_spec")
-            if segments and tier not in FLOAT_TIERS:
-                raise ValueError(
-                    f"this collection keeps its vectors as {cat.settings['spec']!r} codes "
-                    f"(second tier: {tier!r}): a float tier (rerank_spec='f32', 'f16' or "
-                    "'bf16') is needed to read them back"
-                )
+            self._check_float_tier(cat)
             parts, order = [], []
-            for seg, file, _ in segments:
+            for seg, file, _ in cat.segments():
                 pks = cat.pks_of_segment(seg)
                 if pks.size:
                     parts.append(self._segment(file).reconstruct(pks))
                     order.append(pks)
             pks, vecs = cat.pending()
-            if self.metric == "cosine" and len(pks):
-                vecs = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
-            parts.append(vecs.astype(np.float32))
+            parts.append(self._stored_pending(vecs))
             order.append(pks)
         every = np.concatenate(order)
         return np.concatenate(parts)[np.argsort(every, kind="stable")]
+
+    def vectors_of(self, ids) -> np.ndarray:
+        """The stored vectors of the documents ``ids``, in that order: ``float32[n, dim]``
+        as :meth:`vectors` gives them (a float tier is needed once documents are in
+        segments; an id may repeat); an id not stored is a ``KeyError`` naming it.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> from vecpress import Collection
+        >>> col = Collection.create(tempfile.mkdtemp(), spec="hd2,rq4", dim=3, metric="ip")
+        >>> col.add(np.eye(3, dtype=np.float32), ids=["a", "b", "c"])
+        ['a', 'b', 'c']
+        >>> col.vectors_of(["c", "a"]).tolist()
+        [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
+        """
+        if not isinstance(ids, (str, bytes)) and hasattr(ids, "__iter__"):
+            ids = list(ids)
+        wanted = check_ids(ids if isinstance(ids, (str, bytes)) else list(dict.fromkeys(ids)))
+        with self._mutex, self._catalog.reading() as cat:
+            found = dict(zip(wanted, cat.get(wanted), strict=True))
+            docs = [found[x] for x in ids]
+            absent = [x for x in wanted if found[x] is None]
+            if absent:
+                raise KeyError(f"no document with id {absent[0]!r} ({len(absent)} absent)")
+            out = np.empty((len(docs), self.dim), np.float32)
+            rows = np.arange(len(docs))
+            segs = np.array([-1 if d.seg is None else d.seg for d in docs], np.int64)
+            pks = np.array([d.pk for d in docs], np.int64)
+            if (segs >= 0).any():
+                self._check_float_tier(cat)
+                files = {seg: file for seg, file, _ in cat.segments()}
+                for seg in np.unique(segs[segs >= 0]).tolist():
+                    at = rows[segs == seg]
+                    out[at] = self._segment(files[seg]).reconstruct(pks[at])
+            at = rows[segs < 0]
+            if at.size:
+                ppks, vecs = cat.pending()
+                out[at] = self._stored_pending(vecs[np.searchsorted(ppks, pks[at])])
+        return out
+
+    @staticmethod
+    def _check_float_tier(cat) -> None:
+        tier = cat.settings.get("rerank_spec")
+        if cat.segments() and tier not in FLOAT_TIERS:
+            raise ValueError(
+                f"this collection keeps its vectors as {cat.settings['spec']!r} codes "
+                f"(second tier: {tier!r}): a float tier (rerank_spec='f32', 'f16' or "
+                "'bf16') is needed to read them back"
+            )
+
+    def _stored_pending(self, vecs: np.ndarray) -> np.ndarray:
+        """Pending vectors as the segments would give them back (normalised under cosine)."""
+        if self.metric == "cosine" and len(vecs):
+            vecs = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+        return vecs.astype(np.float32)
+
+    @property
+    def settings(self) -> dict:
+        """A copy of the collection's settings (``spec``, ``metric``, ``dim``, ``seed``,
+        ``rerank_spec``, ``ivf``, ``flush_rows``, ``embed``, and what training added)."""
+        with self._mutex:
+            self._catalog.refresh()
+            return json.loads(json.dumps(self._catalog.settings))
 
     def __len__(self) -> int:
         with self._mutex:
