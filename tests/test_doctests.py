@@ -19,7 +19,10 @@ def test_every_module_is_collected():
 
 
 #: modules of optional extras: the package their examples need
-EXTRAS = {"vecpress.integrations.langchain": "langchain_core"}
+EXTRAS = {
+    "vecpress.integrations.langchain": "langchain_core",
+    "vecpress.integrations.llama_index": "llama_index.core",
+}
 
 
 @pytest.mark.parametrize("name", MODULES)

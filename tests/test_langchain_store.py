@@ -126,11 +126,16 @@ def test_bad_input_is_a_clear_error_and_stores_nothing(store):
         store.add_texts(["north"], ids=["a", "b"])
     with pytest.raises(TypeError):
         store.add_texts(["north"], [{"when": object()}], ids=["x"])
-    with pytest.raises(ValueError, match="needs the ids"):
-        store.delete()
     with pytest.raises(ValueError, match="operator"):
         store.similarity_search("north", k=1, filter={"year": {"$near": 1}})
     assert len(store.collection) == 5 and store.get_by_ids(["x"]) == []
+
+
+def test_delete_without_ids_deletes_everything(store):
+    store.delete(["d0"])
+    assert store.collection.ids() == ["d1", "d2", "d3", "d4"]
+    store.delete()
+    assert len(store.collection) == 0 and store.similarity_search("north", k=2) == []
 
 
 def test_empty_store_searches_return_nothing():

@@ -400,6 +400,14 @@ class Catalog:
                 self._allowed_cache.popitem(last=False)
         return found
 
+    def ids(self, where=None) -> list[str]:
+        """The ids of the documents a filter lets through (every document without one),
+        in the order they were stored."""
+        if where is None:
+            return [r[0] for r in self._query("SELECT id FROM docs ORDER BY pk")]
+        sql, params = compile_filter(where, self.fields())
+        return [r[0] for r in self._query(f"SELECT id FROM docs WHERE {sql} ORDER BY pk", params)]
+
     def _allowed(self, sql: str, params: list) -> tuple[dict[int, np.ndarray], np.ndarray]:
         rows = self._query(f"SELECT pk, seg FROM docs WHERE {sql}", params)
         if not rows:

@@ -506,6 +506,23 @@ class Collection:
             vecs = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
         return vecs.astype(np.float32)
 
+    def ids(self, filter=None) -> list[str]:
+        """The ids of the documents ``filter`` matches (every document's without one),
+        in the order they were stored.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> from vecpress import Collection
+        >>> col = Collection.create(tempfile.mkdtemp(), spec="hd2,rq4", dim=2, metric="ip")
+        >>> col.add(np.eye(2, dtype=np.float32), ids=["a", "b"], metadata=[{"n": 1}, {"n": 2}])
+        ['a', 'b']
+        >>> col.ids(), col.ids({"n": {"$gt": 1}})
+        (['a', 'b'], ['b'])
+        """
+        with self._mutex, self._catalog.reading() as cat:
+            return cat.ids(filter)
+
     @property
     def settings(self) -> dict:
         """A copy of the collection's settings (``spec``, ``metric``, ``dim``, ``seed``,

@@ -159,12 +159,12 @@ class VecpressVectorStore(VectorStore):
         return collection.upsert(vectors, ids, texts=texts, metadata=metadata)
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
-        """Delete the documents of ``ids`` (ids not stored are skipped). ``ids=None``
-        (LangChain's "delete all") is refused: pass the ids."""
-        if ids is None:
-            raise ValueError("delete needs the ids of the documents to delete")
-        if self._collection is not None and ids:
-            self._collection.delete(ids)
+        """Delete the documents of ``ids`` (ids not stored are skipped); ``ids=None``:
+        every document."""
+        if self._collection is not None:
+            ids = self._collection.ids() if ids is None else ids
+            if ids:
+                self._collection.delete(ids)
         return True
 
     # -- reading -----------------------------------------------------------------------
