@@ -444,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
             if "open" in parts:
                 results["open"] = measure_open(work / "ingest", data.queries, work)
                 write()
-    log(f"report: {out / f'collections-{tag}.md'}")
+    log(f"report: {out / f'collection-{tag}.md'}")
     print(report(results))
     return 0
 

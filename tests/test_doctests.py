@@ -22,6 +22,8 @@ def test_every_module_is_collected():
 EXTRAS = {
     "vecpress.integrations.langchain": "langchain_core",
     "vecpress.integrations.llama_index": "llama_index.core",
+    "vecpress.service.app": "fastapi",
+    "vecpress.service.schemas": "pydantic",
 }
 
 

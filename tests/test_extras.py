@@ -9,8 +9,8 @@ import subprocess
 import sys
 import textwrap
 
-BLOCKED = ["langchain_core", "llama_index", "fastapi", "uvicorn", "matplotlib", "pyarrow",
-           "sentence_transformers", "torch", "ray"]  # fmt: skip
+BLOCKED = ["langchain_core", "llama_index", "fastapi", "uvicorn", "pydantic", "matplotlib",
+           "pyarrow", "sentence_transformers", "torch", "ray"]  # fmt: skip
 
 SCRIPT = textwrap.dedent(
     """
@@ -37,13 +37,16 @@ SCRIPT = textwrap.dedent(
     col.add(x, ids=[str(i) for i in range(300)], texts=["t"] * 300)
     assert col.search(x[5:6], 1).ids[0][0] == "5"
     for module, extra in [("vecpress.integrations.langchain", "langchain"),
-                          ("vecpress.integrations.llama_index", "llama-index")]:
+                          ("vecpress.integrations.llama_index", "llama-index"),
+                          ("vecpress.service.app", "serve")]:
         try:
             importlib.import_module(module)
         except ImportError as e:
             assert f"vecpress[{{extra}}]" in str(e), str(e)
         else:
             raise SystemExit(f"{{module}} imported without its extra")
+    from vecpress.cli import main
+    assert main(["serve", tempfile.mkdtemp(), "--port", "0"]) == 2  # says: install the extra
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
     assert not loaded, loaded
     print("ok")
@@ -56,3 +59,4 @@ def test_the_core_works_without_any_extra():
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=600)  # fmt: skip
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-3000:]
+    assert "pip install 'vecpress[serve]'" in run.stderr

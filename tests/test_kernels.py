@@ -571,3 +571,18 @@ def test_rq_narrow_search_reaches_the_wide_search(bits):
     )
     assert (wide - narrow).mean() < 5e-6, (wide - narrow).mean()
     assert (wide - narrow).max() < 2e-3, (wide - narrow).max()
+
+
+@pytest.mark.parametrize("n", [1, 3, 2 * 1024, 2 * 1024 + 1, 5000])
+def test_row_squares_serial_and_parallel_paths_agree_with_numpy(n):
+    """A few rows take the serial kernel, many the parallel one: same sums, and a NaN or
+    an infinity anywhere in a row reaches its sum on both."""
+    from vecpress.kernels.rows import row_squares
+
+    x = np.random.default_rng(n).standard_normal((n, 37)).astype(np.float32)
+    x[n // 2, 5] = np.nan
+    x[-1, 36] = np.inf if n > 1 else x[-1, 36]
+    want = (x.astype(np.float64) ** 2).sum(axis=1)
+    got = row_squares(x)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert np.isnan(got[n // 2]) and (n == 1 or np.isinf(got[-1]))

@@ -46,13 +46,15 @@ def test_nan_in_float64_and_float16_input(x):
             codec.encode(_with_bad_row(x, [2], np.nan).astype(dtype))
 
 
-# The float32 conversion warns before the check raises; the error is what matters here.
-@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+@pytest.mark.filterwarnings("error")  # the cast to float32 does not warn either
 def test_float64_overflowing_float32_is_rejected(x):
-    """1e300 is finite in float64 but infinite once converted: it must not slip through."""
+    """1e300 is finite in float64 but infinite once converted: it must not slip through,
+    and the message says it is too large (not NaN)."""
     codec = Codec.from_spec("hd2,rq4", d=D)
-    with pytest.raises(ValueError, match=r"row 4\b"):
+    with pytest.raises(ValueError, match=r"row 4, holds finite values too large for float32"):
         codec.encode(_with_bad_row(x.astype(np.float64), [4], 1e300))
+    with pytest.raises(ValueError, match=r"NaN or Inf values, first at row 3\b"):
+        codec.encode(_with_bad_row(x.astype(np.float64), [3], np.inf))
 
 
 # -- dimensions -----------------------------------------------------------------------------

@@ -85,7 +85,8 @@ def as_vectors(
         raise ValueError(f"{name} must have at least one column, found shape {x.shape}")
     if n == 0 and not allow_empty:
         raise ValueError(f"{name} is empty (shape {x.shape}); at least one row is needed")
-    out = np.ascontiguousarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):  # float64 values beyond float32's range: named below
+        out = np.ascontiguousarray(x, dtype=np.float32)
     if n:
         # float64 squares of float32 values cannot overflow (at most ~1.2e77 each), so a
         # non-finite sum means a NaN or Inf in the row and nothing else
@@ -94,15 +95,27 @@ def as_vectors(
         sq = row_squares(out)
         ok = sq <= MAX_NORM * MAX_NORM
         if not ok.all():
-            _raise_bad_rows(out, sq, ok, name)
+            _raise_bad_rows(out, sq, ok, name, x)
     return out
 
 
-def _raise_bad_rows(x: np.ndarray, sq: np.ndarray, ok: np.ndarray, name: str) -> None:
-    """Raise for the first non-finite row, or else for the first row beyond :data:`MAX_NORM`."""
+def _raise_bad_rows(
+    x: np.ndarray, sq: np.ndarray, ok: np.ndarray, name: str, given: np.ndarray
+) -> None:
+    """Raise for the first non-finite row (``given``: the rows before their cast to
+    float32, to tell NaN or Inf from values float32 cannot hold), or else for the first
+    row beyond :data:`MAX_NORM`."""
     finite = np.isfinite(sq)
     if not finite.all():
         bad = np.flatnonzero(~finite)
+        if given.dtype != x.dtype and np.isfinite(given[bad[0]]).all():
+            raise ValueError(
+                f"{name} has {bad.size} row(s) with NaN, Inf or values beyond float32's range; "
+                f"the first, row {bad[0]}, holds finite values too large for float32 (|v| > "
+                f"{float(np.finfo(np.float32).max):.4g}): rescale the data (multiplying every "
+                "vector by one constant keeps the inner-product and l2 "
+                "rankings)"
+            )
         raise ValueError(
             f"{name} has {bad.size} row(s) with NaN or Inf values, first at row {bad[0]}"
         )

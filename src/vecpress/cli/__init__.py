@@ -31,6 +31,9 @@ VECTORS --docs FILE`` (``.jsonl`` or ``.parquet`` documents, one per vector),
 PATH``, ``info PATH``, ``index PATH FIELD``; each prints one JSON object. See
 :mod:`vecpress.cli.collection_commands`.
 
+``vecpress serve ROOT [--host H] [--port P] [--token-file F]`` serves the collections
+under ROOT over HTTP (:mod:`vecpress.cli.serve_command`, :mod:`vecpress.service.app`).
+
 Errors are printed as one line on stderr with a non-zero exit status, never as
 a traceback.
 """

@@ -84,6 +84,7 @@ from itertools import islice
 
 import numpy as np
 
+from ..collection.collection import DESCRIBED
 from ..files.readers import read_vectors
 from .args import SEARCH_CHUNK, _check_rows, _progress
 
@@ -94,7 +95,7 @@ DOC_KEYS = ("id", "text", "metadata")
 #: the formats of a docs file
 DOCS_FORMATS = (".jsonl", ".parquet")
 #: the settings ``info`` and ``create`` print, in this order
-SETTINGS = ("spec", "metric", "dim", "seed", "rerank_spec", "ivf", "flush_rows", "embed")
+SETTINGS = DESCRIBED
 #: ids looked up per query when checking which are stored already
 _LOOKUP = 10_000
 #: the index columns pandas writes into Parquet files
@@ -141,44 +142,14 @@ def _open(path: str):
 
 
 def _describe(col) -> dict:
-    """What ``info`` prints of a collection, read in one snapshot of its catalog.
-
-    Parameters
-    ----------
-    col : vecpress.Collection
-        An open collection.
-
-    Returns
-    -------
-    dict
-        ``path``, the settings (:data:`SETTINGS`), ``trained`` (whether the codec is
-        trained: the first segment trains it), ``count`` (documents), ``pending``
-        (documents whose vectors wait in the catalog for a segment, searched
-        exactly), ``segments`` (``{"file", "rows", "live"}`` each: its rows, and
-        those not deleted), ``fields`` (metadata field: kind) and
-        ``indexed_fields``.
-    """
-    # Collection has no public accessor of its pending count or live rows a segment:
-    # read them from its catalog, in one read transaction
-    with col._mutex, col._catalog.reading() as cat:
-        live = cat.live_counts()
-        return {
-            "path": str(col.path),
-            **_settings(col),
-            "trained": "template" in cat.settings,
-            "count": cat.count(),
-            "pending": cat.pending_count(),
-            "segments": [
-                {"file": f, "rows": r, "live": live.get(seg, 0)} for seg, f, r in cat.segments()
-            ],
-            "fields": cat.fields(),
-            "indexed_fields": cat.indexed_fields(),
-        }
+    """What ``info`` prints of a collection: its ``path`` and
+    :meth:`vecpress.Collection.describe`."""
+    return {"path": str(col.path), **col.describe()}
 
 
 def _settings(col) -> dict:
     """The settings of a collection (:data:`SETTINGS`), as it was created with them."""
-    settings = col._catalog.settings  # Collection has no public accessor of them
+    settings = col.settings
     return {k: settings.get(k) for k in SETTINGS}
 
 

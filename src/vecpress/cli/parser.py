@@ -16,6 +16,7 @@ from .collection_commands import _info as _collection_info
 from .collection_commands import _search as _collection_search
 from .index_commands import _build, _info, _search
 from .measure import _advise, _bench, _demo, _inspect
+from .serve_command import add_serve_parser
 
 
 def _add_column_option(parser: argparse.ArgumentParser, what: str, also: str = "") -> None:
@@ -319,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=_info)
 
     _add_collection_parser(sub, common)
+    add_serve_parser(sub, common)
     return parser
 
 

@@ -94,6 +94,9 @@ FLOAT_TIERS = ("f32", "f16", "bf16")
 SNAPSHOT_TRIES = 5
 
 
+#: the settings :meth:`Collection.describe` reports (those it was created with)
+DESCRIBED = ("spec", "metric", "dim", "seed", "rerank_spec", "ivf", "flush_rows", "embed")
+
 #: the spec that lets the advisor choose the codec (:mod:`vecpress.collection.auto`)
 AUTO = "auto"
 
@@ -530,6 +533,48 @@ class Collection:
         with self._mutex:
             self._catalog.refresh()
             return json.loads(json.dumps(self._catalog.settings))
+
+    def describe(self) -> dict:
+        """The collection at a glance, read in one snapshot of its catalog.
+
+        Returns
+        -------
+        dict
+            The settings it was created with (:data:`DESCRIBED`), ``trained``
+            (whether the codec is trained: the first segment trains it), ``count``
+            (documents), ``pending`` (documents whose vectors wait in the catalog for
+            a segment, searched exactly), ``segments`` (``{"file", "rows",
+            "live"}`` each: its rows, and those not deleted), ``fields`` (metadata
+            field: kind) and ``indexed_fields``.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> col = Collection.create(tempfile.mkdtemp(), spec="hd2,rq4", dim=4)
+        >>> _ = col.add(np.eye(4, dtype=np.float32), metadata=[{"n": i} for i in range(4)])
+        >>> d = col.describe()
+        >>> d["count"], d["pending"], d["segments"], d["fields"]
+        (4, 4, [], {'n': 'number'})
+        """
+        with self._mutex, self._catalog.reading() as cat:
+            live = cat.live_counts()
+            return {
+                **{k: cat.settings.get(k) for k in DESCRIBED},
+                "trained": "template" in cat.settings,
+                "count": cat.count(),
+                "pending": cat.pending_count(),
+                "segments": [
+                    {"file": f, "rows": r, "live": live.get(seg, 0)} for seg, f, r in cat.segments()
+                ],
+                "fields": cat.fields(),
+                "indexed_fields": cat.indexed_fields(),
+            }
+
+    def embed(self, texts) -> np.ndarray:
+        """``texts`` (a list of str) as vectors, by the collection's embedder
+        (``create(..., embed=)``): ``float32[len(texts), dim]``; a collection without
+        one is a ``ValueError``."""
+        return self._embed(check_texts(texts))
 
     def __len__(self) -> int:
         with self._mutex:
