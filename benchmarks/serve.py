@@ -291,11 +291,15 @@ def plot(results: dict, path: Path) -> None:
     a.legend()
     if "soak" in results:
         t, rss = zip(*results["soak"]["rss"], strict=True)
-        b.plot(np.asarray(t) / 60, np.asarray(rss) / 2**20)
-        b.axvline(1.0, color="grey", ls=":")
+        mb = np.asarray(rss) / 2**20
+        b.plot(np.asarray(t) / 60, mb, marker=".", ms=3)
+        b.axvline(1.0, color="grey", ls=":", label="after 1 min")
+        b.axhline(1.1 * results["soak"]["rss_1min_mb"], color="red", ls="--",
+                  label="+10 % of the 1-min RSS")  # fmt: skip
         b.set_xlabel("minutes of load (8 clients)")
         b.set_ylabel("server RSS (MB)")
-        b.set_ylim(bottom=0)
+        b.set_ylim(0, 1.25 * mb.max())
+        b.legend(loc="lower right")
         b.set_title("vecpress serve memory under load")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -309,10 +313,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke test: 20,000 rows, short runs")
     p.add_argument("--minilm-dir", default=str(Path.home() / ".cache/vecpress/minilm"))
     p.add_argument("--out-dir", default=str(HERE / "results"))
+    p.add_argument("--replot", nargs=2, metavar=("RUN_JSON", "OUT_PNG"),
+                   help="only draw the plot of a finished run")  # fmt: skip
     p.add_argument("--peer-server", nargs=2, metavar=("PORT", "BASE_NPY"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.peer_server:
         return _serve_peer(int(args.peer_server[0]), args.peer_server[1])
+    if args.replot:
+        plot(json.loads(Path(args.replot[0]).read_text()), Path(args.replot[1]))
+        return 0
     data = common.load_minilm(Path(args.minilm_dir))
     if data is None:
         return 1

@@ -482,3 +482,25 @@ def test_a_truncated_catalog_is_an_error_naming_it(tmp_path, x, q):
     catalog.write_bytes(catalog.read_bytes()[: catalog.stat().st_size // 2])
     with pytest.raises(vecpress.FormatError, match=r"catalog\.sqlite: not a readable"):
         Collection.open(path).search(q, 5)
+
+
+def test_objects_opened_with_share_map_each_segment_once(tmp_path, x, q):
+    """``open(share=)``: readers of one folder use the same memory-mapped segments (one
+    Index per file), answer as the owner does, follow its compactions, and closing one
+    leaves the others working."""
+    owner = Collection.create(tmp_path / "c", spec="hd2,rq4", dim=D, flush_rows=200)
+    owner.add(x[:400], ids=_ids(400))  # two segments
+    a = Collection.open(tmp_path / "c", share=owner)
+    b = Collection.open(tmp_path / "c", share=owner)
+    want = owner.search(q, 10)
+    assert a.search(q, 10).ids == want.ids and b.search(q, 10).ids == want.ids
+    files = sorted(f for _, f, _ in owner.segments())
+    assert sorted(a._segments) == files and a._segments is owner._segments
+    owner.delete(["doc-3"])
+    owner.compact(min_rows=10_000)  # the two segments become one
+    assert "doc-3" not in a.search(q, 10).ids[0] and len(owner.segments()) == 1
+    assert sorted(b._segments) == [f for _, f, _ in owner.segments()]
+    a.close()
+    assert b.search(q, 10).ids == owner.search(q, 10).ids
+    with pytest.raises(ValueError, match="share= must be an open Collection of"):
+        Collection.open(tmp_path / "c", share=Collection.create(tmp_path / "d", spec="f32", dim=2))

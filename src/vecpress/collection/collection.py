@@ -151,7 +151,7 @@ class CollectionResult:
 class Collection:
     """Documents over compressed vectors in a folder (module docstring)."""
 
-    def __init__(self, path: Path, catalog: Catalog, embed=None) -> None:
+    def __init__(self, path: Path, catalog: Catalog, embed=None, segments=None) -> None:
         self.path = path
         self._catalog = catalog
         self._embedder = Embedder.from_setting(catalog.settings.get("embed"), embed)
@@ -159,7 +159,9 @@ class Collection:
         self.spec, self.metric, self.dim = s["spec"], s["metric"], int(s["dim"])
         self.flush_rows = int(s["flush_rows"])
         self._mutex = threading.RLock()  # one catalog connection: one thread at a time
-        self._segments: dict[str, Index] = {}
+        # file -> its memory-mapped Index; may be shared with other objects of the folder
+        # (open(share=)): Index searches are thread-safe, and each dict operation is atomic
+        self._segments: dict[str, Index] = {} if segments is None else segments
         self._template = None  # the codec template's state, read on the first segment write
         self._shape = None  # (settings, an empty Index of them): what searches may ask
 
@@ -214,13 +216,24 @@ class Collection:
         return cls(path, Catalog.create(path / CATALOG, settings), embed)
 
     @classmethod
-    def open(cls, path, *, embed=None) -> Collection:
+    def open(cls, path, *, embed=None, share: Collection | None = None) -> Collection:
         """Open the collection in folder ``path``; files a crashed writer left (segment or
         template files no transaction names) are removed when no writer is active.
         ``embed``: the callable a collection created with one embeds texts with (or a
-        model name replacing the stored one)."""
+        model name replacing the stored one). ``share``: an open collection object of
+        the same folder whose memory-mapped segments this one uses too (one mapping of
+        each file for both, rather than one each: a server opens one object per
+        concurrent reader); their searches may run at once."""
         path = Path(path)
-        col = cls(path, Catalog.open(path / CATALOG), embed)
+        segments = None
+        if share is not None:
+            if not isinstance(share, Collection) or share.path.resolve() != path.resolve():
+                raise ValueError(
+                    f"share= must be an open Collection of {path}, found "
+                    f"{getattr(share, 'path', type(share).__name__)}"
+                )
+            segments = share._segments
+        col = cls(path, Catalog.open(path / CATALOG), embed, segments)
         with contextlib.suppress(LockedError):
             with col._writing(wait=False):
                 for orphan in col._catalog.orphans(path / SEGMENTS):
@@ -232,7 +245,7 @@ class Collection:
     def close(self) -> None:
         with self._mutex:
             self._catalog.close()
-            self._segments.clear()
+            self._segments = {}  # its own reference: objects sharing the segments keep them
 
     def __enter__(self) -> Collection:
         return self
@@ -636,8 +649,9 @@ class Collection:
             live = cat.live_counts()
             cand_pk, cand_sc = [], []
             segments = cat.segments()
-            for stale in set(self._segments) - {f for _, f, _ in segments}:
-                del self._segments[stale]  # compacted away
+            live_files = {f for _, f, _ in segments}
+            for stale in [f for f in list(self._segments) if f not in live_files]:
+                self._segments.pop(stale, None)  # compacted away (maybe by a sharer too)
             for seg, file, rows in segments:
                 if allowed is None:  # deleted rows are skipped afterwards: look past them
                     allow = None

@@ -4,7 +4,8 @@ A collection's folder is ``ROOT/NAME``. :class:`Registry` opens it on first use
 and keeps it open: one :class:`~vecpress.Collection` writes (its writes are
 serialised by the collection's own lock) and a pool of up to ``readers`` more,
 each with its own catalog connection, serve searches and reads at the same time
-(a collection object runs one call at a time; its readers never lock; texts are
+(a collection object runs one call at a time; its readers never lock, and they
+share the writer's memory-mapped segments, one mapping of each file; texts are
 embedded by the writer's embedder, so a model is loaded once). A reader
 sees every write committed before its call began, so an add the service has
 acknowledged is in every later search.
@@ -62,7 +63,7 @@ class Served:
                 col = self._readers.get()
             else:
                 try:
-                    col = Collection.open(self.writer.path)
+                    col = Collection.open(self.writer.path, share=self.writer)
                 except BaseException:
                     with self._lock:
                         self._opened -= 1
