@@ -594,7 +594,16 @@ def _collection_commands() -> dict[str, argparse.ArgumentParser]:
 
 def test_every_collection_option_has_help_stating_its_default():
     commands = _collection_commands()
-    assert set(commands) == {"create", "add", "search", "delete", "compact", "info", "index"}
+    assert set(commands) == {
+        "create",
+        "build",
+        "add",
+        "search",
+        "delete",
+        "compact",
+        "info",
+        "index",
+    }
     for command, parser in commands.items():
         for action in parser._actions:
             if set(action.option_strings) & {"-h", "--help"}:
@@ -622,3 +631,33 @@ def test_advise_reads_a_collections_vectors(tmp_path, capsys):
     with Collection.create(tmp_path / "c", spec="hd2,rq4", dim=16, flush_rows=1000) as col:
         col.add(x, ids=[f"d{i}" for i in range(1200)])
     fails(capsys, "advise", tmp_path / "c", "--target-recall", 0.9, match="float tier")
+
+
+def test_build_makes_a_collection_from_files_a_chunk_at_a_time(data, capsys):
+    tmp, x, _ = data
+    x2 = tmp / "x2.parquet"
+    pq.write_table(pq.read_table(x2), tmp / "x3.parquet")  # rows 200-299 again, new ids
+    table = pq.read_table(tmp / "x3.parquet")
+    table = table.set_column(0, "id", pa.array([f"again{i}" for i in range(100)]))
+    pq.write_table(table, tmp / "x3.parquet")
+    info = ok(capsys, "collection", "build", tmp / "c", x2, tmp / "x3.parquet", "--spec",
+              "hd2,rq4", "--rerank-spec", "f32", "--id-column", "id", "--text-column",
+              "text", "--metadata-columns", "year, lang", "--chunk-mb", 0.005,
+              "--flush-rows", 50, "--no-progress")  # fmt: skip
+    assert info["count"] == 200 and info["pending"] == 0 and info["dim"] == D
+    assert [s["rows"] for s in info["segments"]] == [81, 81, 38]  # 0.005 MiB: 81 rows
+    assert info["fields"] == {"lang": "string", "year": "number"}
+    col = Collection.open(tmp / "c")
+    assert col.get(["doc205"]) == [doc(205)]
+    res = col.search(x[250:251], 2, rerank="auto")
+    assert set(res.ids[0]) == {"doc250", "again50"}
+    fails(capsys, "collection", "build", tmp / "c", x2, "--spec", "hd2,rq4", match="exists")
+    fails(capsys, "collection", "build", tmp / "d", x2, "--spec", "hd2,rq4", "--chunk-mb", 0,
+          match="--chunk-mb must be > 0")  # fmt: skip
+    fails(capsys, "collection", "build", tmp / "d", x2, "--spec", "hd2,rq4",
+          "--metadata-columns", "nope", match="no column 'nope'")  # fmt: skip
+    fails(capsys, "collection", "build", tmp / "d", x2, "--spec", "nope4", match="--spec nope4")
+    fails(capsys, "collection", "build", tmp / "d", x2, x2, "--spec", "hd2,rq4", "--id-column",
+          "id", match="rows 0 to 199: duplicate document id 'doc200'")  # fmt: skip
+    assert not (tmp / "d").exists()
+    assert not [p for p in tmp.iterdir() if p.name.endswith(".vpbuild")]

@@ -38,7 +38,8 @@ SCRIPT = textwrap.dedent(
     assert col.search(x[5:6], 1).ids[0][0] == "5"
     for module, extra in [("vecpress.integrations.langchain", "langchain"),
                           ("vecpress.integrations.llama_index", "llama-index"),
-                          ("vecpress.service.app", "serve")]:
+                          ("vecpress.service.app", "serve"),
+                          ("vecpress.distributed", "ray")]:
         try:
             importlib.import_module(module)
         except ImportError as e:

@@ -58,6 +58,9 @@ def test_the_readme_examples_run_as_written(tmp_path, monkeypatch, capfd):
     assert len(ns["col"]) == 5_999 and len(ns["col"].segments()) == 1
     assert [d.id for d in ns["docs"]] == ["doc1"] and [d.id for d in ns["mmr"]] == ["doc1"]
     assert [n.node.get_content() for n in ns["nodes"]] == ["vecpress compresses vectors"]
+    found = ns["found"]
+    assert all(len(row) == 10 and None not in row for row in found.ids)
+    assert all(m["year"] >= 2023 for row in found.metadata for m in row)
     assert len(ns["llama_store"].client) == 1
     memory = ns["vecpress"].Index("hd2,rq4", metric="cosine", rerank_spec="f32")
     memory.add(ns["x"][:100])

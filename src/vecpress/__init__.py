@@ -16,9 +16,11 @@ from ._version import __version__
 from .codecs.codec import Codec
 from .codecs.spec import parse as parse_spec
 from .collection import Collection, CollectionResult
+from .collection.bulk import build_collection
 from .errors import FormatError, LockedError, NotFittedError
 from .files.storage import info
 from .search.index import Index, SearchResult, open
+from .search.streaming import build_index
 from .threads import get_num_threads, set_num_threads
 
 __all__ = [
@@ -32,6 +34,8 @@ __all__ = [
     "NotFittedError",
     "SearchResult",
     "__version__",
+    "build_collection",
+    "build_index",
     "get_num_threads",
     "info",
     "open",

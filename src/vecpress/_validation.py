@@ -37,6 +37,7 @@ def as_vectors(
     *,
     dim: int | None = None,
     allow_empty: bool = True,
+    row_offset: int = 0,
 ) -> np.ndarray:
     """Return ``x`` as a C-contiguous float32 matrix, or raise a clear error.
 
@@ -50,6 +51,8 @@ def as_vectors(
         The required number of columns.
     allow_empty : bool
         Whether ``n == 0`` is allowed.
+    row_offset : int
+        The number messages give ``x``'s first row (a chunk of a larger input).
 
     Returns
     -------
@@ -95,12 +98,12 @@ def as_vectors(
         sq = row_squares(out)
         ok = sq <= MAX_NORM * MAX_NORM
         if not ok.all():
-            _raise_bad_rows(out, sq, ok, name, x)
+            _raise_bad_rows(out, sq, ok, name, x, row_offset)
     return out
 
 
 def _raise_bad_rows(
-    x: np.ndarray, sq: np.ndarray, ok: np.ndarray, name: str, given: np.ndarray
+    x: np.ndarray, sq: np.ndarray, ok: np.ndarray, name: str, given: np.ndarray, offset: int
 ) -> None:
     """Raise for the first non-finite row (``given``: the rows before their cast to
     float32, to tell NaN or Inf from values float32 cannot hold), or else for the first
@@ -111,18 +114,17 @@ def _raise_bad_rows(
         if given.dtype != x.dtype and np.isfinite(given[bad[0]]).all():
             raise ValueError(
                 f"{name} has {bad.size} row(s) with NaN, Inf or values beyond float32's range; "
-                f"the first, row {bad[0]}, holds finite values too large for float32 (|v| > "
-                f"{float(np.finfo(np.float32).max):.4g}): rescale the data (multiplying every "
-                "vector by one constant keeps the inner-product and l2 "
-                "rankings)"
+                f"the first, row {offset + bad[0]}, holds finite values too large for float32 "
+                f"(|v| > {float(np.finfo(np.float32).max):.4g}): rescale the data (multiplying "
+                "every vector by one constant keeps the inner-product and l2 rankings)"
             )
         raise ValueError(
-            f"{name} has {bad.size} row(s) with NaN or Inf values, first at row {bad[0]}"
+            f"{name} has {bad.size} row(s) with NaN or Inf values, first at row {offset + bad[0]}"
         )
     bad = np.flatnonzero(~ok)
     raise ValueError(
         f"{name} has {bad.size} row(s) whose L2 norm exceeds the limit {MAX_NORM:.4g} (2**50), "
-        f"first at row {bad[0]} with norm {np.sqrt(sq[bad[0]]):.4g}: scores and squared "
+        f"first at row {offset + bad[0]} with norm {np.sqrt(sq[bad[0]]):.4g}: scores and squared "
         "distances must stay finite in float32; rescale the data (multiplying every vector "
         "by one constant keeps the inner-product and l2 rankings)"
     )

@@ -1,4 +1,4 @@
-"""``vecpress collection create | add | search | delete | compact | info | index``.
+"""``vecpress collection create | build | add | search | delete | compact | info | index``.
 
 The commands of a :class:`vecpress.Collection`: documents (string ids, texts,
 metadata) over compressed vectors, in a folder
@@ -217,6 +217,34 @@ def _check_create_args(args: argparse.Namespace) -> None:
             f"{path} is a folder that is not empty; a collection is created in a new or empty "
             "folder"
         )
+
+
+def _build(args: argparse.Namespace) -> int:
+    """``vecpress collection build PATH VECTORS... --spec S ...``: a new collection from
+    inputs larger than memory (:func:`vecpress.build_collection`); print
+    :func:`_describe`."""
+    from ..collection.bulk import build_collection
+    from ..files.sources import VectorSource
+
+    if not args.chunk_mb > 0:
+        raise ValueError(f"--chunk-mb must be > 0, found {args.chunk_mb}")
+    if os.path.exists(args.path):
+        raise FileExistsError(f"{args.path} exists; collection build makes a new folder")
+    src = VectorSource.open(list(args.vectors), column=args.column)
+    args.dim = src.d
+    _check_create_args(args)
+    metadata = [c for c in (args.metadata_columns or "").split(",") if c.strip()]
+    with _progress(args, total=src.n, desc="building", unit="vec") as bar:
+        col = build_collection(
+            src, args.path, spec=args.spec, metric=args.metric, seed=args.seed,
+            rerank_spec=args.rerank_spec, ivf=args.ivf, flush_rows=args.flush_rows,
+            id_column=args.id_column, text_column=args.text_column,
+            metadata_columns=[c.strip() for c in metadata],
+            chunk_bytes=max(1, int(args.chunk_mb * 2**20)), progress=bar.update,
+        )  # fmt: skip
+    with col:
+        _print(_describe(col), indent=2)
+    return 0
 
 
 def _create(args: argparse.Namespace) -> int:

@@ -21,10 +21,12 @@ from .args import (
 
 
 def _build(args: argparse.Namespace) -> int:
-    from ..search.index import Index, build
+    from ..files.sources import VectorSource
+    from ..search.index import Index
+    from ..search.streaming import build_index
 
     _check_build_args(args)
-    index = Index(  # checks the specs, metric and list count before reading anything
+    Index(  # checks the specs, metric and list count before reading anything
         args.spec,
         metric=args.metric,
         seed=args.seed,
@@ -32,17 +34,20 @@ def _build(args: argparse.Namespace) -> int:
         ivf=args.ivf,
         ivf_residual=not args.ivf_raw,
     )
-    x = _vectors(args.vectors, "vectors", args.column)
-    n, d = x.shape
+    if not args.chunk_mb > 0:
+        raise ValueError(f"--chunk-mb must be > 0, found {args.chunk_mb}")
+    _check_output(args.output)
+    src = VectorSource.open(_source(args.vectors, args.column), column=args.column)
+    n, d = src.n, src.d
     if n == 0:
-        raise ValueError(f"vectors file {args.vectors} holds no vectors (shape {x.shape})")
+        raise ValueError(f"vectors {' '.join(args.vectors)} hold no vectors ({src!r})")
     if args.ivf is not None and args.ivf > n:
         raise ValueError(f"--ivf {args.ivf}: more lists than the {n} vectors to train them on")
-    _check_rows(x, "vectors", args.metric)
     train_queries = _train_queries(args, d)
     with _progress(args, total=n, desc="encoding", unit="vec") as bar:
-        index = build(
-            x,
+        index = build_index(
+            src,
+            args.output,
             args.spec,
             args.metric,
             seed=args.seed,
@@ -50,9 +55,9 @@ def _build(args: argparse.Namespace) -> int:
             ivf=args.ivf,
             ivf_residual=not args.ivf_raw,
             queries=train_queries,
+            chunk_bytes=max(1, int(args.chunk_mb * 2**20)),
             progress=bar.update,
         )
-    index.save(args.output)
     mem = index.memory
     tiers = f"code {mem['codes']}"
     if index.rerank_codec is not None:
@@ -155,6 +160,16 @@ def _search(args: argparse.Namespace) -> int:
             f"{args.confidence}, {reranked.mean():.1f} candidates re-scored per query on average"
         )
     return 0
+
+
+def _source(args: list[str], column: str | None):
+    """``vecpress build``'s vectors: one built-in set or collection folder (its vectors, in
+    memory), else the paths of files and folders of them (read in chunks)."""
+    if len(args) == 1 and (
+        not os.path.exists(args[0]) or os.path.isfile(os.path.join(args[0], "catalog.sqlite"))
+    ):
+        return _vectors(args[0], "vectors", column)
+    return list(args)
 
 
 def _check_index_path(path: str) -> None:

@@ -12,6 +12,7 @@ from ..collection.collection import FLUSH_ROWS, MAX_K
 from ..search.index import METRICS
 from .args import DEMO_REPORT, DEMO_TARGET, GRID_NAMES, MAX_SECONDS
 from .collection_commands import ADD_BATCH, _add, _compact, _create, _delete, _index
+from .collection_commands import _build as _collection_build
 from .collection_commands import _info as _collection_info
 from .collection_commands import _search as _collection_search
 from .index_commands import _build, _info, _search
@@ -237,7 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument(
         "vectors",
-        help="float vectors: .npy, .fvecs, .fbin or .parquet; or a built-in set ("
+        nargs="+",
+        help="float vectors: .npy, .fvecs, .fbin or .parquet files, or folders of them, read "
+        "in chunks (rows numbered across the files in the order given, folders' files in name "
+        "order); or a built-in set ("
         + ", ".join(BUILTIN)
         + "): its base, without the 1,000 queries that bench and advise hold out of it by "
         "default (search them as NAME:queries)",
@@ -267,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(required by leanvec-ood<d'>)",
     )
     build.add_argument("-o", "--output", required=True, help="index file to write (required)")
+    _add_chunk_option(build, "encoded")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
     build.set_defaults(func=_build)
 
@@ -324,6 +329,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_chunk_option(parser: argparse.ArgumentParser, done: str) -> None:
+    """``--chunk-mb``: how much input the streaming builds hold at a time."""
+    parser.add_argument(
+        "--chunk-mb", type=float, default=256, metavar="M",
+        help=f"megabytes of float32 vectors read and {done} at a time (default 256): memory "
+        "is bounded by it, the training sample and the codes, not by the input's size",
+    )  # fmt: skip
+
+
+def _add_codec_options(parser: argparse.ArgumentParser) -> None:
+    """The settings ``collection create`` and ``collection build`` take: --spec, --metric,
+    --seed, --rerank-spec, --ivf, --flush-rows."""
+    parser.add_argument("--spec", required=True, help="codec spec, e.g. 'hd2,rq4' (required)")
+    _add_metric_option(parser)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the codec (default 0)")
+    parser.add_argument(
+        "--rerank-spec",
+        metavar="S2",
+        help="second tier kept for re-ranking: 'f32' (the float vectors), 'f16', 'rq8', ... "
+        "(default: none)",
+    )
+    parser.add_argument(
+        "--ivf",
+        type=int,
+        metavar="NLIST",
+        help="partition every segment into NLIST lists by k-means, at most --flush-rows "
+        "(default: flat)",
+    )
+    parser.add_argument(
+        "--flush-rows",
+        type=int,
+        default=FLUSH_ROWS,
+        metavar="N",
+        help="vectors that make a segment; the codec is trained on the first N; fewer wait "
+        f"in the catalog, searched exactly (default {FLUSH_ROWS})",
+    )
+
+
 #: the PATH argument of the collection commands
 _COLLECTION_HELP = "collection folder (made by vecpress collection create)"
 
@@ -342,41 +385,40 @@ def _add_collection_parser(sub, common: argparse.ArgumentParser) -> None:
         dest="collection_command",
         required=True,
         metavar="COMMAND",
-        help="create, add, search, delete, compact, info or index",
+        help="create, build, add, search, delete, compact, info or index",
     )
 
     create = csub.add_parser(
         "create", parents=[common], help="create an empty collection; prints its settings"
     )
     create.add_argument("path", help="folder to create the collection in (new or empty)")
-    create.add_argument("--spec", required=True, help="codec spec, e.g. 'hd2,rq4' (required)")
     create.add_argument(
         "--dim", type=int, required=True, help="dimension of the vectors (required)"
     )
-    _add_metric_option(create)
-    create.add_argument("--seed", type=int, default=0, help="seed of the codec (default 0)")
-    create.add_argument(
-        "--rerank-spec",
-        metavar="S2",
-        help="second tier kept for re-ranking: 'f32' (the float vectors), 'f16', 'rq8', ... "
-        "(default: none)",
-    )
-    create.add_argument(
-        "--ivf",
-        type=int,
-        metavar="NLIST",
-        help="partition every segment into NLIST lists by k-means, at most --flush-rows "
-        "(default: flat)",
-    )
-    create.add_argument(
-        "--flush-rows",
-        type=int,
-        default=FLUSH_ROWS,
-        metavar="N",
-        help="vectors that make a segment; the codec is trained on the first N; fewer wait "
-        f"in the catalog, searched exactly (default {FLUSH_ROWS})",
-    )
+    _add_codec_options(create)
     create.set_defaults(func=_create)
+
+    build = csub.add_parser(
+        "build", parents=[common],
+        help="build a new collection from vector files larger than memory, a chunk at a "
+        "time, all or nothing; prints its settings",
+    )  # fmt: skip
+    build.add_argument("path", help="folder of the new collection (must not exist)")
+    build.add_argument(
+        "vectors", nargs="+",
+        help="float vectors: .npy, .fvecs, .fbin or .parquet files, or folders of them, rows "
+        "numbered across them in the order given (folders' files in name order)",
+    )  # fmt: skip
+    _add_column_option(build, "vectors")
+    _add_codec_options(build)
+    build.add_argument("--id-column", metavar="C", help="Parquet column of the documents' ids "
+                       "(default: the row numbers)")  # fmt: skip
+    build.add_argument("--text-column", metavar="C", help="Parquet column of the texts")
+    build.add_argument("--metadata-columns", metavar="C1,C2", help="Parquet columns stored as "
+                       "the documents' metadata, comma-separated")  # fmt: skip
+    _add_chunk_option(build, "stored")
+    build.add_argument("--no-progress", action="store_true", help="no progress bar")
+    build.set_defaults(func=_collection_build)
 
     add = csub.add_parser(
         "add", parents=[common], help="add vectors and their documents; prints the count"

@@ -68,7 +68,7 @@ import json
 import secrets
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -76,8 +76,10 @@ import numpy as np
 from .. import atomic
 from .._validation import as_vectors, check_positive_int
 from ..errors import FormatError, LockedError
-from ..search.index import METRICS, Index, check_rerank
+from ..files.storage import IndexState
+from ..search.index import METRICS, EncodedRows, Index, check_rerank
 from ..search.index import open as open_index
+from ..search.ivf import list_order
 from .auto import choose
 from .catalog import Catalog, check_ids, unique_ids
 from .embed import Embedder, check_texts
@@ -140,12 +142,17 @@ SEGMENTS = "segments"
 class CollectionResult:
     """The result of :meth:`Collection.search`: per query, its ``k`` best documents'
     ``ids`` (str), ``scores`` (float32[nq, k], larger is better), ``texts`` and
-    ``metadata`` (dicts); padded with ``None`` and ``-inf`` past the stored documents."""
+    ``metadata`` (dicts); padded with ``None`` and ``-inf`` past the stored documents.
+    ``keys`` (int64[nq, k], -1 as padding): the documents' catalog keys, by which equal
+    scores are ordered (smaller first), so that results of parts of a collection
+    (``search(..., shard=)``) merge into the whole's
+    (:func:`vecpress.search.topk.topk` with the keys as labels)."""
 
     ids: list[list[str | None]]
     scores: np.ndarray
     texts: list[list[str | None]]
     metadata: list[list[dict | None]]
+    keys: np.ndarray | None = None
 
 
 class Collection:
@@ -308,6 +315,60 @@ class Collection:
                 self._flush(trained)
         return ids
 
+    def add_encoded(self, rows: EncodedRows, ids, texts=None, metadata=None) -> list[str]:
+        """:meth:`add` for vectors encoded elsewhere by this collection's codec: ``rows``
+        is what :meth:`vecpress.Index.encode` of the collection's template
+        (:meth:`template_bytes`, opened with :func:`vecpress.open`) returns for them.
+        They become one segment, named in one transaction with their documents
+        (``ids`` required, none stored yet): the segment file is the one :meth:`add`
+        would write for the same vectors. :mod:`vecpress.distributed` stores what its
+        workers encode this way. The rows are checked against the template (code
+        widths, norms under ``"l2"``, IVF lists); a ``ValueError`` names what differs.
+
+        Examples
+        --------
+        >>> import tempfile, vecpress
+        >>> x = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+        >>> col = Collection.create(tempfile.mkdtemp(), spec="hd2,rq4", dim=8).train(x)
+        >>> path = tempfile.mkdtemp() + "/template.vpi"
+        >>> _ = open(path, "wb").write(col.template_bytes())
+        >>> rows = vecpress.open(path).encode(x)
+        >>> len(col.add_encoded(rows, [f"d{i}" for i in range(300)])), len(col.segments())
+        (300, 1)
+        """
+        if ids is None:
+            raise TypeError("add_encoded needs the ids of the documents it stores")
+        ids = check_ids(ids)
+        n = len(ids)
+        texts = [None] * n if texts is None else list(texts)
+        metadata = [None] * n if metadata is None else list(metadata)
+        for name, got in (("texts", texts), ("metadata", metadata)):
+            if len(got) != n:
+                raise ValueError(f"{name} must have one entry per row ({n}), found {len(got)}")
+        with self._writing():
+            cat = self._catalog
+            if "template" not in cat.settings:
+                raise ValueError("add_encoded needs a trained collection (train() first)")
+            template = self._template_state()
+            _check_encoded(rows, template, n)
+            kinds = metadata_kinds(metadata, cat.fields())
+            metas = [dumps(m) for m in metadata]
+            pks = cat.next_pks(n)
+            state = _segment_state(template, rows, pks)
+            name = f"seg-{int(pks[0])}-{secrets.token_hex(4)}.vpi"
+            Index.from_state(state).save(self.path / SEGMENTS / name)
+            cat.add_documents(pks, ids, texts, metas, kinds, segment=name, replace=False)
+        return ids
+
+    def template_bytes(self) -> bytes:
+        """The bytes of the collection's trained template: an empty index file of its codec
+        (what a worker opens to encode vectors for :meth:`add_encoded`)."""
+        with self._mutex:
+            self._catalog.refresh()
+            if "template" not in self._catalog.settings:
+                raise ValueError("the collection is not trained yet: it has no template")
+            return (self.path / TEMPLATE).read_bytes()
+
     def add_texts(self, texts, metadata=None, ids=None) -> list[str]:
         """:meth:`add` documents given by their ``texts``, embedded by the collection's
         embedder (``create(..., embed=)``). Returns the ids."""
@@ -376,12 +437,15 @@ class Collection:
         cat.seal(name, pks, settings)
         self.spec = cat.settings["spec"]
 
+    def _template_state(self) -> IndexState:
+        if self._template is None:  # named by the catalog, so never changed again
+            self._template = open_index(self.path / TEMPLATE, mmap=False).to_state()
+        return self._template
+
     def _write_segment(self, x: np.ndarray, pks: np.ndarray) -> str:
         """Write a segment of the template's codec holding rows ``x`` under ids ``pks``;
         returns its file name (fsynced, not yet named by the catalog)."""
-        if self._template is None:  # named by the catalog, so never changed again
-            self._template = open_index(self.path / TEMPLATE, mmap=False).to_state()
-        seg = Index.from_state(self._template)  # empty: adding copies nothing of it
+        seg = Index.from_state(self._template_state())  # empty: adding copies nothing of it
         seg.add(x, ids=pks)
         name = f"seg-{int(pks[0])}-{secrets.token_hex(4)}.vpi"
         seg.save(self.path / SEGMENTS / name)
@@ -607,7 +671,9 @@ class Collection:
             for d in docs
         ]
 
-    def search(self, q, k: int, filter=None, rerank=None, nprobe=None) -> CollectionResult:
+    def search(
+        self, q, k: int, filter=None, rerank=None, nprobe=None, *, shard=None
+    ) -> CollectionResult:
         """The ``k`` best documents for each query (module docstring).
 
         Parameters
@@ -624,9 +690,19 @@ class Collection:
             still returns its ``k`` best matching documents.
         rerank, nprobe
             As :meth:`vecpress.Index.search` takes them, for every segment.
+        shard : (int, int), optional
+            ``(i, m)``: search part ``i`` of ``m`` only -- the segments whose catalog
+            number is ``i`` modulo ``m``, and the pending vectors in part 0. The
+            parts' results merged by score and ``keys`` are the whole's
+            (:mod:`vecpress.distributed` searches parts on several processes).
         """
         q = self._vectors(q, "queries")
         k = check_positive_int(k, "k", high=MAX_K)
+        if shard is not None:
+            if (not isinstance(shard, tuple) or len(shard) != 2
+                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in shard)
+                    or not 0 <= shard[0] < shard[1]):  # fmt: skip
+                raise ValueError(f"shard must be (i, m) with 0 <= i < m, found {shard!r}")
         with self._mutex:
             self._catalog.refresh()  # another process may have trained the codec
         if rerank is None:
@@ -634,12 +710,12 @@ class Collection:
         self._check_search_args(rerank, nprobe)
         for _ in range(SNAPSHOT_TRIES - 1):
             try:
-                return self._search(q, k, filter, rerank, nprobe)
+                return self._search(q, k, filter, rerank, nprobe, shard)
             except FileNotFoundError:  # a compaction removed a segment of this snapshot
                 continue
-        return self._search(q, k, filter, rerank, nprobe)
+        return self._search(q, k, filter, rerank, nprobe, shard)
 
-    def _search(self, q, k, filter, rerank, nprobe) -> CollectionResult:
+    def _search(self, q, k, filter, rerank, nprobe, shard=None) -> CollectionResult:
         nq = q.shape[0]
         with self._mutex, self._catalog.reading() as cat:
             if filter is None:
@@ -653,6 +729,8 @@ class Collection:
             for stale in [f for f in list(self._segments) if f not in live_files]:
                 self._segments.pop(stale, None)  # compacted away (maybe by a sharer too)
             for seg, file, rows in segments:
+                if shard is not None and seg % shard[1] != shard[0]:
+                    continue
                 if allowed is None:  # deleted rows are skipped afterwards: look past them
                     allow = None
                     depth = min(rows, k + rows - live.get(seg, 0))
@@ -678,6 +756,8 @@ class Collection:
                 self._check_placement(cat, allowed, pending_allowed, segments, pks)
                 keep = np.isin(pks, pending_allowed)
                 pks, vecs = pks[keep], vecs[keep]
+            if shard is not None and shard[0] != 0:  # pending vectors are part 0's
+                pks, vecs = pks[:0], vecs[:0]
             if len(pks):
                 cand_pk.append(np.broadcast_to(pks, (nq, len(pks))))
                 cand_sc.append(self._exact_scores(q, vecs))
@@ -743,12 +823,14 @@ class Collection:
 
     def _results(self, allp, alls, docs, k) -> CollectionResult:
         nq = allp.shape[0]
-        out = CollectionResult([], np.full((nq, k), -np.inf, np.float32), [], [])
+        out = CollectionResult([], np.full((nq, k), -np.inf, np.float32), [], [],
+                               np.full((nq, k), -1, np.int64))  # fmt: skip
         for i in range(nq):
             keep = [j for j in range(allp.shape[1]) if docs.get(int(allp[i, j])) is not None]
             order = sorted(keep, key=lambda j, i=i: (-alls[i, j], int(allp[i, j])))[:k]
             found = [docs[int(allp[i, j])] for j in order]
             out.scores[i, : len(order)] = alls[i, order]
+            out.keys[i, : len(order)] = allp[i, order]
             pad = [None] * (k - len(found))
             out.ids.append([d.id for d in found] + pad)
             out.texts.append([d.text for d in found] + pad)
@@ -785,3 +867,59 @@ class Collection:
         if self.metric == "l2":
             s = 2 * s - (x64 * x64).sum(axis=1)[None, :] - (q64 * q64).sum(axis=1)[:, None]
         return s.astype(np.float32)
+
+
+def _check_encoded(rows, template: IndexState, n: int) -> None:
+    """``rows`` (an :class:`EncodedRows`) as ``n`` rows of ``template``'s codecs, or a
+    ``ValueError`` naming what differs."""
+    if not isinstance(rows, EncodedRows):
+        raise TypeError(f"rows must be EncodedRows (Index.encode), found {type(rows).__name__}")
+    first, second = template.tier_sizes
+    for name, a, width in (("codes", rows.codes, first), ("rerank_codes", rows.rerank_codes,
+                                                          second if second else None)):  # fmt: skip
+        if width is None:
+            if a is not None:
+                raise ValueError(f"{name}: the collection's codec has no second tier")
+            continue
+        if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.shape != (n, width):
+            found = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+            raise ValueError(f"{name} must be uint8 of shape ({n}, {width}), found {found}")
+    if template.metric == "l2":
+        a = rows.norms
+        if (
+            not isinstance(a, np.ndarray)
+            or a.shape != (n,)
+            or not (np.isfinite(a) & (a >= 0)).all()
+        ):
+            raise ValueError(f"norms must be {n} finite squared norms >= 0 under l2")
+    elif rows.norms is not None:
+        raise ValueError(f"norms are kept under the l2 metric only, not {template.metric}")
+    if template.nlist is not None:
+        a = rows.lists
+        if (not isinstance(a, np.ndarray) or a.shape != (n,) or a.dtype.kind not in "iu"
+                or (n and (a.min() < 0 or a.max() >= template.nlist))):  # fmt: skip
+            raise ValueError(f"lists must be {n} integer IVF lists in [0, {template.nlist})")
+    elif rows.lists is not None:
+        raise ValueError("lists are given, but the collection is flat (no IVF)")
+
+
+def _segment_state(template: IndexState, rows, pks: np.ndarray) -> IndexState:
+    """The segment holding encoded ``rows`` under ids ``pks``: the state :meth:`Index.add`
+    of the same vectors to an empty copy of ``template`` makes (IVF rows in list order,
+    stably)."""
+    n = pks.size
+    codes, rcodes, norms = rows.codes, rows.rerank_codes, rows.norms
+    ids = np.asarray(pks, np.int64)
+    offsets = np.array([0, n], np.int64)
+    if template.nlist is not None:
+        order, offsets = list_order(rows.lists.astype(np.int64), template.nlist)
+        ids, codes = ids[order], codes[order]
+        rcodes = None if rcodes is None else rcodes[order]
+        norms = None if norms is None else norms[order]
+    return replace(
+        template, list_offsets=offsets, ids=ids,
+        norms=None if norms is None else norms.astype(np.float32),
+        codes=np.ascontiguousarray(codes),
+        rerank_codes=None if rcodes is None else np.ascontiguousarray(rcodes),
+        next_id=int(ids.max()) + 1 if n else template.next_id, pending_check=None,
+    )  # fmt: skip

@@ -139,29 +139,44 @@ def read_vectors(path: str, name: str = "vectors", column: str | None = None) ->
 
 def _read_parquet(path: str, name: str, column: str | None) -> np.ndarray:
     """One list-of-floats column of a Parquet file as C-contiguous float32 ``(n, d)``."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError as e:
-        raise ImportError(
-            f'reading the Parquet {name} file {path} needs pyarrow: pip install "vecpress[parquet]"'
-        ) from e
-
+    pa, pq = import_pyarrow(f"reading the Parquet {name} file {path}")
     where = f"{name} file {path}"
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError) as e:
         raise ValueError(f"{where}: cannot read it as Parquet: {e}") from e
+    column = vector_column(schema, column, where)
+    try:
+        arr = pq.read_table(path, columns=[column]).column(0).combine_chunks()
+    except (pa.ArrowException, OSError) as e:
+        raise ValueError(f"{where}: cannot read column {column!r}: {e}") from e
+    return arrow_rows(arr, f"{where}, column {column!r}")
 
-    def is_list(t: pa.DataType) -> bool:
-        return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
 
-    def is_vector(t: pa.DataType) -> bool:
-        return is_list(t) and pa.types.is_floating(t.value_type)
+def import_pyarrow(what: str):
+    """``(pyarrow, pyarrow.parquet)``, or an ``ImportError`` saying how to install them."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise ImportError(f'{what} needs pyarrow: pip install "vecpress[parquet]"') from e
+    return pa, pq
 
+
+def _is_vector_type(t) -> bool:
+    import pyarrow as pa
+
+    is_list = pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+    return is_list and pa.types.is_floating(t.value_type)
+
+
+def vector_column(schema, column: str | None, where: str) -> str:
+    """The name of the vector column of a Parquet ``schema``: ``column`` if it is one,
+    else the only column of type ``list<float>``, ``large_list<float>`` or
+    ``fixed_size_list<float, d>``; a ``ValueError`` naming the columns otherwise."""
     columns = ", ".join(f"{f.name} ({f.type})" for f in schema) or "(none)"
     if column is None:
-        candidates = [f.name for f in schema if is_vector(f.type)]
+        candidates = [f.name for f in schema if _is_vector_type(f.type)]
         if len(candidates) != 1:
             found = (
                 f"{len(candidates)} such columns ({', '.join(candidates)}); choose one with "
@@ -173,25 +188,31 @@ def _read_parquet(path: str, name: str, column: str | None) -> np.ndarray:
                 f"{where}: expected exactly one column of type list<float>, large_list<float> "
                 f"or fixed_size_list<float, d>, found {found}"
             )
-        column = candidates[0]
-    elif column not in schema.names:
+        return candidates[0]
+    if column not in schema.names:
         raise ValueError(f"{where}: no column {column!r}; its columns are: {columns}")
     kind = schema.field(column).type
-    if not is_vector(kind):
+    if not _is_vector_type(kind):
         raise ValueError(
             f"{where}: column {column!r} must be of type list<float>, large_list<float> or "
             f"fixed_size_list<float, d> (float16/32/64 values), found {kind}"
         )
+    return column
 
-    try:
-        arr = pq.read_table(path, columns=[column]).column(0).combine_chunks()
-    except (pa.ArrowException, OSError) as e:
-        raise ValueError(f"{where}: cannot read column {column!r}: {e}") from e
-    where = f"{where}, column {column!r}"
+
+def arrow_rows(arr, where: str, row_offset: int = 0) -> np.ndarray:
+    """A pyarrow list-of-floats array (one vector a row) as C-contiguous float32 ``(n, d)``;
+    a ``ValueError`` naming the first null row, null value or row of another length
+    (rows numbered from ``row_offset``)."""
+    import pyarrow as pa
+
+    kind = arr.type
     n = len(arr)
     if arr.null_count:
         row = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
-        raise ValueError(f"{where}: row {row} is null ({arr.null_count} null rows in all)")
+        raise ValueError(
+            f"{where}: row {row_offset + row} is null ({arr.null_count} null rows in all)"
+        )
     if pa.types.is_fixed_size_list(kind):
         d = kind.list_size
         start = arr.offset * d
@@ -203,8 +224,8 @@ def _read_parquet(path: str, name: str, column: str | None) -> np.ndarray:
         if bad.size:
             row = int(bad[0])
             raise ValueError(
-                f"{where}: row {row} has length {lengths[row]}, expected {d} (as in row 0); "
-                f"all rows must have the same length"
+                f"{where}: row {row_offset + row} has length {lengths[row]}, expected {d} (as "
+                f"in row {row_offset}); all rows must have the same length"
             )
         start = int(offsets[0]) if n else 0
     if n and d == 0:
@@ -213,8 +234,8 @@ def _read_parquet(path: str, name: str, column: str | None) -> np.ndarray:
     if values.null_count:
         first = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
         raise ValueError(
-            f"{where}: row {first // d} has a null value (at position {first % d}); "
-            f"null values are not supported"
+            f"{where}: row {row_offset + first // d} has a null value (at position "
+            f"{first % d}); null values are not supported"
         )
     flat = values.to_numpy(zero_copy_only=False)
     return np.ascontiguousarray(flat.reshape(n, d), dtype=np.float32)

@@ -37,6 +37,7 @@ with id ``-1`` (never a valid id) and score ``-inf``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -64,6 +65,18 @@ DEFAULT_NPROBE_FRACTION = 1 / 64
 #: the largest ``k`` a search pads beyond the stored vectors (``k`` may always reach ``len``)
 MAX_PADDED_K = 1024
 _MAX_ID = 2**63 - 1
+
+
+class EncodedRows(NamedTuple):
+    """Rows as an index stores them (:meth:`Index.encode`): ``codes``
+    (``uint8[n, code_size]``), ``rerank_codes`` (``uint8[n, rerank_code_size]`` or
+    ``None``), ``norms`` (``float32[n]`` squared norms, metric ``"l2"`` only) and
+    ``lists`` (``int64[n]`` IVF lists, or ``None`` when flat)."""
+
+    codes: np.ndarray
+    rerank_codes: np.ndarray | None
+    norms: np.ndarray | None
+    lists: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -433,15 +446,17 @@ class Index:
         return self
 
     # -- input preparation ---------------------------------------------------
-    def _prepare(self, x: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    def _prepare(
+        self, x: np.ndarray, name: str, row_offset: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Normalise for cosine; returns ``(vectors, float64 squared norms of the result)``."""
         sq = _sq_norms(x)
         if self.metric == "cosine":
             zero = np.flatnonzero(sq == 0)
             if zero.size:
                 raise ValueError(
-                    f"{name} has {zero.size} zero row(s), first at row {zero[0]}: a zero vector "
-                    "has no direction under the cosine metric"
+                    f"{name} has {zero.size} zero row(s), first at row {row_offset + zero[0]}: "
+                    "a zero vector has no direction under the cosine metric"
                 )
             x = (x / np.sqrt(sq)[:, None]).astype(np.float32)
             sq = _sq_norms(x)
@@ -564,17 +579,7 @@ class Index:
         x, sq = self._prepare(x, "X")
         new_ids = self._check_new_ids(ids, n)
         fitted = None if self.is_trained else self._fit(x)
-        codec, rerank, centroids = fitted or (self.codec, self.rerank_codec, self.centroids)
-        lists = None
-        first = x
-        if self.is_ivf:
-            lists = _ivf.assign(centroids, x)
-            if self.ivf_residual:
-                first = (x - centroids[lists]).astype(np.float32)
-        codes = codec.encode(first)
-        rcodes = rerank.encode(x) if rerank is not None else None
-        if codec.is_two_level:
-            codes, rcodes = codec.split_tiers(codes)
+        codes, rcodes, lists = self._encode(x, fitted)
         # -- commit (nothing below can fail on valid input) --
         if fitted is not None:
             self._commit_fit(fitted)
@@ -590,14 +595,55 @@ class Index:
         if lists is None:
             self._list_offsets[1] = self.ntotal
         elif n:
-            all_lists = np.concatenate([self._row_lists(old), lists])
-            self._reorder(np.argsort(all_lists, kind="stable"))
-            counts = np.bincount(all_lists, minlength=self.nlist)
-            np.cumsum(counts, out=self._list_offsets[1:])
+            order, self._list_offsets = _ivf.list_order(
+                np.concatenate([self._row_lists(old), lists]), self.nlist
+            )
+            self._reorder(order)
         if n:
             self._next_id = max(self._next_id, int(new_ids.max()) + 1)
         self._stage = None
         return new_ids.copy()
+
+    def _encode(self, x: np.ndarray, fitted=None):
+        """``(codes, second-tier codes or None, IVF lists or None)`` of prepared rows ``x``
+        by the index's codecs (or by ``fitted``, :meth:`_fit`'s result)."""
+        codec, rerank, centroids = fitted or (self.codec, self.rerank_codec, self.centroids)
+        lists = None
+        first = x
+        if self.is_ivf:
+            lists = _ivf.assign(centroids, x)
+            if self.ivf_residual:
+                first = (x - centroids[lists]).astype(np.float32)
+        codes = codec.encode(first)
+        rcodes = rerank.encode(x) if rerank is not None else None
+        if codec.is_two_level:
+            codes, rcodes = codec.split_tiers(codes)
+        return codes, rcodes, lists
+
+    def encode(
+        self, x, *, row_offset: int = 0, name: str = "X", threads: int | None = None
+    ) -> EncodedRows:
+        """The rows a trained index would store for ``x``, without storing them: what
+        :meth:`add` computes before it places the rows (a streaming build writes them to
+        files, :mod:`vecpress.search.streaming`). ``row_offset``: the number of ``x``'s
+        first row, and ``name`` what ``x`` is, in messages about bad rows.
+
+        Examples
+        --------
+        >>> x = np.random.default_rng(0).standard_normal((100, 16)).astype(np.float32)
+        >>> index = Index("hd2,rq4", metric="l2", ivf=4).train(x)
+        >>> rows = index.encode(x[:3])
+        >>> rows.codes.shape, rows.norms.dtype, rows.lists.shape
+        ((3, 12), dtype('float32'), (3,))
+        """
+        with self._lock.read(), using(threads):
+            if not self.is_trained:
+                raise ValueError("encode needs a trained index: call train(X) first")
+            x = as_vectors(x, name, dim=self.d, row_offset=row_offset)
+            x, sq = self._prepare(x, name, row_offset=row_offset)
+            codes, rcodes, lists = self._encode(x)
+            norms = sq.astype(np.float32) if self.metric == "l2" else None
+            return EncodedRows(codes, rcodes, norms, lists)
 
     def _init_buffers(self) -> None:
         first, second = self._tier_sizes()

@@ -75,6 +75,23 @@ def assign(centroids: np.ndarray, x: np.ndarray) -> np.ndarray:
     return out
 
 
+def list_order(lists: np.ndarray, nlist: int) -> tuple[np.ndarray, np.ndarray]:
+    """How an IVF index lays out rows of the given ``lists``: ``(order, offsets)`` where
+    ``rows[order]`` groups them by list, rows of one list in their given order (a stable
+    sort), and list ``l`` is ``offsets[l]:offsets[l + 1]`` of the result.
+
+    Examples
+    --------
+    >>> order, offsets = list_order(np.array([2, 0, 2, 1]), 3)
+    >>> order.tolist(), offsets.tolist()
+    ([1, 3, 0, 2], [0, 1, 2, 4])
+    """
+    order = np.argsort(lists, kind="stable")
+    offsets = np.zeros(nlist + 1, np.int64)
+    np.cumsum(np.bincount(lists, minlength=nlist), out=offsets[1:])
+    return order, offsets
+
+
 def probe(
     centroids: np.ndarray, q: np.ndarray, nprobe: int, metric: str
 ) -> tuple[np.ndarray, np.ndarray]:
