@@ -41,6 +41,27 @@ def test_scores_are_the_inner_products_of_the_decoded_vectors(x, spec):
     np.testing.assert_array_equal(codec.encode(codec.decode(codes[:500])), codes[:500])
 
 
+@pytest.mark.parametrize("spec", ["pq8x4", "opq8x4", "pq8x8", "opq16x8"])
+def test_a_query_scores_the_same_alone_as_in_any_batch(x, spec):
+    """Tables are computed query by query in a fixed order: a BLAS product of a batch
+    sums in an order set by the batch's shape, and one unit in the last place can cross
+    a rounding step of fast-scan's 8-bit tables (a whole step of the score)."""
+    xs = np.ascontiguousarray(x, np.float32)
+    codec = Codec.from_spec(spec, seed=0).fit(xs)
+    codes = codec.encode(xs[:1000])
+    q = np.random.default_rng(1).standard_normal((67, 32)).astype(np.float32)
+    batch = codec.score(q, codes)
+    for i in (0, 13, 66):
+        np.testing.assert_array_equal(codec.score(q[i : i + 1], codes)[0], batch[i])
+    np.testing.assert_array_equal(codec.score(q[5:37], codes), batch[5:37])
+    # the tables are <y, centroid> of the rotated query, to float32 rounding
+    quant = codec.quantizer
+    y = (q @ quant.rotation_.T if spec.startswith("opq") else q).astype(np.float64)
+    c = quant.centroids_.astype(np.float64)
+    want = np.einsum("imj,mcj->imc", y.reshape(67, quant.param, -1), c)
+    np.testing.assert_allclose(quant.tables(q), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
 @pytest.mark.parametrize("bits", [4, 8])
 def test_codes_are_faiss_codes(x, bits):
     """Same training rows, same codebooks and codes as faiss's ProductQuantizer."""

@@ -36,6 +36,8 @@ from .base import Quantizer
 
 #: bits per sub-quantizer that ``pq``/``opq`` accept
 PQ_BITS = (4, 8)
+#: no rotation of the queries (:func:`_query_tables`)
+_NO_ROTATION = np.zeros((0, 0), np.float32)
 #: code rows scored per block (keeps the decoded look-ups in cache)
 _BLOCK = 4096
 
@@ -43,6 +45,38 @@ _BLOCK = 4096
 #: code rows per parallel block of the table scans (one query's tables stay in cache
 #: while it scores the block)
 _SCAN_BLOCK = 512
+
+
+@nb.njit(cache=True, parallel=True)
+def _query_tables(q, rotation_t, centroids_t, out):
+    """``out[i, m, c] = <y_i[m-th sub-vector], centroid (m, c)>`` with ``y_i = q_i R^T``
+    (``rotation_t`` = ``R^T``, or empty for none): one query at a time, each sum in
+    float64 in a fixed order (vectorised across outputs, never across a sum's terms), so
+    a query's tables are the same whatever queries it is computed with. (A BLAS product
+    of a batch sums in an order its blocking picks for the batch's shape; one unit in
+    the last place of a table entry can move it across a rounding step of the 8-bit
+    tables of fast-scan, changing the query's scores by a whole step.)"""
+    nq, d = q.shape
+    m_count, dsub, k = centroids_t.shape
+    for i in nb.prange(nq):
+        y = np.zeros(d, np.float64)
+        if rotation_t.shape[0]:
+            for j in range(d):
+                v = np.float64(q[i, j])
+                for e in range(d):
+                    y[e] += v * rotation_t[j, e]
+        else:
+            for e in range(d):
+                y[e] = q[i, e]
+        acc = np.empty(k, np.float64)
+        for m in range(m_count):
+            acc[:] = 0.0
+            for j in range(dsub):
+                v = y[m * dsub + j]
+                for c in range(k):
+                    acc[c] += v * centroids_t[m, j, c]
+            for c in range(k):
+                out[i, m, c] = acc[c]
 
 
 @nb.njit(cache=True, parallel=True, fastmath=True)
@@ -148,6 +182,8 @@ class PQ(Quantizer):
             raise ValueError(f"{self.name}{param}x{bits}: bits must be 4 or 8, found {bits}")
         self.bits = bits
         self.centroids_: np.ndarray | None = None
+        #: contiguous transposes of the arrays for the query tables (``_transposed``)
+        self._layouts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     @property
     def spec(self) -> str:
@@ -238,11 +274,25 @@ class PQ(Quantizer):
         return np.ascontiguousarray(y, np.float32)
 
     def tables(self, q: np.ndarray) -> np.ndarray:
-        """Look-up tables ``float32[nq, M, 2^b]`` of the queries."""
-        q = self._rotate(q).reshape(q.shape[0], self.param, self.dsub)
-        # one batched product per sub-space: (M, nq, dsub) @ (M, dsub, 2^b)
-        t = np.matmul(q.transpose(1, 0, 2), self.centroids_.transpose(0, 2, 1))
-        return np.ascontiguousarray(t.transpose(1, 0, 2), np.float32)
+        """Look-up tables ``float32[nq, M, 2^b]`` of the queries, each query's the same
+        whatever queries it comes with (:func:`_query_tables`)."""
+        out = np.empty((q.shape[0], self.param, self.centroids_.shape[1]), np.float32)
+        q = np.ascontiguousarray(q, np.float32)
+        centroids_t = self._transposed("centroids", self.centroids_, (0, 2, 1))
+        _query_tables(q, self._query_rotation(), centroids_t, out)
+        return out
+
+    def _query_rotation(self) -> np.ndarray:
+        """``R^T`` for :func:`_query_tables` (empty: none)."""
+        return _NO_ROTATION
+
+    def _transposed(self, name: str, a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+        """``a.transpose(axes)`` made contiguous, kept while ``a`` is the same array."""
+        cached = self._layouts.get(name)
+        if cached is None or cached[0] is not a:
+            cached = (a, np.ascontiguousarray(a.transpose(axes)))
+            self._layouts[name] = cached
+        return cached[1]
 
     def score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """``Σ_m T[m, code_m]``; for 4-bit codes by fast-scan, with the tables rounded to
@@ -293,6 +343,9 @@ class OPQ(PQ):
 
     def _unrotate(self, y: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(y @ self.rotation_, np.float32)
+
+    def _query_rotation(self) -> np.ndarray:
+        return self._transposed("rotation", self.rotation_, (1, 0))
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {**super().arrays(), "rotation": self.rotation_}
