@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pyarrow as pa
@@ -155,6 +156,36 @@ def test_parquet_columns_across_files_and_row_groups(tmp_path):
         src.check_columns(["nope"])
     with pytest.raises(ValueError, match=r"can only be read from Parquet files"):
         VectorSource.open(x).columns(0, 3, ["key"])
+    with pytest.raises(ValueError, match=r"rows \[120, 131\) are outside the 130 rows"):
+        src.columns(120, 131, ["key"])
+
+
+def test_parquet_columns_and_vectors_read_from_two_threads_at_once(tmp_path):
+    """A build reads the documents' columns while the next chunk of vectors is read on
+    the prefetch thread: one ParquetFile read from two threads at once fails in its read
+    cache ("ReadRangeCache did not find matching cache entry")."""
+    x = rows(4000)
+    path = write(tmp_path / "a.parquet", x, row_group_size=100,
+                 key=[f"k{i}" for i in range(4000)])  # fmt: skip
+    src = VectorSource.open(path)
+    errors = []
+
+    def vectors():
+        try:
+            for _ in range(20):
+                for lo, got in src.chunks(rows=300):
+                    np.testing.assert_array_equal(got, x[lo : lo + 300])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    reader = threading.Thread(target=vectors)
+    reader.start()
+    while reader.is_alive():
+        for lo in range(0, 4000, 800):
+            want = [f"k{i}" for i in range(lo, lo + 800)]
+            assert src.columns(lo, lo + 800, ["key"])["key"] == want
+    reader.join()
+    assert not errors, errors[0]
 
 
 def test_bad_inputs_are_named(tmp_path):

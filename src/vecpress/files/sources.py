@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -187,6 +188,7 @@ class _ParquetPart(_Part):
         pa, pq = import_pyarrow(f"reading the Parquet {name} file {path}")
         self._errors = (pa.ArrowException, OSError)
         where = f"{name} file {path}"
+        self._pq, self.file_path = pq, path
         try:
             self.file = pq.ParquetFile(path)
         except self._errors as e:
@@ -200,6 +202,12 @@ class _ParquetPart(_Part):
         self._cached: tuple[int, np.ndarray] | None = None
         kind = self.file.schema_arrow.field(self.column).type
         self.d: int | None = kind.list_size if pa.types.is_fixed_size_list(kind) else None
+        # a ParquetFile is not safe to read from two threads at once (its read cache), and
+        # the documents' columns are read while the next chunk of vectors is (prefetch):
+        # each has its own reader, each behind a lock
+        self._lock = threading.Lock()
+        self._columns_file = None
+        self._columns_lock = threading.Lock()
         if self.d is None:
             self.d = self._first_length()
 
@@ -210,6 +218,10 @@ class _ParquetPart(_Part):
         return 0
 
     def _group(self, g: int) -> np.ndarray:
+        with self._lock:
+            return self._read_group(g)
+
+    def _read_group(self, g: int) -> np.ndarray:
         if self._cached is not None and self._cached[0] == g:
             return self._cached[1]
         try:
@@ -249,7 +261,12 @@ class _ParquetPart(_Part):
         first = int(np.searchsorted(self.starts, lo, side="right")) - 1
         last = int(np.searchsorted(self.starts, hi - 1, side="right")) - 1
         try:
-            table = self.file.read_row_groups(list(range(first, last + 1)), columns=names)
+            with self._columns_lock:
+                if self._columns_file is None:
+                    self._columns_file = self._pq.ParquetFile(self.file_path)
+                table = self._columns_file.read_row_groups(
+                    list(range(first, last + 1)), columns=names
+                )
         except self._errors as e:
             raise ValueError(f"{self.where}: cannot read columns {names}: {e}") from e
         part = table.slice(lo - int(self.starts[first]), hi - lo)
@@ -410,6 +427,8 @@ class VectorSource:
         """Rows ``[lo, hi)`` of the columns ``names`` of Parquet files, as Python lists
         (nulls as ``None``); a ``ValueError`` for another kind of file or a missing
         column."""
+        if not 0 <= lo <= hi <= self.n:
+            raise ValueError(f"rows [{lo}, {hi}) are outside the {self.n} rows of {self.name}")
         out: dict[str, list] = {c: [] for c in names}
         p = int(np.searchsorted(self.starts, lo, side="right")) - 1
         while lo < hi and names:
