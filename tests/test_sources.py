@@ -175,7 +175,7 @@ def test_parquet_columns_and_vectors_read_from_two_threads_at_once(tmp_path):
             for _ in range(20):
                 for lo, got in src.chunks(rows=300):
                     np.testing.assert_array_equal(got, x[lo : lo + 300])
-        except Exception as e:  # noqa: BLE001 - reported below
+        except Exception as e:  # reported below
             errors.append(e)
 
     reader = threading.Thread(target=vectors)
