@@ -1185,3 +1185,47 @@ if __name__ == "__main__":
         x3 = np.random.default_rng(2028).standard_normal((700, 24)).astype(np.float32)
         print(idx.search(x3[REF3_QUERY_ROWS], 3, nprobe=2).ids.tolist())
         print(idx.search(x3[REF3_QUERY_ROWS], 3, nprobe=2, rerank=20).ids.tolist())
+
+
+@pytest.mark.parametrize("widest", [None, 10**200])  # as planned; a header that shrinks
+@pytest.mark.parametrize("metric, rerank", [("l2", None), ("ip", "f16")])
+def test_filling_in_place_writes_what_save_writes(tmp_path, monkeypatch, widest, metric, rerank):
+    """``storage.filling`` (a file whose rows are written in place, the layout planned
+    before the checksums are known) writes save()'s bytes; planned with a header far
+    longer than the final one, the data moves down within the file."""
+    if widest is not None:
+        monkeypatch.setattr(storage, "_WIDEST_CRC", widest)
+    x = np.random.default_rng(4).standard_normal((700, 24)).astype(np.float32)
+    index = Index("hd2,rq4", metric=metric, rerank_spec=rerank)
+    index.add(x)
+    state = index.to_state()
+    storage.save(state, tmp_path / "saved.vpi", block_size=4096)
+    shaped = {
+        k: None if a is None else np.broadcast_to(np.zeros((), a.dtype), a.shape)
+        for k, a in [("ids", state.ids), ("norms", state.norms), ("codes", state.codes),
+                     ("rerank_codes", state.rerank_codes)]
+    }  # fmt: skip
+    planned = storage.IndexState(**{**state.__dict__, **shaped})
+    with storage.filling(planned, tmp_path / "filled.vpi", block_size=4096) as fill:
+        for s in range(0, 700, 256):  # in pieces, out of order
+            for name in ("codes", "norms", "rerank_codes", "ids")[::-1]:
+                a = getattr(state, name)
+                if a is not None:
+                    fill(name, s, a[s : s + 256])
+        with pytest.raises(ValueError, match=r"codes: rows 600\.\.856 .* do not fit"):
+            fill("codes", 600, state.codes[:256])
+    assert (tmp_path / "filled.vpi").read_bytes() == (tmp_path / "saved.vpi").read_bytes()
+    assert sorted(os.listdir(tmp_path)) == ["filled.vpi", "saved.vpi"]
+
+
+def test_filling_that_fails_leaves_the_target(tmp_path):
+    index = Index("hd2,rq4", metric="ip")
+    index.add(np.random.default_rng(5).standard_normal((50, 8)).astype(np.float32))
+    index.save(tmp_path / "x.vpi")
+    before = (tmp_path / "x.vpi").read_bytes()
+    with pytest.raises(RuntimeError, match="stop"):
+        with storage.filling(index.to_state(), tmp_path / "x.vpi") as fill:
+            fill("codes", 0, index.to_state().codes[:10])
+            raise RuntimeError("stop")
+    assert (tmp_path / "x.vpi").read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["x.vpi"]

@@ -10,13 +10,17 @@ rows (:meth:`VectorSource.take`: a training sample drawn across the whole
 input, not its first rows).
 
 Memory stays bounded by what a call returns. ``.npy``, ``.fbin`` and ``.fvecs``
-reads of at least 1 MiB (chunks) map just those rows, their pages mapped at once
-(``MAP_POPULATE``) and unmapped when the returned array is released: no copy and
-no zeroed buffer, and the resident set holds only the chunks alive. While a chunk
-is used, the next one is announced to the kernel (``posix_fadvise(WILLNEED)``), so
-the disk reads ahead. Smaller reads (the rows of a sample) are copied with
-``pread``. A memory-mapped array is read through its file the same way; another
-array is sliced. Parquet files are read by row groups (the last one read is kept
+reads of at least 1 MiB (chunks) go past the page cache where the system
+allows (``O_DIRECT`` on Linux): the disk copies the rows straight into new
+memory, with no cache pages to fill and later reclaim, and the build does not
+push the machine's working set out of the cache. Where it does not (tmpfs,
+other systems) they map just those rows, their pages mapped at once
+(``MAP_POPULATE``) and unmapped when the returned array is released. Either way
+the resident set holds only the chunks alive. While a chunk is used, the next
+one is announced to the kernel (``posix_fadvise(WILLNEED)``) or read on a thread
+(``prefetch``). Smaller reads (the rows of a sample) are copied with ``pread``.
+A memory-mapped array is read through its file the same way; another array is
+sliced. Parquet files are read by row groups (the last one read is kept
 for the next call). A file's size is checked before each read; a file truncated
 by another process *during* a mapped read is beyond what a mapping can survive
 (the kernel signals the process), so do not shrink input files under a build.
@@ -63,6 +67,10 @@ _READERS = 8
 _MAP_BYTES = 1 << 20
 #: a shared map, its pages mapped at once (MAP_POPULATE, Linux) rather than fault by fault
 _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+#: reads of at least _MAP_BYTES go past the page cache where the system allows (Linux)
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
+#: offsets and lengths of direct reads are multiples of this (the largest logical block)
+_DIRECT_ALIGN = 4096
 
 
 class _Part:
@@ -111,6 +119,7 @@ class _FilePart(_Part):
 
     def __init__(self, path, offset, n, d, dtype, stride, skip, where) -> None:
         self.path, self.offset, self.n, self.d = path, offset, n, d
+        self._no_direct = False  # set when the file system refuses O_DIRECT
         self.dtype, self.stride, self.skip, self.where = np.dtype(dtype), stride, skip, where
 
     def read(self, lo: int, hi: int, fd: int | None = None) -> np.ndarray:
@@ -124,7 +133,10 @@ class _FilePart(_Part):
         start = self.offset + lo * self.stride
         if os.fstat(fd).st_size < start + size:
             raise ValueError(f"{self.where}: the file ended early (it changed while being read?)")
-        if size >= _MAP_BYTES:  # mapped for this chunk only: no copy, no zeroed buffer
+        raw = self._direct(start, size) if size >= _MAP_BYTES else None
+        if raw is not None:
+            pass
+        elif size >= _MAP_BYTES:  # mapped for this chunk only: no copy, no zeroed buffer
             at = start - start % mmap.ALLOCATIONGRANULARITY
             view = mmap.mmap(fd, size + start - at, flags=_MAP_FLAGS, prot=mmap.PROT_READ,
                              offset=at)  # fmt: skip
@@ -147,6 +159,44 @@ class _FilePart(_Part):
         values = raw[:, self.skip : self.skip + self.d * self.dtype.itemsize]
         x = np.ascontiguousarray(values).view(self.dtype) if self.skip else values.view(self.dtype)
         return np.ascontiguousarray(x, dtype=np.float32)
+
+    def _direct(self, start: int, size: int) -> np.ndarray | None:
+        """Bytes ``[start, start + size)`` read past the page cache (``O_DIRECT``) into
+        new page-aligned memory, or ``None`` where that is not available (not Linux, or a
+        file system that refuses it, as tmpfs does). The disk copies straight into the
+        array: no page-cache pages to fill, map and later reclaim, which cost a
+        streaming build a third of its encode rate when it shared the 2 cores with them
+        (``benchmarks/scale.py``), and a build does not push the machine's working set
+        out of the cache."""
+        if not _O_DIRECT or self._no_direct:
+            return None
+        a = start - start % _DIRECT_ALIGN
+        b = -(-(start + size) // _DIRECT_ALIGN) * _DIRECT_ALIGN
+        try:
+            fd = os.open(self.path, os.O_RDONLY | _O_DIRECT)
+        except OSError:
+            self._no_direct = True
+            return None
+        try:
+            buf = mmap.mmap(-1, b - a)
+            view = memoryview(buf)
+            got = 0
+            try:
+                while got < b - a:
+                    n = os.preadv(fd, [view[got:]], a + got)
+                    if n <= 0:
+                        break
+                    got += n
+            except OSError:  # EINVAL: the file system takes no direct reads after all
+                self._no_direct = True
+                return None
+            finally:
+                view.release()
+        finally:
+            os.close(fd)
+        if got < start + size - a:
+            raise ValueError(f"{self.where}: the file ended early (it changed while being read?)")
+        return np.frombuffer(buf, np.uint8, count=size, offset=start - a)
 
     def advise(self, lo: int, hi: int) -> None:
         if hasattr(os, "posix_fadvise") and hi > lo:

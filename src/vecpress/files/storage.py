@@ -94,7 +94,9 @@ next :func:`save` of that path, under its lock (only a lock holder creates
 them, so none can be in use then); they are never read. The lock file normally
 exists only while a save runs; a killed save leaves it behind, which is
 harmless: ``flock`` locks die with their process, so the next save takes the
-lock and removes the file. No pickle anywhere.
+lock and removes the file. :func:`filling` writes the same file with its rows
+written in place by the caller (a streaming build), under the same lock, temp
+file and rename. No pickle anywhere.
 """
 
 from __future__ import annotations
@@ -263,24 +265,34 @@ def _expected_sections(meta: dict) -> list[tuple[str, str, list | None]]:
 
 # -- saving ------------------------------------------------------------------
 def _sections_of(state: IndexState, block_size: int) -> list[tuple[str, np.ndarray]]:
-    arrays = [("codec", np.frombuffer(state.codec.to_bytes(), np.uint8))]
-    if state.rerank_codec is not None:
-        arrays.append(("rerank_codec", np.frombuffer(state.rerank_codec.to_bytes(), np.uint8)))
-    if state.nlist is not None:
-        arrays.append(("centroids", state.centroids.astype("<f4", copy=False)))
-        arrays.append(("list_offsets", state.list_offsets.astype("<i8", copy=False)))
+    data = [(n, np.ascontiguousarray(a)) for n, a in _data_of(state)]
+    crcs = np.concatenate(
+        [np.zeros(0, "<u4")] + [block_crcs(_raw_bytes(a), block_size) for _, a in data]
+    )
+    return _leading_sections(state, crcs) + data
+
+
+def _data_of(state: IndexState) -> list[tuple[str, np.ndarray]]:
+    """The data sections' arrays, in file order (not made contiguous)."""
     data = [("ids", state.ids)]
     if state.metric == "l2":
         data.append(("norms", state.norms))
     data.append(("codes", state.codes))
     if state.rerank_codes is not None:
         data.append(("rerank_codes", state.rerank_codes))
-    data = [(n, np.ascontiguousarray(a)) for n, a in data]
-    crcs = np.concatenate(
-        [np.zeros(0, "<u4")] + [block_crcs(_raw_bytes(a), block_size) for _, a in data]
-    )
+    return data
+
+
+def _leading_sections(state: IndexState, crcs: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """The sections before the data: codecs, IVF arrays, the data's block checksums."""
+    arrays = [("codec", np.frombuffer(state.codec.to_bytes(), np.uint8))]
+    if state.rerank_codec is not None:
+        arrays.append(("rerank_codec", np.frombuffer(state.rerank_codec.to_bytes(), np.uint8)))
+    if state.nlist is not None:
+        arrays.append(("centroids", state.centroids.astype("<f4", copy=False)))
+        arrays.append(("list_offsets", state.list_offsets.astype("<i8", copy=False)))
     arrays.append(("block_crcs", crcs))
-    return [(n, np.ascontiguousarray(a)) for n, a in arrays] + data
+    return [(n, np.ascontiguousarray(a)) for n, a in arrays]
 
 
 def check_block_size(block_size: object) -> int:
@@ -294,6 +306,61 @@ def check_block_size(block_size: object) -> int:
 def _raw_bytes(a: np.ndarray) -> np.ndarray:
     """A C-contiguous array's bytes as a flat uint8 view (no copy; empty arrays too)."""
     return a.reshape(-1).view(np.uint8)
+
+
+def _header(state: IndexState, sections, block_size: int, crc_of: dict | None = None):
+    """The JSON header of a file of ``sections`` (``(name, array)`` in file order) and
+    its section entries, offsets set; ``crc_of``: checksums to use instead of the
+    sections' own (a layout planned before a section's content is known)."""
+    entries = []
+    offset = None  # filled once the header length is known
+    code_size, rerank_code_size = state.tier_sizes
+    meta = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "spec": state.codec.spec,
+        "metric": state.metric,
+        "d": state.codec.d,
+        "count": int(state.ids.shape[0]),
+        "code_size": code_size,
+        "next_id": state.next_id,
+        "seed": state.seed,
+        "rerank_spec": None if state.rerank_codec is None else state.rerank_codec.spec,
+        "rerank_code_size": rerank_code_size,
+        "ivf": state.nlist,
+        "ivf_residual": state.ivf_residual,
+        "block_size": block_size,
+        "sections": entries,
+    }
+    for name, a in sections:
+        entries.append(
+            {
+                "name": name,
+                "dtype": a.dtype.str,
+                "shape": list(a.shape),
+                "offset": 0,
+                "nbytes": a.nbytes,
+                "crc32": None if name in DATA_SECTIONS else crc32(_raw_bytes(a)),
+            }
+        )
+    if crc_of is not None:
+        for e in entries:
+            e["crc32"] = crc_of.get(e["name"], e["crc32"])
+    # Offsets depend on the header length, which depends on the offsets' digits:
+    # iterate until stable (at most a few rounds).
+    header = b""
+    for _ in range(8):
+        offset = FRAMING.first_section(len(header))
+        for e in entries:
+            e["offset"] = offset
+            offset = align(offset + e["nbytes"])
+        new = canonical_json(meta)
+        if new == header:
+            break
+        header = new
+    if len(header) > MAX_HEADER:
+        raise ValueError(f"index header of {len(header)} bytes exceeds {MAX_HEADER}")
+    return header, entries
 
 
 def save(state: IndexState, path, *, block_size: int = BLOCK_SIZE) -> None:
@@ -345,51 +412,7 @@ def save(state: IndexState, path, *, block_size: int = BLOCK_SIZE) -> None:
         raise IsADirectoryError(f"{path}: is a directory")
     check_folder(path)
     sections = _sections_of(state, block_size)
-    entries = []
-    offset = None  # filled once the header length is known
-    code_size, rerank_code_size = state.tier_sizes
-    meta = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "spec": state.codec.spec,
-        "metric": state.metric,
-        "d": state.codec.d,
-        "count": int(state.ids.shape[0]),
-        "code_size": code_size,
-        "next_id": state.next_id,
-        "seed": state.seed,
-        "rerank_spec": None if state.rerank_codec is None else state.rerank_codec.spec,
-        "rerank_code_size": rerank_code_size,
-        "ivf": state.nlist,
-        "ivf_residual": state.ivf_residual,
-        "block_size": block_size,
-        "sections": entries,
-    }
-    for name, a in sections:
-        entries.append(
-            {
-                "name": name,
-                "dtype": a.dtype.str,
-                "shape": list(a.shape),
-                "offset": 0,
-                "nbytes": a.nbytes,
-                "crc32": None if name in DATA_SECTIONS else crc32(_raw_bytes(a)),
-            }
-        )
-    # Offsets depend on the header length, which depends on the offsets' digits:
-    # iterate until stable (at most a few rounds).
-    header = b""
-    for _ in range(8):
-        offset = FRAMING.first_section(len(header))
-        for e in entries:
-            e["offset"] = offset
-            offset = align(offset + e["nbytes"])
-        new = canonical_json(meta)
-        if new == header:
-            break
-        header = new
-    if len(header) > MAX_HEADER:
-        raise ValueError(f"index header of {len(header)} bytes exceeds {MAX_HEADER}")
+    header, _ = _header(state, sections, block_size)
     with writer_lock(path), naming(path):
         remove_temps(path)
         tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}")
@@ -399,6 +422,110 @@ def save(state: IndexState, path, *, block_size: int = BLOCK_SIZE) -> None:
             f.flush()
             _check_written(tmp)
         fsync_dir(folder)
+
+
+#: bytes moved at a time when a planned layout shifts (:func:`filling`)
+_MOVE_BYTES = 64 << 20
+#: the largest crc32 (10 digits): a layout planned with it for a checksum not yet known
+#: is never shorter than the final one
+_WIDEST_CRC = 0xFFFFFFFF
+
+
+@contextlib.contextmanager
+def filling(state: IndexState, path, *, block_size: int = BLOCK_SIZE):
+    """Write the file :func:`save` would write for ``state``, its data sections filled
+    by the caller in place: no second copy of rows written elsewhere first.
+
+    ``state``'s data arrays (``ids``, ``norms``, ``codes``, ``rerank_codes``) give only
+    their shapes and dtypes (views of one zero, ``np.broadcast_to``, will do); the
+    context yields ``fill(name, row, rows)``, which writes ``rows`` at row ``row`` of
+    the data section ``name``. On leaving the block, the data's block checksums are
+    computed from what was written, the header, codecs and checksums are written
+    before the data and the footer after it, the file is checked as :func:`save`
+    checks it, fsynced and renamed over ``path``. The layout is planned before the
+    data's checksums are known, with the widest checksum in the header: if the final
+    header is short enough to move the data (its length crosses a step of the
+    sections' alignment), the data is moved down within the file first. An exception
+    in the block removes the file; ``path`` is untouched. The writer lock of ``path``
+    is held throughout.
+    """
+    check_block_size(block_size)
+    path = os.path.abspath(os.fspath(path))
+    folder, base = os.path.split(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a directory")
+    check_folder(path)
+    data = _data_of(state)
+    total_blocks = sum(nblocks(a.nbytes, block_size) for _, a in data)
+    planned = _leading_sections(state, np.zeros(total_blocks, "<u4")) + data
+    _, entries = _header(state, planned, block_size, {"block_crcs": _WIDEST_CRC})
+    where = {e["name"]: e for e in entries}
+    size = entries[-1]["offset"] + align(entries[-1]["nbytes"]) + FOOTER.size
+    with writer_lock(path), naming(path):
+        remove_temps(path)
+        tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+        with replacing(tmp, path) as f:
+            fd = f.fileno()
+            os.ftruncate(fd, size)
+            shapes = dict(data)
+
+            def fill(name: str, row: int, rows: np.ndarray) -> None:
+                a = shapes[name]
+                rows = np.ascontiguousarray(rows, a.dtype)
+                width = a.nbytes // max(1, a.shape[0])
+                if rows.shape[1:] != a.shape[1:] or not 0 <= row <= a.shape[0] - rows.shape[0]:
+                    raise ValueError(
+                        f"{name}: rows {row}..{row + rows.shape[0]} of shape {rows.shape[1:]} "
+                        f"do not fit the section's {a.shape}"
+                    )
+                _pwrite_all(fd, _raw_bytes(rows), where[name]["offset"] + row * width)
+
+            yield fill
+            rfd = os.open(tmp, os.O_RDONLY)
+            try:
+                _finish_in_place(fd, rfd, state, data, entries, size, block_size)
+            finally:
+                os.close(rfd)
+            _check_written(tmp)
+        fsync_dir(folder)
+
+
+def _pwrite_all(fd: int, raw: np.ndarray, offset: int) -> None:
+    view = memoryview(raw)
+    done = 0
+    while done < view.nbytes:
+        done += os.pwrite(fd, view[done:], offset + done)
+
+
+def _finish_in_place(fd, rfd, state, data, entries, size, block_size) -> None:
+    """:func:`filling`'s last step: checksums, header, leading sections and footer
+    (``fd`` writes the file, ``rfd`` reads it)."""
+    planned = entries[-len(data) :]
+    crcs = [np.zeros(0, "<u4")]
+    with _mmap.mmap(rfd, size, access=_mmap.ACCESS_READ) as buf, memoryview(buf) as mv:
+        for e in planned:
+            crcs.append(block_crcs(mv[e["offset"] : e["offset"] + e["nbytes"]], block_size))
+    leading = _leading_sections(state, np.concatenate(crcs))
+    header, final = _header(state, leading + data, block_size)
+    delta = planned[0]["offset"] - final[len(leading)]["offset"]  # >= 0: crcs planned widest
+    if delta:  # the final header crossed an alignment step down: move the data down, in order
+        for e in planned:
+            for s in range(0, e["nbytes"], _MOVE_BYTES):
+                piece = os.pread(rfd, min(_MOVE_BYTES, e["nbytes"] - s), e["offset"] + s)
+                _pwrite_all(fd, np.frombuffer(piece, np.uint8), e["offset"] - delta + s)
+    for e in final[len(leading) :]:  # the data's padding (after a move it held old bytes)
+        pad = align(e["nbytes"]) - e["nbytes"]
+        _pwrite_all(fd, np.zeros(pad, np.uint8), e["offset"] + e["nbytes"])
+    end = final[-1]["offset"] + align(final[-1]["nbytes"])
+    os.ftruncate(fd, end + FOOTER.size)
+    _pwrite_all(fd, np.frombuffer(FRAMING.head(FORMAT_VERSION, header), np.uint8), 0)
+    for (_, a), e in zip(leading, final[: len(leading)], strict=True):
+        raw = _raw_bytes(a)
+        _pwrite_all(fd, raw, e["offset"])
+        _pwrite_all(
+            fd, np.zeros(align(raw.nbytes) - raw.nbytes, np.uint8), e["offset"] + raw.nbytes
+        )
+    _pwrite_all(fd, np.frombuffer(FRAMING.foot(end + FOOTER.size), np.uint8), end)
 
 
 def _check_written(tmp: str) -> None:

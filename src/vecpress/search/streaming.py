@@ -9,21 +9,27 @@ vectors or the index in memory:
    most specs), gathered from wherever they lie
    (:meth:`vecpress.files.sources.VectorSource.take`).
 2. **Encode** the input in order, ``chunk_bytes`` of float32 rows read at a time
-   and encoded in batches of ``ADD_CHUNK`` rows (the batches of ``build``), each
-   batch's codes, second-tier codes, squared norms (``l2``) and IVF lists
-   appended to files in a work folder next to the target
-   (``.NAME.*.vpbuild``).
-3. **Write** the index file from those files (memory-mapped): an IVF index's
-   rows are first put in list order (a stable sort of the lists, as
-   ``Index.add`` keeps them), then :func:`vecpress.files.storage.save` writes the
-   file atomically. The work folder is removed, whatever happens.
+   and encoded in batches of ``ADD_CHUNK`` rows (the batches of ``build``).
+   A flat index's rows keep the input's order, so each batch's codes,
+   second-tier codes and squared norms (``l2``) are written straight to their
+   place in the new file (:func:`vecpress.files.storage.filling`: the layout is
+   planned before the rows' checksums are known). An IVF index's rows go in
+   list order, known only at the end: its batches are appended to files in a
+   work folder next to the target (``.NAME.*.vpbuild``).
+3. **Finish.** Flat: the block checksums are computed from the written rows,
+   and the header, codecs and checksums written before them. IVF: the rows are
+   put in list order (a stable sort of the lists, as ``Index.add`` keeps them)
+   and :func:`vecpress.files.storage.save` writes the file from the work files
+   (memory-mapped), which are then removed. Either way the file replaces
+   ``path`` atomically, only when complete.
 
 Memory is bounded by two chunks of input (the next is read while one is encoded),
 the training sample and its fit, and the codes (the last step maps them: their
 pages count in the resident set): not by the number of rows. A bad row (NaN,
 Inf, a zero vector under ``"cosine"``) fails the build with its row number, the
-target untouched. A build killed outright leaves its work folder behind (safe to
-delete).
+target untouched. A build killed outright leaves a temp file or work folder
+behind (the next save of the same path removes the temp file; the folder is
+safe to delete).
 
 Examples
 --------
@@ -56,6 +62,9 @@ from .index import open as open_index
 from .ivf import list_order
 
 __all__ = ["build_index"]
+
+#: ids written at a time (a flat index's are its row numbers)
+_IDS_ROWS = 1 << 20
 
 
 def build_index(
@@ -126,6 +135,26 @@ def build_index(
     rows = src.rows_per_chunk(chunk_bytes)
     rows = rows - rows % batch if rows >= batch else rows  # whole batches, as build's
     batch = min(batch, rows)
+
+    def encoded():
+        """``(first row, codes, second-tier codes, norms, lists)`` of every batch."""
+        for lo, x in src.chunks(rows=rows, prefetch=True):
+            for s in range(0, x.shape[0], batch):
+                yield lo + s, *index.encode(x[s : s + batch], row_offset=lo + s, name=src.name)
+            if progress is not None:
+                progress(x.shape[0])
+
+    if not index.is_ivf:  # rows stay in input order: written where they go in the file
+        with storage.filling(_planned_state(index, n), path, block_size=block_size) as fill:
+            for s in range(0, n, _IDS_ROWS):
+                fill("ids", s, np.arange(s, min(n, s + _IDS_ROWS), dtype=np.int64))
+            for lo, codes, rerank_codes, norms, _ in encoded():
+                fill("codes", lo, codes)
+                if rerank_codes is not None:
+                    fill("rerank_codes", lo, rerank_codes)
+                if norms is not None:
+                    fill("norms", lo, norms)
+        return open_index(path, mmap=True)
     folder, base = os.path.split(path)
     work = tempfile.mkdtemp(prefix=f".{base}.", suffix=".vpbuild", dir=folder)
     try:
@@ -138,15 +167,10 @@ def build_index(
             names.append("lists")
         with contextlib.ExitStack() as stack:
             out = {k: stack.enter_context(open(os.path.join(work, k), "wb")) for k in names}
-            for lo, x in src.chunks(rows=rows, prefetch=True):
-                for s in range(0, x.shape[0], batch):
-                    enc = index.encode(x[s : s + batch], row_offset=lo + s, name=src.name)
-                    for k, a in zip(("codes", "rerank_codes", "norms", "lists"), enc,
-                                    strict=True):  # fmt: skip
-                        if a is not None:
-                            out[k].write(a.tobytes())
-                if progress is not None:
-                    progress(x.shape[0])
+            for _, *enc in encoded():
+                for k, a in zip(("codes", "rerank_codes", "norms", "lists"), enc, strict=True):
+                    if a is not None:
+                        out[k].write(a.tobytes())
         state = _state(index, work, n)
         storage.save(state, path, block_size=block_size)
         del state
@@ -175,6 +199,25 @@ def check_rows(x: np.ndarray, metric: str, name: str, rows=None, row_offset: int
 
 #: rows gathered at a time when the rows are put in IVF list order
 _PERMUTE_ROWS = 1 << 20
+
+
+def _planned_state(index: Index, n: int) -> IndexState:
+    """The state of a flat index of ``n`` rows, its rows only shapes (for
+    :func:`vecpress.files.storage.filling`)."""
+    first, second = index._tier_sizes()
+
+    def shaped(dtype, *shape):
+        return np.broadcast_to(np.zeros((), dtype), shape)
+
+    return IndexState(
+        codec=index.codec, metric=index.metric, seed=index.seed,
+        rerank_codec=index.rerank_codec, nlist=None, ivf_residual=index.ivf_residual,
+        centroids=None, list_offsets=np.array([0, n], np.int64), ids=shaped(np.int64, n),
+        norms=shaped(np.float32, n) if index.metric == "l2" else None,
+        codes=shaped(np.uint8, n, first),
+        rerank_codes=shaped(np.uint8, n, second) if index.has_second_tier else None,
+        next_id=n,
+    )  # fmt: skip
 
 
 def _state(index: Index, work: str, n: int) -> IndexState:
