@@ -1,4 +1,5 @@
-"""vecpress on a Ray cluster (``pip install 'vecpress[ray]'``, Ray >= 2.50).
+"""vecpress on a Ray cluster (``pip install 'vecpress[ray]'``, Ray 2.50 to 2.63:
+the encoding actors are made not to retry through an option Ray 2.64 removes).
 
 The pattern the field uses for data past one machine: train the codec on a sample,
 ship it to every worker, encode each block where it lies, and search the shards
