@@ -11,9 +11,10 @@ set, the synthetic anisotropic set of ``common.make_synthetic`` at d = 384.
 **vecpress, streaming**: ``vecpress.build_index(file, out, "hd2,rq4", "cosine",
 chunk_bytes=256 MiB)`` in a fresh process (training sample: 100,000 rows drawn across
 the file in runs of 16; chunks read past the page cache, the next one on a thread; the
-codes written in place in the new index file, its header and checksums at the end). Reported: wall time, rows/s over the whole build, the encode
-phase's rows/s (from the progress callback: chunks 2..last), the final write's seconds,
-and the process's peak resident set (``VmHWM``).
+codes written in place in the new index file, its header and checksums at the end).
+Reported: wall time, rows/s over the whole build, the encode phase's rows/s (from the
+progress callback: chunks 2..last), the final write's seconds, and the process's peak
+resident set (``VmHWM``).
 
 **In-memory encode rate** (the reference of the issue's done-when): the first
 ``--memory-rows`` rows (default 1,000,000) read into memory in this process, an index
