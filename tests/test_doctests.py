@@ -20,6 +20,7 @@ def test_every_module_is_collected():
 
 #: modules of optional extras: the package their examples need
 EXTRAS = {
+    "vecpress.archive": "constriction",
     "vecpress.integrations.langchain": "langchain_core",
     "vecpress.integrations.llama_index": "llama_index.core",
     "vecpress.service.app": "fastapi",

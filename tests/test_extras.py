@@ -10,7 +10,7 @@ import sys
 import textwrap
 
 BLOCKED = ["langchain_core", "llama_index", "fastapi", "uvicorn", "pydantic", "matplotlib",
-           "pyarrow", "sentence_transformers", "torch", "ray"]  # fmt: skip
+           "pyarrow", "sentence_transformers", "torch", "ray", "constriction"]  # fmt: skip
 
 SCRIPT = textwrap.dedent(
     """
@@ -46,6 +46,13 @@ SCRIPT = textwrap.dedent(
             assert f"vecpress[{{extra}}]" in str(e), str(e)
         else:
             raise SystemExit(f"{{module}} imported without its extra")
+    import vecpress.archive
+    try:
+        vecpress.archive.compress(x[:10], mse=1.0)
+    except ImportError as e:
+        assert "vecpress[archive]" in str(e), str(e)
+    else:
+        raise SystemExit("vecpress.archive compressed without its extra")
     from vecpress.cli import main
     assert main(["serve", tempfile.mkdtemp(), "--port", "0"]) == 2  # says: install the extra
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
