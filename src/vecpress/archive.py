@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import math
 
+import numba as nb
 import numpy as np
 
 from ._validation import as_vectors
@@ -156,8 +157,8 @@ def compress(x, *, mse: float | None = None, bits_per_dim: float | None = None) 
     y = (x - mean) @ basis  # float32 coefficients
     sample = np.linspace(0, n - 1, min(n, _SEARCH_ROWS)).astype(np.int64)
     if mse is not None:
-        step, error = _step_for_mse(x, y, basis, mean, sigma, float(mse) * (1 - _MARGIN), sample)
-        return _encode(_quantize(y, step, sigma), step, basis, mean, error)
+        step, q, error = _step_for_mse(x, y, basis, mean, sigma, float(mse) * (1 - _MARGIN), sample)
+        return _encode(q, step, basis, mean, error)
     step = _step_for_rate(y, sigma, float(bits_per_dim), sample, n, d)
     while True:
         q = _quantize(y, step, sigma)
@@ -190,14 +191,46 @@ def _quantize(y: np.ndarray, step: float, sigma: np.ndarray) -> np.ndarray:
     level below unless ``r`` past the midpoint, which saves more bits than it costs in
     error at low rates) and 0 on the others (plain rounding, the least error at high
     rate). The decoder needs none of it: levels decode to ``q Δ`` either way."""
-    offset = np.where(sigma < 1.5 * step, 0.5 - ROUNDING, 0.5).astype(np.float32)
-    q = np.floor(np.abs(y) * np.float32(1 / step) + offset)
-    if q.max(initial=0) >= MAX_LEVELS // 2:
+    y = np.ascontiguousarray(y, np.float32)
+    q = np.empty(y.shape, np.int32)
+    top = _quantize_into(y, np.float32(1 / step), _offsets(step, sigma), q)
+    if top >= MAX_LEVELS // 2:
         raise ValueError(
             f"the error target needs a step of {step:.3g}, finer than the archive's "
             f"{MAX_LEVELS} levels an axis allow: give a larger mse (or a smaller bits_per_dim)"
         )
-    return np.copysign(q, y).astype(np.int32)
+    return q
+
+
+@nb.njit(cache=True, parallel=True)
+def _quantize_into(y, inv, offsets, q):
+    """:func:`_quantize`'s symbols into ``q``; returns the largest ``|level|`` (levels
+    beyond int32 are clipped: the caller refuses anything past ``MAX_LEVELS``)."""
+    n, d = y.shape
+    top = np.zeros(n, np.float32)
+    for i in nb.prange(n):
+        m = np.float32(0.0)
+        for j in range(d):
+            a = np.floor(abs(y[i, j]) * inv + offsets[j])
+            m = max(m, a)
+            a = min(a, np.float32(2**30))
+            q[i, j] = np.int32(a) if y[i, j] >= 0 else -np.int32(a)
+        top[i] = m
+    return top.max() if n else np.float32(0.0)
+
+
+@nb.njit(cache=True, parallel=True)
+def _squared_error(a, b):
+    """Σ (a - b)², each difference and the sum in float64."""
+    n, d = a.shape
+    total = 0.0
+    for i in nb.prange(n):
+        s = 0.0
+        for j in range(d):
+            e = np.float64(a[i, j]) - np.float64(b[i, j])
+            s += e * e
+        total += s
+    return total
 
 
 def _coded_axes(q: np.ndarray) -> int:
@@ -221,37 +254,70 @@ def _mse(x, q, step, basis, mean) -> float:
     total = 0.0
     for s in range(0, x.shape[0], _CHUNK):
         rec = _reconstruct(q[s : s + _CHUNK, :k], step, basis[:, :k], mean)
-        err = rec.astype(np.float64) - x[s : s + _CHUNK]
-        total += float((err * err).sum())
+        total += float(_squared_error(rec, x[s : s + _CHUNK]))
     return total / x.size
+
+
+def _offsets(step: float, sigma: np.ndarray) -> np.ndarray:
+    """Per axis, what :func:`_quantize` adds to ``|y| / Δ`` before flooring."""
+    return np.where(sigma < 1.5 * step, 0.5 - ROUNDING, 0.5).astype(np.float32)
+
+
+@nb.njit(cache=True, parallel=True)
+def _quantization_error(y, inv, step, offsets):
+    """Σ over ``y`` of ``(floor(|y| inv + offset) step - |y|)²``: :func:`_quantize`'s
+    error, in one pass without the symbols."""
+    n, d = y.shape
+    total = 0.0
+    for i in nb.prange(n):
+        s = 0.0
+        for j in range(d):
+            a = abs(y[i, j])
+            e = np.floor(a * inv + offsets[j]) * step - a
+            s += np.float64(e) * np.float64(e)
+        total += s
+    return total
 
 
 def _coefficient_mse(y: np.ndarray, step: float, sigma: np.ndarray) -> float:
     """Mean squared quantization error per entry in the principal basis: the error of
     the decompressed rows, but for float32 rounding (the basis is orthonormal)."""
-    total = 0.0
-    for s in range(0, y.shape[0], _CHUNK):
-        part = y[s : s + _CHUNK]
-        err = (_quantize(part, step, sigma) * np.float32(step) - part).reshape(-1)
-        total += float(np.dot(err, err))
-    return total / y.size
+    offsets = _offsets(step, sigma)
+    err = _quantization_error(y, np.float32(1 / step), np.float32(step), offsets)
+    return float(err) / y.size
 
 
-def _step_for_mse(x, y, basis, mean, sigma, target, sample) -> tuple[float, float]:
-    """The largest step (to 0.5 %) whose error stays within ``target``, and that error:
-    bisection in log of the step on the sample's coefficients, then the decompressed
-    rows' error checked on all rows (the step made smaller by 0.5 % until it holds)."""
-    ys = y[sample]
-    lo, hi = math.sqrt(12 * target) / 64, math.sqrt(12 * target) * 64
+def _step_for_mse(x, y, basis, mean, sigma, target, sample):
+    """The largest step (to 0.5 %) whose error stays within ``target``, its symbols and
+    that error.
+
+    The error of step ``sqrt(12 target)`` is about ``target`` or less (each axis costs
+    at most ``≈ Δ²/12`` or its variance): from a bracket around it (widened until it
+    holds the answer), bisection in log of the step on the sample's coefficients;
+    then the decompressed rows' error checked on all rows (the step made smaller by
+    0.5 % until it holds)."""
+    ys = np.ascontiguousarray(y[sample])
+    top = float(np.abs(y).max(initial=0.0))
+    if top == 0.0:  # every row is the mean: any step codes them exactly
+        q = np.zeros(y.shape, np.int32)
+        return 1.0, q, _mse(x, q, 1.0, basis, mean)
+    finest = top / (MAX_LEVELS // 2 - 1)  # a finer step needs more levels than allowed
+    lo = hi = max(math.sqrt(12 * target), finest)
     while _coefficient_mse(ys, lo, sigma) > target:
-        lo /= 8
+        if lo <= finest:
+            _quantize(y, lo / 2, sigma)  # raises: too many levels
+        lo = max(lo / 2, finest)
+    while hi <= 4 * top and _coefficient_mse(ys, hi, sigma) <= target:
+        lo, hi = hi, hi * 2  # past 4 |y|max every symbol is 0 and the error stops growing
     while hi / lo >= 1.005:
         mid = math.sqrt(lo * hi)
         lo, hi = (mid, hi) if _coefficient_mse(ys, mid, sigma) <= target else (lo, mid)
     step = lo
-    while (error := _mse(x, _quantize(y, step, sigma), step, basis, mean)) > target:
+    while True:
+        q = _quantize(y, step, sigma)
+        if (error := _mse(x, q, step, basis, mean)) <= target:
+            return step, q, error
         step /= 1.005
-    return step, error
 
 
 def _entropy_bits(q: np.ndarray) -> float:
