@@ -15,10 +15,12 @@ can need fewer. :func:`gaussian_rate` computes it (per dimension).
 
 1. **Transform**: the rows' mean ``μ`` and covariance, and its eigenvectors ``V``
    (the principal basis, float32); coefficients ``y = (x - μ) V``.
-2. **Quantize** every coefficient with one uniform step ``Δ``, ``q = rint(y / Δ)``:
-   reverse water-filling gives every coded axis the same distortion ``θ``, and
-   one step gives every axis ``≈ Δ²/12`` (axes whose variance is below that round
-   to 0 and cost no bits, as the water-filling drops them). ``Δ`` is found by
+2. **Quantize** every coefficient with one uniform step ``Δ``, ``q ≈ y / Δ`` rounded
+   (with a small dead zone on the low-rate axes, :func:`_quantize`); ``q Δ`` is
+   what decodes. Reverse water-filling gives every coded axis the same distortion
+   ``θ``, and one step gives every axis ``≈ Δ²/12`` (axes whose variance is below
+   that round to 0 and cost no bits, as the water-filling drops them; the basis
+   vectors of the trailing all-zero axes are not stored). ``Δ`` is found by
    bisection, on a sample of rows and then on all of them: the largest step whose
    measured error of the decompressed rows (``q Δ Vᵀ + μ`` in float32, as
    :func:`decompress` computes it) stays within ``mse``; or the smallest whose

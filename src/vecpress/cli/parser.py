@@ -10,6 +10,7 @@ from ..advisor.bench import RECALLS
 from ..advisor.datasets import BUILTIN
 from ..collection.collection import FLUSH_ROWS, MAX_K
 from ..search.index import METRICS
+from .archive_commands import add_archive_parsers
 from .args import DEMO_REPORT, DEMO_TARGET, GRID_NAMES, MAX_SECONDS
 from .collection_commands import ADD_BATCH, _add, _compact, _create, _delete, _index
 from .collection_commands import _build as _collection_build
@@ -326,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_collection_parser(sub, common)
     add_serve_parser(sub, common)
+    add_archive_parsers(sub, common)
     return parser
 
 
