@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 
 import numpy as np
 
@@ -52,6 +51,7 @@ def _report(x: np.ndarray, y: np.ndarray, mse: float) -> dict:
 
 def _decompress(args: argparse.Namespace) -> int:
     from .. import archive
+    from ..atomic import TMP_SUFFIX, fsync_dir, replacing
 
     _check_output(args.output)
     if not args.output.endswith(".npy"):
@@ -59,17 +59,10 @@ def _decompress(args: argparse.Namespace) -> int:
     with open(args.archive, "rb") as f:
         blob = f.read()
     y = archive.decompress(blob)
-    folder = os.path.dirname(os.path.abspath(args.output))
-    fd, tmp = tempfile.mkstemp(suffix=".npy.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, y)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, args.output)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    folder, base = os.path.split(os.path.abspath(args.output))
+    with replacing(os.path.join(folder, f".{base}.{os.getpid()}{TMP_SUFFIX}"), args.output) as f:
+        np.save(f, y)
+    fsync_dir(folder)
     print(json.dumps({"file": args.output, "rows": int(y.shape[0]), "dim": int(y.shape[1])}))
     return 0
 

@@ -403,23 +403,39 @@ def save(state: IndexState, path, *, block_size: int = BLOCK_SIZE) -> None:
     """
     if not isinstance(state, IndexState):
         raise TypeError(f"expected an IndexState, found {type(state).__name__}")
+    path = _checked_target(state, path, block_size)
+    sections = _sections_of(state, block_size)
+    header, _ = _header(state, sections, block_size)
+    with _writing(path) as (f, _):
+        FRAMING.write(f.write, FRAMING.head(FORMAT_VERSION, header),
+                      [_raw_bytes(a) for _, a in sections])  # fmt: skip
+        f.flush()
+
+
+def _checked_target(state: IndexState, path, block_size: int) -> str:
+    """``path`` made absolute, once the state, block size and path can be saved."""
     check_block_size(block_size)
     if state.codec.d > MAX_D:
         raise ValueError(f"cannot save an index of dimension {state.codec.d}: the limit is {MAX_D}")
     path = os.path.abspath(os.fspath(path))
-    folder, base = os.path.split(path)
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path}: is a directory")
     check_folder(path)
-    sections = _sections_of(state, block_size)
-    header, _ = _header(state, sections, block_size)
+    return path
+
+
+@contextlib.contextmanager
+def _writing(path: str):
+    """Yield ``(file, temp path)``: a new temp file beside ``path``, under its writer lock
+    (earlier saves' temp files removed); when the block has written it, it is checked as
+    :func:`load` would check it, fsynced and renamed over ``path``, and the folder
+    fsynced. An exception removes it."""
+    folder, base = os.path.split(path)
     with writer_lock(path), naming(path):
         remove_temps(path)
         tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}")
         with replacing(tmp, path) as f:
-            head = FRAMING.head(FORMAT_VERSION, header)
-            FRAMING.write(f.write, head, [_raw_bytes(a) for _, a in sections])
-            f.flush()
+            yield f, tmp
             _check_written(tmp)
         fsync_dir(folder)
 
@@ -449,45 +465,35 @@ def filling(state: IndexState, path, *, block_size: int = BLOCK_SIZE):
     in the block removes the file; ``path`` is untouched. The writer lock of ``path``
     is held throughout.
     """
-    check_block_size(block_size)
-    path = os.path.abspath(os.fspath(path))
-    folder, base = os.path.split(path)
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{path}: is a directory")
-    check_folder(path)
+    path = _checked_target(state, path, block_size)
     data = _data_of(state)
     total_blocks = sum(nblocks(a.nbytes, block_size) for _, a in data)
     planned = _leading_sections(state, np.zeros(total_blocks, "<u4")) + data
     _, entries = _header(state, planned, block_size, {"block_crcs": _WIDEST_CRC})
     where = {e["name"]: e for e in entries}
     size = entries[-1]["offset"] + align(entries[-1]["nbytes"]) + FOOTER.size
-    with writer_lock(path), naming(path):
-        remove_temps(path)
-        tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}")
-        with replacing(tmp, path) as f:
-            fd = f.fileno()
-            os.ftruncate(fd, size)
-            shapes = dict(data)
+    with _writing(path) as (f, tmp):
+        fd = f.fileno()
+        os.ftruncate(fd, size)
+        shapes = dict(data)
 
-            def fill(name: str, row: int, rows: np.ndarray) -> None:
-                a = shapes[name]
-                rows = np.ascontiguousarray(rows, a.dtype)
-                width = a.nbytes // max(1, a.shape[0])
-                if rows.shape[1:] != a.shape[1:] or not 0 <= row <= a.shape[0] - rows.shape[0]:
-                    raise ValueError(
-                        f"{name}: rows {row}..{row + rows.shape[0]} of shape {rows.shape[1:]} "
-                        f"do not fit the section's {a.shape}"
-                    )
-                _pwrite_all(fd, _raw_bytes(rows), where[name]["offset"] + row * width)
+        def fill(name: str, row: int, rows: np.ndarray) -> None:
+            a = shapes[name]
+            rows = np.ascontiguousarray(rows, a.dtype)
+            width = a.nbytes // max(1, a.shape[0])
+            if rows.shape[1:] != a.shape[1:] or not 0 <= row <= a.shape[0] - rows.shape[0]:
+                raise ValueError(
+                    f"{name}: rows {row}..{row + rows.shape[0]} of shape {rows.shape[1:]} "
+                    f"do not fit the section's {a.shape}"
+                )
+            _pwrite_all(fd, _raw_bytes(rows), where[name]["offset"] + row * width)
 
-            yield fill
-            rfd = os.open(tmp, os.O_RDONLY)
-            try:
-                _finish_in_place(fd, rfd, state, data, entries, size, block_size)
-            finally:
-                os.close(rfd)
-            _check_written(tmp)
-        fsync_dir(folder)
+        yield fill
+        rfd = os.open(tmp, os.O_RDONLY)
+        try:
+            _finish_in_place(fd, rfd, state, data, entries, size, block_size)
+        finally:
+            os.close(rfd)
 
 
 def _pwrite_all(fd: int, raw: np.ndarray, offset: int) -> None:
@@ -513,9 +519,9 @@ def _finish_in_place(fd, rfd, state, data, entries, size, block_size) -> None:
             for s in range(0, e["nbytes"], _MOVE_BYTES):
                 piece = os.pread(rfd, min(_MOVE_BYTES, e["nbytes"] - s), e["offset"] + s)
                 _pwrite_all(fd, np.frombuffer(piece, np.uint8), e["offset"] - delta + s)
-    for e in final[len(leading) :]:  # the data's padding (after a move it held old bytes)
-        pad = align(e["nbytes"]) - e["nbytes"]
-        _pwrite_all(fd, np.zeros(pad, np.uint8), e["offset"] + e["nbytes"])
+        for e in final[len(leading) :]:  # the data's padding now holds old bytes: zero it
+            pad = align(e["nbytes"]) - e["nbytes"]
+            _pwrite_all(fd, np.zeros(pad, np.uint8), e["offset"] + e["nbytes"])
     end = final[-1]["offset"] + align(final[-1]["nbytes"])
     os.ftruncate(fd, end + FOOTER.size)
     _pwrite_all(fd, np.frombuffer(FRAMING.head(FORMAT_VERSION, header), np.uint8), 0)
