@@ -223,16 +223,16 @@ def _quantize_into(y, inv, offsets, q):
 
 @nb.njit(cache=True, parallel=True)
 def _squared_error(a, b):
-    """Σ (a - b)², each difference and the sum in float64."""
+    """Per row, Σ (a - b)², each difference and the sum in float64."""
     n, d = a.shape
-    total = 0.0
+    rows = np.zeros(n, np.float64)
     for i in nb.prange(n):
         s = 0.0
         for j in range(d):
             e = np.float64(a[i, j]) - np.float64(b[i, j])
             s += e * e
-        total += s
-    return total
+        rows[i] = s
+    return rows  # summed by the caller: a sum here would be a parallel reduction
 
 
 def _coded_axes(q: np.ndarray) -> int:
@@ -256,7 +256,7 @@ def _mse(x, q, step, basis, mean) -> float:
     total = 0.0
     for s in range(0, x.shape[0], _CHUNK):
         rec = _reconstruct(q[s : s + _CHUNK, :k], step, basis[:, :k], mean)
-        total += float(_squared_error(rec, x[s : s + _CHUNK]))
+        total += float(_squared_error(rec, x[s : s + _CHUNK]).sum())  # in one order
     return total / x.size
 
 
@@ -267,18 +267,18 @@ def _offsets(step: float, sigma: np.ndarray) -> np.ndarray:
 
 @nb.njit(cache=True, parallel=True)
 def _quantization_error(y, inv, step, offsets):
-    """Σ over ``y`` of ``(floor(|y| inv + offset) step - |y|)²``: :func:`_quantize`'s
+    """Per row of ``y``, Σ ``(floor(|y| inv + offset) step - |y|)²``: :func:`_quantize`'s
     error, in one pass without the symbols."""
     n, d = y.shape
-    total = 0.0
+    rows = np.zeros(n, np.float64)
     for i in nb.prange(n):
         s = 0.0
         for j in range(d):
             a = abs(y[i, j])
             e = np.floor(a * inv + offsets[j]) * step - a
             s += np.float64(e) * np.float64(e)
-        total += s
-    return total
+        rows[i] = s
+    return rows  # summed by the caller: a sum here would be a parallel reduction
 
 
 def _coefficient_mse(y: np.ndarray, step: float, sigma: np.ndarray) -> float:
@@ -286,7 +286,7 @@ def _coefficient_mse(y: np.ndarray, step: float, sigma: np.ndarray) -> float:
     the decompressed rows, but for float32 rounding (the basis is orthonormal)."""
     offsets = _offsets(step, sigma)
     err = _quantization_error(y, np.float32(1 / step), np.float32(step), offsets)
-    return float(err) / y.size
+    return float(err.sum()) / y.size  # in one order: the same on any number of threads
 
 
 def _step_for_mse(x, y, basis, mean, sigma, target, sample):
