@@ -13,7 +13,7 @@ import vecpress
 SRC = Path(vecpress.__file__).parent
 #: bottom to top; a module of layer i imports only from layers 0..i
 LAYERS = (
-    "base", "codecs", "archive", "files", "search", "advisor", "collection", "distributed",
+    "base", "codecs", "files", "archive", "search", "advisor", "collection", "distributed",
     "integrations", "service", "cli", "package",
 )  # fmt: skip
 BASE = {

@@ -10,60 +10,58 @@ import numpy as np
 
 from .args import _check_output, _vectors
 
-#: rows of the vectors searched as queries by ``compress --report`` (its recall@10)
-REPORT_QUERIES = 200
+#: rows of the input (spread evenly) whose recall@10 ``compress --report`` measures
+REPORT_ROWS = 20_000
 
 
 def _compress(args: argparse.Namespace) -> int:
     from .. import archive
-    from ..atomic import write_bytes
 
     _check_output(args.output)
-    x = _vectors(args.vectors, "vectors", args.column)
-    blob = archive.compress(x, mse=args.mse, bits_per_dim=args.bits_per_dim)
-    write_bytes(args.output, blob)
-    out = {"file": args.output, "bytes": len(blob), **archive.describe(blob)}
+    source = _source(args.vectors, args.column)
+    queries = None if args.queries is None else _vectors(args.queries, "queries", None)
+    info = archive.compress_file(
+        source, args.output, mse=args.mse, bits_per_dim=args.bits_per_dim, recall=args.recall,
+        queries=queries, column=args.column, progress=not args.no_progress,
+    )  # fmt: skip
+    out = {"file": args.output, "bytes": os.path.getsize(args.output), **info}
     if args.report:
-        out.update(_report(np.asarray(x, np.float32), archive.decompress(blob), out["mse"]))
-        bound = out["gaussian_rate_bits_per_dim"]
-        out["gap_bits_per_dim"] = None if bound is None else out["bits_per_dim"] - bound
+        out["recall_at_10"] = _recall(source, args.column, args.output)
     print(json.dumps(out, indent=2))
     return 0
 
 
-def _report(x: np.ndarray, y: np.ndarray, mse: float) -> dict:
-    """The Gaussian bound at the blob's error, and the recall@10 of the decompressed rows:
-    :data:`REPORT_QUERIES` rows of the input (evenly spaced) search all rows by inner
-    product, original against decompressed."""
-    from ..archive import gaussian_rate
+def _source(arg: str, column: str | None):
+    """A file, folder or list the archive reads a chunk at a time; a collection or a
+    built-in set's name as an array."""
+    if os.path.exists(arg) and not os.path.isfile(os.path.join(arg, "catalog.sqlite")):
+        return arg
+    return _vectors(arg, "vectors", column)
 
-    xc = x.astype(np.float64) - x.mean(axis=0, dtype=np.float64)
-    eig = np.linalg.eigvalsh(xc.T @ xc / x.shape[0])
-    bound = gaussian_rate(eig, mse) if mse > 0 else None  # no error: no finite bound
-    rows = np.linspace(0, x.shape[0] - 1, min(REPORT_QUERIES, x.shape[0])).astype(np.int64)
-    k = min(10, x.shape[0])
-    q = x[rows]
-    want = np.argpartition(-(q @ x.T), k - 1, axis=1)[:, :k]
-    got = np.argpartition(-(q @ y.T), k - 1, axis=1)[:, :k]
-    hits = sum(np.intersect1d(a, b).size for a, b in zip(want, got, strict=True))
-    return {"gaussian_rate_bits_per_dim": bound, "recall_at_10": hits / (k * rows.size)}
+
+def _recall(source, column: str | None, path: str) -> float:
+    """Recall@10 of the decompressed rows: :data:`REPORT_ROWS` rows of the input spread
+    evenly, original against decompressed (:func:`vecpress.archive.recall_of`)."""
+    from ..archive import iter_decompress, recall_of
+    from ..files.sources import VectorSource
+
+    src = VectorSource.open(source, column=column)
+    rows = np.unique(np.linspace(0, src.n - 1, min(REPORT_ROWS, src.n)).astype(np.int64))
+    decoded = np.empty((rows.size, src.d), np.float32)
+    for lo, part in iter_decompress(path):
+        a, b = np.searchsorted(rows, [lo, lo + part.shape[0]])
+        decoded[a:b] = part[rows[a:b] - lo]
+    return recall_of(src.take(rows), decoded)
 
 
 def _decompress(args: argparse.Namespace) -> int:
     from .. import archive
-    from ..atomic import TMP_SUFFIX, fsync_dir, replacing
 
     _check_output(args.output)
     if not args.output.endswith(".npy"):
         raise ValueError(f"--output {args.output}: decompress writes a .npy file")
-    with open(args.archive, "rb") as f:
-        blob = f.read()
-    y = archive.decompress(blob)
-    folder, base = os.path.split(os.path.abspath(args.output))
-    with replacing(os.path.join(folder, f".{base}.{os.getpid()}{TMP_SUFFIX}"), args.output) as f:
-        np.save(f, y)
-    fsync_dir(folder)
-    print(json.dumps({"file": args.output, "rows": int(y.shape[0]), "dim": int(y.shape[1])}))
+    print(json.dumps(archive.decompress_file(args.archive, args.output,
+                                             progress=not args.no_progress)))  # fmt: skip
     return 0
 
 
@@ -82,14 +80,21 @@ def add_archive_parsers(sub, common: argparse.ArgumentParser) -> None:
                         help="the largest mean squared error per entry allowed")  # fmt: skip
     target.add_argument("--bits-per-dim", type=float, metavar="B",
                         help="the largest size allowed, in bits per vector entry")  # fmt: skip
+    target.add_argument("--recall", type=float, metavar="R",
+                        help="the coarsest archive whose decompressed vectors keep a recall@10 "
+                        "of R (by inner product) on held-out queries")  # fmt: skip
+    comp.add_argument("--queries", help="the queries of --recall (default: 200 held-out rows)")
     comp.add_argument(
         "--report", action="store_true",
-        help="also print the Gaussian rate-distortion bound at the archive's error, the "
-        "gap to it, and the recall@10 of the decompressed vectors",
+        help="also measure the recall@10 of the decompressed vectors (the archive's rate, "
+        "error, the Gaussian rate-distortion bound at that error and the gap are always "
+        "printed)",
     )  # fmt: skip
     comp.set_defaults(func=_compress)
     dec = sub.add_parser("decompress", parents=[common],
                          help="decompress an archive file into a .npy file")  # fmt: skip
     dec.add_argument("archive", help="archive file (made by vecpress compress)")
     dec.add_argument("-o", "--output", required=True, help=".npy file to write")
+    for p in (comp, dec):
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
     dec.set_defaults(func=_decompress)
