@@ -299,11 +299,10 @@ def _search_rows(d: int) -> int:
 
 
 def _sample(src: VectorSource, rows: int, avoid: np.ndarray | None = None) -> np.ndarray:
-    """Up to ``rows`` row numbers spread evenly over the input (none of ``avoid``)."""
-    pool = np.arange(src.n) if avoid is None else np.setdiff1d(np.arange(src.n), avoid)
-    if pool.size <= rows:
-        return pool
-    return pool[np.linspace(0, pool.size - 1, rows).astype(np.int64)]
+    """Up to ``rows`` row numbers spread evenly over the input, none of ``avoid`` (memory
+    in the sample's size, not the input's)."""
+    picks = np.unique(np.linspace(0, src.n - 1, min(rows, src.n)).astype(np.int64))
+    return picks if avoid is None else np.setdiff1d(picks, avoid, assume_unique=True)
 
 
 class _Tables:
