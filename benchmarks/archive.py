@@ -18,7 +18,11 @@ same rows -- this measures, in one process on the same rows:
   the best zstd variant whose error is at most the archive's target;
 * the archive at a recall target (``recall=0.99`` and ``0.95``: the coarsest archive
   whose decompressed rows keep that recall@10 on held-out rows), with the recall the
-  set's queries then measure.
+  set's queries then measure;
+* streaming (``--stream-rows N``, default 2,000,000; 0: skip): the 384-d set's rows
+  repeated to ``N`` rows in one ``.npy`` file, compressed with ``compress_file`` and
+  decompressed with ``decompress_file`` each in a child process (all threads), with
+  rows/s and the child's peak resident memory against the file's size.
 
 Run ``python benchmarks/archive.py [--rows 100000] [--sets glove,minilm]``; writes
 ``benchmarks/results/archive-<date>.{json,md,png}`` and prints the Markdown.
@@ -168,6 +172,57 @@ def run_set(ds: common.Dataset, rows: int, n_queries: int) -> dict:
             "codes": list(codes.values()), "points": points, "recall": recall_points}  # fmt: skip
 
 
+STREAM_CHILD = """
+import json, resource, sys, time
+import numpy as np
+from vecpress import archive
+d = int(sys.argv[5])
+archive.decompress(archive.compress(np.random.default_rng(0).random((3000, d)), mse=1e-3))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # imports, compiled kernels
+t = time.perf_counter()
+if sys.argv[1] == "compress":
+    info = archive.compress_file(sys.argv[2], sys.argv[3], mse=float(sys.argv[4]))
+else:
+    info = archive.decompress_file(sys.argv[2], sys.argv[3])
+seconds = time.perf_counter() - t
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"seconds": seconds, "peak_rss": peak, "before": before, "info": info}))
+"""
+
+
+def streaming(base: np.ndarray, rows: int, mse: float, folder: Path) -> dict:
+    """``compress_file`` / ``decompress_file`` of ``rows`` rows (``base`` repeated) in
+    child processes: rates and peak memory."""
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    data, vpz, back = folder / f"stream-{rows}.npy", folder / "stream.vpz", folder / "back.npy"
+    if not data.exists() or np.load(data, mmap_mode="r").shape != (rows, base.shape[1]):
+        common.log(f"streaming: writing {rows:,} rows to {data}")
+        out = np.lib.format.open_memmap(data, "w+", np.float32, (rows, base.shape[1]))
+        for s in range(0, rows, base.shape[0]):
+            out[s : s + base.shape[0]] = base[: rows - s]
+        out.flush()
+        del out
+    result = {"rows": rows, "d": int(base.shape[1]), "input_bytes": data.stat().st_size,
+              "mse": mse}  # fmt: skip
+    d = str(base.shape[1])
+    for step, args in (("compress", [str(data), str(vpz), repr(mse), d]),
+                       ("decompress", [str(vpz), str(back), "0", d])):  # fmt: skip
+        common.log(f"streaming: {step}")
+        done = subprocess.run([sys.executable, "-c", STREAM_CHILD, step, *args], check=True,
+                              capture_output=True, text=True)  # fmt: skip
+        child = json.loads(done.stdout.strip().splitlines()[-1])
+        result[step] = {"rows_per_s": rows / child["seconds"], "peak_rss": child["peak_rss"],
+                        "rss_before": child["before"]}  # fmt: skip
+        if step == "compress":
+            result["archive_bytes"] = vpz.stat().st_size
+            result["bits_per_dim"] = child["info"]["bits_per_dim"]
+    for path in (vpz, back):
+        path.unlink()
+    return result
+
+
 def report(run: dict) -> str:
     env = run["env"]
     lines = [
@@ -209,6 +264,23 @@ def report(run: dict) -> str:
                          f"{r['recall_at_10']:.4f} | {r['compress_per_s']:,.0f} | "
                          f"{r['decompress_per_s']:,.0f} |")  # fmt: skip
         lines.append("")
+    st = run.get("streaming")
+    if st:
+        gib = 1 << 30
+        lines += [
+            f"### Streaming: {st['rows']:,} x {st['d']} from one `.npy` file "
+            f"({st['input_bytes'] / gib:.2f} GiB), mse {st['mse']:.3g}, all threads", "",
+            "| step | rows/s | peak RSS | of the input | RSS before (imports, compiled "
+            "kernels) |", "|---|--:|--:|--:|--:|",
+        ]  # fmt: skip
+        for step in ("compress", "decompress"):
+            r = st[step]
+            lines.append(f"| `{step}_file` | {r['rows_per_s']:,.0f} | "
+                         f"{r['peak_rss'] / gib:.2f} GiB | "
+                         f"{r['peak_rss'] / st['input_bytes']:.2f} | "
+                         f"{r['rss_before'] / gib:.2f} GiB |")  # fmt: skip
+        lines += ["", f"The archive: {st['archive_bytes'] / gib:.3f} GiB "
+                  f"({st['bits_per_dim']:.3f} bits/dim).", ""]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -252,6 +324,7 @@ def main() -> int:
     p.add_argument("--queries", type=int, default=1_000)
     p.add_argument("--sets", default="glove,minilm")
     p.add_argument("--minilm", type=Path, default=Path.home() / ".cache" / "vecpress" / "minilm")
+    p.add_argument("--stream-rows", type=int, default=2_000_000)
     args = p.parse_args()
     import faiss
     import numcodecs
@@ -271,6 +344,12 @@ def main() -> int:
         result = run_set(ds, args.rows, args.queries)
         result["eigenvalues"] = eigenvalues(np.ascontiguousarray(ds.base[: args.rows])).tolist()
         run["sets"].append(result)
+    minilm = next((s for s in run["sets"] if s["set"] == "minilm"), None)
+    if args.stream_rows and minilm is not None:
+        rq4 = next(p for p in minilm["points"] if p["spec"] == "rq4")
+        base = common.load_minilm(args.minilm).base
+        folder = Path.home() / ".cache" / "vecpress" / "archive"
+        run["streaming"] = streaming(base, args.stream_rows, rq4["target_mse"], folder)
     text = report(run)
     out = HERE / "results"
     out.mkdir(exist_ok=True)

@@ -327,3 +327,34 @@ def test_files_bad_rows_and_overflow_are_refused_without_a_file(tmp_path):
         compress_file(tmp_path / "empty.npy", path, mse=0.01)
     assert path.read_bytes() == b"keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.vpz", "bad.npy", "empty.npy"]
+
+
+def test_the_basis_is_stored_to_each_axis_precision():
+    """Leading axes' columns are rounded finer than the tail's (step ε Δ / σ_j); the
+    stored basis costs well under float16's 16 bits an entry, and the error still holds."""
+    import constriction
+
+    from vecpress.archive import _head
+    from vecpress.archive import basis as stored_basis
+    from vecpress.archive.frames import Reader
+
+    x, lam = gaussian(5000, 64, seed=12, decay=1000.0)
+    mse = 0.003 * lam.mean()
+    blob = compress(x, mse=mse)
+    assert error(x, decompress(blob)) <= mse
+    config, arrays, _, _ = _head(Reader(blob))
+    k, d = config["axes"], config["d"]
+    deltas = stored_basis.steps(
+        arrays["variances"][:k], config["step"], config["basis_precision"], d
+    )
+    assert (np.diff(deltas) >= 0).all() and deltas[-1] > 10 * deltas[0]
+    assert config["basis_precision"] == pytest.approx(np.sqrt(min(0.05, d / 5000) / d))
+    ints, whole = stored_basis.decode(
+        constriction, arrays["basis"], config["basis_bound"], deltas, d
+    )
+    assert whole and arrays["basis"].nbytes * 8 / (d * k) < 10
+    # every entry within half its column's step of a unit column's: |‖b̂‖² - 1| ≤
+    # 2 ‖b̂ - v‖ + ‖b̂ - v‖², ‖b̂ - v‖ ≤ sqrt(d) δ / 2 (float32 rounding aside)
+    norms = (stored_basis.stored(ints, deltas).astype(np.float64) ** 2).sum(axis=0)
+    off = np.sqrt(d) * deltas / 2
+    assert (np.abs(norms - 1) <= 2 * off + off**2 + 1e-6).all()

@@ -14,8 +14,9 @@ can need fewer. :func:`gaussian_rate` computes it (per dimension).
 **How an archive is made** (:func:`compress`, :func:`compress_file`):
 
 1. **Transform**: the rows' mean ``μ`` and covariance (one pass, float64 sums), and
-   its eigenvectors ``V`` (the principal basis, rounded to float16: what the archive
-   stores and both sides multiply by); coefficients ``y = (x - μ) V``.
+   its eigenvectors ``V`` (the principal basis); coefficients ``y = (x - μ) V``. The
+   archive stores ``V`` with each column rounded to a step matched to its axis's
+   variance and entropy-coded (:mod:`.basis`), and the decoder multiplies by that.
 2. **Quantize** every coefficient with one uniform step ``Δ``, ``q ≈ y / Δ`` rounded
    (with a small dead zone on the low-rate axes, :func:`~.transform.quantize`);
    ``q Δ`` is what decodes. Reverse water-filling gives every coded axis the same
@@ -76,6 +77,7 @@ from ..checksum import crc32
 from ..container import pack
 from ..errors import FormatError
 from ..files.sources import VectorSource
+from . import basis as stored_basis
 from . import kernels
 from .frames import Reader, check_chain, chunk_frames, expect
 from .rate import gaussian_rate
@@ -363,9 +365,11 @@ def _compress(src: VectorSource, out, target: tuple[str, float], queries, progre
         sample = project(t, base[np.unique(picks)])
     else:
         sample = _coefficients(t, src.take(_sample(src, _search_rows(d))), d)
+    eps = stored_basis.precision(n, d)
     if kind == "mse":
         goal = value * (1 - _MARGIN)
-        step = step_for_mse(sample, sigma, goal)
+        # the stored basis's rounding adds up to a fraction d ε² of the error
+        step = step_for_mse(sample, sigma, goal * (1 - d * eps * eps))
     elif kind == "bits_per_dim":
         budget = value * n * d
 
@@ -379,8 +383,11 @@ def _compress(src: VectorSource, out, target: tuple[str, float], queries, progre
     for _ in range(64):
         qz, _ = sample_quantizer(sample, step, sigma)
         k = qz.axes
+        deltas = stored_basis.steps(t.variances[:k], qz.step, eps, d)
+        ints = stored_basis.rounded(t.basis[:, :k], deltas)
         keep = n * k * 4 <= _KEEP_BYTES
-        tables, levels, error = _count(src, t, qz, rows, keep, progress)
+        tables, levels, error = _count(src, t, qz, stored_basis.stored(ints, deltas), rows, keep,
+                                       progress)  # fmt: skip
         if kind == "mse" and error > goal:
             step *= min(math.sqrt(goal / error), 0.9995)
             continue
@@ -391,7 +398,8 @@ def _compress(src: VectorSource, out, target: tuple[str, float], queries, progre
             if over > 0 and k:
                 step *= max(1.005, 2.0 ** (over / (n * k)))
                 continue
-        size = _write(out, src, t, qz, rows, tables, levels, error, progress)
+        size = _write(out, src, t, qz, (ints, deltas, eps), rows, tables, levels, error,
+                      progress)  # fmt: skip
         if kind == "bits_per_dim" and 8 * size > budget:
             if k == 0:
                 raise ValueError(
@@ -423,11 +431,10 @@ def _kept(q: np.ndarray) -> int:
     return int(used[-1]) + 1 if used.size else 0
 
 
-def _count(src, t: Transform, qz: Quantizer, rows, keep, progress):
+def _count(src, t: Transform, qz: Quantizer, basis: np.ndarray, rows, keep, progress):
     """One pass: the tables of the symbols, the symbols themselves (if ``keep``) and
-    the decompressed rows' mean squared error."""
+    the decompressed rows' mean squared error (``basis``: the stored one)."""
     k = qz.axes
-    basis = np.ascontiguousarray(t.basis[:, :k])
     tables = _Tables(k)
     levels: list[np.ndarray] | None = [] if keep else None
     total = 0.0
@@ -442,8 +449,10 @@ def _count(src, t: Transform, qz: Quantizer, rows, keep, progress):
     return tables, levels, total / (src.n * src.d)
 
 
-def _write(out, src, t: Transform, qz: Quantizer, rows, tables, levels, error, progress) -> int:
-    """Write the frames; returns the archive's length."""
+def _write(out, src, t: Transform, qz: Quantizer, basis, rows, tables, levels, error,
+           progress) -> int:  # fmt: skip
+    """Write the frames; returns the archive's length (``basis``: the stored basis's
+    integers, steps and precision)."""
     constriction = _constriction()
     n, d = src.n, src.d
     k = qz.axes
@@ -453,13 +462,15 @@ def _write(out, src, t: Transform, qz: Quantizer, rows, tables, levels, error, p
     counts = [np.add.reduceat(c, np.arange(0, c.size, 1 << int(b)))
               for c, b in zip(tables.counts, shifts, strict=True)]  # fmt: skip
     sizes = np.array([c.size for c in counts], np.int32)
+    ints, deltas, eps = basis
+    basis_words, bound = stored_basis.encode(constriction, ints, deltas)
     config = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "frame": "head", "n": n, "d": d,
               "axes": k, "step": qz.step, "lattice_groups": qz.groups, "chunk_rows": rows,
-              "chunks": chunks}  # fmt: skip
+              "chunks": chunks, "basis_precision": eps, "basis_bound": bound}  # fmt: skip
     arrays = {
         "mean": t.mean,
         "variances": t.variances.astype(np.float64),
-        "basis": t.basis[:, :k].astype(np.float16),
+        "basis": basis_words,
         "shrink": qz.shrink,
         "lows": lows,
         "shifts": shifts,
@@ -550,19 +561,19 @@ def _head(reader: Reader) -> tuple[dict, dict, int, int]:
     ok = all(isinstance(v, int) and not isinstance(v, bool) for v in ints)
     ok = ok and n >= 1 and d >= 1 and 0 <= k <= d and 1 <= rows <= 1 << 20
     ok = ok and chunks == -(-n // rows) and 0 <= 8 * g <= k
-    shapes = {"mean": (d,), "variances": (d,), "basis": (d, k), "lows": (k,), "shifts": (k,),
-              "sizes": (k,)}  # fmt: skip
+    shapes = {"mean": (d,), "variances": (d,), "lows": (k,), "shifts": (k,), "sizes": (k,)}
     if ok:
         shapes["shrink"] = (k - 8 * g,)
-    dtypes = {"mean": "<f4", "variances": "<f8", "basis": "<f2", "shrink": "<f4", "lows": "<i4",
+    dtypes = {"mean": "<f4", "variances": "<f8", "basis": "<u4", "shrink": "<f4", "lows": "<i4",
               "shifts": "<i4", "sizes": "<i4", "counts": "<u4"}  # fmt: skip
     ok = ok and set(arrays) == set(dtypes)
     if ok and n >= 1 << 32:
         dtypes["counts"] = "<u8"
     ok = ok and all(arrays[a].dtype.str == v for a, v in dtypes.items())
     ok = ok and all(arrays[a].shape == s for a, s in shapes.items())
-    step = config.get("step")
-    ok = ok and isinstance(step, float) and math.isfinite(step) and step > 0
+    step, eps, bound = config.get("step"), config.get("basis_precision"), config.get("basis_bound")
+    ok = ok and all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in (step, eps))
+    ok = ok and isinstance(bound, int) and 0 <= bound < 1 << 31 and arrays["basis"].ndim == 1
     if ok:
         sizes = arrays["sizes"].astype(np.int64)
         ok = bool((sizes >= 1).all() and (sizes <= MAX_LEVELS).all())
@@ -570,7 +581,7 @@ def _head(reader: Reader) -> tuple[dict, dict, int, int]:
         ok = ok and bool(((shifts >= 0) & (shifts <= 20)).all())
         ok = ok and bool((np.abs(arrays["lows"]) <= MAX_LEVELS).all())
         ok = ok and arrays["counts"].shape == (int(sizes.sum()),)
-        ok = ok and all(np.isfinite(arrays[a]).all() for a in ("mean", "variances", "basis"))
+        ok = ok and all(np.isfinite(arrays[a]).all() for a in ("mean", "variances"))
         ok = ok and bool(((arrays["shrink"] >= 0) & (arrays["shrink"] < 0.5)).all())
     if ok and k:
         bounds = np.concatenate([[0], np.cumsum(sizes)])
@@ -658,7 +669,17 @@ def _decoded(archive, out: np.ndarray | None) -> Iterator[tuple[int, np.ndarray]
         bounds = np.concatenate([[0], np.cumsum(sizes.astype(np.int64))])
         counts = [arrays["counts"][bounds[j] : bounds[j + 1]] for j in range(k)]
         models = _models(constriction, counts, n)
-        basis = arrays["basis"].astype(np.float32)
+        deltas = stored_basis.steps(arrays["variances"][:k], config["step"],
+                                    config["basis_precision"], config["d"])  # fmt: skip
+        try:
+            ints, whole = stored_basis.decode(
+                constriction, arrays["basis"], config["basis_bound"], deltas, config["d"]
+            )
+        except Exception as e:  # whatever constriction raises on a stream it cannot decode
+            raise FormatError(f"{reader.source}: the basis does not decode ({e})") from None
+        if not whole:
+            raise FormatError(f"{reader.source}: the basis does not decode")
+        basis = stored_basis.stored(ints, deltas)
         mean = np.array(arrays["mean"])
         shifts = np.array(arrays["shifts"])
         if out is not None and out.shape != (n, config["d"]):

@@ -33,8 +33,8 @@ class Transform:
     ----------
     mean : float32[d]
     basis : float32[d, d]
-        Orthonormal columns in decreasing variance, each entry a float16 value (what
-        an archive stores, and what the encoder and the decoder both multiply by).
+        Orthonormal columns in decreasing variance (the encoder projects on them; the
+        archive stores them rounded, :mod:`.basis`).
     variances : float64[d]
         The covariance's eigenvalues, decreasing.
     """
@@ -77,6 +77,9 @@ class Moments:
         self.sums += part.sum(axis=0, dtype=np.float64)
         for s in range(0, part.shape[0], 512):  # float32 sums of 512 rows at most
             block = part[s : s + 512]
+            top = float(np.abs(block).max(initial=0.0))
+            if 0.0 < top < 2.0**-50 or top > 2.0**50:  # squares under- or overflow float32
+                block = block.astype(np.float64)
             self.products += block.T @ block
 
     def transform(self) -> Transform:
@@ -84,7 +87,7 @@ class Moments:
         cov = self.products / self.n - np.outer(m, m)
         lam, vecs = np.linalg.eigh((cov + cov.T) / 2)
         order = np.argsort(lam)[::-1]
-        basis = vecs[:, order].astype(np.float16).astype(np.float32)
+        basis = vecs[:, order].astype(np.float32)
         mean = (self.shift.astype(np.float64) + m).astype(np.float32)
         return Transform(mean, np.ascontiguousarray(basis), np.maximum(lam[order], 0.0))
 
