@@ -24,7 +24,8 @@ same rows -- this measures, in one process on the same rows:
   decompressed with ``decompress_file`` each in a child process (all threads), with
   rows/s and the child's peak resident memory against the file's size.
 
-Run ``python benchmarks/archive.py [--rows 100000] [--sets glove,minilm]``; writes
+Run ``python benchmarks/archive.py [--rows 100000] [--sets glove,minilm]`` (``--sets ""``:
+the streaming part alone); writes
 ``benchmarks/results/archive-<date>.{json,md,png}`` and prints the Markdown.
 """
 
@@ -173,20 +174,23 @@ def run_set(ds: common.Dataset, rows: int, n_queries: int) -> dict:
 
 
 STREAM_CHILD = """
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
 from vecpress import archive
+def peak():  # this process's own peak (ru_maxrss would count the parent's, kept over exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
 d = int(sys.argv[5])
 archive.decompress(archive.compress(np.random.default_rng(0).random((3000, d)), mse=1e-3))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # imports, compiled kernels
+before = peak()  # imports, compiled kernels
 t = time.perf_counter()
 if sys.argv[1] == "compress":
     info = archive.compress_file(sys.argv[2], sys.argv[3], mse=float(sys.argv[4]))
 else:
     info = archive.decompress_file(sys.argv[2], sys.argv[3])
 seconds = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"seconds": seconds, "peak_rss": peak, "before": before, "info": info}))
+print(json.dumps({"seconds": seconds, "peak_rss": peak(), "before": before, "info": info}))
 """
 
 
@@ -337,26 +341,28 @@ def main() -> int:
         "load": common.load_average(),
     }  # fmt: skip
     run = {"env": env, "argv": " ".join(["archive.py", *sys.argv[1:]]), "sets": []}
-    for name in args.sets.split(","):
+    for name in filter(None, args.sets.split(",")):
         ds = common.load_glove(args.queries) if name == "glove" else common.load_minilm(args.minilm)
         if ds is None:
             continue
         result = run_set(ds, args.rows, args.queries)
         result["eigenvalues"] = eigenvalues(np.ascontiguousarray(ds.base[: args.rows])).tolist()
         run["sets"].append(result)
-    minilm = next((s for s in run["sets"] if s["set"] == "minilm"), None)
-    if args.stream_rows and minilm is not None:
-        rq4 = next(p for p in minilm["points"] if p["spec"] == "rq4")
-        base = common.load_minilm(args.minilm).base
+    data = common.load_minilm(args.minilm) if args.stream_rows else None
+    if data is not None:  # the error of rq4 codes of the set's first --rows rows
+        codes = next((c for s in run["sets"] if s["set"] == "minilm" for c in s["codes"]
+                      if c["spec"] == "rq4"), None)  # fmt: skip
+        mse = (codes or zstd_codes(np.ascontiguousarray(data.base[: args.rows]), "rq4"))["mse"]
         folder = Path.home() / ".cache" / "vecpress" / "archive"
-        run["streaming"] = streaming(base, args.stream_rows, rq4["target_mse"], folder)
+        run["streaming"] = streaming(data.base, args.stream_rows, mse, folder)
     text = report(run)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y-%m-%d")
-    (out / f"archive-{stamp}.json").write_text(json.dumps(run, indent=1, default=float))
-    (out / f"archive-{stamp}.md").write_text(text)
-    plot(run, out / f"archive-{stamp}.png")
+    stamp = ("archive-" if run["sets"] else "archive-streaming-") + time.strftime("%Y-%m-%d")
+    (out / f"{stamp}.json").write_text(json.dumps(run, indent=1, default=float))
+    (out / f"{stamp}.md").write_text(text)
+    if run["sets"]:
+        plot(run, out / f"{stamp}.png")
     print(text)
     return 0
 

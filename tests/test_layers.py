@@ -13,8 +13,8 @@ import vecpress
 SRC = Path(vecpress.__file__).parent
 #: bottom to top; a module of layer i imports only from layers 0..i
 LAYERS = (
-    "base", "codecs", "files", "archive", "search", "advisor", "collection", "distributed",
-    "integrations", "service", "cli", "package",
+    "base", "codecs", "files", "archive", "migrate", "search", "advisor", "collection",
+    "distributed", "integrations", "service", "cli", "package",
 )  # fmt: skip
 BASE = {
     "_version",

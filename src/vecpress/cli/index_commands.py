@@ -111,6 +111,11 @@ def _search(args: argparse.Namespace) -> int:
     if args.progressive:
         index._check_progressive(True)
     q = _vectors(args.queries, "queries", args.column)
+    if args.adapter is not None:
+        from ..search.index import adapted
+        from .migrate_commands import read_adapter
+
+        q = adapted(read_adapter(args.adapter), q, index.d)
     if index.d is not None and q.shape[1] != index.d:
         raise ValueError(
             f"queries file {args.queries} has {q.shape[1]} columns, the index has d={index.d}"

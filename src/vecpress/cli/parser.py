@@ -18,6 +18,7 @@ from .collection_commands import _info as _collection_info
 from .collection_commands import _search as _collection_search
 from .index_commands import _build, _info, _search
 from .measure import _advise, _bench, _demo, _inspect
+from .migrate_commands import add_migrate_parsers
 from .serve_command import add_serve_parser
 
 
@@ -288,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_column_option(search, "queries")
     search.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     search.add_argument(
+        "--adapter", metavar="FILE",
+        help="queries embedded by another model: map them into the index's space with this "
+        "adapter (from vecpress migrate fit)",
+    )  # fmt: skip
+    search.add_argument(
         "--rerank",
         type=_rerank_depth,
         metavar="R",
@@ -328,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_collection_parser(sub, common)
     add_serve_parser(sub, common)
     add_archive_parsers(sub, common)
+    add_migrate_parsers(sub, common)
     return parser
 
 

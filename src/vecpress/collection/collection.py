@@ -77,7 +77,7 @@ from .. import atomic
 from .._validation import as_vectors, check_positive_int
 from ..errors import FormatError, LockedError
 from ..files.storage import IndexState
-from ..search.index import METRICS, EncodedRows, Index, check_rerank
+from ..search.index import METRICS, EncodedRows, Index, adapted, check_rerank
 from ..search.index import open as open_index
 from ..search.ivf import list_order
 from .auto import choose
@@ -672,7 +672,7 @@ class Collection:
         ]
 
     def search(
-        self, q, k: int, filter=None, rerank=None, nprobe=None, *, shard=None
+        self, q, k: int, filter=None, rerank=None, nprobe=None, *, shard=None, adapter=None
     ) -> CollectionResult:
         """The ``k`` best documents for each query (module docstring).
 
@@ -695,7 +695,12 @@ class Collection:
             number is ``i`` modulo ``m``, and the pending vectors in part 0. The
             parts' results merged by score and ``keys`` are the whole's
             (:mod:`vecpress.distributed` searches parts on several processes).
+        adapter : vecpress.migrate.Adapter, optional
+            Queries embedded by another model, mapped into the collection's space
+            first (:meth:`vecpress.Index.search`).
         """
+        if adapter is not None:
+            q = adapted(adapter, q, self.dim)
         q = self._vectors(q, "queries")
         k = check_positive_int(k, "k", high=MAX_K)
         if shard is not None:

@@ -875,6 +875,7 @@ class Index:
         progressive: bool = False,
         allow=None,
         threads: int | None = None,
+        adapter=None,
     ) -> SearchResult:
         """The ``k`` best stored vectors for each query, best first.
 
@@ -923,6 +924,9 @@ class Index:
             Threads of this call; default the process-wide count
             (:func:`vecpress.set_num_threads`). Concurrent searches may each
             name their own.
+        adapter : vecpress.migrate.Adapter, optional
+            Queries embedded by another model: mapped into the stored vectors'
+            space (``adapter.transform``) before anything else.
 
         Returns
         -------
@@ -953,6 +957,8 @@ class Index:
         >>> bool(res.certified.all()), bool((res.reranked < 2000).all())
         (True, True)
         """
+        if adapter is not None:
+            q = adapted(adapter, q, self.d)
         with self._lock.read(), using(threads):
             return self._search(q, k, rerank, nprobe, confidence, progressive, allow)
 
@@ -1385,3 +1391,17 @@ def open(path, mmap: bool = True) -> Index:  # shadows builtins.open in this mod
     True
     """
     return Index.from_state(storage.load(path, mmap=mmap))
+
+
+def adapted(adapter, q, d: int | None) -> np.ndarray:
+    """``q`` mapped by ``adapter`` (a :class:`vecpress.migrate.Adapter`, or anything with
+    ``d_dst`` and ``transform``) into a space of dimension ``d``."""
+    if not (hasattr(adapter, "transform") and hasattr(adapter, "d_dst")):
+        raise TypeError(
+            f"adapter must be a vecpress.migrate.Adapter, found {type(adapter).__name__}"
+        )
+    if d is not None and adapter.d_dst != d:
+        raise ValueError(
+            f"the adapter maps into dimension {adapter.d_dst}, the vectors searched have {d}"
+        )
+    return adapter.transform(q)

@@ -1,0 +1,278 @@
+"""Model migration without re-embedding: a map from a new model's embeddings to an old one's.
+
+A better embedding model appears, and re-embedding a large corpus costs days. With
+a few thousand texts embedded by both models (``src``: the new model, ``dst``: the
+old one, the one the index holds), an :class:`Adapter` learns a map ``f`` with
+``f(src) ≈ dst``; queries embedded by the new model then search the old index
+through it (``Index.search(q, k, adapter=adapter)``). Three kinds, from the most
+constrained to the most flexible (rows are centred on each side's mean first):
+
+``"procrustes"``
+    ``f(q) = (q - μ_src) R + μ_dst`` with ``R`` orthogonal (semi-orthogonal when the
+    dimensions differ: ``d_src x d_dst`` with orthonormal rows or columns) minimizing
+    ``‖A R - B‖`` over the centred pairs: ``R = U Vᵀ`` from the SVD ``Aᵀ B = U Σ Vᵀ``
+    (Schönemann, 1966). It preserves angles, needs few pairs (it has
+    ``d (d - 1) / 2`` degrees of freedom, but every pair constrains ``d`` of them)
+    and cannot overfit much.
+``"linear"``
+    ``f(q) = (q - μ_src) W + μ_dst``, ``W`` the least-squares map with a small ridge
+    (``λ = 1e-3`` times the mean eigenvalue of ``AᵀA``): needs at least ``d_src``
+    pairs (fewer is refused: ``W`` would be underdetermined).
+``"lowrank-residual"``
+    Procrustes, plus a rank-``r`` linear correction of what it leaves
+    (``E = B - A R``): the reduced-rank regression of ``E`` on ``A`` (the ridge
+    solution projected on the top ``r`` right singular vectors of its fit), ``r``
+    by default ``min(64, d_dst // 4)``; needs at least ``2 r`` pairs.
+
+If every ``dst`` row has unit norm (cosine models), mapped queries are normalised.
+:meth:`Adapter.fit` holds out a tenth of the pairs (at least one, when there are
+ten or more), fits on the rest, reports the mean cosine between mapped and true
+held-out rows (``report["heldout_cosine"]``, and the identity's and the procrustes
+map's for comparison), then refits on all pairs.
+
+Examples
+--------
+>>> rng = np.random.default_rng(0)
+>>> old = rng.standard_normal((2000, 16)).astype(np.float32)
+>>> rot, _ = np.linalg.qr(rng.standard_normal((16, 16)))
+>>> new = (old @ rot.T).astype(np.float32)  # the "new model": a rotation of the old
+>>> adapter = Adapter.fit(new, old, kind="procrustes")
+>>> round(adapter.report["heldout_cosine"], 4)
+1.0
+>>> np.allclose(adapter.transform(new[:3]), old[:3], atol=1e-4)
+True
+>>> Adapter.from_bytes(adapter.to_bytes()).kind
+'procrustes'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._validation import as_vectors
+from .container import pack, unpack
+from .errors import FormatError
+
+__all__ = ["KINDS", "Adapter"]
+
+KINDS = ("procrustes", "linear", "lowrank-residual")
+FORMAT_NAME = "vecpress-adapter"
+FORMAT_VERSION = 1
+#: the ridge of ``"linear"`` and of the low-rank correction, relative to the mean
+#: eigenvalue of the centred sources' Gram matrix
+RIDGE = 1e-3
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A fitted map from one model's embeddings (``d_src``) to another's (``d_dst``).
+
+    Attributes
+    ----------
+    kind : str
+        One of :data:`KINDS`.
+    src_mean : float32[d_src]
+    dst_mean : float32[d_dst]
+    matrix : float32[d_src, d_dst]
+        The map of centred rows (for ``"lowrank-residual"``, the rotation plus its
+        correction, multiplied out).
+    normalize : bool
+        Whether mapped rows are scaled to unit norm.
+    report : dict
+        What the fit measured: ``pairs``, ``heldout``, ``heldout_cosine``,
+        ``identity_cosine`` (when the dimensions agree), ``procrustes_cosine``, and
+        ``rank`` for ``"lowrank-residual"``.
+    """
+
+    kind: str
+    src_mean: np.ndarray
+    dst_mean: np.ndarray
+    matrix: np.ndarray
+    normalize: bool
+    report: dict = field(default_factory=dict)
+
+    @property
+    def d_src(self) -> int:
+        return int(self.src_mean.size)
+
+    @property
+    def d_dst(self) -> int:
+        return int(self.dst_mean.size)
+
+    # -- fitting ---------------------------------------------------------------
+    @classmethod
+    def fit(cls, src, dst, kind: str = "procrustes", rank: int | None = None,
+            seed: int = 0) -> Adapter:  # fmt: skip
+        """Fit an adapter on paired embeddings of the same texts (module docstring).
+
+        Parameters
+        ----------
+        src, dst : array_like, float[n, d_src] and float[n, d_dst]
+            Row ``i`` of each embeds the same text: ``src`` by the new model (the
+            queries' model), ``dst`` by the old one (the index's).
+        kind : str
+            ``"procrustes"``, ``"linear"`` or ``"lowrank-residual"``.
+        rank : int, optional
+            The correction's rank (``"lowrank-residual"`` only).
+        seed : int
+            Which pairs are held out.
+
+        Raises
+        ------
+        ValueError
+            Different row counts, NaN or Inf, fewer than 2 pairs, an unknown kind, a
+            rank out of range, or fewer pairs than the kind needs.
+        """
+        src = as_vectors(src, "src", allow_empty=False)
+        dst = as_vectors(dst, "dst", allow_empty=False)
+        if src.shape[0] != dst.shape[0]:
+            raise ValueError(
+                f"src and dst must pair the same texts row by row: src has {src.shape[0]} "
+                f"rows, dst {dst.shape[0]}"
+            )
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, found {kind!r}")
+        n, d_src = src.shape
+        d_dst = dst.shape[1]
+        if kind == "lowrank-residual":
+            rank = min(64, max(1, d_dst // 4)) if rank is None else rank
+            if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)):
+                raise TypeError(f"rank must be an int, found {type(rank).__name__}")
+            if not 1 <= rank <= min(d_src, d_dst):
+                raise ValueError(f"rank must be in [1, {min(d_src, d_dst)}], found {rank}")
+        elif rank is not None:
+            raise ValueError(f"rank applies to kind 'lowrank-residual' only, not {kind!r}")
+        need = {"procrustes": 2, "linear": d_src + 1, "lowrank-residual": 2 * (rank or 1)}[kind]
+        if n < need:
+            why = {
+                "procrustes": "two pairs at least",
+                "linear": f"a pair per source dimension ({d_src}) or more, else the map is "
+                "underdetermined (procrustes needs far fewer)",
+                "lowrank-residual": f"twice the rank ({rank}) or more",
+            }[kind]
+            raise ValueError(f"kind {kind!r} needs {why}: found {n} pairs")
+        normalize = bool(np.allclose(np.linalg.norm(dst, axis=1), 1.0, atol=1e-3))
+        report: dict = {"pairs": n, "kind": kind}
+        held = _held_out(n, seed)
+        if held.size and n - held.size >= need:
+            train = np.setdiff1d(np.arange(n), held)
+            a = _fit_parts(src[train], dst[train], kind, rank)
+            b = _fit_parts(src[train], dst[train], "procrustes", None)
+            report["heldout"] = int(held.size)
+            report["heldout_cosine"] = _cosine(_apply(src[held], *a, normalize), dst[held])
+            report["procrustes_cosine"] = _cosine(_apply(src[held], *b, normalize), dst[held])
+            if d_src == d_dst:
+                report["identity_cosine"] = _cosine(src[held], dst[held])
+        else:
+            report["heldout"] = 0
+            report["heldout_cosine"] = None
+        if rank is not None:
+            report["rank"] = int(rank)
+        src_mean, dst_mean, matrix = _fit_parts(src, dst, kind, rank)
+        return cls(kind, src_mean, dst_mean, matrix, normalize, report)
+
+    # -- using -----------------------------------------------------------------
+    def transform(self, q) -> np.ndarray:
+        """Map rows of the source model into the destination's space (float32).
+
+        Raises
+        ------
+        ValueError
+            Rows that are not finite, or not of dimension ``d_src``.
+        """
+        q = as_vectors(q, "queries", dim=self.d_src)
+        return _apply(q, self.src_mean, self.dst_mean, self.matrix, self.normalize)
+
+    # -- bytes -----------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """The adapter in the project's container (JSON config, checksummed arrays)."""
+        config = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "kind": self.kind,
+                  "normalize": self.normalize, "report": self.report}  # fmt: skip
+        arrays = {"src_mean": self.src_mean, "dst_mean": self.dst_mean, "matrix": self.matrix}
+        return pack(config, arrays)
+
+    @classmethod
+    def from_bytes(cls, blob) -> Adapter:
+        """An adapter from :meth:`to_bytes`'s bytes.
+
+        Raises
+        ------
+        FormatError
+            Not an adapter, or a damaged one.
+        """
+        config, arrays = unpack(blob, source="adapter")
+        if config.get("format") != FORMAT_NAME or config.get("version") != FORMAT_VERSION:
+            raise FormatError(
+                f"adapter: format {config.get('format')!r:.80} version "
+                f"{config.get('version')!r:.20}, expected {FORMAT_NAME!r} version "
+                f"{FORMAT_VERSION}"
+            )
+        try:
+            src_mean, dst_mean, matrix = arrays["src_mean"], arrays["dst_mean"], arrays["matrix"]
+        except KeyError:
+            raise FormatError("adapter: arrays missing") from None
+        ok = config.get("kind") in KINDS and isinstance(config.get("normalize"), bool)
+        ok = ok and isinstance(config.get("report"), dict) and len(arrays) == 3
+        ok = ok and all(a.dtype == np.float32 for a in (src_mean, dst_mean, matrix))
+        ok = ok and src_mean.ndim == dst_mean.ndim == 1
+        ok = ok and matrix.shape == (src_mean.size, dst_mean.size) and src_mean.size > 0
+        ok = ok and all(np.isfinite(a).all() for a in (src_mean, dst_mean, matrix))
+        if not ok:
+            raise FormatError("adapter: its config and arrays do not agree (damaged?)")
+        return cls(config["kind"], np.array(src_mean), np.array(dst_mean), np.array(matrix),
+                   config["normalize"], config["report"])  # fmt: skip
+
+
+def _held_out(n: int, seed: int) -> np.ndarray:
+    """A tenth of ``n`` rows (none below 10), drawn with ``seed``, sorted."""
+    if n < 10:
+        return np.zeros(0, np.int64)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=max(1, n // 10), replace=False))
+
+
+def _fit_parts(src: np.ndarray, dst: np.ndarray, kind: str, rank: int | None):
+    """``(src_mean, dst_mean, matrix)`` of the map (float32), fitted in float64."""
+    mu_s = src.mean(axis=0, dtype=np.float64)
+    mu_d = dst.mean(axis=0, dtype=np.float64)
+    a = src.astype(np.float64) - mu_s
+    b = dst.astype(np.float64) - mu_d
+    gram = a.T @ a
+    ridge = RIDGE * max(float(np.trace(gram)) / gram.shape[0], 1e-300)
+    if kind == "linear":
+        m = np.linalg.solve(gram + ridge * np.eye(gram.shape[0]), a.T @ b)
+    else:
+        m = _procrustes(a, b)
+        if kind == "lowrank-residual":
+            resid = b - a @ m
+            full = np.linalg.solve(gram + ridge * np.eye(gram.shape[0]), a.T @ resid)
+            # reduced-rank regression: the fit's top right singular vectors
+            _, _, vt = np.linalg.svd(a @ full, full_matrices=False)
+            top = vt[:rank].T
+            m = m + full @ top @ top.T
+    return mu_s.astype(np.float32), mu_d.astype(np.float32), np.ascontiguousarray(m, np.float32)
+
+
+def _procrustes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The (semi-)orthogonal ``R`` minimizing ``‖a R - b‖``: ``U Vᵀ`` of ``aᵀ b``."""
+    u, _, vt = np.linalg.svd(a.T @ b, full_matrices=False)
+    return u @ vt
+
+
+def _apply(q, src_mean, dst_mean, matrix, normalize: bool) -> np.ndarray:
+    out = (q - src_mean) @ matrix + dst_mean
+    if normalize:
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        out /= np.where(norms > 0, norms, 1.0).astype(np.float32)
+    return np.ascontiguousarray(out, np.float32)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean cosine between the rows of ``a`` and ``b`` (zero rows count 0)."""
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    num = (a * b).sum(axis=1)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float(np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0).mean())
