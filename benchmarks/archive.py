@@ -308,10 +308,9 @@ def plot(run: dict, path: Path) -> None:
             ax.plot(c["mse"], c["bits_per_dim"], "s", color="C1")
             ax.annotate(f"zstd({c['spec']})", (c["mse"], c["bits_per_dim"]), fontsize=8,
                         textcoords="offset points", xytext=(4, 4))  # fmt: skip
-        for f in s["floats"]:
-            ax.axhline(f["bits_per_dim"], color="C2", ls=":", lw=1)
-            ax.annotate(f["name"], (mses[0], f["bits_per_dim"]), fontsize=8, color="C2",
-                        textcoords="offset points", xytext=(2, 3))  # fmt: skip
+        floats = "\n".join(f"{f['name']}: {f['bits_per_dim']:.1f} bits/dim" for f in s["floats"])
+        ax.text(0.02, 0.03, floats, transform=ax.transAxes, fontsize=8, color="C2")
+        ax.set_ylim(0, 1.25 * max(c["bits_per_dim"] for c in s["codes"]))
         ax.set_xscale("log")
         ax.set_xlabel("mean squared error per entry")
         ax.set_ylabel("bits per dimension")
@@ -329,7 +328,11 @@ def main() -> int:
     p.add_argument("--sets", default="glove,minilm")
     p.add_argument("--minilm", type=Path, default=Path.home() / ".cache" / "vecpress" / "minilm")
     p.add_argument("--stream-rows", type=int, default=2_000_000)
+    p.add_argument("--plot", type=Path, help="only redraw the plot of this results .json")
     args = p.parse_args()
+    if args.plot:
+        plot(json.loads(args.plot.read_text()), args.plot.with_suffix(".png"))
+        return 0
     import faiss
     import numcodecs
 
