@@ -194,15 +194,21 @@ def count_into(q, lows, starts, counts):
 
 
 @nb.njit(cache=True)
+def low_bit_words(n, shifts):
+    """The uint32 words that hold ``n`` rows' low bits, ``shifts[j]`` bits per axis."""
+    total = 0
+    for j in range(shifts.size):
+        total += n * shifts[j]
+    return (total + 31) // 32
+
+
+@nb.njit(cache=True)
 def pack_low_bits(cols, shifts):
     """The low ``shifts[j]`` bits of every value of row ``j`` of ``cols`` (non-negative
     int32, one row per axis), row after row, least significant first, into uint32
     words."""
     k, n = cols.shape
-    total = 0
-    for j in range(k):
-        total += n * shifts[j]
-    out = np.zeros((total + 31) // 32 + 1, np.uint32)
+    out = np.zeros(low_bit_words(n, shifts) + 1, np.uint32)
     acc = np.uint64(0)
     filled = 0
     w = 0
@@ -231,10 +237,7 @@ def add_low_bits(cols, shifts, words):
     (:func:`pack_low_bits`'s order); returns False if ``words`` is not exactly long
     enough."""
     k, n = cols.shape
-    total = 0
-    for j in range(k):
-        total += n * shifts[j]
-    if words.size != (total + 31) // 32:
+    if words.size != low_bit_words(n, shifts):
         return False
     acc = np.uint64(0)
     have = 0

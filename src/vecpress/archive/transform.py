@@ -195,6 +195,13 @@ def sample_quantizer(y: np.ndarray, step: float, sigma: np.ndarray) -> tuple[Qua
     """The quantizer of ``step`` fitted on the coefficients ``y`` (shrink, and the axes
     kept: up to the last whose levels are not all 0), and its mean squared error per
     entry of ``y`` (the axes dropped counted whole)."""
+    qz, _, _, err = _fitted(y, step, sigma)
+    return qz, err
+
+
+def _fitted(y: np.ndarray, step: float, sigma: np.ndarray):
+    """:func:`sample_quantizer`'s quantizer and error, with the kept axes' symbols and
+    decoded coefficients: ``(qz, symbols, values, error)``."""
     qz = quantizer(step, sigma)
     s = symbols(y, qz)
     qz = fit_shrink(y, s, qz)
@@ -202,9 +209,11 @@ def sample_quantizer(y: np.ndarray, step: float, sigma: np.ndarray) -> tuple[Qua
     k = max(int(used[-1]) + 1 if used.size else 0, 8 * qz.groups)
     qz = Quantizer(qz.step, qz.groups, qz.offsets[: k - 8 * qz.groups],
                    qz.shrink[: k - 8 * qz.groups])  # fmt: skip
-    err = kernels.squared_error(values(s[:, :k], qz), np.ascontiguousarray(y[:, :k])).sum()
+    s = s[:, :k]
+    v = values(s, qz)
+    err = kernels.squared_error(v, np.ascontiguousarray(y[:, :k])).sum()
     err += float(np.square(y[:, k:], dtype=np.float64).sum())
-    return qz, float(err) / y.size
+    return qz, s, v, float(err) / y.size
 
 
 def finest_step(y: np.ndarray) -> float:
@@ -293,40 +302,82 @@ def recall_at_10(queries: np.ndarray, base: np.ndarray, decoded: np.ndarray) -> 
     """Recall@10 by inner product of the decoded rows against the original ones: the
     fraction of each query's 10 best original rows found among its 10 best decoded
     rows."""
-    k = min(10, base.shape[0])
-    want = np.argpartition(-(queries @ base.T), k - 1, axis=1)[:, :k]
-    got = np.argpartition(-(queries @ decoded.T), k - 1, axis=1)[:, :k]
+    return _recall(_top10(queries, base), queries, decoded)
+
+
+def _top10(queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    k = min(10, rows.shape[0])
+    return np.argpartition(-(queries @ rows.T), k - 1, axis=1)[:, :k]
+
+
+def _recall(want: np.ndarray, queries: np.ndarray, decoded: np.ndarray) -> float:
+    got = _top10(queries, decoded)
     hits = sum(np.intersect1d(a, b).size for a, b in zip(want, got, strict=True))
-    return hits / (k * queries.shape[0])
+    return hits / got.size
+
+
+#: rows of the base on which a recall target's step is first bracketed
+RECALL_COARSE_ROWS = 20_000
 
 
 def step_for_recall(t: Transform, base: np.ndarray, queries: np.ndarray, target: float) -> float:
     """The largest step (to 1 %) whose decoded ``base`` rows give ``queries`` a
-    recall@10 of at least ``target`` (:func:`recall_at_10`); bisection in the step's
-    logarithm (recall falls as the step grows, up to noise)."""
+    recall@10 of at least ``target`` (:func:`recall_at_10`; recall falls as the step
+    grows, up to noise).
+
+    Coarse to fine: the step is bracketed on :data:`RECALL_COARSE_ROWS` rows of the base
+    spread evenly (steps a factor 4 apart, then to 5 %), then found on the whole base
+    from there (steps a factor 1.1 apart, then bisection in the step's logarithm):
+    recall on fewer rows is a little higher, so the whole base's step is near and
+    usually below, and few decodings of the whole base are needed."""
     y = project(t, base)
-    sigma = t.sigma
     top = float(np.abs(y).max(initial=0.0))
     if top == 0.0:
         return 1.0
-
-    def recall(step: float) -> float:
-        qz, _ = sample_quantizer(y, step, sigma)
-        v = values(symbols(y, qz), qz)
-        return recall_at_10(queries, base, reconstruct(v, t.basis[:, : qz.axes], t.mean))
-
     finest = finest_step(y) * 2
-    lo, hi = max(top * 2.0**-12, finest), top * 4
-    while recall(lo) < target:
-        if lo <= finest:
-            raise ValueError(
-                f"recall={target!r} is beyond reach: even the finest step the archive "
-                f"allows gives {recall(lo):.4f} on the held-out queries"
-            )
-        lo = max(lo / 16, finest)
-    if recall(hi) >= target:
-        return hi
-    while hi / lo >= 1.01:
+
+    def recall_on(rows):
+        ys = y[rows]
+        want = _top10(queries, base[rows])  # the originals' top 10, once
+
+        def recall(step: float) -> float:
+            qz, _, v, _ = _fitted(ys, step, t.sigma)
+            return _recall(want, queries, reconstruct(v, t.basis[:, : qz.axes], t.mean))
+
+        return recall
+
+    step = top * 2.0**-6
+    if len(base) > RECALL_COARSE_ROWS * 5 // 4:
+        rows = np.unique(np.linspace(0, len(base) - 1, RECALL_COARSE_ROWS).astype(np.int64))
+        step = _largest_step(recall_on(rows), step, target, 4.0, 1.05, finest, top)
+    return _largest_step(recall_on(slice(None)), step, target, 1.1, 1.01, finest, top)
+
+
+def _largest_step(recall, start, target, factor, tol, finest, top) -> float:
+    """The largest step (to ``tol``) with ``recall(step) >= target``: steps ``factor``
+    apart from ``start`` until the answer is bracketed, then bisection."""
+    lo = hi = start
+    if recall(start) >= target:
+        while True:
+            hi = lo * factor
+            if hi > 4 * top:  # every level 0 beyond: the recall stops changing
+                return lo
+            if recall(hi) < target:
+                break
+            lo = hi
+    else:
+        while True:
+            lo = max(hi / factor, finest)
+            got = recall(lo)
+            if got >= target:
+                break
+            if lo <= finest:
+                raise ValueError(
+                    f"recall={target!r} is beyond reach: even the finest step the archive "
+                    f"allows gives {got:.4f} on the held-out queries"
+                )
+            hi = lo
+    while hi / lo >= tol:
         mid = math.sqrt(lo * hi)
         lo, hi = (mid, hi) if recall(mid) >= target else (lo, mid)
     return lo

@@ -34,7 +34,9 @@ def read_adapter(path: str):
 def add_migrate_parsers(sub, common: argparse.ArgumentParser) -> None:
     """``migrate fit``."""
     migrate = sub.add_parser("migrate", help="switch embedding models without re-embedding")
-    msub = migrate.add_subparsers(dest="migrate_command", required=True)
+    msub = migrate.add_subparsers(
+        dest="migrate_command", required=True, metavar="ACTION", help="fit: fit an adapter"
+    )
     fit = msub.add_parser(
         "fit", parents=[common],
         help="fit an adapter on the same texts embedded by the new and the old model; prints "
