@@ -50,5 +50,5 @@ def add_migrate_parsers(sub, common: argparse.ArgumentParser) -> None:
                      choices=("procrustes", "linear", "lowrank-residual"),
                      help="the map (default procrustes)")  # fmt: skip
     fit.add_argument("--rank", type=int, help="the correction's rank (lowrank-residual)")
-    fit.add_argument("--seed", type=int, default=0, help="which pairs are held out")
+    fit.add_argument("--seed", type=int, default=0, help="which pairs are held out (default 0)")
     fit.set_defaults(func=_fit)

@@ -1395,7 +1395,15 @@ def open(path, mmap: bool = True) -> Index:  # shadows builtins.open in this mod
 
 def adapted(adapter, q, d: int | None) -> np.ndarray:
     """``q`` mapped by ``adapter`` (a :class:`vecpress.migrate.Adapter`, or anything with
-    ``d_dst`` and ``transform``) into a space of dimension ``d``."""
+    ``d_dst`` and ``transform``) into a space of dimension ``d``.
+
+    Examples
+    --------
+    >>> from vecpress.migrate import Adapter
+    >>> x = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
+    >>> adapted(Adapter.fit(x, x[:, :3]), x[:2], 3).shape
+    (2, 3)
+    """
     if not (hasattr(adapter, "transform") and hasattr(adapter, "d_dst")):
         raise TypeError(
             f"adapter must be a vecpress.migrate.Adapter, found {type(adapter).__name__}"
