@@ -152,3 +152,45 @@ def test_cli_migrate_fit_and_search_with_the_adapter(tmp_path, capsys):
     assert "24 columns, the index has d=16" in capsys.readouterr().err
     assert main(["migrate", "fit", str(tmp_path / "new.npy"), str(tmp_path / "old.npy")[:-4]
                  + "x.npy", "-o", vpa]) == 2  # fmt: skip
+
+
+def test_drift_tells_moved_rows_from_the_same_rows():
+    """A codec keeping its training rows' 8 leading principal axes: rows drawn the same
+    way need no refit (predicted change within the sampling error, ≈ 0.006 a recall at
+    500 queries, so ± 0.02), rows whose variance moved to the other axes do."""
+    from vecpress import Codec
+    from vecpress.migrate import drift
+
+    rng = np.random.default_rng(7)
+    scale = np.r_[np.full(8, 2.0), np.full(8, 0.2)].astype(np.float32)
+    old = rng.standard_normal((6000, 16)).astype(np.float32) * scale
+    codec = Codec.from_spec("pca8,rq4", d=16).fit(old[:3000])
+    same = drift(codec, old[:3000], old[3000:])
+    assert not same.refit and same.reason == "no refit needed"
+    assert abs(same.predicted_recall_change) <= 0.02 and 0.8 < same.distortion_ratio < 1.25
+    assert same.outside_reference <= 0.1 and abs(same.outside_new - same.outside_reference) < 0.02
+    moved = drift(codec, old[:3000], old[3000:] * (scale[::-1] / scale))
+    assert moved.refit and "recall@10 predicted to fall" in moved.reason
+    assert moved.outside_new > 0.9 and moved.distortion_ratio > 10
+    shifted = drift(codec, old[:3000], old[3000:] + 3.0)  # a moved mean alone
+    assert shifted.mean_shift == pytest.approx(3.0 * 4 / np.sqrt((scale**2).sum()), rel=0.05)
+    with pytest.raises(ValueError, match="at least 100 new rows"):
+        drift(codec, old, old[:50])
+    with pytest.raises(ValueError, match=r"dimension|columns"):
+        drift(codec, old, old[:, :8])
+    with pytest.raises(ValueError, match="metric"):
+        drift(codec, old, old, metric="hamming")
+
+
+def test_index_drift_reads_its_own_rows_back():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3000, 16)).astype(np.float32)
+    index = Index("hd2,rq4", "ip", rerank_spec="f32")
+    index.add(x[:1500])
+    report = index.drift(x[1500:])
+    assert report.rows_reference == 1500 and not report.refit
+    plain = Index("hd2,rq4", "ip")
+    plain.add(x[:1500])
+    with pytest.raises(ValueError, match="reference="):
+        plain.drift(x[1500:])
+    assert not plain.drift(x[1500:], reference=x[:1500]).refit

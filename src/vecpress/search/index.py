@@ -722,6 +722,45 @@ class Index:
             self._stage = None
         return count
 
+    def drift(self, new, reference=None, **options):
+        """How this index's codec serves the rows ``new`` against ``reference`` rows
+        (:func:`vecpress.migrate.drift`: distortion, shift of mean and subspace, the
+        predicted change of recall@10, whether to refit); ``reference`` by default up
+        to 10,000 of the index's own vectors, read back from a float second tier
+        (``rerank_spec`` ``"f32"``, ``"f16"`` or ``"bf16"``). ``options``: those of
+        :func:`~vecpress.migrate.drift` but ``metric`` (the index's).
+
+        Raises
+        ------
+        ValueError
+            No ``reference`` and no float second tier; an IVF index with residual codes
+            (its codec codes residuals, not rows); bad rows.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).standard_normal((2000, 16)).astype(np.float32)
+        >>> index = Index("hd2,rq4", "ip", rerank_spec="f32")
+        >>> _ = index.add(x[:1000])
+        >>> index.drift(x[1000:]).refit
+        False
+        """
+        from ..migrate import drift
+
+        if self.is_ivf and self.ivf_residual:
+            raise ValueError("drift: this IVF index codes residuals; measure its codec on rows")
+        if reference is None:
+            tier = self.rerank_codec
+            if tier is None or tier.spec not in ("f32", "f16", "bf16"):
+                raise ValueError(
+                    "drift needs reference= (a sample of the rows the index was built from), "
+                    "or an index with a float second tier (rerank_spec f32, f16 or bf16)"
+                )
+            ids = self.ids
+            pick = np.unique(np.linspace(0, ids.size - 1, min(10_000, ids.size)).astype(np.int64))
+            reference = self.reconstruct(ids[pick])
+        return drift(self.codec, reference, new, metric=self.metric, **options)
+
     def reconstruct(self, ids) -> np.ndarray:
         """The stored vectors of ``ids`` as the index can rebuild them: ``float32[n, d]``,
         decoded from the second tier where there is one (``rerank_spec``, or both
