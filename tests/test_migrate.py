@@ -194,3 +194,27 @@ def test_index_drift_reads_its_own_rows_back():
     with pytest.raises(ValueError, match="reference="):
         plain.drift(x[1500:])
     assert not plain.drift(x[1500:], reference=x[:1500]).refit
+
+
+def test_cli_inspect_new(tmp_path, capsys):
+    import json
+
+    from vecpress.cli import main
+
+    rng = np.random.default_rng(9)
+    scale = np.r_[np.full(8, 2.0), np.full(8, 0.2)].astype(np.float32)
+    x = rng.standard_normal((4000, 16)).astype(np.float32) * scale
+    np.save(tmp_path / "base.npy", x[:2000])
+    np.save(tmp_path / "same.npy", x[2000:])
+    np.save(tmp_path / "moved.npy", x[2000:] * (scale[::-1] / scale))
+    idx = str(tmp_path / "i.vpi")
+    assert main(["build", str(tmp_path / "base.npy"), "--spec", "pca8,rq4", "--metric", "l2",
+                 "--rerank-spec", "f32", "-o", idx]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["inspect", idx, "--new", str(tmp_path / "same.npy")]) == 0
+    assert json.loads(capsys.readouterr().out)["refit"] is False
+    assert main(["inspect", idx, "--new", str(tmp_path / "moved.npy")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["refit"] is True and report["rows_reference"] == 2000
+    assert main(["inspect", str(tmp_path / "base.npy"), "--new", str(tmp_path / "same.npy")]) == 2
+    assert "invalid" in capsys.readouterr().err

@@ -292,6 +292,21 @@ def _advise(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect_drift(args: argparse.Namespace) -> int:
+    """``vecpress inspect INDEX --new VECTORS``: :meth:`vecpress.Index.drift` as JSON."""
+    from ..search.index import open as open_index
+    from .args import _vectors
+
+    if args.new is None:
+        raise ValueError("--reference goes with --new (the vectors whose drift is measured)")
+    index = open_index(args.base, mmap=True)
+    new = _vectors(args.new, "new", args.column)
+    ref = None if args.reference is None else _vectors(args.reference, "reference", args.column)
+    report = index.drift(new, reference=ref, seed=args.seed)
+    print(json.dumps({"index": args.base, **report.as_dict()}, indent=2))
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     """``vecpress inspect``: the diagnostics of :func:`vecpress.advisor.diagnostics.inspect`, and
     where the queries of its recall after PCA came from.
@@ -304,6 +319,8 @@ def _inspect(args: argparse.Namespace) -> int:
     from ..advisor.datasets import load
     from ..advisor.diagnostics import format_statistic as fmt
 
+    if args.new is not None or args.reference is not None:
+        return _inspect_drift(args)
     _check_data_args(args)
     data = load(
         args.base,

@@ -233,6 +233,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     inspect.add_argument("--no-progress", action="store_true", help="no progress bar")
+    inspect.add_argument(
+        "--new", metavar="VECTORS",
+        help="with an index file as BASE: how its codec serves these vectors against the rows "
+        "it was built from (read back from its float second tier, or --reference): "
+        "distortion, shift, predicted change of recall@10, whether to refit; prints JSON",
+    )  # fmt: skip
+    inspect.add_argument(
+        "--reference",
+        metavar="VECTORS",
+        help="with --new: a sample of the rows the index was built from",
+    )
     inspect.set_defaults(func=_inspect)
 
     build = sub.add_parser(
