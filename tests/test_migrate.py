@@ -180,6 +180,12 @@ def test_drift_tells_moved_rows_from_the_same_rows():
         drift(codec, old, old[:, :8])
     with pytest.raises(ValueError, match="metric"):
         drift(codec, old, old, metric="hamming")
+    with pytest.raises(ValueError, match=r"queries must be in >= 10, found 0"):
+        drift(codec, old, old, queries=0)
+    with pytest.raises(ValueError, match="threshold"):
+        drift(codec, old, old, threshold=float("nan"))
+    with pytest.raises(TypeError, match="rows must be an integer"):
+        drift(codec, old, old, rows=2.5)
 
 
 def test_index_drift_reads_its_own_rows_back():

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validation import as_vectors
+from ._validation import as_vectors, check_positive_int
 from .container import pack, unpack
 from .errors import FormatError
 
@@ -376,6 +376,12 @@ def drift(codec, reference, new, *, metric: str = "ip", queries: int = 500, rows
     """
     if metric not in ("ip", "cosine", "l2"):
         raise ValueError(f"metric must be ip, cosine or l2, found {metric!r}")
+    queries = check_positive_int(queries, "queries", low=10)
+    rows = check_positive_int(rows, "rows", low=10)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
+        raise TypeError(f"threshold must be a number, found {type(threshold).__name__}")
+    if not (math.isfinite(threshold) and 0 <= threshold < 1):
+        raise ValueError(f"threshold must be in [0, 1), found {threshold!r}")
     d = codec.d
     ref = as_vectors(reference, "reference", dim=d, allow_empty=False)
     new = as_vectors(new, "new", dim=d, allow_empty=False)
