@@ -162,8 +162,8 @@ class Adapter:
         held = _held_out(n, seed)
         if held.size and n - held.size >= need:
             train = np.setdiff1d(np.arange(n), held)
-            a = _fit_parts(src[train], dst[train], kind, rank)
             b = _fit_parts(src[train], dst[train], "procrustes", None)
+            a = b if kind == "procrustes" else _fit_parts(src[train], dst[train], kind, rank)
             report["heldout"] = int(held.size)
             report["heldout_cosine"] = _cosine(_apply(src[held], *a, normalize), dst[held])
             report["procrustes_cosine"] = _cosine(_apply(src[held], *b, normalize), dst[held])

@@ -283,10 +283,13 @@ def _bar(progress: bool, total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="rows", unit_scale=True, disable=not progress)
 
 
-def _chunks(src: VectorSource, rows: int, bar) -> Iterator[tuple[int, np.ndarray]]:
-    """The input on the archive's chunk grid, each chunk checked (finite, float32)."""
+def _chunks(src: VectorSource, rows: int, bar, check: bool = False):
+    """The input on the archive's chunk grid (float32); with ``check``, each chunk
+    checked (finite, norms in range): the first pass checks, the later ones read the
+    same rows again."""
     for lo, x in src.chunks(rows=rows, prefetch=src.n > rows):
-        x = as_vectors(x, src.name, dim=src.d, row_offset=lo)
+        if check:
+            x = as_vectors(x, src.name, dim=src.d, row_offset=lo)
         bar.update(x.shape[0])
         yield lo, x
 
@@ -351,7 +354,7 @@ def _compress(src: VectorSource, out, target: tuple[str, float], queries, progre
     chunks = -(-n // rows)
     moments = Moments(d)
     with _bar(progress, n, "archive: covariance") as bar:
-        for _, x in _chunks(src, rows, bar):
+        for _, x in _chunks(src, rows, bar, check=True):
             moments.add(x)
     t = moments.transform()
     sigma = t.sigma
