@@ -224,3 +224,185 @@ def test_cli_inspect_new(tmp_path, capsys):
     assert report["refit"] is True and report["rows_reference"] == 2000
     assert main(["inspect", str(tmp_path / "base.npy"), "--new", str(tmp_path / "same.npy")]) == 2
     assert "invalid" in capsys.readouterr().err
+
+
+def test_drift_measures_both_samples_at_the_same_base_size():
+    """A small reference against a large new sample: both recalls on equal bases (else
+    the larger base alone would lower the new rows' recall)."""
+    from vecpress import Codec
+    from vecpress.migrate import drift
+
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((8000, 32)).astype(np.float32)
+    codec = Codec.from_spec("hd2,rq4", d=32).fit(x[:2000])
+    report = drift(codec, x[:1000], x[1000:], queries=200, rows=6000, threshold=0.05)
+    assert (report.recall_queries, report.recall_rows) == (200, 800)
+    assert not report.refit
+
+
+def moved_rows(n: int = 2000, seed: int = 11):
+    """Rows whose variance lies on 8 of 16 axes, and the same rows on the other 8."""
+    rng = np.random.default_rng(seed)
+    scale = np.r_[np.full(8, 2.0), np.full(8, 0.2)].astype(np.float32)
+    old = rng.standard_normal((n, 16)).astype(np.float32) * scale
+    return old, old[:, ::-1].copy()
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+@pytest.mark.parametrize("ivf", [None, 8])
+def test_refit_equals_an_index_built_afresh_on_the_sample(metric, ivf):
+    """After refit(sample), the index holds exactly what a new index trained on the
+    sample and given the same rows and ids holds: codes, norms, lists, ids, answers.
+    (Not "cosine": there a fresh index would normalise the stored unit rows again,
+    changing last bits; that metric is tested below.)"""
+    old, new = moved_rows()
+    index = Index("pca8,rq4", metric, rerank_spec="f32", ivf=ivf, seed=3)
+    index.add(old, ids=np.arange(5000, 7000))
+    index.add(new)
+    ids = index.ids
+    rows = index.reconstruct(ids)
+    assert index.refit(new) is index
+    fresh = Index("pca8,rq4", metric, rerank_spec="f32", ivf=ivf, seed=3).train(new)
+    fresh.add(rows, ids=ids)
+    a, b = index.to_state(), fresh.to_state()
+    assert np.array_equal(a.ids, b.ids) and np.array_equal(a.codes, b.codes)
+    assert np.array_equal(a.rerank_codes, b.rerank_codes)
+    assert np.array_equal(a.list_offsets, b.list_offsets)
+    if metric == "l2":
+        assert np.array_equal(a.norms, b.norms)
+    q, probe = new[:20], {} if ivf is None else {"nprobe": 8}
+    ra, rb = index.search(q, 5, **probe), fresh.search(q, 5, **probe)
+    assert np.array_equal(ra.ids, rb.ids) and np.array_equal(ra.scores, rb.scores)
+    assert index.next_id == 9000 and index.add(new[:1]).tolist() == [9000]
+
+
+@pytest.mark.parametrize("tier", ["f32", "f16"])
+def test_refit_under_cosine_reads_the_stored_unit_rows(tier):
+    old, new = moved_rows()
+    index = Index("pca8,rq4", "cosine", rerank_spec=tier)
+    index.add(old)
+    ids = index.add(new)
+
+    def found():
+        return (index.search(new[:200], 1).ids[:, 0] == ids[:200]).mean()
+
+    before = found()
+    rows = index.reconstruct(index.ids)
+    index.refit(new)
+    assert found() > before + 0.3
+    assert np.array_equal(index.to_state().codes, index.codec.encode(rows))
+
+
+def test_refit_takes_vectors_without_a_float_tier_and_checks_them():
+    old, new = moved_rows()
+    index = Index("pca8,rq4", "l2")
+    index.add(old)
+    before = index.search(new[:100], 1)
+    with pytest.raises(ValueError, match="vectors="):
+        index.refit(new)
+    with pytest.raises(ValueError, match="every stored row"):
+        index.refit(new, vectors=new[:10])
+    bad = new.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match=r"vectors has 1 row.* NaN or Inf"):
+        index.refit(new, vectors=bad)
+    with pytest.raises(ValueError, match=r"sample has 1 row.* NaN or Inf"):
+        index.refit(bad)
+    with pytest.raises(ValueError, match="sample must have 16 columns"):
+        index.refit(new[:, :8], vectors=new)
+    after = index.search(new[:100], 1)  # nothing changed by the failed calls
+    assert np.array_equal(before.ids, after.ids) and np.array_equal(before.scores, after.scores)
+    index.refit(new, vectors=new)  # the stored rows replaced by what vectors says
+    assert (index.search(new[:200], 1).ids[:, 0] == np.arange(200)).mean() > 0.9
+    with pytest.raises(ValueError, match="trained"):
+        Index("pca8,rq4", "l2").refit(new)
+
+
+def test_refit_to_a_file_is_atomic(tmp_path, monkeypatch):
+    """The old file stays whole until the new one is complete; a failed save leaves the
+    file and the object as they were; a mapped index can replace its own file."""
+    import vecpress
+    from vecpress.files import storage
+
+    old, new = moved_rows()
+    path = tmp_path / "i.vpi"
+    built = Index("pca8,rq4", "l2", rerank_spec="f32")
+    built.add(old)
+    built.add(new)
+    built.save(path)
+    original = path.read_bytes()
+    index = vecpress.open(path, mmap=True)
+    before = index.search(new[:50], 3)
+
+    def broken(state, target, **kw):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(storage, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        index.refit(new, path=path)
+    monkeypatch.undo()
+    assert path.read_bytes() == original
+    again = index.search(new[:50], 3)
+    assert np.array_equal(before.ids, again.ids) and np.array_equal(before.scores, again.scores)
+    index.refit(new, path=path)
+    reopened = vecpress.open(path, mmap=True)
+    mine, theirs = index.search(new[:50], 3), reopened.search(new[:50], 3)
+    assert np.array_equal(mine.ids, theirs.ids) and np.array_equal(mine.scores, theirs.scores)
+    own = np.arange(2000, 2050)
+    assert (mine.ids[:, 0] == own).mean() > (before.ids[:, 0] == own).mean()
+
+
+def test_cli_migrate_refit(tmp_path, capsys):
+    import json
+
+    import vecpress
+    from vecpress.cli import main
+
+    old, new = moved_rows()
+    np.save(tmp_path / "old.npy", old)
+    np.save(tmp_path / "new.npy", new)
+    np.save(tmp_path / "all.npy", np.concatenate([old, new]))
+    idx = str(tmp_path / "i.vpi")
+    assert main(["build", str(tmp_path / "all.npy"), "--spec", "pca8,rq4", "--metric", "l2",
+                 "--rerank-spec", "f32", "-o", idx]) == 0  # fmt: skip
+    plain = str(tmp_path / "plain.vpi")
+    assert main(["build", str(tmp_path / "old.npy"), "--spec", "pca8,rq4", "--metric", "l2",
+                 "-o", plain]) == 0  # fmt: skip
+    capsys.readouterr()
+    out = str(tmp_path / "refit.vpi")
+    assert main(["migrate", "refit", idx, str(tmp_path / "new.npy"), "-o", out]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == 4000
+    assert main(["migrate", "refit", idx, str(tmp_path / "new.npy")]) == 0  # in place
+    capsys.readouterr()
+    a, b = vecpress.open(out).to_state(), vecpress.open(idx).to_state()
+    assert np.array_equal(a.codes, b.codes)
+    assert main(["migrate", "refit", plain, str(tmp_path / "new.npy")]) == 2
+    assert "vectors=" in capsys.readouterr().err
+    assert main(["migrate", "refit", plain, str(tmp_path / "new.npy"),
+                 "--vectors", str(tmp_path / "old.npy")]) == 0  # fmt: skip
+
+
+@pytest.mark.parametrize(("d_old", "d_new"), [(12, 96), (96, 12)])
+def test_lowrank_default_rank_fits_the_smaller_side(d_old, d_new):
+    """The default rank is bounded by both dimensions (a 384-d model mapped to a 50-d
+    one, and back)."""
+    new, old = pairs(1000, d_old, d_new, seed=12, noise=0.05)
+    adapter = Adapter.fit(new, old, kind="lowrank-residual")
+    assert adapter.report["rank"] == min(d_old, d_new) // 4
+    assert adapter.transform(new[:5]).shape == (5, d_old)
+    # 12 dimensions cannot carry 96: only the wide-to-narrow map aligns well
+    report = adapter.report
+    assert report["heldout_cosine"] >= report["procrustes_cosine"] - 0.01
+    assert (report["heldout_cosine"] > 0.9) == (d_new > d_old)
+
+
+def test_heldout_found_at_10_tells_a_true_map_from_an_unrelated_one():
+    """A rotation's mapped held-out rows all find their own pair first; an unrelated
+    "new model" finds it about as often as chance (10 of 100 held-out rows)."""
+    new, old = pairs(1000, 24, 32, seed=13)
+    assert Adapter.fit(new, old).report["heldout_found_at_10"] == 1.0
+    unrelated = np.random.default_rng(14).standard_normal(new.shape).astype(np.float32)
+    found = Adapter.fit(unrelated, old, kind="linear").report["heldout_found_at_10"]
+    assert found < 0.1 + 4 * np.sqrt(0.1 * 0.9 / 100)  # chance plus four deviations
+    few = Adapter.fit(new[:100], old[:100]).report  # 10 held out: too few for a top 10
+    assert few["heldout"] == 10 and few["heldout_found_at_10"] is None

@@ -1,5 +1,6 @@
 """``vecpress migrate fit``: an adapter from a new model's embeddings to an old one's
-(:mod:`vecpress.migrate`), for ``vecpress search --adapter``."""
+(:mod:`vecpress.migrate`), for ``vecpress search --adapter``; ``vecpress migrate refit``:
+an index re-encoded with a codec fitted on new rows (:meth:`vecpress.Index.refit`)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,20 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refit(args: argparse.Namespace) -> int:
+    from ..search.index import open as open_index
+
+    output = args.output or args.index
+    if args.output:
+        _check_output(args.output)
+    index = open_index(args.index, mmap=True)
+    sample = _vectors(args.sample, "sample", args.column)
+    vectors = None if args.vectors is None else _vectors(args.vectors, "vectors", args.column)
+    index.refit(sample, vectors=vectors, path=output)
+    print(json.dumps({"file": output, "rows": index.ntotal, "spec": index.spec}, indent=2))
+    return 0
+
+
 def read_adapter(path: str):
     """The adapter in the file ``path`` (made by ``vecpress migrate fit``)."""
     from ..migrate import Adapter
@@ -32,11 +47,12 @@ def read_adapter(path: str):
 
 
 def add_migrate_parsers(sub, common: argparse.ArgumentParser) -> None:
-    """``migrate fit``."""
+    """``migrate fit`` and ``migrate refit``."""
     migrate = sub.add_parser("migrate", help="switch embedding models without re-embedding")
     msub = migrate.add_subparsers(
-        dest="migrate_command", required=True, metavar="ACTION", help="fit: fit an adapter"
-    )
+        dest="migrate_command", required=True, metavar="ACTION",
+        help="fit: fit an adapter; refit: re-encode an index with a codec fitted on new rows",
+    )  # fmt: skip
     fit = msub.add_parser(
         "fit", parents=[common],
         help="fit an adapter on the same texts embedded by the new and the old model; prints "
@@ -52,3 +68,18 @@ def add_migrate_parsers(sub, common: argparse.ArgumentParser) -> None:
     fit.add_argument("--rank", type=int, help="the correction's rank (lowrank-residual)")
     fit.add_argument("--seed", type=int, default=0, help="which pairs are held out (default 0)")
     fit.set_defaults(func=_fit)
+
+    refit = msub.add_parser(
+        "refit", parents=[common],
+        help="fit the index's codec again on a sample of the rows it now serves and re-encode "
+        "every stored row (from its float second tier or --vectors), written atomically: the "
+        "old file stays intact until the new one is complete (see vecpress inspect INDEX --new)",
+    )  # fmt: skip
+    refit.add_argument("index", help="index file (.vpi)")
+    refit.add_argument("sample", help="rows like those the index now serves, to fit on")
+    refit.add_argument("--vectors", help="every stored row as floats, in the order of the "
+                       "index's ids (needed without a f32/f16/bf16 second tier)")  # fmt: skip
+    refit.add_argument("--column", help="Parquet column of the vectors")
+    refit.add_argument("-o", "--output", help="index file to write (default: the index "
+                       "itself, replaced atomically)")  # fmt: skip
+    refit.set_defaults(func=_refit)
