@@ -217,12 +217,14 @@ def test_the_bytes_tie_goes_to_the_smallest_unless_much_faster():
 
 @pytest.mark.slow
 def test_a_poor_budget_says_what_reaches_more(workload):
-    a = advise(workload, budget_bytes=14)
-    assert a.choice["bytes_per_vector"] <= 14
-    assert a.choice["recall_at_k"] < 0.5  # 14 B of 48-d vectors: about 2 bits per dimension
+    # 13 B of 48-d vectors: 8 B of id and at most 5 B of codes, under 1 bit per
+    # dimension (at 14 B, rvq6x8's 6 B of codes reach about 0.5)
+    a = advise(workload, budget_bytes=13)
+    assert a.choice["bytes_per_vector"] <= 13
+    assert a.choice["recall_at_k"] < 0.5
     assert f"is only {a.choice['recall_at_k']:.3f}" in a.note
     assert "0.8 needs" in a.note and "0.9 needs" in a.note
-    assert a.why.startswith(a.choice["label"]) and "highest recall measured within 14" in a.why
+    assert a.why.startswith(a.choice["label"]) and "highest recall measured within 13" in a.why
     good = advise(workload, budget_bytes=200)
     assert good.choice["recall_at_k"] >= 0.5 and good.note is None
 

@@ -94,7 +94,9 @@ POOR_RECALL = 0.5
 #: the recalls whose bytes that note gives
 BETTER_RECALLS = (0.8, 0.9)
 #: strongest families first: a good early bound prunes the others
-FAMILY_ORDER = ("rq", "kl", "lvq", "pq", "opq", "pca", "leanvec-ood", "tq", "int", "pq8", "float")
+FAMILY_ORDER = (
+    "rq", "kl", "lvq", "pq", "opq", "pca", "leanvec-ood", "rvq", "tq", "int", "pq8", "float",
+)  # fmt: skip
 #: the prior worth of measuring each family, a judgement from the sweeps in
 #: BENCHMARKS.md (kl and rq held the smallest passing configurations, then lvq, pca,
 #: int and the product quantizers came close); divided by a measurement's predicted
@@ -106,6 +108,7 @@ FAMILY_VALUE = {
     "pca": 0.6,
     "leanvec-ood": 0.6,
     "opq": 0.6,
+    "rvq": 0.6,
     "pq": 0.5,
     "tq": 0.4,
     "int": 0.4,

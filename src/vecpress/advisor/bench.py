@@ -147,6 +147,9 @@ BIT_FAMILIES = {
     "pq8": ("pq{m}x8", (8, 4, 2)),
     # the same x4 codes after a learned rotation (OPQ)
     "opq": ("opq{m}x4", (8, 4, 2)),
+    # additive (residual) quantizers of 8-bit codebooks at 0.5, 1 and 2 bits per
+    # dimension: minutes to train at d = 384 (vecpress.advisor.cost), so in the full grid
+    "rvq": ("rvq{m}x8", (16, 8, 4)),
     # principal directions kept (d/4 to 15d/16 in steps of d/16), then 4-bit codes
     "pca": ("pca{m},hd2,rq4", tuple(16 / k for k in range(4, 16))),
     # the same with query and data projections learned for the queries (needs a sample
@@ -175,7 +178,7 @@ GRIDS = {
         "ivf": ("center,hd2,rq2", "center,hd2,rq4", "center,hd2,rq6", "int8"),
     },
     "full": {
-        "families": ("rq", "lvq", "int", "tq", "kl", "float", "pq", "pq8", "opq", "pca"),
+        "families": ("rq", "lvq", "int", "tq", "kl", "float", "pq", "pq8", "opq", "pca", "rvq"),
         "rerank_first": (1, 2, 3, 4),
         "rerank_depths": (1, 2, 5, 10, 20, 50),
         "two_level": ((2, 4), (4, 4), (4, 8)),
@@ -239,12 +242,16 @@ def family_specs(name: str, d: int) -> list[str]:
     --------
     >>> family_specs("pq", 384), family_specs("rq", 384)[:2]
     (['pq48x4', 'pq96x4', 'pq192x4'], ['center,hd2,rq1', 'center,hd2,rq2'])
+    >>> family_specs("rvq", 50)
+    ['rvq3x8', 'rvq6x8', 'rvq12x8']
     """
     template, values = BIT_FAMILIES[name]
     if template is None:
         return list(values)
     if template.startswith(("pca", "leanvec")):
         return [template.format(m=m) for m in sorted({max(1, round(d / f)) for f in values})]
+    if template.startswith("rvq"):  # any number of codebooks: no divisor of d needed
+        return [template.format(m=m) for m in sorted({max(1, round(d / v)) for v in values})]
     if "{m}" in template:
         ms = sorted({pq_subspaces(d, per) for per in values})
         return [template.format(m=m) for m in ms]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from .quantizers.additive import make_additive
 from .quantizers.base import Quantizer
 from .quantizers.floats import BF16, E4M3, E5M2, F16, F32
 from .quantizers.pq import OPQ, PQ, PQ_BITS
@@ -63,7 +64,8 @@ def _valid_names() -> str:
     )
     return (
         f"transforms: {', '.join(TRANSFORM_NAMES)}; quantizers: {q} (b in 1..8), "
-        "pq<M>x<b>, opq<M>x<b> (b = 4 or 8), lvq<b1>x<b2> (two-level LVQ, b1, b2 in 1..8)"
+        "pq<M>x<b>, opq<M>x<b> (b = 4 or 8), lvq<b1>x<b2> (two-level LVQ, b1, b2 in 1..8), "
+        "rvq<M>x<b>[-beam<n>], lsq<M>x<b>[-ils<n>] (additive, b = 4 or 8)"
     )
 
 
@@ -94,6 +96,9 @@ def make_quantizer(token: str) -> Quantizer:
     """Build the quantizer stage named ``token`` (e.g. ``rq4``, ``qjl256``, ``f16``)."""
     if token in QUANTIZERS and QUANTIZERS[token][1] is None:
         return QUANTIZERS[token][0]()
+    additive = make_additive(token)
+    if additive is not None:
+        return additive
     pq = _PQ_TOKEN.match(token)
     if pq:
         name, m, bits = pq.group(1), int(pq.group(2)), int(pq.group(3))

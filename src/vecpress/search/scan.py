@@ -36,6 +36,7 @@ import numba as nb
 import numpy as np
 
 from ..codecs.codec import Codec
+from ..codecs.quantizers.additive import Additive
 from ..codecs.quantizers.base import GridQuantizer
 from ..codecs.quantizers.pq import PQ
 from ..kernels.fastscan import fastscan_layout, fastscan_topk, quantize_luts
@@ -334,8 +335,10 @@ def _scan_batch(stage, q, qsq, lists, adds, k, progressive=False):
 
 
 def is_fastscan(codec: Codec) -> bool:
-    """Whether the codec is a 4-bit product quantizer (scanned by fast-scan)."""
-    return isinstance(codec.quantizer, PQ) and codec.quantizer.bits == 4
+    """Whether the codec is a 4-bit product quantizer (scanned by fast-scan; not the
+    additive quantizers, :mod:`vecpress.codecs.quantizers.additive`)."""
+    quant = codec.quantizer
+    return isinstance(quant, PQ) and quant.bits == 4 and not isinstance(quant, Additive)
 
 
 def _scan_fastscan(stage, qt, plan, k):
