@@ -1,0 +1,211 @@
+"""Additive quantizers at 1 and 2 bits per dimension, against transform coding and faiss
+(issue 21, first measurement).
+
+On GloVe-50 and the 384-d sentence set (``sentences.py``), rows L2-normalised and
+ranked by inner product, at budgets of B = 1 and 2 bits per dimension (``d * bits / 8``
+bytes of codes; a candidate may take up to 1.1 B): recall@10 of an exhaustive search
+by each codec's scores against the exact top 10, on ``--queries`` queries, for
+
+* vecpress: ``rvq<M>x8`` (faiss's residual quantizer trains and encodes; its codes are
+  faiss's own, ``tests/test_additive.py``), ``kl<b>`` and ``pca<d'>,kl<b>`` (transform
+  coding), ``center,hd2,rq<b>``, ``pq<M>x8``;
+* faiss in the same process on the same rows: ``RQ<M>x8`` (beam 5, and ``--strong-beam``),
+  ``LSQ<M>x8`` (GloVe only: at d = 384 faiss's LSQ of 48 x 8-bit codebooks had not
+  finished training on 5,000 rows after 9 minutes on this machine), ``PQ<M>x8``,
+  ``OPQ<M>,PQ<M>x8`` and ``RR,RaBitQ`` (1 bit);
+
+every codec trained on the same ``--train`` rows, with bytes per vector (codes only:
+every codec here scores inner products without a stored norm) and encode rows/s
+(all threads). The paired standard error of a recall difference is over queries.
+
+Run ``python benchmarks/additive.py [--sets glove,minilm] [--bits 1,2]``; writes
+``benchmarks/results/additive-<sets>-<date>.{json,md}`` and prints the Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import common
+import vecpress
+from vecpress import Codec
+
+HERE = Path(__file__).resolve().parent
+
+
+def candidates(d: int, bits: int, set_name: str) -> tuple[list[str], list[str]]:
+    """(vecpress specs, faiss factory keys) near ``bits`` per dimension at ``d``."""
+    m = max(1, round(d * bits / 8))  # bytes = 8-bit codebooks
+    vp = [f"rvq{m}x8", f"kl{bits}", f"center,hd2,rq{bits}"]
+    for keep in (d // 2, (3 * d) // 4):  # fewer axes, more bits each
+        b2 = max(1, min(8, round(d * bits / keep)))
+        if keep * b2 <= 1.1 * d * bits and keep < d:
+            vp.append(f"pca{keep},kl{b2}")
+    # product quantizers need M to divide d: the most sub-spaces within 1.1 B
+    mp = max(k for k in range(1, d + 1) if d % k == 0 and k <= 1.1 * m)
+    vp.append(f"pq{mp}x8")
+    fs = [f"RQ{m}x8", f"PQ{mp}x8", f"OPQ{mp},PQ{mp}x8"]
+    if set_name == "glove":
+        fs.append(f"LSQ{m}x8")
+    if bits == 1:
+        fs.append("RR,RaBitQ")
+    return vp, [f for f in fs if f]
+
+
+def top10(scores: np.ndarray) -> np.ndarray:
+    return np.argpartition(-scores, 9, axis=1)[:, :10]
+
+
+def recall_rows(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    return np.array([np.intersect1d(f, t).size / 10 for f, t in zip(found, truth, strict=True)])
+
+
+def run_vecpress(spec: str, train, base, q) -> dict:
+    t0 = time.perf_counter()
+    codec = Codec.from_spec(spec, d=base.shape[1]).fit(train)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    codes = codec.encode(base)
+    enc = base.shape[0] / (time.perf_counter() - t0)
+    found = np.concatenate(
+        [top10(codec.score(q[s : s + 100], codes)) for s in range(0, len(q), 100)]
+    )
+    return {"library": "vecpress", "codec": spec, "bytes": codec.code_size, "fit_s": fit_s,
+            "encode_per_s": enc, "found": found}  # fmt: skip
+
+
+def run_faiss(key: str, train, base, q, beam: int | None = None) -> dict:
+    import faiss
+
+    d = base.shape[1]
+    index = faiss.index_factory(d, key, faiss.METRIC_INNER_PRODUCT)
+    if beam is not None:
+        faiss.downcast_index(index).rq.max_beam_size = beam
+    if "RaBitQ" in key:  # query bits 8, as in the other benchmarks
+        top = faiss.downcast_index(index)
+        inner = faiss.downcast_index(top.index) if isinstance(top, faiss.IndexPreTransform) else top
+        inner.qb = 8
+    t0 = time.perf_counter()
+    index.train(train)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    index.add(base)
+    enc = base.shape[0] / (time.perf_counter() - t0)
+    found = index.search(q, 10)[1]
+    label = key if beam is None else f"{key} (beam {beam})"
+    return {"library": "faiss", "codec": label, "bytes": index.sa_code_size(), "fit_s": fit_s,
+            "encode_per_s": enc, "found": found}  # fmt: skip
+
+
+def run_set(ds, bits_list, n_train: int, n_queries: int, strong_beam: int) -> dict:
+    import faiss
+
+    rng = np.random.default_rng(0)
+    base = np.ascontiguousarray(ds.base, np.float32)
+    q = np.ascontiguousarray(ds.queries[:n_queries], np.float32)
+    train = np.ascontiguousarray(base[np.sort(rng.choice(base.shape[0], n_train, replace=False))])
+    flat = faiss.IndexFlatIP(base.shape[1])
+    flat.add(base)
+    truth = flat.search(q, 10)[1]
+    out = {"set": ds.name, "d": ds.d, "n": base.shape[0], "queries": len(q), "budgets": []}
+    for bits in bits_list:
+        vp, fs = candidates(ds.d, bits, ds.name)
+        rows = []
+        for spec in vp:
+            rows.append(run_vecpress(spec, train, base, q))
+            got = recall_rows(rows[-1]["found"], truth).mean()
+            common.log(f"{ds.name} {bits}b vecpress {spec}: {got:.4f}")
+        for key in fs:
+            rows.append(run_faiss(key, train, base, q))
+            common.log(
+                f"{ds.name} {bits}b faiss {key}: {recall_rows(rows[-1]['found'], truth).mean():.4f}"
+            )
+            if key.startswith("RQ") and strong_beam:
+                rows.append(run_faiss(key, train, base, q, beam=strong_beam))
+        budget = ds.d * bits / 8
+        for r in rows:
+            per = recall_rows(r.pop("found"), truth)
+            r["recall"], r["per_query"] = float(per.mean()), per
+            r["within"] = r["bytes"] <= 1.1 * budget
+        best = {
+            lib: max((r for r in rows if r["library"] == lib and r["within"]),
+                     key=lambda r: r["recall"], default=None)
+            for lib in ("vecpress", "faiss")
+        }  # fmt: skip
+        lead = se = None
+        if best["vecpress"] and best["faiss"]:
+            diff = best["vecpress"]["per_query"] - best["faiss"]["per_query"]
+            lead, se = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(diff.size))
+        for r in rows:
+            r.pop("per_query")
+        out["budgets"].append({"bits": bits, "bytes": budget, "rows": rows, "lead": lead, "se": se,
+                               "best": {k: v and v["codec"] for k, v in best.items()}})  # fmt: skip
+    return out
+
+
+def report(run: dict) -> str:
+    env = run["env"]
+    out = [f"Run {env['date']}, {env['cpu']}; {env['versions']}; vecpress source {env['git']}; "
+           f"load {env['load']}. Command: `python benchmarks/{run['argv']}`.", ""]  # fmt: skip
+    for s in run["sets"]:
+        for b in s["budgets"]:
+            out += [f"**{s['set']}** (n = {s['n']:,}, d = {s['d']}, {s['queries']:,} queries), "
+                    f"{b['bits']} bit(s) per dimension = {b['bytes']:g} B (candidates up to "
+                    f"{1.1 * b['bytes']:.1f} B):", "",
+                    "| library | codec | B/vector | recall@10 | fit s | encode rows/s |",
+                    "|---|---|--:|--:|--:|--:|"]  # fmt: skip
+            for r in sorted(b["rows"], key=lambda r: -r["recall"]):
+                mark = "" if r["within"] else " (over 1.1 B)"
+                out.append(f"| {r['library']} | `{r['codec']}`{mark} | {r['bytes']} | "
+                           f"{r['recall']:.4f} | {r['fit_s']:.1f} | "
+                           f"{r['encode_per_s']:,.0f} |")  # fmt: skip
+            if b["lead"] is not None:
+                out += ["", f"- best within 1.1 B: vecpress `{b['best']['vecpress']}` against "
+                        f"faiss `{b['best']['faiss']}`: {b['lead']:+.4f} +- {b['se']:.4f} "
+                        "(paired standard error)", ""]  # fmt: skip
+    return "\n".join(out)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sets", default="glove,minilm")
+    p.add_argument("--bits", default="1,2")
+    p.add_argument("--train", type=int, default=16_384, help="training rows (default 16384)")
+    p.add_argument("--queries", type=int, default=1_000, help="queries (default 1000)")
+    p.add_argument("--strong-beam", type=int, default=16, help="faiss RQ's stronger beam "
+                   "(default 16; 0: skip)")  # fmt: skip
+    p.add_argument("--minilm", type=Path, default=Path.home() / ".cache" / "vecpress" / "minilm")
+    args = p.parse_args()
+    import faiss
+
+    env = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpu": common.cpu_model(),
+        "versions": f"python {platform.python_version()}, numpy {np.__version__}, "
+        f"faiss-cpu {faiss.__version__}, vecpress {vecpress.__version__}",
+        "git": common.git_state(), "load": common.load_average(),
+    }  # fmt: skip
+    run = {"env": env, "argv": " ".join(["additive.py", *sys.argv[1:]]), "sets": []}
+    bits = [int(b) for b in args.bits.split(",")]
+    for name in filter(None, args.sets.split(",")):
+        ds = common.load_glove(args.queries) if name == "glove" else common.load_minilm(args.minilm)
+        if ds is not None:
+            run["sets"].append(run_set(ds, bits, args.train, args.queries, args.strong_beam))
+    text = report(run)
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    stamp = f"additive-{args.sets.replace(',', '-')}-{time.strftime('%Y-%m-%d')}"
+    (out / f"{stamp}.json").write_text(json.dumps(run, indent=1, default=float))
+    (out / f"{stamp}.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
