@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,6 @@ from pathlib import Path
 import numpy as np
 
 import common
-import vecpress
 from vecpress import Codec
 
 HERE = Path(__file__).resolve().parent
@@ -183,14 +181,7 @@ def main() -> int:
                    "(default 16; 0: skip)")  # fmt: skip
     p.add_argument("--minilm", type=Path, default=Path.home() / ".cache" / "vecpress" / "minilm")
     args = p.parse_args()
-    import faiss
-
-    env = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpu": common.cpu_model(),
-        "versions": f"python {platform.python_version()}, numpy {np.__version__}, "
-        f"faiss-cpu {faiss.__version__}, vecpress {vecpress.__version__}",
-        "git": common.git_state(), "load": common.load_average(),
-    }  # fmt: skip
+    env = common.run_environment()
     run = {"env": env, "argv": " ".join(["additive.py", *sys.argv[1:]]), "sets": []}
     bits = [int(b) for b in args.bits.split(",")]
     for name in filter(None, args.sets.split(",")):

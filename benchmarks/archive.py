@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -333,16 +332,9 @@ def main() -> int:
     if args.plot:
         plot(json.loads(args.plot.read_text()), args.plot.with_suffix(".png"))
         return 0
-    import faiss
     import numcodecs
 
-    env = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpu": common.cpu_model(),
-        "versions": f"python {platform.python_version()}, numpy {np.__version__}, "
-        f"numcodecs {numcodecs.__version__}, faiss-cpu {faiss.__version__}, "
-        f"vecpress {vecpress.__version__}", "git": common.git_state(),
-        "load": common.load_average(),
-    }  # fmt: skip
+    env = common.run_environment(f"numcodecs {numcodecs.__version__}")
     run = {"env": env, "argv": " ".join(["archive.py", *sys.argv[1:]]), "sets": []}
     for name in filter(None, args.sets.split(",")):
         ds = common.load_glove(args.queries) if name == "glove" else common.load_minilm(args.minilm)

@@ -149,6 +149,19 @@ def load_average() -> str:
         return "n/a"
 
 
+def run_environment(*versions: str) -> dict:
+    """What a results file records of its run: date, CPU, versions (python, numpy, the
+    ``versions`` given, faiss-cpu, vecpress), the source's git state and the load."""
+    import faiss
+
+    listed = [f"python {platform.python_version()}", f"numpy {np.__version__}", *versions,
+              f"faiss-cpu {faiss.__version__}", f"vecpress {vecpress.__version__}"]  # fmt: skip
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpu": cpu_model(),
+        "versions": ", ".join(listed), "git": git_state(), "load": load_average(),
+    }  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------
 # data sets
 # ---------------------------------------------------------------------------------------

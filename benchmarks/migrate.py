@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import sys
 import time
@@ -59,7 +58,6 @@ from pathlib import Path
 import numpy as np
 
 import common
-import vecpress
 from vecpress import Index
 from vecpress.migrate import KINDS, Adapter
 
@@ -402,14 +400,7 @@ def main() -> int:
     if args.plot:
         plot(json.loads(args.plot.read_text()), args.plot.with_suffix(".png"))
         return 0
-    import faiss
-
-    env = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpu": common.cpu_model(),
-        "versions": f"python {platform.python_version()}, numpy {np.__version__}, "
-        f"faiss-cpu {faiss.__version__}, vecpress {vecpress.__version__}",
-        "git": common.git_state(), "load": common.load_average(),
-    }  # fmt: skip
+    env = common.run_environment()
     run = {"env": env, "argv": " ".join(["migrate.py", *sys.argv[1:]])}
     parts = set(filter(None, args.parts.split(",")))
     if "adapters" in parts:
