@@ -42,8 +42,12 @@ def _vectors(n, d, seed):
     return np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
 
 
-def test_documents_round_trip_and_agree_with_the_collection(served):
-    client, root = served
+@pytest.fixture(scope="module")
+def docs(served):
+    """The collection "docs" of 120 documents (ids d0..d119, texts, metadata n and even)
+    that several tests use: made by whichever of them runs first in a test process
+    (pytest-xdist spreads this module's tests over processes, each with its own server)."""
+    client, _ = served
     r = client.post("/collections", json={"name": "docs", "dim": 16, "rerank_spec": "f32",
                                           "flush_rows": 40})  # fmt: skip
     assert r.status_code == 201 and r.json()["count"] == 0
@@ -55,6 +59,12 @@ def test_documents_round_trip_and_agree_with_the_collection(served):
                 "texts": [f"text {i}" for i in rows],
                 "metadata": [{"n": i, "even": i % 2 == 0} for i in rows]}  # fmt: skip
         assert client.post("/collections/docs/add", json=body).json() == {"ids": ids[s : s + 50]}
+    return x
+
+
+def test_documents_round_trip_and_agree_with_the_collection(served, docs):
+    client, root = served
+    x = docs
     new = _vectors(2, 16, 1)
     r = client.post("/collections/docs/upsert", json={"vectors": new.tolist(), "ids": ["d3", "x1"],
                                                       "metadata": [{"n": -3}, None]})  # fmt: skip
@@ -178,7 +188,7 @@ BAD = [
 
 
 @pytest.mark.parametrize("endpoint, body, status, named", BAD, ids=[b[3] for b in BAD])
-def test_bad_requests_are_4xx_naming_the_problem_and_store_nothing(served, endpoint, body,
+def test_bad_requests_are_4xx_naming_the_problem_and_store_nothing(served, docs, endpoint, body,
                                                                    status, named):  # fmt: skip
     client, _ = served
     before = client.get("/collections/docs").json()
@@ -190,7 +200,7 @@ def test_bad_requests_are_4xx_naming_the_problem_and_store_nothing(served, endpo
     assert client.get("/collections/docs").json() == before
 
 
-def test_malformed_oversized_and_unknown(served):
+def test_malformed_oversized_and_unknown(served, docs):
     client, _ = served
     post = client.post
     r = post("/collections/docs/search", content=b'{"vectors": [[NaN' + b", 1.0" * 15 + b"]]}",
