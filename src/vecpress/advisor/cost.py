@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..codecs.quantizers.additive import TRAIN_ROWS
+
 #: rows the codecs fit on at most (:data:`vecpress.search.index.FIT_SAMPLE`)
 FIT_ROWS = 100_000
 #: rows the graph and distortion statistics decode
@@ -89,14 +91,13 @@ OPQ_ROTATION_S = 2e-12
 #: rows in 133 s and encoding 2,300 rows/s, 96 x 4-bit in 47 s and 4,800 rows/s):
 #: training seconds per (row x codebook x codeword x dimension) and per (row x
 #: codebook); encoding per (row x codebook x beam x codeword x dimension) and per
-#: (row x codebook x beam x dimension); the rows they train on at most
-#: (:data:`vecpress.codecs.quantizers.additive.TRAIN_ROWS`); local search costs more
+#: (row x codebook x beam x dimension); they train on at most
+#: :data:`~vecpress.codecs.quantizers.additive.TRAIN_ROWS` rows; local search costs more
 #: (faiss's LSQ trains by encoding its rows 25 times over): a factor on both
 AQ_TRAIN_S = 2.5e-9
 AQ_TRAIN_ROW_S = 3.4e-5
 AQ_ENCODE_S = 1.5e-11
 AQ_ENCODE_DIM_S = 8.9e-10
-AQ_TRAIN_ROWS = 16_384
 LSQ_FACTOR = 10.0
 #: seconds per flop of float32 matrix products (covariances, projections, k-means)
 GEMM_S = 2.5e-11
@@ -183,17 +184,12 @@ def build_seconds(spec: str, n: int, d: int) -> float:
     if kind in ("rvq", "lsq"):
         effort = re.search(r"-(?:beam|ils)(\d+)$", q)
         beam = int(effort.group(1)) if effort else (5 if kind == "rvq" else 16)
-        rows = min(fit, AQ_TRAIN_ROWS)
+        rows = min(fit, TRAIN_ROWS)
         k = 1 << b
         train = rows * m * (k * dd * AQ_TRAIN_S + AQ_TRAIN_ROW_S)
-        # rvq's beam and lsq's rounds scale the search alike (5 and 16 are the defaults)
-        encode = (
-            n
-            * m
-            * (beam / 5 if kind == "rvq" else beam / 16)
-            * 5
-            * (k * dd * AQ_ENCODE_S + dd * AQ_ENCODE_DIM_S)
-        )
+        # the search grows with rvq's beam, and with lsq's rounds as its 16 do with a beam of 5
+        width = beam if kind == "rvq" else 5 * beam / 16
+        encode = n * m * width * (k * dd * AQ_ENCODE_S + dd * AQ_ENCODE_DIM_S)
         return s + (train + encode) * (LSQ_FACTOR if kind == "lsq" else 1.0)
     if kind in ("pq", "opq"):
         dsub = max(1, dd // m)

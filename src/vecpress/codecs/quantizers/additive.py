@@ -42,7 +42,7 @@ entry needs ``d / M``), and summed with float tables for 4-bit codes too: fast-s
 8-bit tables share one scale across the ``M`` tables of a query, and a residual
 quantizer's later codebooks are orders of magnitude smaller than its first, so their
 entries would round to a few levels (on 3,000 rows of d = 32, ``rvq16x4``'s scores moved
-by up to 0.5 for rows of norm ~6). As
+by up to 0.5 for rows of norm ~7). As
 with the other codecs whose queries go through a matrix product, one query's tables
 computed alone and within a batch may differ in the last bit (the product's blocking
 follows the batch's shape).
@@ -56,6 +56,7 @@ from typing import ClassVar
 import numpy as np
 
 from ...threads import faiss_module
+from .base import Quantizer
 from .pq import PQ, PQ_BITS, faiss_errors, unit_scale, unpack_codes
 
 #: the most rows an additive quantizer trains on (64 per codeword of an 8-bit codebook)
@@ -87,7 +88,8 @@ class Additive(PQ):
                 f"[{lo}, {hi}], found {effort!r}"
             )
         self.effort = effort
-        self._coder = None  # the faiss quantizer rebuilt from the codebooks, on first encode
+        #: ``(codebooks, faiss quantizer, scale)``, rebuilt from the codebooks on first encode
+        self._coder = None
         self._rng: np.random.Generator | None = None
 
     @property
@@ -99,8 +101,7 @@ class Additive(PQ):
         return {**super().config(), "effort": self.effort}
 
     def setup(self, d: int, rng: np.random.Generator) -> None:
-        self.d = d
-        self.fitted = False
+        Quantizer.setup(self, d, rng)  # any d: no sub-spaces to divide it into
         self._rng = rng
 
     @property
@@ -158,10 +159,10 @@ class Additive(PQ):
 
     # -- coding -------------------------------------------------------------------
     def encode(self, x: np.ndarray) -> np.ndarray:
-        scale = unit_scale(self.centroids_)  # 1 but for data far from unit scale
         if self._coder is None or self._coder[0] is not self.centroids_:
-            self._coder = (self.centroids_, self._coder_for(self.centroids_ * scale))
-        aq = self._coder[1]
+            scale = unit_scale(self.centroids_)  # 1 but for data far from unit scale
+            self._coder = (self.centroids_, self._coder_for(self.centroids_ * scale), scale)
+        _, aq, scale = self._coder
         out = np.empty((x.shape[0], self.payload_size), np.uint8)
         for s in range(0, x.shape[0], _ENCODE_BLOCK):
             blk = np.ascontiguousarray(x[s : s + _ENCODE_BLOCK] * scale, np.float32)
