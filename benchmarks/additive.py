@@ -1,22 +1,27 @@
-"""Additive quantizers at 1 and 2 bits per dimension, against transform coding and faiss
-(issue 21, first measurement).
+"""Additive quantizers and ``klvq`` at 1 and 2 bits per dimension, against transform coding
+and faiss (issue 21).
 
 On GloVe-50 and the 384-d sentence set (``sentences.py``), rows L2-normalised and
 ranked by inner product, at budgets of B = 1 and 2 bits per dimension (``d * bits / 8``
 bytes of codes; a candidate may take up to 1.1 B): recall@10 of an exhaustive search
 by each codec's scores against the exact top 10, on ``--queries`` queries, for
 
-* vecpress: ``rvq<M>x8`` (faiss's residual quantizer trains and encodes; its codes are
-  faiss's own, ``tests/test_additive.py``), ``kl<b>`` and ``pca<d'>,kl<b>`` (transform
-  coding), ``center,hd2,rq<b>``, ``pq<M>x8``;
+* vecpress: ``klvq<b>`` (transform coding with a residual quantizer on the leading
+  axes; beam 5 and ``--strong-beam``), ``rvq<M>x8`` (faiss's residual quantizer trains
+  and encodes; its codes are faiss's own, ``tests/test_additive.py``; with the strong
+  beam too where ``M <= 16``), ``kl<b>`` and ``pca<d'>,kl<b>`` (transform coding),
+  ``center,hd2,rq<b>``, ``pq<M>x8``;
 * faiss in the same process on the same rows: ``RQ<M>x8`` (beam 5, and ``--strong-beam``),
   ``LSQ<M>x8`` (GloVe only: at d = 384 faiss's LSQ of 48 x 8-bit codebooks had not
   finished training on 5,000 rows after 9 minutes on this machine), ``PQ<M>x8``,
   ``OPQ<M>,PQ<M>x8`` and ``RR,RaBitQ`` (1 bit);
 
-every codec trained on the same ``--train`` rows, with bytes per vector (codes only:
-every codec here scores inner products without a stored norm) and encode rows/s
-(all threads). The paired standard error of a recall difference is over queries.
+every codec trained on the same ``--train`` rows, with bytes per vector (codes and
+per-vector factors: no codec here stores a norm), encode rows/s (all threads, and on one
+core: 20,000 rows, vecpress and faiss set to one thread) and scan ns per vector (the
+exhaustive search's time over queries x rows: vecpress ``Codec.score`` for 100 queries
+at a time, faiss ``index.search`` of all queries, its default search type). The paired
+standard error of a recall difference is over queries.
 
 Run ``python benchmarks/additive.py [--sets glove,minilm] [--bits 1,2]``; writes
 ``benchmarks/results/additive-<sets>-<date>.{json,md}`` and prints the Markdown.
@@ -38,10 +43,14 @@ from vecpress import Codec
 HERE = Path(__file__).resolve().parent
 
 
-def candidates(d: int, bits: int, set_name: str) -> tuple[list[str], list[str]]:
+def candidates(d: int, bits: int, set_name: str, strong_beam: int) -> tuple[list[str], list[str]]:
     """(vecpress specs, faiss factory keys) near ``bits`` per dimension at ``d``."""
     m = max(1, round(d * bits / 8))  # bytes = 8-bit codebooks
-    vp = [f"rvq{m}x8", f"kl{bits}", f"center,hd2,rq{bits}"]
+    vp = [f"klvq{bits}", f"rvq{m}x8", f"kl{bits}", f"center,hd2,rq{bits}"]
+    if strong_beam:
+        vp.append(f"klvq{bits}-beam{strong_beam}")
+        if m <= 16:  # faiss's RQ with the strong beam (the same codes): where it is cheap
+            vp.append(f"rvq{m}x8-beam{strong_beam}")
     for keep in (d // 2, (3 * d) // 4):  # fewer axes, more bits each
         b2 = max(1, min(8, round(d * bits / keep)))
         if keep * b2 <= 1.1 * d * bits and keep < d:
@@ -65,18 +74,36 @@ def recall_rows(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.array([np.intersect1d(f, t).size / 10 for f, t in zip(found, truth, strict=True)])
 
 
+#: rows encoded on one core for the one-core encode rate
+ONE_CORE_ROWS = 20_000
+
+
 def run_vecpress(spec: str, train, base, q) -> dict:
+    import vecpress
+
     t0 = time.perf_counter()
     codec = Codec.from_spec(spec, d=base.shape[1]).fit(train)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     codes = codec.encode(base)
     enc = base.shape[0] / (time.perf_counter() - t0)
+    threads = vecpress.get_num_threads()
+    vecpress.set_num_threads(1)
+    try:
+        part = base[:ONE_CORE_ROWS]
+        t0 = time.perf_counter()
+        codec.encode(part)
+        enc1 = part.shape[0] / (time.perf_counter() - t0)
+    finally:
+        vecpress.set_num_threads(threads)
+    t0 = time.perf_counter()
     found = np.concatenate(
         [top10(codec.score(q[s : s + 100], codes)) for s in range(0, len(q), 100)]
     )
+    scan_ns = (time.perf_counter() - t0) / (len(q) * base.shape[0]) * 1e9
     return {"library": "vecpress", "codec": spec, "bytes": codec.code_size, "fit_s": fit_s,
-            "encode_per_s": enc, "found": found}  # fmt: skip
+            "encode_per_s": enc, "encode_one_core": enc1, "scan_ns": scan_ns,
+            "found": found}  # fmt: skip
 
 
 def run_faiss(key: str, train, base, q, beam: int | None = None) -> dict:
@@ -96,10 +123,22 @@ def run_faiss(key: str, train, base, q, beam: int | None = None) -> dict:
     t0 = time.perf_counter()
     index.add(base)
     enc = base.shape[0] / (time.perf_counter() - t0)
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        part = base[:ONE_CORE_ROWS]
+        t0 = time.perf_counter()
+        index.sa_encode(part)
+        enc1 = part.shape[0] / (time.perf_counter() - t0)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    t0 = time.perf_counter()
     found = index.search(q, 10)[1]
+    scan_ns = (time.perf_counter() - t0) / (len(q) * base.shape[0]) * 1e9
     label = key if beam is None else f"{key} (beam {beam})"
     return {"library": "faiss", "codec": label, "bytes": index.sa_code_size(), "fit_s": fit_s,
-            "encode_per_s": enc, "found": found}  # fmt: skip
+            "encode_per_s": enc, "encode_one_core": enc1, "scan_ns": scan_ns,
+            "found": found}  # fmt: skip
 
 
 def run_set(ds, bits_list, n_train: int, n_queries: int, strong_beam: int) -> dict:
@@ -114,7 +153,7 @@ def run_set(ds, bits_list, n_train: int, n_queries: int, strong_beam: int) -> di
     truth = flat.search(q, 10)[1]
     out = {"set": ds.name, "d": ds.d, "n": base.shape[0], "queries": len(q), "budgets": []}
     for bits in bits_list:
-        vp, fs = candidates(ds.d, bits, ds.name)
+        vp, fs = candidates(ds.d, bits, ds.name, strong_beam)
         rows = []
         for spec in vp:
             rows.append(run_vecpress(spec, train, base, q))
@@ -157,13 +196,15 @@ def report(run: dict) -> str:
             out += [f"**{s['set']}** (n = {s['n']:,}, d = {s['d']}, {s['queries']:,} queries), "
                     f"{b['bits']} bit(s) per dimension = {b['bytes']:g} B (candidates up to "
                     f"{1.1 * b['bytes']:.1f} B):", "",
-                    "| library | codec | B/vector | recall@10 | fit s | encode rows/s |",
-                    "|---|---|--:|--:|--:|--:|"]  # fmt: skip
+                    "| library | codec | B/vector | recall@10 | fit s | encode rows/s "
+                    "| one core | scan ns/vector |",
+                    "|---|---|--:|--:|--:|--:|--:|--:|"]  # fmt: skip
             for r in sorted(b["rows"], key=lambda r: -r["recall"]):
                 mark = "" if r["within"] else " (over 1.1 B)"
                 out.append(f"| {r['library']} | `{r['codec']}`{mark} | {r['bytes']} | "
                            f"{r['recall']:.4f} | {r['fit_s']:.1f} | "
-                           f"{r['encode_per_s']:,.0f} |")  # fmt: skip
+                           f"{r['encode_per_s']:,.0f} | {r['encode_one_core']:,.0f} | "
+                           f"{r['scan_ns']:.2f} |")  # fmt: skip
             if b["lead"] is not None:
                 out += ["", f"- best within 1.1 B: vecpress `{b['best']['vecpress']}` against "
                         f"faiss `{b['best']['faiss']}`: {b['lead']:+.4f} +- {b['se']:.4f} "

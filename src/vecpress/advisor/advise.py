@@ -95,7 +95,8 @@ POOR_RECALL = 0.5
 BETTER_RECALLS = (0.8, 0.9)
 #: strongest families first: a good early bound prunes the others
 FAMILY_ORDER = (
-    "rq", "kl", "lvq", "pq", "opq", "pca", "leanvec-ood", "rvq", "tq", "int", "pq8", "float",
+    "rq", "kl", "klvq", "lvq", "pq", "opq", "pca", "leanvec-ood", "rvq", "tq", "int", "pq8",
+    "float",
 )  # fmt: skip
 #: the prior worth of measuring each family, a judgement from the sweeps in
 #: BENCHMARKS.md (kl and rq held the smallest passing configurations, then lvq, pca,
@@ -109,6 +110,7 @@ FAMILY_VALUE = {
     "leanvec-ood": 0.6,
     "opq": 0.6,
     "rvq": 0.6,
+    "klvq": 0.6,
     "pq": 0.5,
     "tq": 0.4,
     "int": 0.4,

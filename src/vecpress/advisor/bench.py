@@ -150,6 +150,9 @@ BIT_FAMILIES = {
     # additive (residual) quantizers of 8-bit codebooks at 0.5, 1 and 2 bits per
     # dimension: minutes to train at d = 384 (vecpress.advisor.cost), so in the full grid
     "rvq": ("rvq{m}x8", (16, 8, 4)),
+    # transform coding with a residual quantizer on the leading axes (issue 21's hybrid):
+    # at 1 and 2 bits per dimension, where it leads; its block trains like rvq's
+    "klvq": ("klvq{b}", (1, 2)),
     # principal directions kept (d/4 to 15d/16 in steps of d/16), then 4-bit codes
     "pca": ("pca{m},hd2,rq4", tuple(16 / k for k in range(4, 16))),
     # the same with query and data projections learned for the queries (needs a sample
@@ -178,7 +181,20 @@ GRIDS = {
         "ivf": ("center,hd2,rq2", "center,hd2,rq4", "center,hd2,rq6", "int8"),
     },
     "full": {
-        "families": ("rq", "lvq", "int", "tq", "kl", "float", "pq", "pq8", "opq", "pca", "rvq"),
+        "families": (
+            "rq",
+            "lvq",
+            "int",
+            "tq",
+            "kl",
+            "float",
+            "pq",
+            "pq8",
+            "opq",
+            "pca",
+            "rvq",
+            "klvq",
+        ),
         "rerank_first": (1, 2, 3, 4),
         "rerank_depths": (1, 2, 5, 10, 20, 50),
         "two_level": ((2, 4), (4, 4), (4, 8)),

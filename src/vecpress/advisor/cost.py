@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..codecs.quantizers.additive import TRAIN_ROWS
+from ..codecs.quantizers.transform_vq import split
 
 #: rows the codecs fit on at most (:data:`vecpress.search.index.FIT_SAMPLE`)
 FIT_ROWS = 100_000
@@ -140,6 +141,9 @@ def _quantizer_kind(q: str) -> tuple[str, int, int]:
     m = re.fullmatch(r"(o?pq|rvq|lsq)(\d+)x(\d+)(?:-(?:beam|ils)\d+)?", q)
     if m:
         return m.group(1), int(m.group(2)), int(m.group(3))
+    m = re.fullmatch(r"klvq(\d)(?:-beam\d+)?", q)
+    if m:
+        return "klvq", 0, int(m.group(1))
     m = re.fullmatch(r"(rq|lvq|int|tqp?|kl)\d(x\d)?", q)
     if m:
         return ("tq" if m.group(1) == "tqp" else m.group(1)), 0, 0
@@ -181,6 +185,15 @@ def build_seconds(spec: str, n: int, d: int) -> float:
             s += 2 * fit * dd * dd * GEMM_S + dd**3 * EIG_S + 2 * n * dd * m * GEMM_S
             dd = m
     kind, m, b = _quantizer_kind(q)
+    if kind == "klvq":  # kl's axes, rvq's block of M codebooks on L axes, kl's tail
+        nbytes = (dd * b + 7) // 8
+        lead, books = split(dd, nbytes)
+        beam = re.search(r"-beam(\d+)$", q)
+        block = build_seconds(f"rvq{books}x8-beam{beam.group(1) if beam else 5}", n, lead)
+        return (
+            s + block + 2 * fit * dd * dd * GEMM_S + dd**3 * EIG_S + 2 * n * dd * dd * GEMM_S
+            + n * (dd - lead) * ENCODE_S["kl"]
+        )  # fmt: skip
     if kind in ("rvq", "lsq"):
         effort = re.search(r"-(?:beam|ils)(\d+)$", q)
         beam = int(effort.group(1)) if effort else (5 if kind == "rvq" else 16)
@@ -221,6 +234,9 @@ def pair_seconds(spec: str, d: int, code_bytes: int) -> float:
         return m * (PQ4_SCAN_S if b == 4 else PQ8_SCAN_S)
     if kind in ("rvq", "lsq"):  # float tables for 4-bit codes too
         return m * PQ8_SCAN_S
+    if kind == "klvq":  # the block's float tables, then the tail's integer scan
+        books = split(dd, (dd * b + 7) // 8)[1]
+        return books * PQ8_SCAN_S + code_bytes * GRID_SCAN_S
     if kind in ("rq", "lvq", "int", "kl"):
         return code_bytes * GRID_SCAN_S
     return dd * FLOAT_SCAN_S

@@ -17,6 +17,7 @@ from .quantizers.pq import OPQ, PQ, PQ_BITS
 from .quantizers.rabitq import RQ
 from .quantizers.sketches import QJL, Sign
 from .quantizers.transform_coding import KL
+from .quantizers.transform_vq import make_klvq
 from .quantizers.turboquant import TQ, TQProd
 from .quantizers.two_level import LVQ2
 from .quantizers.uniform import LVQ, Int
@@ -65,7 +66,8 @@ def _valid_names() -> str:
     return (
         f"transforms: {', '.join(TRANSFORM_NAMES)}; quantizers: {q} (b in 1..8), "
         "pq<M>x<b>, opq<M>x<b> (b = 4 or 8), lvq<b1>x<b2> (two-level LVQ, b1, b2 in 1..8), "
-        "rvq<M>x<b>[-beam<n>], lsq<M>x<b>[-ils<n>] (additive, b = 4 or 8)"
+        "rvq<M>x<b>[-beam<n>], lsq<M>x<b>[-ils<n>] (additive, b = 4 or 8), "
+        "klvq<b>[-beam<n>] (transform coding with vector-quantized leading axes)"
     )
 
 
@@ -99,6 +101,9 @@ def make_quantizer(token: str) -> Quantizer:
     additive = make_additive(token)
     if additive is not None:
         return additive
+    klvq = make_klvq(token)
+    if klvq is not None:
+        return klvq
     pq = _PQ_TOKEN.match(token)
     if pq:
         name, m, bits = pq.group(1), int(pq.group(2)), int(pq.group(3))

@@ -262,6 +262,45 @@ def allocate_bits(lam: np.ndarray, budget: int) -> np.ndarray:
     return np.repeat(widths, counts[::-1]).astype(np.uint8)
 
 
+def principal_axes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mean, principal axes and variances of rows ``x`` (``n >= 1``).
+
+    Returns ``(mean float64[d], axes float32[d, d], lam float64[d])``: the columns of
+    ``axes`` are the covariance's eigenvectors by decreasing eigenvalue ``lam``, each
+    signed so that its largest component is positive (a reproducible state), and
+    eigenvalues that are numerically zero (module docstring) are set to 0. Sums run
+    over chunks of rows in float64, so memory stays bounded for any ``n``.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).standard_normal((500, 3)) * [3.0, 1.0, 0.1]
+    >>> mean, axes, lam = principal_axes(x.astype(np.float32))
+    >>> np.round(lam, 2).tolist(), axes.shape
+    ([8.63, 0.91, 0.01], (3, 3))
+    """
+    n, d = x.shape
+    total = np.zeros(d)
+    for s in range(0, n, _CHUNK):
+        total += x[s : s + _CHUNK].sum(axis=0, dtype=np.float64)
+    mean = total / n
+    cov = np.zeros((d, d))
+    for s in range(0, n, _CHUNK):
+        xc = x[s : s + _CHUNK].astype(np.float64) - mean
+        cov += xc.T @ xc
+    cov /= n
+    lam, vecs = np.linalg.eigh(cov)
+    order = np.argsort(-lam, kind="stable")
+    lam, vecs = lam[order], vecs[:, order]
+    big = np.argmax(np.abs(vecs), axis=0)
+    vecs *= np.where(vecs[big, np.arange(d)] < 0, -1.0, 1.0)[None, :]
+    # numerically zero: eigh's round-off (relative to the largest eigenvalue) or
+    # below the variance that rounding the rows to float32 alone creates
+    second = (np.trace(cov) + mean @ mean) / max(d, 1)
+    floor = max(lam[0] * _RELATIVE_ZERO if d else 0.0, second * _FLOAT32_NOISE, 0.0)
+    lam = np.where(lam > floor, lam, 0.0)
+    return mean, np.ascontiguousarray(vecs, np.float32), lam
+
+
 class KL(GridQuantizer):
     """Adaptive transform coding: ``b`` bits per dimension on average, spread over the
     principal axes by reverse water-filling, plus one correction factor per row.
@@ -317,28 +356,9 @@ class KL(GridQuantizer):
             self.d = d
         elif d != self.d:
             raise ValueError(f"{self.spec}: rows have d={d}, expected {self.d}")
-        total = np.zeros(d)
-        for s in range(0, n, _CHUNK):
-            total += x[s : s + _CHUNK].sum(axis=0, dtype=np.float64)
-        mean = total / n
-        cov = np.zeros((d, d))
-        for s in range(0, n, _CHUNK):
-            xc = x[s : s + _CHUNK].astype(np.float64) - mean
-            cov += xc.T @ xc
-        cov /= n
-        lam, vecs = np.linalg.eigh(cov)
-        order = np.argsort(-lam, kind="stable")
-        lam, vecs = lam[order], vecs[:, order]
-        # a fixed sign per axis (largest component positive): reproducible state
-        big = np.argmax(np.abs(vecs), axis=0)
-        vecs *= np.where(vecs[big, np.arange(d)] < 0, -1.0, 1.0)[None, :]
-        # numerically zero: eigh's round-off (relative to the largest eigenvalue) or
-        # below the variance that rounding the rows to float32 alone creates
-        second = (np.trace(cov) + mean @ mean) / max(d, 1)
-        floor = max(lam[0] * _RELATIVE_ZERO if d else 0.0, second * _FLOAT32_NOISE, 0.0)
-        lam = np.where(lam > floor, lam, 0.0)
+        mean, vecs, lam = principal_axes(x)
         self.mean_ = mean
-        self.axes_ = np.ascontiguousarray(vecs, np.float32)
+        self.axes_ = vecs
         self.lam_ = lam
         # score distortion sum_j lam_j * lam_j 4^(-b_j): water-fill over lam_j² (module doc)
         self.bits_ = allocate_bits(lam * lam, self._nbytes)

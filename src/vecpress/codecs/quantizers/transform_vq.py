@@ -1,0 +1,377 @@
+"""``klvq<b>``: transform coding whose leading principal axes are vector-quantized.
+
+``kl<b>`` (:mod:`.transform_coding`) codes every principal axis with its own
+scalar quantizer. At 1-2 bits per dimension that gives up what quantizing several
+dimensions jointly buys: the codewords of a vector quantizer can sit where the
+data's clusters are, instead of on a product grid. Embeddings are strongly
+clustered in their leading axes, and faiss's residual quantizer (``RQ<M>x8``, 8-bit
+codebooks spanning all dimensions) matches or beats ``kl`` at 1 bit per dimension
+for that reason (:mod:`.additive`). ``klvq`` keeps both: the leading axes go to a
+residual quantizer, the rest to ``kl``'s scalar grid.
+
+**Layout.** ``b`` is the average number of bits per dimension; the codes take
+``ceil(d * b / 8)`` bytes like ``kl<b>``'s, plus the same per-vector factor.
+``fit`` learns the mean ``mu`` and principal axes ``A`` of the rows as ``kl`` does
+(coordinates ``z = (x - mu) A``, variances ``lam_j``, decreasing) and splits them:
+
+* the **leading block**, the first ``L`` axes, is coded by a residual quantizer of
+  ``M`` 8-bit codebooks of dimension ``L`` (``M`` bytes; :class:`.additive.RVQ`:
+  faiss trains it on the block's coordinates and encodes by beam search, beam 5 by
+  default, ``klvq<b>-beam<n>`` sets it);
+* the **tail**, axes ``L..d-1``, gets the remaining ``ceil(d b / 8) - M`` bytes,
+  spread by ``kl``'s reverse water-filling over the tail's variances
+  (:func:`.transform_coding.allocate_bits`) and coded on its scalar grid with its
+  per-row scale search.
+
+The split gives half of the code bytes to the block at 2 bits per axis:
+``M = floor(ceil(d b / 8) / 2)`` and ``L = min(4 M, d)`` (at least one codebook:
+``M >= 1``). Measured while choosing it on the 100,000 x 384 MiniLM sentence set
+(1,000 queries, recall@10 of exhaustive inner-product search, beam 5): at 1 bit per
+dimension ``L = 96, M = 24`` gave 0.7284, ``L = 128, M = 32`` 0.7279, ``L = 160,
+M = 40`` 0.7223 (``kl1`` 0.6859, faiss ``RQ48x8`` 0.7036); at 2 bits ``L = 192,
+M = 48`` 0.7952 against 0.7719 with beam 1 (encoding is five times faster with it).
+
+**Correction and scores.** The tail keeps ``kl``'s correction on its coded axes:
+with ``ẑ`` the grid reconstruction of the tail's coded coordinates ``z_c``,
+``f = |z_c|² / <ẑ, z_c>`` is stored per row (float16 for ``b <= 4``, float32 above),
+so that their part of a score is unbiased for queries of the form ``a x + n``
+(:mod:`.transform_coding`). The axes without bits contribute their mean (0), as the
+leading block's error does: its reconstruction ``ŷ = Σ_m C_m[c_m]`` is used as it is
+(beam search picks the codewords nearest the block). Scaling ``f`` up to stand for
+the uncoded axes too, as ``kl`` does, lost 0.006 of recall@10 at 1 bit on the set
+above (0.7195 against 0.7250), where the scaled estimate's extra variance outweighs its
+bias. So
+
+    <q, x>  ≈  Σ_m T[m, c_m]  +  f <c - h, w>  +  <q, mu>
+
+with look-up tables ``T[m, c] = <(q A)_lead, C_m[c]>`` (one matrix product per
+query batch, as :class:`.additive.RVQ`) and the tail's grid form ``w = (q A)_tail *
+step`` scored by the integer kernel (:func:`~vecpress.kernels.scan.score_uniform`,
+the codes read where they lie). The tables are float, so ``klvq`` scores through
+the generic search path.
+
+Encoding costs what the residual quantizer costs (``M * 256 * L`` multiply-adds per
+beam entry and codebook) plus ``kl``'s scale search on the tail; the benchmark
+(``benchmarks/additive.py``) states the rate.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numba as nb
+import numpy as np
+
+from ...kernels.bitpack import unpack
+from ...kernels.scan import check_layout, score_uniform
+from ...threads import single_threaded_blas
+from .additive import RVQ, TRAIN_ROWS
+from .base import Quantizer, RowField
+from .pq import _lut_scan
+from .transform_coding import (
+    _CHUNK,
+    _encode_block,
+    _SearchTables,
+    _steps,
+    allocate_bits,
+    groups_of,
+    principal_axes,
+)
+
+#: ``klvq<b>[-beam<n>]``
+TOKEN = re.compile(r"^klvq(\d+)(?:-beam(\d+))?$")
+#: residual quantizer's default beam (faiss's)
+DEFAULT_BEAM = 5
+#: bits of the leading block's codebooks
+_CODEBOOK_BITS = 8
+#: kl's encoding kernel compiled without threads: ``encode`` alternates it with faiss's
+#: residual quantizer, whose threads would compete with the idle threads of numba's pool
+#: spinning (the tail is the cheaper part, and faiss threads the block). For the same
+#: reason the projection is a single-threaded BLAS product: with numpy's BLAS threads
+#: spinning after it, faiss's encoding ran at 19,600 rows/s instead of 51,700 (1-bit,
+#: d = 384, beam 1, one thread, 2-core machine)
+_encode_tail = nb.njit(cache=True, fastmath=True)(_encode_block.py_func)
+#: code rows scored per block by :meth:`KLVQ.score` (keeps a block's scores in cache)
+_SCORE_BLOCK = 8192
+
+
+def split(d: int, nbytes: int) -> tuple[int, int]:
+    """``(L, M)``: the leading axes and the codebooks (bytes) of the vector-quantized block
+    of a ``klvq`` code of ``nbytes`` bytes at dimension ``d`` (module docstring).
+
+    Examples
+    --------
+    >>> split(384, 48), split(384, 96), split(50, 7), split(4, 16)
+    ((96, 24), (192, 48), (12, 3), (4, 8))
+    """
+    m = max(1, nbytes // 2)
+    return min(4 * m, d), m
+
+
+class KLVQ(Quantizer):
+    """Transform coding with a residual quantizer on the leading principal axes: ``b`` bits
+    per dimension on average, one correction factor per row (module docstring).
+
+    Fitted state: ``mean_`` (float64[d]), ``axes_`` (float32[d, d]), ``lam_``
+    (float64[d]), ``bits_`` (uint8[d - L], the tail's widths), the leading block's
+    residual quantizer ``lead_`` (:class:`.additive.RVQ`, codebooks float32[M, 256, L]).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from vecpress import Codec
+    >>> rng = np.random.default_rng(0)
+    >>> x = (rng.standard_normal((3000, 32)) * np.geomspace(4, 0.1, 32)).astype(np.float32)
+    >>> codec = Codec.from_spec("klvq2").fit(x)
+    >>> codec.code_size  # 8 bytes of codes (2 codebooks, 6 bytes of grid) and a float16
+    10
+    >>> codes = codec.encode(x[:500])
+    >>> s = codec.score(x[:3], codes)
+    >>> exact = x[:3] @ x[:500].T
+    >>> bool(np.corrcoef(s.ravel(), exact.ravel())[0, 1] > 0.95)
+    True
+    """
+
+    name = "klvq"
+    needs_data = True
+    row_fields = (RowField("f", "correction factor f", scaled=False),)
+
+    def __init__(self, param: int, beam: int = DEFAULT_BEAM) -> None:
+        super().__init__(param)
+        if isinstance(beam, bool) or not isinstance(beam, int) or not 1 <= beam <= 256:
+            raise ValueError(f"klvq{param}: beam must be an integer in [1, 256], found {beam!r}")
+        self.beam = beam
+        self.lead_: RVQ | None = None
+        self.mean_: np.ndarray | None = None
+        self.axes_: np.ndarray | None = None
+        self.lam_: np.ndarray | None = None
+        self.bits_: np.ndarray | None = None
+        self._rng: np.random.Generator | None = None
+
+    @property
+    def spec(self) -> str:
+        tail = "" if self.beam == DEFAULT_BEAM else f"-beam{self.beam}"
+        return f"klvq{self.param}{tail}"
+
+    def config(self) -> dict:
+        return {**super().config(), "beam": self.beam}
+
+    def setup(self, d: int, rng: np.random.Generator) -> None:
+        super().setup(d, rng)
+        self._rng = rng
+
+    @property
+    def lead_dims(self) -> int:
+        """``L``, the leading axes coded by the residual quantizer."""
+        return split(self.d, self._nbytes)[0]
+
+    @property
+    def lead_bytes(self) -> int:
+        """``M``, the residual quantizer's codebooks (one byte each)."""
+        return split(self.d, self._nbytes)[1]
+
+    # -- learning -----------------------------------------------------------------
+    def fit(
+        self, x: np.ndarray, *, weights: np.ndarray | None = None, queries: np.ndarray | None = None
+    ) -> None:
+        """Learn the axes, the leading block's codebooks and the tail's bit allocation."""
+        n, d = x.shape
+        if n < 1 << _CODEBOOK_BITS:
+            raise ValueError(
+                f"{self.spec} needs at least {1 << _CODEBOOK_BITS} training rows (one per "
+                f"codeword of its 8-bit codebooks), found {n}"
+            )
+        if d != self.d:
+            raise ValueError(f"{self.spec}: rows have d={d}, expected {self.d}")
+        mean, axes, lam = principal_axes(x)
+        lead_dims, m = split(d, self._nbytes)
+        lead = RVQ(m, _CODEBOOK_BITS, self.beam)
+        lead.setup(lead_dims, self._rng if self._rng is not None else np.random.default_rng(0))
+        # the block's coordinates of at most TRAIN_ROWS rows (what the quantizer trains on)
+        z = np.empty((min(n, TRAIN_ROWS), lead_dims), np.float32)
+        rows = np.arange(n)
+        if n > z.shape[0]:
+            rows = np.sort(lead._rng.choice(n, z.shape[0], replace=False))
+        for s in range(0, rows.size, _CHUNK):
+            blk = x[rows[s : s + _CHUNK]].astype(np.float64) - mean
+            z[s : s + _CHUNK] = blk @ axes[:, :lead_dims].astype(np.float64)
+        lead.fit(z)
+        tail = lam[lead_dims:]
+        self.mean_, self.axes_, self.lam_, self.lead_ = mean, axes, lam, lead
+        self.bits_ = allocate_bits(tail * tail, self._nbytes - m)
+        self._layout()
+        self.fitted = True
+
+    def _layout(self) -> None:
+        """Derived state: the tail's groups (bytes after the block's), steps and copies."""
+        lead_dims, m = self.lead_.d, self.lead_.param
+        tail_lam = self.lam_[lead_dims:]
+        self.steps_ = _steps(tail_lam, self.bits_)
+        self.groups_ = [(g0, g1, w, off + m, nb) for g0, g1, w, off, nb in groups_of(self.bits_)]
+        k = self.groups_[-1][1] if self.groups_ else 0
+        self._coded = k
+        levels = (1 << self.bits_[:k].astype(np.int64)).astype(np.float32)
+        self._half = (levels - 1) / 2
+        self._top = levels - 1
+        self._step32 = self.steps_[:k].astype(np.float32)
+        self._lead_axes = np.ascontiguousarray(self.axes_[:, :lead_dims])
+        self._tail_axes = np.ascontiguousarray(self.axes_[:, lead_dims : lead_dims + k])
+        self._axes64 = self.axes_.astype(np.float64)
+        self._unit_exp = math.frexp(math.sqrt(tail_lam[0]))[1] if k else 0
+        self._layout_rows = check_layout(
+            np.array(
+                [(g0, g1 - g0, w, off) for g0, g1, w, off, _ in self.groups_], np.int64
+            ).reshape(-1, 4),
+            max(k, 1),
+            self._nbytes,
+        )
+
+    # -- state ----------------------------------------------------------------------
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "mean": self.mean_,
+            "axes": self.axes_,
+            "lam": self.lam_,
+            "bits": self.bits_,
+            "codebooks": self.lead_.centroids_,
+        }
+
+    def restore(self, config: dict, arrays: dict[str, np.ndarray]) -> None:
+        if config.get("beam") != self.beam:
+            raise ValueError(f"{self.spec}: stored beam {config.get('beam')!r} differs")
+        super().restore(config, arrays)
+
+    def setup_restored(self, arrays: dict[str, np.ndarray]) -> None:
+        from ..transforms import _checked
+
+        d = self.d
+        lead_dims, m = split(d, self._nbytes)
+        mean = _checked(arrays, "mean", (d,), np.float64)
+        axes = _checked(arrays, "axes", (d, d), np.float32)
+        lam = _checked(arrays, "lam", (d,), np.float64)
+        bits = _checked(arrays, "bits", (d - lead_dims,), np.uint8)
+        if not np.isfinite(mean).all() or not np.isfinite(lam).all():
+            raise ValueError("klvq mean and variances must be finite")
+        if not np.allclose(axes.T @ axes, np.eye(d), atol=1e-3):
+            raise ValueError("klvq axes are not orthonormal")
+        if (lam < 0).any() or (np.diff(lam) > 0).any():
+            raise ValueError("klvq variances must be non-negative and non-increasing")
+        if int(bits.max(initial=0)) > 8 or (np.diff(bits.astype(np.int64)) > 0).any():
+            raise ValueError("klvq tail bits must be at most 8 and non-increasing")
+        if ((bits > 0) & (lam[lead_dims:] <= 0)).any():
+            raise ValueError("klvq tail bits must be 0 on axes of zero variance")
+        used = sum(g[4] for g in groups_of(bits))
+        if used > self._nbytes - m:
+            raise ValueError(
+                f"klvq tail codes take {used} bytes, more than the {self._nbytes - m} "
+                f"left after {m} codebooks in {self.spec} at d={d}"
+            )
+        codebooks = _checked(arrays, "codebooks", (m, 1 << _CODEBOOK_BITS, lead_dims), np.float32)
+        if not np.isfinite(codebooks).all():
+            raise ValueError("klvq codebooks hold NaN or Inf")
+        lead = RVQ(m, _CODEBOOK_BITS, self.beam)
+        lead.d, lead.centroids_, lead.fitted = lead_dims, codebooks, True
+        self.mean_, self.axes_, self.lam_, self.bits_, self.lead_ = mean, axes, lam, bits, lead
+        self._layout()
+
+    # -- coding -----------------------------------------------------------------------
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        self.check_ready()
+        n = x.shape[0]
+        lead_dims, m = self.lead_.d, self.lead_.param
+        out = np.zeros((n, self.code_size), np.uint8)
+        f = np.zeros(n, np.float64)
+        k = self._coded
+        u = self._unit_exp
+        if k:  # kl's scale search tables, at unit scale (transform_coding.KL.encode)
+            inv = np.ldexp(1.0 / self.steps_[:k], u).astype(np.float32)
+            step = np.ldexp(self.steps_[:k], -u).astype(np.float32)
+            weight = np.ldexp(self.lam_[lead_dims : lead_dims + k], -2 * u).astype(np.float32)
+            ws = weight * step
+            search = _SearchTables(inv, self._half, self._top, step, ws * step, ws)
+        for s in range(0, n, _CHUNK):
+            rows = x[s : s + _CHUNK]
+            with single_threaded_blas():  # BLAS threads left spinning slow faiss down
+                z64 = (rows.astype(np.float64) - self.mean_) @ self._axes64
+            out[s : s + _CHUNK, :m] = self.lead_.encode(
+                np.ascontiguousarray(z64[:, :lead_dims], np.float32)
+            )
+            if k:
+                tail = np.ascontiguousarray(z64[:, lead_dims : lead_dims + k])
+                _encode_tail(
+                    tail, k, math.ldexp(1.0, -u), search, self._step32, self._layout_rows,
+                    out[s : s + _CHUNK], f[s : s + _CHUNK],
+                )  # fmt: skip
+        self.put_fields(out, f=np.minimum(f, float(np.finfo(self.field_dtype).max)))
+        return out
+
+    def _tail_coordinates(self, codes: np.ndarray) -> np.ndarray:
+        """``f ẑ`` on the tail's coded axes: float32[n, k]."""
+        zh = np.empty((codes.shape[0], self._coded), np.float32)
+        for g0, g1, width, off, nbytes in self.groups_:
+            cg = unpack(np.ascontiguousarray(codes[:, off : off + nbytes]), width, g1 - g0)
+            zh[:, g0:g1] = (cg.astype(np.float32) - self._half[g0:g1]) * self._step32[g0:g1]
+        return zh * self.get_fields(codes, "f")[0][:, None]
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """``mu + ŷ A_leadᵀ + f ẑ A_tailᵀ`` (float32)."""
+        self.check_ready()
+        m = self.lead_.param
+        out = self.lead_.decode(np.ascontiguousarray(codes[:, :m])) @ self._lead_axes.T
+        if self._coded:
+            out += self._tail_coordinates(codes) @ self._tail_axes.T
+        return (out + self.mean_.astype(np.float32)).astype(np.float32, copy=False)
+
+    def score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Table look-ups for the block plus the tail's integer grid form (module docstring)."""
+        self.check_ready()
+        m = self.lead_.param
+        q = np.ascontiguousarray(q, np.float32)
+        lut = self.lead_.tables(q @ self._lead_axes)
+        t = (q.astype(np.float64) @ self.mean_).astype(np.float32)
+        n = codes.shape[0]
+        out = np.empty((q.shape[0], n), np.float32)
+        k = self._coded
+        if k:
+            w = np.ascontiguousarray((q @ self._tail_axes) * self._step32, np.float32)
+            zq = np.zeros(q.shape[0], np.float32)
+        for s in range(0, n, _SCORE_BLOCK):
+            blk = codes[s : s + _SCORE_BLOCK]
+            part = out[:, s : s + blk.shape[0]]
+            _lut_scan(np.ascontiguousarray(blk[:, :m]), lut, part)
+            if k:
+                f = self.get_fields(blk, "f")[0]
+                part += score_uniform(
+                    blk, self.param, k, w, self._half, zq, f, np.ones_like(f), t,
+                    layout=self._layout_rows,
+                )  # fmt: skip
+            else:
+                part += t[:, None]
+        return out
+
+
+def make_klvq(token: str) -> KLVQ | None:
+    """The ``klvq`` quantizer named ``token``, ``None`` if it is not one, or ``ValueError``
+    for a malformed one.
+
+    Examples
+    --------
+    >>> make_klvq("klvq2").spec, make_klvq("klvq1-beam16").spec
+    ('klvq2', 'klvq1-beam16')
+    >>> make_klvq("kl2") is None
+    True
+    """
+    m = TOKEN.match(token)
+    if not m:
+        return None
+    bits, beam = m.groups()
+    canonical = f"klvq{int(bits)}" + (f"-beam{int(beam)}" if beam else "")
+    if not 1 <= int(bits) <= 8 or token != canonical or (beam and not 1 <= int(beam) <= 256):
+        raise ValueError(
+            f"stage {token!r}: klvq<b>[-beam<n>] needs b in 1..8 and a beam in [1, 256]"
+        )
+    return KLVQ(int(bits), DEFAULT_BEAM if beam is None else int(beam))
+
+
+__all__ = ["KLVQ", "make_klvq", "split"]

@@ -1,0 +1,222 @@
+"""``klvq<b>``: transform coding with a residual quantizer on the leading principal axes
+(its split, codes, scores, correction, bytes, bad input and searches)."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import pytest
+
+from vecpress import Codec, FormatError, Index
+from vecpress.codecs.quantizers.transform_vq import KLVQ, split
+
+
+def rows(n: int = 1500, d: int = 32, seed: int = 0, scale: float = 1.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, d)) * np.geomspace(3, 0.1, d) * scale).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    x = rows()
+    return Codec.from_spec("klvq2", d=x.shape[1]).fit(x[:1000]), x
+
+
+def test_split_gives_half_the_bytes_to_the_block_at_two_bits_an_axis():
+    for d, b in ((384, 1), (384, 2), (384, 4), (50, 1), (50, 2), (32, 2), (8, 8)):
+        nbytes = (d * b + 7) // 8
+        lead, m = split(d, nbytes)
+        assert m == max(1, nbytes // 2) and lead == min(4 * m, d)
+        assert Codec.code_size_of(f"klvq{b}", d) == nbytes + (
+            2 if b <= 4 else 4
+        )  # codes + the factor f
+
+
+def test_block_codes_are_faiss_residual_codes_of_the_leading_coordinates(fitted):
+    """The first M bytes are what faiss's residual quantizer (the same codebooks, the
+    same beam) gives the rows' leading principal coordinates."""
+    codec, x = fitted
+    quant = codec.quantizer
+    lead, m = quant.lead_dims, quant.lead_bytes
+    rq = faiss.ResidualQuantizer(lead, m, 8)
+    rq.max_beam_size = 5
+    faiss.copy_array_to_vector(quant.lead_.centroids_.ravel(), rq.codebooks)
+    rq.is_trained = True
+    z = ((x[1000:].astype(np.float64) - quant.mean_) @ quant.axes_[:, :lead]).astype(np.float32)
+    codes = codec.encode(x[1000:])
+    assert np.array_equal(codes[:, :m], rq.compute_codes(np.ascontiguousarray(z)))
+
+
+def test_score_is_tables_plus_the_tail_grid_form(fitted):
+    """score = <q A_lead, block reconstruction> + f <q A_tail, tail reconstruction> +
+    <q, mu> = <q, decode(codes)>, up to the 8-bit rounding of the tail's query part,
+    whose error is at most f * sum_j |c_j - h_j| * (qscale / 2) a row."""
+    codec, x = fitted
+    quant = codec.quantizer
+    codes = codec.encode(x[1000:])
+    q = rows(6, seed=4)
+    exact = q.astype(np.float64) @ codec.decode(codes).T.astype(np.float64)
+    got = codec.score(q, codes)
+    assert got.dtype == np.float32 and got.shape == (6, 500)
+    w = (q @ quant._tail_axes) * quant._step32
+    qscale = np.abs(w).max(axis=1) / 127
+    e = quant._tail_coordinates(codes) / quant._step32  # f (c - h)
+    bound = qscale[:, None] / 2 * np.abs(e).sum(axis=1)[None, :]
+    assert (np.abs(got - exact) <= bound + 1e-4 * np.abs(exact).max()).all()
+    assert np.abs(got - exact).max() > 0  # the tail's query part is rounded
+
+
+def test_tail_correction_makes_the_coded_part_exact_on_the_row_itself(fitted):
+    """f = |z_c|² / <ẑ, z_c>: the tail's scaled reconstruction has the row's own inner
+    product with its coded coordinates, exactly (float rounding aside)."""
+    codec, x = fitted
+    quant = codec.quantizer
+    codes = codec.encode(x[1000:])
+    zc = (x[1000:].astype(np.float64) - quant.mean_) @ quant._tail_axes.astype(np.float64)
+    fz = quant._tail_coordinates(codes).astype(np.float64)
+    assert np.allclose((fz * zc).sum(1), (zc * zc).sum(1), rtol=2e-3)  # f is float16
+
+
+def test_more_bits_and_a_wider_beam_lower_the_score_error():
+    """Each added bit per dimension lowers the score error; a wider beam finds block
+    codes at least as good on average."""
+    x = rows(2500, seed=2)
+    q = rows(40, seed=5)
+    exact = q.astype(np.float64) @ x[2000:].T.astype(np.float64)
+    errs = {}
+    for spec in ("klvq1", "klvq2", "klvq4", "klvq2-beam1"):
+        codec = Codec.from_spec(spec, d=32).fit(x[:2000])
+        errs[spec] = float(np.square(codec.score(q, codec.encode(x[2000:])) - exact).mean())
+    assert errs["klvq1"] > errs["klvq2"] > errs["klvq4"]
+    assert errs["klvq2"] <= errs["klvq2-beam1"]
+
+
+def test_specs_parse_print_and_refuse():
+    assert Codec.from_spec("klvq2").spec == "klvq2"
+    assert Codec.from_spec("klvq2-beam5").spec == "klvq2"  # the default beam
+    assert Codec.from_spec("pca16, klvq1-beam16").spec == "pca16,klvq1-beam16"
+    for bad in ("klvq0", "klvq9", "klvq02", "klvq2-beam0", "klvq2-beam257", "klvq2-ils3",
+                "klvq2,center"):  # fmt: skip
+        with pytest.raises(ValueError):
+            Codec.from_spec(bad)
+
+
+def test_bytes_round_trip_and_damage(fitted):
+    codec, x = fitted
+    blob = codec.to_bytes()
+    again = Codec.from_bytes(blob)
+    assert again.spec == codec.spec
+    codes = codec.encode(x[1000:])
+    assert np.array_equal(again.encode(x[1000:]), codes)
+    assert np.array_equal(again.score(x[:4], codes), codec.score(x[:4], codes))
+    damaged = bytearray(blob)
+    damaged[-40] ^= 0xFF
+    with pytest.raises(FormatError):
+        Codec.from_bytes(bytes(damaged))
+
+
+def test_restored_state_is_checked(fitted):
+    """Arrays that no fit could give are refused by name, whatever the checksum says."""
+    codec, _ = fitted
+    quant = codec.quantizer
+    config = quant.config()
+    good = quant.arrays()
+
+    def restore(**changes):
+        fresh = KLVQ(quant.param)
+        fresh.restore(config, {**good, **changes})
+        return fresh
+
+    assert np.array_equal(restore().lead_.centroids_, quant.lead_.centroids_)
+    with pytest.raises(ValueError, match="orthonormal"):
+        restore(axes=(good["axes"] * 2).astype(np.float32))
+    with pytest.raises(ValueError, match="non-increasing"):
+        restore(lam=good["lam"][::-1].copy())
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        restore(codebooks=np.full_like(good["codebooks"], np.nan))
+    with pytest.raises(ValueError, match="tail codes take"):
+        restore(bits=np.full_like(good["bits"], 8))
+    with pytest.raises(ValueError, match="codebooks"):
+        restore(codebooks=good["codebooks"][:1])
+    with pytest.raises(ValueError, match="beam"):
+        KLVQ(quant.param, beam=7).restore(config, good)
+
+
+def test_bad_input_is_refused():
+    x = rows(600)
+    with pytest.raises(ValueError, match=r"at least 256 training rows .*found 100"):
+        Codec.from_spec("klvq2", d=32).fit(x[:100])
+    codec = Codec.from_spec("klvq2", d=32).fit(x)
+    bad = x[:5].copy()
+    bad[2, 3] = np.nan
+    with pytest.raises(ValueError):
+        codec.encode(bad)
+    with pytest.raises(ValueError):
+        codec.encode(x[:5, :16])
+    with pytest.raises(ValueError):
+        Codec.from_spec("klvq2", d=16).fit(x)
+
+
+@pytest.mark.parametrize("scale", [1e-20, 1e12])
+def test_rows_far_from_unit_scale(scale):
+    """The block trains and codes at unit scale, the tail's scale search too: scaled rows
+    are scored as well as the rows themselves, with finite scores."""
+    x = rows(1200)
+    q = x[:5].astype(np.float64)
+    exact = q @ x[1000:].T.astype(np.float64)
+    errs = []
+    for s in (1.0, scale):
+        codec = Codec.from_spec("klvq2", d=32).fit(x[:1000] * s)
+        got = codec.score(x[:5], codec.encode(x[1000:] * s)).astype(np.float64) / s
+        assert np.isfinite(got).all()
+        errs.append(float(np.square(got - exact).mean()))
+    assert errs[1] < 1.5 * errs[0] + 1e-9
+
+
+def test_tiny_dimensions_code_every_axis_in_the_block():
+    """d = 4 at 8 bits: the block covers every axis, the tail is empty."""
+    x = rows(800, d=4)
+    codec = Codec.from_spec("klvq8", d=4).fit(x)
+    assert codec.quantizer.lead_dims == 4 and codec.quantizer._coded == 0
+    codes = codec.encode(x[:50])
+    exact = x[:3].astype(np.float64) @ codec.decode(codes).T
+    assert np.allclose(codec.score(x[:3], codes), exact, atol=1e-4)
+    assert np.square(codec.decode(codes) - x[:50]).mean() < 0.01 * np.square(x[:50]).mean()
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2", "cosine"])
+def test_index_search_ranks_by_the_codec_score(metric, tmp_path):
+    import vecpress
+
+    x = rows(1200)
+    index = Index("klvq2", metric, rerank_spec="f32")
+    index.add(x)
+    q = rows(5, seed=3)
+    res = index.search(q, 10)
+    qq = q / np.linalg.norm(q, axis=1, keepdims=True) if metric == "cosine" else q
+    xx = x / np.linalg.norm(x, axis=1, keepdims=True) if metric == "cosine" else x
+    codec = index.codec
+    est = codec.score(qq, codec.encode(xx)).astype(np.float64)
+    if metric == "l2":
+        est = 2 * est - np.square(xx.astype(np.float64)).sum(axis=1)
+    want = np.argsort(-est, axis=1, kind="stable")[:, :10]
+    assert (res.ids == want).mean() > 0.98  # ties and float32 rounding aside
+    index.save(tmp_path / "i.vpi")
+    again = vecpress.open(tmp_path / "i.vpi").search(q, 10)
+    assert np.array_equal(again.ids, res.ids)
+
+
+def test_in_the_advisors_full_space_with_its_cost():
+    """The full grid holds klvq at 1 and 2 bits per dimension; the time budget knows its
+    block trains like rvq's (tens of seconds where kl takes a few) and its tables cost
+    more to scan than kl's integer codes."""
+    from vecpress.advisor.bench import GRIDS, family_specs
+    from vecpress.advisor.cost import build_seconds, pair_seconds
+
+    assert "klvq" in GRIDS["full"]["families"] and "klvq" not in GRIDS["default"]["families"]
+    assert family_specs("klvq", 384) == ["klvq1", "klvq2"]
+    kl, klvq = build_seconds("kl1", 100_000, 384), build_seconds("klvq1", 100_000, 384)
+    assert klvq > 5 * kl
+    assert build_seconds("klvq1-beam16", 100_000, 384) > klvq
+    assert build_seconds("klvq2", 100_000, 384) > klvq
+    assert pair_seconds("klvq1", 384, 50) > pair_seconds("kl1", 384, 50)
