@@ -63,7 +63,7 @@ import re
 import numba as nb
 import numpy as np
 
-from ...kernels.bitpack import unpack
+from ...kernels.bitpack import pack_row, unpack
 from ...kernels.scan import check_layout, score_uniform
 from ...threads import single_threaded_blas
 from .additive import RVQ, TRAIN_ROWS
@@ -71,7 +71,9 @@ from .base import Quantizer, RowField
 from .pq import _lut_scan
 from .transform_coding import (
     _CHUNK,
-    _encode_block,
+    _best_tau,
+    _correction,
+    _row_codes,
     _SearchTables,
     _steps,
     allocate_bits,
@@ -85,13 +87,6 @@ TOKEN = re.compile(r"^klvq(\d+)(?:-beam(\d+))?$")
 DEFAULT_BEAM = 5
 #: bits of the leading block's codebooks
 _CODEBOOK_BITS = 8
-#: kl's encoding kernel compiled without threads: ``encode`` alternates it with faiss's
-#: residual quantizer, whose threads would compete with the idle threads of numba's pool
-#: spinning (the tail is the cheaper part, and faiss threads the block). For the same
-#: reason the projection is a single-threaded BLAS product: with numpy's BLAS threads
-#: spinning after it, faiss's encoding ran at 19,600 rows/s instead of 51,700 (1-bit,
-#: d = 384, beam 1, one thread, 2-core machine)
-_encode_tail = nb.njit(cache=True, fastmath=True)(_encode_block.py_func)
 #: code rows scored per block by :meth:`KLVQ.score` (keeps a block's scores in cache)
 _SCORE_BLOCK = 8192
 
@@ -349,6 +344,39 @@ class KLVQ(Quantizer):
             else:
                 part += t[:, None]
         return out
+
+
+@nb.njit(cache=True, fastmath=True)
+def _encode_tail(z64, k, unit, tb, step32, layout, out, f):
+    """kl's encoding of the tail (``transform_coding._encode_block``) without threads:
+    ``encode`` alternates it with faiss's residual quantizer, whose threads would compete
+    with the idle threads of numba's pool spinning (the tail is the cheaper part, and
+    faiss threads the block). For the same reason the projection is a single-threaded
+    BLAS product: with numpy's BLAS threads spinning after it, faiss's encoding ran at
+    19,600 rows/s instead of 51,700 (1-bit, d = 384, beam 1, one thread, 2-core machine).
+    ``z64`` holds the rows' coordinates on the ``k`` coded axes; ``layout`` places the
+    groups after the block's bytes."""
+    unit2 = unit * unit
+    zu = np.empty(k, np.float32)
+    zi = np.empty(k, np.float32)
+    za = np.empty(k, np.float32)
+    zw = np.empty(k, np.float32)
+    c = np.empty(k, np.uint8)
+    for j in range(z64.shape[0]):
+        z = z64[j]
+        n2 = 0.0
+        for i in range(k):
+            n2 += z[i] * z[i]
+            zu[i] = np.float32(z[i] * unit)
+            zi[i] = zu[i] * tb.inv[i]
+            za[i] = zu[i] * tb.step[i]
+            zw[i] = zu[i] * tb.ws[i]
+        tau = _best_tau(zi, za, zw, tb, n2 * unit2)
+        _row_codes(zu, tb.inv, tb.half, tb.top, tau, c)
+        f[j] = _correction(z, k, c, tb.half, step32, n2)
+        for g in range(layout.shape[0]):
+            g0, count, width, offset = layout[g]
+            pack_row(c[g0 : g0 + count], width, out[j], offset)
 
 
 def make_klvq(token: str) -> KLVQ | None:
