@@ -262,6 +262,19 @@ def allocate_bits(lam: np.ndarray, budget: int) -> np.ndarray:
     return np.repeat(widths, counts[::-1]).astype(np.uint8)
 
 
+def layout_rows(groups: list, k: int, row_bytes: int) -> np.ndarray:
+    """The kernels' layout (:func:`~vecpress.kernels.scan.check_layout`) of the groups of
+    :func:`groups_of` over ``k`` coded axes in rows of ``row_bytes`` bytes, validated.
+
+    Examples
+    --------
+    >>> layout_rows(groups_of(np.array([3, 3, 2, 2, 2, 0], np.uint8)), 5, 2).tolist()
+    [[0, 2, 3, 0], [2, 3, 2, 1]]
+    """
+    rows = [(g0, g1 - g0, width, off) for g0, g1, width, off, _ in groups]
+    return check_layout(np.array(rows, np.int64).reshape(-1, 4), max(k, 1), row_bytes)
+
+
 def principal_axes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The mean, principal axes and variances of rows ``x`` (``n >= 1``).
 
@@ -381,13 +394,7 @@ class KL(GridQuantizer):
         # 2**_unit_exp ~ the largest axis's standard deviation (encode's unit scale)
         self._unit_exp = math.frexp(math.sqrt(self.lam_[0]))[1] if k else 0
         # what the kernels read without bounds checks: validated once more here
-        self._layout_rows = check_layout(
-            np.array(
-                [(g0, g1 - g0, width, off) for g0, g1, width, off, _ in self.groups_], np.int64
-            ).reshape(-1, 4),
-            k,
-            self._nbytes,
-        )
+        self._layout_rows = layout_rows(self.groups_, k, self._nbytes)
 
     # -- state ----------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:

@@ -64,7 +64,7 @@ import numba as nb
 import numpy as np
 
 from ...kernels.bitpack import pack_row, unpack
-from ...kernels.scan import check_layout, score_uniform
+from ...kernels.scan import score_uniform
 from ...threads import single_threaded_blas
 from .additive import RVQ, TRAIN_ROWS
 from .base import Quantizer, RowField
@@ -78,6 +78,7 @@ from .transform_coding import (
     _steps,
     allocate_bits,
     groups_of,
+    layout_rows,
     principal_axes,
 )
 
@@ -214,13 +215,7 @@ class KLVQ(Quantizer):
         self._tail_axes = np.ascontiguousarray(self.axes_[:, lead_dims : lead_dims + k])
         self._axes64 = self.axes_.astype(np.float64)
         self._unit_exp = math.frexp(math.sqrt(tail_lam[0]))[1] if k else 0
-        self._layout_rows = check_layout(
-            np.array(
-                [(g0, g1 - g0, w, off) for g0, g1, w, off, _ in self.groups_], np.int64
-            ).reshape(-1, 4),
-            max(k, 1),
-            self._nbytes,
-        )
+        self._layout_rows = layout_rows(self.groups_, k, self._nbytes)
 
     # -- state ----------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
