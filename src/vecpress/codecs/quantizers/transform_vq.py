@@ -46,9 +46,12 @@ bias. So
 
 with look-up tables ``T[m, c] = <(q A)_lead, C_m[c]>`` (one matrix product per
 query batch, as :class:`.additive.RVQ`) and the tail's grid form ``w = (q A)_tail *
-step`` scored by the integer kernel (:func:`~vecpress.kernels.scan.score_uniform`,
-the codes read where they lie). The tables are float, so ``klvq`` scores through
-the generic search path.
+step``, ``w`` rounded to 8 bits (:func:`~vecpress.kernels.scan.grid_queries`) and
+``<c, w>`` an exact integer dot product by the grid codecs' kernel
+(:func:`~vecpress.kernels.scan.int_scan`, the codes read where they lie); the table
+sums are then added block by block of 64 rows, vectorised across the queries. The
+tables are float, so ``klvq`` scores through the generic search path (its ``score``
+per list).
 
 Encoding costs what the residual quantizer costs (``M * 256 * L`` multiply-adds per
 beam entry and codebook) plus ``kl``'s scale search on the tail; the benchmark
@@ -64,11 +67,10 @@ import numba as nb
 import numpy as np
 
 from ...kernels.bitpack import pack_row, unpack
-from ...kernels.scan import score_uniform
+from ...kernels.scan import grid_queries, int_scan, query_limbs
 from ...threads import single_threaded_blas
 from .additive import RVQ, TRAIN_ROWS
 from .base import Quantizer, RowField
-from .pq import _lut_scan
 from .transform_coding import (
     _CHUNK,
     _best_tau,
@@ -88,8 +90,8 @@ TOKEN = re.compile(r"^klvq(\d+)(?:-beam(\d+))?$")
 DEFAULT_BEAM = 5
 #: bits of the leading block's codebooks
 _CODEBOOK_BITS = 8
-#: code rows scored per block by :meth:`KLVQ.score` (keeps a block's scores in cache)
-_SCORE_BLOCK = 8192
+#: code rows per parallel block of the scan (their tail codes unpacked once for all queries)
+_ROWS = 64
 
 
 def split(d: int, nbytes: int) -> tuple[int, int]:
@@ -320,25 +322,42 @@ class KLVQ(Quantizer):
         q = np.ascontiguousarray(q, np.float32)
         lut = self.lead_.tables(q @ self._lead_axes)
         t = (q.astype(np.float64) @ self.mean_).astype(np.float32)
-        n = codes.shape[0]
-        out = np.empty((q.shape[0], n), np.float32)
-        k = self._coded
-        if k:
+        nq, n, k = q.shape[0], codes.shape[0], self._coded
+        out = np.empty((nq, n), np.float32)
+        if k:  # the tail's grid form by the integer kernel, codes read where they lie
             w = np.ascontiguousarray((q @ self._tail_axes) * self._step32, np.float32)
-            zq = np.zeros(q.shape[0], np.float32)
-        for s in range(0, n, _SCORE_BLOCK):
-            blk = codes[s : s + _SCORE_BLOCK]
-            part = out[:, s : s + blk.shape[0]]
-            _lut_scan(np.ascontiguousarray(blk[:, :m]), lut, part)
-            if k:
-                f = self.get_fields(blk, "f")[0]
-                part += score_uniform(
-                    blk, self.param, k, w, self._half, zq, f, np.ones_like(f), t,
-                    layout=self._layout_rows,
-                )  # fmt: skip
-            else:
-                part += t[:, None]
+            qi, qs, off = grid_queries(w, self._half, np.zeros(nq, np.float32), self.param)
+            f = self.get_fields(codes, "f")[0]
+            int_scan(
+                codes, self.param, k, qi, qs, off, f, np.ones_like(f), t, out,
+                limbs=query_limbs(self.param), layout=self._layout_rows,
+            )  # fmt: skip
+        else:
+            out[:] = t[:, None]
+        _add_tables(codes, m, np.ascontiguousarray(lut.transpose(1, 2, 0)), out)
         return out
+
+
+@nb.njit(cache=True, parallel=True)
+def _add_tables(codes, m, tables, out):
+    """``out[q, j] += Σ_m tables[m, codes[j, m], q]``: each row's sum in codebook order,
+    vectorised across the queries (``tables`` holds a code's entries for every query
+    side by side), a block of rows at a time."""
+    n = codes.shape[0]
+    nq = tables.shape[2]
+    for blk in nb.prange((n + _ROWS - 1) // _ROWS):
+        s = blk * _ROWS
+        e = min(n, s + _ROWS)
+        acc = np.zeros((e - s, nq), np.float32)
+        for j in range(s, e):
+            row = acc[j - s]
+            for mm in range(m):
+                col = tables[mm, codes[j, mm]]
+                for qq in range(nq):
+                    row[qq] += col[qq]
+        for qq in range(nq):
+            for j in range(s, e):
+                out[qq, j] += acc[j - s, qq]
 
 
 @nb.njit(cache=True, fastmath=True)
