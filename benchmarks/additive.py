@@ -24,7 +24,7 @@ at a time, faiss ``index.search`` of all queries, its default search type). The 
 standard error of a recall difference is over queries.
 
 Run ``python benchmarks/additive.py [--sets glove,minilm] [--bits 1,2]``; writes
-``benchmarks/results/additive-<sets>-<date>.{json,md}`` and prints the Markdown.
+``benchmarks/results/additive-<sets>-<bits>b-<date>.{json,md}`` and prints the Markdown.
 """
 
 from __future__ import annotations
@@ -232,7 +232,8 @@ def main() -> int:
     text = report(run)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    stamp = f"additive-{args.sets.replace(',', '-')}-{time.strftime('%Y-%m-%d')}"
+    sets, bits_tag = args.sets.replace(",", "-"), args.bits.replace(",", "-")
+    stamp = f"additive-{sets}-{bits_tag}b-{time.strftime('%Y-%m-%d')}"
     (out / f"{stamp}.json").write_text(json.dumps(run, indent=1, default=float))
     (out / f"{stamp}.md").write_text(text)
     print(text)
