@@ -239,5 +239,5 @@ def test_ivf_search_scores_list_by_list(residual):
     assert np.array_equal(one.ids[0], res.ids[0])
     # most of the exact top 10 among the 10 found (2 bits a dimension, d = 32)
     exact = np.argsort(-(q @ x.T), axis=1)[:, :10]
-    found = np.mean([np.intersect1d(a, b).size / 10 for a, b in zip(res.ids, exact)])
+    found = np.mean([np.intersect1d(a, b).size / 10 for a, b in zip(res.ids, exact, strict=True)])
     assert found > 0.5
