@@ -30,6 +30,11 @@ The split gives half of the code bytes to the block at 2 bits per axis:
 dimension ``L = 96, M = 24`` gave 0.7284, ``L = 128, M = 32`` 0.7279, ``L = 160,
 M = 40`` 0.7223 (``kl1`` 0.6859, faiss ``RQ48x8`` 0.7036); at 2 bits ``L = 192,
 M = 48`` 0.7952 against 0.7719 with beam 1 (encoding is five times faster with it).
+**At 2 bits per dimension this split loses to ``kl2``** on the same set (0.7887
+against 0.8613, ``benchmarks/additive.py``), and on GloVe-50 too (0.4920 against
+0.5673): there the scalar grid's bits on the leading axes already code them finely, and
+a block of 8-bit codebooks does worse. ``klvq`` is a 1-bit codec until the split adapts
+to the rate.
 
 **Correction and scores.** The tail keeps ``kl``'s correction on its coded axes:
 with ``ẑ`` the grid reconstruction of the tail's coded coordinates ``z_c``,
