@@ -626,13 +626,33 @@ def _correction(z, k, c, half, step32, n2):
     return f
 
 
+@nb.njit(cache=True, fastmath=True, inline="always")
+def encode_row(z, k, unit, tb, step32, layout, out, zu, zi, za, zw, c):
+    """Code one row: ``z`` its float64 coordinates (every axis; the first ``k`` coded),
+    its codes packed into the code row ``out`` as ``layout`` says; returns its correction
+    factor. ``zu``, ``zi``, ``za``, ``zw`` (float32[k]) and ``c`` (uint8[k]) are scratch."""
+    n2 = 0.0
+    for i in range(z.shape[0]):
+        n2 += z[i] * z[i]
+    for i in range(k):
+        zu[i] = np.float32(z[i] * unit)
+        zi[i] = zu[i] * tb.inv[i]
+        za[i] = zu[i] * tb.step[i]
+        zw[i] = zu[i] * tb.ws[i]
+    tau = _best_tau(zi, za, zw, tb, n2 * (unit * unit))
+    _row_codes(zu, tb.inv, tb.half, tb.top, tau, c)
+    for g in range(layout.shape[0]):
+        g0, count, width, offset = layout[g]
+        pack_row(c[g0 : g0 + count], width, out, offset)
+    return _correction(z, k, c, tb.half, step32, n2)
+
+
 @nb.njit(cache=True, fastmath=True, parallel=True)
 def _encode_block(z64, k, unit, tb, step32, layout, out, f):
     """Codes and correction factors of the rows ``z64`` (float64 coordinates on the
     axes) into the code rows ``out`` and ``f``; ``unit`` is the power of two of the
     unit scale (KL.encode)."""
-    n, d = z64.shape
-    unit2 = unit * unit
+    n = z64.shape[0]
     for ch in nb.prange((n + _ROWS - 1) // _ROWS):
         zu = np.empty(k, np.float32)
         zi = np.empty(k, np.float32)
@@ -640,21 +660,7 @@ def _encode_block(z64, k, unit, tb, step32, layout, out, f):
         zw = np.empty(k, np.float32)
         c = np.empty(k, np.uint8)
         for j in range(ch * _ROWS, min(n, (ch + 1) * _ROWS)):
-            z = z64[j]
-            n2 = 0.0
-            for i in range(d):
-                n2 += z[i] * z[i]
-            for i in range(k):
-                zu[i] = np.float32(z[i] * unit)
-                zi[i] = zu[i] * tb.inv[i]
-                za[i] = zu[i] * tb.step[i]
-                zw[i] = zu[i] * tb.ws[i]
-            tau = _best_tau(zi, za, zw, tb, n2 * unit2)
-            _row_codes(zu, tb.inv, tb.half, tb.top, tau, c)
-            f[j] = _correction(z, k, c, tb.half, step32, n2)
-            for g in range(layout.shape[0]):
-                g0, count, width, offset = layout[g]
-                pack_row(c[g0 : g0 + count], width, out[j], offset)
+            f[j] = encode_row(z64[j], k, unit, tb, step32, layout, out[j], zu, zi, za, zw, c)
 
 
 @nb.njit(cache=True, parallel=True)

@@ -71,19 +71,17 @@ import re
 import numba as nb
 import numpy as np
 
-from ...kernels.bitpack import pack_row, unpack
+from ...kernels.bitpack import unpack
 from ...kernels.scan import grid_queries, int_scan, query_limbs
 from ...threads import single_threaded_blas
 from .additive import RVQ, TRAIN_ROWS
 from .base import Quantizer, RowField
 from .transform_coding import (
     _CHUNK,
-    _best_tau,
-    _correction,
-    _row_codes,
     _SearchTables,
     _steps,
     allocate_bits,
+    encode_row,
     groups_of,
     layout_rows,
     principal_axes,
@@ -375,27 +373,13 @@ def _encode_tail(z64, k, unit, tb, step32, layout, out, f):
     19,600 rows/s instead of 51,700 (1-bit, d = 384, beam 1, one thread, 2-core machine).
     ``z64`` holds the rows' coordinates on the ``k`` coded axes; ``layout`` places the
     groups after the block's bytes."""
-    unit2 = unit * unit
     zu = np.empty(k, np.float32)
     zi = np.empty(k, np.float32)
     za = np.empty(k, np.float32)
     zw = np.empty(k, np.float32)
     c = np.empty(k, np.uint8)
     for j in range(z64.shape[0]):
-        z = z64[j]
-        n2 = 0.0
-        for i in range(k):
-            n2 += z[i] * z[i]
-            zu[i] = np.float32(z[i] * unit)
-            zi[i] = zu[i] * tb.inv[i]
-            za[i] = zu[i] * tb.step[i]
-            zw[i] = zu[i] * tb.ws[i]
-        tau = _best_tau(zi, za, zw, tb, n2 * unit2)
-        _row_codes(zu, tb.inv, tb.half, tb.top, tau, c)
-        f[j] = _correction(z, k, c, tb.half, step32, n2)
-        for g in range(layout.shape[0]):
-            g0, count, width, offset = layout[g]
-            pack_row(c[g0 : g0 + count], width, out[j], offset)
+        f[j] = encode_row(z64[j], k, unit, tb, step32, layout, out[j], zu, zi, za, zw, c)
 
 
 def make_klvq(token: str) -> KLVQ | None:
