@@ -157,7 +157,7 @@ def test_bad_input_is_refused():
         Codec.from_spec("klvq2", d=16).fit(x)
 
 
-@pytest.mark.parametrize("scale", [1e-20, 1e12])
+@pytest.mark.parametrize("scale", [1e-30, 1e-20, 1e12])
 def test_rows_far_from_unit_scale(scale):
     """The block trains and codes at unit scale, the tail's scale search too: scaled rows
     are scored as well as the rows themselves, with finite scores."""
@@ -241,3 +241,24 @@ def test_ivf_search_scores_list_by_list(residual):
     exact = np.argsort(-(q @ x.T), axis=1)[:, :10]
     found = np.mean([np.intersect1d(a, b).size / 10 for a, b in zip(res.ids, exact, strict=True)])
     assert found > 0.5
+
+
+def test_two_threads_encode_and_score_as_one(fitted):
+    """A restored codec builds its faiss coder on first use: two threads racing to build
+    it while encoding and scoring get what one thread gets."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    codec, x = fitted
+    blob = codec.to_bytes()
+    want_codes = codec.encode(x[1000:])
+    want_scores = codec.score(x[:5], want_codes)
+    shared = Codec.from_bytes(blob)  # no coder built yet
+
+    def work(_):
+        codes = shared.encode(x[1000:])
+        return codes, shared.score(x[:5], codes)
+
+    with ThreadPoolExecutor(2) as pool:
+        for codes, scores in pool.map(work, range(4)):
+            assert np.array_equal(codes, want_codes)
+            assert np.array_equal(scores, want_scores)

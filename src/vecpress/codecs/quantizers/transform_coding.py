@@ -447,11 +447,7 @@ class KL(GridQuantizer):
         # search): at a data scale of 1e14, lam * y² would overflow float32, at 1e-20
         # the products would underflow to 0.
         u = self._unit_exp
-        inv = np.ldexp(1.0 / self.steps_[:k], u).astype(np.float32)
-        step = np.ldexp(self.steps_[:k], -u).astype(np.float32)
-        weight = np.ldexp(self.lam_[:k], -2 * u).astype(np.float32)
-        ws = weight * step
-        search = _SearchTables(inv, self._half, self._top, step, ws * step, ws)
+        search = search_tables(self.steps_[:k], self.lam_[:k], self._half, self._top, u)
         f = np.empty(n, np.float64)
         for s in range(0, n, _CHUNK):
             # in float64, so that a row's coordinates do not depend on the rows coded
@@ -517,6 +513,16 @@ def _row_codes(z, inv, half, top, tau, out):
 #: = 1 / step, the centres ``half`` and tops ``top`` of the codes, ``step``, and the
 #: weighted products ``wss`` = weight * step² and ``ws`` = weight * step
 _SearchTables = namedtuple("_SearchTables", "inv half top step wss ws")
+
+
+def search_tables(steps, lam, half, top, u: int) -> _SearchTables:
+    """The scale search's tables of the coded axes (steps ``steps``, variances ``lam``,
+    centres ``half``, tops ``top``) at the unit scale ``2**u`` (:meth:`KL.encode`)."""
+    inv = np.ldexp(1.0 / steps, u).astype(np.float32)
+    step = np.ldexp(steps, -u).astype(np.float32)
+    weight = np.ldexp(lam, -2 * u).astype(np.float32)
+    ws = weight * step
+    return _SearchTables(inv, half, top, step, ws * step, ws)
 
 
 @nb.njit(cache=True, fastmath=True, inline="always")

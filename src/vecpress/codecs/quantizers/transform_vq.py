@@ -79,13 +79,13 @@ from .additive import RVQ, TRAIN_ROWS
 from .base import Quantizer, RowField
 from .transform_coding import (
     _CHUNK,
-    _SearchTables,
     _steps,
     allocate_bits,
     encode_row,
     groups_of,
     layout_rows,
     principal_axes,
+    search_tables,
 )
 
 #: ``klvq<b>[-beam<n>]``
@@ -281,11 +281,8 @@ class KLVQ(Quantizer):
         k = self._coded
         u = self._unit_exp
         if k:  # kl's scale search tables, at unit scale (transform_coding.KL.encode)
-            inv = np.ldexp(1.0 / self.steps_[:k], u).astype(np.float32)
-            step = np.ldexp(self.steps_[:k], -u).astype(np.float32)
-            weight = np.ldexp(self.lam_[lead_dims : lead_dims + k], -2 * u).astype(np.float32)
-            ws = weight * step
-            search = _SearchTables(inv, self._half, self._top, step, ws * step, ws)
+            tail_lam = self.lam_[lead_dims : lead_dims + k]
+            search = search_tables(self.steps_[:k], tail_lam, self._half, self._top, u)
         for s in range(0, n, _CHUNK):
             rows = x[s : s + _CHUNK]
             with single_threaded_blas():  # BLAS threads left spinning slow faiss down
