@@ -3,16 +3,19 @@ and faiss (issue 21).
 
 On GloVe-50 and the 384-d sentence set (``sentences.py``), rows L2-normalised and
 ranked by inner product, at budgets of B = 1 and 2 bits per dimension (``d * bits / 8``
-bytes of codes; a candidate may take up to 1.1 B): recall@10 of an exhaustive search
+bytes a row, per-vector factors included): as the issue states the comparison, a
+vecpress codec counts within B, a faiss codec within 1.1 B (faiss's additive quantizers
+get the largest number of 8-bit codebooks within 1.1 B). Recall@10 of an exhaustive search
 by each codec's scores against the exact top 10, on ``--queries`` queries, for
 
 * vecpress: ``klvq<b>`` (transform coding with a residual quantizer on the leading
-  axes; beam 5 and ``--strong-beam``), ``rvq<M>x8`` (faiss's residual quantizer trains
+  axes, or one weighted block on every axis at d b / 8 <= 16 bytes; beam 5 and
+  ``--strong-beam``), ``rvq<M>x8`` (faiss's residual quantizer trains
   and encodes; its codes are faiss's own, ``tests/test_additive.py``; with the strong
   beam too where ``M <= 16``), ``kl<b>`` and ``pca<d'>,kl<b>`` (transform coding),
   ``center,hd2,rq<b>``, ``pq<M>x8``;
-* faiss in the same process on the same rows: ``RQ<M>x8`` (beam 5, and ``--strong-beam``),
-  ``LSQ<M>x8`` (GloVe only: at d = 384 faiss's LSQ of 48 x 8-bit codebooks had not
+* faiss in the same process on the same rows: ``RQ<M'>x8`` (beam 5, and ``--strong-beam``),
+  ``LSQ<M'>x8`` (GloVe only: at d = 384 faiss's LSQ of 48 x 8-bit codebooks had not
   finished training on 5,000 rows after 9 minutes on this machine), ``PQ<M>x8``,
   ``OPQ<M>,PQ<M>x8`` and ``RR,RaBitQ`` (1 bit);
 
@@ -45,22 +48,23 @@ HERE = Path(__file__).resolve().parent
 
 def candidates(d: int, bits: int, set_name: str, strong_beam: int) -> tuple[list[str], list[str]]:
     """(vecpress specs, faiss factory keys) near ``bits`` per dimension at ``d``."""
-    m = max(1, round(d * bits / 8))  # bytes = 8-bit codebooks
+    m = max(1, d * bits // 8)  # vecpress's bytes = 8-bit codebooks within B
+    mf = max(1, int(1.1 * d * bits / 8))  # faiss's codebooks within 1.1 B
     vp = [f"klvq{bits}", f"rvq{m}x8", f"kl{bits}", f"center,hd2,rq{bits}"]
     if strong_beam:
         vp.append(f"klvq{bits}-beam{strong_beam}")
         if m <= 16:  # faiss's RQ with the strong beam (the same codes): where it is cheap
             vp.append(f"rvq{m}x8-beam{strong_beam}")
     for keep in (d // 2, (3 * d) // 4):  # fewer axes, more bits each
-        b2 = max(1, min(8, round(d * bits / keep)))
-        if keep * b2 <= 1.1 * d * bits and keep < d:
+        b2 = max(1, min(8, (d * bits - 16) // keep))  # the factor's 2 bytes within B
+        if b2 >= 1 and keep < d:
             vp.append(f"pca{keep},kl{b2}")
-    # product quantizers need M to divide d: the most sub-spaces within 1.1 B
-    mp = max(k for k in range(1, d + 1) if d % k == 0 and k <= 1.1 * m)
-    vp.append(f"pq{mp}x8")
-    fs = [f"RQ{m}x8", f"PQ{mp}x8", f"OPQ{mp},PQ{mp}x8"]
+    # product quantizers need M to divide d: the most sub-spaces within B / 1.1 B
+    vp.append(f"pq{max(k for k in range(1, d + 1) if d % k == 0 and k <= m)}x8")
+    mp = max(k for k in range(1, d + 1) if d % k == 0 and k <= mf)
+    fs = [f"RQ{mf}x8", f"PQ{mp}x8", f"OPQ{mp},PQ{mp}x8"]
     if set_name == "glove":
-        fs.append(f"LSQ{m}x8")
+        fs.append(f"LSQ{mf}x8")
     if bits == 1:
         fs.append("RR,RaBitQ")
     return vp, [f for f in fs if f]
@@ -170,7 +174,7 @@ def run_set(ds, bits_list, n_train: int, n_queries: int, strong_beam: int) -> di
         for r in rows:
             per = recall_rows(r.pop("found"), truth)
             r["recall"], r["per_query"] = float(per.mean()), per
-            r["within"] = r["bytes"] <= 1.1 * budget
+            r["within"] = r["bytes"] <= (budget if r["library"] == "vecpress" else 1.1 * budget)
         best = {
             lib: max((r for r in rows if r["library"] == lib and r["within"]),
                      key=lambda r: r["recall"], default=None)
@@ -194,19 +198,23 @@ def report(run: dict) -> str:
     for s in run["sets"]:
         for b in s["budgets"]:
             out += [f"**{s['set']}** (n = {s['n']:,}, d = {s['d']}, {s['queries']:,} queries), "
-                    f"{b['bits']} bit(s) per dimension = {b['bytes']:g} B (candidates up to "
-                    f"{1.1 * b['bytes']:.1f} B):", "",
+                    f"{b['bits']} bit(s) per dimension = {b['bytes']:g} B (vecpress within "
+                    f"B, faiss within 1.1 B = {1.1 * b['bytes']:.1f} B):", "",
                     "| library | codec | B/vector | recall@10 | fit s | encode rows/s "
                     "| one core | scan ns/vector |",
                     "|---|---|--:|--:|--:|--:|--:|--:|"]  # fmt: skip
             for r in sorted(b["rows"], key=lambda r: -r["recall"]):
-                mark = "" if r["within"] else " (over 1.1 B)"
+                mark = (
+                    ""
+                    if r["within"]
+                    else (" (over B)" if r["library"] == "vecpress" else " (over 1.1 B)")
+                )
                 out.append(f"| {r['library']} | `{r['codec']}`{mark} | {r['bytes']} | "
                            f"{r['recall']:.4f} | {r['fit_s']:.1f} | "
                            f"{r['encode_per_s']:,.0f} | {r['encode_one_core']:,.0f} | "
                            f"{r['scan_ns']:.2f} |")  # fmt: skip
             if b["lead"] is not None:
-                out += ["", f"- best within 1.1 B: vecpress `{b['best']['vecpress']}` against "
+                out += ["", f"- best: vecpress `{b['best']['vecpress']}` (within B) against "
                         f"faiss `{b['best']['faiss']}`: {b['lead']:+.4f} +- {b['se']:.4f} "
                         "(paired standard error)", ""]  # fmt: skip
     return "\n".join(out)

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..codecs.quantizers.additive import TRAIN_ROWS
-from ..codecs.quantizers.transform_vq import split
+from ..codecs.quantizers.transform_vq import row_bytes, split
 
 #: rows the codecs fit on at most (:data:`vecpress.search.index.FIT_SAMPLE`)
 FIT_ROWS = 100_000
@@ -186,8 +186,7 @@ def build_seconds(spec: str, n: int, d: int) -> float:
             dd = m
     kind, m, b = _quantizer_kind(q)
     if kind == "klvq":  # kl's axes, rvq's block of M codebooks on L axes, kl's tail
-        nbytes = (dd * b + 7) // 8
-        lead, books = split(dd, nbytes)
+        lead, books, _ = split(dd, row_bytes(dd, b), 2 if b <= 4 else 4)
         beam = re.search(r"-beam(\d+)$", q)
         block = build_seconds(f"rvq{books}x8-beam{beam.group(1) if beam else 5}", n, lead)
         return (

@@ -94,21 +94,43 @@ TOKEN = re.compile(r"^klvq(\d+)(?:-beam(\d+))?$")
 DEFAULT_BEAM = 5
 #: bits of the leading block's codebooks
 _CODEBOOK_BITS = 8
+#: exponent ``gamma`` of the leading block's axis weights ``w_j = lam_j ** gamma``
+LEAD_WEIGHT = 0.125
+#: rows of at most this many bytes are one block over all axes, without a factor
+SMALL_ROW = 16
 #: code rows per parallel block of the scan (their tail codes unpacked once for all queries)
 _ROWS = 64
 
 
-def split(d: int, nbytes: int) -> tuple[int, int]:
-    """``(L, M)``: the leading axes and the codebooks (bytes) of the vector-quantized block
-    of a ``klvq`` code of ``nbytes`` bytes at dimension ``d`` (module docstring).
+def row_bytes(d: int, bits: int) -> int:
+    """Bytes of one ``klvq<bits>`` row at dimension ``d``, the factor included:
+    ``max(1, floor(d * bits / 8))``, so the codec keeps within the budget it names.
 
     Examples
     --------
-    >>> split(384, 48), split(384, 96), split(50, 7), split(4, 16)
-    ((96, 24), (192, 48), (12, 3), (4, 8))
+    >>> row_bytes(384, 1), row_bytes(50, 1), row_bytes(50, 2), row_bytes(4, 1)
+    (48, 6, 12, 1)
     """
-    m = max(1, nbytes // 2)
-    return min(4 * m, d), m
+    return max(1, (d * bits) // 8)
+
+
+def split(d: int, nbytes: int, factor_bytes: int = 2) -> tuple[int, int, int]:
+    """``(L, M, tail)``: the leading axes, the codebooks (bytes) of the vector-quantized
+    block and the bytes of the tail's grid codes of a ``klvq`` row of ``nbytes`` bytes
+    at dimension ``d`` whose correction factor takes ``factor_bytes`` (module docstring).
+    A row of at most :data:`SMALL_ROW` bytes, or one whose block would already span every
+    axis, is a single block over all axes: ``(d, nbytes, 0)``, without a factor.
+
+    Examples
+    --------
+    >>> split(384, 48), split(384, 96), split(50, 6), split(50, 12), split(32, 40)
+    ((92, 23, 23), (188, 47, 47), (50, 6, 0), (50, 12, 0), (32, 40, 0))
+    """
+    codes = nbytes - factor_bytes
+    m = codes // 2
+    if nbytes <= SMALL_ROW or 4 * m >= d:
+        return d, nbytes, 0
+    return 4 * m, m, codes - m
 
 
 class KLVQ(Quantizer):
@@ -126,8 +148,8 @@ class KLVQ(Quantizer):
     >>> rng = np.random.default_rng(0)
     >>> x = (rng.standard_normal((3000, 32)) * np.geomspace(4, 0.1, 32)).astype(np.float32)
     >>> codec = Codec.from_spec("klvq2").fit(x)
-    >>> codec.code_size  # 8 bytes of codes (4 codebooks, 4 bytes of grid) and a float16
-    10
+    >>> codec.code_size  # 8 bytes (32 x 2 bits): one block of 8 codebooks over all axes
+    8
     >>> codes = codec.encode(x[:500])
     >>> s = codec.score(x[:3], codes)
     >>> exact = x[:3] @ x[:500].T
@@ -137,7 +159,8 @@ class KLVQ(Quantizer):
 
     name = "klvq"
     needs_data = True
-    row_fields = (RowField("f", "correction factor f", scaled=False),)
+    #: the per-vector field of a row with a tail (a single block has none)
+    FACTOR = (RowField("f", "correction factor f", scaled=False),)
 
     def __init__(self, param: int, beam: int = DEFAULT_BEAM) -> None:
         super().__init__(param)
@@ -157,21 +180,37 @@ class KLVQ(Quantizer):
         return f"klvq{self.param}{tail}"
 
     def config(self) -> dict:
-        return {**super().config(), "beam": self.beam}
+        return {**super().config(), "beam": self.beam, "lead_weight": LEAD_WEIGHT}
 
     def setup(self, d: int, rng: np.random.Generator) -> None:
         super().setup(d, rng)
         self._rng = rng
 
     @property
+    def _split(self) -> tuple[int, int, int]:
+        """``(L, M, tail bytes)`` of a row at this codec's dimension (:func:`split`)."""
+        return split(self.d, row_bytes(self.d, self.param), self.field_dtype.itemsize)
+
+    @property
+    def row_fields(self) -> tuple[RowField, ...]:  # type: ignore[override]
+        """The factor where the row has a tail, none for a single block."""
+        return self.FACTOR if self.d is None or self._split[2] else ()
+
+    @property
+    def _nbytes(self) -> int:
+        """Bytes of codes: the block's codebooks and the tail's grid."""
+        _, m, tail = self._split
+        return m + tail
+
+    @property
     def lead_dims(self) -> int:
         """``L``, the leading axes coded by the residual quantizer."""
-        return split(self.d, self._nbytes)[0]
+        return self._split[0]
 
     @property
     def lead_bytes(self) -> int:
         """``M``, the residual quantizer's codebooks (one byte each)."""
-        return split(self.d, self._nbytes)[1]
+        return self._split[1]
 
     # -- learning -----------------------------------------------------------------
     def fit(
@@ -187,7 +226,7 @@ class KLVQ(Quantizer):
         if d != self.d:
             raise ValueError(f"{self.spec}: rows have d={d}, expected {self.d}")
         mean, axes, lam = principal_axes(x)
-        lead_dims, m = split(d, self._nbytes)
+        lead_dims, m, _ = self._split
         lead = RVQ(m, _CODEBOOK_BITS, self.beam)
         lead.setup(lead_dims, self._rng if self._rng is not None else np.random.default_rng(0))
         # the block's coordinates of at most TRAIN_ROWS rows (what the quantizer trains on)
@@ -198,6 +237,7 @@ class KLVQ(Quantizer):
         for s in range(0, rows.size, _CHUNK):
             blk = x[rows[s : s + _CHUNK]].astype(np.float64) - mean
             z[s : s + _CHUNK] = blk @ axes[:, :lead_dims].astype(np.float64)
+        z *= lead_weights(lam[:lead_dims]).astype(np.float32)
         lead.fit(z)
         tail = lam[lead_dims:]
         self.mean_, self.axes_, self.lam_, self.lead_ = mean, axes, lam, lead
@@ -217,7 +257,10 @@ class KLVQ(Quantizer):
         self._half = (levels - 1) / 2
         self._top = levels - 1
         self._step32 = self.steps_[:k].astype(np.float32)
-        self._lead_axes = np.ascontiguousarray(self.axes_[:, :lead_dims])
+        self._lead_w = lead_weights(self.lam_[:lead_dims])
+        self._lead_axes = np.ascontiguousarray(
+            self.axes_[:, :lead_dims] / self._lead_w.astype(np.float32)
+        )
         self._tail_axes = np.ascontiguousarray(self.axes_[:, lead_dims : lead_dims + k])
         self._axes64 = self.axes_.astype(np.float64)
         self._unit_exp = math.frexp(math.sqrt(tail_lam[0]))[1] if k else 0
@@ -236,13 +279,18 @@ class KLVQ(Quantizer):
     def restore(self, config: dict, arrays: dict[str, np.ndarray]) -> None:
         if config.get("beam") != self.beam:
             raise ValueError(f"{self.spec}: stored beam {config.get('beam')!r} differs")
+        if config.get("lead_weight") != LEAD_WEIGHT:
+            raise ValueError(
+                f"{self.spec}: stored lead_weight {config.get('lead_weight')!r}, this version "
+                f"reads {LEAD_WEIGHT} (a klvq code of an earlier layout: fit the codec again)"
+            )
         super().restore(config, arrays)
 
     def setup_restored(self, arrays: dict[str, np.ndarray]) -> None:
         from ..transforms import _checked
 
         d = self.d
-        lead_dims, m = split(d, self._nbytes)
+        lead_dims, m, _ = self._split
         mean = _checked(arrays, "mean", (d,), np.float64)
         axes = _checked(arrays, "axes", (d, d), np.float32)
         lam = _checked(arrays, "lam", (d,), np.float64)
@@ -288,7 +336,7 @@ class KLVQ(Quantizer):
             with single_threaded_blas():  # BLAS threads left spinning slow faiss down
                 z64 = (rows.astype(np.float64) - self.mean_) @ self._axes64
             out[s : s + _CHUNK, :m] = self.lead_.encode(
-                np.ascontiguousarray(z64[:, :lead_dims], np.float32)
+                np.ascontiguousarray(z64[:, :lead_dims] * self._lead_w, np.float32)
             )
             if k:
                 tail = np.ascontiguousarray(z64[:, lead_dims : lead_dims + k])
@@ -296,7 +344,8 @@ class KLVQ(Quantizer):
                     tail, k, math.ldexp(1.0, -u), search, self._step32, self._layout_rows,
                     out[s : s + _CHUNK], f[s : s + _CHUNK],
                 )  # fmt: skip
-        self.put_fields(out, f=np.minimum(f, float(np.finfo(self.field_dtype).max)))
+        if self.row_fields:
+            self.put_fields(out, f=np.minimum(f, float(np.finfo(self.field_dtype).max)))
         return out
 
     def _tail_coordinates(self, codes: np.ndarray) -> np.ndarray:
@@ -337,6 +386,13 @@ class KLVQ(Quantizer):
             out[:] = t[:, None]
         _add_tables(codes, m, np.ascontiguousarray(lut.transpose(1, 2, 0)), out)
         return out
+
+
+def lead_weights(lam: np.ndarray) -> np.ndarray:
+    """float64 weights of the leading block's axes (experiment)."""
+    lam = np.maximum(lam, lam[0] * 1e-12 if lam.size and lam[0] > 0 else 1.0)
+    w = lam**LEAD_WEIGHT
+    return w / np.exp(np.log(w).mean())
 
 
 @nb.njit(cache=True, parallel=True)
