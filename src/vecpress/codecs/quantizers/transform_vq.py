@@ -9,33 +9,53 @@ codebooks spanning all dimensions) matches or beats ``kl`` at 1 bit per dimensio
 for that reason (:mod:`.additive`). ``klvq`` keeps both: the leading axes go to a
 residual quantizer, the rest to ``kl``'s scalar grid.
 
-**Layout.** ``b`` is the average number of bits per dimension; the codes take
-``ceil(d * b / 8)`` bytes like ``kl<b>``'s, plus the same per-vector factor.
-``fit`` learns the mean ``mu`` and principal axes ``A`` of the rows as ``kl`` does
-(coordinates ``z = (x - mu) A``, variances ``lam_j``, decreasing) and splits them:
+**Layout.** ``b`` is the average number of bits per dimension, and a row takes
+``max(1, floor(d * b / 8))`` bytes (:func:`row_bytes`), its per-vector factor included:
+the codec keeps within the budget it names. ``fit`` learns the mean ``mu`` and
+principal axes ``A`` of the rows as ``kl`` does (coordinates ``z = (x - mu) A``,
+variances ``lam_j``, decreasing) and splits them (:func:`split`):
 
 * the **leading block**, the first ``L`` axes, is coded by a residual quantizer of
   ``M`` 8-bit codebooks of dimension ``L`` (``M`` bytes; :class:`.additive.RVQ`:
   faiss trains it on the block's coordinates and encodes by beam search, beam 5 by
   default, ``klvq<b>-beam<n>`` sets it);
-* the **tail**, axes ``L..d-1``, gets the remaining ``ceil(d b / 8) - M`` bytes,
-  spread by ``kl``'s reverse water-filling over the tail's variances
-  (:func:`.transform_coding.allocate_bits`) and coded on its scalar grid with its
-  per-row scale search.
+* the **tail**, axes ``L..d-1``, gets the bytes left after the block and the factor
+  (float16 for ``b <= 4``, float32 above), spread by ``kl``'s reverse water-filling over
+  the tail's variances (:func:`.transform_coding.allocate_bits`) and coded on its scalar
+  grid with its per-row scale search.
 
 The split gives half of the code bytes to the block at 2 bits per axis:
-``M = floor(ceil(d b / 8) / 2)`` and ``L = min(4 M, d)`` (at least one codebook:
-``M >= 1``). Measured while choosing it, with a first version whose tail was ``kl``
-fitted on the next 128-192 axes alone, on the 100,000 x 384 MiniLM sentence set
-(1,000 queries, recall@10 of exhaustive inner-product search, beam 5): at 1 bit per
-dimension ``L = 96, M = 24`` gave 0.7284, ``L = 128, M = 32`` 0.7279, ``L = 160,
-M = 40`` 0.7223 (``kl1`` 0.6859, faiss ``RQ48x8`` 0.7036); at 2 bits ``L = 192,
-M = 48`` 0.7952 against 0.7719 with beam 1 (encoding is five times faster with it).
-**At 2 bits per dimension this split loses to ``kl2``** on the same set (0.7887
-against 0.8613, ``benchmarks/additive.py``), and on GloVe-50 too (0.4920 against
-0.5673): there the scalar grid's bits on the leading axes already code them finely, and
-a block of 8-bit codebooks does worse. ``klvq`` is a 1-bit codec until the split adapts
-to the rate.
+``M = floor((row - factor) / 2)`` and ``L = 4 M``. Measured while choosing it, with a
+first version (tail ``kl`` fitted on the next 128-192 axes alone, no weights) on the
+100,000 x 384 MiniLM sentence set (1,000 queries, recall@10 of exhaustive inner-product
+search, beam 5): at 1 bit per dimension ``L = 96, M = 24`` gave 0.7284, ``L = 128, M =
+32`` 0.7279, ``L = 160, M = 40`` 0.7223 (``kl1`` 0.6859, faiss ``RQ48x8`` 0.7036); at 2
+bits ``L = 192, M = 48`` 0.7952 against 0.7719 with beam 1 (encoding is five times
+faster with it). **At 2 bits per dimension the split loses to ``kl2``** on that set
+(0.7887 against 0.8613, ``benchmarks/additive.py``): there the scalar grid's bits on the
+leading axes already code them finely, and a block of 8-bit codebooks does worse.
+
+**Small rows are one block.** A row of at most :data:`SMALL_ROW` (16) bytes, or one
+whose block would already span every axis, is a single residual quantizer over all ``d``
+axes with all the bytes, and no factor: there a factor's two bytes are an eighth of the
+row or more, and the tail's grid is too coarse to pay for them. Measured: on GloVe-50
+(1 bit, 6 bytes) faiss's ``RQ6x8`` reaches recall@10 0.225 where the split row needs 9
+bytes for 0.243; on Gaussian rows of geometric spectrum at d = 96 (the tests' rows) 12
+bytes as one block have a mean squared score error of 23.3, split into 5 codebooks, a
+5-byte grid and a factor 49.9.
+
+**Weights.** The block's axes are scaled by ``w_j = lam_j ** (1/8)`` (geometric mean 1)
+before the residual quantizer trains and encodes, and the query's tables use ``(q A)_j /
+w_j``, so scores stay those of the decoded rows. The quantizer then spends its codewords
+on the high-variance axes more than a plain squared error would: the squared error that
+decides a score for queries like the rows is ``sum_j lam_j e_j²`` (weights ``lam_j **
+(1/2)``), and a milder exponent ranked best. Measured (beam 5, one fit each, recall@10,
+same protocol as above): MiniLM ``klvq1`` 0.7240 without weights, 0.7320 / 0.7274 / 0.7287
+with exponents 1/8, 1/4, 3/8; GloVe-50 with faiss's ``RQ12x8`` on weighted principal
+coordinates (of the uncentred rows) 0.5145 plain, 0.5187 / 0.5372 / 0.5357 with exponents
+1/16, 1/8, 1/4, with ``RQ6x8`` 0.2261 plain, 0.2415 / 0.2378 / 0.2349 / 0.2287 with 1/8,
+1/4, 3/8, 1/2. A fit's codebooks vary with the
+rows faiss's k-means draws: repeated fits moved recall@10 by up to 0.008.
 
 **Correction and scores.** The tail keeps ``kl``'s correction on its coded axes:
 with ``ẑ`` the grid reconstruction of the tail's coded coordinates ``z_c``,
@@ -50,7 +70,7 @@ bias. So
 
     <q, x>  ≈  Σ_m T[m, c_m]  +  f <c - h, w>  +  <q, mu>
 
-with look-up tables ``T[m, c] = <(q A)_lead, C_m[c]>`` (one matrix product per
+with look-up tables ``T[m, c] = <(q A)_lead / w, C_m[c]>`` (one matrix product per
 query batch, as :class:`.additive.RVQ`) and the tail's grid form ``w = (q A)_tail *
 step``, ``w`` rounded to 8 bits (:func:`~vecpress.kernels.scan.grid_queries`) and
 ``<c, w>`` an exact integer dot product by the grid codecs' kernel
@@ -94,7 +114,7 @@ TOKEN = re.compile(r"^klvq(\d+)(?:-beam(\d+))?$")
 DEFAULT_BEAM = 5
 #: bits of the leading block's codebooks
 _CODEBOOK_BITS = 8
-#: exponent ``gamma`` of the leading block's axis weights ``w_j = lam_j ** gamma``
+#: exponent of the leading block's axis weights ``w_j = lam_j ** LEAD_WEIGHT`` (docstring)
 LEAD_WEIGHT = 0.125
 #: rows of at most this many bytes are one block over all axes, without a factor
 SMALL_ROW = 16
@@ -389,9 +409,17 @@ class KLVQ(Quantizer):
 
 
 def lead_weights(lam: np.ndarray) -> np.ndarray:
-    """float64 weights of the leading block's axes (experiment)."""
-    lam = np.maximum(lam, lam[0] * 1e-12 if lam.size and lam[0] > 0 else 1.0)
-    w = lam**LEAD_WEIGHT
+    """The leading block's axis weights ``lam_j ** LEAD_WEIGHT`` scaled to geometric mean 1
+    (float64); variances under ``1e-12`` of the first (zero ones too) count as that floor,
+    so every weight is finite and positive.
+
+    Examples
+    --------
+    >>> lead_weights(np.array([256.0, 1.0])).round(3).tolist()
+    [1.414, 0.707]
+    """
+    floor = lam[0] * 1e-12 if lam.size and lam[0] > 0 else 1.0
+    w = np.maximum(lam, floor) ** LEAD_WEIGHT
     return w / np.exp(np.log(w).mean())
 
 
@@ -459,4 +487,4 @@ def make_klvq(token: str) -> KLVQ | None:
     return KLVQ(int(bits), DEFAULT_BEAM if beam is None else int(beam))
 
 
-__all__ = ["KLVQ", "make_klvq", "split"]
+__all__ = ["KLVQ", "lead_weights", "make_klvq", "row_bytes", "split"]
