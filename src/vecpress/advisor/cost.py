@@ -188,7 +188,11 @@ def build_seconds(spec: str, n: int, d: int) -> float:
     if kind == "klvq":  # kl's axes, rvq's block of M codebooks on L axes, kl's tail
         lead, books, _ = split(dd, row_bytes(dd, b), 2 if b <= 4 else 4)
         beam = re.search(r"-beam(\d+)$", q)
-        block = build_seconds(f"rvq{books}x8-beam{beam.group(1) if beam else 5}", n, lead)
+        block = (
+            build_seconds(f"rvq{books}x8-beam{beam.group(1) if beam else 5}", n, lead)
+            if books
+            else 0.0
+        )
         return (
             s + block + 2 * fit * dd * dd * GEMM_S + dd**3 * EIG_S + 2 * n * dd * dd * GEMM_S
             + n * (dd - lead) * ENCODE_S["kl"]
@@ -234,7 +238,7 @@ def pair_seconds(spec: str, d: int, code_bytes: int) -> float:
     if kind in ("rvq", "lsq"):  # float tables for 4-bit codes too
         return m * PQ8_SCAN_S
     if kind == "klvq":  # the block's float tables, then the tail's integer scan
-        books = split(dd, (dd * b + 7) // 8)[1]
+        books = split(dd, row_bytes(dd, b), 2 if b <= 4 else 4)[1]
         return books * PQ8_SCAN_S + code_bytes * GRID_SCAN_S
     if kind in ("rq", "lvq", "int", "kl"):
         return code_bytes * GRID_SCAN_S

@@ -31,18 +31,21 @@ first version (tail ``kl`` fitted on the next 128-192 axes alone, no weights) on
 search, beam 5): at 1 bit per dimension ``L = 96, M = 24`` gave 0.7284, ``L = 128, M =
 32`` 0.7279, ``L = 160, M = 40`` 0.7223 (``kl1`` 0.6859, faiss ``RQ48x8`` 0.7036); at 2
 bits ``L = 192, M = 48`` 0.7952 against 0.7719 with beam 1 (encoding is five times
-faster with it). **At 2 bits per dimension the split loses to ``kl2``** on that set
+faster with it). **At 2 bits per dimension the split lost to ``kl2``** on that set
 (0.7887 against 0.8613, ``benchmarks/additive.py``): there the scalar grid's bits on the
-leading axes already code them finely, and a block of 8-bit codebooks does worse.
+leading axes already code them finely, and a block of 8-bit codebooks does worse. So a
+row whose codes give :data:`GRID_RATE` (1.5) bits per axis or more has no block: it is
+``kl``'s grid over every axis within the row's bytes (``klvq2`` at d = 384: 94 bytes of
+grid and the factor, where ``kl2`` takes 96 and the factor). Where between 1 and 2 bits
+the block stops paying was not measured; 1.5 is the midpoint.
 
-**Small rows are one block.** A row of at most :data:`SMALL_ROW` (16) bytes, or one
-whose block would already span every axis, is a single residual quantizer over all ``d``
-axes with all the bytes, and no factor: there a factor's two bytes are an eighth of the
-row or more, and the tail's grid is too coarse to pay for them. Measured: on GloVe-50
-(1 bit, 6 bytes) faiss's ``RQ6x8`` reaches recall@10 0.225 where the split row needs 9
-bytes for 0.243; on Gaussian rows of geometric spectrum at d = 96 (the tests' rows) 12
-bytes as one block have a mean squared score error of 23.3, split into 5 codebooks, a
-5-byte grid and a factor 49.9.
+**Small rows are one block.** A row of at most :data:`SMALL_ROW` (16) bytes is a single
+residual quantizer over all ``d`` axes with all the bytes, and no factor: there a
+factor's two bytes are an eighth of the row or more, and the tail's grid is too coarse
+to pay for them. Measured: on GloVe-50 (1 bit, 6 bytes) faiss's ``RQ6x8`` reaches
+recall@10 0.225 where the split row needs 9 bytes for 0.243; on Gaussian rows of
+geometric spectrum at d = 96 12 bytes as one block have a mean squared score error of
+23.3, split into 5 codebooks, a 5-byte grid and a factor 49.9.
 
 **Weights.** The block's axes are scaled by ``w_j = lam_j ** (1/8)`` (geometric mean 1)
 before the residual quantizer trains and encodes, and the query's tables use ``(q A)_j /
@@ -118,6 +121,8 @@ _CODEBOOK_BITS = 8
 LEAD_WEIGHT = 0.125
 #: rows of at most this many bytes are one block over all axes, without a factor
 SMALL_ROW = 16
+#: bits of codes per axis from which a row is all scalar grid (``kl`` within the row)
+GRID_RATE = 1.5
 #: code rows per parallel block of the scan (their tail codes unpacked once for all queries)
 _ROWS = 64
 
@@ -138,18 +143,21 @@ def split(d: int, nbytes: int, factor_bytes: int = 2) -> tuple[int, int, int]:
     """``(L, M, tail)``: the leading axes, the codebooks (bytes) of the vector-quantized
     block and the bytes of the tail's grid codes of a ``klvq`` row of ``nbytes`` bytes
     at dimension ``d`` whose correction factor takes ``factor_bytes`` (module docstring).
-    A row of at most :data:`SMALL_ROW` bytes, or one whose block would already span every
-    axis, is a single block over all axes: ``(d, nbytes, 0)``, without a factor.
+    A row of at most :data:`SMALL_ROW` bytes is a single block over all axes: ``(d,
+    nbytes, 0)``, without a factor; a row
+    whose codes give :data:`GRID_RATE` bits per axis or more is all grid, ``(0, 0, codes)``.
 
     Examples
     --------
     >>> split(384, 48), split(384, 96), split(50, 6), split(50, 12), split(32, 40)
-    ((92, 23, 23), (188, 47, 47), (50, 6, 0), (50, 12, 0), (32, 40, 0))
+    ((92, 23, 23), (0, 0, 94), (50, 6, 0), (50, 12, 0), (0, 0, 38))
     """
     codes = nbytes - factor_bytes
     m = codes // 2
-    if nbytes <= SMALL_ROW or 4 * m >= d:
+    if nbytes <= SMALL_ROW:
         return d, nbytes, 0
+    if 8 * codes >= GRID_RATE * d:  # (so the block, 4 axes a byte, never spans all d)
+        return 0, 0, codes
     return 4 * m, m, codes - m
 
 
@@ -238,7 +246,8 @@ class KLVQ(Quantizer):
     ) -> None:
         """Learn the axes, the leading block's codebooks and the tail's bit allocation."""
         n, d = x.shape
-        if n < 1 << _CODEBOOK_BITS:
+        lead_dims, m, _ = self._split
+        if m and n < 1 << _CODEBOOK_BITS:
             raise ValueError(
                 f"{self.spec} needs at least {1 << _CODEBOOK_BITS} training rows (one per "
                 f"codeword of its 8-bit codebooks), found {n}"
@@ -246,7 +255,17 @@ class KLVQ(Quantizer):
         if d != self.d:
             raise ValueError(f"{self.spec}: rows have d={d}, expected {self.d}")
         mean, axes, lam = principal_axes(x)
-        lead_dims, m, _ = self._split
+        self.mean_, self.axes_, self.lam_, self.lead_ = mean, axes, lam, None
+        if m:
+            self.lead_ = self._fit_block(x, mean, axes, lam, lead_dims, m)
+        tail = lam[lead_dims:]
+        self.bits_ = allocate_bits(tail * tail, self._nbytes - m)
+        self._layout()
+        self.fitted = True
+
+    def _fit_block(self, x, mean, axes, lam, lead_dims: int, m: int) -> RVQ:
+        """The leading block's residual quantizer, trained on its weighted coordinates."""
+        n = x.shape[0]
         lead = RVQ(m, _CODEBOOK_BITS, self.beam)
         lead.setup(lead_dims, self._rng if self._rng is not None else np.random.default_rng(0))
         # the block's coordinates of at most TRAIN_ROWS rows (what the quantizer trains on)
@@ -259,15 +278,11 @@ class KLVQ(Quantizer):
             z[s : s + _CHUNK] = blk @ axes[:, :lead_dims].astype(np.float64)
         z *= lead_weights(lam[:lead_dims]).astype(np.float32)
         lead.fit(z)
-        tail = lam[lead_dims:]
-        self.mean_, self.axes_, self.lam_, self.lead_ = mean, axes, lam, lead
-        self.bits_ = allocate_bits(tail * tail, self._nbytes - m)
-        self._layout()
-        self.fitted = True
+        return lead
 
     def _layout(self) -> None:
         """Derived state: the tail's groups (bytes after the block's), steps and copies."""
-        lead_dims, m = self.lead_.d, self.lead_.param
+        lead_dims, m, _ = self._split
         tail_lam = self.lam_[lead_dims:]
         self.steps_ = _steps(tail_lam, self.bits_)
         self.groups_ = [(g0, g1, w, off + m, nb) for g0, g1, w, off, nb in groups_of(self.bits_)]
@@ -293,7 +308,11 @@ class KLVQ(Quantizer):
             "axes": self.axes_,
             "lam": self.lam_,
             "bits": self.bits_,
-            "codebooks": self.lead_.centroids_,
+            "codebooks": (
+                self.lead_.centroids_
+                if self.lead_ is not None
+                else np.zeros((0, 1 << _CODEBOOK_BITS, 0), np.float32)
+            ),
         }
 
     def restore(self, config: dict, arrays: dict[str, np.ndarray]) -> None:
@@ -334,8 +353,10 @@ class KLVQ(Quantizer):
         codebooks = _checked(arrays, "codebooks", (m, 1 << _CODEBOOK_BITS, lead_dims), np.float32)
         if not np.isfinite(codebooks).all():
             raise ValueError("klvq codebooks hold NaN or Inf")
-        lead = RVQ(m, _CODEBOOK_BITS, self.beam)
-        lead.d, lead.centroids_, lead.fitted = lead_dims, codebooks, True
+        lead = None
+        if m:
+            lead = RVQ(m, _CODEBOOK_BITS, self.beam)
+            lead.d, lead.centroids_, lead.fitted = lead_dims, codebooks, True
         self.mean_, self.axes_, self.lam_, self.bits_, self.lead_ = mean, axes, lam, bits, lead
         self._layout()
 
@@ -343,7 +364,7 @@ class KLVQ(Quantizer):
     def encode(self, x: np.ndarray) -> np.ndarray:
         self.check_ready()
         n = x.shape[0]
-        lead_dims, m = self.lead_.d, self.lead_.param
+        lead_dims, m, _ = self._split
         out = np.zeros((n, self.code_size), np.uint8)
         f = np.zeros(n, np.float64)
         k = self._coded
@@ -355,9 +376,10 @@ class KLVQ(Quantizer):
             rows = x[s : s + _CHUNK]
             with single_threaded_blas():  # BLAS threads left spinning slow faiss down
                 z64 = (rows.astype(np.float64) - self.mean_) @ self._axes64
-            out[s : s + _CHUNK, :m] = self.lead_.encode(
-                np.ascontiguousarray(z64[:, :lead_dims] * self._lead_w, np.float32)
-            )
+            if m:
+                out[s : s + _CHUNK, :m] = self.lead_.encode(
+                    np.ascontiguousarray(z64[:, :lead_dims] * self._lead_w, np.float32)
+                )
             if k:
                 tail = np.ascontiguousarray(z64[:, lead_dims : lead_dims + k])
                 _encode_tail(
@@ -379,8 +401,10 @@ class KLVQ(Quantizer):
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """``mu + ŷ A_leadᵀ + f ẑ A_tailᵀ`` (float32)."""
         self.check_ready()
-        m = self.lead_.param
-        out = self.lead_.decode(np.ascontiguousarray(codes[:, :m])) @ self._lead_axes.T
+        m = self.lead_bytes
+        out = np.zeros((codes.shape[0], self.d), np.float32)
+        if m:
+            out += self.lead_.decode(np.ascontiguousarray(codes[:, :m])) @ self._lead_axes.T
         if self._coded:
             out += self._tail_coordinates(codes) @ self._tail_axes.T
         return (out + self.mean_.astype(np.float32)).astype(np.float32, copy=False)
@@ -388,9 +412,8 @@ class KLVQ(Quantizer):
     def score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Table look-ups for the block plus the tail's integer grid form (module docstring)."""
         self.check_ready()
-        m = self.lead_.param
+        m = self.lead_bytes
         q = np.ascontiguousarray(q, np.float32)
-        lut = self.lead_.tables(q @ self._lead_axes)
         t = (q.astype(np.float64) @ self.mean_).astype(np.float32)
         nq, n, k = q.shape[0], codes.shape[0], self._coded
         out = np.empty((nq, n), np.float32)
@@ -404,7 +427,9 @@ class KLVQ(Quantizer):
             )  # fmt: skip
         else:
             out[:] = t[:, None]
-        _add_tables(codes, m, np.ascontiguousarray(lut.transpose(1, 2, 0)), out)
+        if m:
+            lut = self.lead_.tables(q @ self._lead_axes)
+            _add_tables(codes, m, np.ascontiguousarray(lut.transpose(1, 2, 0)), out)
         return out
 
 
@@ -418,7 +443,9 @@ def lead_weights(lam: np.ndarray) -> np.ndarray:
     >>> lead_weights(np.array([256.0, 1.0])).round(3).tolist()
     [1.414, 0.707]
     """
-    floor = lam[0] * 1e-12 if lam.size and lam[0] > 0 else 1.0
+    if not lam.size:
+        return np.ones(0)
+    floor = lam[0] * 1e-12 if lam[0] > 0 else 1.0
     w = np.maximum(lam, floor) ** LEAD_WEIGHT
     return w / np.exp(np.log(w).mean())
 
