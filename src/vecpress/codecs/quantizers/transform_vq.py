@@ -57,8 +57,9 @@ same protocol as above): MiniLM ``klvq1`` 0.7240 without weights, 0.7320 / 0.727
 with exponents 1/8, 1/4, 3/8; GloVe-50 with faiss's ``RQ12x8`` on weighted principal
 coordinates (of the uncentred rows) 0.5145 plain, 0.5187 / 0.5372 / 0.5357 with exponents
 1/16, 1/8, 1/4, with ``RQ6x8`` 0.2261 plain, 0.2415 / 0.2378 / 0.2349 / 0.2287 with 1/8,
-1/4, 3/8, 1/2. A fit's codebooks vary with the
-rows faiss's k-means draws: repeated fits moved recall@10 by up to 0.008.
+1/4, 3/8, 1/2. A fit's codebooks vary with the rows faiss's k-means draws: repeated
+fits moved recall@10 by up to 0.008, and at beam 16 on GloVe-50 (1 bit) the weights
+gave nothing (``benchmarks/additive.py``: 0.2365 against 0.2388 unweighted).
 
 **Correction and scores.** The tail keeps ``kl``'s correction on its coded axes:
 with ``ẑ`` the grid reconstruction of the tail's coded coordinates ``z_c``,
@@ -143,9 +144,9 @@ def split(d: int, nbytes: int, factor_bytes: int = 2) -> tuple[int, int, int]:
     """``(L, M, tail)``: the leading axes, the codebooks (bytes) of the vector-quantized
     block and the bytes of the tail's grid codes of a ``klvq`` row of ``nbytes`` bytes
     at dimension ``d`` whose correction factor takes ``factor_bytes`` (module docstring).
-    A row of at most :data:`SMALL_ROW` bytes is a single block over all axes: ``(d,
-    nbytes, 0)``, without a factor; a row
-    whose codes give :data:`GRID_RATE` bits per axis or more is all grid, ``(0, 0, codes)``.
+    A row of at most :data:`SMALL_ROW` bytes is a single block over all axes, ``(d,
+    nbytes, 0)``, without a factor; a row whose codes give :data:`GRID_RATE` bits per
+    axis or more is all grid, ``(0, 0, codes)``.
 
     Examples
     --------
