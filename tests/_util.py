@@ -54,3 +54,27 @@ def ks_distance(sample: np.ndarray, grid: np.ndarray, cdf: np.ndarray) -> float:
     above = np.arange(1, n + 1) / n - f
     below = f - np.arange(n) / n
     return float(max(above.max(), below.max()))
+
+
+def assert_threads_code_as_one(blob: bytes, rows: np.ndarray, queries: np.ndarray) -> None:
+    """A codec restored from ``blob`` and shared by two threads, racing to build any state
+    made on first use while encoding ``rows`` and scoring ``queries``, gives what one
+    thread gives (codes and scores equal, scores finite)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vecpress import Codec
+
+    serial = Codec.from_bytes(blob)
+    want_codes = serial.encode(rows)
+    want_scores = serial.score(queries, want_codes)
+    shared = Codec.from_bytes(blob)  # nothing built on first use yet
+
+    def work(_):
+        codes = shared.encode(rows)
+        return codes, shared.score(queries, codes)
+
+    with ThreadPoolExecutor(2) as pool:
+        for codes, scores in pool.map(work, range(4)):
+            assert np.array_equal(codes, want_codes)
+            assert np.array_equal(scores, want_scores)
+            assert np.isfinite(scores).all()

@@ -7,6 +7,7 @@ import faiss
 import numpy as np
 import pytest
 
+from _util import assert_threads_code_as_one
 from vecpress import Codec, FormatError, Index
 from vecpress.codecs.quantizers import additive
 
@@ -183,21 +184,6 @@ def test_in_the_advisors_full_space_with_their_cost():
 def test_two_threads_encode_and_score_as_one():
     """The faiss coder is built on first use: two threads racing to build it and
     encoding and scoring at once get what one thread gets."""
-    from concurrent.futures import ThreadPoolExecutor
-
     x = rows(1600)
     blob = Codec.from_spec("rvq4x4", d=x.shape[1]).fit(x[:1000]).to_bytes()
-    serial = Codec.from_bytes(blob)
-    want_codes = serial.encode(x[1000:])
-    want_scores = serial.score(x[:5], want_codes)
-    shared = Codec.from_bytes(blob)  # no coder built yet
-
-    def work(_):
-        codes = shared.encode(x[1000:])
-        return codes, shared.score(x[:5], codes)
-
-    with ThreadPoolExecutor(2) as pool:
-        for codes, scores in pool.map(work, range(4)):
-            assert np.array_equal(codes, want_codes)
-            assert np.array_equal(scores, want_scores)
-            assert np.isfinite(scores).all()
+    assert_threads_code_as_one(blob, x[1000:], x[:5])

@@ -7,6 +7,7 @@ import faiss
 import numpy as np
 import pytest
 
+from _util import assert_threads_code_as_one
 from vecpress import Codec, FormatError, Index
 from vecpress.codecs.quantizers.transform_vq import GRID_RATE, KLVQ, SMALL_ROW, row_bytes, split
 
@@ -206,15 +207,17 @@ def test_bad_input_is_refused():
 
 
 @pytest.mark.parametrize("scale", [1e-30, 1e-20, 1e12])
-def test_rows_far_from_unit_scale(scale):
+@pytest.mark.parametrize(("spec", "d"), [("klvq1", 192), ("klvq2", 32), ("klvq2", 192)])
+def test_rows_far_from_unit_scale(scale, spec, d):
     """The block trains and codes at unit scale, the tail's scale search too: scaled rows
-    are scored as well as the rows themselves, with finite scores."""
-    x = rows(1200)
+    are scored as well as the rows themselves, with finite scores, in each layout (split,
+    one block, all grid)."""
+    x = rows(1200, d=d)
     q = x[:5].astype(np.float64)
     exact = q @ x[1000:].T.astype(np.float64)
     errs = []
     for s in (1.0, scale):
-        codec = Codec.from_spec("klvq1", d=192).fit(x[:1000] * s)
+        codec = Codec.from_spec(spec, d=d).fit(x[:1000] * s)
         got = codec.score(x[:5], codec.encode(x[1000:] * s)).astype(np.float64) / s
         assert np.isfinite(got).all()
         errs.append(float(np.square(got - exact).mean()))
@@ -294,19 +297,5 @@ def test_ivf_search_scores_list_by_list(residual):
 def test_two_threads_encode_and_score_as_one(fitted):
     """A restored codec builds its faiss coder on first use: two threads racing to build
     it while encoding and scoring get what one thread gets."""
-    from concurrent.futures import ThreadPoolExecutor
-
     codec, x = fitted
-    blob = codec.to_bytes()
-    want_codes = codec.encode(x[1000:])
-    want_scores = codec.score(x[:5], want_codes)
-    shared = Codec.from_bytes(blob)  # no coder built yet
-
-    def work(_):
-        codes = shared.encode(x[1000:])
-        return codes, shared.score(x[:5], codes)
-
-    with ThreadPoolExecutor(2) as pool:
-        for codes, scores in pool.map(work, range(4)):
-            assert np.array_equal(codes, want_codes)
-            assert np.array_equal(scores, want_scores)
+    assert_threads_code_as_one(codec.to_bytes(), x[1000:], x[:5])
