@@ -11,8 +11,15 @@ import pytest
 from _util import clustered
 from vecpress import Codec, Index
 from vecpress.kernels.bitpack import pack, unpack
-from vecpress.kernels.progressive import fold_terms, plane_rows, sign_tables
-from vecpress.search.planes import Z, calibrate_z, supports
+from vecpress.kernels.progressive import (
+    TERMS_ALL,
+    TERMS_C,
+    TERMS_NONE,
+    fold_terms,
+    plane_rows,
+    sign_tables,
+)
+from vecpress.search.planes import Z, _terms_mode, calibrate_z, supports
 
 
 def _clustered(n: int, d: int, seed: int) -> np.ndarray:
@@ -41,6 +48,7 @@ def _pair(spec, metric, x, **kw):
         ("hd2,rq3", "ip"),
         ("hd2,rq5", "cosine"),
         ("center,hd2,rq4", "ip"),
+        ("center,hd2,rq4", "l2"),
         ("hd2,int4", "l2"),
         ("hd2,lvq4", "ip"),
         ("int4", "ip"),
@@ -56,6 +64,39 @@ def test_progressive_ranks_as_the_full_scan(data, spec, metric):
         prog = index.search(q, k, progressive=True)
         np.testing.assert_array_equal(prog.ids, full.ids)
         np.testing.assert_array_equal(prog.scores, full.scores)
+
+
+@pytest.mark.parametrize(
+    ("spec", "mode"),
+    [("hd2,rq4", TERMS_NONE), ("center,hd2,rq4", TERMS_C), ("hd2,int4", TERMS_ALL),
+     ("center,hd2,lvq4", TERMS_ALL)],
+)  # fmt: skip
+def test_bounds_read_the_terms_they_need(spec, mode):
+    """rq's bound reads no row term, a centred rq's only the centring term ``c``, other
+    grids all three; with a mean far from the origin (the centring term then
+    dominates the score) the scan still ranks as the full scan."""
+    x = _clustered(1500, 24, 11) + np.float32(3.0)
+    codec = Codec.from_spec(spec).fit(x)
+    assert _terms_mode(codec) == mode
+    index = _pair(spec, "ip", x)
+    q = x[:25] - np.float32(2.9)
+    full = index.search(q, 10)
+    prog = index.search(q, 10, progressive=True)
+    np.testing.assert_array_equal(prog.ids, full.ids)
+    np.testing.assert_array_equal(prog.scores, full.scores)
+
+
+def test_terms_flag_values():
+    """``terms=True``/``False`` stand for all/none; another value is refused by name."""
+    from vecpress.kernels.progressive import _terms_mode as kernel_terms
+
+    assert (kernel_terms(True), kernel_terms(False), kernel_terms(TERMS_C)) == (
+        TERMS_ALL,
+        TERMS_NONE,
+        TERMS_C,
+    )
+    with pytest.raises(ValueError, match="terms must be TERMS_NONE, TERMS_C or TERMS_ALL"):
+        kernel_terms(7)
 
 
 @pytest.mark.parametrize("d", [1, 3, 37])
@@ -293,11 +334,10 @@ def test_fold_terms_bound_the_score():
     vn = np.float32([4.0, 6.0])
     pop = np.int32([3, 5])
     a = np.float32([1.5, -2.0])
-    big_f, big_h, eps, ie2, big_a = fold_terms(f, g, vn, pop, a, 4.0)
+    big_f, big_h, eps, big_a = fold_terms(f, g, vn, pop, a, 4.0)
     np.testing.assert_allclose(big_f * vn, f)
     np.testing.assert_allclose(big_a, a * vn)
     np.testing.assert_allclose(eps, 4.0 * g / vn)
-    np.testing.assert_allclose(ie2, 1 / (1 + eps**2))
     np.testing.assert_allclose(big_h, -253 * big_f * pop)
 
 

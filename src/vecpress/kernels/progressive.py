@@ -17,7 +17,7 @@ about normal with standard deviation at most
 unbiased: a near neighbour's magnitudes correlate with the query, its
 orthogonal part does not.) :func:`plane_rows` gives each row's sign plane,
 ``f``, ``g``, ``|v|`` and popcount; :func:`fold_terms` folds them with the row's
-score factor ``a`` into the five float32 terms the scan reads (20 bytes a row).
+score factor ``a`` into the four float32 terms the scan reads (16 bytes a row).
 
 The scan (:func:`progressive_scan_topk`) sums the sign plane against the query
 with the fast-scan kernel (:mod:`vecpress.kernels.fastscan`): the plane laid
@@ -71,6 +71,10 @@ from .scan import (
 
 #: most code bits a progressive scan takes (wider codes use two 8-bit query limbs)
 MAX_BITS = 5
+#: which of the rows' score terms ``a``, ``b``, ``c`` the bound reads (:func:`_row_bounds`):
+#: none (``rq``: ``b`` and ``c`` zero, the grid centred on its middle), ``c`` only (the
+#: same with a centring term ``c``, ``center,...,rq``), or all three
+TERMS_NONE, TERMS_C, TERMS_ALL = 0, 1, 2
 #: rows of best point estimate scored first, per result wanted: their k-th exact score is the
 #: threshold every other row's bound must reach (4 k brings it within a few per cent of
 #: the final k-th score on sentence embeddings)
@@ -155,16 +159,17 @@ def plane_rows(codes, layout, bits, d, signs, f, g, vn, pop):
 
 def fold_terms(f, g, vn, pop, a, z):
     """The per-row terms the scan reads, float32: ``F = f / |v|``, ``H = -253 F pop``
-    (the estimate of ``w = <qi, v̂>`` is ``F x + H``), ``eps = z g / |v|``,
-    ``ie2 = 1 / (1 + eps²)`` (its bound's quadratic) and ``A = a |v|`` (the score
-    is ``s0 A w`` plus row and query terms), for rows of score factor ``a`` and ``z``
-    error deviations.
+    (the estimate of ``w = <qi, v̂>`` is ``F x + H``), ``eps = z g / |v|`` (its bound's
+    width) and ``A = a |v|`` (the score is ``s0 A w`` plus row and query terms), for
+    rows of score factor ``a`` and ``z`` error deviations: 16 bytes a row (the scan
+    is bound by the bytes it reads, so what it can compute from these, such as
+    ``1 / (1 + eps²)``, it computes).
 
     Examples
     --------
     >>> one = np.float32([1.0])
     >>> [t.tolist() for t in fold_terms(2 * one, one, 4 * one, np.int32([3]), -one, 4.0)]
-    [[0.5], [-379.5], [1.0], [0.5], [-4.0]]
+    [[0.5], [-379.5], [1.0], [-4.0]]
     """
     vn = np.asarray(vn, np.float64)
     big_f = np.asarray(f, np.float64) / vn
@@ -173,7 +178,6 @@ def fold_terms(f, g, vn, pop, a, z):
         big_f.astype(np.float32),
         (-253.0 * big_f * np.asarray(pop, np.float64)).astype(np.float32),
         eps.astype(np.float32),
-        (1.0 / (1.0 + eps * eps)).astype(np.float32),
         (np.asarray(a, np.float64) * vn).astype(np.float32),
     )
 
@@ -248,7 +252,7 @@ def plane_layout(signs: np.ndarray, d: int) -> np.ndarray:
 
 @nb.njit(cache=True, fastmath=False, error_model="numpy", inline="always")
 def _row_bounds(
-    s6, big_f, big_h, eps, ie2, big_a, a, b, c, norms, ub, point, xq, s0, qn, zr, qc, big,
+    s6, big_f, big_h, eps, big_a, a, b, c, norms, ub, point, xq, s0, qn, zr, qc, big,
     tq, e, l2, qq2, terms, amax,
 ):  # fmt: skip
     """Upper bounds ``ub`` and point estimates ``point`` of the full-code scores of a run
@@ -261,12 +265,15 @@ def _row_bounds(
     quadratic, and never above ``|qi|`` (the least root, and ``-|qi|``, where the
     row's factor is negative). The score bound is ``s0 A w`` plus the row and query
     terms and the rounding slack, :data:`_ROUNDING` of the largest magnitude the
-    row's float32 score can have. With ``terms`` the row terms ``a qc + b t + c``
-    are added exactly; without (codes whose ``b`` and ``c`` are zero and whose
-    ``qc`` is float rounding), ``|a qc|`` is bounded by ``amax |A| |qc|``
-    (``amax = 2 / sqrt(d)``: every ``|v_i| >= 1/2``, so ``|a| <= 2 |A| / sqrt(d)``).
+    row's float32 score can have. With ``terms`` :data:`TERMS_ALL` the row terms
+    ``a qc + b t + c`` are added exactly; for codes whose ``b`` is zero and whose
+    ``qc`` is float rounding (``rq``: :data:`TERMS_C` adds the row's ``c``, a
+    centring term, exactly; :data:`TERMS_NONE` has ``c`` zero too), ``|a qc|`` is
+    bounded by ``amax |A| |qc|`` (``amax = 2 / sqrt(d)``: every ``|v_i| >= 1/2``, so
+    ``|a| <= 2 |A| / sqrt(d)``), and ``a`` and ``b`` are not read.
     Branch-free float32 over ``len(big_f)``: LLVM vectorises it.
     """
+    one = np.float32(1.0)
     two = np.float32(2.0)
     zero = np.float32(0.0)
     q2 = qn * qn
@@ -276,15 +283,20 @@ def _row_bounds(
         up = big_a[r] >= zero
         move = zr * abs(big_f[r])
         wt = w0 + move if up else w0 - move
-        root = eps[r] * np.sqrt(max(q2 / ie2[r] - wt * wt, zero))
-        hi = min((wt + root) * ie2[r], qn)
-        lo = max((wt - root) * ie2[r], -qn)
+        den = one + eps[r] * eps[r]
+        root = eps[r] * np.sqrt(max(q2 * den - wt * wt, zero))
+        hi = min((wt + root) / den, qn)
+        lo = max((wt - root) / den, -qn)
         w = hi if up else lo
         scale = s0 * big_a[r]
-        if terms:
+        if terms == TERMS_ALL:
             rest = a[r] * qc + b[r] * tq + c[r] + e
             mag = abs(scale) * qn + abs(a[r]) * big + abs(b[r] * tq) + abs(c[r]) + abs(e)
             drop = zero
+        elif terms == TERMS_C:
+            rest = c[r] + e
+            mag = abs(big_a[r]) * (s0 * qn + amax * big) + abs(c[r]) + abs(e)
+            drop = abs(big_a[r]) * amax * abs(qc)
         else:
             rest = e
             mag = abs(big_a[r]) * (s0 * qn + amax * big) + abs(e)
@@ -380,7 +392,7 @@ def _best(point, n, hs, hi, cap, floor):
 @nb.njit(cache=True, fastmath=False, error_model="numpy")
 def _pair_bounds(
     p, s, e, s6, point, qidx, qadd, xq, zr, qnorm, qc, big, qscale, t, a, b, c, big_f, big_h,
-    eps, ie2, big_a, terms, amax, l2, norms, qsq, uptr, ubs, seed_s, seed_i, seed_m, cap, floor,
+    eps, big_a, terms, amax, l2, norms, qsq, uptr, ubs, seed_s, seed_i, seed_m, cap, floor,
 ):  # fmt: skip
     """Bounds and seeds of pair ``p`` (rows ``s:e``) from its sign-plane sums ``s6``.
 
@@ -393,23 +405,31 @@ def _pair_bounds(
     qq = qidx[p]
     out = ubs[uptr[p] : uptr[p] + n]
     nm = norms[s:e] if l2 else norms
-    ra, rb, rc = (a[s:e], b[s:e], c[s:e]) if terms else (a, b, c)
-    rf, rh, re_, ri, rA = big_f[s:e], big_h[s:e], eps[s:e], ie2[s:e], big_a[s:e]
+    ra, rb = (a[s:e], b[s:e]) if terms == TERMS_ALL else (a, b)
+    rc = c[s:e] if terms != TERMS_NONE else c
+    rf, rh, re_, rA = big_f[s:e], big_h[s:e], eps[s:e], big_a[s:e]
     xq_, s0, qn, zr_ = xq[qq], qscale[qq], qnorm[qq], zr[qq]
     qc_, big_, tq, e_, qq2 = qc[qq], big[qq], t[qq], qadd[p], qsq[qq]
     # the flags constant in each loop
-    if l2 and terms:
-        _row_bounds(s6, rf, rh, re_, ri, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
-                    qc_, big_, tq, e_, True, qq2, True, amax)  # fmt: skip
-    elif l2:
-        _row_bounds(s6, rf, rh, re_, ri, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
-                    qc_, big_, tq, e_, True, qq2, False, amax)  # fmt: skip
-    elif terms:
-        _row_bounds(s6, rf, rh, re_, ri, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
-                    qc_, big_, tq, e_, False, qq2, True, amax)  # fmt: skip
+    if l2:
+        if terms == TERMS_ALL:
+            _row_bounds(s6, rf, rh, re_, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
+                        qc_, big_, tq, e_, True, qq2, TERMS_ALL, amax)  # fmt: skip
+        elif terms == TERMS_C:
+            _row_bounds(s6, rf, rh, re_, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
+                        qc_, big_, tq, e_, True, qq2, TERMS_C, amax)  # fmt: skip
+        else:
+            _row_bounds(s6, rf, rh, re_, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
+                        qc_, big_, tq, e_, True, qq2, TERMS_NONE, amax)  # fmt: skip
+    elif terms == TERMS_ALL:
+        _row_bounds(s6, rf, rh, re_, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
+                    qc_, big_, tq, e_, False, qq2, TERMS_ALL, amax)  # fmt: skip
+    elif terms == TERMS_C:
+        _row_bounds(s6, rf, rh, re_, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
+                    qc_, big_, tq, e_, False, qq2, TERMS_C, amax)  # fmt: skip
     else:
-        _row_bounds(s6, rf, rh, re_, ri, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
-                    qc_, big_, tq, e_, False, qq2, False, amax)  # fmt: skip
+        _row_bounds(s6, rf, rh, re_, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
+                    qc_, big_, tq, e_, False, qq2, TERMS_NONE, amax)  # fmt: skip
     m, root = _best(point, n, seed_s[p], seed_i[p], cap, floor[qq])
     seed_m[p] = m
     if m == cap and root > floor[qq]:
@@ -419,7 +439,7 @@ def _pair_bounds(
 @nb.njit(cache=True, fastmath=False, error_model="numpy", parallel=True)
 def _bounds(
     tag, qbmax, blocked, bptr, starts, ends, qptr, qidx, qadd, luts, xq, zr, qnorm, qc, big,
-    qscale, t, a, b, c, big_f, big_h, eps, ie2, big_a, terms, amax, l2, norms, qsq, uptr, ubs,
+    qscale, t, a, b, c, big_f, big_h, eps, big_a, terms, amax, l2, norms, qsq, uptr, ubs,
     seed_s, seed_i, seed_m, floor,
 ):  # fmt: skip
     """Pass 1: every (pair, row)'s bound into ``ubs``; each pair's best point estimates
@@ -461,7 +481,7 @@ def _bounds(
             for u in range(qb):
                 _pair_bounds(
                     g0 + u, s, e, sums6[u], point, qidx, qadd, xq, zr, qnorm, qc, big, qscale, t,
-                    a, b, c, big_f, big_h, eps, ie2, big_a, terms, amax, l2, norms, qsq, uptr,
+                    a, b, c, big_f, big_h, eps, big_a, terms, amax, l2, norms, qsq, uptr,
                     ubs, seed_s, seed_i, seed_m, cap, floor,
                 )  # fmt: skip
             g0 += qb
@@ -647,16 +667,18 @@ def _refine(
 
 def progressive_scan_topk(
     codes, bits, d, starts, ends, qptr, qidx, qslot, qadd, qi, qscale, qoff, t, a, b, c,
-    planes, norms, qsq, nslots, k, *, z, terms=True, l2=False, isa=None,
+    planes, norms, qsq, nslots, k, *, z, terms=TERMS_ALL, l2=False, isa=None,
 ):  # fmt: skip
     """:func:`~vecpress.kernels.grid_search.grid_scan_topk` reading the sign plane first.
 
     Same arguments and result (one query limb: ``bits`` ≤ :data:`MAX_BITS`),
-    plus ``planes = (blocked, bptr, F, H, eps, ie2, A)``: the fast-scan blocks of the
+    plus ``planes = (blocked, bptr, F, H, eps, A)``: the fast-scan blocks of the
     rows' sign planes (item ``w``'s rows in blocks ``bptr[w]:bptr[w+1]``) and
-    :func:`fold_terms`'s terms made with ``z`` error deviations; ``terms=False``
-    where the rows' ``b`` and ``c`` are zero and the grid's centre is its middle
-    (``rq``), so the first pass reads 20 bytes of terms a row. Three passes:
+    :func:`fold_terms`'s terms made with ``z`` error deviations; ``terms``: which of
+    the rows' ``a``, ``b``, ``c`` the bounds read (:data:`TERMS_ALL`, or where ``b`` is
+    zero and the grid's centre is its middle, ``rq``, :data:`TERMS_C` or, with ``c``
+    zero too, :data:`TERMS_NONE`: 16 bytes of terms a row; ``True``/``False`` stand
+    for all/none). Three passes:
     (1) every row's bound from its sign plane (float32[rows scanned] of scratch);
     (2) per query, its :data:`SEEDS` ``* k`` rows of best point estimates scored
     exactly, whose k-th score is a threshold; (3) every row whose bound reaches
@@ -671,8 +693,16 @@ def progressive_scan_topk(
     return _run(
         _TAGS[isa_id], _MAX_PASS[isa_id], codes, bits, d, per_byte, starts, ends, qptr, qidx,
         qslot, qadd, qi, qscale, qoff, t, a, b, c, *planes, norms, qsq, nslots, k, float(z),
-        bool(terms), bool(l2),
+        _terms_mode(terms), bool(l2),
     )  # fmt: skip
+
+
+def _terms_mode(terms) -> int:
+    if terms is True or terms is False:
+        return TERMS_ALL if terms else TERMS_NONE
+    if terms not in (TERMS_NONE, TERMS_C, TERMS_ALL):
+        raise ValueError(f"terms must be TERMS_NONE, TERMS_C or TERMS_ALL, found {terms!r}")
+    return int(terms)
 
 
 @nb.njit(cache=True)
@@ -700,7 +730,7 @@ def _query_bytes(qi, d, per_byte):
 @nb.njit(cache=True)
 def _run(
     tag, qbmax, codes, bits, d, per_byte, starts, ends, qptr, qidx, qslot, qadd, qi, qscale,
-    qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, ie2, big_a, norms, qsq, nslots, k, z,
+    qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, norms, qsq, nslots, k, z,
     terms, l2,
 ):  # fmt: skip
     """:func:`progressive_scan_topk` in one compiled call: the queries' tables and
@@ -762,7 +792,7 @@ def _run(
     amax = np.float32(2 / np.sqrt(d))
     _bounds(
         tag, qbmax, blocked, bptr, starts, ends, qptr, qidx, qadd, luts, xq, zr, qnorm, qc, big,
-        qscale, t, a, b, c, big_f, big_h, eps, ie2, big_a, terms, amax, l2, norms, qsq, uptr,
+        qscale, t, a, b, c, big_f, big_h, eps, big_a, terms, amax, l2, norms, qsq, uptr,
         ubs, seed_s, seed_i, seed_m, np.full(nq, -np.inf, np.float32),
     )  # fmt: skip
     q8 = _query_bytes(qi, d, per_byte)
@@ -782,6 +812,9 @@ def _run(
 
 __all__ = [
     "MAX_BITS",
+    "TERMS_ALL",
+    "TERMS_C",
+    "TERMS_NONE",
     "fold_terms",
     "plane_layout",
     "plane_rows",

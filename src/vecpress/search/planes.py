@@ -2,9 +2,9 @@
 
 :class:`Planes` holds what :func:`~vecpress.kernels.progressive.progressive_scan_topk`
 reads first: each row's sign plane (the top bit of every code, in fast-scan
-blocks per work item) and five float32 terms (:func:`~vecpress.kernels.progressive.fold_terms`).
+blocks per work item) and four float32 terms (:func:`~vecpress.kernels.progressive.fold_terms`).
 They are derived from the stored codes, item by item the first time a scan
-reads the item (as :class:`~vecpress.search.scan.Terms`), and cost ``d / 8 + 20``
+reads the item (as :class:`~vecpress.search.scan.Terms`), and cost ``d / 8 + 16``
 bytes of memory per row; the file holds only the codes.
 
 The bound's width ``z`` (error deviations) starts from the theory's
@@ -24,6 +24,9 @@ from ..codecs.codec import Codec
 from ..kernels.bitpack import unpack
 from ..kernels.progressive import (
     MAX_BITS,
+    TERMS_ALL,
+    TERMS_C,
+    TERMS_NONE,
     fold_terms,
     plane_layout,
     plane_rows,
@@ -59,15 +62,19 @@ def supports(codec: Codec) -> bool:
     )
 
 
-def _needs_terms(codec: Codec) -> bool:
-    """Whether the bound must read the rows' ``a``, ``b``, ``c`` (not so for codes whose
-    ``b`` and ``c`` are zero and whose grid is centred on its middle: ``rq``)."""
+def _terms_mode(codec: Codec) -> int:
+    """Which of the rows' ``a``, ``b``, ``c`` the bound must read
+    (:data:`~vecpress.kernels.progressive.TERMS_ALL`), unless ``b`` is zero and the grid
+    is centred on its middle (``rq``): then ``c`` only where the codec is centred (its
+    term), else none."""
     quant = codec.quantizer
     _, center, _, _ = quant.grid_queries(np.zeros((1, quant.grid_dims), np.float32))
     mid = ((1 << int(quant.param)) - 1) / 2
     b = quant.grid_row_fields()[1]
     plain = np.ndim(center) == 0 and float(center) == mid
-    return not (plain and isinstance(b, float) and b == 0.0 and codec._center is None)
+    if not (plain and isinstance(b, float) and b == 0.0):
+        return TERMS_ALL
+    return TERMS_C if codec._center is not None else TERMS_NONE
 
 
 class Planes:
@@ -95,23 +102,23 @@ class Planes:
         self.items = items
         self.bits = int(quant.param)
         self.d = int(quant.grid_dims)
-        #: whether the scan adds the rows' a, b, c exactly (:func:`_needs_terms`)
-        self.terms = _needs_terms(codec)
+        #: which of the rows' a, b, c the bound reads (:func:`_terms_mode`)
+        self.terms = _terms_mode(codec)
         n = codes.shape[0]
         nblocks = (items.ends - items.starts + 31) // 32
         self.bptr = np.zeros(nblocks.size + 1, np.int64)
         np.cumsum(nblocks, out=self.bptr[1:])
         npairs = (sign_plane_dims(self.d) + 1) // 2
         self.blocked = np.zeros((int(self.bptr[-1]), 32 * npairs), np.uint8)
-        #: fold_terms's F, H, eps, ie2, A of every row (rows of items not made yet: zeros)
-        self.row_terms = np.zeros((5, n), np.float32)
+        #: fold_terms's F, H, eps, A of every row (rows of items not made yet: zeros)
+        self.row_terms = np.zeros((4, n), np.float32)
         self._done = np.zeros(nblocks.size, bool)
         self._complete = nblocks.size == 0
         self.z: float | None = None
 
     @property
     def arrays(self) -> tuple:
-        """``(blocked, bptr, F, H, eps, ie2, A)`` as the progressive scan takes them."""
+        """``(blocked, bptr, F, H, eps, A)`` as the progressive scan takes them."""
         return (self.blocked, self.bptr, *self.row_terms)
 
     def ensure(self, which: np.ndarray, a: np.ndarray) -> None:
