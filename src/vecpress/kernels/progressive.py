@@ -75,6 +75,25 @@ MAX_BITS = 5
 #: none (``rq``: ``b`` and ``c`` zero, the grid centred on its middle), ``c`` only (the
 #: same with a centring term ``c``, ``center,...,rq``), or all three
 TERMS_NONE, TERMS_C, TERMS_ALL = 0, 1, 2
+#: the bound's flags, ``terms + 3 l2``, as the dtype of an empty "mode" array: each value
+#: compiles its own specialisation of the first pass, in which the flags are constants
+#: (:func:`_flags`) and the bounds loop branch-free, so LLVM vectorises it
+_MODES = tuple(
+    np.empty(0, dt) for dt in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16)
+)
+
+
+@intrinsic
+def _flags(typingctx, mode):
+    """``terms + 3 l2`` of a mode array (:data:`_MODES`), as a constant."""
+    value = [str(np.dtype(m.dtype)) for m in _MODES].index(str(mode.dtype))
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(ir.IntType(64), value)
+
+    return types.intp(mode), codegen
+
+
 #: rows of best point estimate scored first, per result wanted: their k-th exact score is the
 #: threshold every other row's bound must reach (4 k brings it within a few per cent of
 #: the final k-th score on sentence embeddings)
@@ -392,7 +411,7 @@ def _best(point, n, hs, hi, cap, floor):
 @nb.njit(cache=True, fastmath=False, error_model="numpy")
 def _pair_bounds(
     p, s, e, s6, point, qidx, qadd, xq, zr, qnorm, qc, big, qscale, t, a, b, c, big_f, big_h,
-    eps, big_a, terms, amax, l2, norms, qsq, uptr, ubs, seed_s, seed_i, seed_m, cap, floor,
+    eps, big_a, mode, amax, norms, qsq, uptr, ubs, seed_s, seed_i, seed_m, cap, floor,
 ):  # fmt: skip
     """Bounds and seeds of pair ``p`` (rows ``s:e``) from its sign-plane sums ``s6``.
 
@@ -404,32 +423,17 @@ def _pair_bounds(
     n = e - s
     qq = qidx[p]
     out = ubs[uptr[p] : uptr[p] + n]
+    l2 = _flags(mode) >= 3
+    terms = _flags(mode) % 3
     nm = norms[s:e] if l2 else norms
     ra, rb = (a[s:e], b[s:e]) if terms == TERMS_ALL else (a, b)
     rc = c[s:e] if terms != TERMS_NONE else c
     rf, rh, re_, rA = big_f[s:e], big_h[s:e], eps[s:e], big_a[s:e]
     xq_, s0, qn, zr_ = xq[qq], qscale[qq], qnorm[qq], zr[qq]
     qc_, big_, tq, e_, qq2 = qc[qq], big[qq], t[qq], qadd[p], qsq[qq]
-    # the flags constant in each loop
-    if l2:
-        if terms == TERMS_ALL:
-            _row_bounds(s6, rf, rh, re_, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
-                        qc_, big_, tq, e_, True, qq2, TERMS_ALL, amax)  # fmt: skip
-        elif terms == TERMS_C:
-            _row_bounds(s6, rf, rh, re_, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
-                        qc_, big_, tq, e_, True, qq2, TERMS_C, amax)  # fmt: skip
-        else:
-            _row_bounds(s6, rf, rh, re_, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
-                        qc_, big_, tq, e_, True, qq2, TERMS_NONE, amax)  # fmt: skip
-    elif terms == TERMS_ALL:
-        _row_bounds(s6, rf, rh, re_, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
-                    qc_, big_, tq, e_, False, qq2, TERMS_ALL, amax)  # fmt: skip
-    elif terms == TERMS_C:
-        _row_bounds(s6, rf, rh, re_, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
-                    qc_, big_, tq, e_, False, qq2, TERMS_C, amax)  # fmt: skip
-    else:
-        _row_bounds(s6, rf, rh, re_, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_,
-                    qc_, big_, tq, e_, False, qq2, TERMS_NONE, amax)  # fmt: skip
+    flags = _flags(mode)  # constants in each compiled specialisation: branch-free loops
+    _row_bounds(s6, rf, rh, re_, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_, qc_, big_,
+                tq, e_, flags >= 3, qq2, flags % 3, amax)  # fmt: skip
     m, root = _best(point, n, seed_s[p], seed_i[p], cap, floor[qq])
     seed_m[p] = m
     if m == cap and root > floor[qq]:
@@ -439,7 +443,7 @@ def _pair_bounds(
 @nb.njit(cache=True, fastmath=False, error_model="numpy", parallel=True)
 def _bounds(
     tag, qbmax, blocked, bptr, starts, ends, qptr, qidx, qadd, luts, xq, zr, qnorm, qc, big,
-    qscale, t, a, b, c, big_f, big_h, eps, big_a, terms, amax, l2, norms, qsq, uptr, ubs,
+    qscale, t, a, b, c, big_f, big_h, eps, big_a, mode, amax, norms, qsq, uptr, ubs,
     seed_s, seed_i, seed_m, floor,
 ):  # fmt: skip
     """Pass 1: every (pair, row)'s bound into ``ubs``; each pair's best point estimates
@@ -481,7 +485,7 @@ def _bounds(
             for u in range(qb):
                 _pair_bounds(
                     g0 + u, s, e, sums6[u], point, qidx, qadd, xq, zr, qnorm, qc, big, qscale, t,
-                    a, b, c, big_f, big_h, eps, big_a, terms, amax, l2, norms, qsq, uptr,
+                    a, b, c, big_f, big_h, eps, big_a, mode, amax, norms, qsq, uptr,
                     ubs, seed_s, seed_i, seed_m, cap, floor,
                 )  # fmt: skip
             g0 += qb
@@ -693,7 +697,7 @@ def progressive_scan_topk(
     return _run(
         _TAGS[isa_id], _MAX_PASS[isa_id], codes, bits, d, per_byte, starts, ends, qptr, qidx,
         qslot, qadd, qi, qscale, qoff, t, a, b, c, *planes, norms, qsq, nslots, k, float(z),
-        _terms_mode(terms), bool(l2),
+        _MODES[_terms_mode(terms) + 3 * bool(l2)], bool(l2),
     )  # fmt: skip
 
 
@@ -731,7 +735,7 @@ def _query_bytes(qi, d, per_byte):
 def _run(
     tag, qbmax, codes, bits, d, per_byte, starts, ends, qptr, qidx, qslot, qadd, qi, qscale,
     qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, norms, qsq, nslots, k, z,
-    terms, l2,
+    mode, l2,
 ):  # fmt: skip
     """:func:`progressive_scan_topk` in one compiled call: the queries' tables and
     constants, the pairs' bookkeeping, the three passes and the slots' sorting."""
@@ -792,7 +796,7 @@ def _run(
     amax = np.float32(2 / np.sqrt(d))
     _bounds(
         tag, qbmax, blocked, bptr, starts, ends, qptr, qidx, qadd, luts, xq, zr, qnorm, qc, big,
-        qscale, t, a, b, c, big_f, big_h, eps, big_a, terms, amax, l2, norms, qsq, uptr,
+        qscale, t, a, b, c, big_f, big_h, eps, big_a, mode, amax, norms, qsq, uptr,
         ubs, seed_s, seed_i, seed_m, np.full(nq, -np.inf, np.float32),
     )  # fmt: skip
     q8 = _query_bytes(qi, d, per_byte)
