@@ -44,6 +44,9 @@ def test_codebooks_and_codes_are_faiss_own(spec):
     if spec.startswith("lsq"):
         twin.nperts = min(twin.nperts, codec.quantizer.param)
     twin.train(train)
+    if spec.startswith("rvq") and additive.beam_tables(codec.quantizer.param, codec.quantizer.bits):
+        twin.use_beam_LUT = 1  # the setting vecpress encodes with
+        twin.compute_codebook_tables()
     books = faiss.vector_to_array(twin.codebooks).reshape(codec.quantizer.centroids_.shape)
     assert np.array_equal(codec.quantizer.centroids_, books)
     codes = codec.encode(test)
@@ -51,6 +54,25 @@ def test_codebooks_and_codes_are_faiss_own(spec):
     assert np.allclose(codec.decode(codes), twin.decode(codes), atol=1e-5)
     m, b = codec.quantizer.param, codec.quantizer.bits
     assert codec.code_size == (m * b + 7) // 8
+
+
+def test_beam_tables_encode_as_the_plain_beam_search():
+    """The residual quantizer encodes with faiss's beam look-up tables (where they fit,
+    ``additive.beam_tables``): the codes of the plain beam search on these rows, and
+    the same reconstruction error to float rounding."""
+    x = rows(2500, 32, seed=3)
+    codec = Codec.from_spec("rvq8x8", d=32).fit(x[:2000])
+    assert additive.beam_tables(8, 8) and not additive.beam_tables(1024, 8)
+    plain = codec.quantizer._faiss_quantizer()
+    faiss.copy_array_to_vector(codec.quantizer.centroids_.ravel(), plain.codebooks)
+    plain.is_trained = True
+    test = x[2000:]
+    codes, ref = codec.encode(test), plain.compute_codes(test)
+    same = (codes == ref).all(axis=1)
+    assert same.mean() > 0.99
+    err = ((codec.decode(codes) - test) ** 2).sum()
+    ref_err = ((codec.decode(ref) - test) ** 2).sum()
+    assert abs(err - ref_err) <= 1e-4 * ref_err
 
 
 @pytest.mark.parametrize("spec", ["rvq6x4", "rvq2x8", "lsq4x4", "hd2,rvq4x4", "pca12,rvq3x4"])

@@ -63,6 +63,28 @@ from .pq import PQ, PQ_BITS, faiss_errors, unit_scale, unpack_codes
 TRAIN_ROWS = 16_384
 #: rows encoded per faiss call (bounds the beam's working memory)
 _ENCODE_BLOCK = 4096
+#: most bytes of the residual quantizer's codeword cross products (``4 M 4^b``) its
+#: encoder keeps to search the beam by look-up tables (:func:`beam_tables`)
+BEAM_TABLE_BYTES = 32 << 20
+
+
+def beam_tables(m: int, bits: int) -> bool:
+    """Whether ``rvq<m>x<bits>`` encodes with faiss's beam look-up tables
+    (``use_beam_LUT``: the inner products of every codeword pair, ``4 m 4^bits``
+    bytes, made once per codec, replace each step's distance computations). The
+    codes are those of the plain search wherever no two candidates tie in float32
+    (the same sums, ordered differently); measured on ``klvq1``'s 23 x 8-bit
+    codebooks at d = 384: 8,800 -> 11,000 rows/s on one core, the same codes on
+    5,000 rows.
+
+    Examples
+    --------
+    >>> beam_tables(23, 8), beam_tables(200, 8)
+    (True, False)
+    """
+    return 4 * m * (1 << (2 * bits)) <= BEAM_TABLE_BYTES
+
+
 #: ``rvq<M>x<b>[-beam<B>]`` and ``lsq<M>x<b>[-ils<N>]``
 TOKEN = re.compile(r"^(rvq|lsq)(\d+)x(\d+)(?:-(beam|ils)(\d+))?$")
 
@@ -200,6 +222,13 @@ class RVQ(Additive):
         faiss = faiss_module()
         rq = faiss.ResidualQuantizer(self.d, self.param, self.bits)
         rq.max_beam_size = self.effort
+        return rq
+
+    def _coder_for(self, codebooks: np.ndarray):
+        rq = super()._coder_for(codebooks)
+        if beam_tables(self.param, self.bits):
+            rq.use_beam_LUT = 1
+            rq.compute_codebook_tables()
         return rq
 
 
