@@ -24,7 +24,8 @@ Everything runs in this one process, one index at a time, 1 thread (vecpress
    built at once and timed in turn on each query (``--latency-queries`` x 3
    rounds): drift of the machine's speed between one index's measurement and
    the next (often 30 % on a shared machine) cancels in their ratios, which the
-   1-query check uses.
+   1-query check uses; ``kl4`` is among them, so its ratio to ``hd2,rq4`` is
+   reported both ways (each timed on its own, and in turn).
 6. **Cold start**: a ``hd2,rq4`` index of ``--cold-rows`` rows x 384 (MiniLM rows
    repeated with noise) is saved; a fresh Python process opens it (memory-mapped)
    and answers one query. Run twice; the second (numba's cache warm) is reported:
@@ -186,6 +187,7 @@ HEAD_TO_HEAD = (
     ("vecpress", "hd2,rq4", {"progressive": True}),
     ("vecpress", "center,hd2,rq4", {}),
     ("vecpress", "center,hd2,rq4", {"progressive": True}),
+    ("vecpress", "kl4", {}),
 )
 
 
@@ -486,8 +488,19 @@ def checks(ds: dict) -> list[str]:
         if kl4:
             ratio = kl4["p50_us"] / rq4["p50_us"]
             out.append(
-                f"- `kl4` p50 / `hd2,rq4` p50: {ratio:.2f} (goal ≤ 1.3): "
+                f"- `kl4` p50 / `hd2,rq4` p50 (each timed on its own): {ratio:.2f} (goal ≤ 1.3): "
                 f"{'PASS' if ratio <= 1.3 else 'FAIL'}"
+            )
+        pair = {
+            r["index"]: r["p50_us"]
+            for r in ds.get("head_to_head") or []
+            if r["library"] == "vecpress" and not r["params"].get("progressive")
+        }
+        if "kl4" in pair and "hd2,rq4" in pair:
+            ratio = pair["kl4"] / pair["hd2,rq4"]
+            out.append(
+                f"- `kl4` p50 / `hd2,rq4` p50 head to head (timed in turn): {ratio:.2f} "
+                f"(goal ≤ 1.3): {'PASS' if ratio <= 1.3 else 'FAIL'}"
             )
     auto = next(
         (r for r in ds["rerank"] if r.get("rerank") == "auto" and r["confidence"] == 0.999), None
