@@ -119,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             from search_grid import Entry
             from search_runners import RUNNERS
 
-            runner = RUNNERS["rabitqlib"](Entry("rabitqlib", "flat", {"nlist": 1, "nbits": 4}), 384)
+            runner = RUNNERS["rabitqlib"](
+                Entry("rabitqlib", "flat", {"nlist": 1, "nbits": 4}), base.shape[1]
+            )
             runner.build(base, base)
             fn = runner.searcher({}, 1)
             qp = runner.prepare_queries(queries)
