@@ -88,7 +88,7 @@ def test_bounds_read_the_terms_they_need(spec, mode):
 
 def test_terms_flag_values():
     """``terms=True``/``False`` stand for all/none; another value is refused by name."""
-    from vecpress.kernels.progressive import _terms_mode as kernel_terms
+    from vecpress.kernels.progressive import _terms_flag as kernel_terms
 
     assert (kernel_terms(True), kernel_terms(False), kernel_terms(TERMS_C)) == (
         TERMS_ALL,

@@ -423,17 +423,17 @@ def _pair_bounds(
     n = e - s
     qq = qidx[p]
     out = ubs[uptr[p] : uptr[p] + n]
-    l2 = _flags(mode) >= 3
-    terms = _flags(mode) % 3
+    flags = _flags(mode)  # constants in each compiled specialisation: branch-free loops
+    l2 = flags >= 3
+    terms = flags % 3
     nm = norms[s:e] if l2 else norms
     ra, rb = (a[s:e], b[s:e]) if terms == TERMS_ALL else (a, b)
     rc = c[s:e] if terms != TERMS_NONE else c
     rf, rh, re_, rA = big_f[s:e], big_h[s:e], eps[s:e], big_a[s:e]
     xq_, s0, qn, zr_ = xq[qq], qscale[qq], qnorm[qq], zr[qq]
     qc_, big_, tq, e_, qq2 = qc[qq], big[qq], t[qq], qadd[p], qsq[qq]
-    flags = _flags(mode)  # constants in each compiled specialisation: branch-free loops
     _row_bounds(s6, rf, rh, re_, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_, qc_, big_,
-                tq, e_, flags >= 3, qq2, flags % 3, amax)  # fmt: skip
+                tq, e_, l2, qq2, terms, amax)  # fmt: skip
     m, root = _best(point, n, seed_s[p], seed_i[p], cap, floor[qq])
     seed_m[p] = m
     if m == cap and root > floor[qq]:
@@ -697,11 +697,12 @@ def progressive_scan_topk(
     return _run(
         _TAGS[isa_id], _MAX_PASS[isa_id], codes, bits, d, per_byte, starts, ends, qptr, qidx,
         qslot, qadd, qi, qscale, qoff, t, a, b, c, *planes, norms, qsq, nslots, k, float(z),
-        _MODES[_terms_mode(terms) + 3 * bool(l2)], bool(l2),
+        _MODES[_terms_flag(terms) + 3 * bool(l2)],
     )  # fmt: skip
 
 
-def _terms_mode(terms) -> int:
+def _terms_flag(terms) -> int:
+    """``terms`` as one of :data:`TERMS_NONE`, :data:`TERMS_C`, :data:`TERMS_ALL`."""
     if terms is True or terms is False:
         return TERMS_ALL if terms else TERMS_NONE
     if terms not in (TERMS_NONE, TERMS_C, TERMS_ALL):
@@ -734,11 +735,11 @@ def _query_bytes(qi, d, per_byte):
 @nb.njit(cache=True)
 def _run(
     tag, qbmax, codes, bits, d, per_byte, starts, ends, qptr, qidx, qslot, qadd, qi, qscale,
-    qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, norms, qsq, nslots, k, z,
-    mode, l2,
+    qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, norms, qsq, nslots, k, z, mode,
 ):  # fmt: skip
     """:func:`progressive_scan_topk` in one compiled call: the queries' tables and
     constants, the pairs' bookkeeping, the three passes and the slots' sorting."""
+    l2 = _flags(mode) >= 3
     nq = qsq.shape[0]
     m4 = ((d + 3) // 4 + 3) // 4 * 4  # sign_plane_dims(d) groups, padded as _padded_luts does
     lut = np.zeros((nq, m4, 16), np.uint8)
