@@ -154,14 +154,15 @@ def test_progressive_after_adding_rows(data):
     np.testing.assert_array_equal(index.search(q, 5, progressive=True).ids, index.search(q, 5).ids)
 
 
-def test_progressive_extreme_magnitudes():
+@pytest.mark.parametrize("spec", ["hd2,rq4", "center,hd2,rq4"])  # bounds without terms, with c
+def test_progressive_extreme_magnitudes(spec):
     """Rows of 1e-30 and of 1e12 (and queries alike; k past the rows): finite scores, the
     full scan's ranking; rows at float16's range end alike."""
     rng = np.random.default_rng(3)
     base = rng.standard_normal((600, 40)).astype(np.float32)
     x = np.concatenate([base[:300] * np.float32(1e-30), base[300:] * np.float32(1e12)])
     for metric in ("ip", "l2", "cosine"):
-        index = _pair("hd2,rq4", metric, x)
+        index = _pair(spec, metric, x)
         queries = (base[:5] * np.float32(1e-30), base[5:10] * np.float32(1e12), base[10:15])
         for q, k in zip(queries, (20, 1024, 20), strict=True):
             full = index.search(q, k)
@@ -170,19 +171,20 @@ def test_progressive_extreme_magnitudes():
             np.testing.assert_array_equal(prog.ids, full.ids)
             np.testing.assert_array_equal(prog.scores, full.scores)
     for scale in (6.55e4, 6e-8):  # float16's largest and smallest normal-ish magnitudes
-        index = _pair("hd2,rq4", "l2", base * np.float32(scale))
+        index = _pair(spec, "l2", base * np.float32(scale))
         q = base[:4] * np.float32(scale)
         prog = index.search(q, 50, progressive=True)
         assert np.isfinite(prog.scores).all()
         np.testing.assert_array_equal(prog.ids, index.search(q, 50).ids)
 
 
-def test_progressive_concurrent_first_use(data):
+@pytest.mark.parametrize("spec", ["hd2,rq4", "center,hd2,rq4"])
+def test_progressive_concurrent_first_use(data, spec):
     """Threads searching a fresh index at once (the planes are made on first use)."""
     x, q = data
-    index = _pair("hd2,rq4", "ip", x)
+    index = _pair(spec, "ip", x)
     want = index.search(q, 10).ids
-    index = _pair("hd2,rq4", "ip", x)
+    index = _pair(spec, "ip", x)
     got, errors = [None] * 4, []
 
     def run(i):
