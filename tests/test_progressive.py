@@ -16,6 +16,8 @@ from vecpress.kernels.progressive import (
     TERMS_C,
     TERMS_NONE,
     fold_terms,
+    item_planes,
+    plane_layout,
     plane_rows,
     sign_tables,
 )
@@ -266,7 +268,9 @@ def _estimates(x, q, bits=4):
     return exact, est, scale, (f, g, vn, pop)
 
 
-@pytest.mark.parametrize(("bits", "d"), [(1, 13), (2, 50), (3, 64), (4, 384), (5, 29)])
+@pytest.mark.parametrize(
+    ("bits", "d"), [(1, 13), (2, 50), (3, 64), (4, 50), (4, 64), (4, 384), (5, 29)]
+)
 def test_plane_rows_match_their_formulas(bits, d):
     """The sign plane (little-endian bits of the codes in the grid's upper half), its
     popcount, ``|v|``, ``f = |v|² / Σ|v_i|`` and ``g`` of the module docstring, against
@@ -327,6 +331,54 @@ def test_calibrated_width():
     pop = np.empty(n, np.int32)
     plane_rows(codes, np.array([[0, d, 4, 0]]), 4, d, signs, f, g, vn, pop)
     assert calibrate_z(codec, codes, np.arange(n), f, g) > 1.2 * Z
+
+
+@pytest.mark.parametrize(("bits", "d"), [(1, 13), (2, 50), (4, 50), (4, 384), (5, 29)])
+def test_item_planes_equal_the_three_steps(bits, d):
+    """One pass per item (:func:`item_planes`) gives, to the bit, the planes and terms of
+    :func:`plane_rows`, :func:`plane_layout` and :func:`fold_terms`: items of any length
+    (a last block of 1-31 rows, an empty item), the rows read from a read-only array."""
+    rng = np.random.default_rng(bits * 7 + d)
+    n = 300
+    c = rng.integers(0, 1 << bits, (n, d)).astype(np.uint8)
+    c[5] = 0
+    codes = pack(c, bits)
+    codes.flags.writeable = False
+    layout = np.array([[0, d, bits, 0]], np.int64)
+    a = rng.standard_normal(n).astype(np.float32)
+    z = 4.3
+    bounds = np.array([0, 33, 33, 64, 250, 300])  # items: 33 rows, none, 31, 186, 50
+    starts, ends = bounds[:-1], bounds[1:]
+    nblocks = (ends - starts + 31) // 32
+    bstarts = np.concatenate([[0], np.cumsum(nblocks)[:-1]])
+    nbytes = (d + 7) // 8
+    blocked = np.full((int(nblocks.sum()), 32 * nbytes), 0xAB, np.uint8)
+    terms = [np.zeros(n, np.float32) for _ in range(4)]
+    order = np.array([3, 0, 1, 4, 2])  # items in any order
+    item_planes(codes, layout, bits, d, starts[order], ends[order], bstarts[order], blocked,
+                *terms, a, z)  # fmt: skip
+    signs = np.zeros((n, nbytes), np.uint8)
+    f, g, vn = (np.empty(n, np.float32) for _ in range(3))
+    pop = np.empty(n, np.int32)
+    plane_rows(codes, layout, bits, d, signs, f, g, vn, pop)
+    for s, e, b0, nb in zip(starts, ends, bstarts, nblocks, strict=True):
+        np.testing.assert_array_equal(blocked[b0 : b0 + nb], plane_layout(signs[s:e], d))
+    for got, want in zip(terms, fold_terms(f, g, vn, pop, a, z), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_calibrate_z_computes_its_own_terms():
+    """Without ``f``, ``g`` the calibration computes them for the rows it measures against:
+    the same width as with them given."""
+    x = _clustered(3000, 64, 9)
+    codec = Codec.from_spec("hd2,rq4").fit(x)
+    codes = codec.encode(x)
+    n, d = x.shape
+    f, g, vn = (np.empty(n, np.float32) for _ in range(3))
+    signs, pop = np.empty((n, 8), np.uint8), np.empty(n, np.int32)
+    plane_rows(codes, np.array([[0, d, 4, 0]]), 4, d, signs, f, g, vn, pop)
+    rows = np.arange(100, 2900)
+    assert calibrate_z(codec, codes, rows) == calibrate_z(codec, codes, rows, f[rows], g[rows])
 
 
 def test_fold_terms_bound_the_score():

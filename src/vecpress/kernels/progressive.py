@@ -17,7 +17,9 @@ about normal with standard deviation at most
 unbiased: a near neighbour's magnitudes correlate with the query, its
 orthogonal part does not.) :func:`plane_rows` gives each row's sign plane,
 ``f``, ``g``, ``|v|`` and popcount; :func:`fold_terms` folds them with the row's
-score factor ``a`` into the four float32 terms the scan reads (16 bytes a row).
+score factor ``a`` into the four float32 terms the scan reads (16 bytes a row);
+:func:`item_planes` does both, and lays the planes out for the scan, in one pass
+over each work item's codes.
 
 The scan (:func:`progressive_scan_topk`) sums the sign plane against the query
 with the fast-scan kernel (:mod:`vecpress.kernels.fastscan`): the plane laid
@@ -141,39 +143,136 @@ def plane_rows(codes, layout, bits, d, signs, f, g, vn, pop):
     (6, 2, 113.0)
     """
     n = codes.shape[0]
-    full = (1 << bits) - 1
-    half = 1 << (bits - 1)
     nbytes = signs.shape[1]
     for task in nb.prange((n + _PLANE_ROWS - 1) // _PLANE_ROWS):
         buf = np.zeros(8 * nbytes, np.uint8)  # the codes past d stay 0: no bit set
         for j in range(task * _PLANE_ROWS, min(n, (task + 1) * _PLANE_ROWS)):
-            unpack_layout(codes[j], layout, buf)
-            a1 = 0
-            a2 = 0
-            for i in range(d):
-                t2 = 2 * np.int64(buf[i]) - full
-                a1 += abs(t2)
-                a2 += t2 * t2
-            cnt = 0
-            for k in range(nbytes):
-                byte = 0
-                for t in range(8):
-                    up = np.int64(buf[8 * k + t] >= half)
-                    byte |= up << t
-                    cnt += up
-                signs[j, k] = byte
-            s1 = a1 / 2.0
-            s2 = a2 / 4.0
-            pop[j] = cnt
-            vn[j] = np.float32(np.sqrt(s2))
-            # every |v_i| >= 1/2, so s1 > 0 and gamma > 0
-            gamma = s1 / np.sqrt(s2 * d)
-            f[j] = np.float32(s2 / s1)
-            if d > 1:
-                spread = max(0.0, 1.0 - gamma * gamma)
-                g[j] = np.float32(np.sqrt(s2) * np.sqrt(spread) / (gamma * np.sqrt(d - 1.0)))
-            else:
-                g[j] = np.float32(0.0)
+            fj, gj, vnj, cnt = _row_plane(codes[j], layout, bits, d, buf, signs[j])
+            f[j], g[j], vn[j], pop[j] = fj, gj, vnj, cnt
+
+
+@nb.njit(cache=True, inline="always")
+def _unpacked_plane(src, layout, bits, d, buf, sign):
+    """``(Σ|2 v_i|, Σ(2 v_i)², popcount)`` of a code row of any width and layout, its sign
+    plane into ``sign``: the codes unpacked to bytes first."""
+    full = (1 << bits) - 1
+    half = 1 << (bits - 1)
+    unpack_layout(src, layout, buf)
+    a1 = 0
+    a2 = 0
+    for i in range(d):
+        t2 = 2 * np.int64(buf[i]) - full
+        a1 += abs(t2)
+        a2 += t2 * t2
+    cnt = 0
+    for k in range(sign.shape[0]):
+        byte = 0
+        for t in range(8):
+            up = np.int64(buf[8 * k + t] >= half)
+            byte |= up << t
+            cnt += up
+        sign[k] = byte
+    return a1, a2, cnt
+
+
+@nb.njit(cache=True, inline="always")
+def _nibble_plane(src, d, sign):
+    """:func:`_unpacked_plane` of 4-bit codes packed in nibbles (``d`` a multiple of 8),
+    read in place: the sums over both nibbles of each byte, and each sign byte gathered
+    from the top bits (3, 7, ..., 31) of four code bytes by shifts and masks."""
+    a1 = 0
+    a2 = 0
+    cnt = 0
+    for m in range(d // 2):
+        v = np.int64(src[m])
+        lo = 2 * (v & 15) - 15
+        hi = 2 * (v >> 4) - 15
+        a1 += abs(lo) + abs(hi)
+        a2 += lo * lo + hi * hi
+        cnt += ((v >> 3) & 1) + (v >> 7)
+    for k in range(d // 8):
+        w = (
+            np.uint32(src[4 * k]) | (np.uint32(src[4 * k + 1]) << np.uint32(8))
+            | (np.uint32(src[4 * k + 2]) << np.uint32(16))
+            | (np.uint32(src[4 * k + 3]) << np.uint32(24))
+        )  # fmt: skip
+        x = (w >> np.uint32(3)) & np.uint32(0x11111111)  # code t's top bit at bit 4 t
+        x = (x | (x >> np.uint32(3))) & np.uint32(0x03030303)  # pairs at bits 0-1, 8-9, ...
+        x = (x | (x >> np.uint32(6))) & np.uint32(0x000F000F)  # fours at bits 0-3, 16-19
+        sign[k] = np.uint8((x | (x >> np.uint32(12))) & np.uint32(0xFF))
+    return a1, a2, cnt
+
+
+@nb.njit(cache=True, inline="always")
+def _row_plane(src, layout, bits, d, buf, sign):
+    """:func:`plane_rows` of one code row ``src``: its sign plane into ``sign``
+    (uint8[ceil(d/8)]), and ``(f, g, vn, pop)``, the float32 terms as float64 values."""
+    if bits == 4 and d % 8 == 0 and layout.shape[0] == 1 and layout[0, 3] == 0:
+        a1, a2, cnt = _nibble_plane(src, d, sign)
+    else:
+        a1, a2, cnt = _unpacked_plane(src, layout, bits, d, buf, sign)
+    s1 = a1 / 2.0
+    s2 = a2 / 4.0
+    vn = np.float32(np.sqrt(s2))
+    # every |v_i| >= 1/2, so s1 > 0 and gamma > 0
+    gamma = s1 / np.sqrt(s2 * d)
+    f = np.float32(s2 / s1)
+    g = np.float32(0.0)
+    if d > 1:
+        spread = max(0.0, 1.0 - gamma * gamma)
+        g = np.float32(np.sqrt(s2) * np.sqrt(spread) / (gamma * np.sqrt(d - 1.0)))
+    return np.float64(f), np.float64(g), np.float64(vn), cnt
+
+
+@nb.njit(cache=True, parallel=True)
+def item_planes(codes, layout, bits, d, starts, ends, bstarts, blocked, big_f, big_h, eps, big_a,
+                a, z):  # fmt: skip
+    """The sign planes and terms of the rows ``starts[i]:ends[i]`` of each item ``i``, in
+    one pass over their codes (read where they lie: a memory-mapped file is not copied).
+
+    The planes go to the fast-scan blocks ``blocked[bstarts[i]:]`` (the item's rows in
+    blocks of 32, :func:`plane_layout`'s layout), the terms to ``big_f``, ``big_h``,
+    ``eps``, ``big_a`` at the rows' numbers: the values of :func:`plane_rows`,
+    :func:`plane_layout` and :func:`fold_terms` with score factors ``a`` and ``z``
+    error deviations, to the bit.
+
+    Examples
+    --------
+    >>> from vecpress.kernels.bitpack import pack
+    >>> codes = pack(np.array([[0, 15, 8, 7]], np.uint8), 4)
+    >>> blocked = np.zeros((1, 32), np.uint8)
+    >>> t = [np.zeros(1, np.float32) for _ in range(4)]
+    >>> item_planes(codes, np.array([[0, 4, 4, 0]]), 4, 4, np.array([0]), np.array([1]),
+    ...             np.array([0]), blocked, *t, np.float32([1.0]), 4.0)
+    >>> int(blocked[0, 0]), round(float(t[3][0]) ** 2, 4)
+    (6, 113.0)
+    """
+    nbytes = (d + 7) // 8
+    for i in nb.prange(starts.shape[0]):
+        s = starts[i]
+        e = ends[i]
+        buf = np.zeros(8 * nbytes, np.uint8)  # the codes past d stay 0: no bit set
+        signs = np.zeros((BLOCK, nbytes), np.uint8)  # rows past the item's end stay 0
+        for b0 in range(s, e, BLOCK):
+            cnt = min(e, b0 + BLOCK) - b0
+            for v in range(cnt):
+                j = b0 + v
+                f, g, vn, pop = _row_plane(codes[j], layout, bits, d, buf, signs[v])
+                ratio = f / vn
+                big_f[j] = np.float32(ratio)
+                big_h[j] = np.float32(-253.0 * ratio * pop)
+                eps[j] = np.float32(z * g / vn)
+                big_a[j] = np.float32(np.float64(a[j]) * vn)
+            if cnt < BLOCK:
+                signs[cnt:] = 0
+            # fastscan_layout: rows v and 16 + v share the bytes of lane v
+            out = blocked[bstarts[i] + (b0 - s) // BLOCK]
+            for p in range(nbytes):
+                for v in range(16):
+                    lo = signs[v, p]
+                    hi = signs[16 + v, p]
+                    out[p * PAIR_BYTES + v] = (lo & 15) | ((hi & 15) << 4)
+                    out[p * PAIR_BYTES + 16 + v] = (lo >> 4) | (hi & 0xF0)
 
 
 def fold_terms(f, g, vn, pop, a, z):
@@ -821,6 +920,7 @@ __all__ = [
     "TERMS_C",
     "TERMS_NONE",
     "fold_terms",
+    "item_planes",
     "plane_layout",
     "plane_rows",
     "progressive_scan_topk",
