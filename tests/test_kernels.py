@@ -177,6 +177,35 @@ def test_int_scan_integer_dot_products_are_exact(bits, d, portable):
     np.testing.assert_array_equal(out, want.astype(np.float32))
 
 
+@pytest.mark.skipif(not HAVE_VNNI, reason="the tile is an AVX-512 VNNI kernel")
+@pytest.mark.parametrize("d", [4, 64, 384, 2048])
+def test_tile_of_rows_laid_out_by_rows_is_exact(d):
+    """The 4 x 32 tile over rows laid out by rows (``rows_layout``): exact integer dot
+    products, at the extremes too (codes 255 against queries of -127 and 127)."""
+    from vecpress.kernels.scan import _BLOCK, _vnni_tile4x32_rows, rows_layout
+
+    rng = np.random.default_rng(d)
+    codes = rng.integers(0, 256, (_BLOCK, d)).astype(np.uint8)
+    codes[0] = 255
+    q = rng.integers(-127, 128, (4, d)).astype(np.int8)
+    q[0], q[1] = 127, -127
+    block = np.zeros((d // 4, _BLOCK), np.uint32)
+
+    @numba.njit
+    def run(codes, q, block, dots):
+        for r in range(codes.shape[0]):
+            rows_layout(codes[r], r, block)
+        for r in range(0, codes.shape[0], 32):
+            _vnni_tile4x32_rows(
+                block.ctypes.data + 4 * r, 4 * block.shape[1], q.ctypes.data, q.shape[1],
+                block.shape[0], dots.ctypes.data + 4 * r, 4 * dots.shape[1],
+            )  # fmt: skip
+
+    dots = np.zeros((4, _BLOCK), np.int32)
+    run(codes, q, block, dots)
+    np.testing.assert_array_equal(dots, q.astype(np.int64) @ codes.astype(np.int64).T)
+
+
 @pytest.mark.parametrize("portable", KERNELS)
 def test_int_scan_of_a_layout_of_runs_is_exact(portable):
     """Runs of several widths at their own byte offsets (not in dimension order, with

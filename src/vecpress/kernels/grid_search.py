@@ -5,7 +5,9 @@ index, or of one inverted list) with the queries that must scan it. Every
 (query, item) pair owns an output *slot*: a bounded heap of the ``k`` best rows
 (:mod:`vecpress.kernels.heap`). Items run in parallel; within an item the rows
 are read 64 at a time (in place for few queries, :func:`grid_scan_topk`, else
-unpacked once for all of them) and scored against all of the item's queries with
+unpacked once for all of them and laid out by rows,
+:func:`~vecpress.kernels.scan.rows_layout`, for tiles of 4 queries x 32 rows
+without horizontal sums) and scored against all of the item's queries with
 the same exact integer dot products and the same float epilogue
 (:func:`~vecpress.kernels.scan.combine`) as :func:`~vecpress.kernels.scan.int_scan`,
 so a flat search ranks exactly as ``Codec.score`` + top-k. The float
@@ -38,9 +40,11 @@ from .scan import (
     _vnni_tile4x4_b1,
     _vnni_tile4x4_b2,
     _vnni_tile4x4_b4,
+    _vnni_tile4x32_rows,
     combine,
     int_dot,
     pad_queries_int8,
+    rows_layout,
     split_queries,
     uniform_layout,
     unpack_layout,
@@ -189,6 +193,10 @@ def _scan_vnni(
             for li in range(limbs):
                 qb[u * limbs + li] = qsrc[qidx[p0 + u] * limbs + li]
         buf = np.zeros((_BLOCK, drow), np.uint8)
+        # rows unpacked to bytes, laid out by rows (rows_layout) for the 4 x 32 tiles
+        row = np.zeros(drow, np.uint8)
+        by_rows = np.zeros((0 if in_place else drow // 4, _BLOCK), np.uint32)
+        pby_rows = by_rows.ctypes.data
         dots = np.empty((4, _BLOCK), np.int32)  # 4 query rows x the block's code rows
         sc = np.empty(_BLOCK, np.float32)
         pbuf = buf.ctypes.data
@@ -198,9 +206,10 @@ def _scan_vnni(
             n = min(ends[w] - s, _BLOCK)
             pa = pbuf
             sa = drow
-            if not in_place:
+            if not in_place:  # rows past n keep the last block's codes: their dots unused
                 for r in range(n):
-                    unpack_layout(codes[s + r], layout, buf[r])
+                    unpack_layout(codes[s + r], layout, row)
+                    rows_layout(row, r, by_rows)
             elif (s + (n + 15) // 16 * 16 - 1) * cs + drow <= total:  # read rows in place
                 pa = pcodes + s * cs
                 sa = cs
@@ -208,7 +217,13 @@ def _scan_vnni(
                 for r in range(n):
                     buf[r, :row_bytes] = codes[s + r, :row_bytes]
             for v0 in range(0, nv, 4):
-                if nv - v0 <= 2:  # one or two query rows: 1 x 16 tiles waste nothing
+                if not in_place:
+                    for r in range(0, n, 32):
+                        _vnni_tile4x32_rows(
+                            pby_rows + 4 * r, 4 * _BLOCK, pqb + v0 * dq, dq, drow // 4,
+                            pdots + 4 * r, 4 * _BLOCK,
+                        )  # fmt: skip
+                elif nv - v0 <= 2:  # one or two query rows: 1 x 16 tiles waste nothing
                     for vv in range(nv - v0):
                         for r in range(0, n, 16):
                             dst = pdots + 4 * (vv * _BLOCK + r)
@@ -217,7 +232,7 @@ def _scan_vnni(
                                 tile1x16_parts(pa + r * sa, sa, *pp, pq, nparts, dst)
                             else:
                                 _tile1x16(per_byte, pa + r * sa, sa, pq, nch, dst)
-                for r in range(0, n if nv - v0 > 2 else 0, 4):
+                for r in range(0, n if in_place and nv - v0 > 2 else 0, 4):
                     dst = pdots + 4 * r
                     if by_parts:
                         tile4x4_parts(
@@ -295,7 +310,10 @@ def grid_scan_topk(
     well, such items read codes of other widths and mixed-width layouts in place
     too, by parts (:mod:`~vecpress.kernels.wordlanes`). Otherwise (``in_place=False``,
     items of more query rows, or no VBMI for those layouts) each block of rows is
-    unpacked to bytes once for all the item's queries.
+    unpacked to bytes once for all the item's queries, laid out by rows
+    (:func:`~vecpress.kernels.scan.rows_layout`) and scored 4 queries x 32 rows at a
+    time (batch scans about 1.24 x the queries/s of the 4 x 4 tiles over rows one
+    after another: 100,000 x 384 rows, 1,000 queries, one core).
 
     Parameters
     ----------
