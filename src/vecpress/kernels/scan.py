@@ -551,28 +551,31 @@ def _int_scan_vnni(codes, layout, q8, nv, limbs, qscale, qoff, a, b, t, out):
     for blk in nb.prange(nblocks):
         s = blk * _BLOCK
         e = min(n, s + _BLOCK)
-        buf = np.zeros((_BLOCK, dp), np.uint8)
-        tile = np.empty(16, np.int32)
-        pbuf = buf.ctypes.data
-        ptile = tile.ctypes.data
+        row = np.zeros(dp, np.uint8)
+        by_rows = np.zeros((dp // 4, _BLOCK), np.uint32)  # rows_layout, for the 4 x 32 tiles
+        dots = np.empty((4, _BLOCK), np.int32)
         for j in range(s, e):
-            unpack_layout(codes[j], layout, buf[j - s])
+            unpack_layout(codes[j], layout, row)
+            rows_layout(row, j - s, by_rows)
         for v0 in range(0, nv, 4):
-            for j in range(s, e, 4):
-                _vnni_tile4x4(pbuf + (j - s) * dp, dp, pq + v0 * dp, dp, dp // 64, ptile, 16)
-                for uu in range(per_tile):
-                    qq = v0 // limbs + uu
-                    if qq * limbs >= nv:
-                        break
-                    s0 = qscale[qq * limbs]
-                    s1 = qscale[qq * limbs + limbs - 1]
-                    r0 = (uu * limbs) * 4
-                    r1 = (uu * limbs + limbs - 1) * 4
-                    for vv in range(min(4, e - j)):
-                        out[qq, j + vv] = combine(
-                            tile[r0 + vv], tile[r1 + vv], limbs, s0, s1,
-                            qoff[qq], t[qq], a[j + vv], b[j + vv],
-                        )  # fmt: skip
+            for r in range(0, e - s, 32):
+                _vnni_tile4x32_rows(
+                    by_rows.ctypes.data + 4 * r, 4 * _BLOCK, pq + v0 * dp, dp, dp // 4,
+                    dots.ctypes.data + 4 * r, 4 * _BLOCK,
+                )  # fmt: skip
+            for uu in range(per_tile):
+                qq = v0 // limbs + uu
+                if qq * limbs >= nv:
+                    break
+                s0 = qscale[qq * limbs]
+                s1 = qscale[qq * limbs + limbs - 1]
+                r0 = uu * limbs
+                r1 = uu * limbs + limbs - 1
+                for j in range(s, e):
+                    out[qq, j] = combine(
+                        dots[r0, j - s], dots[r1, j - s], limbs, s0, s1, qoff[qq], t[qq], a[j],
+                        b[j],
+                    )  # fmt: skip
 
 
 @nb.njit(cache=True, fastmath=False, parallel=True)
