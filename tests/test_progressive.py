@@ -205,6 +205,53 @@ def test_progressive_concurrent_first_use(data, spec):
         np.testing.assert_array_equal(ids, want)
 
 
+def test_progressive_searches_reuse_their_bounds_scratch(data):
+    """One query's bounds (a float32 per row) go to a vector the planes keep: the second
+    search allocates none (the same vector comes back), and a smaller batch reuses it."""
+    x, q = data
+    index = _pair("hd2,rq4", "ip", x)
+    index.search(q[:1], 10, progressive=True)
+    planes = index._first_stage().planes
+    (first,) = planes._scratch
+    assert first.size >= x.shape[0]
+    for i in range(1, 4):
+        index.search(q[i : i + 1], 10, progressive=True)
+        assert len(planes._scratch) == 1 and planes._scratch[0] is first
+
+
+def test_progressive_batches_cut_to_the_bounds_budget(data, monkeypatch):
+    """A batch of queries whose bounds would pass ``PROGRESSIVE_BOUNDS`` is scanned a few
+    queries at a time, with the same result as in one call."""
+    from vecpress.search import scan as search_scan
+
+    x, q = data
+    index = _pair("hd2,rq4", "l2", x)  # no centring: a query's transform is row by row
+    whole = index.search(q, 10, progressive=True)
+    monkeypatch.setattr(search_scan, "PROGRESSIVE_BOUNDS", 3 * x.shape[0] + 1)
+    calls = []
+    real = search_scan._scan_batch
+    monkeypatch.setattr(
+        search_scan, "_scan_batch", lambda *a, **kw: calls.append(a[1].shape[0]) or real(*a, **kw)
+    )
+    cut = index.search(q, 10, progressive=True)
+    assert calls == [3] * (q.shape[0] // 3) + ([q.shape[0] % 3] if q.shape[0] % 3 else [])
+    np.testing.assert_array_equal(cut.ids, whole.ids)
+    np.testing.assert_array_equal(cut.scores, whole.scores)
+
+
+def test_progressive_scratch_must_be_a_writable_float32_vector():
+    from vecpress.kernels.progressive import _scratch
+
+    ok = np.zeros(8, np.float32)
+    assert _scratch(ok) is ok
+    frozen = np.zeros(8, np.float32)
+    frozen.flags.writeable = False
+    for bad in (np.zeros(8), np.zeros((2, 4), np.float32), np.zeros(16, np.float32)[::2], frozen,
+                [0.0] * 8):  # fmt: skip
+        with pytest.raises(TypeError, match="scratch must be a writable contiguous float32"):
+            _scratch(bad)
+
+
 def test_progressive_bad_arguments(data):
     x, q = data
     for spec in ("f32", "pq25x4", "kl4", "hd2,rq8", "hd2,int8"):

@@ -117,6 +117,10 @@ def sign_plane_dims(d: int) -> int:
     return (d + 3) // 4
 
 
+#: blocks of rows whose bounds the first pass makes at once: few enough that their sums
+#: stay in L1, enough that the per-span work (slices, loop set-up) is spread thin
+_SPAN = 16
+
 #: rows per parallel task of :func:`plane_rows` (their scratch row is allocated once)
 _PLANE_ROWS = 256
 
@@ -480,13 +484,11 @@ _ge_mask32 = _mask32(">=")
 
 
 @nb.njit(cache=True, inline="always")
-def _best(point, n, hs, hi, cap, floor):
-    """The ``cap`` largest of ``point[:n]`` above ``floor`` into the heap ``hs``/``hi`` (row
-    numbers); returns its count and the smallest value it holds when full (else
-    ``floor``). 32 values are compared with the heap's worst at once, so the heap is
-    touched only where one of them can enter."""
-    m = 0
-    root = floor
+def _best(point, n, offset, hs, hi, m, root, cap):
+    """Offer ``point[:n]`` (the rows ``offset ..``) to the heap ``hs``/``hi`` of the ``cap``
+    largest values above ``root``, which holds ``m``; returns its new count and the
+    value a row must beat (the smallest it holds once full). 32 values are compared
+    with it at once, so the heap is touched only where one of them can enter."""
     base = point.ctypes.data
     full = n - n % 32
     for r0 in range(0, n, 32):
@@ -501,42 +503,10 @@ def _best(point, n, hs, hi, cap, floor):
             r = r0 + _ctz32(bits)
             bits &= bits - np.uint32(1)
             if point[r] > root:
-                m = heap_push(hs, hi, m, point[r], r)
+                m = heap_push(hs, hi, m, point[r], offset + r)
                 if m == cap:
                     root = hs[0]
     return m, root
-
-
-@nb.njit(cache=True, fastmath=False, error_model="numpy")
-def _pair_bounds(
-    p, s, e, s6, point, qidx, qadd, xq, zr, qnorm, qc, big, qscale, t, a, b, c, big_f, big_h,
-    eps, big_a, mode, amax, norms, qsq, uptr, ubs, seed_s, seed_i, seed_m, cap, floor,
-):  # fmt: skip
-    """Bounds and seeds of pair ``p`` (rows ``s:e``) from its sign-plane sums ``s6``.
-
-    The pair's seeds are its best point estimates above ``floor[q]``: the ``cap``-th
-    best of any one item is at most the query's ``cap``-th best, so once an item has
-    filled its heap, the query's later items offer it only what beats that value (an
-    item's rows are mostly discarded by one compare per 32 rows). With several
-    threads the floor read may be an earlier item's: any is a lower bound."""
-    n = e - s
-    qq = qidx[p]
-    out = ubs[uptr[p] : uptr[p] + n]
-    flags = _flags(mode)  # constants in each compiled specialisation: branch-free loops
-    l2 = flags >= 3
-    terms = flags % 3
-    nm = norms[s:e] if l2 else norms
-    ra, rb = (a[s:e], b[s:e]) if terms == TERMS_ALL else (a, b)
-    rc = c[s:e] if terms != TERMS_NONE else c
-    rf, rh, re_, rA = big_f[s:e], big_h[s:e], eps[s:e], big_a[s:e]
-    xq_, s0, qn, zr_ = xq[qq], qscale[qq], qnorm[qq], zr[qq]
-    qc_, big_, tq, e_, qq2 = qc[qq], big[qq], t[qq], qadd[p], qsq[qq]
-    _row_bounds(s6, rf, rh, re_, rA, ra, rb, rc, nm, out, point, xq_, s0, qn, zr_, qc_, big_,
-                tq, e_, l2, qq2, terms, amax)  # fmt: skip
-    m, root = _best(point, n, seed_s[p], seed_i[p], cap, floor[qq])
-    seed_m[p] = m
-    if m == cap and root > floor[qq]:
-        floor[qq] = root
 
 
 @nb.njit(cache=True, fastmath=False, error_model="numpy", parallel=True)
@@ -547,9 +517,20 @@ def _bounds(
 ):  # fmt: skip
     """Pass 1: every (pair, row)'s bound into ``ubs``; each pair's best point estimates
     (as many as ``seed_s`` has columns) above its query's ``floor`` into the heaps
-    ``seed_s``/``seed_i``/``seed_m`` (:func:`_pair_bounds`).
+    ``seed_s``/``seed_i``/``seed_m``.
     The sign-plane sums of up to ``qbmax`` queries of an item come from one pass over
-    its blocks (the blocks' preparation shared)."""
+    its blocks (the blocks' preparation shared); the bounds are made every :data:`_SPAN`
+    blocks while their sums are at hand, so the scratch is a span's, whatever the
+    item's length.
+
+    A pair's seeds are its best point estimates above ``floor[q]``: the ``cap``-th best
+    of any one item is at most the query's ``cap``-th best, so once an item has filled
+    its heap, the query's later items offer it only what beats that value (most blocks
+    are discarded by one compare per 32 rows). With several threads the floor read may
+    be an earlier item's: any is a lower bound."""
+    flags = _flags(mode)  # constants in each compiled specialisation: branch-free loops
+    l2 = flags >= 3
+    terms = flags % 3
     nitems = starts.shape[0]
     npairs = blocked.shape[1] // PAIR_BYTES
     rowbytes = blocked.shape[1]
@@ -559,34 +540,52 @@ def _bounds(
         if qptr[w] == qptr[w + 1]:
             continue  # no query scans the item (IVF: most): no scratch to allocate
         s = starts[w]
-        e = ends[w]
-        n = e - s
+        n = ends[w] - s
         sums = np.zeros((8, BLOCK), np.int32)
         never = np.full(8, np.iinfo(np.int32).max, np.int32)
         mask = np.zeros(8, np.int32)
-        sums6 = np.empty((8, n), np.int32)
-        point = np.empty(n, np.float32)
+        span = np.empty((8, _SPAN * BLOCK), np.int32)  # the sums of a span's rows
+        point = np.empty(_SPAN * BLOCK, np.float32)
         tables = np.empty((8, luts.shape[1]), np.uint8)
         g0 = qptr[w]
         while g0 < qptr[w + 1]:
             qb = _pass_size(qbmax, qptr[w + 1] - g0)
             for u in range(qb):
                 tables[u] = luts[qidx[g0 + u]]
-            for blk in range(bptr[w], bptr[w + 1]):
-                _block_sums(
-                    tag, base + blk * rowbytes, blocked[blk], npairs, tables, 0, qb, sums,
-                    never, mask,
-                )  # fmt: skip
-                r0 = (blk - bptr[w]) * BLOCK
-                cnt = min(BLOCK, n - r0)
+            for b0 in range(bptr[w], bptr[w + 1], _SPAN):
+                b1 = min(bptr[w + 1], b0 + _SPAN)
+                r0 = (b0 - bptr[w]) * BLOCK
+                cnt = min(_SPAN * BLOCK, n - r0)
+                for blk in range(b0, b1):
+                    _block_sums(
+                        tag, base + blk * rowbytes, blocked[blk], npairs, tables, 0, qb, sums,
+                        never, mask,
+                    )  # fmt: skip
+                    at = (blk - b0) * BLOCK
+                    here = min(BLOCK, cnt - at)
+                    for u in range(qb):
+                        span[u, at : at + here] = sums[u, :here]
+                j = s + r0
+                nm = norms[j : j + cnt] if l2 else norms
+                ra, rb = (a[j : j + cnt], b[j : j + cnt]) if terms == TERMS_ALL else (a, b)
+                rc = c[j : j + cnt] if terms != TERMS_NONE else c
+                rf, rh = big_f[j : j + cnt], big_h[j : j + cnt]
+                re_, rA = eps[j : j + cnt], big_a[j : j + cnt]
                 for u in range(qb):
-                    sums6[u, r0 : r0 + cnt] = sums[u, :cnt]
-            for u in range(qb):
-                _pair_bounds(
-                    g0 + u, s, e, sums6[u], point, qidx, qadd, xq, zr, qnorm, qc, big, qscale, t,
-                    a, b, c, big_f, big_h, eps, big_a, mode, amax, norms, qsq, uptr,
-                    ubs, seed_s, seed_i, seed_m, cap, floor,
-                )  # fmt: skip
+                    p = g0 + u
+                    qq = qidx[p]
+                    out = ubs[uptr[p] + r0 : uptr[p] + r0 + cnt]
+                    _row_bounds(
+                        span[u], rf, rh, re_, rA, ra, rb, rc, nm, out, point, xq[qq],
+                        qscale[qq], qnorm[qq], zr[qq], qc[qq], big[qq], t[qq], qadd[p], l2,
+                        qsq[qq], terms, amax,
+                    )  # fmt: skip
+                    m = seed_m[p]
+                    root = seed_s[p, 0] if m == cap else floor[qq]
+                    m, root = _best(point, cnt, r0, seed_s[p], seed_i[p], m, root, cap)
+                    seed_m[p] = m
+                    if m == cap and root > floor[qq]:
+                        floor[qq] = root
             g0 += qb
 
 
@@ -770,7 +769,7 @@ def _refine(
 
 def progressive_scan_topk(
     codes, bits, d, starts, ends, qptr, qidx, qslot, qadd, qi, qscale, qoff, t, a, b, c,
-    planes, norms, qsq, nslots, k, *, z, terms=TERMS_ALL, l2=False, isa=None,
+    planes, norms, qsq, nslots, k, *, z, terms=TERMS_ALL, l2=False, isa=None, scratch=None,
 ):  # fmt: skip
     """:func:`~vecpress.kernels.grid_search.grid_scan_topk` reading the sign plane first.
 
@@ -787,7 +786,9 @@ def progressive_scan_topk(
     exactly, whose k-th score is a threshold; (3) every row whose bound reaches
     the threshold (raised as better rows come) scored exactly. Returns
     ``(scores, rows, refined int64[nslots])``, the last the number of rows scored
-    exactly per slot.
+    exactly per slot. ``scratch``: a float32 array for the bounds, used where it holds
+    as many as there are rows scanned (one per row and query; else one is allocated),
+    so a caller that keeps one allocates nothing in proportion to the rows per call.
     """
     if not 1 <= bits <= MAX_BITS:
         raise ValueError(f"a progressive scan takes 1-{MAX_BITS}-bit codes, found {bits} bits")
@@ -797,7 +798,30 @@ def progressive_scan_topk(
         _TAGS[isa_id], _MAX_PASS[isa_id], codes, bits, d, per_byte, starts, ends, qptr, qidx,
         qslot, qadd, qi, qscale, qoff, t, a, b, c, *planes, norms, qsq, nslots, k, float(z),
         _MODES[_terms_flag(terms) + 3 * bool(l2)],
+        _NO_SCRATCH if scratch is None else _scratch(scratch),
     )  # fmt: skip
+
+
+#: no scratch given (:func:`progressive_scan_topk`)
+_NO_SCRATCH = np.empty(0, np.float32)
+
+
+def _scratch(buf) -> np.ndarray:
+    """``buf`` as the bounds' scratch: a writable, contiguous float32 vector."""
+    if (
+        not isinstance(buf, np.ndarray)
+        or buf.dtype != np.float32
+        or buf.ndim != 1
+        or not buf.flags.c_contiguous
+        or not buf.flags.writeable
+    ):
+        found = (
+            type(buf).__name__
+            if not isinstance(buf, np.ndarray)
+            else f"{buf.dtype}{list(buf.shape)}"
+        )
+        raise TypeError(f"scratch must be a writable contiguous float32 vector, found {found}")
+    return buf
 
 
 def _terms_flag(terms) -> int:
@@ -835,6 +859,7 @@ def _query_bytes(qi, d, per_byte):
 def _run(
     tag, qbmax, codes, bits, d, per_byte, starts, ends, qptr, qidx, qslot, qadd, qi, qscale,
     qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, norms, qsq, nslots, k, z, mode,
+    scratch,
 ):  # fmt: skip
     """:func:`progressive_scan_topk` in one compiled call: the queries' tables and
     constants, the pairs' bookkeeping, the three passes and the slots' sorting."""
@@ -883,7 +908,8 @@ def _run(
         for p in range(qptr[w], qptr[w + 1]):
             pitem[p] = w
             uptr[p + 1] = uptr[p] + ends[w] - starts[w]
-    ubs = np.empty(uptr[npair], np.float32)
+    total = uptr[npair]
+    ubs = scratch[:total] if scratch.shape[0] >= total else np.empty(total, np.float32)
     seed_s = np.empty((npair, SEEDS * k), np.float32)
     seed_i = np.empty((npair, SEEDS * k), np.int64)
     seed_m = np.zeros(npair, np.int64)

@@ -22,6 +22,8 @@ wider band instead of a wrong one.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from ..codecs.codec import Codec
@@ -118,6 +120,37 @@ class Planes:
         self._done = np.zeros(nblocks.size, bool)
         self._complete = nblocks.size == 0
         self.z: float | None = None
+        self._scratch: list[np.ndarray] = []
+
+    @contextlib.contextmanager
+    def scratch(self, size: int):
+        """A float32 vector of at least ``size`` values for a scan's bounds
+        (:func:`~vecpress.kernels.progressive.progressive_scan_topk`), given back for the
+        next scan when the block ends: searches allocate nothing in proportion to the
+        rows once the first has run (one vector per search running at once).
+
+        Examples
+        --------
+        >>> from vecpress.search.scan import make_items
+        >>> codec = Codec.from_spec("rq4").fit(np.ones((4, 8), np.float32))
+        >>> planes = Planes(codec, codec.encode(np.ones((4, 8), np.float32)),
+        ...                 make_items(np.array([0, 4])))
+        >>> with planes.scratch(100) as first:
+        ...     pass
+        >>> with planes.scratch(60) as again:
+        ...     again is first
+        True
+        """
+        try:
+            buf = self._scratch.pop()  # atomic: concurrent searches never share one
+        except IndexError:
+            buf = None
+        if buf is None or buf.shape[0] < size:
+            buf = np.empty(max(size, 1), np.float32)
+        try:
+            yield buf
+        finally:
+            self._scratch.append(buf)
 
     @property
     def arrays(self) -> tuple:

@@ -56,6 +56,9 @@ QUERY_BATCH = 1024
 #: limiting BLAS's threads: their products (``center``'s ``q @ mean``) stay below the
 #: size at which OpenBLAS threads a matrix-vector product (9,216 elements)
 SMALL_PRODUCT = 4096
+#: most (row, query) bounds a progressive scan holds at once (float32: 64 MiB): a batch
+#: of queries is cut so that its queries times the index's rows stay below it
+PROGRESSIVE_BOUNDS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -281,8 +284,11 @@ def scan(
     nq = q.shape[0]
     rows = np.empty((nq, k), np.int64)
     scores = np.empty((nq, k), np.float32)
-    for s in range(0, nq, QUERY_BATCH):
-        e = min(nq, s + QUERY_BATCH)
+    batch = QUERY_BATCH
+    if progressive:  # a bound per row and query: at most PROGRESSIVE_BOUNDS of them a batch
+        batch = max(1, min(batch, PROGRESSIVE_BOUNDS // max(1, stage.codes.shape[0])))
+    for s in range(0, nq, batch):
+        e = min(nq, s + batch)
         rows[s:e], scores[s:e] = _scan_batch(
             stage, q[s:e], qsq[s:e], lists[s:e], adds[s:e], k, progressive
         )
@@ -313,11 +319,13 @@ def _scan_batch(stage, q, qsq, lists, adds, k, progressive=False):
                 stage.planes = _planes.Planes(codec, stage.codes, stage.items)
             planes = stage.planes
             planes.ensure(which, stage.terms.arrays[0])
-            slot_s, slot_i, _ = progressive_scan_topk(
-                stage.codes, bits, quant.grid_dims, *items, qi, qs, off, t,
-                *stage.terms.arrays, planes.arrays, norms, qsq.astype(np.float32),
-                plan.nslots, k, z=planes.z, terms=planes.terms, l2=l2,
-            )  # fmt: skip
+            rows = int(np.diff(plan.qptr) @ (stage.items.ends - stage.items.starts))
+            with planes.scratch(rows) as bounds:
+                slot_s, slot_i, _ = progressive_scan_topk(
+                    stage.codes, bits, quant.grid_dims, *items, qi, qs, off, t,
+                    *stage.terms.arrays, planes.arrays, norms, qsq.astype(np.float32),
+                    plan.nslots, k, z=planes.z, terms=planes.terms, l2=l2, scratch=bounds,
+                )  # fmt: skip
         else:
             slot_s, slot_i = grid_scan_topk(
                 stage.codes, bits, quant.grid_dims, *items, qi, query_limbs(bits), qs, off, t,
