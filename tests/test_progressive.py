@@ -126,6 +126,27 @@ def test_progressive_ivf(data, residual):
         np.testing.assert_array_equal(prog.scores, full.scores)
 
 
+@pytest.mark.parametrize("ivf", [None, 16])
+def test_progressive_on_a_memory_mapped_index(data, tmp_path, ivf):
+    """An index opened memory-mapped (read-only codes, verified block by block as read)
+    makes its planes from the mapped codes and answers as the index that saved it."""
+    import vecpress
+
+    x, q = data
+    index = Index("center,hd2,rq4", metric="cosine", seed=0, ivf=ivf)
+    index.add(x)
+    index.save(tmp_path / "p.vpi")
+    opened = vecpress.open(tmp_path / "p.vpi", mmap=True)
+    for k in (1, 10):
+        kw = {"nprobe": 4} if ivf else {}
+        want = index.search(q, k, **kw)
+        got = opened.search(q, k, progressive=True, **kw)
+        np.testing.assert_array_equal(got.ids, want.ids)
+        np.testing.assert_array_equal(got.scores, want.scores)
+        one = opened.search(q[:1], k, progressive=True, **kw)
+        np.testing.assert_array_equal(one.ids, want.ids[:1])
+
+
 def test_progressive_pads_past_the_rows():
     x = _clustered(70, 36, 2)
     index = _pair("hd2,rq4", "ip", x)

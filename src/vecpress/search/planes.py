@@ -160,7 +160,7 @@ class Planes:
     def ensure(self, which: np.ndarray, a: np.ndarray) -> None:
         """Make the planes of items number ``which`` (those not made yet), with ``a``
         the rows' score factors (``Terms.arrays[0]``, filled for those items); the
-        first call also calibrates :attr:`z` on the rows it made."""
+        first call also calibrates :attr:`z` on those items' rows."""
         if self._complete:
             return
         todo = np.array([w for w in np.asarray(which).tolist() if not self._done[w]], np.int64)
