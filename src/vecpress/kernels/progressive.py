@@ -484,6 +484,22 @@ _ge_mask32 = _mask32(">=")
 
 
 @nb.njit(cache=True, inline="always")
+def _prefetch_row(pcodes, cs, row_bytes, a, b, c, l2, norms, j):
+    """Hint into the caches what scoring row ``j`` exactly reads: its code bytes (rows of
+    ``cs`` bytes from ``pcodes``; every line ``row_bytes`` touch) and its terms ``a``,
+    ``b``, ``c`` (and norm, for l2): each a cache line of its own, a miss apiece for a
+    row read out of order."""
+    lo = pcodes + j * cs
+    for line in range(lo - lo % 64, lo + row_bytes, 64):
+        _prefetch(line)
+    _prefetch(a.ctypes.data + 4 * j)
+    _prefetch(b.ctypes.data + 4 * j)
+    _prefetch(c.ctypes.data + 4 * j)
+    if l2:
+        _prefetch(norms.ctypes.data + 4 * j)
+
+
+@nb.njit(cache=True, inline="always")
 def _best(point, n, offset, hs, hi, m, root, cap):
     """Offer ``point[:n]`` (the rows ``offset ..``) to the heap ``hs``/``hi`` of the ``cap``
     largest values above ``root``, which holds ``m``; returns its new count and the
@@ -632,6 +648,9 @@ def _seed(
         exact_i = np.empty(k, np.int64)
         me = 0
         pq = q8.ctypes.data + qq * dq
+        pcodes = codes.ctypes.data
+        for y in range(mb):  # the seeds lie anywhere: start reading them all now
+            _prefetch_row(pcodes, codes.shape[1], row_bytes, a, b, c, l2, norms, rows[y])
         for y0 in range(0, mb, 16):
             cnt = min(16, mb - y0)
             if HAVE_VNNI:
@@ -745,8 +764,7 @@ def _refine(
                     cand[nc] = s + r
                     nc += 1
                     # the row is scored when the batch is full: start reading it now
-                    for line in range(0, row_bytes, 64):
-                        _prefetch(pcodes + (s + r) * cs + line)
+                    _prefetch_row(pcodes, cs, row_bytes, a, b, c, l2, norms, s + r)
                     if nc == batch:
                         m, thr = _score_batch(
                             codes, layout, d, cand, nc, buf, row, row_bytes, per_byte, pq, nch,
