@@ -355,12 +355,22 @@ def _mixing_float32(x, signs, perms, cos, sin, inverse):
 @pytest.mark.parametrize("d", [1, 2, 3, 7, 16, 24, 50, 384])
 def test_mixing_steps_round_as_documented(d):
     """The compiled steps (blocks of 32 rows, whole-row vector operations, 16 x 16 tile
-    transposes) give the bits of the same steps computed one rounding at a time in
-    numpy: blocking and vectorising must not change the map a saved codec applies."""
-    from vecpress.kernels.hadamard import mixing_steps, random_steps
+    transposes; a few rows one at a time) give the bits of the same steps computed one
+    rounding at a time in numpy, subnormal and large inputs included: blocking and
+    vectorising must not change the map a saved codec applies."""
+    from vecpress.kernels.hadamard import FEW_ROWS, mixing_steps, random_steps
 
     state = random_steps(d, 2, np.random.default_rng(d))
     x = np.random.default_rng(1).standard_normal((75, d)).astype(np.float32)
+    x[3, : (d + 1) // 2] = np.float32(1e-41)  # subnormal coordinates
+    x[4, 0] = np.float32(1e30)  # large (the sums stay finite)
     for inverse in (False, True):
         want = _mixing_float32(x, *state, inverse)
         np.testing.assert_array_equal(mixing_steps(x, *state, inverse), want)
+        # a few rows go row by row (forward), more in blocks: the same bits
+        for n in (1, 2, FEW_ROWS, FEW_ROWS + 1):
+            for r0 in (0, 3):
+                part = x[r0 : r0 + n]
+                np.testing.assert_array_equal(
+                    mixing_steps(part, *state, inverse), want[r0 : r0 + n]
+                )

@@ -52,6 +52,31 @@ def _fma(builder, a, b, c):
     return builder.call(fn, [a, b, c])
 
 
+@intrinsic
+def fma32(typingctx, a, b, c):
+    """``a * b + c`` of float32 scalars rounded once (``llvm.fma.f32``): the scalar form of
+    the fused products of :func:`givens_rows`.
+
+    Examples
+    --------
+    >>> import numba as nb, numpy as np
+    >>> f = nb.njit(lambda a, b, c: fma32(a, b, c))
+    >>> e = np.float32(2.0**-12)
+    >>> float(f(np.float32(1) + e, np.float32(1) - e, np.float32(-1))) == -(2.0**-24)
+    True
+    """
+    sig = types.float32(types.float32, types.float32, types.float32)
+
+    def codegen(context, builder, signature, args):
+        f32 = ir.FloatType()
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(f32, [f32] * 3), "llvm.fma.f32"
+        )
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
 def _butterfly_kernel(radix: int, scaled: bool):
     """An intrinsic ``(p0, step, scale)``: the radix-``radix`` butterflies of the rows at
     ``p0 + m * step`` (levels 1, 2, ... of that group, in the order of the

@@ -50,6 +50,7 @@ import numpy as np
 from .block_rows import (
     ROW_BYTES,
     WIDTH,
+    fma32,
     givens_rows,
     radix2_scaled,
     radix4,
@@ -387,8 +388,54 @@ def _rotate_into(x, out, signs, perms, cos, sin, inverse, mixing):
             _store_block(out, t, s, B)
 
 
+#: up to this many rows, the forward mixing steps run row by row (:func:`_mix_rows`):
+#: a block costs the same for 1 row as for 32
+FEW_ROWS = 4
+
+
+@nb.njit(cache=True, fastmath=False)
+def _mix_rows(x, out, signs, perms, cos, sin):
+    """The forward mixing steps of each row of ``x`` into ``out``, one row at a time: the
+    same float32 operations in the same order as the blocks' (:func:`_mix_pairs`,
+    :func:`_butterflies`), so the same bits, without a block's 32 columns for one row."""
+    n, d = x.shape
+    p = _pow2_below(d)
+    scale = np.float32(1.0 / np.sqrt(p))
+    t = np.empty(d, np.float32)
+    u = np.empty(d, np.float32)
+    for r in range(n):
+        t[:] = x[r]
+        for k in range(signs.shape[0]):
+            perm, sign = perms[k], signs[k]
+            for i in range(d // 2):
+                a = t[perm[2 * i]]
+                b = t[perm[2 * i + 1]]
+                ca, sa = cos[k, i] * sign[2 * i], sin[k, i] * sign[2 * i]
+                cb, sb = cos[k, i] * sign[2 * i + 1], sin[k, i] * sign[2 * i + 1]
+                u[2 * i] = fma32(ca, a, -(sb * b))
+                u[2 * i + 1] = fma32(cb, b, sa * a)
+            if d % 2:
+                u[d - 1] = sign[d - 1] * t[perm[d - 1]]
+            if p > 1:
+                start = 0 if (k % 2 == 0 or p == d) else d - p
+                h = 1
+                while h < p:
+                    for i in range(start, start + p, 2 * h):
+                        for j in range(i, i + h):
+                            a = u[j]
+                            b = u[j + h]
+                            u[j] = a + b
+                            u[j + h] = a - b
+                    h *= 2
+                for j in range(start, start + p):
+                    u[j] = u[j] * scale
+            t, u = u, t
+        out[r] = t
+
+
 def _rotate(x, signs, perms, cos, sin, inverse, mixing):
-    """The rotated rows of ``x`` (:func:`_rotate_into`) in a fresh array.
+    """The rotated rows of ``x`` (:func:`_rotate_into`; up to :data:`FEW_ROWS` rows of the
+    forward mixing steps, :func:`_mix_rows`) in a fresh array.
 
     The array is allocated by numpy, which asks the kernel for huge pages on large
     arrays: filling one allocated in a compiled kernel (4 KB pages) costs a page
@@ -396,7 +443,10 @@ def _rotate(x, signs, perms, cos, sin, inverse, mixing):
     """
     x32 = np.ascontiguousarray(x, np.float32)  # the kernels compute in float32
     out = np.empty_like(x32)
-    _rotate_into(x32, out, signs, perms, cos, sin, inverse, mixing)
+    if mixing and not inverse and x32.shape[0] <= FEW_ROWS:
+        _mix_rows(x32, out, signs, perms, cos, sin)
+    else:
+        _rotate_into(x32, out, signs, perms, cos, sin, inverse, mixing)
     return out if out.dtype == x.dtype else out.astype(x.dtype)
 
 
