@@ -124,6 +124,9 @@ def probe_allowed(
 class MaskedTerms:
     """A grid stage's per-row terms with the disallowed rows' additive term ``-inf``."""
 
+    #: never: :meth:`ensure` makes the masked arrays a scan reads
+    complete = False
+
     def __init__(self, terms: Terms, allow: np.ndarray) -> None:
         self._terms = terms
         self._allow = allow

@@ -153,6 +153,11 @@ class Planes:
             self._scratch.append(buf)
 
     @property
+    def complete(self) -> bool:
+        """Whether every item's planes are made (:meth:`ensure` has nothing left to do)."""
+        return self._complete
+
+    @property
     def arrays(self) -> tuple:
         """``(blocked, bptr, F, H, eps, A)`` as the progressive scan takes them."""
         return (self.blocked, self.bptr, *self.row_terms)

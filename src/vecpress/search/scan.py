@@ -29,6 +29,7 @@ Scores follow the index's metric: the estimated inner product (``"ip"``,
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -69,6 +70,11 @@ class Items:
     starts: np.ndarray
     ends: np.ndarray
     list_ptr: np.ndarray
+
+    @functools.cached_property
+    def sizes(self) -> np.ndarray:
+        """Rows per item (made once)."""
+        return self.ends - self.starts
 
 
 def make_items(list_offsets: np.ndarray, chunk: int | None = None) -> Items:
@@ -207,6 +213,11 @@ class Terms:
         self._done = np.zeros(n, bool)  # by row: whatever the items, a row is filled once
         self._complete = n == 0  # every row filled: nothing left to check
 
+    @property
+    def complete(self) -> bool:
+        """Whether every row is filled (:meth:`ensure` has nothing left to do)."""
+        return self._complete
+
     def ensure(self, items: Items, which: np.ndarray) -> None:
         """Fill the rows of ``items`` number ``which`` (those not filled yet)."""
         if self._complete:
@@ -308,8 +319,9 @@ def _scan_batch(stage, q, qsq, lists, adds, k, progressive=False):
         quant = codec.quantizer
         qe, center, qoff, t = quant.grid_queries(qt)
         bits = quant.param
-        which = np.flatnonzero(np.diff(plan.qptr))
-        stage.terms.ensure(stage.items, which)
+        counts = np.diff(plan.qptr)  # queries per item
+        if not stage.terms.complete:
+            stage.terms.ensure(stage.items, np.flatnonzero(counts))
         qi, qs, off = grid_queries(qe, center, qoff, bits)
         norms = stage.norms if l2 else np.zeros(1, np.float32)
         items = (stage.items.starts, stage.items.ends, plan.qptr, plan.qidx, plan.qslot, plan.qadd)
@@ -318,8 +330,9 @@ def _scan_batch(stage, q, qsq, lists, adds, k, progressive=False):
             if stage.planes is None:
                 stage.planes = _planes.Planes(codec, stage.codes, stage.items)
             planes = stage.planes
-            planes.ensure(which, stage.terms.arrays[0])
-            rows = int(np.diff(plan.qptr) @ (stage.items.ends - stage.items.starts))
+            if not planes.complete:
+                planes.ensure(np.flatnonzero(counts), stage.terms.arrays[0])
+            rows = int(counts @ stage.items.sizes)
             with planes.scratch(rows) as bounds:
                 slot_s, slot_i, _ = progressive_scan_topk(
                     stage.codes, bits, quant.grid_dims, *items, qi, qs, off, t,
