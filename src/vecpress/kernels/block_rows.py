@@ -61,8 +61,8 @@ def fma32(typingctx, a, b, c):
     --------
     >>> import numba as nb, numpy as np
     >>> f = nb.njit(lambda a, b, c: fma32(a, b, c))
-    >>> e = np.float32(2.0**-12)
-    >>> float(f(np.float32(1) + e, np.float32(1) - e, np.float32(-1))) == -(2.0**-24)
+    >>> e = np.float32(2.0**-13)  # (1 + e)(1 - e) = 1 - 2^-26 rounds to 1 in float32
+    >>> float(f(np.float32(1) + e, np.float32(1) - e, np.float32(-1))) == -(2.0**-26)
     True
     """
     sig = types.float32(types.float32, types.float32, types.float32)
