@@ -88,17 +88,19 @@ def as_vectors(
         raise ValueError(f"{name} must have at least one column, found shape {x.shape}")
     if n == 0 and not allow_empty:
         raise ValueError(f"{name} is empty (shape {x.shape}); at least one row is needed")
-    with np.errstate(over="ignore"):  # float64 values beyond float32's range: named below
-        out = np.ascontiguousarray(x, dtype=np.float32)
+    if type(x) is np.ndarray and dtype == np.float32 and x.flags.c_contiguous:
+        out = x  # what ascontiguousarray returns, without its cost
+    else:
+        with np.errstate(over="ignore"):  # float64 values beyond float32's range: named below
+            out = np.ascontiguousarray(x, dtype=np.float32)
     if n:
         # float64 squares of float32 values cannot overflow (at most ~1.2e77 each), so a
         # non-finite sum means a NaN or Inf in the row and nothing else
         from .kernels.rows import row_squares
 
         sq = row_squares(out)
-        ok = sq <= MAX_NORM * MAX_NORM
-        if not ok.all():
-            _raise_bad_rows(out, sq, ok, name, x, row_offset)
+        if not sq.max() <= MAX_NORM * MAX_NORM:  # a NaN fails the comparison too
+            _raise_bad_rows(out, sq, sq <= MAX_NORM * MAX_NORM, name, x, row_offset)
     return out
 
 

@@ -154,8 +154,7 @@ def current_threads() -> int:
     return get_num_threads() if n is None else n
 
 
-@contextlib.contextmanager
-def using(threads: int | None = None, *, blas: bool = False):
+def using(threads: int | None = None, *, blas: bool = False) -> _Using:
     """Run the body on ``threads`` threads (default: the process-wide count).
 
     Applies the count to numba and faiss in the calling thread and restores them
@@ -170,31 +169,63 @@ def using(threads: int | None = None, *, blas: bool = False):
     ...     current_threads()
     1
     """
-    outer = getattr(_LOCAL, "threads", None)
-    if threads is None:
-        n = get_num_threads() if outer is None else outer
-    else:
-        n = _checked_count(threads)
-    if n == outer and not blas:  # already applied by an enclosing call
-        yield n
-        return
-    prev = numba.get_num_threads()
-    if prev != n:
-        numba.set_num_threads(n)
-    faiss = sys.modules.get("faiss")
-    prev_omp = faiss.omp_get_max_threads() if faiss is not None else n
-    if prev_omp != n:
-        faiss.omp_set_num_threads(n)
-    _LOCAL.threads = n
-    try:
-        with _blas_limit(n) if blas else contextlib.nullcontext():
-            yield n
-    finally:
-        _LOCAL.threads = outer
+    if threads is not None:
+        threads = _checked_count(threads)
+    return _Using(threads, blas)
+
+
+class _Using:
+    """The context manager of :func:`using` (a plain class: a search enters one per
+    call, and a generator-based one costs several microseconds more)."""
+
+    __slots__ = ("_blas", "_blas_ctx", "_faiss", "_n", "_outer", "_prev", "_prev_omp", "_threads")
+
+    def __init__(self, threads: int | None, blas: bool) -> None:
+        self._threads = threads
+        self._blas = blas
+
+    def __enter__(self) -> int:
+        outer = getattr(_LOCAL, "threads", None)
+        n = self._threads
+        if n is None:
+            n = get_num_threads() if outer is None else outer
+        self._outer = outer
+        if n == outer and not self._blas:  # already applied by an enclosing call
+            self._prev = None
+            return n
+        prev = numba.get_num_threads()
         if prev != n:
-            numba.set_num_threads(prev)
+            numba.set_num_threads(n)
+        faiss = sys.modules.get("faiss")
+        prev_omp = faiss.omp_get_max_threads() if faiss is not None else n
         if prev_omp != n:
-            faiss.omp_set_num_threads(prev_omp)
+            faiss.omp_set_num_threads(n)
+        self._prev, self._prev_omp, self._faiss, self._n = prev, prev_omp, faiss, n
+        _LOCAL.threads = n
+        self._blas_ctx = _blas_limit(n) if self._blas else None
+        if self._blas_ctx is not None:
+            try:
+                self._blas_ctx.__enter__()
+            except BaseException:
+                self._restore(n)
+                raise
+        return n
+
+    def __exit__(self, *exc) -> None:
+        if self._prev is None:
+            return
+        try:
+            if self._blas_ctx is not None:
+                self._blas_ctx.__exit__(*exc)
+        finally:
+            self._restore(self._n)
+
+    def _restore(self, n: int) -> None:
+        _LOCAL.threads = self._outer
+        if self._prev != n:
+            numba.set_num_threads(self._prev)
+        if self._prev_omp != n:
+            self._faiss.omp_set_num_threads(self._prev_omp)
 
 
 def threaded(method):

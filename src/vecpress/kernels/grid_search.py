@@ -377,6 +377,52 @@ def grid_scan_topk(
     return out_s, out_i
 
 
+@nb.njit(cache=True)
+def plan_pairs(list_ptr, lists, adds):
+    """The (query, item) pairs of a scan, by counting sort: query ``i`` scans the items
+    ``list_ptr[l]:list_ptr[l + 1]`` of each list ``l = lists[i, j]`` (``-1``: none),
+    with ``adds[i, j]`` added to their scores.
+
+    Returns ``(qptr, qidx, qslot, qadd, qslot_ptr)``: item ``w`` is scanned for the
+    pairs ``qptr[w]:qptr[w + 1]`` (query ``qidx``, output slot ``qslot``, term
+    ``qadd``); query ``i`` owns the slots ``qslot_ptr[i]:qslot_ptr[i + 1]``, numbered
+    query by query, list by list, item by item
+    (:func:`vecpress.search.scan.make_plan` has an example)."""
+    nq, p = lists.shape
+    nitems = list_ptr[-1]
+    qptr = np.zeros(nitems + 1, np.int64)
+    qslot_ptr = np.zeros(nq + 1, np.int64)
+    for i in range(nq):
+        for j in range(p):
+            lst = lists[i, j]
+            if lst >= 0:
+                for w in range(list_ptr[lst], list_ptr[lst + 1]):
+                    qptr[w + 1] += 1
+                qslot_ptr[i + 1] += list_ptr[lst + 1] - list_ptr[lst]
+    for w in range(nitems):
+        qptr[w + 1] += qptr[w]
+    for i in range(nq):
+        qslot_ptr[i + 1] += qslot_ptr[i]
+    total = qptr[nitems]
+    qidx = np.empty(total, np.int64)
+    qslot = np.empty(total, np.int64)
+    qadd = np.empty(total, np.float32)
+    fill = qptr[:-1].copy()
+    slot = 0
+    for i in range(nq):
+        for j in range(p):
+            lst = lists[i, j]
+            if lst >= 0:
+                for w in range(list_ptr[lst], list_ptr[lst + 1]):
+                    pos = fill[w]
+                    fill[w] += 1
+                    qidx[pos] = i
+                    qslot[pos] = slot
+                    qadd[pos] = adds[i, j]
+                    slot += 1
+    return qptr, qidx, qslot, qadd, qslot_ptr
+
+
 @nb.njit(cache=True, parallel=True)
 def _sort_slots(out_s, out_i, counts):
     for r in nb.prange(out_s.shape[0]):

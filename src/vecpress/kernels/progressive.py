@@ -61,12 +61,14 @@ from .fastscan import (
     _pass_size,
     fastscan_layout,
 )
-from .grid_search import _finish, _sort_slots, _tile1x16
+from .grid_search import _finish, _sort_slots, _tile1x16, merge_slots, plan_pairs
 from .heap import heap_push
 from .scan import (
     HAVE_VNNI,
     IN_PLACE_BITS,
+    _grid_queries_flat,
     combine,
+    grid_queries,
     int_dot,
     unpack_layout,
 )
@@ -820,6 +822,125 @@ def progressive_scan_topk(
     )  # fmt: skip
 
 
+def progressive_search(
+    codes, bits, d, items, lists, adds, queries, t, a, b, c, planes, norms, qsq, k, *, z,
+    terms=TERMS_ALL, l2=False, isa=None, scratch=None,
+):  # fmt: skip
+    """A whole progressive search in one compiled call: the pairs planned, the queries
+    quantized, :func:`progressive_scan_topk`'s passes and each query's slots merged.
+
+    What a search of one query at a time pays outside the kernel is the Python
+    between its steps, and it is paid with the caches cold (the scan has just
+    streamed the sign planes through them): one call instead of five keeps it
+    small.
+
+    Parameters
+    ----------
+    codes, bits, d, t, a, b, c, planes, norms, qsq, k, z, terms, l2, isa, scratch
+        As :func:`progressive_scan_topk`.
+    items : tuple
+        ``(starts, ends, list_ptr)``: the rows of each work item and the items of
+        each list (:class:`vecpress.search.scan.Items`).
+    lists, adds : int64[nq, P], float32[nq, P]
+        The lists each query scans (``-1``: none) and the terms added to their
+        scores (:func:`~vecpress.kernels.grid_search.plan_pairs`).
+    queries : tuple
+        ``(q, center, qoff)`` as :func:`~vecpress.kernels.scan.grid_queries` takes
+        them (a grid centre of one number is quantized inside the call).
+
+    Returns
+    -------
+    (scores float32[nq, k], rows int64[nq, k], refined int64[nq])
+        Each query's best ``k`` rows, best first, padded with row ``-1`` and score
+        ``-inf`` (the merge of :func:`progressive_scan_topk`'s slots), and the rows
+        each query read in full.
+
+    Examples
+    --------
+    Two stored rows as queries against 200 ``rq4`` rows, as a flat search scans them:
+
+    >>> from vecpress import Codec
+    >>> from vecpress.search.planes import Planes
+    >>> from vecpress.search.scan import Terms, make_items
+    >>> x = np.random.default_rng(0).standard_normal((200, 32)).astype(np.float32)
+    >>> codec = Codec.from_spec("rq4").fit(x)
+    >>> codes = codec.encode(x)
+    >>> items = make_items(np.array([0, 200]))
+    >>> terms = Terms(codec, codes)
+    >>> terms.ensure(items, np.array([0]))
+    >>> planes = Planes(codec, codes, items)
+    >>> planes.ensure(np.array([0]), terms.arrays[0])
+    >>> qe, center, qoff, t = codec.quantizer.grid_queries(x[:2])
+    >>> scores, rows, refined = progressive_search(
+    ...     codes, 4, 32, (items.starts, items.ends, items.list_ptr),
+    ...     np.zeros((2, 1), np.int64), np.zeros((2, 1), np.float32), (qe, center, qoff),
+    ...     t, *terms.arrays, planes.arrays, np.zeros(1, np.float32), np.zeros(2, np.float32),
+    ...     3, z=planes.z, terms=planes.terms)
+    >>> full = np.argsort(-codec.score(x[:2], codes), axis=1, kind="stable")[:, :3]
+    >>> rows[:, 0].tolist(), bool((rows == full).all()), bool((refined < 200).all())
+    ([0, 1], True, True)
+    """
+    if not 1 <= bits <= MAX_BITS:
+        raise ValueError(f"a progressive scan takes 1-{MAX_BITS}-bit codes, found {bits} bits")
+    isa_id = ISAS.index(ISA if isa is None else isa)
+    per_byte = 8 // bits if bits in IN_PLACE_BITS else 1
+    starts, ends, list_ptr = items
+    q, center, qoff = queries
+    common = (
+        _TAGS[isa_id], _MAX_PASS[isa_id], codes, bits, d, per_byte, starts, ends, list_ptr,
+        lists, adds,
+    )  # fmt: skip
+    rest = (
+        t, a, b, c, *planes, norms, qsq, k, float(z),
+        _MODES[_terms_flag(terms) + 3 * bool(l2)],
+        _NO_SCRATCH if scratch is None else _scratch(scratch),
+    )  # fmt: skip
+    if np.ndim(center) == 0:
+        qoff = np.asarray(qoff, np.float32)
+        if qoff.shape != (q.shape[0],):
+            qoff = np.full(q.shape[0], qoff, np.float32)
+        return _search_centred(*common, q, float(center), qoff, *rest)
+    return _search(*common, *grid_queries(q, center, qoff, bits), *rest)
+
+
+@nb.njit(cache=True)
+def _search_centred(
+    tag, qbmax, codes, bits, d, per_byte, starts, ends, list_ptr, lists, adds, q, center,
+    qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, norms, qsq, k, z, mode,
+    scratch,
+):  # fmt: skip
+    """:func:`_search` of queries quantized here (:func:`progressive_search`)."""
+    qi, qscale, off = _grid_queries_flat(q, center, qoff, 1)
+    return _search(
+        tag, qbmax, codes, bits, d, per_byte, starts, ends, list_ptr, lists, adds, qi, qscale,
+        off, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, norms, qsq, k, z, mode,
+        scratch,
+    )  # fmt: skip
+
+
+@nb.njit(cache=True)
+def _search(
+    tag, qbmax, codes, bits, d, per_byte, starts, ends, list_ptr, lists, adds, qi, qscale,
+    qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, norms, qsq, k, z, mode,
+    scratch,
+):  # fmt: skip
+    """:func:`progressive_search` of quantized queries: plan, :func:`_run`, merge."""
+    qptr, qidx, qslot, qadd, qslot_ptr = plan_pairs(list_ptr, lists, adds)
+    slot_s, slot_i, refined = _run(
+        tag, qbmax, codes, bits, d, per_byte, starts, ends, qptr, qidx, qslot, qadd, qi,
+        qscale, qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, norms, qsq,
+        qslot_ptr[-1], k, z, mode, scratch,
+    )  # fmt: skip
+    nq = lists.shape[0]
+    res_s = np.empty((nq, k), np.float32)
+    res_i = np.empty((nq, k), np.int64)
+    merge_slots(slot_s, slot_i, qslot_ptr, k, res_s, res_i)
+    per_query = np.zeros(nq, np.int64)
+    for i in range(nq):
+        per_query[i] = refined[qslot_ptr[i] : qslot_ptr[i + 1]].sum()
+    return res_s, res_i, per_query
+
+
 #: no scratch given (:func:`progressive_scan_topk`)
 _NO_SCRATCH = np.empty(0, np.float32)
 
@@ -968,6 +1089,7 @@ __all__ = [
     "plane_layout",
     "plane_rows",
     "progressive_scan_topk",
+    "progressive_search",
     "sign_plane_dims",
     "sign_tables",
 ]

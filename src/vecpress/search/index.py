@@ -455,8 +455,8 @@ class Index:
         """Normalise for cosine; returns ``(vectors, float64 squared norms of the result)``."""
         sq = _sq_norms(x)
         if self.metric == "cosine":
-            zero = np.flatnonzero(sq == 0)
-            if zero.size:
+            if not sq.all():
+                zero = np.flatnonzero(sq == 0)
                 raise ValueError(
                     f"{name} has {zero.size} zero row(s), first at row {row_offset + zero[0]}: "
                     "a zero vector has no direction under the cosine metric"

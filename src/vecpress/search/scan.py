@@ -33,7 +33,6 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numba as nb
 import numpy as np
 
 from ..codecs.codec import Codec
@@ -42,8 +41,8 @@ from ..codecs.quantizers.base import GridQuantizer
 from ..codecs.quantizers.pq import PQ
 from ..kernels.fastscan import fastscan_layout, fastscan_topk, quantize_luts
 from ..kernels.fields import read_fields
-from ..kernels.grid_search import grid_scan_topk, merge_slots
-from ..kernels.progressive import progressive_scan_topk
+from ..kernels.grid_search import grid_scan_topk, merge_slots, plan_pairs
+from ..kernels.progressive import progressive_search
 from ..kernels.scan import grid_queries, query_limbs
 from ..threads import single_threaded_blas
 from . import planes as _planes
@@ -75,6 +74,13 @@ class Items:
     def sizes(self) -> np.ndarray:
         """Rows per item (made once)."""
         return self.ends - self.starts
+
+    @functools.cached_property
+    def list_rows(self) -> np.ndarray:
+        """Rows per list (made once)."""
+        ends = np.zeros(self.sizes.size + 1, np.int64)
+        np.cumsum(self.sizes, out=ends[1:])
+        return ends[self.list_ptr[1:]] - ends[self.list_ptr[:-1]]
 
 
 def make_items(list_offsets: np.ndarray, chunk: int | None = None) -> Items:
@@ -132,45 +138,7 @@ def make_plan(items: Items, lists: np.ndarray, adds: np.ndarray) -> Plan:
     """
     lists = np.ascontiguousarray(lists, np.int64)
     adds = np.ascontiguousarray(adds, np.float32)
-    return Plan(*_plan(items.list_ptr, lists, adds))
-
-
-@nb.njit(cache=True)
-def _plan(list_ptr, lists, adds):
-    """:func:`make_plan`'s arrays, by counting sort (no per-call work beyond the slots)."""
-    nq, p = lists.shape
-    nitems = list_ptr[-1]
-    qptr = np.zeros(nitems + 1, np.int64)
-    qslot_ptr = np.zeros(nq + 1, np.int64)
-    for i in range(nq):
-        for j in range(p):
-            lst = lists[i, j]
-            if lst >= 0:
-                for w in range(list_ptr[lst], list_ptr[lst + 1]):
-                    qptr[w + 1] += 1
-                qslot_ptr[i + 1] += list_ptr[lst + 1] - list_ptr[lst]
-    for w in range(nitems):
-        qptr[w + 1] += qptr[w]
-    for i in range(nq):
-        qslot_ptr[i + 1] += qslot_ptr[i]
-    total = qptr[nitems]
-    qidx = np.empty(total, np.int64)
-    qslot = np.empty(total, np.int64)
-    qadd = np.empty(total, np.float32)
-    fill = qptr[:-1].copy()
-    slot = 0
-    for i in range(nq):
-        for j in range(p):
-            lst = lists[i, j]
-            if lst >= 0:
-                for w in range(list_ptr[lst], list_ptr[lst + 1]):
-                    pos = fill[w]
-                    fill[w] += 1
-                    qidx[pos] = i
-                    qslot[pos] = slot
-                    qadd[pos] = adds[i, j]
-                    slot += 1
-    return qptr, qidx, qslot, qadd, qslot_ptr
+    return Plan(*plan_pairs(items.list_ptr, lists, adds))
 
 
 def row_terms(codec: Codec, codes: np.ndarray, out: np.ndarray | None = None):
@@ -313,6 +281,8 @@ def _scan_batch(stage, q, qsq, lists, adds, k, progressive=False):
     few = q.size <= SMALL_PRODUCT and not any(t.dense for t in codec.transforms)
     with contextlib.nullcontext() if few else single_threaded_blas():
         qt, offset = codec._transform_queries(q)
+    if progressive:
+        return _scan_progressive(stage, qt, qsq, lists, adds + offset[:, None], k)
     plan = make_plan(stage.items, lists, adds + offset[:, None])
     l2 = stage.norms is not None
     if stage.terms is not None:  # a grid codec (Stage.terms)
@@ -326,25 +296,11 @@ def _scan_batch(stage, q, qsq, lists, adds, k, progressive=False):
         norms = stage.norms if l2 else np.zeros(1, np.float32)
         items = (stage.items.starts, stage.items.ends, plan.qptr, plan.qidx, plan.qslot, plan.qadd)
         t = np.asarray(t, np.float32)
-        if progressive:
-            if stage.planes is None:
-                stage.planes = _planes.Planes(codec, stage.codes, stage.items)
-            planes = stage.planes
-            if not planes.complete:
-                planes.ensure(np.flatnonzero(counts), stage.terms.arrays[0])
-            rows = int(counts @ stage.items.sizes)
-            with planes.scratch(rows) as bounds:
-                slot_s, slot_i, _ = progressive_scan_topk(
-                    stage.codes, bits, quant.grid_dims, *items, qi, qs, off, t,
-                    *stage.terms.arrays, planes.arrays, norms, qsq.astype(np.float32),
-                    plan.nslots, k, z=planes.z, terms=planes.terms, l2=l2, scratch=bounds,
-                )  # fmt: skip
-        else:
-            slot_s, slot_i = grid_scan_topk(
-                stage.codes, bits, quant.grid_dims, *items, qi, query_limbs(bits), qs, off, t,
-                *stage.terms.arrays, norms, qsq.astype(np.float32), plan.nslots, k, l2=l2,
-                layout=quant.grid_layout,
-            )  # fmt: skip
+        slot_s, slot_i = grid_scan_topk(
+            stage.codes, bits, quant.grid_dims, *items, qi, query_limbs(bits), qs, off, t,
+            *stage.terms.arrays, norms, qsq.astype(np.float32), plan.nslots, k, l2=l2,
+            layout=quant.grid_layout,
+        )  # fmt: skip
     elif is_fastscan(codec) and not l2 and not codec._centered and stage.allow is None:
         slot_s, slot_i = _scan_fastscan(stage, qt, plan, k)
     else:
@@ -353,6 +309,38 @@ def _scan_batch(stage, q, qsq, lists, adds, k, progressive=False):
     res_i = np.empty((q.shape[0], k), np.int64)
     merge_slots(slot_s, slot_i, plan.qslot_ptr, k, res_s, res_i)
     return res_i, res_s
+
+
+def _scan_progressive(stage, qt, qsq, lists, adds, k):
+    """:func:`_scan_batch` of a grid stage read sign plane first, in one compiled call
+    (:func:`~vecpress.kernels.progressive.progressive_search`); the rows' terms and
+    planes of the probed items are made first where some are missing."""
+    codec = stage.codec
+    quant = codec.quantizer
+    items = stage.items
+    if stage.planes is None:
+        stage.planes = _planes.Planes(codec, stage.codes, items)
+    planes = stage.planes
+    if not (stage.terms.complete and planes.complete):
+        which = np.flatnonzero(np.diff(make_plan(items, lists, adds).qptr))
+        stage.terms.ensure(items, which)
+        planes.ensure(which, stage.terms.arrays[0])
+    qe, center, qoff, t = quant.grid_queries(qt)
+    l2 = stage.norms is not None
+    rows = int(items.list_rows[lists[lists >= 0]].sum())  # bounds: one per row and query
+    with planes.scratch(rows) as bounds:
+        scores, found, _ = progressive_search(
+            stage.codes, int(quant.param), quant.grid_dims,
+            (items.starts, items.ends, items.list_ptr), lists, adds, (qe, center, qoff),
+            np.asarray(t, np.float32), *stage.terms.arrays, planes.arrays,
+            stage.norms if l2 else _NO_NORMS, qsq.astype(np.float32), k, z=planes.z,
+            terms=planes.terms, l2=l2, scratch=bounds,
+        )  # fmt: skip
+    return found, scores
+
+
+#: the norms argument of a scan that reads none (not l2)
+_NO_NORMS = np.zeros(1, np.float32)
 
 
 def is_fastscan(codec: Codec) -> bool:
