@@ -192,7 +192,10 @@ def _scan_vnni(
         for u in range(nqw):
             for li in range(limbs):
                 qb[u * limbs + li] = qsrc[qidx[p0 + u] * limbs + li]
-        buf = np.zeros((_BLOCK, drow), np.uint8)
+        # the last rows of the array, read in place, are copied here first (a 64-byte
+        # chunk would run past the array): only an item that reaches them needs it
+        tail = in_place and (ends[w] + 15) * cs + drow > total
+        buf = np.zeros((_BLOCK if tail else 1, drow), np.uint8)
         # rows unpacked to bytes, laid out by rows (rows_layout) for the 4 x 32 tiles
         row = np.zeros(drow, np.uint8)
         by_rows = np.zeros((0 if in_place else drow // 4, _BLOCK), np.uint32)

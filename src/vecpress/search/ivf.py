@@ -106,9 +106,8 @@ def probe(
     """
     with single_threaded_blas():  # see vecpress.threads: no spinning BLAS threads
         dots = (q @ centroids.T).astype(np.float32)
-    if metric == "l2":
-        key = dots - 0.5 * np.einsum("ij,ij->i", centroids, centroids)[None, :]
-    else:
-        key = dots
+    if metric != "l2":  # the key is the dot: the selection gives both
+        return topk(dots, nprobe)
+    key = dots - 0.5 * np.einsum("ij,ij->i", centroids, centroids)[None, :]
     lists, _ = topk(key, nprobe)
     return lists, np.take_along_axis(dots, np.maximum(lists, 0), axis=1)
