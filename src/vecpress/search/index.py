@@ -45,6 +45,7 @@ from .._validation import as_vectors, check_positive_int
 from ..codecs.codec import Codec
 from ..files import storage
 from ..files.storage import METRICS, IndexState
+from ..kernels.rows import result_ids
 from ..rwlock import ReadWriteLock
 from ..threads import using
 from . import certify as _certify
@@ -1291,13 +1292,14 @@ class Index:
         q = as_vectors(q, "queries", dim=self.d)
         q, qsq = self._prepare(q, "queries")
         nq = q.shape[0]
-        ids = np.full((nq, k), -1, np.int64)
-        scores = np.full((nq, k), -np.inf, np.float32)
         allowed = None if allow is None else self._allowed(allow)
         limit = self.ntotal if allowed is None else allowed.size
         count = None if allowed is None else int(allowed.size)
         if nq == 0 or limit == 0:
-            return SearchResult(ids, scores, allowed=count)
+            return SearchResult(
+                np.full((nq, k), -1, np.int64), np.full((nq, k), -np.inf, np.float32),
+                allowed=count,
+            )  # fmt: skip
         if allowed is not None:
             progressive = False  # a filtered search reads codes in full
         # nothing past the stored (allowed) rows is worth scanning or re-ranking: padding
@@ -1314,10 +1316,13 @@ class Index:
             rows, sc = topk(self._tier_scores(q, qsq, rows), width, ids=rows)
         else:
             rows, sc = self._first(q, qsq, nprobe, width, progressive, allowed)
-        found = rows >= 0
         self._check_reads(("ids",), rows=rows)
-        ids[:, :width][found] = self._ids.view[rows[found]]
-        scores[:, :width] = sc
+        ids = result_ids(rows, self._ids.view, k)
+        if width < k or sc.dtype != np.float32:  # padding past the stored rows
+            scores = np.full((nq, k), -np.inf, np.float32)
+            scores[:, :width] = sc
+        else:
+            scores = sc
         return SearchResult(ids, scores, reranked, certified, count)
 
     # -- persistence -----------------------------------------------------------
