@@ -273,6 +273,55 @@ def test_progressive_scratch_must_be_a_writable_float32_vector():
             _scratch(bad)
 
 
+@pytest.mark.parametrize("centre", ["number", "per dimension"])
+def test_progressive_search_equals_the_full_scan(data, centre):
+    """One compiled call (plan, quantization, passes, merge) answers as the full scan of the
+    same lists, for queries probing lists with gaps (``-1``) and terms added per list, with
+    the grid's centre given as one number or one per dimension (quantized outside)."""
+    from vecpress.kernels.grid_search import grid_scan_topk, merge_slots, plan_pairs
+    from vecpress.kernels.progressive import progressive_search
+    from vecpress.kernels.scan import grid_queries
+    from vecpress.search.planes import Planes
+    from vecpress.search.scan import Terms, make_items
+
+    x, q = data
+    codec = Codec.from_spec("hd2,rq4", seed=0).fit(x)
+    codes = codec.encode(x)
+    items = make_items(np.array([0, 1200, 1200, 3100, 5000]), chunk=700)  # 4 lists, one empty
+    every = np.arange(items.starts.size)
+    terms = Terms(codec, codes)
+    terms.ensure(items, every)
+    planes = Planes(codec, codes, items)
+    planes.ensure(every, terms.arrays[0])
+    quant = codec.quantizer
+    qt, _ = codec._transform_queries(q[:6])
+    qe, center, qoff, t = quant.grid_queries(qt)
+    lists = np.array([[0, 3], [2, -1], [-1, -1], [1, 3], [3, 0], [0, 2]], np.int64)
+    adds = np.round(np.random.default_rng(5).standard_normal(lists.shape), 2).astype(np.float32)
+    if centre == "per dimension":
+        center = np.full(quant.grid_dims, center, np.float32)
+    zero, qsq = np.zeros(1, np.float32), np.zeros(6, np.float32)
+    scores, rows, refined = progressive_search(
+        codes, 4, quant.grid_dims, (items.starts, items.ends, items.list_ptr), lists, adds,
+        (qe, center, qoff), t, *terms.arrays, planes.arrays, zero, qsq, 7, z=planes.z,
+        terms=planes.terms,
+    )  # fmt: skip
+    qptr, qidx, qslot, qadd, qslot_ptr = plan_pairs(items.list_ptr, lists, adds)
+    qi, qs, off = grid_queries(qe, center, qoff, 4)
+    slot_s, slot_i = grid_scan_topk(
+        codes, 4, quant.grid_dims, items.starts, items.ends, qptr, qidx, qslot, qadd, qi, 1,
+        qs, off, t, *terms.arrays, zero, qsq, int(qslot_ptr[-1]), 7,
+    )  # fmt: skip
+    full_s = np.empty((6, 7), np.float32)
+    full_i = np.empty((6, 7), np.int64)
+    merge_slots(slot_s, slot_i, qslot_ptr, 7, full_s, full_i)
+    np.testing.assert_array_equal(rows, full_i)
+    np.testing.assert_array_equal(scores, full_s)
+    assert (rows[2] == -1).all() and (scores[2] == -np.inf).all()  # probes no list
+    probed = [sum(int(items.list_rows[lst]) for lst in row if lst >= 0) for row in lists]
+    assert (refined <= np.array(probed)).all() and refined[2] == 0 and refined.sum() > 0
+
+
 def test_progressive_bad_arguments(data):
     x, q = data
     for spec in ("f32", "pq25x4", "kl4", "hd2,rq8", "hd2,int8"):
