@@ -886,6 +886,9 @@ def progressive_search(
     per_byte = 8 // bits if bits in IN_PLACE_BITS else 1
     starts, ends, list_ptr = items
     q, center, qoff = queries
+    lists = np.ascontiguousarray(lists, np.int64)
+    adds = np.ascontiguousarray(adds, np.float32)
+    t = np.ascontiguousarray(t, np.float32)
     common = (
         _TAGS[isa_id], _MAX_PASS[isa_id], codes, bits, d, per_byte, starts, ends, list_ptr,
         lists, adds,
