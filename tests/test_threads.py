@@ -63,6 +63,29 @@ def test_a_call_restores_the_threads_count_of_its_thread(two_threads_or_skip):
     assert _in_thread(run) == ((1, 1), 2)
 
 
+def test_a_call_restores_the_counts_when_its_body_raises(two_threads_or_skip):
+    from threadpoolctl import threadpool_info
+
+    def blas():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    def run():
+        numba.set_num_threads(2)
+        before = blas()
+        inside = []
+        with pytest.raises(KeyError, match="body"):
+            with threads.using(1, blas=True):
+                with threads.using():  # nested without a count: the outer one holds
+                    inside.append((numba.get_num_threads(), threads.current_threads()))
+                inside.append(set(blas()) <= {1})
+                raise KeyError("body")
+        return inside, numba.get_num_threads(), blas() == before, threads.current_threads()
+
+    inside, after, blas_back, current = _in_thread(run)
+    assert inside == [(1, 1), True]
+    assert after == 2 and blas_back and current == threads.get_num_threads()
+
+
 def test_per_call_threads_give_the_same_results(two_threads_or_skip):
     x = np.random.default_rng(1).standard_normal((2000, 32)).astype(np.float32)
     index = vecpress.Index("hd2,rq4", metric="ip", ivf=8)
