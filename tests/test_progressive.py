@@ -524,3 +524,24 @@ def test_query_layouts_match_the_vnni_kernels():
             want = split_queries(qi, d, bits)
             np.testing.assert_array_equal(_query_bytes(qi, d, 8 // bits), want)
         np.testing.assert_array_equal(_query_bytes(qi, d, 1), pad_queries_int8(qi))
+
+
+@pytest.mark.parametrize("d", [1, 7, 64, 127, 128, 129, 384, 700])
+def test_packed_4bit_dot_is_the_unpacked_one(d):
+    """The 4-bit codes read in place (the path without VNNI) give the integer dot product
+    of the unpacked codes with the query, at the extremes too (codes 0 and 15 against
+    -127 and 127), for every dimension however the bytes fall in 64-byte chunks."""
+    from vecpress.kernels.progressive import _dot4, _query_bytes
+
+    rng = np.random.default_rng(d)
+    rows = rng.integers(0, 16, (6, d)).astype(np.uint8)
+    rows[0], rows[1] = 15, 0
+    qi = rng.integers(-127, 128, (3, d)).astype(np.int16)
+    qi[0], qi[1] = 127, -127
+    codes = pack(rows, 4)
+    q8 = _query_bytes(qi, d, 2)
+    row_bytes = (4 * d + 7) // 8
+    for j in range(rows.shape[0]):
+        for qq in range(qi.shape[0]):
+            want = int(rows[j].astype(np.int64) @ qi[qq].astype(np.int64))
+            assert _dot4(codes, j, q8, qq, row_bytes) == want

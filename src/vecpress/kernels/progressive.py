@@ -122,6 +122,8 @@ def sign_plane_dims(d: int) -> int:
 #: blocks of rows whose bounds the first pass makes at once: few enough that their sums
 #: stay in L1, enough that the per-span work (slices, loop set-up) is spread thin
 _SPAN = 16
+#: rows pass 3 collects (their reads started) before scoring them, without VNNI
+_PREFETCH_AHEAD = 8
 
 #: rows per parallel task of :func:`plane_rows` (their scratch row is allocated once)
 _PLANE_ROWS = 256
@@ -435,11 +437,37 @@ def _row_bounds(
         point[r] = p
 
 
+@nb.njit(cache=True, inline="always")
+def _dot4(codes, j, q8, qq, row_bytes):
+    """The exact integer dot product of row ``j``'s 4-bit codes (two a byte, the even
+    dimension in the low nibble) with query ``qq`` in the
+    :func:`~vecpress.kernels.scan.split_queries` layout (each 128 dimensions: the 64 even
+    ones, then the 64 odd ones), read where they lie: no unpacking, a loop the compiler
+    vectorises (the path without VNNI)."""
+    acc = np.int32(0)
+    for ch in range(0, row_bytes, 64):
+        lim = min(64, row_bytes - ch)
+        src = codes[j, ch : ch + lim]
+        lo = q8[qq, 2 * ch : 2 * ch + lim]
+        hi = q8[qq, 2 * ch + 64 : 2 * ch + 64 + lim]
+        for i in range(lim):
+            v = np.int32(src[i])
+            acc += (v & 15) * np.int32(lo[i]) + (v >> 4) * np.int32(hi[i])
+    return acc
+
+
 @nb.njit(cache=True, fastmath=False, inline="always")
-def _exact(codes, layout, row, qi, qq, d, qscale, qoff, t, a, b, c, j, e, l2, norms, qsq):
-    """Row ``j``'s full-code score, computed as the full scan computes it."""
-    unpack_layout(codes[j], layout, row)
-    dot = int_dot(row, qi[qq], d)
+def _exact(
+    codes, layout, row, qi, qq, d, qscale, qoff, t, a, b, c, j, e, l2, norms, qsq, q8, per_byte,
+    row_bytes,
+):  # fmt: skip
+    """Row ``j``'s full-code score, computed as the full scan computes it (4-bit codes
+    read in place, :func:`_dot4`; other widths unpacked first)."""
+    if per_byte == 2:
+        dot = _dot4(codes, j, q8, qq, row_bytes)
+    else:
+        unpack_layout(codes[j], layout, row)
+        dot = int_dot(row, qi[qq], d)
     x = combine(dot, dot, 1, qscale[qq], qscale[qq], qoff[qq], t[qq], a[j], b[j])
     return _finish(x, c[j], e, l2, norms[j], qsq[qq])
 
@@ -666,7 +694,7 @@ def _seed(
                     v = _finish(x, c[j], qadd[p], l2, norms[j], qsq[qq])
                 else:
                     v = _exact(codes, layout, row, qi, qq, d, qscale, qoff, t, a, b, c, j,
-                               qadd[p], l2, norms, qsq)  # fmt: skip
+                               qadd[p], l2, norms, qsq, q8, per_byte, row_bytes)  # fmt: skip
                 slot = qslot[p]
                 counts[slot] = heap_push(out_s[slot], out_i[slot], counts[slot], v, j)
                 refined[slot] += 1
@@ -693,7 +721,7 @@ def _dots16(codes, layout, d, rows, cnt, buf, row_bytes, per_byte, pq, nch, dots
 @nb.njit(cache=True, fastmath=False, inline="always")
 def _score_batch(
     codes, layout, d, cand, nc, buf, row, row_bytes, per_byte, pq, nch, dots, qi, qq, qscale,
-    qoff, t, a, b, c, e, l2, norms, qsq, hs, hi, m, k, thr,
+    qoff, t, a, b, c, e, l2, norms, qsq, hs, hi, m, k, thr, q8,
 ):  # fmt: skip
     """Score rows ``cand[:nc]`` exactly into one slot's heap; returns ``(m, thr)``."""
     if HAVE_VNNI:
@@ -705,7 +733,7 @@ def _score_batch(
             v = _finish(x, c[j], e, l2, norms[j], qsq[qq])
         else:
             v = _exact(codes, layout, row, qi, qq, d, qscale, qoff, t, a, b, c, j, e, l2, norms,
-                       qsq)  # fmt: skip
+                       qsq, q8, per_byte, row_bytes)  # fmt: skip
         if v >= thr:
             m = heap_push(hs, hi, m, v, j)
             if m == k and hs[0] > thr:
@@ -725,7 +753,7 @@ def _refine(
     k = out_s.shape[1]
     dq = q8.shape[1]
     nch = dq // (64 * per_byte)
-    batch = 16 if HAVE_VNNI else 1
+    batch = 16 if HAVE_VNNI else _PREFETCH_AHEAD
     for w in nb.prange(nitems):
         if qptr[w] == qptr[w + 1]:
             continue
@@ -771,14 +799,14 @@ def _refine(
                         m, thr = _score_batch(
                             codes, layout, d, cand, nc, buf, row, row_bytes, per_byte, pq, nch,
                             dots, qi, qq, qscale, qoff, t, a, b, c, e, l2, norms, qsq, hs, hi,
-                            m, k, thr,
+                            m, k, thr, q8,
                         )  # fmt: skip
                         seen += nc
                         nc = 0
             if nc:
                 m, thr = _score_batch(
                     codes, layout, d, cand, nc, buf, row, row_bytes, per_byte, pq, nch, dots,
-                    qi, qq, qscale, qoff, t, a, b, c, e, l2, norms, qsq, hs, hi, m, k, thr,
+                    qi, qq, qscale, qoff, t, a, b, c, e, l2, norms, qsq, hs, hi, m, k, thr, q8,
                 )  # fmt: skip
                 seen += nc
             if m == k and thr > qthr[qq]:
