@@ -962,6 +962,7 @@ class Index:
                 items=_search.make_items(self._list_offsets),
                 norms=None if self._norms is None else self._norms.view,
                 terms=_search.Terms(codec, codes) if _search.is_grid(codec) else None,
+                progressive=_planes.supports(codec),
             )
         return self._stage
 
@@ -1027,7 +1028,7 @@ class Index:
     def _check_progressive(self, progressive) -> None:
         if not isinstance(progressive, (bool, np.bool_)):
             raise TypeError(f"progressive must be a bool, found {type(progressive).__name__}")
-        if progressive and not _planes.supports(self.codec.tier_codec):
+        if progressive and not self._first_stage().progressive:
             raise ValueError(
                 "progressive=True reads grid codes of one width of 1-5 bits sign plane first "
                 f"(rq, int, lvq: e.g. 'hd2,rq4'); this index's first stage is "

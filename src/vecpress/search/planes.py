@@ -22,8 +22,6 @@ wider band instead of a wrong one.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 
 from ..codecs.codec import Codec
@@ -122,12 +120,12 @@ class Planes:
         self.z: float | None = None
         self._scratch: list[np.ndarray] = []
 
-    @contextlib.contextmanager
-    def scratch(self, size: int):
+    def scratch(self, size: int) -> _Lent:
         """A float32 vector of at least ``size`` values for a scan's bounds
-        (:func:`~vecpress.kernels.progressive.progressive_scan_topk`), given back for the
-        next scan when the block ends: searches allocate nothing in proportion to the
-        rows once the first has run (one vector per search running at once).
+        (:func:`~vecpress.kernels.progressive.progressive_scan_topk`), lent for a ``with``
+        block and given back for the next scan when the block ends: searches allocate
+        nothing in proportion to the rows once the first has run (one vector per search
+        running at once).
 
         Examples
         --------
@@ -141,16 +139,7 @@ class Planes:
         ...     again is first
         True
         """
-        try:
-            buf = self._scratch.pop()  # atomic: concurrent searches never share one
-        except IndexError:
-            buf = None
-        if buf is None or buf.shape[0] < size:
-            buf = np.empty(max(size, 1), np.float32)
-        try:
-            yield buf
-        finally:
-            self._scratch.append(buf)
+        return _Lent(self._scratch, size)
 
     @property
     def complete(self) -> bool:
@@ -182,6 +171,30 @@ class Planes:
         )  # fmt: skip
         self._done[todo] = True
         self._complete = bool(self._done.all())
+
+
+class _Lent:
+    """The context manager of :meth:`Planes.scratch` (a plain class: a search enters one
+    per call, and a generator-based one costs microseconds)."""
+
+    __slots__ = ("_buf", "_pool", "_size")
+
+    def __init__(self, pool: list, size: int) -> None:
+        self._pool = pool
+        self._size = size
+
+    def __enter__(self) -> np.ndarray:
+        try:
+            buf = self._pool.pop()  # atomic: concurrent searches never share one
+        except IndexError:
+            buf = None
+        if buf is None or buf.shape[0] < self._size:
+            buf = np.empty(max(self._size, 1), np.float32)
+        self._buf = buf
+        return buf
+
+    def __exit__(self, *exc) -> None:
+        self._pool.append(self._buf)
 
 
 def calibrate_z(codec, codes, rows, f=None, g=None, *, seed: int = 0) -> float:

@@ -240,6 +240,8 @@ class Stage:
     id_lookup: tuple | None = None
     #: the list of each row (IVF), made on the first filtered search
     row_lists: np.ndarray | None = None
+    #: whether the codec can be read sign plane first (:func:`vecpress.search.planes.supports`)
+    progressive: bool = False
 
 
 def scan(
@@ -327,7 +329,10 @@ def _scan_progressive(stage, qt, qsq, lists, adds, k):
         planes.ensure(which, stage.terms.arrays[0])
     qe, center, qoff, t = quant.grid_queries(qt)
     l2 = stage.norms is not None
-    rows = int(items.list_rows[lists[lists >= 0]].sum())  # bounds: one per row and query
+    sizes = items.list_rows  # bounds: one per row and query (flat: every query reads all)
+    rows = (
+        lists.shape[0] * int(sizes[0]) if sizes.size == 1 else int(sizes[lists[lists >= 0]].sum())
+    )
     with planes.scratch(rows) as bounds:
         scores, found, _ = progressive_search(
             stage.codes, int(quant.param), quant.grid_dims,
