@@ -615,3 +615,28 @@ def test_row_squares_serial_and_parallel_paths_agree_with_numpy(n):
     got = row_squares(x)
     np.testing.assert_allclose(got, want, rtol=1e-12)
     assert np.isnan(got[n // 2]) and (n == 1 or np.isinf(got[-1]))
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4])
+@pytest.mark.parametrize("d", [1, 3, 8, 50, 129, 384, 701])
+def test_packed_dot_reads_codes_where_they_lie(bits, d):
+    """The portable scan's dot product over packed 1-, 2- and 4-bit codes (few queries)
+    equals the dot product of the unpacked codes, at the extremes too (all codes maximal
+    against queries of 127 and -127) and for dimensions that leave a byte part full."""
+    from vecpress.kernels.grid_search import _packed_dot, packed_queries
+
+    @numba.njit
+    def dots(codes, qp, bits, out):
+        for j in range(codes.shape[0]):
+            for v in range(qp.shape[0]):
+                out[j, v] = _packed_dot(codes[j], qp[v], bits)
+
+    rng = np.random.default_rng(bits * 1000 + d)
+    codes = rng.integers(0, 1 << bits, (5, d)).astype(np.uint8)
+    codes[0] = (1 << bits) - 1
+    qi = rng.integers(-127, 128, (3, d)).astype(np.int16)
+    qi[0], qi[1] = 127, -127
+    rows = np.hstack([pack(codes, bits), np.full((5, 3), 255, np.uint8)])  # fields after
+    out = np.zeros((5, 3), np.int64)
+    dots(rows, packed_queries(qi, d, bits), bits, out)
+    np.testing.assert_array_equal(out, codes.astype(np.int64) @ qi.astype(np.int64).T)
