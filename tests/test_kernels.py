@@ -640,3 +640,11 @@ def test_packed_dot_reads_codes_where_they_lie(bits, d):
     out = np.zeros((5, 3), np.int64)
     dots(rows, packed_queries(qi, d, bits), bits, out)
     np.testing.assert_array_equal(out, codes.astype(np.int64) @ qi.astype(np.int64).T)
+
+
+def test_packed_queries_take_one_limb_of_int8_values():
+    """Queries of two limbs (values past int8) are refused, not wrapped."""
+    from vecpress.kernels.grid_search import packed_queries
+
+    with pytest.raises(ValueError, match="int8 values"):
+        packed_queries(np.array([[0, 200]], np.int16), 2, 4)

@@ -28,6 +28,7 @@ import numba as nb
 import numpy as np
 
 from .heap import heap_pad, heap_push, heap_sort
+from .nibbles import HAVE_AVX2, nibble_dot
 from .scan import (
     _BLOCK,
     HAVE_VNNI,
@@ -262,19 +263,23 @@ def _scan_vnni(
 
 
 def packed_queries(qi: np.ndarray, d: int, bits: int) -> np.ndarray:
-    """Query rows ``qi`` (int16[nv, d]) as :func:`_packed_dot` reads them against
-    ``bits``-bit codes packed ``p = 8 // bits`` a byte: int16[nv, p, ceil(d / p)],
-    ``out[v, g, i] = qi[v, p i + g]`` (the dimension of the ``g``-th code of byte ``i``),
-    zero past ``d``.
+    """Query rows ``qi`` (int16[nv, d] of int8 values: one limb) as :func:`_packed_dot`
+    reads them against ``bits``-bit codes packed ``p = 8 // bits`` a byte:
+    int8[nv, p, ceil(d / p)], ``out[v, g, i] = qi[v, p i + g]`` (the dimension of the
+    ``g``-th code of byte ``i``), zero past ``d``.
 
     Examples
     --------
     >>> packed_queries(np.arange(5, dtype=np.int16)[None], 5, 4)[0].tolist()
     [[0, 2, 4], [1, 3, 0]]
     """
+    if qi.size and not -128 <= int(qi.min()) <= int(qi.max()) <= 127:
+        raise ValueError(
+            f"packed queries take int8 values (one limb), found {int(qi.min())}..{int(qi.max())}"
+        )
     per_byte = 8 // bits
     nbytes = -(-d // per_byte)
-    out = np.zeros((qi.shape[0], per_byte, nbytes), np.int16)
+    out = np.zeros((qi.shape[0], per_byte, nbytes), np.int8)
     for g in range(per_byte):
         col = qi[:, g::per_byte]
         out[:, g, : col.shape[1]] = col
@@ -291,7 +296,12 @@ def _packed_dot(row, qp, bits):
     nbytes = qp.shape[1]
     if bits == 4:
         q0, q1 = qp[0], qp[1]
-        for i in range(nbytes):
+        start = 0
+        if HAVE_AVX2:  # whole 32-byte chunks by vpmaddubsw (:mod:`~vecpress.kernels.nibbles`)
+            chunks = nbytes // 32
+            acc = nibble_dot(row.ctypes.data, q0.ctypes.data, q1.ctypes.data, chunks)
+            start = 32 * chunks
+        for i in range(start, nbytes):
             v = np.int32(row[i])
             acc += (v & 15) * np.int32(q0[i]) + (v >> 4) * np.int32(q1[i])
     elif bits == 2:
@@ -370,10 +380,10 @@ def grid_scan_topk(
     well, such items read codes of other widths and mixed-width layouts in place
     too, by parts (:mod:`~vecpress.kernels.wordlanes`). Without VNNI (or
     ``portable=True``), such items of 1-, 2- and 4-bit codes are read packed by an
-    integer loop the compiler vectorises (:func:`_packed_dot`: about 20 times faster
-    than unpacking each row for one query, AVX2, d = 384). Otherwise (``in_place=False``,
-    items of more query rows, or no VBMI for those layouts) each block of rows is
-    unpacked to bytes once for all the item's queries, laid out by rows
+    integer loop (:func:`_packed_dot`; 4-bit codes by ``vpmaddubsw`` where the CPU has
+    AVX2, :mod:`~vecpress.kernels.nibbles`) instead of unpacking each row. Otherwise
+    (``in_place=False``, items of more query rows, or no VBMI for those layouts) each
+    block of rows is unpacked to bytes once for all the item's queries, laid out by rows
     (:func:`~vecpress.kernels.scan.rows_layout`) and scored 4 queries x 32 rows at a
     time (batch scans about 1.24 x the queries/s of the 4 x 4 tiles over rows one
     after another: 100,000 x 384 rows, 1,000 queries, one core).
@@ -436,7 +446,7 @@ def grid_scan_topk(
         )  # fmt: skip
     else:
         packed = bits if in_place and uniform and limbs == 1 and bits in PACKED_BITS else 0
-        qp = packed_queries(qi, d, packed) if packed else np.zeros((qi.shape[0], 1, 1), np.int16)
+        qp = packed_queries(qi, d, packed) if packed else np.zeros((qi.shape[0], 1, 1), np.int8)
         _scan_portable(
             codes, layout, d, *args, qi, limbs, qscale, qoff, t, *tail, packed, qp
         )  # fmt: skip
