@@ -290,8 +290,9 @@ def packed_queries(qi: np.ndarray, d: int, bits: int) -> np.ndarray:
 def _packed_dot(row, qp, bits):
     """The exact integer dot product of one row's ``bits``-bit codes (1, 2 or 4), packed
     ``8 // bits`` a byte from the lowest bits up, with a query laid out by
-    :func:`packed_queries` (``qp``: its int16[8 // bits, nbytes]): the codes are read where
-    they lie, in a loop over the bytes that the compiler vectorises."""
+    :func:`packed_queries` (``qp``: its int8[8 // bits, nbytes]): the codes are read where
+    they lie, in a loop over the bytes that the compiler vectorises (4-bit codes: whole
+    32-byte chunks by :func:`~vecpress.kernels.nibbles.nibble_dot` where there is AVX2)."""
     acc = np.int32(0)
     nbytes = qp.shape[1]
     if bits == 4:
