@@ -28,7 +28,7 @@ import numba as nb
 import numpy as np
 
 from .heap import heap_pad, heap_push, heap_sort
-from .nibbles import HAVE_AVX2, nibble_dot
+from .nibbles import nibble_row_dot
 from .scan import (
     _BLOCK,
     HAVE_VNNI,
@@ -291,20 +291,12 @@ def _packed_dot(row, qp, bits):
     """The exact integer dot product of one row's ``bits``-bit codes (1, 2 or 4), packed
     ``8 // bits`` a byte from the lowest bits up, with a query laid out by
     :func:`packed_queries` (``qp``: its int8[8 // bits, nbytes]): the codes are read where
-    they lie, in a loop over the bytes that the compiler vectorises (4-bit codes: whole
-    32-byte chunks by :func:`~vecpress.kernels.nibbles.nibble_dot` where there is AVX2)."""
+    they lie, in a loop over the bytes that the compiler vectorises (4-bit codes:
+    :func:`~vecpress.kernels.nibbles.nibble_row_dot`, by AVX2 where there is AVX2)."""
     acc = np.int32(0)
     nbytes = qp.shape[1]
     if bits == 4:
-        q0, q1 = qp[0], qp[1]
-        start = 0
-        if HAVE_AVX2:  # whole 32-byte chunks by vpmaddubsw (:mod:`~vecpress.kernels.nibbles`)
-            chunks = nbytes // 32
-            acc = nibble_dot(row.ctypes.data, q0.ctypes.data, q1.ctypes.data, chunks)
-            start = 32 * chunks
-        for i in range(start, nbytes):
-            v = np.int32(row[i])
-            acc += (v & 15) * np.int32(q0[i]) + (v >> 4) * np.int32(q1[i])
+        acc = nibble_row_dot(row, qp[0], qp[1], nbytes)
     elif bits == 2:
         q0, q1, q2, q3 = qp[0], qp[1], qp[2], qp[3]
         for i in range(nbytes):

@@ -97,6 +97,23 @@ def nibble_dot(typingctx, row, q0, q1, chunks):
     return sig, codegen
 
 
+@nb.njit(cache=True, inline="always")
+def nibble_row_dot(row, q0, q1, n):
+    """``Σ_{i < n} lo(row[i]) q0[i] + hi(row[i]) q1[i]`` (exact int32; ``row`` uint8,
+    ``q0``, ``q1`` int8 arrays of at least ``n`` values): whole 32-byte chunks by
+    :func:`nibble_dot` where there is AVX2, the rest by a loop."""
+    acc = np.int32(0)
+    start = 0
+    if HAVE_AVX2:
+        chunks = n // 32
+        acc = nibble_dot(row.ctypes.data, q0.ctypes.data, q1.ctypes.data, chunks)
+        start = 32 * chunks
+    for i in range(start, n):
+        v = np.int32(row[i])
+        acc += (v & 15) * np.int32(q0[i]) + (v >> 4) * np.int32(q1[i])
+    return acc
+
+
 @nb.njit(cache=True)
 def nibble_sums(codes, q0, q1):
     """:func:`nibble_dot` of every row of ``codes`` (uint8[n, >= 32 m]) over the ``32 m``
@@ -109,4 +126,4 @@ def nibble_sums(codes, q0, q1):
     return out
 
 
-__all__ = ["HAVE_AVX2", "nibble_dot", "nibble_sums"]
+__all__ = ["HAVE_AVX2", "nibble_dot", "nibble_row_dot", "nibble_sums"]

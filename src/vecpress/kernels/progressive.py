@@ -63,6 +63,7 @@ from .fastscan import (
 )
 from .grid_search import _finish, _sort_slots, _tile1x16, merge_slots, plan_pairs
 from .heap import heap_push
+from .nibbles import nibble_row_dot
 from .scan import (
     HAVE_VNNI,
     IN_PLACE_BITS,
@@ -442,17 +443,14 @@ def _dot4(codes, j, q8, qq, row_bytes):
     """The exact integer dot product of row ``j``'s 4-bit codes (two a byte, the even
     dimension in the low nibble) with query ``qq`` in the
     :func:`~vecpress.kernels.scan.split_queries` layout (each 128 dimensions: the 64 even
-    ones, then the 64 odd ones), read where they lie: no unpacking, a loop the compiler
-    vectorises (the path without VNNI)."""
+    ones, then the 64 odd ones), read where they lie, 64 bytes at a time
+    (:func:`~vecpress.kernels.nibbles.nibble_row_dot`; the path without VNNI)."""
     acc = np.int32(0)
     for ch in range(0, row_bytes, 64):
         lim = min(64, row_bytes - ch)
-        src = codes[j, ch : ch + lim]
-        lo = q8[qq, 2 * ch : 2 * ch + lim]
-        hi = q8[qq, 2 * ch + 64 : 2 * ch + 64 + lim]
-        for i in range(lim):
-            v = np.int32(src[i])
-            acc += (v & 15) * np.int32(lo[i]) + (v >> 4) * np.int32(hi[i])
+        acc += nibble_row_dot(
+            codes[j, ch : ch + lim], q8[qq, 2 * ch : 2 * ch + 64], q8[qq, 2 * ch + 64 :], lim
+        )
     return acc
 
 
