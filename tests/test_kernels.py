@@ -11,6 +11,7 @@ from _util import gaussian
 from vecpress import Codec
 from vecpress.kernels.bitpack import pack, packed_size, unpack
 from vecpress.kernels.hadamard import fwht_inplace, hadamard_rounds, random_rounds
+from vecpress.kernels.nibbles import HAVE_AVX2
 from vecpress.kernels.scan import (
     HAVE_VNNI,
     check_layout,
@@ -204,6 +205,55 @@ def test_tile_of_rows_laid_out_by_rows_is_exact(d):
     dots = np.zeros((4, _BLOCK), np.int32)
     run(codes, q, block, dots)
     np.testing.assert_array_equal(dots, q.astype(np.int64) @ codes.astype(np.int64).T)
+
+
+@pytest.mark.skipif(not HAVE_AVX2, reason="the tile is an AVX2 kernel")
+@pytest.mark.parametrize("d", [4, 28, 64, 384, 700])
+@pytest.mark.parametrize("bits", [1, 2, 4, 5, 6, 7])
+def test_avx2_tile_of_rows_laid_out_by_rows_is_exact(bits, d):
+    """The AVX2 4 x 16 tile (16-bit sums of ``flush_groups(bits)`` groups, then widened):
+    exact at the extremes that bound its 16-bit sums (codes 2^bits - 1 against queries of
+    127 and -127), with a last flush of fewer groups (d / 4 not a multiple of it), over
+    two tiles of queries laid out by ``tile_queries`` (the second one part empty)."""
+    from vecpress.kernels.maddubs import TILE_ROWS, flush_groups, tile4x16, tile_queries
+    from vecpress.kernels.scan import _BLOCK, rows_layout
+
+    rng = np.random.default_rng(bits * 1000 + d)
+    codes = rng.integers(0, 1 << bits, (_BLOCK, d)).astype(np.uint8)
+    codes[0] = (1 << bits) - 1
+    q = rng.integers(-127, 128, (9, d)).astype(np.int8)
+    q[0], q[1] = 127, -127
+    order = np.array([3, 0, 1, 5, 2, 8, 4])  # query rows in a tile's order, not all of them
+    flush = flush_groups(bits)
+    assert flush >= 1 and 2 * ((1 << bits) - 1) * 127 * flush <= 32767
+
+    @numba.njit
+    def run(codes, qt, block, flush, dots):
+        for r in range(codes.shape[0]):
+            rows_layout(codes[r], r, block)
+        for t in range(qt.shape[0]):
+            for r in range(0, codes.shape[0], TILE_ROWS):
+                tile4x16(
+                    block.ctypes.data + 4 * r, 4 * block.shape[1], qt[t].ctypes.data,
+                    block.shape[0], flush, dots[4 * t :].ctypes.data + 4 * r, 4 * dots.shape[1],
+                )  # fmt: skip
+
+    block = np.zeros((d // 4, _BLOCK), np.uint32)
+    qt = tile_queries(q, order, d // 4)
+    assert qt.shape == (2, d // 4, 16)
+    dots = np.full((8, _BLOCK), 7, np.int32)  # the tile overwrites what was there
+    run(codes, qt, block, flush, dots)
+    want = q[order].astype(np.int64) @ codes.astype(np.int64).T
+    np.testing.assert_array_equal(dots[:7], want)
+    np.testing.assert_array_equal(dots[7], 0)  # the empty query row
+
+
+def test_avx2_tile_takes_no_8_bit_codes():
+    """A single vpmaddubsw of 8-bit codes could saturate: no flush allowed."""
+    from vecpress.kernels.maddubs import flush_groups
+
+    assert flush_groups(8) == 0
+    assert 2 * 255 * 127 > 32767 >= 2 * 127 * 127
 
 
 @pytest.mark.parametrize("portable", KERNELS)

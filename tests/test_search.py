@@ -12,6 +12,7 @@ from _util import gaussian
 from test_index import brute_force, check_against_truth
 from vecpress import Index
 from vecpress.kernels.grid_search import grid_scan_topk, merge_slots
+from vecpress.kernels.nibbles import HAVE_AVX2
 from vecpress.kernels.scan import HAVE_VNNI, grid_queries, query_limbs
 from vecpress.search import scan as search_mod
 from vecpress.search.topk import exact_search, topk
@@ -69,19 +70,23 @@ def test_exact_search_is_brute_force_with_the_shared_top_k():
 
 
 # -- the fused grid kernel -----------------------------------------------------------
-KERNELS = [pytest.param(False, id="auto" + ("-vnni" if HAVE_VNNI else "-portable"))]
-KERNELS.append(pytest.param(True, id="portable"))
+# (portable, tiles): the portable kernel with its AVX2 tiles (where the CPU has AVX2) and
+# with its 16-bit loop, the one every other CPU runs
+KERNELS = [pytest.param((False, True), id="auto" + ("-vnni" if HAVE_VNNI else "-portable"))]
+KERNELS.append(pytest.param((True, True), id="portable" + ("-avx2" if HAVE_AVX2 else "")))
+KERNELS.append(pytest.param((True, False), id="portable-loop"))
 
 
 @pytest.mark.parametrize("in_place", [True, False], ids=["in-place", "unpacked"])
-@pytest.mark.parametrize("portable", KERNELS)
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize(
     "spec",
     ["hd2,rq4", "hd2,rq8", "hd2,rq2", "hd2,rq1", "center,lvq3", "int5", "kl3", "hd2,kl6", "kl4"],
 )
 @pytest.mark.parametrize("l2", [False, True])
-def test_fused_scan_equals_score_then_topk(spec, l2, portable, in_place):
+def test_fused_scan_equals_score_then_topk(spec, l2, kernel, in_place):
     """Every (query, item) slot holds exactly topk of Codec.score over the item's rows."""
+    portable, tiles = kernel
     rng = np.random.default_rng(7)
     x = gaussian(rng, 700, 40, offset=0.2)
     q = gaussian(rng, 9, 40, offset=0.2)
@@ -104,7 +109,7 @@ def test_fused_scan_equals_score_then_topk(spec, l2, portable, in_place):
         plan.qptr, plan.qidx, plan.qslot, plan.qadd,
         qi, query_limbs(quant.param), qs, off, np.asarray(t, np.float32),
         *terms, norms, qsq, plan.nslots, k, l2=l2, portable=portable, in_place=in_place,
-        layout=quant.grid_layout,
+        tiles=tiles, layout=quant.grid_layout,
     )  # fmt: skip
     full = codec.score(q, codes)
     res_s = np.empty((len(q), k), np.float32)

@@ -1,0 +1,143 @@
+"""Batch dot products of byte codes with AVX2, for CPUs without AVX-512 VNNI.
+
+A batch scan unpacks each block of code rows to bytes once for all its queries and
+lays them out *by rows* (:func:`~vecpress.kernels.scan.rows_layout`: group ``g`` of 4
+dimensions holds the 4 code bytes of every row in turn), so that a vector register
+holds 4 dimensions of 8 rows and each 32-bit lane accumulates one row's product: no
+horizontal sums. With AVX-512 VNNI one ``vpdpbusd`` does that step for 16 rows; here
+:func:`tile4x16` does it for 8 rows with ``vpmaddubsw`` (unsigned 8-bit code x signed
+8-bit query, adjacent products summed into 16 bits), adds the 16-bit sums of up to
+``flush`` groups, and only then widens them to 32 bits with ``vpmaddwd`` by ones.
+
+The sums are exact while no 16-bit sum can overflow: a ``vpmaddubsw`` lane is at most
+``2 x (2^b - 1) x 127`` for codes of ``b`` bits and queries in ``[-127, 127]``, so
+:func:`flush_groups` allows ``floor(32767 / (254 (2^b - 1)))`` groups a flush (8 for
+4-bit codes, 1 for 7-bit) and none for 8-bit codes, which ``vpmaddubsw`` could
+saturate (the caller keeps its 16-bit loop for those).
+
+Examples
+--------
+>>> [flush_groups(b) for b in (1, 2, 4, 7, 8)]
+[129, 43, 8, 1, 0]
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+_I16X16 = ir.VectorType(ir.IntType(16), 16)
+_I32X8 = ir.VectorType(ir.IntType(32), 8)
+_U8X32 = ir.VectorType(ir.IntType(8), 32)
+_I64 = ir.IntType(64)
+_I32 = ir.IntType(32)
+
+#: query rows of a tile
+TILE_QUERIES = 4
+#: code rows of a tile (two 8-lane registers)
+TILE_ROWS = 16
+
+
+def flush_groups(bits: int) -> int:
+    """Groups of 4 dimensions whose 16-bit ``vpmaddubsw`` sums :func:`tile4x16` may add
+    before widening them, for codes of at most ``bits`` bits and int8 queries in
+    ``[-127, 127]``; 0 where a single ``vpmaddubsw`` could saturate (8-bit codes)."""
+    return 32767 // (254 * ((1 << bits) - 1))
+
+
+@nb.njit(cache=True)
+def tile_queries(q8, rows, ngroups):
+    """Query rows ``q8[rows]`` (int8, at least ``4 ngroups`` columns) laid out for
+    :func:`tile4x16`: ``out[t, g, 4 u + i] = q8[rows[4 t + u], 4 g + i]``, int8[ceil(len(rows)
+    / 4), ngroups, 16] (the 4 bytes of group ``g`` of a tile's 4 query rows side by side;
+    zero for the rows past ``len(rows)``)."""
+    nt = (rows.shape[0] + TILE_QUERIES - 1) // TILE_QUERIES
+    out = np.zeros((nt, ngroups, 16), np.int8)
+    for v in range(rows.shape[0]):
+        t, u = divmod(v, TILE_QUERIES)
+        src = q8[rows[v]]
+        for g in range(ngroups):
+            for i in range(4):
+                out[t, g, 4 * u + i] = src[4 * g + i]
+    return out
+
+
+@intrinsic
+def tile4x16(typingctx, pa, sa, pq, ngroups, flush, pout, sout):
+    """``(pa, sa, pq, ngroups, flush, pout, sout)``: the ``4 x 16`` exact dot products of
+    4 query rows with 16 code rows laid out by rows (group ``g`` of 4 dimensions at ``pa
+    + g * sa``: the 4 code bytes of each of the 16 rows in turn, 64 bytes) over
+    ``ngroups`` groups. The queries lie as :func:`tile_queries` lays one tile out (the
+    16 bytes of group ``g`` at ``pq + 16 g``); the 16 int32 products of query ``u`` are
+    stored at ``pout + u * sout``. ``flush``: groups added in 16 bits between
+    widenings, :func:`flush_groups` of the codes' width (>= 1). Needs AVX2
+    (:data:`~vecpress.kernels.nibbles.HAVE_AVX2`).
+
+    Only the 8 16-bit sums stay in registers (with the 2 code and the query vectors:
+    12 of AVX2's 16); each flush adds them into the products at ``pout``."""
+    sig = types.void(*([types.intp] * 7))
+
+    def codegen(context, builder, signature, args):
+        pa, sa, pq, n, flush, pout, sout = args
+        fn = ir.FunctionType(_I16X16, [_U8X32, _U8X32])
+        maddubs = cgutils.get_or_insert_function(builder.module, fn, "llvm.x86.avx2.pmadd.ub.sw")
+        fn = ir.FunctionType(_I32X8, [_I16X16, _I16X16])
+        maddwd = cgutils.get_or_insert_function(builder.module, fn, "llvm.x86.avx2.pmadd.wd")
+        ones = ir.Constant(_I16X16, [1] * 16)
+        outs = []
+        for u in range(TILE_QUERIES):
+            for h in range(2):
+                dst = builder.add(
+                    builder.add(pout, builder.mul(sout, ir.Constant(_I64, u))),
+                    ir.Constant(_I64, 32 * h),
+                )
+                ptr = builder.inttoptr(dst, _I32X8.as_pointer())
+                builder.store(ir.Constant(_I32X8, None), ptr, align=4)
+                outs.append(ptr)
+        narrow = [cgutils.alloca_once(builder, _I16X16) for _ in outs]
+        nblocks = builder.sdiv(builder.add(n, builder.sub(flush, ir.Constant(_I64, 1))), flush)
+        with cgutils.for_range(builder, nblocks) as outer:
+            g0 = builder.mul(outer.index, flush)
+            count = builder.sub(n, g0)
+            less = builder.icmp_signed("<", flush, count)
+            count = builder.select(less, flush, count)
+            for acc in narrow:
+                builder.store(ir.Constant(_I16X16, None), acc)
+            with cgutils.for_range(builder, count) as inner:
+                g = builder.add(g0, inner.index)
+                base = builder.add(pa, builder.mul(g, sa))
+                codes = [
+                    builder.load(
+                        builder.inttoptr(
+                            builder.add(base, ir.Constant(_I64, 32 * h)), _U8X32.as_pointer()
+                        ),
+                        align=1,
+                    )
+                    for h in range(2)
+                ]
+                qg = builder.add(pq, builder.mul(g, ir.Constant(_I64, 16)))
+                for u in range(TILE_QUERIES):
+                    qa = builder.add(qg, ir.Constant(_I64, 4 * u))
+                    qd = builder.load(builder.inttoptr(qa, _I32.as_pointer()), align=1)
+                    qv = builder.insert_element(
+                        ir.Constant(_I32X8, ir.Undefined), qd, ir.Constant(_I32, 0)
+                    )
+                    qv = builder.shuffle_vector(qv, qv, ir.Constant(_I32X8, [0] * 8))
+                    qv = builder.bitcast(qv, _U8X32)
+                    for h in range(2):
+                        acc = narrow[2 * u + h]
+                        prod = builder.call(maddubs, [codes[h], qv])
+                        builder.store(builder.add(builder.load(acc), prod), acc)
+            for acc16, ptr in zip(narrow, outs, strict=True):
+                widened = builder.call(maddwd, [builder.load(acc16), ones])
+                builder.store(builder.add(builder.load(ptr, align=4), widened), ptr, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+__all__ = ["TILE_QUERIES", "TILE_ROWS", "flush_groups", "tile4x16", "tile_queries"]
