@@ -98,16 +98,10 @@ def _finish(x, cj, e, l2, nj, qq2):
 
 
 @nb.njit(cache=True, fastmath=False, inline="always")
-def _score_loop(
-    i0, i1, n, limbs, s0, s1, off, tq, a, b, c, base, e, l2, norms, qq2, out, thr
-):  # fmt: skip
-    # slices indexed from 0: with ``base + r`` numba's negative-index wrap makes LLVM
-    # gather the terms one by one
-    aa, bb, cc = a[base : base + n], b[base : base + n], c[base : base + n]
-    nn = norms[base : base + n] if l2 else norms[:n]
+def _score_loop(dots, r0, r1, n, limbs, s0, s1, off, tq, a, b, c, e, l2, norms, qq2, out, thr):
     for r in range(n):
-        x = combine(i0[r], i1[r], limbs, s0, s1, off, tq, aa[r], bb[r])
-        out[r] = _finish(x, cc[r], e, l2, nn[r] if l2 else np.float32(0), qq2)
+        x = combine(dots[r0, r], dots[r1, r], limbs, s0, s1, off, tq, a[r], b[r])
+        out[r] = _finish(x, c[r], e, l2, norms[r] if l2 else np.float32(0), qq2)
     hits = 0  # counted in a loop of its own: counting above keeps LLVM from vectorising
     for r in range(n):
         hits += out[r] >= thr
@@ -115,26 +109,28 @@ def _score_loop(
 
 
 @nb.njit(cache=True, fastmath=False, inline="always")
-def _score_rows(
-    i0, i1, n, limbs, s0, s1, off, tq, a, b, c, base, e, l2, norms, qq2, out, thr
-):  # fmt: skip
-    """Scores of ``n`` rows ``base..base+n`` for one query from their integer dot
-    products ``i0``/``i1``; returns how many reach ``thr``. One loop per
-    (limbs, l2) case, with those as constants, so each is branch-free and LLVM
-    vectorises it; the arithmetic is that of :func:`combine` and :func:`_finish`."""
+def _score_rows(dots, r0, r1, n, limbs, s0, s1, off, tq, a, b, c, e, l2, norms, qq2, out, thr):
+    """Scores of ``n`` rows for one query from their integer dot products ``dots[r0]``
+    (and ``dots[r1]``, the second limb's); returns how many reach ``thr``. ``a``, ``b``,
+    ``c`` and (``l2``) ``norms`` are the rows' slices, indexed from 0 (from the block's
+    first row, numba's wrap of negative indices would make LLVM gather them one by one)
+    and sliced once a block by the caller (each slice is a reference count, an atomic
+    add). One loop per (limbs, l2) case, with those as constants, so each is
+    branch-free and LLVM vectorises it; the arithmetic is that of :func:`combine` and
+    :func:`_finish`."""
     if limbs == 1:
         if l2:
             return _score_loop(
-                i0, i1, n, 1, s0, s1, off, tq, a, b, c, base, e, True, norms, qq2, out, thr
+                dots, r0, r1, n, 1, s0, s1, off, tq, a, b, c, e, True, norms, qq2, out, thr
             )
         return _score_loop(
-            i0, i1, n, 1, s0, s1, off, tq, a, b, c, base, e, False, norms, qq2, out, thr
+            dots, r0, r1, n, 1, s0, s1, off, tq, a, b, c, e, False, norms, qq2, out, thr
         )
     if l2:
         return _score_loop(
-            i0, i1, n, 2, s0, s1, off, tq, a, b, c, base, e, True, norms, qq2, out, thr
+            dots, r0, r1, n, 2, s0, s1, off, tq, a, b, c, e, True, norms, qq2, out, thr
         )
-    return _score_loop(i0, i1, n, 2, s0, s1, off, tq, a, b, c, base, e, False, norms, qq2, out, thr)
+    return _score_loop(dots, r0, r1, n, 2, s0, s1, off, tq, a, b, c, e, False, norms, qq2, out, thr)
 
 
 @nb.njit(cache=True, inline="always")
@@ -213,6 +209,8 @@ def _scan_vnni(
         pdots = dots.ctypes.data
         for s in range(starts[w], ends[w], _BLOCK):
             n = min(ends[w] - s, _BLOCK)
+            ra, rb, rc = a[s : s + n], b[s : s + n], c[s : s + n]  # sliced once a block
+            rn = norms[s : s + n] if l2 else norms
             pa = pbuf
             sa = drow
             if not in_place:  # rows past n keep the last block's codes: their dots unused
@@ -256,15 +254,16 @@ def _scan_vnni(
                     qq = qidx[p0 + u]
                     slot = qslot[p0 + u]
                     m = counts[slot]
-                    hs = out_s[slot]
-                    thr = qthr[qq] if m < k else max(qthr[qq], hs[0])
+                    thr = qthr[qq] if m < k else max(qthr[qq], out_s[slot, 0])
                     hits = _score_rows(
-                        dots[uu * limbs], dots[uu * limbs + limbs - 1], n, limbs,
+                        dots, uu * limbs, uu * limbs + limbs - 1, n, limbs,
                         qscale[qq * limbs], qscale[qq * limbs + limbs - 1], qoff[qq], t[qq],
-                        a, b, c, s, qadd[p0 + u], l2, norms, qsq[qq], sc, thr,
+                        ra, rb, rc, qadd[p0 + u], l2, rn, qsq[qq], sc, thr,
                     )  # fmt: skip
                     if hits:  # most blocks of a long scan hold no candidate
-                        counts[slot] = _offer_rows(sc, n, s, hs, out_i[slot], m, k, qthr, qq)
+                        counts[slot] = _offer_rows(
+                            sc, n, s, out_s[slot], out_i[slot], m, k, qthr, qq
+                        )
 
 
 def packed_queries(qi: np.ndarray, d: int, bits: int) -> np.ndarray:
@@ -347,6 +346,8 @@ def _scan_tiled(
     pdots = dots.ctypes.data
     for s in range(start, end, _BLOCK):
         n = min(end - s, _BLOCK)
+        ra, rb, rc = a[s : s + n], b[s : s + n], c[s : s + n]  # sliced once a block
+        rn = norms[s : s + n] if l2 else norms
         for r in range(n):  # rows past n keep the last block's codes: their dots unused
             unpack_layout(codes[s + r], layout, row)
             rows_layout(row, r, by_rows)
@@ -363,15 +364,14 @@ def _scan_tiled(
                 qq = qidx[p0 + u]
                 slot = qslot[p0 + u]
                 m = counts[slot]
-                hs = out_s[slot]
-                thr = qthr[qq] if m < k else max(qthr[qq], hs[0])
+                thr = qthr[qq] if m < k else max(qthr[qq], out_s[slot, 0])
                 hits = _score_rows(
-                    dots[uu * limbs], dots[uu * limbs + limbs - 1], n, limbs,
+                    dots, uu * limbs, uu * limbs + limbs - 1, n, limbs,
                     qscale[qq * limbs], qscale[qq * limbs + limbs - 1], qoff[qq], t[qq],
-                    a, b, c, s, qadd[p0 + u], l2, norms, qsq[qq], sc, thr,
+                    ra, rb, rc, qadd[p0 + u], l2, rn, qsq[qq], sc, thr,
                 )  # fmt: skip
                 if hits:
-                    counts[slot] = _offer_rows(sc, n, s, hs, out_i[slot], m, k, qthr, qq)
+                    counts[slot] = _offer_rows(sc, n, s, out_s[slot], out_i[slot], m, k, qthr, qq)
 
 
 @nb.njit(cache=True, fastmath=False, parallel=True)
@@ -405,6 +405,8 @@ def _scan_portable(
         sc = np.empty(_BLOCK, np.float32)
         for s in range(starts[w], ends[w], _BLOCK):
             n = min(ends[w] - s, _BLOCK)
+            ra, rb, rc = a[s : s + n], b[s : s + n], c[s : s + n]  # sliced once a block
+            rn = norms[s : s + n] if l2 else norms
             if not direct:
                 for r in range(n):
                     unpack_layout(codes[s + r], layout, buf8)
@@ -420,15 +422,14 @@ def _scan_portable(
                     for li in range(limbs):
                         dots[li, r] = int_dot(buf[r], qi[qq * limbs + li], d)
                 m = counts[slot]
-                hs = out_s[slot]
-                thr = qthr[qq] if m < k else max(qthr[qq], hs[0])
+                thr = qthr[qq] if m < k else max(qthr[qq], out_s[slot, 0])
                 hits = _score_rows(
-                    dots[0], dots[limbs - 1], n, limbs,
+                    dots, 0, limbs - 1, n, limbs,
                     qscale[qq * limbs], qscale[qq * limbs + limbs - 1], qoff[qq], t[qq],
-                    a, b, c, s, qadd[p0 + u], l2, norms, qsq[qq], sc, thr,
+                    ra, rb, rc, qadd[p0 + u], l2, rn, qsq[qq], sc, thr,
                 )  # fmt: skip
                 if hits:  # most blocks of a long scan hold no candidate
-                    counts[slot] = _offer_rows(sc, n, s, hs, out_i[slot], m, k, qthr, qq)
+                    counts[slot] = _offer_rows(sc, n, s, out_s[slot], out_i[slot], m, k, qthr, qq)
 
 
 def grid_scan_topk(
