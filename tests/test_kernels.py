@@ -679,7 +679,8 @@ def test_packed_dot_reads_codes_where_they_lie(bits, d):
     def dots(codes, qp, bits, out):
         for j in range(codes.shape[0]):
             for v in range(qp.shape[0]):
-                out[j, v] = _packed_dot(codes[j], qp[v], bits)
+                qv = qp[v]
+                out[j, v] = _packed_dot(codes, j, qv, qv[0], qv[1], bits)
 
     rng = np.random.default_rng(bits * 1000 + d)
     codes = rng.integers(0, 1 << bits, (5, d)).astype(np.uint8)

@@ -81,7 +81,18 @@ KERNELS.append(pytest.param((True, False), id="portable-loop"))
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize(
     "spec",
-    ["hd2,rq4", "hd2,rq8", "hd2,rq2", "hd2,rq1", "center,lvq3", "int5", "kl3", "hd2,kl6", "kl4"],
+    [
+        "hd2,rq4",
+        "hd2,rq8",
+        "hd2,rq7",
+        "hd2,rq2",
+        "hd2,rq1",
+        "center,lvq3",
+        "int5",
+        "kl3",
+        "hd2,kl6",
+        "kl4",
+    ],
 )
 @pytest.mark.parametrize("l2", [False, True])
 def test_fused_scan_equals_score_then_topk(spec, l2, kernel, in_place):

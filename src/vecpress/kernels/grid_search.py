@@ -30,7 +30,7 @@ import numpy as np
 
 from .heap import heap_pad, heap_push, heap_sort
 from .maddubs import TILE_ROWS, flush_groups, tile4x16, tile_queries
-from .nibbles import HAVE_AVX2, nibble_row_dot
+from .nibbles import HAVE_AVX2, nibble_dot_at
 from .scan import (
     _BLOCK,
     HAVE_VNNI,
@@ -291,27 +291,28 @@ def packed_queries(qi: np.ndarray, d: int, bits: int) -> np.ndarray:
 
 
 @nb.njit(cache=True, inline="always")
-def _packed_dot(row, qp, bits):
-    """The exact integer dot product of one row's ``bits``-bit codes (1, 2 or 4), packed
+def _packed_dot(codes, j, qv, q0, q1, bits):
+    """The exact integer dot product of row ``j``'s ``bits``-bit codes (1, 2 or 4), packed
     ``8 // bits`` a byte from the lowest bits up, with a query laid out by
-    :func:`packed_queries` (``qp``: its int8[8 // bits, nbytes]): the codes are read where
-    they lie, in a loop over the bytes that the compiler vectorises (4-bit codes:
-    :func:`~vecpress.kernels.nibbles.nibble_row_dot`, by AVX2 where there is AVX2)."""
+    :func:`packed_queries` (``qv``: its int8[8 // bits, nbytes]; ``q0``, ``q1``: its
+    first two rows, taken once by the caller): the codes are read where they lie, in a
+    loop over the bytes that the compiler vectorises (4-bit codes:
+    :func:`~vecpress.kernels.nibbles.nibble_dot_at`, by AVX2 where there is AVX2). The
+    row and the query rows are indexed, not sliced, per row (a slice is a reference
+    count, an atomic add)."""
     acc = np.int32(0)
-    nbytes = qp.shape[1]
+    nbytes = qv.shape[1]
     if bits == 4:
-        acc = nibble_row_dot(row, qp[0], qp[1], nbytes)
+        acc = nibble_dot_at(codes, j, 0, q0, q1, nbytes)
     elif bits == 2:
-        q0, q1, q2, q3 = qp[0], qp[1], qp[2], qp[3]
         for i in range(nbytes):
-            v = np.int32(row[i])
-            acc += (v & 3) * np.int32(q0[i]) + ((v >> 2) & 3) * np.int32(q1[i])
-            acc += ((v >> 4) & 3) * np.int32(q2[i]) + (v >> 6) * np.int32(q3[i])
+            v = np.int32(codes[j, i])
+            acc += (v & 3) * np.int32(qv[0, i]) + ((v >> 2) & 3) * np.int32(qv[1, i])
+            acc += ((v >> 4) & 3) * np.int32(qv[2, i]) + (v >> 6) * np.int32(qv[3, i])
     else:
         for g in range(8):
-            qg = qp[g]
             for i in range(nbytes):
-                acc += ((np.int32(row[i]) >> g) & 1) * np.int32(qg[i])
+                acc += ((np.int32(codes[j, i]) >> g) & 1) * np.int32(qv[g, i])
     return acc
 
 
@@ -415,10 +416,12 @@ def _scan_portable(
             for u in range(nqw):
                 qq = qidx[p0 + u]
                 slot = qslot[p0 + u]
-                for r in range(n):
-                    if direct:
-                        dots[0, r] = _packed_dot(codes[s + r], qp[qq], packed)
-                        continue
+                if direct:
+                    qv = qp[qq]
+                    q0, q1 = qv[0], qv[min(1, qv.shape[0] - 1)]
+                    for r in range(n):
+                        dots[0, r] = _packed_dot(codes, s + r, qv, q0, q1, packed)
+                for r in range(0 if direct else n):
                     for li in range(limbs):
                         dots[li, r] = int_dot(buf[r], qi[qq * limbs + li], d)
                 m = counts[slot]

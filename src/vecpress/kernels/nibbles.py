@@ -98,18 +98,21 @@ def nibble_dot(typingctx, row, q0, q1, chunks):
 
 
 @nb.njit(cache=True, inline="always")
-def nibble_row_dot(row, q0, q1, n):
-    """``Σ_{i < n} lo(row[i]) q0[i] + hi(row[i]) q1[i]`` (exact int32; ``row`` uint8,
-    ``q0``, ``q1`` int8 arrays of at least ``n`` values): whole 32-byte chunks by
-    :func:`nibble_dot` where there is AVX2, the rest by a loop."""
+def nibble_dot_at(codes, j, off, q0, q1, n):
+    """``Σ_{i < n} lo(b_i) q0[i] + hi(b_i) q1[i]`` over the bytes ``b_i = codes[j, off + i]``
+    (exact int32; ``codes`` uint8 2-D with C rows, ``q0``, ``q1`` int8 arrays of at least
+    ``n`` values): whole 32-byte chunks by :func:`nibble_dot` where there is AVX2, the
+    rest by a loop. The row is addressed, not sliced: a slice per row would cost a
+    reference count (an atomic add) per row of a scan."""
     acc = np.int32(0)
     start = 0
     if HAVE_AVX2:
         chunks = n // 32
-        acc = nibble_dot(row.ctypes.data, q0.ctypes.data, q1.ctypes.data, chunks)
+        row = codes.ctypes.data + j * codes.strides[0] + off
+        acc = nibble_dot(row, q0.ctypes.data, q1.ctypes.data, chunks)
         start = 32 * chunks
     for i in range(start, n):
-        v = np.int32(row[i])
+        v = np.int32(codes[j, off + i])
         acc += (v & 15) * np.int32(q0[i]) + (v >> 4) * np.int32(q1[i])
     return acc
 
@@ -126,4 +129,4 @@ def nibble_sums(codes, q0, q1):
     return out
 
 
-__all__ = ["HAVE_AVX2", "nibble_dot", "nibble_row_dot", "nibble_sums"]
+__all__ = ["HAVE_AVX2", "nibble_dot", "nibble_dot_at", "nibble_sums"]

@@ -63,7 +63,7 @@ from .fastscan import (
 )
 from .grid_search import _finish, _sort_slots, _tile1x16, merge_slots, plan_pairs
 from .heap import heap_push
-from .nibbles import nibble_row_dot
+from .nibbles import nibble_dot_at
 from .scan import (
     HAVE_VNNI,
     IN_PLACE_BITS,
@@ -444,13 +444,11 @@ def _dot4(codes, j, q8, qq, row_bytes):
     dimension in the low nibble) with query ``qq`` in the
     :func:`~vecpress.kernels.scan.split_queries` layout (each 128 dimensions: the 64 even
     ones, then the 64 odd ones), read where they lie, 64 bytes at a time
-    (:func:`~vecpress.kernels.nibbles.nibble_row_dot`; the path without VNNI)."""
+    (:func:`~vecpress.kernels.nibbles.nibble_dot_at`; the path without VNNI)."""
     acc = np.int32(0)
     for ch in range(0, row_bytes, 64):
         lim = min(64, row_bytes - ch)
-        acc += nibble_row_dot(
-            codes[j, ch : ch + lim], q8[qq, 2 * ch : 2 * ch + 64], q8[qq, 2 * ch + 64 :], lim
-        )
+        acc += nibble_dot_at(codes, j, ch, q8[qq, 2 * ch : 2 * ch + 64], q8[qq, 2 * ch + 64 :], lim)
     return acc
 
 
