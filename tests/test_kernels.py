@@ -228,32 +228,47 @@ def test_avx2_tile_of_rows_laid_out_by_rows_is_exact(bits, d):
     assert flush >= 1 and 2 * ((1 << bits) - 1) * 127 * flush <= 32767
 
     @numba.njit
-    def run(codes, qt, block, flush, dots):
+    def run(codes, qt, block, flush, split, dots):
+        """Groups ``0 .. split - 1`` (fresh: written over), then the rest (added)."""
         for r in range(codes.shape[0]):
             rows_layout(codes[r], r, block)
+        sa, ng = 4 * block.shape[1], block.shape[0]
         for t in range(qt.shape[0]):
             for r in range(0, codes.shape[0], TILE_ROWS):
+                out = dots[4 * t :].ctypes.data + 4 * r
+                pa, pq = block.ctypes.data + 4 * r, qt[t].ctypes.data
+                tile4x16(pa, sa, pq, split, flush, 1, out, 4 * dots.shape[1])
                 tile4x16(
-                    block.ctypes.data + 4 * r, 4 * block.shape[1], qt[t].ctypes.data,
-                    block.shape[0], flush, dots[4 * t :].ctypes.data + 4 * r, 4 * dots.shape[1],
+                    pa + split * sa, sa, pq + 16 * split, ng - split, flush, 0, out,
+                    4 * dots.shape[1],
                 )  # fmt: skip
 
     block = np.zeros((d // 4, _BLOCK), np.uint32)
     qt = tile_queries(q, order, d // 4)
     assert qt.shape == (2, d // 4, 16)
-    dots = np.full((8, _BLOCK), 7, np.int32)  # the tile overwrites what was there
-    run(codes, qt, block, flush, dots)
+    dots = np.full((8, _BLOCK), 7, np.int32)  # the first segment overwrites what was there
+    run(codes, qt, block, flush, d // 8, dots)
     want = q[order].astype(np.int64) @ codes.astype(np.int64).T
     np.testing.assert_array_equal(dots[:7], want)
     np.testing.assert_array_equal(dots[7], 0)  # the empty query row
 
 
-def test_avx2_tile_takes_no_8_bit_codes():
-    """A single vpmaddubsw of 8-bit codes could saturate: no flush allowed."""
-    from vecpress.kernels.maddubs import flush_groups
+def test_avx2_tile_layout_spreads_8_bit_codes():
+    """A vpmaddubsw pair of 8-bit codes could saturate (2 x 255 x 127 > 32767): the tile
+    layout puts a zero beside each 8-bit code (one product a lane), widens after every
+    group holding one, and lets the other groups flush as their widest code allows."""
+    from vecpress.kernels.maddubs import flush_groups, tile_layout
 
     assert flush_groups(8) == 0
-    assert 2 * 255 * 127 > 32767 >= 2 * 127 * 127
+    assert 2 * 255 * 127 > 32767 >= 255 * 127
+    layout = np.array([[5, 3, 8, 0], [0, 5, 4, 3], [8, 2, 8, 6], [10, 6, 2, 8]])
+    tl, slots, width, segs = tile_layout(layout, 17)  # dimension 16: coded by no run
+    assert tl[:, 0].tolist() == [0, 6, 12, 16]  # 8-bit runs at even bytes, 2 a code
+    assert slots.tolist() == [6, 7, 8, 9, 10, 0, 2, 4, 12, 14, 16, 17, 18, 19, 20, 21, -1]
+    assert width == 22
+    # groups of 4 bytes: 0-7 hold 8-bit codes (flush 1), 8-11 4-bit ones (8), 12-15
+    # 8-bit (1), 16-23 2-bit (43)
+    assert segs.tolist() == [[0, 2, 1], [2, 3, 8], [3, 4, 1], [4, 6, 43]]
 
 
 @pytest.mark.parametrize("portable", KERNELS)

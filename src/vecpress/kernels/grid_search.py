@@ -29,7 +29,7 @@ import numba as nb
 import numpy as np
 
 from .heap import heap_pad, heap_push, heap_sort
-from .maddubs import TILE_ROWS, flush_groups, tile4x16, tile_queries
+from .maddubs import TILE_ROWS, tile4x16, tile_layout, tile_queries, tiled_queries, unpack_tiled
 from .nibbles import HAVE_AVX2, nibble_dot_at
 from .scan import (
     _BLOCK,
@@ -322,13 +322,15 @@ PACKED_BITS = (1, 2, 4)
 
 @nb.njit(cache=True, fastmath=False)
 def _scan_tiled(
-    codes, layout, d, ngroups, start, end, p0, nqw, qidx, qslot, qadd, limbs, qscale, qoff, t,
-    a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr, flush, q8,
+    codes, tlayout, ngroups, start, end, p0, nqw, qidx, qslot, qadd, limbs, qscale, qoff, t,
+    a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr, segs, q8,
 ):  # fmt: skip
     """One item of :func:`_scan_portable` for many query rows, with AVX2: each block of
-    rows unpacked to bytes once, laid out by rows (:func:`~vecpress.kernels.scan.rows_layout`)
-    and scored 4 query rows x 16 code rows at a time (:func:`~vecpress.kernels.maddubs.tile4x16`);
-    the products are the same exact integers as the 16-bit loop's."""
+    rows unpacked to bytes once (:func:`~vecpress.kernels.maddubs.unpack_tiled`), laid out
+    by rows (:func:`~vecpress.kernels.scan.rows_layout`) and scored 4 query rows x 16 code
+    rows at a time (:func:`~vecpress.kernels.maddubs.tile4x16`; ``q8``: the query rows of
+    :func:`~vecpress.kernels.maddubs.tiled_queries`); the products are the same exact
+    integers as the 16-bit loop's."""
     k = out_s.shape[1]
     nv = nqw * limbs
     dq = q8.shape[1]
@@ -340,7 +342,7 @@ def _scan_tiled(
     qt = tile_queries(q8, rows, ngroups)
     row = np.zeros(dq, np.uint8)  # bytes past d stay 0
     by_rows = np.zeros((dq // 4, _BLOCK), np.uint32)
-    dots = np.empty((4, _BLOCK), np.int32)
+    dots = np.zeros((4, _BLOCK), np.int32)  # stays 0 where no code is coded (no segment)
     sc = np.empty(_BLOCK, np.float32)
     pby_rows = by_rows.ctypes.data
     pqt = qt.ctypes.data
@@ -350,14 +352,17 @@ def _scan_tiled(
         ra, rb, rc = a[s : s + n], b[s : s + n], c[s : s + n]  # sliced once a block
         rn = norms[s : s + n] if l2 else norms
         for r in range(n):  # rows past n keep the last block's codes: their dots unused
-            unpack_layout(codes[s + r], layout, row)
+            unpack_tiled(codes[s + r], tlayout, row)
             rows_layout(row, r, by_rows)
         for v0 in range(0, nv, 4):
             for r in range(0, n, TILE_ROWS):
-                tile4x16(
-                    pby_rows + 4 * r, 4 * _BLOCK, pqt + (v0 // 4) * 16 * ngroups, ngroups, flush,
-                    pdots + 4 * r, 4 * _BLOCK,
-                )  # fmt: skip
+                for sg in range(segs.shape[0]):  # the groups of each flush (tile_layout)
+                    g0 = segs[sg, 0]
+                    tile4x16(
+                        pby_rows + 4 * r + g0 * 4 * _BLOCK, 4 * _BLOCK,
+                        pqt + ((v0 // 4) * ngroups + g0) * 16, segs[sg, 1] - g0, segs[sg, 2],
+                        1 if sg == 0 else 0, pdots + 4 * r, 4 * _BLOCK,
+                    )  # fmt: skip
             for uu in range(per_tile):
                 u = v0 // limbs + uu
                 if u >= nqw:
@@ -378,11 +383,11 @@ def _scan_tiled(
 @nb.njit(cache=True, fastmath=False, parallel=True)
 def _scan_portable(
     codes, layout, d, starts, ends, qptr, qidx, qslot, qadd, qi, limbs, qscale, qoff, t,
-    a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr, packed, qp, flush, q8,
+    a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr, packed, qp, tiles, q8, tlayout, ngroups,
+    segs,
 ):  # fmt: skip
     nitems = starts.shape[0]
     k = out_s.shape[1]
-    ngroups = (d + 3) // 4
     for w in nb.prange(nitems):
         p0 = qptr[w]
         nqw = qptr[w + 1] - p0
@@ -392,12 +397,12 @@ def _scan_portable(
         # few queries: each reads the packed codes (unpacking a row costs several dots)
         direct = packed > 0 and nv <= IN_PLACE_ROWS
         # else, with AVX2: rows unpacked to bytes and laid out by rows for 4 x 16 tiles
-        tiled = flush > 0 and not direct
+        tiled = tiles and not direct
         if tiled:
             _scan_tiled(
-                codes, layout, d, ngroups, starts[w], ends[w], p0, nqw, qidx, qslot, qadd,
+                codes, tlayout, ngroups, starts[w], ends[w], p0, nqw, qidx, qslot, qadd,
                 limbs, qscale, qoff, t, a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr,
-                flush, q8,
+                segs, q8,
             )  # fmt: skip
             continue
         buf8 = np.zeros(d, np.uint8)
@@ -519,11 +524,16 @@ def grid_scan_topk(
     else:
         packed = bits if in_place and uniform and limbs == 1 and bits in PACKED_BITS else 0
         qp = packed_queries(qi, d, packed) if packed else np.zeros((qi.shape[0], 1, 1), np.int8)
-        # AVX2 tiles for items of many query rows; codes of 8 bits could saturate them
-        flush = flush_groups(int(layout[:, 2].max(initial=1))) if HAVE_AVX2 and tiles else 0
-        q8 = pad_queries_int8(qi) if flush else np.zeros((4, 64), np.int8)
+        # AVX2 tiles for items of many query rows (8-bit codes spread, tile_layout)
+        tlayout, ngroups, q8 = layout, 0, np.zeros((4, 64), np.int8)
+        segs = np.zeros((0, 3), np.int64)
+        tiles = bool(HAVE_AVX2 and tiles)
+        if tiles:
+            tlayout, slots, width, segs = tile_layout(layout, d)
+            q8, ngroups = tiled_queries(qi, slots, width), (width + 3) // 4
         _scan_portable(
-            codes, layout, d, *args, qi, limbs, qscale, qoff, t, *tail, packed, qp, flush, q8
+            codes, layout, d, *args, qi, limbs, qscale, qoff, t, *tail, packed, qp, tiles, q8,
+            tlayout, ngroups, segs,
         )  # fmt: skip
     _sort_slots(out_s, out_i, counts)
     return out_s, out_i
