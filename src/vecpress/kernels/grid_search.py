@@ -156,6 +156,33 @@ def _offer_rows(sc, n, base, hs, hi, m, k, qthr, qq):
     return m
 
 
+@nb.njit(cache=True, fastmath=False, inline="always")
+def _score_tile(
+    dots, v0, limbs, p0, nqw, qidx, qslot, qadd, qscale, qoff, t, a, b, c, l2, norms, qsq,
+    n, s, sc, out_s, out_i, counts, qthr,
+):  # fmt: skip
+    """Score a block's ``n`` rows (first row ``s``; ``a``, ``b``, ``c``, ``norms`` their
+    slices) for the queries of the tile of query rows ``v0 .. v0 + 3`` (``4 // limbs``
+    queries of the item, their integer dot products in ``dots``) and offer each query's
+    slot the rows that reach its bound."""
+    k = out_s.shape[1]
+    for uu in range(4 // limbs):
+        u = v0 // limbs + uu
+        if u >= nqw:
+            break
+        qq = qidx[p0 + u]
+        slot = qslot[p0 + u]
+        m = counts[slot]
+        thr = qthr[qq] if m < k else max(qthr[qq], out_s[slot, 0])
+        hits = _score_rows(
+            dots, uu * limbs, uu * limbs + limbs - 1, n, limbs,
+            qscale[qq * limbs], qscale[qq * limbs + limbs - 1], qoff[qq], t[qq],
+            a, b, c, qadd[p0 + u], l2, norms, qsq[qq], sc, thr,
+        )  # fmt: skip
+        if hits:  # most blocks of a long scan hold no candidate
+            counts[slot] = _offer_rows(sc, n, s, out_s[slot], out_i[slot], m, k, qthr, qq)
+
+
 @nb.njit(cache=True, fastmath=False, parallel=True)
 def _scan_vnni(
     codes, layout, d, in_place_rows, in_place_bits, starts, ends, qptr, qidx, qslot, qadd, q8, q8n,
@@ -163,8 +190,6 @@ def _scan_vnni(
     qoff, t, a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr, poff, pperm, pctrl, pmask,
 ):  # fmt: skip
     nitems = starts.shape[0]
-    k = out_s.shape[1]
-    per_tile = 4 // limbs
     cs = codes.shape[1]
     total = codes.shape[0] * cs
     pcodes = codes.ctypes.data
@@ -247,23 +272,10 @@ def _scan_vnni(
                         )
                     else:
                         _tile4x4(per_byte, pa + r * sa, sa, pqb + v0 * dq, dq, nch, dst, 4 * _BLOCK)
-                for uu in range(per_tile):
-                    u = v0 // limbs + uu
-                    if u >= nqw:
-                        break
-                    qq = qidx[p0 + u]
-                    slot = qslot[p0 + u]
-                    m = counts[slot]
-                    thr = qthr[qq] if m < k else max(qthr[qq], out_s[slot, 0])
-                    hits = _score_rows(
-                        dots, uu * limbs, uu * limbs + limbs - 1, n, limbs,
-                        qscale[qq * limbs], qscale[qq * limbs + limbs - 1], qoff[qq], t[qq],
-                        ra, rb, rc, qadd[p0 + u], l2, rn, qsq[qq], sc, thr,
-                    )  # fmt: skip
-                    if hits:  # most blocks of a long scan hold no candidate
-                        counts[slot] = _offer_rows(
-                            sc, n, s, out_s[slot], out_i[slot], m, k, qthr, qq
-                        )
+                _score_tile(
+                    dots, v0, limbs, p0, nqw, qidx, qslot, qadd, qscale, qoff, t, ra, rb, rc,
+                    l2, rn, qsq, n, s, sc, out_s, out_i, counts, qthr,
+                )  # fmt: skip
 
 
 def packed_queries(qi: np.ndarray, d: int, bits: int) -> np.ndarray:
@@ -331,10 +343,8 @@ def _scan_tiled(
     rows at a time (:func:`~vecpress.kernels.maddubs.tile4x16`; ``q8``: the query rows of
     :func:`~vecpress.kernels.maddubs.tiled_queries`); the products are the same exact
     integers as the 16-bit loop's."""
-    k = out_s.shape[1]
     nv = nqw * limbs
     dq = q8.shape[1]
-    per_tile = 4 // limbs
     rows = np.empty(nv, np.int64)
     for u in range(nqw):
         for li in range(limbs):
@@ -363,21 +373,10 @@ def _scan_tiled(
                         pqt + ((v0 // 4) * ngroups + g0) * 16, segs[sg, 1] - g0, segs[sg, 2],
                         1 if sg == 0 else 0, pdots + 4 * r, 4 * _BLOCK,
                     )  # fmt: skip
-            for uu in range(per_tile):
-                u = v0 // limbs + uu
-                if u >= nqw:
-                    break
-                qq = qidx[p0 + u]
-                slot = qslot[p0 + u]
-                m = counts[slot]
-                thr = qthr[qq] if m < k else max(qthr[qq], out_s[slot, 0])
-                hits = _score_rows(
-                    dots, uu * limbs, uu * limbs + limbs - 1, n, limbs,
-                    qscale[qq * limbs], qscale[qq * limbs + limbs - 1], qoff[qq], t[qq],
-                    ra, rb, rc, qadd[p0 + u], l2, rn, qsq[qq], sc, thr,
-                )  # fmt: skip
-                if hits:
-                    counts[slot] = _offer_rows(sc, n, s, out_s[slot], out_i[slot], m, k, qthr, qq)
+            _score_tile(
+                dots, v0, limbs, p0, nqw, qidx, qslot, qadd, qscale, qoff, t, ra, rb, rc,
+                l2, rn, qsq, n, s, sc, out_s, out_i, counts, qthr,
+            )  # fmt: skip
 
 
 @nb.njit(cache=True, fastmath=False, parallel=True)
