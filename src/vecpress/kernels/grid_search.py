@@ -460,11 +460,13 @@ def grid_scan_topk(
     block of rows is unpacked to bytes once for all the item's queries, laid out by rows
     (:func:`~vecpress.kernels.scan.rows_layout`) and scored 4 queries x 32 rows at a
     time (batch scans about 1.24 x the queries/s of the 4 x 4 tiles over rows one
-    after another: 100,000 x 384 rows, 1,000 queries, one core). Without VNNI, the
-    same layout is scored 4 queries x 16 rows at a time by AVX2 ``vpmaddubsw``
-    (:mod:`~vecpress.kernels.maddubs`; codes of up to 7 bits) where the CPU has AVX2
-    and ``tiles`` is true, by a 16-bit loop over each unpacked row otherwise (about 4.6
-    x slower: 1,000 MiniLM queries over 100,000 ``hd2,rq4`` rows, AMD EPYC).
+    after another: 100,000 x 384 rows, 1,000 queries, one core). Without VNNI, items
+    of more than :data:`IN_PLACE_ROWS` query rows are scored the same way, 4 queries x
+    16 rows at a time, by AVX2 ``vpmaddubsw`` (:mod:`~vecpress.kernels.maddubs`, every
+    width and layout) where the CPU has AVX2 and ``tiles`` is true; the other items by a
+    16-bit loop over each unpacked row (about 4.6 x slower for 1,000 queries: MiniLM,
+    100,000 ``hd2,rq4`` rows, AMD EPYC; faster for 1-4 query rows, which waste most of
+    a tile).
 
     Parameters
     ----------
