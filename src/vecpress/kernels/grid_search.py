@@ -29,7 +29,7 @@ import numba as nb
 import numpy as np
 
 from .heap import heap_pad, heap_push, heap_sort
-from .maddubs import TILE_ROWS, tile4x16, tile_layout, tile_queries, tiled_queries, unpack_tiled
+from .maddubs import TILE_ROWS, slot_queries, tile4x16, tile_layout, tile_queries, unpack_tiled
 from .nibbles import HAVE_AVX2, nibble_dot_at
 from .scan import (
     _BLOCK,
@@ -341,17 +341,16 @@ def _scan_tiled(
     rows unpacked to bytes once (:func:`~vecpress.kernels.maddubs.unpack_tiled`), laid out
     by rows (:func:`~vecpress.kernels.scan.rows_layout`) and scored 4 query rows x 16 code
     rows at a time (:func:`~vecpress.kernels.maddubs.tile4x16`; ``q8``: the query rows of
-    :func:`~vecpress.kernels.maddubs.tiled_queries`); the products are the same exact
+    :func:`~vecpress.kernels.maddubs.slot_queries`); the products are the same exact
     integers as the 16-bit loop's."""
     nv = nqw * limbs
-    dq = q8.shape[1]
     rows = np.empty(nv, np.int64)
     for u in range(nqw):
         for li in range(limbs):
             rows[u * limbs + li] = qidx[p0 + u] * limbs + li
     qt = tile_queries(q8, rows, ngroups)
-    row = np.zeros(dq, np.uint8)  # bytes past d stay 0
-    by_rows = np.zeros((dq // 4, _BLOCK), np.uint32)
+    row = np.zeros(4 * ngroups, np.uint8)  # bytes no code fills stay 0
+    by_rows = np.zeros((ngroups, _BLOCK), np.uint32)
     dots = np.zeros((4, _BLOCK), np.int32)  # stays 0 where no code is coded (no segment)
     sc = np.empty(_BLOCK, np.float32)
     pby_rows = by_rows.ctypes.data
@@ -533,7 +532,7 @@ def grid_scan_topk(
         tiles = bool(HAVE_AVX2 and tiles)
         if tiles:
             tlayout, slots, width, segs = tile_layout(layout, d)
-            q8, ngroups = tiled_queries(qi, slots, width), (width + 3) // 4
+            q8, ngroups = slot_queries(qi, slots, width), (width + 3) // 4
         _scan_portable(
             codes, layout, d, *args, qi, limbs, qscale, qoff, t, *tail, packed, qp, tiles, q8,
             tlayout, ngroups, segs,

@@ -80,10 +80,10 @@ def tile_layout(layout: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray, int
         tlayout[g, 0] = pos
         slots[first : first + count] = pos + step * np.arange(count)
         pos += step * count
-    width = np.ones(-(-pos // 4) * 4, np.int64)  # bits of the code at each byte (1: none)
+    bits_at = np.ones(-(-pos // 4) * 4, np.int64)  # bits of the code at each byte (1: none)
     for start, count, bits, _ in tlayout.tolist():
-        width[start : start + (2 if bits == 8 else 1) * count] = bits
-    allowed = [1 if b == 8 else flush_groups(b) for b in width.reshape(-1, 4).max(axis=1)]
+        bits_at[start : start + (2 if bits == 8 else 1) * count] = bits
+    allowed = [1 if b == 8 else flush_groups(b) for b in bits_at.reshape(-1, 4).max(axis=1)]
     segments = []
     for g, f in enumerate(allowed):
         if segments and segments[-1][2] == f:
@@ -106,7 +106,7 @@ def unpack_tiled(src, tlayout, dst):
             unpack_row(src, off, bits, count, dst[pos:])
 
 
-def tiled_queries(qi: np.ndarray, slots: np.ndarray, width: int) -> np.ndarray:
+def slot_queries(qi: np.ndarray, slots: np.ndarray, width: int) -> np.ndarray:
     """Query rows (int16/int8 ``[nv, d]`` of int8 values) at the bytes ``slots`` of
     :func:`tile_layout`: int8[nv, width rounded up to 64], zero elsewhere."""
     out = np.zeros((qi.shape[0], max(64, -(-width // 64) * 64)), np.int8)
@@ -212,9 +212,9 @@ __all__ = [
     "TILE_QUERIES",
     "TILE_ROWS",
     "flush_groups",
+    "slot_queries",
     "tile4x16",
     "tile_layout",
     "tile_queries",
-    "tiled_queries",
     "unpack_tiled",
 ]

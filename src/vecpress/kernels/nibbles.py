@@ -14,10 +14,10 @@ for a 384-d row here, AMD EPYC, AVX2).
 Examples
 --------
 >>> import numpy as np
->>> codes = np.full((1, 32), 0x21, np.uint8)  # low nibble 1, high nibble 2
->>> q0, q1 = np.full(32, 3, np.int8), np.full(32, -1, np.int8)
->>> int(nibble_sums(codes, q0, q1)[0]) if HAVE_AVX2 else 32 * (1 * 3 + 2 * -1)
-32
+>>> codes = np.full((1, 40), 0x21, np.uint8)  # low nibble 1, high nibble 2
+>>> q0, q1 = np.full(40, 3, np.int8), np.full(40, -1, np.int8)
+>>> int(nibble_dot_at(codes, 0, 0, q0, q1, 40))  # one 32-byte chunk, 8 bytes by the loop
+40
 """
 
 from __future__ import annotations
@@ -117,16 +117,4 @@ def nibble_dot_at(codes, j, off, q0, q1, n):
     return acc
 
 
-@nb.njit(cache=True)
-def nibble_sums(codes, q0, q1):
-    """:func:`nibble_dot` of every row of ``codes`` (uint8[n, >= 32 m]) over the ``32 m``
-    bytes of ``q0``/``q1`` (int8[32 m]): int32[n]. AVX2 only."""
-    out = np.empty(codes.shape[0], np.int32)
-    m = q0.shape[0] // 32
-    for j in range(codes.shape[0]):
-        p = codes.ctypes.data + j * codes.strides[0]
-        out[j] = nibble_dot(p, q0.ctypes.data, q1.ctypes.data, m)
-    return out
-
-
-__all__ = ["HAVE_AVX2", "nibble_dot", "nibble_dot_at", "nibble_sums"]
+__all__ = ["HAVE_AVX2", "nibble_dot", "nibble_dot_at"]
