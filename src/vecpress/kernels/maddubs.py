@@ -29,6 +29,8 @@ Examples
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numba as nb
 import numpy as np
 from llvmlite import ir
@@ -69,8 +71,17 @@ def tile_layout(layout: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray, int
     the row's bytes; ``segments`` int64[S, 3] rows ``(g0, g1, flush)``: the groups of 4
     bytes ``g0 .. g1 - 1`` that :func:`tile4x16` reads with that ``flush`` (1 where a
     group holds an 8-bit code, else :func:`flush_groups` of its widest code), one
-    segment per run of groups allowing the same."""
-    tlayout = np.array(layout, np.int64).reshape(-1, 4).copy()
+    segment per run of groups allowing the same.
+
+    Cached per layout (the arrays are shared: do not write to them), as a search
+    asks for it on every call."""
+    lay = np.ascontiguousarray(layout, np.int64).reshape(-1, 4)
+    return _tile_layout_of(lay.tobytes(), int(d))
+
+
+@lru_cache(maxsize=64)
+def _tile_layout_of(key: bytes, d: int) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    tlayout = np.frombuffer(key, np.int64).reshape(-1, 4).copy()
     slots = np.full(d, -1, np.int64)
     pos = 0
     for g in range(tlayout.shape[0]):
