@@ -18,7 +18,7 @@ is orthogonal to ``u`` after normalisation by ``<y, u>``).
 The scale search: after a random rotation every unit vector looks alike, so
 the best scale concentrates around a value ``t0(b, d)`` computed once (median
 optimum over fixed-seed Gaussian vectors). Every evaluation of a scale is one
-O(d) pass, compiled and parallel, eight scales per pass over the vector
+O(d) pass, compiled and parallel, eight scales a call, four per pass over the vector
 (:func:`_cosines8`).
 
 - At 2-4 bits and d >= 128 (the *narrow* search) the optimum stays close to
@@ -84,55 +84,52 @@ def _cosine(u, t, levels):
 
 
 @nb.njit(cache=True, fastmath=True, inline="always")
+def _cosines4(a, t0, t1, t2, t3, k):
+    """:func:`_cosine` at the four scales ``t0 .. t3`` in one pass over ``a = |u|``
+    (:func:`_cosines8`)."""
+    h = np.float32(0.5)
+    d0 = d1 = d2 = d3 = np.float32(0.0)
+    n0 = n1 = n2 = n3 = np.float32(0.0)
+    for i in range(a.shape[0]):
+        ai = a[i]
+        m0 = min(np.floor(t0 * ai), k) + h
+        m1 = min(np.floor(t1 * ai), k) + h
+        m2 = min(np.floor(t2 * ai), k) + h
+        m3 = min(np.floor(t3 * ai), k) + h
+        d0 += m0 * ai
+        d1 += m1 * ai
+        d2 += m2 * ai
+        d3 += m3 * ai
+        n0 += m0 * m0
+        n1 += m1 * m1
+        n2 += m2 * m2
+        n3 += m3 * m3
+    return d0 / np.sqrt(n0), d1 / np.sqrt(n1), d2 / np.sqrt(n2), d3 / np.sqrt(n3)
+
+
+@nb.njit(cache=True, fastmath=True, inline="always")
 def _cosines8(a, ts, top):
-    """:func:`_cosine` at the eight scales ``ts`` in one pass over ``a = |u|``.
+    """:func:`_cosine` at the eight scales ``ts``, four per pass over ``a = |u|``.
 
     The grid is symmetric: with ``levels = 2 k + 2``, the centred code of a
     coordinate is ``sign(u_i) (min(floor(t |u_i|), k) + 1/2)`` (``top`` is ``k``),
     the rounding of :func:`_cosine` written without its offset and its clamp at
     0; so ``<y, u> = sum m_i |u_i|`` with ``m_i = |y_i|``, and one pass needs
     six operations a coordinate and scale where :func:`_cosine` takes seven.
-    Eight independent sums keep the vector units busy where one scale at a time
-    waits on its own sums (about 6 times faster per scale). The result is
+    Independent sums keep the vector units busy where one scale at a time waits on
+    its own sums; four scales a pass keep the 8 sums and 4 scales in AVX2's 16
+    vector registers (eight a pass spilled them to the stack). The result is
     :func:`_cosine`'s up to the float32 summation order (and the rounding of an
     exact tie ``t u_i + (levels - 1)/2`` integer, where ``rint`` rounds to even).
     """
     k = np.float32(top)
-    h = np.float32(0.5)
-    a0, a1, a2, a3 = np.float32(ts[0]), np.float32(ts[1]), np.float32(ts[2]), np.float32(ts[3])
-    a4, a5, a6, a7 = np.float32(ts[4]), np.float32(ts[5]), np.float32(ts[6]), np.float32(ts[7])
-    d0 = d1 = d2 = d3 = d4 = d5 = d6 = d7 = np.float32(0.0)
-    n0 = n1 = n2 = n3 = n4 = n5 = n6 = n7 = np.float32(0.0)
-    for i in range(a.shape[0]):
-        ai = a[i]
-        m0 = min(np.floor(a0 * ai), k) + h
-        m1 = min(np.floor(a1 * ai), k) + h
-        m2 = min(np.floor(a2 * ai), k) + h
-        m3 = min(np.floor(a3 * ai), k) + h
-        m4 = min(np.floor(a4 * ai), k) + h
-        m5 = min(np.floor(a5 * ai), k) + h
-        m6 = min(np.floor(a6 * ai), k) + h
-        m7 = min(np.floor(a7 * ai), k) + h
-        d0 += m0 * ai
-        d1 += m1 * ai
-        d2 += m2 * ai
-        d3 += m3 * ai
-        d4 += m4 * ai
-        d5 += m5 * ai
-        d6 += m6 * ai
-        d7 += m7 * ai
-        n0 += m0 * m0
-        n1 += m1 * m1
-        n2 += m2 * m2
-        n3 += m3 * m3
-        n4 += m4 * m4
-        n5 += m5 * m5
-        n6 += m6 * m6
-        n7 += m7 * m7
-    return (
-        d0 / np.sqrt(n0), d1 / np.sqrt(n1), d2 / np.sqrt(n2), d3 / np.sqrt(n3),
-        d4 / np.sqrt(n4), d5 / np.sqrt(n5), d6 / np.sqrt(n6), d7 / np.sqrt(n7),
-    )  # fmt: skip
+    c0, c1, c2, c3 = _cosines4(
+        a, np.float32(ts[0]), np.float32(ts[1]), np.float32(ts[2]), np.float32(ts[3]), k
+    )
+    c4, c5, c6, c7 = _cosines4(
+        a, np.float32(ts[4]), np.float32(ts[5]), np.float32(ts[6]), np.float32(ts[7]), k
+    )
+    return c0, c1, c2, c3, c4, c5, c6, c7
 
 
 @nb.njit(cache=True, fastmath=True, inline="always")
@@ -232,6 +229,7 @@ def _encode(x, bits, t0, out, factors, norms):
     n, d = x.shape
     levels = 1 << bits
     half = (levels - 1) * 0.5
+    half32, top32, zero32 = np.float32(half), np.float32(levels - 1), np.float32(0.0)
     nchunks = (n + _CHUNK - 1) // _CHUNK
     ratios = _search_ratios()
     for ch in nb.prange(nchunks):
@@ -253,13 +251,12 @@ def _encode(x, bits, t0, out, factors, norms):
                     u[i] = x[j, i] * inv
                     a[i] = abs(u[i])
                 t = 1.0 if bits == 1 else _best_scale(a, t0, levels, ratios)
+                t32 = np.float32(t)
                 dot = 0.0
-                for i in range(d):
-                    ci = min(
-                        max(np.rint(np.float32(t) * u[i] + np.float32(half)), 0.0), levels - 1.0
-                    )
+                for i in range(d):  # in float32 (8 lanes; the codes are exact small integers)
+                    ci = min(max(np.rint(t32 * u[i] + half32), zero32), top32)
                     c[i] = np.uint8(ci)
-                    dot += (ci - half) * np.float64(x[j, i])
+                    dot += np.float64(ci - half32) * np.float64(x[j, i])
                 factor = r2 / dot
             pack_row(c, bits, out[j], 0)
             factors[j] = factor
