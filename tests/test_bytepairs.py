@@ -123,11 +123,15 @@ def test_runs_of_mixed_widths_at_any_offset_are_exact(seed):
 
 
 @pytest.mark.parametrize("nq", [1, 2, 3, 4])
-@pytest.mark.parametrize("spec", ["kl4", "hd2,kl6", "hd2,rq3", "hd2,rq7", "rq8", "int5"])
+@pytest.mark.parametrize(
+    "spec", ["kl4", "hd2,kl6", "hd2,rq3", "hd2,rq7", "rq8", "int5", "hd2,rq4", "hd2,rq2", "rq1"]
+)
 def test_few_queries_by_pairs_rank_as_the_codec(spec, nq):
     """The portable scan for 1-4 queries (codes read by byte pairs where the CPU has
-    AVX2, tiles of 4 x 1, 2 x 2 and 1 x 4; one or two limbs) over items whose rows
-    end at the array's end at every remainder of 4: Codec.score + top-k, exactly."""
+    AVX2, tiles of 4 x 1, 2 x 2 and 1 x 4; one or two limbs; 1-, 2- and 4-bit codes
+    of 48 dimensions too, which pairs read faster than the packed loops) over items
+    whose rows end at the array's end at every remainder of 4: Codec.score + top-k,
+    exactly."""
     rng = np.random.default_rng(nq)
     x = gaussian(rng, 203, 48, offset=0.2)
     q = gaussian(rng, nq, 48, offset=0.2)

@@ -331,6 +331,33 @@ def _packed_dot(codes, j, qv, q0, q1, bits):
 
 #: code widths the portable scan reads packed, for items of few queries (:func:`_packed_dot`)
 PACKED_BITS = (1, 2, 4)
+#: with AVX2, 4-bit rows are read packed only while at most this many of their bytes lie
+#: past their last whole 32-byte chunk (:func:`reads_packed`)
+NIBBLE_TAIL = 8
+
+
+def reads_packed(bits: int, d: int) -> bool:
+    """Whether the portable scan reads ``bits``-bit codes of dimension ``d`` packed for
+    items of few queries (:func:`_packed_dot`), rather than by byte pairs
+    (:mod:`~vecpress.kernels.bytepairs`, with AVX2).
+
+    Without AVX2: the widths of :data:`PACKED_BITS`. With AVX2: 4-bit codes whose row
+    leaves at most :data:`NIBBLE_TAIL` bytes to the nibble kernel's scalar loop, past its
+    whole 32-byte chunks; byte pairs read the rest faster. One query over 100,000 rows
+    (AMD EPYC, ``hd2,rq<b>``): 4 bits 789 against 901 µs at d = 64, 1,593 against
+    2,766 at d = 384, but 2,477 against 892 at d = 50 and 1,932 against 1,054 at d = 96;
+    1 and 2 bits by pairs at every d from 32 to 384 (1 bit, d = 384: 9,337 against 2,505).
+
+    Examples
+    --------
+    >>> [reads_packed(4, d) for d in (50, 64, 384)] == [not HAVE_AVX2, True, True]
+    True
+    """
+    if bits not in PACKED_BITS:
+        return False
+    if not HAVE_AVX2:
+        return True
+    return bits == 4 and ((d + 1) // 2) % 32 <= NIBBLE_TAIL
 
 
 @nb.njit(cache=True, fastmath=False)
@@ -483,12 +510,13 @@ def grid_scan_topk(
     split into its codes by shifts and masks in registers. With AVX-512 VBMI as
     well, such items read codes of other widths and mixed-width layouts in place
     too, by parts (:mod:`~vecpress.kernels.wordlanes`). Without VNNI (or
-    ``portable=True``), such items of 1-, 2- and 4-bit codes (one limb) are read packed
-    by an integer loop (:func:`_packed_dot`; 4-bit codes by ``vpmaddubsw`` where the CPU
-    has AVX2, :mod:`~vecpress.kernels.nibbles`) instead of unpacking each row, and codes
-    of other widths and mixed-width layouts by byte pairs where the CPU has AVX2
-    (:mod:`~vecpress.kernels.bytepairs`: one ``kl4`` query over 100,000 384-d rows in
-    2.8 ms, 31.5 ms unpacking each row, AMD EPYC). Otherwise (VNNI and
+    ``portable=True``), such items read their codes in place too: by byte pairs where
+    the CPU has AVX2 (:mod:`~vecpress.kernels.bytepairs`, any width and layout: one
+    ``kl4`` query over 100,000 384-d rows in 2.8 ms, 31.5 ms unpacking each row, AMD
+    EPYC), except 4-bit codes of rows that are mostly whole 32-byte chunks, read packed
+    by ``vpmaddubsw`` (:mod:`~vecpress.kernels.nibbles`, :func:`reads_packed`); without
+    AVX2, 1-, 2- and 4-bit codes of one limb are read packed by an integer loop
+    (:func:`_packed_dot`) and other codes unpacked row by row. Otherwise (VNNI and
     ``in_place=False``, items of more query rows, or no VBMI for those layouts) each
     block of rows is unpacked to bytes once for all the item's queries, laid out by rows
     (:func:`~vecpress.kernels.scan.rows_layout`) and scored 4 queries x 32 rows at a
@@ -558,7 +586,7 @@ def grid_scan_topk(
             parts.offsets, parts.perm, parts.ctrl, parts.mask,
         )  # fmt: skip
     else:
-        packed = bits if in_place and uniform and limbs == 1 and bits in PACKED_BITS else 0
+        packed = bits if in_place and uniform and limbs == 1 and reads_packed(bits, d) else 0
         qp = packed_queries(qi, d, packed) if packed else np.zeros((qi.shape[0], 1, 1), np.int8)
         # AVX2 tiles for items of many query rows (8-bit codes spread, tile_layout)
         tlayout, ngroups, q8 = layout, 0, np.zeros((4, 64), np.int8)
