@@ -1,8 +1,9 @@
 """One query at a time for codes of every width: ``kl``'s mixed widths against ``rq4``.
 
 Issue 15 asks that `kl4` answer one query at a time within 1.3 x the time of
-`hd2,rq4`. Before `vecpress.kernels.wordlanes`, `kl`'s groups (and `rq` codes of
-3, 5, 6, 7 bits) were unpacked to bytes row by row for every query. This script
+`hd2,rq4`. Before `vecpress.kernels.wordlanes` (AVX-512 VBMI) and
+`vecpress.kernels.bytepairs` (AVX2), `kl`'s groups (and `rq` codes of 3, 5, 6, 7
+bits) were unpacked to bytes row by row for every query. This script
 builds flat indexes of several specs on one data set (1 thread) and times
 ``search(q[i:i+1], 10)`` with all indexes *in turn on each query* (``--rounds``
 rounds of ``--queries`` queries), so that drift of a shared machine's speed
@@ -24,6 +25,7 @@ import numpy as np
 import common
 import vecpress
 from common import K, log
+from vecpress.kernels.nibbles import HAVE_AVX2
 from vecpress.kernels.wordlanes import HAVE_VBMI
 
 SPECS = ("hd2,rq4", "kl4", "kl2", "kl3", "hd2,rq3", "hd2,rq5")
@@ -63,7 +65,10 @@ def main() -> None:
                     times[spec].append(time.perf_counter() - t)
                     mismatches[spec] += not np.array_equal(ids[0], batch[i])
     ref = np.median(times[REFERENCE])
-    print(f"- CPU: {common.cpu_model()}; AVX-512 VBMI (codes read by parts): {HAVE_VBMI}")
+    print(
+        f"- CPU: {common.cpu_model()}; AVX-512 VBMI (codes read by parts): {HAVE_VBMI}; "
+        f"AVX2 (codes read by byte pairs where there is no VNNI): {HAVE_AVX2}"
+    )
     print(f"- vecpress source: {common.git_state()}")
     print(f"- data: {data.description} First {base.shape[0]:,} rows, {queries.shape[0]} queries.")
     print(f"- command: `python benchmarks/one_query_widths.py --dataset {args.dataset}`\n")
