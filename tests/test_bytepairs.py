@@ -1,4 +1,5 @@
-"""Codes of any width read in place with AVX2 by byte pairs (vecpress.kernels.bytepairs)."""
+"""Codes of any width read in place with AVX2 by byte pairs (vecpress.kernels.bytepairs);
+their exact dot products are tested with the VBMI reader's, tests/test_wordlanes.py."""
 
 from __future__ import annotations
 
@@ -7,40 +8,23 @@ import pytest
 
 import vecpress
 from _util import gaussian
-from test_wordlanes import _layout_of_runs, _rows
-from vecpress.kernels.bitpack import packed_size
+from test_wordlanes import kl4_like_layout
 from vecpress.kernels.bytepairs import (
     WINDOW_BYTES,
-    pair_dots,
     pair_parts,
     pair_queries,
 )
 from vecpress.kernels.grid_search import grid_scan_topk, merge_slots
-from vecpress.kernels.nibbles import HAVE_AVX2
-from vecpress.kernels.scan import check_layout, grid_queries, query_limbs, uniform_layout
-from vecpress.kernels.wordlanes import code_positions
+from vecpress.kernels.scan import grid_queries, query_limbs, uniform_layout
 from vecpress.search import scan as search_mod
 from vecpress.search.topk import topk
-
-needs_avx2 = pytest.mark.skipif(not HAVE_AVX2, reason="no AVX2 on this machine")
-
-
-def _dots(rows, parts, qi):
-    out = np.zeros(rows.shape[0], np.int32)
-    qp = pair_queries(qi[None], parts)[0]
-    pair_dots(rows, parts.offsets, parts.shuffle, parts.mult, parts.mask, qp, out)
-    return out
 
 
 def test_every_code_lies_in_one_lane_from_its_two_bytes():
     """Each code of a layout is in exactly one lane, whose two bytes (or a zero and one
     byte) are those holding the code's bits, and whose multiplier shifts it down."""
-    rng = np.random.default_rng(0)
-    runs = [(0, 13, 8), (13, 16, 7), (29, 56, 6), (85, 88, 5), (173, 76, 4), (249, 42, 3)]
-    runs += [(291, 36, 2), (327, 40, 1)]
-    layout, row_bytes = _layout_of_runs(rng, runs, 0)
-    parts = pair_parts(check_layout(layout, 384, row_bytes))
-    dims, pos, width = code_positions(layout)
+    layout, dims, pos, width = kl4_like_layout()
+    parts = pair_parts(layout)
     used = parts.dims >= 0
     assert sorted(parts.dims[used].tolist()) == sorted(dims.tolist())  # each code once
     by_dim = dict(zip(dims.tolist(), zip(pos.tolist(), width.tolist(), strict=True), strict=True))
@@ -63,63 +47,9 @@ def test_every_code_lies_in_one_lane_from_its_two_bytes():
     assert len(parts.offsets) == (len(dims) + 15) // 16
 
 
-def test_pair_queries_put_each_dimension_in_its_lanes():
-    parts = pair_parts(uniform_layout(3, 50))
-    qi = np.arange(3 * 50).reshape(3, 50) % 256 - 128
-    qp = pair_queries(qi, parts)
-    assert qp.shape == (4, parts.dims.size) and qp.dtype == np.int16
-    flat = parts.dims.reshape(-1)
-    np.testing.assert_array_equal(qp[:3, flat >= 0], qi[:, flat[flat >= 0]])
-    assert (qp[:3, flat < 0] == 0).all() and (qp[3] == 0).all()
-
-
 def test_pair_queries_reject_values_past_a_limb():
     with pytest.raises(ValueError, match="int8 values"):
         pair_queries(np.array([[0, 128, 1]]), pair_parts(uniform_layout(3, 3)))
-
-
-@pytest.mark.parametrize("shape", [(0, 4), (2, 3), (4,)])
-def test_pair_parts_rejects_what_is_not_a_layout(shape):
-    with pytest.raises(ValueError, match=r"int64\[G, 4\]"):
-        pair_parts(np.zeros(shape, np.int64))
-
-
-@pytest.mark.parametrize("run", [(0, 0, 4, 0), (0, 3, 9, 0), (0, 3, 0, 0), (0, 3, 4, -1)])
-def test_pair_parts_rejects_runs_without_codes_or_of_bad_widths(run):
-    with pytest.raises(ValueError, match="1-8 bits"):
-        pair_parts(np.array([run], np.int64))
-
-
-@needs_avx2
-@pytest.mark.parametrize("bits", range(1, 9))
-@pytest.mark.parametrize("d", [1, 3, 37, 50, 384, 1000])
-def test_uniform_widths_read_by_pairs_are_exact(bits, d):
-    rng = np.random.default_rng(bits * 1000 + d)
-    layout = uniform_layout(bits, d)
-    rows, dense = _rows(rng, 41, layout, packed_size(d, bits) + 3, d)
-    parts = pair_parts(layout)
-    for qi in (rng.integers(-128, 128, d), np.full(d, -128), np.full(d, 127)):
-        np.testing.assert_array_equal(_dots(rows, parts, qi), dense @ qi)
-
-
-@needs_avx2
-@pytest.mark.parametrize("seed", range(6))
-def test_runs_of_mixed_widths_at_any_offset_are_exact(seed):
-    """Runs of random widths (not in dimension order, some dimensions in none, junk
-    bytes between): exact dot products, the largest codes against -128 too."""
-    rng = np.random.default_rng(seed)
-    d = int(rng.integers(20, 700))
-    cuts = np.sort(rng.choice(np.arange(1, d), size=min(7, d - 1), replace=False))
-    spans = [(a, b) for a, b in zip(np.r_[0, cuts], np.r_[cuts, d], strict=True)]
-    rng.shuffle(spans)
-    runs = [(int(a), int(b - a), int(rng.integers(1, 9))) for a, b in spans[:-1]]  # one left out
-    layout, row_bytes = _layout_of_runs(rng, runs, int(rng.integers(0, 9)))
-    row_bytes += int(rng.integers(0, 5))
-    layout = check_layout(layout, d, row_bytes)
-    rows, dense = _rows(rng, 70, layout, row_bytes, d)
-    parts = pair_parts(layout)
-    for qi in (rng.integers(-128, 128, d), np.full(d, -128)):
-        np.testing.assert_array_equal(_dots(rows, parts, qi), dense @ qi)
 
 
 @pytest.mark.parametrize("nq", [1, 2, 3, 4])

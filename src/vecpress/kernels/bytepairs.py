@@ -45,7 +45,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .wordlanes import code_positions
+from .wordlanes import code_positions, lane_queries, layout_key
 
 #: bytes of a window, 16-bit lanes (codes) of a window, and windows of a part
 WINDOW_BYTES = 16
@@ -149,14 +149,7 @@ def pair_parts(layout: np.ndarray) -> PairParts:
     >>> parts.shuffle[0, :8].tolist(), parts.mult[0, :4].tolist(), parts.mask[0, :4].tolist()
     ([128, 0, 0, 1, 1, 2, 128, 2], [256, 2048, 16384, 256], [31, 31, 31, 3])
     """
-    lay = np.ascontiguousarray(layout, np.int64)
-    if lay.ndim != 2 or lay.shape[1] != 4 or lay.shape[0] == 0:
-        raise ValueError(f"a code layout is int64[G, 4] with G >= 1, found shape {lay.shape}")
-    if (lay[:, 1] < 1).any() or (lay[:, 2] < 1).any() or (lay[:, 2] > 8).any() or (lay < 0).any():
-        raise ValueError(
-            f"a code layout's runs have count >= 1 and 1-8 bits, found {lay.tolist()[:4]}"
-        )
-    return _parts_of(lay.tobytes())
+    return _parts_of(layout_key(layout))
 
 
 def pair_queries(qi: np.ndarray, parts: PairParts) -> np.ndarray:
@@ -174,12 +167,7 @@ def pair_queries(qi: np.ndarray, parts: PairParts) -> np.ndarray:
         raise ValueError(
             f"pair queries take int8 values (a limb), found {int(qi.min())}..{int(qi.max())}"
         )
-    nv = qi.shape[0]
-    flat = parts.dims.reshape(-1)
-    out = np.zeros(((nv + 3) // 4 * 4, flat.size), np.int16)
-    used = flat >= 0
-    out[:nv, used] = qi[:, flat[used]]
-    return out
+    return lane_queries(qi, parts.dims, np.int16)
 
 
 def _tile_kernel(nrows: int, nqueries: int):

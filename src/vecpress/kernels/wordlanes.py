@@ -170,6 +170,18 @@ def field_parts(layout: np.ndarray) -> FieldParts:
     >>> parts.offsets.tolist(), parts.ctrl[0, :4].tolist(), parts.mask[0, :4].tolist()
     ([0], [0, 5, 10, 16], [31, 31, 31, 3])
     """
+    return _parts_of(layout_key(layout))
+
+
+def layout_key(layout: np.ndarray) -> bytes:
+    """The bytes of a code layout that the in-place readers cache their tables by, after
+    checking it is one: int64[G, 4] runs of at least one code of 1-8 bits.
+
+    Examples
+    --------
+    >>> len(layout_key(np.array([[0, 3, 5, 0]])))
+    32
+    """
     lay = np.ascontiguousarray(layout, np.int64)
     if lay.ndim != 2 or lay.shape[1] != 4 or lay.shape[0] == 0:
         raise ValueError(f"a code layout is int64[G, 4] with G >= 1, found shape {lay.shape}")
@@ -177,19 +189,26 @@ def field_parts(layout: np.ndarray) -> FieldParts:
         raise ValueError(
             f"a code layout's runs have count >= 1 and 1-8 bits, found {lay.tolist()[:4]}"
         )
-    return _parts_of(lay.tobytes())
+    return lay.tobytes()
+
+
+def lane_queries(qi: np.ndarray, dims: np.ndarray, dtype) -> np.ndarray:
+    """Query rows ``qi`` (``[nv, d]``) laid out in lanes: ``dtype[nv rounded up to 4,
+    dims.size]``, lane ``l`` (of ``dims`` flattened) holding ``qi[:, dims[l]]``, 0 where
+    ``dims[l]`` is -1 (no code) and in the padding rows."""
+    nv = qi.shape[0]
+    flat = dims.reshape(-1)
+    out = np.zeros(((nv + 3) // 4 * 4, flat.size), dtype)
+    used = flat >= 0
+    out[:nv, used] = qi[:, flat[used]]
+    return out
 
 
 def part_queries(qi: np.ndarray, parts: FieldParts) -> np.ndarray:
     """Query rows ``qi`` (int8/int16 ``[nv, d]``, values in [-128, 127]) laid out for
     ``parts``: int8 ``[nv rounded up to 4, P * 64]``, lane ``l`` of part ``p`` holding
     ``qi[:, dims[p, l]]`` (0 where the lane has no code)."""
-    nv = qi.shape[0]
-    flat = parts.dims.reshape(-1)
-    out = np.zeros(((nv + 3) // 4 * 4, flat.size), np.int8)
-    used = flat >= 0
-    out[:nv, used] = qi[:, flat[used]]
-    return out
+    return lane_queries(qi, parts.dims, np.int8)
 
 
 def _load_part(builder, i64, vptr, p, poff, ptabs):
