@@ -28,7 +28,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .bytepairs import NO_PAIRS, WINDOW_BYTES, pair_parts, pair_queries, pair_tile
+from .bytepairs import WINDOW_BYTES, pair_parts, pair_queries, pair_tile
 from .heap import heap_pad, heap_push, heap_sort
 from .maddubs import TILE_ROWS, slot_queries, tile4x16, tile_layout, tile_queries, unpack_tiled
 from .nibbles import HAVE_AVX2, nibble_dot_at
@@ -406,29 +406,90 @@ def _scan_tiled(
             )  # fmt: skip
 
 
+@nb.njit(cache=True, fastmath=False)
+def _scan_pairs(
+    codes, start, end, p0, nqw, qidx, qslot, qadd, limbs, qscale, qoff, t, a, b, c, l2,
+    norms, qsq, out_s, out_i, counts, qthr, pp, nparts, preach, qpair,
+):  # fmt: skip
+    """One item of :func:`_scan_portable` for 1-4 query rows, with AVX2: the codes read
+    where they lie by byte pairs (:func:`~vecpress.kernels.bytepairs.pair_tile`, ``pp``:
+    the addresses of the part tables; ``qpair``: the query rows of
+    :func:`~vecpress.kernels.bytepairs.pair_queries`), ``4 // tq`` code rows x ``tq`` query
+    rows a tile; the products are the same exact integers as the 16-bit loop's. A
+    function of its own, compiled once, so that the parallel scan stays small."""
+    nv = nqw * limbs
+    cs = codes.shape[1]
+    total = codes.shape[0] * cs
+    tq = 1 if nv == 1 else (2 if nv == 2 else 4)
+    step = 4 // tq
+    qb = np.zeros((4, qpair.shape[1]), np.int16)  # the item's query rows
+    for u in range(nqw):
+        for li in range(limbs):
+            qb[u * limbs + li] = qpair[qidx[p0 + u] * limbs + li]
+    # the last rows of the array are copied here first (a part would read past it)
+    drow = max(cs, preach)
+    tail = (end + 3) * cs + drow > total
+    pad = np.zeros((_BLOCK if tail else 1, drow), np.uint8)
+    dots = np.empty((4, _BLOCK), np.int32)
+    sc = np.empty(_BLOCK, np.float32)
+    for s in range(start, end, _BLOCK):
+        n = min(end - s, _BLOCK)
+        ra, rb, rc = a[s : s + n], b[s : s + n], c[s : s + n]  # sliced once a block
+        rn = norms[s : s + n] if l2 else norms
+        pa, sa = codes.ctypes.data + s * cs, cs
+        if (s + (n + step - 1) // step * step - 1) * cs + drow > total:
+            for r in range(n):
+                pad[r, :cs] = codes[s + r]
+            pa, sa = pad.ctypes.data, drow
+        for r in range(0, n, step):
+            pair_tile(
+                tq, pa + r * sa, sa, pp, qb.ctypes.data, 2 * qb.shape[1], nparts,
+                dots.ctypes.data + 4 * r, 4 * _BLOCK,
+            )  # fmt: skip
+        _score_tile(
+            dots, 0, limbs, p0, nqw, qidx, qslot, qadd, qscale, qoff, t, ra, rb, rc,
+            l2, rn, qsq, n, s, sc, out_s, out_i, counts, qthr,
+        )  # fmt: skip
+
+
+@nb.njit(cache=True, fastmath=False, parallel=True)
+def _scan_by_pairs(
+    codes, starts, ends, qptr, qidx, qslot, qadd, limbs, qscale, qoff, t, a, b, c, l2, norms,
+    qsq, out_s, out_i, counts, qthr, poff, pshuf, pmul, pmask, qpair,
+):  # fmt: skip
+    """Every item by :func:`_scan_pairs` (scans of at most :data:`IN_PLACE_ROWS` query rows,
+    with AVX2): a parallel loop of its own, so that a one-query search compiles this
+    small one, not :func:`_scan_portable` (first search of a fresh install: about 10
+    against 24 s here)."""
+    preach = poff.max() + WINDOW_BYTES  # bytes of a row the parts read
+    pp = (poff.ctypes.data, pshuf.ctypes.data, pmul.ctypes.data, pmask.ctypes.data)
+    for w in nb.prange(starts.shape[0]):
+        p0 = qptr[w]
+        nqw = qptr[w + 1] - p0
+        if nqw:
+            _scan_pairs(
+                codes, starts[w], ends[w], p0, nqw, qidx, qslot, qadd, limbs, qscale, qoff,
+                t, a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr, pp, poff.shape[0],
+                preach, qpair,
+            )  # fmt: skip
+
+
 @nb.njit(cache=True, fastmath=False, parallel=True)
 def _scan_portable(
     codes, layout, d, starts, ends, qptr, qidx, qslot, qadd, qi, limbs, qscale, qoff, t,
     a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr, packed, qp, tiles, q8, tlayout, ngroups,
-    segs, poff, pshuf, pmul, pmask, qpair,
+    segs,
 ):  # fmt: skip
     nitems = starts.shape[0]
     k = out_s.shape[1]
-    cs = codes.shape[1]
-    total = codes.shape[0] * cs
-    nparts = poff.shape[0]  # > 0: codes read by byte pairs (HAVE_AVX2 only, grid_scan_topk)
-    preach = poff.max() + WINDOW_BYTES if nparts else 0  # bytes of a row the parts read
-    pp = (poff.ctypes.data, pshuf.ctypes.data, pmul.ctypes.data, pmask.ctypes.data)
     for w in nb.prange(nitems):
         p0 = qptr[w]
         nqw = qptr[w + 1] - p0
         if nqw == 0:
             continue
         nv = nqw * limbs
-        # few queries: each reads the packed codes (unpacking a row costs several dots),
-        # by byte pairs where they are not 1-, 2- or 4-bit codes of one limb
-        by_pairs = HAVE_AVX2 and nparts > 0 and nv <= IN_PLACE_ROWS
-        direct = by_pairs or (packed > 0 and nv <= IN_PLACE_ROWS)
+        # few queries: each reads the packed codes (unpacking a row costs several dots)
+        direct = packed > 0 and nv <= IN_PLACE_ROWS
         # many: with AVX2, rows unpacked to bytes and laid out by rows for 4 x 16 tiles
         # (1-4 query rows waste most of a tile: one kl4 query over 100,000 384-d rows
         # took 40 ms through one, 31.5 by the 16-bit loop, 2.8 by byte pairs)
@@ -442,18 +503,8 @@ def _scan_portable(
             continue
         buf8 = np.zeros(d, np.uint8)
         buf = np.empty((0 if direct else _BLOCK, d), np.int16)
-        dots = np.empty((4, _BLOCK), np.int32)
+        dots = np.empty((2, _BLOCK), np.int32)
         sc = np.empty(_BLOCK, np.float32)
-        # by pairs: the item's query rows, and the tile of 4 // tq code rows x tq query rows
-        tq = 1 if nv == 1 else (2 if nv == 2 else 4)
-        qb = np.zeros((4 if by_pairs else 0, qpair.shape[1]), np.int16)
-        for u in range(nqw if by_pairs else 0):
-            for li in range(limbs):
-                qb[u * limbs + li] = qpair[qidx[p0 + u] * limbs + li]
-        # the last rows of the array are copied here first (a part would read past it)
-        drow = max(cs, preach)
-        tail = by_pairs and (ends[w] + 3) * cs + drow > total
-        pad = np.zeros((_BLOCK if tail else 1, drow), np.uint8)
         for s in range(starts[w], ends[w], _BLOCK):
             n = min(ends[w] - s, _BLOCK)
             ra, rb, rc = a[s : s + n], b[s : s + n], c[s : s + n]  # sliced once a block
@@ -463,22 +514,10 @@ def _scan_portable(
                     unpack_layout(codes[s + r], layout, buf8)
                     for i in range(d):
                         buf[r, i] = buf8[i]
-            if by_pairs:
-                step = 4 // tq
-                pa, sa = codes.ctypes.data + s * cs, cs
-                if (s + (n + step - 1) // step * step - 1) * cs + drow > total:
-                    for r in range(n):
-                        pad[r, :cs] = codes[s + r]
-                    pa, sa = pad.ctypes.data, drow
-                for r in range(0, n, step):
-                    pair_tile(
-                        tq, pa + r * sa, sa, pp, qb.ctypes.data, 2 * qb.shape[1], nparts,
-                        dots.ctypes.data + 4 * r, 4 * _BLOCK,
-                    )  # fmt: skip
             for u in range(nqw):
                 qq = qidx[p0 + u]
                 slot = qslot[p0 + u]
-                if direct and not by_pairs:
+                if direct:
                     qv = qp[qq]
                     q0, q1 = qv[0], qv[min(1, qv.shape[0] - 1)]
                     for r in range(n):
@@ -488,9 +527,8 @@ def _scan_portable(
                         dots[li, r] = int_dot(buf[r], qi[qq * limbs + li], d)
                 m = counts[slot]
                 thr = qthr[qq] if m < k else max(qthr[qq], out_s[slot, 0])
-                v0 = u * limbs if by_pairs else 0  # the query's first row of dots
                 hits = _score_rows(
-                    dots, v0, v0 + limbs - 1, n, limbs,
+                    dots, 0, limbs - 1, n, limbs,
                     qscale[qq * limbs], qscale[qq * limbs + limbs - 1], qoff[qq], t[qq],
                     ra, rb, rc, qadd[p0 + u], l2, rn, qsq[qq], sc, thr,
                 )  # fmt: skip
@@ -510,13 +548,14 @@ def grid_scan_topk(
     split into its codes by shifts and masks in registers. With AVX-512 VBMI as
     well, such items read codes of other widths and mixed-width layouts in place
     too, by parts (:mod:`~vecpress.kernels.wordlanes`). Without VNNI (or
-    ``portable=True``), such items read their codes in place too: by byte pairs where
-    the CPU has AVX2 (:mod:`~vecpress.kernels.bytepairs`, any width and layout: one
-    ``kl4`` query over 100,000 384-d rows in 2.8 ms, 31.5 ms unpacking each row, AMD
-    EPYC), except 4-bit codes of rows that are mostly whole 32-byte chunks, read packed
-    by ``vpmaddubsw`` (:mod:`~vecpress.kernels.nibbles`, :func:`reads_packed`); without
-    AVX2, 1-, 2- and 4-bit codes of one limb are read packed by an integer loop
-    (:func:`_packed_dot`) and other codes unpacked row by row. Otherwise (VNNI and
+    ``portable=True``), scans of at most :data:`IN_PLACE_ROWS` query rows in all read
+    their codes in place too: by byte pairs where the CPU has AVX2
+    (:mod:`~vecpress.kernels.bytepairs`, any width and layout: one ``kl4`` query over
+    100,000 384-d rows in 2.8 ms, 31.5 ms unpacking each row, AMD EPYC), except 4-bit
+    codes of rows that are mostly whole 32-byte chunks, read packed by ``vpmaddubsw``
+    (:mod:`~vecpress.kernels.nibbles`, :func:`reads_packed`). In larger scans, and
+    without AVX2, items of few query rows read 1-, 2- and 4-bit codes of one limb
+    packed (:func:`_packed_dot`) and other codes unpacked row by row. Otherwise (VNNI and
     ``in_place=False``, items of more query rows, or no VBMI for those layouts) each
     block of rows is unpacked to bytes once for all the item's queries, laid out by rows
     (:func:`~vecpress.kernels.scan.rows_layout`) and scored 4 queries x 32 rows at a
@@ -592,19 +631,23 @@ def grid_scan_topk(
         tlayout, ngroups, q8 = layout, 0, np.zeros((4, 64), np.int8)
         segs = np.zeros((0, 3), np.int64)
         # (no item has more query rows than the whole scan: for a few, no tile)
-        tiles = bool(HAVE_AVX2 and tiles and qi.shape[0] > IN_PLACE_ROWS)
+        nrows = qi.shape[0]
+        tiles = bool(HAVE_AVX2 and tiles and nrows > IN_PLACE_ROWS)
         if tiles:
             tlayout, slots, width, segs = tile_layout(layout, d)
             q8, ngroups = slot_queries(qi, slots, width), (width + 3) // 4
-        # AVX2 byte pairs for items of few query rows, where the codes are not read packed
-        pairs = NO_PAIRS
-        if HAVE_AVX2 and in_place and not packed and layout.shape[0]:
+        if HAVE_AVX2 and in_place and not packed and layout.shape[0] and nrows <= IN_PLACE_ROWS:
+            # by byte pairs (no item has more query rows than the whole scan)
             pairs = pair_parts(layout)
-        qpair = pair_queries(qi, pairs) if pairs.offsets.shape[0] else np.zeros((0, 0), np.int16)
-        _scan_portable(
-            codes, layout, d, *args, qi, limbs, qscale, qoff, t, *tail, packed, qp, tiles, q8,
-            tlayout, ngroups, segs, pairs.offsets, pairs.shuffle, pairs.mult, pairs.mask, qpair,
-        )  # fmt: skip
+            _scan_by_pairs(
+                codes, *args, limbs, qscale, qoff, t, *tail, pairs.offsets, pairs.shuffle,
+                pairs.mult, pairs.mask, pair_queries(qi, pairs),
+            )  # fmt: skip
+        else:
+            _scan_portable(
+                codes, layout, d, *args, qi, limbs, qscale, qoff, t, *tail, packed, qp, tiles,
+                q8, tlayout, ngroups, segs,
+            )  # fmt: skip
     _sort_slots(out_s, out_i, counts)
     return out_s, out_i
 
