@@ -337,9 +337,10 @@ NIBBLE_TAIL = 8
 
 
 def reads_packed(bits: int, d: int) -> bool:
-    """Whether the portable scan reads ``bits``-bit codes of dimension ``d`` packed for
-    items of few queries (:func:`_packed_dot`), rather than by byte pairs
-    (:mod:`~vecpress.kernels.bytepairs`, with AVX2).
+    """Whether the portable scan of at most :data:`IN_PLACE_ROWS` query rows reads
+    ``bits``-bit codes of dimension ``d`` packed (:func:`_packed_dot`), rather than by
+    byte pairs (:mod:`~vecpress.kernels.bytepairs`, with AVX2). (In larger scans, items
+    of few query rows read the widths of :data:`PACKED_BITS` packed.)
 
     Without AVX2: the widths of :data:`PACKED_BITS`. With AVX2: 4-bit codes whose row
     leaves at most :data:`NIBBLE_TAIL` bytes to the nibble kernel's scalar loop, past its
@@ -625,19 +626,23 @@ def grid_scan_topk(
             parts.offsets, parts.perm, parts.ctrl, parts.mask,
         )  # fmt: skip
     else:
-        packed = bits if in_place and uniform and limbs == 1 and reads_packed(bits, d) else 0
-        qp = packed_queries(qi, d, packed) if packed else np.zeros((qi.shape[0], 1, 1), np.int8)
+        packed = bits if in_place and uniform and limbs == 1 and bits in PACKED_BITS else 0
+        # scans of at most IN_PLACE_ROWS query rows (no item has more): byte pairs with
+        # AVX2, unless the codes are read faster packed
+        nrows = qi.shape[0]
+        by_pairs = HAVE_AVX2 and in_place and layout.shape[0] and nrows <= IN_PLACE_ROWS
+        by_pairs = bool(by_pairs and not (packed and reads_packed(bits, d)))
+        read_packed = packed and not by_pairs
+        qp = packed_queries(qi, d, packed) if read_packed else np.zeros((nrows, 1, 1), np.int8)
         # AVX2 tiles for items of many query rows (8-bit codes spread, tile_layout)
         tlayout, ngroups, q8 = layout, 0, np.zeros((4, 64), np.int8)
         segs = np.zeros((0, 3), np.int64)
         # (no item has more query rows than the whole scan: for a few, no tile)
-        nrows = qi.shape[0]
         tiles = bool(HAVE_AVX2 and tiles and nrows > IN_PLACE_ROWS)
         if tiles:
             tlayout, slots, width, segs = tile_layout(layout, d)
             q8, ngroups = slot_queries(qi, slots, width), (width + 3) // 4
-        if HAVE_AVX2 and in_place and not packed and layout.shape[0] and nrows <= IN_PLACE_ROWS:
-            # by byte pairs (no item has more query rows than the whole scan)
+        if by_pairs:
             pairs = pair_parts(layout)
             _scan_by_pairs(
                 codes, *args, limbs, qscale, qoff, t, *tail, pairs.offsets, pairs.shuffle,
