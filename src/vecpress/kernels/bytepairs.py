@@ -47,12 +47,10 @@ from numba.extending import intrinsic
 
 from .wordlanes import code_positions, lane_queries, layout_key
 
-#: bytes of a window, 16-bit lanes (codes) of a window, and windows of a part
+#: bytes of a window, and 16-bit lanes (codes) of a window (a part: two windows, one
+#: AVX2 register of 16 lanes)
 WINDOW_BYTES = 16
 WINDOW_CODES = 8
-PART_WINDOWS = 2
-#: lanes (codes) of a part
-PART_LANES = WINDOW_CODES * PART_WINDOWS
 #: the ``vpshufb`` index that yields a zero byte
 _ZERO = 0x80
 
@@ -81,16 +79,6 @@ dims : int64[P, 16]
 reach : int
     Bytes of a row the parts read, counted from its start (``max(offsets) + 16``).
 """
-
-#: the parts of no layout (scans that read no code by pairs)
-NO_PAIRS = PairParts(
-    np.zeros((0, 2), np.int64),
-    np.zeros((0, 32), np.uint8),
-    np.zeros((0, 16), np.uint16),
-    np.zeros((0, 16), np.uint16),
-    np.zeros((0, 16), np.int64),
-    0,
-)
 
 
 @lru_cache(maxsize=64)
@@ -287,7 +275,6 @@ def pair_dots(codes, offsets, shuffle, mult, mask, qp, out):
 
 
 __all__ = [
-    "NO_PAIRS",
     "PairParts",
     "pair_dots",
     "pair_parts",

@@ -412,12 +412,11 @@ def _scan_pairs(
     codes, start, end, p0, nqw, qidx, qslot, qadd, limbs, qscale, qoff, t, a, b, c, l2,
     norms, qsq, out_s, out_i, counts, qthr, pp, nparts, preach, qpair,
 ):  # fmt: skip
-    """One item of :func:`_scan_portable` for 1-4 query rows, with AVX2: the codes read
+    """One item of :func:`_scan_by_pairs` (1-4 query rows, AVX2): the codes read
     where they lie by byte pairs (:func:`~vecpress.kernels.bytepairs.pair_tile`, ``pp``:
     the addresses of the part tables; ``qpair``: the query rows of
     :func:`~vecpress.kernels.bytepairs.pair_queries`), ``4 // tq`` code rows x ``tq`` query
-    rows a tile; the products are the same exact integers as the 16-bit loop's. A
-    function of its own, compiled once, so that the parallel scan stays small."""
+    rows a tile; the products are the same exact integers as the 16-bit loop's."""
     nv = nqw * limbs
     cs = codes.shape[1]
     total = codes.shape[0] * cs
