@@ -28,6 +28,10 @@ flips, hostile headers and ``kill -9`` are in ``test_storage.py``):
   (the old inode must keep working).
 * **Fuzz regressions.** Every file in ``tests/data/fuzz_regressions/`` (inputs
   found by ``fuzz/fuzz_open.py``) must raise ``FormatError``.
+* **A file shrunk under a memory-mapped index** (truncated in place by another
+  program): every use of its rows raises ``FormatError`` instead of a bus error
+  that kills the process; private copies, and mapped indexes whose rows an add
+  copied into memory, keep working; a collection's segments likewise.
 
 Sizes: ``VECPRESS_FAULT_TRIALS`` (default 3000, as in ``test_storage.py``)
 scales the disk-full offsets (N/30, at least 100) and the readers' time
@@ -511,6 +515,74 @@ def test_fuzz_regressions_are_format_errors(tmp_path, blob):
     with pytest.raises(FormatError, match=r"f\.vpi"):
         index = vecpress.open(path, mmap=True)
         index.verify()
+
+
+# -- a file shrunk under a memory-mapped index ----------------------------------------
+SHRUNK = r"i\.vpi.*shrank from"
+
+
+@pytest.mark.parametrize("verified", [False, True], ids=["lazy", "verified"])
+def test_a_file_shrunk_under_a_mapped_index_is_a_format_error(tmp_path, verified):
+    """A file truncated in place after it was opened (another program writing over it)
+    would have a mapped index read past its end: a bus error that kills the process.
+    Every use of the rows raises ``FormatError`` instead, before reading them; a
+    private copy (``mmap=False``) and a mapped index whose rows an add copied into
+    memory keep working. ``verified``: every block checked before the truncation (no
+    deferred check left to run, only the size check)."""
+    index = small_index("l2", n=3000, d=64, ivf=8, rerank_spec="int8")
+    q = np.random.default_rng(7).standard_normal((3, 64)).astype(np.float32)
+    path = tmp_path / "i.vpi"
+    index.save(path)
+    expect = query(index, q)
+    mapped, private, copied = (vecpress.open(path, mmap=m) for m in (True, False, True))
+    assert same(query(mapped, q), expect)
+    if verified:
+        mapped.verify()
+    more = np.random.default_rng(8).standard_normal((10, 64)).astype(np.float32)
+    copied.add(more, ids=np.arange(10) + 10**6)  # its rows are now in memory
+    os.truncate(path, path.stat().st_size // 2)
+    for use in (
+        lambda: query(mapped, q),
+        lambda: mapped.search(q, 5),
+        lambda: mapped.search(q, 5, rerank="auto"),
+        lambda: mapped.search(q, 5, allow=[5, 7, 9]),
+        mapped.verify,
+        lambda: mapped.ids,
+        lambda: mapped.contains([5]),
+        lambda: mapped.reconstruct([5]),
+        lambda: mapped.add(more),
+        lambda: mapped.remove([5]),
+        lambda: mapped.save(tmp_path / "other.vpi"),
+    ):
+        with pytest.raises(FormatError, match=SHRUNK):
+            use()
+    assert mapped.ntotal == 3000 and not (tmp_path / "other.vpi").exists()
+    assert same(query(private, q), expect)
+    got = query(copied, q)
+    assert got.ids.shape == (3, 5) and np.isfinite(got.scores).all()
+    # the same bytes again: the mapped index reads them as before
+    index.save(tmp_path / "again.vpi")
+    os.truncate(path, 0)
+    with open(path, "r+b") as f:
+        f.write((tmp_path / "again.vpi").read_bytes())
+    assert same(query(mapped, q), expect)
+
+
+def test_a_file_shrunk_under_a_collection_is_a_format_error(tmp_path):
+    """The same through a collection, whose segments are mapped index files."""
+    x = np.random.default_rng(9).standard_normal((500, 32)).astype(np.float32)
+    col = vecpress.Collection.create(tmp_path / "c", spec="hd2,rq4", dim=32, metric="ip")
+    col.add(x, ids=[f"d{i}" for i in range(500)])
+    col.flush()
+    col.close()
+    col = vecpress.Collection.open(tmp_path / "c")
+    col.search(x[:2], 3)  # the segments mapped
+    segments = sorted((tmp_path / "c").rglob("*.vpi"))
+    assert segments, "the collection holds no segment file"
+    for seg in segments:
+        os.truncate(seg, seg.stat().st_size // 2)
+    with pytest.raises(FormatError, match=r"\.vpi.*shrank from"):
+        col.search(x[:2], 3)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,14 @@ What is validated when:
   search that reads it.
 * With ``mmap=True``, versions 1 and 2: every data section's CRC and contents
   on :meth:`Index.verify` or the first use of the data (search included).
+* With ``mmap=True``, before every read of the mapped rows (a search, a verification,
+  anything that reads the data): that the file still holds the bytes it held when
+  opened (:attr:`IndexState.file_check`, one ``fstat``). Reading a mapped page past
+  the end of a file shrunk since (truncated in place by another program, e.g. copied
+  over with ``cp``) is a bus error that kills the process; this turns it into a
+  ``FormatError``. A file that shrinks *while* a read runs can still end it so: only a
+  private copy (``mmap=False``) is safe from that. A file replaced by :func:`save`
+  (a rename, a new file) never shrinks under an index that maps the old one.
 
 Saving writes a temp file ``.<name>.<pid>.<random>.vptmp`` in the same
 directory, fsyncs it, renames it over the path with ``os.replace`` and fsyncs
@@ -106,6 +114,7 @@ import contextlib
 import mmap as _mmap
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -203,6 +212,10 @@ class IndexState:
     next_id : int
     pending_check : DeferredCheck or None
         Set by :func:`load` with ``mmap=True``: the data checks still to run.
+    file_check : callable or None
+        Set by :func:`load` with ``mmap=True``: raises ``FormatError`` if the file
+        mapped by ``ids``, ``norms``, ``codes`` and ``rerank_codes`` no longer holds
+        all their bytes (call it before reading them).
     """
 
     codec: Codec
@@ -219,6 +232,7 @@ class IndexState:
     rerank_codes: np.ndarray | None
     next_id: int
     pending_check: DeferredCheck | None = None
+    file_check: Callable[[], None] | None = None
 
     @property
     def tier_sizes(self) -> tuple[int, int]:
@@ -729,16 +743,38 @@ def load(path, mmap: bool = True) -> IndexState:
             buf = _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_READ)
             if len(buf) != size:
                 raise _fail(path, "footer", f"file changed size while opening ({len(buf)})")
+            file_check = _file_check(buf, size, path)
             small = next(e["offset"] for e in entries if e["name"] == "ids")
             if hasattr(buf, "madvise"):  # what open reads now, in one request (advice only)
                 with contextlib.suppress(OSError, ValueError):
                     buf.madvise(_mmap.MADV_WILLNEED, 0, small)
         else:
+            file_check = None
             buf = bytearray(size)
             f.seek(0)
             if f.readinto(buf) != size:
                 raise _fail(path, "footer", "file shrank while reading")
-    return _build(meta, entries, hlen, buf, path, lazy=mmap)
+    state = _build(meta, entries, hlen, buf, path, lazy=mmap)
+    state.file_check = file_check
+    return state
+
+
+def _file_check(buf: _mmap.mmap, size: int, path: str) -> Callable[[], None]:
+    """:attr:`IndexState.file_check` of a file of ``size`` bytes mapped by ``buf``: the
+    file's size now (``fstat`` of the map's own descriptor, so the file opened, even
+    if renamed or deleted since) at least ``size``."""
+
+    def check() -> None:
+        now = buf.size()
+        if now < size:
+            raise _fail(
+                path,
+                "footer",
+                f"the file shrank from {size:,} to {now:,} bytes after it was opened "
+                "(memory-mapped, its rows cannot be read; open it again)",
+            )
+
+    return check
 
 
 def _build(

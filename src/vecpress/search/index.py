@@ -286,6 +286,7 @@ class Index:
         self._next_id = 0
         self._stage: _search.Stage | None = None
         self._pending_check: storage.DeferredCheck | None = None  # lazily verified files
+        self._file_check = None  # a memory-mapped file's size check (IndexState.file_check)
         self._lock = ReadWriteLock()  # searches share it; add/remove/train hold it alone
 
     # -- state -------------------------------------------------------------
@@ -413,15 +414,34 @@ class Index:
         )
 
     def _ensure_checked(self) -> None:
+        self._check_file()
         if self._pending_check is not None:
             self._pending_check()
             self._pending_check = None
 
+    def _check_file(self) -> None:
+        """While some rows are read from a memory-mapped file: a ``FormatError`` if the
+        file has shrunk since it was opened (reading past its end would kill the
+        process with a bus error; :attr:`vecpress.files.storage.IndexState.file_check`).
+        Once every row store is a copy in memory (an add or remove copies them), the
+        file no longer matters and the check is dropped."""
+        check = self._file_check
+        if check is None:
+            return
+        stores = (self._ids, self._codes, self._norms, self._rcodes)
+        if all(b is None or b.data.flags.writeable for b in stores):
+            self._file_check = None
+            return
+        check()
+
     def _check_reads(self, names: tuple[str, ...], *, lists=None, rows=None) -> None:
         """Before a search reads the file sections ``names`` (``"codes"``, ``"norms"``,
         ``"ids"``, ``"rerank_codes"``) at the rows of ``lists`` or at ``rows`` (``-1``:
-        none) of a lazily verified file: verify the blocks holding them (format 3),
-        or everything (formats 1 and 2). Nothing to do for other indexes."""
+        none) of a memory-mapped file: check that the file has not shrunk
+        (:meth:`_check_file`); of a lazily verified one, verify the blocks holding
+        them (format 3), or everything (formats 1 and 2). Nothing to do for other
+        indexes."""
+        self._check_file()
         check = self._pending_check
         if check is None:
             return
@@ -1437,6 +1457,7 @@ class Index:
         index._rcodes = None if state.rerank_codes is None else _Buffer(state.rerank_codes)
         index._next_id = state.next_id
         index._pending_check = state.pending_check
+        index._file_check = state.file_check
         index._check_consistent()
         return index
 
