@@ -49,10 +49,12 @@ def dumps(meta: Mapping | None) -> str:
 
     Examples
     --------
-    >>> dumps(None), dumps({"b": [1, None], "a": np.float32(0.5)})
-    ('{}', '{"a":0.5,"b":[1,null]}')
+    >>> dumps(None), dumps({}), dumps({"b": [1, None], "a": np.float32(0.5)})
+    ('{}', '{}', '{"a":0.5,"b":[1,null]}')
     """
-    return _ENCODER.encode({} if meta is None else dict(meta))
+    if meta is None or (type(meta) is dict and not meta):
+        return "{}"  # most documents of a bulk build: no metadata (no encoder call)
+    return _ENCODER.encode(dict(meta))
 
 
 _ENCODER = json.JSONEncoder(
