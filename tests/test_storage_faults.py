@@ -540,9 +540,11 @@ def test_a_file_shrunk_under_a_mapped_index_is_a_format_error(tmp_path, verified
         mapped.verify()
     more = np.random.default_rng(8).standard_normal((10, 64)).astype(np.float32)
     copied.add(more, ids=np.arange(10) + 10**6)  # its rows are now in memory
+    shared = Index.from_state(mapped.to_state())  # the same mapped rows
     os.truncate(path, path.stat().st_size // 2)
     for use in (
         lambda: query(mapped, q),
+        lambda: query(shared, q),
         lambda: mapped.search(q, 5),
         lambda: mapped.search(q, 5, rerank="auto"),
         lambda: mapped.search(q, 5, allow=[5, 7, 9]),
@@ -583,6 +585,7 @@ def test_a_file_shrunk_under_a_collection_is_a_format_error(tmp_path):
         os.truncate(seg, seg.stat().st_size // 2)
     with pytest.raises(FormatError, match=r"\.vpi.*shrank from"):
         col.search(x[:2], 3)
+    col.close()
 
 
 if __name__ == "__main__":

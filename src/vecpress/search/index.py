@@ -1421,6 +1421,7 @@ class Index:
                 np.zeros((0, second), np.uint8) if fresh and self.has_second_tier else None,
             ),
             next_id=self._next_id,
+            file_check=self._file_check,  # its arrays may be the mapped rows themselves
         )
 
     @classmethod
