@@ -631,16 +631,6 @@ def grid_scan_topk(
         nrows = qi.shape[0]
         by_pairs = HAVE_AVX2 and in_place and layout.shape[0] and nrows <= IN_PLACE_ROWS
         by_pairs = bool(by_pairs and not (packed and reads_packed(bits, d)))
-        read_packed = packed and not by_pairs
-        qp = packed_queries(qi, d, packed) if read_packed else np.zeros((nrows, 1, 1), np.int8)
-        # AVX2 tiles for items of many query rows (8-bit codes spread, tile_layout)
-        tlayout, ngroups, q8 = layout, 0, np.zeros((4, 64), np.int8)
-        segs = np.zeros((0, 3), np.int64)
-        # (no item has more query rows than the whole scan: for a few, no tile)
-        tiles = bool(HAVE_AVX2 and tiles and nrows > IN_PLACE_ROWS)
-        if tiles:
-            tlayout, slots, width, segs = tile_layout(layout, d)
-            q8, ngroups = slot_queries(qi, slots, width), (width + 3) // 4
         if by_pairs:
             pairs = pair_parts(layout)
             _scan_by_pairs(
@@ -648,6 +638,15 @@ def grid_scan_topk(
                 pairs.mult, pairs.mask, pair_queries(qi, pairs),
             )  # fmt: skip
         else:
+            qp = packed_queries(qi, d, packed) if packed else np.zeros((nrows, 1, 1), np.int8)
+            # AVX2 tiles for items of many query rows (8-bit codes spread, tile_layout)
+            tlayout, ngroups, q8 = layout, 0, np.zeros((4, 64), np.int8)
+            segs = np.zeros((0, 3), np.int64)
+            # (no item has more query rows than the whole scan: for a few, no tile)
+            tiles = bool(HAVE_AVX2 and tiles and nrows > IN_PLACE_ROWS)
+            if tiles:
+                tlayout, slots, width, segs = tile_layout(layout, d)
+                q8, ngroups = slot_queries(qi, slots, width), (width + 3) // 4
             _scan_portable(
                 codes, layout, d, *args, qi, limbs, qscale, qoff, t, *tail, packed, qp, tiles,
                 q8, tlayout, ngroups, segs,
