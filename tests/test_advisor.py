@@ -306,7 +306,7 @@ def test_advise_commands_reproduce_the_measured_recall(files, capsys):
     assert strict / 10 >= 0.9
     assert doc["why"].startswith(doc["choice"]["label"])
     argv.remove("--json")
-    assert main(argv) == 0
+    assert main([*argv, "--grid", "quick"]) == 0  # the text output (a smaller search)
     why = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("why: ")]
     assert len(why) == 1 and "0.9" in why[0]  # in the text too
 
@@ -488,6 +488,29 @@ def test_cli_build_with_training_queries(files, data, capsys):
     bad = [*argv, "--train-queries", str(files / "bad.npy"), "--no-progress"]
     assert main(bad) != 0
     assert "dimension 48" in capsys.readouterr().err
+
+
+def test_a_second_advice_on_a_workload_measures_nothing_again(data):
+    """Records are kept per workload: advising again (here the same target, then a
+    budget) fits, builds and times only what was not measured before."""
+    w = Workload(*data, "cosine", 10)
+    first = advise(w, target_recall=0.9, grid="quick")
+    measured = len(w.records)
+    started = []
+    again = advise(w, target_recall=0.9, grid="quick", starting=lambda c, s, _: started.append(s))
+    assert len(w.records) == measured and started and all(s == 0 for s in started)
+    for key in ("label", "recall_at_k", "bytes_per_vector"):
+        assert again.choice[key] == first.choice[key]
+    labels = {r["label"] for r in w.records}
+    assert len(labels) == len(w.records)  # each configuration once
+    budget = advise(w, budget_bytes=40, grid="quick")
+    assert {r["label"] for r in w.records[measured:]}.isdisjoint(labels)
+    for r in budget.records:  # what was measured before is free, the rest is predicted
+        assert (r["predicted_s"] == 0) == (r["label"] in labels), r["label"]
+    # a record handed out is a copy: annotating it changes nothing kept
+    r = w.measure(Config("center,hd2,rq3"))
+    r["qps_1t"] = -1.0
+    assert w.measure(Config("center,hd2,rq3"))["qps_1t"] > 0
 
 
 def test_progress_names_the_configuration_being_measured(workload):

@@ -224,8 +224,9 @@ class _Search:
         self.plan_left = 0.0
 
     def predict(self, config: Config) -> float:
-        """Seconds measuring ``config`` should take now (0 once measured)."""
-        if config in self.seen:
+        """Seconds measuring ``config`` should take now (0 once measured, in this
+        search or an earlier one on the same workload)."""
+        if config in self.seen or self.w.has_record(config):
             return 0.0
         built = config.build_key in self.w._built
         kmeans = config.ivf is not None and config.ivf not in self.w._centroids
@@ -432,7 +433,7 @@ def advise(
     >>> import numpy as np
     >>> from vecpress.advisor.datasets import synthetic
     >>> base, queries = synthetic(n=3000, d=64, n_queries=100)
-    >>> a = advise(Workload(base, queries), target_recall=0.9)
+    >>> a = advise(Workload(base, queries), target_recall=0.9, grid="quick")
     >>> a.met, a.choice["recall_at_k"] >= 0.9, a.choice["bytes_per_vector"] < 4 * 64
     (True, True, True)
     """

@@ -432,6 +432,7 @@ class Workload:
         self._kmeans_s: dict[int, float] = {}
         self._codec_stats: dict[str, dict] = {}
         self._sizes: dict[str, int] = {}
+        self._measured: dict[Config, dict] = {}
         self.records: list[dict] = []
 
     @property
@@ -511,7 +512,10 @@ class Workload:
 
     def retime(self, configs: list[Config], rounds: int = 3) -> list[float]:
         """Queries/s on one thread of each of ``configs``, timed again in alternation
-        (``rounds`` times each, the median kept), so that they share the machine's load.
+        (``rounds`` times each, the fastest round kept), so that they share the machine's
+        load. Other work on the machine only ever slows a round down, so the fastest
+        is the least disturbed: a gap between two configurations must then hold in
+        their best rounds, not appear because load fell on one of them twice.
 
         Examples
         --------
@@ -521,12 +525,12 @@ class Workload:
         >>> a > 0 and b > 0
         True
         """
-        times: list[list[float]] = [[] for _ in configs]
+        qps: list[list[float]] = [[] for _ in configs]
         for _ in range(rounds):
             for i, c in enumerate(configs):
                 index, _ = self._index(c)
-                times[i].append(self._timed_search(index, c, 1)[0])
-        return [float(np.median(t)) for t in times]
+                qps[i].append(self._timed_search(index, c, 1)[0])
+        return [max(q) for q in qps]
 
     def recalls(self, found: np.ndarray) -> dict:
         """``recall_at_k`` and ``recall_se`` by this workload's definition, and both
@@ -558,8 +562,20 @@ class Workload:
             self._codec_stats[codec.spec] = {"graph_recall": graph, **d}
         return self._codec_stats[codec.spec]
 
+    def has_record(self, config: Config) -> bool:
+        """Whether ``config`` has a record already (:meth:`measure` returns it at once)."""
+        return config in self._measured
+
     def measure(self, config: Config) -> dict:
-        """Build (or reuse) the index of ``config``, search it, and return its record."""
+        """Build (or reuse) the index of ``config``, search it, and return its record.
+
+        A configuration is measured once per workload: asked again (by a second
+        :func:`~vecpress.advisor.advise.advise` on the same workload, a target after a
+        budget, say), it returns a copy of its first record, without fitting, building
+        or timing anything. :attr:`records` lists each configuration once.
+        """
+        if config in self._measured:
+            return dict(self._measured[config])
         index, build_s = self._index(config)
         k = self.k
         qps_1t, res = self._timed_search(index, config, 1)
@@ -590,5 +606,6 @@ class Workload:
             "threads": self.threads,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
+        self._measured[config] = record
         self.records.append(record)
-        return record
+        return dict(record)  # the caller may annotate its copy (timings, head to head)
