@@ -28,6 +28,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from . import read_only
 from .bytepairs import WINDOW_BYTES, pair_parts, pair_queries, pair_tile
 from .heap import heap_pad, heap_push, heap_sort
 from .maddubs import TILE_ROWS, slot_queries, tile4x16, tile_layout, tile_queries, unpack_tiled
@@ -601,6 +602,8 @@ def grid_scan_topk(
     out_i = np.empty((nslots, k), np.int64)
     counts = np.zeros(nslots, np.int64)
     qthr = np.full(qsq.shape[0], -np.inf, np.float32)
+    # in memory or mapped from a file, the same compiled scan (read_only)
+    codes, norms = read_only(codes), read_only(norms)
     args = (starts, ends, qptr, qidx, qslot, qadd)
     tail = (a, b, c, bool(l2), norms, qsq, out_s, out_i, counts, qthr)
     uniform = layout is None

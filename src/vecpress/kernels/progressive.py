@@ -47,6 +47,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import read_only
 from .fastscan import (
     _I32,
     _MAX_PASS,
@@ -842,8 +843,10 @@ def progressive_scan_topk(
     isa_id = ISAS.index(ISA if isa is None else isa)
     per_byte = 8 // bits if bits in IN_PLACE_BITS else 1
     return _run(
-        _TAGS[isa_id], _MAX_PASS[isa_id], codes, bits, d, per_byte, starts, ends, qptr, qidx,
-        qslot, qadd, qi, qscale, qoff, t, a, b, c, *planes, norms, qsq, nslots, k, float(z),
+        _TAGS[isa_id], _MAX_PASS[isa_id], read_only(codes), bits, d, per_byte, starts, ends,
+        qptr, qidx,
+        qslot, qadd, qi, qscale, qoff, t, a, b, c, *planes, read_only(norms), qsq, nslots, k,
+        float(z),
         _MODES[_terms_flag(terms) + 3 * bool(l2)],
         _NO_SCRATCH if scratch is None else _scratch(scratch),
     )  # fmt: skip
@@ -917,11 +920,11 @@ def progressive_search(
     adds = np.ascontiguousarray(adds, np.float32)
     t = np.ascontiguousarray(t, np.float32)
     common = (
-        _TAGS[isa_id], _MAX_PASS[isa_id], codes, bits, d, per_byte, starts, ends, list_ptr,
-        lists, adds,
+        _TAGS[isa_id], _MAX_PASS[isa_id], read_only(codes), bits, d, per_byte, starts, ends,
+        list_ptr, lists, adds,
     )  # fmt: skip
     rest = (
-        t, a, b, c, *planes, norms, qsq, k, float(z),
+        t, a, b, c, *planes, read_only(norms), qsq, k, float(z),
         _MODES[_terms_flag(terms) + 3 * bool(l2)],
         _NO_SCRATCH if scratch is None else _scratch(scratch),
     )  # fmt: skip

@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..codecs.codec import Codec
+from ..kernels import read_only
 from ..kernels.bitpack import unpack
 from ..kernels.progressive import (
     MAX_BITS,
@@ -166,8 +167,8 @@ class Planes:
             self.z = calibrate_z(self.codec, self.codes, rows)
         layout = np.array([[0, self.d, self.bits, 0]], np.int64)
         item_planes(
-            self.codes, layout, self.bits, self.d, starts, ends, self.bptr[todo], self.blocked,
-            *self.row_terms, a, self.z,
+            read_only(self.codes), layout, self.bits, self.d, starts, ends, self.bptr[todo],
+            self.blocked, *self.row_terms, a, self.z,
         )  # fmt: skip
         self._done[todo] = True
         self._complete = bool(self._done.all())
