@@ -147,6 +147,42 @@ def test_progressive_on_a_memory_mapped_index(data, tmp_path, ivf):
         np.testing.assert_array_equal(one.ids, want.ids[:1])
 
 
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_an_opened_index_searches_with_the_scans_compiled_in_memory(data, tmp_path, metric):
+    """Codes and norms reach the scans read-only, in memory or mapped from a file
+    (``kernels.read_only``): opening a saved index compiles no second version of the
+    full or the progressive scan (each took 25-75 s on a 2-core machine)."""
+    import numba
+
+    import vecpress
+    from vecpress.kernels import grid_search, progressive
+
+    def compiled() -> dict[str, int]:
+        return {
+            f"{m.__name__}.{name}": len(f.signatures)
+            for m in (grid_search, progressive)
+            for name, f in vars(m).items()
+            if isinstance(f, numba.core.registry.CPUDispatcher)
+        }
+
+    x, q = data
+    index = Index("hd2,rq4", metric=metric, seed=0)
+    index.add(x)
+    searches = [
+        {"k": 10},
+        {"k": 10, "progressive": True},
+    ]
+    want = [(index.search(q, **kw), index.search(q[:1], **kw)) for kw in searches]
+    before = compiled()
+    index.save(tmp_path / "p.vpi")
+    opened = vecpress.open(tmp_path / "p.vpi", mmap=True)
+    assert not opened._codes.data.flags.writeable  # (the rows are the file's)
+    for kw, (batch, one) in zip(searches, want, strict=True):
+        np.testing.assert_array_equal(opened.search(q, **kw).ids, batch.ids)
+        np.testing.assert_array_equal(opened.search(q[:1], **kw).scores, one.scores)
+    assert compiled() == before
+
+
 def test_progressive_pads_past_the_rows():
     x = _clustered(70, 36, 2)
     index = _pair("hd2,rq4", "ip", x)

@@ -844,9 +844,8 @@ def progressive_scan_topk(
     per_byte = 8 // bits if bits in IN_PLACE_BITS else 1
     return _run(
         _TAGS[isa_id], _MAX_PASS[isa_id], read_only(codes), bits, d, per_byte, starts, ends,
-        qptr, qidx,
-        qslot, qadd, qi, qscale, qoff, t, a, b, c, *planes, read_only(norms), qsq, nslots, k,
-        float(z),
+        qptr, qidx, qslot, qadd, qi, qscale, qoff, t, a, b, c, *planes, read_only(norms), qsq,
+        nslots, k, float(z),
         _MODES[_terms_flag(terms) + 3 * bool(l2)],
         _NO_SCRATCH if scratch is None else _scratch(scratch),
     )  # fmt: skip
