@@ -19,6 +19,17 @@ settings.register_profile("vecpress", derandomize=True, deadline=None, print_blo
 settings.load_profile("vecpress")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Run the tests marked ``compiles_first`` first (in their order), the rest as collected.
+
+    Compiling a kernel family the first time takes minutes on a 2-core runner (numba,
+    cold cache), and two test processes that reach it at once each compile it. Run
+    first, in the process that takes the first tests, it compiles once, into numba's
+    cache, while the other process runs other tests; every later use loads it.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("compiles_first") is None)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _single_thread_kernels():
     """Run the compiled kernels on one thread, except where a test asks for more.

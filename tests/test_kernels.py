@@ -10,7 +10,9 @@ import vecpress
 from _util import gaussian
 from vecpress import Codec
 from vecpress.kernels.bitpack import pack, packed_size, unpack
+from vecpress.kernels.grid_search import _packed_dot
 from vecpress.kernels.hadamard import fwht_inplace, hadamard_rounds, random_rounds
+from vecpress.kernels.maddubs import TILE_ROWS, tile4x16
 from vecpress.kernels.nibbles import HAVE_AVX2
 from vecpress.kernels.scan import (
     HAVE_VNNI,
@@ -21,6 +23,7 @@ from vecpress.kernels.scan import (
     pack_words,
     quantize_queries,
     query_limbs,
+    rows_layout,
     score_uniform,
     table_scan,
 )
@@ -207,6 +210,25 @@ def test_tile_of_rows_laid_out_by_rows_is_exact(d):
     np.testing.assert_array_equal(dots, q.astype(np.int64) @ codes.astype(np.int64).T)
 
 
+@numba.njit(cache=False)
+def _avx2_tiles(codes, qt, block, flush, split, dots):
+    """``codes`` laid out by rows into ``block``, then every 4 x 16 AVX2 tile of them
+    against the query tiles ``qt``: groups ``0 .. split - 1`` (fresh: written over), then
+    the rest (added). At module level: compiled once, not once per parameter."""
+    for r in range(codes.shape[0]):
+        rows_layout(codes[r], r, block)
+    sa, ng = 4 * block.shape[1], block.shape[0]
+    for t in range(qt.shape[0]):
+        for r in range(0, codes.shape[0], TILE_ROWS):
+            out = dots[4 * t :].ctypes.data + 4 * r
+            pa, pq = block.ctypes.data + 4 * r, qt[t].ctypes.data
+            tile4x16(pa, sa, pq, split, flush, 1, out, 4 * dots.shape[1])
+            tile4x16(
+                pa + split * sa, sa, pq + 16 * split, ng - split, flush, 0, out,
+                4 * dots.shape[1],
+            )  # fmt: skip
+
+
 @pytest.mark.skipif(not HAVE_AVX2, reason="the tile is an AVX2 kernel")
 @pytest.mark.parametrize("d", [4, 28, 64, 384, 700])
 @pytest.mark.parametrize("bits", [1, 2, 4, 5, 6, 7])
@@ -215,8 +237,8 @@ def test_avx2_tile_of_rows_laid_out_by_rows_is_exact(bits, d):
     exact at the extremes that bound its 16-bit sums (codes 2^bits - 1 against queries of
     127 and -127), with a last flush of fewer groups (d / 4 not a multiple of it), over
     two tiles of queries laid out by ``tile_queries`` (the second one part empty)."""
-    from vecpress.kernels.maddubs import TILE_ROWS, flush_groups, tile4x16, tile_queries
-    from vecpress.kernels.scan import _BLOCK, rows_layout
+    from vecpress.kernels.maddubs import flush_groups, tile_queries
+    from vecpress.kernels.scan import _BLOCK
 
     rng = np.random.default_rng(bits * 1000 + d)
     codes = rng.integers(0, 1 << bits, (_BLOCK, d)).astype(np.uint8)
@@ -227,27 +249,11 @@ def test_avx2_tile_of_rows_laid_out_by_rows_is_exact(bits, d):
     flush = flush_groups(bits)
     assert flush >= 1 and 2 * ((1 << bits) - 1) * 127 * flush <= 32767
 
-    @numba.njit
-    def run(codes, qt, block, flush, split, dots):
-        """Groups ``0 .. split - 1`` (fresh: written over), then the rest (added)."""
-        for r in range(codes.shape[0]):
-            rows_layout(codes[r], r, block)
-        sa, ng = 4 * block.shape[1], block.shape[0]
-        for t in range(qt.shape[0]):
-            for r in range(0, codes.shape[0], TILE_ROWS):
-                out = dots[4 * t :].ctypes.data + 4 * r
-                pa, pq = block.ctypes.data + 4 * r, qt[t].ctypes.data
-                tile4x16(pa, sa, pq, split, flush, 1, out, 4 * dots.shape[1])
-                tile4x16(
-                    pa + split * sa, sa, pq + 16 * split, ng - split, flush, 0, out,
-                    4 * dots.shape[1],
-                )  # fmt: skip
-
     block = np.zeros((d // 4, _BLOCK), np.uint32)
     qt = tile_queries(q, order, d // 4)
     assert qt.shape == (2, d // 4, 16)
     dots = np.full((8, _BLOCK), 7, np.int32)  # the first segment overwrites what was there
-    run(codes, qt, block, flush, d // 8, dots)
+    _avx2_tiles(codes, qt, block, flush, d // 8, dots)
     want = q[order].astype(np.int64) @ codes.astype(np.int64).T
     np.testing.assert_array_equal(dots[:7], want)
     np.testing.assert_array_equal(dots[7], 0)  # the empty query row
@@ -682,20 +688,23 @@ def test_row_squares_serial_and_parallel_paths_agree_with_numpy(n):
     assert np.isnan(got[n // 2]) and (n == 1 or np.isinf(got[-1]))
 
 
+@numba.njit(cache=False)
+def _packed_dots(codes, qp, bits, out):
+    """``_packed_dot`` of every row of ``codes`` with every query of ``qp`` (at module
+    level: compiled once, not once per parameter)."""
+    for j in range(codes.shape[0]):
+        for v in range(qp.shape[0]):
+            qv = qp[v]
+            out[j, v] = _packed_dot(codes, j, qv, qv[0], qv[1], bits)
+
+
 @pytest.mark.parametrize("bits", [1, 2, 4])
 @pytest.mark.parametrize("d", [1, 3, 8, 50, 129, 384, 701])
 def test_packed_dot_reads_codes_where_they_lie(bits, d):
     """The portable scan's dot product over packed 1-, 2- and 4-bit codes (few queries)
     equals the dot product of the unpacked codes, at the extremes too (all codes maximal
     against queries of 127 and -127) and for dimensions that leave a byte part full."""
-    from vecpress.kernels.grid_search import _packed_dot, packed_queries
-
-    @numba.njit
-    def dots(codes, qp, bits, out):
-        for j in range(codes.shape[0]):
-            for v in range(qp.shape[0]):
-                qv = qp[v]
-                out[j, v] = _packed_dot(codes, j, qv, qv[0], qv[1], bits)
+    from vecpress.kernels.grid_search import packed_queries
 
     rng = np.random.default_rng(bits * 1000 + d)
     codes = rng.integers(0, 1 << bits, (5, d)).astype(np.uint8)
@@ -704,7 +713,7 @@ def test_packed_dot_reads_codes_where_they_lie(bits, d):
     qi[0], qi[1] = 127, -127
     rows = np.hstack([pack(codes, bits), np.full((5, 3), 255, np.uint8)])  # fields after
     out = np.zeros((5, 3), np.int64)
-    dots(rows, packed_queries(qi, d, bits), bits, out)
+    _packed_dots(rows, packed_queries(qi, d, bits), bits, out)
     np.testing.assert_array_equal(out, codes.astype(np.int64) @ qi.astype(np.int64).T)
 
 

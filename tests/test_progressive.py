@@ -39,6 +39,7 @@ def _pair(spec, metric, x, **kw):
     return index
 
 
+@pytest.mark.compiles_first  # the progressive scan in every mode: ~2 minutes cold
 @pytest.mark.parametrize(
     ("spec", "metric"),
     [

@@ -17,6 +17,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from . import read_only
+
 _CHUNK = 4096
 
 
@@ -78,6 +80,7 @@ def read_fields(codes: np.ndarray, specs, out: np.ndarray | None = None) -> np.n
         out = np.empty((len(specs), n), np.float32)
     elif out.shape != (len(specs), n) or out.dtype != np.float32 or out.strides[1] != 4:
         raise ValueError(f"out must be float32[{len(specs)}, {n}] with contiguous rows")
+    codes = read_only(codes)  # rows in memory and mapped from a file: one compiled read
     for f, spec in enumerate(specs):
         if not isinstance(spec, tuple):
             out[f] = spec

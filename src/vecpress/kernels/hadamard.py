@@ -47,6 +47,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from . import read_only
 from .block_rows import (
     ROW_BYTES,
     WIDTH,
@@ -443,6 +444,8 @@ def _rotate(x, signs, perms, cos, sin, inverse, mixing):
     """
     x32 = np.ascontiguousarray(x, np.float32)  # the kernels compute in float32
     out = np.empty_like(x32)
+    # read-only inputs (a mapped file's rows) and writable ones compile one version
+    x32 = read_only(x32)
     if mixing and not inverse and x32.shape[0] <= FEW_ROWS:
         _mix_rows(x32, out, signs, perms, cos, sin)
     else:

@@ -26,6 +26,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import read_only
 from .bitpack import unpack_row
 
 _BLOCK = 64
@@ -260,6 +261,7 @@ def int_scan(
     """
     if layout is None:
         layout = uniform_layout(bits, d)
+    codes = read_only(codes)  # rows in memory and mapped from a file: one compiled scan
     if HAVE_VNNI and not portable:
         q8 = pad_queries_int8(qi)
         _int_scan_vnni(codes, layout, q8, qi.shape[0], limbs, qscale, qoff, a, b, t, out)

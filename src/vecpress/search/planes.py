@@ -25,7 +25,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..codecs.codec import Codec
-from ..kernels import read_only
 from ..kernels.bitpack import unpack
 from ..kernels.progressive import (
     MAX_BITS,
@@ -167,7 +166,7 @@ class Planes:
             self.z = calibrate_z(self.codec, self.codes, rows)
         layout = np.array([[0, self.d, self.bits, 0]], np.int64)
         item_planes(
-            read_only(self.codes), layout, self.bits, self.d, starts, ends, self.bptr[todo],
+            self.codes, layout, self.bits, self.d, starts, ends, self.bptr[todo],
             self.blocked, *self.row_terms, a, self.z,
         )  # fmt: skip
         self._done[todo] = True
