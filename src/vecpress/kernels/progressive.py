@@ -129,11 +129,8 @@ _SPAN = 16
 #: rows pass 3 collects (their reads started) before scoring them, without VNNI
 _PREFETCH_AHEAD = 8
 
-#: rows per parallel task of :func:`plane_rows` (their scratch row is allocated once)
-_PLANE_ROWS = 256
 
-
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True)
 def plane_rows(codes, layout, bits, d, signs, f, g, vn, pop):
     """Sign plane and estimator terms of grid code rows.
 
@@ -154,13 +151,12 @@ def plane_rows(codes, layout, bits, d, signs, f, g, vn, pop):
     >>> int(signs[0, 0]), int(pop[0]), round(float(vn[0]) ** 2, 4)
     (6, 2, 113.0)
     """
-    n = codes.shape[0]
-    nbytes = signs.shape[1]
-    for task in nb.prange((n + _PLANE_ROWS - 1) // _PLANE_ROWS):
-        buf = np.zeros(8 * nbytes, np.uint8)  # the codes past d stay 0: no bit set
-        for j in range(task * _PLANE_ROWS, min(n, (task + 1) * _PLANE_ROWS)):
-            fj, gj, vnj, cnt = _row_plane(codes[j], layout, bits, d, buf, signs[j])
-            f[j], g[j], vn[j], pop[j] = fj, gj, vnj, cnt
+    # one thread: it serves the bound's calibration sample (a few thousand rows, under a
+    # millisecond), and a parallel kernel compiles 3-4x longer (~9 s on a 2-core runner)
+    buf = np.zeros(8 * signs.shape[1], np.uint8)  # the codes past d stay 0: no bit set
+    for j in range(codes.shape[0]):
+        fj, gj, vnj, cnt = _row_plane(codes[j], layout, bits, d, buf, signs[j])
+        f[j], g[j], vn[j], pop[j] = fj, gj, vnj, cnt
 
 
 @nb.njit(cache=True, inline="always")
