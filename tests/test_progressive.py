@@ -521,6 +521,52 @@ def test_item_planes_equal_the_three_steps(bits, d):
         np.testing.assert_array_equal(got, want)
 
 
+def test_item_planes_on_threads_equal_one_thread():
+    """Items split among threads (consecutive groups of about equal rows, an empty item
+    among them) give, to the bit, the planes and terms of one thread."""
+    from itertools import pairwise
+
+    import numba
+
+    import vecpress
+    from vecpress.kernels.progressive import _PLANES_PER_THREAD, _item_groups
+
+    rng = np.random.default_rng(2)
+    d, bits = 40, 3
+    n = 3 * _PLANES_PER_THREAD + 77
+    codes = pack(rng.integers(0, 1 << bits, (n, d)).astype(np.uint8), bits)
+    layout = np.array([[0, d, bits, 0]], np.int64)
+    a = rng.standard_normal(n).astype(np.float32)
+    bounds = np.array([0, 100, 2500, 2500, 6000, 9000, n])
+    starts, ends = bounds[:-1], bounds[1:]
+    rows = ends - starts
+    nblocks = (rows + 31) // 32
+    bstarts = np.concatenate([[0], np.cumsum(nblocks)[:-1]])
+    for threads in (2, 3):
+        groups = _item_groups(rows, threads)
+        assert len(groups) == threads and groups[0].start == 0 and groups[-1].stop == rows.size
+        assert all(g.stop == h.start for g, h in pairwise(groups))
+        assert all(abs(rows[g].sum() - n / threads) <= rows.max() for g in groups)  # balanced
+    assert _item_groups(np.array([10, 20]), 8) == [slice(0, 2)]  # too few rows to split
+
+    def planes(t):
+        blocked = np.zeros((int(nblocks.sum()), 32 * ((d + 7) // 8)), np.uint8)
+        terms = [np.zeros(n, np.float32) for _ in range(4)]
+        before = vecpress.get_num_threads()
+        vecpress.set_num_threads(t)
+        try:
+            item_planes(codes, layout, bits, d, starts, ends, bstarts, blocked, *terms, a, 4.0)
+        finally:
+            vecpress.set_num_threads(before)
+        return [blocked, *terms]
+
+    threads = min(3, numba.config.NUMBA_NUM_THREADS)
+    if threads < 2:
+        pytest.skip("numba runs one thread here")
+    for got, want in zip(planes(threads), planes(1), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_calibrate_z_computes_its_own_terms():
     """Without ``f``, ``g`` the calibration computes them for the rows it measures against:
     the same width as with them given."""

@@ -40,6 +40,9 @@ of the two deviations of a row, at most ``2 k (1 - Φ(z))`` per query (``z = 4``
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
+
 import numba as nb
 import numpy as np
 from llvmlite import ir
@@ -255,19 +258,48 @@ def item_planes(codes, layout, bits, d, starts, ends, bstarts, blocked, big_f, b
     (6, 113.0)
     """
     # the codes read-only, as an index opened from its file holds them: one compiled
-    # specialisation for both (a parallel kernel: ~30 s to compile on a 2-core runner)
-    _item_planes(
-        read_only(codes), layout, bits, d, starts, ends, bstarts, blocked, big_f, big_h, eps,
-        big_a, a, z,
-    )  # fmt: skip
+    # specialisation for both
+    codes = read_only(codes)
+    starts, ends, bstarts = (np.asarray(v, np.int64) for v in (starts, ends, bstarts))
+    args = (layout, bits, d)
+    rest = (blocked, big_f, big_h, eps, big_a, a, z)
+    groups = _item_groups(ends - starts, nb.get_num_threads())
+    if len(groups) <= 1:
+        _item_planes(codes, *args, starts, ends, bstarts, *rest)
+        return
+    # the items in parallel on Python threads (the kernel releases the GIL): a numba
+    # parallel loop compiled in ~25 s here, the one-thread kernel in ~7
+    with ThreadPoolExecutor(len(groups), thread_name_prefix="vecpress-planes") as pool:
+        done = [
+            pool.submit(_item_planes, codes, *args, starts[g], ends[g], bstarts[g], *rest)
+            for g in groups
+        ]
+        for f in done:
+            f.result()
 
 
-@nb.njit(cache=True, parallel=True)
+#: rows per thread of :func:`item_planes` at least (under a millisecond of work at d = 384)
+_PLANES_PER_THREAD = 1 << 12
+
+
+def _item_groups(rows: np.ndarray, threads: int) -> list[slice]:
+    """Consecutive groups of items with about equal numbers of ``rows`` (to an item), one
+    per thread: up to ``threads`` groups, and one per :data:`_PLANES_PER_THREAD` rows."""
+    total = int(rows.sum())
+    parts = max(1, min(threads, rows.size, total // _PLANES_PER_THREAD))
+    if parts == 1:
+        return [slice(0, rows.size)]
+    cuts = np.searchsorted(np.cumsum(rows), total * np.arange(1, parts) / parts) + 1
+    edges = np.unique(np.concatenate([[0], np.minimum(cuts, rows.size), [rows.size]]))
+    return [slice(int(s), int(e)) for s, e in pairwise(edges) if e > s]
+
+
+@nb.njit(cache=True, nogil=True)
 def _item_planes(codes, layout, bits, d, starts, ends, bstarts, blocked, big_f, big_h, eps,
                  big_a, a, z):  # fmt: skip
-    """:func:`item_planes`, compiled."""
+    """:func:`item_planes` on one thread (its caller splits the items among threads)."""
     nbytes = (d + 7) // 8
-    for i in nb.prange(starts.shape[0]):
+    for i in range(starts.shape[0]):
         s = starts[i]
         e = ends[i]
         buf = np.zeros(8 * nbytes, np.uint8)  # the codes past d stay 0: no bit set
