@@ -191,3 +191,42 @@ def _info(args: argparse.Namespace) -> int:
     _check_index_path(args.index)
     print(json.dumps(info(args.index), indent=2))
     return 0
+
+
+def _warmup(args: argparse.Namespace) -> int:
+    """``vecpress warmup``: each step's seconds (compilation, where the cache lacked it)."""
+    from ..search.index import open as open_index
+    from ..search.warm import warm_up, warm_up_spec
+
+    with_spec = [f for f in ("dim", "rerank_spec", "ivf") if getattr(args, f) is not None]
+    if bool(args.index) == bool(args.spec):
+        raise ValueError("warmup takes index files or --spec (with --dim), not both or neither")
+    if args.spec is None and with_spec:
+        flags = ", ".join("--" + f.replace("_", "-") for f in with_spec)
+        raise ValueError(f"{flags}: only with --spec, not with index files")
+    if args.spec is not None and args.dim is None:
+        raise ValueError("--spec needs --dim, the vectors' dimension")
+    for path in args.index:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"index file {path} does not exist")
+    targets = args.index or [f"--spec {args.spec} --dim {args.dim} --metric {args.metric}"]
+    total = 0.0
+    with _progress(args, desc="compiling", unit="step") as bar:
+        for target in targets:
+
+            def step(name, target=target):
+                bar.set_postfix_str(f"{target}: {name}", refresh=True)
+                bar.update()
+
+            if args.spec is not None:
+                steps = warm_up_spec(
+                    args.spec, args.dim, metric=args.metric, rerank_spec=args.rerank_spec,
+                    ivf=args.ivf, progress=step,
+                )  # fmt: skip
+            else:
+                steps = warm_up(open_index(target, mmap=True), progress=step)
+            for name, sec in steps:
+                bar.write(f"{target}: {name}: {sec:.2f} s")
+                total += sec
+    print(f"warmed up in {total:.1f} s (numba's cache: later processes load these kernels)")
+    return 0

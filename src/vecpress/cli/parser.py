@@ -16,7 +16,7 @@ from .collection_commands import ADD_BATCH, _add, _compact, _create, _delete, _i
 from .collection_commands import _build as _collection_build
 from .collection_commands import _info as _collection_info
 from .collection_commands import _search as _collection_search
-from .index_commands import _build, _info, _search
+from .index_commands import _build, _info, _search, _warmup
 from .measure import _advise, _bench, _demo, _inspect
 from .migrate_commands import add_migrate_parsers
 from .serve_command import add_serve_parser
@@ -341,6 +341,29 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", parents=[common], help="print an index file's header as JSON")
     info.add_argument("index", help="index file")
     info.set_defaults(func=_info)
+
+    warmup = sub.add_parser(
+        "warmup",
+        parents=[common],
+        help="compile the search kernels of index files (or of a configuration) into numba's "
+        "cache, so that the first query of a later process does not wait for them",
+    )
+    warmup.add_argument(
+        "index", nargs="*", help="index files whose searches to compile (opened mapped)"
+    )
+    warmup.add_argument(
+        "--spec",
+        help="instead of files: a configuration (e.g. hd2,rq4), warmed on a small index of "
+        "random rows built for it; with --dim, --metric, --rerank-spec, --ivf",
+    )
+    warmup.add_argument("--dim", type=int, help="with --spec: the vectors' dimension (required)")
+    warmup.add_argument(
+        "--metric", choices=METRICS, default="cosine", help="with --spec (default cosine)"
+    )
+    warmup.add_argument("--rerank-spec", help="with --spec: the second tier's spec")
+    warmup.add_argument("--ivf", type=int, metavar="NLIST", help="with --spec: IVF lists")
+    warmup.add_argument("--no-progress", action="store_true", help="no progress bar")
+    warmup.set_defaults(func=_warmup)
 
     _add_collection_parser(sub, common)
     add_serve_parser(sub, common)
