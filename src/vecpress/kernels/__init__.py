@@ -1,6 +1,7 @@
 """Compiled (numba) kernels: Hadamard transforms, bit packing and scoring scans.
 
-Every kernel parallelises over rows with ``numba.prange``; the number of threads
+The kernels parallelise over rows with ``numba.prange`` (or, where a parallel loop
+would take long to compile, over Python threads); the number of threads
 is numba's (see :func:`vecpress.set_num_threads`).
 
 Importing this package runs one tiny cached kernel (:func:`_ready`): the first

@@ -31,6 +31,8 @@ from .index import Index, open
 BATCH_QUERIES = 32
 #: rows of the stand-in index :func:`warm_up_spec` builds
 SPEC_ROWS = 2000
+#: ids of the filtered search that scores its allowed rows alone
+FEW_ALLOWED = 10
 
 
 def warm_up(index: Index, *, k: int = 10, progress: Callable[[str], None] | None = None):
@@ -39,8 +41,9 @@ def warm_up(index: Index, *, k: int = 10, progress: Callable[[str], None] | None
 
     One query and a batch of :data:`BATCH_QUERIES`, each with the full scan and, where
     the first stage is read sign plane first, the progressive one; with a second tier,
-    re-ranked to a fixed depth and certified (``rerank="auto"``). The queries are
-    random rows of the index's dimension; the results are discarded.
+    re-ranked to a fixed depth and certified (``rerank="auto"``); filtered by a few
+    allowed ids and by half of them. The queries are random rows of the index's
+    dimension; the results are discarded.
 
     Parameters
     ----------
@@ -63,7 +66,9 @@ def warm_up(index: Index, *, k: int = 10, progress: Callable[[str], None] | None
     >>> index = vecpress.Index("hd2,rq4", metric="cosine")
     >>> ids = index.add(np.random.default_rng(0).standard_normal((300, 32)).astype(np.float32))
     >>> [step for step, _ in warm_up(index)]  # doctest: +NORMALIZE_WHITESPACE
-    ['one query', 'batch', 'one query, progressive', 'batch, progressive']
+    ['one query', 'batch', 'one query, progressive', 'batch, progressive',
+     'one query, 10 ids allowed', 'batch, 10 ids allowed',
+     'one query, 150 ids allowed', 'batch, 150 ids allowed']
     """
     if not isinstance(index, Index):
         raise TypeError(f"index must be a vecpress.Index, found {type(index).__name__}")
@@ -76,6 +81,9 @@ def warm_up(index: Index, *, k: int = 10, progress: Callable[[str], None] | None
         kinds.append({"progressive": True})
     if index.has_second_tier:
         kinds += [{"rerank": 2 * k}, {"rerank": "auto"}]
+    ids = index.ids
+    # filters: few rows allowed (scored alone) and many (the others masked in the scan)
+    kinds += [{"allow": ids[:FEW_ALLOWED]}, {"allow": ids[::2]}]
     steps = []
     for kw in kinds:
         for label, rows in (("one query", q[:1]), ("batch", q)):
@@ -89,6 +97,8 @@ def warm_up(index: Index, *, k: int = 10, progress: Callable[[str], None] | None
 
 
 def _describe(key: str, value) -> str:
+    if key == "allow":
+        return f"{len(value)} ids allowed"
     return "progressive" if key == "progressive" else f"rerank={value}"
 
 
@@ -107,7 +117,7 @@ def warm_up_spec(
 
     Examples
     --------
-    >>> [step for step, _ in warm_up_spec("int8", 16, metric="l2")]
+    >>> [step for step, _ in warm_up_spec("int8", 16, metric="l2")][:2]
     ['one query', 'batch']
     """
     if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
