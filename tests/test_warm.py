@@ -88,6 +88,10 @@ def test_warm_up_refuses_what_it_cannot_search():
         warm_up("i.vpi")
     with pytest.raises(ValueError, match="positive int"):
         warm_up_spec("hd2,rq4", 0)
+    with pytest.raises(ValueError, match="larger than warm_up_spec builds"):
+        warm_up_spec("hd2,rq4", 10**9)  # not an allocation of 8 TB
+    with pytest.raises(ValueError, match="larger than warm_up_spec builds"):
+        warm_up_spec("hd2,rq4", 384, ivf=10**6)
     with pytest.raises(ValueError, match="spec"):
         warm_up_spec("nosuchcodec", 8)
 

@@ -33,6 +33,8 @@ BATCH_QUERIES = 32
 SPEC_ROWS = 2000
 #: ids of the filtered search that scores its allowed rows alone
 FEW_ALLOWED = 10
+#: the most numbers (rows x d) of the stand-in index (256 MiB of float32)
+MAX_SPEC_FLOATS = 1 << 26
 
 
 def warm_up(index: Index, *, k: int = 10, progress: Callable[[str], None] | None = None):
@@ -122,7 +124,12 @@ def warm_up_spec(
     """
     if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
         raise ValueError(f"d must be a positive int, found {d!r}")
-    rows = max(SPEC_ROWS, 8 * (ivf or 0))
+    rows = max(SPEC_ROWS, 8 * (ivf or 0) if isinstance(ivf, (int, np.integer)) else 0)
+    if rows * int(d) > MAX_SPEC_FLOATS:
+        raise ValueError(
+            f"a stand-in index of {rows:,} x {int(d):,} is larger than warm_up_spec builds "
+            f"({MAX_SPEC_FLOATS:,} numbers); warm up an index file of this configuration"
+        )
     x = np.random.default_rng(0).standard_normal((rows, int(d))).astype(np.float32)
     index = Index(spec, metric=metric, rerank_spec=rerank_spec, ivf=ivf, seed=0)
     index.add(x)
