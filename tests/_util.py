@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 
 
@@ -78,3 +82,35 @@ def assert_threads_code_as_one(blob: bytes, rows: np.ndarray, queries: np.ndarra
             assert np.array_equal(codes, want_codes)
             assert np.array_equal(scores, want_scores)
             assert np.isfinite(scores).all()
+
+
+#: prepended to the scripts of :func:`in_fresh_python`: ``entry_points(prefixes)``, the
+#: signatures held by every compiled function of the vecpress modules named so; a search
+#: that needs a kernel not made yet (compiled, or loaded from numba's cache) adds one
+_ENTRY_POINTS = """
+import json, sys
+import numba, numpy as np, vecpress
+
+def entry_points(prefixes=("vecpress.",)):
+    return {
+        f"{name}.{attr}": len(f.signatures)
+        for name, module in list(sys.modules.items())
+        if name.startswith(prefixes) and module is not None
+        for attr, f in list(vars(module).items())
+        if isinstance(f, numba.core.registry.CPUDispatcher)
+    }
+"""
+
+
+def in_fresh_python(script: str, *args: str) -> list[dict]:
+    """Run ``script`` (with ``entry_points`` defined) in a fresh interpreter, where no
+    kernel loaded by an earlier test hides one a search still needs; its output lines,
+    each a JSON object."""
+    out = subprocess.run(
+        [sys.executable, "-c", _ENTRY_POINTS + script, *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return [json.loads(line) for line in out.stdout.splitlines()]

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
+from _util import in_fresh_python
 from test_cli_index import one_line_error
 from vecpress import Index
 from vecpress.cli import main
@@ -19,18 +16,7 @@ from vecpress.search.warm import warm_up, warm_up_spec
 #: would (other queries, another k, one query and batches, every kind it serves) and
 #: report the kernels that gained a signature (compiled, or loaded from numba's cache)
 CHILD = """
-import json, sys
-import numba, numpy as np, vecpress
 from vecpress.search.warm import warm_up
-
-def entry_points():
-    return {
-        f"{name}.{attr}": len(f.signatures)
-        for name, module in list(sys.modules.items())
-        if name.startswith("vecpress.") and module is not None
-        for attr, f in list(vars(module).items())
-        if isinstance(f, numba.core.registry.CPUDispatcher)
-    }
 
 for path in sys.argv[1:]:
     index = vecpress.open(path, mmap=True)
@@ -70,11 +56,7 @@ def test_after_warm_up_searches_need_no_new_kernel(tmp_path):
         index.add(rng.standard_normal((600, 32)).astype(np.float32))
         paths.append(str(tmp_path / f"i{i}.vpi"))
         index.save(paths[-1])
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, *paths], capture_output=True, text=True, timeout=900
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    reports = [json.loads(line) for line in out.stdout.splitlines()]
+    reports = in_fresh_python(CHILD, *paths)
     assert [r["path"] for r in reports] == paths
     for report, (spec, _, _, steps) in zip(reports, CONFIGS, strict=True):
         assert len(report["steps"]) == steps, (spec, report["steps"])
