@@ -265,6 +265,42 @@ def test_progressive_concurrent_first_use(data, spec):
         np.testing.assert_array_equal(ids, want)
 
 
+@pytest.mark.parametrize("progressive", [True, False])
+def test_concurrent_first_searches_of_an_opened_index(tmp_path, progressive):
+    """Threads making the first searches of an index opened from its file (its rows'
+    terms and planes made then) get the results of one thread, and leave the index
+    right for the next search. Rows far from unit scale: their stored terms carry a
+    power of two that filling scales in place (two threads filling the same rows once
+    scaled them twice, and every later search of the index went wrong)."""
+    import vecpress
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((20000, 64)).astype(np.float32) * np.float32(6e4)
+    q = rng.standard_normal((9, 64)).astype(np.float32) * np.float32(6e4)
+    index = Index("hd2,rq4", metric="ip", seed=0, ivf=16)
+    index.add(x)
+    want = index.search(q, 10, nprobe=16).ids
+    index.save(tmp_path / "i.vpi")
+    for _ in range(6):  # the race needs both threads inside the fill: try a few times
+        opened = vecpress.open(tmp_path / "i.vpi", mmap=True)
+        got, errors = [None] * 2, []
+
+        def run(i, opened=opened, got=got, errors=errors):
+            try:
+                got[i] = opened.search(q, 10, nprobe=16, progressive=progressive).ids
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        for ids in [*got, opened.search(q, 10, nprobe=16, progressive=progressive).ids]:
+            np.testing.assert_array_equal(ids, want)
+
+
 def test_progressive_searches_reuse_their_bounds_scratch(data):
     """One query's bounds (a float32 per row) go to a vector the planes keep: the second
     search allocates none (the same vector comes back), and a smaller batch reuses it."""

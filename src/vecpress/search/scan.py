@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -158,8 +159,9 @@ class Terms:
     ``arrays`` are the three ``float32[n]`` terms; :meth:`ensure` fills the
     rows of the items a scan is about to read, so a search of a memory-mapped
     IVF index reads only its probed lists' rows, not the whole file. Searches
-    may run concurrently: an item is marked ready only after its terms are
-    written, and two searches filling the same item write the same values.
+    may run concurrently: one fills at a time (:func:`read_fields` scales some
+    terms in place, so two filling the same rows at once scaled them twice), and
+    a row is marked ready only after its terms are written.
 
     Examples
     --------
@@ -180,6 +182,7 @@ class Terms:
         self.arrays = tuple(self._all)
         self._done = np.zeros(n, bool)  # by row: whatever the items, a row is filled once
         self._complete = n == 0  # every row filled: nothing left to check
+        self._filling = threading.Lock()
 
     @property
     def complete(self) -> bool:
@@ -192,12 +195,13 @@ class Terms:
             return
         starts, ends = items.starts[which], items.ends[which]
         todo = [(s, e) for s, e in zip(starts.tolist(), ends.tolist(), strict=True) if e > s]
-        todo = [(s, e) for s, e in todo if not (self._done[s] and self._done[e - 1])]
-        for s, e in _coalesce(todo):
-            row_terms(self.codec, self.codes[s:e], out=self._all[:, s:e])
-            self._done[s:e] = True
-        if todo:
-            self._complete = bool(self._done.all())
+        with self._filling:
+            todo = [(s, e) for s, e in todo if not (self._done[s] and self._done[e - 1])]
+            for s, e in _coalesce(todo):
+                row_terms(self.codec, self.codes[s:e], out=self._all[:, s:e])
+                self._done[s:e] = True
+            if todo:
+                self._complete = bool(self._done.all())
 
 
 def _coalesce(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
