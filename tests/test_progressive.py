@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from statistics import NormalDist
 
 import numpy as np
@@ -247,22 +247,16 @@ def test_progressive_concurrent_first_use(data, spec):
     index = _pair(spec, "ip", x)
     want = index.search(q, 10).ids
     index = _pair(spec, "ip", x)
-    got, errors = [None] * 4, []
-
-    def run(i):
-        try:
-            got[i] = index.search(q, 10, progressive=True, threads=1 + i % 2).ids
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    got = _at_once(lambda i: index.search(q, 10, progressive=True, threads=1 + i % 2).ids, 4)
     for ids in got:
         np.testing.assert_array_equal(ids, want)
+
+
+def _at_once(search, n: int) -> list:
+    """``search(i)`` for ``i < n``, each on its own thread, all started together; their
+    results (an exception in one is raised here)."""
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(search, range(n)))
 
 
 @pytest.mark.parametrize("progressive", [True, False])
@@ -283,21 +277,11 @@ def test_concurrent_first_searches_of_an_opened_index(tmp_path, progressive):
     index.save(tmp_path / "i.vpi")
     for _ in range(6):  # the race needs both threads inside the fill: try a few times
         opened = vecpress.open(tmp_path / "i.vpi", mmap=True)
-        got, errors = [None] * 2, []
 
-        def run(i, opened=opened, got=got, errors=errors):
-            try:
-                got[i] = opened.search(q, 10, nprobe=16, progressive=progressive).ids
-            except Exception as exc:  # pragma: no cover - reported below
-                errors.append(exc)
+        def first(_, opened=opened):
+            return opened.search(q, 10, nprobe=16, progressive=progressive).ids
 
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors
-        for ids in [*got, opened.search(q, 10, nprobe=16, progressive=progressive).ids]:
+        for ids in [*_at_once(first, 2), first(None)]:
             np.testing.assert_array_equal(ids, want)
 
 
