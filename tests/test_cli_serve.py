@@ -8,10 +8,13 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 import httpx
+import numpy as np
 
 from _live import served_process
+from vecpress import Collection
 from vecpress.cli import main
-from vecpress.cli.serve_command import _is_loopback, read_token
+from vecpress.cli.serve_command import _is_loopback, _warm_up, read_token
+from vecpress.service.registry import Registry
 
 
 @pytest.mark.parametrize(
@@ -72,3 +75,35 @@ def test_the_process_serves_with_its_token(tmp_path):
         assert httpx.get(f"{url}/collections", headers=good, timeout=30).json() == {
             "collections": []
         }
+
+
+def _docs(root, name: str, n: int) -> np.ndarray:
+    """A collection ``name`` under ``root`` of ``n`` 16-d rows (one segment)."""
+    x = np.random.default_rng(len(name)).standard_normal((n, 16)).astype(np.float32)
+    col = Collection.create(root / name, spec="hd2,rq4", dim=16, flush_rows=100)
+    col.add(x, ids=[f"{name}{i}" for i in range(n)])
+    col.close()
+    return x
+
+
+def test_warmup_goes_through_every_collection(tmp_path, capsys):
+    """``--warmup``'s step: every collection under the root searched through one of its
+    readers (which keeps the segments it opened), each named with its seconds."""
+    for name in ("a", "b"):
+        _docs(tmp_path, name, 150)
+    registry = Registry(tmp_path, readers=1)
+    _warm_up(registry)
+    err = capsys.readouterr().err
+    assert "warmed up a in" in err and "warmed up b in" in err
+    assert "2 collection(s) warmed up in" in err
+    with registry.get("a").reader() as col:
+        assert len(col._segments) == 1  # opened by the warm-up, kept for the searches
+    registry.close()
+
+
+def test_the_process_warms_up_then_serves(tmp_path):
+    x = _docs(tmp_path / "root", "docs", 150)
+    with served_process(tmp_path / "root", "--warmup") as (url, _):
+        body = {"vectors": x[3:4].tolist(), "k": 1}
+        got = httpx.post(f"{url}/collections/docs/search", json=body, timeout=60).json()
+        assert [hit["id"] for hit in got["results"][0]] == ["docs3"]

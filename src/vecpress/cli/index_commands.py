@@ -195,6 +195,9 @@ def _info(args: argparse.Namespace) -> int:
 
 def _warmup(args: argparse.Namespace) -> int:
     """``vecpress warmup``: each step's seconds (compilation, where the cache lacked it)."""
+    from ..collection import Collection
+    from ..collection.collection import CATALOG
+    from ..collection.warm import warm_up_collection
     from ..search.index import open as open_index
     from ..search.warm import warm_up, warm_up_spec
 
@@ -207,8 +210,10 @@ def _warmup(args: argparse.Namespace) -> int:
     if args.spec is not None and args.dim is None:
         raise ValueError("--spec needs --dim, the vectors' dimension")
     for path in args.index:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"index file {path} does not exist")
+        if os.path.isdir(path) and not os.path.isfile(os.path.join(path, CATALOG)):
+            raise FileNotFoundError(f"{path} is a folder but not a collection (no {CATALOG})")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"index file or collection {path} does not exist")
     targets = args.index or [f"--spec {args.spec} --dim {args.dim} --metric {args.metric}"]
     total = 0.0
     with _progress(args, desc="compiling", unit="step") as bar:
@@ -223,6 +228,9 @@ def _warmup(args: argparse.Namespace) -> int:
                     args.spec, args.dim, metric=args.metric, rerank_spec=args.rerank_spec,
                     ivf=args.ivf, progress=step,
                 )  # fmt: skip
+            elif os.path.isdir(target):
+                with Collection.open(target) as col:
+                    steps = warm_up_collection(col, progress=step)
             else:
                 steps = warm_up(open_index(target, mmap=True), progress=step)
             for name, sec in steps:

@@ -345,12 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
     warmup = sub.add_parser(
         "warmup",
         parents=[common],
-        help="compile the search kernels of index files (or of a configuration) into numba's "
-        "cache, so that the first query of a later process does not wait for them",
+        help="compile the search kernels of index files, collections (or of a configuration) "
+        "into numba's cache, so that the first query of a later process does not wait for them",
     )
     warmup.add_argument(
-        "index", nargs="*", help="index files whose searches to compile (opened mapped)"
-    )
+        "index", nargs="*",
+        help="index files (opened mapped) or collection folders whose searches to compile",
+    )  # fmt: skip
     warmup.add_argument(
         "--spec",
         help="instead of files: a configuration (e.g. hd2,rq4), warmed on a small index of "

@@ -2,8 +2,12 @@
 
 ``vecpress serve ROOT [--host 127.0.0.1] [--port 8000] [--token-file F]
 [--max-batch N] [--max-queries N] [--max-k N] [--max-dim N] [--max-body-mb M]
-[--readers N] [--threads N]`` runs :func:`vecpress.service.app.create_app` under
-uvicorn until interrupted (``pip install 'vecpress[serve]'``).
+[--readers N] [--threads N] [--warmup]`` runs :func:`vecpress.service.app.create_app`
+under uvicorn until interrupted (``pip install 'vecpress[serve]'``). With
+``--warmup`` every collection under ROOT is warmed up first
+(:func:`vecpress.collection.warm.warm_up_collection`: its search kernels compiled or
+loaded from numba's cache, its segment files opened), and the port opens after: a
+health check that waits for it sees a server whose first searches do not compile.
 
 It binds to the loopback address unless told otherwise, and warns when it listens
 elsewhere without a token. The token file holds the token on its first line
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import sys
+import time
 from pathlib import Path
 
 #: the most bytes of a token file read (a token is a line)
@@ -102,10 +107,29 @@ def _serve(args: argparse.Namespace) -> int:
         )
     app = create_app(args.root, token=token, limits=limits, readers=args.readers)
     try:
+        if args.warmup:
+            _warm_up(app.state.registry)
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     finally:
         app.state.registry.close()
     return 0
+
+
+def _warm_up(registry) -> None:
+    """``--warmup``: each collection of the registry warmed up through one of its
+    readers (the objects its searches use), each one's seconds on stderr."""
+    from ..collection.warm import warm_up_collection
+
+    start = time.perf_counter()
+    names = registry.names()
+    for name in names:
+        t = time.perf_counter()
+        with registry.get(name).reader() as col:
+            warm_up_collection(col)
+        print(f"vecpress serve: warmed up {name} in {time.perf_counter() - t:.1f} s",
+              file=sys.stderr)  # fmt: skip
+    print(f"vecpress serve: {len(names)} collection(s) warmed up in "
+          f"{time.perf_counter() - start:.1f} s", file=sys.stderr)  # fmt: skip
 
 
 def add_serve_parser(sub, common: argparse.ArgumentParser) -> None:
@@ -145,5 +169,10 @@ def add_serve_parser(sub, common: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
         help="uvicorn's log level (default warning; info logs every request)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--warmup", action="store_true",
+        help="before listening, run every kind of search each collection serves once "
+        "(compiles the kernels a fresh install lacks; vecpress warmup does it ahead)",
     )  # fmt: skip
     serve.set_defaults(func=_serve)

@@ -37,12 +37,19 @@ FEW_ALLOWED = 10
 MAX_SPEC_FLOATS = 1 << 26
 
 
-def warm_up(index: Index, *, k: int = 10, progress: Callable[[str], None] | None = None):
+def warm_up(
+    index: Index,
+    *,
+    k: int = 10,
+    progress: Callable[[str], None] | None = None,
+    progressive: bool = True,
+):
     """Run every kind of search ``index`` can serve once, so that its kernels are
     compiled (and cached on disk for the next process).
 
     One query and a batch of :data:`BATCH_QUERIES`, each with the full scan and, where
-    the first stage is read sign plane first, the progressive one; with a second tier,
+    the first stage is read sign plane first (and ``progressive``), the progressive
+    one; with a second tier,
     re-ranked to a fixed depth and certified (``rerank="auto"``); filtered by a few
     allowed ids and by half of them. The queries are random rows of the index's
     dimension; the results are discarded.
@@ -56,6 +63,10 @@ def warm_up(index: Index, *, k: int = 10, progress: Callable[[str], None] | None
         Results per query (clipped to the rows stored).
     progress : callable, optional
         Called with each step's name before it runs.
+    progressive : bool
+        Also the progressive scans (``search(..., progressive=True)``; their kernels
+        take the longest to compile). A collection never makes them:
+        :func:`vecpress.collection.warm.warm_up_collection` leaves them out.
 
     Returns
     -------
@@ -79,7 +90,7 @@ def warm_up(index: Index, *, k: int = 10, progress: Callable[[str], None] | None
     k = max(1, min(int(k), len(index)))
     q = np.random.default_rng(0).standard_normal((BATCH_QUERIES, index.d)).astype(np.float32)
     kinds = [{}]
-    if index._first_stage().progressive:
+    if progressive and index._first_stage().progressive:
         kinds.append({"progressive": True})
     if index.has_second_tier:
         kinds += [{"rerank": 2 * k}, {"rerank": "auto"}]
@@ -112,10 +123,12 @@ def warm_up_spec(
     rerank_spec: str | None = None,
     ivf: int | None = None,
     progress: Callable[[str], None] | None = None,
+    progressive: bool = True,
 ):
     """:func:`warm_up` of an index of this configuration built for the purpose: rows
     of dimension ``d`` drawn at random (:data:`SPEC_ROWS`), saved to a temporary file
-    and opened from it mapped, as a served index is.
+    and opened from it mapped, as a served index is (``progress`` and ``progressive``
+    as :func:`warm_up` takes them).
 
     Examples
     --------
@@ -137,6 +150,6 @@ def warm_up_spec(
         path = Path(tmp) / "warmup.vpi"
         index.save(path)
         opened = open(path, mmap=True)
-        steps = warm_up(opened, progress=progress)
+        steps = warm_up(opened, progress=progress, progressive=progressive)
         del opened  # its mapping, before the file goes
     return steps
