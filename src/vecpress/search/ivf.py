@@ -92,6 +92,14 @@ def list_order(lists: np.ndarray, nlist: int) -> tuple[np.ndarray, np.ndarray]:
     return order, offsets
 
 
+#: products of fewer multiply-adds run on one thread in OpenBLAS (numpy's BLAS: its
+#: ``65536 * GEMM_MULTITHREAD_THRESHOLD``; one to four 384-d queries against 256
+#: centroids measured at one CPU second a wall second), so the probe of a few queries
+#: skips limiting BLAS's threads, which costs more than the product itself (~10 µs of a
+#: one-query IVF search of 256 lists at d = 384, whose product takes ~7)
+THREADED_PRODUCT = 1 << 18
+
+
 def probe(
     centroids: np.ndarray, q: np.ndarray, nprobe: int, metric: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -104,8 +112,11 @@ def probe(
     >>> lists.tolist(), dots.tolist()
     ([[0, 1]], [[0.8999999761581421, 0.10000000149011612]])
     """
-    with single_threaded_blas():  # see vecpress.threads: no spinning BLAS threads
-        dots = (q @ centroids.T).astype(np.float32)
+    if q.shape[0] * centroids.size < THREADED_PRODUCT:
+        dots = (q @ centroids.T).astype(np.float32)  # one BLAS thread whatever its count
+    else:
+        with single_threaded_blas():  # see vecpress.threads: no spinning BLAS threads
+            dots = (q @ centroids.T).astype(np.float32)
     if metric != "l2":  # the key is the dot: the selection gives both
         return topk(dots, nprobe)
     key = dots - 0.5 * np.einsum("ij,ij->i", centroids, centroids)[None, :]
