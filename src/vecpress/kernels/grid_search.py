@@ -291,17 +291,26 @@ def packed_queries(qi: np.ndarray, d: int, bits: int) -> np.ndarray:
     >>> packed_queries(np.arange(5, dtype=np.int16)[None], 5, 4)[0].tolist()
     [[0, 2, 4], [1, 3, 0]]
     """
-    if qi.size and not -128 <= int(qi.min()) <= int(qi.max()) <= 127:
+    per_byte = 8 // bits
+    out = np.zeros((qi.shape[0], per_byte, -(-d // per_byte)), np.int8)
+    if not _pack_queries(np.ascontiguousarray(qi, np.int16), d, per_byte, out):
         raise ValueError(
             f"packed queries take int8 values (one limb), found {int(qi.min())}..{int(qi.max())}"
         )
-    per_byte = 8 // bits
-    nbytes = -(-d // per_byte)
-    out = np.zeros((qi.shape[0], per_byte, nbytes), np.int8)
-    for g in range(per_byte):
-        col = qi[:, g::per_byte]
-        out[:, g, : col.shape[1]] = col
     return out
+
+
+@nb.njit(cache=True)
+def _pack_queries(qi, d, per_byte, out):
+    """:func:`packed_queries`' layout, in one compiled pass (one query's is part of every
+    one-query scan); false where a value is outside int8 (``out`` then incomplete)."""
+    for v in range(qi.shape[0]):
+        for i in range(d):
+            x = qi[v, i]
+            if x < -128 or x > 127:
+                return False
+            out[v, i % per_byte, i // per_byte] = x
+    return True
 
 
 @nb.njit(cache=True, inline="always")

@@ -295,9 +295,8 @@ def _scan_batch(stage, q, qsq, lists, adds, k, progressive=False):
         quant = codec.quantizer
         qe, center, qoff, t = quant.grid_queries(qt)
         bits = quant.param
-        counts = np.diff(plan.qptr)  # queries per item
-        if not stage.terms.complete:
-            stage.terms.ensure(stage.items, np.flatnonzero(counts))
+        if not stage.terms.complete:  # the scanned items' terms (queries per item > 0)
+            stage.terms.ensure(stage.items, np.flatnonzero(np.diff(plan.qptr)))
         qi, qs, off = grid_queries(qe, center, qoff, bits)
         norms = stage.norms if l2 else np.zeros(1, np.float32)
         items = (stage.items.starts, stage.items.ends, plan.qptr, plan.qidx, plan.qslot, plan.qadd)
