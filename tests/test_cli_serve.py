@@ -89,13 +89,16 @@ def _docs(root, name: str, n: int) -> np.ndarray:
 def test_warmup_goes_through_every_collection(tmp_path, capsys):
     """``--warmup``'s step: every collection under the root searched through one of its
     readers (which keeps the segments it opened), each named with its seconds."""
-    for name in ("a", "b"):
+    for name in ("a", "b", "c"):
         _docs(tmp_path, name, 150)
+    (segment,) = (tmp_path / "c" / "segments").iterdir()
+    segment.write_bytes(segment.read_bytes()[:100])  # damaged: reported, then skipped
     registry = Registry(tmp_path, readers=1)
     _warm_up(registry)
     err = capsys.readouterr().err
     assert "warmed up a in" in err and "warmed up b in" in err
-    assert "2 collection(s) warmed up in" in err
+    assert "could not warm up c: FormatError" in err and "warmed up c in" not in err
+    assert "3 collection(s) warmed up in" in err
     with registry.get("a").reader() as col:
         assert len(col._segments) == 1  # opened by the warm-up, kept for the searches
     registry.close()

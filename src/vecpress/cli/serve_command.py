@@ -117,15 +117,22 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _warm_up(registry) -> None:
     """``--warmup``: each collection of the registry warmed up through one of its
-    readers (the objects its searches use), each one's seconds on stderr."""
+    readers (the objects its searches use), each one's seconds on stderr. A collection
+    that cannot be searched (a damaged file) is reported and skipped: the warm-up only
+    saves time, and the others are still served (its requests get the error)."""
     from ..collection.warm import warm_up_collection
 
     start = time.perf_counter()
     names = registry.names()
     for name in names:
         t = time.perf_counter()
-        with registry.get(name).reader() as col:
-            warm_up_collection(col)
+        try:
+            with registry.get(name).reader() as col:
+                warm_up_collection(col)
+        except Exception as e:  # reported; the server still starts
+            print(f"vecpress serve: warning: could not warm up {name}: {type(e).__name__}: "
+                  f"{e}", file=sys.stderr)  # fmt: skip
+            continue
         print(f"vecpress serve: warmed up {name} in {time.perf_counter() - t:.1f} s",
               file=sys.stderr)  # fmt: skip
     print(f"vecpress serve: {len(names)} collection(s) warmed up in "
