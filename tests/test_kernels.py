@@ -723,3 +723,6 @@ def test_packed_queries_take_one_limb_of_int8_values():
 
     with pytest.raises(ValueError, match="int8 values"):
         packed_queries(np.array([[0, 200]], np.int16), 2, 4)
+    # wider integers are checked before the int16 kernel: 65,541 would wrap to 5
+    with pytest.raises(ValueError, match="65541"):
+        packed_queries(np.array([[0, 65541]], np.int64), 2, 4)

@@ -293,7 +293,8 @@ def packed_queries(qi: np.ndarray, d: int, bits: int) -> np.ndarray:
     """
     per_byte = 8 // bits
     out = np.zeros((qi.shape[0], per_byte, -(-d // per_byte)), np.int8)
-    if not _pack_queries(np.ascontiguousarray(qi, np.int16), d, per_byte, out):
+    wide = qi.dtype != np.int16 and qi.size and not -128 <= qi.min() <= qi.max() <= 127
+    if wide or not _pack_queries(np.ascontiguousarray(qi, np.int16), d, per_byte, out):
         raise ValueError(
             f"packed queries take int8 values (one limb), found {int(qi.min())}..{int(qi.max())}"
         )

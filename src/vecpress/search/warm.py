@@ -49,10 +49,9 @@ def warm_up(
 
     One query and a batch of :data:`BATCH_QUERIES`, each with the full scan and, where
     the first stage is read sign plane first (and ``progressive``), the progressive
-    one; with a second tier,
-    re-ranked to a fixed depth and certified (``rerank="auto"``); filtered by a few
-    allowed ids and by half of them. The queries are random rows of the index's
-    dimension; the results are discarded.
+    one; with a second tier, re-ranked to a fixed depth and certified
+    (``rerank="auto"``); filtered by a few allowed ids and by half of them. The
+    queries are random rows of the index's dimension; the results are discarded.
 
     Parameters
     ----------
