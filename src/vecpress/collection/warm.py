@@ -13,12 +13,11 @@ warmup FOLDER`` and ``vecpress serve ROOT --warmup`` call it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import numpy as np
 
-from ..search.warm import BATCH_QUERIES, warm_up, warm_up_spec
+from ..search.warm import BATCH_QUERIES, timed_step, warm_up, warm_up_spec
 from .collection import AUTO, Collection
 
 
@@ -74,9 +73,5 @@ def warm_up_collection(
         steps = []
     q = np.random.default_rng(0).standard_normal((BATCH_QUERIES, s["dim"])).astype(np.float32)
     for name, rows in (("collection, one query", q[:1]), ("collection, batch", q)):
-        if progress is not None:
-            progress(name)
-        t = time.perf_counter()
-        col.search(rows, k)
-        steps.append((name, time.perf_counter() - t))
+        timed_step(steps, name, progress, col.search, rows, k)
     return steps

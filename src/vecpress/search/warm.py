@@ -100,12 +100,18 @@ def warm_up(
     for kw in kinds:
         for label, rows in (("one query", q[:1]), ("batch", q)):
             name = ", ".join([label, *(_describe(key, v) for key, v in kw.items())])
-            if progress is not None:
-                progress(name)
-            t = time.perf_counter()
-            index.search(rows, k, **kw)
-            steps.append((name, time.perf_counter() - t))
+            timed_step(steps, name, progress, index.search, rows, k, **kw)
     return steps
+
+
+def timed_step(steps: list, name: str, progress, search: Callable, *args, **kwargs) -> None:
+    """One step of a warm-up: ``name`` to ``progress`` (if given), then
+    ``search(*args, **kwargs)`` run and ``(name, seconds)`` appended to ``steps``."""
+    if progress is not None:
+        progress(name)
+    t = time.perf_counter()
+    search(*args, **kwargs)
+    steps.append((name, time.perf_counter() - t))
 
 
 def _describe(key: str, value) -> str:
