@@ -169,6 +169,8 @@ def test_warm_up_collection_without_a_codec_yet(tmp_path):
     assert [name for name, _ in steps] == ["collection, one query", "collection, batch"]
     with pytest.raises(TypeError, match=r"vecpress\.Collection"):
         warm_up_collection(Index("hd2,rq4"))
+    with pytest.raises(ValueError, match="k"):
+        warm_up_collection(col, k=0)
 
 
 def test_warmup_of_a_collection_folder_from_the_command_line(tmp_path, capsys):

@@ -17,8 +17,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .._validation import check_positive_int
 from ..search.warm import BATCH_QUERIES, timed_step, warm_up, warm_up_spec
-from .collection import AUTO, Collection
+from .collection import AUTO, MAX_K, Collection
 
 
 def warm_up_collection(
@@ -59,6 +60,7 @@ def warm_up_collection(
     """
     if not isinstance(col, Collection):
         raise TypeError(f"col must be a vecpress.Collection, found {type(col).__name__}")
+    k = check_positive_int(k, "k", high=MAX_K)  # before the index steps, not after them
     s = col.settings
     segments = col.segments()
     if segments:
