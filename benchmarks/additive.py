@@ -10,7 +10,8 @@ by each codec's scores against the exact top 10, on ``--queries`` queries, for
 
 * vecpress: ``klvq<b>`` (transform coding with a residual quantizer on the leading
   axes, or one weighted block on every axis at d b / 8 <= 16 bytes; beam 5 and
-  ``--strong-beam``), ``rvq<M>x8`` (faiss's residual quantizer trains
+  ``--strong-beam``; and ``klvq<b>-aniso<eta>``, the block coded score-aware, at the
+  ``--aniso`` values), ``rvq<M>x8`` (faiss's residual quantizer trains
   and encodes; its codes are faiss's own, ``tests/test_additive.py``; with the strong
   beam too where ``M <= 16``), ``kl<b>`` and ``pca<d'>,kl<b>`` (transform coding),
   ``center,hd2,rq<b>``, ``pq<M>x8``;
@@ -26,7 +27,8 @@ exhaustive search's time over queries x rows: vecpress ``Codec.score`` for 100 q
 at a time, faiss ``index.search`` of all queries, its default search type). The paired
 standard error of a recall difference is over queries.
 
-Run ``python benchmarks/additive.py [--sets glove,minilm] [--bits 1,2]``; writes
+Run ``python benchmarks/additive.py [--sets glove,minilm] [--bits 1,2] [--aniso 3]
+[--vecpress 'klvq{b};klvq{b}-aniso3']`` (``--vecpress``: only those vecpress specs); writes
 ``benchmarks/results/additive-<sets>-<bits>b-<date>.{json,md}`` and prints the Markdown.
 """
 
@@ -42,12 +44,17 @@ import numpy as np
 
 import common
 from vecpress import Codec
+from vecpress.codecs.quantizers.transform_vq import row_bytes, split
 
 HERE = Path(__file__).resolve().parent
 
 
-def candidates(d: int, bits: int, set_name: str, strong_beam: int) -> tuple[list[str], list[str]]:
-    """(vecpress specs, faiss factory keys) near ``bits`` per dimension at ``d``."""
+def candidates(
+    d: int, bits: int, set_name: str, strong_beam: int, aniso=(), only=()
+) -> tuple[list[str], list[str]]:
+    """(vecpress specs, faiss factory keys) near ``bits`` per dimension at ``d``; ``aniso``
+    adds ``klvq``'s score-aware block at those ``eta`` (where the row has a block),
+    ``only`` replaces vecpress's list (``{b}`` and ``{beam}`` filled in)."""
     m = max(1, d * bits // 8)  # vecpress's bytes = 8-bit codebooks within B
     mf = max(1, int(1.1 * d * bits / 8))  # faiss's codebooks within 1.1 B
     vp = [f"klvq{bits}", f"rvq{m}x8", f"kl{bits}", f"center,hd2,rq{bits}"]
@@ -55,12 +62,19 @@ def candidates(d: int, bits: int, set_name: str, strong_beam: int) -> tuple[list
         vp.append(f"klvq{bits}-beam{strong_beam}")
         if m <= 16:  # faiss's RQ with the strong beam (the same codes): where it is cheap
             vp.append(f"rvq{m}x8-beam{strong_beam}")
+    if split(d, row_bytes(d, bits))[1]:  # a block to code score-aware
+        for eta in aniso:
+            vp.append(f"klvq{bits}-aniso{eta}")
+            if strong_beam:
+                vp.append(f"klvq{bits}-beam{strong_beam}-aniso{eta}")
     for keep in (d // 2, (3 * d) // 4):  # fewer axes, more bits each
         b2 = max(1, min(8, (d * bits - 16) // keep))  # the factor's 2 bytes within B
         if b2 >= 1 and keep < d:
             vp.append(f"pca{keep},kl{b2}")
     # product quantizers need M to divide d: the most sub-spaces within B / 1.1 B
     vp.append(f"pq{max(k for k in range(1, d + 1) if d % k == 0 and k <= m)}x8")
+    if only:
+        vp = [spec.format(b=bits, beam=strong_beam) for spec in only]
     mp = max(k for k in range(1, d + 1) if d % k == 0 and k <= mf)
     fs = [f"RQ{mf}x8", f"PQ{mp}x8", f"OPQ{mp},PQ{mp}x8"]
     if set_name == "glove":
@@ -145,7 +159,7 @@ def run_faiss(key: str, train, base, q, beam: int | None = None) -> dict:
             "found": found}  # fmt: skip
 
 
-def run_set(ds, bits_list, n_train: int, n_queries: int, strong_beam: int) -> dict:
+def run_set(ds, bits_list, n_train: int, n_queries: int, strong_beam: int, aniso, only) -> dict:
     import faiss
 
     rng = np.random.default_rng(0)
@@ -157,7 +171,7 @@ def run_set(ds, bits_list, n_train: int, n_queries: int, strong_beam: int) -> di
     truth = flat.search(q, 10)[1]
     out = {"set": ds.name, "d": ds.d, "n": base.shape[0], "queries": len(q), "budgets": []}
     for bits in bits_list:
-        vp, fs = candidates(ds.d, bits, ds.name, strong_beam)
+        vp, fs = candidates(ds.d, bits, ds.name, strong_beam, aniso, only)
         rows = []
         for spec in vp:
             rows.append(run_vecpress(spec, train, base, q))
@@ -228,6 +242,10 @@ def main() -> int:
     p.add_argument("--queries", type=int, default=1_000, help="queries (default 1000)")
     p.add_argument("--strong-beam", type=int, default=16, help="faiss RQ's stronger beam "
                    "(default 16; 0: skip)")  # fmt: skip
+    p.add_argument("--aniso", default="3", help="eta of klvq's score-aware variants, "
+                   "comma-separated (default 3; empty: none)")  # fmt: skip
+    p.add_argument("--vecpress", default="", help="vecpress specs to run instead of the "
+                   "default list, separated by ';', {b} and {beam} filled in")  # fmt: skip
     p.add_argument("--minilm", type=Path, default=Path.home() / ".cache" / "vecpress" / "minilm")
     args = p.parse_args()
     env = common.run_environment()
@@ -236,7 +254,11 @@ def main() -> int:
     for name in filter(None, args.sets.split(",")):
         ds = common.load_glove(args.queries) if name == "glove" else common.load_minilm(args.minilm)
         if ds is not None:
-            run["sets"].append(run_set(ds, bits, args.train, args.queries, args.strong_beam))
+            aniso = [int(e) for e in filter(None, args.aniso.split(","))]
+            only = list(filter(None, args.vecpress.split(";")))
+            run["sets"].append(
+                run_set(ds, bits, args.train, args.queries, args.strong_beam, aniso, only)
+            )
     text = report(run)
     out = HERE / "results"
     out.mkdir(exist_ok=True)

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..codecs.quantizers.additive import TRAIN_ROWS
+from ..codecs.quantizers.anisotropic import ROUNDS
 from ..codecs.quantizers.transform_vq import row_bytes, split
 
 #: rows the codecs fit on at most (:data:`vecpress.search.index.FIT_SAMPLE`)
@@ -141,7 +142,7 @@ def _quantizer_kind(q: str) -> tuple[str, int, int]:
     m = re.fullmatch(r"(o?pq|rvq|lsq)(\d+)x(\d+)(?:-(?:beam|ils)\d+)?", q)
     if m:
         return m.group(1), int(m.group(2)), int(m.group(3))
-    m = re.fullmatch(r"klvq(\d)(?:-beam\d+)?", q)
+    m = re.fullmatch(r"klvq(\d)(?:-beam\d+)?(?:-aniso\d+)?", q)
     if m:
         return "klvq", 0, int(m.group(1))
     m = re.fullmatch(r"(rq|lvq|int|tqp?|kl)\d(x\d)?", q)
@@ -187,9 +188,11 @@ def build_seconds(spec: str, n: int, d: int) -> float:
     kind, m, b = _quantizer_kind(q)
     if kind == "klvq":  # kl's axes, rvq's block of M codebooks on L axes, kl's tail
         lead, books, _ = split(dd, row_bytes(dd, b), 2 if b <= 4 else 4)
-        beam = re.search(r"-beam(\d+)$", q)
+        beam = re.search(r"-beam(\d+)", q)
+        # an anisotropic block encodes its training rows again in each codebook round
+        coded = n + (ROUNDS * min(fit, TRAIN_ROWS) if "-aniso" in q else 0)
         block = (
-            build_seconds(f"rvq{books}x8-beam{beam.group(1) if beam else 5}", n, lead)
+            build_seconds(f"rvq{books}x8-beam{beam.group(1) if beam else 5}", coded, lead)
             if books
             else 0.0
         )

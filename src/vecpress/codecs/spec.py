@@ -67,7 +67,7 @@ def _valid_names() -> str:
         f"transforms: {', '.join(TRANSFORM_NAMES)}; quantizers: {q} (b in 1..8), "
         "pq<M>x<b>, opq<M>x<b> (b = 4 or 8), lvq<b1>x<b2> (two-level LVQ, b1, b2 in 1..8), "
         "rvq<M>x<b>[-beam<n>], lsq<M>x<b>[-ils<n>] (additive, b = 4 or 8), "
-        "klvq<b>[-beam<n>] (transform coding with vector-quantized leading axes)"
+        "klvq<b>[-beam<n>][-aniso<eta>] (transform coding with vector-quantized leading axes)"
     )
 
 

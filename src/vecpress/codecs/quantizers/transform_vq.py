@@ -61,6 +61,16 @@ coordinates (of the uncentred rows) 0.5145 plain, 0.5187 / 0.5372 / 0.5357 with 
 fits moved recall@10 by up to 0.008, and at beam 16 on GloVe-50 (1 bit) the weights
 gave nothing (``benchmarks/additive.py``: 0.2365 against 0.2388 unweighted).
 
+**Score-aware block** (``klvq<b>-aniso<eta>``). The block's beam search and its
+codebooks can weigh the error along each row's direction ``eta`` times its other
+components (:mod:`.anisotropic`): faiss trains the codebooks as above, then three rounds
+encode the training rows under that loss and move each codeword to the least-squares
+optimum of its rows. In the block's weighted coordinates ``y = z w`` a query like the row
+``x`` scores the block by ``<(x A)_lead / w, ŷ>``, so the direction is ``(x A)_lead / w``
+with ``(x A)_lead = z_lead + (mu A)_lead`` (the row's own, uncentred). The encoder is then
+vecpress's beam search (a compiled kernel, :func:`.anisotropic.beam_encode`), not
+faiss's; decoding and scoring do not change, and a stored codec records ``eta``.
+
 **Correction and scores.** The tail keeps ``kl``'s correction on its coded axes:
 with ``ẑ`` the grid reconstruction of the tail's coded coordinates ``z_c``,
 ``f = |z_c|² / <ẑ, z_c>`` is stored per row (float16 for ``b <= 4``, float32 above),
@@ -100,6 +110,7 @@ from ...kernels.bitpack import unpack
 from ...kernels.scan import grid_queries, int_scan, query_limbs
 from ...threads import single_threaded_blas
 from .additive import RVQ, TRAIN_ROWS
+from .anisotropic import ROUNDS, beam_encode, refine_codebooks, unit_directions
 from .base import Quantizer, RowField
 from .transform_coding import (
     _CHUNK,
@@ -112,8 +123,10 @@ from .transform_coding import (
     search_tables,
 )
 
-#: ``klvq<b>[-beam<n>]``
-TOKEN = re.compile(r"^klvq(\d+)(?:-beam(\d+))?$")
+#: ``klvq<b>[-beam<n>][-aniso<eta>]``
+TOKEN = re.compile(r"^klvq(\d+)(?:-beam(\d+))?(?:-aniso(\d+))?$")
+#: largest anisotropy ``eta`` a spec may name
+MAX_ETA = 64
 #: residual quantizer's default beam (faiss's)
 DEFAULT_BEAM = 5
 #: bits of the leading block's codebooks
@@ -191,11 +204,16 @@ class KLVQ(Quantizer):
     #: the per-vector field of a row with a tail (a single block has none)
     FACTOR = (RowField("f", "correction factor f", scaled=False),)
 
-    def __init__(self, param: int, beam: int = DEFAULT_BEAM) -> None:
+    def __init__(self, param: int, beam: int = DEFAULT_BEAM, eta: int = 1) -> None:
         super().__init__(param)
         if isinstance(beam, bool) or not isinstance(beam, int) or not 1 <= beam <= 256:
             raise ValueError(f"klvq{param}: beam must be an integer in [1, 256], found {beam!r}")
+        if isinstance(eta, bool) or not isinstance(eta, int) or not 1 <= eta <= MAX_ETA:
+            raise ValueError(
+                f"klvq{param}: aniso (eta) must be an integer in [1, {MAX_ETA}], found {eta!r}"
+            )
         self.beam = beam
+        self.eta = eta
         self.lead_: RVQ | None = None
         self.mean_: np.ndarray | None = None
         self.axes_: np.ndarray | None = None
@@ -206,10 +224,12 @@ class KLVQ(Quantizer):
     @property
     def spec(self) -> str:
         tail = "" if self.beam == DEFAULT_BEAM else f"-beam{self.beam}"
+        tail += "" if self.eta == 1 else f"-aniso{self.eta}"
         return f"klvq{self.param}{tail}"
 
     def config(self) -> dict:
-        return {**super().config(), "beam": self.beam, "lead_weight": LEAD_WEIGHT}
+        out = {**super().config(), "beam": self.beam, "lead_weight": LEAD_WEIGHT}
+        return out if self.eta == 1 else {**out, "eta": self.eta}
 
     def setup(self, d: int, rng: np.random.Generator) -> None:
         super().setup(d, rng)
@@ -277,9 +297,27 @@ class KLVQ(Quantizer):
         for s in range(0, rows.size, _CHUNK):
             blk = x[rows[s : s + _CHUNK]].astype(np.float64) - mean
             z[s : s + _CHUNK] = blk @ axes[:, :lead_dims].astype(np.float64)
-        z *= lead_weights(lam[:lead_dims]).astype(np.float32)
+        w = lead_weights(lam[:lead_dims])
+        z *= w.astype(np.float32)
         lead.fit(z)
+        if self.eta > 1:  # the codebooks moved toward the anisotropic loss (.anisotropic)
+            g = self._lead_directions(z, mean @ axes[:, :lead_dims].astype(np.float64), w)
+            cb = lead.centroids_
+            for _ in range(ROUNDS):
+                cb = refine_codebooks(
+                    z, g, beam_encode(z, g, cb, self.eta, self.beam), cb, self.eta
+                )
+            if not np.isfinite(cb).all():
+                raise ValueError(f"{self.spec}: codebook updates gave non-finite codewords")
+            lead.centroids_, lead._coder = cb, None
         return lead
+
+    @staticmethod
+    def _lead_directions(y: np.ndarray, mean_lead: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Unit directions of the anisotropic loss for the block's weighted coordinates
+        ``y = z w``: a query like the row ``x`` scores the block by ``<(x A)_lead / w, ŷ>``,
+        and ``(x A)_lead = z + (mu A)_lead``."""
+        return unit_directions((y / w + mean_lead) / w)
 
     def _layout(self) -> None:
         """Derived state: the tail's groups (bytes after the block's), steps and copies."""
@@ -299,6 +337,7 @@ class KLVQ(Quantizer):
         )
         self._tail_axes = np.ascontiguousarray(self.axes_[:, lead_dims : lead_dims + k])
         self._axes64 = self.axes_.astype(np.float64)
+        self._mean_lead = self.mean_ @ self._axes64[:, :lead_dims]
         self._unit_exp = math.frexp(math.sqrt(tail_lam[0]))[1] if k else 0
         self._layout_rows = layout_rows(self.groups_, k, self._nbytes)
 
@@ -319,6 +358,8 @@ class KLVQ(Quantizer):
     def restore(self, config: dict, arrays: dict[str, np.ndarray]) -> None:
         if config.get("beam") != self.beam:
             raise ValueError(f"{self.spec}: stored beam {config.get('beam')!r} differs")
+        if config.get("eta", 1) != self.eta:
+            raise ValueError(f"{self.spec}: stored aniso (eta) {config.get('eta')!r} differs")
         if config.get("lead_weight") != LEAD_WEIGHT:
             raise ValueError(
                 f"{self.spec}: stored lead_weight {config.get('lead_weight')!r}, this version "
@@ -378,9 +419,14 @@ class KLVQ(Quantizer):
             with single_threaded_blas():  # BLAS threads left spinning slow faiss down
                 z64 = (rows.astype(np.float64) - self.mean_) @ self._axes64
             if m:
-                out[s : s + _CHUNK, :m] = self.lead_.encode(
-                    np.ascontiguousarray(z64[:, :lead_dims] * self._lead_w, np.float32)
-                )
+                y = np.ascontiguousarray(z64[:, :lead_dims] * self._lead_w, np.float32)
+                if self.eta > 1:
+                    g = unit_directions((z64[:, :lead_dims] + self._mean_lead) / self._lead_w)
+                    out[s : s + _CHUNK, :m] = beam_encode(
+                        y, g, self.lead_.centroids_, self.eta, self.beam
+                    )
+                else:
+                    out[s : s + _CHUNK, :m] = self.lead_.encode(y)
             if k:
                 tail = np.ascontiguousarray(z64[:, lead_dims : lead_dims + k])
                 _encode_tail(
@@ -506,13 +552,25 @@ def make_klvq(token: str) -> KLVQ | None:
     m = TOKEN.match(token)
     if not m:
         return None
-    bits, beam = m.groups()
-    canonical = f"klvq{int(bits)}" + (f"-beam{int(beam)}" if beam else "")
-    if not 1 <= int(bits) <= 8 or token != canonical or (beam and not 1 <= int(beam) <= 256):
+    bits, beam, eta = m.groups()
+    canonical = (
+        f"klvq{int(bits)}"
+        + (f"-beam{int(beam)}" if beam else "")
+        + (f"-aniso{int(eta)}" if eta else "")
+    )
+    if (
+        not 1 <= int(bits) <= 8
+        or token != canonical
+        or (beam and not 1 <= int(beam) <= 256)
+        or (eta and not 1 <= int(eta) <= MAX_ETA)
+    ):
         raise ValueError(
-            f"stage {token!r}: klvq<b>[-beam<n>] needs b in 1..8 and a beam in [1, 256]"
+            f"stage {token!r}: klvq<b>[-beam<n>][-aniso<eta>] needs b in 1..8, a beam in "
+            f"[1, 256] and eta in [1, {MAX_ETA}]"
         )
-    return KLVQ(int(bits), DEFAULT_BEAM if beam is None else int(beam))
+    return KLVQ(
+        int(bits), DEFAULT_BEAM if beam is None else int(beam), 1 if eta is None else int(eta)
+    )
 
 
 __all__ = ["KLVQ", "lead_weights", "make_klvq", "row_bytes", "split"]
