@@ -270,10 +270,11 @@ def test_in_the_advisors_full_space_with_its_cost():
     from vecpress.advisor.cost import build_seconds, pair_seconds
 
     assert "klvq" in GRIDS["full"]["families"] and "klvq" not in GRIDS["default"]["families"]
-    assert family_specs("klvq", 384) == ["klvq1"]
+    assert family_specs("klvq", 384) == ["klvq1-aniso3"]
     kl, klvq = build_seconds("kl1", 100_000, 384), build_seconds("klvq1", 100_000, 384)
     assert klvq > 5 * kl
     assert build_seconds("klvq1-beam16", 100_000, 384) > klvq
+    assert build_seconds("klvq1-aniso3", 100_000, 384) > klvq  # rounds on the training rows
     assert build_seconds("klvq2", 100_000, 384) < klvq  # all grid: no block to train
     assert pair_seconds("klvq1", 384, 50) > pair_seconds("kl1", 384, 50)
 
