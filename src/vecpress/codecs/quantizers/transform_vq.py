@@ -428,7 +428,7 @@ class KLVQ(Quantizer):
             if m:
                 y = np.ascontiguousarray(z64[:, :lead_dims] * self._lead_w, np.float32)
                 if self.eta > 1:
-                    g = unit_directions((z64[:, :lead_dims] + self._mean_lead) / self._lead_w)
+                    g = self._lead_directions(y, self._mean_lead, self._lead_w)
                     out[s : s + _CHUNK, :m] = beam_encode(
                         y, g, self.lead_.centroids_, self.eta, self.beam
                     )
