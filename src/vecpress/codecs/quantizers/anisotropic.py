@@ -108,6 +108,15 @@ def beam_encode(
     return out
 
 
+@nb.njit(cache=True, fastmath=True, inline="always")
+def _dot(a, b):
+    """``<a, b>`` of two float32 vectors, accumulated in float32 (vectorised)."""
+    s = np.float32(0.0)
+    for j in range(a.size):
+        s += a[j] * b[j]
+    return s
+
+
 @nb.njit(cache=True, parallel=True, fastmath=True)
 def _beam_encode(y, g, cb, cn, extra, beam, out):
     n, dim = y.shape
@@ -137,17 +146,11 @@ def _beam_encode(y, g, cb, cn, extra, beam, out):
         kept = 1
         for m in range(nbooks):
             for c in range(k):
-                s = np.float32(0.0)
-                for j in range(dim):
-                    s += g[i, j] * cb[m, c, j]
-                gc[c] = s
+                gc[c] = _dot(g[i], cb[m, c])
             cnt = 0
             for b in range(kept):
                 for c in range(k):
-                    s = np.float32(0.0)
-                    for j in range(dim):
-                        s += res[b, j] * cb[m, c, j]
-                    ec = e[b] - 2.0 * s + cn[m, c]
+                    ec = e[b] - 2.0 * _dot(res[b], cb[m, c]) + cn[m, c]
                     pc = p[b] - gc[c]
                     loss = ec + extra * pc * pc
                     if cnt == beam and loss >= tl[cnt - 1]:
