@@ -316,7 +316,7 @@ class KLVQ(Quantizer):
                 )
             if not np.isfinite(cb).all():
                 raise ValueError(f"{self.spec}: codebook updates gave non-finite codewords")
-            lead.centroids_, lead._coder = cb, None
+            lead.centroids_ = cb  # (RVQ rebuilds its faiss coder for new codebooks)
         return lead
 
     @staticmethod
