@@ -161,15 +161,22 @@ def test_klvq_aniso_split_row(rows):
     the block's codes are the anisotropic search's, finite scores, and the block's
     error along the rows' directions is smaller than the plain block's."""
     rng = np.random.default_rng(5)
-    x = np.concatenate([rows, rng.standard_normal((6000, 160)).astype(np.float32) * 0.05], 1)
-    x = np.ascontiguousarray(x[:, :192] / np.linalg.norm(x[:, :192], axis=1, keepdims=True))
-    plain = Codec.from_spec("klvq1", d=192).fit(x[:4000])
-    aniso = Codec.from_spec("klvq1-aniso4", d=192).fit(x[:4000])
+    x = np.concatenate([rows[:2500], rng.standard_normal((2500, 160)).astype(np.float32) * 0.05], 1)
+    x = np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True))
+    plain = Codec.from_spec("klvq1", d=192).fit(x[:1500])
+    aniso = Codec.from_spec("klvq1-aniso4", d=192).fit(x[:1500])
     errs = []
     for codec in (plain, aniso):
-        codes = codec.encode(x[4000:])
-        s = codec.score(x[4000:4100], codes)
+        codes = codec.encode(x[1500:])
+        s = codec.score(x[1500:1600], codes)
         assert np.isfinite(s).all()
-        r = x[4000:] - codec.decode(codes)
-        errs.append(float(((r * x[4000:]).sum(axis=1) ** 2).mean()))
+        r = x[1500:] - codec.decode(codes)
+        errs.append(float(((r * x[1500:]).sum(axis=1) ** 2).mean()))
+    quant = aniso.quantizer
+    lead_dims, m, _ = quant._split
+    y = ((x[1500:].astype(np.float64) - quant.mean_) @ quant._axes64)[:, :lead_dims]
+    y = np.ascontiguousarray(y * quant._lead_w, np.float32)
+    g = quant._lead_directions(y, quant._mean_lead, quant._lead_w)
+    want = beam_encode(y, g, quant.lead_.centroids_, 4.0, quant.beam)
+    assert (aniso.encode(x[1500:])[:, :m] == want).all(axis=1).mean() > 0.99
     assert errs[1] < errs[0]

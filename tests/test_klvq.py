@@ -221,10 +221,10 @@ def test_rows_far_from_unit_scale(scale, spec, d):
 def _scaled_score_error(spec: str, d: int, s: float) -> float:
     """Mean squared error of ``spec``'s scores of 200 rows, fitted and coded at ``s``
     times their scale, against the exact scores at unit scale (each fit made once)."""
-    x = rows(1200, d=d)
-    exact = x[:5].astype(np.float64) @ x[1000:].T.astype(np.float64)
-    codec = Codec.from_spec(spec, d=d).fit(x[:1000] * s)
-    got = codec.score(x[:5], codec.encode(x[1000:] * s)).astype(np.float64) / s
+    x = rows(800, d=d)
+    exact = x[:5].astype(np.float64) @ x[600:].T.astype(np.float64)
+    codec = Codec.from_spec(spec, d=d).fit(x[:600] * s)
+    got = codec.score(x[:5], codec.encode(x[600:] * s)).astype(np.float64) / s
     assert np.isfinite(got).all()
     return float(np.square(got - exact).mean())
 
@@ -244,7 +244,7 @@ def test_tiny_dimensions_code_every_axis_in_the_block():
 def test_index_search_ranks_by_the_codec_score(metric, tmp_path):
     import vecpress
 
-    x = rows(1200)
+    x = rows(800)
     index = Index("klvq1", metric, rerank_spec="f32")
     index.add(x)
     q = rows(5, seed=3)
