@@ -85,6 +85,11 @@ def candidates(
     return vp, [f for f in fs if f]
 
 
+def top10(scores: np.ndarray) -> np.ndarray:
+    """Each row's 10 best columns (any order): ``reach.py``'s exhaustive top 10."""
+    return np.argpartition(-scores, 9, axis=1)[:, :10]
+
+
 def recall_rows(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.array([np.intersect1d(f, t).size / 10 for f, t in zip(found, truth, strict=True)])
 
