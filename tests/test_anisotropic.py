@@ -101,6 +101,10 @@ def test_shapes_are_checked(trained):
         beam_encode(x[:, :8], unit_directions(x[:, :8]), cb, 3.0, 4)
     with pytest.raises(ValueError, match="directions"):
         beam_encode(x, unit_directions(x[:10]), cb, 3.0, 4)
+    for beam in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="beam must be an integer >= 1"):
+            beam_encode(x, unit_directions(x), cb, 3.0, beam)
+    assert beam_encode(x[:0], unit_directions(x[:0]), cb, 3.0, 4).shape == (0, cb.shape[0])
 
 
 def test_zero_rows_have_no_direction():

@@ -32,7 +32,14 @@ codebook and keeps the ``beam`` of least loss. With the residual ``r = y - ŷ`` 
 partial sum, its squared norm ``E = |r|²`` and ``P = <g, r>``, adding codeword ``c``
 gives ``E - 2 <r, c> + |c|²`` and ``P - <g, c>``, so a candidate costs one dot product
 over the block's axes. The row's code is the kept sum of least loss after the last
-codebook.
+codebook. The dot products are BLAS products: for a block of 128 rows, ``<g, c>`` of
+every codeword once, and at each step ``<r, c>`` of every kept residual and codeword of
+the step's codebook as one ``(rows x beam, L) @ (L, 256)`` product; a compiled kernel
+then keeps each row's best extensions. Measured (one core, 4,096 Gaussian rows of 92
+axes, 23 codebooks, ``eta = 3``, the MiniLM block's shape at 1 bit; throwaway script):
+6,930 rows/s at beam 5 and 2,190 at beam 16, against 2,340 and 820 for a kernel that
+computed each dot product in a loop, with the same codes for every row; on two threads
+(the products on one, the kernel on both) 7,980-8,720 against 4,500-4,600 at beam 5.
 
 **Codebook update.** With every other codebook fixed, codebook ``m``'s codeword ``v``
 serves the rows ``S`` whose code picks it, each wanting ``t_i = y_i - Σ_{m'≠m}
@@ -48,6 +55,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ...threads import single_threaded_blas
 from .pq import unit_scale
 
 #: rounds of encoding and codebook updates on the training rows
@@ -102,86 +110,107 @@ def beam_encode(
             f"beam_encode: rows {y.shape}, directions {g.shape} and codebooks {cb.shape} "
             "need float32[n, L], float32[n, L] and float32[M, 256, L]"
         )
+    if isinstance(beam, bool) or not isinstance(beam, int | np.integer) or beam < 1:
+        raise ValueError(f"beam_encode: beam must be an integer >= 1, found {beam!r}")
+    nbooks, k, dim = cb.shape
+    n = y.shape[0]
     cn = (cb.astype(np.float64) ** 2).sum(axis=2)
-    out = np.empty((y.shape[0], cb.shape[0]), np.uint8)
-    _beam_encode(y, g, cb, cn, float(eta) - 1.0, int(beam), out)
+    cbt = np.ascontiguousarray(cb.transpose(0, 2, 1))  # codebook m's columns: cbt[m]
+    every = np.ascontiguousarray(cb.reshape(nbooks * k, dim).T)  # all codewords' columns
+    out = np.empty((n, nbooks), np.uint8)
+    beam = int(beam)
+    rows = min(n, _BLOCK)
+    res, res2 = np.empty((2, rows, beam, dim), np.float32)
+    codes, codes2 = np.zeros((2, rows, beam, nbooks), np.uint8)
+    e, e2, p, p2 = np.empty((4, rows, beam), np.float64)
+    parent, word = np.empty((2, rows, beam), np.int64)
+    extra = float(eta) - 1.0
+    with single_threaded_blas():  # BLAS threads spinning beside the kernel's: 18x slower
+        for s0 in range(0, n, _BLOCK):
+            _beam_block(
+                y, g, s0, cb, cbt, every, cn, extra, beam, out,
+                (res, res2, codes, codes2, e, e2, p, p2, parent, word),
+            )  # fmt: skip
     return out
 
 
-@nb.njit(cache=True, fastmath=True, inline="always")
-def _dot(a, b):
-    """``<a, b>`` of two float32 vectors, accumulated in float32 (vectorised)."""
-    s = np.float32(0.0)
-    for j in range(a.size):
-        s += a[j] * b[j]
-    return s
+def _beam_block(y, g, s0, cb, cbt, every, cn, extra, beam, out, bufs) -> None:
+    """:func:`beam_encode` of the rows ``s0 : s0 + _BLOCK`` into ``out``."""
+    res, res2, codes, codes2, e, e2, p, p2, parent, word = bufs
+    nbooks, k, dim = cb.shape
+    yb = y[s0 : s0 + _BLOCK]
+    r = yb.shape[0]
+    gc = g[s0 : s0 + r] @ every  # <g, c> of every codeword, float32[r, M * 256]
+    res[:r, 0] = yb
+    y64 = yb.astype(np.float64)
+    e[:r, 0] = (y64 * y64).sum(axis=1)
+    p[:r, 0] = (y64 * g[s0 : s0 + r]).sum(axis=1)
+    kept = 1
+    for m in range(nbooks):
+        # <r_b, c> of every kept residual and codeword of codebook m: one BLAS product
+        sc = (res[:r, :kept].reshape(r * kept, dim) @ cbt[m]).reshape(r, kept, k)
+        _best_extensions(
+            sc, e[:r], p[:r], gc[:, m * k : (m + 1) * k], cn[m], extra, beam,
+            e2[:r], p2[:r], parent[:r], word[:r],
+        )  # fmt: skip
+        kept = min(beam, kept * k)
+        _extend(res[:r], codes[:r], parent[:r], word[:r], cb[m], m, kept, res2[:r], codes2[:r])
+        res, res2, codes, codes2, e, e2, p, p2 = res2, res, codes2, codes, e2, e, p2, p
+    out[s0 : s0 + r] = codes[:r, 0]
+
+
+#: rows the beam search takes through its products at a time
+_BLOCK = 128
 
 
 @nb.njit(cache=True, parallel=True, fastmath=True)
-def _beam_encode(y, g, cb, cn, extra, beam, out):
-    n, dim = y.shape
-    nbooks, k = cb.shape[0], cb.shape[1]
-    for i in nb.prange(n):
-        res = np.empty((beam, dim), np.float32)
-        res2 = np.empty((beam, dim), np.float32)
-        e = np.empty(beam, np.float64)
-        p = np.empty(beam, np.float64)
-        codes = np.zeros((beam, nbooks), np.uint8)
-        codes2 = np.zeros((beam, nbooks), np.uint8)
-        # the kept candidates of a step, sorted by loss: loss, parent, codeword, E, P
+def _best_extensions(sc, e, p, gc, cn, extra, beam, e2, p2, parent, word):
+    """For each row, the ``beam`` extensions of least loss of its kept partial sums by one
+    codebook's codewords, sorted by loss: their parent, codeword, ``E`` and ``P``
+    (module docstring), from ``sc[i, b, c] = <r_b, c>``."""
+    rows, kept, k = sc.shape
+    for i in nb.prange(rows):
         tl = np.empty(beam, np.float64)
-        tb = np.empty(beam, np.int64)
-        tc = np.empty(beam, np.int64)
-        te = np.empty(beam, np.float64)
-        tp = np.empty(beam, np.float64)
-        gc = np.empty(k, np.float64)
-        e0 = 0.0
-        p0 = 0.0
-        for j in range(dim):
-            res[0, j] = y[i, j]
-            e0 += np.float64(y[i, j]) * y[i, j]
-            p0 += np.float64(g[i, j]) * y[i, j]
-        e[0] = e0
-        p[0] = p0
-        kept = 1
-        for m in range(nbooks):
+        cnt = 0
+        for b in range(kept):
+            eb = e[i, b]
+            pb = p[i, b]
             for c in range(k):
-                gc[c] = _dot(g[i], cb[m, c])
-            cnt = 0
-            for b in range(kept):
-                for c in range(k):
-                    ec = e[b] - 2.0 * _dot(res[b], cb[m, c]) + cn[m, c]
-                    pc = p[b] - gc[c]
-                    loss = ec + extra * pc * pc
-                    if cnt == beam and loss >= tl[cnt - 1]:
-                        continue
-                    t = cnt if cnt < beam else beam - 1
-                    while t > 0 and tl[t - 1] > loss:
-                        tl[t], tb[t], tc[t], te[t], tp[t] = (
-                            tl[t - 1],
-                            tb[t - 1],
-                            tc[t - 1],
-                            te[t - 1],
-                            tp[t - 1],
-                        )
-                        t -= 1
-                    tl[t], tb[t], tc[t], te[t], tp[t] = loss, b, c, ec, pc
-                    if cnt < beam:
-                        cnt += 1
-            for t in range(cnt):
-                b, c = tb[t], tc[t]
-                for j in range(dim):
-                    res2[t, j] = res[b, j] - cb[m, c, j]
-                for mm in range(m):
-                    codes2[t, mm] = codes[b, mm]
-                codes2[t, m] = c
-                e[t] = te[t]
-                p[t] = tp[t]
-            res, res2 = res2, res
-            codes, codes2 = codes2, codes
-            kept = cnt
-        for mm in range(nbooks):
-            out[i, mm] = codes[0, mm]
+                ec = eb - 2.0 * sc[i, b, c] + cn[c]
+                pc = pb - gc[i, c]
+                loss = ec + extra * pc * pc
+                if cnt == beam and loss >= tl[cnt - 1]:
+                    continue
+                t = cnt if cnt < beam else beam - 1
+                while t > 0 and tl[t - 1] > loss:
+                    tl[t] = tl[t - 1]
+                    parent[i, t] = parent[i, t - 1]
+                    word[i, t] = word[i, t - 1]
+                    e2[i, t] = e2[i, t - 1]
+                    p2[i, t] = p2[i, t - 1]
+                    t -= 1
+                tl[t] = loss
+                parent[i, t] = b
+                word[i, t] = c
+                e2[i, t] = ec
+                p2[i, t] = pc
+                if cnt < beam:
+                    cnt += 1
+
+
+@nb.njit(cache=True, parallel=True)
+def _extend(res, codes, parent, word, cbm, m, kept, res2, codes2):
+    """The kept extensions' residuals and codes (:func:`_best_extensions`'s choices)."""
+    rows, _, dim = res.shape
+    for i in nb.prange(rows):
+        for t in range(kept):
+            b = parent[i, t]
+            c = word[i, t]
+            for j in range(dim):
+                res2[i, t, j] = res[i, b, j] - cbm[c, j]
+            for mm in range(m):
+                codes2[i, t, mm] = codes[i, b, mm]
+            codes2[i, t, m] = c
 
 
 def refine_codebooks(

@@ -68,8 +68,9 @@ encode the training rows under that loss and move each codeword to the least-squ
 optimum of its rows. In the block's weighted coordinates ``y = z w`` a query like the row
 ``x`` scores the block by ``<(x A)_lead / w, ŷ>``, so the direction is ``(x A)_lead / w``
 with ``(x A)_lead = z_lead + (mu A)_lead`` (the row's own, uncentred). The encoder is then
-vecpress's beam search (a compiled kernel, :func:`.anisotropic.beam_encode`), not
-faiss's; decoding and scoring do not change, and a stored codec records ``eta``.
+vecpress's beam search (BLAS products and a compiled kernel,
+:func:`.anisotropic.beam_encode`), not faiss's; decoding and scoring do not change, and a
+stored codec records ``eta``.
 Measured (MiniLM, 1 bit, beam 5, one fit each, protocol as above): ``eta`` = 1 (plain;
 the 2026-12-04 benchmark run) 0.7179, 2 0.7308, 3 0.7305, 8 0.7100; beam 16 and ``eta = 3``
 0.7403. A variant that coded the tail first and let the block make up for the tail's
