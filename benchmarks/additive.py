@@ -26,8 +26,8 @@ core: 20,000 rows, vecpress and faiss set to one thread) and scan ns per vector 
 exhaustive search's time over queries x rows, one thread each, the top 10 kept inside
 the scan on both sides, after one untimed search of the same queries: vecpress
 ``Index.search`` of all queries, the index holding the codec ``Index.train`` fitted,
-faiss ``index.search``, its default search type). The
-paired standard error of a recall difference is over queries.
+faiss ``index.search``, its default search type). The paired standard error of a
+recall difference is over queries.
 
 Run ``python benchmarks/additive.py [--sets glove,minilm] [--bits 1,2] [--aniso 3]
 [--vecpress 'klvq{b};klvq{b}-aniso3']`` (``--vecpress``: only those vecpress specs); writes

@@ -43,7 +43,7 @@ def _single_thread_kernels():
     numpy's BLAS (OpenBLAS) takes every core in each test process otherwise, and its
     threads spin waiting for work: two test processes on two cores each running a
     product on two threads lost ~30 % of the time of the ``klvq`` and ``pq`` tests
-    (92 s against 65 s with one BLAS thread a process, measured on such a runner).
+    (92 s against 70 s with one BLAS thread a process, measured on such a runner).
     """
     before = vecpress.get_num_threads()
     vecpress.set_num_threads(1)
