@@ -115,8 +115,8 @@ def beam_encode(
     nbooks, k, dim = cb.shape
     n = y.shape[0]
     cn = (cb.astype(np.float64) ** 2).sum(axis=2)
-    cbt = np.ascontiguousarray(cb.transpose(0, 2, 1))  # codebook m's columns: cbt[m]
-    every = np.ascontiguousarray(cb.reshape(nbooks * k, dim).T)  # all codewords' columns
+    # every codeword as a column, codebook m's in columns m * 256 : (m + 1) * 256
+    every = np.ascontiguousarray(cb.reshape(nbooks * k, dim).T)
     out = np.empty((n, nbooks), np.uint8)
     beam = int(beam)
     rows = min(n, _BLOCK)
@@ -128,13 +128,13 @@ def beam_encode(
     with single_threaded_blas():  # BLAS threads spinning beside the kernel's: 18x slower
         for s0 in range(0, n, _BLOCK):
             _beam_block(
-                y, g, s0, cb, cbt, every, cn, extra, beam, out,
+                y, g, s0, cb, every, cn, extra, beam, out,
                 (res, res2, codes, codes2, e, e2, p, p2, parent, word),
             )  # fmt: skip
     return out
 
 
-def _beam_block(y, g, s0, cb, cbt, every, cn, extra, beam, out, bufs) -> None:
+def _beam_block(y, g, s0, cb, every, cn, extra, beam, out, bufs) -> None:
     """:func:`beam_encode` of the rows ``s0 : s0 + _BLOCK`` into ``out``."""
     res, res2, codes, codes2, e, e2, p, p2, parent, word = bufs
     nbooks, k, dim = cb.shape
@@ -148,7 +148,8 @@ def _beam_block(y, g, s0, cb, cbt, every, cn, extra, beam, out, bufs) -> None:
     kept = 1
     for m in range(nbooks):
         # <r_b, c> of every kept residual and codeword of codebook m: one BLAS product
-        sc = (res[:r, :kept].reshape(r * kept, dim) @ cbt[m]).reshape(r, kept, k)
+        cols = every[:, m * k : (m + 1) * k]
+        sc = (res[:r, :kept].reshape(r * kept, dim) @ cols).reshape(r, kept, k)
         _best_extensions(
             sc, e[:r], p[:r], gc[:, m * k : (m + 1) * k], cn[m], extra, beam,
             e2[:r], p2[:r], parent[:r], word[:r],
