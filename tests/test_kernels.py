@@ -726,3 +726,18 @@ def test_packed_queries_take_one_limb_of_int8_values():
     # wider integers are checked before the int16 kernel: 65,541 would wrap to 5
     with pytest.raises(ValueError, match="65541"):
         packed_queries(np.array([[0, 65541]], np.int64), 2, 4)
+
+
+def test_the_typical_scale_is_computed_once_per_width_and_dimension():
+    """``rq``'s scale search starts from ``typical_scale(bits, d)``, a function of the two
+    alone, remembered: a second codec of the same shape reuses it (~15 ms at d = 384,
+    once paid by every codec set up) and gets what a fresh computation gives."""
+    from vecpress.codecs.quantizers import rabitq
+
+    before = rabitq.typical_scale.cache_info()
+    a = Codec.from_spec("rq3", d=72, seed=1).quantizer.t0_
+    b = Codec.from_spec("rq3", d=72, seed=2).quantizer.t0_
+    after = rabitq.typical_scale.cache_info()
+    assert a == b == rabitq.typical_scale.__wrapped__(3, 72)
+    assert after.hits >= before.hits + 1
+    assert rabitq.typical_scale(3, 72) != rabitq.typical_scale(3, 73)

@@ -89,6 +89,7 @@ def test_no_configuration_starts_that_cannot_finish(workload):
     a = advise(
         Workload(workload.base, workload.queries, "cosine", 10),
         target_recall=0.9,
+        grid="default",  # pq and opq, not the additive families' minutes of training
         max_seconds=60,
         cost=Slow({"opq": 1000.0, "pq": 500.0}),
         starting=lambda c, seconds, left: started.append((c.label, seconds)),
@@ -164,6 +165,7 @@ def test_budget_mode_respects_the_time_budget(workload):
     a = advise(
         Workload(workload.base, workload.queries, "cosine", 10),
         budget_bytes=40,
+        grid="default",
         max_seconds=60,
         cost=Slow({"opq": 1000.0}),
     )
