@@ -89,7 +89,7 @@ def test_no_configuration_starts_that_cannot_finish(workload):
     a = advise(
         Workload(workload.base, workload.queries, "cosine", 10),
         target_recall=0.9,
-        grid="default",  # pq and opq, not the additive families' minutes of training
+        grid="default",  # pq and opq, without the additive families' training (most of a full grid)
         max_seconds=60,
         cost=Slow({"opq": 1000.0, "pq": 500.0}),
         starting=lambda c, seconds, left: started.append((c.label, seconds)),
