@@ -730,7 +730,7 @@ def test_packed_queries_take_one_limb_of_int8_values():
 
 def test_the_typical_scale_is_computed_once_per_width_and_dimension():
     """``rq``'s scale search starts from ``typical_scale(bits, d)``, a function of the two
-    alone, remembered: a second codec of the same shape reuses it (~15 ms at d = 384,
+    alone, remembered: a second codec of the same shape reuses it (~11 ms at d = 384,
     once paid by every codec set up) and gets what a fresh computation gives."""
     from vecpress.codecs.quantizers import rabitq
 

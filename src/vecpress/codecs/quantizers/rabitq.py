@@ -286,8 +286,8 @@ def _typical_scale(g, levels):
 def typical_scale(bits: int, d: int) -> float:
     """Median optimal grid scale for random unit vectors in R^d (fixed seed).
 
-    A function of ``(bits, d)`` alone, remembered: it costs ~15 ms at d = 384 (400 trial
-    scales on 256 rows), paid otherwise by every ``rq`` codec set up.
+    A function of ``(bits, d)`` alone, remembered: it costs ~11 ms at d = 384 on one core
+    (400 trial scales on 256 rows), paid otherwise by every ``rq`` codec set up.
 
     Examples
     --------
