@@ -30,7 +30,8 @@ faiss ``index.search``, its default search type). The paired standard error of a
 recall difference is over queries.
 
 Run ``python benchmarks/additive.py [--sets glove,minilm] [--bits 1,2] [--aniso 3]
-[--vecpress 'klvq{b};klvq{b}-aniso3']`` (``--vecpress``: only those vecpress specs); writes
+[--vecpress 'klvq{b};klvq{b}-aniso3'] [--faiss 'RQ{m}x8']`` (``--vecpress``, ``--faiss``:
+only those specs and keys); writes
 ``benchmarks/results/additive-<sets>-<bits>b-<date>.{json,md}`` and prints the Markdown.
 """
 
@@ -52,11 +53,12 @@ HERE = Path(__file__).resolve().parent
 
 
 def candidates(
-    d: int, bits: int, set_name: str, strong_beam: int, aniso=(), only=()
+    d: int, bits: int, set_name: str, strong_beam: int, aniso=(), only=(), only_faiss=None
 ) -> tuple[list[str], list[str]]:
     """(vecpress specs, faiss factory keys) near ``bits`` per dimension at ``d``; ``aniso``
     adds ``klvq``'s score-aware block at those ``eta`` (where the row has a block),
-    ``only`` replaces vecpress's list (``{b}`` and ``{beam}`` filled in)."""
+    ``only`` replaces vecpress's list (``{b}`` and ``{beam}`` filled in), ``only_faiss``
+    (if not ``None``) faiss's (``{m}``, its codebooks within 1.1 B, filled in)."""
     m = max(1, d * bits // 8)  # vecpress's bytes = 8-bit codebooks within B
     mf = max(1, int(1.1 * d * bits / 8))  # faiss's codebooks within 1.1 B
     vp = [f"klvq{bits}", f"rvq{m}x8", f"kl{bits}", f"center,hd2,rq{bits}"]
@@ -83,6 +85,8 @@ def candidates(
         fs.append(f"LSQ{mf}x8")
     if bits == 1:
         fs.append("RR,RaBitQ")
+    if only_faiss is not None:
+        fs = [key.format(m=mf) for key in only_faiss]
     return vp, [f for f in fs if f]
 
 
@@ -170,7 +174,9 @@ def run_faiss(key: str, train, base, q, beam: int | None = None) -> dict:
             "found": found}  # fmt: skip
 
 
-def run_set(ds, bits_list, n_train: int, n_queries: int, strong_beam: int, aniso, only) -> dict:
+def run_set(
+    ds, bits_list, n_train: int, n_queries: int, strong_beam: int, aniso, only, only_faiss=None
+) -> dict:
     import faiss
 
     rng = np.random.default_rng(0)
@@ -182,7 +188,7 @@ def run_set(ds, bits_list, n_train: int, n_queries: int, strong_beam: int, aniso
     truth = flat.search(q, 10)[1]
     out = {"set": ds.name, "d": ds.d, "n": base.shape[0], "queries": len(q), "budgets": []}
     for bits in bits_list:
-        vp, fs = candidates(ds.d, bits, ds.name, strong_beam, aniso, only)
+        vp, fs = candidates(ds.d, bits, ds.name, strong_beam, aniso, only, only_faiss)
         rows = []
         for spec in vp:
             rows.append(run_vecpress(spec, train, base, q))
@@ -257,6 +263,9 @@ def main() -> int:
                    "comma-separated (default 3; empty: none)")  # fmt: skip
     p.add_argument("--vecpress", default="", help="vecpress specs to run instead of the "
                    "default list, separated by ';', {b} and {beam} filled in")  # fmt: skip
+    p.add_argument("--faiss", default=None, help="faiss keys to run instead of the default "
+                   "list, separated by ';', {m} (codebooks within 1.1 B) filled in; '' for "
+                   "none")  # fmt: skip
     p.add_argument("--minilm", type=Path, default=Path.home() / ".cache" / "vecpress" / "minilm")
     args = p.parse_args()
     env = common.run_environment()
@@ -267,8 +276,11 @@ def main() -> int:
         if ds is not None:
             aniso = [int(e) for e in filter(None, args.aniso.split(","))]
             only = list(filter(None, args.vecpress.split(";")))
+            only_faiss = None if args.faiss is None else list(filter(None, args.faiss.split(";")))
             run["sets"].append(
-                run_set(ds, bits, args.train, args.queries, args.strong_beam, aniso, only)
+                run_set(
+                    ds, bits, args.train, args.queries, args.strong_beam, aniso, only, only_faiss
+                )
             )
     text = report(run)
     out = HERE / "results"

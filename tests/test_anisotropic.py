@@ -13,7 +13,7 @@ from vecpress.codecs.quantizers.anisotropic import (
     refine_codebooks,
     unit_directions,
 )
-from vecpress.codecs.quantizers.transform_vq import KLVQ
+from vecpress.codecs.quantizers.transform_vq import KLVQ, SWEEPS
 from vecpress.threads import faiss_module
 
 
@@ -105,6 +105,38 @@ def test_shapes_are_checked(trained):
         with pytest.raises(ValueError, match="beam must be an integer >= 1"):
             beam_encode(x, unit_directions(x), cb, 3.0, beam)
     assert beam_encode(x[:0], unit_directions(x[:0]), cb, 3.0, 4).shape == (0, cb.shape[0])
+    for sweeps in (-1, 1.0, True):
+        with pytest.raises(ValueError, match="sweeps must be an integer >= 0"):
+            beam_encode(x, unit_directions(x), cb, 3.0, 4, sweeps)
+
+
+def _row_loss(y, g, codes, cb, eta):
+    """Each row's anisotropic loss (float64)."""
+    r = y.astype(np.float64) - sum(cb[m][codes[:, m]] for m in range(cb.shape[0]))
+    return (r * r).sum(axis=1) + (eta - 1.0) * ((r * g).sum(axis=1)) ** 2
+
+
+@pytest.mark.parametrize("eta", [1.0, 3.0])
+def test_sweeps_lower_the_loss_to_a_local_optimum(trained, eta):
+    """After the beam search, a sweep changes one codebook's word at a time to the best
+    given the others: no row's loss rises, some fall, and after enough sweeps no single
+    change lowers any row's loss (checked against every word of every codebook)."""
+    x, cb, _ = trained
+    y, g = x[:600], unit_directions(x[:600])
+    base = beam_encode(y, g, cb, eta, 1)
+    one = beam_encode(y, g, cb, eta, 1, 1)
+    many = beam_encode(y, g, cb, eta, 1, 12)
+    l0, l1, ln = (_row_loss(y, g, c, cb, eta) for c in (base, one, many))
+    tol = 1e-5 * l0.max()
+    assert (l1 <= l0 + tol).all() and (ln <= l1 + tol).all()
+    assert (l1 < l0 - tol).sum() >= 3  # beam 1 leaves words a change improves (5 rows at eta 1)
+    for m in range(cb.shape[0]):
+        trial = np.repeat(many[:, None], 256, axis=1)  # every word of codebook m in turn
+        trial[:, :, m] = np.arange(256)
+        losses = _row_loss(
+            np.repeat(y, 256, axis=0), np.repeat(g, 256, axis=0), trial.reshape(-1, 4), cb, eta
+        ).reshape(-1, 256)
+        assert (losses.min(axis=1) >= ln - tol).all()
 
 
 def test_zero_rows_have_no_direction():
@@ -158,6 +190,16 @@ def test_klvq_aniso_ranks_better_and_round_trips(rows):
         with pytest.raises(ValueError, match="eta"):
             KLVQ(1, 8, 3).restore(other, arrays)
     KLVQ(1, 8, 3).restore(config, arrays)
+    assert config["sweeps"] == SWEEPS
+    older = KLVQ(1, 8, 3)  # a codec stored before the sweeps: encodes as it did
+    older.restore({k: v for k, v in config.items() if k != "sweeps"}, arrays)
+    assert older.sweeps == 0
+    for bad in (-1, SWEEPS + 1, 1.0, True):
+        with pytest.raises(ValueError, match="sweeps"):
+            KLVQ(1, 8, 3).restore({**config, "sweeps": bad}, arrays)
+    plain = Codec.from_spec("klvq1-beam8", d=32).fit(base[:1000]).quantizer
+    with pytest.raises(ValueError, match="sweeps"):
+        KLVQ(1, 8, 1).restore({**plain.config(), "sweeps": 1}, plain.arrays())
 
 
 def test_klvq_aniso_split_row(rows):
@@ -181,6 +223,7 @@ def test_klvq_aniso_split_row(rows):
     y = ((x[1500:].astype(np.float64) - quant.mean_) @ quant._axes64)[:, :lead_dims]
     y = np.ascontiguousarray(y * quant._lead_w, np.float32)
     g = quant._lead_directions(y, quant._mean_lead, quant._lead_w)
-    want = beam_encode(y, g, quant.lead_.centroids_, 4.0, quant.beam)
+    assert quant.sweeps == SWEEPS
+    want = beam_encode(y, g, quant.lead_.centroids_, 4.0, quant.beam, quant.sweeps)
     assert (aniso.encode(x[1500:])[:, :m] == want).all(axis=1).mean() > 0.99
     assert errs[1] < errs[0]

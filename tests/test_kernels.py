@@ -10,6 +10,7 @@ import vecpress
 from _util import gaussian
 from vecpress import Codec
 from vecpress.kernels.bitpack import pack, packed_size, unpack
+from vecpress.kernels.bytetables import byte_tables
 from vecpress.kernels.grid_search import _packed_dot
 from vecpress.kernels.hadamard import fwht_inplace, hadamard_rounds, random_rounds
 from vecpress.kernels.maddubs import TILE_ROWS, tile4x16
@@ -307,6 +308,38 @@ def test_int_scan_of_a_layout_of_runs_is_exact(portable):
         portable=portable, layout=layout,
     )  # fmt: skip
     np.testing.assert_array_equal(out, (qi.astype(np.int64) @ dense.T).astype(np.float32))
+
+
+def test_byte_tables_give_the_exact_dot_product_of_any_layout():
+    """One look-up a byte of the runs (3-, 5- and 7-bit codes straddling bytes, junk
+    bytes around them, dimensions no run covers, extreme codes and query values) sums
+    to the exact integer dot product; a byte range that misses part of the codes is
+    refused."""
+    rng = np.random.default_rng(5)
+    n, nq, d = 300, 5, 90
+    runs = [(50, 21, 3), (0, 2, 8), (2, 17, 5), (19, 11, 7), (80, 9, 1), (71, 9, 2)]
+    first = 4
+    nbytes = sum(packed_size(c, w) for _, c, w in runs)
+    rows = rng.integers(0, 256, (n, first + nbytes + 3), dtype=np.uint8)
+    dense = np.zeros((n, d), np.int64)
+    layout, off = [], first
+    for start, count, width in runs:
+        c = random_codes(rng, n, count, width)
+        c[0] = (1 << width) - 1
+        c[1] = 0
+        rows[:, off : off + packed_size(count, width)] = pack(c, width)
+        dense[:, start : start + count] = c
+        layout.append((start, count, width, off))
+        off += packed_size(count, width)
+    layout = check_layout(layout, d, rows.shape[1])
+    qi = rng.integers(-127, 128, (nq, d)).astype(np.int16)
+    qi[0], qi[1] = 127, -127
+    tables = byte_tables(layout, qi, first, nbytes)
+    assert tables.dtype == np.int32 and tables.shape == (nq, nbytes, 256)
+    got = tables[:, np.arange(nbytes), rows[:, first : first + nbytes]].sum(axis=2)
+    np.testing.assert_array_equal(got, qi.astype(np.int64) @ dense.T)
+    with pytest.raises(ValueError, match="outside bytes"):
+        byte_tables(layout, qi, first + 1, nbytes - 1)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,9 @@ import pytest
 
 from _util import assert_threads_code_as_one
 from vecpress import Codec, FormatError, Index
+from vecpress.codecs.quantizers import transform_vq
 from vecpress.codecs.quantizers.transform_vq import GRID_RATE, KLVQ, SMALL_ROW, row_bytes, split
+from vecpress.kernels.scan import grid_queries, int_scan, query_limbs
 
 
 def rows(n: int = 1500, d: int = 192, seed: int = 0, scale: float = 1.0) -> np.ndarray:
@@ -92,6 +94,54 @@ def test_score_is_tables_plus_the_tail_grid_form(fitted):
     bound = qscale[:, None] / 2 * np.abs(e).sum(axis=1)[None, :]
     assert (np.abs(got - exact) <= bound + 1e-4 * np.abs(exact).max()).all()
     assert np.abs(got - exact).max() > 0  # the tail's query part is rounded
+
+
+@pytest.mark.parametrize(
+    ("spec", "d"), [("klvq1", 384), ("klvq1", 50), ("klvq2", 384), ("klvq6", 64)]
+)
+def test_score_equals_the_unpacked_integer_scan_and_one_query_equals_many(spec, d, monkeypatch):
+    """The scan's per-byte integer tables and table sums (a block and a tail, a single
+    block, all grid, two query limbs) give the very floats of the unpacked integer scan
+    (``int_scan``) plus the block's tables summed in codebook order; a subset of the
+    queries through ``score_prepared``, and tables built a few queries at a time (over
+    the memory bound), give the same floats."""
+    x = rows(2000, d)
+    codec = Codec.from_spec(spec, d=d).fit(x[:1500])
+    quant = codec.quantizer
+    codes = codec.encode(x[1500:])
+    q = rows(7, d, seed=9)
+    got = quant.score(q, codes)
+    m, k = quant.lead_bytes, quant._coded
+    want = np.empty_like(got)
+    t = (q.astype(np.float64) @ quant.mean_).astype(np.float32)
+    if k:
+        w = np.ascontiguousarray((q @ quant._tail_axes) * quant._step32, np.float32)
+        qi, qs, off = grid_queries(w, quant._half, np.zeros(7, np.float32), quant.param)
+        f = quant.get_fields(codes, "f")[0]
+        int_scan(
+            codes, quant.param, k, qi, qs, off, f, np.ones_like(f), t, want,
+            limbs=query_limbs(quant.param), layout=quant._layout_rows,
+        )  # fmt: skip
+    else:
+        want[:] = t[:, None]
+    if m:
+        lut = quant.lead_.tables(q @ quant._lead_axes)
+        acc = np.zeros_like(want)
+        for mm in range(m):
+            acc += lut[:, mm, codes[:, mm]]
+        want += acc
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(
+        quant.score_prepared(quant.prepare(q), [5, 2], codes), got[[5, 2]]
+    )
+    if quant._coded:  # tables over the memory bound: built three queries at a time
+        monkeypatch.setattr(transform_vq, "TABLE_BYTES", 3 * quant._table_bytes)
+        assert quant.prepare(q).itab is None
+        np.testing.assert_array_equal(quant.score(q, codes), got)
+        monkeypatch.undo()
+    # one query at a time: BLAS's products of one query row round unlike a batch's
+    one = np.concatenate([quant.score(q[i : i + 1], codes) for i in range(7)])
+    np.testing.assert_allclose(one, got, rtol=1e-5, atol=1e-5 * np.abs(got).max())
 
 
 def test_tail_correction_makes_the_coded_part_exact_on_the_row_itself(fitted):

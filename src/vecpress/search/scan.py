@@ -388,12 +388,13 @@ def _scan_generic(stage, qt, qsq, plan, k, l2):
     slot_s = np.full((plan.nslots, k), -np.inf, np.float32)
     slot_i = np.full((plan.nslots, k), -1, np.int64)
     qsq32 = qsq.astype(np.float32)
+    prepared = codec.quantizer.prepare(qt)  # the queries' tables, once for every item
     for w in np.flatnonzero(np.diff(plan.qptr)):
         p0, p1 = plan.qptr[w], plan.qptr[w + 1]
         s, e = int(stage.items.starts[w]), int(stage.items.ends[w])
         who = plan.qidx[p0:p1]
         qcodes, term = codec._split(stage.codes[s:e])  # only the item's rows are read
-        est = codec.quantizer.score(qt[who], qcodes)
+        est = codec.quantizer.score_prepared(prepared, who, qcodes)
         if term is not None:
             est += term[None, :]
         est += plan.qadd[p0:p1, None]

@@ -77,11 +77,12 @@ def unit_directions(h: np.ndarray) -> np.ndarray:
 
 
 def beam_encode(
-    y: np.ndarray, g: np.ndarray, codebooks: np.ndarray, eta: float, beam: int
+    y: np.ndarray, g: np.ndarray, codebooks: np.ndarray, eta: float, beam: int, sweeps: int = 0
 ) -> np.ndarray:
     """Codes (uint8[n, M]) of the rows ``y`` (float32[n, L]) by beam search under the
     anisotropic loss with unit directions ``g`` (float32[n, L]) and codebooks
-    float32[M, 256, L] (module docstring).
+    float32[M, 256, L], then ``sweeps`` rounds of single-codebook changes (module
+    docstring).
 
     Examples
     --------
@@ -112,6 +113,8 @@ def beam_encode(
         )
     if isinstance(beam, bool) or not isinstance(beam, int | np.integer) or beam < 1:
         raise ValueError(f"beam_encode: beam must be an integer >= 1, found {beam!r}")
+    if isinstance(sweeps, bool) or not isinstance(sweeps, int | np.integer) or sweeps < 0:
+        raise ValueError(f"beam_encode: sweeps must be an integer >= 0, found {sweeps!r}")
     nbooks, k, dim = cb.shape
     n = y.shape[0]
     cn = (cb.astype(np.float64) ** 2).sum(axis=2)
@@ -128,13 +131,13 @@ def beam_encode(
     with single_threaded_blas():  # BLAS threads spinning beside the kernel's: 18x slower
         for s0 in range(0, n, _BLOCK):
             _beam_block(
-                y, g, s0, cb, every, cn, extra, beam, out,
+                y, g, s0, cb, every, cn, extra, beam, int(sweeps), out,
                 (res, res2, codes, codes2, e, e2, p, p2, parent, word),
             )  # fmt: skip
     return out
 
 
-def _beam_block(y, g, s0, cb, every, cn, extra, beam, out, bufs) -> None:
+def _beam_block(y, g, s0, cb, every, cn, extra, beam, sweeps, out, bufs) -> None:
     """:func:`beam_encode` of the rows ``s0 : s0 + _BLOCK`` into ``out``."""
     res, res2, codes, codes2, e, e2, p, p2, parent, word = bufs
     nbooks, k, dim = cb.shape
@@ -157,7 +160,15 @@ def _beam_block(y, g, s0, cb, every, cn, extra, beam, out, bufs) -> None:
         kept = min(beam, kept * k)
         _extend(res[:r], codes[:r], parent[:r], word[:r], cb[m], m, kept, res2[:r], codes2[:r])
         res, res2, codes, codes2, e, e2, p, p2 = res2, res, codes2, codes, e2, e, p2, p
-    out[s0 : s0 + r] = codes[:r, 0]
+    best, left = codes[:r, 0], res[:r, 0]  # the kept sum of least loss, and its residual
+    for _ in range(sweeps):
+        for m in range(nbooks):
+            # the residual without codebook m's word, and its <t, c> for every word
+            t = left + cb[m][best[:, m]]
+            sc = t @ every[:, m * k : (m + 1) * k]
+            _best_words(t, g[s0 : s0 + r], sc, gc[:, m * k : (m + 1) * k], cn[m], extra, best[:, m])
+            left = t - cb[m][best[:, m]]
+    out[s0 : s0 + r] = best
 
 
 #: rows the beam search takes through its products at a time
@@ -197,6 +208,29 @@ def _best_extensions(sc, e, p, gc, cn, extra, beam, e2, p2, parent, word):
                 p2[i, t] = pc
                 if cnt < beam:
                     cnt += 1
+
+
+@nb.njit(cache=True, fastmath=True)
+def _best_words(t, g, sc, gc, cn, extra, word):
+    """For each row, the codeword ``c`` of least loss ``|t - c|² + extra <g, t - c>²``
+    from ``sc[i, c] = <t_i, c>`` (the row's residual without this codebook); ``word``
+    holds the current word, kept unless another is strictly better (so a sweep never
+    raises a row's loss)."""
+    rows, k = sc.shape
+    for i in range(rows):
+        p = 0.0  # (|t|² is the same for every word)
+        for j in range(t.shape[1]):
+            p += np.float64(g[i, j]) * t[i, j]
+        w = word[i]
+        pc = p - gc[i, w]
+        best = cn[w] - 2.0 * sc[i, w] + extra * pc * pc
+        for c in range(k):
+            pc = p - gc[i, c]
+            loss = cn[c] - 2.0 * sc[i, c] + extra * pc * pc
+            if loss < best:
+                best = loss
+                w = c
+        word[i] = w
 
 
 @nb.njit(cache=True, parallel=True)

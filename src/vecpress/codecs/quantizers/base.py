@@ -309,6 +309,18 @@ class Quantizer:
     def score(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def prepare(self, q: np.ndarray):
+        """What :meth:`score` derives from the queries ``q`` alone, for
+        :meth:`score_prepared` to reuse: the search path scores a batch's queries against
+        one block of rows after another. The queries themselves unless a quantizer
+        computes tables from them (``klvq``)."""
+        return q
+
+    def score_prepared(self, prepared, who: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """:meth:`score` of the queries ``who`` (indices into the queries given to
+        :meth:`prepare`, which returned ``prepared``) against ``codes``."""
+        return self.score(prepared[who], codes)
+
 
 class GridQuantizer(Quantizer):
     """A quantizer whose codes are points of the uniform grid ``{0..2^b-1}^d`` and
