@@ -41,6 +41,22 @@ axes, 23 codebooks, ``eta = 3``, the MiniLM block's shape at 1 bit; throwaway sc
 computed each dot product in a loop, with the same codes for every row; on two threads
 (the products on one, the kernel on both) 7,980-8,720 against 4,500-4,600 at beam 5.
 
+**Sweeps.** The beam search fixes the codebooks' words in order, so an early word is
+never revisited once later codebooks are chosen. A *sweep* then takes the codebooks one
+at a time and gives each row the word of least loss with every other word fixed (the
+row's residual without that word, ``t``, scored against the codebook by one BLAS
+product as a beam step with beam 1; the current word is kept unless another is strictly
+better, so no row's loss rises): iterated conditional modes, as local-search
+quantization refines its codes. Measured on the MiniLM block at 1 bit (100,000 sentence
+embeddings, 92 axes, 23 codebooks trained at beam 5 with ``eta = 3``, 1,000 queries,
+recall@10 of an exhaustive inner-product search; every encoder on the same codebooks,
+throwaway script): beam 5 0.7326, beam 5 and one sweep **0.7370**, two sweeps 0.7378,
+beam 16 0.7373 (one sweep after it 0.7370); beam 1 0.6986 and with one to three sweeps
+0.7049-0.7054, beam 2 and two sweeps 0.7189. So one sweep after a beam of 5 reaches
+what a beam of 16 reaches, where sweeps after a narrow beam stop at a poorer optimum.
+Cost, one core, 4,096 Gaussian rows of that shape: 6,760 rows/s at beam 5, 5,630 with
+one sweep, 2,310 at beam 16 (22,770 at beam 1, 14,070 with a sweep).
+
 **Codebook update.** With every other codebook fixed, codebook ``m``'s codeword ``v``
 serves the rows ``S`` whose code picks it, each wanting ``t_i = y_i - Σ_{m'≠m}
 C_m'[c_im']``. Their loss ``Σ_{i∈S} (t_i - v)ᵀ (I + (eta - 1) g_i g_iᵀ) (t_i - v)`` is

@@ -69,8 +69,14 @@ optimum of its rows. In the block's weighted coordinates ``y = z w`` a query lik
 ``x`` scores the block by ``<(x A)_lead / w, ŷ>``, so the direction is ``(x A)_lead / w``
 with ``(x A)_lead = z_lead + (mu A)_lead`` (the row's own, uncentred). The encoder is then
 vecpress's beam search (BLAS products and a compiled kernel,
-:func:`.anisotropic.beam_encode`), not faiss's; decoding and scoring do not change, and a
-stored codec records ``eta``.
+:func:`.anisotropic.beam_encode`), not faiss's, followed by :data:`SWEEPS` sweep of
+single-codebook changes when it encodes (:mod:`.anisotropic`: after a beam of 5 it
+reaches about what a beam of 16 reaches, at 40 % of its cost), not in the training
+rounds: codebooks updated for swept codes lost recall (MiniLM, 1 bit, beam 5,
+``benchmarks/additive.py``: 0.7238 with the sweep in training too, 0.7340 with it at
+encoding only, 0.7305 without sweeps). Decoding and scoring do not change, and a stored
+codec records ``eta`` and its sweeps (a codec stored before them has none and encodes
+as it did).
 Measured (MiniLM, 1 bit, beam 5, one fit each, protocol as above): ``eta`` = 1 (plain;
 the 2026-12-04 benchmark run) 0.7179, 2 0.7308, 3 0.7305, 8 0.7100; beam 16 and ``eta = 3``
 0.7403. A variant that coded the tail first and let the block make up for the tail's
@@ -332,7 +338,7 @@ class KLVQ(Quantizer):
             cb = lead.centroids_
             for _ in range(ROUNDS):
                 cb = refine_codebooks(
-                    z, g, beam_encode(z, g, cb, self.eta, self.beam, self.sweeps), cb, self.eta
+                    z, g, beam_encode(z, g, cb, self.eta, self.beam), cb, self.eta
                 )
             if not np.isfinite(cb).all():
                 raise ValueError(f"{self.spec}: codebook updates gave non-finite codewords")
