@@ -110,11 +110,12 @@ are the unpacked product's, combined as every grid kernel combines them, and the
 sums run in codebook order, so the scores are the floats the unpacked scan
 (:func:`~vecpress.kernels.scan.int_scan`) plus the table sums gave. The tables are made
 once per query batch (:meth:`KLVQ.prepare`) and ``klvq`` scores through the generic
-search path (:meth:`KLVQ.score_prepared` per list). Measured (100,000 rows at d = 384,
-1 bit: 23 codebooks and a 23-byte tail, one thread, beside another job): one query
-5.0-7.3 ms a search against 20.5 ms with the tail unpacked and the table sums vectorised
-across queries (the scan this replaced; faiss's ``RQ52x8`` took 12.2 ms on a quiet
-machine); 1,000 queries a call 42-48 ns a row and query.
+search path (:meth:`KLVQ.score_prepared` per list). Measured (100,000 clustered rows at
+d = 384, 1 bit: 23 codebooks and a 23-byte tail; one thread; ``Index.search`` against
+faiss's ``RQ52x8`` ``index.search`` in the same process): one query 4.2-6.5 ms a search
+against faiss's 11.7-12.2 ms (17.7 ms before, measured the same way, with the tail
+unpacked and the table sums vectorised across queries), ten a call 30-49 ms against 86-91 ms, 1,000 a call 34-39 ns
+a row and query against 83-87 ns.
 
 Encoding costs what the residual quantizer costs (``M * 256 * L`` multiply-adds per
 beam entry and codebook) plus ``kl``'s scale search on the tail; the benchmark
