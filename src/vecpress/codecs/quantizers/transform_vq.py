@@ -114,8 +114,8 @@ search path (:meth:`KLVQ.score_prepared` per list). Measured (100,000 clustered 
 d = 384, 1 bit: 23 codebooks and a 23-byte tail; one thread; ``Index.search`` against
 faiss's ``RQ52x8`` ``index.search`` in the same process): one query 4.2-6.5 ms a search
 against faiss's 11.7-12.2 ms (17.7 ms before, measured the same way, with the tail
-unpacked and the table sums vectorised across queries), ten a call 30-49 ms against 86-91 ms, 1,000 a call 34-39 ns
-a row and query against 83-87 ns.
+unpacked and the table sums vectorised across queries), ten a call 30-49 ms against
+86-91 ms, 1,000 a call 34-39 ns a row and query against 83-87 ns.
 
 Encoding costs what the residual quantizer costs (``M * 256 * L`` multiply-adds per
 beam entry and codebook) plus ``kl``'s scale search on the tail; the benchmark
