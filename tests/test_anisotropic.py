@@ -209,8 +209,8 @@ def test_klvq_aniso_split_row(rows):
     rng = np.random.default_rng(5)
     x = np.concatenate([rows[:2500], rng.standard_normal((2500, 160)).astype(np.float32) * 0.05], 1)
     x = np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True))
-    plain = Codec.from_spec("klvq1", d=192).fit(x[:1500])
-    aniso = Codec.from_spec("klvq1-aniso4", d=192).fit(x[:1500])
+    plain = Codec.from_spec("klvq1", d=192).fit(x[:700])
+    aniso = Codec.from_spec("klvq1-aniso4", d=192).fit(x[:700])
     errs = []
     for codec in (plain, aniso):
         codes = codec.encode(x[1500:])
