@@ -11,8 +11,8 @@ bytes: each of their bits still lies in one byte), a byte of value ``v`` at posi
 
 one look-up per code byte, whatever the widths, and exact: the tables hold integers
 (``|T| <= 8 x 127 x 128``) and int32 sums of them are the same integers the unpacked
-product gives. Building a query's tables costs ``256`` additions a byte (each entry is
-an entry with one bit fewer plus that bit's weight), small next to a scan of thousands
+product gives. Building a query's tables costs ``256`` additions a byte (the entries with bit
+``b`` set are those below ``2^b`` plus that bit's weight), small next to a scan of thousands
 of rows. A scan that reads a row's bytes once and looks each up costs about what an
 additive quantizer's table scan costs per codebook byte, with no unpacking.
 
@@ -88,12 +88,10 @@ def _fill(dims, pos, width, qi, out):
         for p in range(nbytes):
             tab = out[v, p]
             tab[0] = 0
-            for val in range(1, 256):
-                low = val & -val  # the lowest set bit, and its index
-                b = 0
-                while (1 << b) != low:
-                    b += 1
-                tab[val] = tab[val ^ low] + bit_w[8 * p + b]
+            for b in range(8):  # the values with bit b set: those below it plus its weight
+                half = 1 << b
+                for val in range(half):
+                    tab[half + val] = tab[val] + bit_w[8 * p + b]
 
 
 __all__ = ["byte_tables"]

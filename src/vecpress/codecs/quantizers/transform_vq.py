@@ -519,9 +519,10 @@ class KLVQ(Quantizer):
             qi, qs, off = grid_queries(w, self._half, np.zeros(nq, np.float32), self.param)
             if qi.shape[0] * self._table_bytes <= TABLE_BYTES:
                 itab = self._byte_tables(qi)
-        else:
+        else:  # no tail: empty tables
             qi = np.zeros((nq * limbs, 0), np.int16)
             qs, off = np.ones(nq * limbs, np.float32), np.zeros(nq, np.float32)
+            itab = np.zeros((nq * limbs, 0, 256), np.int32)
         lut = (
             self.lead_.tables(q @ self._lead_axes)
             if m
@@ -550,12 +551,10 @@ class KLVQ(Quantizer):
         who = np.ascontiguousarray(who, np.int64)
         out = np.empty((who.size, n), np.float32)
         codes = read_only(codes)
-        if not k or itab is not None:
-            tabs = itab if k else np.zeros((qi.shape[0], 0, 256), np.int32)
+        if itab is not None:
             _score_tables(
-                codes, self.lead_bytes, who, who, lut, tabs, limbs, qs, off, f,
-                np.ones_like(f), t, k > 0, out,
-            )  # fmt: skip
+                codes, self.lead_bytes, who, who, lut, itab, limbs, qs, off, f, t, k > 0, out
+            )
             return out
         step = max(1, TABLE_BYTES // (limbs * self._table_bytes))
         for c0 in range(0, who.size, step):
@@ -563,7 +562,7 @@ class KLVQ(Quantizer):
             tabs = self._byte_tables(qi[(part[:, None] * limbs + np.arange(limbs)).ravel()])
             _score_tables(
                 codes, self.lead_bytes, part, np.arange(part.size), lut, tabs, limbs, qs,
-                off, f, np.ones_like(f), t, True, out[c0 : c0 + step],
+                off, f, t, True, out[c0 : c0 + step],
             )  # fmt: skip
         return out
 
@@ -603,18 +602,20 @@ def lead_weights(lam: np.ndarray) -> np.ndarray:
 
 
 @nb.njit(cache=True, parallel=True, fastmath=False)
-def _score_tables(codes, m, who, twho, lut, itab, limbs, qs, off, a, b, t, tail, out):
+def _score_tables(codes, m, who, twho, lut, itab, limbs, qs, off, f, t, tail, out):
     """``out[i, j]`` for the query ``q = who[i]``: the tail's exact integer dot product,
     one look-up a tail byte in the tables ``itab[twho[i] * limbs + l]``
     (:mod:`~vecpress.kernels.bytetables`), combined as every grid kernel combines it
-    (:func:`~vecpress.kernels.scan.combine`), plus ``Σ_m lut[q, m, c_jm]`` summed in
-    codebook order; ``t[q]`` alone where the row has no tail. Rows a block of
+    (:func:`~vecpress.kernels.scan.combine`, the factor ``f[j]`` as its row scale and 1 as
+    the weight of ``t[q]``), plus ``Σ_m lut[q, m, c_jm]`` summed in codebook order;
+    ``t[q]`` alone where the row has no tail. Rows a block of
     :data:`_ROWS` at a time, each block read against every query in turn: first the
     tails, then the table sums four rows at once (four independent chains of float
     additions, each in codebook order)."""
     n = codes.shape[0]
     nq = out.shape[0]
     nbytes = itab.shape[1]
+    one = np.float32(1.0)
     for blk in nb.prange((n + _ROWS - 1) // _ROWS):
         s = blk * _ROWS
         e = min(n, s + _ROWS)
@@ -635,7 +636,7 @@ def _score_tables(codes, m, who, twho, lut, itab, limbs, qs, off, a, b, t, tail,
                         i0 += t0[p, row[p]]
                         if limbs > 1:
                             i1 += t1[p, row[p]]
-                    oq[j] = combine(i0, i1, limbs, s0, s1, off[qq], tq, a[j], b[j])
+                    oq[j] = combine(i0, i1, limbs, s0, s1, off[qq], tq, f[j], one)
             else:
                 oq[s:e] = tq
             if m:
