@@ -10,6 +10,7 @@ from vecpress import Codec
 from vecpress.codecs.quantizers.anisotropic import (
     anisotropic_loss,
     beam_encode,
+    codebook_tables,
     refine_codebooks,
     unit_directions,
 )
@@ -67,6 +68,46 @@ def test_anisotropy_moves_the_error_off_the_rows_direction(trained):
         anisotropic_loss(x, g, aniso, cb, 1.0),
     )
     assert mse_plain <= mse_aniso < mse_plain + 3 * (parallel(plain) - parallel(aniso))
+
+
+def _reference_beam(y, g, cb, eta, beam):
+    """The beam search by its definition, in float64: each step keeps the ``beam``
+    extensions of least loss (ties: the first in order of kept sum, then word)."""
+    y, g, cb = (np.asarray(a, np.float64) for a in (y, g, cb))
+    out = np.empty((y.shape[0], cb.shape[0]), np.uint8)
+    for i in range(y.shape[0]):
+        recon, codes = np.zeros((1, y.shape[1])), np.zeros((1, 0), np.int64)
+        for m in range(cb.shape[0]):
+            r = y[i] - recon[:, None, :] - cb[m][None]  # (kept, 256, L)
+            loss = (r * r).sum(axis=2) + (eta - 1.0) * (r @ g[i]) ** 2
+            best = np.argsort(loss.ravel(), kind="stable")[:beam]
+            parent, word = np.divmod(best, cb.shape[1])
+            recon = recon[parent] + cb[m][word]
+            codes = np.concatenate([codes[parent], word[:, None]], axis=1)
+        out[i] = codes[0]
+    return out
+
+
+@pytest.mark.parametrize("beam", [1, 3, 16, 300])
+def test_beam_search_is_its_definition(trained, beam):
+    """Products of ancestors' residuals less cross products, and the search of only the
+    blocks of words whose least loss reaches the beam's threshold, give the codes of the
+    plain definition (but where two candidates tie to float32 rounding), at beams below
+    and above the 8 blocks of a codebook and above its 256 words."""
+    x, cb, _ = trained
+    n = 150 if beam < 100 else 25  # (the reference's products grow with the beam)
+    y, g = x[:n], unit_directions(x[:n] + 0.2)
+    cb = np.concatenate([cb, 0.5 * cb[::-1]])  # 8 codebooks: ancestors 2 steps up
+    mine = beam_encode(y, g, cb, 3.0, beam)
+    want = _reference_beam(y, g, cb, 3.0, beam)
+    assert (mine == want).all(axis=1).mean() >= 0.98
+    assert anisotropic_loss(y, g, mine, cb, 3.0) <= anisotropic_loss(y, g, want, cb, 3.0) * (
+        1 + 1e-6
+    )
+    again = beam_encode(y, g, cb, 3.0, beam, tables=codebook_tables(cb))
+    assert np.array_equal(again, mine)
+    with pytest.raises(ValueError, match="tables"):
+        beam_encode(y, g, cb[:4], 3.0, beam, tables=codebook_tables(cb))
 
 
 @pytest.mark.parametrize("eta", [1.0, 3.0, 10.0])

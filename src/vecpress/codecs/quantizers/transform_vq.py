@@ -117,9 +117,11 @@ against faiss's 11.7-12.2 ms (17.7 ms before, measured the same way, with the ta
 unpacked and the table sums vectorised across queries), ten a call 30-49 ms against
 86-91 ms, 1,000 a call 34-39 ns a row and query against 83-87 ns.
 
-Encoding costs what the residual quantizer costs (``M * 256 * L`` multiply-adds per
-beam entry and codebook) plus ``kl``'s scale search on the tail; the benchmark
-(``benchmarks/additive.py``) states the rate.
+Encoding costs what the block's beam search costs (faiss's for the plain block: ``M *
+256 * L`` multiply-adds per beam entry and codebook; the score-aware block's multiplies
+only each step's distinct ancestors of the kept sums, with tables of cross products
+that a codec makes at its first encoding and keeps, :mod:`.anisotropic`) plus ``kl``'s
+scale search on the tail; the benchmark (``benchmarks/additive.py``) states the rate.
 """
 
 from __future__ import annotations
@@ -137,7 +139,13 @@ from ...kernels.bytetables import byte_tables
 from ...kernels.scan import combine, grid_queries, query_limbs
 from ...threads import single_threaded_blas
 from .additive import RVQ, TRAIN_ROWS
-from .anisotropic import ROUNDS, beam_encode, refine_codebooks, unit_directions
+from .anisotropic import (
+    ROUNDS,
+    beam_encode,
+    codebook_tables,
+    refine_codebooks,
+    unit_directions,
+)
 from .base import Quantizer, RowField
 from .transform_coding import (
     _CHUNK,
@@ -249,6 +257,9 @@ class KLVQ(Quantizer):
         #: blocks only; a codec stored before they existed keeps none)
         self.sweeps = SWEEPS if eta > 1 else 0
         self.lead_: RVQ | None = None
+        #: the score-aware encoder's tables of the block's codebooks (made at the first
+        #: encoding: :func:`.anisotropic.codebook_tables`)
+        self._tables = None
         self.mean_: np.ndarray | None = None
         self.axes_: np.ndarray | None = None
         self.lam_: np.ndarray | None = None
@@ -310,7 +321,7 @@ class KLVQ(Quantizer):
         if d != self.d:
             raise ValueError(f"{self.spec}: rows have d={d}, expected {self.d}")
         mean, axes, lam = principal_axes(x)
-        self.mean_, self.axes_, self.lam_, self.lead_ = mean, axes, lam, None
+        self.mean_, self.axes_, self.lam_, self.lead_, self._tables = mean, axes, lam, None, None
         if m:
             self.lead_ = self._fit_block(x, mean, axes, lam, lead_dims, m)
         tail = lam[lead_dims:]
@@ -442,6 +453,7 @@ class KLVQ(Quantizer):
             lead = RVQ(m, _CODEBOOK_BITS, self.beam)
             lead.d, lead.centroids_, lead.fitted = lead_dims, codebooks, True
         self.mean_, self.axes_, self.lam_, self.bits_, self.lead_ = mean, axes, lam, bits, lead
+        self._tables = None
         self._layout()
 
     # -- coding -----------------------------------------------------------------------
@@ -464,9 +476,12 @@ class KLVQ(Quantizer):
                 y = np.ascontiguousarray(z64[:, :lead_dims] * self._lead_w, np.float32)
                 if self.eta > 1:
                     g = self._lead_directions(y, self._mean_lead, self._lead_w)
+                    if self._tables is None:  # (two threads may both make them: the same)
+                        self._tables = codebook_tables(self.lead_.centroids_)
                     out[s : s + _CHUNK, :m] = beam_encode(
-                        y, g, self.lead_.centroids_, self.eta, self.beam, self.sweeps
-                    )
+                        y, g, self.lead_.centroids_, self.eta, self.beam, self.sweeps,
+                        self._tables,
+                    )  # fmt: skip
                 else:
                     out[s : s + _CHUNK, :m] = self.lead_.encode(y)
             if k:
