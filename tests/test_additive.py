@@ -89,6 +89,30 @@ def test_score_is_the_inner_product_with_the_decoded_rows(spec):
     assert np.abs(got - exact).max() <= 1e-5 * np.abs(exact).max() + 1e-5
 
 
+def test_plain_training_is_faiss_plain_kmeans():
+    """``RVQ(..., progressive=False)`` holds the codebooks of faiss's quantizer trained
+    with one plain k-means a codebook (``Train_default``), not those of faiss's default
+    progressive-dimension training, and codes the rows about as well."""
+    x = rows(2500, 24, seed=4)
+    train, test = x[:2000], x[2000:]
+    stages = {}
+    for progressive in (True, False):
+        stage = additive.RVQ(3, 8, progressive=progressive)
+        stage.setup(24, np.random.default_rng(0))
+        stage.fit(train)
+        stages[progressive] = stage
+    twin = faiss.ResidualQuantizer(24, 3, 8)
+    twin.train_type = faiss.ResidualQuantizer.Train_default
+    twin.train(train)
+    books = faiss.vector_to_array(twin.codebooks).reshape(stages[False].centroids_.shape)
+    assert np.array_equal(stages[False].centroids_, books)
+    assert not np.array_equal(stages[True].centroids_, books)
+    err = {
+        p: float(np.square(st.decode(st.encode(test)) - test).mean()) for p, st in stages.items()
+    }
+    assert err[False] <= 1.1 * err[True]
+
+
 def test_more_codebooks_lower_the_error_and_beam_helps():
     """Each added codebook codes what the others left: the error falls with M; a
     wider beam finds sums at least as good on average."""

@@ -330,7 +330,11 @@ def test_in_the_advisors_full_space_with_its_cost():
     assert klvq > 5 * kl
     assert build_seconds("klvq1-beam16", 100_000, 384) > klvq
     aniso = build_seconds("klvq1-aniso3", 100_000, 384)
-    assert aniso > klvq  # rounds on the training rows
+    # the score-aware block starts from one plain k-means a codebook, not faiss's
+    # progressive training: its rounds and encoder cost less than that (measured
+    # 16.7 s against 70.0 s for 23 codebooks on 92 axes and 16,384 rows)
+    assert 1.5 * aniso < klvq
+    assert aniso > 5 * kl
     assert build_seconds("klvq1-beam16-aniso3", 100_000, 384) > aniso
     assert build_seconds("klvq2", 100_000, 384) < klvq  # all grid: no block to train
     assert pair_seconds("klvq1", 384, 50) > pair_seconds("kl1", 384, 50)

@@ -92,22 +92,36 @@ OPQ_ROTATION_S = 2e-12
 #: residual one, beam 5, d = 384, one thread: 48 x 8-bit codebooks trained on 10,000
 #: rows in 133 s and encoding 2,300 rows/s, 96 x 4-bit in 47 s and 4,800 rows/s):
 #: training seconds per (row x codebook x codeword x dimension) and per (row x
-#: codebook); encoding per (row x codebook x beam x codeword x dimension) and per
-#: (row x codebook x beam x dimension); they train on at most
-#: :data:`~vecpress.codecs.quantizers.additive.TRAIN_ROWS` rows; local search costs more
-#: (faiss's LSQ trains by encoding its rows 25 times over): a factor on both
+#: codebook), kept for local search (faiss's LSQ trains by encoding its rows 25 times
+#: over: a factor on its training and encoding); encoding per (row x codebook x beam x
+#: codeword x dimension) and per (row x codebook x beam x dimension); they train on at
+#: most :data:`~vecpress.codecs.quantizers.additive.TRAIN_ROWS` rows
 AQ_TRAIN_S = 2.5e-9
 AQ_TRAIN_ROW_S = 3.4e-5
 AQ_ENCODE_S = 1.5e-11
 AQ_ENCODE_DIM_S = 8.9e-10
 LSQ_FACTOR = 10.0
+#: faiss's residual-quantizer training (:func:`rq_train_seconds`), for its default
+#: progressive-dimension k-means (``True``) and for one plain k-means a codebook
+#: (``False``): seconds per (codebook x beam entry), per (row x codebook), per (row x
+#: beam entry x codeword x dimension) and per (row x codebook x codeword x dimension).
+#: Fitted (relative least squares) to 24 timed trainings on one core, 2026-12-06: 2,000-
+#: 16,384 rows of 24-384 dimensions, 2-24 codebooks of 256 words, beams 5 and 16; every
+#: one within 1.45 x of its fit (the model of the first line above was off by up to 10 x
+#: below d = 100: 1.9 s predicted for a training of 20 s)
+RQ_TRAIN = {True: (0.196, 6.45e-5, 0.0, 1.67e-9), False: (6.1e-3, 5.7e-6, 3.0e-10, 4.5e-11)}
 #: ``klvq``'s score-aware block (vecpress's beam search, :mod:`~vecpress.codecs.quantizers.
 #: anisotropic`; measured on one core, 2026-12-06, MiniLM's block at 1 bit: 23 codebooks on
-#: 92 axes, about 105 µs a row at beam 5, 290 at beam 16, 30 for a sweep): seconds per
-#: (row x codebook x codeword x dimension), the same per unit of beam and per sweep
+#: 92 axes, about 105 µs a row at beam 5, 290 at beam 16, 30 for a sweep; GloVe-50's, 6
+#: codebooks on 50 axes: 61 µs at beam 16): seconds per (row x codebook x codeword x
+#: dimension), the same per unit of beam and per sweep; per (row x codebook x codeword x
+#: beam) of the selection, whatever the dimension; per codeword and round of the codebook
+#: updates (a small linear solve each, ``refine_codebooks``)
 ANISO_S = 3.9e-11
-ANISO_BEAM_S = 3.1e-11
+ANISO_BEAM_S = 1.8e-11
 ANISO_SWEEP_S = 5.5e-11
+ANISO_SELECT_S = 1.2e-9
+ANISO_WORD_S = 1e-4
 #: seconds per flop of float32 matrix products (covariances, projections, k-means)
 GEMM_S = 2.5e-11
 #: seconds per d^3 of a symmetric eigen-decomposition
@@ -198,14 +212,15 @@ def build_seconds(spec: str, n: int, d: int) -> float:
         effort = re.search(r"-beam(\d+)", q)
         beam = int(effort.group(1)) if effort else 5
         block = build_seconds(f"rvq{books}x8-beam{beam}", n, lead) if books else 0.0
-        if books and "-aniso" in q:  # faiss trains the start; vecpress's search encodes
+        if books and "-aniso" in q:  # faiss's plain k-means starts; vecpress's search encodes
             rows = min(fit, TRAIN_ROWS)
             unit = books * 256 * lead
-            search = unit * (ANISO_S + ANISO_BEAM_S * beam)
+            search = unit * (ANISO_S + ANISO_BEAM_S * beam) + books * 256 * beam * ANISO_SELECT_S
             block = (
-                rows * books * (256 * lead * AQ_TRAIN_S + AQ_TRAIN_ROW_S)
+                rq_train_seconds(rows, lead, books, 8, beam, progressive=False)
                 # rounds of encoding the training rows and updating every codebook
-                + ROUNDS * rows * (search + 2 * books * lead * lead * GEMM_S)
+                + ROUNDS * (rows * (search + 2 * books * lead * lead * GEMM_S))
+                + ROUNDS * books * 256 * ANISO_WORD_S
                 + n * (search + unit * ANISO_SWEEP_S)
             )
         return (
@@ -217,11 +232,12 @@ def build_seconds(spec: str, n: int, d: int) -> float:
         beam = int(effort.group(1)) if effort else (5 if kind == "rvq" else 16)
         rows = min(fit, TRAIN_ROWS)
         k = 1 << b
-        train = rows * m * (k * dd * AQ_TRAIN_S + AQ_TRAIN_ROW_S)
         # the search grows with rvq's beam, and with lsq's rounds as its 16 do with a beam of 5
         width = beam if kind == "rvq" else 5 * beam / 16
         encode = n * m * width * (k * dd * AQ_ENCODE_S + dd * AQ_ENCODE_DIM_S)
-        return s + (train + encode) * (LSQ_FACTOR if kind == "lsq" else 1.0)
+        if kind == "rvq":
+            return s + rq_train_seconds(rows, dd, m, b, beam) + encode
+        return s + (rows * m * (k * dd * AQ_TRAIN_S + AQ_TRAIN_ROW_S) + encode) * LSQ_FACTOR
     if kind in ("pq", "opq"):
         dsub = max(1, dd // m)
         points = min(fit, KMEANS_POINTS << b)
@@ -235,6 +251,31 @@ def build_seconds(spec: str, n: int, d: int) -> float:
     if kind == "kl":
         s += 2 * fit * dd * dd * GEMM_S + dd**3 * EIG_S
     return s
+
+
+def rq_train_seconds(
+    rows: int, d: int, m: int, bits: int, beam: int, *, progressive: bool = True
+) -> float:
+    """faiss's residual quantizer trained on ``rows`` rows of ``d`` dimensions: ``m``
+    codebooks of ``2^bits`` words, beam ``beam``, one thread, at the development
+    machine's speed (:data:`RQ_TRAIN`).
+
+    Each stage clusters the residuals of every kept beam entry of every row (one
+    entry at the first stage, ``min(beam, 2^bits)`` after), then extends the beam.
+
+    Examples
+    --------
+    >>> plain = rq_train_seconds(16_384, 92, 23, 8, 5, progressive=False)
+    >>> 10 < plain < rq_train_seconds(16_384, 92, 23, 8, 5) / 2  # measured 16.7 s and 70.0 s
+    True
+    """
+    k = 1 << bits
+    entries = 1 + (m - 1) * min(beam, k)
+    per_entry, per_row, per_entry_word, per_row_word = RQ_TRAIN[bool(progressive)]
+    return (
+        entries * per_entry + rows * m * per_row
+        + rows * k * d * (entries * per_entry_word + m * per_row_word)
+    )  # fmt: skip
 
 
 def pair_seconds(spec: str, d: int, code_bytes: int) -> float:
