@@ -217,6 +217,7 @@ def test_klvq_aniso_ranks_better_and_round_trips(rows):
     _, _, plain = recall("klvq1-beam8")
     codec, codes, aniso = recall("klvq1-beam8-aniso3")
     assert aniso >= plain + 0.05  # measured 0.570 against 0.409
+    assert codec.quantizer.lead_.progressive  # a single block: faiss's default training
     again = Codec.from_bytes(codec.to_bytes())
     assert again.spec == "klvq1-beam8-aniso3"
     assert np.array_equal(again.encode(base[:300]), codes[:300])
@@ -265,6 +266,9 @@ def test_klvq_aniso_split_row(rows):
     y = np.ascontiguousarray(y * quant._lead_w, np.float32)
     g = quant._lead_directions(y, quant._mean_lead, quant._lead_w)
     assert quant.sweeps == SWEEPS
+    # beside a tail the block's rounds start from plain k-means; the plain block and a
+    # single block (test_klvq_aniso_ranks_better_and_round_trips) keep faiss's default
+    assert not quant.lead_.progressive and plain.quantizer.lead_.progressive
     want = beam_encode(y, g, quant.lead_.centroids_, 4.0, quant.beam, quant.sweeps)
     assert (aniso.encode(x[1500:])[:, :m] == want).all(axis=1).mean() > 0.99
     assert errs[1] < errs[0]

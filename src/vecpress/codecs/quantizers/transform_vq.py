@@ -63,21 +63,22 @@ gave nothing (``benchmarks/additive.py``: 0.2365 against 0.2388 unweighted).
 
 **Score-aware block** (``klvq<b>-aniso<eta>``). The block's beam search and its
 codebooks can weigh the error along each row's direction ``eta`` times its other
-components (:mod:`.anisotropic`): faiss trains the codebooks, each by one plain k-means
-on the residuals, then three rounds encode the training rows under that loss and move
-each codeword to the least-squares optimum of its rows. The rounds move every codeword,
-and they start as well from plain k-means as from faiss's default, progressive-dimension
-k-means, which trains 2-4 times slower (:class:`.additive.RVQ`; recall@10, training
-samples of 16,384 rows drawn with seeds 0-8 or 0-3, the codec's fit on two threads:
-MiniLM ``klvq1-aniso3`` nine samples, mean 0.7329 against 0.7308, paired difference
+components (:mod:`.anisotropic`): faiss trains the codebooks, then three rounds encode
+the training rows under that loss and move each codeword to the least-squares optimum
+of its rows. A block beside a tail is trained by one plain k-means a codebook, a single
+block by faiss's default, progressive-dimension k-means (:class:`.additive.RVQ`): the
+rounds start as well from the first on the split rows, 2-4 times faster, and not on
+the single blocks measured. Recall@10 of plain against default, training samples of
+16,384 rows drawn with seeds 0-11, fit on two threads: MiniLM (23 codebooks beside a
+tail) ``klvq1-aniso3`` nine samples, mean 0.7329 against 0.7308, paired difference
 +0.0022 +- 0.0009, fit 17-24 s against ~66 s; ``klvq1-beam16-aniso3`` four samples,
-0.7393 against 0.7386, +0.0007 +- 0.0022, 39-47 s against 76-82 s; GloVe-50
-``klvq1-beam16-aniso3`` 0.2928 against 0.2926, +0.0001 +- 0.0012, 7-8 s against 14-16 s;
-``klvq2-beam16-aniso3`` three samples, 0.6013 against 0.6016, -0.0003 +- 0.0030, 14-15 s
-against 28-34 s). In the block's weighted coordinates ``y = z w`` a query like the row
-``x`` scores the block by ``<(x A)_lead / w, ŷ>``, so the direction is ``(x A)_lead / w``
-with ``(x A)_lead = z_lead + (mu A)_lead`` (the row's own, uncentred). The encoder is then
-vecpress's beam search (BLAS products and a compiled kernel,
+0.7393 against 0.7386, +0.0007 +- 0.0022, fit 39-47 s against 76-82 s. GloVe-50 (one
+block): ``klvq1-aniso3`` twelve samples, 0.2780 against 0.2830, **-0.0049 +- 0.0017**,
+fit 3-5 s against 9-15 s; ``klvq1-beam16-aniso3`` four, +0.0001 +- 0.0012;
+``klvq2-beam16-aniso3`` three, -0.0003 +- 0.0030. In the block's weighted coordinates
+``y = z w`` a query like the row ``x`` scores the block by ``<(x A)_lead / w, ŷ>``, so the
+direction is ``(x A)_lead / w`` with ``(x A)_lead = z_lead + (mu A)_lead`` (the row's
+own, uncentred). The encoder is then vecpress's beam search (BLAS products and a compiled kernel,
 :func:`.anisotropic.beam_encode`), not faiss's, followed by :data:`SWEEPS` sweep of
 single-codebook changes when it encodes (:mod:`.anisotropic`: after a beam of 5 it
 reaches about what a beam of 16 reaches, at 40 % of its cost), not in the training
@@ -341,9 +342,10 @@ class KLVQ(Quantizer):
     def _fit_block(self, x, mean, axes, lam, lead_dims: int, m: int) -> RVQ:
         """The leading block's residual quantizer, trained on its weighted coordinates."""
         n = x.shape[0]
-        # a score-aware block's rounds move every codeword after faiss's training: one
-        # plain k-means a codebook starts them as well as faiss's default (docstring)
-        lead = RVQ(m, _CODEBOOK_BITS, self.beam, progressive=self.eta == 1)
+        # a score-aware block beside a tail starts its rounds from one plain k-means a
+        # codebook, as well as from faiss's default and faster (docstring)
+        plain = self.eta > 1 and lead_dims < self.d
+        lead = RVQ(m, _CODEBOOK_BITS, self.beam, progressive=not plain)
         lead.setup(lead_dims, self._rng if self._rng is not None else np.random.default_rng(0))
         # the block's coordinates of at most TRAIN_ROWS rows (what the quantizer trains on)
         z = np.empty((min(n, TRAIN_ROWS), lead_dims), np.float32)
