@@ -227,8 +227,8 @@ class RVQ(Additive):
     (faiss's ``train_type = Train_default``) instead of faiss's default,
     progressive-dimension k-means (``Train_progressive_dim``: k-means on growing
     prefixes of the dimensions): 3-17 times faster to train, for codebooks a little
-    less good (module docstring). Not part of the
-    spec: what a codec stores is its codebooks, however they were trained.
+    less good (module docstring). Not part of the spec: what a codec stores is its
+    codebooks, however they were trained.
     """
 
     name = "rvq"

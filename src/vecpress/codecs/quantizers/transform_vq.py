@@ -61,32 +61,33 @@ coordinates (of the uncentred rows) 0.5145 plain, 0.5187 / 0.5372 / 0.5357 with 
 fits moved recall@10 by up to 0.008, and at beam 16 on GloVe-50 (1 bit) the weights
 gave nothing (``benchmarks/additive.py``: 0.2365 against 0.2388 unweighted).
 
-**Score-aware block** (``klvq<b>-aniso<eta>``). The block's beam search and its
-codebooks can weigh the error along each row's direction ``eta`` times its other
-components (:mod:`.anisotropic`): faiss trains the codebooks, then three rounds encode
-the training rows under that loss and move each codeword to the least-squares optimum
-of its rows. A block beside a tail is trained by one plain k-means a codebook, a single
-block by faiss's default, progressive-dimension k-means (:class:`.additive.RVQ`): the
-rounds start as well from the first on the split rows, 2-4 times faster, and not on
-the single blocks measured. Recall@10 of plain against default, training samples of
-16,384 rows drawn with seeds 0-11, fit on two threads: MiniLM (23 codebooks beside a
-tail) ``klvq1-aniso3`` nine samples, mean 0.7329 against 0.7308, paired difference
-+0.0022 +- 0.0009, fit 17-24 s against ~66 s; ``klvq1-beam16-aniso3`` four samples,
-0.7393 against 0.7386, +0.0007 +- 0.0022, fit 39-47 s against 76-82 s. GloVe-50 (one
-block): ``klvq1-aniso3`` twelve samples, 0.2780 against 0.2830, **-0.0049 +- 0.0017**,
-fit 3-5 s against 9-15 s; ``klvq1-beam16-aniso3`` four, +0.0001 +- 0.0012;
-``klvq2-beam16-aniso3`` three, -0.0003 +- 0.0030. In the block's weighted coordinates
-``y = z w`` a query like the row ``x`` scores the block by ``<(x A)_lead / w, ŷ>``, so the
-direction is ``(x A)_lead / w`` with ``(x A)_lead = z_lead + (mu A)_lead`` (the row's
-own, uncentred). The encoder is then vecpress's beam search (BLAS products and a compiled kernel,
+**Score-aware block** (``klvq<b>-aniso<eta>``). The block's beam search and its codebooks
+can weigh the error along each row's direction ``eta`` times its other components
+(:mod:`.anisotropic`): faiss trains the codebooks, then three rounds encode the training
+rows under that loss and move each codeword to the least-squares optimum of its rows. A
+block beside a tail is trained by one plain k-means a codebook, a single block by faiss's
+default, progressive-dimension k-means (:class:`.additive.RVQ`): on the rows split into a
+block and a tail the rounds start as well from the first and the fit takes a half to a
+third of the time; on a single block they did not (GloVe-50, beam 5). Recall@10 of plain
+against default, training samples of 16,384 rows drawn with seeds 0-11, fit on two
+threads: MiniLM (23 codebooks beside a tail) ``klvq1-aniso3`` nine samples, mean 0.7329
+against 0.7308, paired difference +0.0022 +- 0.0009, fit 17-24 s against ~66 s;
+``klvq1-beam16-aniso3`` four samples, 0.7393 against 0.7386, +0.0007 +- 0.0022, fit
+39-47 s against 76-82 s. GloVe-50 (one block): ``klvq1-aniso3`` twelve samples, 0.2780
+against 0.2830, **-0.0049 +- 0.0017**, fit 3-5 s against 9-15 s; ``klvq1-beam16-aniso3``
+four, +0.0001 +- 0.0012; ``klvq2-beam16-aniso3`` three, -0.0003 +- 0.0030. In the block's
+weighted coordinates ``y = z w`` a query like the row ``x`` scores the block by
+``<(x A)_lead / w, ŷ>``, so the direction is ``(x A)_lead / w`` with
+``(x A)_lead = z_lead + (mu A)_lead`` (the row's own, uncentred). The encoder is then
+vecpress's beam search (BLAS products and a compiled kernel,
 :func:`.anisotropic.beam_encode`), not faiss's, followed by :data:`SWEEPS` sweep of
 single-codebook changes when it encodes (:mod:`.anisotropic`: after a beam of 5 it
 reaches about what a beam of 16 reaches, at 40 % of its cost), not in the training
 rounds: codebooks updated for swept codes lost recall (MiniLM, 1 bit, beam 5,
 ``benchmarks/additive.py``: 0.7238 with the sweep in training too, 0.7340 with it at
 encoding only, 0.7305 without sweeps). Decoding and scoring do not change, and a stored
-codec records ``eta`` and its sweeps (a codec stored before them has none and encodes
-as it did).
+codec records ``eta`` and its sweeps (a codec stored before them has none and encodes as
+it did).
 Measured (MiniLM, 1 bit, beam 5, one fit each, protocol as above): ``eta`` = 1 (plain;
 the 2026-12-04 benchmark run) 0.7179, 2 0.7308, 3 0.7305, 8 0.7100; beam 16 and ``eta = 3``
 0.7403. A variant that coded the tail first and let the block make up for the tail's
