@@ -211,19 +211,21 @@ def build_seconds(spec: str, n: int, d: int) -> float:
         lead, books, _ = split(dd, row_bytes(dd, b), 2 if b <= 4 else 4)
         effort = re.search(r"-beam(\d+)", q)
         beam = int(effort.group(1)) if effort else 5
-        block = build_seconds(f"rvq{books}x8-beam{beam}", n, lead) if books else 0.0
-        if books and "-aniso" in q:  # faiss starts (plain k-means beside a tail); vecpress's
-            # beam search encodes
+        if not books:
+            block = 0.0
+        elif "-aniso" in q:  # faiss starts (plain k-means beside a tail); vecpress's search
             rows = min(fit, TRAIN_ROWS)
             unit = books * 256 * lead
             search = unit * (ANISO_S + ANISO_BEAM_S * beam) + books * 256 * beam * ANISO_SELECT_S
             block = (
                 rq_train_seconds(rows, lead, books, 8, beam, progressive=lead == dd)
                 # rounds of encoding the training rows and updating every codebook
-                + ROUNDS * (rows * (search + 2 * books * lead * lead * GEMM_S))
+                + ROUNDS * rows * (search + 2 * books * lead * lead * GEMM_S)
                 + ROUNDS * books * 256 * ANISO_WORD_S
                 + n * (search + unit * ANISO_SWEEP_S)
             )
+        else:
+            block = build_seconds(f"rvq{books}x8-beam{beam}", n, lead)
         return (
             s + block + 2 * fit * dd * dd * GEMM_S + dd**3 * EIG_S + 2 * n * dd * dd * GEMM_S
             + n * (dd - lead) * ENCODE_S["kl"]
