@@ -817,37 +817,38 @@ def _refine(
             pq = q8.ctypes.data + qq * dq
             pcodes = codes.ctypes.data
             cs = codes.shape[1]
-            for r0 in range(0, n, 32):
-                if r0 + 32 <= n:
+            # one step past the rows scores the last, partial batch: _score_batch has one
+            # call site (inlined: a second copy made this kernel compile twice as long)
+            for r0 in range(0, n + 32, 32):
+                tail = r0 >= n
+                if tail:
+                    bits = np.uint32(0)
+                elif r0 + 32 <= n:
                     bits = _ge_mask32(pub + 4 * r0, thr)
                 else:
                     bits = np.uint32(0)
                     for r in range(n - r0):
                         if ub[r0 + r] >= thr:
                             bits |= np.uint32(1) << np.uint32(r)
-                while bits:
-                    r = r0 + _ctz32(bits)
-                    bits &= bits - np.uint32(1)
-                    if ub[r] < thr or ub[r] == -np.inf:  # -inf: scored in pass 2
-                        continue
-                    cand[nc] = s + r
-                    nc += 1
-                    # the row is scored when the batch is full: start reading it now
-                    _prefetch_row(pcodes, cs, row_bytes, a, b, c, l2, norms, s + r)
-                    if nc == batch:
-                        m, thr = _score_batch(
-                            codes, layout, d, cand, nc, buf, row, row_bytes, per_byte, pq, nch,
-                            dots, qi, qq, qscale, qoff, t, a, b, c, e, l2, norms, qsq, hs, hi,
-                            m, k, thr, q8,
-                        )  # fmt: skip
-                        seen += nc
-                        nc = 0
-            if nc:
-                m, thr = _score_batch(
-                    codes, layout, d, cand, nc, buf, row, row_bytes, per_byte, pq, nch, dots,
-                    qi, qq, qscale, qoff, t, a, b, c, e, l2, norms, qsq, hs, hi, m, k, thr, q8,
-                )  # fmt: skip
-                seen += nc
+                while bits or (tail and nc):
+                    if bits:
+                        r = r0 + _ctz32(bits)
+                        bits &= bits - np.uint32(1)
+                        if ub[r] < thr or ub[r] == -np.inf:  # -inf: scored in pass 2
+                            continue
+                        cand[nc] = s + r
+                        nc += 1
+                        # the row is scored when the batch is full: start reading it now
+                        _prefetch_row(pcodes, cs, row_bytes, a, b, c, l2, norms, s + r)
+                        if nc < batch:
+                            continue
+                    m, thr = _score_batch(
+                        codes, layout, d, cand, nc, buf, row, row_bytes, per_byte, pq, nch,
+                        dots, qi, qq, qscale, qoff, t, a, b, c, e, l2, norms, qsq, hs, hi,
+                        m, k, thr, q8,
+                    )  # fmt: skip
+                    seen += nc
+                    nc = 0
             if m == k and thr > qthr[qq]:
                 qthr[qq] = thr
             counts[slot] = m
