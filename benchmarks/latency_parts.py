@@ -12,6 +12,10 @@ at a time, and rabitqlib's flat 4-bit index in the same process for reference:
   the kernel), and the same after an 8 MB sweep of memory (what the kernel's reads do
   to the caches), the sweep's own time subtracted;
 * ``sign-plane sums``: the fast-scan sums of the sign planes of every row, alone;
+* the compiled call's passes (setup, pass 1: the sign-plane sums and every row's bound,
+  pass 2: the seeds scored exactly, pass 3: the rows whose bound reaches the threshold,
+  the slots' sort): a copy of :func:`vecpress.kernels.progressive._run` with the CPU's
+  cycle counter read before each pass, called with the arguments of each search;
 * rows read in full per query (all work items), and the bytes the first pass reads
   per row.
 
@@ -22,17 +26,23 @@ MiniLM set); prints Markdown.
 from __future__ import annotations
 
 import argparse
+import inspect
 import time
 from pathlib import Path
 
 import numba as nb
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 import common
 import vecpress
-from vecpress.kernels import fastscan
+from vecpress.kernels import fastscan, progressive
+from vecpress.kernels.grid_search import plan_pairs
 from vecpress.kernels.progressive import sign_tables
-from vecpress.kernels.scan import grid_queries
+from vecpress.kernels.scan import _grid_queries_flat, grid_queries
 from vecpress.search import scan as search_scan
 
 
@@ -52,6 +62,127 @@ def _sums_only(tag, blocked, luts):
         )
         total += sums[0, 0]
     return total
+
+
+@intrinsic
+def _cycles(typingctx):
+    """The CPU's cycle counter (``llvm.readcyclecounter``: the time-stamp counter on x86)."""
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(64), [])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.readcyclecounter")
+        return builder.call(fn, [])
+
+    return types.int64(), codegen
+
+
+#: the passes of one compiled call, and the line of ``progressive._run`` each starts at
+PASSES = (
+    ("setup (tables, pairs)", "    l2 = _l2_part("),
+    ("pass 1: sign-plane sums and bounds", "    _bounds("),
+    ("pass 2: seeds scored", "    q8 = _query_bytes("),
+    ("pass 3: refinement", "    _refine("),
+    ("slots sorted", "    _sort_slots("),
+)
+
+
+def _timed_run():
+    """:func:`vecpress.kernels.progressive._run` compiled again with the cycle counter
+    written to ``marks[i]`` (a new first argument) before pass ``i`` and at its end."""
+    src = inspect.getsource(progressive._run.py_func).split("\n")
+    out = []
+    for line in src:
+        if line.startswith("@nb.njit"):
+            continue
+        for i, (_, start) in enumerate(PASSES):
+            if line.startswith(start):
+                out.append(f"    marks[{i}] = _cycles()")
+        if line.startswith("    return out_s, out_i, refined"):
+            out.append(f"    marks[{len(PASSES)}] = _cycles()")
+        out.append(line)
+    text = "\n".join(out).replace("def _run(\n", "def _run(\n    marks,", 1)
+    if text.count("_cycles()") != len(PASSES) + 1:
+        raise SystemExit("progressive._run changed: update PASSES in latency_parts.py")
+    space = dict(vars(progressive), _cycles=_cycles)
+    exec(text, space)
+    return nb.njit(space["_run"])
+
+
+def _run_args(args, kw):
+    """The arguments :func:`progressive_search` gives ``progressive._run`` for a call."""
+    codes, bits, d, items, lists, adds, queries, t, a, b, c, planes, norms, qsq, k = args
+    isa_id = fastscan.ISAS.index(fastscan.ISA)
+    starts, ends, list_ptr = items
+    q, center, qoff = queries
+    if np.ndim(center) == 0:
+        qoff = np.broadcast_to(np.asarray(qoff, np.float32), (q.shape[0],)).copy()
+        qi, qscale, off = _grid_queries_flat(q, float(center), qoff, 1)
+    else:
+        qi, qscale, off = grid_queries(q, center, qoff, bits)
+    lists = np.ascontiguousarray(lists, np.int64)
+    qptr, qidx, qslot, qadd, qslot_ptr = plan_pairs(
+        list_ptr, lists, np.ascontiguousarray(adds, np.float32)
+    )
+    mode = progressive._MODES[progressive._terms_flag(kw["terms"]) + 3 * bool(kw.get("l2"))]
+    scratch = kw.get("scratch")
+    return (
+        progressive._TAGS[isa_id], progressive._MAX_PASS[isa_id], progressive.read_only(codes),
+        bits, d, 8 // bits if bits in progressive.IN_PLACE_BITS else 1, starts, ends, qptr,
+        qidx, qslot, qadd, qi, qscale, off, np.ascontiguousarray(t, np.float32), a, b, c,
+        *planes, progressive.read_only(norms), qsq, qslot_ptr[-1], k, float(kw["z"]), mode,
+        progressive._NO_SCRATCH if scratch is None else scratch,
+    )  # fmt: skip
+
+
+def _pass_p50(calls, rounds: int = 3) -> list[float]:
+    """p50 µs of each of :data:`PASSES` over the captured calls (``rounds`` rounds, the
+    first a warm-up)."""
+    run = _timed_run()
+    marks = np.zeros(len(PASSES) + 1, np.int64)
+    prepared = [_run_args(a, kw) for a, kw, _ in calls]
+    spans = []
+    for r in range(rounds):
+        for args in prepared:
+            run(marks, *args)
+            if r:
+                spans.append(np.diff(marks))
+    c0, t0 = _cycles_now(), time.perf_counter()
+    time.sleep(0.2)
+    per_us = (_cycles_now() - c0) / (time.perf_counter() - t0) / 1e6
+    return (np.median(np.array(spans), axis=0) / per_us).tolist()
+
+
+@nb.njit(cache=False)
+def _cycles_now():
+    return _cycles()
+
+
+#: row counts whose k-th best exact score :func:`_bound_reach` takes as a threshold
+PREFIXES = (1024, 4096, 16384)
+
+
+def _bound_reach(index, queries, k: int = 10) -> dict:
+    """Fractions of the rows whose first-pass bound reaches a threshold, mean over the
+    queries: the final k-th best score (the rows pass 3 must look at), and the k-th best
+    exact score among the first ``P`` rows (:data:`PREFIXES`), for the rows after them:
+    what a first pass holding a threshold from its first ``P`` rows would still have to
+    bound. The bounds are the scan's own (its scratch after the search; the seeds' -inf
+    left out), the exact scores a full scan's."""
+    n = index.ntotal
+    stage = index._first_stage()
+    final, prefix = [], {p: [] for p in PREFIXES if p < n}
+    for i in range(queries.shape[0]):
+        q = queries[i : i + 1]
+        index.search(q, k, progressive=True)
+        ub = stage.planes._scratch[-1][:n].copy()
+        full = index.search(q, n)
+        exact = np.empty(n, np.float32)
+        exact[np.asarray(full.ids[0])] = full.scores[0]
+        ok = np.isfinite(ub)
+        final.append(np.mean(ub[ok] >= np.sort(exact)[-k]))
+        for p, got in prefix.items():
+            got.append(np.mean(ub[p:][ok[p:]] >= np.sort(exact[:p])[-k]))
+    return {"final": float(np.mean(final)), **{p: float(np.mean(v)) for p, v in prefix.items()}}
 
 
 def _p50(fn, reps: int) -> float:
@@ -93,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             search_scan.progressive_search = kernel
         refined = np.array([int(out[2].sum()) for _, _, out in calls])
+        reach = _bound_reach(index, queries[: min(nq, 100)])
         search_us = _p50(lambda i: index.search(queries[i : i + 1], 10, progressive=True), nq)
         kernel_us = _p50(lambda i: kernel(*calls[i][0], **calls[i][1]), nq)
         saved = calls[0][2]
@@ -114,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         luts = np.ascontiguousarray(np.repeat(sign_tables(qi[:1], base.shape[1])[0], 8, axis=0))
         _sums_only(tag, blocked, luts)
         sums_us = _p50(lambda i: _sums_only(tag, blocked, luts), nq)
+        passes = _pass_p50(calls)
         rabit_us = None
         try:
             import rabitqlib  # noqa: F401
@@ -140,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|--:|")
     print(f"| `search(q[i:i+1], 10, progressive=True)` | {search_us:,.0f} |")
     print(f"| compiled call alone (`progressive_search`) | {kernel_us:,.0f} |")
+    for (name, _), us in zip(PASSES, passes, strict=True):
+        print(f"| compiled call, {name} | {us:,.0f} |")
     print(f"| sign-plane sums alone | {sums_us:,.0f} |")
     print(f"| Python (the kernel's result saved) | {python_us:,.0f} |")
     print(f"| Python after an 8 MB sweep (sweep subtracted) | {swept_us - sweep_us:,.0f} |")
@@ -149,6 +284,11 @@ def main(argv: list[str] | None = None) -> int:
         f"\nRows read in full per query: mean {refined.mean():,.0f}, p50 {np.median(refined):,.0f}"
         f" (of {base.shape[0]:,}). First pass, bytes read per row: {d // 8} of sign plane"
         f" + {terms} of terms + a 4-byte bound written and read again."
+    )
+    parts = ", ".join(f"first {p:,} rows' {reach[p]:.2%}" for p in PREFIXES if p in reach)
+    print(
+        f"\nRows whose bound reaches the final 10th score: {reach['final']:.2%}; the 10th exact"
+        f" score of the rows before them (a threshold a first pass could hold): {parts}."
     )
     return 0
 
