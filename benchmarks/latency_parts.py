@@ -17,7 +17,10 @@ at a time, and rabitqlib's flat 4-bit index in the same process for reference:
   the slots' sort): a copy of :func:`vecpress.kernels.progressive._run` with the CPU's
   cycle counter read before each pass, called with the arguments of each search;
 * rows read in full per query (all work items), and the bytes the first pass reads
-  per row.
+  per row;
+* the share of rows whose first-pass bound reaches the final 10th score, and the 10th
+  best exact score of the first 1,024 / 4,096 / 16,384 rows (what a first pass holding a
+  running threshold would still have to bound), over the first 100 queries.
 
 Run ``python benchmarks/latency_parts.py`` (needs ``pip install ".[bench]"`` and the
 MiniLM set); prints Markdown.
