@@ -12,15 +12,15 @@ at a time, and rabitqlib's flat 4-bit index in the same process for reference:
   the kernel), and the same after an 8 MB sweep of memory (what the kernel's reads do
   to the caches), the sweep's own time subtracted;
 * ``sign-plane sums``: the fast-scan sums of the sign planes of every row, alone;
-* the compiled call's passes (setup, pass 1: the sign-plane sums and every row's bound,
-  pass 2: the seeds scored exactly, pass 3: the rows whose bound reaches the threshold,
-  the slots' sort): a copy of :func:`vecpress.kernels.progressive._run` with the CPU's
-  cycle counter read before each pass, called with the arguments of each search;
+* the compiled call's passes (setup, pass 1: the sign-plane sums and every row's
+  estimate and point, pass 2: the seeds scored exactly, pass 3: the blocks' filters, the
+  bounds of the rows they let through and the rows whose bound reaches the threshold
+  scored, the slots' sort): a copy of :func:`vecpress.kernels.progressive._run` with the
+  CPU's cycle counter read before each pass, called with the arguments of each search;
 * rows read in full per query (all work items), and the bytes the first pass reads
   per row;
-* the share of rows whose first-pass bound reaches the final 10th score, and the 10th
-  best exact score of the first 1,024 / 4,096 / 16,384 rows (what a first pass holding a
-  running threshold would still have to bound), over the first 100 queries.
+* the share of rows pass 3's filter lets through against the final 10th score, and of
+  those whose bound reaches it, over the first 100 queries.
 
 Run ``python benchmarks/latency_parts.py`` (needs ``pip install ".[bench]"`` and the
 MiniLM set); prints Markdown.
@@ -82,7 +82,7 @@ def _cycles(typingctx):
 #: the passes of one compiled call, and the line of ``progressive._run`` each starts at
 PASSES = (
     ("setup (tables, pairs)", "    l2 = _l2_part("),
-    ("pass 1: sign-plane sums and bounds", "    _bounds("),
+    ("pass 1: sign-plane sums and points", "    _points("),
     ("pass 2: seeds scored", "    q8 = _query_bytes("),
     ("pass 3: refinement", "    _refine("),
     ("slots sorted", "    _sort_slots("),
@@ -160,32 +160,75 @@ def _cycles_now():
     return _cycles()
 
 
-#: row counts whose k-th best exact score :func:`_bound_reach` takes as a threshold
-PREFIXES = (1024, 4096, 16384)
+def _filter_reach(index, queries, k: int = 10) -> dict:
+    """Mean shares of the rows, over the queries, that pass 3's filter lets through
+    against the final k-th score (the point within its block's slack of it; the real
+    count is a little higher, the threshold rising during the pass), and whose bound
+    reaches it. The points and estimates are the scan's own (its scratch after the
+    search; the seeds' -inf left out), the query's constants made as
+    ``progressive._run`` makes them."""
+    from vecpress.kernels.progressive import _block_slacks, _row_bound
 
-
-def _bound_reach(index, queries, k: int = 10) -> dict:
-    """Fractions of the rows whose first-pass bound reaches a threshold, mean over the
-    queries: the final k-th best score (the rows pass 3 must look at), and the k-th best
-    exact score among the first ``P`` rows (:data:`PREFIXES`), for the rows after them:
-    what a first pass holding a threshold from its first ``P`` rows would still have to
-    bound. The bounds are the scan's own (its scratch after the search; the seeds' -inf
-    left out), the exact scores a full scan's."""
-    n = index.ntotal
     stage = index._first_stage()
-    final, prefix = [], {p: [] for p in PREFIXES if p < n}
-    for i in range(queries.shape[0]):
-        q = queries[i : i + 1]
-        index.search(q, k, progressive=True)
-        ub = stage.planes._scratch[-1][:n].copy()
-        full = index.search(q, n)
-        exact = np.empty(n, np.float32)
-        exact[np.asarray(full.ids[0])] = full.scores[0]
-        ok = np.isfinite(ub)
-        final.append(np.mean(ub[ok] >= np.sort(exact)[-k]))
-        for p, got in prefix.items():
-            got.append(np.mean(ub[p:][ok[p:]] >= np.sort(exact[:p])[-k]))
-    return {"final": float(np.mean(final)), **{p: float(np.mean(v)) for p, v in prefix.items()}}
+    n = index.ntotal
+    kernel = search_scan.progressive_search
+    got = []
+
+    def spy(*a, **kw):
+        out = kernel(*a, **kw)
+        got.append((a, kw, out))
+        return out
+
+    passed, reached = [], []
+    search_scan.progressive_search = spy
+    try:
+        for i in range(queries.shape[0]):
+            got.clear()
+            index.search(queries[i : i + 1], k, progressive=True)
+            a, kw, out = got[0]
+            names = inspect.signature(progressive._run.py_func).parameters
+            run = dict(zip(names, _run_args(a, kw), strict=True))
+            work = stage.planes._scratch[-1]
+            w0, points = work[:n], work[n : 2 * n]
+            qi = run["qi"][0].astype(np.float64)
+            s0, off, bits = float(run["qscale"][0]), float(run["qoff"][0]), run["bits"]
+            mid = ((1 << bits) - 1) / 2
+            _, _, rnorm = sign_tables(run["qi"][:1], run["d"])
+            f32 = np.float32
+            consts = (
+                f32(s0), f32(np.sqrt(qi @ qi)), f32(run["z"] * rnorm[0]),
+                f32(s0 * mid * qi.sum() + off), f32(abs(s0 * mid * qi.sum()) + abs(off)),
+                f32(run["t"][0]), f32(run["qadd"][0]),
+            )  # fmt: skip
+            l2 = bool(run["mode"].dtype == np.int16)  # _MODES: int16 for l2
+            terms = run["mode"].shape[0]
+            qq2 = f32(run["qsq"][0])
+            amax = f32(2 / np.sqrt(run["d"]))
+            slacks = np.empty(run["limits"].shape[0], f32)
+            _block_slacks(run["limits"], *consts[:3], *consts[3:7], l2, qq2, terms, amax, slacks)
+            thr = f32(out[0][0, k - 1])
+            rows = np.concatenate(
+                [np.arange(s, e) for s, e in zip(run["starts"], run["ends"], strict=True)]
+            )
+            block = np.concatenate(
+                [b + np.arange(e - s) // 32 for s, e, b in
+                 zip(run["starts"], run["ends"], run["bptr"][:-1], strict=True)]
+            )  # fmt: skip
+            ok = np.isfinite(points)
+            cut = thr - slacks[block] - abs(thr) * progressive._THR_MARGIN
+            through = ok & (points >= cut)
+            ub = np.array([
+                _row_bound(w0[r], run["big_f"][j], run["eps"][j], run["big_a"][j], run["a"][j],
+                           run["b"][j], run["c"][j], run["norms"][j] if l2 else f32(0),
+                           consts[0], consts[1], consts[2], consts[3], consts[4], consts[5],
+                           consts[6], l2, qq2, terms, amax)
+                for r, j in zip(np.flatnonzero(through), rows[through], strict=True)
+            ])  # fmt: skip
+            passed.append(through.mean())
+            reached.append(np.sum(ub >= thr) / n)
+    finally:
+        search_scan.progressive_search = kernel
+    return {"passed": float(np.mean(passed)), "reached": float(np.mean(reached))}
 
 
 def _p50(fn, reps: int) -> float:
@@ -227,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             search_scan.progressive_search = kernel
         refined = np.array([int(out[2].sum()) for _, _, out in calls])
-        reach = _bound_reach(index, queries[: min(nq, 100)])
+        reach = _filter_reach(index, queries[: min(nq, 100)])
         search_us = _p50(lambda i: index.search(queries[i : i + 1], 10, progressive=True), nq)
         kernel_us = _p50(lambda i: kernel(*calls[i][0], **calls[i][1]), nq)
         saved = calls[0][2]
@@ -267,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             rabit_us = _p50(lambda i: fn(qp[i : i + 1]), nq)
         except ImportError:
             pass
-    terms = 4 * len(planes[2:]) + {0: 0, 1: 4, 2: 12}[calls[0][1]["terms"]]  # + a, b, c read
+    terms = 12 + {0: 0, 1: 4, 2: 12}[calls[0][1]["terms"]]  # F, H, A and the a, b, c read
     d = base.shape[1]
     print(f"- CPU: {common.cpu_model()}; kernel {fastscan.ISA}; 1 thread")
     print(f"- vecpress source: {common.git_state()}")
@@ -286,12 +329,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nRows read in full per query: mean {refined.mean():,.0f}, p50 {np.median(refined):,.0f}"
         f" (of {base.shape[0]:,}). First pass, bytes read per row: {d // 8} of sign plane"
-        f" + {terms} of terms + a 4-byte bound written and read again."
+        f" + {terms} of terms, and 8 written (estimate and point; the points read again)."
     )
-    parts = ", ".join(f"first {p:,} rows' {reach[p]:.2%}" for p in PREFIXES if p in reach)
     print(
-        f"\nRows whose bound reaches the final 10th score: {reach['final']:.2%}; the 10th exact"
-        f" score of the rows before them (a threshold a first pass could hold): {parts}."
+        f"\nRows pass 3's filter lets through against the final 10th score:"
+        f" {reach['passed']:.2%}; rows whose bound reaches it: {reach['reached']:.2%}."
     )
     return 0
 

@@ -286,14 +286,15 @@ def test_concurrent_first_searches_of_an_opened_index(tmp_path, progressive):
 
 
 def test_progressive_searches_reuse_their_bounds_scratch(data):
-    """One query's bounds (a float32 per row) go to a vector the planes keep: the second
-    search allocates none (the same vector comes back), and a smaller batch reuses it."""
+    """One query's first pass (two float32 per row) goes to a vector the planes keep: the
+    second search allocates none (the same vector comes back), and a smaller batch
+    reuses it."""
     x, q = data
     index = _pair("hd2,rq4", "ip", x)
     index.search(q[:1], 10, progressive=True)
     planes = index._first_stage().planes
     (first,) = planes._scratch
-    assert first.size >= x.shape[0]
+    assert first.size >= 2 * x.shape[0]
     for i in range(1, 4):
         index.search(q[i : i + 1], 10, progressive=True)
         assert len(planes._scratch) == 1 and planes._scratch[0] is first
@@ -351,7 +352,7 @@ def test_progressive_search_equals_the_full_scan(data, centre):
     terms = Terms(codec, codes)
     terms.ensure(items, every)
     planes = Planes(codec, codes, items)
-    planes.ensure(every, terms.arrays[0])
+    planes.ensure(every, terms.arrays)
     quant = codec.quantizer
     qt, _ = codec._transform_queries(q[:6])
     qe, center, qoff, t = quant.grid_queries(qt)
@@ -615,6 +616,65 @@ def test_fold_terms_bound_the_score():
     np.testing.assert_allclose(big_a, a * vn)
     np.testing.assert_allclose(eps, 4.0 * g / vn)
     np.testing.assert_allclose(big_h, -253 * big_f * pop)
+
+
+@pytest.mark.parametrize("l2", [False, True])
+@pytest.mark.parametrize("terms", [TERMS_NONE, TERMS_C, TERMS_ALL])
+def test_block_slack_covers_every_rows_bound(terms, l2):
+    """The filter of pass 3 drops a row only where its bound is below the threshold:
+    for every row, however its estimate lies (far outside ``±|qi|`` too: degenerate
+    rows), whatever the signs and magnitudes of its terms, the point the first pass
+    keeps is at least the row's own bound less its block's slack, less the margin the
+    filter takes off the threshold (the worst threshold: the bound itself)."""
+    from vecpress.kernels.progressive import (
+        _THR_MARGIN,
+        LIM_K,
+        LIMITS,
+        _block_slacks,
+        _row_bound,
+        _row_points,
+        block_limits,
+    )
+
+    rng = np.random.default_rng(11 + 2 * terms + l2)
+    f32 = np.float32
+    n = 32 * 12
+    # magnitudes alike within a block (a block's slack is its largest row's) and far
+    # apart between blocks
+    mags = (np.repeat(10.0 ** rng.uniform(-4, 4, n // 32), 32) * rng.uniform(0.7, 1, n)).astype(f32)
+    big_a = (mags * rng.choice([-1, 1], n)).astype(f32)
+    big_a[::7] = 0
+    big_f = rng.uniform(0.01, 0.3, n).astype(f32)
+    eps = rng.uniform(0, 0.6, n).astype(f32)
+    eps[::5] = 0
+    a, b, c = (rng.normal(0, 1, n).astype(f32) * mags for _ in range(3))
+    norms = rng.uniform(0, 4, n).astype(f32) * mags * mags
+    s6 = rng.integers(0, 1 << 14, n).astype(np.int32)
+    for s0, qn, zr, qc, big, tq, e, qq2 in [
+        (0.01, 800.0, 88.0, 0.3, 2.0, 0.5, 0.0, 1.0),
+        (1e-3, 50.0, 5.0, -7.0, 9.0, -2.0, 3.0, 25.0),
+        (2.0, 1.0, 0.5, 0.0, 0.0, 0.0, -1.0, 0.0),
+    ]:
+        x = f32(8) * s6 + f32(-4e4)
+        # estimates from -8 |qi| to 8 |qi|: degenerate rows at both ends
+        big_h = (rng.uniform(-8, 8, n) * qn - big_f * x).astype(f32)
+        limits = np.zeros((n // 32, LIMITS), f32)
+        block_limits(np.array([0]), np.array([n]), np.array([0]), big_f, eps, big_a, a, b, c,
+                     norms if l2 else np.zeros(0, f32), limits)  # fmt: skip
+        w0s, points = np.empty(n, f32), np.empty(n, f32)
+        lim = f32(qn) * limits[0, LIM_K]
+        _row_points(s6, big_f, big_h, big_a, a, b, c, norms, w0s, points, f32(-4e4), f32(s0),
+                    lim, f32(qc), f32(tq), f32(e), l2, f32(qq2), terms)  # fmt: skip
+        assert np.abs(w0s).max() > 2 * qn  # degenerate rows among them
+        slacks = np.empty(n // 32, f32)
+        _block_slacks(limits, f32(s0), f32(qn), f32(zr), f32(qc), f32(big), f32(tq), f32(e), l2,
+                      f32(qq2), terms, f32(2 / np.sqrt(384)), slacks)  # fmt: skip
+        for r in range(n):
+            ub = _row_bound(w0s[r], big_f[r], eps[r], big_a[r], a[r], b[r], c[r], norms[r],
+                            f32(s0), f32(qn), f32(zr), f32(qc), f32(big), f32(tq), f32(e), l2,
+                            f32(qq2), terms, f32(2 / np.sqrt(384)))  # fmt: skip
+            cut = f32(f32(ub - slacks[r // 32]) - f32(abs(ub) * _THR_MARGIN))
+            assert points[r] >= cut, (r, points[r], ub, slacks[r // 32])
 
 
 def test_query_layouts_match_the_vnni_kernels():

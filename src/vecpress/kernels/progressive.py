@@ -28,14 +28,22 @@ per query of its 8-bit integer form ``qi`` shifted to ``u = qi + 128`` and cut
 to 6 bits, ``u >> 2`` (four of them sum below 256). The 2 bits cut off,
 ``r = u - 4 (u >> 2) - 3/2``, add ``<r, σ>`` to ``<σ, qi>``: a term of mean 0
 and deviation ``|r|`` under the same model (random signs), bounded with the
-same ``z``. Each row then gets an upper bound of its full-code score, the
-estimate plus ``z`` error deviations plus float rounding; only the rows whose
-bound reaches the current k-th best score are read in full and scored exactly
-as the full scan (:mod:`vecpress.kernels.grid_search`) scores them, into the
-same heaps. So the result equals the full scan's whenever no bound of a true
-top-k row fails: with the normal model, one-sided tails of ``1 - Φ(z)`` for each
-of the two deviations of a row, at most ``2 k (1 - Φ(z))`` per query (``z = 4``:
-3.2e-5 each).
+same ``z``. A row's upper bound of its full-code score is the estimate plus
+``z`` error deviations plus float rounding; only the rows whose bound reaches
+the current k-th best score are read in full and scored exactly as the full scan
+(:mod:`vecpress.kernels.grid_search`) scores them, into the same heaps. So the
+result equals the full scan's whenever no bound of a true top-k row fails: with
+the normal model, one-sided tails of ``1 - Φ(z)`` for each of the two deviations
+of a row, at most ``2 k (1 - Φ(z))`` per query (``z = 4``: 3.2e-5 each).
+
+The bound (a square root and two divisions) is made only for the rows a cheaper
+test cannot rule out: the first pass keeps each row's estimate and its point
+estimate (a multiply-add), and once a threshold is known, a block of 32 rows
+is compared with it all at once, less the block's *slack* (:func:`_block_slacks`),
+a bound on how far any of its rows' bounds can lie above their points, made from
+the largest magnitudes of the block's row terms (:func:`block_limits`). A row
+the filter drops has a bound below the threshold, so the filter changes which
+rows are bounded, never the result.
 """
 
 from __future__ import annotations
@@ -80,7 +88,7 @@ from .scan import (
 
 #: most code bits a progressive scan takes (wider codes use two 8-bit query limbs)
 MAX_BITS = 5
-#: which of the rows' score terms ``a``, ``b``, ``c`` the bound reads (:func:`_row_bounds`):
+#: which of the rows' score terms ``a``, ``b``, ``c`` the bound reads (:func:`_row_bound`):
 #: none (``rq``: ``b`` and ``c`` zero, the grid centred on its middle), ``c`` only (the
 #: same with a centring term ``c``, ``center,...,rq``), or all three
 TERMS_NONE, TERMS_C, TERMS_ALL = 0, 1, 2
@@ -131,6 +139,69 @@ def sign_plane_dims(d: int) -> int:
 _SPAN = 16
 #: rows pass 3 collects (their reads started) before scoring them, without VNNI
 _PREFETCH_AHEAD = 8
+#: rows pass 3 filters before it bounds those the filters let through (8 blocks)
+_GROUP = 8 * 32
+#: the columns of :func:`block_limits`: per block of 32 rows, the largest ``|A F|`` (U),
+#: ``|A| eps (1 + eps K)`` (V), the clamp factor ``K = sqrt(1 + eps²)`` of the item's
+#: largest ``eps``, the largest ``|A|``, ``|a|``, ``|b|``, ``|c|`` and ``|x|²`` (l2)
+LIM_U, LIM_V, LIM_K, LIM_A, LIM_SA, LIM_SB, LIM_SC, LIM_N = range(8)
+#: columns of :func:`block_limits`
+LIMITS = 8
+#: relative widening of a block's slack (:func:`_block_slacks`), for the float rounding
+#: of the slack itself, and the share of the threshold's magnitude the filter takes off
+#: too, for the rounding of the threshold less the slack
+_FILTER_MARGIN = np.float32(1.0 + 2.0**-12)
+_THR_MARGIN = np.float32(2.0**-12)
+
+
+@nb.njit(cache=True)
+def block_limits(starts, ends, bstarts, big_f, eps, big_a, a, b, c, norms, out):
+    """Per block of 32 rows of each item ``i`` (rows ``starts[i]:ends[i]``, blocks from
+    ``bstarts[i]``, as :func:`item_planes` lays them out), the largest magnitudes of its
+    rows' terms (the :data:`LIM_U` ... :data:`LIM_N` columns of ``out``, float32[blocks,
+    :data:`LIMITS`]), rounded up: what the first pass's filter needs to bound, for a
+    whole block at once, how far a row's bound can lie above its point estimate
+    (:func:`_block_slacks`). ``norms``: the rows' ``|x|²`` for l2, or empty.
+
+    Examples
+    --------
+    >>> one = np.ones(40, np.float32)
+    >>> out = np.zeros((2, LIMITS), np.float32)
+    >>> block_limits(np.array([0]), np.array([40]), np.array([0]), 2 * one, 0 * one,
+    ...              3 * one, one, one, one, np.zeros(0, np.float32), out)
+    >>> out[1, [LIM_U, LIM_V, LIM_K, LIM_A]].round(4).tolist()
+    [6.0, 0.0, 1.0, 3.0]
+    """
+    up = 1.0 + 2.0**-20  # float32 rounding of the float64 maxima is below 2^-24
+    l2 = norms.shape[0] > 0
+    for i in range(starts.shape[0]):
+        s, e = starts[i], ends[i]
+        em = 0.0
+        for j in range(s, e):
+            em = max(em, abs(np.float64(eps[j])))
+        k = np.sqrt(1.0 + em * em)
+        for b0 in range(s, e, BLOCK):
+            u = v = am = sa = sb = sc = sn = 0.0
+            for j in range(b0, min(e, b0 + BLOCK)):
+                aj = abs(np.float64(big_a[j]))
+                ej = abs(np.float64(eps[j]))
+                u = max(u, aj * abs(np.float64(big_f[j])))
+                v = max(v, aj * ej * (1.0 + ej * k))
+                am = max(am, aj)
+                sa = max(sa, abs(np.float64(a[j])))
+                sb = max(sb, abs(np.float64(b[j])))
+                sc = max(sc, abs(np.float64(c[j])))
+                if l2:
+                    sn = max(sn, abs(np.float64(norms[j])))
+            row = out[bstarts[i] + (b0 - s) // BLOCK]
+            row[LIM_U] = u * up
+            row[LIM_V] = v * up
+            row[LIM_K] = k * up
+            row[LIM_A] = am * up
+            row[LIM_SA] = sa * up
+            row[LIM_SB] = sb * up
+            row[LIM_SC] = sc * up
+            row[LIM_N] = sn * up
 
 
 @nb.njit(cache=True)
@@ -420,65 +491,134 @@ def plane_layout(signs: np.ndarray, d: int) -> np.ndarray:
 
 
 @nb.njit(cache=True, fastmath=False, error_model="numpy", inline="always")
-def _row_bounds(
-    s6, big_f, big_h, eps, big_a, a, b, c, norms, ub, point, xq, s0, qn, zr, qc, big,
-    tq, e, l2, qq2, terms, amax,
+def _row_points(
+    s6, big_f, big_h, big_a, a, b, c, norms, w0s, points, xq, s0, lim, qc, tq, e, l2, qq2,
+    terms,
 ):  # fmt: skip
-    """Upper bounds ``ub`` and point estimates ``point`` of the full-code scores of a run
-    of rows from their sign-plane table sums ``s6`` (every row array is the run's slice).
+    """The first pass's two numbers per row of a run of rows (every row array is the
+    run's slice), from their sign-plane table sums ``s6``: ``w0s``, the estimate
+    ``ŵ = F x + H`` of ``w = <qi, v̂>`` (``x = 8 S6 + R - Σ qi``, exact in float32), from
+    which :func:`_row_bound` makes the row's bound if the filter lets it through; and
+    ``points``, the score at ``ŵ`` clamped to ``±lim`` (the point estimate the seeds
+    are chosen by, and the filter compares with the threshold less its block's
+    :func:`_block_slacks`). ``lim = |qi| K`` (:data:`LIM_K`): ``w`` itself never leaves
+    ``±|qi|``, and the clamp is what bounds the distance from the point to the bound of
+    a degenerate row (an estimate far outside ``±|qi|``) by the block's slack.
+    Float32 over ``len(big_f)``; ``l2`` and ``terms`` as :func:`_row_bound`."""
+    two = np.float32(2.0)
+    for r in range(len(big_f)):
+        x = np.float32(8 * s6[r]) + xq
+        w0 = big_f[r] * x + big_h[r]
+        w0s[r] = w0
+        cw = min(max(w0, -lim), lim)
+        if terms == TERMS_ALL:
+            rest = a[r] * qc + b[r] * tq + c[r] + e
+        elif terms == TERMS_C:
+            rest = c[r] + e
+        else:
+            rest = e
+        p = s0 * big_a[r] * cw + rest
+        if l2:
+            p = two * p - norms[r] - qq2
+        points[r] = p
 
-    ``w = <qi, v̂>`` is estimated by ``ŵ = F x + H`` with ``x = 8 S6 + R - Σ qi``
-    (exact in float32). The table's cut bits move ``ŵ`` by at most ``z |r| |F|``;
-    then, the estimator's deviation being ``g sqrt(|qi|² - w²)``, ``w`` is at most
-    the largest root of ``w - ŵ = ε sqrt(|qi|² - w²)`` (``ε = z g / |v|``), a
-    quadratic, and never above ``|qi|`` (the least root, and ``-|qi|``, where the
-    row's factor is negative). The score bound is ``s0 A w`` plus the row and query
-    terms and the rounding slack, :data:`_ROUNDING` of the largest magnitude the
-    row's float32 score can have. With ``terms`` :data:`TERMS_ALL` the row terms
-    ``a qc + b t + c`` are added exactly; for codes whose ``b`` is zero and whose
-    ``qc`` is float rounding (``rq``: :data:`TERMS_C` adds the row's ``c``, a
-    centring term, exactly; :data:`TERMS_NONE` has ``c`` zero too), ``|a qc|`` is
-    bounded by ``amax |A| |qc|`` (``amax = 2 / sqrt(d)``: every ``|v_i| >= 1/2``, so
-    ``|a| <= 2 |A| / sqrt(d)``), and ``a`` and ``b`` are not read.
-    Float32 over ``len(big_f)``; ``l2`` and ``terms`` are the same for every row (a
-    compile-time constant and a loop-invariant branch, :data:`_MODES`).
+
+@nb.njit(cache=True, fastmath=False, error_model="numpy", inline="always")
+def _row_bound(
+    w0, big_f, eps, big_a, a, b, c, norm, s0, qn, zr, qc, big, tq, e, l2, qq2, terms, amax,
+):  # fmt: skip
+    """An upper bound of one row's full-code score from its estimate ``w0``
+    (:func:`_row_points`) and its terms.
+
+    The table's cut bits move ``ŵ`` by at most ``z |r| |F|``; then, the estimator's
+    deviation being ``g sqrt(|qi|² - w²)``, ``w`` is at most the largest root of
+    ``w - ŵ = ε sqrt(|qi|² - w²)`` (``ε = z g / |v|``), a quadratic, and never above
+    ``|qi|`` (the least root, and ``-|qi|``, where the row's factor is negative). The
+    score bound is ``s0 A w`` plus the row and query terms and the rounding slack,
+    :data:`_ROUNDING` of the largest magnitude the row's float32 score can have. With
+    ``terms`` :data:`TERMS_ALL` the row terms ``a qc + b t + c`` are added exactly; for
+    codes whose ``b`` is zero and whose ``qc`` is float rounding (``rq``:
+    :data:`TERMS_C` adds the row's ``c``, a centring term, exactly; :data:`TERMS_NONE`
+    has ``c`` zero too), ``|a qc|`` is bounded by ``amax |A| |qc|`` (``amax = 2 /
+    sqrt(d)``: every ``|v_i| >= 1/2``, so ``|a| <= 2 |A| / sqrt(d)``), and ``a`` and
+    ``b`` are not read. ``l2`` is a compile-time constant and ``terms`` a
+    loop-invariant branch (:data:`_MODES`).
     """
     one = np.float32(1.0)
     two = np.float32(2.0)
     zero = np.float32(0.0)
     q2 = qn * qn
-    for r in range(len(big_f)):
-        x = np.float32(8 * s6[r]) + xq
-        w0 = big_f[r] * x + big_h[r]
-        up = big_a[r] >= zero
-        move = zr * abs(big_f[r])
-        wt = w0 + move if up else w0 - move
-        den = one + eps[r] * eps[r]
-        root = eps[r] * np.sqrt(max(q2 * den - wt * wt, zero))
-        hi = min((wt + root) / den, qn)
-        lo = max((wt - root) / den, -qn)
-        w = hi if up else lo
-        scale = s0 * big_a[r]
-        if terms == TERMS_ALL:
-            rest = a[r] * qc + b[r] * tq + c[r] + e
-            mag = abs(scale) * qn + abs(a[r]) * big + abs(b[r] * tq) + abs(c[r]) + abs(e)
-            drop = zero
-        elif terms == TERMS_C:
-            rest = c[r] + e
-            mag = abs(big_a[r]) * (s0 * qn + amax * big) + abs(c[r]) + abs(e)
-            drop = abs(big_a[r]) * amax * abs(qc)
-        else:
-            rest = e
-            mag = abs(big_a[r]) * (s0 * qn + amax * big) + abs(e)
-            drop = abs(big_a[r]) * amax * abs(qc)
-        u = scale * w + rest + drop
-        p = scale * w0 + rest
-        if l2:
-            u = two * u - norms[r] - qq2
-            p = two * p - norms[r] - qq2
-            mag = two * mag + abs(norms[r]) + abs(qq2)
-        ub[r] = u + _ROUNDING * mag
-        point[r] = p
+    up = big_a >= zero
+    move = zr * abs(big_f)
+    wt = w0 + move if up else w0 - move
+    den = one + eps * eps
+    root = eps * np.sqrt(max(q2 * den - wt * wt, zero))
+    hi = min((wt + root) / den, qn)
+    lo = max((wt - root) / den, -qn)
+    w = hi if up else lo
+    scale = s0 * big_a
+    if terms == TERMS_ALL:
+        rest = a * qc + b * tq + c + e
+        mag = abs(scale) * qn + abs(a) * big + abs(b * tq) + abs(c) + abs(e)
+        drop = zero
+    elif terms == TERMS_C:
+        rest = c + e
+        mag = abs(big_a) * (s0 * qn + amax * big) + abs(c) + abs(e)
+        drop = abs(big_a) * amax * abs(qc)
+    else:
+        rest = e
+        mag = abs(big_a) * (s0 * qn + amax * big) + abs(e)
+        drop = abs(big_a) * amax * abs(qc)
+    u = scale * w + rest + drop
+    if l2:
+        u = two * u - norm - qq2
+        mag = two * mag + abs(norm) + abs(qq2)
+    return u + _ROUNDING * mag
+
+
+@nb.njit(cache=True, fastmath=False, error_model="numpy", inline="always")
+def _block_slacks(lims, s0, qn, zr, qc, big, tq, e, l2, qq2, terms, amax, out):
+    """How far above its point (:func:`_row_points`) any row's bound (:func:`_row_bound`)
+    of a block can lie, for each block of ``lims`` (its :func:`block_limits`) into
+    ``out``.
+
+    A row's bound less its point is ``s0 |A| (w - ŵ')`` (``ŵ'`` the clamped estimate;
+    the row terms cancel) plus the drop and rounding terms. With ``K = sqrt(1 + ε_max²)``
+    and ``ŵ'`` clamped to ``±|qi| K``: for an estimate inside the clamp ``w - ŵ`` is at
+    most ``(m + root) / (1 + ε²) - ŵ ε² / (1 + ε²) <= m + ε |qi| + |qi| K ε²`` (``m =
+    z |r| |F|``, ``root <= ε |qi| sqrt(1 + ε²)``), below the clamp the same with ``ŵ'``
+    for ``ŵ``, above it ``w <= |qi| <= ŵ'``; the mirror image for a negative ``A``. So
+    the distance is at most ``s0 (z |r| U + |qi| V)`` plus the drop and rounding terms
+    at the block's largest magnitudes, and twice the float rounding bound is added for
+    the filter's own arithmetic: a sum of the limits with coefficients of the query,
+    widened by :data:`_FILTER_MARGIN`. Infinite where the sum is not finite
+    (everything then passes the filter)."""
+    one = np.float32(1.0)
+    two = np.float32(2.0)
+    rr = two * _ROUNDING
+    s0a = abs(s0)
+    sc = two if l2 else one  # l2 doubles the score: 2 <q, x> - |x|² - |q|²
+    coef = np.zeros(LIMITS, np.float32)
+    coef[LIM_U] = sc * s0a * zr
+    coef[LIM_V] = sc * s0a * qn
+    if terms == TERMS_ALL:
+        coef[LIM_A] = sc * rr * s0a * qn
+        coef[LIM_SA] = sc * rr * big
+        coef[LIM_SB] = sc * rr * abs(tq)
+    else:  # the drop |A| amax |qc|, and |A| in the magnitude
+        coef[LIM_A] = sc * (amax * abs(qc) + rr * (s0a * qn + amax * big))
+    if terms != TERMS_NONE:
+        coef[LIM_SC] = sc * rr
+    const = sc * rr * abs(e)
+    if l2:
+        coef[LIM_N] = rr
+        const += rr * abs(qq2)
+    for i in range(lims.shape[0]):
+        v = const
+        for col in range(LIMITS):
+            v += coef[col] * lims[i, col]
+        v *= _FILTER_MARGIN
+        out[i] = v if v < np.inf else np.float32(np.inf)
 
 
 @nb.njit(cache=True, inline="always")
@@ -595,16 +735,16 @@ def _best(point, n, offset, hs, hi, m, root, cap):
 
 
 @nb.njit(cache=True, fastmath=False, error_model="numpy", parallel=True)
-def _bounds(
-    tag, qbmax, blocked, bptr, starts, ends, qptr, qidx, qadd, luts, xq, zr, qnorm, qc, big,
-    qscale, t, a, b, c, big_f, big_h, eps, big_a, mode, amax, norms, qsq, uptr, ubs,
-    seed_s, seed_i, seed_m, floor,
+def _points(
+    tag, qbmax, blocked, bptr, starts, ends, qptr, qidx, qadd, luts, xq, qnorm, qc, qscale,
+    t, a, b, c, big_f, big_h, big_a, limits, mode, norms, qsq, uptr, w0s, pts, seed_s,
+    seed_i, seed_m, floor,
 ):  # fmt: skip
-    """Pass 1: every (pair, row)'s bound into ``ubs``; each pair's best point estimates
-    (as many as ``seed_s`` has columns) above its query's ``floor`` into the heaps
-    ``seed_s``/``seed_i``/``seed_m``.
+    """Pass 1: every (pair, row)'s estimate and point (:func:`_row_points`) into ``w0s``
+    and ``pts``; each pair's best points (as many as ``seed_s`` has columns) above its
+    query's ``floor`` into the heaps ``seed_s``/``seed_i``/``seed_m``.
     The sign-plane sums of up to ``qbmax`` queries of an item come from one pass over
-    its blocks (the blocks' preparation shared); the bounds are made every :data:`_SPAN`
+    its blocks (the blocks' preparation shared); the points are made every :data:`_SPAN`
     blocks while their sums are at hand, so the scratch is a span's, whatever the
     item's length.
 
@@ -630,8 +770,8 @@ def _bounds(
         never = np.full(8, np.iinfo(np.int32).max, np.int32)
         mask = np.zeros(8, np.int32)
         span = np.empty((8, _SPAN * BLOCK), np.int32)  # the sums of a span's rows
-        point = np.empty(_SPAN * BLOCK, np.float32)
         tables = np.empty((8, luts.shape[1]), np.uint8)
+        clamp = limits[bptr[w], LIM_K] if bptr[w + 1] > bptr[w] else np.float32(1.0)
         g0 = qptr[w]
         while g0 < qptr[w + 1]:
             qb = _pass_size(qbmax, qptr[w + 1] - g0)
@@ -654,16 +794,16 @@ def _bounds(
                 nm = norms[j : j + cnt] if l2 else norms
                 ra, rb = (a[j : j + cnt], b[j : j + cnt]) if terms == TERMS_ALL else (a, b)
                 rc = c[j : j + cnt] if terms != TERMS_NONE else c
-                rf, rh = big_f[j : j + cnt], big_h[j : j + cnt]
-                re_, rA = eps[j : j + cnt], big_a[j : j + cnt]
+                rf, rh, rA = big_f[j : j + cnt], big_h[j : j + cnt], big_a[j : j + cnt]
                 for u in range(qb):
                     p = g0 + u
                     qq = qidx[p]
-                    out = ubs[uptr[p] + r0 : uptr[p] + r0 + cnt]
-                    _row_bounds(
-                        span[u], rf, rh, re_, rA, ra, rb, rc, nm, out, point, xq[qq],
-                        qscale[qq], qnorm[qq], zr[qq], qc[qq], big[qq], t[qq], qadd[p], l2,
-                        qsq[qq], terms, amax,
+                    at = uptr[p] + r0
+                    point = pts[at : at + cnt]
+                    _row_points(
+                        span[u], rf, rh, rA, ra, rb, rc, nm, w0s[at : at + cnt], point,
+                        xq[qq], qscale[qq], qnorm[qq] * clamp, qc[qq], t[qq], qadd[p], l2,
+                        qsq[qq], terms,
                     )  # fmt: skip
                     m = seed_m[p]
                     root = seed_s[p, 0] if m == cap else floor[qq]
@@ -677,7 +817,7 @@ def _bounds(
 @nb.njit(cache=True, fastmath=False, parallel=True)
 def _seed(
     codes, layout, d, starts, pitem, qpairs, qpptr, qslot, qadd, qi, qscale, qoff, t, a, b, c,
-    l2, norms, qsq, uptr, ubs, seed_s, seed_i, seed_m, out_s, out_i, counts, qthr, refined,
+    l2, norms, qsq, uptr, pts, seed_s, seed_i, seed_m, out_s, out_i, counts, qthr, refined,
     q8, per_byte, row_bytes,
 ):  # fmt: skip
     """Pass 2, per query: score exactly its rows of best point estimates (as many as
@@ -693,7 +833,7 @@ def _seed(
         buf = np.zeros((16, nch * 64), np.uint8)
         dots = np.zeros(16, np.int32)
         best_s = np.empty(ns, np.float32)
-        best_r = np.empty(ns, np.int64)  # position in ubs
+        best_r = np.empty(ns, np.int64)  # position in pts
         mb = 0
         for x in range(qpptr[qq], qpptr[qq + 1]):
             p = qpairs[x]
@@ -712,7 +852,7 @@ def _seed(
                     p = qpairs[x]
             rows[y] = starts[pitem[p]] + pos - uptr[p]
             pairs[y] = p
-            ubs[pos] = -np.inf
+            pts[pos] = -np.inf  # pass 3 skips it
         exact_s = np.empty(k, np.float32)
         exact_i = np.empty(k, np.int64)
         me = 0
@@ -783,16 +923,21 @@ def _score_batch(
 @nb.njit(cache=True, fastmath=False, parallel=True)
 def _refine(
     codes, layout, d, starts, ends, qptr, qidx, qslot, qadd, qi, qscale, qoff, t, a, b, c,
-    l2, norms, qsq, uptr, ubs, out_s, out_i, counts, qthr, refined, q8, per_byte, row_bytes,
+    l2, norms, qsq, uptr, w0s, pts, out_s, out_i, counts, qthr, refined, q8, per_byte,
+    row_bytes, bptr, limits, big_f, eps, big_a, qnorm, zr, qc, big, terms, amax,
 ):  # fmt: skip
-    """Pass 3: score exactly every row whose bound reaches the k-th best score so far
-    (bounds compared 32 at a time; with AVX-512 VNNI the rows scored 16 at a time,
-    :func:`_dots16`, ``q8`` the queries in its layout)."""
+    """Pass 3: score exactly every row whose bound reaches the k-th best score so far.
+    A block of 32 rows is filtered first: the rows whose point (:func:`_row_points`)
+    lies within the block's :func:`_block_slacks` of the threshold (32 compared at
+    once); only they get their bound (:func:`_row_bound`), and those it lets through
+    are read in full (with AVX-512 VNNI 16 at a time, :func:`_dots16`, ``q8`` the
+    queries in its layout)."""
     nitems = starts.shape[0]
     k = out_s.shape[1]
     dq = q8.shape[1]
     nch = dq // (64 * per_byte)
     batch = 16 if HAVE_VNNI else _PREFETCH_AHEAD
+    zero = np.float32(0.0)
     for w in nb.prange(nitems):
         if qptr[w] == qptr[w + 1]:
             continue
@@ -802,6 +947,9 @@ def _refine(
         buf = np.zeros((16, nch * 64), np.uint8)
         cand = np.empty(16, np.int64)
         dots = np.zeros(16, np.int32)
+        sv = np.empty(_GROUP, np.int64)  # a group's rows its filters let through
+        ubv = np.empty(_GROUP, np.float32)  # and their bounds
+        slacks = np.empty(bptr[w + 1] - bptr[w], np.float32)  # per block (_block_slacks)
         for p in range(qptr[w], qptr[w + 1]):
             qq = qidx[p]
             slot = qslot[p]
@@ -810,36 +958,81 @@ def _refine(
             e = qadd[p]
             m = counts[slot]
             thr = qthr[qq] if m < k else max(qthr[qq], hs[0])
-            ub = ubs[uptr[p] : uptr[p] + n]
-            pub = ub.ctypes.data
+            pt = pts[uptr[p] : uptr[p] + n]
+            w0 = w0s[uptr[p] : uptr[p] + n]
+            ppt = pt.ctypes.data
+            pw0 = w0.ctypes.data
+            pf, pe, pa, pc = (big_f.ctypes.data, eps.ctypes.data, big_a.ctypes.data,
+                              c.ctypes.data)  # fmt: skip
+            s0, qn, zq, cq, bq, tq, qq2 = (
+                qscale[qq],
+                qnorm[qq],
+                zr[qq],
+                qc[qq],
+                big[qq],
+                t[qq],
+                qsq[qq],
+            )
+            _block_slacks(
+                limits[bptr[w] : bptr[w + 1]], s0, qn, zq, cq, bq, tq, e, l2, qq2, terms, amax,
+                slacks,
+            )  # fmt: skip
             seen = 0
             nc = 0
             pq = q8.ctypes.data + qq * dq
             pcodes = codes.ctypes.data
             cs = codes.shape[1]
-            # one step past the rows scores the last, partial batch: _score_batch has one
-            # call site (inlined: a second copy made this kernel compile ~1.5 x as long)
-            for r0 in range(0, n + 32, 32):
-                tail = r0 >= n
-                if tail:
-                    bits = np.uint32(0)
-                elif r0 + 32 <= n:
-                    bits = _ge_mask32(pub + 4 * r0, thr)
-                else:
-                    bits = np.uint32(0)
-                    for r in range(n - r0):
-                        if ub[r0 + r] >= thr:
-                            bits |= np.uint32(1) << np.uint32(r)
-                while bits or (tail and nc):
-                    if bits:
+            # a group of blocks at a time: the rows their filters let through first, then
+            # their bounds (independent of each other: their reads and square roots
+            # overlap), then the rows the bounds let through. One group past the rows
+            # scores the last, partial batch: _score_batch has one call site (inlined: a
+            # second copy made this kernel compile ~1.5 x as long)
+            for g0 in range(0, n + _GROUP, _GROUP):
+                tail = g0 >= n
+                ns = 0
+                for r0 in range(g0, min(n, g0 + _GROUP), 32):
+                    cut = thr - slacks[r0 // 32] - abs(thr) * _THR_MARGIN
+                    if r0 + 32 <= n:
+                        bits = _ge_mask32(ppt + 4 * r0, cut)
+                    else:
+                        bits = np.uint32(0)
+                        for r in range(n - r0):
+                            if pt[r0 + r] >= cut:
+                                bits |= np.uint32(1) << np.uint32(r)
+                    while bits:
                         r = r0 + _ctz32(bits)
                         bits &= bits - np.uint32(1)
-                        if ub[r] < thr or ub[r] == -np.inf:  # -inf: scored in pass 2
+                        sv[ns] = r
+                        ns += 1
+                        _prefetch(pw0 + 4 * r)
+                        _prefetch(pf + 4 * (s + r))
+                        _prefetch(pe + 4 * (s + r))
+                        _prefetch(pa + 4 * (s + r))
+                        if terms != TERMS_NONE:
+                            _prefetch(pc + 4 * (s + r))
+                for x in range(ns):
+                    r = sv[x]
+                    j = s + r
+                    ub = _row_bound(
+                        w0[r], big_f[j], eps[j], big_a[j],
+                        a[j] if terms == TERMS_ALL else zero,
+                        b[j] if terms == TERMS_ALL else zero,
+                        c[j] if terms != TERMS_NONE else zero,
+                        norms[j] if l2 else zero, s0, qn, zq, cq, bq, tq, e, l2, qq2, terms,
+                        amax,
+                    )  # fmt: skip
+                    ubv[x] = -np.inf if pt[r] == -np.inf else ub  # -inf: scored in pass 2
+                x = 0
+                while x < ns or (tail and nc):
+                    if x < ns:
+                        x += 1
+                        if ubv[x - 1] < thr or ubv[x - 1] == -np.inf:
                             continue
-                        cand[nc] = s + r
+                        j = s + sv[x - 1]
+                        cand[nc] = j
                         nc += 1
                         # the row is scored when the batch is full: start reading it now
-                        _prefetch_row(pcodes, cs, row_bytes, a, b, c, l2, norms, s + r)
+                        _prefetch_row(pcodes, cs, row_bytes, a, b, c, l2, norms, j)
                         if nc < batch:
                             continue
                     m, thr = _score_batch(
@@ -862,21 +1055,23 @@ def progressive_scan_topk(
     """:func:`~vecpress.kernels.grid_search.grid_scan_topk` reading the sign plane first.
 
     Same arguments and result (one query limb: ``bits`` ≤ :data:`MAX_BITS`),
-    plus ``planes = (blocked, bptr, F, H, eps, A)``: the fast-scan blocks of the
-    rows' sign planes (item ``w``'s rows in blocks ``bptr[w]:bptr[w+1]``) and
-    :func:`fold_terms`'s terms made with ``z`` error deviations; ``terms``: which of
+    plus ``planes = (blocked, bptr, F, H, eps, A, limits)``: the fast-scan blocks of
+    the rows' sign planes (item ``w``'s rows in blocks ``bptr[w]:bptr[w+1]``),
+    :func:`fold_terms`'s terms made with ``z`` error deviations and the blocks'
+    :func:`block_limits`; ``terms``: which of
     the rows' ``a``, ``b``, ``c`` the bounds read (:data:`TERMS_ALL`, or where ``b`` is
     zero and the grid's centre is its middle, ``rq``, :data:`TERMS_C` or, with ``c``
     zero too, :data:`TERMS_NONE`: 16 bytes of terms a row; ``True``/``False`` stand
     for all/none). Three passes:
-    (1) every row's bound from its sign plane (float32[rows scanned] of scratch);
-    (2) per query, its :data:`SEEDS` ``* k`` rows of best point estimates scored
-    exactly, whose k-th score is a threshold; (3) every row whose bound reaches
-    the threshold (raised as better rows come) scored exactly. Returns
+    (1) every row's estimate and point estimate from its sign plane (two float32 per
+    row scanned, of scratch); (2) per query, its :data:`SEEDS` ``* k`` rows of best
+    point estimates scored exactly, whose k-th score is a threshold; (3) every row
+    whose bound reaches the threshold (raised as better rows come) scored exactly,
+    the bound made only for the rows that its block's filter lets through. Returns
     ``(scores, rows, refined int64[nslots])``, the last the number of rows scored
-    exactly per slot. ``scratch``: a float32 array for the bounds, used where it holds
-    as many as there are rows scanned (one per row and query; else one is allocated),
-    so a caller that keeps one allocates nothing in proportion to the rows per call.
+    exactly per slot. ``scratch``: a float32 array for the first pass, used where it
+    holds two values per row scanned (per row and query; else one is allocated), so a
+    caller that keeps one allocates nothing in proportion to the rows per call.
     """
     if not 1 <= bits <= MAX_BITS:
         raise ValueError(f"a progressive scan takes 1-{MAX_BITS}-bit codes, found {bits} bits")
@@ -938,7 +1133,7 @@ def progressive_search(
     >>> terms = Terms(codec, codes)
     >>> terms.ensure(items, np.array([0]))
     >>> planes = Planes(codec, codes, items)
-    >>> planes.ensure(np.array([0]), terms.arrays[0])
+    >>> planes.ensure(np.array([0]), terms.arrays)
     >>> qe, center, qoff, t = codec.quantizer.grid_queries(x[:2])
     >>> scores, rows, refined = progressive_search(
     ...     codes, 4, 32, (items.starts, items.ends, items.list_ptr),
@@ -978,14 +1173,14 @@ def progressive_search(
 @nb.njit(cache=True)
 def _search_centred(
     tag, qbmax, codes, bits, d, per_byte, starts, ends, list_ptr, lists, adds, q, center,
-    qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, norms, qsq, k, z, mode,
+    qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, limits, norms, qsq, k, z, mode,
     scratch,
 ):  # fmt: skip
     """:func:`_search` of queries quantized here (:func:`progressive_search`)."""
     qi, qscale, off = _grid_queries_flat(q, center, qoff, 1)
     return _search(
         tag, qbmax, codes, bits, d, per_byte, starts, ends, list_ptr, lists, adds, qi, qscale,
-        off, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, norms, qsq, k, z, mode,
+        off, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, limits, norms, qsq, k, z, mode,
         scratch,
     )  # fmt: skip
 
@@ -993,14 +1188,14 @@ def _search_centred(
 @nb.njit(cache=True)
 def _search(
     tag, qbmax, codes, bits, d, per_byte, starts, ends, list_ptr, lists, adds, qi, qscale,
-    qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, norms, qsq, k, z, mode,
+    qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, limits, norms, qsq, k, z, mode,
     scratch,
 ):  # fmt: skip
     """:func:`progressive_search` of quantized queries: plan, :func:`_run`, merge."""
     qptr, qidx, qslot, qadd, qslot_ptr = plan_pairs(list_ptr, lists, adds)
     slot_s, slot_i, refined = _run(
         tag, qbmax, codes, bits, d, per_byte, starts, ends, qptr, qidx, qslot, qadd, qi,
-        qscale, qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, norms, qsq,
+        qscale, qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, limits, norms, qsq,
         qslot_ptr[-1], k, z, mode, scratch,
     )  # fmt: skip
     nq = lists.shape[0]
@@ -1018,7 +1213,7 @@ _NO_SCRATCH = np.empty(0, np.float32)
 
 
 def _scratch(buf) -> np.ndarray:
-    """``buf`` as the bounds' scratch: a writable, contiguous float32 vector."""
+    """``buf`` as the first pass's scratch: a writable, contiguous float32 vector."""
     if (
         not isinstance(buf, np.ndarray)
         or buf.dtype != np.float32
@@ -1069,8 +1264,8 @@ def _query_bytes(qi, d, per_byte):
 @nb.njit(cache=True)
 def _run(
     tag, qbmax, codes, bits, d, per_byte, starts, ends, qptr, qidx, qslot, qadd, qi, qscale,
-    qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, norms, qsq, nslots, k, z, mode,
-    scratch,
+    qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, limits, norms, qsq, nslots, k,
+    z, mode, scratch,
 ):  # fmt: skip
     """:func:`progressive_scan_topk` in one compiled call: the queries' tables and
     constants, the pairs' bookkeeping, the three passes and the slots' sorting."""
@@ -1111,7 +1306,7 @@ def _run(
     layout = np.zeros((1, 4), np.int64)
     layout[0, 1] = d
     layout[0, 2] = bits
-    # pair p (an entry of qidx) scans item pitem[p]; its bounds are ubs[uptr[p]:uptr[p + 1]]
+    # pair p (an entry of qidx) scans item pitem[p]; its rows' numbers lie at uptr[p]:uptr[p + 1]
     npair = qidx.shape[0]
     pitem = np.empty(npair, np.int64)
     uptr = np.zeros(npair + 1, np.int64)
@@ -1120,7 +1315,10 @@ def _run(
             pitem[p] = w
             uptr[p + 1] = uptr[p] + ends[w] - starts[w]
     total = uptr[npair]
-    ubs = scratch[:total] if scratch.shape[0] >= total else np.empty(total, np.float32)
+    # per (pair, row): its estimate, then its point (_row_points)
+    need = 2 * total
+    work = scratch[:need] if scratch.shape[0] >= need else np.empty(need, np.float32)
+    w0s, pts = work[:total], work[total:need]
     seed_s = np.empty((npair, SEEDS * k), np.float32)
     seed_i = np.empty((npair, SEEDS * k), np.int64)
     seed_m = np.zeros(npair, np.int64)
@@ -1131,21 +1329,22 @@ def _run(
     for u in range(nq):
         qpptr[u + 1] += qpptr[u]
     amax = np.float32(2 / np.sqrt(d))
-    _bounds(
-        tag, qbmax, blocked, bptr, starts, ends, qptr, qidx, qadd, luts, xq, zr, qnorm, qc, big,
-        qscale, t, a, b, c, big_f, big_h, eps, big_a, mode, amax, norms, qsq, uptr,
-        ubs, seed_s, seed_i, seed_m, np.full(nq, -np.inf, np.float32),
+    _points(
+        tag, qbmax, blocked, bptr, starts, ends, qptr, qidx, qadd, luts, xq, qnorm, qc, qscale,
+        t, a, b, c, big_f, big_h, big_a, limits, mode, norms, qsq, uptr, w0s, pts, seed_s,
+        seed_i, seed_m, np.full(nq, -np.inf, np.float32),
     )  # fmt: skip
     q8 = _query_bytes(qi, d, per_byte)
     row_bytes = (d * bits + 7) // 8
     _seed(
         codes, layout, d, starts, pitem, qpairs, qpptr, qslot, qadd, qi, qscale, qoff, t, a, b,
-        c, l2, norms, qsq, uptr, ubs, seed_s, seed_i, seed_m, out_s, out_i, counts, qthr,
+        c, l2, norms, qsq, uptr, pts, seed_s, seed_i, seed_m, out_s, out_i, counts, qthr,
         refined, q8, per_byte, row_bytes,
     )  # fmt: skip
     _refine(
         codes, layout, d, starts, ends, qptr, qidx, qslot, qadd, qi, qscale, qoff, t, a, b, c,
-        l2, norms, qsq, uptr, ubs, out_s, out_i, counts, qthr, refined, q8, per_byte, row_bytes,
+        l2, norms, qsq, uptr, w0s, pts, out_s, out_i, counts, qthr, refined, q8, per_byte,
+        row_bytes, bptr, limits, big_f, eps, big_a, qnorm, zr, qc, big, mode.shape[0], amax,
     )  # fmt: skip
     _sort_slots(out_s, out_i, counts)
     return out_s, out_i, refined
@@ -1156,6 +1355,7 @@ __all__ = [
     "TERMS_ALL",
     "TERMS_C",
     "TERMS_NONE",
+    "block_limits",
     "fold_terms",
     "item_planes",
     "plane_layout",

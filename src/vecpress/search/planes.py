@@ -25,12 +25,15 @@ from __future__ import annotations
 import numpy as np
 
 from ..codecs.codec import Codec
+from ..kernels import read_only
 from ..kernels.bitpack import unpack
 from ..kernels.progressive import (
+    LIMITS,
     MAX_BITS,
     TERMS_ALL,
     TERMS_C,
     TERMS_NONE,
+    block_limits,
     item_planes,
     plane_rows,
     sign_plane_dims,
@@ -93,9 +96,11 @@ class Planes:
     >>> terms = Terms(codec, codes)
     >>> terms.ensure(items, np.array([0]))
     >>> planes = Planes(codec, codes, items)
-    >>> planes.ensure(np.array([0]), terms.arrays[0])
+    >>> planes.ensure(np.array([0]), terms.arrays)
     >>> planes.blocked.shape, bool(planes.terms), bool(planes.row_terms[2].min() > 0)
     ((2, 64), False, True)
+    >>> planes.limits.shape
+    (2, 8)
     """
 
     def __init__(self, codec: Codec, codes: np.ndarray, items) -> None:
@@ -115,6 +120,8 @@ class Planes:
         self.blocked = np.zeros((int(self.bptr[-1]), 32 * npairs), np.uint8)
         #: fold_terms's F, H, eps, A of every row (rows of items not made yet: zeros)
         self.row_terms = np.zeros((4, n), np.float32)
+        #: per block of 32 rows, the largest magnitudes of its rows' terms (block_limits)
+        self.limits = np.zeros((int(self.bptr[-1]), LIMITS), np.float32)
         self._done = np.zeros(nblocks.size, bool)
         self._complete = nblocks.size == 0
         self.z: float | None = None
@@ -148,13 +155,14 @@ class Planes:
 
     @property
     def arrays(self) -> tuple:
-        """``(blocked, bptr, F, H, eps, A)`` as the progressive scan takes them."""
-        return (self.blocked, self.bptr, *self.row_terms)
+        """``(blocked, bptr, F, H, eps, A, limits)`` as the progressive scan takes them."""
+        return (self.blocked, self.bptr, *self.row_terms, self.limits)
 
-    def ensure(self, which: np.ndarray, a: np.ndarray) -> None:
-        """Make the planes of items number ``which`` (those not made yet), with ``a``
-        the rows' score factors (``Terms.arrays[0]``, filled for those items); the
-        first call also calibrates :attr:`z` on those items' rows."""
+    def ensure(self, which: np.ndarray, terms: tuple, norms: np.ndarray | None = None) -> None:
+        """Make the planes of items number ``which`` (those not made yet), with
+        ``terms`` the rows' ``(a, b, c)`` (``Terms.arrays``, filled for those items) and
+        ``norms`` their ``|x|²`` where the scan is l2; the first call also calibrates
+        :attr:`z` on those items' rows."""
         if self._complete:
             return
         todo = np.array([w for w in np.asarray(which).tolist() if not self._done[w]], np.int64)
@@ -165,12 +173,22 @@ class Planes:
             rows = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
             self.z = calibrate_z(self.codec, self.codes, rows)
         layout = np.array([[0, self.d, self.bits, 0]], np.int64)
+        a, b, c = terms
         item_planes(
             self.codes, layout, self.bits, self.d, starts, ends, self.bptr[todo],
             self.blocked, *self.row_terms, a, self.z,
         )  # fmt: skip
+        big_f, _, eps, big_a = self.row_terms
+        block_limits(
+            starts, ends, self.bptr[todo], big_f, eps, big_a, a, b, c,
+            read_only(_NO_NORMS if norms is None else norms), self.limits,
+        )  # fmt: skip
         self._done[todo] = True
         self._complete = bool(self._done.all())
+
+
+#: the norms of a scan that reads none (not l2)
+_NO_NORMS = np.zeros(0, np.float32)
 
 
 class _Lent:

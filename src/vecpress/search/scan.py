@@ -57,9 +57,9 @@ QUERY_BATCH = 1024
 #: limiting BLAS's threads: their products (``center``'s ``q @ mean``) stay below the
 #: size at which OpenBLAS threads a matrix-vector product (9,216 elements)
 SMALL_PRODUCT = 4096
-#: most (row, query) bounds a progressive scan holds at once (float32: 64 MiB): a batch
-#: of queries is cut so that its queries times the index's rows stay below it
-PROGRESSIVE_BOUNDS = 1 << 24
+#: most (row, query) pairs a progressive scan holds at once (two float32 each: 64 MiB): a
+#: batch of queries is cut so that its queries times the index's rows stay below it
+PROGRESSIVE_BOUNDS = 1 << 23
 
 
 @dataclass(frozen=True)
@@ -270,7 +270,7 @@ def scan(
     rows = np.empty((nq, k), np.int64)
     scores = np.empty((nq, k), np.float32)
     batch = QUERY_BATCH
-    if progressive:  # a bound per row and query: at most PROGRESSIVE_BOUNDS of them a batch
+    if progressive:  # two numbers per row and query: at most PROGRESSIVE_BOUNDS pairs a batch
         batch = max(1, min(batch, PROGRESSIVE_BOUNDS // max(1, stage.codes.shape[0])))
     for s in range(0, nq, batch):
         e = min(nq, s + batch)
@@ -329,20 +329,20 @@ def _scan_progressive(stage, qt, qsq, lists, adds, k):
     if not (stage.terms.complete and planes.complete):
         which = np.flatnonzero(np.diff(make_plan(items, lists, adds).qptr))
         stage.terms.ensure(items, which)
-        planes.ensure(which, stage.terms.arrays[0])
+        planes.ensure(which, stage.terms.arrays, stage.norms)
     qe, center, qoff, t = quant.grid_queries(qt)
     l2 = stage.norms is not None
-    sizes = items.list_rows  # bounds: one per row and query (flat: every query reads all)
+    sizes = items.list_rows  # one (row, query) pair per row a query reads (flat: all)
     rows = (
         lists.shape[0] * int(sizes[0]) if sizes.size == 1 else int(sizes[lists[lists >= 0]].sum())
     )
-    with planes.scratch(rows) as bounds:
+    with planes.scratch(2 * rows) as work:
         scores, found, _ = progressive_search(
             stage.codes, int(quant.param), quant.grid_dims,
             (items.starts, items.ends, items.list_ptr), lists, adds, (qe, center, qoff),
             np.asarray(t, np.float32), *stage.terms.arrays, planes.arrays,
             stage.norms if l2 else _NO_NORMS, qsq.astype(np.float32), k, z=planes.z,
-            terms=planes.terms, l2=l2, scratch=bounds,
+            terms=planes.terms, l2=l2, scratch=work,
         )  # fmt: skip
     return found, scores
 
