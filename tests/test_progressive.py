@@ -628,7 +628,7 @@ def test_block_slack_covers_every_rows_bound(terms, l2):
     filter takes off the threshold (the worst threshold: the bound itself)."""
     from vecpress.kernels.progressive import (
         _THR_MARGIN,
-        LIM_K,
+        LIM_E2,
         LIMITS,
         _block_slacks,
         _row_bound,
@@ -662,9 +662,8 @@ def test_block_slack_covers_every_rows_bound(terms, l2):
         block_limits(np.array([0]), np.array([n]), np.array([0]), big_f, eps, big_a, a, b, c,
                      norms if l2 else np.zeros(0, f32), limits)  # fmt: skip
         w0s, points = np.empty(n, f32), np.empty(n, f32)
-        lim = f32(qn) * limits[0, LIM_K]
         _row_points(s6, big_f, big_h, big_a, a, b, c, norms, w0s, points, f32(-4e4), f32(s0),
-                    lim, f32(qc), f32(tq), f32(e), l2, f32(qq2), terms)  # fmt: skip
+                    limits[0, LIM_E2], f32(qc), f32(tq), f32(e), l2, f32(qq2), terms)  # fmt: skip
         assert np.abs(w0s).max() > 2 * qn  # degenerate rows among them
         slacks = np.empty(n // 32, f32)
         _block_slacks(limits, f32(s0), f32(qn), f32(zr), f32(qc), f32(big), f32(tq), f32(e), l2,

@@ -142,9 +142,9 @@ _PREFETCH_AHEAD = 8
 #: rows pass 3 filters before it bounds those the filters let through (8 blocks)
 _GROUP = 8 * 32
 #: the columns of :func:`block_limits`: per block of 32 rows, the largest ``|A F|`` (U),
-#: ``|A| eps (1 + eps K)`` (V), the clamp factor ``K = sqrt(1 + eps²)`` of the item's
-#: largest ``eps``, the largest ``|A|``, ``|a|``, ``|b|``, ``|c|`` and ``|x|²`` (l2)
-LIM_U, LIM_V, LIM_K, LIM_A, LIM_SA, LIM_SB, LIM_SC, LIM_N = range(8)
+#: ``|A| eps`` (V), the item's largest ``eps²`` (E2), the largest ``|A|``, ``|a|``,
+#: ``|b|``, ``|c|`` and ``|x|²`` (l2)
+LIM_U, LIM_V, LIM_E2, LIM_A, LIM_SA, LIM_SB, LIM_SC, LIM_N = range(8)
 #: columns of :func:`block_limits`
 LIMITS = 8
 #: relative widening of a block's slack (:func:`_block_slacks`), for the float rounding
@@ -167,10 +167,10 @@ def block_limits(starts, ends, bstarts, big_f, eps, big_a, a, b, c, norms, out):
     --------
     >>> one = np.ones(40, np.float32)
     >>> out = np.zeros((2, LIMITS), np.float32)
-    >>> block_limits(np.array([0]), np.array([40]), np.array([0]), 2 * one, 0 * one,
+    >>> block_limits(np.array([0]), np.array([40]), np.array([0]), 2 * one, one / 2,
     ...              3 * one, one, one, one, np.zeros(0, np.float32), out)
-    >>> out[1, [LIM_U, LIM_V, LIM_K, LIM_A]].round(4).tolist()
-    [6.0, 0.0, 1.0, 3.0]
+    >>> out[1, [LIM_U, LIM_V, LIM_E2, LIM_A]].round(4).tolist()
+    [6.0, 1.5, 0.25, 3.0]
     """
     up = 1.0 + 2.0**-20  # float32 rounding of the float64 maxima is below 2^-24
     l2 = norms.shape[0] > 0
@@ -179,14 +179,13 @@ def block_limits(starts, ends, bstarts, big_f, eps, big_a, a, b, c, norms, out):
         em = 0.0
         for j in range(s, e):
             em = max(em, abs(np.float64(eps[j])))
-        k = np.sqrt(1.0 + em * em)
         for b0 in range(s, e, BLOCK):
             u = v = am = sa = sb = sc = sn = 0.0
             for j in range(b0, min(e, b0 + BLOCK)):
                 aj = abs(np.float64(big_a[j]))
                 ej = abs(np.float64(eps[j]))
                 u = max(u, aj * abs(np.float64(big_f[j])))
-                v = max(v, aj * ej * (1.0 + ej * k))
+                v = max(v, aj * ej)
                 am = max(am, aj)
                 sa = max(sa, abs(np.float64(a[j])))
                 sb = max(sb, abs(np.float64(b[j])))
@@ -196,7 +195,7 @@ def block_limits(starts, ends, bstarts, big_f, eps, big_a, a, b, c, norms, out):
             row = out[bstarts[i] + (b0 - s) // BLOCK]
             row[LIM_U] = u * up
             row[LIM_V] = v * up
-            row[LIM_K] = k * up
+            row[LIM_E2] = em * em * up
             row[LIM_A] = am * up
             row[LIM_SA] = sa * up
             row[LIM_SB] = sb * up
@@ -492,25 +491,30 @@ def plane_layout(signs: np.ndarray, d: int) -> np.ndarray:
 
 @nb.njit(cache=True, fastmath=False, error_model="numpy", inline="always")
 def _row_points(
-    s6, big_f, big_h, big_a, a, b, c, norms, w0s, points, xq, s0, lim, qc, tq, e, l2, qq2,
+    s6, big_f, big_h, big_a, a, b, c, norms, w0s, points, xq, s0, em2, qc, tq, e, l2, qq2,
     terms,
 ):  # fmt: skip
     """The first pass's two numbers per row of a run of rows (every row array is the
     run's slice), from their sign-plane table sums ``s6``: ``w0s``, the estimate
     ``ŵ = F x + H`` of ``w = <qi, v̂>`` (``x = 8 S6 + R - Σ qi``, exact in float32), from
     which :func:`_row_bound` makes the row's bound if the filter lets it through; and
-    ``points``, the score at ``ŵ`` clamped to ``±lim`` (the point estimate the seeds
-    are chosen by, and the filter compares with the threshold less its block's
-    :func:`_block_slacks`). ``lim = |qi| K`` (:data:`LIM_K`): ``w`` itself never leaves
-    ``±|qi|``, and the clamp is what bounds the distance from the point to the bound of
-    a degenerate row (an estimate far outside ``±|qi|``) by the block's slack.
-    Float32 over ``len(big_f)``; ``l2`` and ``terms`` as :func:`_row_bound`."""
+    ``points``, the score at ``ŵ'``: ``ŵ``, or where it lies on the side that lowers the
+    score (``A ŵ < 0``) ``ŵ`` shrunk by ``1 - em2`` (``em2``: at least the item's
+    largest ``ε²``, :data:`LIM_E2`). It is the point estimate the seeds are chosen by,
+    and what the filter compares with the threshold less its block's
+    :func:`_block_slacks`: the shrinking takes the bound's ``-ŵ ε² / (1 + ε²)`` term,
+    which only estimates on that side have, into the point, so that no row's bound lies
+    farther above its point than its block's slack, an estimate far outside ``±|qi|``
+    (a degenerate row) included. Float32 over ``len(big_f)``; ``l2`` and ``terms`` as
+    :func:`_row_bound`."""
     two = np.float32(2.0)
     for r in range(len(big_f)):
         x = np.float32(8 * s6[r]) + xq
         w0 = big_f[r] * x + big_h[r]
         w0s[r] = w0
-        cw = min(max(w0, -lim), lim)
+        cw = w0
+        if (big_a[r] >= np.float32(0.0)) != (w0 >= np.float32(0.0)):
+            cw = w0 * (np.float32(1.0) - em2)
         if terms == TERMS_ALL:
             rest = a[r] * qc + b[r] * tq + c[r] + e
         elif terms == TERMS_C:
@@ -582,13 +586,13 @@ def _block_slacks(lims, s0, qn, zr, qc, big, tq, e, l2, qq2, terms, amax, out):
     of a block can lie, for each block of ``lims`` (its :func:`block_limits`) into
     ``out``.
 
-    A row's bound less its point is ``s0 |A| (w - ŵ')`` (``ŵ'`` the clamped estimate;
-    the row terms cancel) plus the drop and rounding terms. With ``K = sqrt(1 + ε_max²)``
-    and ``ŵ'`` clamped to ``±|qi| K``: for an estimate inside the clamp ``w - ŵ`` is at
-    most ``(m + root) / (1 + ε²) - ŵ ε² / (1 + ε²) <= m + ε |qi| + |qi| K ε²`` (``m =
-    z |r| |F|``, ``root <= ε |qi| sqrt(1 + ε²)``), below the clamp the same with ``ŵ'``
-    for ``ŵ``, above it ``w <= |qi| <= ŵ'``; the mirror image for a negative ``A``. So
-    the distance is at most ``s0 (z |r| U + |qi| V)`` plus the drop and rounding terms
+    A row's bound less its point is ``s0 |A| (w - ŵ')`` (``ŵ'`` the estimate as
+    :func:`_row_points` shrinks it; the row terms cancel) plus the drop and rounding
+    terms. For ``A >= 0``, whatever the estimate, ``w - ŵ`` is at most ``(m + root) /
+    (1 + ε²) - ŵ ε² / (1 + ε²) <= m + ε |qi| + max(-ŵ, 0) ε²`` (``m = z |r| |F|``,
+    ``root <= ε |qi| sqrt(1 + ε²)``), and ``ŵ + max(-ŵ, 0) ε² <= ŵ'``; the mirror image
+    for a negative ``A``. So the distance is at most ``s0 (z |r| U + |qi| V)`` plus the
+    drop and rounding terms
     at the block's largest magnitudes, and twice the float rounding bound is added for
     the filter's own arithmetic: a sum of the limits with coefficients of the query,
     widened by :data:`_FILTER_MARGIN`. Infinite where the sum is not finite
@@ -771,7 +775,7 @@ def _points(
         mask = np.zeros(8, np.int32)
         span = np.empty((8, _SPAN * BLOCK), np.int32)  # the sums of a span's rows
         tables = np.empty((8, luts.shape[1]), np.uint8)
-        clamp = limits[bptr[w], LIM_K] if bptr[w + 1] > bptr[w] else np.float32(1.0)
+        em2 = limits[bptr[w], LIM_E2] if bptr[w + 1] > bptr[w] else np.float32(0.0)
         g0 = qptr[w]
         while g0 < qptr[w + 1]:
             qb = _pass_size(qbmax, qptr[w + 1] - g0)
@@ -802,8 +806,7 @@ def _points(
                     point = pts[at : at + cnt]
                     _row_points(
                         span[u], rf, rh, rA, ra, rb, rc, nm, w0s[at : at + cnt], point,
-                        xq[qq], qscale[qq], qnorm[qq] * clamp, qc[qq], t[qq], qadd[p], l2,
-                        qsq[qq], terms,
+                        xq[qq], qscale[qq], em2, qc[qq], t[qq], qadd[p], l2, qsq[qq], terms,
                     )  # fmt: skip
                     m = seed_m[p]
                     root = seed_s[p, 0] if m == cap else floor[qq]
