@@ -1101,7 +1101,7 @@ class Index:
             (:mod:`vecpress.kernels.progressive`): the same ids and scores as
             without, unless a true top-k row's bound fails (two normal tails of
             3.2e-5 per row, the bound widened where the index's own rows show
-            larger errors). Costs ``d / 8 + 16`` bytes of memory per row, made on
+            larger errors). Costs ``d / 8 + 17`` bytes of memory per row, made on
             the first progressive search. Pays for few queries at a time; a large
             batch is faster read in full. A filtered search (``allow``) reads in full.
         allow : array of int, optional

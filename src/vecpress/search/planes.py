@@ -8,8 +8,9 @@ reads the item (as :class:`~vecpress.search.scan.Terms`), in one compiled pass
 over the item's codes where they lie
 (:func:`~vecpress.kernels.progressive.item_planes`: about 0.2 s per million
 384-d rows on one core here, so the first progressive search of a freshly
-opened million-row index answers in about 0.4 s), and cost ``d / 8 + 16``
-bytes of memory per row; the file holds only the codes.
+opened million-row index answers in about 0.4 s), and cost ``d / 8 + 17``
+bytes of memory per row (the terms 16, the blocks' limits 32 per 32 rows); the
+file holds only the codes.
 
 The bound's width ``z`` (error deviations) starts from the theory's
 :data:`Z` and is widened where the rows disagree with it: :func:`calibrate_z`
