@@ -592,11 +592,10 @@ def _block_slacks(lims, s0, qn, zr, qc, big, tq, e, l2, qq2, terms, amax, out):
     (1 + ε²) - ŵ ε² / (1 + ε²) <= m + ε |qi| + max(-ŵ, 0) ε²`` (``m = z |r| |F|``,
     ``root <= ε |qi| sqrt(1 + ε²)``), and ``ŵ + max(-ŵ, 0) ε² <= ŵ'``; the mirror image
     for a negative ``A``. So the distance is at most ``s0 (z |r| U + |qi| V)`` plus the
-    drop and rounding terms
-    at the block's largest magnitudes, and twice the float rounding bound is added for
-    the filter's own arithmetic: a sum of the limits with coefficients of the query,
-    widened by :data:`_FILTER_MARGIN`. Infinite where the sum is not finite
-    (everything then passes the filter)."""
+    drop and rounding terms at the block's largest magnitudes, and twice the float
+    rounding bound is added for the filter's own arithmetic: a sum of the limits with
+    coefficients of the query, widened by :data:`_FILTER_MARGIN`. Infinite where the
+    sum is not finite (everything then passes the filter)."""
     one = np.float32(1.0)
     two = np.float32(2.0)
     rr = two * _ROUNDING
@@ -967,15 +966,8 @@ def _refine(
             pw0 = w0.ctypes.data
             pf, pe, pa, pc = (big_f.ctypes.data, eps.ctypes.data, big_a.ctypes.data,
                               c.ctypes.data)  # fmt: skip
-            s0, qn, zq, cq, bq, tq, qq2 = (
-                qscale[qq],
-                qnorm[qq],
-                zr[qq],
-                qc[qq],
-                big[qq],
-                t[qq],
-                qsq[qq],
-            )
+            s0, qn, zq, cq = qscale[qq], qnorm[qq], zr[qq], qc[qq]
+            bq, tq, qq2 = big[qq], t[qq], qsq[qq]
             _block_slacks(
                 limits[bptr[w] : bptr[w + 1]], s0, qn, zq, cq, bq, tq, e, l2, qq2, terms, amax,
                 slacks,
@@ -985,9 +977,9 @@ def _refine(
             pq = q8.ctypes.data + qq * dq
             pcodes = codes.ctypes.data
             cs = codes.shape[1]
-            # a group of blocks at a time: the rows their filters let through first, then
-            # their bounds (independent of each other: their reads and square roots
-            # overlap), then the rows the bounds let through. One group past the rows
+            # a group of blocks at a time: the rows their filters let through first (their
+            # terms' reads started as they are found), then their bounds (independent of
+            # each other), then the rows the bounds let through. One group past the rows
             # scores the last, partial batch: _score_batch has one call site (inlined: a
             # second copy made this kernel compile ~1.5 x as long)
             for g0 in range(0, n + _GROUP, _GROUP):
@@ -1061,11 +1053,10 @@ def progressive_scan_topk(
     plus ``planes = (blocked, bptr, F, H, eps, A, limits)``: the fast-scan blocks of
     the rows' sign planes (item ``w``'s rows in blocks ``bptr[w]:bptr[w+1]``),
     :func:`fold_terms`'s terms made with ``z`` error deviations and the blocks'
-    :func:`block_limits`; ``terms``: which of
-    the rows' ``a``, ``b``, ``c`` the bounds read (:data:`TERMS_ALL`, or where ``b`` is
-    zero and the grid's centre is its middle, ``rq``, :data:`TERMS_C` or, with ``c``
-    zero too, :data:`TERMS_NONE`: 16 bytes of terms a row; ``True``/``False`` stand
-    for all/none). Three passes:
+    :func:`block_limits`; ``terms``: which of the rows' ``a``, ``b``, ``c`` the bounds
+    read (:data:`TERMS_ALL`, or where ``b`` is zero and the grid's centre is its
+    middle, ``rq``, :data:`TERMS_C` or, with ``c`` zero too, :data:`TERMS_NONE`: 16
+    bytes of terms a row; ``True``/``False`` stand for all/none). Three passes:
     (1) every row's estimate and point estimate from its sign plane (two float32 per
     row scanned, of scratch); (2) per query, its :data:`SEEDS` ``* k`` rows of best
     point estimates scored exactly, whose k-th score is a threshold; (3) every row
