@@ -129,8 +129,9 @@ class Planes:
         self._scratch: list[np.ndarray] = []
 
     def scratch(self, size: int) -> _Lent:
-        """A float32 vector of at least ``size`` values for a scan's bounds
-        (:func:`~vecpress.kernels.progressive.progressive_scan_topk`), lent for a ``with``
+        """A float32 vector of at least ``size`` values for a scan's first pass (each
+        row's estimate and point,
+        :func:`~vecpress.kernels.progressive.progressive_scan_topk`), lent for a ``with``
         block and given back for the next scan when the block ends: searches allocate
         nothing in proportion to the rows once the first has run (one vector per search
         running at once).
