@@ -167,7 +167,7 @@ def _filter_reach(index, queries, k: int = 10) -> dict:
     reaches it. The points and estimates are the scan's own (its scratch after the
     search; the seeds' -inf left out), the query's constants made as
     ``progressive._run`` makes them."""
-    from vecpress.kernels.progressive import _block_slacks, _row_bound
+    from vecpress.kernels.progressive import _block_slacks, _row_bound, query_terms
 
     stage = index._first_stage()
     n = index.ntotal
@@ -190,22 +190,22 @@ def _filter_reach(index, queries, k: int = 10) -> dict:
             run = dict(zip(names, _run_args(a, kw), strict=True))
             work = stage.planes._scratch[-1]
             w0, points = work[:n], work[n : 2 * n]
-            qi = run["qi"][0].astype(np.float64)
-            s0, off, bits = float(run["qscale"][0]), float(run["qoff"][0]), run["bits"]
-            mid = ((1 << bits) - 1) / 2
-            _, _, rnorm = sign_tables(run["qi"][:1], run["d"])
+            _, rsum, rnorm = sign_tables(run["qi"][:1], run["d"])
+            _, zr, qnorm, qc, big = query_terms(
+                run["qi"][:1], run["d"], run["qscale"][:1], run["qoff"][:1], run["bits"],
+                run["z"], rsum, rnorm,
+            )  # fmt: skip
             f32 = np.float32
             consts = (
-                f32(s0), f32(np.sqrt(qi @ qi)), f32(run["z"] * rnorm[0]),
-                f32(s0 * mid * qi.sum() + off), f32(abs(s0 * mid * qi.sum()) + abs(off)),
-                f32(run["t"][0]), f32(run["qadd"][0]),
+                f32(run["qscale"][0]), qnorm[0], zr[0], qc[0], big[0], f32(run["t"][0]),
+                f32(run["qadd"][0]),
             )  # fmt: skip
             l2 = bool(run["mode"].dtype == np.int16)  # _MODES: int16 for l2
             terms = run["mode"].shape[0]
             qq2 = f32(run["qsq"][0])
             amax = f32(2 / np.sqrt(run["d"]))
             slacks = np.empty(run["limits"].shape[0], f32)
-            _block_slacks(run["limits"], *consts[:3], *consts[3:7], l2, qq2, terms, amax, slacks)
+            _block_slacks(run["limits"], *consts, l2, qq2, terms, amax, slacks)
             thr = f32(out[0][0, k - 1])
             rows = np.concatenate(
                 [np.arange(s, e) for s, e in zip(run["starts"], run["ends"], strict=True)]

@@ -1256,21 +1256,23 @@ def _query_bytes(qi, d, per_byte):
 
 
 @nb.njit(cache=True)
-def _run(
-    tag, qbmax, codes, bits, d, per_byte, starts, ends, qptr, qidx, qslot, qadd, qi, qscale,
-    qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, limits, norms, qsq, nslots, k,
-    z, mode, scratch,
-):  # fmt: skip
-    """:func:`progressive_scan_topk` in one compiled call: the queries' tables and
-    constants, the pairs' bookkeeping, the three passes and the slots' sorting."""
-    l2 = _l2_part(mode) >= 3
-    nq = qsq.shape[0]
-    m4 = ((d + 3) // 4 + 3) // 4 * 4  # sign_plane_dims(d) groups, padded as _padded_luts does
-    lut = np.zeros((nq, m4, 16), np.uint8)
-    rsum = np.zeros(nq, np.float64)
-    rnorm = np.zeros(nq, np.float64)
-    _tables(qi, d, lut, rsum, rnorm)
-    luts = lut.reshape(nq, m4 * 16)
+def query_terms(qi, d, qscale, qoff, bits, z, rsum, rnorm):
+    """Per query (``qi``'s first ``d`` columns), the constants the passes read,
+    float32[nq] each: ``xq = R - Σ qi``
+    (the sign plane's estimate is ``F (8 S6 + xq) + H``), ``zr = z |r|`` (the table's
+    cut bits), ``qnorm = |qi|``, ``qc`` the score's term of the grid's middle and
+    ``big`` the magnitude ``combine()`` rounds at; ``rsum``, ``rnorm`` are
+    :func:`sign_tables`'s.
+
+    Examples
+    --------
+    >>> qi = np.array([[3, -4]], np.int16)
+    >>> xq, zr, qnorm, qc, big = query_terms(qi, 2, np.float32([0.5]), np.float32([1.0]),
+    ...                                      1, 4.0, np.array([2.0]), np.array([1.0]))
+    >>> float(xq[0]), float(zr[0]), float(qnorm[0]), float(qc[0]), float(big[0])
+    (3.0, 4.0, 5.0, 0.75, 1.25)
+    """
+    nq = qi.shape[0]
     mid = ((1 << bits) - 1) / 2.0
     xq = np.empty(nq, np.float32)
     zr = np.empty(nq, np.float32)
@@ -1292,6 +1294,26 @@ def _run(
         # the score's term of the grid's middle, and the magnitude combine() rounds at
         qc[u] = np.float32(s0 * mid * qsum + off)
         big[u] = np.float32(abs(s0 * mid * qsum) + abs(off))
+    return xq, zr, qnorm, qc, big
+
+
+@nb.njit(cache=True)
+def _run(
+    tag, qbmax, codes, bits, d, per_byte, starts, ends, qptr, qidx, qslot, qadd, qi, qscale,
+    qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, limits, norms, qsq, nslots, k,
+    z, mode, scratch,
+):  # fmt: skip
+    """:func:`progressive_scan_topk` in one compiled call: the queries' tables and
+    constants, the pairs' bookkeeping, the three passes and the slots' sorting."""
+    l2 = _l2_part(mode) >= 3
+    nq = qsq.shape[0]
+    m4 = ((d + 3) // 4 + 3) // 4 * 4  # sign_plane_dims(d) groups, padded as _padded_luts does
+    lut = np.zeros((nq, m4, 16), np.uint8)
+    rsum = np.zeros(nq, np.float64)
+    rnorm = np.zeros(nq, np.float64)
+    _tables(qi, d, lut, rsum, rnorm)
+    luts = lut.reshape(nq, m4 * 16)
+    xq, zr, qnorm, qc, big = query_terms(qi, d, qscale, qoff, bits, z, rsum, rnorm)
     out_s = np.empty((nslots, k), np.float32)
     out_i = np.empty((nslots, k), np.int64)
     counts = np.zeros(nslots, np.int64)
@@ -1356,6 +1378,7 @@ __all__ = [
     "plane_rows",
     "progressive_scan_topk",
     "progressive_search",
+    "query_terms",
     "sign_plane_dims",
     "sign_tables",
 ]
