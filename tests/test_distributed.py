@@ -151,6 +151,10 @@ def test_an_actor_killed_during_search_is_an_error(cluster, data, tmp_path):
     searcher = ShardedSearcher(col.path, num_actors=2)
     assert searcher.search(x[:2], 3).ids[0][0] == "0"
     ray.kill(searcher.actors[1])
+    # ray.kill returns before the actor is dead (a search sent at once may still be
+    # answered): wait until a call to it fails, then search
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(searcher.actors[1].pid.remote(), timeout=60)
     with pytest.raises(RuntimeError, match=r"actor 1 \(part 1 of 2 of .*\) is gone"):
         searcher.search(x[:2], 3)
     searcher.close()
