@@ -12,6 +12,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from . import read_only
+
 
 def packed_size(d: int, bits: int) -> int:
     """Bytes needed for ``d`` codes of ``bits`` bits.
@@ -146,9 +148,23 @@ def pack(codes, bits):
     return out
 
 
-@nb.njit(cache=True, parallel=True)
 def unpack(packed, bits, d):
-    """Inverse of :func:`pack`: ``uint8[n, >= ceil(d*bits/8)]`` to ``uint8[n, d]``."""
+    """Inverse of :func:`pack`: ``uint8[n, >= ceil(d*bits/8)]`` to ``uint8[n, d]``.
+
+    ``packed`` is passed on read-only (:func:`~vecpress.kernels.read_only`): codes
+    just encoded and codes mapped from a file then share one compiled kernel.
+
+    Examples
+    --------
+    >>> unpack(np.array([[0b111001]], np.uint8), 2, 3).tolist()
+    [[1, 2, 3]]
+    """
+    return _unpack(read_only(packed), bits, d)
+
+
+@nb.njit(cache=True, parallel=True)
+def _unpack(packed, bits, d):
+    """:func:`unpack`, compiled."""
     n = packed.shape[0]
     out = np.empty((n, d), np.uint8)
     for r in nb.prange(n):

@@ -613,13 +613,28 @@ def int_dot(row, qrow, d):
     return acc
 
 
-@nb.njit(cache=True, fastmath=True, parallel=True)
 def table_scan(codes, offset, bits, d, table, queries, a, out):
     """``out[q, j] = a[j] * sum_i queries[q, i] * table[c_ji]``.
 
     Codes start at byte ``offset`` of each row; ``table`` holds the level of each
-    of the ``2**bits`` codes.
+    of the ``2**bits`` codes. ``codes`` is passed on read-only
+    (:func:`~vecpress.kernels.read_only`: one compiled kernel for codes in memory and
+    mapped from a file).
+
+    Examples
+    --------
+    >>> out = np.empty((1, 1), np.float32)
+    >>> table_scan(np.array([[0b10]], np.uint8), 0, 1, 2, np.float32([-1, 1]),
+    ...            np.float32([[2, 3]]), np.float32([0.5]), out)
+    >>> out.tolist()
+    [[0.5]]
     """
+    _table_scan(read_only(codes), offset, bits, d, table, queries, a, out)
+
+
+@nb.njit(cache=True, fastmath=True, parallel=True)
+def _table_scan(codes, offset, bits, d, table, queries, a, out):
+    """:func:`table_scan`, compiled."""
     n = codes.shape[0]
     nq = queries.shape[0]
     nblocks = (n + _BLOCK - 1) // _BLOCK
@@ -665,12 +680,25 @@ def _load_words(src, offset, nbytes, dst):
         dst[w] = v
 
 
-@nb.njit(cache=True, parallel=True)
 def hamming_scan(codes, offset, nbytes, qwords, out):
     """``out[q, j]`` = number of differing bits between code row ``j`` and query ``q``.
 
-    ``qwords`` is uint64[nq, ceil(nbytes/8)], the query bits in the same order.
+    ``qwords`` is uint64[nq, ceil(nbytes/8)], the query bits in the same order;
+    ``codes`` is passed on read-only (:func:`~vecpress.kernels.read_only`).
+
+    Examples
+    --------
+    >>> out = np.empty((1, 1), np.int32)
+    >>> hamming_scan(np.array([[0b1011]], np.uint8), 0, 1, pack_words(np.uint8([[1]])), out)
+    >>> out.tolist()
+    [[2]]
     """
+    _hamming_scan(read_only(codes), offset, nbytes, qwords, out)
+
+
+@nb.njit(cache=True, parallel=True)
+def _hamming_scan(codes, offset, nbytes, qwords, out):
+    """:func:`hamming_scan`, compiled."""
     n = codes.shape[0]
     nq = qwords.shape[0]
     nw = qwords.shape[1]
