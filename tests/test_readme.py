@@ -38,6 +38,11 @@ def test_the_readme_has_python_examples():
 
 def test_the_readme_examples_run_as_written(tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)
+    # Ray (>= 2.60) announces with a WARNING that a new local cluster uses token
+    # authentication unless RAY_AUTH_MODE chooses it; a process that started a cluster
+    # before has it set (so the test passed or failed by which tests ran first in its
+    # process): choose Ray's default here
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
     ns: dict = {}
     for i, block in enumerate(_blocks()):
         try:

@@ -32,6 +32,7 @@ chunks pending and merges them): the same training rows when
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 
@@ -282,15 +283,26 @@ def _sample(ds, column: str, n: int, limit: int, seed: int) -> np.ndarray:
 def _quiet_and_ordered(ds):
     """``ds`` keeps its rows in input order and prints neither its plan nor progress bars
     (``build`` reports progress itself) for the duration of the block. A Dataset shares
-    its execution settings with those it derives from, so they are put back after."""
+    its execution settings with those it derives from, so they are put back after.
+    Ray Data logs a WARNING the first time a process runs a Dataset with its progress
+    bars off ("Progress bars disabled..."): its progress module's logger is held to
+    errors meanwhile, so that a build prints no warning of its own choosing."""
     ctx = ds.context
     saved = (ctx.execution_options.preserve_order, ctx.print_on_execution_start,
              ctx.enable_progress_bars)  # fmt: skip
+    progress_log = logging.getLogger(_RAY_PROGRESS_LOGGER)
+    level = progress_log.level
     ctx.execution_options.preserve_order = True
     ctx.print_on_execution_start = False
     ctx.enable_progress_bars = False
+    progress_log.setLevel(logging.ERROR)
     try:
         yield ds
     finally:
         (ctx.execution_options.preserve_order, ctx.print_on_execution_start,
          ctx.enable_progress_bars) = saved  # fmt: skip
+        progress_log.setLevel(level)
+
+
+#: the logger of Ray Data's progress bars (:func:`_quiet_and_ordered`)
+_RAY_PROGRESS_LOGGER = "ray.data._internal.progress"
