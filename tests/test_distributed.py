@@ -5,6 +5,7 @@ and faults are errors, never silently smaller answers."""
 from __future__ import annotations
 
 import doctest
+import logging
 import os
 import signal
 
@@ -95,6 +96,35 @@ def test_the_distributed_build_equals_the_single_machine_build(cluster, data, tm
         same_results(dist.search(q, 10, **kw), one.search(q, 10, **kw))
     assert dist.get(["doc12345"]) == one.get(["doc12345"])
     assert leftovers(tmp_path) == []
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(f"{record.levelname} {record.name}: {record.getMessage()}")
+
+
+def test_a_build_logs_no_warning_of_its_own_choosing(cluster, data, tmp_path):
+    """build turns Ray Data's progress bars off (it reports progress itself), which Ray
+    Data announces with a WARNING once per process: the build holds it back. Ray's
+    once-per-process memory of it is cleared first, so the test does not depend on
+    which tests ran before in its process."""
+    from ray.util.debug import reset_log_once
+
+    paths, _ = data
+    reset_log_once("ray_data_progress_manager_disabled")
+    seen = _Records()
+    ray_data = logging.getLogger("ray.data")
+    ray_data.addHandler(seen)
+    try:
+        dbuild(paths[:1], tmp_path / "c", spec="hd2,rq4", segment_rows=SEGMENT)
+    finally:
+        ray_data.removeHandler(seen)
+    assert [m for m in seen.messages if m.startswith(("WARNING", "ERROR"))] == []
+    assert logging.getLogger("ray.data._internal.progress").level == logging.NOTSET
 
 
 def test_a_ray_dataset_and_a_drawn_sample(cluster, data, tmp_path, monkeypatch):
