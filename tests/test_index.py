@@ -178,6 +178,20 @@ def test_cosine_normalises_vectors_and_queries():
     np.testing.assert_allclose(res.scores, [[1.0, 0.0]], atol=1e-6)
 
 
+def test_cosine_rows_are_their_float64_quotients_rounded_once():
+    # each entry x / |x| divided in float64 and rounded to float32 once, at magnitudes
+    # from 1e-30 to near the norm limit (a float32 division or norm rounds twice)
+    rng = np.random.default_rng(11)
+    x = gaussian(rng, 64, 24) * np.logspace(-30, 14, 64, dtype=np.float32)[:, None]
+    index = Index("f32", metric="cosine")
+    index.add(x)
+    x64 = x.astype(np.float64)
+    want = (x64 / np.sqrt((x64 * x64).sum(axis=1))[:, None]).astype(np.float32)
+    got = index.reconstruct(index.ids)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
 def test_float_dtypes_and_non_contiguous_input():
     x = gaussian(np.random.default_rng(4), 50, 16)
     a, b = Index("f32", metric="ip"), Index("f32", metric="ip")
