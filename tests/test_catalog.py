@@ -78,6 +78,8 @@ def test_a_failed_commit_stores_nothing(cat):
         cat.add_documents(cat.next_pks(2), ["p", "q"], ["t"], ["{}", "{}"], {}, segment="s")
     with pytest.raises(FormatError, match="refused a commit"):  # a segment named twice
         cat.add_documents(cat.next_pks(1), ["z"], [None], ["{}"], {}, segment="s1.vpi")
+    with pytest.raises(FormatError, match="refused a commit"):  # a vector id used twice
+        cat.add_documents(cat.get(["a"])[0].pk, ["z"], [None], ["{}"], {}, segment="s3.vpi")
     with pytest.raises(ValueError, match="one segment file or to the pending vectors"):
         cat.add_documents(cat.next_pks(1), ["z"], [None], ["{}"], {})
     with pytest.raises(ValueError, match=r"float32\[1, d\], found \(2, 8\)"):
