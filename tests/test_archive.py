@@ -101,6 +101,24 @@ def test_the_lattice_cells_err_less_than_cubes():
     assert err == pytest.approx(0.0717, abs=0.0015)  # ± 3 standard errors
 
 
+@pytest.mark.parametrize("n", [1, 15, 17, 100])
+def test_symbols_by_axis_decode_as_symbols_by_row(n):
+    """A decoder's symbols (one axis after another, decoded as ``values`` of their
+    transpose, in place) give the same coefficients, bit for bit, as the same symbols
+    row by row: lattice groups and scalar axes, tiles of rows cut anywhere."""
+    from vecpress.archive.transform import quantizer, symbols, values
+
+    rng = np.random.default_rng(n)
+    sigma = np.geomspace(30.0, 0.3, 21).astype(np.float32)
+    y = (rng.standard_normal((n, 21)) * sigma).astype(np.float32)
+    qz = quantizer(1.0, sigma)
+    assert qz.groups >= 1 and qz.axes > 8 * qz.groups  # both kinds of axis
+    s = symbols(y, qz)
+    by_axis = np.ascontiguousarray(s.T)
+    got, want = values(by_axis.T, qz), values(s, qz)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
 def test_bits_per_dim_caps_the_size():
     x, _ = gaussian(2000, 16, seed=2)
     sizes = []

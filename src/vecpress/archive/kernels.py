@@ -106,32 +106,63 @@ def _quantize_row(y, i, inv, groups, offsets, s, top, v, p, lim):
     top[i] = m
 
 
+#: rows of symbols by axis :func:`dequantize_columns_into` gathers at a time (one 64-byte
+#: line of each symbol column)
+_TILE = 16
+
+
+@nb.njit(cache=True, inline="always")
+def _dequantize_row(s, r, step, groups, shrink, out, i):
+    """:func:`dequantize_into` of row ``r`` of ``s`` into row ``i`` of ``out``."""
+    d = s.shape[1]
+    for g in range(groups):
+        par = 0
+        for t in range(7):
+            par += np.int64(s[r, 8 * g + t])
+        last = np.int64(s[r, 8 * g + 7])
+        c = last & 1
+        u8 = last - c + (par & 1)
+        half = 0.5 * c
+        for t in range(7):
+            out[i, 8 * g + t] = np.float32((np.float64(s[r, 8 * g + t]) + half) * step)
+        out[i, 8 * g + 7] = np.float32((np.float64(u8) + half) * step)
+    for j in range(8 * groups, d):
+        q = s[r, j]
+        if q == 0:
+            out[i, j] = 0.0
+        else:
+            a = (abs(np.float64(q)) - shrink[j - 8 * groups]) * step
+            out[i, j] = np.float32(a if q > 0 else -a)
+
+
 @nb.njit(cache=True, parallel=True)
 def dequantize_into(s, step, groups, shrink, out):
     """The coefficients of the symbols ``s`` (:func:`quantize_into`) into ``out``
     (float32): a lattice group's point ``(u + c/2) step``; a scalar level ``q``,
     ``sign(q) (|q| - shrink[j]) step`` (0 for 0): nearer 0 than its cell's middle, as
     the cell's centroid is where the density falls."""
-    n, d = s.shape
-    for i in nb.prange(n):
-        for g in range(groups):
-            par = 0
-            for t in range(7):
-                par += np.int64(s[i, 8 * g + t])
-            last = np.int64(s[i, 8 * g + 7])
-            c = last & 1
-            u8 = last - c + (par & 1)
-            half = 0.5 * c
-            for t in range(7):
-                out[i, 8 * g + t] = np.float32((np.float64(s[i, 8 * g + t]) + half) * step)
-            out[i, 8 * g + 7] = np.float32((np.float64(u8) + half) * step)
-        for j in range(8 * groups, d):
-            q = s[i, j]
-            if q == 0:
-                out[i, j] = 0.0
-            else:
-                a = (abs(np.float64(q)) - shrink[j - 8 * groups]) * step
-                out[i, j] = np.float32(a if q > 0 else -a)
+    for i in nb.prange(s.shape[0]):
+        _dequantize_row(s, i, step, groups, shrink, out, i)
+
+
+@nb.njit(cache=True, parallel=True)
+def dequantize_columns_into(s, step, groups, shrink, out):
+    """:func:`dequantize_into` of the transpose of ``s`` (symbols by axis, as a decoder
+    decodes them: ``s[j, i]`` is row ``i``'s symbol of axis ``j``): :data:`_TILE` rows
+    at a time are gathered, a cache line of each axis, into a row-major tile, instead
+    of a transposed copy of them all."""
+    d, n = s.shape
+    for tile in nb.prange((n + _TILE - 1) // _TILE):
+        i0 = tile * _TILE
+        m = min(n, i0 + _TILE) - i0
+        rows = np.empty((_TILE, d), s.dtype)
+        for j0 in range(0, d, _TILE):  # a square of lines at a time (few pages)
+            j1 = min(d, j0 + _TILE)
+            for u in range(m):
+                for j in range(j0, j1):
+                    rows[u, j] = s[j, i0 + u]
+        for u in range(m):
+            _dequantize_row(rows, u, step, groups, shrink, out, i0 + u)
 
 
 @nb.njit(cache=True)

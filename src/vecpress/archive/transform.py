@@ -176,9 +176,13 @@ def symbols(y: np.ndarray, qz: Quantizer) -> np.ndarray:
 
 
 def values(s: np.ndarray, qz: Quantizer) -> np.ndarray:
-    """The decoded coefficients (float32) of the symbols ``s``."""
+    """The decoded coefficients (float32) of the symbols ``s`` (row-major, or the
+    transpose of a decoder's column-major symbols: read in place)."""
     out = np.empty(s.shape, np.float32)
-    kernels.dequantize_into(np.ascontiguousarray(s), qz.step, qz.groups, qz.shrink, out)
+    if s.T.flags.c_contiguous and not s.flags.c_contiguous:
+        kernels.dequantize_columns_into(s.T, qz.step, qz.groups, qz.shrink, out)
+    else:
+        kernels.dequantize_into(np.ascontiguousarray(s), qz.step, qz.groups, qz.shrink, out)
     return out
 
 
