@@ -232,6 +232,27 @@ def test_upsert_replaces_documents_in_one_transaction(tmp_path, x, q):
     assert col.get(["doc-2"])[0]["metadata"] == {"v": 1}  # a failed upsert replaces nothing
 
 
+def test_a_refused_batch_leaves_no_segment_file(tmp_path, x):
+    """A batch large enough for a segment of its own writes the file before the catalog
+    names it; when the catalog refuses the batch (an id already stored), the file goes,
+    and nothing of the batch is stored (add and add_encoded)."""
+    col = Collection.create(tmp_path / "c", spec="hd2,rq4", dim=D, flush_rows=100)
+    col.add(x[:150], ids=_ids(150))
+    folder = tmp_path / "c" / "segments"
+    files = sorted(p.name for p in folder.iterdir())
+    assert len(files) == len(col.segments()) == 1
+    ids = [*_ids(120, start=150), "doc-149"]  # the last id is stored already
+    with pytest.raises(ValueError, match="'doc-149' is already in the collection"):
+        col.add(x[150:271], ids=ids)
+    path = tmp_path / "template.vpi"
+    path.write_bytes(col.template_bytes())
+    rows = vecpress.open(path).encode(x[150:271])
+    with pytest.raises(ValueError, match="'doc-149' is already in the collection"):
+        col.add_encoded(rows, ids)
+    assert sorted(p.name for p in folder.iterdir()) == files
+    assert len(col) == 150 and col.get(["doc-150"]) == [None]
+
+
 def test_two_writers_share_one_codec(tmp_path, x, q):
     """A second handle (as another process would have) sees the codec the first one
     trained: its flush writes a segment of the same template, never a new one (``center``

@@ -302,7 +302,9 @@ class Collection:
             pks = cat.next_pks(n)
             if n >= self.flush_rows and "template" in cat.settings:
                 name = self._write_segment(x, pks)
-                cat.add_documents(pks, ids, texts, metas, kinds, segment=name, replace=replace)
+                with self._named(name):
+                    cat.add_documents(pks, ids, texts, metas, kinds, segment=name,
+                                      replace=replace)  # fmt: skip
                 return ids
             trained = None
             if "template" not in cat.settings and cat.pending_count() + n >= self.flush_rows:
@@ -357,7 +359,8 @@ class Collection:
             state = _segment_state(template, rows, pks)
             name = f"seg-{int(pks[0])}-{secrets.token_hex(4)}.vpi"
             Index.from_state(state).save(self.path / SEGMENTS / name)
-            cat.add_documents(pks, ids, texts, metas, kinds, segment=name, replace=False)
+            with self._named(name):
+                cat.add_documents(pks, ids, texts, metas, kinds, segment=name, replace=False)
         return ids
 
     def template_bytes(self) -> bytes:
@@ -434,13 +437,27 @@ class Collection:
         if "template" not in cat.settings:
             settings = trained or self._train(x)
         name = self._write_segment(x, pks)
-        cat.seal(name, pks, settings)
+        with self._named(name):
+            cat.seal(name, pks, settings)
         self.spec = cat.settings["spec"]
 
     def _template_state(self) -> IndexState:
         if self._template is None:  # named by the catalog, so never changed again
             self._template = open_index(self.path / TEMPLATE, mmap=False).to_state()
         return self._template
+
+    @contextlib.contextmanager
+    def _named(self, name: str):
+        """The block whose transaction names the segment file ``name``, just written: if it
+        fails, the file is removed, unless the catalog names it after all (the file is
+        kept in any doubt; :meth:`open` removes files that nothing names)."""
+        try:
+            yield
+        except Exception:
+            with contextlib.suppress(Exception):
+                if name not in {f for _, f, _ in self._catalog.segments()}:
+                    (self.path / SEGMENTS / name).unlink()
+            raise
 
     def _write_segment(self, x: np.ndarray, pks: np.ndarray) -> str:
         """Write a segment of the template's codec holding rows ``x`` under ids ``pks``;
