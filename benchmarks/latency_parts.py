@@ -81,7 +81,7 @@ def _cycles(typingctx):
 
 #: the passes of one compiled call, and the line of ``progressive._run`` each starts at
 PASSES = (
-    ("setup (tables, pairs)", "    l2 = mode.shape[0] >= 3"),
+    ("setup (tables, pairs)", "    l2, terms = _mode_flags(mode)"),
     ("pass 1: sign-plane sums and points", "    _points("),
     ("pass 2: seeds scored", "    q8 = _query_bytes("),
     ("pass 3: refinement", "    _refine("),
@@ -200,8 +200,7 @@ def _filter_reach(index, queries, k: int = 10) -> dict:
                 f32(run["qscale"][0]), qnorm[0], zr[0], qc[0], big[0], f32(run["t"][0]),
                 f32(run["qadd"][0]),
             )  # fmt: skip
-            flags = run["mode"].shape[0]  # _MODES: terms + 3 l2
-            l2, terms = flags >= 3, flags % 3
+            l2, terms = progressive._mode_flags(run["mode"])
             qq2 = f32(run["qsq"][0])
             amax = f32(2 / np.sqrt(run["d"]))
             slacks = np.empty(run["limits"].shape[0], f32)

@@ -103,6 +103,12 @@ TERMS_NONE, TERMS_C, TERMS_ALL = 0, 1, 2
 _MODES = tuple(np.empty(m, np.int8) for m in range(6))
 
 
+@nb.njit(cache=True, inline="always")
+def _mode_flags(mode):
+    """``(l2, terms)`` of a mode array (:data:`_MODES`)."""
+    return mode.shape[0] >= 3, mode.shape[0] % 3
+
+
 #: rows of best point estimate scored first, per result wanted: their k-th exact score is the
 #: threshold every other row's bound must reach (4 k brings it within a few per cent of
 #: the final k-th score on sentence embeddings)
@@ -746,9 +752,7 @@ def _points(
     its heap, the query's later items offer it only what beats that value (most blocks
     are discarded by one compare per 32 rows). With several threads the floor read may
     be an earlier item's: any is a lower bound."""
-    flags = mode.shape[0]
-    l2 = flags >= 3
-    terms = flags % 3
+    l2, terms = _mode_flags(mode)
     nitems = starts.shape[0]
     npairs = blocked.shape[1] // PAIR_BYTES
     rowbytes = blocked.shape[1]
@@ -1295,7 +1299,7 @@ def _run(
 ):  # fmt: skip
     """:func:`progressive_scan_topk` in one compiled call: the queries' tables and
     constants, the pairs' bookkeeping, the three passes and the slots' sorting."""
-    l2 = mode.shape[0] >= 3
+    l2, terms = _mode_flags(mode)
     nq = qsq.shape[0]
     m4 = ((d + 3) // 4 + 3) // 4 * 4  # sign_plane_dims(d) groups, padded as _padded_luts does
     lut = np.zeros((nq, m4, 16), np.uint8)
@@ -1350,7 +1354,7 @@ def _run(
     _refine(
         codes, layout, d, starts, ends, qptr, qidx, qslot, qadd, qi, qscale, qoff, t, a, b, c,
         l2, norms, qsq, uptr, w0s, pts, out_s, out_i, counts, qthr, refined, q8, per_byte,
-        row_bytes, bptr, limits, big_f, eps, big_a, qnorm, zr, qc, big, mode.shape[0] % 3, amax,
+        row_bytes, bptr, limits, big_f, eps, big_a, qnorm, zr, qc, big, terms, amax,
     )  # fmt: skip
     _sort_slots(out_s, out_i, counts)
     return out_s, out_i, refined
