@@ -26,6 +26,7 @@ BASE = {
     "threads",
     "rwlock",
     "kernels",
+    "kernel_cache",
 }
 
 

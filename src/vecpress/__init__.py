@@ -11,6 +11,11 @@ Examples
 
 from __future__ import annotations
 
+# isort: off
+# first: numba's cache locator for vecpress's kernels, installed before any is defined
+from . import kernel_cache  # noqa: F401
+
+# isort: on
 from ._validation import MAX_NORM
 from ._version import __version__
 from .codecs.codec import Codec
