@@ -80,6 +80,7 @@ from .scan import (
     HAVE_VNNI,
     IN_PLACE_BITS,
     _grid_queries_flat,
+    _query_bytes,
     combine,
     grid_queries,
     int_dot,
@@ -1225,28 +1226,6 @@ def _terms_flag(terms) -> int:
     if terms not in (TERMS_NONE, TERMS_C, TERMS_ALL):
         raise ValueError(f"terms must be TERMS_NONE, TERMS_C or TERMS_ALL, found {terms!r}")
     return int(terms)
-
-
-@nb.njit(cache=True)
-def _query_bytes(qi, d, per_byte):
-    """The queries as :func:`~vecpress.kernels.scan.split_queries` (``per_byte > 1``) or
-    :func:`~vecpress.kernels.scan.pad_queries_int8` lays them out, in one compiled pass."""
-    nv = qi.shape[0]
-    rows = (nv + 3) // 4 * 4
-    if per_byte == 1:
-        out = np.zeros((rows, (d + 63) // 64 * 64), np.int8)
-        for v in range(nv):
-            for i in range(d):
-                out[v, i] = qi[v, i]
-        return out
-    span = 64 * per_byte
-    nch = max(1, (d + span - 1) // span)
-    out = np.zeros((rows, nch * span), np.int8)
-    for v in range(nv):
-        for i in range(d):
-            ch, rest = i // span, i % span
-            out[v, ch * span + (rest % per_byte) * 64 + rest // per_byte] = qi[v, i]
-    return out
 
 
 @nb.njit(cache=True)
