@@ -105,7 +105,7 @@ def _scan(path: str, root: str) -> tuple[bytes, tuple[str, ...]]:
 
 #: :func:`_scan` once per file and process, for :class:`Locator` (numba computes a
 #: function's stamp when the function is defined: ~140 times as vecpress is imported)
-_scan_once = functools.lru_cache(maxsize=None)(_scan)
+_scan_once = functools.cache(_scan)
 
 
 def modules_imported(path, root=ROOT) -> tuple[str, ...]:
@@ -149,6 +149,13 @@ def source_stamp(path, root=ROOT, *, scan=_scan) -> str:
     return h.hexdigest()
 
 
+@functools.cache
+def _stamp_once(path: str, root: str) -> str:
+    """:func:`source_stamp` once per file and process, for :class:`Locator` (a module
+    defines many compiled functions; they share its stamp)."""
+    return source_stamp(path, root, scan=_scan_once)
+
+
 class Locator:
     """numba's cache locator for the functions defined under :data:`ROOT`: the cache
     folder and names of the locator numba would have chosen (``inner``), the stamp of
@@ -185,7 +192,7 @@ class Locator:
         return self._inner.get_disambiguator()
 
     def get_source_stamp(self) -> str:
-        return source_stamp(self._py_file, self._root, scan=_scan_once)
+        return _stamp_once(self._py_file, self._root)
 
 
 def _impl():
