@@ -721,6 +721,39 @@ def test_row_squares_serial_and_parallel_paths_agree_with_numpy(n):
     assert np.isnan(got[n // 2]) and (n == 1 or np.isinf(got[-1]))
 
 
+@pytest.mark.parametrize("n", [1, 3, 2 * 1024 + 1, 5000])
+def test_unit_rows_round_each_float64_quotient_once(n):
+    """Serial (few rows) and parallel paths: every entry is ``x / |x|`` divided in float64
+    and rounded to float32 once, as numpy's float64 divide into a float32 array gives it,
+    at magnitudes from 1e-30 to near the norm limit; the squares are the results' own."""
+    from vecpress.kernels.rows import row_squares, unit_rows
+
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, 37)) * np.logspace(-30, 14, n)[:, None]
+    x = x.astype(np.float32)
+    sq = row_squares(x)
+    unit, usq = unit_rows(x, sq)
+    want = np.empty_like(x)
+    np.divide(x, np.sqrt(sq)[:, None], out=want, casting="unsafe")
+    assert unit.dtype == np.float32 and usq.dtype == np.float64
+    np.testing.assert_array_equal(unit.view(np.uint32), want.view(np.uint32))
+    np.testing.assert_array_equal(usq, row_squares(unit))
+
+
+def test_vectors_and_squares_are_the_checked_rows_and_their_squares():
+    from vecpress._validation import as_vectors, vectors_and_squares
+    from vecpress.kernels.rows import row_squares
+
+    x = np.random.default_rng(2).standard_normal((9, 5))  # float64: converted
+    rows, sq = vectors_and_squares(x, "x", dim=5)
+    np.testing.assert_array_equal(rows, as_vectors(x, "x", dim=5))
+    np.testing.assert_array_equal(sq, row_squares(rows))
+    empty, none = vectors_and_squares(np.zeros((0, 5), np.float32))
+    assert empty.shape == (0, 5) and none.shape == (0,) and none.dtype == np.float64
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        vectors_and_squares(np.full((2, 5), np.nan, np.float32))
+
+
 @numba.njit(cache=False)
 def _packed_dots(codes, qp, bits, out):
     """``_packed_dot`` of every row of ``codes`` with every query of ``qp`` (at module

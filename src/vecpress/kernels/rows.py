@@ -52,6 +52,62 @@ def row_squares(x: np.ndarray) -> np.ndarray:
 
 
 @nb.njit(cache=True)
+def _quotients(x, s, out):
+    """``out[i] = x[i] / s`` divided in float64 and rounded once to float32 (no fast-math
+    flags: the division rounds as numpy's ``float64`` divide does)."""
+    for i in range(x.shape[0]):
+        out[i] = np.float32(np.float64(x[i]) / s)
+
+
+@nb.njit(cache=True, fastmath={"reassoc", "contract"})
+def _square_sum(u):
+    """``sum_i u[i]**2`` in float64, in any order (as :func:`row_squares` sums)."""
+    s = 0.0
+    for i in range(u.shape[0]):
+        v = np.float64(u[i])
+        s += v * v
+    return s
+
+
+@nb.njit(cache=True)
+def _units_serial(x, sq, out, out_sq):
+    for j in range(x.shape[0]):
+        _quotients(x[j], np.sqrt(sq[j]), out[j])
+        out_sq[j] = _square_sum(out[j])
+
+
+@nb.njit(cache=True, parallel=True)
+def _units_parallel(x, sq, out, out_sq):
+    n = x.shape[0]
+    for ch in nb.prange((n + _CHUNK - 1) // _CHUNK):
+        for j in range(ch * _CHUNK, min(n, (ch + 1) * _CHUNK)):
+            _quotients(x[j], np.sqrt(sq[j]), out[j])
+            out_sq[j] = _square_sum(out[j])
+
+
+def unit_rows(x: np.ndarray, sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of the float32 matrix ``x`` divided by their norms, and the squared norms
+    of the results: ``(float32[n, d], float64[n])`` in one pass.
+
+    ``sq`` are the rows' squared norms (:func:`row_squares`), all positive. Each
+    entry is ``x / sqrt(sq)`` divided in float64 and rounded once to float32, as
+    ``np.divide(x, np.sqrt(sq)[:, None], out=float32_array, casting="unsafe")``
+    gives it; the squares are summed as :func:`row_squares` sums them.
+
+    Examples
+    --------
+    >>> x = np.array([[3.0, 4.0], [0.0, 2.0]], np.float32)
+    >>> unit, sq = unit_rows(x, row_squares(x))
+    >>> unit.tolist(), sq.tolist()
+    ([[0.6000000238418579, 0.800000011920929], [0.0, 1.0]], [1.0000000476837165, 1.0])
+    """
+    out = np.empty(x.shape, np.float32)
+    out_sq = np.empty(x.shape[0], np.float64)
+    (_units_parallel if x.shape[0] > 2 * _CHUNK else _units_serial)(x, sq, out, out_sq)
+    return out, out_sq
+
+
+@nb.njit(cache=True)
 def _ids_into(rows, ids, out):
     nq, width = rows.shape
     for i in range(nq):

@@ -41,11 +41,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._validation import as_vectors, check_positive_int
+from .._validation import as_vectors, check_positive_int, vectors_and_squares
 from ..codecs.codec import Codec
 from ..files import storage
 from ..files.storage import METRICS, IndexState
-from ..kernels.rows import result_ids
+from ..kernels.rows import result_ids, row_squares, unit_rows
 from ..rwlock import ReadWriteLock
 from ..threads import using
 from . import certify as _certify
@@ -158,11 +158,6 @@ def _subsample(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     if x.shape[0] <= n:
         return x
     return x[np.sort(rng.choice(x.shape[0], n, replace=False))]
-
-
-def _sq_norms(x: np.ndarray) -> np.ndarray:
-    """Squared row norms, accumulated in float64."""
-    return np.einsum("ij,ij->i", x, x, dtype=np.float64)
 
 
 class _Buffer:
@@ -471,10 +466,13 @@ class Index:
 
     # -- input preparation ---------------------------------------------------
     def _prepare(
-        self, x: np.ndarray, name: str, row_offset: int = 0
+        self, x: np.ndarray, name: str, row_offset: int = 0, sq: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Normalise for cosine; returns ``(vectors, float64 squared norms of the result)``."""
-        sq = _sq_norms(x)
+        """Normalise for cosine; returns ``(vectors, float64 squared norms of the result)``.
+        ``sq``: the squared norms of ``x`` where the caller has them
+        (:func:`~vecpress._validation.vectors_and_squares`)."""
+        if sq is None:
+            sq = row_squares(x)
         if self.metric == "cosine":
             if not sq.all():
                 zero = np.flatnonzero(sq == 0)
@@ -482,13 +480,10 @@ class Index:
                     f"{name} has {zero.size} zero row(s), first at row {row_offset + zero[0]}: "
                     "a zero vector has no direction under the cosine metric"
                 )
-            # each entry divided in float64 and rounded to float32, as
-            # ``(x / norms).astype(np.float32)`` would, without its float64 temporary of
-            # twice the input's size (its page faults were a third of a cosine ingest)
-            unit = np.empty(x.shape, np.float32)
-            np.divide(x, np.sqrt(sq)[:, None], out=unit, casting="unsafe")
-            x = unit
-            sq = _sq_norms(x)
+            # each entry divided in float64 and rounded to float32 once, without a
+            # float64 temporary of twice the input's size (its page faults were a third
+            # of a cosine ingest), and the results' squares in the same pass
+            x, sq = unit_rows(x, sq)
         # under "l2" the squared norms are stored as float32: as_vectors has already
         # bounded every norm by MAX_NORM = 2**50, so |x|² <= 2**100 fits with room to spare
         return x, sq
@@ -603,9 +598,9 @@ class Index:
 
     def _add(self, x, ids) -> np.ndarray:
         self._ensure_checked()
-        x = as_vectors(x, "X", dim=self.d)
+        x, sq = vectors_and_squares(x, "X", dim=self.d)
         n = x.shape[0]
-        x, sq = self._prepare(x, "X")
+        x, sq = self._prepare(x, "X", sq=sq)
         new_ids = self._check_new_ids(ids, n)
         fitted = None if self.is_trained else self._fit(x)
         codes, rcodes, lists = self._encode(x, fitted)
@@ -668,8 +663,8 @@ class Index:
         with self._lock.read(), using(threads):
             if not self.is_trained:
                 raise ValueError("encode needs a trained index: call train(X) first")
-            x = as_vectors(x, name, dim=self.d, row_offset=row_offset)
-            x, sq = self._prepare(x, name, row_offset=row_offset)
+            x, sq = vectors_and_squares(x, name, dim=self.d, row_offset=row_offset)
+            x, sq = self._prepare(x, name, row_offset=row_offset, sq=sq)
             codes, rcodes, lists = self._encode(x)
             norms = sq.astype(np.float32) if self.metric == "l2" else None
             return EncodedRows(codes, rcodes, norms, lists)
@@ -1326,8 +1321,8 @@ class Index:
     ) -> SearchResult:  # fmt: skip
         k, rerank, nprobe = self._check_search_args(k, rerank, nprobe, confidence)
         self._check_progressive(progressive)
-        q = as_vectors(q, "queries", dim=self.d)
-        q, qsq = self._prepare(q, "queries")
+        q, qsq = vectors_and_squares(q, "queries", dim=self.d)
+        q, qsq = self._prepare(q, "queries", sq=qsq)
         nq = q.shape[0]
         allowed = None if allow is None else self._allowed(allow)
         limit = self.ntotal if allowed is None else allowed.size

@@ -28,7 +28,6 @@ Scores follow the index's metric: the estimated inner product (``"ip"``,
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import threading
 from collections.abc import Callable
@@ -267,11 +266,13 @@ def scan(
     :func:`vecpress.search.planes.supports`).
     """
     nq = q.shape[0]
-    rows = np.empty((nq, k), np.int64)
-    scores = np.empty((nq, k), np.float32)
     batch = QUERY_BATCH
     if progressive:  # two numbers per row and query: at most PROGRESSIVE_BOUNDS pairs a batch
         batch = max(1, min(batch, PROGRESSIVE_BOUNDS // max(1, stage.codes.shape[0])))
+    if nq <= batch:  # one batch (one query at a time): its arrays are the result
+        return _scan_batch(stage, q, qsq, lists, adds, k, progressive)
+    rows = np.empty((nq, k), np.int64)
+    scores = np.empty((nq, k), np.float32)
     for s in range(0, nq, batch):
         e = min(nq, s + batch)
         rows[s:e], scores[s:e] = _scan_batch(
@@ -284,9 +285,11 @@ def _scan_batch(stage, q, qsq, lists, adds, k, progressive=False):
     codec = stage.codec
     # small products: no spinning BLAS threads (vecpress.threads); a few queries through
     # transforms without a dense matrix make products too small for BLAS to thread
-    few = q.size <= SMALL_PRODUCT and not any(t.dense for t in codec.transforms)
-    with contextlib.nullcontext() if few else single_threaded_blas():
+    if q.size <= SMALL_PRODUCT and not any(t.dense for t in codec.transforms):
         qt, offset = codec._transform_queries(q)
+    else:
+        with single_threaded_blas():
+            qt, offset = codec._transform_queries(q)
     if progressive:
         return _scan_progressive(stage, qt, qsq, lists, adds + offset[:, None], k)
     plan = make_plan(stage.items, lists, adds + offset[:, None])
