@@ -5,8 +5,8 @@ flat ``center,hd2,rq4`` index (``--spec``) searched with ``progressive=True`` on
 at a time, and rabitqlib's flat 4-bit index in the same process for reference:
 
 * ``search``: ``Index.search(q[i:i+1], 10, progressive=True)``, p50 over the queries;
-* ``kernel``: :func:`vecpress.kernels.progressive.progressive_search` alone (the
-  compiled call of the search: plan, query quantization, the three passes, merge),
+* ``kernel``: the search's compiled call alone (:class:`vecpress.kernels.progressive.Bound`,
+  the index's arrays bound once: plan, query quantization, the three passes, merge),
   called again with the arguments the search gave it (the same query, back to back);
   and timed within each search (the caches as the search leaves them), with the
   search's time outside it, query by query;
@@ -31,6 +31,7 @@ MiniLM set); prints Markdown.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import time
 from pathlib import Path
@@ -48,7 +49,6 @@ from vecpress.kernels import fastscan, progressive
 from vecpress.kernels.grid_search import plan_pairs
 from vecpress.kernels.progressive import sign_tables
 from vecpress.kernels.scan import _grid_queries_flat, grid_queries
-from vecpress.search import scan as search_scan
 
 
 @nb.njit(cache=False)
@@ -113,11 +113,11 @@ def _timed_run():
     return nb.njit(space["_run"])
 
 
-def _run_args(args, kw):
-    """The arguments :func:`progressive_search` gives ``progressive._run`` for a call."""
-    codes, bits, d, items, lists, adds, queries, t, a, b, c, planes, norms, qsq, k = args
-    isa_id = fastscan.ISAS.index(fastscan.ISA)
-    starts, ends, list_ptr = items
+def _run_args(bound, args, kw):
+    """The arguments a :class:`~vecpress.kernels.progressive.Bound` call gives
+    ``progressive._run`` (``args``, ``kw``: the call's own)."""
+    tag, qbmax, codes, bits, d, per_byte, starts, ends, list_ptr = bound._head
+    lists, adds, queries, t, qsq, k = args
     q, center, qoff = queries
     if np.ndim(center) == 0:
         qoff = np.broadcast_to(np.asarray(qoff, np.float32), (q.shape[0],)).copy()
@@ -128,15 +128,36 @@ def _run_args(args, kw):
     qptr, qidx, qslot, qadd, qslot_ptr = plan_pairs(
         list_ptr, lists, np.ascontiguousarray(adds, np.float32)
     )
-    mode = progressive._MODES[progressive._terms_flag(kw["terms"]) + 3 * bool(kw.get("l2"))]
     scratch = kw.get("scratch")
     return (
-        progressive._TAGS[isa_id], progressive._MAX_PASS[isa_id], progressive.read_only(codes),
-        bits, d, 8 // bits if bits in progressive.IN_PLACE_BITS else 1, starts, ends, qptr,
-        qidx, qslot, qadd, qi, qscale, off, np.ascontiguousarray(t, np.float32), a, b, c,
-        *planes, progressive.read_only(norms), qsq, qslot_ptr[-1], k, float(kw["z"]), mode,
-        progressive._NO_SCRATCH if scratch is None else scratch,
+        tag, qbmax, codes, bits, d, per_byte, starts, ends, qptr, qidx, qslot, qadd, qi,
+        qscale, off, np.ascontiguousarray(t, np.float32), *bound._rows, qsq, qslot_ptr[-1], k,
+        bound._z, bound._mode, progressive._NO_SCRATCH if scratch is None else scratch,
     )  # fmt: skip
+
+
+#: the scan's call, unspied
+_CALL = progressive.Bound.__call__
+
+
+@contextlib.contextmanager
+def _spying(record):
+    """Within the block, every progressive scan's call is also ``record(bound, args, kw,
+    out)``, or replaced by ``record`` where it returns something (its result)."""
+
+    def spy(bound, *a, **kw):
+        out = record(bound, a, kw, None)
+        if out is not None:
+            return out
+        out = _CALL(bound, *a, **kw)
+        record(bound, a, kw, out)
+        return out
+
+    progressive.Bound.__call__ = spy
+    try:
+        yield
+    finally:
+        progressive.Bound.__call__ = _CALL
 
 
 def _pass_p50(calls, rounds: int = 3) -> list[float]:
@@ -144,7 +165,7 @@ def _pass_p50(calls, rounds: int = 3) -> list[float]:
     first a warm-up)."""
     run = _timed_run()
     marks = np.zeros(len(PASSES) + 1, np.int64)
-    prepared = [_run_args(a, kw) for a, kw, _ in calls]
+    prepared = [_run_args(b, a, kw) for b, a, kw, _ in calls]
     spans = []
     for r in range(rounds):
         for args in prepared:
@@ -173,23 +194,20 @@ def _filter_reach(index, queries, k: int = 10) -> dict:
 
     stage = index._first_stage()
     n = index.ntotal
-    kernel = search_scan.progressive_search
     got = []
 
-    def spy(*a, **kw):
-        out = kernel(*a, **kw)
-        got.append((a, kw, out))
-        return out
+    def record(bound, a, kw, out):
+        if out is not None:
+            got.append((bound, a, kw, out))
 
     passed, reached = [], []
-    search_scan.progressive_search = spy
-    try:
+    with _spying(record):
         for i in range(queries.shape[0]):
             got.clear()
             index.search(queries[i : i + 1], k, progressive=True)
-            a, kw, out = got[0]
+            bound, a, kw, out = got[0]
             names = inspect.signature(progressive._run.py_func).parameters
-            run = dict(zip(names, _run_args(a, kw), strict=True))
+            run = dict(zip(names, _run_args(bound, a, kw), strict=True))
             work = stage.planes._scratch[-1]
             w0, points = work[:n], work[n : 2 * n]
             _, rsum, rnorm = sign_tables(run["qi"][:1], run["d"])
@@ -227,8 +245,6 @@ def _filter_reach(index, queries, k: int = 10) -> dict:
             ])  # fmt: skip
             passed.append(through.mean())
             reached.append(np.sum(ub >= thr) / n)
-    finally:
-        search_scan.progressive_search = kernel
     return {"passed": float(np.mean(passed)), "reached": float(np.mean(reached))}
 
 
@@ -257,60 +273,47 @@ def main(argv: list[str] | None = None) -> int:
         index = vecpress.Index(args.spec, metric="cosine", seed=0)
         index.add(base)
         calls = []
-        kernel = search_scan.progressive_search
 
-        def spy(*a, **kw):
-            out = kernel(*a, **kw)
-            calls.append((a, kw, out))
-            return out
+        def record(bound, a, kw, out):
+            if out is not None:
+                calls.append((bound, a, kw, out))
 
-        search_scan.progressive_search = spy
-        try:
+        with _spying(record):
             for i in range(nq):
                 index.search(queries[i : i + 1], 10, progressive=True)
-        finally:
-            search_scan.progressive_search = kernel
-        refined = np.array([int(out[2].sum()) for _, _, out in calls])
+        refined = np.array([int(out[2].sum()) for *_, out in calls])
         reach = _filter_reach(index, queries[: min(nq, 100)])
         search_us = _p50(lambda i: index.search(queries[i : i + 1], 10, progressive=True), nq)
         # the search again, its compiled call timed where it runs (caches as the search
         # leaves them): what the search pays outside the call, query by query
         inside = []
 
-        def timed(*a, **kw):
-            t = time.perf_counter()
-            out = kernel(*a, **kw)
-            inside.append(time.perf_counter() - t)
-            return out
+        def timed(bound, a, kw, out):
+            inside.append(time.perf_counter())
 
-        search_scan.progressive_search = timed
-        try:
-            whole = []
+        whole = []
+        with _spying(timed):
             for i in range(nq):
                 t = time.perf_counter()
                 index.search(queries[i : i + 1], 10, progressive=True)
                 whole.append(time.perf_counter() - t)
-        finally:
-            search_scan.progressive_search = kernel
-        in_situ_us = 1e6 * float(np.median(np.array(inside)))
-        outside_us = 1e6 * float(np.median(np.array(whole) - np.array(inside)))
-        kernel_us = _p50(lambda i: kernel(*calls[i][0], **calls[i][1]), nq)
-        saved = calls[0][2]
+        spans = np.diff(np.array(inside).reshape(-1, 2), axis=1)[:, 0]
+        in_situ_us = 1e6 * float(np.median(spans))
+        outside_us = 1e6 * float(np.median(np.array(whole) - spans))
+        kernel_us = _p50(lambda i: _CALL(calls[i][0], *calls[i][1], **calls[i][2]), nq)
+        saved = calls[0][3]
         sweep = np.ones(8_000_000 // 8)
-        search_scan.progressive_search = lambda *a, **kw: saved
-        try:
+        with _spying(lambda *_: saved):
             python_us = _p50(lambda i: index.search(queries[i : i + 1], 10, progressive=True), nq)
             swept_us = _p50(
                 lambda i: (sweep.sum(), index.search(queries[i : i + 1], 10, progressive=True)),
                 nq,
             )
             sweep_us = _p50(lambda i: sweep.sum(), nq)
-        finally:
-            search_scan.progressive_search = kernel
-        planes = calls[0][0][11]
-        blocked = planes[0]
+        bound, a0, _, _ = calls[0]
+        blocked = bound._rows[3]
         tag = fastscan._TAGS[fastscan.ISAS.index(fastscan.ISA)]
-        qi = grid_queries(*calls[0][0][6], calls[0][0][1])[0]
+        qi = grid_queries(*a0[2], bound._head[3])[0]
         luts = np.ascontiguousarray(np.repeat(sign_tables(qi[:1], base.shape[1])[0], 8, axis=0))
         _sums_only(tag, blocked, luts)
         sums_us = _p50(lambda i: _sums_only(tag, blocked, luts), nq)
@@ -332,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
             rabit_us = _p50(lambda i: fn(qp[i : i + 1]), nq)
         except ImportError:
             pass
-    terms = 12 + {0: 0, 1: 4, 2: 12}[calls[0][1]["terms"]]  # F, H, A and the a, b, c read
+    # F, H, A and the a, b, c read
+    terms = 12 + {0: 0, 1: 4, 2: 12}[progressive._mode_flags(calls[0][0]._mode)[1]]
     d = base.shape[1]
     print(f"- CPU: {common.cpu_model()}; kernel {fastscan.ISA}; 1 thread")
     print(f"- vecpress source: {common.git_state()}")
@@ -340,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| part | p50 µs |")
     print("|---|--:|")
     print(f"| `search(q[i:i+1], 10, progressive=True)` | {search_us:,.0f} |")
-    print(f"| compiled call alone (`progressive_search`) | {kernel_us:,.0f} |")
+    print(f"| compiled call alone (`progressive.Bound`) | {kernel_us:,.0f} |")
     print(f"| compiled call within the search | {in_situ_us:,.0f} |")
     print(f"| the search outside the compiled call | {outside_us:,.0f} |")
     for (name, _), us in zip(PASSES, passes, strict=True):

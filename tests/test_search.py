@@ -362,3 +362,93 @@ def test_ivf_rerank_round_trips_through_a_file(tmp_path, metric):
         assert repr(loaded) == repr(index)
         loaded.add(x[:3])  # a mapped index takes adds (copy on write)
         assert len(loaded) == 500 and loaded.list_sizes.sum() == 500
+
+
+# -- a few queries prepared in one compiled call ----------------------------------------
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+@pytest.mark.parametrize(
+    "spec,ivf", [("center,hd2,rq4", None), ("hd2,rq4", 4), ("rq4", None), ("center,int4", None)]
+)
+def test_a_few_queries_prepared_in_one_call_score_as_the_general_path(spec, ivf, metric):
+    """Up to FEW queries are checked, normalised and mapped by one compiled call
+    (kernels/queries.py); with that call switched off they take the general path
+    (as_vectors, _prepare, Codec._transform_queries). Both give the same ids and the same
+    score bits, for full and progressive scans, a fixed re-ranking depth, flat and IVF,
+    float32 and float64 queries, at odd dimensions too."""
+    from vecpress.kernels.queries import FEW
+
+    rng = np.random.default_rng(7)
+    for d in (37, 64):
+        x = (gaussian(rng, 1500, d) + 0.4).astype(np.float32)
+        q = gaussian(rng, FEW + 2, d)
+        index = Index(spec, metric, ivf=ivf, rerank_spec="f16", seed=1)
+        index.add(x)
+        general = Index(spec, metric, ivf=ivf, rerank_spec="f16", seed=1)
+        general.add(x)
+        general._few_queries = lambda q: None
+        assert index._first_stage().chain is not None
+        prepared = []
+
+        def few(rows, real=index._few_queries, seen=prepared):
+            out = real(rows)
+            seen.append((rows.shape[0], out is not None))
+            return out
+
+        index._few_queries = few
+        for progressive in (False, True):
+            for rerank in (None, 25):
+                for n in (1, FEW, FEW + 1):
+                    for rows in (q[:n], q[:n].astype(np.float64)):
+                        got = index.search(rows, 10, rerank, progressive=progressive)
+                        want = general.search(rows, 10, rerank, progressive=progressive)
+                        np.testing.assert_array_equal(got.ids, want.ids)
+                        np.testing.assert_array_equal(
+                            got.scores.view(np.uint32), want.scores.view(np.uint32)
+                        )
+        # the one call prepared every search of up to FEW queries, and no other
+        assert sorted(set(prepared)) == [(1, True), (FEW, True), (FEW + 1, False)]
+
+
+def test_bad_queries_of_the_one_call_path_get_the_general_paths_errors():
+    x = gaussian(np.random.default_rng(3), 300, 16)
+    index = Index("center,hd2,rq4", "cosine")
+    index.add(x)
+    q = x[:2].copy()
+    q[1, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf values, first at row 1"):
+        index.search(q, 5)
+    q[1] = 0.0
+    with pytest.raises(ValueError, match="1 zero row"):
+        index.search(q, 5)
+    q[1] = 2.0**60
+    with pytest.raises(ValueError, match="norm exceeds the limit"):
+        index.search(q, 5)
+    q[1] = x[1]
+    assert index.search(q, 5).ids[:, 0].tolist() == index.ids[:2].tolist()
+
+
+def test_query_chain_covers_center_and_mixing_steps_only():
+    x = gaussian(np.random.default_rng(4), 400, 12)
+    for spec, covered in [
+        ("center,hd2,rq4", True), ("hd1,rq4", True), ("center,rq2", True), ("rq4", True),
+        ("pca8,rq4", False), ("hd2,center,rq4", False),
+    ]:  # fmt: skip
+        codec = vecpress.Codec.from_spec(spec).fit(x)
+        chain = search_mod.query_chain(codec)
+        assert (chain is not None) == covered, spec
+        if chain is not None:
+            assert all(a.flags.writeable and a.flags.c_contiguous for a in chain)
+
+
+def test_center_offsets_do_not_depend_on_the_batch():
+    """``center``'s query offset is summed in float64 per query: one query alone and the
+    same query among many get the same bits (a BLAS product may differ in the last ones)."""
+    rng = np.random.default_rng(5)
+    x = gaussian(rng, 500, 96) + 3.0
+    center = vecpress.Codec.from_spec("center,rq4").fit(x).transforms[0]
+    q = gaussian(rng, 257, 96) * 7.0
+    _, batch = center.query(q)
+    alone = np.concatenate([center.query(q[i : i + 1])[1] for i in range(q.shape[0])])
+    np.testing.assert_array_equal(batch.view(np.uint32), alone.view(np.uint32))
+    want = (q.astype(np.float64) @ center.mean_.astype(np.float64)).astype(np.float32)
+    np.testing.assert_allclose(batch, want, rtol=1e-6, atol=1e-6 * np.abs(want).max())

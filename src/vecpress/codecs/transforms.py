@@ -45,6 +45,7 @@ from ..kernels.hadamard import (
     random_steps,
     steps_per_round,
 )
+from ..kernels.rows import row_dots
 
 
 class Transform:
@@ -153,8 +154,12 @@ class Center(Transform):
         return y + self.mean_
 
     def query(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(q - mean, <q, mean>)``, the offset summed in float64 and rounded once
+        (:func:`~vecpress.kernels.rows.row_dots`): a query's offset is the same in any
+        batch, and the same as a one-query search's compiled preparation computes it
+        (:mod:`vecpress.kernels.queries`)."""
         self._check()
-        return q - self.mean_, q @ self.mean_
+        return q - self.mean_, row_dots(np.ascontiguousarray(q, np.float32), self.mean_)
 
     def term(self, x: np.ndarray) -> np.ndarray:
         """The exact per-vector term ``<mu, x - mu>`` stored next to the codes."""

@@ -1133,30 +1133,76 @@ def progressive_search(
     >>> rows[:, 0].tolist(), bool((rows == full).all()), bool((refined < 200).all())
     ([0, 1], True, True)
     """
-    if not 1 <= bits <= MAX_BITS:
-        raise ValueError(f"a progressive scan takes 1-{MAX_BITS}-bit codes, found {bits} bits")
-    isa_id = ISAS.index(ISA if isa is None else isa)
-    per_byte = 8 // bits if bits in IN_PLACE_BITS else 1
-    starts, ends, list_ptr = items
-    q, center, qoff = queries
-    lists = np.ascontiguousarray(lists, np.int64)
-    adds = np.ascontiguousarray(adds, np.float32)
-    t = np.ascontiguousarray(t, np.float32)
-    common = (
-        _TAGS[isa_id], _MAX_PASS[isa_id], read_only(codes), bits, d, per_byte, starts, ends,
-        list_ptr, lists, adds,
-    )  # fmt: skip
-    rest = (
-        t, a, b, c, *planes, read_only(norms), qsq, k, float(z),
-        _MODES[_terms_flag(terms) + 3 * bool(l2)],
-        _NO_SCRATCH if scratch is None else _scratch(scratch),
-    )  # fmt: skip
-    if np.ndim(center) == 0:
-        qoff = np.asarray(qoff, np.float32)
-        if qoff.shape != (q.shape[0],):
-            qoff = np.full(q.shape[0], qoff, np.float32)
-        return _search_centred(*common, q, float(center), qoff, *rest)
-    return _search(*common, *grid_queries(q, center, qoff, bits), *rest)
+    return Bound(codes, bits, d, items, a, b, c, planes, norms, z=z, terms=terms, l2=l2, isa=isa)(
+        lists, adds, queries, t, qsq, k, scratch=scratch
+    )
+
+
+class Bound:
+    """:func:`progressive_search` with an index's arrays bound once: a search of one
+    query at a time then passes only its own, ``bound(lists, adds, queries, t, qsq, k,
+    scratch=None)`` (the arguments of :func:`progressive_search` of those names).
+
+    Examples
+    --------
+    >>> from vecpress import Codec
+    >>> from vecpress.search.planes import Planes
+    >>> from vecpress.search.scan import Terms, make_items
+    >>> x = np.random.default_rng(0).standard_normal((200, 32)).astype(np.float32)
+    >>> codec = Codec.from_spec("rq4").fit(x)
+    >>> codes = codec.encode(x)
+    >>> items = make_items(np.array([0, 200]))
+    >>> terms = Terms(codec, codes)
+    >>> terms.ensure(items, np.array([0]))
+    >>> planes = Planes(codec, codes, items)
+    >>> planes.ensure(np.array([0]), terms.arrays)
+    >>> scan = Bound(codes, 4, 32, (items.starts, items.ends, items.list_ptr), *terms.arrays,
+    ...              planes.arrays, np.zeros(1, np.float32), z=planes.z, terms=planes.terms)
+    >>> qe, center, qoff, t = codec.quantizer.grid_queries(x[:1])
+    >>> scores, rows, refined = scan(np.zeros((1, 1), np.int64), np.zeros((1, 1), np.float32),
+    ...                              (qe, center, qoff), t, np.zeros(1, np.float32), 3)
+    >>> int(rows[0, 0])
+    0
+    """
+
+    __slots__ = ("_bits", "_head", "_mode", "_rows", "_z")
+
+    def __init__(
+        self, codes, bits, d, items, a, b, c, planes, norms, *, z, terms=TERMS_ALL, l2=False,
+        isa=None,
+    ):  # fmt: skip
+        if not 1 <= bits <= MAX_BITS:
+            raise ValueError(f"a progressive scan takes 1-{MAX_BITS}-bit codes, found {bits} bits")
+        isa_id = ISAS.index(ISA if isa is None else isa)
+        per_byte = 8 // bits if bits in IN_PLACE_BITS else 1
+        starts, ends, list_ptr = items
+        self._bits = bits
+        self._head = (
+            _TAGS[isa_id], _MAX_PASS[isa_id], read_only(codes), bits, d, per_byte, starts, ends,
+            list_ptr,
+        )  # fmt: skip
+        self._rows = (a, b, c, *planes, read_only(norms))
+        self._z = float(z)
+        self._mode = _MODES[_terms_flag(terms) + 3 * bool(l2)]
+
+    def __call__(self, lists, adds, queries, t, qsq, k, *, scratch=None):
+        q, center, qoff = queries
+        lists = np.ascontiguousarray(lists, np.int64)
+        adds = np.ascontiguousarray(adds, np.float32)
+        t = np.ascontiguousarray(t, np.float32)
+        work = _NO_SCRATCH if scratch is None else _scratch(scratch)
+        if np.ndim(center) == 0:
+            qoff = np.asarray(qoff, np.float32)
+            if qoff.shape != (q.shape[0],):
+                qoff = np.full(q.shape[0], qoff, np.float32)
+            return _search_centred(
+                *self._head, lists, adds, q, float(center), qoff, t, *self._rows, qsq, k,
+                self._z, self._mode, work,
+            )  # fmt: skip
+        return _search(
+            *self._head, lists, adds, *grid_queries(q, center, qoff, self._bits), t,
+            *self._rows, qsq, k, self._z, self._mode, work,
+        )  # fmt: skip
 
 
 @nb.njit(cache=True)
@@ -1344,6 +1390,7 @@ __all__ = [
     "TERMS_ALL",
     "TERMS_C",
     "TERMS_NONE",
+    "Bound",
     "block_limits",
     "fold_terms",
     "item_planes",

@@ -108,6 +108,37 @@ def unit_rows(x: np.ndarray, sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @nb.njit(cache=True)
+def _dot_rounded(u, v):
+    """``<u, v>`` of two float32 vectors summed in float64 in index order (no fast-math:
+    the same sum wherever it is compiled), rounded once to float32."""
+    s = 0.0
+    for i in range(u.shape[0]):
+        s += np.float64(u[i]) * np.float64(v[i])
+    return np.float32(s)
+
+
+@nb.njit(cache=True)
+def _dots_into(x, v, out):
+    for j in range(x.shape[0]):
+        out[j] = _dot_rounded(x[j], v)
+
+
+def row_dots(x: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``<x[j], v>`` of every row of the float32 matrix ``x`` with the float32 vector
+    ``v``, summed in float64 and rounded once to float32: a query's value does not
+    depend on the queries computed with it (a BLAS product's may, in its last bits).
+
+    Examples
+    --------
+    >>> row_dots(np.array([[1.0, 2.0], [3.0, 4.0]], np.float32), np.ones(2, np.float32))
+    array([3., 7.], dtype=float32)
+    """
+    out = np.empty(x.shape[0], np.float32)
+    _dots_into(x, v, out)
+    return out
+
+
+@nb.njit(cache=True)
 def _ids_into(rows, ids, out):
     nq, width = rows.shape
     for i in range(nq):

@@ -45,6 +45,7 @@ from .._validation import as_vectors, check_positive_int, vectors_and_squares
 from ..codecs.codec import Codec
 from ..files import storage
 from ..files.storage import METRICS, IndexState
+from ..kernels.queries import FEW as _FEW
 from ..kernels.rows import result_ids, row_squares, unit_rows
 from ..rwlock import ReadWriteLock
 from ..threads import using
@@ -983,6 +984,7 @@ class Index:
                 norms=None if self._norms is None else self._norms.view,
                 terms=_search.Terms(codec, codes) if _search.is_grid(codec) else None,
                 progressive=_planes.supports(codec),
+                chain=_search.query_chain(codec),
             )
         return self._stage
 
@@ -1173,16 +1175,44 @@ class Index:
         return lists, dots if self.ivf_residual else np.zeros_like(dots)
 
     def _first(
-        self, q, qsq, nprobe, depth, progressive=False, allowed=None
+        self, q, qsq, nprobe, depth, progressive=False, allowed=None, mapped=None
     ) -> tuple[np.ndarray, np.ndarray]:
         """The first stage's best ``depth`` rows of the probed lists: ``(rows, scores)``;
-        of the ``allowed`` rows only, where given (:meth:`_first_filtered`)."""
+        of the ``allowed`` rows only, where given (:meth:`_first_filtered`). ``mapped``:
+        the queries mapped into the codec's space (:meth:`_few_queries`), or ``None``."""
         if allowed is not None:
             return self._first_filtered(q, qsq, nprobe, depth, allowed)
         lists, adds = self._probe(q, nprobe)
         self._check_reads(("codes", "norms"), lists=lists)
         stage = self._first_stage()
-        return _search.scan(stage, q, qsq, lists, adds, depth, progressive=progressive)
+        return _search.scan(
+            stage, q, qsq, lists, adds, depth, progressive=progressive, mapped=mapped
+        )
+
+    def _few_queries(self, q):
+        """``(rows, squared norms, (mapped, offset))`` of a few float queries by one
+        compiled call (:func:`vecpress.search.scan.prepare_queries`: the same values as
+        :meth:`_prepare` and the codec's mapping), or ``None`` where that call does not
+        apply (other input, other transforms, an empty index) or finds a bad row: the
+        general path then checks, names and maps."""
+        if not (
+            type(q) is np.ndarray
+            and q.ndim == 2
+            and q.dtype.kind == "f"
+            and 0 < q.shape[0] <= _FEW
+            and self.ntotal > 0
+            and q.shape[1] == self.d
+        ):
+            return None
+        chain = self._first_stage().chain
+        if chain is None:
+            return None
+        if q.dtype != np.float32 or not q.flags.c_contiguous:
+            # as as_vectors converts (values beyond float32's range become infinite: the
+            # call below finds them, and the general path names them)
+            with np.errstate(over="ignore"):
+                q = np.ascontiguousarray(q, np.float32)
+        return _search.prepare_queries(q, self.metric == "cosine", chain)
 
     def _allowed(self, allow) -> np.ndarray:
         """The rows (sorted) whose ids are in ``allow``."""
@@ -1321,8 +1351,13 @@ class Index:
     ) -> SearchResult:  # fmt: skip
         k, rerank, nprobe = self._check_search_args(k, rerank, nprobe, confidence)
         self._check_progressive(progressive)
-        q, qsq = vectors_and_squares(q, "queries", dim=self.d)
-        q, qsq = self._prepare(q, "queries", sq=qsq)
+        few = self._few_queries(q) if allow is None else None
+        if few is None:
+            q, qsq = vectors_and_squares(q, "queries", dim=self.d)
+            q, qsq = self._prepare(q, "queries", sq=qsq)
+            mapped = None
+        else:
+            q, qsq, mapped = few
         nq = q.shape[0]
         allowed = None if allow is None else self._allowed(allow)
         limit = self.ntotal if allowed is None else allowed.size
@@ -1343,11 +1378,11 @@ class Index:
             )
             rows, sc, reranked, certified = res.rows, res.scores, res.reranked, res.certified
         elif rerank is not None:
-            rows, _ = self._first(q, qsq, nprobe, min(rerank, limit), progressive, allowed)
+            rows, _ = self._first(q, qsq, nprobe, min(rerank, limit), progressive, allowed, mapped)
             reranked = (rows >= 0).sum(axis=1)
             rows, sc = topk(self._tier_scores(q, qsq, rows), width, ids=rows)
         else:
-            rows, sc = self._first(q, qsq, nprobe, width, progressive, allowed)
+            rows, sc = self._first(q, qsq, nprobe, width, progressive, allowed, mapped)
         self._check_reads(("ids",), rows=rows)
         ids = result_ids(rows, self._ids.view, k)
         if width < k or sc.dtype != np.float32:  # padding past the stored rows

@@ -39,10 +39,13 @@ from ..codecs.codec import Codec
 from ..codecs.quantizers.additive import Additive
 from ..codecs.quantizers.base import GridQuantizer
 from ..codecs.quantizers.pq import PQ
+from ..codecs.transforms import Center, Hadamard
+from ..kernels import read_only
 from ..kernels.fastscan import fastscan_layout, fastscan_topk, quantize_luts
 from ..kernels.fields import read_fields
 from ..kernels.grid_search import grid_scan_topk, merge_slots, plan_pairs
-from ..kernels.progressive import progressive_search
+from ..kernels.progressive import Bound
+from ..kernels.queries import READY, prepare_few
 from ..kernels.scan import grid_queries, query_limbs
 from ..threads import single_threaded_blas
 from . import planes as _planes
@@ -214,6 +217,70 @@ def _coalesce(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return [(s, e) for s, e in out]
 
 
+def query_chain(codec: Codec) -> tuple | None:
+    """The arrays :func:`~vecpress.kernels.queries.prepare_few` maps a codec's queries
+    with, ``(mean, signs, perms, cos, sin)`` (empty where the stage is absent), for
+    codecs whose transforms are ``center``, ``hd<r>`` (mixing steps) or both in that
+    order, or none; ``None`` for any other chain (mapped by ``Codec._transform_queries``).
+    Contiguous writable copies: one compiled specialisation, whatever the codec's arrays
+    (a mapped file's are read-only).
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+    >>> [a.shape for a in query_chain(Codec.from_spec("center,hd2,rq4").fit(x))]
+    [(8,), (2, 8), (2, 8), (2, 4), (2, 4)]
+    >>> query_chain(Codec.from_spec("pca4,rq4").fit(x)) is None
+    True
+    """
+    stages = list(codec.transforms)
+    d = codec.d
+    mean = np.zeros(0, np.float32)
+    steps = (
+        np.zeros((0, d), np.float32), np.zeros((0, d), np.int32),
+        np.zeros((0, d // 2), np.float32), np.zeros((0, d // 2), np.float32),
+    )  # fmt: skip
+    if stages and isinstance(stages[0], Center):
+        mean = stages.pop(0).mean_
+    if stages and isinstance(stages[0], Hadamard) and stages[0].mix != 1:
+        h = stages.pop(0)
+        steps = (h.signs_, h.perms_, h.cos_, h.sin_)
+    if stages:
+        return None
+    mean = np.array(mean, np.float32)
+    signs, perms, cos, sin = (np.array(a, dt) for a, dt in zip(steps, _STEP_DTYPES, strict=True))
+    return mean, signs, perms, cos, sin
+
+
+_STEP_DTYPES = (np.float32, np.int32, np.float32, np.float32)
+
+
+def prepare_queries(q: np.ndarray, cosine: bool, chain: tuple):
+    """Up to :data:`~vecpress.kernels.queries.FEW` float32 queries checked, normalised
+    (``cosine``) and mapped by ``chain`` (:func:`query_chain`) in one compiled call:
+    ``(rows, squared norms, (mapped, offset))`` as ``Index._prepare`` and
+    ``Codec._transform_queries`` give them, or ``None`` where a row is non-finite,
+    beyond the norm limit or zero under cosine (the general path names it).
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+    >>> codec = Codec.from_spec("center,hd2,rq4").fit(x)
+    >>> rows, sq, (mapped, offset) = prepare_queries(x[:2], False, query_chain(codec))
+    >>> want, off = codec._transform_queries(x[:2])
+    >>> bool((mapped == want).all() and (offset == off).all())
+    True
+    """
+    n = q.shape[0]
+    unit = np.empty(q.shape, np.float32)
+    mapped = np.empty(q.shape, np.float32)
+    sq = np.empty(n, np.float64)
+    offset = np.empty(n, np.float32)
+    if prepare_few(read_only(q), cosine, *chain, unit, sq, mapped, offset) != READY:
+        return None
+    return unit, sq, (mapped, offset)
+
+
 def is_grid(codec: Codec) -> bool:
     """Whether the codec's scores run through the fused integer scan."""
     return isinstance(codec.quantizer, GridQuantizer)
@@ -245,6 +312,11 @@ class Stage:
     row_lists: np.ndarray | None = None
     #: whether the codec can be read sign plane first (:func:`vecpress.search.planes.supports`)
     progressive: bool = False
+    #: the progressive scan with the stage's arrays bound (:func:`_scan_progressive`)
+    bound: object | None = None
+    #: the arrays :func:`prepare_queries` maps queries with (:func:`query_chain`), or
+    #: ``None`` where the codec's transforms are not a chain it makes
+    chain: tuple | None = None
 
 
 def scan(
@@ -256,6 +328,7 @@ def scan(
     k: int,
     *,
     progressive: bool = False,
+    mapped: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` best rows of the probed lists for each query: ``(rows int64, scores float32)``.
 
@@ -263,29 +336,34 @@ def scan(
     their squared norms (used by l2, ``norms`` set), ``lists``/``adds`` as in
     :func:`make_plan`. ``progressive``: grid codes are read sign plane first
     (:mod:`vecpress.kernels.progressive`; the stage must support it,
-    :func:`vecpress.search.planes.supports`).
+    :func:`vecpress.search.planes.supports`). ``mapped``: the queries already mapped
+    into the codec's space, ``(q', offset)`` as ``Codec._transform_queries`` gives
+    them (:func:`prepare_queries`), or ``None`` to map them here.
     """
     nq = q.shape[0]
     batch = QUERY_BATCH
     if progressive:  # two numbers per row and query: at most PROGRESSIVE_BOUNDS pairs a batch
         batch = max(1, min(batch, PROGRESSIVE_BOUNDS // max(1, stage.codes.shape[0])))
     if nq <= batch:  # one batch (one query at a time): its arrays are the result
-        return _scan_batch(stage, q, qsq, lists, adds, k, progressive)
+        return _scan_batch(stage, q, qsq, lists, adds, k, progressive, mapped)
     rows = np.empty((nq, k), np.int64)
     scores = np.empty((nq, k), np.float32)
     for s in range(0, nq, batch):
         e = min(nq, s + batch)
+        part = None if mapped is None else (mapped[0][s:e], mapped[1][s:e])
         rows[s:e], scores[s:e] = _scan_batch(
-            stage, q[s:e], qsq[s:e], lists[s:e], adds[s:e], k, progressive
+            stage, q[s:e], qsq[s:e], lists[s:e], adds[s:e], k, progressive, part
         )
     return rows, scores
 
 
-def _scan_batch(stage, q, qsq, lists, adds, k, progressive=False):
+def _scan_batch(stage, q, qsq, lists, adds, k, progressive=False, mapped=None):
     codec = stage.codec
     # small products: no spinning BLAS threads (vecpress.threads); a few queries through
     # transforms without a dense matrix make products too small for BLAS to thread
-    if q.size <= SMALL_PRODUCT and not any(t.dense for t in codec.transforms):
+    if mapped is not None:
+        qt, offset = mapped
+    elif q.size <= SMALL_PRODUCT and not any(t.dense for t in codec.transforms):
         qt, offset = codec._transform_queries(q)
     else:
         with single_threaded_blas():
@@ -321,8 +399,9 @@ def _scan_batch(stage, q, qsq, lists, adds, k, progressive=False):
 
 def _scan_progressive(stage, qt, qsq, lists, adds, k):
     """:func:`_scan_batch` of a grid stage read sign plane first, in one compiled call
-    (:func:`~vecpress.kernels.progressive.progressive_search`); the rows' terms and
-    planes of the probed items are made first where some are missing."""
+    (:func:`~vecpress.kernels.progressive.progressive_search`, its arrays bound once a
+    stage: :class:`~vecpress.kernels.progressive.Bound`); the rows' terms and planes of
+    the probed items are made first where some are missing."""
     codec = stage.codec
     quant = codec.quantizer
     items = stage.items
@@ -334,19 +413,23 @@ def _scan_progressive(stage, qt, qsq, lists, adds, k):
         stage.terms.ensure(items, which)
         planes.ensure(which, stage.terms.arrays, stage.norms)
     qe, center, qoff, t = quant.grid_queries(qt)
-    l2 = stage.norms is not None
     sizes = items.list_rows  # one (row, query) pair per row a query reads (flat: all)
     rows = (
         lists.shape[0] * int(sizes[0]) if sizes.size == 1 else int(sizes[lists[lists >= 0]].sum())
     )
-    with planes.scratch(2 * rows) as work:
-        scores, found, _ = progressive_search(
+    scan = stage.bound
+    if scan is None:
+        l2 = stage.norms is not None
+        scan = Bound(
             stage.codes, int(quant.param), quant.grid_dims,
-            (items.starts, items.ends, items.list_ptr), lists, adds, (qe, center, qoff),
-            np.asarray(t, np.float32), *stage.terms.arrays, planes.arrays,
-            stage.norms if l2 else _NO_NORMS, qsq.astype(np.float32), k, z=planes.z,
-            terms=planes.terms, l2=l2, scratch=work,
+            (items.starts, items.ends, items.list_ptr), *stage.terms.arrays, planes.arrays,
+            stage.norms if l2 else _NO_NORMS, z=planes.z, terms=planes.terms, l2=l2,
         )  # fmt: skip
+        stage.bound = scan  # the arrays are the stage's for good; the planes' z is set
+    with planes.scratch(2 * rows) as work:
+        scores, found, _ = scan(
+            lists, adds, (qe, center, qoff), t, qsq.astype(np.float32), k, scratch=work
+        )
     return found, scores
 
 
