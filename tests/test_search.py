@@ -373,7 +373,7 @@ def test_a_few_queries_prepared_in_one_call_score_as_the_general_path(spec, ivf,
     """Up to FEW queries are checked, normalised and mapped by one compiled call
     (kernels/queries.py); with that call switched off they take the general path
     (as_vectors, _prepare, Codec._transform_queries). Both give the same ids and the same
-    score bits, for full and progressive scans, a fixed re-ranking depth, flat and IVF,
+    score bits, for full and progressive scans, fixed and certified re-ranking, flat and IVF,
     float32 and float64 queries, at odd dimensions too."""
     from vecpress.kernels.queries import FEW
 
@@ -396,7 +396,7 @@ def test_a_few_queries_prepared_in_one_call_score_as_the_general_path(spec, ivf,
 
         index._few_queries = few
         for progressive in (False, True):
-            for rerank in (None, 25):
+            for rerank in (None, 25, "auto"):
                 for n in (1, FEW, FEW + 1):
                     for rows in (q[:n], q[:n].astype(np.float64)):
                         got = index.search(rows, 10, rerank, progressive=progressive)
