@@ -1142,27 +1142,18 @@ class Bound:
     """:func:`progressive_search` with an index's arrays bound once: a search of one
     query at a time then passes only its own, ``bound(lists, adds, queries, t, qsq, k,
     scratch=None)`` (the arguments of :func:`progressive_search` of those names).
+    A search stage keeps one from its first progressive search on.
 
     Examples
     --------
-    >>> from vecpress import Codec
-    >>> from vecpress.search.planes import Planes
-    >>> from vecpress.search.scan import Terms, make_items
+    >>> from vecpress import Index
     >>> x = np.random.default_rng(0).standard_normal((200, 32)).astype(np.float32)
-    >>> codec = Codec.from_spec("rq4").fit(x)
-    >>> codes = codec.encode(x)
-    >>> items = make_items(np.array([0, 200]))
-    >>> terms = Terms(codec, codes)
-    >>> terms.ensure(items, np.array([0]))
-    >>> planes = Planes(codec, codes, items)
-    >>> planes.ensure(np.array([0]), terms.arrays)
-    >>> scan = Bound(codes, 4, 32, (items.starts, items.ends, items.list_ptr), *terms.arrays,
-    ...              planes.arrays, np.zeros(1, np.float32), z=planes.z, terms=planes.terms)
-    >>> qe, center, qoff, t = codec.quantizer.grid_queries(x[:1])
-    >>> scores, rows, refined = scan(np.zeros((1, 1), np.int64), np.zeros((1, 1), np.float32),
-    ...                              (qe, center, qoff), t, np.zeros(1, np.float32), 3)
-    >>> int(rows[0, 0])
+    >>> index = Index("rq4", "ip")
+    >>> _ = index.add(x)
+    >>> index.search(x[:1], 3, progressive=True).ids[0, 0].item()
     0
+    >>> isinstance(index._first_stage().bound, Bound)
+    True
     """
 
     __slots__ = ("_bits", "_head", "_mode", "_rows", "_z")
