@@ -738,6 +738,12 @@ def test_unit_rows_round_each_float64_quotient_once(n):
     assert unit.dtype == np.float32 and usq.dtype == np.float64
     np.testing.assert_array_equal(unit.view(np.uint32), want.view(np.uint32))
     np.testing.assert_array_equal(usq, row_squares(unit))
+    # a row's sums and quotients do not depend on the rows computed with it (the parallel
+    # path of many rows and the serial one of a single row call the same functions)
+    for j in {0, n // 2, n - 1}:
+        one, one_sq = unit_rows(x[j : j + 1], row_squares(x[j : j + 1]))
+        assert row_squares(x[j : j + 1])[0] == sq[j] and one_sq[0] == usq[j]
+        np.testing.assert_array_equal(one[0].view(np.uint32), unit[j].view(np.uint32))
 
 
 def test_vectors_and_squares_are_the_checked_rows_and_their_squares():

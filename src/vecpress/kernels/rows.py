@@ -8,27 +8,30 @@ import numpy as np
 _CHUNK = 1024
 
 
-@nb.njit(cache=True, fastmath={"reassoc", "contract"}, parallel=True)
+@nb.njit(cache=True, fastmath={"reassoc", "contract"})
+def _square_sum(u):
+    """``sum_i u[i]**2`` in float64, in an order of the compiler's choosing (vector lanes)
+    but the same wherever it is called: every row's squares in this package are this one
+    compiled function's, so a row's sum does not depend on the rows summed with it."""
+    s = 0.0
+    for i in range(u.shape[0]):
+        v = np.float64(u[i])
+        s += v * v
+    return s
+
+
+@nb.njit(cache=True, parallel=True)
 def _squares_into(x, out):
-    n, d = x.shape
+    n = x.shape[0]
     for ch in nb.prange((n + _CHUNK - 1) // _CHUNK):
         for j in range(ch * _CHUNK, min(n, (ch + 1) * _CHUNK)):
-            s = 0.0
-            for i in range(d):
-                v = np.float64(x[j, i])
-                s += v * v
-            out[j] = s
+            out[j] = _square_sum(x[j])
 
 
-@nb.njit(cache=True, fastmath={"reassoc", "contract"})
+@nb.njit(cache=True)
 def _squares_serial(x, out):
-    n, d = x.shape
-    for j in range(n):
-        s = 0.0
-        for i in range(d):
-            v = np.float64(x[j, i])
-            s += v * v
-        out[j] = s
+    for j in range(x.shape[0]):
+        out[j] = _square_sum(x[j])
 
 
 def row_squares(x: np.ndarray) -> np.ndarray:
@@ -57,16 +60,6 @@ def _quotients(x, s, out):
     flags: the division rounds as numpy's ``float64`` divide does)."""
     for i in range(x.shape[0]):
         out[i] = np.float32(np.float64(x[i]) / s)
-
-
-@nb.njit(cache=True, fastmath={"reassoc", "contract"})
-def _square_sum(u):
-    """``sum_i u[i]**2`` in float64, in any order (as :func:`row_squares` sums)."""
-    s = 0.0
-    for i in range(u.shape[0]):
-        v = np.float64(u[i])
-        s += v * v
-    return s
 
 
 @nb.njit(cache=True)
