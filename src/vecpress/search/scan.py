@@ -313,7 +313,7 @@ class Stage:
     #: whether the codec can be read sign plane first (:func:`vecpress.search.planes.supports`)
     progressive: bool = False
     #: the progressive scan with the stage's arrays bound (:func:`_scan_progressive`)
-    bound: object | None = None
+    bound: Bound | None = None
     #: the arrays :func:`prepare_queries` maps queries with (:func:`query_chain`), or
     #: ``None`` where the codec's transforms are not a chain it makes
     chain: tuple | None = None
@@ -359,10 +359,10 @@ def scan(
 
 def _scan_batch(stage, q, qsq, lists, adds, k, progressive=False, mapped=None):
     codec = stage.codec
-    # small products: no spinning BLAS threads (vecpress.threads); a few queries through
-    # transforms without a dense matrix make products too small for BLAS to thread
     if mapped is not None:
         qt, offset = mapped
+    # small products: no spinning BLAS threads (vecpress.threads); a few queries through
+    # transforms without a dense matrix make products too small for BLAS to thread
     elif q.size <= SMALL_PRODUCT and not any(t.dense for t in codec.transforms):
         qt, offset = codec._transform_queries(q)
     else:
