@@ -270,6 +270,41 @@ def test_ivf_raw_codes_probing_every_list_equal_the_flat_index(metric, spec):
     np.testing.assert_array_equal(b.ids[ok], a.ids[ok])
 
 
+@pytest.mark.parametrize("progressive", [False, True])
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_ivf_rows_made_as_their_lists_are_first_probed_score_as_rows_made_at_once(
+    metric, progressive
+):
+    """An IVF index makes its rows' terms (and planes) as searches first probe their lists,
+    and a search checks that the probed lists are ready in one compiled pass: queries one
+    at a time, each probing lists some of which no earlier query probed, return what the
+    same index made whole first returns, bit for bit (progressive: the planes made lazily,
+    after a full scan made every row's terms)."""
+    x = clustered(1200, 64, centers=16)
+    q = x[::100] + np.float32(0.1)  # 12 queries near rows of different clusters
+
+    def build():
+        index = Index("center,hd2,rq4", metric=metric, seed=5, ivf=8)
+        index.add(x)
+        return index
+
+    lazy, whole = build(), build()
+    whole.search(q, 10, nprobe=8, progressive=progressive)  # every list's rows made
+    stage = whole._first_stage()
+    assert stage.terms.complete and (not progressive or stage.planes.complete)
+    if progressive:  # every row's terms made by a full scan, the planes left to make
+        lazy.search(q, 10, nprobe=8)
+    incomplete = 0
+    for i in range(q.shape[0]):
+        got = lazy.search(q[i : i + 1], 10, nprobe=2, progressive=progressive)
+        made = lazy._first_stage().planes if progressive else lazy._first_stage().terms
+        incomplete += not made.complete
+        want = whole.search(q[i : i + 1], 10, nprobe=2, progressive=progressive)
+        np.testing.assert_array_equal(got.ids, want.ids)
+        np.testing.assert_array_equal(got.scores.view(np.int32), want.scores.view(np.int32))
+    assert incomplete >= 3  # the lazy index's lists were still filling while searched
+
+
 @pytest.mark.parametrize("spec", ["hd2,rq4", "center,hd2,tq2", "f16", "hd2,sign", "kl3"])
 def test_ivf_recall_grows_with_nprobe_and_residuals_help(spec):
     x = clustered(3000, 32, centers=40)

@@ -714,6 +714,46 @@ def plan_pairs(list_ptr, lists, adds):
     return qptr, qidx, qslot, qadd, qslot_ptr
 
 
+@nb.njit(cache=True)
+def probed_ready(list_ptr, lists, starts, ends, done, by_row):
+    """Whether every item of the lists ``lists[i, j] >= 0`` probe (the items
+    ``list_ptr[l]:list_ptr[l + 1]`` of list ``l``, as :func:`plan_pairs` plans them) is
+    marked ``done``: by its first and last rows where ``by_row`` (rows filled item by
+    item; an empty item counts as done), else by its own number.
+
+    One compiled pass over the probed items, for the search's check that the rows it
+    reads are ready: an IVF index fills them as its lists are first probed, so its flags
+    stay incomplete while some list was never probed, and a check in Python (the items'
+    numbers from the plan, their rows' flags) cost ~30 µs of a one-query search.
+
+    Examples
+    --------
+    >>> list_ptr = np.array([0, 1, 3])  # list 0: item 0; list 1: items 1 and 2
+    >>> starts, ends = np.array([0, 4, 6]), np.array([4, 6, 9])
+    >>> rows = np.zeros(9, bool); rows[:4] = True
+    >>> bool(probed_ready(list_ptr, np.array([[0, -1]]), starts, ends, rows, True))
+    True
+    >>> bool(probed_ready(list_ptr, np.array([[0, 1]]), starts, ends, rows, True))
+    False
+    >>> items = np.array([False, True, True])  # by item: list 1's items are done
+    >>> bool(probed_ready(list_ptr, np.array([[1]]), starts, ends, items, False))
+    True
+    """
+    for i in range(lists.shape[0]):
+        for j in range(lists.shape[1]):
+            lst = lists[i, j]
+            if lst < 0:
+                continue
+            for w in range(list_ptr[lst], list_ptr[lst + 1]):
+                if by_row:
+                    s, e = starts[w], ends[w]
+                    if e > s and not (done[s] and done[e - 1]):
+                        return False
+                elif not done[w]:
+                    return False
+    return True
+
+
 @nb.njit(cache=True, parallel=True)
 def _sort_slots(out_s, out_i, counts):
     for r in nb.prange(out_s.shape[0]):

@@ -132,6 +132,10 @@ class MaskedTerms:
         self._allow = allow
         self.arrays = terms.arrays
 
+    def ready(self, items, lists: np.ndarray) -> bool:
+        """Never (as :attr:`complete`): :meth:`ensure` makes the masked arrays a scan reads."""
+        return False
+
     def ensure(self, items, which: np.ndarray) -> None:
         self._terms.ensure(items, which)
         a, b, c = self._terms.arrays

@@ -28,6 +28,7 @@ import numpy as np
 from ..codecs.codec import Codec
 from ..kernels import read_only
 from ..kernels.bitpack import unpack
+from ..kernels.grid_search import probed_ready
 from ..kernels.progressive import (
     LIMITS,
     MAX_BITS,
@@ -154,6 +155,15 @@ class Planes:
     def complete(self) -> bool:
         """Whether every item's planes are made (:meth:`ensure` has nothing left to do)."""
         return self._complete
+
+    def ready(self, lists: np.ndarray) -> bool:
+        """Whether the planes of every item of the lists ``lists`` probes (``-1``: none)
+        are made (one compiled pass over those items,
+        :func:`~vecpress.kernels.grid_search.probed_ready`)."""
+        items = self.items
+        return self._complete or probed_ready(
+            items.list_ptr, lists, items.starts, items.ends, self._done, False
+        )
 
     @property
     def arrays(self) -> tuple:

@@ -43,7 +43,7 @@ from ..codecs.transforms import Center, Hadamard
 from ..kernels import read_only
 from ..kernels.fastscan import fastscan_layout, fastscan_topk, quantize_luts
 from ..kernels.fields import read_fields
-from ..kernels.grid_search import grid_scan_topk, merge_slots, plan_pairs
+from ..kernels.grid_search import grid_scan_topk, merge_slots, plan_pairs, probed_ready
 from ..kernels.progressive import Bound
 from ..kernels.queries import READY, prepare_few
 from ..kernels.scan import grid_queries, query_limbs
@@ -190,6 +190,15 @@ class Terms:
     def complete(self) -> bool:
         """Whether every row is filled (:meth:`ensure` has nothing left to do)."""
         return self._complete
+
+    def ready(self, items: Items, lists: np.ndarray) -> bool:
+        """Whether the rows of every item of the lists ``lists`` probes (``-1``: none) are
+        filled: one compiled pass over those items
+        (:func:`~vecpress.kernels.grid_search.probed_ready`), where :meth:`ensure` takes
+        Python's (an IVF index's rows fill as its lists are first probed)."""
+        return self._complete or probed_ready(
+            items.list_ptr, lists, items.starts, items.ends, self._done, True
+        )
 
     def ensure(self, items: Items, which: np.ndarray) -> None:
         """Fill the rows of ``items`` number ``which`` (those not filled yet)."""
@@ -376,7 +385,7 @@ def _scan_batch(stage, q, qsq, lists, adds, k, progressive=False, mapped=None):
         quant = codec.quantizer
         qe, center, qoff, t = quant.grid_queries(qt)
         bits = quant.param
-        if not stage.terms.complete:  # the scanned items' terms (queries per item > 0)
+        if not stage.terms.ready(stage.items, lists):  # the scanned items' terms
             stage.terms.ensure(stage.items, np.flatnonzero(np.diff(plan.qptr)))
         qi, qs, off = grid_queries(qe, center, qoff, bits)
         norms = stage.norms if l2 else np.zeros(1, np.float32)
@@ -408,7 +417,7 @@ def _scan_progressive(stage, qt, qsq, lists, adds, k):
     if stage.planes is None:
         stage.planes = _planes.Planes(codec, stage.codes, items)
     planes = stage.planes
-    if not (stage.terms.complete and planes.complete):
+    if not (stage.terms.ready(items, lists) and planes.ready(lists)):
         which = np.flatnonzero(np.diff(make_plan(items, lists, adds).qptr))
         stage.terms.ensure(items, which)
         planes.ensure(which, stage.terms.arrays, stage.norms)
