@@ -444,6 +444,53 @@ def test_a_few_queries_prepared_in_one_call_score_as_the_general_path(spec, ivf,
         assert sorted(set(prepared)) == [(1, True), (FEW, True), (FEW + 1, False)]
 
 
+@pytest.mark.skipif(not HAVE_VNNI, reason="the one-call scan runs where the CPU has VNNI")
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+@pytest.mark.parametrize(
+    "spec,ivf", [("center,hd2,rq4", None), ("hd2,rq4", 5), ("hd2,rq2", 5), ("rq1", None)]
+)
+def test_a_few_queries_scanned_in_one_compiled_call_score_as_the_general_path(
+    spec, ivf, metric, monkeypatch
+):
+    """Full scans of up to 4 queries of 1-, 2- and 4-bit grid codes run plan, quantization,
+    scan and merge in one compiled call (few_grid_topk); with it switched off they take
+    grid_scan_topk's path. Both give the same ids and score bits: flat and IVF, fixed
+    re-ranking, an allowlist, k beyond a list's rows, at an odd dimension too."""
+    from vecpress.kernels import grid_search
+
+    calls = []
+    real = grid_search._few_topk
+
+    def spy(*args):
+        calls.append(args[9].shape[0])  # the queries
+        return real(*args)
+
+    monkeypatch.setattr(grid_search, "_few_topk", spy)
+    rng = np.random.default_rng(11)
+    for d in (37, 64):
+        x = (gaussian(rng, 1200, d) + 0.3).astype(np.float32)
+        q = gaussian(rng, 5, d)
+        index = Index(spec, metric, ivf=ivf, rerank_spec="f16", seed=2)
+        index.add(x, ids=np.arange(1200) * 7)
+        allow = np.arange(0, 1200 * 7, 21)
+        for n in (1, 4, 5):
+            for kw in ({}, {"rerank": 25}, {"allow": allow}, {"nprobe": 3}, {"k": 700}):
+                kw = {"k": 10, **kw}
+                if ivf is None:
+                    kw.pop("nprobe", None)
+                calls.clear()
+                got = index.search(q[:n], **kw)
+                assert calls == ([n] if n <= 4 else [])
+                with monkeypatch.context() as m:
+                    m.setattr(search_mod, "few_grid_applies", lambda *a: False)
+                    want = index.search(q[:n], **kw)
+                assert calls == ([n] if n <= 4 else [])  # the general path made no call
+                np.testing.assert_array_equal(got.ids, want.ids)
+                np.testing.assert_array_equal(
+                    got.scores.view(np.uint32), want.scores.view(np.uint32)
+                )
+
+
 def test_bad_queries_of_the_one_call_path_get_the_general_paths_errors():
     x = gaussian(np.random.default_rng(3), 300, 16)
     index = Index("center,hd2,rq4", "cosine")

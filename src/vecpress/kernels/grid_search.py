@@ -25,6 +25,8 @@ The score of row ``j`` for query ``q`` through a slot with additive term ``e``::
 
 from __future__ import annotations
 
+import functools
+
 import numba as nb
 import numpy as np
 
@@ -37,6 +39,8 @@ from .scan import (
     _BLOCK,
     HAVE_VNNI,
     IN_PLACE_BITS,
+    _grid_queries_flat,
+    _query_bytes,
     _vnni_tile1x16,
     _vnni_tile1x16_b1,
     _vnni_tile1x16_b2,
@@ -666,6 +670,108 @@ def grid_scan_topk(
             )  # fmt: skip
     _sort_slots(out_s, out_i, counts)
     return out_s, out_i
+
+
+#: code widths :func:`few_grid_topk` scans: read in place, one query limb
+FEW_BITS = (1, 2, 4)
+
+
+def few_grid_applies(bits: int, layout, center, nq: int) -> bool:
+    """Whether :func:`few_grid_topk` scans these queries: at most :data:`IN_PLACE_ROWS`
+    of them, against codes of one width of :data:`FEW_BITS` (no ``layout``) about one
+    centre, on a CPU with AVX-512 VNNI (what :func:`grid_scan_topk` then reads in place).
+
+    Examples
+    --------
+    >>> few_grid_applies(4, None, 7.5, 1) == HAVE_VNNI, few_grid_applies(4, None, 7.5, 5)
+    (True, False)
+    """
+    return (
+        HAVE_VNNI
+        and layout is None
+        and int(bits) in FEW_BITS
+        and 0 < nq <= IN_PLACE_ROWS
+        and np.ndim(center) == 0
+    )
+
+
+def few_grid_topk(
+    codes, bits, d, starts, ends, list_ptr, lists, adds, q, center, qoff, t, a, b, c, norms,
+    qsq, k, *, l2=False,
+):  # fmt: skip
+    """The ``k`` best rows of a few queries' probed lists, ``(rows int64[nq, k], scores
+    float32[nq, k])``, in one compiled call: :func:`plan_pairs`, the queries' quantization
+    (:func:`~vecpress.kernels.scan.grid_queries`) and layouts, :func:`grid_scan_topk`'s
+    in-place VNNI scan, the slots' sort and :func:`merge_slots`, each the function the
+    general path calls, so the result is the same to the bit (where
+    :func:`few_grid_applies`). A one-query IVF search otherwise makes a dozen calls and
+    allocations around its scan (~20 µs with the caches warm, more after another index's
+    query).
+
+    ``lists``, ``adds``: as :func:`plan_pairs` takes them (int64 and float32 ``[nq, P]``);
+    ``q``, ``center``, ``qoff``: as :func:`~vecpress.kernels.scan.grid_queries`; the rest
+    as :func:`grid_scan_topk`.
+
+    Examples
+    --------
+    >>> from vecpress.kernels.scan import grid_queries
+    >>> rng = np.random.default_rng(0)
+    >>> codes = rng.integers(0, 256, (100, 32), dtype=np.uint8)  # 64 dims of 4 bits
+    >>> q = rng.standard_normal((1, 64)).astype(np.float32)
+    >>> ones, zeros = np.ones(100, np.float32), np.zeros(100, np.float32)
+    >>> starts, ends, list_ptr = np.array([0]), np.array([100]), np.array([0, 1])
+    >>> lists, adds = np.zeros((1, 1), np.int64), np.zeros((1, 1), np.float32)
+    >>> t, qsq = np.zeros(1, np.float32), np.zeros(1, np.float32)
+    >>> rows, scores = few_grid_topk(codes, 4, 64, starts, ends, list_ptr, lists, adds, q,
+    ...                              7.5, 0.0, t, ones, zeros, zeros, ones, qsq, 5)
+    >>> qi, qs, off = grid_queries(q, 7.5, 0.0, 4)
+    >>> slot_s, slot_i = grid_scan_topk(codes, 4, 64, starts, ends, np.array([0, 1]),
+    ...     np.array([0]), np.array([0]), np.zeros(1, np.float32), qi, 1, qs, off, t,
+    ...     ones, zeros, zeros, ones, qsq, 1, 5)
+    >>> bool((rows == slot_i).all() and (scores == slot_s).all())
+    True
+    """
+    qoff = np.asarray(qoff, np.float32)
+    if qoff.shape != (q.shape[0],):
+        qoff = np.full(q.shape[0], qoff, np.float32)  # one number for every query
+    return _few_topk(
+        read_only(codes), _UNIFORM[int(bits)](d), d, int(bits), starts, ends, list_ptr, lists,
+        adds, np.ascontiguousarray(q, np.float32), float(center), qoff, t, a, b, c, bool(l2),
+        read_only(norms), qsq, k, NO_PARTS.offsets, NO_PARTS.perm, NO_PARTS.ctrl, NO_PARTS.mask,
+    )  # fmt: skip
+
+
+#: uniform_layout of each width, per dimension (made once)
+_UNIFORM = {bits: functools.lru_cache(maxsize=64)(functools.partial(uniform_layout, bits))
+            for bits in FEW_BITS}  # fmt: skip
+
+
+@nb.njit(cache=True)
+def _few_topk(
+    codes, layout, d, bits, starts, ends, list_ptr, lists, adds, q, center, qoff, t, a, b, c,
+    l2, norms, qsq, k, poff, pperm, pctrl, pmask,
+):  # fmt: skip
+    """:func:`few_grid_topk`'s compiled call."""
+    qptr, qidx, qslot, qadd, qslot_ptr = plan_pairs(list_ptr, lists, adds)
+    qi, qscale, off = _grid_queries_flat(q, center, qoff, 1)
+    q8 = _query_bytes(qi, d, 1)
+    q8n = _query_bytes(qi, d, 8 // bits)
+    nq = q.shape[0]
+    nslots = qslot_ptr[-1]
+    out_s = np.empty((nslots, k), np.float32)
+    out_i = np.empty((nslots, k), np.int64)
+    counts = np.zeros(nslots, np.int64)
+    qthr = np.full(nq, -np.inf, np.float32)
+    _scan_vnni(
+        codes, layout, d, IN_PLACE_ROWS, bits, starts, ends, qptr, qidx, qslot, qadd, q8, q8n,
+        1, qscale, off, t, a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr, poff, pperm,
+        pctrl, pmask,
+    )  # fmt: skip
+    _sort_slots(out_s, out_i, counts)
+    res_s = np.empty((nq, k), np.float32)
+    res_i = np.empty((nq, k), np.int64)
+    merge_slots(out_s, out_i, qslot_ptr, k, res_s, res_i)
+    return res_i, res_s
 
 
 @nb.njit(cache=True)

@@ -43,7 +43,14 @@ from ..codecs.transforms import Center, Hadamard
 from ..kernels import read_only
 from ..kernels.fastscan import fastscan_layout, fastscan_topk, quantize_luts
 from ..kernels.fields import read_fields
-from ..kernels.grid_search import grid_scan_topk, merge_slots, plan_pairs, probed_ready
+from ..kernels.grid_search import (
+    few_grid_applies,
+    few_grid_topk,
+    grid_scan_topk,
+    merge_slots,
+    plan_pairs,
+    probed_ready,
+)
 from ..kernels.progressive import Bound
 from ..kernels.queries import READY, prepare_few
 from ..kernels.scan import grid_queries, query_limbs
@@ -377,28 +384,39 @@ def _scan_batch(stage, q, qsq, lists, adds, k, progressive=False, mapped=None):
     else:
         with single_threaded_blas():
             qt, offset = codec._transform_queries(q)
+    adds = adds + offset[:, None]
     if progressive:
-        return _scan_progressive(stage, qt, qsq, lists, adds + offset[:, None], k)
-    plan = make_plan(stage.items, lists, adds + offset[:, None])
+        return _scan_progressive(stage, qt, qsq, lists, adds, k)
     l2 = stage.norms is not None
     if stage.terms is not None:  # a grid codec (Stage.terms)
         quant = codec.quantizer
         qe, center, qoff, t = quant.grid_queries(qt)
         bits = quant.param
-        if not stage.terms.ready(stage.items, lists):  # the scanned items' terms
-            stage.terms.ensure(stage.items, np.flatnonzero(np.diff(plan.qptr)))
-        qi, qs, off = grid_queries(qe, center, qoff, bits)
+        items = stage.items
+        if not stage.terms.ready(items, lists):  # the scanned items' terms
+            stage.terms.ensure(items, np.flatnonzero(np.diff(make_plan(items, lists, adds).qptr)))
         norms = stage.norms if l2 else np.zeros(1, np.float32)
-        items = (stage.items.starts, stage.items.ends, plan.qptr, plan.qidx, plan.qslot, plan.qadd)
         t = np.asarray(t, np.float32)
+        if few_grid_applies(bits, quant.grid_layout, center, q.shape[0]):  # one compiled call
+            return few_grid_topk(
+                stage.codes, bits, quant.grid_dims, items.starts, items.ends, items.list_ptr,
+                np.ascontiguousarray(lists, np.int64), np.ascontiguousarray(adds, np.float32),
+                qe, center, qoff, t, *stage.terms.arrays, norms, qsq.astype(np.float32), k,
+                l2=l2,
+            )  # fmt: skip
+        plan = make_plan(items, lists, adds)
+        qi, qs, off = grid_queries(qe, center, qoff, bits)
+        items = (items.starts, items.ends, plan.qptr, plan.qidx, plan.qslot, plan.qadd)
         slot_s, slot_i = grid_scan_topk(
             stage.codes, bits, quant.grid_dims, *items, qi, query_limbs(bits), qs, off, t,
             *stage.terms.arrays, norms, qsq.astype(np.float32), plan.nslots, k, l2=l2,
             layout=quant.grid_layout,
         )  # fmt: skip
     elif is_fastscan(codec) and not l2 and not codec._centered and stage.allow is None:
+        plan = make_plan(stage.items, lists, adds)
         slot_s, slot_i = _scan_fastscan(stage, qt, plan, k)
     else:
+        plan = make_plan(stage.items, lists, adds)
         slot_s, slot_i = _scan_generic(stage, qt, qsq, plan, k, l2)
     res_s = np.empty((q.shape[0], k), np.float32)
     res_i = np.empty((q.shape[0], k), np.int64)
