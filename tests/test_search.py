@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -447,12 +449,13 @@ def test_a_few_queries_prepared_in_one_call_score_as_the_general_path(spec, ivf,
 @pytest.mark.skipif(not HAVE_VNNI, reason="the one-call scan runs where the CPU has VNNI")
 @pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
 @pytest.mark.parametrize(
-    "spec,ivf", [("center,hd2,rq4", None), ("hd2,rq4", 5), ("hd2,rq2", 5), ("rq1", None)]
+    "spec,ivf",
+    [("center,hd2,rq4", None), ("hd2,rq4", 5), ("hd2,rq2", 5), ("rq1", None), ("int8", 5)],
 )
 def test_a_few_queries_scanned_in_one_compiled_call_score_as_the_general_path(
     spec, ivf, metric, monkeypatch
 ):
-    """Full scans of up to 4 queries of 1-, 2- and 4-bit grid codes run plan, quantization,
+    """Full scans of up to 4 queries of 1-, 2-, 4- and 8-bit grid codes run plan, quantization,
     scan and merge in one compiled call (few_grid_topk); with it switched off they take
     grid_scan_topk's path. Both give the same ids and score bits: flat and IVF, fixed
     re-ranking, an allowlist, k beyond a list's rows, at an odd dimension too."""
@@ -460,9 +463,10 @@ def test_a_few_queries_scanned_in_one_compiled_call_score_as_the_general_path(
 
     calls = []
     real = grid_search._few_topk
+    at = list(inspect.signature(real.py_func).parameters).index("q")
 
     def spy(*args):
-        calls.append(args[9].shape[0])  # the queries
+        calls.append(args[at].shape[0])  # the queries
         return real(*args)
 
     monkeypatch.setattr(grid_search, "_few_topk", spy)

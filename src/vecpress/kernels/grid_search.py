@@ -53,6 +53,7 @@ from .scan import (
     combine,
     int_dot,
     pad_queries_int8,
+    query_limbs,
     rows_layout,
     split_queries,
     uniform_layout,
@@ -672,14 +673,15 @@ def grid_scan_topk(
     return out_s, out_i
 
 
-#: code widths :func:`few_grid_topk` scans: read in place, one query limb
-FEW_BITS = (1, 2, 4)
+#: code widths :func:`few_grid_topk` scans: those read in place (two query limbs at 8 bits)
+FEW_BITS = IN_PLACE_BITS
 
 
 def few_grid_applies(bits: int, layout, center, nq: int) -> bool:
     """Whether :func:`few_grid_topk` scans these queries: at most :data:`IN_PLACE_ROWS`
     of them, against codes of one width of :data:`FEW_BITS` (no ``layout``) about one
-    centre, on a CPU with AVX-512 VNNI (what :func:`grid_scan_topk` then reads in place).
+    centre, on a CPU with AVX-512 VNNI (what :func:`grid_scan_topk` then reads in place, 8-bit
+    codes against two query limbs).
 
     Examples
     --------
@@ -734,10 +736,12 @@ def few_grid_topk(
     qoff = np.asarray(qoff, np.float32)
     if qoff.shape != (q.shape[0],):
         qoff = np.full(q.shape[0], qoff, np.float32)  # one number for every query
+    bits = int(bits)
     return _few_topk(
-        read_only(codes), _UNIFORM[int(bits)](d), d, int(bits), starts, ends, list_ptr, lists,
-        adds, np.ascontiguousarray(q, np.float32), float(center), qoff, t, a, b, c, bool(l2),
-        read_only(norms), qsq, k, NO_PARTS.offsets, NO_PARTS.perm, NO_PARTS.ctrl, NO_PARTS.mask,
+        read_only(codes), _UNIFORM[bits](d), d, bits, query_limbs(bits), starts, ends, list_ptr,
+        lists, adds, np.ascontiguousarray(q, np.float32), float(center), qoff, t, a, b, c,
+        bool(l2), read_only(norms), qsq, k, NO_PARTS.offsets, NO_PARTS.perm, NO_PARTS.ctrl,
+        NO_PARTS.mask,
     )  # fmt: skip
 
 
@@ -748,14 +752,14 @@ _UNIFORM = {bits: functools.lru_cache(maxsize=64)(functools.partial(uniform_layo
 
 @nb.njit(cache=True)
 def _few_topk(
-    codes, layout, d, bits, starts, ends, list_ptr, lists, adds, q, center, qoff, t, a, b, c,
+    codes, layout, d, bits, limbs, starts, ends, list_ptr, lists, adds, q, center, qoff, t, a, b, c,
     l2, norms, qsq, k, poff, pperm, pctrl, pmask,
 ):  # fmt: skip
     """:func:`few_grid_topk`'s compiled call."""
     qptr, qidx, qslot, qadd, qslot_ptr = plan_pairs(list_ptr, lists, adds)
-    qi, qscale, off = _grid_queries_flat(q, center, qoff, 1)
+    qi, qscale, off = _grid_queries_flat(q, center, qoff, limbs)
     q8 = _query_bytes(qi, d, 1)
-    q8n = _query_bytes(qi, d, 8 // bits)
+    q8n = _query_bytes(qi, d, 8 // bits) if bits < 8 else q8
     nq = q.shape[0]
     nslots = qslot_ptr[-1]
     out_s = np.empty((nslots, k), np.float32)
@@ -764,7 +768,7 @@ def _few_topk(
     qthr = np.full(nq, -np.inf, np.float32)
     _scan_vnni(
         codes, layout, d, IN_PLACE_ROWS, bits, starts, ends, qptr, qidx, qslot, qadd, q8, q8n,
-        1, qscale, off, t, a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr, poff, pperm,
+        limbs, qscale, off, t, a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr, poff, pperm,
         pctrl, pmask,
     )  # fmt: skip
     _sort_slots(out_s, out_i, counts)
