@@ -51,6 +51,7 @@ from .scan import (
     _vnni_tile4x4_b4,
     _vnni_tile4x32_rows,
     combine,
+    grid_queries,
     int_dot,
     pad_queries_int8,
     query_limbs,
@@ -673,42 +674,44 @@ def grid_scan_topk(
     return out_s, out_i
 
 
-#: code widths :func:`few_grid_topk` scans: those read in place (two query limbs at 8 bits)
+#: code widths :func:`few_grid_topk` scans in one width: those read in place (two query
+#: limbs at 8 bits)
 FEW_BITS = IN_PLACE_BITS
 
 
 def few_grid_applies(bits: int, layout, center, nq: int) -> bool:
     """Whether :func:`few_grid_topk` scans these queries: at most :data:`IN_PLACE_ROWS`
-    of them, against codes of one width of :data:`FEW_BITS` (no ``layout``) about one
-    centre, on a CPU with AVX-512 VNNI (what :func:`grid_scan_topk` then reads in place, 8-bit
-    codes against two query limbs).
+    of them, on a CPU with AVX-512 VNNI, against codes that :func:`grid_scan_topk` then
+    reads in place: of one width of :data:`FEW_BITS` about one ``center`` (no ``layout``;
+    8-bit codes against two query limbs), or of a layout of several widths (``kl``) where
+    the CPU has VBMI too.
 
     Examples
     --------
     >>> few_grid_applies(4, None, 7.5, 1) == HAVE_VNNI, few_grid_applies(4, None, 7.5, 5)
     (True, False)
     """
-    return (
-        HAVE_VNNI
-        and layout is None
-        and int(bits) in FEW_BITS
-        and 0 < nq <= IN_PLACE_ROWS
-        and np.ndim(center) == 0
-    )
+    if not (HAVE_VNNI and 0 < nq <= IN_PLACE_ROWS):
+        return False
+    if layout is None:
+        return int(bits) in FEW_BITS and np.ndim(center) == 0
+    return HAVE_VBMI and layout.shape[0] > 0
 
 
 def few_grid_topk(
     codes, bits, d, starts, ends, list_ptr, lists, adds, q, center, qoff, t, a, b, c, norms,
-    qsq, k, *, l2=False,
+    qsq, k, *, l2=False, layout=None,
 ):  # fmt: skip
     """The ``k`` best rows of a few queries' probed lists, ``(rows int64[nq, k], scores
-    float32[nq, k])``, in one compiled call: :func:`plan_pairs`, the queries' quantization
-    (:func:`~vecpress.kernels.scan.grid_queries`) and layouts, :func:`grid_scan_topk`'s
-    in-place VNNI scan, the slots' sort and :func:`merge_slots`, each the function the
-    general path calls, so the result is the same to the bit (where
-    :func:`few_grid_applies`). A one-query IVF search otherwise makes a dozen calls and
-    allocations around its scan (~20 µs with the caches warm, more after another index's
-    query).
+    float32[nq, k])``: the queries' quantization
+    (:func:`~vecpress.kernels.scan.grid_queries`) and layouts, then in one compiled call
+    :func:`plan_pairs`, :func:`grid_scan_topk`'s in-place VNNI scan, the slots' sort and
+    :func:`merge_slots`, each the function the general path calls, so the result is the
+    same to the bit (where :func:`few_grid_applies`). A one-query IVF search otherwise
+    makes a dozen calls and allocations around its scan (~20 µs with the caches warm,
+    more after another index's query). Queries of codes of one width (``rq``, ``int``,
+    ``lvq``: one centre) are quantized and laid out by one compiled call too; ``kl``'s (a
+    centre per dimension) as the general path does it.
 
     ``lists``, ``adds``: as :func:`plan_pairs` takes them (int64 and float32 ``[nq, P]``);
     ``q``, ``center``, ``qoff``: as :func:`~vecpress.kernels.scan.grid_queries`; the rest
@@ -733,15 +736,25 @@ def few_grid_topk(
     >>> bool((rows == slot_i).all() and (scores == slot_s).all())
     True
     """
-    qoff = np.asarray(qoff, np.float32)
-    if qoff.shape != (q.shape[0],):
-        qoff = np.full(q.shape[0], qoff, np.float32)  # one number for every query
     bits = int(bits)
+    limbs = query_limbs(bits)
+    parts = NO_PARTS
+    if layout is not None:  # several widths, read by parts (grid_scan_topk's BY_PARTS)
+        in_place_bits, parts = BY_PARTS, field_parts(layout)
+        qi, qscale, off = grid_queries(q, center, qoff, bits)
+        q8, q8n = pad_queries_int8(qi), part_queries(qi, parts)
+    else:  # one centre: quantized and laid out by one compiled call
+        in_place_bits, layout = bits, _UNIFORM[bits](d)
+        qoff = np.asarray(qoff, np.float32)
+        if qoff.shape != (q.shape[0],):
+            qoff = np.full(q.shape[0], qoff, np.float32)  # one number for every query
+        q8, q8n, qscale, off = _flat_queries(
+            np.ascontiguousarray(q, np.float32), float(center), qoff, limbs, d, bits
+        )
     return _few_topk(
-        read_only(codes), _UNIFORM[bits](d), d, bits, query_limbs(bits), starts, ends, list_ptr,
-        lists, adds, np.ascontiguousarray(q, np.float32), float(center), qoff, t, a, b, c,
-        bool(l2), read_only(norms), qsq, k, NO_PARTS.offsets, NO_PARTS.perm, NO_PARTS.ctrl,
-        NO_PARTS.mask,
+        read_only(codes), layout, d, in_place_bits, limbs, starts, ends, list_ptr, lists, adds,
+        q8, q8n, qscale, off, t, a, b, c, bool(l2), read_only(norms), qsq, k, parts.offsets,
+        parts.perm, parts.ctrl, parts.mask,
     )  # fmt: skip
 
 
@@ -751,25 +764,34 @@ _UNIFORM = {bits: functools.lru_cache(maxsize=64)(functools.partial(uniform_layo
 
 
 @nb.njit(cache=True)
-def _few_topk(
-    codes, layout, d, bits, limbs, starts, ends, list_ptr, lists, adds, q, center, qoff, t, a, b, c,
-    l2, norms, qsq, k, poff, pperm, pctrl, pmask,
-):  # fmt: skip
-    """:func:`few_grid_topk`'s compiled call."""
-    qptr, qidx, qslot, qadd, qslot_ptr = plan_pairs(list_ptr, lists, adds)
+def _flat_queries(q, center, qoff, limbs, d, bits):
+    """:func:`few_grid_topk`'s queries about one centre: quantized
+    (:func:`~vecpress.kernels.scan.grid_queries`) and laid out as :func:`grid_scan_topk`
+    lays them out (:func:`~vecpress.kernels.scan.pad_queries_int8`, and
+    :func:`~vecpress.kernels.scan.split_queries` below 8 bits)."""
     qi, qscale, off = _grid_queries_flat(q, center, qoff, limbs)
     q8 = _query_bytes(qi, d, 1)
     q8n = _query_bytes(qi, d, 8 // bits) if bits < 8 else q8
-    nq = q.shape[0]
+    return q8, q8n, qscale, off
+
+
+@nb.njit(cache=True)
+def _few_topk(
+    codes, layout, d, in_place_bits, limbs, starts, ends, list_ptr, lists, adds, q8, q8n,
+    qscale, off, t, a, b, c, l2, norms, qsq, k, poff, pperm, pctrl, pmask,
+):  # fmt: skip
+    """:func:`few_grid_topk`'s compiled call: plan, scan, sort, merge."""
+    qptr, qidx, qslot, qadd, qslot_ptr = plan_pairs(list_ptr, lists, adds)
+    nq = qsq.shape[0]
     nslots = qslot_ptr[-1]
     out_s = np.empty((nslots, k), np.float32)
     out_i = np.empty((nslots, k), np.int64)
     counts = np.zeros(nslots, np.int64)
     qthr = np.full(nq, -np.inf, np.float32)
     _scan_vnni(
-        codes, layout, d, IN_PLACE_ROWS, bits, starts, ends, qptr, qidx, qslot, qadd, q8, q8n,
-        limbs, qscale, off, t, a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr, poff, pperm,
-        pctrl, pmask,
+        codes, layout, d, IN_PLACE_ROWS, in_place_bits, starts, ends, qptr, qidx, qslot, qadd,
+        q8, q8n, limbs, qscale, off, t, a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr,
+        poff, pperm, pctrl, pmask,
     )  # fmt: skip
     _sort_slots(out_s, out_i, counts)
     res_s = np.empty((nq, k), np.float32)

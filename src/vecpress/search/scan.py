@@ -397,12 +397,12 @@ def _scan_batch(stage, q, qsq, lists, adds, k, progressive=False, mapped=None):
             stage.terms.ensure(items, np.flatnonzero(np.diff(make_plan(items, lists, adds).qptr)))
         norms = stage.norms if l2 else np.zeros(1, np.float32)
         t = np.asarray(t, np.float32)
-        if few_grid_applies(bits, quant.grid_layout, center, q.shape[0]):  # one compiled call
+        if few_grid_applies(bits, quant.grid_layout, center, q.shape[0]):  # one scan call
             return few_grid_topk(
                 stage.codes, bits, quant.grid_dims, items.starts, items.ends, items.list_ptr,
                 np.ascontiguousarray(lists, np.int64), np.ascontiguousarray(adds, np.float32),
                 qe, center, qoff, t, *stage.terms.arrays, norms, qsq.astype(np.float32), k,
-                l2=l2,
+                l2=l2, layout=quant.grid_layout,
             )  # fmt: skip
         plan = make_plan(items, lists, adds)
         qi, qs, off = grid_queries(qe, center, qoff, bits)
