@@ -16,7 +16,6 @@ from vecpress import Index
 from vecpress.kernels.grid_search import grid_scan_topk, merge_slots
 from vecpress.kernels.nibbles import HAVE_AVX2
 from vecpress.kernels.scan import HAVE_VNNI, grid_queries, query_limbs
-from vecpress.kernels.wordlanes import HAVE_VBMI
 from vecpress.search import scan as search_mod
 from vecpress.search.topk import exact_search, topk
 
@@ -457,48 +456,48 @@ def test_a_few_queries_prepared_in_one_call_score_as_the_general_path(spec, ivf,
         ("hd2,rq2", 5),
         ("rq1", None),
         ("int8", 5),
+        ("hd2,rq3", None),
         ("kl4", None),
         ("kl6", 5),
     ],
 )
-def test_a_few_queries_scanned_in_one_compiled_call_score_as_the_general_path(
-    spec, ivf, metric, monkeypatch
-):
-    """Full scans of up to 4 queries of 1-, 2-, 4- and 8-bit grid codes, and of kl's mixed
-    widths where the CPU has VBMI, run plan, scan and merge in one compiled call
-    (few_grid_topk); with it switched off they take grid_scan_topk's path. Both give the
-    same ids and score bits: flat and IVF, fixed re-ranking, an allowlist, k beyond a
-    list's rows, at an odd dimension too."""
+def test_grid_scans_in_one_compiled_call_score_as_the_general_path(spec, ivf, metric, monkeypatch):
+    """With VNNI, grid codes are planned, scanned, sorted and merged in one compiled call
+    (grid_topk): 1-, 2-, 4- and 8-bit codes read in place, 3-bit ones and kl's mixed
+    widths by parts (with VBMI) or unpacked; with it switched off they take the steps one
+    by one (grid_scan_topk). Both give the same ids and score bits: flat and IVF, one to 40
+    queries, fixed re-ranking, an allowlist, k beyond a list's rows, at an odd dimension
+    too."""
     from vecpress.kernels import grid_search
 
     calls = []
-    real = grid_search._few_topk
+    real = grid_search._grid_topk
     at = list(inspect.signature(real.py_func).parameters).index("qsq")
 
     def spy(*args):
         calls.append(args[at].shape[0])  # one squared norm a query
         return real(*args)
 
-    monkeypatch.setattr(grid_search, "_few_topk", spy)
+    monkeypatch.setattr(grid_search, "_grid_topk", spy)
     rng = np.random.default_rng(11)
     for d in (37, 64):
         x = (gaussian(rng, 1200, d) + 0.3).astype(np.float32)
-        q = gaussian(rng, 5, d)
+        q = gaussian(rng, 40, d)
         index = Index(spec, metric, ivf=ivf, rerank_spec="f16", seed=2)
         index.add(x, ids=np.arange(1200) * 7)
         allow = np.arange(0, 1200 * 7, 21)
-        for n in (1, 4, 5):
+        for n in (1, 4, 5, 40):
             for kw in ({}, {"rerank": 25}, {"allow": allow}, {"nprobe": 3}, {"k": 700}):
                 kw = {"k": 10, **kw}
                 if ivf is None:
                     kw.pop("nprobe", None)
                 calls.clear()
                 got = index.search(q[:n], **kw)
-                assert calls == ([n] if n <= 4 and (HAVE_VBMI or "kl" not in spec) else [])
+                assert calls == [n]
                 with monkeypatch.context() as m:
-                    m.setattr(search_mod, "few_grid_applies", lambda *a: False)
+                    m.setattr(search_mod, "_ONE_CALL_SCAN", False)
                     want = index.search(q[:n], **kw)
-                assert len(calls) <= 1  # the general path made no call
+                assert calls == [n]  # the steps one by one made no call
                 np.testing.assert_array_equal(got.ids, want.ids)
                 np.testing.assert_array_equal(
                     got.scores.view(np.uint32), want.scores.view(np.uint32)

@@ -623,27 +623,15 @@ def grid_scan_topk(
     args = (starts, ends, qptr, qidx, qslot, qadd)
     tail = (a, b, c, bool(l2), norms, qsq, out_s, out_i, counts, qthr)
     uniform = layout is None
-    if uniform:
-        layout = uniform_layout(bits, d)
     if HAVE_VNNI and not portable:
-        q8 = pad_queries_int8(qi)
-        in_place_bits = 0
-        if in_place and uniform and bits in IN_PLACE_BITS:
-            in_place_bits = bits
-        elif in_place and HAVE_VBMI and layout.shape[0]:  # (kl with no coded axis: none)
-            in_place_bits = BY_PARTS
-        rows = IN_PLACE_ROWS if in_place_bits else 0
-        parts = NO_PARTS
-        if in_place_bits == BY_PARTS:
-            parts = field_parts(layout)
-            q8n = part_queries(qi, parts)
-        else:
-            q8n = split_queries(qi, d, in_place_bits) if 0 < in_place_bits < 8 else q8
+        layout, in_place_bits, rows, parts = vnni_reads(bits, d, layout, in_place)
+        q8, q8n = vnni_queries(qi, d, in_place_bits, parts)
         _scan_vnni(
             codes, layout, d, rows, in_place_bits, *args, q8, q8n, limbs, qscale, qoff, t, *tail,
             parts.offsets, parts.perm, parts.ctrl, parts.mask,
         )  # fmt: skip
     else:
+        layout = uniform_layout(bits, d) if uniform else layout
         packed = bits if in_place and uniform and limbs == 1 and bits in PACKED_BITS else 0
         # scans of at most IN_PLACE_ROWS query rows (no item has more): byte pairs with
         # AVX2, unless the codes are read faster packed
@@ -674,44 +662,62 @@ def grid_scan_topk(
     return out_s, out_i
 
 
-#: code widths :func:`few_grid_topk` scans in one width: those read in place (two query
-#: limbs at 8 bits)
-FEW_BITS = IN_PLACE_BITS
-
-
-def few_grid_applies(bits: int, layout, center, nq: int) -> bool:
-    """Whether :func:`few_grid_topk` scans these queries: at most :data:`IN_PLACE_ROWS`
-    of them, on a CPU with AVX-512 VNNI, against codes that :func:`grid_scan_topk` then
-    reads in place: of one width of :data:`FEW_BITS` about one ``center`` (no ``layout``;
-    8-bit codes against two query limbs), or of a layout of several widths (``kl``) where
-    the CPU has VBMI too.
+def vnni_reads(bits: int, d: int, layout, in_place: bool = True):
+    """How the VNNI scan (:func:`grid_scan_topk`, :func:`grid_topk`) reads ``bits``-bit codes
+    of ``d`` dimensions laid out as ``layout`` (``None``: one width from byte 0):
+    ``(layout, in_place_bits, in_place_rows, parts)``. Items of at most ``in_place_rows``
+    query rows read 1-, 2-, 4- and 8-bit codes of one width in place (``in_place_bits``
+    their width), other widths and layouts by parts where the CPU has VBMI
+    (:data:`BY_PARTS`, ``parts`` their :func:`~vecpress.kernels.wordlanes.field_parts`);
+    else every block is unpacked (``in_place_bits`` 0).
 
     Examples
     --------
-    >>> few_grid_applies(4, None, 7.5, 1) == HAVE_VNNI, few_grid_applies(4, None, 7.5, 5)
-    (True, False)
+    >>> layout, how, rows, parts = vnni_reads(4, 384, None)
+    >>> layout.tolist(), how, rows, parts.offsets.size
+    ([[0, 384, 4, 0]], 4, 4, 0)
     """
-    if not (HAVE_VNNI and 0 < nq <= IN_PLACE_ROWS):
-        return False
-    if layout is None:
-        return int(bits) in FEW_BITS and np.ndim(center) == 0
-    return HAVE_VBMI and layout.shape[0] > 0
+    uniform = layout is None
+    if uniform:
+        layout = _uniform(bits, d)
+    in_place_bits = 0
+    if in_place and uniform and bits in IN_PLACE_BITS:
+        in_place_bits = bits
+    elif in_place and HAVE_VBMI and layout.shape[0]:  # (kl with no coded axis: none)
+        in_place_bits = BY_PARTS
+    rows = IN_PLACE_ROWS if in_place_bits else 0
+    parts = field_parts(layout) if in_place_bits == BY_PARTS else NO_PARTS
+    return layout, in_place_bits, rows, parts
 
 
-def few_grid_topk(
+def vnni_queries(qi: np.ndarray, d: int, in_place_bits: int, parts) -> tuple:
+    """The query rows ``qi`` laid out for the VNNI scan (:func:`vnni_reads`): ``(q8, q8n)``,
+    the rows as int8 (:func:`~vecpress.kernels.scan.pad_queries_int8`) and as the codes
+    read in place take them (:func:`~vecpress.kernels.scan.split_queries`,
+    :func:`~vecpress.kernels.wordlanes.part_queries`; ``q8`` where no split is needed)."""
+    q8 = pad_queries_int8(qi)
+    if in_place_bits == BY_PARTS:
+        return q8, part_queries(qi, parts)
+    return q8, split_queries(qi, d, in_place_bits) if 0 < in_place_bits < 8 else q8
+
+
+_uniform = functools.lru_cache(maxsize=256)(uniform_layout)
+
+
+def grid_topk(
     codes, bits, d, starts, ends, list_ptr, lists, adds, q, center, qoff, t, a, b, c, norms,
     qsq, k, *, l2=False, layout=None,
 ):  # fmt: skip
-    """The ``k`` best rows of a few queries' probed lists, ``(rows int64[nq, k], scores
-    float32[nq, k])``: the queries' quantization
-    (:func:`~vecpress.kernels.scan.grid_queries`) and layouts, then in one compiled call
-    :func:`plan_pairs`, :func:`grid_scan_topk`'s in-place VNNI scan, the slots' sort and
-    :func:`merge_slots`, each the function the general path calls, so the result is the
-    same to the bit (where :func:`few_grid_applies`). A one-query IVF search otherwise
-    makes a dozen calls and allocations around its scan (~20 µs with the caches warm,
-    more after another index's query). Queries of codes of one width (``rq``, ``int``,
-    ``lvq``: one centre) are quantized and laid out by one compiled call too; ``kl``'s (a
-    centre per dimension) as the general path does it.
+    """The ``k`` best rows of the queries' probed lists on a CPU with AVX-512 VNNI,
+    ``(rows int64[nq, k], scores float32[nq, k])``: the queries quantized
+    (:func:`~vecpress.kernels.scan.grid_queries`) and laid out (:func:`vnni_queries`),
+    then in one compiled call :func:`plan_pairs`, the VNNI scan :func:`grid_scan_topk`
+    runs, the slots' sort and :func:`merge_slots`: each the function the general path
+    calls, so the result is the same to the bit. Queries of codes of one width read in
+    place about one centre (``rq``, ``int``, ``lvq``) are quantized and laid out by one
+    compiled call too. A one-query IVF search otherwise makes a dozen calls and
+    allocations around its scan (~20 µs with the caches warm, more after another index's
+    query), and one compiled entry serves every batch size (the scan compiles once).
 
     ``lists``, ``adds``: as :func:`plan_pairs` takes them (int64 and float32 ``[nq, P]``);
     ``q``, ``center``, ``qoff``: as :func:`~vecpress.kernels.scan.grid_queries`; the rest
@@ -727,60 +733,53 @@ def few_grid_topk(
     >>> starts, ends, list_ptr = np.array([0]), np.array([100]), np.array([0, 1])
     >>> lists, adds = np.zeros((1, 1), np.int64), np.zeros((1, 1), np.float32)
     >>> t, qsq = np.zeros(1, np.float32), np.zeros(1, np.float32)
-    >>> rows, scores = few_grid_topk(codes, 4, 64, starts, ends, list_ptr, lists, adds, q,
+    >>> if HAVE_VNNI:
+    ...     rows, scores = grid_topk(codes, 4, 64, starts, ends, list_ptr, lists, adds, q,
     ...                              7.5, 0.0, t, ones, zeros, zeros, ones, qsq, 5)
-    >>> qi, qs, off = grid_queries(q, 7.5, 0.0, 4)
-    >>> slot_s, slot_i = grid_scan_topk(codes, 4, 64, starts, ends, np.array([0, 1]),
-    ...     np.array([0]), np.array([0]), np.zeros(1, np.float32), qi, 1, qs, off, t,
-    ...     ones, zeros, zeros, ones, qsq, 1, 5)
-    >>> bool((rows == slot_i).all() and (scores == slot_s).all())
-    True
+    ...     qi, qs, off = grid_queries(q, 7.5, 0.0, 4)
+    ...     slot_s, slot_i = grid_scan_topk(codes, 4, 64, starts, ends, np.array([0, 1]),
+    ...         np.array([0]), np.array([0]), np.zeros(1, np.float32), qi, 1, qs, off, t,
+    ...         ones, zeros, zeros, ones, qsq, 1, 5)
+    ...     assert (rows == slot_i).all() and (scores == slot_s).all()
     """
     bits = int(bits)
     limbs = query_limbs(bits)
-    parts = NO_PARTS
-    if layout is not None:  # several widths, read by parts (grid_scan_topk's BY_PARTS)
-        in_place_bits, parts = BY_PARTS, field_parts(layout)
-        qi, qscale, off = grid_queries(q, center, qoff, bits)
-        q8, q8n = pad_queries_int8(qi), part_queries(qi, parts)
-    else:  # one centre: quantized and laid out by one compiled call
-        in_place_bits, layout = bits, _UNIFORM[bits](d)
+    layout, in_place_bits, rows, parts = vnni_reads(bits, d, layout)
+    if np.ndim(center) == 0 and in_place_bits != BY_PARTS:  # one compiled call
         qoff = np.asarray(qoff, np.float32)
         if qoff.shape != (q.shape[0],):
             qoff = np.full(q.shape[0], qoff, np.float32)  # one number for every query
+        per_byte = 8 // in_place_bits if 0 < in_place_bits < 8 else 1
         q8, q8n, qscale, off = _flat_queries(
-            np.ascontiguousarray(q, np.float32), float(center), qoff, limbs, d, bits
+            np.ascontiguousarray(q, np.float32), float(center), qoff, limbs, d, per_byte
         )
-    return _few_topk(
-        read_only(codes), layout, d, in_place_bits, limbs, starts, ends, list_ptr, lists, adds,
-        q8, q8n, qscale, off, t, a, b, c, bool(l2), read_only(norms), qsq, k, parts.offsets,
-        parts.perm, parts.ctrl, parts.mask,
+    else:
+        qi, qscale, off = grid_queries(q, center, qoff, bits)
+        q8, q8n = vnni_queries(qi, d, in_place_bits, parts)
+    return _grid_topk(
+        read_only(codes), layout, d, rows, in_place_bits, limbs, starts, ends, list_ptr, lists,
+        adds, q8, q8n, qscale, off, t, a, b, c, bool(l2), read_only(norms), qsq, k,
+        parts.offsets, parts.perm, parts.ctrl, parts.mask,
     )  # fmt: skip
 
 
-#: uniform_layout of each width, per dimension (made once)
-_UNIFORM = {bits: functools.lru_cache(maxsize=64)(functools.partial(uniform_layout, bits))
-            for bits in FEW_BITS}  # fmt: skip
-
-
 @nb.njit(cache=True)
-def _flat_queries(q, center, qoff, limbs, d, bits):
-    """:func:`few_grid_topk`'s queries about one centre: quantized
-    (:func:`~vecpress.kernels.scan.grid_queries`) and laid out as :func:`grid_scan_topk`
-    lays them out (:func:`~vecpress.kernels.scan.pad_queries_int8`, and
-    :func:`~vecpress.kernels.scan.split_queries` below 8 bits)."""
+def _flat_queries(q, center, qoff, limbs, d, per_byte):
+    """:func:`grid_topk`'s queries about one centre: quantized
+    (:func:`~vecpress.kernels.scan.grid_queries`) and laid out as :func:`vnni_queries`
+    lays them out (``per_byte`` codes a byte read in place: 1 for none)."""
     qi, qscale, off = _grid_queries_flat(q, center, qoff, limbs)
     q8 = _query_bytes(qi, d, 1)
-    q8n = _query_bytes(qi, d, 8 // bits) if bits < 8 else q8
+    q8n = _query_bytes(qi, d, per_byte) if per_byte > 1 else q8
     return q8, q8n, qscale, off
 
 
 @nb.njit(cache=True)
-def _few_topk(
-    codes, layout, d, in_place_bits, limbs, starts, ends, list_ptr, lists, adds, q8, q8n,
-    qscale, off, t, a, b, c, l2, norms, qsq, k, poff, pperm, pctrl, pmask,
+def _grid_topk(
+    codes, layout, d, in_place_rows, in_place_bits, limbs, starts, ends, list_ptr, lists,
+    adds, q8, q8n, qscale, off, t, a, b, c, l2, norms, qsq, k, poff, pperm, pctrl, pmask,
 ):  # fmt: skip
-    """:func:`few_grid_topk`'s compiled call: plan, scan, sort, merge."""
+    """:func:`grid_topk`'s compiled call: plan, scan, sort, merge."""
     qptr, qidx, qslot, qadd, qslot_ptr = plan_pairs(list_ptr, lists, adds)
     nq = qsq.shape[0]
     nslots = qslot_ptr[-1]
@@ -789,7 +788,7 @@ def _few_topk(
     counts = np.zeros(nslots, np.int64)
     qthr = np.full(nq, -np.inf, np.float32)
     _scan_vnni(
-        codes, layout, d, IN_PLACE_ROWS, in_place_bits, starts, ends, qptr, qidx, qslot, qadd,
+        codes, layout, d, in_place_rows, in_place_bits, starts, ends, qptr, qidx, qslot, qadd,
         q8, q8n, limbs, qscale, off, t, a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr,
         poff, pperm, pctrl, pmask,
     )  # fmt: skip

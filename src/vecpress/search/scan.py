@@ -44,16 +44,15 @@ from ..kernels import read_only
 from ..kernels.fastscan import fastscan_layout, fastscan_topk, quantize_luts
 from ..kernels.fields import read_fields
 from ..kernels.grid_search import (
-    few_grid_applies,
-    few_grid_topk,
     grid_scan_topk,
+    grid_topk,
     merge_slots,
     plan_pairs,
     probed_ready,
 )
 from ..kernels.progressive import Bound
 from ..kernels.queries import READY, prepare_few
-from ..kernels.scan import grid_queries, query_limbs
+from ..kernels.scan import HAVE_VNNI, grid_queries, query_limbs
 from ..threads import single_threaded_blas
 from . import planes as _planes
 from .topk import topk
@@ -62,6 +61,9 @@ from .topk import topk
 CHUNK = 8192
 #: queries planned and scanned together (bounds the slot memory)
 QUERY_BATCH = 1024
+#: grid codes scanned by :func:`~vecpress.kernels.grid_search.grid_topk` (plan, scan, sort
+#: and merge in one compiled call; the VNNI scan), else by the steps one by one
+_ONE_CALL_SCAN = HAVE_VNNI
 #: up to this many query values (nq x d), transforms without a dense matrix run without
 #: limiting BLAS's threads: their products (``center``'s ``q @ mean``) stay below the
 #: size at which OpenBLAS threads a matrix-vector product (9,216 elements)
@@ -397,8 +399,8 @@ def _scan_batch(stage, q, qsq, lists, adds, k, progressive=False, mapped=None):
             stage.terms.ensure(items, np.flatnonzero(np.diff(make_plan(items, lists, adds).qptr)))
         norms = stage.norms if l2 else np.zeros(1, np.float32)
         t = np.asarray(t, np.float32)
-        if few_grid_applies(bits, quant.grid_layout, center, q.shape[0]):  # one scan call
-            return few_grid_topk(
+        if _ONE_CALL_SCAN:  # plan, scan, sort and merge in one compiled call
+            return grid_topk(
                 stage.codes, bits, quant.grid_dims, items.starts, items.ends, items.list_ptr,
                 np.ascontiguousarray(lists, np.int64), np.ascontiguousarray(adds, np.float32),
                 qe, center, qoff, t, *stage.terms.arrays, norms, qsq.astype(np.float32), k,
