@@ -701,6 +701,8 @@ def vnni_queries(qi: np.ndarray, d: int, in_place_bits: int, parts) -> tuple:
     return q8, split_queries(qi, d, in_place_bits) if 0 < in_place_bits < 8 else q8
 
 
+#: :func:`~vecpress.kernels.scan.uniform_layout`, made once per width and dimension (the
+#: arrays are shared: the scans only read them)
 _uniform = functools.lru_cache(maxsize=256)(uniform_layout)
 
 
