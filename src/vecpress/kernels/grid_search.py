@@ -15,7 +15,9 @@ so a flat search ranks exactly as ``Codec.score`` + top-k. The float
 epilogue is compiled without fast-math (no fused multiply-adds, no
 reassociation), so its vectorised loop and its scalar remainder round alike and
 results do not depend on how rows are split into items. The slots of each
-query are then merged (:func:`merge_slots`).
+query are then merged (:func:`merge_slots`). With VNNI, a search makes the plan
+(:func:`plan_pairs`), the scan, the slots' sort and the merge in one compiled call
+(:func:`grid_topk`); without, it calls them one by one (:func:`grid_scan_topk` between).
 
 The score of row ``j`` for query ``q`` through a slot with additive term ``e``::
 
