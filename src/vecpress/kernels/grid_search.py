@@ -57,6 +57,7 @@ from .scan import (
     int_dot,
     pad_queries_int8,
     query_limbs,
+    query_offsets,
     rows_layout,
     split_queries,
     uniform_layout,
@@ -750,9 +751,7 @@ def grid_topk(
     limbs = query_limbs(bits)
     layout, in_place_bits, rows, parts = vnni_reads(bits, d, layout)
     if np.ndim(center) == 0 and in_place_bits != BY_PARTS:  # one compiled call
-        qoff = np.asarray(qoff, np.float32)
-        if qoff.shape != (q.shape[0],):
-            qoff = np.full(q.shape[0], qoff, np.float32)  # one number for every query
+        qoff = query_offsets(qoff, q.shape[0])
         per_byte = 8 // in_place_bits if 0 < in_place_bits < 8 else 1
         q8, q8n, qscale, off = _flat_queries(
             np.ascontiguousarray(q, np.float32), float(center), qoff, limbs, d, per_byte

@@ -84,6 +84,7 @@ from .scan import (
     combine,
     grid_queries,
     int_dot,
+    query_offsets,
     unpack_layout,
 )
 
@@ -1183,9 +1184,7 @@ class Bound:
         t = np.ascontiguousarray(t, np.float32)
         work = _NO_SCRATCH if scratch is None else _scratch(scratch)
         if np.ndim(center) == 0:
-            qoff = np.asarray(qoff, np.float32)
-            if qoff.shape != (q.shape[0],):
-                qoff = np.full(q.shape[0], qoff, np.float32)
+            qoff = query_offsets(qoff, q.shape[0])
             return _search_centred(
                 *self._head, lists, adds, q, float(center), qoff, t, *self._rows, qsq, k,
                 self._z, self._mode, work,

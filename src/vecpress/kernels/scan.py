@@ -105,9 +105,7 @@ def grid_queries(q, center, qoff, bits):
     nq, d = q.shape
     limbs = query_limbs(bits)
     if not np.ndim(center):  # one centre: one compiled call (a single query's latency)
-        qoff = np.asarray(qoff, np.float32)
-        if qoff.shape != (nq,):
-            qoff = np.full(nq, qoff, np.float32)  # one number for every query
+        qoff = query_offsets(qoff, nq)
         return _grid_queries_flat(np.ascontiguousarray(q, np.float32), float(center), qoff, limbs)
     qi, qs = quantize_queries(q, limbs)  # limb-major
     csum = qi.astype(np.float64) @ np.asarray(center, np.float64)  # a centre per dimension
@@ -118,6 +116,20 @@ def grid_queries(q, center, qoff, bits):
     qi = np.ascontiguousarray(qi.reshape(limbs, nq, d).transpose(1, 0, 2).reshape(nq * limbs, d))
     qs = np.ascontiguousarray(qs.reshape(limbs, nq).T.reshape(nq * limbs))
     return qi, qs, off
+
+
+def query_offsets(qoff, nq: int) -> np.ndarray:
+    """``qoff`` as float32[nq]: one number for every query, or one a query as given.
+
+    Examples
+    --------
+    >>> query_offsets(0.5, 2).tolist(), query_offsets([1.0, 2.0], 2).tolist()
+    ([0.5, 0.5], [1.0, 2.0])
+    """
+    qoff = np.asarray(qoff, np.float32)
+    if qoff.shape != (nq,):
+        qoff = np.full(nq, qoff, np.float32)
+    return qoff
 
 
 @nb.njit(cache=True)
