@@ -15,7 +15,7 @@ at a time, and rabitqlib's flat 4-bit index in the same process for reference:
   to the caches), the sweep's own time subtracted;
 * ``sign-plane sums``: the fast-scan sums of the sign planes of every row, alone;
 * the compiled call's passes (setup, pass 1: the sign-plane sums and every row's
-  estimate and point, pass 2: the seeds scored exactly, pass 3: the blocks' filters, the
+  table sum and point, pass 2: the seeds scored exactly, pass 3: the blocks' filters, the
   bounds of the rows they let through and the rows whose bound reaches the threshold
   scored, the slots' sort): a copy of :func:`vecpress.kernels.progressive._run` with the
   CPU's cycle counter read before each pass, called with the arguments of each search;
@@ -187,8 +187,8 @@ def _filter_reach(index, queries, k: int = 10) -> dict:
     """Mean shares of the rows, over the queries, that pass 3's filter lets through
     against the final k-th score (the point within its block's slack of it; the real
     count is a little higher, the threshold rising during the pass), and whose bound
-    reaches it. The points and estimates are the scan's own (its scratch after the
-    search; the seeds' -inf left out), the query's constants made as
+    reaches it. The points and table sums are the scan's own (its scratch after the
+    search; the seeds' -inf left out), the estimates and the query's constants made as
     ``progressive._run`` makes them."""
     from vecpress.kernels.progressive import _block_slacks, _row_bound, query_terms
 
@@ -209,7 +209,7 @@ def _filter_reach(index, queries, k: int = 10) -> dict:
             names = inspect.signature(progressive._run.py_func).parameters
             run = dict(zip(names, _run_args(bound, a, kw), strict=True))
             work = stage.planes._scratch[-1]
-            w0, points = work[:n], work[n : 2 * n]
+            xs, points = work[:n], work[n : 2 * n]
             _, rsum, rnorm = sign_tables(run["qi"][:1], run["d"])
             _, zr, qnorm, qc, big = query_terms(
                 run["qi"][:1], run["d"], run["qscale"][:1], run["qoff"][:1], run["bits"],
@@ -236,6 +236,7 @@ def _filter_reach(index, queries, k: int = 10) -> dict:
             ok = np.isfinite(points)
             cut = thr - slacks[block] - abs(thr) * progressive._THR_MARGIN
             through = ok & (points >= cut)
+            w0 = run["big_f"][rows] * xs + run["big_h"][rows]  # as pass 3 makes them
             ub = np.array([
                 _row_bound(w0[r], run["big_f"][j], run["eps"][j], run["big_a"][j], run["a"][j],
                            run["b"][j], run["c"][j], run["norms"][j] if l2 else f32(0),
@@ -335,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             rabit_us = _p50(lambda i: fn(qp[i : i + 1]), nq)
         except ImportError:
             pass
-    # F, H, A and the a, b, c read
-    terms = 12 + {0: 0, 1: 4, 2: 12}[progressive._mode_flags(calls[0][0]._mode)[1]]
+    # the packed word (F, A, pop) and the a, b, c read
+    terms = 4 + {0: 0, 1: 4, 2: 12}[progressive._mode_flags(calls[0][0]._mode)[1]]
     d = base.shape[1]
     print(f"- CPU: {common.cpu_model()}; kernel {fastscan.ISA}; 1 thread")
     print(f"- vecpress source: {common.git_state()}")
@@ -357,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nRows read in full per query: mean {refined.mean():,.0f}, p50 {np.median(refined):,.0f}"
         f" (of {base.shape[0]:,}). First pass, bytes read per row: {d // 8} of sign plane"
-        f" + {terms} of terms, and 8 written (estimate and point; the points read again)."
+        f" + {terms} of terms, and 8 written (table sum and point; the points read again)."
     )
     print(
         f"\nRows pass 3's filter lets through against the final 10th score:"

@@ -17,8 +17,10 @@ from vecpress.kernels.progressive import (
     TERMS_NONE,
     fold_terms,
     item_planes,
+    pack_terms,
     plane_layout,
     plane_rows,
+    pop_bits,
     sign_tables,
 )
 from vecpress.search.planes import Z, _terms_mode, calibrate_z, supports
@@ -531,17 +533,20 @@ def test_item_planes_equal_the_three_steps(bits, d):
     nbytes = (d + 7) // 8
     blocked = np.full((int(nblocks.sum()), 32 * nbytes), 0xAB, np.uint8)
     terms = [np.zeros(n, np.float32) for _ in range(4)]
+    words = np.zeros(n, np.uint32)
     order = np.array([3, 0, 1, 4, 2])  # items in any order
     item_planes(codes, layout, bits, d, starts[order], ends[order], bstarts[order], blocked,
-                *terms, a, z)  # fmt: skip
+                *terms, words, a, z)  # fmt: skip
     signs = np.zeros((n, nbytes), np.uint8)
     f, g, vn = (np.empty(n, np.float32) for _ in range(3))
     pop = np.empty(n, np.int32)
     plane_rows(codes, layout, bits, d, signs, f, g, vn, pop)
     for s, e, b0, nb in zip(starts, ends, bstarts, nblocks, strict=True):
         np.testing.assert_array_equal(blocked[b0 : b0 + nb], plane_layout(signs[s:e], d))
-    for got, want in zip(terms, fold_terms(f, g, vn, pop, a, z), strict=True):
+    folded = fold_terms(f, g, vn, pop, a, z)
+    for got, want in zip(terms, folded, strict=True):
         np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(words, pack_terms(folded[0], folded[3], pop, d))
 
 
 def test_item_planes_on_threads_equal_one_thread():
@@ -575,13 +580,16 @@ def test_item_planes_on_threads_equal_one_thread():
     def planes(t):
         blocked = np.zeros((int(nblocks.sum()), 32 * ((d + 7) // 8)), np.uint8)
         terms = [np.zeros(n, np.float32) for _ in range(4)]
+        words = np.zeros(n, np.uint32)
         before = vecpress.get_num_threads()
         vecpress.set_num_threads(t)
         try:
-            item_planes(codes, layout, bits, d, starts, ends, bstarts, blocked, *terms, a, 4.0)
+            item_planes(
+                codes, layout, bits, d, starts, ends, bstarts, blocked, *terms, words, a, 4.0
+            )
         finally:
             vecpress.set_num_threads(before)
-        return [blocked, *terms]
+        return [blocked, *terms, words]
 
     threads = min(3, numba.config.NUMBA_NUM_THREADS)
     if threads < 2:
@@ -618,13 +626,34 @@ def test_fold_terms_bound_the_score():
     np.testing.assert_allclose(big_h, -253 * big_f * pop)
 
 
+def _packed_rows(rng, n, d, mags):
+    """Rows' float32 terms as :func:`fold_terms` makes them (``F`` and ``H`` from one
+    float64 ``F``), and their :func:`pack_terms` words: popcounts from 0 to ``d``,
+    factors ``A`` of magnitudes ``mags``, signs and zeros among them."""
+    f32 = np.float32
+    big_a = (mags * rng.choice([-1, 1], n)).astype(f32)
+    big_a[::7] = 0
+    f64 = rng.uniform(0.01, 0.3, n)
+    pop = rng.integers(0, d + 1, n)
+    pop[::3] = d  # H largest against the estimate: the most cancellation
+    pop[1::11] = 0
+    big_f, big_h = f64.astype(f32), (-253.0 * f64 * pop).astype(f32)
+    return big_f, big_h, big_a, pop, pack_terms(big_f, big_a, pop, d)
+
+
+def _sums_for(rng, est, f64, pop, xq):
+    """Table sums ``s6`` whose estimates ``F (8 s6 + xq - 253 pop)`` lie near ``est``."""
+    return np.rint((est / f64 + 253.0 * pop - xq) / 8).astype(np.int32)
+
+
 @pytest.mark.parametrize("l2", [False, True])
 @pytest.mark.parametrize("terms", [TERMS_NONE, TERMS_C, TERMS_ALL])
 def test_block_slack_covers_every_rows_bound(terms, l2):
     """The filter of pass 3 drops a row only where its bound is below the threshold:
     for every row, however its estimate lies (far outside ``±|qi|`` too: degenerate
     rows), whatever the signs and magnitudes of its terms, the point the first pass
-    keeps is at least the row's own bound less its block's slack, less the margin the
+    keeps (made from the row's word) is at least the row's own bound (made from its
+    float32 terms, as pass 3 makes it) less its block's slack, less the margin the
     filter takes off the threshold (the worst threshold: the bound itself)."""
     from vecpress.kernels.progressive import (
         _THR_MARGIN,
@@ -634,46 +663,116 @@ def test_block_slack_covers_every_rows_bound(terms, l2):
         _row_bound,
         _row_points,
         block_limits,
+        packed_delta,
     )
 
     rng = np.random.default_rng(11 + 2 * terms + l2)
     f32 = np.float32
-    n = 32 * 12
+    n, d = 32 * 12, 384
     # magnitudes alike within a block (a block's slack is its largest row's) and far
     # apart between blocks
     mags = (np.repeat(10.0 ** rng.uniform(-4, 4, n // 32), 32) * rng.uniform(0.7, 1, n)).astype(f32)
-    big_a = (mags * rng.choice([-1, 1], n)).astype(f32)
-    big_a[::7] = 0
-    big_f = rng.uniform(0.01, 0.3, n).astype(f32)
+    big_f, big_h, big_a, pop, words = _packed_rows(rng, n, d, mags)
     eps = rng.uniform(0, 0.6, n).astype(f32)
     eps[::5] = 0
     a, b, c = (rng.normal(0, 1, n).astype(f32) * mags for _ in range(3))
     norms = rng.uniform(0, 4, n).astype(f32) * mags * mags
-    s6 = rng.integers(0, 1 << 14, n).astype(np.int32)
+    mask = np.uint32((1 << pop_bits(d)) - 1)
+    xq = f32(-8e5 - 0.5)
     for s0, qn, zr, qc, big, tq, e, qq2 in [
         (0.01, 800.0, 88.0, 0.3, 2.0, 0.5, 0.0, 1.0),
         (1e-3, 50.0, 5.0, -7.0, 9.0, -2.0, 3.0, 25.0),
         (2.0, 1.0, 0.5, 0.0, 0.0, 0.0, -1.0, 0.0),
     ]:
-        x = f32(8) * s6 + f32(-4e4)
         # estimates from -8 |qi| to 8 |qi|: degenerate rows at both ends
-        big_h = (rng.uniform(-8, 8, n) * qn - big_f * x).astype(f32)
+        s6 = _sums_for(rng, rng.uniform(-8, 8, n) * qn, big_f.astype(np.float64), pop, xq)
         limits = np.zeros((n // 32, LIMITS), f32)
         block_limits(np.array([0]), np.array([n]), np.array([0]), big_f, eps, big_a, a, b, c,
                      norms if l2 else np.zeros(0, f32), limits)  # fmt: skip
-        w0s, points = np.empty(n, f32), np.empty(n, f32)
-        _row_points(s6, big_f, big_h, big_a, a, b, c, norms, w0s, points, f32(-4e4), f32(s0),
-                    limits[0, LIM_E2], f32(qc), f32(tq), f32(e), l2, f32(qq2), terms)  # fmt: skip
+        xs, points = np.empty(n, f32), np.empty(n, f32)
+        _row_points(s6, words, a, b, c, norms, xs, points, xq, f32(s0), limits[0, LIM_E2],
+                    f32(qc), f32(tq), f32(e), l2, f32(qq2), terms, mask,
+                    packed_delta(d))  # fmt: skip
+        np.testing.assert_array_equal(xs, f32(8) * s6 + xq)  # exact
+        w0s = big_f * xs + big_h  # as pass 3 makes the estimates
         assert np.abs(w0s).max() > 2 * qn  # degenerate rows among them
         slacks = np.empty(n // 32, f32)
         _block_slacks(limits, f32(s0), f32(qn), f32(zr), f32(qc), f32(big), f32(tq), f32(e), l2,
-                      f32(qq2), terms, f32(2 / np.sqrt(384)), slacks)  # fmt: skip
+                      f32(qq2), terms, f32(2 / np.sqrt(d)), slacks)  # fmt: skip
         for r in range(n):
             ub = _row_bound(w0s[r], big_f[r], eps[r], big_a[r], a[r], b[r], c[r], norms[r],
                             f32(s0), f32(qn), f32(zr), f32(qc), f32(big), f32(tq), f32(e), l2,
-                            f32(qq2), terms, f32(2 / np.sqrt(384)))  # fmt: skip
+                            f32(qq2), terms, f32(2 / np.sqrt(d)))  # fmt: skip
             cut = f32(f32(ub - slacks[r // 32]) - f32(abs(ub) * _THR_MARGIN))
             assert points[r] >= cut, (r, points[r], ub, slacks[r // 32])
+
+
+@pytest.mark.parametrize("d", [5, 100, 384, 3072])
+def test_a_packed_point_is_at_least_the_float32_terms_point(d):
+    """The point the first pass makes from a row's word is at least the point of its
+    float32 terms, ``s0 A ŵ'`` with ``ŵ = F x + H`` (computed exactly here from the
+    float32 values), for every sign of ``s0`` and ``A``, estimates near zero (the most
+    cancellation between ``F x`` and ``H``) and far out, any popcount; and within
+    twice the widening :func:`pack_terms` states. (Without the widening, about half
+    the rows fall below it.)"""
+    from vecpress.kernels.progressive import _row_points, packed_delta
+
+    rng = np.random.default_rng(d)
+    f32, n = np.float32, 4000
+    mags = (10.0 ** rng.uniform(-20, 20, n)).astype(f32)
+    big_f, big_h, big_a, pop, words = _packed_rows(rng, n, d, mags)
+    mask = np.uint32((1 << pop_bits(d)) - 1)
+    delta = packed_delta(d)
+    xq = f32(-8e5 - 0.5)
+    qn = 500.0
+    est = rng.uniform(-3, 3, n) * qn
+    est[::4] = rng.uniform(-1e-3, 1e-3, n // 4)  # near zero
+    s6 = _sums_for(rng, est, big_f.astype(np.float64), pop, xq)
+    em2 = f32(0.09)
+    zero = np.zeros(n, f32)
+    for s0 in (f32(0.01), f32(-3.0)):
+        xs, points = np.empty(n, f32), np.empty(n, f32)
+        _row_points(s6, words, zero, zero, zero, zero, xs, points, xq, s0, em2, f32(0), f32(0),
+                    f32(0), False, f32(0), TERMS_NONE, mask, delta)  # fmt: skip
+        w0 = (big_f * xs + big_h).astype(np.float64)  # float32 arithmetic, as pass 3
+        t = big_a.astype(np.float64) * w0
+        ref = float(s0) * np.where(t < 0, t * (1 - float(em2)), t)
+        assert (points >= ref).all(), np.flatnonzero(points < ref)[:5]
+        u = xs.astype(np.float64) - 253.0 * pop
+        af = np.abs(big_a.astype(np.float64) * big_f)
+        width = abs(float(s0)) * float(delta) * af * (np.abs(u) + pop)
+        assert (points - ref <= 2 * width + 1e-300).all()
+
+
+def test_packed_terms_carry_a_f_and_the_popcount():
+    """:func:`pack_terms`: each row's popcount exactly and ``A F`` to within half a unit
+    of its kept bits (after float32's own rounding), for products from 1e-37 to 1e36;
+    zero exactly; the rows without relative precision (a subnormal ``A F``, or one that
+    rounds past the largest float32) flagged with the all-ones popcount, which no row
+    has (``pop_bits(d)`` holds ``d + 1``)."""
+    rng = np.random.default_rng(5)
+    f32, n = np.float32, 5000
+    for d in (1, 2, 37, 255, 384, 3072):
+        pb = pop_bits(d)
+        mask = (1 << pb) - 1
+        assert mask > d and (1 << (pb - 1)) - 1 <= d
+        big_f = (10.0 ** rng.uniform(-2, 0.5, n)).astype(f32)
+        big_a = (10.0 ** rng.uniform(-35, 35, n) * rng.choice([-1, 1], n)).astype(f32)
+        big_a[:5] = 0
+        big_a[5:10] = f32(1e-39) * rng.choice([-1, 1], 5)  # A F subnormal
+        big_a[10], big_f[10] = np.finfo(f32).max, 1  # rounds past the largest float32
+        pop = rng.integers(0, d + 1, n)
+        words = pack_terms(big_f, big_a, pop, d)
+        flagged = words == mask
+        assert flagged[5:11].all() and not flagged[:5].any() and not flagged[11:].any()
+        ok = ~flagged
+        np.testing.assert_array_equal(words[ok] & mask, pop[ok])
+        got = (words & ~np.uint32(mask)).view(f32).astype(np.float64)
+        want = big_a.astype(np.float64) * big_f
+        assert (got[:5] == 0).all()
+        tol = (2.0 ** -(24 - pb) + 2.0**-24) * np.abs(got)
+        assert (np.abs(got - want)[ok] <= tol[ok]).all()
+        assert (np.sign(got) == np.sign(want))[ok].all()
 
 
 def test_query_layouts_match_the_vnni_kernels():

@@ -17,9 +17,11 @@ about normal with standard deviation at most
 unbiased: a near neighbour's magnitudes correlate with the query, its
 orthogonal part does not.) :func:`plane_rows` gives each row's sign plane,
 ``f``, ``g``, ``|v|`` and popcount; :func:`fold_terms` folds them with the row's
-score factor ``a`` into the four float32 terms the scan reads (16 bytes a row);
-:func:`item_planes` does both, and lays the planes out for the scan, in one pass
-over each work item's codes.
+score factor ``a`` into the four float32 terms the bounds read, and
+:func:`pack_terms` the two the first pass needs (``A F`` and the popcount) into
+one word (4 bytes a row: the first pass reads every row's, so its bytes are what
+it costs); :func:`item_planes` does all of it, and lays the planes out for the scan,
+in one pass over each work item's codes.
 
 The scan (:func:`progressive_scan_topk`) sums the sign plane against the query
 with the fast-scan kernel (:mod:`vecpress.kernels.fastscan`): the plane laid
@@ -37,8 +39,8 @@ the normal model, one-sided tails of ``1 - Φ(z)`` for each of the two deviation
 of a row, at most ``2 k (1 - Φ(z))`` per query (``z = 4``: 3.2e-5 each).
 
 The bound (a square root and two divisions) is made only for the rows a cheaper
-test cannot rule out: the first pass keeps each row's estimate and its point
-estimate (a multiply-add), and once a threshold is known, a block of 32 rows
+test cannot rule out: the first pass keeps each row's table sum and its point
+estimate (a multiply-add, from the row's word), and once a threshold is known, a block of 32 rows
 is compared with it all at once, less the block's *slack* (:func:`_block_slacks`),
 a bound on how far any of its rows' bounds can lie above their points, made from
 the largest magnitudes of the block's row terms (:func:`block_limits`). A row
@@ -304,15 +306,15 @@ def _row_plane(src, layout, bits, d, buf, sign):
 
 
 def item_planes(codes, layout, bits, d, starts, ends, bstarts, blocked, big_f, big_h, eps, big_a,
-                a, z):  # fmt: skip
+                packed, a, z):  # fmt: skip
     """The sign planes and terms of the rows ``starts[i]:ends[i]`` of each item ``i``, in
     one pass over their codes (read where they lie: a memory-mapped file is not copied).
 
     The planes go to the fast-scan blocks ``blocked[bstarts[i]:]`` (the item's rows in
     blocks of 32, :func:`plane_layout`'s layout), the terms to ``big_f``, ``big_h``,
-    ``eps``, ``big_a`` at the rows' numbers: the values of :func:`plane_rows`,
-    :func:`plane_layout` and :func:`fold_terms` with score factors ``a`` and ``z``
-    error deviations, to the bit.
+    ``eps``, ``big_a`` and their words to ``packed`` at the rows' numbers: the values
+    of :func:`plane_rows`, :func:`plane_layout`, :func:`fold_terms` with score factors
+    ``a`` and ``z`` error deviations, and :func:`pack_terms`, to the bit.
 
     Examples
     --------
@@ -320,17 +322,18 @@ def item_planes(codes, layout, bits, d, starts, ends, bstarts, blocked, big_f, b
     >>> codes = pack(np.array([[0, 15, 8, 7]], np.uint8), 4)
     >>> blocked = np.zeros((1, 32), np.uint8)
     >>> t = [np.zeros(1, np.float32) for _ in range(4)]
+    >>> words = np.zeros(1, np.uint32)
     >>> item_planes(codes, np.array([[0, 4, 4, 0]]), 4, 4, np.array([0]), np.array([1]),
-    ...             np.array([0]), blocked, *t, np.float32([1.0]), 4.0)
-    >>> int(blocked[0, 0]), round(float(t[3][0]) ** 2, 4)
-    (6, 113.0)
+    ...             np.array([0]), blocked, *t, words, np.float32([1.0]), 4.0)
+    >>> int(blocked[0, 0]), round(float(t[3][0]) ** 2, 4), int(words[0]) & 7
+    (6, 113.0, 2)
     """
     # the codes read-only, as an index opened from its file holds them: one compiled
     # specialisation for both
     codes = read_only(codes)
     starts, ends, bstarts = (np.asarray(v, np.int64) for v in (starts, ends, bstarts))
     args = (layout, bits, d)
-    rest = (blocked, big_f, big_h, eps, big_a, a, z)
+    rest = (blocked, big_f, big_h, eps, big_a, packed, a, z)
     groups = _item_groups(ends - starts, nb.get_num_threads())
     if len(groups) <= 1:
         _item_planes(codes, *args, starts, ends, bstarts, *rest)
@@ -364,9 +367,10 @@ def _item_groups(rows: np.ndarray, threads: int) -> list[slice]:
 
 @nb.njit(cache=True, nogil=True)
 def _item_planes(codes, layout, bits, d, starts, ends, bstarts, blocked, big_f, big_h, eps,
-                 big_a, a, z):  # fmt: skip
+                 big_a, packed, a, z):  # fmt: skip
     """:func:`item_planes` on one thread (its caller splits the items among threads)."""
     nbytes = (d + 7) // 8
+    pb = pop_bits(d)
     for i in range(starts.shape[0]):
         s = starts[i]
         e = ends[i]
@@ -382,6 +386,7 @@ def _item_planes(codes, layout, bits, d, starts, ends, bstarts, blocked, big_f, 
                 big_h[j] = np.float32(-253.0 * ratio * pop)
                 eps[j] = np.float32(z * g / vn)
                 big_a[j] = np.float32(np.float64(a[j]) * vn)
+                packed[j] = _packed_word(big_f[j], big_a[j], pop, pb)
             if cnt < BLOCK:
                 signs[cnt:] = 0
             # fastscan_layout: rows v and 16 + v share the bytes of lane v
@@ -398,9 +403,10 @@ def fold_terms(f, g, vn, pop, a, z):
     """The per-row terms the scan reads, float32: ``F = f / |v|``, ``H = -253 F pop``
     (the estimate of ``w = <qi, v̂>`` is ``F x + H``), ``eps = z g / |v|`` (its bound's
     width) and ``A = a |v|`` (the score is ``s0 A w`` plus row and query terms), for
-    rows of score factor ``a`` and ``z`` error deviations: 16 bytes a row (the scan
-    is bound by the bytes it reads, so what it can compute from these, such as
-    ``1 / (1 + eps²)``, it computes).
+    rows of score factor ``a`` and ``z`` error deviations: 16 bytes a row, read for the
+    rows the first pass lets through (which reads :func:`pack_terms`' word instead;
+    the scan is bound by the bytes it reads, so what it can compute from these, such
+    as ``1 / (1 + eps²)``, it computes).
 
     Examples
     --------
@@ -417,6 +423,89 @@ def fold_terms(f, g, vn, pop, a, z):
         eps.astype(np.float32),
         (np.asarray(a, np.float64) * vn).astype(np.float32),
     )
+
+
+@nb.njit(cache=True)
+def pop_bits(d):
+    """Low bits of a :func:`pack_terms` word that hold a ``d``-dim row's popcount: the
+    fewest that hold ``d + 1`` (every popcount ``0 ... d``, and the all-ones
+    :data:`flagged <pack_terms>` value above them).
+
+    Examples
+    --------
+    >>> pop_bits(384), pop_bits(383), pop_bits(1)
+    (9, 9, 2)
+    """
+    pb = 1
+    while (1 << pb) <= d + 1:
+        pb += 1
+    return pb
+
+
+@nb.njit(cache=True)
+def packed_delta(d):
+    """Relative widening ``δ`` of a point made from :func:`pack_terms` words of
+    ``d``-dim rows (:func:`_row_points`): ``2^-(23 - p) + 2^-12``, ``p =``
+    :func:`pop_bits` ``(d)``.
+
+    Examples
+    --------
+    >>> float(packed_delta(384)) == 2.0**-14 + 2.0**-12
+    True
+    """
+    return np.float32(2.0 ** -(23 - pop_bits(d)) + 2.0**-12)
+
+
+@nb.njit(cache=True, inline="always")
+def _packed_word(big_f, big_a, pop, pb):
+    """One row's :func:`pack_terms` word from its float32 ``F``, ``A`` and popcount."""
+    mask = np.uint32((1 << pb) - 1)
+    af = np.float32(np.float64(big_a) * np.float64(big_f))
+    bits = af.view(np.uint32)
+    mag = bits & np.uint32(0x7FFFFFFF)
+    if mag == 0:
+        return np.uint32(pop)
+    if mag < np.uint32(0x00800000):
+        return mask  # subnormal: no relative precision to state
+    r = (bits + np.uint32(1 << (pb - 1))) & ~mask
+    if (r >> np.uint32(23)) & np.uint32(0xFF) == np.uint32(0xFF):
+        return mask  # rounded past the largest float32 (or not finite)
+    return r | np.uint32(pop)
+
+
+@nb.njit(cache=True)
+def _pack_terms(big_f, big_a, pop, pb, out):
+    for j in range(out.shape[0]):
+        out[j] = _packed_word(big_f[j], big_a[j], pop[j], pb)
+
+
+def pack_terms(big_f, big_a, pop, d) -> np.ndarray:
+    """The one word per row (uint32) the first pass reads: ``A F`` (:func:`fold_terms`)
+    as a float32 rounded to nearest on its upper ``32 - p`` bits, and the row's
+    popcount in the lower ``p = pop_bits(d)``: 4 bytes a row, where ``F``, ``H``, ``A``
+    take 12 (``H = -253 F pop``).
+
+    The pass then makes ``y = (A F)' (x - 253 pop)``, the row's estimate times ``A``
+    (:func:`_row_points`), off by at most ``δ |(A F)'| (|x - 253 pop| + pop)`` from
+    ``A ŵ`` as the float32 terms give it (:func:`packed_delta`). A row whose ``A F``
+    is a subnormal float32 (no relative precision) or rounds past the largest float32
+    gets the word ``2^p - 1`` (a popcount no row has): its point is infinite, so the
+    filter always lets it through to its bound, made from the float32 terms.
+
+    Examples
+    --------
+    >>> words = pack_terms(np.float32([0.5, 0.25]), np.float32([-3.0, 1e-40]),
+    ...                    np.int32([7, 2]), 384)
+    >>> w = int(words[0])
+    >>> w & 511, float(np.uint32(w & ~511).view(np.float32)), int(words[1])
+    (7, -1.5, 511)
+    """
+    pb = int(pop_bits(int(d)))
+    big_f, big_a = (np.ascontiguousarray(v, np.float32) for v in (big_f, big_a))
+    pop = np.ascontiguousarray(pop, np.int64)
+    out = np.empty(pop.shape[0], np.uint32)
+    _pack_terms(big_f, big_a, pop, pb, out)
+    return out
 
 
 def sign_tables(qi: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -489,40 +578,52 @@ def plane_layout(signs: np.ndarray, d: int) -> np.ndarray:
 
 @nb.njit(cache=True, fastmath=False, error_model="numpy", inline="always")
 def _row_points(
-    s6, big_f, big_h, big_a, a, b, c, norms, w0s, points, xq, s0, em2, qc, tq, e, l2, qq2,
-    terms,
+    s6, words, a, b, c, norms, xs, points, xq, s0, em2, qc, tq, e, l2, qq2, terms, mask, delta,
 ):  # fmt: skip
     """The first pass's two numbers per row of a run of rows (every row array is the
-    run's slice), from their sign-plane table sums ``s6``: ``w0s``, the estimate
-    ``ŵ = F x + H`` of ``w = <qi, v̂>`` (``x = 8 S6 + R - Σ qi``, exact in float32), from
-    which :func:`_row_bound` makes the row's bound if the filter lets it through; and
-    ``points``, the score at ``ŵ'``: ``ŵ``, or where it lies on the side that lowers the
-    score (``A ŵ < 0``) ``ŵ`` shrunk by ``1 - em2`` (``em2``: at least the item's
+    run's slice), from their sign-plane table sums ``s6`` and :func:`pack_terms` words:
+    ``xs``, the sum ``x = 8 S6 + R - Σ qi`` (exact in float32), from which
+    :func:`_refine` makes the estimate ``ŵ = F x + H`` of ``w = <qi, v̂>`` and the
+    row's bound (:func:`_row_bound`) if the filter lets it through; and ``points``, a
+    score at least the one at ``ŵ'``: ``ŵ``, or where it lies on the side that lowers
+    the score (``A ŵ < 0``) ``ŵ`` shrunk by ``1 - em2`` (``em2``: at least the item's
     largest ``ε²``, :data:`LIM_E2`). It is the point estimate the seeds are chosen by,
     and what the filter compares with the threshold less its block's
     :func:`_block_slacks`: the shrinking takes the bound's ``-ŵ ε² / (1 + ε²)`` term,
     which only estimates on that side have, into the point, so that no row's bound lies
     farther above its point than its block's slack, an estimate far outside ``±|qi|``
-    (a degenerate row) included. Float32 over ``len(big_f)``; ``l2`` and ``terms`` as
-    :func:`_row_bound`."""
+    (a degenerate row) included.
+
+    The point reads one word a row, not ``F``, ``H``, ``A``: ``y = (A F)' u`` (``u = x -
+    253 pop``) stands for ``A ŵ``, and the shrinking, ``t -> t`` or ``t (1 - em2)`` by
+    the sign of ``t``, moves two values no farther apart than they were, so ``|s0|`` times
+    :func:`pack_terms`' bound on ``|y - A ŵ|``, ``δ |(A F)'| (|u| + pop)`` (``delta``;
+    ``mask``: the popcount's bits), is added. A flagged word's point is infinite. Float32
+    over ``len(words)``; ``l2`` and ``terms`` as :func:`_row_bound`."""
     two = np.float32(2.0)
-    for r in range(len(big_f)):
+    keep = np.uint32(~mask)
+    width = abs(s0) * delta
+    shrink = np.float32(1.0) - em2
+    for r in range(len(words)):
         x = np.float32(8 * s6[r]) + xq
-        w0 = big_f[r] * x + big_h[r]
-        w0s[r] = w0
-        cw = w0
-        if (big_a[r] >= np.float32(0.0)) != (w0 >= np.float32(0.0)):
-            cw = w0 * (np.float32(1.0) - em2)
+        xs[r] = x
+        word = words[r]
+        pop = word & mask
+        af = np.uint32(word & keep).view(np.float32)
+        popf = np.float32(np.int32(pop))
+        u = x - np.float32(253.0) * popf  # exact: 253 pop < 2^24
+        y = af * u
+        y = y * shrink if y < np.float32(0.0) else y
         if terms == TERMS_ALL:
             rest = a[r] * qc + b[r] * tq + c[r] + e
         elif terms == TERMS_C:
             rest = c[r] + e
         else:
             rest = e
-        p = s0 * big_a[r] * cw + rest
+        p = s0 * y + rest + width * abs(af) * (abs(u) + popf)
         if l2:
             p = two * p - norms[r] - qq2
-        points[r] = p
+        points[r] = np.float32(np.inf) if pop == mask else p
 
 
 @nb.njit(cache=True, fastmath=False, error_model="numpy", inline="always")
@@ -738,10 +839,10 @@ def _best(point, n, offset, hs, hi, m, root, cap):
 @nb.njit(cache=True, fastmath=False, error_model="numpy", parallel=True)
 def _points(
     tag, qbmax, blocked, bptr, starts, ends, qptr, qidx, qadd, luts, xq, qnorm, qc, qscale,
-    t, a, b, c, big_f, big_h, big_a, limits, mode, norms, qsq, uptr, w0s, pts, seed_s,
+    t, a, b, c, words, popmask, delta, limits, mode, norms, qsq, uptr, xs, pts, seed_s,
     seed_i, seed_m, floor,
 ):  # fmt: skip
-    """Pass 1: every (pair, row)'s estimate and point (:func:`_row_points`) into ``w0s``
+    """Pass 1: every (pair, row)'s table sum and point (:func:`_row_points`) into ``xs``
     and ``pts``; each pair's best points (as many as ``seed_s`` has columns) above its
     query's ``floor`` into the heaps ``seed_s``/``seed_i``/``seed_m``.
     The sign-plane sums of up to ``qbmax`` queries of an item come from one pass over
@@ -793,15 +894,16 @@ def _points(
                 nm = norms[j : j + cnt] if l2 else norms
                 ra, rb = (a[j : j + cnt], b[j : j + cnt]) if terms == TERMS_ALL else (a, b)
                 rc = c[j : j + cnt] if terms != TERMS_NONE else c
-                rf, rh, rA = big_f[j : j + cnt], big_h[j : j + cnt], big_a[j : j + cnt]
+                rw = words[j : j + cnt]
                 for u in range(qb):
                     p = g0 + u
                     qq = qidx[p]
                     at = uptr[p] + r0
                     point = pts[at : at + cnt]
                     _row_points(
-                        span[u], rf, rh, rA, ra, rb, rc, nm, w0s[at : at + cnt], point,
-                        xq[qq], qscale[qq], em2, qc[qq], t[qq], qadd[p], l2, qsq[qq], terms,
+                        span[u], rw, ra, rb, rc, nm, xs[at : at + cnt], point, xq[qq],
+                        qscale[qq], em2, qc[qq], t[qq], qadd[p], l2, qsq[qq], terms, popmask,
+                        delta,
                     )  # fmt: skip
                     m = seed_m[p]
                     root = seed_s[p, 0] if m == cap else floor[qq]
@@ -921,13 +1023,14 @@ def _score_batch(
 @nb.njit(cache=True, fastmath=False, parallel=True)
 def _refine(
     codes, layout, d, starts, ends, qptr, qidx, qslot, qadd, qi, qscale, qoff, t, a, b, c,
-    l2, norms, qsq, uptr, w0s, pts, out_s, out_i, counts, qthr, refined, q8, per_byte,
-    row_bytes, bptr, limits, big_f, eps, big_a, qnorm, zr, qc, big, terms, amax,
+    l2, norms, qsq, uptr, xs, pts, out_s, out_i, counts, qthr, refined, q8, per_byte,
+    row_bytes, bptr, limits, big_f, big_h, eps, big_a, qnorm, zr, qc, big, terms, amax,
 ):  # fmt: skip
     """Pass 3: score exactly every row whose bound reaches the k-th best score so far.
     A block of 32 rows is filtered first: the rows whose point (:func:`_row_points`)
     lies within the block's :func:`_block_slacks` of the threshold (32 compared at
-    once); only they get their bound (:func:`_row_bound`), and those it lets through
+    once); only they get their estimate ``ŵ = F x + H`` (``x`` the first pass's sum)
+    and bound (:func:`_row_bound`), and those it lets through
     are read in full (with AVX-512 VNNI 16 at a time, :func:`_dots16`, ``q8`` the
     queries in its layout)."""
     nitems = starts.shape[0]
@@ -957,11 +1060,11 @@ def _refine(
             m = counts[slot]
             thr = qthr[qq] if m < k else max(qthr[qq], hs[0])
             pt = pts[uptr[p] : uptr[p] + n]
-            w0 = w0s[uptr[p] : uptr[p] + n]
+            xr = xs[uptr[p] : uptr[p] + n]
             ppt = pt.ctypes.data
-            pw0 = w0.ctypes.data
-            pf, pe, pa, pc = (big_f.ctypes.data, eps.ctypes.data, big_a.ctypes.data,
-                              c.ctypes.data)  # fmt: skip
+            px = xr.ctypes.data
+            pf, ph, pe, pa, pc = (big_f.ctypes.data, big_h.ctypes.data, eps.ctypes.data,
+                                  big_a.ctypes.data, c.ctypes.data)  # fmt: skip
             s0, qn, zq, cq = qscale[qq], qnorm[qq], zr[qq], qc[qq]
             bq, tq, qq2 = big[qq], t[qq], qsq[qq]
             _block_slacks(
@@ -995,17 +1098,19 @@ def _refine(
                         bits &= bits - np.uint32(1)
                         sv[ns] = r
                         ns += 1
-                        _prefetch(pw0 + 4 * r)
-                        _prefetch(pf + 4 * (s + r))
-                        _prefetch(pe + 4 * (s + r))
-                        _prefetch(pa + 4 * (s + r))
+                        _prefetch(px + 4 * r)
+                        _prefetch(pf + big_f.strides[0] * (s + r))
+                        _prefetch(ph + big_h.strides[0] * (s + r))
+                        _prefetch(pe + eps.strides[0] * (s + r))
+                        _prefetch(pa + big_a.strides[0] * (s + r))
                         if terms != TERMS_NONE:
                             _prefetch(pc + 4 * (s + r))
                 for x in range(ns):
                     r = sv[x]
                     j = s + r
+                    w0 = big_f[j] * xr[r] + big_h[j]  # as the float32 terms make ŵ
                     ub = _row_bound(
-                        w0[r], big_f[j], eps[j], big_a[j],
+                        w0, big_f[j], eps[j], big_a[j],
                         a[j] if terms == TERMS_ALL else zero,
                         b[j] if terms == TERMS_ALL else zero,
                         c[j] if terms != TERMS_NONE else zero,
@@ -1046,14 +1151,15 @@ def progressive_scan_topk(
     """:func:`~vecpress.kernels.grid_search.grid_scan_topk` reading the sign plane first.
 
     Same arguments and result (one query limb: ``bits`` ≤ :data:`MAX_BITS`),
-    plus ``planes = (blocked, bptr, F, H, eps, A, limits)``: the fast-scan blocks of
-    the rows' sign planes (item ``w``'s rows in blocks ``bptr[w]:bptr[w+1]``),
-    :func:`fold_terms`'s terms made with ``z`` error deviations and the blocks'
-    :func:`block_limits`; ``terms``: which of the rows' ``a``, ``b``, ``c`` the bounds
-    read (:data:`TERMS_ALL`, or where ``b`` is zero and the grid's centre is its
-    middle, ``rq``, :data:`TERMS_C` or, with ``c`` zero too, :data:`TERMS_NONE`: 16
-    bytes of terms a row; ``True``/``False`` stand for all/none). Three passes:
-    (1) every row's estimate and point estimate from its sign plane (two float32 per
+    plus ``planes = (blocked, bptr, F, H, eps, A, words, limits)``: the fast-scan blocks
+    of the rows' sign planes (item ``w``'s rows in blocks ``bptr[w]:bptr[w+1]``),
+    :func:`fold_terms`'s terms made with ``z`` error deviations, their
+    :func:`pack_terms` words and the blocks' :func:`block_limits`; ``terms``: which of
+    the rows' ``a``, ``b``, ``c`` the points and bounds read (:data:`TERMS_ALL`, or
+    where ``b`` is zero and the grid's centre is its middle, ``rq``, :data:`TERMS_C`
+    or, with ``c`` zero too, :data:`TERMS_NONE`: the first pass then reads 8 or 4 bytes
+    of terms a row; ``True``/``False`` stand for all/none). Three passes: (1) every
+    row's table sum and point estimate from its sign plane and word (two float32 per
     row scanned, of scratch); (2) per query, its :data:`SEEDS` ``* k`` rows of best
     point estimates scored exactly, whose k-th score is a threshold; (3) every row
     whose bound reaches the threshold (raised as better rows come) scored exactly,
@@ -1198,30 +1304,30 @@ class Bound:
 @nb.njit(cache=True)
 def _search_centred(
     tag, qbmax, codes, bits, d, per_byte, starts, ends, list_ptr, lists, adds, q, center,
-    qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, limits, norms, qsq, k, z, mode,
-    scratch,
+    qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, words, limits, norms, qsq, k, z,
+    mode, scratch,
 ):  # fmt: skip
     """:func:`_search` of queries quantized here (:func:`progressive_search`)."""
     qi, qscale, off = _grid_queries_flat(q, center, qoff, 1)
     return _search(
         tag, qbmax, codes, bits, d, per_byte, starts, ends, list_ptr, lists, adds, qi, qscale,
-        off, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, limits, norms, qsq, k, z, mode,
-        scratch,
+        off, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, words, limits, norms, qsq, k,
+        z, mode, scratch,
     )  # fmt: skip
 
 
 @nb.njit(cache=True)
 def _search(
     tag, qbmax, codes, bits, d, per_byte, starts, ends, list_ptr, lists, adds, qi, qscale,
-    qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, limits, norms, qsq, k, z, mode,
-    scratch,
+    qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, words, limits, norms, qsq, k, z,
+    mode, scratch,
 ):  # fmt: skip
     """:func:`progressive_search` of quantized queries: plan, :func:`_run`, merge."""
     qptr, qidx, qslot, qadd, qslot_ptr = plan_pairs(list_ptr, lists, adds)
     slot_s, slot_i, refined = _run(
         tag, qbmax, codes, bits, d, per_byte, starts, ends, qptr, qidx, qslot, qadd, qi,
-        qscale, qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, limits, norms, qsq,
-        qslot_ptr[-1], k, z, mode, scratch,
+        qscale, qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, words, limits, norms,
+        qsq, qslot_ptr[-1], k, z, mode, scratch,
     )  # fmt: skip
     nq = lists.shape[0]
     res_s = np.empty((nq, k), np.float32)
@@ -1309,7 +1415,7 @@ def query_terms(qi, d, qscale, qoff, bits, z, rsum, rnorm):
 @nb.njit(cache=True)
 def _run(
     tag, qbmax, codes, bits, d, per_byte, starts, ends, qptr, qidx, qslot, qadd, qi, qscale,
-    qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, limits, norms, qsq, nslots, k,
+    qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, words, limits, norms, qsq, nslots, k,
     z, mode, scratch,
 ):  # fmt: skip
     """:func:`progressive_scan_topk` in one compiled call: the queries' tables and
@@ -1340,10 +1446,10 @@ def _run(
             pitem[p] = w
             uptr[p + 1] = uptr[p] + ends[w] - starts[w]
     total = uptr[npair]
-    # per (pair, row): its estimate, then its point (_row_points)
+    # per (pair, row): its table sum x, then its point (_row_points)
     need = 2 * total
     work = scratch[:need] if scratch.shape[0] >= need else np.empty(need, np.float32)
-    w0s, pts = work[:total], work[total:need]
+    xs, pts = work[:total], work[total:need]
     seed_s = np.empty((npair, SEEDS * k), np.float32)
     seed_i = np.empty((npair, SEEDS * k), np.int64)
     seed_m = np.zeros(npair, np.int64)
@@ -1354,9 +1460,11 @@ def _run(
     for u in range(nq):
         qpptr[u + 1] += qpptr[u]
     amax = np.float32(2 / np.sqrt(d))
+    popmask = np.uint32((1 << pop_bits(d)) - 1)
+    delta = packed_delta(d)
     _points(
         tag, qbmax, blocked, bptr, starts, ends, qptr, qidx, qadd, luts, xq, qnorm, qc, qscale,
-        t, a, b, c, big_f, big_h, big_a, limits, mode, norms, qsq, uptr, w0s, pts, seed_s,
+        t, a, b, c, words, popmask, delta, limits, mode, norms, qsq, uptr, xs, pts, seed_s,
         seed_i, seed_m, np.full(nq, -np.inf, np.float32),
     )  # fmt: skip
     q8 = _query_bytes(qi, d, per_byte)
@@ -1368,8 +1476,8 @@ def _run(
     )  # fmt: skip
     _refine(
         codes, layout, d, starts, ends, qptr, qidx, qslot, qadd, qi, qscale, qoff, t, a, b, c,
-        l2, norms, qsq, uptr, w0s, pts, out_s, out_i, counts, qthr, refined, q8, per_byte,
-        row_bytes, bptr, limits, big_f, eps, big_a, qnorm, zr, qc, big, terms, amax,
+        l2, norms, qsq, uptr, xs, pts, out_s, out_i, counts, qthr, refined, q8, per_byte,
+        row_bytes, bptr, limits, big_f, big_h, eps, big_a, qnorm, zr, qc, big, terms, amax,
     )  # fmt: skip
     _sort_slots(out_s, out_i, counts)
     return out_s, out_i, refined

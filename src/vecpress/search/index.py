@@ -1103,7 +1103,7 @@ class Index:
             (:mod:`vecpress.kernels.progressive`): the same ids and scores as
             without, unless a true top-k row's bound fails (two normal tails of
             3.2e-5 per row, the bound widened where the index's own rows show
-            larger errors). Costs ``d / 8 + 17`` bytes of memory per row, made on
+            larger errors). Costs ``d / 8 + 21`` bytes of memory per row, made on
             the first progressive search. Pays for few queries at a time at
             d of a few hundred (one query over 100,000 MiniLM rows, d = 384: 0.6-1.1
             against 1.1-1.9 ms, BENCHMARKS.md); a large batch, a small d, or IVF lists of

@@ -2,15 +2,18 @@
 
 :class:`Planes` holds what :func:`~vecpress.kernels.progressive.progressive_scan_topk`
 reads first: each row's sign plane (the top bit of every code, in fast-scan
-blocks per work item) and four float32 terms (:func:`~vecpress.kernels.progressive.fold_terms`).
+blocks per work item) and one word of its terms
+(:func:`~vecpress.kernels.progressive.pack_terms`), and what the bounds of the few
+rows it lets through read: four float32 terms
+(:func:`~vecpress.kernels.progressive.fold_terms`).
 They are derived from the stored codes, item by item the first time a scan
 reads the item (as :class:`~vecpress.search.scan.Terms`), in one compiled pass
 over the item's codes where they lie
 (:func:`~vecpress.kernels.progressive.item_planes`: about 0.2 s per million
 384-d rows on one core here, so the first progressive search of a freshly
-opened million-row index answers in about 0.4 s), and cost ``d / 8 + 17``
-bytes of memory per row (the terms 16, the blocks' limits 32 per 32 rows); the
-file holds only the codes.
+opened million-row index answers in about 0.4 s), and cost ``d / 8 + 21``
+bytes of memory per row (the terms 16, the word 4, the blocks' limits 32 per 32
+rows); the file holds only the codes.
 
 The bound's width ``z`` (error deviations) starts from the theory's
 :data:`Z` and is widened where the rows disagree with it: :func:`calibrate_z`
@@ -122,6 +125,8 @@ class Planes:
         self.blocked = np.zeros((int(self.bptr[-1]), 32 * npairs), np.uint8)
         #: fold_terms's F, H, eps, A of every row (rows of items not made yet: zeros)
         self.row_terms = np.zeros((4, n), np.float32)
+        #: pack_terms's word of every row (rows of items not made yet: zeros)
+        self.words = np.zeros(n, np.uint32)
         #: per block of 32 rows, the largest magnitudes of its rows' terms (block_limits)
         self.limits = np.zeros((int(self.bptr[-1]), LIMITS), np.float32)
         self._done = np.zeros(nblocks.size, bool)
@@ -167,8 +172,9 @@ class Planes:
 
     @property
     def arrays(self) -> tuple:
-        """``(blocked, bptr, F, H, eps, A, limits)`` as the progressive scan takes them."""
-        return (self.blocked, self.bptr, *self.row_terms, self.limits)
+        """``(blocked, bptr, F, H, eps, A, words, limits)`` as the progressive scan takes
+        them."""
+        return (self.blocked, self.bptr, *self.row_terms, self.words, self.limits)
 
     def ensure(self, which: np.ndarray, terms: tuple, norms: np.ndarray | None = None) -> None:
         """Make the planes of items number ``which`` (those not made yet), with
@@ -188,7 +194,7 @@ class Planes:
         a, b, c = terms
         item_planes(
             self.codes, layout, self.bits, self.d, starts, ends, self.bptr[todo],
-            self.blocked, *self.row_terms, a, self.z,
+            self.blocked, *self.row_terms, self.words, a, self.z,
         )  # fmt: skip
         big_f, _, eps, big_a = self.row_terms
         block_limits(
