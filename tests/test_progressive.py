@@ -399,6 +399,25 @@ def test_progressive_bad_arguments(data):
         index.search(q, 5, progressive=1)
 
 
+def test_progressive_dimension_limit():
+    """A row's word (:func:`pack_terms`) holds popcounts of up to ``MAX_DIMS`` dimensions:
+    an index of that many searches progressively as it does in full (its words keep 7
+    bits of ``A F``); one more is refused with an error that names the limit."""
+    from vecpress.kernels.progressive import MAX_DIMS
+
+    rng = np.random.default_rng(3)
+    for d in (MAX_DIMS, MAX_DIMS + 1):
+        x = rng.standard_normal((40, d)).astype(np.float32)
+        index = _pair("rq4", "ip", x)
+        if d == MAX_DIMS:
+            got, want = index.search(x[:3], 5, progressive=True), index.search(x[:3], 5)
+            np.testing.assert_array_equal(got.ids, want.ids)
+            np.testing.assert_array_equal(got.scores, want.scores)
+        else:
+            with pytest.raises(ValueError, match=r"up to 65,534 dimensions.*d = 65535"):
+                index.search(x[:1], 5, progressive=True)
+
+
 def test_sign_tables_recombine_exactly():
     """``<σ, qi> = 8 S6 - 253 pop + R - Σ qi + <r, σ>`` for every row and query."""
     rng = np.random.default_rng(4)

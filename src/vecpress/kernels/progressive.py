@@ -40,8 +40,9 @@ of a row, at most ``2 k (1 - Φ(z))`` per query (``z = 4``: 3.2e-5 each).
 
 The bound (a square root and two divisions) is made only for the rows a cheaper
 test cannot rule out: the first pass keeps each row's table sum and its point
-estimate (a multiply-add, from the row's word), and once a threshold is known, a block of 32 rows
-is compared with it all at once, less the block's *slack* (:func:`_block_slacks`),
+estimate (a multiply-add, from the row's word), and once a threshold is known, a
+block of 32 rows is compared with it all at once, less the block's *slack*
+(:func:`_block_slacks`),
 a bound on how far any of its rows' bounds can lie above their points, made from
 the largest magnitudes of the block's row terms (:func:`block_limits`). A row
 the filter drops has a bound below the threshold, so the filter changes which
@@ -92,6 +93,9 @@ from .scan import (
 
 #: most code bits a progressive scan takes (wider codes use two 8-bit query limbs)
 MAX_BITS = 5
+#: most dimensions a progressive scan takes: a :func:`pack_terms` word keeps at least
+#: 7 bits of ``A F``'s significand beside the popcount (:func:`pop_bits` at most 16)
+MAX_DIMS = (1 << 16) - 2
 #: which of the rows' score terms ``a``, ``b``, ``c`` the bound reads (:func:`_row_bound`):
 #: none (``rq``: ``b`` and ``c`` zero, the grid centred on its middle), ``c`` only (the
 #: same with a centring term ``c``, ``center,...,rq``), or all three
@@ -611,7 +615,7 @@ def _row_points(
         pop = word & mask
         af = np.uint32(word & keep).view(np.float32)
         popf = np.float32(np.int32(pop))
-        u = x - np.float32(253.0) * popf  # exact: 253 pop < 2^24
+        u = x - np.float32(253.0) * popf  # exact: 253 pop < 2^24 (MAX_DIMS)
         y = af * u
         y = y * shrink if y < np.float32(0.0) else y
         if terms == TERMS_ALL:
@@ -1485,6 +1489,7 @@ def _run(
 
 __all__ = [
     "MAX_BITS",
+    "MAX_DIMS",
     "TERMS_ALL",
     "TERMS_C",
     "TERMS_NONE",
@@ -1492,8 +1497,11 @@ __all__ = [
     "block_limits",
     "fold_terms",
     "item_planes",
+    "pack_terms",
+    "packed_delta",
     "plane_layout",
     "plane_rows",
+    "pop_bits",
     "progressive_scan_topk",
     "progressive_search",
     "query_terms",

@@ -1053,8 +1053,8 @@ class Index:
         if progressive and not self._first_stage().progressive:
             raise ValueError(
                 "progressive=True reads grid codes of one width of 1-5 bits sign plane first "
-                f"(rq, int, lvq: e.g. 'hd2,rq4'); this index's first stage is "
-                f"{self.codec.tier_codec.spec!r}"
+                "(rq, int, lvq: e.g. 'hd2,rq4'; up to 65,534 dimensions); this index's first "
+                f"stage is {self.codec.tier_codec.spec!r} at d = {self.codec.tier_codec.d}"
             )
 
     def search(

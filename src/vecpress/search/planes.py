@@ -35,6 +35,7 @@ from ..kernels.grid_search import probed_ready
 from ..kernels.progressive import (
     LIMITS,
     MAX_BITS,
+    MAX_DIMS,
     TERMS_ALL,
     TERMS_C,
     TERMS_NONE,
@@ -56,7 +57,9 @@ CALIBRATION_ROWS = 2048
 
 def supports(codec: Codec) -> bool:
     """Whether a codec's first stage can be scanned progressively: grid codes of one
-    width of at most :data:`~vecpress.kernels.progressive.MAX_BITS` bits.
+    width of at most :data:`~vecpress.kernels.progressive.MAX_BITS` bits, in at most
+    :data:`~vecpress.kernels.progressive.MAX_DIMS` dimensions (where the codec knows
+    them: fitted).
 
     Examples
     --------
@@ -70,6 +73,7 @@ def supports(codec: Codec) -> bool:
         hasattr(quant, "grid_queries")
         and quant.grid_layout is None
         and 1 <= int(quant.param) <= MAX_BITS
+        and (quant.grid_dims is None or int(quant.grid_dims) <= MAX_DIMS)
     )
 
 
