@@ -144,9 +144,10 @@ def measure_latency(entry: Entry, data: common.Dataset, gt: np.ndarray, args) ->
             first_ids = ids
         else:
             rec["same_ids"] = float((ids == first_ids).all(axis=1).mean())
-            # the sign plane, four float32 terms and the blocks' limits (32 bytes a 32 rows)
-            d = runner.index.codec.tier_codec.quantizer.grid_dims
-            rec["extra_bytes"] = (d + 7) // 8 + 16 + 1
+            # the sign planes' arrays as the search made them (the plane in blocks of 32
+            # rows per list, four float32 terms and a word, the blocks' limits), per row
+            made = runner.index._first_stage().planes
+            rec["extra_bytes"] = round(sum(a.nbytes for a in made.arrays) / runner.index.ntotal)
         rec.update(
             p50_us=1e6 * percentile(lat, 50),
             p99_us=1e6 * percentile(lat, 99),
