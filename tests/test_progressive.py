@@ -242,6 +242,22 @@ def test_progressive_extreme_magnitudes(spec):
         np.testing.assert_array_equal(prog.ids, index.search(q, 50).ids)
 
 
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_progressive_rows_whose_word_is_flagged(metric):
+    """Rows of subnormal magnitude (1e-39, some 1e6 times larger among them) give ``A F``
+    no relative precision, so their words are flagged (:func:`pack_terms`) and their
+    points infinite: the search still ranks and scores as the full scan does."""
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((500, 40)) * 1e-39).astype(np.float32)
+    x[::7] *= np.float32(1e6)
+    index = _pair("hd2,rq4", metric, x)
+    full, prog = index.search(x[:4], 10), index.search(x[:4], 10, progressive=True)
+    words = index._first_stage().planes.words
+    assert (words == (1 << pop_bits(40)) - 1).sum() > 100  # flagged rows among them
+    np.testing.assert_array_equal(prog.ids, full.ids)
+    np.testing.assert_array_equal(prog.scores, full.scores)
+
+
 @pytest.mark.parametrize("spec", ["hd2,rq4", "center,hd2,rq4"])
 def test_progressive_concurrent_first_use(data, spec):
     """Threads searching a fresh index at once (the planes are made on first use)."""
@@ -732,8 +748,8 @@ def test_a_packed_point_is_at_least_the_float32_terms_point(d):
     float32 terms, ``s0 A ŵ'`` with ``ŵ = F x + H`` (computed exactly here from the
     float32 values), for every sign of ``s0`` and ``A``, estimates near zero (the most
     cancellation between ``F x`` and ``H``) and far out, any popcount; and within
-    twice the widening :func:`pack_terms` states. (Without the widening, about half
-    the rows fall below it.)"""
+    twice the widening :func:`pack_terms` states (without it, about half the rows fall
+    below it); a flagged word's point is infinite."""
     from vecpress.kernels.progressive import _row_points, packed_delta
 
     rng = np.random.default_rng(d)
@@ -741,6 +757,8 @@ def test_a_packed_point_is_at_least_the_float32_terms_point(d):
     mags = (10.0 ** rng.uniform(-20, 20, n)).astype(f32)
     big_f, big_h, big_a, pop, words = _packed_rows(rng, n, d, mags)
     mask = np.uint32((1 << pop_bits(d)) - 1)
+    flagged = words.copy()
+    flagged[::10] = mask
     delta = packed_delta(d)
     xq = f32(-8e5 - 0.5)
     qn = 500.0
@@ -761,6 +779,9 @@ def test_a_packed_point_is_at_least_the_float32_terms_point(d):
         af = np.abs(big_a.astype(np.float64) * big_f)
         width = abs(float(s0)) * float(delta) * af * (np.abs(u) + pop)
         assert (points - ref <= 2 * width + 1e-300).all()
+        _row_points(s6, flagged, zero, zero, zero, zero, xs, points, xq, s0, em2, f32(0),
+                    f32(0), f32(0), False, f32(0), TERMS_NONE, mask, delta)  # fmt: skip
+        assert np.isposinf(points[::10]).all() and np.isfinite(points[1::10]).all()
 
 
 def test_packed_terms_carry_a_f_and_the_popcount():
