@@ -140,7 +140,7 @@ class Planes:
 
     def scratch(self, size: int) -> _Lent:
         """A float32 vector of at least ``size`` values for a scan's first pass (each
-        row's estimate and point,
+        row's table sum and point,
         :func:`~vecpress.kernels.progressive.progressive_scan_topk`), lent for a ``with``
         block and given back for the next scan when the block ends: searches allocate
         nothing in proportion to the rows once the first has run (one vector per search
