@@ -17,7 +17,9 @@ blocks of 4 KiB so that every data section has several) were made by
 ``python tests/test_storage.py make-reference`` (see :func:`make_reference`,
 :func:`make_reference_v2` and :func:`make_reference_v3`; it now writes the
 version-3 file); they must keep loading, with the same results, in every later
-version.
+version. So must ``tests/data/ref_kl4_groups.vpi`` (:func:`make_reference_kl`: a
+``kl4`` index whose codes lie as ``kl`` packed them before its codes were placed
+within 64-bit words, each group of equal widths after the one before).
 
 A memory-mapped format-3 file is verified block by block as searches read it:
 every fault case checks that the file fails to open, or that a search reading
@@ -105,6 +107,37 @@ def make_reference_v3(path) -> Index:
 REF3_QUERY_ROWS = [0, 7, 350, 699]
 REF3_TOP3 = [[1077, 499, 363], [15, 313, 953], [701, 1391, 403], [1399, 885, 247]]
 REF3_TOP3_RERANK = [[1077, 363, 499], [15, 313, 953], [701, 1391, 403], [1399, 885, 247]]
+
+
+REFERENCE_KL = DATA / "ref_kl4_groups.vpi"
+
+
+def reference_kl_vectors() -> np.ndarray:
+    """400 x 64 rows of decreasing variance along the axes (``kl4`` gives them 1-8 bits)."""
+    rng = np.random.default_rng(2029)
+    return rng.standard_normal((400, 64)).astype(np.float32) * np.geomspace(4.0, 0.05, 64).astype(
+        np.float32
+    )
+
+
+def make_reference_kl(path) -> Index:
+    """The snippet that made ``tests/data/ref_kl4_groups.vpi`` (frozen)."""
+    index = vecpress.Index("kl4", metric="cosine", seed=10)
+    index.add(reference_kl_vectors(), ids=np.arange(400) * 3)
+    index.save(path)
+    return index
+
+
+# Recorded from ref_kl4_groups.vpi when it was made: its codes' runs, and the top 5.
+REFKL_LAYOUT = [
+    [0, 20, 8, 0], [20, 4, 6, 20], [24, 3, 5, 23], [27, 6, 4, 25], [33, 5, 3, 28],
+    [38, 4, 2, 30], [42, 8, 1, 31],
+]  # fmt: skip
+REFKL_QUERY_ROWS = [0, 9, 200, 399]
+REFKL_TOP5 = [
+    [0, 258, 834, 396, 591], [27, 411, 1179, 711, 1008], [600, 678, 1029, 639, 903],
+    [1197, 426, 264, 555, 951],
+]  # fmt: skip
 
 
 def full_index(metric: str = "l2", n: int = 60, d: int = 32) -> Index:
@@ -306,6 +339,21 @@ def test_reference_v3_file_still_loads_with_the_same_results(mm):
     assert index.search(q, 3, nprobe=2).ids.tolist() == REF3_TOP3
     assert index.search(q, 3, nprobe=2, rerank=20).ids.tolist() == REF3_TOP3_RERANK
     assert sorted(index.ids.tolist()) == [i for i in range(1, 1400, 2) if i not in (1, 3, 101)]
+
+
+@pytest.mark.parametrize("mm", [True, False])
+def test_reference_kl_file_still_loads_with_the_same_results(tmp_path, mm):
+    """A ``kl4`` file of codes packed group after group is read as it was written, and
+    saved again as it was read."""
+    index = vecpress.open(REFERENCE_KL, mmap=mm)
+    assert (index.spec, index.metric, index.d, len(index)) == ("kl4", "cosine", 64, 400)
+    assert index.codec.quantizer.grid_layout.tolist() == REFKL_LAYOUT
+    q = reference_kl_vectors()[REFKL_QUERY_ROWS] + np.float32(0.1)
+    assert index.search(q, 5).ids.tolist() == REFKL_TOP5
+    index.save(tmp_path / "again.vpi")
+    again = vecpress.open(tmp_path / "again.vpi", mmap=mm)
+    assert again.codec.quantizer.grid_layout.tolist() == REFKL_LAYOUT
+    assert same(again.search(q, 5), index.search(q, 5))
 
 
 @pytest.mark.parametrize("ref", [REFERENCE, REFERENCE_V2], ids=["v1", "v2"])
@@ -1179,6 +1227,8 @@ def test_kill_during_save_leaves_the_old_or_the_new_state(tmp_path):
 if __name__ == "__main__":
     if sys.argv[1] == "worker":
         _worker(*sys.argv[2:5])
+    elif sys.argv[1] == "make-reference-kl":  # made once (frozen): do not run again
+        make_reference_kl(REFERENCE_KL)
     elif sys.argv[1] == "make-reference":  # writes the version-3 file; v1 and v2 are frozen
         DATA.mkdir(exist_ok=True)
         idx = make_reference_v3(REFERENCE_V3)
