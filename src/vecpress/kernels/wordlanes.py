@@ -60,6 +60,9 @@ from .scan import _I32X16, _accumulate4x4, _store_sums, _tile_setup, host_has
 
 #: whether this machine reads codes of any width in place (AVX-512 VBMI and VNNI)
 HAVE_VBMI = host_has("avx512vbmi", "avx512vnni", "avx512bw")
+#: whether it also compacts byte lanes (AVX-512 VBMI2: rows of codes within words
+#: unpacked for many queries, :func:`unpack_words`)
+HAVE_VBMI2 = HAVE_VBMI and host_has("avx512vbmi2")
 
 #: bytes a part reads past its offset
 PART_BYTES = 64
@@ -321,3 +324,294 @@ def parts_dots(codes, offsets, perm, ctrl, mask, qp, out):
         )  # fmt: skip
         for r in range(m):
             out[s + r] = tmp[r]
+
+
+# -- layouts whose codes lie within 64-bit words (vecpress.kernels.wordpack) ------------
+
+WordPasses = namedtuple("WordPasses", "first ctrl mask dims reach keep at order")
+WordPasses.__doc__ = """How a scan reads a layout none of whose codes crosses a 64-bit word of
+the row (:func:`word_passes`): each 64-byte chunk of the row loaded once, then read in
+*passes*, pass ``s`` giving each word's codes ``8 s .. 8 s + 7`` (in the order of their
+bits) a lane each with one ``vpmultishiftqb`` and one ``and``, no permutation.
+
+first : int64[C + 1]
+    Chunk ``c`` (bytes ``64 c .. 64 c + 63``) takes the passes ``first[c] ..
+    first[c + 1] - 1`` (1 to :data:`~vecpress.kernels.wordpack.MAX_PASSES` of them).
+ctrl, mask : uint8[P, 64]
+    Per pass and lane (lane ``8 j + t`` reads word ``j`` of the chunk): the bit of the
+    word where the code starts, and ``2^bits - 1`` (0 in lanes without a code).
+dims : int64[P, 64]
+    Per pass and lane: the dimension of the code (-1 in lanes without one).
+reach : int
+    Bytes of a row the passes read, counted from its start (``64 C``).
+keep, at : uint64[P], int64[P]
+    The lanes of each pass that hold a code (bit ``l`` for lane ``l``), and where its
+    codes start in a *compact* row (:func:`unpack_words`: the codes in pass and lane
+    order, no empty lanes).
+order : int64[k]
+    The dimension of each byte of a compact row.
+"""
+
+
+@lru_cache(maxsize=64)
+def _passes_of(key: bytes) -> WordPasses:
+    from .wordpack import chunk_passes
+
+    layout = np.frombuffer(key, np.int64).reshape(-1, 4)
+    passes = chunk_passes(layout)
+    first = np.concatenate([[0], np.cumsum(passes)]).astype(np.int64)
+    total = int(first[-1])
+    ctrl = np.zeros((total, 64), np.uint8)
+    mask = np.zeros((total, 64), np.uint8)
+    lanes = np.full((total, 64), -1, np.int64)
+    dims, pos, width = code_positions(layout)
+    order = np.argsort(pos, kind="stable")
+    dims, pos, width = dims[order], pos[order], width[order]
+    word = pos // 64
+    rank = np.arange(len(pos)) - np.searchsorted(word, word)  # its order within the word
+    chunk, j = word // 8, word % 8
+    p = first[chunk] + rank // 8
+    lane = 8 * j + rank % 8
+    ctrl[p, lane] = pos % 64
+    mask[p, lane] = (1 << width) - 1
+    lanes[p, lane] = dims
+    used = lanes >= 0
+    keep = (used.astype(np.uint64) << np.arange(64, dtype=np.uint64)).sum(axis=1, dtype=np.uint64)
+    at = np.concatenate([[0], np.cumsum(used.sum(axis=1))[:-1]]).astype(np.int64)
+    return WordPasses(first, ctrl, mask, lanes, 64 * len(passes), keep, at, lanes[used])
+
+
+def word_passes(layout: np.ndarray) -> WordPasses:
+    """How to read ``layout``'s codes in place, chunk by chunk (:class:`WordPasses`), for a
+    layout none of whose codes crosses a 64-bit word of the row
+    (:func:`~vecpress.kernels.wordpack.within_words`; ValueError otherwise).
+
+    Cached per layout (the arrays are shared: do not write to them).
+
+    Examples
+    --------
+    Eight 5-bit codes, then eight of 3 bits: one word of 16 codes, read in 2 passes.
+
+    >>> wp = word_passes(np.array([[0, 8, 5, 0], [8, 8, 3, 5]]))
+    >>> wp.first.tolist(), wp.ctrl[1, :3].tolist(), wp.dims[1, :3].tolist()
+    ([0, 2], [40, 43, 46], [8, 9, 10])
+    """
+    return _passes_of(layout_key(layout))
+
+
+def word_queries(qi: np.ndarray, passes: WordPasses) -> np.ndarray:
+    """Query rows ``qi`` (int8/int16 ``[nv, d]``, values in [-128, 127]) laid out for
+    ``passes``: int8 ``[nv rounded up to 4, P * 64]``, lane ``l`` of pass ``p`` holding
+    ``qi[:, dims[p, l]]`` (0 where the lane has no code)."""
+    return lane_queries(qi, passes.dims, np.int8)
+
+
+def _switch_passes(builder, i64, npass, emit) -> None:
+    """``emit(S)`` for the run-time pass count ``npass`` (1 to ``MAX_PASSES``), each
+    count its own unrolled code."""
+    from .wordpack import MAX_PASSES
+
+    end = builder.append_basic_block("passes_end")
+    switch = builder.switch(npass, end)
+    for s in range(1, MAX_PASSES + 1):
+        block = builder.append_basic_block(f"passes_{s}")
+        switch.add_case(ir.Constant(i64, s), block)
+        builder.position_at_end(block)
+        emit(s)
+        builder.branch(end)
+    builder.position_at_end(end)
+
+
+def _pass_tables(builder, i64, vptr, index, pctrl, pmask):
+    """The control and mask vectors of pass ``index``."""
+    o64 = builder.mul(index, ir.Constant(i64, 64))
+    return [
+        builder.bitcast(builder.load(builder.inttoptr(builder.add(t, o64), vptr), align=1), _I8X64)
+        for t in (pctrl, pmask)
+    ]
+
+
+def _word_lanes(builder, mshift, v, ctrl, mask):
+    """One pass's lanes of the 64 row bytes ``v``: each lane's 8 bits from its start in
+    its word, masked to the code's width."""
+    return builder.bitcast(builder.and_(builder.call(mshift, [ctrl, v]), mask), _I32X16)
+
+
+@intrinsic
+def tile1x16_words(typingctx, pa, sa, pfirst, pctrl, pmask, pq, nchunks, pout):
+    """16 exact dot products of ONE query row (:func:`word_queries` layout, int8 at
+    ``pq``) with 16 code rows (at ``pa``, stride ``sa``) read by :class:`WordPasses`
+    (``pfirst``, ``pctrl``, ``pmask``: the arrays' addresses) over ``nchunks`` chunks;
+    int32[16] at ``pout``."""
+    sig = types.void(*([types.intp] * 8))
+
+    def codegen(context, builder, signature, args):
+        pa, sa, pfirst, pctrl, pmask, pq, n, pout = args
+        i64, dpbusd, vptr, accs = _tile_setup(builder)
+        _, mshift = _byte_ops(builder)
+        iptr = i64.as_pointer()
+        with cgutils.for_range(builder, n) as loop:
+            c = loop.index
+            at = builder.add(pfirst, builder.mul(c, ir.Constant(i64, 8)))
+            p0 = builder.load(builder.inttoptr(at, iptr))
+            p1 = builder.load(builder.inttoptr(builder.add(at, ir.Constant(i64, 8)), iptr))
+            start = builder.add(pa, builder.mul(c, ir.Constant(i64, 64)))
+
+            def emit(npass):
+                tabs, qs = [], []
+                for s in range(npass):
+                    index = builder.add(p0, ir.Constant(i64, s))
+                    tabs.append(_pass_tables(builder, i64, vptr, index, pctrl, pmask))
+                    qaddr = builder.add(pq, builder.mul(index, ir.Constant(i64, 64)))
+                    qs.append(builder.load(builder.inttoptr(qaddr, vptr), align=1))
+                for r in range(16):
+                    addr = builder.add(start, builder.mul(sa, ir.Constant(i64, r)))
+                    v = builder.bitcast(builder.load(builder.inttoptr(addr, vptr), align=1), _I8X64)
+                    acc = builder.load(accs[r])
+                    for (ctrl, mask), q in zip(tabs, qs, strict=True):
+                        acc = builder.call(
+                            dpbusd, [acc, _word_lanes(builder, mshift, v, ctrl, mask), q]
+                        )
+                    builder.store(acc, accs[r])
+
+            _switch_passes(builder, i64, builder.sub(p1, p0), emit)
+        _store_sums(builder, [builder.load(acc) for acc in accs], pout, ir.Constant(i64, 16))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def tile4x4_words(typingctx, pa, sa, pfirst, pctrl, pmask, pq, sq, nchunks, pout, sout):
+    """16 exact dot products, 4 code rows (at ``pa``, stride ``sa``) x 4 query rows
+    (:func:`word_queries` layout, int8 at ``pq``, stride ``sq``), read by
+    :class:`WordPasses` over ``nchunks`` chunks; the 4 products of query ``u`` as int32
+    at ``pout + u * sout`` (bytes)."""
+    sig = types.void(*([types.intp] * 10))
+
+    def codegen(context, builder, signature, args):
+        pa, sa, pfirst, pctrl, pmask, pq, sq, n, pout, sout = args
+        i64, dpbusd, vptr, accs = _tile_setup(builder)
+        _, mshift = _byte_ops(builder)
+        iptr = i64.as_pointer()
+        with cgutils.for_range(builder, n) as loop:
+            c = loop.index
+            at = builder.add(pfirst, builder.mul(c, ir.Constant(i64, 8)))
+            p0 = builder.load(builder.inttoptr(at, iptr))
+            p1 = builder.load(builder.inttoptr(builder.add(at, ir.Constant(i64, 8)), iptr))
+            start = builder.add(pa, builder.mul(c, ir.Constant(i64, 64)))
+            rows = []
+            for r in range(4):
+                addr = builder.add(start, builder.mul(sa, ir.Constant(i64, r)))
+                rows.append(
+                    builder.bitcast(builder.load(builder.inttoptr(addr, vptr), align=1), _I8X64)
+                )
+
+            def emit(npass):
+                for s in range(npass):
+                    index = builder.add(p0, ir.Constant(i64, s))
+                    ctrl, mask = _pass_tables(builder, i64, vptr, index, pctrl, pmask)
+                    rows_a = [_word_lanes(builder, mshift, v, ctrl, mask) for v in rows]
+                    o64 = builder.mul(index, ir.Constant(i64, 64))
+                    rows_b = []
+                    for u in range(4):
+                        qaddr = builder.add(
+                            builder.add(pq, builder.mul(sq, ir.Constant(i64, u))), o64
+                        )
+                        rows_b.append(builder.load(builder.inttoptr(qaddr, vptr), align=1))
+                    _accumulate4x4(builder, dpbusd, accs, rows_a, rows_b)
+
+            _switch_passes(builder, i64, builder.sub(p1, p0), emit)
+        _store_sums(builder, [builder.load(acc) for acc in accs], pout, sout)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@nb.njit(cache=True)
+def words_dots(codes, first, ctrl, mask, qw, out):
+    """``out[j] = <codes of row j, query>`` for every row, one query row ``qw`` in the
+    :func:`word_queries` layout (a reference of the tiles for tests; rows need ``reach``
+    bytes readable past their start, so the array is copied with zero padding)."""
+    n, cs = codes.shape
+    nchunks = first.shape[0] - 1
+    width = max(cs, 64 * nchunks)
+    buf = np.zeros((16, width), np.uint8)
+    tmp = np.empty(16, np.int32)
+    for s in range(0, n, 16):
+        m = min(16, n - s)
+        buf[:] = 0
+        for r in range(m):
+            buf[r, :cs] = codes[s + r]
+        tile1x16_words(
+            buf.ctypes.data, width, first.ctypes.data, ctrl.ctypes.data, mask.ctypes.data,
+            qw.ctypes.data, nchunks, tmp.ctypes.data,
+        )  # fmt: skip
+        for r in range(m):
+            out[s + r] = tmp[r]
+
+
+@intrinsic
+def unpack_words(typingctx, prow, pfirst, pctrl, pmask, pkeep, pat, nchunks, pdst):
+    """The codes of the row at ``prow`` (read by :class:`WordPasses`: ``pfirst``,
+    ``pctrl``, ``pmask``, ``pkeep``, ``pat`` the arrays' addresses, ``nchunks`` chunks
+    of 64 bytes) as bytes at ``pdst`` in the compact order (``order``): each pass's
+    lanes compacted in a register (``vpcompressb``, AVX-512 VBMI2) and stored whole, so
+    ``pdst`` needs 64 bytes past the last code."""
+    sig = types.void(*([types.intp] * 8))
+
+    def codegen(context, builder, signature, args):
+        prow, pfirst, pctrl, pmask, pkeep, pat, n, pdst = args
+        i64 = ir.IntType(64)
+        iptr = i64.as_pointer()
+        vptr = _I8X64.as_pointer()
+        _, mshift = _byte_ops(builder)
+        bits64 = ir.VectorType(ir.IntType(1), 64)
+        compress = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(_I8X64, [_I8X64, _I8X64, bits64]),
+            "llvm.x86.avx512.mask.compress.v64i8",
+        )
+
+        def at(base, index):
+            return builder.load(
+                builder.inttoptr(builder.add(base, builder.mul(index, ir.Constant(i64, 8))), iptr)
+            )
+
+        with cgutils.for_range(builder, n) as loop:
+            c = loop.index
+            addr = builder.add(prow, builder.mul(c, ir.Constant(i64, 64)))
+            v = builder.bitcast(builder.load(builder.inttoptr(addr, vptr), align=1), _I8X64)
+            p0 = at(pfirst, c)
+            p1 = at(pfirst, builder.add(c, ir.Constant(i64, 1)))
+            with cgutils.for_range_slice(builder, p0, p1, ir.Constant(i64, 1)) as (p, _):
+                o64 = builder.mul(p, ir.Constant(i64, 64))
+                ctrl, mask = (
+                    builder.load(builder.inttoptr(builder.add(t, o64), vptr), align=1)
+                    for t in (pctrl, pmask)
+                )
+                lanes = builder.and_(builder.call(mshift, [ctrl, v]), mask)
+                keep = builder.bitcast(at(pkeep, p), bits64)
+                packed = builder.call(compress, [lanes, ir.Constant(_I8X64, None), keep])
+                dst = builder.inttoptr(builder.add(pdst, at(pat, p)), vptr)
+                builder.store(packed, dst, align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@nb.njit(cache=True)
+def words_unpacked(codes, first, ctrl, mask, keep, at, k, out):
+    """``out[j]`` = the codes of row ``j`` in the compact order (:func:`unpack_words`,
+    ``k`` codes a row; a reference for tests, rows copied with zero padding first)."""
+    n, cs = codes.shape
+    nchunks = first.shape[0] - 1
+    src = np.zeros(max(cs, 64 * nchunks), np.uint8)
+    dst = np.zeros(k + 64, np.uint8)
+    for j in range(n):
+        src[:cs] = codes[j]
+        unpack_words(
+            src.ctypes.data, first.ctypes.data, ctrl.ctypes.data, mask.ctypes.data,
+            keep.ctypes.data, at.ctypes.data, nchunks, dst.ctypes.data,
+        )  # fmt: skip
+        out[j] = dst[:k]
