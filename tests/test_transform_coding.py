@@ -138,9 +138,7 @@ def test_score_is_the_decoded_inner_product_up_to_query_rounding(spec):
     k = quant._coded
     w = (qt @ quant.axes_[:, :k]) * quant.steps_[:k].astype(np.float32)
     y1 = np.zeros(len(x))
-    for g0, g1, width, off, nbytes in quant.groups_:
-        c = tc.unpack(np.ascontiguousarray(codes[:, off : off + nbytes]), width, g1 - g0)
-        y1 += np.abs(c - (2.0**width - 1) / 2).sum(axis=1)
+    y1 += np.abs(quant.unpacked(codes) - quant._half).sum(axis=1)
     _, scales = quantize_queries(np.ascontiguousarray(w), query_limbs(quant.param))
     bound = 0.5 * scales[-qt.shape[0] :, None].astype(np.float64) * (f * y1)[None, :]
     mag = np.abs(qt).astype(np.float64) @ (np.abs(dec) + np.abs(quant.mean_)).T
@@ -220,11 +218,7 @@ def test_per_row_scale_lowers_the_score_distortion(b):
         f = n2 / (zh * z).sum(axis=1)
         return ((f[:, None] * zh - z) ** 2 * lam).sum(axis=1)
 
-    searched = np.empty((len(x), k))
-    codes = codec.encode(x)
-    for g0, g1, width, off, nbytes in quant.groups_:
-        part = np.ascontiguousarray(codes[:, off : off + nbytes])
-        searched[:, g0:g1] = tc.unpack(part, width, g1 - g0)
+    searched = quant.unpacked(codec.encode(x)).astype(np.float64)
     plain = np.clip(np.rint(z / quant.steps_[:k] + quant._half), 0, quant._top)
     ds, dp = distortion(searched), distortion(plain)
     assert (ds <= dp * (1 + 1e-3)).mean() > 0.99
@@ -307,11 +301,7 @@ def test_scale_search_matches_the_scalar_search(b):
         tau = _scalar_best_tau(zu[j], inv, q._half, q._top, step, weight, np.ldexp(n2[j], -2 * u))
         tc._row_codes(zu[j], inv, q._half, q._top, tau, want[j])
     codes = codec.encode(x)
-    got = np.empty_like(want)
-    for g0, g1, width, off, nbytes in q.groups_:
-        got[:, g0:g1] = tc.unpack(
-            np.ascontiguousarray(codes[:, off : off + nbytes]), width, g1 - g0
-        )
+    got = q.unpacked(codes)
     zs, w = zu.astype(np.float64), weight.astype(np.float64)
     wzz = (w * zs * zs).sum(axis=1)
 
@@ -425,6 +415,31 @@ def test_blob_round_trip_is_exact(spec):
     assert back.to_bytes() == blob
 
 
+@pytest.mark.parametrize("spec", ["kl2", "kl3", "kl4", "kl6", "hd2,kl5"])
+def test_codes_lie_within_words_and_read_as_the_groups_did(spec):
+    """A fitted ``kl`` places its codes so that none crosses a 64-bit word of the row
+    (stored as its layout, ``packing: "words"``): the same codes as the groups one after
+    another would hold, so the same decoded rows and scores."""
+    from vecpress.kernels.wordpack import within_words
+
+    x = _anisotropic(21, 900, 96) + 0.3
+    queries = _anisotropic(22, 9, 96) + 0.3
+    codec = Codec.from_spec(spec, seed=3).fit(x)
+    quant = codec.quantizer
+    assert quant.config()["packing"] == "words" and within_words(quant.grid_layout)
+    assert not within_words(tc.layout_rows(quant.groups_, quant._coded, quant._nbytes))
+    codes = codec.encode(x)
+    groups = Codec.from_bytes(codec.to_bytes())
+    groups.quantizer.layout_ = None  # the layout of the files written before
+    groups.quantizer._layout()
+    assert "packing" not in groups.quantizer.config()
+    old = groups.encode(x)
+    assert not np.array_equal(old, codes)
+    np.testing.assert_array_equal(groups.quantizer.unpacked(old), quant.unpacked(codes))
+    np.testing.assert_array_equal(groups.decode(old), codec.decode(codes))
+    np.testing.assert_array_equal(groups.score(queries, old), codec.score(queries, codes))
+
+
 def _over_budget(arrays):
     bits = arrays["0.bits"]
     bits[: len(bits) // 2] = np.maximum(bits[: len(bits) // 2], 5)
@@ -447,6 +462,14 @@ def _over_budget(arrays):
         lambda a: a.__setitem__("0.mean", a["0.mean"].astype(np.float32)),
         lambda a: a.__setitem__("0.mean", a["0.mean"][:-1].copy()),
         lambda a: a["0.mean"].__setitem__(0, np.inf),
+        lambda a: a.pop("0.layout"),
+        lambda a: a.__setitem__("0.layout", a["0.layout"][1:].copy()),  # a run lost
+        lambda a: a.__setitem__("0.layout", a["0.layout"].astype(np.int32)),
+        lambda a: a.__setitem__("0.layout", a["0.layout"].ravel().copy()),
+        lambda a: a["0.layout"].__setitem__((0, 2), a["0.layout"][0, 2] % 8 + 1),  # width
+        lambda a: a["0.layout"].__setitem__((-1, 3), a["0.layout"][0, 3]),  # bytes shared
+        lambda a: a["0.layout"].__setitem__((0, 3), 10**6),  # beyond the row
+        lambda a: a["0.layout"].__setitem__((0, 0), -1),
     ],
 )
 def test_tampered_state_is_a_format_error(mutate):

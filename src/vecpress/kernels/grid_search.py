@@ -63,12 +63,29 @@ from .scan import (
     uniform_layout,
     unpack_layout,
 )
-from .wordlanes import HAVE_VBMI, NO_PARTS, field_parts, part_queries, tile1x16_parts, tile4x4_parts
+from .wordlanes import (
+    HAVE_VBMI,
+    HAVE_VBMI2,
+    NO_PARTS,
+    field_parts,
+    layout_key,
+    part_queries,
+    tile1x16_parts,
+    tile1x16_words,
+    tile4x4_parts,
+    tile4x4_words,
+    unpack_words,
+    word_passes,
+)
+from .wordpack import within_words
 
 #: items with at most this many query rows (queries x limbs) read their codes in place
 IN_PLACE_ROWS = 4
 #: ``in_place_bits`` of the scan when codes are read by parts (:mod:`~vecpress.kernels.wordlanes`)
 BY_PARTS = -1
+#: ``in_place_bits`` of the scan when codes lie within 64-bit words and are read chunk by
+#: chunk (:class:`~vecpress.kernels.wordlanes.WordPasses`, :func:`scan_tables`)
+BY_WORDS = -2
 
 
 @nb.njit(cache=True, inline="always")
@@ -199,6 +216,7 @@ def _scan_vnni(
     codes, layout, d, in_place_rows, in_place_bits, starts, ends, qptr, qidx, qslot, qadd, q8, q8n,
     limbs, qscale,
     qoff, t, a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr, poff, pperm, pctrl, pmask,
+    pkeep, pat,
 ):  # fmt: skip
     nitems = starts.shape[0]
     cs = codes.shape[1]
@@ -207,6 +225,16 @@ def _scan_vnni(
     nparts = poff.shape[0]
     preach = poff.max() + 64 if nparts else 0  # bytes of a row the parts read
     pp = (poff.ctypes.data, pperm.ctypes.data, pctrl.ctypes.data, pmask.ctypes.data)
+    # codes within words unpacked to the compact order (q8's) where pat is given
+    compact = in_place_bits == BY_WORDS and pat.shape[0] > 0
+    wp = (
+        poff.ctypes.data,
+        pctrl.ctypes.data,
+        pmask.ctypes.data,
+        pkeep.ctypes.data,
+        pat.ctypes.data,
+    )
+    wreach = 64 * (nparts - 1) if in_place_bits == BY_WORDS else 0
     for w in nb.prange(nitems):
         p0 = qptr[w]
         nqw = qptr[w + 1] - p0
@@ -217,15 +245,19 @@ def _scan_vnni(
         # place (no unpacking to amortise); items with many unpack each block once for all.
         in_place = nv <= in_place_rows
         by_parts = in_place and in_place_bits == BY_PARTS
+        by_words = in_place and in_place_bits == BY_WORDS
         per_byte = 8 // in_place_bits if in_place and 0 < in_place_bits < 8 else 1
         row_bytes = (d + per_byte - 1) // per_byte  # code bytes of a row read in place
-        qsrc = q8n if per_byte > 1 or by_parts else q8
+        qsrc = q8n if per_byte > 1 or by_parts or by_words else q8
         dq = qsrc.shape[1]  # bytes per query row
         nch = dq // (64 * per_byte)
         drow = nch * 64  # bytes per row in the block buffer (and read of a row in place)
         if by_parts:
             row_bytes = cs
             drow = max(cs, preach)
+        if by_words:  # the chunks of 64 bytes, poff their passes' prefix sums
+            row_bytes = cs
+            drow = max(cs, 64 * (nparts - 1))
         qb = np.zeros(((nv + 3) // 4 * 4, dq), np.int8)
         for u in range(nqw):
             for li in range(limbs):
@@ -234,8 +266,12 @@ def _scan_vnni(
         # chunk would run past the array): only an item that reaches them needs it
         tail = in_place and (ends[w] + 15) * cs + drow > total
         buf = np.zeros((_BLOCK if tail else 1, drow), np.uint8)
-        # rows unpacked to bytes, laid out by rows (rows_layout) for the 4 x 32 tiles
-        row = np.zeros(drow, np.uint8)
+        # rows unpacked to bytes, laid out by rows (rows_layout) for the 4 x 32 tiles (64
+        # bytes more for the compact unpacking's whole stores; the last rows, whose chunks
+        # would run past the array, copied to wrow first)
+        row = np.zeros(drow + 64, np.uint8)
+        wrow = np.zeros(wreach if compact and not in_place else 0, np.uint8)
+        prow, pwrow = row.ctypes.data, wrow.ctypes.data
         by_rows = np.zeros((0 if in_place else drow // 4, _BLOCK), np.uint32)
         pby_rows = by_rows.ctypes.data
         dots = np.empty((4, _BLOCK), np.int32)  # 4 query rows x the block's code rows
@@ -251,8 +287,15 @@ def _scan_vnni(
             sa = drow
             if not in_place:  # rows past n keep the last block's codes: their dots unused
                 for r in range(n):
-                    unpack_layout(codes[s + r], layout, row)
-                    rows_layout(row, r, by_rows)
+                    if compact:
+                        at = pcodes + (s + r) * cs
+                        if (s + r) * cs + wreach > total:
+                            wrow[:cs] = codes[s + r]
+                            at = pwrow
+                        unpack_words(at, *wp, nparts - 1, prow)
+                    else:
+                        unpack_layout(codes[s + r], layout, row)
+                    rows_layout(row[:drow], r, by_rows)
             elif (s + (n + 15) // 16 * 16 - 1) * cs + drow <= total:  # read rows in place
                 pa = pcodes + s * cs
                 sa = cs
@@ -273,6 +316,10 @@ def _scan_vnni(
                             pq = pqb + (v0 + vv) * dq
                             if by_parts:
                                 tile1x16_parts(pa + r * sa, sa, *pp, pq, nparts, dst)
+                            elif by_words:
+                                tile1x16_words(
+                                    pa + r * sa, sa, pp[0], pp[2], pp[3], pq, nparts - 1, dst
+                                )
                             else:
                                 _tile1x16(per_byte, pa + r * sa, sa, pq, nch, dst)
                 for r in range(0, n if in_place and nv - v0 > 2 else 0, 4):
@@ -281,6 +328,11 @@ def _scan_vnni(
                         tile4x4_parts(
                             pa + r * sa, sa, *pp, pqb + v0 * dq, dq, nparts, dst, 4 * _BLOCK
                         )
+                    elif by_words:
+                        tile4x4_words(
+                            pa + r * sa, sa, pp[0], pp[2], pp[3], pqb + v0 * dq, dq, nparts - 1,
+                            dst, 4 * _BLOCK,
+                        )  # fmt: skip
                     else:
                         _tile4x4(per_byte, pa + r * sa, sa, pqb + v0 * dq, dq, nch, dst, 4 * _BLOCK)
                 _score_tile(
@@ -631,7 +683,7 @@ def grid_scan_topk(
         q8, q8n = vnni_queries(qi, d, in_place_bits, parts)
         _scan_vnni(
             codes, layout, d, rows, in_place_bits, *args, q8, q8n, limbs, qscale, qoff, t, *tail,
-            parts.offsets, parts.perm, parts.ctrl, parts.mask,
+            *scan_tables(in_place_bits, parts),
         )  # fmt: skip
     else:
         layout = uniform_layout(bits, d) if uniform else layout
@@ -670,9 +722,11 @@ def vnni_reads(bits: int, d: int, layout, in_place: bool = True):
     of ``d`` dimensions laid out as ``layout`` (``None``: one width from byte 0):
     ``(layout, in_place_bits, in_place_rows, parts)``. Items of at most ``in_place_rows``
     query rows read 1-, 2-, 4- and 8-bit codes of one width in place (``in_place_bits``
-    their width), other widths and layouts by parts where the CPU has VBMI
-    (:data:`BY_PARTS`, ``parts`` their :func:`~vecpress.kernels.wordlanes.field_parts`);
-    else every block is unpacked (``in_place_bits`` 0).
+    their width), other widths and layouts where the CPU has VBMI: chunk by chunk where
+    no code crosses a 64-bit word of the row (:data:`BY_WORDS`, ``parts`` its
+    :func:`~vecpress.kernels.wordlanes.word_passes`), else by parts (:data:`BY_PARTS`,
+    ``parts`` their :func:`~vecpress.kernels.wordlanes.field_parts`); else every block is
+    unpacked (``in_place_bits`` 0).
 
     Examples
     --------
@@ -687,10 +741,40 @@ def vnni_reads(bits: int, d: int, layout, in_place: bool = True):
     if in_place and uniform and bits in IN_PLACE_BITS:
         in_place_bits = bits
     elif in_place and HAVE_VBMI and layout.shape[0]:  # (kl with no coded axis: none)
-        in_place_bits = BY_PARTS
+        in_place_bits = BY_WORDS if _within_words(layout_key(layout)) else BY_PARTS
     rows = IN_PLACE_ROWS if in_place_bits else 0
-    parts = field_parts(layout) if in_place_bits == BY_PARTS else NO_PARTS
+    parts = NO_PARTS
+    if in_place_bits == BY_PARTS:
+        parts = field_parts(layout)
+    elif in_place_bits == BY_WORDS:
+        parts = word_passes(layout)
     return layout, in_place_bits, rows, parts
+
+
+#: what the scan takes of tables it does not read: no permutations, lanes or offsets
+_NO_PERM = np.zeros((0, 64), np.uint8)
+_NO_KEEP = np.zeros(0, np.uint64)
+_NO_AT = np.zeros(0, np.int64)
+
+
+def scan_tables(in_place_bits: int, parts) -> tuple:
+    """The tables :func:`vnni_reads` chose, as the VNNI scan takes them: ``(poff, pperm,
+    pctrl, pmask, pkeep, pat)``: a :class:`~vecpress.kernels.wordlanes.FieldParts`'
+    offsets, permutations, controls and masks; or a
+    :class:`~vecpress.kernels.wordlanes.WordPasses`' ``first``, controls, masks, and where
+    the CPU compacts lanes (AVX-512 VBMI2), its ``keep`` and ``at`` (else empty: the rows
+    are unpacked as their layout says)."""
+    if in_place_bits == BY_WORDS:
+        keep, at = (parts.keep, parts.at) if HAVE_VBMI2 else (_NO_KEEP, _NO_AT)
+        return parts.first, _NO_PERM, parts.ctrl, parts.mask, keep, at
+    return parts.offsets, parts.perm, parts.ctrl, parts.mask, _NO_KEEP, _NO_AT
+
+
+@functools.lru_cache(maxsize=64)
+def _within_words(key: bytes) -> bool:
+    """:func:`~vecpress.kernels.wordpack.within_words` of the layout ``key``
+    (:func:`~vecpress.kernels.wordlanes.layout_key`), worked out once a layout."""
+    return within_words(np.frombuffer(key, np.int64).reshape(-1, 4))
 
 
 def vnni_queries(qi: np.ndarray, d: int, in_place_bits: int, parts) -> tuple:
@@ -699,6 +783,9 @@ def vnni_queries(qi: np.ndarray, d: int, in_place_bits: int, parts) -> tuple:
     read in place take them (:func:`~vecpress.kernels.scan.split_queries`,
     :func:`~vecpress.kernels.wordlanes.part_queries`; ``q8`` where no split is needed)."""
     q8 = pad_queries_int8(qi)
+    if in_place_bits == BY_WORDS:  # q8 in the compact order where the rows are unpacked so
+        q8 = pad_queries_int8(qi[:, parts.order]) if HAVE_VBMI2 else q8
+        return q8, part_queries(qi, parts)
     if in_place_bits == BY_PARTS:
         return q8, part_queries(qi, parts)
     return q8, split_queries(qi, d, in_place_bits) if 0 < in_place_bits < 8 else q8
@@ -750,7 +837,7 @@ def grid_topk(
     bits = int(bits)
     limbs = query_limbs(bits)
     layout, in_place_bits, rows, parts = vnni_reads(bits, d, layout)
-    if np.ndim(center) == 0 and in_place_bits != BY_PARTS:  # one compiled call
+    if np.ndim(center) == 0 and in_place_bits not in (BY_PARTS, BY_WORDS):  # one compiled call
         qoff = query_offsets(qoff, q.shape[0])
         per_byte = 8 // in_place_bits if 0 < in_place_bits < 8 else 1
         q8, q8n, qscale, off = _flat_queries(
@@ -762,7 +849,7 @@ def grid_topk(
     return _grid_topk(
         read_only(codes), layout, d, rows, in_place_bits, limbs, starts, ends, list_ptr, lists,
         adds, q8, q8n, qscale, off, t, a, b, c, bool(l2), read_only(norms), qsq, k,
-        parts.offsets, parts.perm, parts.ctrl, parts.mask,
+        *scan_tables(in_place_bits, parts),
     )  # fmt: skip
 
 
@@ -781,6 +868,7 @@ def _flat_queries(q, center, qoff, limbs, d, per_byte):
 def _grid_topk(
     codes, layout, d, in_place_rows, in_place_bits, limbs, starts, ends, list_ptr, lists,
     adds, q8, q8n, qscale, off, t, a, b, c, l2, norms, qsq, k, poff, pperm, pctrl, pmask,
+    pkeep, pat,
 ):  # fmt: skip
     """:func:`grid_topk`'s compiled call: plan, scan, sort, merge."""
     qptr, qidx, qslot, qadd, qslot_ptr = plan_pairs(list_ptr, lists, adds)
@@ -793,7 +881,7 @@ def _grid_topk(
     _scan_vnni(
         codes, layout, d, in_place_rows, in_place_bits, starts, ends, qptr, qidx, qslot, qadd,
         q8, q8n, limbs, qscale, off, t, a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr,
-        poff, pperm, pctrl, pmask,
+        poff, pperm, pctrl, pmask, pkeep, pat,
     )  # fmt: skip
     _sort_slots(out_s, out_i, counts)
     res_s = np.empty((nq, k), np.float32)

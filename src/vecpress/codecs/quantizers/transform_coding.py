@@ -101,6 +101,7 @@ import numpy as np
 
 from ...kernels.bitpack import pack_row, packed_size, unpack
 from ...kernels.scan import check_layout
+from ...kernels.wordpack import pack_words
 from .base import GridQuantizer, RowField
 
 #: widest code of one axis
@@ -275,6 +276,25 @@ def layout_rows(groups: list, k: int, row_bytes: int) -> np.ndarray:
     return check_layout(np.array(rows, np.int64).reshape(-1, 4), max(k, 1), row_bytes)
 
 
+def _checked_cover(layout: np.ndarray, bits: np.ndarray, row_bytes: int) -> np.ndarray:
+    """``layout`` validated (:func:`~vecpress.kernels.scan.check_layout`) as the runs of
+    codes of exactly the dimensions ``0..k-1``, each of its width ``bits``
+    (uint8[k]), within ``row_bytes`` bytes: a stored layout that lost a run, or gave one
+    another width, is refused."""
+    k = len(bits)
+    lay = check_layout(layout, max(k, 1), row_bytes)
+    width = np.zeros(k, np.int64)
+    for first, count, w, _ in lay.tolist():
+        width[first : first + count] = w
+    if not np.array_equal(width, bits.astype(np.int64)):
+        raise ValueError(
+            f"kl's stored code layout does not give each of its {k} coded axes its width "
+            f"once (found widths {np.bincount(width, minlength=9).tolist()} by width 0..8, "
+            f"expected {np.bincount(bits, minlength=9).tolist()})"
+        )
+    return lay
+
+
 def principal_axes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The mean, principal axes and variances of rows ``x`` (``n >= 1``).
 
@@ -356,6 +376,9 @@ class KL(GridQuantizer):
         self.lam_: np.ndarray | None = None
         self.bits_: np.ndarray | None = None
         self.steps_: np.ndarray | None = None
+        #: where the codes lie in a row (int64[G, 4] runs, :func:`pack_words`); None:
+        #: each group after the one before (:func:`layout_rows`, files written before)
+        self.layout_: np.ndarray | None = None
 
     # -- learning -----------------------------------------------------------------
     def fit(
@@ -376,6 +399,8 @@ class KL(GridQuantizer):
         # score distortion sum_j lam_j * lam_j 4^(-b_j): water-fill over lam_j² (module doc)
         self.bits_ = allocate_bits(lam * lam, self._nbytes)
         self.steps_ = _steps(lam, self.bits_)
+        k = int((self.bits_ > 0).sum())
+        self.layout_ = pack_words(self.bits_[:k], self._nbytes) if k else None
         self._layout()
         self.fitted = True
 
@@ -394,17 +419,44 @@ class KL(GridQuantizer):
         # 2**_unit_exp ~ the largest axis's standard deviation (encode's unit scale)
         self._unit_exp = math.frexp(math.sqrt(self.lam_[0]))[1] if k else 0
         # what the kernels read without bounds checks: validated once more here
-        self._layout_rows = layout_rows(self.groups_, k, self._nbytes)
+        if self.layout_ is None:
+            self._layout_rows = layout_rows(self.groups_, k, self._nbytes)
+        else:
+            self._layout_rows = _checked_cover(self.layout_, self.bits_[:k], self._nbytes)
 
     # -- state ----------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
-        return {
+        out = {
             "mean": self.mean_,
             "axes": self.axes_,
             "lam": self.lam_,
             "bits": self.bits_,
             "steps": self.steps_,
         }
+        if self.layout_ is not None:
+            out["layout"] = self.layout_
+        return out
+
+    def config(self) -> dict:
+        cfg = super().config()
+        if self.layout_ is not None:  # absent: the groups one after another (files before)
+            cfg["packing"] = "words"
+        return cfg
+
+    def restore(self, config: dict, arrays: dict[str, np.ndarray]) -> None:
+        packing = config.get("packing", "groups")
+        if packing not in ("groups", "words"):
+            raise ValueError(f"kl code packing must be 'groups' or 'words', found {packing!r}")
+        if (packing == "words") != ("layout" in arrays):
+            raise ValueError(
+                f"kl codes packed as {packing!r} "
+                + (
+                    "need a stored layout, found none"
+                    if packing == "words"
+                    else "take no stored layout"
+                )
+            )
+        super().restore(config, arrays)
 
     def setup_restored(self, arrays: dict[str, np.ndarray]) -> None:
         from ..transforms import _checked
@@ -431,7 +483,16 @@ class KL(GridQuantizer):
         coded = bits > 0
         if (steps[coded] <= 0).any() or (steps[~coded] != 0).any():
             raise ValueError("kl steps must be positive on coded axes and 0 on the others")
+        layout = arrays.get("layout")  # packing "words" (restore); absent from older files
+        if layout is not None:
+            if layout.dtype != np.int64 or layout.ndim != 2 or layout.shape[1] != 4:
+                raise ValueError(
+                    f"state array 'layout' should be int64[G, 4], found {layout.dtype}"
+                    f"{list(layout.shape)}"
+                )
+            layout = np.array(layout)
         self.mean_, self.axes_, self.lam_, self.bits_, self.steps_ = mean, axes, lam, bits, steps
+        self.layout_ = layout
         self._layout()
 
     # -- coding -----------------------------------------------------------------------
@@ -466,13 +527,18 @@ class KL(GridQuantizer):
     def _factor(self, codes: np.ndarray) -> np.ndarray:
         return self.get_fields(codes, "f")[0]
 
+    def unpacked(self, codes: np.ndarray) -> np.ndarray:
+        """The grid codes of the coded axes of code rows ``codes``, uint8[n, k], read from
+        where :attr:`grid_layout` places them."""
+        out = np.empty((codes.shape[0], self._coded), np.uint8)
+        for g0, count, width, off in self._layout_rows.tolist():
+            part = np.ascontiguousarray(codes[:, off : off + packed_size(count, width)])
+            out[:, g0 : g0 + count] = unpack(part, width, count)
+        return out
+
     def _coded_coordinates(self, codes: np.ndarray) -> np.ndarray:
         """``ẑ`` on the coded axes: float32[n, k]."""
-        zh = np.empty((codes.shape[0], self._coded), np.float32)
-        for g0, g1, width, off, nbytes in self.groups_:
-            cg = unpack(np.ascontiguousarray(codes[:, off : off + nbytes]), width, g1 - g0)
-            zh[:, g0:g1] = (cg.astype(np.float32) - self._half[g0:g1]) * self._step32[g0:g1]
-        return zh
+        return (self.unpacked(codes).astype(np.float32) - self._half) * self._step32
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """``mean + f ẑ Aᵀ`` (float32)."""
