@@ -270,12 +270,13 @@ def test_avx2_tile_layout_spreads_8_bit_codes():
     assert 2 * 255 * 127 > 32767 >= 255 * 127
     layout = np.array([[5, 3, 8, 0], [0, 5, 4, 3], [8, 2, 8, 6], [10, 6, 2, 8]])
     tl, slots, width, segs = tile_layout(layout, 17)  # dimension 16: coded by no run
-    assert tl[:, 0].tolist() == [0, 6, 12, 16]  # 8-bit runs at even bytes, 2 a code
-    assert slots.tolist() == [6, 7, 8, 9, 10, 0, 2, 4, 12, 14, 16, 17, 18, 19, 20, 21, -1]
-    assert width == 22
-    # groups of 4 bytes: 0-7 hold 8-bit codes (flush 1), 8-11 4-bit ones (8), 12-15
-    # 8-bit (1), 16-23 2-bit (43)
-    assert segs.tolist() == [[0, 2, 1], [2, 3, 8], [3, 4, 1], [4, 6, 43]]
+    # the widest runs first (the two 8-bit ones at even bytes, 2 bytes a code), then 4, 2
+    assert tl[:, 0].tolist() == [0, 10, 6, 15]
+    assert slots.tolist() == [10, 11, 12, 13, 14, 0, 2, 4, 6, 8, 15, 16, 17, 18, 19, 20, -1]
+    assert width == 21
+    # groups of 4 bytes: 0-11 hold 8-bit codes (flush 1), 12-15 4-bit and 2-bit ones (8),
+    # 16-23 2-bit (43)
+    assert segs.tolist() == [[0, 3, 1], [3, 4, 8], [4, 6, 43]]
 
 
 @pytest.mark.parametrize("portable", KERNELS)

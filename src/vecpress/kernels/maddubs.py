@@ -65,7 +65,8 @@ def tile_layout(layout: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray, int
     ``layout``: the codes' runs, int64[G, 4] rows ``(first, count, bits, offset)``
     (:func:`~vecpress.kernels.scan.check_layout`). Returns ``(tlayout, slots, width,
     segments)``: the runs with ``first`` replaced by their first byte in the unpacked row,
-    runs laid end to end in layout order, each 8-bit run starting at an even byte and
+    runs laid end to end from the widest (in layout order among equal widths), each
+    8-bit run starting at an even byte and
     taking two bytes a code (the code, then a zero); ``slots`` int64[d] the byte of each
     dimension (-1 for a dimension no run codes: it scores 0 and is dropped); ``width``
     the row's bytes; ``segments`` int64[S, 3] rows ``(g0, g1, flush)``: the groups of 4
@@ -84,7 +85,10 @@ def _tile_layout_of(key: bytes, d: int) -> tuple[np.ndarray, np.ndarray, int, np
     tlayout = np.frombuffer(key, np.int64).reshape(-1, 4).copy()
     slots = np.full(d, -1, np.int64)
     pos = 0
-    for g in range(tlayout.shape[0]):
+    # the widest runs first: groups of 4 bytes then hold codes of one width where they
+    # can, and the narrow codes' groups widen their sums rarely (a layout's runs may
+    # alternate widths: kl's codes placed within 64-bit words)
+    for g in np.argsort(-tlayout[:, 2], kind="stable").tolist():
         first, count, bits = (int(v) for v in tlayout[g, :3])
         step = 2 if bits == 8 else 1
         pos += pos % step  # an 8-bit run starts at an even byte

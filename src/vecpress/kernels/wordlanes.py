@@ -178,7 +178,8 @@ def field_parts(layout: np.ndarray) -> FieldParts:
 
 def layout_key(layout: np.ndarray) -> bytes:
     """The bytes of a code layout that the in-place readers cache their tables by, after
-    checking it is one: int64[G, 4] runs of at least one code of 1-8 bits.
+    checking it is one: int64[G, 4] runs of at least one code of 1-8 bits (the runs
+    checked once a layout, :func:`_checked_runs`).
 
     Examples
     --------
@@ -188,11 +189,22 @@ def layout_key(layout: np.ndarray) -> bytes:
     lay = np.ascontiguousarray(layout, np.int64)
     if lay.ndim != 2 or lay.shape[1] != 4 or lay.shape[0] == 0:
         raise ValueError(f"a code layout is int64[G, 4] with G >= 1, found shape {lay.shape}")
+    key = lay.tobytes()
+    _checked_runs(key)
+    return key
+
+
+@lru_cache(maxsize=256)
+def _checked_runs(key: bytes) -> bool:
+    """Whether the runs of the layout ``key`` each have at least one code of 1-8 bits at
+    non-negative places (ValueError otherwise, which is not cached): a search reads the
+    same layout for every query, so it is checked once."""
+    lay = np.frombuffer(key, np.int64).reshape(-1, 4)
     if (lay[:, 1] < 1).any() or (lay[:, 2] < 1).any() or (lay[:, 2] > 8).any() or (lay < 0).any():
         raise ValueError(
             f"a code layout's runs have count >= 1 and 1-8 bits, found {lay.tolist()[:4]}"
         )
-    return lay.tobytes()
+    return True
 
 
 def lane_queries(qi: np.ndarray, dims: np.ndarray, dtype) -> np.ndarray:
@@ -202,9 +214,18 @@ def lane_queries(qi: np.ndarray, dims: np.ndarray, dtype) -> np.ndarray:
     nv = qi.shape[0]
     flat = dims.reshape(-1)
     out = np.zeros(((nv + 3) // 4 * 4, flat.size), dtype)
-    used = flat >= 0
-    out[:nv, used] = qi[:, flat[used]]
+    _gather_lanes(np.ascontiguousarray(qi), flat, out)
     return out
+
+
+@nb.njit(cache=True)
+def _gather_lanes(qi, flat, out):
+    """``out[r, l] = qi[r, flat[l]]`` where ``flat[l] >= 0`` (one compiled pass: a
+    one-query search lays its query out on every call)."""
+    for r in range(qi.shape[0]):
+        for lane in range(flat.shape[0]):
+            if flat[lane] >= 0:
+                out[r, lane] = qi[r, flat[lane]]
 
 
 def part_queries(qi: np.ndarray, parts: FieldParts) -> np.ndarray:
