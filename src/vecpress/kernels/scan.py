@@ -222,6 +222,26 @@ def check_layout(layout, d: int, row_bytes: int) -> np.ndarray:
     return lay
 
 
+def code_positions(layout: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dimension, first bit (from the row's first bit) and width of every code of a
+    layout (:func:`~vecpress.kernels.scan.check_layout`, codes packed as
+    :mod:`~vecpress.kernels.bitpack` packs them).
+
+    Examples
+    --------
+    >>> dims, pos, width = code_positions(np.array([[0, 2, 3, 0], [2, 1, 8, 1]]))
+    >>> dims.tolist(), pos.tolist(), width.tolist()
+    ([0, 1, 2], [0, 3, 8], [3, 3, 8])
+    """
+    lay = np.asarray(layout, np.int64).reshape(-1, 4)
+    count = lay[:, 1]
+    i = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+    dims = np.repeat(lay[:, 0], count) + i
+    width = np.repeat(lay[:, 2], count)
+    pos = np.repeat(lay[:, 3] * 8, count) + i * width
+    return dims, pos, width
+
+
 @nb.njit(cache=True, inline="always")
 def unpack_layout(src, layout, dst):
     """Unpack every run of ``layout`` from the code row ``src`` into ``dst`` (dimensions

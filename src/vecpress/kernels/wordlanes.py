@@ -56,7 +56,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .scan import _I32X16, _accumulate4x4, _store_sums, _tile_setup, host_has
+from .scan import _I32X16, _accumulate4x4, _store_sums, _tile_setup, code_positions, host_has
+from .wordpack import MAX_PASSES, chunk_passes
 
 #: whether this machine reads codes of any width in place (AVX-512 VBMI and VNNI)
 HAVE_VBMI = host_has("avx512vbmi", "avx512vnni", "avx512bw")
@@ -97,26 +98,6 @@ NO_PARTS = FieldParts(
     np.zeros((0, 64), np.int64),
     0,
 )
-
-
-def code_positions(layout: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Dimension, first bit (from the row's first bit) and width of every code of a
-    layout (:func:`~vecpress.kernels.scan.check_layout`, codes packed as
-    :mod:`~vecpress.kernels.bitpack` packs them).
-
-    Examples
-    --------
-    >>> dims, pos, width = code_positions(np.array([[0, 2, 3, 0], [2, 1, 8, 1]]))
-    >>> dims.tolist(), pos.tolist(), width.tolist()
-    ([0, 1, 2], [0, 3, 8], [3, 3, 8])
-    """
-    lay = np.asarray(layout, np.int64).reshape(-1, 4)
-    count = lay[:, 1]
-    i = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
-    dims = np.repeat(lay[:, 0], count) + i
-    width = np.repeat(lay[:, 2], count)
-    pos = np.repeat(lay[:, 3] * 8, count) + i * width
-    return dims, pos, width
 
 
 @lru_cache(maxsize=64)
@@ -376,8 +357,6 @@ order : int64[k]
 
 @lru_cache(maxsize=64)
 def _passes_of(key: bytes) -> WordPasses:
-    from .wordpack import chunk_passes
-
     layout = np.frombuffer(key, np.int64).reshape(-1, 4)
     passes = chunk_passes(layout)
     first = np.concatenate([[0], np.cumsum(passes)]).astype(np.int64)
@@ -430,8 +409,6 @@ def word_queries(qi: np.ndarray, passes: WordPasses) -> np.ndarray:
 def _switch_passes(builder, i64, npass, emit) -> None:
     """``emit(S)`` for the run-time pass count ``npass`` (1 to ``MAX_PASSES``), each
     count its own unrolled code."""
-    from .wordpack import MAX_PASSES
-
     end = builder.append_basic_block("passes_end")
     switch = builder.switch(npass, end)
     for s in range(1, MAX_PASSES + 1):

@@ -40,8 +40,7 @@ from math import gcd
 
 import numpy as np
 
-from .scan import check_layout
-from .wordlanes import code_positions
+from .scan import check_layout, code_positions
 
 #: bits of the words no code may cross
 WORD_BITS = 64
