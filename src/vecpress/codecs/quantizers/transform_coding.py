@@ -26,10 +26,20 @@ an axis, ties to the lower index) as long as the codes still fit in
 ``ceil(d * b / 8)`` bytes, and stops when no increment fits. Because the
 eigenvalues are sorted and ties go to the lower index, the allocation is
 non-increasing along the axes, so the axes of equal width form contiguous
-*groups*. Each group is packed on its own by :mod:`vecpress.kernels.bitpack`
-(``packed_size(n_g, b_g)`` bytes, byte-aligned); the budget check counts those
-packed sizes. The code size is data-independent: ``ceil(d * b / 8)`` bytes of
-codes (unused bytes are zero) plus one per-vector float.
+*groups*. Each group takes ``packed_size(n_g, b_g)`` bytes (:mod:`vecpress.kernels.bitpack`,
+byte-aligned); the budget check counts those packed sizes. The code size is
+data-independent: ``ceil(d * b / 8)`` bytes of codes (unused bytes are zero) plus
+one per-vector float.
+
+**Where the codes lie.** A fitted ``kl`` places its codes so that none crosses a
+64-bit word of the row, in the same bytes (:func:`~vecpress.kernels.wordpack.pack_words`:
+each group cut into runs of whole bytes, placed among the words), which lets a scan
+read each 64 bytes of a row with one load and no byte permutation
+(:class:`~vecpress.kernels.wordlanes.WordPasses`). The layout is stored with the codec
+(the ``layout`` array, ``packing: "words"`` in its config) and checked on opening: every
+coded axis once, at its width, within the row. Where no such placement exists (a word
+would hold more than 32 codes: some 1- and 2-bit allocations), and in files written
+before, the groups lie one after another (``packing`` absent, no ``layout``).
 
 **Scalar quantizer.** An axis with ``b_j >= 1`` bits has a uniform midrise
 quantizer with ``2^b_j`` levels and step ``step_j = sqrt(lam_j) s(b_j)``, where
@@ -82,11 +92,11 @@ on the coded axes, ``<q A, ẑ> = <c - h, w>``, so
 is the grid form with per-dimension centres ``h``. The query's ``w`` is
 rounded to 8 bits once for all the axes (one limb up to ``kl5``, two above;
 :func:`~vecpress.kernels.scan.query_limbs`), and ``<c, w>`` is one exact
-integer dot product over the groups (:attr:`KL.grid_layout`), so flat and IVF
+integer dot product over the codes' runs (:attr:`KL.grid_layout`), so flat and IVF
 search run the same fused integer scan as ``rq``: for a few queries the codes are
-read where they lie, each group's codes picked out of the row's 64-bit words
-into byte lanes (:mod:`vecpress.kernels.wordlanes`, on CPUs with AVX-512 VBMI);
-for many, each block of rows is unpacked to bytes once for all of them.
+read where they lie, picked out of the row's 64-bit words into byte lanes
+(:mod:`vecpress.kernels.wordlanes`, on CPUs with AVX-512 VBMI); for many, each block
+of rows is unpacked to bytes once for all of them.
 Reverse water-filling makes ``step_j`` nearly equal across the coded axes
 (``lam_j 4^(-b_j)`` is levelled), so one 8-bit scale fits all of ``w``.
 """
