@@ -387,6 +387,18 @@ def test_constant_and_rank_deficient_data():
     assert (err**2).sum() < 1e-3 * (low**2).sum()  # 8 bits on every axis that varies
 
 
+def test_a_layout_stored_for_no_coded_axis_is_a_format_error():
+    from vecpress import container as vblob
+
+    codec = Codec.from_spec("kl4").fit(np.ones((20, 8), np.float32))  # constant: no axis coded
+    config, arrays = vblob.unpack(codec.to_bytes())
+    assert "0.layout" not in arrays
+    config["stages"][-1]["packing"] = "words"
+    arrays = {**arrays, "0.layout": np.array([[0, 1, 4, 0]], np.int64)}
+    with pytest.raises(vecpress.FormatError, match="no coded axis"):
+        Codec.from_bytes(vblob.pack(config, arrays))
+
+
 def test_a_row_at_the_mean_decodes_to_the_mean():
     x = _anisotropic(10, 500, 16)
     codec = Codec.from_spec("kl2").fit(x)

@@ -30,6 +30,16 @@ byte-aligned): 6 for ``kl4``'s 367 codes at d = 384, where the 4-bit tile reads
 exact: every term is a product of the same integers the unpacked path
 multiplies.
 
+Where no code of a layout crosses a 64-bit word of the row (``kl``'s codes,
+placed so by :mod:`vecpress.kernels.wordpack`), no permutation is needed: each
+64-byte chunk of a row is loaded once and read in *passes* (:func:`word_passes`),
+pass ``s`` giving each word's codes ``8 s .. 8 s + 7`` their lanes with one
+multishift and one mask (:func:`tile1x16_words`, :func:`tile4x4_words`). The parts'
+loads were what cost: 6 loads at unaligned offsets a ``kl4`` row against 3 (BENCHMARKS.md).
+For many queries a row is unpacked by the same passes, each pass's lanes compacted
+(``vpcompressb``, AVX-512 VBMI2) into the order :attr:`WordPasses.order` gives
+(:func:`unpack_words`).
+
 Examples
 --------
 384 codes of 3 bits (144 bytes): 48 windows of 8 codes (3 bytes each), 6 parts.

@@ -16,11 +16,14 @@ equal widths into *atoms*: the fewest codes whose bits make whole bytes
 (``8 / gcd(b, 8)`` codes: 8 of 3, 5 or 7 bits; 4 of 6; 2 of 4; 4 of 2; 8 of 1; 1
 of 8), and the run's last few codes. An atom of one byte never crosses a
 word; one of several (3, 5, 6 or 7 bits) must lie within one. So the atoms of
-several bytes are packed into the words first (first fit, largest first), then
-the one-byte atoms fill the bytes left, while no word holds more than
-``8 passes`` codes (one lane each per pass), for the fewest ``passes`` (1 to
-:data:`MAX_PASSES`) that work. The result is a layout like any other, with more
-runs: everything that reads layouts reads it.
+several bytes are placed in the words first (first fit, largest first), then
+the one-byte atoms fill the bytes left, while no word holds more codes than its
+chunk's passes give it lanes (8 a pass; a chunk of 8 words is read in as many passes
+as its fullest word needs, at most :data:`MAX_PASSES`). The placement is greedy, so
+not always the fewest passes there are (``kl4`` at d = 384: 8, where 7 exist). The
+result is a layout like any other, with more runs: everything that reads layouts
+reads it; a codec stores the layout it chose, so files do not depend on this
+search staying the same.
 
 Examples
 --------
@@ -154,7 +157,8 @@ def pack_words(bits: np.ndarray, row_bytes: int) -> np.ndarray | None:
     found = []  # (passes in all, runs, layout) of each way of placing that fits
     for keep in (True, False):
         for passes in range(1, MAX_PASSES + 1):
-            # the fewest chunks of one pass more that fit (fitting gets no harder with more)
+            # the fewest chunks of one pass more that fit (searched as if more lanes never
+            # made the greedy placement fail)
             top = nchunks if passes < MAX_PASSES else 0
             if _try(atoms, row_bytes, _caps(nwords, passes, top), keep) is None:
                 continue

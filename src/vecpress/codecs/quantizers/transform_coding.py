@@ -292,7 +292,9 @@ def _checked_cover(layout: np.ndarray, bits: np.ndarray, row_bytes: int) -> np.n
     (uint8[k]), within ``row_bytes`` bytes: a stored layout that lost a run, or gave one
     another width, is refused."""
     k = len(bits)
-    lay = check_layout(layout, max(k, 1), row_bytes)
+    if k == 0:
+        raise ValueError("kl with no coded axis stores no code layout, found one")
+    lay = check_layout(layout, k, row_bytes)
     width = np.zeros(k, np.int64)
     for first, count, w, _ in lay.tolist():
         width[first : first + count] = w
