@@ -320,8 +320,16 @@ def parts_dots(codes, offsets, perm, ctrl, mask, qp, out):
     """``out[j] = <codes of row j, query>`` for every row, one query row ``qp`` in the
     parts layout (a reference of the tiles for tests; rows need ``reach`` bytes
     readable past their start, so the array is copied with zero padding)."""
-    n, cs = codes.shape
     reach = offsets.max() + PART_BYTES if offsets.shape[0] else 0
+    _padded_dots(codes, reach, False, offsets, perm, ctrl, mask, qp, offsets.shape[0], out)
+
+
+@nb.njit(cache=True)
+def _padded_dots(codes, reach, words, tab0, perm, ctrl, mask, q, count, out):
+    """The dot products of every row of ``codes`` by the 1 x 16 tiles (:func:`parts_dots`
+    with ``words`` false, ``tab0`` the offsets; :func:`words_dots` with ``words`` true,
+    ``tab0`` the passes' ``first``), each 16 rows copied with zero padding to ``reach``."""
+    n, cs = codes.shape
     width = max(cs, reach)
     buf = np.zeros((16, width), np.uint8)
     tmp = np.empty(16, np.int32)
@@ -330,10 +338,16 @@ def parts_dots(codes, offsets, perm, ctrl, mask, qp, out):
         buf[:] = 0
         for r in range(m):
             buf[r, :cs] = codes[s + r]
-        tile1x16_parts(
-            buf.ctypes.data, width, offsets.ctypes.data, perm.ctypes.data, ctrl.ctypes.data,
-            mask.ctypes.data, qp.ctypes.data, offsets.shape[0], tmp.ctypes.data,
-        )  # fmt: skip
+        if words:
+            tile1x16_words(
+                buf.ctypes.data, width, tab0.ctypes.data, ctrl.ctypes.data, mask.ctypes.data,
+                q.ctypes.data, count, tmp.ctypes.data,
+            )  # fmt: skip
+        else:
+            tile1x16_parts(
+                buf.ctypes.data, width, tab0.ctypes.data, perm.ctypes.data, ctrl.ctypes.data,
+                mask.ctypes.data, q.ctypes.data, count, tmp.ctypes.data,
+            )  # fmt: skip
         for r in range(m):
             out[s + r] = tmp[r]
 
@@ -439,6 +453,16 @@ def _pass_tables(builder, i64, vptr, index, pctrl, pmask):
     ]
 
 
+def _chunk(builder, i64, c, pfirst, pa):
+    """Chunk ``c``'s first pass and the one after its last (``first[c]``,
+    ``first[c + 1]``), and the address of its 64 bytes in the row at ``pa``."""
+    at = builder.add(pfirst, builder.mul(c, ir.Constant(i64, 8)))
+    iptr = i64.as_pointer()
+    p0 = builder.load(builder.inttoptr(at, iptr))
+    p1 = builder.load(builder.inttoptr(builder.add(at, ir.Constant(i64, 8)), iptr))
+    return p0, p1, builder.add(pa, builder.mul(c, ir.Constant(i64, 64)))
+
+
 def _word_lanes(builder, mshift, v, ctrl, mask):
     """One pass's lanes of the 64 row bytes ``v``: each lane's 8 bits from its start in
     its word, masked to the code's width."""
@@ -457,13 +481,8 @@ def tile1x16_words(typingctx, pa, sa, pfirst, pctrl, pmask, pq, nchunks, pout):
         pa, sa, pfirst, pctrl, pmask, pq, n, pout = args
         i64, dpbusd, vptr, accs = _tile_setup(builder)
         _, mshift = _byte_ops(builder)
-        iptr = i64.as_pointer()
         with cgutils.for_range(builder, n) as loop:
-            c = loop.index
-            at = builder.add(pfirst, builder.mul(c, ir.Constant(i64, 8)))
-            p0 = builder.load(builder.inttoptr(at, iptr))
-            p1 = builder.load(builder.inttoptr(builder.add(at, ir.Constant(i64, 8)), iptr))
-            start = builder.add(pa, builder.mul(c, ir.Constant(i64, 64)))
+            p0, p1, start = _chunk(builder, i64, loop.index, pfirst, pa)
 
             def emit(npass):
                 tabs, qs = [], []
@@ -501,13 +520,8 @@ def tile4x4_words(typingctx, pa, sa, pfirst, pctrl, pmask, pq, sq, nchunks, pout
         pa, sa, pfirst, pctrl, pmask, pq, sq, n, pout, sout = args
         i64, dpbusd, vptr, accs = _tile_setup(builder)
         _, mshift = _byte_ops(builder)
-        iptr = i64.as_pointer()
         with cgutils.for_range(builder, n) as loop:
-            c = loop.index
-            at = builder.add(pfirst, builder.mul(c, ir.Constant(i64, 8)))
-            p0 = builder.load(builder.inttoptr(at, iptr))
-            p1 = builder.load(builder.inttoptr(builder.add(at, ir.Constant(i64, 8)), iptr))
-            start = builder.add(pa, builder.mul(c, ir.Constant(i64, 64)))
+            p0, p1, start = _chunk(builder, i64, loop.index, pfirst, pa)
             rows = []
             for r in range(4):
                 addr = builder.add(start, builder.mul(sa, ir.Constant(i64, r)))
@@ -541,22 +555,8 @@ def words_dots(codes, first, ctrl, mask, qw, out):
     """``out[j] = <codes of row j, query>`` for every row, one query row ``qw`` in the
     :func:`word_queries` layout (a reference of the tiles for tests; rows need ``reach``
     bytes readable past their start, so the array is copied with zero padding)."""
-    n, cs = codes.shape
     nchunks = first.shape[0] - 1
-    width = max(cs, 64 * nchunks)
-    buf = np.zeros((16, width), np.uint8)
-    tmp = np.empty(16, np.int32)
-    for s in range(0, n, 16):
-        m = min(16, n - s)
-        buf[:] = 0
-        for r in range(m):
-            buf[r, :cs] = codes[s + r]
-        tile1x16_words(
-            buf.ctypes.data, width, first.ctypes.data, ctrl.ctypes.data, mask.ctypes.data,
-            qw.ctypes.data, nchunks, tmp.ctypes.data,
-        )  # fmt: skip
-        for r in range(m):
-            out[s + r] = tmp[r]
+    _padded_dots(codes, 64 * nchunks, True, first, mask, ctrl, mask, qw, nchunks, out)
 
 
 @intrinsic

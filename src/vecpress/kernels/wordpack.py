@@ -55,19 +55,14 @@ def _atoms(bits: np.ndarray) -> list[tuple[int, int, int, int]]:
     """``(first dim, codes, width, bytes)`` of every atom of the runs of equal widths
     (0-bit dimensions are not coded), in dimension order."""
     out = []
-    d = len(bits)
-    start = 0
-    while start < d:
-        stop = start + 1
-        while stop < d and bits[stop] == bits[start]:
-            stop += 1
-        w = int(bits[start])
+    edges = np.flatnonzero(np.diff(bits.astype(np.int64))) + 1
+    for start, stop in zip([0, *edges.tolist()], [*edges.tolist(), len(bits)], strict=True):
+        w = int(bits[start]) if stop > start else 0
         if w:
             per = 8 // gcd(w, 8)
             for a in range(start, stop, per):
                 n = min(per, stop - a)
                 out.append((a, n, w, (n * w + 7) // 8))
-        start = stop
     return out
 
 
