@@ -783,8 +783,12 @@ def vnni_queries(qi: np.ndarray, d: int, in_place_bits: int, parts) -> tuple:
     read in place take them (:func:`~vecpress.kernels.scan.split_queries`,
     :func:`~vecpress.kernels.wordlanes.part_queries`; ``q8`` where no split is needed)."""
     q8 = pad_queries_int8(qi)
-    if in_place_bits == BY_WORDS:  # q8 in the compact order where the rows are unpacked so
-        q8 = pad_queries_int8(qi[:, parts.order]) if HAVE_VBMI2 else q8
+    if in_place_bits == BY_WORDS:
+        # q8 in the compact order where rows are unpacked so (VBMI2), and only where an
+        # item can have more query rows than are read in place (a one-query search never
+        # unpacks, so it lays out no q8 of its own)
+        if HAVE_VBMI2 and qi.shape[0] > IN_PLACE_ROWS:
+            q8 = pad_queries_int8(qi[:, parts.order])
         return q8, part_queries(qi, parts)
     if in_place_bits == BY_PARTS:
         return q8, part_queries(qi, parts)
