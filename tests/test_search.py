@@ -13,7 +13,8 @@ import vecpress
 from _util import gaussian
 from test_index import brute_force, check_against_truth
 from vecpress import Index
-from vecpress.kernels.grid_search import grid_scan_topk, merge_slots
+from vecpress.kernels.grid_search import SERIAL_MERGE, grid_scan_topk, merge_heaps, merge_slots
+from vecpress.kernels.heap import heap_push
 from vecpress.kernels.nibbles import HAVE_AVX2
 from vecpress.kernels.scan import HAVE_VNNI, grid_queries, query_limbs
 from vecpress.search import scan as search_mod
@@ -215,6 +216,55 @@ def test_make_plan_matches_its_definition(seed):
     assert plan.qidx.tolist() == qidx and plan.qslot.tolist() == qslot
     assert plan.qadd.dtype == np.float32 and plan.qadd.tolist() == qadd
     assert plan.qslot_ptr.tolist() == qslot_ptr.tolist()
+
+
+@pytest.mark.parametrize("big", [False, True])
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_merges_keep_each_querys_k_best_pairs_in_the_heaps_order(seed, big):
+    """merge_heaps (the one-call scans' merge, of the slots' unsorted heaps) and
+    merge_slots (of slots sorted and padded) against the definition: a query's k best
+    (score, row) pairs over its slots, a larger score first and among equal scores the
+    smaller row, padded with (-inf, -1). Slots filled by heap_push to various counts
+    (empty, partial, full), scores drawn from few values so that ties abound; on the
+    calling thread and, past SERIAL_MERGE entries, the parallel loop."""
+    from vecpress.kernels.grid_search import _sort_slots
+
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(1, 12))
+    nq = int(rng.integers(1, 6))
+    per_query = rng.integers(0, 5, nq)
+    if big:  # enough slots that the merge runs in parallel
+        per_query[0] += SERIAL_MERGE // k + 1
+    qslot_ptr = np.concatenate([[0], np.cumsum(per_query)]).astype(np.int64)
+    nslots = int(qslot_ptr[-1])
+    slot_s = np.full((nslots, k), 7.0, np.float32)  # junk past each heap's count
+    slot_i = np.full((nslots, k), 12345, np.int64)
+    counts = np.zeros(nslots, np.int64)
+    levels = rng.standard_normal(4).astype(np.float32)
+    for sl in range(nslots):
+        rows = rng.permutation(60)[: int(rng.integers(0, 2 * k + 1))]  # distinct in a slot
+        for r in rows:
+            counts[sl] = heap_push(slot_s[sl], slot_i[sl], counts[sl], levels[rng.integers(4)], r)
+    want_s = np.full((nq, k), -np.inf, np.float32)
+    want_i = np.full((nq, k), -1, np.int64)
+    for q in range(nq):
+        pairs = [
+            (float(slot_s[sl, p]), int(slot_i[sl, p]))
+            for sl in range(qslot_ptr[q], qslot_ptr[q + 1])
+            for p in range(counts[sl])
+        ]
+        best = sorted(pairs, key=lambda sr: (-sr[0], sr[1]))[:k]
+        want_s[q, : len(best)] = [sc for sc, _ in best]
+        want_i[q, : len(best)] = [r for _, r in best]
+    res_s, res_i = np.empty((nq, k), np.float32), np.empty((nq, k), np.int64)
+    merge_heaps(slot_s, slot_i, counts, qslot_ptr, k, res_s, res_i)
+    np.testing.assert_array_equal(res_i, want_i)
+    np.testing.assert_array_equal(res_s, want_s)
+    _sort_slots(slot_s, slot_i, counts)
+    merge_slots(slot_s, slot_i, qslot_ptr, k, res_s, res_i)
+    np.testing.assert_array_equal(res_i, want_i)
+    np.testing.assert_array_equal(res_s, want_s)
 
 
 def test_queries_of_subnormal_values_quantize_and_score():

@@ -16,8 +16,9 @@ epilogue is compiled without fast-math (no fused multiply-adds, no
 reassociation), so its vectorised loop and its scalar remainder round alike and
 results do not depend on how rows are split into items. The slots of each
 query are then merged (:func:`merge_slots`). With VNNI, a search makes the plan
-(:func:`plan_pairs`), the scan, the slots' sort and the merge in one compiled call
-(:func:`grid_topk`); without, it calls them one by one (:func:`grid_scan_topk` between).
+(:func:`plan_pairs`), the scan and the merge of the slots' unsorted heaps
+(:func:`merge_heaps`) in one compiled call (:func:`grid_topk`); without, it calls them
+one by one (:func:`grid_scan_topk` between).
 
 The score of row ``j`` for query ``q`` through a slot with additive term ``e``::
 
@@ -808,8 +809,8 @@ def grid_topk(
     ``(rows int64[nq, k], scores float32[nq, k])``: the queries quantized
     (:func:`~vecpress.kernels.scan.grid_queries`) and laid out (:func:`vnni_queries`),
     then in one compiled call :func:`plan_pairs`, the VNNI scan :func:`grid_scan_topk`
-    runs, the slots' sort and :func:`merge_slots`: each the function the general path
-    calls, so the result is the same to the bit. Queries of codes of one width read in
+    runs and :func:`merge_heaps` (:func:`merge_slots` without sorting each slot first):
+    the result is the general path's to the bit. Queries of codes of one width read in
     place about one centre (``rq``, ``int``, ``lvq``) are quantized and laid out by one
     compiled call too. A one-query IVF search otherwise makes a dozen calls and
     allocations around its scan (~20 µs with the caches warm, more after another index's
@@ -874,7 +875,7 @@ def _grid_topk(
     adds, q8, q8n, qscale, off, t, a, b, c, l2, norms, qsq, k, poff, pperm, pctrl, pmask,
     pkeep, pat,
 ):  # fmt: skip
-    """:func:`grid_topk`'s compiled call: plan, scan, sort, merge."""
+    """:func:`grid_topk`'s compiled call: plan, scan, merge (:func:`merge_heaps`)."""
     qptr, qidx, qslot, qadd, qslot_ptr = plan_pairs(list_ptr, lists, adds)
     nq = qsq.shape[0]
     nslots = qslot_ptr[-1]
@@ -887,10 +888,9 @@ def _grid_topk(
         q8, q8n, limbs, qscale, off, t, a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr,
         poff, pperm, pctrl, pmask, pkeep, pat,
     )  # fmt: skip
-    _sort_slots(out_s, out_i, counts)
     res_s = np.empty((nq, k), np.float32)
     res_i = np.empty((nq, k), np.int64)
-    merge_slots(out_s, out_i, qslot_ptr, k, res_s, res_i)
+    merge_heaps(out_s, out_i, counts, qslot_ptr, k, res_s, res_i)
     return res_i, res_s
 
 
@@ -987,24 +987,77 @@ def _sort_slots(out_s, out_i, counts):
         heap_pad(out_s[r], out_i[r], counts[r])
 
 
-@nb.njit(cache=True, parallel=True)
-def merge_slots(slot_s, slot_i, qslot_ptr, k, res_s, res_i):
-    """Merge the slots ``qslot_ptr[q]:qslot_ptr[q + 1]`` of each query into its top ``k``.
+#: a merge of at most this many slot entries runs on the calling thread: a parallel
+#: loop's start costs more than the merge of a one-query search (1-6 µs, the more after
+#: a pause, against well under a microsecond for 16 slots of 10)
+SERIAL_MERGE = 1 << 14
 
-    Rows of ``-1`` are skipped; ties go to the smaller row, as in every heap.
+
+@nb.njit(cache=True, inline="always")
+def _merge_heaps_of(slot_s, slot_i, counts, lo, hi, k, res_s, res_i):
+    """:func:`merge_heaps` of one query: its slots ``lo:hi`` into ``res_s``/``res_i``."""
+    m = 0
+    for sl in range(lo, hi):
+        for p in range(counts[sl]):
+            sc = slot_s[sl, p]
+            r = slot_i[sl, p]
+            if m < k or sc > res_s[0] or (sc == res_s[0] and r < res_i[0]):
+                m = heap_push(res_s, res_i, m, sc, r)
+    heap_sort(res_s, res_i, m)
+    heap_pad(res_s, res_i, m)
+
+
+@nb.njit(cache=True)
+def _merge_heaps_serial(slot_s, slot_i, counts, qslot_ptr, k, res_s, res_i):
+    for q in range(qslot_ptr.shape[0] - 1):
+        _merge_heaps_of(
+            slot_s, slot_i, counts, qslot_ptr[q], qslot_ptr[q + 1], k, res_s[q], res_i[q]
+        )
+
+
+@nb.njit(cache=True, parallel=True)
+def _merge_heaps_parallel(slot_s, slot_i, counts, qslot_ptr, k, res_s, res_i):
+    for q in nb.prange(qslot_ptr.shape[0] - 1):
+        _merge_heaps_of(
+            slot_s, slot_i, counts, qslot_ptr[q], qslot_ptr[q + 1], k, res_s[q], res_i[q]
+        )
+
+
+@nb.njit(cache=True)
+def merge_heaps(slot_s, slot_i, counts, qslot_ptr, k, res_s, res_i):
+    """Merge the slots ``qslot_ptr[q]:qslot_ptr[q + 1]`` of each query into its top ``k``
+    (``res_s``, ``res_i``: sorted best first, padded with rows of ``-1``), slot ``sl``
+    holding its first ``counts[sl]`` pairs in any order: the heaps as a scan leaves
+    them, so no slot needs sorting first. The heap's order (a larger score first, then
+    the smaller row) is total, so the ``k`` best of a query's pairs do not depend on
+    the order they are offered in. Runs on the calling thread up to
+    :data:`SERIAL_MERGE` slot entries.
+
+    Examples
+    --------
+    >>> slot_s = np.array([[0.5, 0.9, 0.7], [0.8, 0.2, 0.0]], np.float32)
+    >>> slot_i = np.array([[4, 1, 2], [3, 9, -1]], np.int64)
+    >>> res_s, res_i = np.empty((1, 4), np.float32), np.empty((1, 4), np.int64)
+    >>> merge_heaps(slot_s, slot_i, np.array([3, 2]), np.array([0, 2]), 4, res_s, res_i)
+    >>> res_i.tolist(), res_s.tolist()
+    ([[1, 3, 2, 4]], [[0.8999999761581421, 0.800000011920929, 0.699999988079071, 0.5]])
     """
-    nq = qslot_ptr.shape[0] - 1
-    for q in nb.prange(nq):
-        hs = res_s[q]
-        hi = res_i[q]
+    if qslot_ptr[-1] * slot_s.shape[1] <= SERIAL_MERGE:
+        _merge_heaps_serial(slot_s, slot_i, counts, qslot_ptr, k, res_s, res_i)
+    else:
+        _merge_heaps_parallel(slot_s, slot_i, counts, qslot_ptr, k, res_s, res_i)
+
+
+@nb.njit(cache=True)
+def merge_slots(slot_s, slot_i, qslot_ptr, k, res_s, res_i):
+    """Merge the slots ``qslot_ptr[q]:qslot_ptr[q + 1]`` of each query into its top ``k``:
+    slots sorted and padded as :func:`grid_scan_topk` returns them (a slot's pairs end
+    at its first row of ``-1``), merged by :func:`merge_heaps`. Ties go to the smaller
+    row, as in every heap."""
+    counts = np.empty(slot_i.shape[0], np.int64)
+    for sl in range(slot_i.shape[0]):
         m = 0
-        for sl in range(qslot_ptr[q], qslot_ptr[q + 1]):
-            for p in range(slot_s.shape[1]):
-                r = slot_i[sl, p]
-                if r < 0:
-                    break
-                sc = slot_s[sl, p]
-                if m < k or sc > hs[0] or (sc == hs[0] and r < hi[0]):
-                    m = heap_push(hs, hi, m, sc, r)
-        heap_sort(hs, hi, m)
-        heap_pad(hs, hi, m)
+        while m < slot_i.shape[1] and slot_i[sl, m] >= 0:
+            m += 1
+        counts[sl] = m
+    merge_heaps(slot_s, slot_i, counts, qslot_ptr, k, res_s, res_i)

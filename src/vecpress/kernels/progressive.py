@@ -76,7 +76,7 @@ from .fastscan import (
     _pass_size,
     fastscan_layout,
 )
-from .grid_search import _finish, _sort_slots, _tile1x16, merge_slots, plan_pairs
+from .grid_search import _finish, _sort_slots, _tile1x16, merge_heaps, plan_pairs
 from .heap import heap_push
 from .nibbles import nibble_dot_at
 from .scan import (
@@ -1177,13 +1177,15 @@ def progressive_scan_topk(
         raise ValueError(f"a progressive scan takes 1-{MAX_BITS}-bit codes, found {bits} bits")
     isa_id = ISAS.index(ISA if isa is None else isa)
     per_byte = 8 // bits if bits in IN_PLACE_BITS else 1
-    return _run(
+    out_s, out_i, counts, refined = _run(
         _TAGS[isa_id], _MAX_PASS[isa_id], read_only(codes), bits, d, per_byte, starts, ends,
         qptr, qidx, qslot, qadd, qi, qscale, qoff, t, a, b, c, *planes, read_only(norms), qsq,
         nslots, k, float(z),
         _MODES[_terms_flag(terms) + 3 * bool(l2)],
         _NO_SCRATCH if scratch is None else _scratch(scratch),
     )  # fmt: skip
+    _sort_slots(out_s, out_i, counts)
+    return out_s, out_i, refined
 
 
 def progressive_search(
@@ -1326,9 +1328,10 @@ def _search(
     qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, words, limits, norms, qsq, k, z,
     mode, scratch,
 ):  # fmt: skip
-    """:func:`progressive_search` of quantized queries: plan, :func:`_run`, merge."""
+    """:func:`progressive_search` of quantized queries: plan, :func:`_run`, merge
+    (:func:`~vecpress.kernels.grid_search.merge_heaps`)."""
     qptr, qidx, qslot, qadd, qslot_ptr = plan_pairs(list_ptr, lists, adds)
-    slot_s, slot_i, refined = _run(
+    slot_s, slot_i, counts, refined = _run(
         tag, qbmax, codes, bits, d, per_byte, starts, ends, qptr, qidx, qslot, qadd, qi,
         qscale, qoff, t, a, b, c, blocked, bptr, big_f, big_h, eps, big_a, words, limits, norms,
         qsq, qslot_ptr[-1], k, z, mode, scratch,
@@ -1336,7 +1339,7 @@ def _search(
     nq = lists.shape[0]
     res_s = np.empty((nq, k), np.float32)
     res_i = np.empty((nq, k), np.int64)
-    merge_slots(slot_s, slot_i, qslot_ptr, k, res_s, res_i)
+    merge_heaps(slot_s, slot_i, counts, qslot_ptr, k, res_s, res_i)
     per_query = np.zeros(nq, np.int64)
     for i in range(nq):
         per_query[i] = refined[qslot_ptr[i] : qslot_ptr[i + 1]].sum()
@@ -1423,7 +1426,8 @@ def _run(
     z, mode, scratch,
 ):  # fmt: skip
     """:func:`progressive_scan_topk` in one compiled call: the queries' tables and
-    constants, the pairs' bookkeeping, the three passes and the slots' sorting."""
+    constants, the pairs' bookkeeping and the three passes; the slots' heaps are
+    returned unsorted, with their counts (``out_s, out_i, counts, refined``)."""
     l2, terms = _mode_flags(mode)
     nq = qsq.shape[0]
     m4 = ((d + 3) // 4 + 3) // 4 * 4  # sign_plane_dims(d) groups, padded as _padded_luts does
@@ -1483,8 +1487,7 @@ def _run(
         l2, norms, qsq, uptr, xs, pts, out_s, out_i, counts, qthr, refined, q8, per_byte,
         row_bytes, bptr, limits, big_f, big_h, eps, big_a, qnorm, zr, qc, big, terms, amax,
     )  # fmt: skip
-    _sort_slots(out_s, out_i, counts)
-    return out_s, out_i, refined
+    return out_s, out_i, counts, refined
 
 
 __all__ = [
