@@ -838,6 +838,14 @@ def test_a_flat_search_verifies_every_codes_block_and_the_results_ids(tmp_path):
     rows = np.flatnonzero(np.isin(index._ids.view, res.ids))
     assert seen["ids"] == _blocks_of_rows([(r, r + 1) for r in rows], 8)
     assert "norms" not in seen and seen["rerank_codes"] == set()
+    # every codes block has passed: a search no longer works out which it reads
+    check = index._pending_check
+    assert not check.pending(("codes",)) and not check.pending(("codes", "norms"))
+    assert check.pending(("ids",)) and check.pending(("codes", "ids"))
+    assert check.pending(("rerank_codes",))
+    again = index.search(q[::-1], 3)
+    assert same(again, vecpress.open(path, mmap=False).search(q[::-1], 3))
+    assert _verified(index)["codes"] == seen["codes"]
 
 
 def _row_of_list(index: Index, lst: int, where: float = 0.5) -> int:

@@ -61,6 +61,11 @@ class DeferredCheck:
         """Check rows ``starts[i]:ends[i]`` of the sections ``names`` (here: everything)."""
         self()
 
+    def pending(self, names) -> bool:
+        """Whether some data of the sections ``names`` may still be unchecked (here:
+        always: the index drops this object once the whole check has run)."""
+        return True
+
 
 class BlockCheck(DeferredCheck):
     """The deferred checks of a format-3 file (:attr:`IndexState.pending_check`).
@@ -133,6 +138,12 @@ class BlockCheck(DeferredCheck):
         ]
         if todo:
             self._check_blocks(np.concatenate(todo))
+
+    def pending(self, names) -> bool:
+        """Whether a block of the sections ``names`` has not passed yet. A block passes
+        once and for all, so ``False`` is final: a search that reads only such sections
+        skips working out which of their blocks it reads."""
+        return any(self._left[n] for n in names if n in self._sections)
 
     def __call__(self) -> None:
         self._check_blocks(np.arange(self.crcs.size))

@@ -439,7 +439,7 @@ class Index:
         indexes."""
         self._check_file()
         check = self._pending_check
-        if check is None:
+        if check is None or not check.pending(names):
             return
         if lists is not None:
             probed = np.unique(lists[lists >= 0])
