@@ -150,6 +150,45 @@ def test_fused_scan_equals_score_then_topk(spec, l2, kernel, in_place):
             assert np.isin(got, np.concatenate(rows)).all()
 
 
+@pytest.mark.parametrize("spec", ["kl2", "kl3", "kl4", "hd2,kl6"])
+@pytest.mark.parametrize("d", [50, 384])
+def test_scans_without_avx2_read_kl_words_as_the_codec_scores(monkeypatch, spec, d):
+    """Where the CPU has no AVX2, few query rows over a kl layout within 64-bit words are
+    read by its word passes in plain code (words_dot), not unpacked run by run: the same
+    slots as the unpacked scan, ranked as Codec.score (1-4 queries, 1-300 rows)."""
+    from vecpress.kernels import grid_search
+
+    monkeypatch.setattr(grid_search, "HAVE_AVX2", False)
+    rng = np.random.default_rng(d)
+    x = gaussian(rng, 300, d, offset=0.1)
+    codec = vecpress.Codec.from_spec(spec, seed=3).fit(x)
+    quant = codec.quantizer
+    assert quant.layout_ is not None  # the fit packs within words
+    for nq, n in ((1, 300), (2, 17), (3, 64), (4, 1)):
+        q = gaussian(rng, nq, d, offset=0.1)
+        codes = codec.encode(x[:n])
+        items = search_mod.make_items(np.array([0, n]), chunk=128)
+        plan = search_mod.make_plan(items, np.zeros((nq, 1), np.int64), np.zeros((nq, 1)))
+        qe, center, qoff, t = quant.grid_queries(codec.transform_queries(q)[0])
+        qi, qs, off = grid_queries(qe, center, qoff, quant.param)
+        terms = search_mod.row_terms(codec, codes)
+        ones = np.ones(n, np.float32)
+        args = (
+            codes, quant.param, quant.grid_dims, items.starts, items.ends, plan.qptr,
+            plan.qidx, plan.qslot, plan.qadd, qi, query_limbs(quant.param), qs, off,
+            np.asarray(t, np.float32), *terms, ones, np.zeros(nq, np.float32), plan.nslots, 10,
+        )  # fmt: skip
+        kw = {"portable": True, "tiles": False, "layout": quant.grid_layout}
+        got = [grid_scan_topk(*args, in_place=in_place, **kw) for in_place in (True, False)]
+        np.testing.assert_array_equal(got[0][1], got[1][1])
+        np.testing.assert_array_equal(got[0][0], got[1][0])
+        res_s = np.empty((nq, 10), np.float32)
+        res_i = np.empty((nq, 10), np.int64)
+        merge_slots(*got[0], plan.qslot_ptr, 10, res_s, res_i)
+        ids, _ = topk(codec.score(q, codes), 10)
+        np.testing.assert_array_equal(res_i, ids, err_msg=f"{spec} nq={nq} n={n}")
+
+
 @pytest.mark.parametrize("d", [50, 130, 384])
 @pytest.mark.parametrize("nq", [1, 2, 3, 5])
 def test_few_queries_over_every_row_count_match_the_codec(d, nq):

@@ -15,6 +15,7 @@ from vecpress.kernels.wordlanes import (
     code_positions,
     word_passes,
     word_queries,
+    words_dot,
     words_dots,
     words_unpacked,
 )
@@ -173,6 +174,25 @@ def test_word_tiles_are_exact(seed):
             out = np.zeros(n, np.int32)
             words_dots(rows, wp.first, wp.ctrl, wp.mask, word_queries(qi[None], wp)[0], out)
             np.testing.assert_array_equal(out, dense @ qi)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_plain_word_reader_is_exact(seed):
+    """:func:`words_dot` (the scan's reader where the CPU has no AVX2) gives each row's
+    exact dot product with the codes of random allocations packed within words: junk
+    in the bytes between codes, the row zero-padded past its bytes to whole words and
+    the passes' reach."""
+    rng = np.random.default_rng(seed)
+    for layout, rows, dense in packed_rows(rng, seed + 30):
+        n, k = dense.shape
+        wp = word_passes(layout)
+        width = (max(wp.reach, rows.shape[1]) + 7) // 8 * 8
+        padded = np.zeros((n, width), np.uint8)
+        padded[:, : rows.shape[1]] = rows
+        for qi in (rng.integers(-128, 128, k), np.full(k, -128), np.full(k, 127)):
+            qw = word_queries(qi[None], wp)[0]
+            got = [int(words_dot(padded[r], wp.first, wp.ctrl, wp.mask, qw)) for r in range(n)]
+            assert got == (dense @ qi).tolist()
 
 
 def test_groups_of_kl4_at_384_dimensions_pack_within_words():

@@ -29,6 +29,7 @@ The score of row ``j`` for query ``q`` through a slot with additive term ``e``::
 from __future__ import annotations
 
 import functools
+import sys
 
 import numba as nb
 import numpy as np
@@ -77,6 +78,8 @@ from .wordlanes import (
     tile4x4_words,
     unpack_words,
     word_passes,
+    word_queries,
+    words_dot,
 )
 from .wordpack import within_words
 
@@ -551,10 +554,15 @@ def _scan_by_pairs(
 def _scan_portable(
     codes, layout, d, starts, ends, qptr, qidx, qslot, qadd, qi, limbs, qscale, qoff, t,
     a, b, c, l2, norms, qsq, out_s, out_i, counts, qthr, packed, qp, tiles, q8, tlayout, ngroups,
-    segs,
+    segs, wfirst, wctrl, wmask, qw,
 ):  # fmt: skip
     nitems = starts.shape[0]
     k = out_s.shape[1]
+    cs = codes.shape[1]
+    wreach = 64 * (wfirst.shape[0] - 1)  # a layout within words: the bytes its passes read
+    wwidth = (max(cs, wreach) + 7) // 8 * 8  # a row padded with zeros to whole words
+    # rows whose passes lie within them and start on whole words are read where they are
+    wdirect = 0 < wreach <= cs and cs % 8 == 0 and codes.ctypes.data % 8 == 0
     for w in nb.prange(nitems):
         p0 = qptr[w]
         nqw = qptr[w + 1] - p0
@@ -567,6 +575,9 @@ def _scan_portable(
         # (1-4 query rows waste most of a tile: one kl4 query over 100,000 384-d rows
         # took 40 ms through one, 31.5 by the 16-bit loop, 2.8 by byte pairs)
         tiled = tiles and not direct and nv > IN_PLACE_ROWS
+        # few, over codes within 64-bit words (kl): read by the word passes, not unpacked
+        # run by run (38 runs of alternating widths for kl4 at d = 384)
+        bywords = wreach > 0 and not direct and nv <= IN_PLACE_ROWS
         if tiled:
             _scan_tiled(
                 codes, tlayout, ngroups, starts[w], ends[w], p0, nqw, qidx, qslot, qadd,
@@ -575,14 +586,18 @@ def _scan_portable(
             )  # fmt: skip
             continue
         buf8 = np.zeros(d, np.uint8)
-        buf = np.empty((0 if direct else _BLOCK, d), np.int16)
+        buf = np.empty((0 if direct or bywords else _BLOCK, d), np.int16)
+        wrows = np.zeros((_BLOCK if bywords and not wdirect else 0, wwidth), np.uint8)
         dots = np.empty((2, _BLOCK), np.int32)
         sc = np.empty(_BLOCK, np.float32)
         for s in range(starts[w], ends[w], _BLOCK):
             n = min(ends[w] - s, _BLOCK)
             ra, rb, rc = a[s : s + n], b[s : s + n], c[s : s + n]  # sliced once a block
             rn = norms[s : s + n] if l2 else norms
-            if not direct:
+            if bywords and not wdirect:
+                for r in range(n):
+                    wrows[r, :cs] = codes[s + r]
+            elif not direct:
                 for r in range(n):
                     unpack_layout(codes[s + r], layout, buf8)
                     for i in range(d):
@@ -595,7 +610,14 @@ def _scan_portable(
                     q0, q1 = qv[0], qv[min(1, qv.shape[0] - 1)]
                     for r in range(n):
                         dots[0, r] = _packed_dot(codes, s + r, qv, q0, q1, packed)
-                for r in range(0 if direct else n):
+                for r in range(n if bywords else 0):
+                    for li in range(limbs):
+                        qv = qw[qq * limbs + li]
+                        if wdirect:
+                            dots[li, r] = words_dot(codes[s + r], wfirst, wctrl, wmask, qv)
+                        else:
+                            dots[li, r] = words_dot(wrows[r], wfirst, wctrl, wmask, qv)
+                for r in range(0 if direct or bywords else n):
                     for li in range(limbs):
                         dots[li, r] = int_dot(buf[r], qi[qq * limbs + li], d)
                 m = counts[slot]
@@ -628,7 +650,9 @@ def grid_scan_topk(
     codes of rows that are mostly whole 32-byte chunks, read packed by ``vpmaddubsw``
     (:mod:`~vecpress.kernels.nibbles`, :func:`reads_packed`). In larger scans, and
     without AVX2, items of few query rows read 1-, 2- and 4-bit codes of one limb
-    packed (:func:`_packed_dot`) and other codes unpacked row by row. Otherwise (VNNI and
+    packed (:func:`_packed_dot`), ``kl``'s codes placed within 64-bit words by their
+    word passes (:func:`~vecpress.kernels.wordlanes.words_dot`) and other codes
+    unpacked row by row. Otherwise (VNNI and
     ``in_place=False``, items of more query rows, or no VBMI for those layouts) each
     block of rows is unpacked to bytes once for all the item's queries, laid out by rows
     (:func:`~vecpress.kernels.scan.rows_layout`) and scored 4 queries x 32 rows at a
@@ -710,9 +734,14 @@ def grid_scan_topk(
             if tiles:
                 tlayout, slots, width, segs = tile_layout(layout, d)
                 q8, ngroups = slot_queries(qi, slots, width), (width + 3) // 4
+            # a kl layout within 64-bit words, few query rows: read by its word passes
+            words = (_NO_FIRST, _NO_PERM, _NO_PERM, _NO_QW)
+            if in_place and not uniform and LITTLE_ENDIAN and _within_words(layout_key(layout)):
+                wp = word_passes(layout)
+                words = (wp.first, wp.ctrl, wp.mask, word_queries(qi, wp))
             _scan_portable(
                 codes, layout, d, *args, qi, limbs, qscale, qoff, t, *tail, packed, qp, tiles,
-                q8, tlayout, ngroups, segs,
+                q8, tlayout, ngroups, segs, *words,
             )  # fmt: skip
     _sort_slots(out_s, out_i, counts)
     return out_s, out_i
@@ -756,6 +785,11 @@ def vnni_reads(bits: int, d: int, layout, in_place: bool = True):
 _NO_PERM = np.zeros((0, 64), np.uint8)
 _NO_KEEP = np.zeros(0, np.uint64)
 _NO_AT = np.zeros(0, np.int64)
+#: no word passes (:func:`_scan_portable` reads the layout run by run)
+_NO_FIRST = np.zeros(1, np.int64)
+_NO_QW = np.zeros((1, 64), np.int8)
+#: :func:`~vecpress.kernels.wordlanes.words_dot` reads a row's bytes as little-endian words
+LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 def scan_tables(in_place_bits: int, parts) -> tuple:

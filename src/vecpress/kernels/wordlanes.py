@@ -430,6 +430,40 @@ def word_queries(qi: np.ndarray, passes: WordPasses) -> np.ndarray:
     return lane_queries(qi, passes.dims, np.int8)
 
 
+@nb.njit(cache=True)
+def words_dot(row, first, ctrl, mask, qw):
+    """The exact dot product of one row's codes with one query row, read by the word
+    passes in plain code (the scan's reader where the CPU has no AVX2; no unpacking run
+    by run): each pass takes each of its chunk's 8 words and gives its 8 lanes
+    ``(word >> ctrl) & mask``, as ``vpmultishiftqb`` and an ``and`` do, times ``qw``'s lane.
+
+    ``row``: uint8, the row's bytes zero-padded to ``64 (len(first) - 1)`` (the passes'
+    ``reach``), read as little-endian 64-bit words; ``first``, ``ctrl``, ``mask``: a
+    :class:`WordPasses`'; ``qw``: one row of :func:`word_queries`.
+
+    Examples
+    --------
+    >>> layout = np.array([[0, 2, 4, 0], [2, 2, 8, 1]], np.int64)  # 2 x 4 bits, 2 x 8
+    >>> passes = word_passes(layout)
+    >>> row = np.zeros(passes.reach, np.uint8)
+    >>> row[:3] = [0x21, 5, 7]  # codes 1, 2 (byte 0, low nibble first), 5, 7
+    >>> q = np.array([[1, 2, 3, -1]], np.int16)
+    >>> int(words_dot(row, passes.first, passes.ctrl, passes.mask, word_queries(q, passes)[0]))
+    13
+    """
+    words = row.view(np.uint64)
+    acc = 0
+    for c in range(first.shape[0] - 1):
+        for p in range(first[c], first[c + 1]):
+            for j in range(8):
+                word = words[8 * c + j]
+                lane = 8 * j
+                for t in range(8):
+                    v = (word >> np.uint64(ctrl[p, lane + t])) & np.uint64(mask[p, lane + t])
+                    acc += np.int64(v) * np.int64(qw[64 * p + lane + t])
+    return acc
+
+
 def _switch_passes(builder, i64, npass, emit) -> None:
     """``emit(S)`` for the run-time pass count ``npass`` (1 to ``MAX_PASSES``), each
     count its own unrolled code."""
