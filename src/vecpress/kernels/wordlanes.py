@@ -437,9 +437,10 @@ def words_dot(row, first, ctrl, mask, qw):
     by run): each pass takes each of its chunk's 8 words and gives its 8 lanes
     ``(word >> ctrl) & mask``, as ``vpmultishiftqb`` and an ``and`` do, times ``qw``'s lane.
 
-    ``row``: uint8, the row's bytes zero-padded to ``64 (len(first) - 1)`` (the passes'
-    ``reach``), read as little-endian 64-bit words; ``first``, ``ctrl``, ``mask``: a
-    :class:`WordPasses`'; ``qw``: one row of :func:`word_queries`.
+    ``row``: uint8, contiguous, a whole number of 64-bit words (read little-endian) and
+    at least the passes' ``reach``, ``64 (len(first) - 1)`` bytes (a row shorter than it
+    zero-padded; bytes outside the codes are masked off); ``first``, ``ctrl``, ``mask``:
+    a :class:`WordPasses`'; ``qw``: one row of :func:`word_queries`.
 
     Examples
     --------
