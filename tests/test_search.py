@@ -189,6 +189,36 @@ def test_scans_without_avx2_read_kl_words_as_the_codec_scores(monkeypatch, spec,
         np.testing.assert_array_equal(res_i, ids, err_msg=f"{spec} nq={nq} n={n}")
 
 
+@pytest.mark.parametrize("avx2", [True, False])
+def test_portable_scans_of_a_kl_with_no_coded_axis(monkeypatch, avx2):
+    """A kl fitted on constant rows codes no axis (an empty layout): the portable scan of
+    few query rows, with and without AVX2, ranks its rows as Codec.score (all equal: by
+    row), as the scan of the same rows unpacked does."""
+    from vecpress.kernels import grid_search
+
+    monkeypatch.setattr(grid_search, "HAVE_AVX2", avx2)
+    x = np.tile(np.linspace(-1, 1, 16, dtype=np.float32) * 0.1 + 0.3, (7, 1))
+    codec = vecpress.Codec.from_spec("kl4").fit(x)
+    codes, quant = codec.encode(x), codec.quantizer
+    assert quant.grid_layout.shape[0] == 0
+    q = np.random.default_rng(0).standard_normal((2, 16)).astype(np.float32)
+    items = search_mod.make_items(np.array([0, 7]), chunk=128)
+    plan = search_mod.make_plan(items, np.zeros((2, 1), np.int64), np.zeros((2, 1)))
+    qe, center, qoff, t = quant.grid_queries(codec.transform_queries(q)[0])
+    qi, qs, off = grid_queries(qe, center, qoff, quant.param)
+    args = (
+        codes, quant.param, quant.grid_dims, items.starts, items.ends, plan.qptr, plan.qidx,
+        plan.qslot, plan.qadd, qi, query_limbs(quant.param), qs, off,
+        np.asarray(t, np.float32), *search_mod.row_terms(codec, codes),
+        np.ones(7, np.float32), np.zeros(2, np.float32), plan.nslots, 5,
+    )  # fmt: skip
+    kw = {"portable": True, "tiles": False, "layout": quant.grid_layout}
+    got = [grid_scan_topk(*args, in_place=in_place, **kw) for in_place in (True, False)]
+    np.testing.assert_array_equal(got[0][1], got[1][1])
+    ids, _ = topk(codec.score(q, codes), 5)
+    np.testing.assert_array_equal(got[0][1], ids)
+
+
 @pytest.mark.parametrize("d", [50, 130, 384])
 @pytest.mark.parametrize("nq", [1, 2, 3, 5])
 def test_few_queries_over_every_row_count_match_the_codec(d, nq):

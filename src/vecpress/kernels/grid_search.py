@@ -734,9 +734,11 @@ def grid_scan_topk(
             if tiles:
                 tlayout, slots, width, segs = tile_layout(layout, d)
                 q8, ngroups = slot_queries(qi, slots, width), (width + 3) // 4
-            # a kl layout within 64-bit words, few query rows: read by its word passes
+            # a kl layout within 64-bit words, few query rows: read by its word passes (a
+            # kl with no coded axis has no layout to read)
             words = (_NO_FIRST, _NO_PERM, _NO_PERM, _NO_QW)
-            if in_place and not uniform and LITTLE_ENDIAN and _within_words(layout_key(layout)):
+            kl_words = in_place and not uniform and LITTLE_ENDIAN and layout.shape[0] > 0
+            if kl_words and _within_words(layout_key(layout)):
                 wp = word_passes(layout)
                 words = (wp.first, wp.ctrl, wp.mask, word_queries(qi, wp))
             _scan_portable(

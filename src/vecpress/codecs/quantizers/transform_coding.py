@@ -38,9 +38,10 @@ read each 64 bytes of a row with one load and no byte permutation
 (:class:`~vecpress.kernels.wordlanes.WordPasses`; CPUs without AVX2 read the same passes
 in plain code, :func:`~vecpress.kernels.wordlanes.words_dot`). The layout is stored with
 the codec (the ``layout`` array, ``packing: "words"`` in its config) and checked on
-opening: every coded axis once, at its width, within the row. Where no such placement exists (a word
-would hold more than 32 codes: some 1- and 2-bit allocations), and in files written
-before, the groups lie one after another (``packing`` absent, no ``layout``).
+opening: every coded axis once, at its width, within the row. Where no such placement
+exists (a word would hold more than 32 codes: some 1- and 2-bit allocations), and in
+files written before, the groups lie one after another (``packing`` absent, no
+``layout``).
 
 **Scalar quantizer.** An axis with ``b_j >= 1`` bits has a uniform midrise
 quantizer with ``2^b_j`` levels and step ``step_j = sqrt(lam_j) s(b_j)``, where
