@@ -240,6 +240,35 @@ def test_few_queries_over_every_row_count_match_the_codec(d, nq):
             np.testing.assert_array_equal(res.scores, scores, err_msg=f"{spec} n={n}")
 
 
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("nq", [1, 3, 6])
+@pytest.mark.parametrize("portable", [False, True])
+def test_kl_codes_within_words_past_what_the_word_passes_read(monkeypatch, d, nq, portable):
+    """``kl1`` of isotropic rows: its codes do not pack within words, so it keeps its
+    groups, and those lie within 64-bit words with 64 one-bit codes in a word, more
+    than a chunk's word passes read (``8 * MAX_PASSES``). The scans of few and many
+    query rows, with and without the vector kernels, rank as Codec.score (the word
+    passes read such a word's first 32 codes only: scores off by more than their own
+    size, found by a fuzzer)."""
+    from vecpress.kernels import grid_search
+    from vecpress.kernels.wordpack import MAX_PASSES, chunk_passes, within_words
+
+    if portable:  # the scan's path on CPUs without VNNI
+        monkeypatch.setattr(search_mod, "_ONE_CALL_SCAN", False)
+        monkeypatch.setattr(grid_search, "HAVE_VNNI", False)
+    rng = np.random.default_rng(d)
+    x = rng.standard_normal((300, d)).astype(np.float32)
+    q = rng.standard_normal((nq, d)).astype(np.float32)
+    index = Index("kl1", metric="ip", seed=0)
+    index.add(x)
+    layout = index.codec.quantizer.grid_layout
+    assert within_words(layout) and chunk_passes(layout).max() > MAX_PASSES
+    res = index.search(q, 20)
+    ids, scores = topk(index.codec.score(q, index.codec.encode(x)), 20)
+    np.testing.assert_array_equal(res.ids, ids)
+    np.testing.assert_array_equal(res.scores, scores)
+
+
 def test_make_plan_numbers_slots_query_major():
     items = search_mod.make_items(np.array([0, 10, 25]), chunk=8)  # lists of 2 and 2 items
     plan = search_mod.make_plan(items, np.array([[1, 0], [1, -1]]), np.zeros((2, 2)))

@@ -25,6 +25,7 @@ from vecpress.kernels.wordpack import (
     pack_words,
     within_words,
     word_codes,
+    word_readable,
 )
 
 needs_vbmi = pytest.mark.skipif(not HAVE_VBMI, reason="no AVX-512 VBMI on this machine")
@@ -118,6 +119,20 @@ def test_layouts_with_a_code_across_a_word_are_told_apart():
     with pytest.raises(ValueError, match="crosses a 64-bit word"):
         word_passes(crossing)
     assert within_words(np.array([[0, 12, 5, 0], [12, 1, 5, 8]]))
+
+
+def test_layouts_within_words_past_the_passes_are_not_read_by_them():
+    """A word of more than 8 MAX_PASSES codes (64 of one bit) lies within its word but
+    is not for the word passes: word_readable says so and word_passes refuses it (its
+    reader read a chunk's first MAX_PASSES passes only)."""
+    full = np.array([[0, 8 * MAX_PASSES, 1, 0], [8 * MAX_PASSES, 8, 2, 4]])  # 40 codes
+    assert within_words(full) and chunk_passes(full).max() == MAX_PASSES + 1
+    assert not word_readable(full)
+    with pytest.raises(ValueError, match="holds 40 codes"):
+        word_passes(full)
+    fits = np.array([[0, 8 * MAX_PASSES, 1, 0], [8 * MAX_PASSES, 8, 2, 8]])  # next word
+    assert word_readable(fits) and word_passes(fits).first.tolist() == [0, MAX_PASSES]
+    assert not word_readable(np.array([[0, 13, 5, 0]]))  # a code across a word
 
 
 def test_word_passes_give_each_code_one_lane_of_its_word():

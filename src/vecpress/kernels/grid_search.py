@@ -81,7 +81,7 @@ from .wordlanes import (
     word_queries,
     words_dot,
 )
-from .wordpack import within_words
+from .wordpack import word_readable
 
 #: items with at most this many query rows (queries x limbs) read their codes in place
 IN_PLACE_ROWS = 4
@@ -738,7 +738,7 @@ def grid_scan_topk(
             # kl with no coded axis has no layout to read)
             words = (_NO_FIRST, _NO_PERM, _NO_PERM, _NO_QW)
             kl_words = in_place and not uniform and LITTLE_ENDIAN and layout.shape[0] > 0
-            if kl_words and _within_words(layout_key(layout)):
+            if kl_words and _word_readable(layout_key(layout)):
                 wp = word_passes(layout)
                 words = (wp.first, wp.ctrl, wp.mask, word_queries(qi, wp))
             _scan_portable(
@@ -755,10 +755,11 @@ def vnni_reads(bits: int, d: int, layout, in_place: bool = True):
     ``(layout, in_place_bits, in_place_rows, parts)``. Items of at most ``in_place_rows``
     query rows read 1-, 2-, 4- and 8-bit codes of one width in place (``in_place_bits``
     their width), other widths and layouts where the CPU has VBMI: chunk by chunk where
-    no code crosses a 64-bit word of the row (:data:`BY_WORDS`, ``parts`` its
-    :func:`~vecpress.kernels.wordlanes.word_passes`), else by parts (:data:`BY_PARTS`,
-    ``parts`` their :func:`~vecpress.kernels.wordlanes.field_parts`); else every block is
-    unpacked (``in_place_bits`` 0).
+    no code crosses a 64-bit word of the row and no word holds more codes than a chunk's
+    passes read (:func:`~vecpress.kernels.wordpack.word_readable`; :data:`BY_WORDS`,
+    ``parts`` its :func:`~vecpress.kernels.wordlanes.word_passes`), else by parts
+    (:data:`BY_PARTS`, ``parts`` their :func:`~vecpress.kernels.wordlanes.field_parts`);
+    else every block is unpacked (``in_place_bits`` 0).
 
     Examples
     --------
@@ -773,7 +774,7 @@ def vnni_reads(bits: int, d: int, layout, in_place: bool = True):
     if in_place and uniform and bits in IN_PLACE_BITS:
         in_place_bits = bits
     elif in_place and HAVE_VBMI and layout.shape[0]:  # (kl with no coded axis: none)
-        in_place_bits = BY_WORDS if _within_words(layout_key(layout)) else BY_PARTS
+        in_place_bits = BY_WORDS if _word_readable(layout_key(layout)) else BY_PARTS
     rows = IN_PLACE_ROWS if in_place_bits else 0
     parts = NO_PARTS
     if in_place_bits == BY_PARTS:
@@ -808,10 +809,10 @@ def scan_tables(in_place_bits: int, parts) -> tuple:
 
 
 @functools.lru_cache(maxsize=64)
-def _within_words(key: bytes) -> bool:
-    """:func:`~vecpress.kernels.wordpack.within_words` of the layout ``key``
+def _word_readable(key: bytes) -> bool:
+    """:func:`~vecpress.kernels.wordpack.word_readable` of the layout ``key``
     (:func:`~vecpress.kernels.wordlanes.layout_key`), worked out once a layout."""
-    return within_words(np.frombuffer(key, np.int64).reshape(-1, 4))
+    return word_readable(np.frombuffer(key, np.int64).reshape(-1, 4))
 
 
 def vnni_queries(qi: np.ndarray, d: int, in_place_bits: int, parts) -> tuple:

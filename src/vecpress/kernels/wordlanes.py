@@ -67,7 +67,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .scan import _I32X16, _accumulate4x4, _store_sums, _tile_setup, code_positions, host_has
-from .wordpack import MAX_PASSES, chunk_passes
+from .wordpack import MAX_PASSES, chunk_passes, word_codes
 
 #: whether this machine reads codes of any width in place (AVX-512 VBMI and VNNI)
 HAVE_VBMI = host_has("avx512vbmi", "avx512vnni", "avx512bw")
@@ -383,6 +383,11 @@ order : int64[k]
 def _passes_of(key: bytes) -> WordPasses:
     layout = np.frombuffer(key, np.int64).reshape(-1, 4)
     passes = chunk_passes(layout)
+    if passes.max(initial=1) > MAX_PASSES:
+        raise ValueError(
+            f"a 64-bit word of the layout holds {int(word_codes(layout).max())} codes; its "
+            f"word passes read at most {8 * MAX_PASSES} a word (wordpack.word_readable)"
+        )
     first = np.concatenate([[0], np.cumsum(passes)]).astype(np.int64)
     total = int(first[-1])
     ctrl = np.zeros((total, 64), np.uint8)
@@ -407,8 +412,9 @@ def _passes_of(key: bytes) -> WordPasses:
 
 def word_passes(layout: np.ndarray) -> WordPasses:
     """How to read ``layout``'s codes in place, chunk by chunk (:class:`WordPasses`), for a
-    layout none of whose codes crosses a 64-bit word of the row
-    (:func:`~vecpress.kernels.wordpack.within_words`; ValueError otherwise).
+    layout none of whose codes crosses a 64-bit word of the row and no word of which holds
+    more than ``8 *`` :data:`~vecpress.kernels.wordpack.MAX_PASSES` codes
+    (:func:`~vecpress.kernels.wordpack.word_readable`; ValueError otherwise).
 
     Cached per layout (the arrays are shared: do not write to them).
 

@@ -241,3 +241,20 @@ def within_words(layout: np.ndarray) -> bool:
     except ValueError:
         return False
     return True
+
+
+def word_readable(layout: np.ndarray) -> bool:
+    """Whether a scan reads ``layout`` by its word passes
+    (:func:`~vecpress.kernels.wordlanes.word_passes`): no code crosses a 64-bit word
+    of the row (:func:`within_words`) and no word holds more than ``8 *``
+    :data:`MAX_PASSES` codes, the most lanes the passes of a chunk give a word. A
+    layout within words but past that (a ``kl`` whose codes did not pack within words
+    keeps its groups, packed run after run, and those can lie within words: 64 codes
+    of 1 bit in one word, say) is read another way.
+
+    Examples
+    --------
+    >>> word_readable(np.array([[0, 32, 2, 0]])), word_readable(np.array([[0, 64, 1, 0]]))
+    (True, False)
+    """
+    return within_words(layout) and int(chunk_passes(layout).max(initial=1)) <= MAX_PASSES
