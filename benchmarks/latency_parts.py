@@ -87,7 +87,6 @@ PASSES = (
     ("pass 1: sign-plane sums and points", "    _points("),
     ("pass 2: seeds scored", "    q8 = _query_bytes("),
     ("pass 3: refinement", "    _refine("),
-    ("slots sorted", "    _sort_slots("),
 )
 
 
@@ -102,7 +101,7 @@ def _timed_run():
         for i, (_, start) in enumerate(PASSES):
             if line.startswith(start):
                 out.append(f"    marks[{i}] = _cycles()")
-        if line.startswith("    return out_s, out_i, refined"):
+        if line.startswith("    return out_s, out_i, counts, refined"):
             out.append(f"    marks[{len(PASSES)}] = _cycles()")
         out.append(line)
     text = "\n".join(out).replace("def _run(\n", "def _run(\n    marks,", 1)
