@@ -1,7 +1,8 @@
 """Randomised differential testing of ``Index.search`` on adversarial data (see fuzz/README.md).
 
-Each case draws a spec, a dimension (1-69), rows (1-399), a metric, an IVF list count
-or none, ``k`` (1 to the rows + 5) and data of one of several kinds: Gaussian, scaled
+Each case draws a spec, a dimension (1-69; one case in ten 128, 130 or 384), rows
+(1-399), 1-5 queries (one case in five 6-20), a metric, an IVF list count or none,
+``k`` (1 to the rows + 5) and data of one of several kinds: Gaussian, scaled
 by ``10**e`` for ``e`` in -30..30, one row repeated, few distinct rows, float16's range,
 mostly zeros, columns of magnitudes from 1e-20 to 1e20, small integers. The contract
 checked:
@@ -16,7 +17,10 @@ checked:
   score within float rounding of its id's ``Codec.score``, and none of them below the
   ``k``-th best of those by more than that rounding (near ties may rank either way);
 * ``progressive=True``, where the codec supports it, returns the full scan's ids and
-  scores bit for bit.
+  scores bit for bit;
+* one case in three also: with an ``f32`` re-rank tier, a re-ranked search's answer
+  is valid as above; or saved and opened again (memory-mapped or in memory), the
+  index answers the same bit for bit.
 
 Run: ``python fuzz/fuzz_search.py --seconds 600 --seed 1`` (one process per core, with
 different seeds). Failures are printed with the case's parameters and counted; the exit
@@ -26,13 +30,16 @@ status is 1 if any.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 import traceback
 import warnings
 
 import numpy as np
 
+import vecpress
 from vecpress import Index
 from vecpress.search.planes import supports
 
@@ -45,6 +52,12 @@ METRICS = ("ip", "l2", "cosine")
 #: two-level specs: a flat search ranks by the first level (the second re-ranks), where
 #: ``Codec.score`` reads both
 TWO_LEVEL = {"lvq4x4"}
+#: dimensions drawn one case in ten (wider than the Gaussian cases' 1-69)
+WIDE = (128, 130, 384)
+#: what a case does besides searching, one case in three: a re-rank tier (``f32``) and
+#: a deeper re-ranked search, or the index saved and opened (memory-mapped or not) and
+#: searched again (the same answer bit for bit)
+EXTRAS = ("rerank", "mmap", "memory")
 
 
 def draw_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -123,23 +136,32 @@ def ranks_as(ids: np.ndarray, scores: np.ndarray, ref: np.ndarray, k: int) -> bo
 def run_case(rng: np.random.Generator) -> tuple[str, str | None]:
     """One random case: ``(description, failure or None)``."""
     spec = SPECS[rng.integers(len(SPECS))]
-    d, n = int(rng.integers(1, 70)), int(rng.integers(1, 400))
+    d = int(rng.integers(1, 70)) if rng.random() < 0.9 else int(rng.choice(WIDE))
+    n = int(rng.integers(1, 400))
     metric = METRICS[rng.integers(3)]
     ivf = int(rng.integers(2, 9)) if rng.random() < 0.3 else None
-    x, q = draw_rows(rng, n, d), draw_rows(rng, int(rng.integers(1, 6)), d)
+    nq = int(rng.integers(1, 6)) if rng.random() < 0.8 else int(rng.integers(6, 21))
+    x, q = draw_rows(rng, n, d), draw_rows(rng, nq, d)
     k = int(rng.integers(1, n + 6))
-    desc = f"spec={spec} d={d} n={n} metric={metric} ivf={ivf} k={k}"
+    extra = EXTRAS[rng.integers(len(EXTRAS))] if rng.random() < 0.3 else ""
+    desc = f"spec={spec} d={d} n={n} nq={nq} metric={metric} ivf={ivf} k={k} {extra}"
     try:
-        return desc, exercise(spec, metric, ivf, x, q, k)
+        return desc, exercise(spec, metric, ivf, x, q, k, extra)
     except Exception:  # anything but the refusals exercise allows
         return desc, traceback.format_exc(limit=4)
 
 
-def exercise(spec: str, metric: str, ivf: int | None, x: np.ndarray, q: np.ndarray, k: int):
-    """Build and search one case; the failure found, or None (module docstring)."""
+def exercise(
+    spec: str, metric: str, ivf: int | None, x: np.ndarray, q: np.ndarray, k: int, extra: str
+):
+    """Build and search one case (``extra``: :data:`EXTRAS`); the failure found, or None
+    (module docstring)."""
     n = x.shape[0]
+    kw = {"ivf": ivf} if ivf else {}
+    if extra == "rerank":
+        kw["rerank_spec"] = "f32"
     try:
-        index = Index(spec, metric=metric, seed=0, **({"ivf": ivf} if ivf else {}))
+        index = Index(spec, metric=metric, seed=0, **kw)
         if ivf:
             index.train(x)
         index.add(x)
@@ -161,6 +183,20 @@ def exercise(spec: str, metric: str, ivf: int | None, x: np.ndarray, q: np.ndarr
         same = np.array_equal(prog.ids, res.ids) and np.array_equal(prog.scores, res.scores)
         if not same:
             return "progressive=True differs from the full scan"
+    if extra == "rerank":
+        deep = index.search(q, k, rerank=max(k, min(n, 4 * k)), **kw)
+        bad = check_answer(deep.ids, deep.scores, n)
+        if bad:
+            return f"rerank: {bad}"
+    if extra in ("mmap", "memory"):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "index.vpi")
+            index.save(path)
+            opened = vecpress.open(path, mmap=extra == "mmap")
+            again = opened.search(q, k, **kw)
+            del opened
+        if not (np.array_equal(again.ids, res.ids) and np.array_equal(again.scores, res.scores)):
+            return f"saved and opened ({extra}): the search differs"
     return None
 
 
