@@ -242,6 +242,26 @@ def test_progressive_extreme_magnitudes(spec):
         np.testing.assert_array_equal(prog.ids, index.search(q, 50).ids)
 
 
+@pytest.mark.parametrize("spec", ["lvq4", "hd2,lvq4", "hd2,rq4", "int4"])
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_progressive_zero_query_over_sparse_rows(spec, metric):
+    """A zero query row scores every row its terms alone (all equal under ip, minus the
+    squared norms under l2), where the estimate of its dot products need not be 0: the
+    rows ranked and scored as the full scan does (ties by the smaller id). Rows 90 %
+    zeros, some all zero (lvq4 left rows out of its top k: a bound below the least dot
+    product a zero query can have, and points of its estimates; found by a fuzzer)."""
+    rng = np.random.default_rng(5)
+    x = np.where(rng.random((300, 40)) < 0.9, 0.0, rng.standard_normal((300, 40)))
+    x = x.astype(np.float32)
+    q = rng.standard_normal((3, 40)).astype(np.float32)
+    q[1] = 0.0
+    index = _pair(spec, metric, x)
+    for k in (1, 5, 40):
+        full, prog = index.search(q, k), index.search(q, k, progressive=True)
+        np.testing.assert_array_equal(prog.ids, full.ids)
+        np.testing.assert_array_equal(prog.scores, full.scores)
+
+
 @pytest.mark.parametrize("metric", ["ip", "l2"])
 def test_progressive_rows_whose_word_is_flagged(metric):
     """Rows of subnormal magnitude (1e-39, some 1e6 times larger among them) give ``A F``

@@ -640,7 +640,9 @@ def _row_bound(
     The table's cut bits move ``ŵ`` by at most ``z |r| |F|``; then, the estimator's
     deviation being ``g sqrt(|qi|² - w²)``, ``w`` is at most the largest root of
     ``w - ŵ = ε sqrt(|qi|² - w²)`` (``ε = z g / |v|``), a quadratic, and never above
-    ``|qi|`` (the least root, and ``-|qi|``, where the row's factor is negative). The
+    ``|qi|`` (the least root, and ``-|qi|``, where the row's factor is negative); 0 for a
+    zero query row, whose estimates need not be 0 (its points are its rows' terms:
+    :func:`_points`). The
     score bound is ``s0 A w`` plus the row and query terms and the rounding slack,
     :data:`_ROUNDING` of the largest magnitude the row's float32 score can have. With
     ``terms`` :data:`TERMS_ALL` the row terms ``a qc + b t + c`` are added exactly; for
@@ -663,6 +665,8 @@ def _row_bound(
     hi = min((wt + root) / den, qn)
     lo = max((wt - root) / den, -qn)
     w = hi if up else lo
+    if qn == zero:  # a zero query row: every dot product is 0, whatever the estimate
+        w = zero
     scale = s0 * big_a
     if terms == TERMS_ALL:
         rest = a * qc + b * tq + c + e
@@ -904,10 +908,12 @@ def _points(
                     qq = qidx[p]
                     at = uptr[p] + r0
                     point = pts[at : at + cnt]
+                    # a zero query row (|qi| = 0) scores every row its terms: a point of
+                    # scale 0 is that score, exactly (the estimate's part would not be 0)
+                    s0 = qscale[qq] if qnorm[qq] > 0 else np.float32(0.0)
                     _row_points(
-                        span[u], rw, ra, rb, rc, nm, xs[at : at + cnt], point, xq[qq],
-                        qscale[qq], em2, qc[qq], t[qq], qadd[p], l2, qsq[qq], terms, popmask,
-                        delta,
+                        span[u], rw, ra, rb, rc, nm, xs[at : at + cnt], point, xq[qq], s0,
+                        em2, qc[qq], t[qq], qadd[p], l2, qsq[qq], terms, popmask, delta,
                     )  # fmt: skip
                     m = seed_m[p]
                     root = seed_s[p, 0] if m == cap else floor[qq]
