@@ -23,8 +23,10 @@ checked:
   index answers the same bit for bit.
 
 Run: ``python fuzz/fuzz_search.py --seconds 600 --seed 1`` (one process per core, with
-different seeds). Failures are printed with the case's parameters and counted; the exit
-status is 1 if any.
+different seeds; ``--specs "kl1;lvq4"`` draws from those only). Failures are printed
+with the case's parameters and counted; the exit status is 1 if any. Each case draws
+from a generator of its own (seed, case number), so ``--seed S --case N`` runs case
+``N`` alone again.
 """
 
 from __future__ import annotations
@@ -133,9 +135,9 @@ def ranks_as(ids: np.ndarray, scores: np.ndarray, ref: np.ndarray, k: int) -> bo
     return True
 
 
-def run_case(rng: np.random.Generator) -> tuple[str, str | None]:
-    """One random case: ``(description, failure or None)``."""
-    spec = SPECS[rng.integers(len(SPECS))]
+def run_case(rng: np.random.Generator, specs=SPECS) -> tuple[str, str | None]:
+    """One random case of one of ``specs``: ``(description, failure or None)``."""
+    spec = specs[rng.integers(len(specs))]
     d = int(rng.integers(1, 70)) if rng.random() < 0.9 else int(rng.choice(WIDE))
     n = int(rng.integers(1, 400))
     metric = METRICS[rng.integers(3)]
@@ -204,18 +206,23 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--specs", help="';'-separated specs to draw from (default: all)")
+    ap.add_argument("--case", type=int, help="run this case of --seed only (a replay)")
     args = ap.parse_args(argv)
-    rng = np.random.default_rng(args.seed)
+    specs = args.specs.split(";") if args.specs else SPECS
     cases = failures = 0
     end = time.monotonic() + args.seconds
-    while time.monotonic() < end:
+    replay = args.case is not None
+    while (not cases) if replay else time.monotonic() < end:
+        case = args.case if replay else cases + 1
         cases += 1
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            desc, bad = run_case(rng)
+            # each case draws from its own generator: any case replays alone (--case)
+            desc, bad = run_case(np.random.default_rng([args.seed, case]), specs)
         if bad:
             failures += 1
-            print(f"FAIL seed={args.seed} case={cases} {desc}: {bad}", flush=True)
+            print(f"FAIL seed={args.seed} case={case} {desc}: {bad}", flush=True)
     print(f"seed={args.seed}: {cases} cases, {failures} failures", flush=True)
     return 1 if failures else 0
 
