@@ -248,8 +248,8 @@ def test_progressive_zero_query_over_sparse_rows(spec, metric):
     """A zero query row scores every row its terms alone (all equal under ip, minus the
     squared norms under l2), where the estimate of its dot products need not be 0: the
     rows ranked and scored as the full scan does (ties by the smaller id). Rows 90 %
-    zeros, some all zero (lvq4 left rows out of its top k: a bound below the least dot
-    product a zero query can have, and points of its estimates; found by a fuzzer)."""
+    zeros, some all zero (lvq4 left rows out of its top k where its points and bounds
+    were made from those estimates; found by a fuzzer)."""
     rng = np.random.default_rng(5)
     x = np.where(rng.random((300, 40)) < 0.9, 0.0, rng.standard_normal((300, 40)))
     x = x.astype(np.float32)
