@@ -257,4 +257,8 @@ def word_readable(layout: np.ndarray) -> bool:
     >>> word_readable(np.array([[0, 32, 2, 0]])), word_readable(np.array([[0, 64, 1, 0]]))
     (True, False)
     """
-    return within_words(layout) and int(chunk_passes(layout).max(initial=1)) <= MAX_PASSES
+    try:
+        codes = word_codes(layout)
+    except ValueError:
+        return False
+    return int(codes.max(initial=0)) <= 8 * MAX_PASSES
